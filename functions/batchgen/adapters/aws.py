@@ -1,0 +1,20 @@
+"""Lazily created boto3 clients: never at import time, so moto can start first."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20)
+
+
+@lru_cache(maxsize=None)
+def client(service: str) -> Any:
+    return boto3.client(service, config=_CONFIG)
+
+
+def reset_clients() -> None:
+    client.cache_clear()

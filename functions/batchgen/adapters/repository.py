@@ -1,0 +1,618 @@
+"""DynamoDB single-table repository: batches, items, balances, the ledger.
+
+Key layout (one table, see `constants.TABLE`):
+  BATCH#<id> / #META           the batch; GSI1 (user history), GSI2 (admin), GSI3 (sparse: active only)
+  BATCH#<id> / ITEM#<nn>       one item per request, so a batch and its items are one Query
+  USER#<id>  / #BALANCE        the credit balance
+  USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
+Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from batchgen import constants
+from batchgen.adapters.aws import client
+from batchgen.config import get_settings
+from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput, NotFound
+from batchgen.domain.ids import now_iso
+from batchgen.domain.states import (
+    ACTIVE_BATCH_STATUSES,
+    OPEN_ITEM_STATUSES,
+    BatchStatus,
+    ItemStatus,
+)
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+META_SK = "#META"
+BALANCE_SK = "#BALANCE"
+ITEM_PREFIX = "ITEM#"
+LEDGER_PREFIX = "LEDGER#"
+ALL_BATCHES_PK = "BATCHES"
+ACTIVE_PK = "ACTIVE"
+MAX_TRANSACTION_ITEMS = 100
+
+
+def batch_pk(batch_id: str) -> str:
+    return f"BATCH#{batch_id}"
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def item_sk(index: int) -> str:
+    return f"{ITEM_PREFIX}{index:02d}"
+
+
+def _marshal(value: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(val) for key, val in value.items() if val is not None}
+
+
+def _unmarshal(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _deserializer.deserialize(val) for key, val in item.items()}
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(val) for key, val in values.items()}
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """An open item that ends without success: it is refunded in the same transaction."""
+
+    item: ItemRecord
+    status: ItemStatus  # FAILED or CANCELLED
+    error: str
+
+
+@dataclass(frozen=True)
+class Page:
+    batches: list[BatchRecord]
+    next_cursor: str | None
+
+
+class ConcurrentChange(Exception):
+    """A conditional write lost a race; the caller re-reads and decides again."""
+
+
+def _cancellation_codes(exc: ClientError) -> list[str]:
+    return [reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", [])]
+
+
+class Repository:
+    def __init__(self, table_name: str) -> None:
+        self.table = table_name
+
+    @property
+    def db(self) -> Any:
+        return client("dynamodb")
+
+    # --- batches --------------------------------------------------------------------------
+    def batch_item(self, batch: BatchRecord) -> dict[str, Any]:
+        sort_key = f"{batch.createdAt}#{batch.batchId}"
+        item = batch.model_dump(mode="python")
+        item.update(
+            PK=batch_pk(batch.batchId),
+            SK=META_SK,
+            entity="batch",
+            status=batch.status.value,
+            GSI1PK=user_pk(batch.userId),
+            GSI1SK=sort_key,
+            GSI2PK=ALL_BATCHES_PK,
+            GSI2SK=sort_key,
+        )
+        if batch.status in ACTIVE_BATCH_STATUSES:
+            item.update(GSI3PK=ACTIVE_PK, GSI3SK=sort_key)
+        return _marshal(item)
+
+    @staticmethod
+    def item_item(item: ItemRecord) -> dict[str, Any]:
+        data = item.model_dump(mode="python")
+        data.update(PK=batch_pk(item.batchId), SK=item_sk(item.index), entity="item", status=item.status.value)
+        return _marshal(data)
+
+    def create_batch(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+        """Debit, batch, items and ledger entry in one transaction: all of it or none of it."""
+        at = batch.createdAt
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": user_pk(batch.userId), "SK": BALANCE_SK}),
+                    "UpdateExpression": "SET balance = balance - :cost, updatedAt = :at",
+                    "ConditionExpression": "attribute_exists(balance) AND balance >= :cost",
+                    "ExpressionAttributeValues": _values({":cost": batch.creditCost, ":at": at}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self.batch_item(batch),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {"Put": {"TableName": self.table, "Item": self._ledger_item(batch.userId, -batch.creditCost, "batch charge", batch.batchId, at)}},
+        ]
+        writes += [{"Put": {"TableName": self.table, "Item": self.item_item(item)}} for item in items]
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                old = reasons[0].get("Item")
+                available = (
+                    Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(batch.userId)
+                )
+                raise InsufficientCredits(batch.creditCost, available) from exc
+            if "TransactionConflict" in _cancellation_codes(exc):
+                raise ConcurrentChange("balance changed concurrently") from exc
+            raise
+
+    def get_batch(self, batch_id: str, consistent: bool = True) -> BatchRecord | None:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+            ConsistentRead=consistent,
+        )
+        return BatchRecord.model_validate(_unmarshal(response["Item"])) if "Item" in response else None
+
+    def get_batch_with_items(self, batch_id: str) -> BatchWithItems | None:
+        """The batch and all its items in one Query (paged only beyond 1 MB)."""
+        batch: BatchRecord | None = None
+        items: list[ItemRecord] = []
+        for row in self._query_all(
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues=_values({":pk": batch_pk(batch_id)}),
+            ConsistentRead=True,
+        ):
+            if row["SK"] == META_SK:
+                batch = BatchRecord.model_validate(row)
+            elif row["SK"].startswith(ITEM_PREFIX):
+                items.append(ItemRecord.model_validate(row))
+        if batch is None:
+            return None
+        return BatchWithItems(batch=batch, items=sorted(items, key=lambda item: item.index))
+
+    def update_batch(
+        self,
+        batch_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_status: Iterable[BatchStatus] | None = None,
+        condition: str | None = None,
+        condition_values: dict[str, Any] | None = None,
+        remove_active: bool = False,
+    ) -> BatchRecord:
+        """Conditional SET of plain attributes; raises ConcurrentChange when the condition fails."""
+        names = {f"#f{i}": name for i, name in enumerate(changes)}
+        values = {f":v{i}": value for i, value in enumerate(changes.values())}
+        sets = [f"#f{i} = :v{i}" for i in range(len(changes))]
+        expression = "SET " + ", ".join(sets)
+        if remove_active:
+            expression += " REMOVE GSI3PK, GSI3SK"
+        conditions = ["attribute_exists(PK)"]
+        if expected_status is not None:
+            statuses = list(expected_status)
+            names["#status"] = "status"
+            placeholders = []
+            for i, status in enumerate(statuses):
+                values[f":s{i}"] = status.value
+                placeholders.append(f":s{i}")
+            conditions.append(f"#status IN ({', '.join(placeholders)})")
+        if condition:
+            conditions.append(condition)
+            values.update(condition_values or {})
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+            "UpdateExpression": expression,
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            request["ExpressionAttributeValues"] = _values(values)
+        try:
+            response = self.db.update_item(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConcurrentChange(f"batch {batch_id} changed") from exc
+            raise
+        return BatchRecord.model_validate(_unmarshal(response["Attributes"]))
+
+    def update_item(self, batch_id: str, index: int, changes: dict[str, Any]) -> None:
+        """Unconditional SET on an item's non-status attributes (e.g. the staged image key)."""
+        names = {f"#f{i}": name for i, name in enumerate(changes)}
+        values = {f":v{i}": value for i, value in enumerate(changes.values())}
+        self.db.update_item(
+            TableName=self.table,
+            Key=_marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}),
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_values(values),
+        )
+
+    def delete_batch(self, record: BatchWithItems) -> None:
+        """Deletes a terminal batch: the META row first, under a condition, then its items."""
+        try:
+            self.db.delete_item(
+                TableName=self.table,
+                Key=_marshal({"PK": batch_pk(record.batch.batchId), "SK": META_SK}),
+                ConditionExpression="attribute_exists(PK) AND NOT #status IN (:p, :r)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(
+                    {":p": BatchStatus.PENDING.value, ":r": BatchStatus.PROCESSING.value}
+                ),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise Conflict("The batch is still running; cancel it before deleting it.") from exc
+            raise
+        keys = [_marshal({"PK": batch_pk(item.batchId), "SK": item_sk(item.index)}) for item in record.items]
+        for start in range(0, len(keys), 25):
+            requests = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
+            pending: dict[str, Any] = {self.table: requests}
+            for _attempt in range(5):
+                response = self.db.batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+
+    # --- item outcomes: the one path for success, failure, cancel and refund ------------------
+    def mark_item_success(
+        self, batch_id: str, index: int, *, image_url: str | None = None, text: str | None = None,
+        public_id: str | None = None,
+    ) -> bool:
+        """Open item -> success, with the batch counter in the same transaction.
+
+        Returns False when the item was already terminal (a duplicate delivery, or cancelled).
+        """
+        at = now_iso()
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}),
+                            "UpdateExpression": "SET #status = :success, imageUrl = :url, #text = :text, "
+                            "publicId = :pid, updatedAt = :at",
+                            "ConditionExpression": "#status IN (:pending, :processing)",
+                            "ExpressionAttributeNames": {"#status": "status", "#text": "text"},
+                            "ExpressionAttributeValues": _values(
+                                {
+                                    ":success": ItemStatus.SUCCESS.value,
+                                    ":url": image_url,
+                                    ":text": text,
+                                    ":pid": public_id,
+                                    ":at": at,
+                                    ":pending": ItemStatus.PENDING.value,
+                                    ":processing": ItemStatus.PROCESSING.value,
+                                }
+                            ),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+                            "UpdateExpression": "ADD successCount :one SET updatedAt = :at",
+                            "ConditionExpression": "#status IN (:pending, :processing)",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _values(
+                                {
+                                    ":one": 1,
+                                    ":at": at,
+                                    ":pending": BatchStatus.PENDING.value,
+                                    ":processing": BatchStatus.PROCESSING.value,
+                                }
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            if "TransactionConflict" in _cancellation_codes(exc):
+                raise ConcurrentChange("item changed concurrently") from exc
+            return False
+        return True
+
+    def settle_unsuccessful(
+        self,
+        batch: BatchRecord,
+        outcomes: list[ItemOutcome],
+        *,
+        reason: str,
+        batch_status: BatchStatus | None = None,
+        batch_changes: dict[str, Any] | None = None,
+    ) -> Decimal:
+        """Ends open items without success and refunds each one exactly once, in one transaction.
+
+        The item conditions (still open) make a second settlement of the same item impossible; the
+        batch condition (still active) makes a settlement after finalisation impossible. With
+        `batch_status` the same transaction also moves the batch to that terminal status.
+        Returns the amount refunded.
+        """
+        at = now_iso()
+        refund = batch.unitPrice * len(outcomes)
+        writes: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            writes.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": item_sk(outcome.item.index)}),
+                        "UpdateExpression": "SET #status = :status, #error = :error, updatedAt = :at, "
+                        "refunded = :refund",
+                        "ConditionExpression": "#status IN (:pending, :processing)",
+                        "ExpressionAttributeNames": {"#status": "status", "#error": "error"},
+                        "ExpressionAttributeValues": _values(
+                            {
+                                ":status": outcome.status.value,
+                                ":error": outcome.error,
+                                ":at": at,
+                                ":refund": batch.unitPrice,
+                                ":pending": ItemStatus.PENDING.value,
+                                ":processing": ItemStatus.PROCESSING.value,
+                            }
+                        ),
+                    }
+                }
+            )
+        batch_sets = ["updatedAt = :at"]
+        batch_values: dict[str, Any] = {
+            ":at": at,
+            ":n": len(outcomes),
+            ":refund": refund,
+            ":pending": BatchStatus.PENDING.value,
+            ":processing": BatchStatus.PROCESSING.value,
+        }
+        names = {"#status": "status"}
+        remove = ""
+        if batch_status is not None:
+            batch_sets += ["#status = :final", "completedAt = :at"]
+            batch_values[":final"] = batch_status.value
+            remove = " REMOVE GSI3PK, GSI3SK"
+        for i, (name, value) in enumerate((batch_changes or {}).items()):
+            names[f"#c{i}"] = name
+            batch_values[f":c{i}"] = value
+            batch_sets.append(f"#c{i} = :c{i}")
+        writes.append(
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": META_SK}),
+                    "UpdateExpression": f"SET {', '.join(batch_sets)} ADD failCount :n, refundedCredits :refund"
+                    + remove,
+                    "ConditionExpression": "#status IN (:pending, :processing)",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": _values(batch_values),
+                }
+            }
+        )
+        if outcomes:
+            writes.append(self._balance_credit(batch.userId, refund, at))
+            writes.append(
+                {"Put": {"TableName": self.table, "Item": self._ledger_item(batch.userId, refund, reason, batch.batchId, at)}}
+            )
+        if len(writes) > MAX_TRANSACTION_ITEMS:
+            raise ValueError("a settlement is limited to the items of one batch")
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConcurrentChange(f"batch {batch.batchId} changed during settlement") from exc
+            raise
+        return refund
+
+    def finalize_if_done(self, batch_id: str) -> BatchRecord | None:
+        """Moves a batch whose items are all terminal to completed/failed; only one caller wins."""
+        batch = self.get_batch(batch_id)
+        if batch is None or batch.status not in ACTIVE_BATCH_STATUSES:
+            return None
+        if batch.done_count < batch.requestCount:
+            return None
+        from batchgen.domain.states import final_status
+
+        at = now_iso()
+        try:
+            return self.update_batch(
+                batch_id,
+                {"status": final_status(batch.successCount).value, "completedAt": at, "updatedAt": at},
+                expected_status=ACTIVE_BATCH_STATUSES,
+                condition="successCount = :sc AND failCount = :fc",
+                condition_values={":sc": batch.successCount, ":fc": batch.failCount},
+                remove_active=True,
+            )
+        except ConcurrentChange:
+            return None
+
+    # --- listings -------------------------------------------------------------------------
+    def list_batches(
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        batch_type: str | None = None,
+    ) -> Page:
+        """Newest first; `user_id=None` lists every user's batches (admin)."""
+        index = constants.USER_BATCHES_INDEX if user_id else constants.ALL_BATCHES_INDEX
+        partition = user_pk(user_id) if user_id else ALL_BATCHES_PK
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index.name,
+            "KeyConditionExpression": f"{index.partition_key} = :pk",
+            "ExpressionAttributeValues": {":pk": partition},
+            "ScanIndexForward": False,
+        }
+        filters = []
+        if status:
+            filters.append("#status = :status")
+            params["ExpressionAttributeValues"][":status"] = status
+            params.setdefault("ExpressionAttributeNames", {})["#status"] = "status"
+        if batch_type:
+            filters.append("#type = :type")
+            params["ExpressionAttributeValues"][":type"] = batch_type
+            params.setdefault("ExpressionAttributeNames", {})["#type"] = "type"
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        params["ExpressionAttributeValues"] = _values(params["ExpressionAttributeValues"])
+        if cursor:
+            params["ExclusiveStartKey"] = self._decode_cursor(cursor, index, partition)
+        found: list[BatchRecord] = []
+        while True:
+            response = self.db.query(**params, Limit=limit + 1)
+            found += [BatchRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
+            if len(found) > limit or "LastEvaluatedKey" not in response:
+                break
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        page, more = found[:limit], len(found) > limit
+        return Page(page, self._encode_cursor(page[-1]) if more and page else None)
+
+    def iter_active_batches(self) -> Iterator[BatchRecord]:
+        """Reads only the sparse ACTIVE index: cost grows with active batches, never with history."""
+        index = constants.ACTIVE_BATCHES_INDEX
+        for row in self._query_all(
+            IndexName=index.name,
+            KeyConditionExpression=f"{index.partition_key} = :pk",
+            ExpressionAttributeValues=_values({":pk": ACTIVE_PK}),
+        ):
+            yield BatchRecord.model_validate(row)
+
+    @staticmethod
+    def _encode_cursor(batch: BatchRecord) -> str:
+        raw = json.dumps([batch.createdAt, batch.batchId], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @staticmethod
+    def _decode_cursor(cursor: str, index: constants.IndexSpec, partition: str) -> dict[str, Any]:
+        """The cursor names only a position; keys are rebuilt so it can never reach another user."""
+        try:
+            created_at, batch_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            if not isinstance(created_at, str) or not isinstance(batch_id, str):
+                raise ValueError
+        except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+            raise InvalidInput(
+                "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
+                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+            ) from exc
+        return _marshal(
+            {
+                "PK": batch_pk(batch_id),
+                "SK": META_SK,
+                index.partition_key: partition,
+                index.sort_key: f"{created_at}#{batch_id}",
+            }
+        )
+
+    # --- credits --------------------------------------------------------------------------
+    def get_balance(self, user_id: str) -> Decimal:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": user_pk(user_id), "SK": BALANCE_SK}),
+            ConsistentRead=True,
+        )
+        if "Item" not in response:
+            return Decimal(0)
+        return Decimal(str(_unmarshal(response["Item"])["balance"]))
+
+    def adjust_balance(self, user_id: str, delta: Decimal, reason: str) -> Decimal:
+        """Admin credit/debit with its ledger entry; a debit never takes the balance below zero."""
+        at = now_iso()
+        update: dict[str, Any] = self._balance_credit(user_id, delta, at)
+        if delta < 0:
+            update["Update"]["ConditionExpression"] = "attribute_exists(balance) AND balance >= :need"
+            update["Update"]["ExpressionAttributeValues"][":need"] = _serializer.serialize(-delta)
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    update,
+                    {"Put": {"TableName": self.table, "Item": self._ledger_item(user_id, delta, reason, None, at)}},
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                if _cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
+                    raise InsufficientCredits(-delta, self.get_balance(user_id)) from exc
+                raise ConcurrentChange("balance changed concurrently") from exc
+            raise
+        return self.get_balance(user_id)
+
+    def list_ledger(self, user_id: str, limit: int = constants.LEDGER_PAGE) -> list[LedgerRecord]:
+        response = self.db.query(
+            TableName=self.table,
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_values({":pk": user_pk(user_id), ":prefix": LEDGER_PREFIX}),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [LedgerRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
+
+    def _balance_credit(self, user_id: str, amount: Decimal, at: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _marshal({"PK": user_pk(user_id), "SK": BALANCE_SK}),
+                "UpdateExpression": "SET balance = if_not_exists(balance, :zero) + :amount, updatedAt = :at",
+                "ExpressionAttributeValues": _values({":zero": Decimal(0), ":amount": amount, ":at": at}),
+            }
+        }
+
+    def _ledger_item(
+        self, user_id: str, delta: Decimal, reason: str, batch_id: str | None, at: str
+    ) -> dict[str, Any]:
+        return _marshal(
+            {
+                "PK": user_pk(user_id),
+                "SK": f"{LEDGER_PREFIX}{at}#{secrets.token_hex(4)}",
+                "entity": "ledger",
+                "userId": user_id,
+                "at": at,
+                "delta": delta,
+                "reason": reason,
+                "batchId": batch_id,
+            }
+        )
+
+    def _query_all(self, **params: Any) -> Iterator[dict[str, Any]]:
+        params["TableName"] = self.table
+        while True:
+            response = self.db.query(**params)
+            for row in response.get("Items", []):
+                yield _unmarshal(row)
+            if "LastEvaluatedKey" not in response:
+                return
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+@lru_cache(maxsize=1)
+def get_repository() -> Repository:
+    return Repository(get_settings().table_name)
+
+
+def open_items(items: Iterable[ItemRecord]) -> list[ItemRecord]:
+    return [item for item in items if item.status in OPEN_ITEM_STATUSES]

@@ -1,0 +1,65 @@
+"""JWT authentication: algorithms pinned by configuration, never taken from the token."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import jwt
+
+from batchgen.config import Settings, get_settings
+from batchgen.domain.batches import Principal
+from batchgen.domain.errors import Unauthorized
+from batchgen.secret_values import jwt_secret
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+@lru_cache(maxsize=4)
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=300)
+
+
+def _verification_key(token: str, settings: Settings) -> Any:
+    algorithms = settings.allowed_algorithms
+    if settings.jwt_jwks_url and not HMAC_ALGORITHMS.issuperset(algorithms):
+        return _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token).key
+    return jwt_secret()
+
+
+def extract_token(headers: dict[str, str], cookie_name: str) -> str | None:
+    """`Authorization: Bearer` first; the seed-003 browser client sends a session cookie instead."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    authorization = lowered.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    for part in lowered.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == cookie_name and value:
+            return value
+    return None
+
+
+def authenticate(headers: dict[str, str], settings: Settings | None = None) -> Principal:
+    settings = settings or get_settings()
+    token = extract_token(headers, settings.auth_cookie_name)
+    if token is None:
+        raise Unauthorized("Sign in first: send 'Authorization: Bearer <token>'.")
+    try:
+        claims = jwt.decode(
+            token,
+            key=_verification_key(token, settings),
+            algorithms=settings.allowed_algorithms,
+            issuer=settings.jwt_issuer or None,
+            audience=settings.jwt_audience or None,
+            options={"require": ["sub", "exp"], "verify_aud": bool(settings.jwt_audience)},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("Your token has expired; sign in again.") from exc
+    except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+        raise Unauthorized("The token is not valid; sign in again.") from exc
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject.strip():
+        raise Unauthorized("The token names no user; sign in again.")
+    return Principal(user_id=subject, is_admin=claims.get("role") == "admin")

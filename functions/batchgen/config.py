@@ -1,0 +1,97 @@
+"""Runtime configuration: one pydantic model read from the environment once per process."""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batchgen import constants
+
+
+class Settings(BaseModel):
+    """Every tunable of the service; env var names are the upper-cased field names."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table_name: str = constants.TABLE.default_name
+    bucket_name: str = constants.BUCKET_DEFAULT_NAME
+    submit_queue_url: str = ""
+    collect_queue_url: str = ""
+    upload_queue_url: str = ""
+
+    max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
+    max_wait_seconds: int = Field(constants.MAX_WAIT_SECONDS_DEFAULT, ge=60)
+    pending_redrive_seconds: int = Field(constants.PENDING_REDRIVE_SECONDS_DEFAULT, ge=1)
+    gemini_max_active_jobs: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_DEFAULT, ge=1, le=100)
+    poll_concurrency: int = Field(constants.POLL_CONCURRENCY_DEFAULT, ge=1, le=64)
+    gemini_source_mode: str = Field("file", pattern="^(file|inline)$")
+    cloudinary_folder: str = "batchgen"
+    catalog_path: str = ""
+
+    jwt_secret: str = Field("", repr=False)
+    jwt_secret_arn: str = ""
+    jwt_algorithms: str = "HS256"
+    jwt_jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    # The seed-003 browser client authenticates with a session cookie, not a header.
+    auth_cookie_name: str = "session"
+
+    gemini_api_key: str = Field("", repr=False)
+    gemini_secret_arn: str = ""
+    gemini_base_url: str = ""
+    cloudinary_url: str = Field("", repr=False)
+    cloudinary_secret_arn: str = ""
+    cloudinary_api_base: str = ""
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
+        return cls.model_validate(values)
+
+    @property
+    def allowed_algorithms(self) -> list[str]:
+        return [alg.strip() for alg in self.jwt_algorithms.split(",") if alg.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_environ()
+
+
+class Catalog(BaseModel):
+    """Prices, models and aliases from `catalog.json` (or CATALOG_PATH): configuration, not code."""
+
+    batchPrices: dict[str, Decimal]
+    standardPrices: dict[str, Decimal]
+    qualityMultipliers: dict[str, Decimal]
+    models: dict[str, dict[str, object]]
+    defaultModels: dict[str, str]
+    aliases: dict[str, str]
+    aspectRatios: list[str]
+    imageSizeByQuality: dict[str, str]
+
+
+@lru_cache(maxsize=4)
+def load_catalog(path: str = "") -> Catalog:
+    source = Path(path) if path else Path(__file__).with_name("catalog.json")
+    # parse_float=Decimal: prices must never pass through binary floats.
+    raw = json.loads(source.read_text(encoding="utf-8"), parse_float=Decimal)
+    raw.pop("_comment", None)
+    return Catalog.model_validate(raw)
+
+
+def get_catalog() -> Catalog:
+    return load_catalog(get_settings().catalog_path)
+
+
+def reset_caches() -> None:
+    """For tests and the local runtime: re-read the environment."""
+    get_settings.cache_clear()
+    load_catalog.cache_clear()

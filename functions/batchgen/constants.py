@@ -1,0 +1,192 @@
+"""The one definition of every named resource, limit and environment variable.
+
+The Lambda handlers, the CDK stack (`infra/`) and the local runtime (`local/`)
+all read this module, so a name or a limit changes in exactly one place.
+Kept free of third-party imports: it is on every cold path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SERVICE_NAME = "batchgen"
+METRICS_NAMESPACE = "BatchImageGeneration"
+
+# --- Limits -----------------------------------------------------------------
+MAX_BATCH_REQUESTS_DEFAULT = 20  # /batch/create, overridable by MAX_BATCH_REQUESTS
+MAX_GENERATE_BATCH_IMAGES = 50  # seed-003 /api/generate/batch
+MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit (API GW allows 10 MB)
+MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one decoded input image
+MAX_PROMPT_CHARS = 4000
+MAX_DISPLAY_NAME_CHARS = 128
+MAX_CLIENT_ID_CHARS = 128
+MAX_WAIT_SECONDS_DEFAULT = 7200
+HISTORY_LIMIT_DEFAULT = 20
+HISTORY_LIMIT_MAX = 100
+LEDGER_PAGE = 50
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
+POLL_CONCURRENCY_DEFAULT = 16
+PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
+STAGING_EXPIRY_DAYS = 7
+INPUT_EXPIRY_DAYS = 30
+INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
+
+# --- S3 key layout ----------------------------------------------------------
+INPUT_PREFIX = "inputs/"
+STAGING_PREFIX = "staging/"
+
+# --- Environment variable names ----------------------------------------------
+ENV_TABLE_NAME = "TABLE_NAME"
+ENV_BUCKET_NAME = "BUCKET_NAME"
+ENV_SUBMIT_QUEUE_URL = "SUBMIT_QUEUE_URL"
+ENV_COLLECT_QUEUE_URL = "COLLECT_QUEUE_URL"
+ENV_UPLOAD_QUEUE_URL = "UPLOAD_QUEUE_URL"
+ENV_JWT_SECRET = "JWT_SECRET"
+ENV_JWT_SECRET_ARN = "JWT_SECRET_ARN"
+ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
+ENV_GEMINI_SECRET_ARN = "GEMINI_SECRET_ARN"
+ENV_GEMINI_BASE_URL = "GEMINI_BASE_URL"
+ENV_CLOUDINARY_URL = "CLOUDINARY_URL"
+ENV_CLOUDINARY_SECRET_ARN = "CLOUDINARY_SECRET_ARN"
+ENV_CLOUDINARY_API_BASE = "CLOUDINARY_API_BASE"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    partition_key: str
+    sort_key: str
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Single-table design: batches, items, balances, ledger and idempotency records."""
+
+    default_name: str
+    env_var: str
+    partition_key: str = "PK"
+    sort_key: str = "SK"
+    ttl_attribute: str = "expiresAt"
+    indexes: tuple[IndexSpec, ...] = ()
+
+
+# GSI1: a user's batches newest first.  GSI2: every user's batches (admin).
+# GSI3: sparse, only batches in `pending`/`processing` carry its keys (poller).
+USER_BATCHES_INDEX = IndexSpec("UserBatches", "GSI1PK", "GSI1SK")
+ALL_BATCHES_INDEX = IndexSpec("AllBatches", "GSI2PK", "GSI2SK")
+ACTIVE_BATCHES_INDEX = IndexSpec("ActiveBatches", "GSI3PK", "GSI3SK")
+
+TABLE = TableSpec(
+    default_name="batchgen",
+    env_var=ENV_TABLE_NAME,
+    indexes=(USER_BATCHES_INDEX, ALL_BATCHES_INDEX, ACTIVE_BATCHES_INDEX),
+)
+
+BUCKET_DEFAULT_NAME = "batchgen-data"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Lambda function. `memory_mb`/`timeout_seconds` are sized from `make bench`."""
+
+    name: str
+    handler: str
+    memory_mb: int
+    timeout_seconds: int
+    reserved_concurrency: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    env_var: str
+    consumer: str  # FunctionSpec.name
+    batch_size: int
+    max_receive_count: int = 5
+    max_batching_window_seconds: int = 0
+    dlq_name: str = field(default="")
+
+    @property
+    def dead_letter_name(self) -> str:
+        return self.dlq_name or f"{self.name}-dlq"
+
+
+API_FUNCTION = FunctionSpec(
+    "api", "batchgen.handlers.api.lambda_handler", 512, 29, description="HTTP API"
+)
+SUBMIT_FUNCTION = FunctionSpec(
+    "submit",
+    "batchgen.handlers.submit.lambda_handler",
+    512,
+    120,
+    # One Gemini project allows 100 running batch jobs: a few writers suffice.
+    reserved_concurrency=5,
+    description="Builds and creates one Gemini batch job per user batch",
+)
+POLLER_FUNCTION = FunctionSpec(
+    "poller",
+    "batchgen.handlers.poller.lambda_handler",
+    256,
+    60,
+    reserved_concurrency=1,
+    description="Checks active Gemini jobs once a minute",
+)
+COLLECT_FUNCTION = FunctionSpec(
+    "collect",
+    "batchgen.handlers.collect.lambda_handler",
+    1024,
+    300,
+    description="Streams a finished job's responses into S3 staging",
+)
+UPLOAD_FUNCTION = FunctionSpec(
+    "upload",
+    "batchgen.handlers.upload.lambda_handler",
+    256,
+    120,
+    description="Uploads staged images to Cloudinary and finalises batches",
+)
+FUNCTIONS = (API_FUNCTION, SUBMIT_FUNCTION, POLLER_FUNCTION, COLLECT_FUNCTION, UPLOAD_FUNCTION)
+
+SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)
+COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1)
+UPLOAD_QUEUE = QueueSpec(
+    "batchgen-upload", ENV_UPLOAD_QUEUE_URL, "upload", batch_size=10, max_batching_window_seconds=1
+)
+QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE)
+
+POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
+POLL_INTERVAL_SECONDS_LOCAL_DEFAULT = 3
+
+
+def function_by_name(name: str) -> FunctionSpec:
+    return next(spec for spec in FUNCTIONS if spec.name == name)
+
+
+def queue_visibility_timeout_seconds(queue: QueueSpec) -> int:
+    """AWS recommends six times the consumer's timeout (plus the batching window)."""
+    return 6 * function_by_name(queue.consumer).timeout_seconds + queue.max_batching_window_seconds
+
+
+def runtime_environment(
+    *,
+    table_name: str,
+    bucket_name: str,
+    queue_urls: dict[str, str],
+    settings: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment every function gets, built the same way by the CDK stack and the local runtime.
+
+    `queue_urls` maps QueueSpec.name to its URL; `settings` adds tunables and secret ARNs.
+    """
+    env = {
+        ENV_TABLE_NAME: table_name,
+        ENV_BUCKET_NAME: bucket_name,
+        "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+    }
+    for queue in QUEUES:
+        env[queue.env_var] = queue_urls[queue.name]
+    env.update(settings or {})
+    return env

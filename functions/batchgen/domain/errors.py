@@ -1,0 +1,59 @@
+"""Domain errors. The API handler maps each class to one HTTP status, in one place."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+class DomainError(Exception):
+    title = "Error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(DomainError):
+    title = "Invalid request"
+
+
+class Unauthorized(DomainError):
+    title = "Unauthorized"
+
+
+class Forbidden(DomainError):
+    title = "Forbidden"
+
+
+class NotFound(DomainError):
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    title = "Conflict"
+
+
+class PayloadTooLarge(DomainError):
+    title = "Payload too large"
+
+
+class InsufficientCredits(DomainError):
+    title = "Insufficient credits"
+
+    def __init__(self, required: Decimal, available: Decimal) -> None:
+        super().__init__(
+            f"This batch costs {required} credits but your balance is {available}. "
+            "Add credits or submit fewer requests."
+        )
+        self.required = required
+        self.available = available
+
+
+class TransientError(Exception):
+    """A dependency failed in a way worth retrying (throttling, 5xx, timeouts)."""
+
+
+class PermanentError(Exception):
+    """A dependency rejected the work for good; retrying cannot help."""

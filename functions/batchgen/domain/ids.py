@@ -1,0 +1,45 @@
+"""Identifiers and clocks. Generation ids embed their batch id so a lookup needs no index."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+
+_GENERATION_ID = re.compile(r"^gen_(?P<stamp>\d{13})_(?P<rand>[0-9a-f]{10})_(?P<index>\d{2})$")
+_BATCH_ID = re.compile(r"^batch_\d{13}_[0-9a-f]{10}$")
+
+
+def new_batch_id(now_ms: int | None = None) -> str:
+    stamp = now_ms if now_ms is not None else int(time.time() * 1000)
+    return f"batch_{stamp:013d}_{secrets.token_hex(5)}"
+
+
+def generation_id(batch_id: str, index: int) -> str:
+    return f"gen_{batch_id.removeprefix('batch_')}_{index:02d}"
+
+
+def batch_id_of_generation(generation: str) -> str | None:
+    match = _GENERATION_ID.match(generation)
+    return f"batch_{match['stamp']}_{match['rand']}" if match else None
+
+
+def is_batch_id(value: str) -> bool:
+    return bool(_BATCH_ID.match(value))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def now_iso() -> str:
+    return iso(utc_now())
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

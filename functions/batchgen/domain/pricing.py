@@ -1,0 +1,59 @@
+"""Batch pricing and model resolution, all driven by the catalog configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from batchgen.config import Catalog
+from batchgen.domain.errors import InvalidInput
+from batchgen.domain.money import normalize
+
+BATCH_TYPES = ("character", "food", "product", "text-to-image", "image-edit", "text")
+QUALITIES = ("1k", "2k", "4k")
+
+
+@dataclass(frozen=True)
+class Quote:
+    unit_price: Decimal
+    request_count: int
+
+    @property
+    def total(self) -> Decimal:
+        return normalize(self.unit_price * self.request_count)
+
+
+def unit_price(catalog: Catalog, batch_type: str, quality: str | None) -> Decimal:
+    try:
+        base = catalog.batchPrices[batch_type]
+    except KeyError as exc:
+        raise InvalidInput(f"Unknown batch type '{batch_type}'.") from exc
+    multiplier = catalog.qualityMultipliers.get(quality or "1k")
+    if multiplier is None:
+        raise InvalidInput(f"Unknown quality '{quality}'. Use one of: {', '.join(catalog.qualityMultipliers)}.")
+    return normalize(base * multiplier)
+
+
+def quote(catalog: Catalog, batch_type: str, quality: str | None, request_count: int) -> Quote:
+    return Quote(unit_price(catalog, batch_type, quality), request_count)
+
+
+def model_kind(batch_type: str) -> str:
+    return "text" if batch_type == "text" else "image"
+
+
+def resolve_model(catalog: Catalog, batch_type: str, requested: str | None) -> str:
+    """Default per type, legacy aliases mapped, and a 400 naming the allowed models otherwise."""
+    if not requested:
+        return catalog.defaultModels[batch_type]
+    name = requested.removeprefix("models/")
+    name = catalog.aliases.get(name, name)
+    kind = model_kind(batch_type)
+    allowed = [model for model, spec in catalog.models.items() if spec.get("kind") == kind]
+    if name not in allowed:
+        raise InvalidInput(
+            f"Model '{requested}' is not available for {batch_type} batches. "
+            f"Allowed models: {', '.join(allowed)}.",
+            [{"loc": ["body", "model"], "msg": f"allowed: {', '.join(allowed)}"}],
+        )
+    return name

@@ -1,0 +1,110 @@
+"""What a user sees of a batch: results in request order, readable errors, counts."""
+
+from __future__ import annotations
+
+from batchgen.domain.states import ItemStatus, is_terminal, reported_item_status
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
+
+
+def item_status(item: ItemRecord, batch: BatchRecord) -> ItemStatus:
+    return reported_item_status(item.status, batch.status)
+
+
+def item_error_line(item: ItemRecord) -> str:
+    return f"Request {item.clientId}: {item.error or 'failed'}"
+
+
+def batch_type_label(batch: BatchRecord) -> str:
+    return f"batch-{batch.type}"
+
+
+def status_body(record: BatchWithItems) -> dict[str, object]:
+    batch = record.batch
+    statuses = [item_status(item, batch) for item in record.items]
+    results = [
+        (item.text if batch.type == "text" else item.imageUrl) or ""
+        for item, status in zip(record.items, statuses, strict=True)
+        if status is ItemStatus.SUCCESS
+    ]
+    errors = [
+        item_error_line(item)
+        for item, status in zip(record.items, statuses, strict=True)
+        if status in (ItemStatus.FAILED, ItemStatus.CANCELLED)
+    ]
+    return {
+        "id": batch.batchId,
+        "batchId": batch.batchId,
+        "status": batch.status.value,
+        "type": batch_type_label(batch),
+        "displayName": batch.displayName,
+        "model": batch.model,
+        "createdAt": batch.createdAt,
+        "updatedAt": batch.updatedAt,
+        "completedAt": batch.completedAt,
+        "requestCount": batch.requestCount,
+        "successCount": batch.successCount,
+        "failCount": batch.failCount,
+        "creditCost": batch.creditCost,
+        "refundedCredits": batch.refundedCredits,
+        "results": results,
+        "errors": errors,
+        "items": [
+            {
+                "clientId": item.clientId,
+                "generationId": item.itemId,
+                "status": status.value,
+                "imageUrl": item.imageUrl,
+                "text": item.text,
+                "error": item.error,
+            }
+            for item, status in zip(record.items, statuses, strict=True)
+        ],
+        "summary": {
+            "total": len(statuses),
+            "pending": statuses.count(ItemStatus.PENDING),
+            "processing": statuses.count(ItemStatus.PROCESSING),
+            "completed": statuses.count(ItemStatus.SUCCESS),
+            "failed": statuses.count(ItemStatus.FAILED) + statuses.count(ItemStatus.CANCELLED),
+        },
+        "isComplete": is_terminal(batch.status),
+        "geminiState": batch.geminiState,
+    }
+
+
+def history_entry(batch: BatchRecord, *, include_user: bool = False) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "id": batch.batchId,
+        "status": batch.status.value,
+        "type": batch_type_label(batch),
+        "displayName": batch.displayName,
+        "createdAt": batch.createdAt,
+        "requestCount": batch.requestCount,
+        "successCount": batch.successCount,
+        "failCount": batch.failCount,
+        "creditCost": batch.creditCost,
+        "refundedCredits": batch.refundedCredits,
+    }
+    if include_user:
+        entry["userId"] = batch.userId
+    return entry
+
+
+def generation_result(item: ItemRecord, batch: BatchRecord) -> dict[str, object]:
+    """Seed 003's per-image shape: cancelled reads as failed, its only terminal failure state."""
+    status = item_status(item, batch)
+    shown = "failed" if status is ItemStatus.CANCELLED else status.value
+    return {"generationId": item.itemId, "status": shown, "imageUrl": item.imageUrl, "error": item.error}
+
+
+def missing_generation(generation_id: str) -> dict[str, object]:
+    return {"generationId": generation_id, "status": "failed", "imageUrl": None, "error": "Generation not found"}
+
+
+def generation_summary(results: list[dict[str, object]]) -> dict[str, int]:
+    statuses = [result["status"] for result in results]
+    return {
+        "total": len(statuses),
+        "pending": sum(1 for s in statuses if s in ("pending", "processing")),
+        "completed": statuses.count("success"),
+        "failed": statuses.count("failed"),
+    }

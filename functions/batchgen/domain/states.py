@@ -1,0 +1,57 @@
+"""Batch and item lifecycles, and the rules that move between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
+TERMINAL_BATCH_STATUSES = frozenset(set(BatchStatus) - ACTIVE_BATCH_STATUSES)
+OPEN_ITEM_STATUSES = frozenset({ItemStatus.PENDING, ItemStatus.PROCESSING})
+UNSUCCESSFUL_ITEM_STATUSES = frozenset({ItemStatus.FAILED, ItemStatus.CANCELLED})
+
+_BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    BatchStatus.PENDING: frozenset(
+        {BatchStatus.PROCESSING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+    ),
+    BatchStatus.PROCESSING: frozenset(
+        {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+    ),
+}
+
+
+def can_transition(current: BatchStatus, target: BatchStatus) -> bool:
+    return target in _BATCH_TRANSITIONS.get(current, frozenset())
+
+
+def is_terminal(status: BatchStatus) -> bool:
+    return status in TERMINAL_BATCH_STATUSES
+
+
+def final_status(success_count: int) -> BatchStatus:
+    """All items are terminal: one success makes the batch `completed`, none makes it `failed`."""
+    return BatchStatus.COMPLETED if success_count > 0 else BatchStatus.FAILED
+
+
+def reported_item_status(item_status: ItemStatus, batch_status: BatchStatus) -> ItemStatus:
+    """An item waiting inside a batch that is already at Gemini is, for the user, processing."""
+    if item_status is ItemStatus.PENDING and batch_status is BatchStatus.PROCESSING:
+        return ItemStatus.PROCESSING
+    return item_status

@@ -1,0 +1,332 @@
+"""The HTTP API Lambda: parse, authenticate, call the domain, shape the response (SPEC §2)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchgen import constants
+from batchgen.auth import authenticate
+from batchgen.domain import batches, reports
+from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
+from batchgen.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InsufficientCredits,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from batchgen.domain.money import json_number
+from batchgen.models import api as models
+
+logger = Logger()
+
+STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
+    InvalidInput: HTTPStatus.BAD_REQUEST,
+    Unauthorized: HTTPStatus.UNAUTHORIZED,
+    InsufficientCredits: HTTPStatus.PAYMENT_REQUIRED,
+    Forbidden: HTTPStatus.FORBIDDEN,
+    NotFound: HTTPStatus.NOT_FOUND,
+    Conflict: HTTPStatus.CONFLICT,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+}
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+
+app = APIGatewayRestResolver(enable_validation=True)
+app.enable_swagger(path="/docs", title="Batch image generation API", version="1.0.0")
+
+
+def error_response(status: HTTPStatus, title: str, message: str, **extra: Any) -> Response:
+    body: dict[str, Any] = {"error": title, "message": message}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.exception_handler(DomainError)
+def handle_domain_error(error: DomainError) -> Response:
+    status = STATUS_BY_ERROR.get(type(error), HTTPStatus.BAD_REQUEST)
+    extra: dict[str, Any] = {"details": error.details}
+    if isinstance(error, InsufficientCredits):
+        extra.update(required=json_number(error.required), available=json_number(error.available))
+    return error_response(status, error.title, error.message, **extra)
+
+
+@app.exception_handler(RequestValidationError)
+def handle_validation_error(error: RequestValidationError) -> Response:
+    details = [
+        {"loc": [str(part) for part in entry.get("loc", ())], "msg": entry.get("msg", ""), "type": entry.get("type")}
+        for entry in error.errors()
+    ]
+    if any(entry["type"] == "json_invalid" for entry in details):
+        return error_response(HTTPStatus.BAD_REQUEST, "Invalid JSON", "The request body is not valid JSON.")
+    first = details[0] if details else {"loc": [], "msg": "invalid"}
+    where = ".".join(first["loc"][1:]) or "request"
+    return error_response(
+        HTTPStatus.BAD_REQUEST, "Invalid request", f"Invalid {where}: {first['msg']}.", details=details
+    )
+
+
+@app.exception_handler(Exception)
+def handle_unexpected(error: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(
+        HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error", "Something went wrong on our side; retry shortly."
+    )
+
+
+@app.not_found
+def handle_not_found(_error: Exception) -> Response:
+    return error_response(HTTPStatus.NOT_FOUND, "Not found", "No such route; see /docs for the API.")
+
+
+def principal() -> Principal:
+    return app.context["principal"]
+
+
+def json_response(status: HTTPStatus, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status.value,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers=headers,
+    )
+
+
+# --- public ---------------------------------------------------------------------------------------
+@app.get("/health")
+def health() -> models.HealthResponse:
+    return models.HealthResponse(status="ok", service=constants.SERVICE_NAME)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document() -> Response[dict[str, Any]]:
+    return Response(
+        status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_json_schema()
+    )
+
+
+# --- seed 000: /batch/* ---------------------------------------------------------------------------
+def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
+    created = batches.create_batch(
+        principal(),
+        BatchDraft(
+            batch_type=request.type,
+            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests],
+            shared_prompt=request.prompt,
+            model=request.model,
+            quality=request.quality,
+            aspect_ratio=request.aspectRatio,
+            negative_prompt=request.negativePrompt,
+            display_name=request.displayName,
+        ),
+    )
+    batch = created.batch
+    return models.CreateBatchResponse(
+        id=batch.batchId,
+        batchId=batch.batchId,
+        status=batch.status.value,
+        type=reports.batch_type_label(batch),
+        requestCount=batch.requestCount,
+        creditCost=batch.creditCost,
+        jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
+        message="Batch job created. Processing may take up to 24 hours (usually much faster).",
+    ).model_dump(mode="json")
+
+
+@app.post("/batch/create", responses={202: {"description": "Accepted"}})
+def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBatchResponse]:
+    idempotency_key = app.current_event.headers.get("Idempotency-Key") or app.current_event.headers.get(
+        "idempotency-key"
+    )
+    if idempotency_key:
+        from batchgen.idempotency import run_once  # the idempotency layer loads only when asked for
+
+        body = run_once(
+            principal().user_id, idempotency_key, request.model_dump(mode="json"),
+            lambda: _create_batch_response(request),
+        )
+    else:
+        body = _create_batch_response(request)
+    return json_response(HTTPStatus.ACCEPTED, body, {"Location": f"/batch/status/{body['id']}"})
+
+
+@app.get("/batch/status/<batch_id>")
+def batch_status(batch_id: str) -> models.BatchStatusResponse:
+    return models.BatchStatusResponse.model_validate(reports.status_body(batches.load_owned(principal(), batch_id)))
+
+
+@app.get("/batch/history")
+def batch_history(
+    limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002 - the seed's query name
+) -> Response[list[models.HistoryEntry]]:
+    page = batches.list_history(principal(), limit=limit, cursor=cursor, status=status, batch_type=type)
+    body = [models.HistoryEntry.model_validate(reports.history_entry(b)).model_dump(mode="json") for b in page.batches]
+    return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
+
+
+@app.post("/batch/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> models.BatchStatusResponse:
+    return models.BatchStatusResponse.model_validate(reports.status_body(batches.cancel_batch(principal(), batch_id)))
+
+
+@app.delete("/batch/<batch_id>", responses={204: {"description": "Deleted"}})
+def delete_batch(batch_id: str, purgeImages: Annotated[bool, Query()] = False) -> Response[None]:  # noqa: N803
+    batches.delete_batch(principal(), batch_id, purge_images=purgeImages)
+    return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
+
+
+# --- seed 003: /api/generate/batch ---------------------------------------------------------------
+@app.post("/api/generate/batch")
+def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatchResponse:
+    created = batches.create_batch(
+        principal(),
+        BatchDraft(
+            batch_type="image-edit",
+            requests=[RequestDraft(image.id, None, image.data) for image in request.images],
+            shared_prompt=request.prompt,
+            model=request.model,
+            quality=request.quality,
+            aspect_ratio=request.aspectRatio,
+            negative_prompt=request.negativePrompt,
+            source="generate",
+            max_requests=constants.MAX_GENERATE_BATCH_IMAGES,
+            field_path=("images", "prompt", "data"),
+        ),
+    )
+    return models.GenerateBatchResponse(
+        batchId=created.batch.batchId,
+        jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
+        totalCost=created.batch.creditCost,
+        status="queued",
+        message=f"Queued {len(created.items)} images for processing",
+    )
+
+
+@app.get("/api/generate/batch")
+def generate_batch_status(
+    jobIds: Annotated[str, Query(min_length=1, max_length=8192)],  # noqa: N803 - the seed's query name
+    batchId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
+) -> models.GenerateBatchStatusResponse:
+    wanted = [job.strip() for job in jobIds.split(",") if job.strip()]
+    found = batches.lookup_generations(principal(), wanted)
+    results = [
+        reports.generation_result(item, batch) if item and batch else reports.missing_generation(generation)
+        for generation, batch, item in found
+    ]
+    batch_ids = {batch.batchId for _, batch, _ in found if batch}
+    return models.GenerateBatchStatusResponse(
+        batchId=batchId or (next(iter(batch_ids)) if len(batch_ids) == 1 else None),
+        results=[models.GenerationResult.model_validate(result) for result in results],
+        summary=models.GenerationSummary.model_validate(reports.generation_summary(results)),
+        isComplete=all(result["status"] in ("success", "failed") for result in results),
+    )
+
+
+# --- credits and admin ---------------------------------------------------------------------------
+@app.get("/credits")
+def credits() -> models.CreditsResponse:
+    from batchgen.adapters.repository import get_repository
+
+    repository = get_repository()
+    user_id = principal().user_id
+    return models.CreditsResponse(
+        balance=repository.get_balance(user_id),
+        ledger=[
+            models.LedgerEntryView(at=entry.at, delta=entry.delta, reason=entry.reason, batchId=entry.batchId)
+            for entry in repository.list_ledger(user_id)
+        ],
+    )
+
+
+def require_admin() -> Principal:
+    caller = principal()
+    if not caller.is_admin:
+        raise Forbidden("This route is for admin accounts only.")
+    return caller
+
+
+@app.post("/admin/credits")
+def admin_credits(request: models.AdminCreditsRequest) -> models.AdminCreditsResponse:
+    from batchgen.adapters.repository import get_repository
+
+    require_admin()
+    balance = get_repository().adjust_balance(request.userId, request.amount, request.reason)
+    return models.AdminCreditsResponse(userId=request.userId, balance=balance)
+
+
+@app.get("/admin/batches")
+def admin_batches(
+    limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002
+) -> Response[list[models.AdminHistoryEntry]]:
+    require_admin()
+    page = batches.list_history(None, limit=limit, cursor=cursor, status=status, batch_type=type)
+    body = [
+        models.AdminHistoryEntry.model_validate(reports.history_entry(b, include_user=True)).model_dump(mode="json")
+        for b in page.batches
+    ]
+    return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+def _body_size(event: dict[str, Any]) -> int:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return len(body) * 3 // 4
+    return len(body.encode("utf-8"))
+
+
+def _pre_route_error(event: dict[str, Any]) -> Response | None:
+    """Size and authentication checks run before body validation, so strangers learn nothing."""
+    if _body_size(event) > constants.MAX_BODY_BYTES:
+        return error_response(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            PayloadTooLarge.title,
+            f"The request body is larger than {constants.MAX_BODY_BYTES // (1024 * 1024)} MB; "
+            "send fewer or smaller images per batch.",
+        )
+    if event.get("path") in PUBLIC_PATHS or event.get("httpMethod") == "OPTIONS":
+        return None
+    try:
+        app.append_context(principal=authenticate(event.get("headers") or {}))
+    except Unauthorized as error:
+        return handle_domain_error(error)
+    return None
+
+
+def _as_proxy_result(response: Response) -> dict[str, Any]:
+    body = response.body
+    if isinstance(body, dict | list):
+        body = json.dumps(body, separators=(",", ":"))
+    return {
+        "statusCode": response.status_code,
+        "headers": {"Content-Type": response.content_type or content_types.APPLICATION_JSON},
+        "body": body if isinstance(body, str) else base64.b64encode(body or b"").decode(),
+        "isBase64Encoded": False,
+    }
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    app.clear_context()
+    early = _pre_route_error(event)
+    if early is not None:
+        return _as_proxy_result(early)
+    return app.resolve(event, context)

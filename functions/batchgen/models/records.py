@@ -1,0 +1,75 @@
+"""Stored records: what the repository reads from and writes to DynamoDB, validated on read."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from batchgen.domain.states import BatchStatus, ItemStatus
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+
+
+class BatchRecord(Record):
+    batchId: str
+    userId: str
+    type: str
+    source: str = "batch"  # "batch" (/batch/create) or "generate" (/api/generate/batch)
+    status: BatchStatus
+    displayName: str | None = None
+    model: str
+    quality: str | None = None
+    aspectRatio: str | None = None
+    negativePrompt: str | None = None
+    sharedPrompt: str | None = None
+    createdAt: str
+    updatedAt: str
+    completedAt: str | None = None
+    requestCount: int
+    successCount: int = 0
+    failCount: int = 0
+    unitPrice: Decimal
+    creditCost: Decimal
+    refundedCredits: Decimal = Decimal(0)
+    geminiJobName: str | None = None
+    geminiState: str | None = None
+    geminiInputFile: str | None = None
+    submitStartedAt: str | None = None
+    collectQueuedAt: str | None = None
+    failureReason: str | None = None
+
+    @property
+    def done_count(self) -> int:
+        return self.successCount + self.failCount
+
+
+class ItemRecord(Record):
+    batchId: str
+    itemId: str
+    index: int
+    clientId: str
+    prompt: str = ""
+    imageKey: str | None = None
+    imageMimeType: str | None = None
+    status: ItemStatus = ItemStatus.PENDING
+    imageUrl: str | None = None
+    publicId: str | None = None
+    text: str | None = None
+    error: str | None = None
+    updatedAt: str | None = None
+
+
+class LedgerRecord(Record):
+    userId: str
+    at: str
+    delta: Decimal
+    reason: str
+    batchId: str | None = None
+
+
+class BatchWithItems(BaseModel):
+    batch: BatchRecord
+    items: list[ItemRecord]

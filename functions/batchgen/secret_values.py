@@ -1,0 +1,37 @@
+"""Secrets: from the environment locally, from Secrets Manager (cached by Powertools) in AWS."""
+
+from __future__ import annotations
+
+from batchgen.config import get_settings
+
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def _from_secrets_manager(arn: str) -> str:
+    from aws_lambda_powertools.utilities import parameters  # only on the AWS path
+
+    value = parameters.get_secret(arn, max_age=SECRET_MAX_AGE_SECONDS)
+    return value if isinstance(value, str) else value.decode()
+
+
+def _resolve(plain: str, arn: str, name: str) -> str:
+    if plain:
+        return plain
+    if arn:
+        return _from_secrets_manager(arn)
+    raise RuntimeError(f"{name} is not configured")
+
+
+def jwt_secret() -> str:
+    settings = get_settings()
+    return _resolve(settings.jwt_secret, settings.jwt_secret_arn, "JWT secret")
+
+
+def gemini_api_key() -> str:
+    settings = get_settings()
+    return _resolve(settings.gemini_api_key, settings.gemini_secret_arn, "Gemini API key")
+
+
+def cloudinary_url() -> str:
+    settings = get_settings()
+    return _resolve(settings.cloudinary_url, settings.cloudinary_secret_arn, "Cloudinary URL")

@@ -1,0 +1,154 @@
+"""Deployment settings: CDK context values with their defaults, and the env vars they become.
+
+Defaults that the application shares with the local runtime come from
+`batchgen.constants`; `cdk.json` only lists the deployment choices (throttling,
+log retention, CORS, ...), so a limit is never written down twice.
+Override any key with `cdk deploy -c key=value` or in `cdk.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from batchgen.constants import (
+    GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
+    MAX_BATCH_REQUESTS_DEFAULT,
+    MAX_WAIT_SECONDS_DEFAULT,
+    SERVICE_NAME,
+)
+
+from infra import CDK_JSON
+
+# Environment variables for the tunables. They are not (yet) in batchgen.constants;
+# the handlers' settings model must read these exact names.
+ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
+ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
+ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
+ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
+ENV_JWT_ISSUER = "JWT_ISSUER"
+ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
+ENV_JWT_JWKS_URL = "JWT_JWKS_URL"
+ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
+ENV_LOG_LEVEL = "LOG_LEVEL"  # Powertools Logger reads it too
+# Powertools Parameters cache lifetime for the Secrets Manager reads (default 5 s).
+ENV_PARAMETERS_MAX_AGE = "POWERTOOLS_PARAMETERS_MAX_AGE"
+
+CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
+SECRET_CACHE_SECONDS = 300
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# Context key -> StackSettings field.
+CONTEXT_KEYS: dict[str, str] = {
+    "stackName": "stack_name",
+    "skipBundling": "skip_bundling",
+    "maxBatchRequests": "max_batch_requests",
+    "maxWaitSeconds": "max_wait_seconds",
+    "geminiMaxActiveJobs": "gemini_max_active_jobs",
+    "cloudinaryFolder": "cloudinary_folder",
+    "jwtIssuer": "jwt_issuer",
+    "jwtAudience": "jwt_audience",
+    "jwtJwksUrl": "jwt_jwks_url",
+    "corsOrigins": "cors_origins",
+    "logLevel": "log_level",
+    "logRetentionDays": "log_retention_days",
+    "apiThrottleRateLimit": "api_throttle_rate_limit",
+    "apiThrottleBurstLimit": "api_throttle_burst_limit",
+    "alarmEmail": "alarm_email",
+    "reservedConcurrency": "reserved_concurrency",
+}
+
+
+class _ContextSource(Protocol):
+    def try_get_context(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    stack_name: str = "BatchGen"
+    skip_bundling: bool = False  # True: dependency layer is a placeholder (tests, quick synths)
+    max_batch_requests: int = MAX_BATCH_REQUESTS_DEFAULT
+    max_wait_seconds: int = MAX_WAIT_SECONDS_DEFAULT
+    gemini_max_active_jobs: int = GEMINI_MAX_ACTIVE_JOBS_DEFAULT
+    cloudinary_folder: str = CLOUDINARY_FOLDER_DEFAULT
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_jwks_url: str = ""
+    cors_origins: tuple[str, ...] = ("*",)
+    log_level: str = "INFO"
+    log_retention_days: int = 30
+    api_throttle_rate_limit: int = 50  # requests per second, steady state
+    api_throttle_burst_limit: int = 100
+    alarm_email: str = ""  # subscribed to the alarm topic when set
+    reserved_concurrency: bool = True  # False for accounts whose concurrency quota is still 10
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"logLevel must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if not self.cors_origins:
+            raise ValueError("corsOrigins must name at least one origin (or '*')")
+        if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
+            raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
+
+    @classmethod
+    def from_context(cls, node: _ContextSource) -> StackSettings:
+        """Read every known context key; a value from `-c key=value` arrives as a string."""
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, name in CONTEXT_KEYS.items():
+            raw = node.try_get_context(key)
+            if raw is not None:
+                values[name] = _coerce(raw, types[name], key)
+        return cls(**values)
+
+    def function_environment(self) -> dict[str, str]:
+        """The tunables every function receives (passed as `settings=` to runtime_environment)."""
+        env = {
+            ENV_MAX_BATCH_REQUESTS: str(self.max_batch_requests),
+            ENV_MAX_WAIT_SECONDS: str(self.max_wait_seconds),
+            ENV_GEMINI_MAX_ACTIVE_JOBS: str(self.gemini_max_active_jobs),
+            ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
+            ENV_CORS_ORIGINS: ",".join(self.cors_origins),
+            ENV_LOG_LEVEL: self.log_level,
+            ENV_PARAMETERS_MAX_AGE: str(SECRET_CACHE_SECONDS),
+        }
+        optional = {
+            ENV_JWT_ISSUER: self.jwt_issuer,
+            ENV_JWT_AUDIENCE: self.jwt_audience,
+            ENV_JWT_JWKS_URL: self.jwt_jwks_url,
+        }
+        env.update({name: value for name, value in optional.items() if value})
+        return env
+
+
+def _coerce(raw: Any, annotation: str, key: str) -> Any:
+    if annotation == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no", ""):
+            return False
+        raise ValueError(f"context {key} must be true or false, got {raw!r}")
+    if annotation == "int":
+        try:
+            return int(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"context {key} must be an integer, got {raw!r}") from exc
+    if annotation == "tuple[str, ...]":
+        items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    return str(raw)
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The `context` block of cdk.json (feature flags and deployment defaults).
+
+    The CDK CLI passes it to the app itself; `python app.py` and the tests load it
+    here so every way of synthesizing sees the same flags.
+    """
+    context: Mapping[str, Any] = json.loads(CDK_JSON.read_text()).get("context", {})
+    return dict(context)

@@ -1,0 +1,914 @@
+"""Local emulator of the Gemini Developer API batch mode and Files API.
+
+Why: the service must run and be tested on one machine without Google. The
+emulator speaks the REST wire protocol the official ``google-genai`` SDK uses
+(the "mldev" API), so production code runs unchanged, pointed by base URL::
+
+    client = genai.Client(api_key="emulator-key",
+                          http_options=types.HttpOptions(base_url=emu.base_url))
+
+Routes (``{v}`` is any API version segment: SDK 3.x sends ``v1`` by default,
+Google's docs use ``v1beta``; both work)::
+
+    POST   /{v}/models/{model}:batchGenerateContent     create   -> Operation
+    GET    /{v}/batches/{id}                             get      -> Operation
+    GET    /{v}/batches?pageSize=&pageToken=             list     -> {operations, nextPageToken}
+    POST   /{v}/batches/{id}:cancel                      cancel   -> {}
+    DELETE /{v}/batches/{id}                             delete   -> {}
+    POST   /upload/{v}/files        (resumable "start")  upload   -> X-Goog-Upload-URL header
+    POST   /upload/{v}/files?upload_id=...  ("upload[, finalize]")  upload_chunk -> {"file": File}
+    GET    /{v}/files?pageSize=&pageToken=               file_list
+    GET    /{v}/files/{id}                               file_get
+    DELETE /{v}/files/{id}                               file_delete
+    GET    /{v}/files/{id}:download?alt=media            download (raw bytes, streamed)
+
+Download URL: ``{base_url}/{v}/files/{id}:download?alt=media`` with header
+``x-goog-api-key: <key>`` (or ``&key=<key>``). This is exactly what
+``client.files.download`` requests, and a plain ``requests.get(url,
+headers=..., stream=True)`` can read it line by line. A generated file's
+``downloadUri`` field carries the full URL.
+
+A batch is ``BATCH_STATE_PENDING`` when created, ``RUNNING`` after half its
+delay, and reaches its end state after ``delay_seconds``; state is computed
+from the clock on every read, so no background threads run. Prompt markers:
+``[[fail]]`` (that request errors), ``[[blocked]]`` (finish reason SAFETY, no
+content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so).
+
+Responses-file lines: ``{"key": k, "response": GenerateContentResponse}`` or
+``{"key": k, "error": {"code", "message", "status"}}``, written in a shuffled
+(deterministic per job) order so consumers must match by key. Inline results:
+``{"response"|"error": ..., "metadata": {...}}`` in request order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import random
+import re
+import secrets
+import string
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from local.emulators.png import make_png
+
+logger = logging.getLogger(__name__)
+
+PENDING = "BATCH_STATE_PENDING"
+RUNNING = "BATCH_STATE_RUNNING"
+SUCCEEDED = "BATCH_STATE_SUCCEEDED"
+FAILED = "BATCH_STATE_FAILED"
+CANCELLED = "BATCH_STATE_CANCELLED"
+EXPIRED = "BATCH_STATE_EXPIRED"
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
+
+OPERATIONS = frozenset(
+    {
+        "create",
+        "get",
+        "list",
+        "cancel",
+        "delete",
+        "upload",
+        "upload_chunk",
+        "download",
+        "file_get",
+        "file_list",
+        "file_delete",
+    }
+)
+
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
+_OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+_MODEL_RE = re.compile(r"^(models|tunedModels)/[a-z0-9][a-z0-9._-]{0,127}$")
+_FILE_NAME_RE = re.compile(r"^files/[a-z0-9][a-z0-9-]{0,39}$")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_FILE_TTL_SECONDS = 48 * 3600
+_DOWNLOAD_CHUNK = 64 * 1024
+_IMAGE_EDGE = 64
+_IMAGE_TOKENS = 1290  # what the real API reports per generated image
+_JOB_FAILED_MESSAGE = "Emulated batch failure ([[job:failed]] marker in a prompt)."
+
+
+class ApiError(Exception):
+    """A Google-style API error: rendered as {"error": {"code", "message", "status"}}."""
+
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def to_response(self) -> Response:
+        body = {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
+        return _json_response(body, status=self.code, headers=self.headers)
+
+
+@dataclass
+class EmulatedFile:
+    """A file held by the emulated Files API (uploaded input or generated responses)."""
+
+    name: str
+    display_name: str | None
+    mime_type: str
+    data: bytes
+    source: str  # "UPLOADED" | "GENERATED"
+    create_time: float
+
+
+@dataclass
+class BatchEntry:
+    """One request of a batch as received: its key (file line key or metadata["key"])."""
+
+    key: str | None
+    metadata: dict[str, Any] | None
+    request: dict[str, Any]
+
+
+@dataclass
+class EmulatedJob:
+    """One batch job; ``state`` is brought up to date on every read through the emulator."""
+
+    name: str
+    display_name: str | None
+    model: str
+    src_kind: str  # "file" | "inline"
+    src_file: str | None
+    requests: list[BatchEntry]
+    create_time: float
+    delay_seconds: float
+    final_state: str
+    state: str = PENDING
+    update_time: float = 0.0
+    end_time: float | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)  # request order, set on success
+    responses_file: str | None = None
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+
+@dataclass
+class _Fault:
+    status: int
+    remaining: int
+    operation: str | None
+
+
+@dataclass
+class _PendingUpload:
+    file: EmulatedFile
+    expected_size: int
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    operation: str
+    handler: Callable[[Request, re.Match[str]], Response]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Keeps werkzeug from logging every request line to stderr during tests."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+def _status_name(code: int) -> str:
+    return _STATUS_NAMES.get(code, "UNKNOWN")
+
+
+def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body), status=status, headers=headers, content_type="application/json; charset=UTF-8"
+    )
+
+
+def _rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _new_id(length: int) -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def _field(message: Any, camel_name: str) -> Any:
+    """A proto-JSON field by its lowerCamel or snake_case name: Google's parser accepts both.
+
+    The SDK itself sends snake_case keys in the upload metadata (``display_name``).
+    """
+    if not isinstance(message, dict):
+        return None
+    if camel_name in message:
+        return message[camel_name]
+    return message.get(re.sub(r"([A-Z])", lambda m: "_" + m[1].lower(), camel_name))
+
+
+def _text_parts(content: Any) -> list[str]:
+    """Texts of a Content dict; anything malformed simply contributes nothing."""
+    if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+        return []
+    return [p["text"] for p in content["parts"] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
+def _prompt_text(request: dict[str, Any]) -> str:
+    contents = request.get("contents")
+    texts = [text for c in contents for text in _text_parts(c)] if isinstance(contents, list) else []
+    return "\n".join(texts)
+
+
+def _marker_text(request: dict[str, Any]) -> str:
+    """Prompt plus system instruction: markers count anywhere in any text part."""
+    return "\n".join([_prompt_text(request), *_text_parts(_field(request, "systemInstruction"))])
+
+
+def _wants_image(request: dict[str, Any]) -> bool:
+    modalities = _field(_field(request, "generationConfig"), "responseModalities")
+    return isinstance(modalities, list) and any(str(m).upper() == "IMAGE" for m in modalities)
+
+
+def _image_size(request: dict[str, Any]) -> tuple[int, int]:
+    """Small image honouring imageConfig.aspectRatio ("W:H"), longest edge 64 px."""
+    ratio = _field(_field(_field(request, "generationConfig"), "imageConfig"), "aspectRatio")
+    match = re.fullmatch(r"(\d+):(\d+)", ratio) if isinstance(ratio, str) else None
+    if not match or not int(match[1]) or not int(match[2]):
+        return _IMAGE_EDGE, _IMAGE_EDGE
+    w, h = int(match[1]), int(match[2])
+    if w >= h:
+        return _IMAGE_EDGE, max(1, round(_IMAGE_EDGE * h / w))
+    return max(1, round(_IMAGE_EDGE * w / h)), _IMAGE_EDGE
+
+
+def _answer(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The batch output record ({"response": ...} or {"error": ...}) for one request."""
+    prompt = _prompt_text(request)
+    markers = _marker_text(request)
+    if "[[fail]]" in markers:
+        return {
+            "error": {
+                "code": 500,
+                "message": "Emulated generation failure ([[fail]] marker in the prompt).",
+                "status": "INTERNAL",
+            }
+        }
+    if not isinstance(request.get("contents"), list) or not request["contents"]:
+        return {
+            "error": {
+                "code": 400,
+                "message": "GenerateContentRequest.contents: contents is not specified",
+                "status": "INVALID_ARGUMENT",
+            }
+        }
+    prompt_tokens = max(1, len(prompt.split()))
+    if "[[blocked]]" in markers:
+        candidate: dict[str, Any] = {
+            "finishReason": "SAFETY",
+            "index": 0,
+            "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
+            ],
+        }
+        output_tokens = 0
+    else:
+        if _wants_image(request):
+            width, height = _image_size(request)
+            png = make_png(prompt, width, height)
+            parts: list[dict[str, Any]] = [
+                {"text": f"Emulated image for: {prompt[:80]}"},
+                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}},
+            ]
+            output_tokens = _IMAGE_TOKENS
+        else:
+            text = f"Emulated answer to: {prompt[:80]}"
+            parts = [{"text": text}]
+            output_tokens = len(text.split())
+        candidate = {"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}
+    return {
+        "response": {
+            "candidates": [candidate],
+            "usageMetadata": {
+                "promptTokenCount": prompt_tokens,
+                "candidatesTokenCount": output_tokens,
+                "totalTokenCount": prompt_tokens + output_tokens,
+            },
+            "modelVersion": model.split("/", 1)[1],
+            "responseId": hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:22],
+        }
+    }
+
+
+def _final_state(entries: list[BatchEntry]) -> str:
+    texts = [_marker_text(entry.request) for entry in entries]
+    if any("[[job:failed]]" in text for text in texts):
+        return FAILED
+    if any("[[job:expired]]" in text for text in texts):
+        return EXPIRED
+    return SUCCEEDED
+
+
+def _parse_jsonl(data: bytes, file_name: str) -> list[BatchEntry]:
+    """Entries of a batch input file; the real API rejects a malformed file as INVALID_ARGUMENT."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"Input file {file_name} is not valid UTF-8.") from exc
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, f"Input file {file_name}, line {number}: invalid JSON ({exc.msg}).") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("request"), dict):
+            raise ApiError(
+                400, f"Input file {file_name}, line {number}: expected an object with a 'request'."
+            )
+        key = record.get("key")
+        if key is not None and not isinstance(key, str):
+            raise ApiError(400, f"Input file {file_name}, line {number}: 'key' must be a string.")
+        entries.append(BatchEntry(key=key, metadata=None, request=record["request"]))
+    if not entries:
+        raise ApiError(400, f"Input file {file_name} contains no requests.")
+    return entries
+
+
+def _parse_inline(requests: Any) -> list[BatchEntry]:
+    items = requests.get("requests") if isinstance(requests, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "batch.inputConfig.requests.requests must be a non-empty list.")
+    entries = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("request"), dict):
+            raise ApiError(400, f"batch.inputConfig.requests.requests[{index}].request is required.")
+        metadata = item.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ApiError(400, f"batch.inputConfig.requests.requests[{index}].metadata must be an object.")
+        key = metadata.get("key") if metadata else None
+        entries.append(
+            BatchEntry(key=str(key) if key is not None else None, metadata=metadata, request=item["request"])
+        )
+    return entries
+
+
+def _page(
+    items: list[Any], request: Request, default_size: int, max_size: int
+) -> tuple[list[Any], str | None]:
+    """Offset paging with an opaque token, like the real list endpoints."""
+    try:
+        size = int(request.args.get("pageSize") or default_size)
+    except ValueError as exc:
+        raise ApiError(400, "pageSize must be an integer.") from exc
+    if size < 0:
+        raise ApiError(400, "pageSize must not be negative.")
+    size = min(size or default_size, max_size)
+    token = request.args.get("pageToken")
+    offset = 0
+    if token:
+        try:
+            offset = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("offset:"))
+        except ValueError as exc:
+            raise ApiError(400, "Invalid pageToken.") from exc
+        if offset < 0:
+            raise ApiError(400, "Invalid pageToken.")
+    end = offset + size
+    next_token = base64.urlsafe_b64encode(f"offset:{end}".encode()).decode() if end < len(items) else None
+    return items[offset:end], next_token
+
+
+class GeminiEmulator:
+    """In-process HTTP server emulating Gemini batch mode + Files API (see module docstring)."""
+
+    def __init__(self, delay_seconds: float = 2.0, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.delay_seconds = delay_seconds
+        self.host = host
+        self.port = port
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.RLock()
+        self._jobs: dict[str, EmulatedJob] = {}
+        self._files: dict[str, EmulatedFile] = {}
+        self._uploads: dict[str, _PendingUpload] = {}
+        self._faults: list[_Fault] = []
+        self._latency: dict[str | None, float] = {}
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        version = r"(?P<v>v\d+[a-z0-9]*)"
+        item = r"(?P<id>[^/:]+)"
+        self._routes = [
+            _Route(
+                "POST",
+                re.compile(rf"^/{version}/(?P<model>.+):batchGenerateContent$"),
+                "create",
+                self._create_batch,
+            ),
+            _Route("GET", re.compile(rf"^/{version}/batches$"), "list", self._list_batches),
+            _Route("GET", re.compile(rf"^/{version}/batches/{item}$"), "get", self._get_batch),
+            _Route("POST", re.compile(rf"^/{version}/batches/{item}:cancel$"), "cancel", self._cancel_batch),
+            _Route("DELETE", re.compile(rf"^/{version}/batches/{item}$"), "delete", self._delete_batch),
+            _Route("POST", re.compile(rf"^/upload/{version}/files$"), "upload", self._upload),
+            _Route("GET", re.compile(rf"^/{version}/files$"), "file_list", self._list_files),
+            _Route("GET", re.compile(rf"^/{version}/files/{item}$"), "file_get", self._get_file),
+            _Route("DELETE", re.compile(rf"^/{version}/files/{item}$"), "file_delete", self._delete_file),
+            _Route("GET", re.compile(rf"^/{version}/files/{item}:download$"), "download", self._download),
+        ]
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> GeminiEmulator:
+        """Serve in a daemon thread (threaded werkzeug server) and return self."""
+        if self._server is not None:
+            raise RuntimeError("emulator already started")
+        self._server = make_server(
+            self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="gemini-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> GeminiEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("emulator not started")
+        return f"http://{self.host}:{self.port}"
+
+    # ------------------------------------------------------------ test controls
+
+    def inject_fault(self, status: int, count: int = 1, operation: str | None = None) -> None:
+        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``."""
+        if operation is not None and operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; expected one of {sorted(OPERATIONS)}")
+        with self._lock:
+            self._faults.append(_Fault(status=status, remaining=count, operation=operation))
+
+    def set_latency(self, seconds: float, operation: str | None = None) -> None:
+        """Sleep ``seconds`` before answering ``operation`` (None: every operation); 0 clears."""
+        if operation is not None and operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; expected one of {sorted(OPERATIONS)}")
+        with self._lock:
+            if seconds > 0:
+                self._latency[operation] = seconds
+            else:
+                self._latency.pop(operation, None)
+
+    def clear_faults(self) -> None:
+        """Drop pending injected faults and all added latency."""
+        with self._lock:
+            self._faults.clear()
+            self._latency.clear()
+
+    def reset(self) -> None:
+        """Forget jobs, files, uploads, faults, latency and call counters."""
+        with self._lock:
+            self._jobs.clear()
+            self._files.clear()
+            self._uploads.clear()
+            self._faults.clear()
+            self._latency.clear()
+            self.calls.clear()
+
+    @property
+    def jobs(self) -> dict[str, EmulatedJob]:
+        """Snapshot of all jobs, states brought up to date first."""
+        with self._lock:
+            self._advance_all()
+            return dict(self._jobs)
+
+    @property
+    def files(self) -> dict[str, EmulatedFile]:
+        """Snapshot of all files, including responses files of jobs that finished meanwhile."""
+        with self._lock:
+            self._advance_all()
+            return dict(self._files)
+
+    # ------------------------------------------------------------------ serving
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        request = Request(environ)
+        try:
+            response = self._dispatch(request)
+        except ApiError as exc:
+            response = exc.to_response()
+        except Exception:  # an emulator bug must still look like a Google 500, not a hung socket
+            logger.exception("gemini emulator failed on %s %s", request.method, request.path)
+            response = ApiError(500, "Internal error encountered.").to_response()
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request) -> Response:
+        route, match = self._route(request)
+        operation = route.operation
+        if operation == "upload" and "upload_id" in request.args:
+            operation = "upload_chunk"
+        with self._lock:
+            self.calls[operation] += 1
+            latency = self._latency.get(operation, self._latency.get(None, 0.0))
+        if latency:
+            time.sleep(latency)
+        # An upload session URL is its own credential (the SDK sends no key there), and upload
+        # errors must carry X-Goog-Upload-Status or the SDK retries with multi-second sleeps.
+        extra_headers = {"X-Goog-Upload-Status": "final"} if operation == "upload_chunk" else {}
+        try:
+            if operation != "upload_chunk":
+                self._check_api_key(request)
+            self._raise_injected_fault(operation)
+            return route.handler(request, match)
+        except ApiError as exc:
+            exc.headers = {**extra_headers, **exc.headers}
+            raise
+
+    def _route(self, request: Request) -> tuple[_Route, re.Match[str]]:
+        for route in self._routes:
+            match = route.pattern.match(request.path)
+            if match and route.method == request.method:
+                return route, match
+        raise ApiError(404, f"Method not found: {request.method} {request.path}")
+
+    @staticmethod
+    def _check_api_key(request: Request) -> None:
+        if not (request.headers.get("x-goog-api-key") or request.args.get("key")):
+            raise ApiError(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+            )
+
+    def _raise_injected_fault(self, operation: str) -> None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.remaining > 0 and fault.operation in (None, operation):
+                    fault.remaining -= 1
+                    status = fault.status
+                    break
+            else:
+                return
+            self._faults = [f for f in self._faults if f.remaining > 0]
+        raise ApiError(status, f"Injected fault: {operation} answered {status} {_status_name(status)}.")
+
+    @staticmethod
+    def _json_body(request: Request) -> dict[str, Any]:
+        raw = request.get_data()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "Invalid JSON payload received.") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "Invalid JSON payload received: expected an object.")
+        return body
+
+    # ------------------------------------------------------------------ batches
+
+    def _advance(self, job: EmulatedJob, now: float) -> None:
+        """Move a job along its timeline; on success produce its results exactly once."""
+        if job.state in TERMINAL_STATES:
+            return
+        finish_at = job.create_time + job.delay_seconds
+        if now >= finish_at:
+            job.state = job.final_state
+            job.update_time = job.end_time = finish_at
+            if job.state == SUCCEEDED:
+                self._materialise(job)
+        elif now >= job.create_time + job.delay_seconds / 2 and job.state == PENDING:
+            job.state = RUNNING
+            job.update_time = job.create_time + job.delay_seconds / 2
+
+    def _advance_all(self) -> None:
+        now = time.time()
+        for job in self._jobs.values():
+            self._advance(job, now)
+
+    def _materialise(self, job: EmulatedJob) -> None:
+        job.results = [_answer(job.model, entry.request) for entry in job.requests]
+        if job.src_kind != "file":
+            return
+        lines = [
+            json.dumps({**({"key": entry.key} if entry.key is not None else {}), **result})
+            for entry, result in zip(job.requests, job.results, strict=True)
+        ]
+        shuffled = lines[:]
+        random.Random(job.name).shuffle(shuffled)
+        if len(shuffled) > 1 and shuffled == lines:
+            shuffled = shuffled[1:] + shuffled[:1]  # never hand back request order by accident
+        name = f"files/batch-{job.name.split('/', 1)[1]}"
+        self._files[name] = EmulatedFile(
+            name=name,
+            display_name=f"{job.name} responses",
+            mime_type="application/jsonl",
+            data=("\n".join(shuffled) + "\n").encode("utf-8"),
+            source="GENERATED",
+            create_time=job.end_time or 0.0,
+        )
+        job.responses_file = name
+
+    def _job(self, job_id: str) -> EmulatedJob:
+        job = self._jobs.get(f"batches/{job_id}")
+        if job is None:
+            raise ApiError(404, f"Batch batches/{job_id} not found.")
+        self._advance(job, time.time())
+        return job
+
+    @staticmethod
+    def _batch_stats(job: EmulatedJob) -> dict[str, str]:
+        """int64 counters as strings, zero values omitted: proto3 JSON, as the real API sends them."""
+        total = job.request_count
+        if job.state == SUCCEEDED:
+            failed = sum(1 for result in job.results if "error" in result)
+            counts = {"successfulRequestCount": total - failed, "failedRequestCount": failed}
+        elif job.state in TERMINAL_STATES:
+            counts = {"failedRequestCount": total}
+        else:
+            counts = {"pendingRequestCount": total}
+        return {name: str(value) for name, value in {"requestCount": total, **counts}.items() if value}
+
+    def _operation(self, job: EmulatedJob) -> dict[str, Any]:
+        batch: dict[str, Any] = {"@type": _BATCH_TYPE, "model": job.model}
+        if job.display_name:
+            batch["displayName"] = job.display_name
+        if job.src_file:
+            batch["inputConfig"] = {"fileName": job.src_file}
+        output: dict[str, Any] | None = None
+        if job.state == SUCCEEDED:
+            if job.responses_file:
+                output = {"responsesFile": job.responses_file}
+            else:
+                output = {
+                    "inlinedResponses": {
+                        "inlinedResponses": [
+                            {**result, **({"metadata": entry.metadata} if entry.metadata else {})}
+                            for entry, result in zip(job.requests, job.results, strict=True)
+                        ]
+                    }
+                }
+            batch["output"] = output
+        batch.update(
+            createTime=_rfc3339(job.create_time),
+            updateTime=_rfc3339(job.update_time),
+            batchStats=self._batch_stats(job),
+            state=job.state,
+            name=job.name,
+        )
+        if job.end_time is not None:
+            batch["endTime"] = _rfc3339(job.end_time)
+        operation: dict[str, Any] = {
+            "name": job.name,
+            "metadata": batch,
+            "done": job.state in TERMINAL_STATES,
+        }
+        if output is not None:
+            operation["response"] = {"@type": _OUTPUT_TYPE, **output}
+        if job.state == FAILED:
+            operation["error"] = {"code": 13, "message": _JOB_FAILED_MESSAGE}
+        return operation
+
+    def _create_batch(self, request: Request, match: re.Match[str]) -> Response:
+        model = match["model"]
+        if not _MODEL_RE.match(model):
+            raise ApiError(400, f"Invalid model name {model!r}: expected models/{{model}}.")
+        batch = self._json_body(request).get("batch")
+        input_config = _field(batch, "inputConfig")
+        if not isinstance(input_config, dict):
+            raise ApiError(400, "batch.inputConfig is required.")
+        display_name = _field(batch, "displayName")
+        with self._lock:
+            src_file = _field(input_config, "fileName")
+            if src_file is not None:
+                stored = self._files.get(src_file) if isinstance(src_file, str) else None
+                if stored is None:
+                    raise ApiError(404, f"File {src_file} not found.")
+                entries = _parse_jsonl(stored.data, src_file)
+            elif "requests" in input_config:
+                entries = _parse_inline(input_config["requests"])
+            else:
+                raise ApiError(400, "batch.inputConfig needs fileName or requests.")
+            now = time.time()
+            job = EmulatedJob(
+                name=f"batches/{_new_id(32)}",
+                display_name=display_name if isinstance(display_name, str) else None,
+                model=model,
+                src_kind="file" if src_file is not None else "inline",
+                src_file=src_file,
+                requests=entries,
+                create_time=now,
+                update_time=now,
+                delay_seconds=max(0.0, float(self.delay_seconds)),
+                final_state=_final_state(entries),
+            )
+            self._jobs[job.name] = job
+            self._advance(job, now)
+            return _json_response(self._operation(job))
+
+    def _get_batch(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            return _json_response(self._operation(self._job(match["id"])))
+
+    def _list_batches(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            now = time.time()
+            jobs = sorted(self._jobs.values(), key=lambda j: (j.create_time, j.name), reverse=True)
+            page, next_token = _page(jobs, request, default_size=50, max_size=1000)
+            for job in page:
+                self._advance(job, now)
+            body: dict[str, Any] = {"operations": [self._operation(job) for job in page]}
+        if next_token:
+            body["nextPageToken"] = next_token
+        return _json_response(body)
+
+    def _cancel_batch(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            job = self._job(match["id"])
+            if job.state not in TERMINAL_STATES:
+                job.state = CANCELLED
+                job.update_time = job.end_time = time.time()
+        return _json_response({})
+
+    def _delete_batch(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            self._job(match["id"])
+            del self._jobs[f"batches/{match['id']}"]
+        return _json_response({})
+
+    # -------------------------------------------------------------------- files
+
+    def _file_json(self, stored: EmulatedFile, request: Request, version: str) -> dict[str, Any]:
+        file_id = stored.name.split("/", 1)[1]
+        resource = f"{request.host_url}{version}/files/{file_id}"
+        body: dict[str, Any] = {
+            "name": stored.name,
+            "mimeType": stored.mime_type,
+            "sizeBytes": str(len(stored.data)),
+            "createTime": _rfc3339(stored.create_time),
+            "updateTime": _rfc3339(stored.create_time),
+            "expirationTime": _rfc3339(stored.create_time + _FILE_TTL_SECONDS),
+            "sha256Hash": base64.b64encode(hashlib.sha256(stored.data).hexdigest().encode()).decode(),
+            "uri": resource,
+            "state": "ACTIVE",
+            "source": stored.source,
+        }
+        if stored.display_name:
+            body["displayName"] = stored.display_name
+        if stored.source == "GENERATED":
+            body["downloadUri"] = f"{resource}:download?alt=media"
+        return body
+
+    def _stored_file(self, file_id: str) -> EmulatedFile:
+        self._advance_all()  # a responses file appears once its job is seen as finished
+        stored = self._files.get(f"files/{file_id}")
+        if stored is None:
+            raise ApiError(404, f"File files/{file_id} not found.")
+        return stored
+
+    def _upload(self, request: Request, match: re.Match[str]) -> Response:
+        if "upload_id" in request.args:
+            return self._upload_chunk(request, match)
+        if (
+            request.headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable"
+            or request.headers.get("X-Goog-Upload-Command", "").lower() != "start"
+        ):
+            raise ApiError(400, "Only the resumable upload protocol ('start' command) is supported.")
+        try:
+            size = int(request.headers["X-Goog-Upload-Header-Content-Length"])
+        except (KeyError, ValueError) as exc:
+            raise ApiError(400, "X-Goog-Upload-Header-Content-Length is required.") from exc
+        meta = self._json_body(request).get("file") or {}
+        if not isinstance(meta, dict):
+            raise ApiError(400, "'file' must be an object.")
+        mime_type = request.headers.get("X-Goog-Upload-Header-Content-Type") or _field(meta, "mimeType")
+        if not mime_type:
+            raise ApiError(400, "The file's MIME type is required.")
+        with self._lock:
+            name = meta.get("name") or f"files/{_new_id(12)}"
+            if not isinstance(name, str) or not _FILE_NAME_RE.match(name):
+                raise ApiError(400, f"Invalid file name {name!r}: expected files/[a-z0-9-]{{1,40}}.")
+            if name in self._files or any(u.file.name == name for u in self._uploads.values()):
+                raise ApiError(409, f"File {name} already exists.")
+            upload_id = _new_id(40)
+            self._uploads[upload_id] = _PendingUpload(
+                file=EmulatedFile(
+                    name=name,
+                    display_name=_field(meta, "displayName"),
+                    mime_type=mime_type,
+                    data=b"",
+                    source="UPLOADED",
+                    create_time=0.0,
+                ),
+                expected_size=size,
+            )
+        upload_url = (
+            f"{request.host_url}upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
+        )
+        return Response(
+            b"",
+            status=200,
+            headers={
+                "X-Goog-Upload-URL": upload_url,
+                "X-Goog-Upload-Status": "active",
+                "X-Goog-Upload-Chunk-Granularity": str(8 * 1024 * 1024),
+            },
+        )
+
+    def _upload_chunk(self, request: Request, match: re.Match[str]) -> Response:
+        commands = {c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").lower().split(",")}
+        if not commands & {"upload", "finalize"}:
+            raise ApiError(400, "X-Goog-Upload-Command must be 'upload' and/or 'finalize'.")
+        chunk = request.get_data()
+        with self._lock:
+            pending = self._uploads.get(request.args["upload_id"])
+            if pending is None:
+                raise ApiError(404, "Upload session not found.")
+            if request.headers.get("X-Goog-Upload-Offset", "0") != str(len(pending.buffer)):
+                raise ApiError(400, f"X-Goog-Upload-Offset must be {len(pending.buffer)}.")
+            pending.buffer.extend(chunk)
+            if "finalize" not in commands:
+                return Response(b"", status=200, headers={"X-Goog-Upload-Status": "active"})
+            del self._uploads[request.args["upload_id"]]
+            if len(pending.buffer) != pending.expected_size:
+                raise ApiError(
+                    400,
+                    f"Upload size {len(pending.buffer)} differs from the announced "
+                    f"{pending.expected_size} bytes.",
+                )
+            stored = pending.file
+            stored.data = bytes(pending.buffer)
+            stored.create_time = time.time()
+            self._files[stored.name] = stored
+            body = {"file": self._file_json(stored, request, match["v"])}
+        return _json_response(body, headers={"X-Goog-Upload-Status": "final"})
+
+    def _get_file(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            return _json_response(self._file_json(self._stored_file(match["id"]), request, match["v"]))
+
+    def _list_files(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            self._advance_all()
+            files = sorted(self._files.values(), key=lambda f: (f.create_time, f.name), reverse=True)
+            page, next_token = _page(files, request, default_size=10, max_size=100)
+            body: dict[str, Any] = {"files": [self._file_json(f, request, match["v"]) for f in page]}
+        if next_token:
+            body["nextPageToken"] = next_token
+        return _json_response(body)
+
+    def _delete_file(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            del self._files[self._stored_file(match["id"]).name]
+        return _json_response({})
+
+    def _download(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            stored = self._stored_file(match["id"])
+        data = stored.data  # immutable bytes: safe to stream outside the lock
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(data), _DOWNLOAD_CHUNK):
+                yield data[start : start + _DOWNLOAD_CHUNK]
+
+        response = Response(chunks(), status=200, mimetype=stored.mime_type, direct_passthrough=True)
+        response.content_length = len(data)
+        return response
