@@ -21,3 +21,8 @@ BUILD_DIR = REPO_ROOT / "build" / "lambda"
 
 if str(FUNCTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS_DIR))
+
+
+def pascal_case(name: str) -> str:
+    """"batchgen-submit" -> "BatchgenSubmit": construct ids derived from the constants' names."""
+    return "".join(part[:1].upper() + part[1:] for part in name.replace("_", "-").split("-") if part)

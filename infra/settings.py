@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+from aws_cdk import aws_logs as logs
 from batchgen.constants import (
     GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
     MAX_BATCH_REQUESTS_DEFAULT,
@@ -39,6 +40,31 @@ ENV_PARAMETERS_MAX_AGE = "POWERTOOLS_PARAMETERS_MAX_AGE"
 CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
 SECRET_CACHE_SECONDS = 300
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The retention periods CloudWatch Logs accepts.
+RETENTION_DAYS: dict[int, logs.RetentionDays] = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
 
 # Context key -> StackSettings field.
 CONTEXT_KEYS: dict[str, str] = {
@@ -89,6 +115,8 @@ class StackSettings:
             raise ValueError(f"logLevel must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not self.cors_origins:
             raise ValueError("corsOrigins must name at least one origin (or '*')")
+        if self.log_retention_days not in RETENTION_DAYS:
+            raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}")
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
 
@@ -102,6 +130,10 @@ class StackSettings:
             if raw is not None:
                 values[name] = _coerce(raw, types[name], key)
         return cls(**values)
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return RETENTION_DAYS[self.log_retention_days]
 
     def function_environment(self) -> dict[str, str]:
         """The tunables every function receives (passed as `settings=` to runtime_environment)."""

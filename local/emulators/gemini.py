@@ -53,7 +53,7 @@ import string
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -529,7 +529,7 @@ class GeminiEmulator:
 
     # ------------------------------------------------------------------ serving
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
         try:
             response = self._dispatch(request)
@@ -751,8 +751,8 @@ class GeminiEmulator:
     def _list_batches(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:
             now = time.time()
-            jobs = sorted(self._jobs.values(), key=lambda j: (j.create_time, j.name), reverse=True)
-            page, next_token = _page(jobs, request, default_size=50, max_size=1000)
+            newest_first = list(reversed(self._jobs.values()))  # dicts keep creation order
+            page, next_token = _page(newest_first, request, default_size=50, max_size=1000)
             for job in page:
                 self._advance(job, now)
             body: dict[str, Any] = {"operations": [self._operation(job) for job in page]}
@@ -888,8 +888,8 @@ class GeminiEmulator:
     def _list_files(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:
             self._advance_all()
-            files = sorted(self._files.values(), key=lambda f: (f.create_time, f.name), reverse=True)
-            page, next_token = _page(files, request, default_size=10, max_size=100)
+            newest_first = list(reversed(self._files.values()))
+            page, next_token = _page(newest_first, request, default_size=10, max_size=100)
             body: dict[str, Any] = {"files": [self._file_json(f, request, match["v"]) for f in page]}
         if next_token:
             body["nextPageToken"] = next_token

@@ -368,7 +368,7 @@ def test_injected_faults_surface_as_sdk_errors_then_clear(
     emulator.inject_fault(status=429, count=2, operation="create")
     for _ in range(2):
         with pytest.raises(errors.ClientError) as caught:
-            client.batches.create(model=TEXT_MODEL, src=[inline("x")])
+            create(client, TEXT_MODEL, [inline("x")])
         assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
     name = create(client, TEXT_MODEL, [inline("x")])
     assert emulator.calls["create"] == 3 and list(emulator.jobs) == [name]
@@ -429,7 +429,7 @@ def test_invalid_input_is_a_400_and_unknown_file_a_404(
     client: genai.Client, emulator: GeminiEmulator
 ) -> None:
     with pytest.raises(errors.ClientError) as caught:
-        client.batches.create(model="Not A Model!", src=[inline("x")])
+        create(client, "Not A Model!", [inline("x")])
     assert caught.value.code == 400 and caught.value.status == "INVALID_ARGUMENT"
 
     broken = client.files.upload(

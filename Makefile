@@ -1,0 +1,31 @@
+# Two entry points for people (run, test) and one for figures (bench). Each creates or reuses .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
+
+.PHONY: run test bench lint synth clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emulators
+	$(PY) -m local
+
+test: $(VENV)/.installed  ## every test: unit, integration (moto + emulators), e2e (HTTP), infrastructure
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
+	$(PY) -m benchmarks
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check functions local infra tests benchmarks app.py
+
+synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
+	$(PY) app.py
+
+clean:
+	rm -rf $(VENV) cdk.out build .pytest_cache

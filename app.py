@@ -1,0 +1,8 @@
+#!/usr/bin/env python3
+"""CDK entry point: `cdk synth` / `cdk deploy` (see infra/README.md)."""
+
+from infra.stack import build_app
+
+if __name__ == "__main__":
+    app, _ = build_app()
+    app.synth()

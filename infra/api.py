@@ -1,0 +1,172 @@
+"""The public REST API: API Gateway (REST) proxying every route to the api function."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import CfnOutput, RemovalPolicy
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from batchgen.constants import MAX_BODY_BYTES
+from constructs import Construct
+
+from infra.nag import acknowledge
+from infra.settings import StackSettings
+
+STAGE_NAME = "v1"
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Amz-Date", "X-Api-Key")
+EXPOSED_HEADERS = ("Location", "X-Next-Cursor")
+
+# Responses API Gateway produces itself (before or instead of the function) get the
+# service's error body (SPEC §2) instead of API Gateway's {"message": ...}.
+_MAX_BODY_MB = MAX_BODY_BYTES // (1024 * 1024)
+GATEWAY_ERRORS: dict[apigateway.ResponseType, tuple[str, str, str]] = {
+    apigateway.ResponseType.THROTTLED: (
+        "429",
+        "Too many requests",
+        "The API is receiving more requests than it accepts; retry after a short wait.",
+    ),
+    apigateway.ResponseType.REQUEST_TOO_LARGE: (
+        "413",
+        "Payload too large",
+        f"The request body is too large; keep it under {_MAX_BODY_MB} MB.",
+    ),
+    apigateway.ResponseType.DEFAULT_4_XX: (
+        "",
+        "Request rejected",
+        "The request could not be routed; check the method, the path and the headers.",
+    ),
+    apigateway.ResponseType.DEFAULT_5_XX: (
+        "",
+        "Service unavailable",
+        f"The service could not handle the request. Retry later; bodies over {_MAX_BODY_MB} MB "
+        "are rejected this way too.",
+    ),
+}
+
+
+def _access_log_format() -> apigateway.AccessLogFormat:
+    field = apigateway.AccessLogField
+    return apigateway.AccessLogFormat.custom(
+        json.dumps(
+            {
+                "requestId": field.context_request_id(),
+                "ip": field.context_identity_source_ip(),
+                "userAgent": field.context_identity_user_agent(),
+                "requestTime": field.context_request_time(),
+                "httpMethod": field.context_http_method(),
+                "path": field.context_path(),
+                "resourcePath": field.context_resource_path(),
+                "status": field.context_status(),
+                "protocol": field.context_protocol(),
+                "responseLength": field.context_response_length(),
+                "responseLatency": field.context_response_latency(),
+                "integrationLatency": field.context_integration_latency(),
+                "integrationStatus": field.context_integration_status(),
+                "errorMessage": field.context_error_message_string(),
+                "xrayTraceId": field.context_xray_trace_id(),
+            }
+        )
+    )
+
+
+class ServiceApi(Construct):
+    """REST API (regional) with stage throttling, JSON access logs, X-Ray and CORS.
+
+    Authentication is the JWT check in the api function (SPEC §2), because
+    /health, /openapi.json, /docs and the webhook route must stay public.
+    Request size: API Gateway accepts up to 10 MB, Lambda 6 MB; the handler
+    enforces MAX_BODY_BYTES and answers 413 itself.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, settings: StackSettings
+    ) -> None:
+        super().__init__(scope, construct_id)
+        origins = list(settings.cors_origins)
+
+        self.access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=settings.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.rest_api = apigateway.LambdaRestApi(
+            self,
+            "RestApi",
+            handler=handler,
+            proxy=True,
+            description="Batch image generation API",
+            endpoint_types=[apigateway.EndpointType.REGIONAL],
+            cloud_watch_role=False,
+            default_cors_preflight_options=apigateway.CorsOptions(
+                allow_origins=origins,
+                allow_methods=apigateway.Cors.ALL_METHODS,
+                allow_headers=list(ALLOWED_HEADERS),
+                expose_headers=list(EXPOSED_HEADERS),
+            ),
+            deploy_options=apigateway.StageOptions(
+                stage_name=STAGE_NAME,
+                throttling_rate_limit=settings.api_throttle_rate_limit,
+                throttling_burst_limit=settings.api_throttle_burst_limit,
+                access_log_destination=apigateway.LogGroupLogDestination(self.access_logs),
+                access_log_format=_access_log_format(),
+                tracing_enabled=True,
+                metrics_enabled=False,
+            ),
+        )
+        cors_header = _gateway_cors_origin(origins)
+        for response_type, (status, title, message) in GATEWAY_ERRORS.items():
+            self.rest_api.add_gateway_response(
+                f"{response_type.value.title().replace('_', '')}Response",
+                type=response_type,
+                status_code=status or None,
+                response_headers={"Access-Control-Allow-Origin": cors_header} if cors_header else None,
+                templates={"application/json": json.dumps({"error": title, "message": message})},
+            )
+
+        self.url_output = CfnOutput(
+            self, "Url", key="ApiUrl", value=self.rest_api.url, description="Base URL of the REST API"
+        )
+        self._acknowledge_findings()
+
+    def _acknowledge_findings(self) -> None:
+        acknowledge(
+            self.rest_api,
+            "Every route is a Lambda proxy; the api function validates each body, path and query "
+            "with Powertools' OpenAPI validation (pydantic) and answers 400 with per-field details, "
+            "which an API Gateway request validator cannot express for a {proxy+} resource.",
+            "AwsSolutions-APIG2",
+        )
+        acknowledge(
+            self.rest_api,
+            "Bearer JWTs are verified in the api function (HS256 secret or JWKS, pinned algorithms, "
+            "iss/aud checks), as SPEC §2 requires; /health, /openapi.json, /docs and the Gemini "
+            "webhook must stay public, so no API Gateway authorizer or Cognito pool is attached.",
+            "AwsSolutions-APIG4",
+            "AwsSolutions-COG4",
+        )
+        acknowledge(
+            self.rest_api,
+            "No WAF web ACL: stage throttling and the per-user credit checks bound abuse, and a web "
+            "ACL would add a fixed monthly cost to an otherwise pay-per-use service. Attach one to "
+            "the stage if the API faces hostile traffic.",
+            "AwsSolutions-APIG3",
+        )
+        acknowledge(
+            self.rest_api,
+            "Execution logging needs an account-wide API Gateway CloudWatch role that a single "
+            "service stack should not own; JSON access logs, X-Ray tracing and the function's own "
+            "structured logs cover each request instead.",
+            "AwsSolutions-APIG6",
+        )
+
+
+def _gateway_cors_origin(origins: list[str]) -> str | None:
+    """Gateway responses cannot pick among several origins: '*' or the single one, else none."""
+    if origins == ["*"]:
+        return "'*'"
+    if len(origins) == 1:
+        return f"'{origins[0]}'"
+    return None

@@ -1,0 +1,65 @@
+"""Secrets Manager secrets. Functions get their ARNs, never their values, and read them
+at run time through Powertools Parameters (cached, see POWERTOOLS_PARAMETERS_MAX_AGE)."""
+
+from __future__ import annotations
+
+from aws_cdk import SecretValue
+from aws_cdk import aws_secretsmanager as secretsmanager
+from batchgen.constants import ENV_CLOUDINARY_SECRET_ARN, ENV_GEMINI_SECRET_ARN, ENV_JWT_SECRET_ARN
+from constructs import Construct
+
+from infra.nag import acknowledge
+
+# CloudFormation writes this once; `aws secretsmanager put-secret-value` replaces it and later
+# deployments leave the operator's value alone (the template value does not change).
+PLACEHOLDER = "REPLACE_ME: set with aws secretsmanager put-secret-value (see infra/README.md)"
+JWT_SECRET_LENGTH = 64
+
+
+class ServiceSecrets(Construct):
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+
+        self.jwt = secretsmanager.Secret(
+            self,
+            "JwtSecret",
+            description="HS256 key that signs and verifies the API's bearer tokens (generated).",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=JWT_SECRET_LENGTH, exclude_punctuation=True
+            ),
+        )
+        self.gemini = secretsmanager.Secret(
+            self,
+            "GeminiApiKey",
+            description="Google Gemini API key (set by the operator after the first deploy).",
+            secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
+        )
+        self.cloudinary = secretsmanager.Secret(
+            self,
+            "CloudinaryUrl",
+            description="CLOUDINARY_URL, cloudinary://<key>:<secret>@<cloud> (set by the operator).",
+            secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
+        )
+
+        acknowledge(
+            self.jwt,
+            "Rotating the HS256 key would invalidate every token in circulation at once and needs "
+            "a rotation Lambda plus a two-key grace period in the verifier; it is rotated by hand "
+            "(put-secret-value) when needed, as described in infra/README.md.",
+            "AwsSolutions-SMG4",
+        )
+        for secret in (self.gemini, self.cloudinary):
+            acknowledge(
+                secret,
+                "This holds a credential issued by a third party (Google AI Studio / Cloudinary); "
+                "Secrets Manager cannot mint a new one, so rotation is done by the operator in that "
+                "service's console followed by put-secret-value.",
+                "AwsSolutions-SMG4",
+            )
+
+    def environment(self) -> dict[str, str]:
+        return {
+            ENV_JWT_SECRET_ARN: self.jwt.secret_arn,
+            ENV_GEMINI_SECRET_ARN: self.gemini.secret_arn,
+            ENV_CLOUDINARY_SECRET_ARN: self.cloudinary.secret_arn,
+        }

@@ -1,0 +1,145 @@
+"""The one stack: composes the constructs and states who may touch what."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_cdk import App, CfnOutput, Environment, Stack, Tags, Validations
+from batchgen.constants import (
+    API_FUNCTION,
+    COLLECT_FUNCTION,
+    COLLECT_QUEUE,
+    FUNCTIONS,
+    INPUT_PREFIX,
+    POLLER_FUNCTION,
+    QUEUES,
+    SERVICE_NAME,
+    STAGING_PREFIX,
+    SUBMIT_FUNCTION,
+    SUBMIT_QUEUE,
+    UPLOAD_FUNCTION,
+    UPLOAD_QUEUE,
+    runtime_environment,
+)
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
+
+from infra.api import ServiceApi
+from infra.data import DataStore
+from infra.functions import ServiceFunctions
+from infra.monitoring import Monitoring
+from infra.queues import WorkQueues
+from infra.schedule import PollSchedule
+from infra.secrets import ServiceSecrets
+from infra.settings import StackSettings, cdk_json_context
+
+
+class BatchGenStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.settings = settings
+
+        self.secrets = ServiceSecrets(self, "Secrets")
+        self.data = DataStore(self, "Data")
+        self.queues = WorkQueues(self, "Queues")
+        environment = runtime_environment(
+            table_name=self.data.table.table_name,
+            bucket_name=self.data.bucket.bucket_name,
+            queue_urls=self.queues.urls,
+            settings={**settings.function_environment(), **self.secrets.environment()},
+        )
+        self.functions = ServiceFunctions(
+            self,
+            "Functions",
+            environment=environment,
+            settings=settings,
+            # `cdk destroy`/`cdk list` mark stacks as not needing bundling: honour that too.
+            skip_bundling=settings.skip_bundling or not self.bundling_required,
+        )
+        self.queues.attach_consumers(self.functions.by_name)
+        self._grant_least_privilege()
+
+        self.api = ServiceApi(self, "Api", handler=self.functions.by_name[API_FUNCTION.name], settings=settings)
+        self.poll_schedule = PollSchedule(self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name])
+        self._monitor()
+        self._outputs()
+
+    def _grant_least_privilege(self) -> None:
+        """The whole access matrix, from CDK grants only (consuming a queue is granted by its event source)."""
+        fn = self.functions.by_name
+        table, bucket, queues, secrets = self.data.table, self.data.bucket, self.queues.queues, self.secrets
+        inputs, staging = f"{INPUT_PREFIX}*", f"{STAGING_PREFIX}*"
+
+        for spec in FUNCTIONS:
+            table.grant_read_write_data(fn[spec.name])
+
+        api = fn[API_FUNCTION.name]
+        bucket.grant_put(api, inputs)
+        bucket.grant_delete(api, inputs)
+        queues[SUBMIT_QUEUE.name].grant_send_messages(api)
+        queues[UPLOAD_QUEUE.name].grant_send_messages(api)
+        secrets.jwt.grant_read(api)
+
+        submit = fn[SUBMIT_FUNCTION.name]
+        bucket.grant_read(submit, inputs)
+        secrets.gemini.grant_read(submit)
+
+        poller = fn[POLLER_FUNCTION.name]
+        queues[COLLECT_QUEUE.name].grant_send_messages(poller)
+        queues[SUBMIT_QUEUE.name].grant_send_messages(poller)
+        secrets.gemini.grant_read(poller)
+
+        collect = fn[COLLECT_FUNCTION.name]
+        bucket.grant_put(collect, staging)
+        queues[UPLOAD_QUEUE.name].grant_send_messages(collect)
+        secrets.gemini.grant_read(collect)
+
+        upload = fn[UPLOAD_FUNCTION.name]
+        bucket.grant_read(upload, staging)
+        bucket.grant_delete(upload, staging)
+        secrets.cloudinary.grant_read(upload)
+
+    def _monitor(self) -> None:
+        self.monitoring = Monitoring(self, "Monitoring", alarm_email=self.settings.alarm_email)
+        for spec in QUEUES:
+            self.monitoring.dead_letter_queue(spec.dead_letter_name, self.queues.dead_letter_queues[spec.name])
+        self.monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
+        for spec in FUNCTIONS:
+            self.monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
+        self.monitoring.api_server_errors(self.api.rest_api)
+
+    def _outputs(self) -> None:
+        outputs = {
+            "TableName": (self.data.table.table_name, "DynamoDB table"),
+            "BucketName": (self.data.bucket.bucket_name, "S3 bucket for input and staged images"),
+            "JwtSecretArn": (self.secrets.jwt.secret_arn, "HS256 key for the API's tokens (generated)"),
+            "GeminiSecretArn": (self.secrets.gemini.secret_arn, "Put the Gemini API key here"),
+            "CloudinarySecretArn": (self.secrets.cloudinary.secret_arn, "Put the CLOUDINARY_URL here"),
+        }
+        for key, (value, description) in outputs.items():
+            CfnOutput(self, key, value=value, description=description)
+
+
+def build_app(*, context: dict[str, Any] | None = None, outdir: str | None = None, nag: bool = True) -> tuple[App, BatchGenStack]:
+    """The CDK app: cdk.json's context (feature flags, defaults) overlaid with `context`.
+
+    With `nag`, cdk-nag's AWS Solutions pack validates the app at synth: an unacknowledged
+    finding fails `cdk synth`/`cdk deploy`.
+    """
+    app = App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
+    settings = StackSettings.from_context(app.node)
+    stack = BatchGenStack(
+        app,
+        settings.stack_name,
+        settings=settings,
+        description="Batch image generation through the Gemini Batch API (SPEC §5)",
+        # Environment-agnostic unless the CLI knows the account (synth needs no credentials).
+        env=Environment(
+            account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
+        ),
+    )
+    Tags.of(stack).add("service", SERVICE_NAME)
+    if nag:
+        Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app, stack
