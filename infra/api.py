@@ -21,29 +21,37 @@ EXPOSED_HEADERS = ("Location", "X-Next-Cursor")
 # Responses API Gateway produces itself (before or instead of the function) get the
 # service's error body (SPEC §2) instead of API Gateway's {"message": ...}.
 _MAX_BODY_MB = MAX_BODY_BYTES // (1024 * 1024)
-GATEWAY_ERRORS: dict[apigateway.ResponseType, tuple[str, str, str]] = {
-    apigateway.ResponseType.THROTTLED: (
+GATEWAY_ERRORS: tuple[tuple[str, apigateway.ResponseType, str | None, str, str], ...] = (
+    (
+        "Throttled",
+        apigateway.ResponseType.THROTTLED,
         "429",
         "Too many requests",
         "The API is receiving more requests than it accepts; retry after a short wait.",
     ),
-    apigateway.ResponseType.REQUEST_TOO_LARGE: (
+    (
+        "RequestTooLarge",
+        apigateway.ResponseType.REQUEST_TOO_LARGE,
         "413",
         "Payload too large",
         f"The request body is too large; keep it under {_MAX_BODY_MB} MB.",
     ),
-    apigateway.ResponseType.DEFAULT_4_XX: (
-        "",
+    (
+        "Default4xx",
+        apigateway.ResponseType.DEFAULT_4_XX,
+        None,  # keep API Gateway's status code
         "Request rejected",
         "The request could not be routed; check the method, the path and the headers.",
     ),
-    apigateway.ResponseType.DEFAULT_5_XX: (
-        "",
+    (
+        "Default5xx",
+        apigateway.ResponseType.DEFAULT_5_XX,
+        None,
         "Service unavailable",
         f"The service could not handle the request. Retry later; bodies over {_MAX_BODY_MB} MB "
         "are rejected this way too.",
     ),
-}
+)
 
 
 def _access_log_format() -> apigateway.AccessLogFormat:
@@ -117,11 +125,11 @@ class ServiceApi(Construct):
             ),
         )
         cors_header = _gateway_cors_origin(origins)
-        for response_type, (status, title, message) in GATEWAY_ERRORS.items():
+        for response_id, response_type, status, title, message in GATEWAY_ERRORS:
             self.rest_api.add_gateway_response(
-                f"{response_type.value.title().replace('_', '')}Response",
+                f"{response_id}Response",
                 type=response_type,
-                status_code=status or None,
+                status_code=status,
                 response_headers={"Access-Control-Allow-Origin": cors_header} if cors_header else None,
                 templates={"application/json": json.dumps({"error": title, "message": message})},
             )

@@ -169,7 +169,7 @@ def _pip_install(requirements: list[str], target: Target, site: Path) -> None:
 def _remove_distributions(site: Path, names: frozenset[str]) -> None:
     """Delete installed distributions by their RECORD, the way pip uninstall would."""
     for dist_info in site.glob("*.dist-info"):
-        name = _distribution_name(dist_info.name.rsplit("-", 1)[0])
+        name = _distribution_name(dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0])
         if name not in names:
             continue
         record = dist_info / "RECORD"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
@@ -22,10 +23,19 @@ class PollSchedule(Construct):
         super().__init__(scope, construct_id)
 
         self.dead_letter_queue = encrypted_queue(self, "Dlq", retention_period=DLQ_RETENTION)
-        # LambdaInvoke creates the scheduler's role, allowed to invoke only this function
-        # (and to send its failed deliveries to the DLQ).
+        # The target grants this role lambda:InvokeFunction on the poller only, and
+        # sqs:SendMessage on the DLQ for deliveries that fail.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
+            ),
+            description="Lets EventBridge Scheduler invoke the poller function",
+        )
         target = targets.LambdaInvoke(
             poller,
+            role=self.role,
             dead_letter_queue=self.dead_letter_queue,
             retry_attempts=RETRY_ATTEMPTS,
             max_event_age=MAX_EVENT_AGE,
@@ -41,6 +51,12 @@ class PollSchedule(Construct):
         # polls behind the poller's reserved concurrency; the next tick is the retry.
         poller.configure_async_invoke(retry_attempts=0, max_event_age=MAX_EVENT_AGE)
 
+        acknowledge(
+            self.role,
+            "lambda:InvokeFunction on '<poller ARN>:*' (CDK's grantInvoke) covers only the poller's "
+            "own versions and aliases, so the schedule keeps working if it targets a qualified ARN.",
+            f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(poller.node.default_child)}.Arn>:*]",
+        )
         acknowledge(
             self.dead_letter_queue,
             "This queue is itself the dead-letter queue of the poll schedule (Scheduler's "

@@ -80,8 +80,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
     """A fresh moto account with the table, queues and bucket, and the service's env pointing at them."""
     from moto import mock_aws
 
+    from local.moto_atomic import make_dynamodb_atomic
     from local.provision import provision
 
+    make_dynamodb_atomic()
     with mock_aws():
         environment, queue_urls = provision(settings={"JWT_SECRET": JWT_SECRET})
         for key, value in environment.items():

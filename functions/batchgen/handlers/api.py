@@ -44,7 +44,9 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
 }
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver(
+    enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR
+)
 app.enable_swagger(path="/docs", title="Batch image generation API", version="1.0.0")
 
 
@@ -113,7 +115,7 @@ def health() -> models.HealthResponse:
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document() -> Response[dict[str, Any]]:
     return Response(
-        status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_json_schema()
+        status_code=200, content_type=content_types.APPLICATION_JSON, body=json.loads(app.get_openapi_json_schema())
     )
 
 

@@ -1,0 +1,299 @@
+"""The whole service on one machine (SPEC §4): moto, the emulators, the HTTP front door, SQS pumps, the schedule.
+
+Start order matters: moto's server and the AWS environment come first, before any boto3 client
+exists; then the emulators (unless a real Gemini key / Cloudinary URL is configured), the table,
+bucket and queues from `batchgen.constants`, the demo user's credits, and finally the threads that
+invoke the real handlers. Production code never imports this package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from batchgen import constants
+from local.invoke import REGION, LocalFunction
+
+log = logging.getLogger("local")
+
+LOCAL_GEMINI_KEY = "local-emulator-key"
+TOKEN_LIFETIME_SECONDS = 24 * 3600
+SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT = 10
+FAKE_AWS_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+# Local defaults for Powertools: no X-Ray daemon, no EMF metric lines, handler logs from WARNING up.
+POWERTOOLS_LOCAL_DEFAULTS = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+class ConfigurationError(Exception):
+    """A local runtime setting has an unusable value."""
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
+    if value < minimum:
+        raise ConfigurationError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    host: str = "127.0.0.1"
+    port: int = 3001
+    poll_interval_seconds: float = constants.POLL_INTERVAL_SECONDS_LOCAL_DEFAULT
+    gemini_delay_seconds: float = 5.0
+    jwt_secret: str = ""
+    user_id: str = "demo-user"
+    user_credits: Decimal = Decimal(100)
+    admin_id: str = "local-admin"
+    visibility_timeout_seconds: int = SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> RuntimeOptions:
+        environ = os.environ if environ is None else environ
+        raw_credits = environ.get("LOCAL_USER_CREDITS", "").strip() or "100"
+        try:
+            credits = Decimal(raw_credits)
+        except InvalidOperation as exc:
+            raise ConfigurationError(f"LOCAL_USER_CREDITS={raw_credits!r} is not a number") from exc
+        if not credits.is_finite() or credits < 0 or credits != credits.quantize(Decimal("0.01")):
+            raise ConfigurationError("LOCAL_USER_CREDITS must be >= 0 with at most two decimals")
+        return cls(
+            host=environ.get("HOST", "").strip() or cls.host,
+            port=int(_number(environ, "PORT", cls.port, minimum=0)),
+            poll_interval_seconds=_number(
+                environ, "POLL_INTERVAL_SECONDS", cls.poll_interval_seconds, minimum=0.1
+            ),
+            gemini_delay_seconds=_number(environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0),
+            # A fresh secret per run unless one is given: tokens never outlive the process by accident.
+            jwt_secret=environ.get(constants.ENV_JWT_SECRET, "") or secrets.token_urlsafe(32),
+            user_id=environ.get("LOCAL_USER_ID", "").strip() or cls.user_id,
+            user_credits=credits,
+            admin_id=environ.get("LOCAL_ADMIN_ID", "").strip() or cls.admin_id,
+            visibility_timeout_seconds=int(
+                _number(environ, "SQS_VISIBILITY_TIMEOUT", cls.visibility_timeout_seconds, minimum=1)
+            ),
+        )
+
+
+def mint_token(secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
+    """An HS256 token the api handler accepts (adds `iss`/`aud` when the service is configured to check them)."""
+    import jwt
+
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + lifetime}
+    if role:
+        claims["role"] = role
+    if os.environ.get("JWT_ISSUER"):
+        claims["iss"] = os.environ["JWT_ISSUER"]
+    if os.environ.get("JWT_AUDIENCE"):
+        claims["aud"] = os.environ["JWT_AUDIENCE"]
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class LocalRuntime:
+    def __init__(self, options: RuntimeOptions) -> None:
+        self.options = options
+        self.stop_event = threading.Event()
+        self.moto: Any = None
+        self.aws_endpoint = ""
+        self.gemini: Any = None
+        self.cloudinary: Any = None
+        self.queue_urls: dict[str, str] = {}
+        self.http: Any = None
+        self.pumps: list[Any] = []
+        self.ticks: list[Any] = []
+        self.not_started: list[str] = []
+        self.user_token = ""
+        self.admin_token = ""
+
+    # ---------------------------------------------------------------------------------- start
+    def start(self) -> LocalRuntime:
+        try:
+            self._start_aws()
+            settings = self._start_emulators()
+            self._provision(settings)
+            self._seed_credits()
+            self._start_http()
+            self._start_consumers()
+        except BaseException:
+            self.stop()
+            raise
+        self.user_token = mint_token(self.options.jwt_secret, self.options.user_id)
+        self.admin_token = mint_token(self.options.jwt_secret, self.options.admin_id, role="admin")
+        return self
+
+    def _start_aws(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
+            os.environ.pop(name)  # a per-service endpoint would bypass moto
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+            os.environ.pop(name, None)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.aws_endpoint = f"http://{host}:{port}"
+        os.environ.update(FAKE_AWS_ENVIRONMENT)
+        os.environ["AWS_ENDPOINT_URL"] = self.aws_endpoint
+        for name, value in POWERTOOLS_LOCAL_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+
+    def _start_emulators(self) -> dict[str, str]:
+        """Emulators for the services with no real credentials configured; returns their settings."""
+        settings = {constants.ENV_JWT_SECRET: self.options.jwt_secret}
+        if not os.environ.get(constants.ENV_GEMINI_API_KEY):
+            from local.emulators.gemini import GeminiEmulator
+
+            self.gemini = GeminiEmulator(delay_seconds=self.options.gemini_delay_seconds, port=0).start()
+            settings[constants.ENV_GEMINI_API_KEY] = LOCAL_GEMINI_KEY
+            settings[constants.ENV_GEMINI_BASE_URL] = self.gemini.base_url
+        if not os.environ.get(constants.ENV_CLOUDINARY_URL):
+            from local.emulators.cloudinary import CloudinaryEmulator
+
+            self.cloudinary = CloudinaryEmulator(api_secret=secrets.token_urlsafe(24), port=0).start()
+            settings[constants.ENV_CLOUDINARY_URL] = self.cloudinary.cloudinary_url
+            settings[constants.ENV_CLOUDINARY_API_BASE] = self.cloudinary.base_url
+        return settings
+
+    def _provision(self, settings: dict[str, str]) -> None:
+        from local.provision import provision
+
+        environment, self.queue_urls = provision(
+            visibility_timeout=self.options.visibility_timeout_seconds, settings=settings
+        )
+        os.environ.update(environment)
+        reset_service_caches()
+        from batchgen.adapters import aws
+
+        # Create the shared clients here, on one thread: boto3's default session is not thread-safe.
+        for service in ("dynamodb", "s3", "sqs"):
+            aws.client(service)
+
+    def _seed_credits(self) -> None:
+        from batchgen.adapters.repository import get_repository
+
+        if self.options.user_credits:
+            get_repository().adjust_balance(self.options.user_id, self.options.user_credits, "local starter credits")
+
+    def _start_http(self) -> None:
+        from local.http import ApiGatewayApp, HttpFrontDoor
+
+        api = LocalFunction.load(constants.API_FUNCTION)
+        if api is None:
+            raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
+        self.http = HttpFrontDoor(ApiGatewayApp(api), self.options.host, self.options.port).start()
+
+    def _start_consumers(self) -> None:
+        import boto3
+
+        from local.pumps import SchedulerTick, SqsPump
+
+        sqs = boto3.session.Session().client("sqs")  # the pumps' own client, apart from the handlers'
+        for queue in constants.QUEUES:
+            spec = constants.function_by_name(queue.consumer)
+            function = LocalFunction.load(spec)
+            if function is None:
+                self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
+                continue
+            self.pumps.append(SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start())
+        poller = LocalFunction.load(constants.POLLER_FUNCTION)
+        if poller is None:
+            self.not_started.append(
+                f"scheduler -> {constants.POLLER_FUNCTION.name}: {constants.POLLER_FUNCTION.handler} does not exist yet"
+            )
+        else:
+            self.ticks.append(SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start())
+
+    # ---------------------------------------------------------------------------------- stop
+    def stop(self) -> None:
+        """Stops consumers first (an in-flight invocation finishes), then the servers."""
+        self.stop_event.set()
+        for worker in [*self.pumps, *self.ticks]:
+            worker.join(timeout=30)
+        for server in (self.http, self.gemini, self.cloudinary):
+            if server is not None:
+                server.stop()
+        self.http = self.gemini = self.cloudinary = None
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+    # ---------------------------------------------------------------------------------- banner
+    @property
+    def api_url(self) -> str:
+        return self.http.base_url if self.http else ""
+
+    def banner(self) -> str:
+        o = self.options
+        url = self.api_url
+        credits = f"{o.user_credits.normalize():f}"
+        gemini = (
+            f"emulator {self.gemini.base_url} (jobs finish {o.gemini_delay_seconds:g} s after submit)"
+            if self.gemini
+            else "REAL Gemini API (GEMINI_API_KEY is set)"
+        )
+        cloudinary = f"emulator {self.cloudinary.base_url}" if self.cloudinary else "REAL Cloudinary (CLOUDINARY_URL is set)"
+        pumps = ", ".join(f"{p.queue.name} -> {p.function.spec.name}" for p in self.pumps) or "none"
+        poller = f"every {o.poll_interval_seconds:g} s" if self.ticks else "not started"
+        body = shlex.quote('{"type":"character","requests":[{"prompt":"a red fox"},{"prompt":"a blue owl"}]}')
+        lines = [
+            "",
+            "batchgen local runtime is ready",
+            f"  API          {url}   (docs {url}/docs, schema {url}/openapi.json)",
+            f"  AWS (moto)   {self.aws_endpoint}",
+            f"  Gemini       {gemini}",
+            f"  Cloudinary   {cloudinary}",
+            f"  SQS pumps    {pumps} (visibility timeout {o.visibility_timeout_seconds} s)",
+            f"  Poller       {poller}",
+            *(f"  NOT STARTED  {line}" for line in self.not_started),
+            "",
+            f"# user {o.user_id!r} with {credits} credits, and an admin (role 'admin'); tokens valid 24 h:",
+            f"export API_URL={url}",
+            f"export TOKEN={self.user_token}",
+            f"export ADMIN_TOKEN={self.admin_token}",
+            "",
+            "# create a 2-request batch, then read its status:",
+            f'ID=$(curl -s -X POST "$API_URL/batch/create" -H "Authorization: Bearer $TOKEN" \\',
+            f"  -H 'Content-Type: application/json' -d {body} \\",
+            "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])')",
+            'curl -s "$API_URL/batch/status/$ID" -H "Authorization: Bearer $TOKEN"',
+            "",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def reset_service_caches() -> None:
+    """The service reads its settings and builds its clients once per process: make it re-read them."""
+    from batchgen.adapters.aws import reset_clients
+    from batchgen.adapters.repository import get_repository
+    from batchgen.config import reset_caches
+
+    reset_caches()
+    reset_clients()
+    get_repository.cache_clear()
