@@ -113,6 +113,8 @@ class ServiceApi(Construct):
                 allow_methods=apigateway.Cors.ALL_METHODS,
                 allow_headers=list(ALLOWED_HEADERS),
                 expose_headers=list(EXPOSED_HEADERS),
+                # Cookies (the seed-003 client's session) only work with named origins, never '*'.
+                allow_credentials=origins != ["*"],
             ),
             deploy_options=apigateway.StageOptions(
                 stage_name=STAGE_NAME,

@@ -38,10 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the layout or the pruning below changes, to invalidate caches.
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 
-# Distributions the Lambda Python runtime already provides.
-RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
+# Distributions the Lambda Python runtime already provides (the AWS SDK). Their small
+# dependencies (jmespath, python-dateutil, urllib3) stay in the layer: Powertools and the
+# other packages import them directly and must not depend on the runtime's copies.
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 
 # Files of functions/ that must not ship in the code asset (CDK glob syntax).
 CODE_EXCLUDES = (

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra import pascal_case
 
+QUEUE_RETENTION = Duration.days(4)  # the SQS default, made explicit: messages are consumed within seconds
 DLQ_RETENTION = Duration.days(14)  # the SQS maximum: time to inspect and redrive poison messages
 
 
@@ -41,6 +42,7 @@ class WorkQueues(Construct):
             self.queues[spec.name] = encrypted_queue(
                 self,
                 base,
+                retention_period=QUEUE_RETENTION,
                 visibility_timeout=Duration.seconds(queue_visibility_timeout_seconds(spec)),
                 dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=spec.max_receive_count, queue=dlq),
             )

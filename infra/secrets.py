@@ -1,5 +1,5 @@
 """Secrets Manager secrets. Functions get their ARNs, never their values, and read them
-at run time through Powertools Parameters (cached, see POWERTOOLS_PARAMETERS_MAX_AGE)."""
+at run time through Powertools Parameters, cached (batchgen.secret_values)."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from batchgen.constants import (
 
 from infra import CDK_JSON
 
-# Environment variables for the tunables. They are not (yet) in batchgen.constants;
-# the handlers' settings model must read these exact names.
+# Environment variables for the tunables, matching batchgen.config.Settings (field name
+# upper-cased). They are not in batchgen.constants (yet).
 ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
 ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
 ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
@@ -32,13 +32,11 @@ ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
 ENV_JWT_ISSUER = "JWT_ISSUER"
 ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_JWT_JWKS_URL = "JWT_JWKS_URL"
+ENV_JWT_ALGORITHMS = "JWT_ALGORITHMS"  # comma separated, e.g. "RS256" with a JWKS URL
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
-ENV_LOG_LEVEL = "LOG_LEVEL"  # Powertools Logger reads it too
-# Powertools Parameters cache lifetime for the Secrets Manager reads (default 5 s).
-ENV_PARAMETERS_MAX_AGE = "POWERTOOLS_PARAMETERS_MAX_AGE"
+ENV_LOG_LEVEL = "LOG_LEVEL"  # Powertools Logger reads it
 
 CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
-SECRET_CACHE_SECONDS = 300
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The retention periods CloudWatch Logs accepts.
 RETENTION_DAYS: dict[int, logs.RetentionDays] = {
@@ -77,6 +75,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "jwtIssuer": "jwt_issuer",
     "jwtAudience": "jwt_audience",
     "jwtJwksUrl": "jwt_jwks_url",
+    "jwtAlgorithms": "jwt_algorithms",
     "corsOrigins": "cors_origins",
     "logLevel": "log_level",
     "logRetentionDays": "log_retention_days",
@@ -102,6 +101,7 @@ class StackSettings:
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwt_jwks_url: str = ""
+    jwt_algorithms: str = ""  # empty: the handler's default (HS256)
     cors_origins: tuple[str, ...] = ("*",)
     log_level: str = "INFO"
     log_retention_days: int = 30
@@ -144,12 +144,12 @@ class StackSettings:
             ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
             ENV_CORS_ORIGINS: ",".join(self.cors_origins),
             ENV_LOG_LEVEL: self.log_level,
-            ENV_PARAMETERS_MAX_AGE: str(SECRET_CACHE_SECONDS),
         }
         optional = {
             ENV_JWT_ISSUER: self.jwt_issuer,
             ENV_JWT_AUDIENCE: self.jwt_audience,
             ENV_JWT_JWKS_URL: self.jwt_jwks_url,
+            ENV_JWT_ALGORITHMS: self.jwt_algorithms,
         }
         env.update({name: value for name, value in optional.items() if value})
         return env

@@ -27,6 +27,7 @@ from batchgen.constants import (
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
+from infra import REPO_ROOT
 from infra.api import ServiceApi
 from infra.data import DataStore
 from infra.functions import ServiceFunctions
@@ -169,6 +170,8 @@ def build_app(*, context: dict[str, Any] | None = None, outdir: str | None = Non
     With `nag`, cdk-nag's AWS Solutions pack validates the app at synth: an unacknowledged
     finding fails `cdk synth`/`cdk deploy`.
     """
+    if outdir is None and "CDK_OUTDIR" not in os.environ:
+        outdir = str(REPO_ROOT / "cdk.out")  # `python app.py` without the CLI: same place as `cdk synth`
     app = App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
     settings = StackSettings.from_context(app.node)
     stack = BatchGenStack(

@@ -75,7 +75,9 @@ def proxy_result_to_http(result: Any) -> tuple[int, list[tuple[str, str]], bytes
         if name.lower() not in seen:
             headers.append((name, str(value)))
     # The server computes framing headers itself.
-    headers = [(k, v) for k, v in headers if k.lower() not in {"content-length", "transfer-encoding", "connection"}]
+    headers = [
+        (k, v) for k, v in headers if k.lower() not in {"content-length", "transfer-encoding", "connection"}
+    ]
     body = result.get("body") or ""
     raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
     return result["statusCode"], headers, raw
@@ -146,7 +148,9 @@ class HttpFrontDoor:
     """A threaded werkzeug server for `ApiGatewayApp`, served from a daemon thread."""
 
     def __init__(self, app: ApiGatewayApp, host: str, port: int) -> None:
-        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+        self.server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, request_handler=_QuietHandler
+        )
         self.host = host
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="http-front-door", daemon=True)

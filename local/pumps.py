@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from batchgen import constants
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batchgen import constants
 from local.invoke import ACCOUNT_ID, REGION, LocalFunction
 
 log = logging.getLogger("local")
@@ -108,9 +108,9 @@ class SqsPump:
         self.function = function
         self.sqs = sqs
         self.stop_event = stop
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         self.batch_size = min(queue.batch_size, SQS_RECEIVE_MAX)
         self.thread = threading.Thread(target=self._run, name=f"pump-{queue.name}", daemon=True)
 
@@ -134,7 +134,7 @@ class SqsPump:
         return response.get("Messages", [])
 
     def receive_batch(self) -> list[dict[str, Any]]:
-        """Long-polls; with a batching window, keeps gathering until the batch is full or the window closes."""
+        """Long-polls; with a batching window, gathers until the batch is full or the window closes."""
         messages = self._receive(self.batch_size, LONG_POLL_SECONDS)
         window = self.queue.max_batching_window_seconds
         if messages and window and len(messages) < self.batch_size:
@@ -153,7 +153,9 @@ class SqsPump:
         try:
             result = self.function.invoke(sqs_event(messages, self.queue_arn))
         except Exception as exc:  # a Lambda error: every message stays and is retried after the timeout
-            log.exception("%s: handler raised on %d message(s); none deleted", self.function.spec.name, len(ids))
+            log.exception(
+                "%s: handler raised on %d message(s); none deleted", self.function.spec.name, len(ids)
+            )
             return Delivery(len(ids), 0, len(ids), error=repr(exc))
         failed = failed_message_ids(result, ids)
         done = [message for message in messages if message["MessageId"] not in failed]
@@ -212,7 +214,9 @@ class SchedulerTick:
         self.function = function
         self.interval = interval
         self.stop_event = stop
-        self.schedule_arn = f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/{function.function_name}"
+        self.schedule_arn = (
+            f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/{function.function_name}"
+        )
         self.thread = threading.Thread(target=self._run, name=f"tick-{function.spec.name}", daemon=True)
 
     def start(self) -> SchedulerTick:
@@ -233,8 +237,13 @@ class SchedulerTick:
         elapsed_ms = (time.monotonic() - started) * 1000
         # An idle tick (no result, or a summary of zeros) stays quiet; one that did something is shown.
         busy = any(result.values()) if isinstance(result, dict) else bool(result)
-        log.log(logging.INFO if busy else logging.DEBUG, "%s: tick %s (%.0f ms)",
-                self.function.spec.name, result, elapsed_ms)
+        log.log(
+            logging.INFO if busy else logging.DEBUG,
+            "%s: tick %s (%.0f ms)",
+            self.function.spec.name,
+            result,
+            elapsed_ms,
+        )
         return result
 
     def _run(self) -> None:

@@ -1,4 +1,4 @@
-"""The whole service on one machine (SPEC §4): moto, the emulators, the HTTP front door, SQS pumps, the schedule.
+"""The whole service on one machine (SPEC §4): moto, emulators, HTTP front door, SQS pumps, schedule.
 
 Start order matters: moto's server and the AWS environment come first, before any boto3 client
 exists; then the emulators (unless a real Gemini key / Cloudinary URL is configured), the table,
@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from batchgen import constants
+
 from local.invoke import REGION, LocalFunction
 
 log = logging.getLogger("local")
@@ -87,7 +88,9 @@ class RuntimeOptions:
             poll_interval_seconds=_number(
                 environ, "POLL_INTERVAL_SECONDS", cls.poll_interval_seconds, minimum=0.1
             ),
-            gemini_delay_seconds=_number(environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0),
+            gemini_delay_seconds=_number(
+                environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0
+            ),
             # A fresh secret per run unless one is given: tokens never outlive the process by accident.
             jwt_secret=environ.get(constants.ENV_JWT_SECRET, "") or secrets.token_urlsafe(32),
             user_id=environ.get("LOCAL_USER_ID", "").strip() or cls.user_id,
@@ -99,8 +102,10 @@ class RuntimeOptions:
         )
 
 
-def mint_token(secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
-    """An HS256 token the api handler accepts (adds `iss`/`aud` when the service is configured to check them)."""
+def mint_token(
+    secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS
+) -> str:
+    """An HS256 token the api handler accepts (with `iss`/`aud` when the service checks them)."""
     import jwt
 
     now = int(time.time())
@@ -153,11 +158,11 @@ class LocalRuntime:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             os.environ.pop(name, None)
+        os.environ.update(FAKE_AWS_ENVIRONMENT)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint = f"http://{host}:{port}"
-        os.environ.update(FAKE_AWS_ENVIRONMENT)
         os.environ["AWS_ENDPOINT_URL"] = self.aws_endpoint
         for name, value in POWERTOOLS_LOCAL_DEFAULTS.items():
             os.environ.setdefault(name, value)
@@ -197,7 +202,9 @@ class LocalRuntime:
         from batchgen.adapters.repository import get_repository
 
         if self.options.user_credits:
-            get_repository().adjust_balance(self.options.user_id, self.options.user_credits, "local starter credits")
+            get_repository().adjust_balance(
+                self.options.user_id, self.options.user_credits, "local starter credits"
+            )
 
     def _start_http(self) -> None:
         from local.http import ApiGatewayApp, HttpFrontDoor
@@ -217,16 +224,21 @@ class LocalRuntime:
             spec = constants.function_by_name(queue.consumer)
             function = LocalFunction.load(spec)
             if function is None:
-                self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
+                self.not_started.append(
+                    f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet"
+                )
                 continue
-            self.pumps.append(SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start())
+            self.pumps.append(
+                SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start()
+            )
         poller = LocalFunction.load(constants.POLLER_FUNCTION)
         if poller is None:
-            self.not_started.append(
-                f"scheduler -> {constants.POLLER_FUNCTION.name}: {constants.POLLER_FUNCTION.handler} does not exist yet"
-            )
+            spec = constants.POLLER_FUNCTION
+            self.not_started.append(f"scheduler -> {spec.name}: {spec.handler} does not exist yet")
         else:
-            self.ticks.append(SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start())
+            self.ticks.append(
+                SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start()
+            )
 
     # ---------------------------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -256,7 +268,11 @@ class LocalRuntime:
             if self.gemini
             else "REAL Gemini API (GEMINI_API_KEY is set)"
         )
-        cloudinary = f"emulator {self.cloudinary.base_url}" if self.cloudinary else "REAL Cloudinary (CLOUDINARY_URL is set)"
+        cloudinary = (
+            f"emulator {self.cloudinary.base_url}"
+            if self.cloudinary
+            else "REAL Cloudinary (CLOUDINARY_URL is set)"
+        )
         pumps = ", ".join(f"{p.queue.name} -> {p.function.spec.name}" for p in self.pumps) or "none"
         poller = f"every {o.poll_interval_seconds:g} s" if self.ticks else "not started"
         body = shlex.quote('{"type":"character","requests":[{"prompt":"a red fox"},{"prompt":"a blue owl"}]}')
@@ -277,7 +293,7 @@ class LocalRuntime:
             f"export ADMIN_TOKEN={self.admin_token}",
             "",
             "# create a 2-request batch, then read its status:",
-            f'ID=$(curl -s -X POST "$API_URL/batch/create" -H "Authorization: Bearer $TOKEN" \\',
+            'ID=$(curl -s -X POST "$API_URL/batch/create" -H "Authorization: Bearer $TOKEN" \\',
             f"  -H 'Content-Type: application/json' -d {body} \\",
             "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])')",
             'curl -s "$API_URL/batch/status/$ID" -H "Authorization: Bearer $TOKEN"',

@@ -202,13 +202,14 @@ class Repository:
         condition_values: dict[str, Any] | None = None,
         remove_active: bool = False,
     ) -> BatchRecord:
-        """Conditional SET of plain attributes; raises ConcurrentChange when the condition fails."""
+        """Conditional update: values SET, `None` values REMOVEd; ConcurrentChange when the condition fails."""
         names = {f"#f{i}": name for i, name in enumerate(changes)}
-        values = {f":v{i}": value for i, value in enumerate(changes.values())}
-        sets = [f"#f{i} = :v{i}" for i in range(len(changes))]
-        expression = "SET " + ", ".join(sets)
+        values = {f":v{i}": value for i, value in enumerate(changes.values()) if value is not None}
+        sets = [f"#f{i} = :v{i}" for i, value in enumerate(changes.values()) if value is not None]
+        removals = [f"#f{i}" for i, value in enumerate(changes.values()) if value is None]
         if remove_active:
-            expression += " REMOVE GSI3PK, GSI3SK"
+            removals += ["GSI3PK", "GSI3SK"]
+        expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removals) if removals else "")
         conditions = ["attribute_exists(PK)"]
         if expected_status is not None:
             statuses = list(expected_status)
@@ -224,7 +225,7 @@ class Repository:
         request: dict[str, Any] = {
             "TableName": self.table,
             "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
-            "UpdateExpression": expression,
+            "UpdateExpression": expression.strip(),
             "ConditionExpression": " AND ".join(conditions),
             "ExpressionAttributeNames": names,
             "ReturnValues": "ALL_NEW",

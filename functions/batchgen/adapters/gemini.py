@@ -1,0 +1,157 @@
+"""Gemini Batch API through the official google-genai SDK; errors translated to transient/permanent.
+
+Imported only by the pipeline functions (submit, poller, collect), never by the API function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from batchgen.config import get_settings
+from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.secret_values import gemini_api_key
+
+TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
+HTTP_TIMEOUT_MS = 60_000
+
+
+class JobNotFound(PermanentError):
+    """Gemini no longer knows the job (deleted, or never existed)."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The parts of a Gemini BatchJob the pipeline acts on."""
+
+    name: str
+    display_name: str | None
+    state: str
+    responses_file: str | None
+    inlined_responses: list[Any] | None
+
+
+@lru_cache(maxsize=1)
+def _client() -> Any:
+    from google import genai
+    from google.genai import types
+
+    settings = get_settings()
+    options = types.HttpOptions(timeout=HTTP_TIMEOUT_MS, base_url=settings.gemini_base_url or None)
+    return genai.Client(api_key=gemini_api_key(), http_options=options)
+
+
+def reset_client() -> None:
+    _client.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The SDK runs on httpx or its fork httpx2, whichever is installed; both raise alike."""
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for module_name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found += [module.TimeoutException, module.TransportError]
+    return tuple(found)
+
+
+@contextlib.contextmanager
+def translated_errors(action: str) -> Iterator[None]:
+    """SDK and transport errors become TransientError (retry) or PermanentError (give up)."""
+    from google.genai import errors
+
+    try:
+        yield
+    except errors.APIError as exc:
+        code = int(getattr(exc, "code", 0) or 0)
+        message = f"Gemini {action} failed ({code} {getattr(exc, 'status', '')}): {getattr(exc, 'message', exc)}"
+        if code == 404:
+            raise JobNotFound(message) from exc
+        if code in TRANSIENT_CODES or code >= 500:
+            raise TransientError(message) from exc
+        raise PermanentError(message) from exc
+    except _transport_errors() as exc:
+        raise TransientError(f"Gemini {action} failed: {exc.__class__.__name__}") from exc
+
+
+def _view(job: Any) -> JobView:
+    state = job.state.value if hasattr(job.state, "value") else str(job.state)
+    dest = job.dest
+    return JobView(
+        name=job.name,
+        display_name=job.display_name,
+        state=state,
+        responses_file=getattr(dest, "file_name", None) if dest else None,
+        inlined_responses=list(dest.inlined_responses) if dest and dest.inlined_responses else None,
+    )
+
+
+def upload_jsonl(path: Path, display_name: str) -> str:
+    from google.genai import types
+
+    with translated_errors("file upload"):
+        uploaded = _client().files.upload(
+            file=str(path), config=types.UploadFileConfig(mime_type="jsonl", display_name=display_name)
+        )
+    return uploaded.name
+
+
+def create_job(model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
+    with translated_errors("batch create"):
+        job = _client().batches.create(model=model, src=source, config={"display_name": display_name})
+    return _view(job)
+
+
+def get_job(name: str) -> JobView:
+    with translated_errors("batch get"):
+        return _view(_client().batches.get(name=name))
+
+
+def find_job_by_display_name(display_name: str) -> JobView | None:
+    """Reconciliation after an interrupted create: Gemini's create is not idempotent."""
+    with translated_errors("batch list"):
+        for job in _client().batches.list(config={"page_size": 100}):
+            if job.display_name == display_name:
+                return _view(job)
+    return None
+
+
+def cancel_job(name: str) -> None:
+    try:
+        with translated_errors("batch cancel"):
+            _client().batches.cancel(name=name)
+    except JobNotFound:
+        pass
+
+
+def delete_job(name: str) -> None:
+    try:
+        with translated_errors("batch delete"):
+            _client().batches.delete(name=name)
+    except JobNotFound:
+        pass
+
+
+def delete_file(name: str | None) -> None:
+    if not name:
+        return
+    try:
+        with translated_errors("file delete"):
+            _client().files.delete(name=name)
+    except JobNotFound:
+        pass
+
+
+def download_file(name: str, destination: Path) -> None:
+    """Streams the file to disk in chunks (the SDK's `destination`), never whole in memory."""
+    with translated_errors("file download"):
+        _client().files.download(file=name, config={}, destination=str(destination))

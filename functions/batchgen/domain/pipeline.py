@@ -1,0 +1,369 @@
+"""The Gemini pipeline: submit a batch as one Gemini job, poll active jobs, collect their results.
+
+Plain functions over the repository and the Gemini adapter; the Lambda handlers only parse events.
+Every step is safe to repeat (SQS delivers at least once, poller runs may overlap).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from batchgen.adapters import gemini, messaging, storage
+from batchgen.adapters.repository import ConcurrentChange, Repository, get_repository
+from batchgen.config import get_catalog, get_settings
+from batchgen.domain import ids
+from batchgen.domain.batches import end_batch, fail_items
+from batchgen.domain.errors import PermanentError
+from batchgen.domain.gemini_requests import (
+    Answer,
+    inline_request,
+    job_display_name,
+    jsonl_line,
+    read_answer,
+    sdk_response_to_rest,
+)
+from batchgen.domain.pricing import model_kind
+from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_terminal
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
+
+logger = logging.getLogger(__name__)
+
+JOB_SUCCEEDED = "JOB_STATE_SUCCEEDED"
+JOB_ENDINGS: dict[str, tuple[BatchStatus, str]] = {
+    "JOB_STATE_FAILED": (BatchStatus.FAILED, "The Gemini batch job failed"),
+    "JOB_STATE_CANCELLED": (BatchStatus.CANCELLED, "The Gemini batch job was cancelled"),
+    "JOB_STATE_EXPIRED": (BatchStatus.EXPIRED, "The Gemini batch job expired before finishing"),
+}
+CAP_RETRY_DELAY_SECONDS = 60
+
+
+# --- submit ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SubmitOutcome:
+    status: str  # "submitted", "skipped", "waiting", "failed"
+    job_name: str | None = None
+
+
+def active_job_count(repository: Repository) -> int:
+    """Gemini jobs this service has running: batches in `processing` that carry a job name."""
+    return sum(
+        1 for batch in repository.iter_active_batches() if batch.status is BatchStatus.PROCESSING and batch.geminiJobName
+    )
+
+
+def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitOutcome:
+    """Creates the one Gemini job of a batch; never a second one, even after a crash mid-way."""
+    repository = repository or get_repository()
+    settings = get_settings()
+    batch = repository.get_batch(batch_id)
+    if batch is None or batch.status is not BatchStatus.PENDING or batch.geminiJobName:
+        return SubmitOutcome("skipped", batch.geminiJobName if batch else None)
+    if active_job_count(repository) >= settings.gemini_max_active_jobs:
+        # Over the project's concurrent-job cap: wait for a slot instead of failing.
+        messaging.send_submit({"batchId": batch_id}, delay_seconds=CAP_RETRY_DELAY_SECONDS)
+        return SubmitOutcome("waiting")
+    display_name = job_display_name(batch_id)
+    if batch.submitStartedAt:
+        # An earlier attempt may have created the job and died before recording it.
+        existing = gemini.find_job_by_display_name(display_name)
+        if existing is not None:
+            return _record_job(repository, batch, existing.name, None)
+    else:
+        try:
+            batch = repository.update_batch(
+                batch_id,
+                {"submitStartedAt": ids.now_iso()},
+                expected_status=[BatchStatus.PENDING],
+                condition="attribute_not_exists(geminiJobName)",
+            )
+        except ConcurrentChange:
+            return SubmitOutcome("skipped")
+    record = repository.get_batch_with_items(batch_id)
+    if record is None:
+        return SubmitOutcome("skipped")
+    try:
+        job_name, input_file = _create_job(record, display_name)
+    except PermanentError as exc:
+        end_batch(
+            batch_id,
+            batch_status=BatchStatus.FAILED,
+            item_status=ItemStatus.FAILED,
+            error=str(exc),
+            reason="gemini rejected batch refund",
+            batch_changes={"failureReason": str(exc)},
+            repository=repository,
+        )
+        return SubmitOutcome("failed")
+    return _record_job(repository, batch, job_name, input_file)
+
+
+def _create_job(record: BatchWithItems, display_name: str) -> tuple[str, str | None]:
+    batch, catalog = record.batch, get_catalog()
+    if get_settings().gemini_source_mode == "inline":
+        requests = [inline_request(batch, item, _input_image(item), catalog) for item in record.items]
+        return gemini.create_job(batch.model, requests, display_name).name, None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "requests.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            for item in record.items:  # one line at a time: at most one image in memory
+                out.write(json.dumps(jsonl_line(batch, item, _input_image(item), catalog), separators=(",", ":")))
+                out.write("\n")
+        input_file = gemini.upload_jsonl(path, f"{display_name}-input")
+    try:
+        return gemini.create_job(batch.model, input_file, display_name).name, input_file
+    except PermanentError:
+        gemini.delete_file(input_file)
+        raise
+
+
+def _input_image(item: ItemRecord) -> bytes | None:
+    return storage.get_object_bytes(item.imageKey) if item.imageKey else None
+
+
+def _record_job(repository: Repository, batch: BatchRecord, job_name: str, input_file: str | None) -> SubmitOutcome:
+    try:
+        repository.update_batch(
+            batch.batchId,
+            {
+                "status": BatchStatus.PROCESSING.value,
+                "geminiJobName": job_name,
+                "geminiInputFile": input_file,
+                "geminiState": "JOB_STATE_PENDING",
+                "updatedAt": ids.now_iso(),
+            },
+            expected_status=[BatchStatus.PENDING],
+        )
+    except ConcurrentChange:
+        # Cancelled (or expired) while the job was being created: the job must not run on.
+        gemini.cancel_job(job_name)
+        gemini.delete_file(input_file)
+        return SubmitOutcome("skipped", job_name)
+    return SubmitOutcome("submitted", job_name)
+
+
+def clean_up_job(job_name: str | None, input_file: str | None, *, delete: bool) -> None:
+    """After cancel or delete: stop (or delete) the Gemini job and remove its input file."""
+    if job_name:
+        if delete:
+            gemini.delete_job(job_name)
+        else:
+            gemini.cancel_job(job_name)
+    gemini.delete_file(input_file)
+
+
+# --- poll -----------------------------------------------------------------------------------------
+@dataclass
+class TickReport:
+    active: int = 0
+    checked: int = 0
+    collect_sent: int = 0
+    ended: int = 0
+    expired: int = 0
+    redriven: int = 0
+    errors: int = 0
+    states: dict[str, str] = field(default_factory=dict)
+
+
+def poll_active_batches(repository: Repository | None = None) -> TickReport:
+    """One scheduler tick: only active batches are read; Gemini is asked with bounded concurrency."""
+    repository = repository or get_repository()
+    settings = get_settings()
+    batches = list(repository.iter_active_batches())
+    report = TickReport(active=len(batches))
+    with ThreadPoolExecutor(max_workers=settings.poll_concurrency) as pool:
+        for batch, (kind, state) in zip(batches, pool.map(lambda b: _poll_one(b, repository), batches), strict=True):
+            if state:
+                report.states[batch.batchId] = state
+                report.checked += 1
+            if kind != "idle":
+                setattr(report, kind, getattr(report, kind) + 1)
+    return report
+
+
+def _poll_one(batch: BatchRecord, repository: Repository) -> tuple[str, str | None]:
+    """(what happened, the Gemini state read or None when Gemini was not asked)."""
+    try:
+        return _poll(batch, repository)
+    except Exception:  # one bad batch must not stop the tick; it is retried on the next one
+        logger.exception("poll of batch %s failed", batch.batchId)
+        return "errors", None
+
+
+def _age_seconds(moment: str) -> float:
+    return (ids.utc_now() - ids.parse_iso(moment)).total_seconds()
+
+
+def _poll(batch: BatchRecord, repository: Repository) -> tuple[str, str | None]:
+    settings = get_settings()
+    if _age_seconds(batch.createdAt) > settings.max_wait_seconds:
+        expire_batch(batch, repository)
+        return "expired", None
+    if batch.status is BatchStatus.PENDING:
+        since = batch.submitStartedAt or batch.createdAt
+        if _age_seconds(max(since, batch.updatedAt)) > settings.pending_redrive_seconds:
+            try:  # touching updatedAt first: two overlapping ticks re-drive once
+                repository.update_batch(
+                    batch.batchId,
+                    {"updatedAt": ids.now_iso()},
+                    expected_status=[BatchStatus.PENDING],
+                    condition="updatedAt = :seen",
+                    condition_values={":seen": batch.updatedAt},
+                )
+            except ConcurrentChange:
+                return "idle", None
+            messaging.send_submit({"batchId": batch.batchId})
+            return "redriven", None
+        return "idle", None
+    if not batch.geminiJobName or batch.collectQueuedAt:
+        return "idle", None
+    try:
+        job = gemini.get_job(batch.geminiJobName)
+    except gemini.JobNotFound:
+        job = None
+    state = job.state if job else "JOB_STATE_FAILED"
+    if state != batch.geminiState and state not in JOB_ENDINGS:
+        try:
+            repository.update_batch(
+                batch.batchId, {"geminiState": state, "updatedAt": ids.now_iso()}, expected_status=ACTIVE_BATCH_STATUSES
+            )
+        except ConcurrentChange:
+            pass
+    if state == JOB_SUCCEEDED:
+        return ("collect_sent" if queue_collect(batch, repository) else "idle"), state
+    if state in JOB_ENDINGS:
+        batch_status, error = JOB_ENDINGS[state]
+        end_batch(
+            batch.batchId,
+            batch_status=batch_status,
+            item_status=ItemStatus.FAILED,
+            error=error,
+            reason=f"{batch_status.value} batch refund",
+            batch_changes={"geminiState": state},
+            repository=repository,
+        )
+        gemini.delete_file(batch.geminiInputFile)
+        return "ended", state
+    return "idle", state
+
+
+def queue_collect(batch: BatchRecord, repository: Repository) -> bool:
+    """Exactly one collect message per finished job, however many ticks overlap."""
+    try:
+        repository.update_batch(
+            batch.batchId,
+            {"collectQueuedAt": ids.now_iso(), "geminiState": JOB_SUCCEEDED},
+            expected_status=[BatchStatus.PROCESSING],
+            condition="attribute_not_exists(collectQueuedAt)",
+        )
+    except ConcurrentChange:
+        return False
+    try:
+        messaging.send_collect({"batchId": batch.batchId})
+    except Exception:
+        # Undo the marker so the next tick sends it again; nothing is lost.
+        repository.update_batch(batch.batchId, {"collectQueuedAt": None})
+        raise
+    return True
+
+
+def expire_batch(batch: BatchRecord, repository: Repository) -> None:
+    settings = get_settings()
+    ended = end_batch(
+        batch.batchId,
+        batch_status=BatchStatus.EXPIRED,
+        item_status=ItemStatus.FAILED,
+        error=f"Expired: not finished within {timedelta(seconds=settings.max_wait_seconds)}",
+        reason="expired batch refund",
+        repository=repository,
+    )
+    if ended is not None and batch.geminiJobName:
+        clean_up_job(batch.geminiJobName, batch.geminiInputFile, delete=False)
+
+
+# --- collect --------------------------------------------------------------------------------------
+@dataclass
+class CollectReport:
+    uploads_queued: int = 0
+    texts_stored: int = 0
+    failed: int = 0
+
+
+def collect_batch(batch_id: str, repository: Repository | None = None) -> CollectReport:
+    """Matches every Gemini answer to its item by key; images go to staging, one upload message each."""
+    repository = repository or get_repository()
+    report = CollectReport()
+    record = repository.get_batch_with_items(batch_id)
+    if record is None or is_terminal(record.batch.status) or not record.batch.geminiJobName:
+        return report
+    batch = record.batch
+    items_by_key = {item.itemId: item for item in record.items}
+    wants_image = model_kind(batch.type) == "image"
+    job = gemini.get_job(batch.geminiJobName)
+    if job.state != JOB_SUCCEEDED:
+        return report
+    answered: set[str] = set()
+    failures: dict[int, str] = {}
+    uploads: list[dict[str, Any]] = []
+    for key, answer in _answers(job, record):
+        item = items_by_key.get(key)
+        if item is None or key in answered:
+            continue
+        answered.add(key)
+        if item.status is not ItemStatus.PENDING and item.status is not ItemStatus.PROCESSING:
+            continue  # settled by an earlier delivery of this message
+        if answer.error:
+            failures[item.index] = answer.error
+        elif wants_image and answer.image is not None:
+            key_in_s3 = storage.staging_key(batch.batchId, item.itemId)
+            storage.put_object(key_in_s3, answer.image, answer.mime_type or "image/png")
+            uploads.append(
+                {
+                    "batchId": batch.batchId,
+                    "itemId": item.itemId,
+                    "index": item.index,
+                    "stagingKey": key_in_s3,
+                    "mimeType": answer.mime_type or "image/png",
+                }
+            )
+        else:
+            if repository.mark_item_success(batch.batchId, item.index, text=answer.text):
+                report.texts_stored += 1
+    for item in record.items:
+        if item.itemId not in answered and item.status in (ItemStatus.PENDING, ItemStatus.PROCESSING):
+            failures[item.index] = "Gemini returned no response for this request"
+    if uploads:
+        messaging.send_uploads(uploads)
+        report.uploads_queued = len(uploads)
+    if failures:
+        fail_items(batch.batchId, failures, reason="failed items refund", repository=repository)
+        report.failed = len(failures)
+    repository.finalize_if_done(batch.batchId)
+    gemini.delete_file(batch.geminiInputFile)
+    return report
+
+
+def _answers(job: gemini.JobView, record: BatchWithItems) -> Iterator[tuple[str, Answer]]:
+    wants_image = model_kind(record.batch.type) == "image"
+    if job.responses_file:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "responses.jsonl"
+            gemini.download_file(job.responses_file, path)
+            with path.open("r", encoding="utf-8") as lines:
+                for raw in lines:  # line by line: one answer in memory at a time
+                    if raw.strip():
+                        line = json.loads(raw)
+                        yield str(line.get("key", "")), read_answer(line, wants_image)
+        return
+    for position, inlined in enumerate(job.inlined_responses or []):
+        metadata = getattr(inlined, "metadata", None) or {}
+        # Keys first; position only where Gemini dropped the metadata.
+        key = metadata.get("key") or (record.items[position].itemId if position < len(record.items) else "")
+        yield key, read_answer(sdk_response_to_rest(inlined), wants_image)

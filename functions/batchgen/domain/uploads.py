@@ -1,0 +1,65 @@
+"""Staged image -> Cloudinary -> item success; the last item to finish finalises the batch."""
+
+from __future__ import annotations
+
+import logging
+
+from batchgen.adapters import images_cdn, storage
+from batchgen.adapters.repository import Repository, get_repository
+from batchgen.config import get_settings
+from batchgen.domain.batches import fail_items
+from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.domain.states import OPEN_ITEM_STATUSES, is_terminal
+
+logger = logging.getLogger(__name__)
+
+
+def public_id(user_id: str, batch_id: str, item_id: str) -> str:
+    return f"{get_settings().cloudinary_folder}/{user_id}/{batch_id}/{item_id}"
+
+
+def upload_item(
+    batch_id: str, index: int, staging_key: str, *, final_attempt: bool, repository: Repository | None = None
+) -> str:
+    """Returns what happened: "uploaded", "skipped" or "failed". Raises TransientError to be retried."""
+    repository = repository or get_repository()
+    record = repository.get_batch_with_items(batch_id)
+    if record is not None and is_terminal(record.batch.status):
+        record = None
+    item = next((i for i in record.items if i.index == index), None) if record else None
+    if record is None or item is None or item.status not in OPEN_ITEM_STATUSES:
+        # Cancelled, deleted or already done (a duplicate delivery): nothing to upload.
+        storage.delete_objects([staging_key])
+        return "skipped"
+    try:
+        data = storage.get_object_bytes(staging_key)
+        uploaded = images_cdn.upload_image(
+            data,
+            public_id(record.batch.userId, batch_id, item.itemId),
+            tags=[batch_id, f"batch-{record.batch.type}"],
+        )
+    except TransientError as exc:
+        if not final_attempt:
+            raise
+        return _give_up(batch_id, index, staging_key, f"Upload failed after retries: {exc}", repository)
+    except PermanentError as exc:
+        return _give_up(batch_id, index, staging_key, str(exc), repository)
+    if not repository.mark_item_success(batch_id, index, image_url=uploaded.secure_url, public_id=uploaded.public_id):
+        # The batch was cancelled (or the item settled) while uploading: the image must not linger.
+        images_cdn.destroy_images([uploaded.public_id])
+        storage.delete_objects([staging_key])
+        return "skipped"
+    repository.finalize_if_done(batch_id)
+    storage.delete_objects([staging_key])
+    return "uploaded"
+
+
+def _give_up(batch_id: str, index: int, staging_key: str, error: str, repository: Repository) -> str:
+    logger.warning("item %s of %s failed for good: %s", index, batch_id, error)
+    fail_items(batch_id, {index: error}, reason="failed upload refund", repository=repository)
+    storage.delete_objects([staging_key])
+    return "failed"
+
+
+def purge_images(public_ids: list[str]) -> None:
+    images_cdn.destroy_images(public_ids)

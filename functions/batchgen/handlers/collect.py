@@ -1,0 +1,37 @@
+"""Collect queue consumer: a finished Gemini job's answers into staging and upload messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchgen.config import get_settings
+from batchgen.domain import pipeline
+from batchgen.domain.errors import TransientError
+from batchgen.handlers.sqs_retry import back_off
+from batchgen.models.messages import CollectRecord
+
+logger = Logger()
+# Failures are reported per message, never as a Lambda error that would retry the whole batch.
+processor = BatchProcessor(
+    event_type=EventType.SQS, model=CollectRecord, raise_on_entire_batch_failure=False
+)
+
+
+def record_handler(record: CollectRecord) -> None:
+    try:
+        report = pipeline.collect_batch(record.body.batchId)
+    except TransientError:
+        back_off(record, get_settings().collect_queue_url)
+        raise
+    logger.info("collected", extra={"batch_id": record.body.batchId, **report.__dict__})
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,29 @@
+"""Retry policy shared by the SQS consumers: exponential backoff through the message's visibility."""
+
+from __future__ import annotations
+
+import logging
+
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from botocore.exceptions import ClientError
+
+from batchgen.adapters.aws import client
+
+BASE_BACKOFF_SECONDS = 5
+MAX_BACKOFF_SECONDS = 900
+logger = logging.getLogger(__name__)
+
+
+def receive_count(record: SqsRecordModel) -> int:
+    return int(record.attributes.ApproximateReceiveCount or 1)
+
+
+def back_off(record: SqsRecordModel, queue_url: str) -> None:
+    """Delays the next delivery of a failed record: 5 s, 10 s, 20 s ... capped at 15 minutes."""
+    delay = min(MAX_BACKOFF_SECONDS, BASE_BACKOFF_SECONDS * 2 ** (receive_count(record) - 1))
+    try:
+        client("sqs").change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=record.receiptHandle, VisibilityTimeout=delay
+        )
+    except ClientError:  # best effort: the queue's own visibility timeout still spaces the retries
+        logger.warning("could not delay message %s", record.messageId, exc_info=True)

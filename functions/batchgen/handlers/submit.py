@@ -1,0 +1,41 @@
+"""Submit queue consumer: one Gemini job per batch, plus the Gemini clean-up the API asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchgen.config import get_settings
+from batchgen.domain import pipeline
+from batchgen.domain.errors import TransientError
+from batchgen.handlers.sqs_retry import back_off
+from batchgen.models.messages import SubmitRecord
+
+logger = Logger()
+# Failures are reported per message, never as a Lambda error that would retry the whole batch.
+processor = BatchProcessor(
+    event_type=EventType.SQS, model=SubmitRecord, raise_on_entire_batch_failure=False
+)
+
+
+def record_handler(record: SubmitRecord) -> None:
+    message = record.body
+    try:
+        if message.action == "submit":
+            outcome = pipeline.submit_batch(message.batchId)
+            logger.info("submit", extra={"batch_id": message.batchId, "outcome": outcome.status, "job": outcome.job_name})
+        else:
+            pipeline.clean_up_job(message.jobName, message.inputFile, delete=message.action == "delete_job")
+    except TransientError:
+        back_off(record, get_settings().submit_queue_url)
+        raise
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

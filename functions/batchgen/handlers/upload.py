@@ -1,0 +1,56 @@
+"""Upload queue consumer: staged images to Cloudinary, concurrently within one SQS batch."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchgen import constants
+from batchgen.config import get_settings
+from batchgen.domain import uploads
+from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.handlers.sqs_retry import back_off, receive_count
+from batchgen.models.messages import UploadRecord
+
+logger = Logger()
+# Failures are reported per message, never as a Lambda error that would retry the whole batch.
+processor = AsyncBatchProcessor(
+    event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False
+)
+
+
+def handle(record: UploadRecord) -> str:
+    message = record.body
+    if message.action == "purge":
+        uploads.purge_images(message.publicIds)
+        return "purged"
+    if message.index is None or not message.stagingKey:
+        raise PermanentError("upload message without index or staging key")
+    final_attempt = receive_count(record) >= constants.UPLOAD_QUEUE.max_receive_count
+    try:
+        return uploads.upload_item(message.batchId, message.index, message.stagingKey, final_attempt=final_attempt)
+    except TransientError:
+        back_off(record, get_settings().upload_queue_url)
+        raise
+
+
+async def record_handler(record: UploadRecord) -> str:
+    # The SDKs are blocking: each record runs in a worker thread, so an SQS batch uploads in parallel.
+    outcome = await asyncio.to_thread(handle, record)
+    logger.info("upload", extra={"message_id": record.messageId, "outcome": outcome})
+    return outcome
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return async_process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,303 @@
+"""submit -> poll -> collect against moto and the Gemini emulator (issue 2/4)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from batchgen import constants
+from batchgen.adapters.repository import get_repository
+from batchgen.config import reset_caches
+from batchgen.domain import ids
+from tests.conftest import grant
+from tests.helpers import png_base64
+
+SUBMIT, COLLECT, UPLOAD = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.UPLOAD_QUEUE
+
+
+def create(api, prompts, batch_type="character", **extra):
+    body = {"type": batch_type, "requests": [{"prompt": p} for p in prompts], **extra}
+    response = api("POST", "/batch/create", body)
+    assert response.status == 202, response.body
+    return response.body["id"]
+
+
+def status(api, batch_id):
+    return api("GET", f"/batch/status/{batch_id}").body
+
+
+def run_to_collect(queues, poll):
+    queues.drain(SUBMIT)
+    poll()
+    queues.drain(COLLECT)
+
+
+def test_image_batch_is_submitted_as_one_keyed_jsonl_job_and_collected_into_upload_messages(api, gemini, queues, poll, aws):
+    grant("user-1", 100)
+    batch_id = create(
+        api, ["red fox", "blue bird", "green frog"], quality="2k", aspectRatio="16:9", negativePrompt="blur",
+        prompt="watercolour", model="gemini-3-pro-image-preview",
+    )
+    queues.drain(SUBMIT)
+    jobs = list(gemini.jobs.values())
+    assert len(jobs) == 1 and jobs[0].src_kind == "file"
+    assert jobs[0].display_name == f"batchgen-{batch_id}"
+    request = jobs[0].requests[0].request
+    assert jobs[0].requests[0].key.startswith("gen_")
+    config = request["generationConfig"]
+    assert config["responseModalities"] == ["TEXT", "IMAGE"]
+    assert config["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    assert request["contents"][0]["parts"][0]["text"] == "watercolour\n\nred fox\n\nAvoid: blur"
+    body = status(api, batch_id)
+    assert body["status"] == "processing" and body["geminiState"] == "JOB_STATE_PENDING"
+    assert body["summary"]["processing"] == 3
+
+    poll()
+    queues.drain(COLLECT)
+    uploads = queues.bodies(UPLOAD.name)
+    assert sorted(u["index"] for u in uploads) == [0, 1, 2]
+    assert all(key.startswith(f"staging/{batch_id}/") for key in aws.s3_keys("staging/"))
+    assert len(aws.s3_keys("staging/")) == 3
+    body = status(api, batch_id)
+    assert body["geminiState"] == "JOB_STATE_SUCCEEDED" and body["status"] == "processing"
+    assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]  # input file deleted
+
+
+def test_text_batch_completes_with_each_text_matched_to_its_item_by_key(api, gemini, queues, poll):
+    grant("user-1", 10)
+    prompts = [f"question number {i}" for i in range(8)]
+    batch_id = create(api, prompts, batch_type="text")
+    run_to_collect(queues, poll)
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and body["isComplete"]
+    assert body["results"] == [f"Emulated answer to: {p}" for p in prompts]  # request order, despite shuffled lines
+    assert body["successCount"] == 8 and body["refundedCredits"] == 0
+    assert body["completedAt"] is not None
+
+
+def test_inline_source_mode(api, gemini, queues, poll, monkeypatch):
+    monkeypatch.setenv("GEMINI_SOURCE_MODE", "inline")
+    reset_caches()
+    grant("user-1", 10)
+    batch_id = create(api, ["one", "two", "three"], batch_type="text")
+    run_to_collect(queues, poll)
+    assert next(iter(gemini.jobs.values())).src_kind == "inline"
+    assert status(api, batch_id)["results"] == ["Emulated answer to: one", "Emulated answer to: two", "Emulated answer to: three"]
+
+
+def test_reference_images_travel_inside_the_jsonl_file(api, gemini, queues):
+    grant("user-1", 10)
+    api("POST", "/batch/create", {"type": "image-edit", "requests": [{"prompt": "white background", "imageBase64": png_base64()}]})
+    queues.drain(SUBMIT)
+    parts = next(iter(gemini.jobs.values())).requests[0].request["contents"][0]["parts"]
+    assert parts[1]["inlineData"]["mimeType"] == "image/png"
+    assert parts[1]["inlineData"]["data"] == png_base64()
+
+
+def test_duplicate_submit_delivery_creates_one_job(api, gemini, queues):
+    grant("user-1", 10)
+    create(api, ["a"])
+    messages = queues.receive(SUBMIT, visibility=0)
+    queues.deliver(SUBMIT, messages)
+    queues.deliver(SUBMIT, messages)
+    assert gemini.calls["create"] == 1
+
+
+def test_failed_write_after_create_is_reconciled_without_a_second_job(api, gemini, queues, monkeypatch):
+    grant("user-1", 10)
+    batch_id = create(api, ["a", "b"])
+    repository = get_repository()
+    real_update = repository.update_batch
+    calls = {"n": 0}
+
+    def flaky_update(batch, changes, **kwargs):
+        if "geminiJobName" in changes and calls["n"] == 0:
+            calls["n"] += 1
+            raise ConnectionError("DynamoDB went away after batches.create")
+        return real_update(batch, changes, **kwargs)
+
+    monkeypatch.setattr(repository, "update_batch", flaky_update)
+    messages = queues.receive(SUBMIT)
+    result = queues.deliver(SUBMIT, messages)
+    assert result["batchItemFailures"]  # the message will be retried
+    queues.deliver(SUBMIT, messages)
+    assert gemini.calls["create"] == 1
+    assert repository.get_batch(batch_id).geminiJobName == next(iter(gemini.jobs))
+
+
+def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypatch):
+    monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "1")
+    reset_caches()
+    grant("user-1", 10)
+    first = create(api, ["first"], batch_type="text")
+    second = create(api, ["second"], batch_type="text")
+    queues.drain(SUBMIT)
+    assert gemini.calls["create"] == 1
+    assert status(api, second)["status"] == "pending"
+    # The waiting batch's message is back on the queue, delayed, not failed.
+    attributes = queues.sqs.get_queue_attributes(QueueUrl=queues.queue_urls[SUBMIT.name], AttributeNames=["All"])["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 1
+    poll()
+    queues.drain(COLLECT)
+    assert status(api, first)["status"] == "completed"
+    # Its turn comes: the delayed message is delivered once the slot is free.
+    queues.sqs.send_message(QueueUrl=queues.queue_urls[SUBMIT.name], MessageBody=f'{{"batchId": "{second}"}}')
+    queues.drain(SUBMIT)
+    assert gemini.calls["create"] == 2
+    assert status(api, second)["status"] == "processing"
+
+
+@pytest.mark.parametrize("status_code", [429, 500, 503])
+def test_transient_gemini_errors_are_retried_then_succeed(api, gemini, queues, status_code):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    gemini.inject_fault(status=status_code, count=1, operation="create")
+    messages = queues.receive(SUBMIT)
+    assert queues.deliver(SUBMIT, messages)["batchItemFailures"]
+    assert status(api, batch_id)["status"] == "pending"
+    queues.deliver(SUBMIT, messages)
+    assert status(api, batch_id)["status"] == "processing"
+    assert len(gemini.jobs) == 1
+
+
+def test_permanent_gemini_rejection_fails_the_batch_with_a_full_refund(api, gemini, queues):
+    grant("user-1", 10)
+    batch_id = create(api, ["a", "b"])
+    gemini.inject_fault(status=400, count=1, operation="create")
+    queues.drain(SUBMIT)
+    body = status(api, batch_id)
+    assert body["status"] == "failed" and body["refundedCredits"] == 4 and body["failCount"] == 2
+    assert "400" in body["errors"][0]
+    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert not gemini.files  # the uploaded input file was removed
+
+
+@pytest.mark.parametrize(
+    ("marker", "final"),
+    [("[[job:failed]]", "failed"), ("[[job:expired]]", "expired")],
+)
+def test_a_job_that_ends_badly_refunds_everything(api, gemini, queues, poll, marker, final):
+    grant("user-1", 10)
+    batch_id = create(api, [f"a {marker}", "b"])
+    run_to_collect(queues, poll)
+    body = status(api, batch_id)
+    assert body["status"] == final and body["refundedCredits"] == 4
+    assert body["geminiState"] in ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED")
+    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert queues.bodies(COLLECT.name) == []
+
+
+def test_a_job_cancelled_at_gemini_cancels_the_batch_with_refund(api, gemini, queues, poll):
+    from google import genai
+    from google.genai import types
+
+    grant("user-1", 10)
+    gemini.delay_seconds = 30
+    batch_id = create(api, ["a"])
+    queues.drain(SUBMIT)
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=gemini.base_url))
+    client.batches.cancel(name=next(iter(gemini.jobs)))
+    poll()
+    body = status(api, batch_id)
+    assert body["status"] == "cancelled" and body["refundedCredits"] == 2
+
+
+def test_blocked_and_failed_items_are_refunded_and_the_rest_uploaded(api, gemini, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["fine", "nope [[fail]]", "nsfw [[blocked]]"])
+    run_to_collect(queues, poll)
+    body = status(api, batch_id)
+    assert body["status"] == "processing"
+    assert body["failCount"] == 2 and body["refundedCredits"] == 4
+    assert [item["status"] for item in body["items"]] == ["processing", "failed", "failed"]
+    assert "Gemini error 500" in body["items"][1]["error"]
+    assert "SAFETY" in body["items"][2]["error"]
+    assert body["errors"][0].startswith("Request request-2: ")
+    assert [u["index"] for u in queues.bodies(UPLOAD.name)] == [0]
+    assert get_repository().get_balance("user-1") == Decimal(8)
+
+
+def test_collect_is_idempotent_under_duplicate_delivery(api, gemini, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["ok", "bad [[fail]]"], batch_type="text")
+    queues.drain(SUBMIT)
+    poll()
+    messages = queues.receive(COLLECT)
+    queues.deliver(COLLECT, messages)
+    queues.deliver(COLLECT, messages)
+    body = status(api, batch_id)
+    assert body["refundedCredits"] == 0.5 and body["successCount"] == 1 and body["failCount"] == 1
+    assert get_repository().get_balance("user-1") == Decimal("9.5")
+
+
+def test_overlapping_poller_runs_send_one_collect(api, gemini, queues, poll):
+    grant("user-1", 10)
+    create(api, ["a"], batch_type="text")
+    queues.drain(SUBMIT)
+    gemini.set_latency(0.2, operation="get")
+    threads = [threading.Thread(target=poll) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(queues.bodies(COLLECT.name)) == 1
+
+
+def test_stuck_pending_batch_is_redriven(api, gemini, queues, poll, monkeypatch, aws):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    aws.queue_messages(SUBMIT.name)  # the submit message is lost
+    ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
+    get_repository().update_batch(batch_id, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
+    report = poll()
+    assert report["redriven"] == 1
+    poll()  # a second tick right after does not send it again
+    assert aws.queue_messages(SUBMIT.name) == [{"batchId": batch_id}]
+
+
+def test_batches_past_max_wait_expire_with_refund_and_cancelled_job(api, gemini, queues, poll):
+    grant("user-1", 10)
+    gemini.delay_seconds = 3600
+    batch_id = create(api, ["a", "b"])
+    queues.drain(SUBMIT)
+    job_name = next(iter(gemini.jobs))
+    get_repository().update_batch(batch_id, {"createdAt": "2020-01-01T00:00:00.000Z"})
+    report = poll()
+    assert report["expired"] == 1
+    body = status(api, batch_id)
+    assert body["status"] == "expired" and body["refundedCredits"] == 4
+    assert "Expired" in body["items"][0]["error"]
+    assert gemini.jobs[job_name].state == "BATCH_STATE_CANCELLED"
+
+
+def test_user_cancel_also_cancels_the_gemini_job(api, gemini, queues):
+    grant("user-1", 10)
+    gemini.delay_seconds = 3600
+    batch_id = create(api, ["a"])
+    queues.drain(SUBMIT)
+    assert api("POST", f"/batch/{batch_id}/cancel").status == 200
+    queues.drain(SUBMIT)
+    assert next(iter(gemini.jobs.values())).state == "BATCH_STATE_CANCELLED"
+
+
+def test_delete_removes_the_gemini_job(api, gemini, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"], batch_type="text")
+    run_to_collect(queues, poll)
+    assert api("DELETE", f"/batch/{batch_id}").status == 204
+    queues.drain(SUBMIT)
+    assert gemini.jobs == {}
+
+
+def test_poll_reads_only_active_batches(api, gemini, queues, poll, aws):
+    grant("user-1", 100)
+    done = create(api, ["x"], batch_type="text")
+    run_to_collect(queues, poll)
+    assert status(api, done)["status"] == "completed"
+    create(api, ["y"], batch_type="text")
+    queues.drain(SUBMIT)
+    report = poll()
+    assert report["active"] == 1
