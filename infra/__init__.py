@@ -24,5 +24,5 @@ if str(FUNCTIONS_DIR) not in sys.path:
 
 
 def pascal_case(name: str) -> str:
-    """"batchgen-submit" -> "BatchgenSubmit": construct ids derived from the constants' names."""
+    """Construct ids from the constants' names: "batchgen-submit" -> "BatchgenSubmit"."""
     return "".join(part[:1].upper() + part[1:] for part in name.replace("_", "-").split("-") if part)

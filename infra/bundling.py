@@ -82,10 +82,12 @@ class Target:
         """The machine running this code (Linux only): used to prove the bundle imports."""
         machine = platform.machine()
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return cls(platforms=(f"manylinux2014_{machine}", f"manylinux_2_28_{machine}"), python_version=version)
+        return cls(
+            platforms=(f"manylinux2014_{machine}", f"manylinux_2_28_{machine}"), python_version=version
+        )
 
 
-def _distribution_name(requirement: str) -> str:
+def distribution_name(requirement: str) -> str:
     match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
     if not match:
         raise ValueError(f"cannot parse requirement {requirement!r}")
@@ -95,7 +97,7 @@ def _distribution_name(requirement: str) -> str:
 def runtime_requirements(pyproject: Path) -> list[str]:
     """`[project].dependencies` minus what the Lambda runtime provides."""
     project = tomllib.loads(pyproject.read_text())["project"]
-    return [req for req in project["dependencies"] if _distribution_name(req) not in RUNTIME_PROVIDED]
+    return [req for req in project["dependencies"] if distribution_name(req) not in RUNTIME_PROVIDED]
 
 
 def cache_key(requirements: list[str], target: Target) -> str:
@@ -136,7 +138,9 @@ def placeholder_layer(build_dir: Path) -> Path:
     marker = layer_dir / "python" / "BUNDLING_SKIPPED.txt"
     if not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("Synthesized with skipBundling=true: this layer has no dependencies. Do not deploy.\n")
+        marker.write_text(
+            "Synthesized with skipBundling=true: this layer has no dependencies. Do not deploy.\n"
+        )
     return layer_dir
 
 
@@ -171,7 +175,7 @@ def _pip_install(requirements: list[str], target: Target, site: Path) -> None:
 def _remove_distributions(site: Path, names: frozenset[str]) -> None:
     """Delete installed distributions by their RECORD, the way pip uninstall would."""
     for dist_info in site.glob("*.dist-info"):
-        name = _distribution_name(dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0])
+        name = distribution_name(dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0])
         if name not in names:
             continue
         record = dist_info / "RECORD"

@@ -43,14 +43,23 @@ class Monitoring(Construct):
             )
         )
         self.topic = sns.Topic(
-            self, "AlarmTopic", display_name="Batch image generation alarms", master_key=self.key, enforce_ssl=True
+            self,
+            "AlarmTopic",
+            display_name="Batch image generation alarms",
+            master_key=self.key,
+            enforce_ssl=True,
         )
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self._action = actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
-        CfnOutput(self, "TopicArn", key="AlarmTopicArn", value=self.topic.topic_arn,
-                  description="Subscribe to this topic to receive the alarms")
+        CfnOutput(
+            self,
+            "TopicArn",
+            key="AlarmTopicArn",
+            value=self.topic.topic_arn,
+            description="Subscribe to this topic to receive the alarms",
+        )
 
     def _alarm(self, construct_id: str, metric: cloudwatch.IMetric, name: str, description: str) -> None:
         alarm = cloudwatch.Alarm(
@@ -94,4 +103,3 @@ class Monitoring(Construct):
             "api-5xx",
             "The REST API answered with 5xx responses.",
         )
-

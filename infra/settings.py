@@ -83,6 +83,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
     "alarmEmail": "alarm_email",
     "reservedConcurrency": "reserved_concurrency",
+    "apiGatewayCloudWatchRole": "api_gateway_cloudwatch_role",
 }
 
 
@@ -109,6 +110,9 @@ class StackSettings:
     api_throttle_burst_limit: int = 100
     alarm_email: str = ""  # subscribed to the alarm topic when set
     reserved_concurrency: bool = True  # False for accounts whose concurrency quota is still 10
+    # API Gateway logs only once the account has a CloudWatch role: the stack sets one. False when
+    # the account (e.g. an AWS Organization baseline) already manages it.
+    api_gateway_cloudwatch_role: bool = True
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -116,7 +120,9 @@ class StackSettings:
         if not self.cors_origins:
             raise ValueError("corsOrigins must name at least one origin (or '*')")
         if self.log_retention_days not in RETENTION_DAYS:
-            raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}")
+            raise ValueError(
+                f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}"
+            )
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
 

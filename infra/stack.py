@@ -45,7 +45,9 @@ def _role(function: lambda_.Function) -> iam.IRole:
 
 
 class BatchGenStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
 
@@ -69,13 +71,17 @@ class BatchGenStack(Stack):
         self.queues.attach_consumers(self.functions.by_name)
         self._grant_least_privilege()
 
-        self.api = ServiceApi(self, "Api", handler=self.functions.by_name[API_FUNCTION.name], settings=settings)
-        self.poll_schedule = PollSchedule(self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name])
+        self.api = ServiceApi(
+            self, "Api", handler=self.functions.by_name[API_FUNCTION.name], settings=settings
+        )
+        self.poll_schedule = PollSchedule(
+            self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name]
+        )
         self._monitor()
         self._outputs()
 
     def _grant_least_privilege(self) -> None:
-        """The whole access matrix, from CDK grants only (consuming a queue is granted by its event source)."""
+        """The whole access matrix, from CDK grants only (a queue's event source grants consuming it)."""
         fn = self.functions.by_name
         queues, secrets = self.queues.queues, self.secrets
 
@@ -118,7 +124,13 @@ class BatchGenStack(Stack):
         )
 
     def _grant_bucket(
-        self, function: lambda_.Function, prefix: str, *, read: bool = False, put: bool = False, delete: bool = False
+        self,
+        function: lambda_.Function,
+        prefix: str,
+        *,
+        read: bool = False,
+        put: bool = False,
+        delete: bool = False,
     ) -> None:
         """Object access under one key prefix, and the matching cdk-nag acknowledgments."""
         bucket, keys = self.data.bucket, f"{prefix}*"
@@ -146,8 +158,12 @@ class BatchGenStack(Stack):
     def _monitor(self) -> None:
         self.monitoring = Monitoring(self, "Monitoring", alarm_email=self.settings.alarm_email)
         for spec in QUEUES:
-            self.monitoring.dead_letter_queue(spec.dead_letter_name, self.queues.dead_letter_queues[spec.name])
-        self.monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
+            self.monitoring.dead_letter_queue(
+                spec.dead_letter_name, self.queues.dead_letter_queues[spec.name]
+            )
+        self.monitoring.dead_letter_queue(
+            f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue
+        )
         for spec in FUNCTIONS:
             self.monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
         self.monitoring.api_server_errors(self.api.rest_api)
@@ -164,7 +180,9 @@ class BatchGenStack(Stack):
             CfnOutput(self, key, value=value, description=description)
 
 
-def build_app(*, context: dict[str, Any] | None = None, outdir: str | None = None, nag: bool = True) -> tuple[App, BatchGenStack]:
+def build_app(
+    *, context: dict[str, Any] | None = None, outdir: str | None = None, nag: bool = True
+) -> tuple[App, BatchGenStack]:
     """The CDK app: cdk.json's context (feature flags, defaults) overlaid with `context`.
 
     With `nag`, cdk-nag's AWS Solutions pack validates the app at synth: an unacknowledged

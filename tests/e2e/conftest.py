@@ -54,6 +54,7 @@ class OutputLog:
 
     def __init__(self, stream: Any) -> None:
         self.lines: list[str] = []
+        self._stream = stream
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._pump, args=(stream,), name="runtime-output", daemon=True)
         self._thread.start()
@@ -73,6 +74,11 @@ class OutputLog:
                     return False
                 self._changed.wait(min(remaining, 0.2))
         return True
+
+    def close(self) -> None:
+        """After the process has exited: read what is left, then close the pipe."""
+        self._thread.join(timeout=5)
+        self._stream.close()
 
     def text(self, last: int | None = None) -> str:
         with self._changed:
@@ -138,15 +144,15 @@ def _start(env: dict[str, str]) -> tuple[subprocess.Popen[str], OutputLog]:
     return process, OutputLog(process.stdout)
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(SHUTDOWN_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+def _stop(process: subprocess.Popen[str], output: OutputLog) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(SHUTDOWN_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    output.close()
 
 
 def _wait_healthy(base_url: str, process: subprocess.Popen[str]) -> bool:
@@ -184,16 +190,16 @@ def runtime_environment(secret: str, **overrides: str) -> dict[str, str]:
 @pytest.fixture
 def spawn_runtime() -> Iterator[Any]:
     """For tests of the process itself: start() -> (process, output); stopped at teardown if still running."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[tuple[subprocess.Popen[str], OutputLog]] = []
 
     def start(**env_overrides: str) -> tuple[subprocess.Popen[str], OutputLog]:
         process, output = _start(runtime_environment(secrets.token_urlsafe(32), **env_overrides))
-        started.append(process)
+        started.append((process, output))
         return process, output
 
     yield start
-    for process in started:
-        _stop(process)
+    for process, output in started:
+        _stop(process, output)
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +228,7 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[RunningRuntime]:
         request.config.stash[RUNTIME_KEY] = running
         yield running
     finally:
-        _stop(process)
+        _stop(process, output)
         if RUNTIME_KEY in request.config.stash:
             del request.config.stash[RUNTIME_KEY]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from decimal import Decimal
 
 import pytest
@@ -316,6 +317,39 @@ def test_seed_003_browser_client_authenticates_with_its_session_cookie(runtime):
     )
 
     assert response.status_code == 200, response.text
+
+
+# --- the pipeline behind the API ----------------------------------------------------------------
+def wait_until_terminal(runtime, token: str, batch_id: str, timeout: float = 40) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = runtime.request("GET", f"/batch/status/{batch_id}", token=token).json()
+        if report["isComplete"] or time.monotonic() > deadline:
+            return report
+        time.sleep(0.5)
+
+
+def test_batch_runs_through_the_pipeline_to_cloudinary(runtime):
+    # Given a batch whose second request the Gemini emulator is told to fail
+    _, token = runtime.new_user(10)
+    body = {
+        "type": "character",
+        "requests": [{"prompt": "a red fox"}, {"id": "owl", "prompt": "an owl [[fail]]"}],
+    }
+    created = runtime.request("POST", "/batch/create", token=token, json=body).json()
+
+    # When the pumps and the scheduler tick have driven it through submit, poll, collect and upload
+    report = wait_until_terminal(runtime, token, created["id"])
+
+    # Then one image is on the Cloudinary emulator, the failure is reported and refunded
+    assert report["status"] == "completed", report
+    assert report["geminiState"] == "JOB_STATE_SUCCEEDED"
+    assert (report["successCount"], report["failCount"]) == (1, 1)
+    assert len(report["results"]) == 1 and "owl" in report["errors"][0]
+    image = runtime.session.get(report["results"][0], timeout=10)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    assert Decimal(str(report["refundedCredits"])) == Decimal(2)
+    assert balance(runtime, token) == Decimal(8)
 
 
 # --- the process ---------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ from typing import Any
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "bundling: runs pip against the package index to build the Lambda layer"
+    )
+
+
 @dataclass(frozen=True)
 class Synthesized:
     stack: Any  # infra.stack.BatchGenStack (imported lazily: aws_cdk starts a Node process)

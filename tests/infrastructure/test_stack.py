@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -43,6 +44,7 @@ from infra.secrets import JWT_SECRET_LENGTH, PLACEHOLDER
 from infra.settings import StackSettings, cdk_json_context
 
 from .conftest import Synthesized
+
 
 class _Context:
     def __init__(self, values: dict[str, Any]) -> None:
@@ -159,13 +161,19 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
 def test_optional_jwt_settings_are_omitted_when_empty() -> None:
     env = StackSettings().function_environment()
     assert not {"JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_ALGORITHMS"} & set(env)
-    env = StackSettings(jwt_jwks_url="https://issuer.example/jwks.json", jwt_algorithms="RS256").function_environment()
+    env = StackSettings(
+        jwt_jwks_url="https://issuer.example/jwks.json", jwt_algorithms="RS256"
+    ).function_environment()
     assert env["JWT_JWKS_URL"] == "https://issuer.example/jwks.json"
     assert env["JWT_ALGORITHMS"] == "RS256"
 
 
 def test_context_values_from_the_command_line_are_coerced() -> None:
-    context = {"maxBatchRequests": "30", "reservedConcurrency": "false", "corsOrigins": "https://a.example, https://b.example"}
+    context = {
+        "maxBatchRequests": "30",
+        "reservedConcurrency": "false",
+        "corsOrigins": "https://a.example, https://b.example",
+    }
     settings = StackSettings.from_context(_Context(context))
     assert settings.max_batch_requests == 30
     assert settings.reserved_concurrency is False
@@ -231,16 +239,26 @@ def test_bucket_is_private_encrypted_and_expires_transient_objects(synthesized: 
                 "RestrictPublicBuckets": True,
             },
             "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
             },
             "LifecycleConfiguration": {
                 "Rules": Match.array_with(
                     [
                         Match.object_like(
-                            {"Prefix": STAGING_PREFIX, "ExpirationInDays": STAGING_EXPIRY_DAYS, "Status": "Enabled"}
+                            {
+                                "Prefix": STAGING_PREFIX,
+                                "ExpirationInDays": STAGING_EXPIRY_DAYS,
+                                "Status": "Enabled",
+                            }
                         ),
                         Match.object_like(
-                            {"Prefix": INPUT_PREFIX, "ExpirationInDays": INPUT_EXPIRY_DAYS, "Status": "Enabled"}
+                            {
+                                "Prefix": INPUT_PREFIX,
+                                "ExpirationInDays": INPUT_EXPIRY_DAYS,
+                                "Status": "Enabled",
+                            }
                         ),
                     ]
                 )
@@ -274,13 +292,18 @@ def test_bucket_policy_denies_plain_http(synthesized: Synthesized) -> None:
 
 
 @pytest.mark.parametrize("spec", QUEUES, ids=lambda spec: spec.name)
-def test_queue_has_a_dlq_and_its_timeout_covers_the_consumer(synthesized: Synthesized, spec: QueueSpec) -> None:
+def test_queue_has_a_dlq_and_its_timeout_covers_the_consumer(
+    synthesized: Synthesized, spec: QueueSpec
+) -> None:
     queues = synthesized.stack.queues
     queue = synthesized.template_json["Resources"][synthesized.logical_id(queues.queues[spec.name])]
     dlq_id = synthesized.logical_id(queues.dead_letter_queues[spec.name])
     props = queue["Properties"]
     assert props["VisibilityTimeout"] == queue_visibility_timeout_seconds(spec)
-    assert props["RedrivePolicy"] == {"deadLetterTargetArn": arn(dlq_id), "maxReceiveCount": spec.max_receive_count}
+    assert props["RedrivePolicy"] == {
+        "deadLetterTargetArn": arn(dlq_id),
+        "maxReceiveCount": spec.max_receive_count,
+    }
     assert props["SqsManagedSseEnabled"] is True
     dlq = synthesized.template_json["Resources"][dlq_id]["Properties"]
     assert dlq["SqsManagedSseEnabled"] is True
@@ -296,7 +319,8 @@ def test_every_queue_is_encrypted_and_tls_only(synthesized: Synthesized) -> None
     for policy in policies:
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         if any(
-            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in statements
         ):
             tls_only |= {queue["Ref"] for queue in policy["Properties"]["Queues"]}
     assert tls_only == set(queues)
@@ -414,7 +438,9 @@ def role_access(synth: Synthesized, role: Any) -> dict[str, set[str]]:
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             assert statement["Effect"] == "Allow"
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            resources = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
             for resource in resources:
                 access.setdefault(_resource_key(resource), set()).update(actions)
     return access
@@ -423,57 +449,72 @@ def role_access(synth: Synthesized, role: Any) -> dict[str, set[str]]:
 READ = {"s3:GetObject*"}
 PUT = {"s3:PutObject"}
 DELETE = {"s3:DeleteObject*"}
-# function -> (bucket prefix, S3 actions it must have, S3 actions it must not have), queues it sends
-# to, queue it consumes, secrets it reads.
-ACCESS: dict[str, tuple[tuple[str, set[str], set[str]] | None, tuple[QueueSpec, ...], QueueSpec | None, tuple[str, ...]]] = {
-    API_FUNCTION.name: ((INPUT_PREFIX, PUT | DELETE, READ), (SUBMIT_QUEUE, UPLOAD_QUEUE), None, ("jwt",)),
-    SUBMIT_FUNCTION.name: ((INPUT_PREFIX, READ, PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
-    POLLER_FUNCTION.name: (None, (COLLECT_QUEUE, SUBMIT_QUEUE), None, ("gemini",)),
-    COLLECT_FUNCTION.name: ((STAGING_PREFIX, PUT, READ | DELETE), (UPLOAD_QUEUE,), COLLECT_QUEUE, ("gemini",)),
-    UPLOAD_FUNCTION.name: ((STAGING_PREFIX, READ | DELETE, PUT), (), UPLOAD_QUEUE, ("cloudinary",)),
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one function may touch besides the table, its log group and X-Ray."""
+
+    prefix: str | None = None  # S3 key prefix, None: no bucket access
+    s3_allowed: frozenset[str] = frozenset()
+    s3_denied: frozenset[str] = frozenset()
+    sends: tuple[QueueSpec, ...] = ()
+    consumes: QueueSpec | None = None
+    secrets: tuple[str, ...] = ()
+
+
+ACCESS = {
+    API_FUNCTION.name: Access(
+        INPUT_PREFIX, frozenset(PUT | DELETE), frozenset(READ), (SUBMIT_QUEUE, UPLOAD_QUEUE), None, ("jwt",)
+    ),
+    SUBMIT_FUNCTION.name: Access(
+        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)
+    ),
+    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE), secrets=("gemini",)),
+    COLLECT_FUNCTION.name: Access(
+        STAGING_PREFIX, frozenset(PUT), frozenset(READ | DELETE), (UPLOAD_QUEUE,), COLLECT_QUEUE, ("gemini",)
+    ),
+    UPLOAD_FUNCTION.name: Access(
+        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (), UPLOAD_QUEUE, ("cloudinary",)
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(ACCESS))
 def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesized, name: str) -> None:
-    stack = synthesized.stack
+    stack, rules = synthesized.stack, ACCESS[name]
     function = stack.functions.by_name[name]
-    bucket_access, sends, consumes, secret_names = ACCESS[name]
     table_id = synthesized.logical_id(stack.data.table)
     bucket_id = synthesized.logical_id(stack.data.bucket)
     queue_ids = {spec_name: synthesized.logical_id(queue) for spec_name, queue in stack.queues.queues.items()}
+    secret_ids = [synthesized.logical_id(getattr(stack.secrets, secret)) for secret in rules.secrets]
 
     # Given the function's role
     access = role_access(synthesized, function.role)
 
     # Then it names exactly the resources the function uses
-    expected = {"*", synthesized.logical_id(function.log_group), table_id, f"{table_id}/index/*"}
-    expected |= {queue_ids[spec.name] for spec in sends}
-    expected |= {queue_ids[consumes.name]} if consumes else set()
-    expected |= {synthesized.logical_id(getattr(stack.secrets, secret)) for secret in secret_names}
-    if bucket_access:
-        prefix, allowed, denied = bucket_access
-        expected.add(f"{bucket_id}/{prefix}*")
-        if "s3:GetObject*" in allowed:
+    expected = {"*", synthesized.logical_id(function.log_group), table_id, f"{table_id}/index/*", *secret_ids}
+    expected |= {queue_ids[spec.name] for spec in rules.sends}
+    expected |= {queue_ids[rules.consumes.name]} if rules.consumes else set()
+    if rules.prefix:
+        objects = f"{bucket_id}/{rules.prefix}*"
+        expected.add(objects)
+        if READ <= rules.s3_allowed:
             expected.add(bucket_id)  # s3:List* on the bucket itself
-        object_actions = access[f"{bucket_id}/{prefix}*"]
-        assert allowed <= object_actions
-        assert not denied & object_actions
+        assert rules.s3_allowed <= access[objects]
+        assert not rules.s3_denied & access[objects]
     assert set(access) == expected
 
     # And each resource only with the actions that belong to it
     assert access["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    for spec in sends:
+    for spec in rules.sends:
         assert "sqs:SendMessage" in access[queue_ids[spec.name]]
         assert "sqs:ReceiveMessage" not in access[queue_ids[spec.name]]
-    if consumes:
-        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[consumes.name]]
-        assert "sqs:SendMessage" not in access[queue_ids[consumes.name]]
-    for secret in secret_names:
-        assert access[synthesized.logical_id(getattr(stack.secrets, secret))] == {
-            "secretsmanager:GetSecretValue",
-            "secretsmanager:DescribeSecret",
-        }
+    if rules.consumes:
+        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[rules.consumes.name]]
+        assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
+    for secret_id in secret_ids:
+        assert access[secret_id] == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 
 
 def test_function_roles_carry_no_managed_policies(synthesized: Synthesized) -> None:
@@ -520,6 +561,8 @@ def test_stage_throttles_logs_access_and_traces(synthesized: Synthesized) -> Non
                             "ResourcePath": "/*",
                             "ThrottlingRateLimit": DEFAULTS.api_throttle_rate_limit,
                             "ThrottlingBurstLimit": DEFAULTS.api_throttle_burst_limit,
+                            "LoggingLevel": "ERROR",
+                            "DataTraceEnabled": False,
                         }
                     )
                 ]
@@ -534,6 +577,27 @@ def test_stage_throttles_logs_access_and_traces(synthesized: Synthesized) -> Non
     )
 
 
+def test_account_logging_role_is_set_and_outlives_the_stack(synthesized: Synthesized) -> None:
+    synthesized.template.has_resource("AWS::ApiGateway::Account", {"DeletionPolicy": "Retain"})
+    synthesized.template.has_resource(
+        "AWS::IAM::Role",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": Match.object_like(
+                {
+                    "AssumeRolePolicyDocument": Match.object_like(
+                        {
+                            "Statement": [
+                                Match.object_like({"Principal": {"Service": "apigateway.amazonaws.com"}})
+                            ]
+                        }
+                    )
+                }
+            ),
+        },
+    )
+
+
 def test_cors_preflight_is_answered_by_api_gateway(synthesized: Synthesized) -> None:
     synthesized.template.has_resource_properties(
         "AWS::ApiGateway::Method",
@@ -542,7 +606,9 @@ def test_cors_preflight_is_answered_by_api_gateway(synthesized: Synthesized) -> 
 
 
 @pytest.mark.parametrize(("response_type", "status"), [("THROTTLED", "429"), ("REQUEST_TOO_LARGE", "413")])
-def test_gateway_errors_use_the_service_error_body(synthesized: Synthesized, response_type: str, status: str) -> None:
+def test_gateway_errors_use_the_service_error_body(
+    synthesized: Synthesized, response_type: str, status: str
+) -> None:
     synthesized.template.has_resource_properties(
         "AWS::ApiGateway::GatewayResponse",
         {
@@ -600,9 +666,7 @@ def test_every_function_errors_are_alarmed(synthesized: Synthesized) -> None:
 def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(synthesized: Synthesized) -> None:
     monitoring = synthesized.stack.monitoring
     key_id = synthesized.logical_id(monitoring.key)
-    synthesized.template.has_resource_properties(
-        "AWS::SNS::Topic", {"KmsMasterKeyId": arn(key_id)}
-    )
+    synthesized.template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": arn(key_id)})
     synthesized.template.has_resource_properties(
         "AWS::KMS::Key",
         {

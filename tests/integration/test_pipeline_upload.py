@@ -1,0 +1,221 @@
+"""upload: staged images -> Cloudinary -> item success -> batch finalisation (issue 3/4)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+
+from batchgen import constants
+from batchgen.adapters.repository import Repository, get_repository
+from tests.conftest import grant
+
+SUBMIT, COLLECT, UPLOAD = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.UPLOAD_QUEUE
+
+
+def create(api, prompts, batch_type="character"):
+    response = api("POST", "/batch/create", {"type": batch_type, "requests": [{"prompt": p} for p in prompts]})
+    assert response.status == 202, response.body
+    return response.body["id"]
+
+
+def to_upload_queue(queues, poll):
+    queues.drain(SUBMIT)
+    poll()
+    queues.drain(COLLECT)
+
+
+def status(api, batch_id):
+    return api("GET", f"/batch/status/{batch_id}").body
+
+
+def test_images_reach_cloudinary_with_deterministic_ids_and_the_batch_completes(api, gemini, cloudinary, queues, poll, aws):
+    grant("user-1", 10)
+    batch_id = create(api, ["a cat", "a dog"])
+    to_upload_queue(queues, poll)
+    queues.drain(UPLOAD)
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and body["isComplete"] and body["completedAt"]
+    assert body["successCount"] == 2 and body["failCount"] == 0 and body["refundedCredits"] == 0
+    generation_ids = [item["generationId"] for item in body["items"]]
+    assert sorted(cloudinary.assets) == sorted(f"batchgen/user-1/{batch_id}/{g}" for g in generation_ids)
+    asset = cloudinary.assets[f"batchgen/user-1/{batch_id}/{generation_ids[0]}"]
+    assert set(asset.tags) == {batch_id, "batch-character"}
+    for url in body["results"]:
+        served = requests.get(url, timeout=5)
+        assert served.status_code == 200 and served.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert aws.s3_keys("staging/") == []  # staged copies are removed once uploaded
+
+
+def test_duplicate_upload_delivery_keeps_one_asset_and_counters(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["a", "b"])
+    to_upload_queue(queues, poll)
+    messages = queues.receive(UPLOAD)
+    queues.deliver(UPLOAD, messages)
+    queues.deliver(UPLOAD, messages)
+    body = status(api, batch_id)
+    assert body["successCount"] == 2 and body["status"] == "completed"
+    assert len(cloudinary.assets) == 2
+    assert all(asset.uploads == 1 for asset in cloudinary.assets.values())
+
+
+def test_cloudinary_500_is_retried_then_succeeds(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    to_upload_queue(queues, poll)
+    cloudinary.inject_fault(status=500, count=1, operation="upload")
+    messages = queues.receive(UPLOAD)
+    assert queues.deliver(UPLOAD, messages)["batchItemFailures"]
+    assert status(api, batch_id)["status"] == "processing"
+    queues.deliver(UPLOAD, messages)
+    assert status(api, batch_id)["status"] == "completed"
+
+
+def test_upload_that_keeps_failing_fails_the_item_on_the_last_attempt_and_refunds_once(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["ok", "unlucky"])
+    to_upload_queue(queues, poll)
+    messages = sorted(queues.receive(UPLOAD), key=lambda m: m["Body"])
+    queues.deliver(UPLOAD, [m for m in messages if '"index":0' in m["Body"]])
+    unlucky = [m for m in messages if '"index":1' in m["Body"]]
+    cloudinary.inject_fault(status=503, count=100, operation="upload")
+    for attempt in range(1, UPLOAD.max_receive_count + 1):
+        unlucky[0].setdefault("Attributes", {})["ApproximateReceiveCount"] = str(attempt)
+        result = queues.deliver(UPLOAD, unlucky)
+        assert bool(result["batchItemFailures"]) is (attempt < UPLOAD.max_receive_count)
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and body["successCount"] == 1 and body["failCount"] == 1
+    assert body["refundedCredits"] == 2
+    assert "Upload failed after retries" in body["items"][1]["error"]
+    queues.deliver(UPLOAD, unlucky)  # yet another delivery changes nothing
+    assert get_repository().get_balance("user-1") == Decimal(8)
+
+
+def test_permanent_cloudinary_refusal_fails_the_item_at_once(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    to_upload_queue(queues, poll)
+    cloudinary.inject_fault(status=401, count=1, operation="upload")
+    assert not queues.deliver(UPLOAD, queues.receive(UPLOAD))["batchItemFailures"]
+    body = status(api, batch_id)
+    assert body["status"] == "failed" and body["refundedCredits"] == 2
+    assert get_repository().get_balance("user-1") == Decimal(10)
+
+
+def test_two_final_uploads_racing_finalise_once(api, gemini, cloudinary, queues, poll, monkeypatch):
+    """Two Lambda containers finish the last two items at the same moment."""
+    from batchgen.domain.uploads import upload_item
+
+    grant("user-1", 10)
+    batch_id = create(api, ["a", "b"])
+    to_upload_queue(queues, poll)
+    wins: list[object] = []
+    real_finalize = Repository.finalize_if_done
+
+    def counting_finalize(self, batch):
+        result = real_finalize(self, batch)
+        if result is not None:
+            wins.append(result)
+        return result
+
+    monkeypatch.setattr(Repository, "finalize_if_done", counting_finalize)
+    cloudinary.set_latency(0.2, operation="upload")
+    messages = queues.bodies(UPLOAD.name)
+    assert len(messages) == 2
+    threads = [
+        threading.Thread(target=upload_item, args=(batch_id, m["index"], m["stagingKey"]), kwargs={"final_attempt": False})
+        for m in messages
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and body["successCount"] == 2
+
+
+def test_one_sqs_batch_uploads_concurrently(api, gemini, cloudinary, queues, poll, monkeypatch):
+    from batchgen.adapters import images_cdn
+
+    grant("user-1", 20)
+    batch_id = create(api, [f"image {i}" for i in range(6)])
+    to_upload_queue(queues, poll)
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    real_upload = images_cdn.upload_image
+
+    def tracked_upload(*args, **kwargs):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            return real_upload(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(images_cdn, "upload_image", tracked_upload)
+    cloudinary.set_latency(0.3, operation="upload")
+    messages = queues.receive(UPLOAD)
+    assert len(messages) == 6
+    assert queues.deliver(UPLOAD, messages) == {"batchItemFailures": []}
+    assert status(api, batch_id)["status"] == "completed"
+    assert peak[0] >= 2  # the records of one SQS batch overlap
+
+
+def test_cancel_while_uploading_skips_and_removes_the_upload(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["a", "b"])
+    to_upload_queue(queues, poll)
+    cloudinary.set_latency(0.5, operation="upload")
+    messages = queues.receive(UPLOAD)
+    worker = threading.Thread(target=queues.deliver, args=(UPLOAD, messages))
+    worker.start()
+    time.sleep(0.2)
+    cancelled = api("POST", f"/batch/{batch_id}/cancel")
+    worker.join()
+    assert cancelled.status == 200
+    body = status(api, batch_id)
+    assert body["status"] == "cancelled" and body["successCount"] == 0 and body["refundedCredits"] == 4
+    assert cloudinary.assets == {}  # what landed during the cancel was destroyed
+    queues.deliver(UPLOAD, messages)  # late duplicates are skipped
+    assert cloudinary.assets == {}
+
+
+def test_delete_with_purge_removes_the_cloudinary_images(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["a", "b"])
+    to_upload_queue(queues, poll)
+    queues.drain(UPLOAD)
+    assert len(cloudinary.assets) == 2
+    assert api("DELETE", f"/batch/{batch_id}", query="purgeImages=true").status == 204
+    queues.drain(UPLOAD)
+    queues.drain(SUBMIT)
+    assert cloudinary.assets == {}
+
+
+def test_mixed_batch_end_to_end_in_process(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["plain", "x [[fail]]", "y [[blocked]]"])
+    to_upload_queue(queues, poll)
+    queues.drain(UPLOAD)
+    body = status(api, batch_id)
+    assert body["status"] == "completed"
+    assert len(body["results"]) == 1 and body["results"][0].startswith(cloudinary.base_url)
+    assert [e.split(":")[0] for e in body["errors"]] == ["Request request-2", "Request request-3"]
+    assert body["successCount"] == 1 and body["failCount"] == 2 and body["refundedCredits"] == 4
+    assert get_repository().get_balance("user-1") == Decimal(8)  # 10 - 6 charged + 4 refunded
+
+
+@pytest.mark.parametrize("prompts", [["only [[fail]]"], ["a [[blocked]]", "b [[fail]]"]])
+def test_batch_where_nothing_succeeds_ends_failed_with_full_refund(api, gemini, cloudinary, queues, poll, prompts):
+    grant("user-1", 10)
+    batch_id = create(api, prompts)
+    to_upload_queue(queues, poll)
+    body = status(api, batch_id)
+    assert body["status"] == "failed" and body["refundedCredits"] == 2 * len(prompts)
+    assert get_repository().get_balance("user-1") == Decimal(10)
