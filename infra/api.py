@@ -84,8 +84,11 @@ class ServiceApi(Construct):
 
     Authentication is the JWT check in the api function (SPEC §2), because
     /health, /openapi.json, /docs and the webhook route must stay public.
-    Request size: API Gateway accepts up to 10 MB, Lambda 6 MB; the handler
-    enforces MAX_BODY_BYTES and answers 413 itself.
+    Payloads: everything is JSON (images travel base64 inside it), so no binary
+    media types. API Gateway accepts bodies up to 10 MB and answers 413 above that
+    (REQUEST_TOO_LARGE below); Lambda's synchronous limit is 6 MB, so the handler
+    enforces MAX_BODY_BYTES with its own 413, and a body between the two limits
+    fails at the invoke and gets the DEFAULT_5XX body, which says so.
     """
 
     def __init__(

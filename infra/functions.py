@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Annotations, Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -63,6 +63,11 @@ class ServiceFunctions(Construct):
             compatible_architectures=[ARCHITECTURE],
             description="Runtime dependencies from pyproject.toml (Powertools, pydantic, google-genai, ...)",
         )
+        if skip_bundling:
+            Annotations.of(self.dependencies).add_warning_v2(
+                "batchgen:bundling-skipped",
+                "Dependency bundling skipped: the layer is an empty placeholder. Do not deploy this synth.",
+            )
         self.by_name: dict[str, lambda_.Function] = {spec.name: self._build(spec) for spec in FUNCTIONS}
 
     def _build(self, spec: FunctionSpec) -> lambda_.Function:

@@ -196,7 +196,7 @@ def build_app(
         app,
         settings.stack_name,
         settings=settings,
-        description="Batch image generation through the Gemini Batch API (SPEC §5)",
+        description="Batch image generation: Gemini Batch API pipeline, results on Cloudinary",
         # Environment-agnostic unless the CLI knows the account (synth needs no credentials).
         env=Environment(
             account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")

@@ -17,11 +17,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen import constants
 
 from local.invoke import REGION, LocalFunction
+
+if TYPE_CHECKING:  # the heavy modules load in start(), after the AWS environment is in place
+    from moto.server import ThreadedMotoServer
+
+    from local.emulators.cloudinary import CloudinaryEmulator
+    from local.emulators.gemini import GeminiEmulator
+    from local.gateway import HttpFrontDoor
+    from local.pumps import SchedulerTick, SqsPump
 
 log = logging.getLogger("local")
 
@@ -123,14 +131,14 @@ class LocalRuntime:
     def __init__(self, options: RuntimeOptions) -> None:
         self.options = options
         self.stop_event = threading.Event()
-        self.moto: Any = None
+        self.moto: ThreadedMotoServer | None = None
         self.aws_endpoint = ""
-        self.gemini: Any = None
-        self.cloudinary: Any = None
+        self.gemini: GeminiEmulator | None = None
+        self.cloudinary: CloudinaryEmulator | None = None
         self.queue_urls: dict[str, str] = {}
-        self.http: Any = None
-        self.pumps: list[Any] = []
-        self.ticks: list[Any] = []
+        self.http: HttpFrontDoor | None = None
+        self.pumps: list[SqsPump] = []
+        self.ticks: list[SchedulerTick] = []
         self.not_started: list[str] = []
         self.user_token = ""
         self.admin_token = ""
@@ -152,8 +160,12 @@ class LocalRuntime:
         return self
 
     def _start_aws(self) -> None:
+        """moto's server, and an environment that points every boto3 client at it (never at real AWS)."""
         from moto.server import ThreadedMotoServer
 
+        from local.moto_atomic import make_dynamodb_atomic
+
+        make_dynamodb_atomic()  # the pumps and the front door call moto from several threads
         for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -207,7 +219,7 @@ class LocalRuntime:
             )
 
     def _start_http(self) -> None:
-        from local.http import ApiGatewayApp, HttpFrontDoor
+        from local.gateway import ApiGatewayApp, HttpFrontDoor
 
         api = LocalFunction.load(constants.API_FUNCTION)
         if api is None:
