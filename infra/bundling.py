@@ -20,6 +20,10 @@ directory appears atomically (built in a temporary folder, then renamed), so an
 interrupted pip run never leaves a half-built cache. Delete build/lambda to
 re-resolve the dependencies (they are ranges, not pins).
 
+Caveat: pip evaluates environment markers (`; python_version < "3.13"`) against the
+interpreter running it, not the target; at worst that adds a backport the runtime
+does not need. The bundling test checks the result for the target.
+
 Kept free of aws_cdk imports so the bundling test can use it on its own.
 """
 
@@ -129,6 +133,9 @@ def bundle_dependencies(*, pyproject: Path, target: Target, build_dir: Path) -> 
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for stale in build_dir.glob("deps-*"):  # superseded by this build
+        if re.fullmatch(r"deps-[0-9a-f]{16}", stale.name) and stale != layer_dir:
+            shutil.rmtree(stale, ignore_errors=True)
     return layer_dir
 
 

@@ -41,6 +41,11 @@ class Settings(BaseModel):
     jwt_audience: str = ""
     # The seed-003 browser client authenticates with a session cookie, not a header.
     auth_cookie_name: str = "session"
+    cors_origins: str = "*"  # comma separated
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()] or ["*"]
 
     gemini_api_key: str = Field("", repr=False)
     gemini_secret_arn: str = ""

@@ -15,7 +15,9 @@ METRICS_NAMESPACE = "BatchImageGeneration"
 # --- Limits -----------------------------------------------------------------
 MAX_BATCH_REQUESTS_DEFAULT = 20  # /batch/create, overridable by MAX_BATCH_REQUESTS
 MAX_GENERATE_BATCH_IMAGES = 50  # seed-003 /api/generate/batch
-MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit (API GW allows 10 MB)
+# Lambda refuses events over 6 MB *including* headers and the proxy envelope, before any code runs;
+# a body cap below that leaves room for them, so an oversized upload gets a clean 413 of ours.
+MAX_BODY_BYTES = 5_750_000
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one decoded input image
 MAX_PROMPT_CHARS = 4000
 MAX_DISPLAY_NAME_CHARS = 128

@@ -14,12 +14,18 @@ def _from_secrets_manager(arn: str) -> str:
     return value if isinstance(value, str) else value.decode()
 
 
+PLACEHOLDER_PREFIX = "REPLACE_ME"  # what the stack puts in the secrets the operator must set
+
+
+class SecretNotSet(RuntimeError):
+    """The operator has not stored this secret yet (see the README's deploy section)."""
+
+
 def _resolve(plain: str, arn: str, name: str) -> str:
-    if plain:
-        return plain
-    if arn:
-        return _from_secrets_manager(arn)
-    raise RuntimeError(f"{name} is not configured")
+    value = plain or (_from_secrets_manager(arn) if arn else "")
+    if not value or value.startswith(PLACEHOLDER_PREFIX):
+        raise SecretNotSet(f"{name} is not set: store it in its Secrets Manager secret (README, 'Deploy').")
+    return value
 
 
 def jwt_secret() -> str:

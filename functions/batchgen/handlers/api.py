@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen import constants
 from batchgen.auth import authenticate
+from batchgen.config import get_settings
 from batchgen.domain import batches, reports
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
 from batchgen.domain.errors import (
@@ -44,8 +45,17 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
 }
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
 
+_origins = get_settings().cors_origin_list
 app = APIGatewayRestResolver(
-    enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR
+    enable_validation=True,
+    response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+    cors=CORSConfig(
+        allow_origin=_origins[0],
+        extra_origins=_origins[1:],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Location", "X-Next-Cursor"],
+        allow_credentials="*" not in _origins,
+    ),
 )
 API_TITLE, API_VERSION = "Batch image generation API", "1.0.0"
 
@@ -321,7 +331,7 @@ def _pre_route_error(event: dict[str, Any]) -> Response | None:
         return error_response(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             PayloadTooLarge.title,
-            f"The request body is larger than {constants.MAX_BODY_BYTES // (1024 * 1024)} MB; "
+            f"The request body is larger than {constants.MAX_BODY_BYTES / 1_000_000:.2f} MB; "
             "send fewer or smaller images per batch.",
         )
     if event.get("path") in PUBLIC_PATHS or event.get("httpMethod") == "OPTIONS":
