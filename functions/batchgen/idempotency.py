@@ -24,14 +24,14 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.domain.errors import Conflict
+from batchgen.domain.errors import Conflict, InvalidInput
 
 MAX_KEY_CHARS = 255
 _action: ContextVar[Callable[[], dict[str, Any]]] = ContextVar("idempotent_action")
 
 
 @lru_cache(maxsize=1)
-def _idempotent_runner() -> Callable[..., dict[str, Any]]:
+def _idempotent_runner() -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
     persistence = DynamoDBPersistenceLayer(
         table_name=get_settings().table_name,
         key_attr=constants.TABLE.partition_key,
@@ -51,17 +51,24 @@ def _idempotent_runner() -> Callable[..., dict[str, Any]]:
     def run(request: dict[str, Any]) -> dict[str, Any]:
         return _action.get()()
 
-    return run
+    return run, config
 
 
-def run_once(user_id: str, key: str, body: dict[str, Any], action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def run_once(
+    user_id: str,
+    key: str,
+    body: dict[str, Any],
+    action: Callable[[], dict[str, Any]],
+    lambda_context: Any = None,
+) -> dict[str, Any]:
     if not key.strip() or len(key) > MAX_KEY_CHARS:
-        from batchgen.domain.errors import InvalidInput
-
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters.")
+    runner, config = _idempotent_runner()
+    if lambda_context is not None:
+        config.register_lambda_context(lambda_context)  # in-progress records expire with the invocation
     token = _action.set(action)
     try:
-        return _idempotent_runner()(request={"key": f"{user_id}:{key}", "body": body})
+        return runner(request={"key": f"{user_id}:{key}", "body": body})
     except IdempotencyValidationError as exc:
         raise Conflict(
             "This Idempotency-Key was already used with a different request body; use a new key."

@@ -301,3 +301,19 @@ def test_poll_reads_only_active_batches(api, gemini, queues, poll, aws):
     queues.drain(SUBMIT)
     report = poll()
     assert report["active"] == 1
+
+
+def test_first_use_of_the_gemini_client_from_many_threads_shares_one_client(api, gemini, queues):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from batchgen.adapters import gemini as gemini_adapter
+
+    grant("user-1", 10)
+    create(api, ["a"])
+    queues.drain(SUBMIT)
+    name = next(iter(gemini.jobs))
+    gemini_adapter.reset_client()
+    gemini.set_latency(0.05, operation="get")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        states = list(pool.map(lambda _: gemini_adapter.get_job(name).state, range(48)))
+    assert set(states) == {"JOB_STATE_PENDING"}

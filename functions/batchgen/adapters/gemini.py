@@ -6,6 +6,7 @@ Imported only by the pipeline functions (submit, poller, collect), never by the 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,18 +36,29 @@ class JobView:
     inlined_responses: list[Any] | None
 
 
-@lru_cache(maxsize=1)
-def _client() -> Any:
-    from google import genai
-    from google.genai import types
+_client_lock = threading.Lock()
+_cached_client: Any = None
 
-    settings = get_settings()
-    options = types.HttpOptions(timeout=HTTP_TIMEOUT_MS, base_url=settings.gemini_base_url or None)
-    return genai.Client(api_key=gemini_api_key(), http_options=options)
+
+def _client() -> Any:
+    """One SDK client per process, created under a lock: the poller's threads ask at the same moment,
+    and a discarded duplicate closes its connection pool when garbage-collected, mid-request."""
+    global _cached_client
+    with _client_lock:
+        if _cached_client is None:
+            from google import genai
+            from google.genai import types
+
+            settings = get_settings()
+            options = types.HttpOptions(timeout=HTTP_TIMEOUT_MS, base_url=settings.gemini_base_url or None)
+            _cached_client = genai.Client(api_key=gemini_api_key(), http_options=options)
+        return _cached_client
 
 
 def reset_client() -> None:
-    _client.cache_clear()
+    global _cached_client
+    with _client_lock:
+        _cached_client = None
 
 
 @lru_cache(maxsize=1)

@@ -188,6 +188,7 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
         body = run_once(
             principal().user_id, idempotency_key, request.model_dump(mode="json"),
             lambda: _create_batch_response(request),
+            app.lambda_context,
         )
     else:
         body = _create_batch_response(request)

@@ -1,0 +1,88 @@
+"""Shared set-up for the benchmarks: moto resources from the stack's constants, API invocation."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+FAKE_AWS = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "ERROR",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+JWT_SECRET = "benchmark-secret-benchmark-secret-benchmark"
+
+
+def reset_caches() -> None:
+    from batchgen.adapters.aws import reset_clients
+    from batchgen.adapters.repository import get_repository
+    from batchgen.config import reset_caches as reset_config
+
+    reset_config()
+    reset_clients()
+    get_repository.cache_clear()
+
+
+@contextlib.contextmanager
+def aws_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    from moto import mock_aws
+
+    from local.moto_atomic import make_dynamodb_atomic
+    from local.provision import provision
+
+    os.environ.update(FAKE_AWS)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    make_dynamodb_atomic()
+    with mock_aws():
+        environment, queue_urls = provision(settings={"JWT_SECRET": JWT_SECRET, **(extra or {})})
+        os.environ.update(environment)
+        reset_caches()
+        yield queue_urls
+    reset_caches()
+
+
+def token(sub: str = "bench-user") -> str:
+    import jwt
+
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, JWT_SECRET, algorithm="HS256")
+
+
+class Context:
+    function_name = "bench"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def invoke_api(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    from batchgen.handlers.api import lambda_handler
+    from local.apigw import proxy_event
+
+    all_headers = {"Authorization": f"Bearer {token()}", "Content-Type": "application/json", **(headers or {})}
+    event = proxy_event(method, path, headers=all_headers, body=json.dumps(body) if body is not None else None)
+    return lambda_handler(event, Context())
+
+
+def grant(user_id: str, amount: int) -> None:
+    from batchgen.adapters.repository import get_repository
+
+    get_repository().adjust_balance(user_id, Decimal(amount), "benchmark credits")
+
+
+def base64_png() -> str:
+    from local.emulators.png import make_png
+
+    return base64.b64encode(make_png("benchmark")).decode()
