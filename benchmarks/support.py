@@ -50,6 +50,44 @@ def aws_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str, s
     reset_caches()
 
 
+@contextlib.contextmanager
+def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """moto's server in its own process: AWS calls are network round trips, as from a Lambda function."""
+    import socket
+    import subprocess
+    import sys
+
+    from local.provision import provision
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        import requests
+
+        for _ in range(100):
+            try:
+                requests.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        os.environ.update(FAKE_AWS)
+        os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+        environment, queue_urls = provision(settings={"JWT_SECRET": JWT_SECRET, **(extra or {})})
+        os.environ.update(environment)
+        reset_caches()
+        yield queue_urls
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        reset_caches()
+
+
 def token(sub: str = "bench-user") -> str:
     import jwt
 

@@ -127,7 +127,11 @@ def test_two_final_uploads_racing_finalise_once(api, gemini, cloudinary, queues,
     messages = queues.bodies(UPLOAD.name)
     assert len(messages) == 2
     threads = [
-        threading.Thread(target=upload_item, args=(batch_id, m["index"], m["stagingKey"]), kwargs={"final_attempt": False})
+        threading.Thread(
+            target=upload_item,
+            args=(batch_id, m["index"], m["stagingKey"]),
+            kwargs={"user_id": m["userId"], "batch_type": m["batchType"], "final_attempt": False},
+        )
         for m in messages
     ]
     for thread in threads:

@@ -175,6 +175,14 @@ class Repository:
         )
         return BatchRecord.model_validate(_unmarshal(response["Item"])) if "Item" in response else None
 
+    def get_item(self, batch_id: str, index: int) -> ItemRecord | None:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}),
+            ConsistentRead=True,
+        )
+        return ItemRecord.model_validate(_unmarshal(response["Item"])) if "Item" in response else None
+
     def get_batch_with_items(self, batch_id: str) -> BatchWithItems | None:
         """The batch and all its items in one Query (paged only beyond 1 MB)."""
         batch: BatchRecord | None = None

@@ -327,6 +327,8 @@ def collect_batch(batch_id: str, repository: Repository | None = None) -> Collec
             uploads.append(
                 {
                     "batchId": batch.batchId,
+                    "userId": batch.userId,
+                    "batchType": batch.type,
                     "itemId": item.itemId,
                     "index": item.index,
                     "stagingKey": key_in_s3,

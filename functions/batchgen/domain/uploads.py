@@ -9,7 +9,7 @@ from batchgen.adapters.repository import Repository, get_repository
 from batchgen.config import get_settings
 from batchgen.domain.batches import fail_items
 from batchgen.domain.errors import PermanentError, TransientError
-from batchgen.domain.states import OPEN_ITEM_STATUSES, is_terminal
+from batchgen.domain.states import OPEN_ITEM_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -19,24 +19,26 @@ def public_id(user_id: str, batch_id: str, item_id: str) -> str:
 
 
 def upload_item(
-    batch_id: str, index: int, staging_key: str, *, final_attempt: bool, repository: Repository | None = None
+    batch_id: str,
+    index: int,
+    staging_key: str,
+    *,
+    user_id: str,
+    batch_type: str,
+    final_attempt: bool,
+    repository: Repository | None = None,
 ) -> str:
     """Returns what happened: "uploaded", "skipped" or "failed". Raises TransientError to be retried."""
     repository = repository or get_repository()
-    record = repository.get_batch_with_items(batch_id)
-    if record is not None and is_terminal(record.batch.status):
-        record = None
-    item = next((i for i in record.items if i.index == index), None) if record else None
-    if record is None or item is None or item.status not in OPEN_ITEM_STATUSES:
-        # Cancelled, deleted or already done (a duplicate delivery): nothing to upload.
+    item = repository.get_item(batch_id, index)
+    if item is None or item.status not in OPEN_ITEM_STATUSES:
+        # Deleted, settled, or already uploaded (a duplicate delivery): nothing to do.
         storage.delete_objects([staging_key])
         return "skipped"
     try:
         data = storage.get_object_bytes(staging_key)
         uploaded = images_cdn.upload_image(
-            data,
-            public_id(record.batch.userId, batch_id, item.itemId),
-            tags=[batch_id, f"batch-{record.batch.type}"],
+            data, public_id(user_id, batch_id, item.itemId), tags=[batch_id, f"batch-{batch_type}"]
         )
     except TransientError as exc:
         if not final_attempt:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -32,19 +34,32 @@ def handle(record: UploadRecord) -> str:
     if message.action == "purge":
         uploads.purge_images(message.publicIds)
         return "purged"
-    if message.index is None or not message.stagingKey:
-        raise PermanentError("upload message without index or staging key")
+    if message.index is None or not message.stagingKey or not message.userId or not message.batchType:
+        raise PermanentError("upload message without index, staging key, user or batch type")
     final_attempt = receive_count(record) >= constants.UPLOAD_QUEUE.max_receive_count
     try:
-        return uploads.upload_item(message.batchId, message.index, message.stagingKey, final_attempt=final_attempt)
+        return uploads.upload_item(
+            message.batchId,
+            message.index,
+            message.stagingKey,
+            user_id=message.userId,
+            batch_type=message.batchType,
+            final_attempt=final_attempt,
+        )
     except TransientError:
         back_off(record, get_settings().upload_queue_url)
         raise
 
 
+@lru_cache(maxsize=1)
+def _workers() -> ThreadPoolExecutor:
+    """One thread per record of the largest SQS batch (asyncio's default pool is sized by CPU count)."""
+    return ThreadPoolExecutor(max_workers=constants.UPLOAD_QUEUE.batch_size, thread_name_prefix="upload")
+
+
 async def record_handler(record: UploadRecord) -> str:
     # The SDKs are blocking: each record runs in a worker thread, so an SQS batch uploads in parallel.
-    outcome = await asyncio.to_thread(handle, record)
+    outcome = await asyncio.get_running_loop().run_in_executor(_workers(), handle, record)
     logger.info("upload", extra={"message_id": record.messageId, "outcome": outcome})
     return outcome
 

@@ -26,6 +26,8 @@ class UploadMessage(BaseModel):
 
     action: Literal["upload", "purge"] = "upload"
     batchId: str
+    userId: str | None = None
+    batchType: str | None = None
     itemId: str | None = None
     index: int | None = None
     stagingKey: str | None = None

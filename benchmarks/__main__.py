@@ -1,0 +1,20 @@
+"""`make bench`: prints the figures behind the speed and memory targets (never a pass/fail test)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from benchmarks import aws_calls, cold_start, poll_tick, uploads
+
+
+def main() -> None:
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    for section in (cold_start, aws_calls, poll_tick, uploads):
+        section.run()
+        print()
+
+
+if __name__ == "__main__":
+    main()
