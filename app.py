@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CDK entry point: `cdk synth` / `cdk deploy` (see infra/README.md)."""
+"""CDK entry point: `cdk synth` / `cdk deploy` (see the README, section Deploying to AWS)."""
 
 from infra.stack import build_app
 

@@ -12,7 +12,7 @@ from infra.nag import acknowledge
 
 # CloudFormation writes this once; `aws secretsmanager put-secret-value` replaces it and later
 # deployments leave the operator's value alone (the template value does not change).
-PLACEHOLDER = "REPLACE_ME: set with aws secretsmanager put-secret-value (see infra/README.md)"
+PLACEHOLDER = "REPLACE_ME: set with aws secretsmanager put-secret-value (see the README, section Deploying to AWS)"
 JWT_SECRET_LENGTH = 64
 
 
@@ -45,7 +45,7 @@ class ServiceSecrets(Construct):
             self.jwt,
             "Rotating the HS256 key would invalidate every token in circulation at once and needs "
             "a rotation Lambda plus a two-key grace period in the verifier; it is rotated by hand "
-            "(put-secret-value) when needed, as described in infra/README.md.",
+            "(put-secret-value) when needed, as described in the README, section Deploying to AWS.",
             "AwsSolutions-SMG4",
         )
         for secret in (self.gemini, self.cloudinary):
