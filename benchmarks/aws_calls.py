@@ -43,13 +43,24 @@ def run() -> None:
         counter.attach()
         grant("bench-user", 1000)
         image = base64_png()
-        body = {"type": "character", "requests": [{"prompt": f"pose {i}", "imageBase64": image} for i in range(20)]}
+        body = {
+            "type": "character",
+            "requests": [{"prompt": f"pose {i}", "imageBase64": image} for i in range(20)],
+        }
         counter.take()
         created = invoke_api("POST", "/batch/create", body)
         assert created["statusCode"] == 202, created
-        _show("create, 20 requests with images, no key", counter.take(), "1 TransactWriteItems + 1 SendMessage + 20 PutObject")
+        _show(
+            "create, 20 requests with images, no key",
+            counter.take(),
+            "1 TransactWriteItems + 1 SendMessage + 20 PutObject",
+        )
         first = invoke_api("POST", "/batch/create", body, headers={"Idempotency-Key": "bench-1"})
-        _show("create, 20 requests, Idempotency-Key (first)", counter.take(), "the above + at most 2 DynamoDB calls")
+        _show(
+            "create, 20 requests, Idempotency-Key (first)",
+            counter.take(),
+            "the above + at most 2 DynamoDB calls",
+        )
         invoke_api("POST", "/batch/create", body, headers={"Idempotency-Key": "bench-1"})
         _show("create, same Idempotency-Key (replay)", counter.take(), "1 DynamoDB call, no charge")
         batch_id = json.loads(first["body"])["id"]

@@ -10,10 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 7
-API_BASELINE = (
-    "import boto3, pydantic, jwt; "
-    "from aws_lambda_powertools.event_handler import APIGatewayRestResolver"
-)
+API_BASELINE = "import boto3, pydantic, jwt; from aws_lambda_powertools.event_handler import APIGatewayRestResolver"
 HANDLERS = ("api", "submit", "poller", "collect", "upload")
 
 
@@ -27,7 +24,9 @@ def _environment() -> dict[str, str]:
 
 def import_seconds(statement: str) -> float:
     code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_environment(), check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_environment(), check=True
+    )
     return float(result.stdout.strip())
 
 
@@ -40,7 +39,10 @@ def heaviest_imports(module: str, top: int = 4) -> list[tuple[str, float]]:
     """The packages that dominate a module's import (cumulative microseconds from -X importtime)."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-        capture_output=True, text=True, env=_environment(), check=True,
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        check=True,
     )
     totals: dict[str, float] = {}
     for line in result.stderr.splitlines():
@@ -56,15 +58,16 @@ def heaviest_imports(module: str, top: int = 4) -> list[tuple[str, float]]:
 
 def leaked_sdks(module: str) -> list[str]:
     code = (
-        f"import sys, {module}; "
-        "print(','.join(m for m in sys.modules if m.startswith(('google.genai', 'cloudinary'))))"
+        f"import sys, {module}; print(','.join(m for m in sys.modules if m.startswith(('google.genai', 'cloudinary'))))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_environment(), check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_environment(), check=True
+    )
     return [name for name in result.stdout.strip().split(",") if name]
 
 
 def run() -> None:
-    print("== Cold start: import time in a fresh interpreter (median of %d runs) ==" % RUNS)
+    print(f"== Cold start: import time in a fresh interpreter (median of {RUNS} runs) ==")
     baseline = median_import(API_BASELINE)
     api = median_import("import batchgen.handlers.api")
     print(f"baseline (boto3 + Powertools resolver + pydantic + pyjwt): {baseline * 1000:7.1f} ms")

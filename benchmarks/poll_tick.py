@@ -22,9 +22,18 @@ def _seed_finished(repository: Any, count: int) -> None:
     rows = []
     for index in range(count):
         batch = BatchRecord(
-            batchId=f"batch_{1700000000000 + index:013d}_{index:010x}", userId=f"user-{index % 100}",
-            type="food", status=BatchStatus.COMPLETED, model="gemini-2.5-flash-image", createdAt=now,
-            updatedAt=now, completedAt=now, requestCount=1, successCount=1, unitPrice=2, creditCost=2,
+            batchId=f"batch_{1700000000000 + index:013d}_{index:010x}",
+            userId=f"user-{index % 100}",
+            type="food",
+            status=BatchStatus.COMPLETED,
+            model="gemini-2.5-flash-image",
+            createdAt=now,
+            updatedAt=now,
+            completedAt=now,
+            requestCount=1,
+            successCount=1,
+            unitPrice=2,
+            creditCost=2,
         )
         rows.append({"PutRequest": {"Item": repository.batch_item(batch)}})
     for start in range(0, len(rows), 25):
@@ -49,9 +58,18 @@ def _seed_active(repository: Any, emulator: Any, count: int) -> list[str]:
             config={"display_name": f"bench-{index}"},
         )
         batch = BatchRecord(
-            batchId=f"batch_{1800000000000 + index:013d}_{index:010x}", userId="bench-user", type="text",
-            status=BatchStatus.PROCESSING, model="gemini-2.5-flash", createdAt=now, updatedAt=now,
-            requestCount=1, unitPrice=0.5, creditCost=0.5, geminiJobName=job.name, geminiState="JOB_STATE_RUNNING",
+            batchId=f"batch_{1800000000000 + index:013d}_{index:010x}",
+            userId="bench-user",
+            type="text",
+            status=BatchStatus.PROCESSING,
+            model="gemini-2.5-flash",
+            createdAt=now,
+            updatedAt=now,
+            requestCount=1,
+            unitPrice=0.5,
+            creditCost=0.5,
+            geminiJobName=job.name,
+            geminiState="JOB_STATE_RUNNING",
         )
         repository.db.put_item(TableName=repository.table, Item=repository.batch_item(batch))
         names.append(job.name)

@@ -64,7 +64,8 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         import requests
@@ -109,7 +110,11 @@ def invoke_api(method: str, path: str, body: Any = None, headers: dict[str, str]
     from batchgen.handlers.api import lambda_handler
     from local.apigw import proxy_event
 
-    all_headers = {"Authorization": f"Bearer {token()}", "Content-Type": "application/json", **(headers or {})}
+    all_headers = {
+        "Authorization": f"Bearer {token()}",
+        "Content-Type": "application/json",
+        **(headers or {}),
+    }
     event = proxy_event(method, path, headers=all_headers, body=json.dumps(body) if body is not None else None)
     return lambda_handler(event, Context())
 

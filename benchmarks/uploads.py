@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-import os
 import json
+import os
 import resource
 import struct
 import subprocess
@@ -47,7 +47,11 @@ def start_cloudinary() -> tuple[subprocess.Popen[str], dict[str, str]]:
     )
     env = {"PYTHONPATH": f"{ROOT / 'functions'}:{ROOT}"}
     process = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
     )
     url, base = process.stdout.readline().split()  # type: ignore[union-attr]
     return process, {"CLOUDINARY_URL": url, "CLOUDINARY_API_BASE": base}
@@ -71,9 +75,17 @@ def _stage_batch(image_size: int, count: int) -> list[dict[str, Any]]:
     batch_id = ids.new_batch_id()
     now = ids.now_iso()
     batch = BatchRecord(
-        batchId=batch_id, userId="bench-user", type="food", status=BatchStatus.PROCESSING,
-        model="gemini-2.5-flash-image", createdAt=now, updatedAt=now, requestCount=count,
-        unitPrice=Decimal(2), creditCost=Decimal(2 * count), geminiJobName="batches/bench",
+        batchId=batch_id,
+        userId="bench-user",
+        type="food",
+        status=BatchStatus.PROCESSING,
+        model="gemini-2.5-flash-image",
+        createdAt=now,
+        updatedAt=now,
+        requestCount=count,
+        unitPrice=Decimal(2),
+        creditCost=Decimal(2 * count),
+        geminiJobName="batches/bench",
     )
     repository.db.put_item(TableName=repository.table, Item=repository.batch_item(batch))
     bodies = []
@@ -82,7 +94,17 @@ def _stage_batch(image_size: int, count: int) -> list[dict[str, Any]]:
         repository.db.put_item(TableName=repository.table, Item=repository.item_item(item))
         key = storage.staging_key(batch_id, item.itemId)
         storage.put_object(key, big_png(image_size, index), "image/png")
-        bodies.append({"batchId": batch_id, "userId": "bench-user", "batchType": "food", "itemId": item.itemId, "index": index, "stagingKey": key, "mimeType": "image/png"})
+        bodies.append(
+            {
+                "batchId": batch_id,
+                "userId": "bench-user",
+                "batchType": "food",
+                "itemId": item.itemId,
+                "index": index,
+                "stagingKey": key,
+                "mimeType": "image/png",
+            }
+        )
     return bodies
 
 
@@ -90,11 +112,20 @@ def sqs_event(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "Records": [
             {
-                "messageId": f"m{index}", "receiptHandle": f"r{index}", "body": json.dumps(body),
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0", "SenderId": "bench",
-                               "ApproximateFirstReceiveTimestamp": "0"},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:batchgen-upload", "awsRegion": "us-east-1",
+                "messageId": f"m{index}",
+                "receiptHandle": f"r{index}",
+                "body": json.dumps(body),
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "0",
+                    "SenderId": "bench",
+                    "ApproximateFirstReceiveTimestamp": "0",
+                },
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:batchgen-upload",
+                "awsRegion": "us-east-1",
             }
             for index, body in enumerate(bodies)
         ]
@@ -117,8 +148,12 @@ def run() -> None:
                 started = time.perf_counter()
                 for body in bodies:
                     upload_item(
-                        body["batchId"], body["index"], body["stagingKey"],
-                        user_id=body["userId"], batch_type=body["batchType"], final_attempt=False,
+                        body["batchId"],
+                        body["index"],
+                        body["stagingKey"],
+                        user_id=body["userId"],
+                        batch_type=body["batchType"],
+                        final_attempt=False,
                     )
                 return time.perf_counter() - started
 
@@ -152,7 +187,8 @@ def run() -> None:
             assert result == {"batchItemFailures": []}, result
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
-                f"handler peak allocations: {(peak - baseline) / 2**20:.0f} MB (target: under 256 MB with the runtime); "
+                f"handler peak allocations: {(peak - baseline) / 2**20:.0f} MB "
+                "(target: under 256 MB with the runtime); "
                 f"benchmark process max RSS: {rss:.0f} MB"
             )
     finally:

@@ -8,9 +8,9 @@ from aws_cdk import CfnOutput, RemovalPolicy
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from batchgen.constants import MAX_BODY_BYTES
 from constructs import Construct
 
+from batchgen.constants import MAX_BODY_BYTES
 from infra.nag import acknowledge
 from infra.settings import StackSettings
 

@@ -86,9 +86,7 @@ class Target:
         """The machine running this code (Linux only): used to prove the bundle imports."""
         machine = platform.machine()
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return cls(
-            platforms=(f"manylinux2014_{machine}", f"manylinux_2_28_{machine}"), python_version=version
-        )
+        return cls(platforms=(f"manylinux2014_{machine}", f"manylinux_2_28_{machine}"), python_version=version)
 
 
 def distribution_name(requirement: str) -> str:
@@ -145,9 +143,7 @@ def placeholder_layer(build_dir: Path) -> Path:
     marker = layer_dir / "python" / "BUNDLING_SKIPPED.txt"
     if not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(
-            "Synthesized with skipBundling=true: this layer has no dependencies. Do not deploy.\n"
-        )
+        marker.write_text("Synthesized with skipBundling=true: this layer has no dependencies. Do not deploy.\n")
     return layer_dir
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
 from batchgen.constants import (
     INPUT_EXPIRY_DAYS,
     INPUT_PREFIX,
@@ -12,8 +14,6 @@ from batchgen.constants import (
     STAGING_PREFIX,
     TABLE,
 )
-from constructs import Construct
-
 from infra.nag import acknowledge
 
 

@@ -8,9 +8,9 @@ from aws_cdk import Annotations, Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from batchgen.constants import FUNCTIONS, FunctionSpec
 from constructs import Construct
 
+from batchgen.constants import FUNCTIONS, FunctionSpec
 from infra import BUILD_DIR, FUNCTIONS_DIR, PYPROJECT, pascal_case
 from infra.bundling import CODE_EXCLUDES, Target, bundle_dependencies, placeholder_layer
 from infra.nag import acknowledge
@@ -51,9 +51,7 @@ class ServiceFunctions(Construct):
         layer_dir = (
             placeholder_layer(BUILD_DIR)
             if skip_bundling
-            else bundle_dependencies(
-                pyproject=PYPROJECT, target=Target.lambda_arm64(RUNTIME.name), build_dir=BUILD_DIR
-            )
+            else bundle_dependencies(pyproject=PYPROJECT, target=Target.lambda_arm64(RUNTIME.name), build_dir=BUILD_DIR)
         )
         self.dependencies = lambda_.LayerVersion(
             self,
@@ -96,9 +94,7 @@ class ServiceFunctions(Construct):
             layers=[self.dependencies],
             memory_size=spec.memory_mb,
             timeout=Duration.seconds(spec.timeout_seconds),
-            reserved_concurrent_executions=(
-                spec.reserved_concurrency if self._settings.reserved_concurrency else None
-            ),
+            reserved_concurrent_executions=(spec.reserved_concurrency if self._settings.reserved_concurrency else None),
             environment=self._environment,
             role=role,
             tracing=lambda_.Tracing.ACTIVE,

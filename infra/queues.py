@@ -8,9 +8,9 @@ from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_sqs as sqs
-from batchgen.constants import QUEUES, QueueSpec, function_by_name, queue_visibility_timeout_seconds
 from constructs import Construct
 
+from batchgen.constants import QUEUES, QueueSpec, function_by_name, queue_visibility_timeout_seconds
 from infra import pascal_case
 
 QUEUE_RETENTION = Duration.days(4)  # the SQS default, made explicit: messages are consumed within seconds

@@ -7,9 +7,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
-from batchgen.constants import POLL_SCHEDULE_EXPRESSION
 from constructs import Construct
 
+from batchgen.constants import POLL_SCHEDULE_EXPRESSION
 from infra.nag import acknowledge
 from infra.queues import DLQ_RETENTION, encrypted_queue
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aws_cdk import SecretValue
 from aws_cdk import aws_secretsmanager as secretsmanager
-from batchgen.constants import ENV_CLOUDINARY_SECRET_ARN, ENV_GEMINI_SECRET_ARN, ENV_JWT_SECRET_ARN
 from constructs import Construct
 
+from batchgen.constants import ENV_CLOUDINARY_SECRET_ARN, ENV_GEMINI_SECRET_ARN, ENV_JWT_SECRET_ARN
 from infra.nag import acknowledge
 
 # CloudFormation writes this once; `aws secretsmanager put-secret-value` replaces it and later

@@ -14,13 +14,13 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from aws_cdk import aws_logs as logs
+
 from batchgen.constants import (
     GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
     MAX_BATCH_REQUESTS_DEFAULT,
     MAX_WAIT_SECONDS_DEFAULT,
     SERVICE_NAME,
 )
-
 from infra import CDK_JSON
 
 # Environment variables for the tunables, matching batchgen.config.Settings (field name
@@ -120,9 +120,7 @@ class StackSettings:
         if not self.cors_origins:
             raise ValueError("corsOrigins must name at least one origin (or '*')")
         if self.log_retention_days not in RETENTION_DAYS:
-            raise ValueError(
-                f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}"
-            )
+            raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}")
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
 

@@ -8,6 +8,9 @@ from typing import Any
 from aws_cdk import App, CfnOutput, Environment, Stack, Tags, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
+
 from batchgen.constants import (
     API_FUNCTION,
     COLLECT_FUNCTION,
@@ -24,9 +27,6 @@ from batchgen.constants import (
     UPLOAD_QUEUE,
     runtime_environment,
 )
-from cdk_nag import AwsSolutionsChecks
-from constructs import Construct
-
 from infra import REPO_ROOT
 from infra.api import ServiceApi
 from infra.data import DataStore
@@ -45,9 +45,7 @@ def _role(function: lambda_.Function) -> iam.IRole:
 
 
 class BatchGenStack(Stack):
-    def __init__(
-        self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
 
@@ -71,12 +69,8 @@ class BatchGenStack(Stack):
         self.queues.attach_consumers(self.functions.by_name)
         self._grant_least_privilege()
 
-        self.api = ServiceApi(
-            self, "Api", handler=self.functions.by_name[API_FUNCTION.name], settings=settings
-        )
-        self.poll_schedule = PollSchedule(
-            self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name]
-        )
+        self.api = ServiceApi(self, "Api", handler=self.functions.by_name[API_FUNCTION.name], settings=settings)
+        self.poll_schedule = PollSchedule(self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name])
         self._monitor()
         self._outputs()
 
@@ -158,12 +152,8 @@ class BatchGenStack(Stack):
     def _monitor(self) -> None:
         self.monitoring = Monitoring(self, "Monitoring", alarm_email=self.settings.alarm_email)
         for spec in QUEUES:
-            self.monitoring.dead_letter_queue(
-                spec.dead_letter_name, self.queues.dead_letter_queues[spec.name]
-            )
-        self.monitoring.dead_letter_queue(
-            f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue
-        )
+            self.monitoring.dead_letter_queue(spec.dead_letter_name, self.queues.dead_letter_queues[spec.name])
+        self.monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
         for spec in FUNCTIONS:
             self.monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
         self.monitoring.api_server_errors(self.api.rest_api)
@@ -198,9 +188,7 @@ def build_app(
         settings=settings,
         description="Batch image generation: Gemini Batch API pipeline, results on Cloudinary",
         # Environment-agnostic unless the CLI knows the account (synth needs no credentials).
-        env=Environment(
-            account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
-        ),
+        env=Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     Tags.of(stack).add("service", SERVICE_NAME)
     if nag:

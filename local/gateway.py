@@ -75,9 +75,7 @@ def proxy_result_to_http(result: Any) -> tuple[int, list[tuple[str, str]], bytes
         if name.lower() not in seen:
             headers.append((name, str(value)))
     # The server computes framing headers itself.
-    headers = [
-        (k, v) for k, v in headers if k.lower() not in {"content-length", "transfer-encoding", "connection"}
-    ]
+    headers = [(k, v) for k, v in headers if k.lower() not in {"content-length", "transfer-encoding", "connection"}]
     body = result.get("body") or ""
     raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
     return result["statusCode"], headers, raw
@@ -96,9 +94,7 @@ class ApiGatewayApp:
         status, headers, body = self.handle(request)
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {_phrase(status)}", headers)
-        log.info(
-            "%s %s -> %d (%.0f ms)", request.method, request.path, status, (time.monotonic() - started) * 1000
-        )
+        log.info("%s %s -> %d (%.0f ms)", request.method, request.path, status, (time.monotonic() - started) * 1000)
         return [body] if request.method != "HEAD" else []
 
     def handle(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -148,9 +144,7 @@ class HttpFrontDoor:
     """A threaded werkzeug server for `ApiGatewayApp`, served from a daemon thread."""
 
     def __init__(self, app: ApiGatewayApp, host: str, port: int) -> None:
-        self.server: BaseWSGIServer = make_server(
-            host, port, app, threaded=True, request_handler=_QuietHandler
-        )
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self.host = host
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="http-front-door", daemon=True)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from batchgen import constants
 from botocore.exceptions import BotoCoreError, ClientError
 
+from batchgen import constants
 from local.invoke import ACCOUNT_ID, REGION, LocalFunction
 
 log = logging.getLogger("local")
@@ -108,9 +108,9 @@ class SqsPump:
         self.function = function
         self.sqs = sqs
         self.stop_event = stop
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.batch_size = min(queue.batch_size, SQS_RECEIVE_MAX)
         self.thread = threading.Thread(target=self._run, name=f"pump-{queue.name}", daemon=True)
 
@@ -153,9 +153,7 @@ class SqsPump:
         try:
             result = self.function.invoke(sqs_event(messages, self.queue_arn))
         except Exception as exc:  # a Lambda error: every message stays and is retried after the timeout
-            log.exception(
-                "%s: handler raised on %d message(s); none deleted", self.function.spec.name, len(ids)
-            )
+            log.exception("%s: handler raised on %d message(s); none deleted", self.function.spec.name, len(ids))
             return Delivery(len(ids), 0, len(ids), error=repr(exc))
         failed = failed_message_ids(result, ids)
         done = [message for message in messages if message["MessageId"] not in failed]
@@ -214,9 +212,7 @@ class SchedulerTick:
         self.function = function
         self.interval = interval
         self.stop_event = stop
-        self.schedule_arn = (
-            f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/{function.function_name}"
-        )
+        self.schedule_arn = f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/{function.function_name}"
         self.thread = threading.Thread(target=self._run, name=f"tick-{function.spec.name}", daemon=True)
 
     def start(self) -> SchedulerTick:

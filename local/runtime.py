@@ -20,7 +20,6 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from batchgen import constants
-
 from local.invoke import REGION, LocalFunction
 
 if TYPE_CHECKING:  # the heavy modules load in start(), after the AWS environment is in place
@@ -93,12 +92,8 @@ class RuntimeOptions:
         return cls(
             host=environ.get("HOST", "").strip() or cls.host,
             port=int(_number(environ, "PORT", cls.port, minimum=0)),
-            poll_interval_seconds=_number(
-                environ, "POLL_INTERVAL_SECONDS", cls.poll_interval_seconds, minimum=0.1
-            ),
-            gemini_delay_seconds=_number(
-                environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0
-            ),
+            poll_interval_seconds=_number(environ, "POLL_INTERVAL_SECONDS", cls.poll_interval_seconds, minimum=0.1),
+            gemini_delay_seconds=_number(environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0),
             # A fresh secret per run unless one is given: tokens never outlive the process by accident.
             jwt_secret=environ.get(constants.ENV_JWT_SECRET, "") or secrets.token_urlsafe(32),
             user_id=environ.get("LOCAL_USER_ID", "").strip() or cls.user_id,
@@ -110,9 +105,7 @@ class RuntimeOptions:
         )
 
 
-def mint_token(
-    secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS
-) -> str:
+def mint_token(secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
     """An HS256 token the api handler accepts (with `iss`/`aud` when the service checks them)."""
     import jwt
 
@@ -214,9 +207,7 @@ class LocalRuntime:
         from batchgen.adapters.repository import get_repository
 
         if self.options.user_credits:
-            get_repository().adjust_balance(
-                self.options.user_id, self.options.user_credits, "local starter credits"
-            )
+            get_repository().adjust_balance(self.options.user_id, self.options.user_credits, "local starter credits")
 
     def _start_http(self) -> None:
         from local.gateway import ApiGatewayApp, HttpFrontDoor
@@ -236,21 +227,15 @@ class LocalRuntime:
             spec = constants.function_by_name(queue.consumer)
             function = LocalFunction.load(spec)
             if function is None:
-                self.not_started.append(
-                    f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet"
-                )
+                self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
                 continue
-            self.pumps.append(
-                SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start()
-            )
+            self.pumps.append(SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start())
         poller = LocalFunction.load(constants.POLLER_FUNCTION)
         if poller is None:
             spec = constants.POLLER_FUNCTION
             self.not_started.append(f"scheduler -> {spec.name}: {spec.handler} does not exist yet")
         else:
-            self.ticks.append(
-                SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start()
-            )
+            self.ticks.append(SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start())
 
     # ---------------------------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -281,9 +266,7 @@ class LocalRuntime:
             else "REAL Gemini API (GEMINI_API_KEY is set)"
         )
         cloudinary = (
-            f"emulator {self.cloudinary.base_url}"
-            if self.cloudinary
-            else "REAL Cloudinary (CLOUDINARY_URL is set)"
+            f"emulator {self.cloudinary.base_url}" if self.cloudinary else "REAL Cloudinary (CLOUDINARY_URL is set)"
         )
         pumps = ", ".join(f"{p.queue.name} -> {p.function.spec.name}" for p in self.pumps) or "none"
         poller = f"every {o.poll_interval_seconds:g} s" if self.ticks else "not started"

@@ -110,7 +110,12 @@ def lambda_context() -> Any:
 
 
 def make_token(
-    sub: str = "user-1", *, role: str | None = None, expires_in: int = 3600, secret: str = JWT_SECRET, **claims: Any
+    sub: str = "user-1",
+    *,
+    role: str | None = None,
+    expires_in: int = 3600,
+    secret: str = JWT_SECRET,
+    **claims: Any,
 ) -> str:
     import jwt
 

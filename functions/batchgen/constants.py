@@ -115,9 +115,7 @@ class QueueSpec:
         return self.dlq_name or f"{self.name}-dlq"
 
 
-API_FUNCTION = FunctionSpec(
-    "api", "batchgen.handlers.api.lambda_handler", 512, 29, description="HTTP API"
-)
+API_FUNCTION = FunctionSpec("api", "batchgen.handlers.api.lambda_handler", 512, 29, description="HTTP API")
 SUBMIT_FUNCTION = FunctionSpec(
     "submit",
     "batchgen.handlers.submit.lambda_handler",

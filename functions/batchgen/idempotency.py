@@ -70,9 +70,7 @@ def run_once(
     try:
         return runner(request={"key": f"{user_id}:{key}", "body": body})
     except IdempotencyValidationError as exc:
-        raise Conflict(
-            "This Idempotency-Key was already used with a different request body; use a new key."
-        ) from exc
+        raise Conflict("This Idempotency-Key was already used with a different request body; use a new key.") from exc
     except IdempotencyAlreadyInProgressError as exc:
         raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.") from exc
     finally:

@@ -24,7 +24,9 @@ class SecretNotSet(RuntimeError):
 def _resolve(plain: str, arn: str, name: str) -> str:
     value = plain or (_from_secrets_manager(arn) if arn else "")
     if not value or value.startswith(PLACEHOLDER_PREFIX):
-        raise SecretNotSet(f"{name} is not set: store it in its Secrets Manager secret (README, section 'Deploying to AWS').")
+        raise SecretNotSet(
+            f"{name} is not set: store it in its Secrets Manager secret (README, section 'Deploying to AWS')."
+        )
     return value
 
 

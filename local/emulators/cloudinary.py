@@ -252,9 +252,7 @@ class CloudinaryEmulator:
 
     def start(self) -> CloudinaryEmulator:
         """Serves on a background thread; with port 0 the OS picks a free port."""
-        self._server = make_server(
-            self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
+        self._server = make_server(self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -207,9 +207,7 @@ def _status_name(code: int) -> str:
 
 
 def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body), status=status, headers=headers, content_type="application/json; charset=UTF-8"
-    )
+    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json; charset=UTF-8")
 
 
 def _rfc3339(timestamp: float) -> str:
@@ -292,9 +290,7 @@ def _answer(model: str, request: dict[str, Any]) -> dict[str, Any]:
         candidate: dict[str, Any] = {
             "finishReason": "SAFETY",
             "index": 0,
-            "safetyRatings": [
-                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
-            ],
+            "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}],
         }
         output_tokens = 0
     else:
@@ -349,9 +345,7 @@ def _parse_jsonl(data: bytes, file_name: str) -> list[BatchEntry]:
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"Input file {file_name}, line {number}: invalid JSON ({exc.msg}).") from exc
         if not isinstance(record, dict) or not isinstance(record.get("request"), dict):
-            raise ApiError(
-                400, f"Input file {file_name}, line {number}: expected an object with a 'request'."
-            )
+            raise ApiError(400, f"Input file {file_name}, line {number}: expected an object with a 'request'.")
         key = record.get("key")
         if key is not None and not isinstance(key, str):
             raise ApiError(400, f"Input file {file_name}, line {number}: 'key' must be a string.")
@@ -379,9 +373,7 @@ def _parse_inline(requests: Any) -> list[BatchEntry]:
     return entries
 
 
-def _page(
-    items: list[Any], request: Request, default_size: int, max_size: int
-) -> tuple[list[Any], str | None]:
+def _page(items: list[Any], request: Request, default_size: int, max_size: int) -> tuple[list[Any], str | None]:
     """Offset paging with an opaque token, like the real list endpoints."""
     try:
         size = int(request.args.get("pageSize") or default_size)
@@ -446,13 +438,9 @@ class GeminiEmulator:
         """Serve in a daemon thread (threaded werkzeug server) and return self."""
         if self._server is not None:
             raise RuntimeError("emulator already started")
-        self._server = make_server(
-            self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
+        self._server = make_server(self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gemini-emulator", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="gemini-emulator", daemon=True)
         self._thread.start()
         return self
 
@@ -840,9 +828,7 @@ class GeminiEmulator:
                 ),
                 expected_size=size,
             )
-        upload_url = (
-            f"{request.host_url}upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
-        )
+        upload_url = f"{request.host_url}upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
         return Response(
             b"",
             status=200,
@@ -871,8 +857,7 @@ class GeminiEmulator:
             if len(pending.buffer) != pending.expected_size:
                 raise ApiError(
                     400,
-                    f"Upload size {len(pending.buffer)} differs from the announced "
-                    f"{pending.expected_size} bytes.",
+                    f"Upload size {len(pending.buffer)} differs from the announced {pending.expected_size} bytes.",
                 )
             stored = pending.file
             stored.data = bytes(pending.buffer)

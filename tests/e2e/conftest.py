@@ -207,12 +207,8 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[RunningRuntime]:
     secret = secrets.token_urlsafe(32)
     process, output = _start(runtime_environment(secret))
     try:
-        if not output.wait_for(
-            "export ADMIN_TOKEN=", STARTUP_TIMEOUT_SECONDS, lambda: process.poll() is None
-        ):
-            pytest.fail(
-                f"the local runtime did not become ready; its output:\n{output.text()}", pytrace=False
-            )
+        if not output.wait_for("export ADMIN_TOKEN=", STARTUP_TIMEOUT_SECONDS, lambda: process.poll() is None):
+            pytest.fail(f"the local runtime did not become ready; its output:\n{output.text()}", pytrace=False)
         printed = {match[1]: match[2] for line in output.lines if (match := EXPORT_LINE.match(line))}
         if not _wait_healthy(printed["API_URL"], process):
             pytest.fail(f"/health did not answer; runtime output:\n{output.text()}", pytrace=False)

@@ -34,7 +34,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_text_batch_completes_with_its_texts(runtime):
     _, token = runtime.new_user(5)
     created = runtime.request(
-        "POST", "/batch/create", token=token,
+        "POST",
+        "/batch/create",
+        token=token,
         json={"type": "text", "requests": [{"prompt": "first question"}, {"prompt": "second question"}]},
     ).json()
     report = wait_until_complete(runtime, token, created["id"])
@@ -66,7 +68,13 @@ def test_mixed_image_batch_ends_completed_with_urls_errors_and_exact_refunds(run
     assert report["errors"][1].startswith("Request unsafe: Blocked by Gemini safety filters")
     assert Decimal(str(report["refundedCredits"])) == Decimal(5)
     assert balance(runtime, token) == Decimal(15)
-    assert report["completedAt"] and report["summary"] == {"total": 4, "pending": 0, "processing": 0, "completed": 2, "failed": 2}
+    assert report["completedAt"] and report["summary"] == {
+        "total": 4,
+        "pending": 0,
+        "processing": 0,
+        "completed": 2,
+        "failed": 2,
+    }
     assert len(report["results"]) == 2
     for url in report["results"]:
         image = runtime.session.get(url, timeout=10)
@@ -78,7 +86,9 @@ def test_mixed_image_batch_ends_completed_with_urls_errors_and_exact_refunds(run
 def test_job_failed_at_gemini_refunds_every_credit(runtime):
     _, token = runtime.new_user(10)
     created = runtime.request(
-        "POST", "/batch/create", token=token,
+        "POST",
+        "/batch/create",
+        token=token,
         json={"type": "food", "requests": [{"prompt": "soup [[job:failed]]"}, {"prompt": "bread"}]},
     ).json()
     report = wait_until_complete(runtime, token, created["id"])
@@ -94,7 +104,9 @@ def test_seed_003_client_polls_until_complete(runtime):
     """GeneratorV2 from seed 003, unchanged: POST, then GET with jobIds every 2 s until isComplete."""
     _, token = runtime.new_user(10)
     created = runtime.request(
-        "POST", "/api/generate/batch", token=token,
+        "POST",
+        "/api/generate/batch",
+        token=token,
         json={
             "prompt": "Add white background",
             "model": "flux-2",
@@ -106,7 +118,10 @@ def test_seed_003_client_polls_until_complete(runtime):
     job_ids = ",".join(job["generationId"] for job in created["jobs"])
     for _attempt in range(30):
         data = runtime.request(
-            "GET", "/api/generate/batch", token=token, params={"batchId": created["batchId"], "jobIds": job_ids}
+            "GET",
+            "/api/generate/batch",
+            token=token,
+            params={"batchId": created["batchId"], "jobIds": job_ids},
         ).json()
         if data["isComplete"]:
             break

@@ -128,10 +128,7 @@ def test_printed_token_creates_a_batch_and_reads_it_back(runtime):
 
 def test_history_pages_with_a_cursor_header(runtime):
     _, token = runtime.new_user(20)
-    ids = [
-        runtime.request("POST", "/batch/create", token=token, json=batch_body(1)).json()["id"]
-        for _ in range(3)
-    ]
+    ids = [runtime.request("POST", "/batch/create", token=token, json=batch_body(1)).json()["id"] for _ in range(3)]
 
     first = runtime.request("GET", "/batch/history", token=token, params={"limit": 2})
     assert first.status_code == 200, first.text

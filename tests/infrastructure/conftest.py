@@ -17,9 +17,7 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "bundling: runs pip against the package index to build the Lambda layer"
-    )
+    config.addinivalue_line("markers", "bundling: runs pip against the package index to build the Lambda layer")
 
 
 @dataclass(frozen=True)

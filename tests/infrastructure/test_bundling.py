@@ -19,8 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from batchgen.constants import FUNCTIONS
 
+from batchgen.constants import FUNCTIONS
 from infra import PYPROJECT
 from infra.bundling import (
     RUNTIME_PROVIDED,
@@ -49,9 +49,7 @@ def _elf_machine(target: Target) -> int:
 def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Target, Path]:
     target: Target = request.param
     # A fresh build directory: the test proves bundling works now, not that a cache exists.
-    layer_dir = bundle_dependencies(
-        pyproject=PYPROJECT, target=target, build_dir=tmp_path_factory.mktemp("bundle")
-    )
+    layer_dir = bundle_dependencies(pyproject=PYPROJECT, target=target, build_dir=tmp_path_factory.mktemp("bundle"))
     return target, layer_dir / "python"
 
 
@@ -105,9 +103,7 @@ def _aws_sdk_dir(tmp_path: Path) -> Path:
     sdk.mkdir()
     for package in ("boto3", "botocore", "s3transfer"):
         spec = importlib.util.find_spec(package)
-        assert spec is not None and spec.origin is not None, (
-            f"{package} is needed to stand in for Lambda's SDK"
-        )
+        assert spec is not None and spec.origin is not None, f"{package} is needed to stand in for Lambda's SDK"
         (sdk / package).symlink_to(Path(spec.origin).parent, target_is_directory=True)
     return sdk
 

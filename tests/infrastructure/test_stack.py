@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match
+
 from batchgen.constants import (
     API_FUNCTION,
     COLLECT_FUNCTION,
@@ -38,7 +39,6 @@ from batchgen.constants import (
     queue_visibility_timeout_seconds,
     runtime_environment,
 )
-
 from infra.functions import RUNTIME
 from infra.secrets import JWT_SECRET_LENGTH, PLACEHOLDER
 from infra.settings import StackSettings, cdk_json_context
@@ -161,9 +161,7 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
 def test_optional_jwt_settings_are_omitted_when_empty() -> None:
     env = StackSettings().function_environment()
     assert not {"JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_ALGORITHMS"} & set(env)
-    env = StackSettings(
-        jwt_jwks_url="https://issuer.example/jwks.json", jwt_algorithms="RS256"
-    ).function_environment()
+    env = StackSettings(jwt_jwks_url="https://issuer.example/jwks.json", jwt_algorithms="RS256").function_environment()
     assert env["JWT_JWKS_URL"] == "https://issuer.example/jwks.json"
     assert env["JWT_ALGORITHMS"] == "RS256"
 
@@ -239,9 +237,7 @@ def test_bucket_is_private_encrypted_and_expires_transient_objects(synthesized: 
                 "RestrictPublicBuckets": True,
             },
             "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
             "LifecycleConfiguration": {
                 "Rules": Match.array_with(
@@ -292,9 +288,7 @@ def test_bucket_policy_denies_plain_http(synthesized: Synthesized) -> None:
 
 
 @pytest.mark.parametrize("spec", QUEUES, ids=lambda spec: spec.name)
-def test_queue_has_a_dlq_and_its_timeout_covers_the_consumer(
-    synthesized: Synthesized, spec: QueueSpec
-) -> None:
+def test_queue_has_a_dlq_and_its_timeout_covers_the_consumer(synthesized: Synthesized, spec: QueueSpec) -> None:
     queues = synthesized.stack.queues
     queue = synthesized.template_json["Resources"][synthesized.logical_id(queues.queues[spec.name])]
     dlq_id = synthesized.logical_id(queues.dead_letter_queues[spec.name])
@@ -319,8 +313,7 @@ def test_every_queue_is_encrypted_and_tls_only(synthesized: Synthesized) -> None
     for policy in policies:
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         if any(
-            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-            for s in statements
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
         ):
             tls_only |= {queue["Ref"] for queue in policy["Properties"]["Queues"]}
     assert tls_only == set(queues)
@@ -438,9 +431,7 @@ def role_access(synth: Synthesized, role: Any) -> dict[str, set[str]]:
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             assert statement["Effect"] == "Allow"
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = (
-                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            )
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             for resource in resources:
                 access.setdefault(_resource_key(resource), set()).update(actions)
     return access
@@ -467,9 +458,7 @@ ACCESS = {
     API_FUNCTION.name: Access(
         INPUT_PREFIX, frozenset(PUT | DELETE), frozenset(READ), (SUBMIT_QUEUE, UPLOAD_QUEUE), None, ("jwt",)
     ),
-    SUBMIT_FUNCTION.name: Access(
-        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)
-    ),
+    SUBMIT_FUNCTION.name: Access(INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
     POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE), secrets=("gemini",)),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX, frozenset(PUT), frozenset(READ | DELETE), (UPLOAD_QUEUE,), COLLECT_QUEUE, ("gemini",)
@@ -568,9 +557,7 @@ def test_stage_throttles_logs_access_and_traces(synthesized: Synthesized) -> Non
                 ]
             ),
             "AccessLogSetting": {
-                "DestinationArn": Match.object_like(
-                    {"Fn::Join": ["", Match.array_with([ref(access_logs_id)])]}
-                ),
+                "DestinationArn": Match.object_like({"Fn::Join": ["", Match.array_with([ref(access_logs_id)])]}),
                 "Format": Match.string_like_regexp(r"\$context\.requestId"),
             },
         },
@@ -586,11 +573,7 @@ def test_account_logging_role_is_set_and_outlives_the_stack(synthesized: Synthes
             "Properties": Match.object_like(
                 {
                     "AssumeRolePolicyDocument": Match.object_like(
-                        {
-                            "Statement": [
-                                Match.object_like({"Principal": {"Service": "apigateway.amazonaws.com"}})
-                            ]
-                        }
+                        {"Statement": [Match.object_like({"Principal": {"Service": "apigateway.amazonaws.com"}})]}
                     )
                 }
             ),
@@ -606,9 +589,7 @@ def test_cors_preflight_is_answered_by_api_gateway(synthesized: Synthesized) -> 
 
 
 @pytest.mark.parametrize(("response_type", "status"), [("THROTTLED", "429"), ("REQUEST_TOO_LARGE", "413")])
-def test_gateway_errors_use_the_service_error_body(
-    synthesized: Synthesized, response_type: str, status: str
-) -> None:
+def test_gateway_errors_use_the_service_error_body(synthesized: Synthesized, response_type: str, status: str) -> None:
     synthesized.template.has_resource_properties(
         "AWS::ApiGateway::GatewayResponse",
         {

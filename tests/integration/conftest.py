@@ -53,7 +53,9 @@ def gemini(aws, gemini_server: GeminiEmulator, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.fixture
-def cloudinary(aws, cloudinary_server: CloudinaryEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudinaryEmulator]:
+def cloudinary(
+    aws, cloudinary_server: CloudinaryEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CloudinaryEmulator]:
     cloudinary_server.reset()
     monkeypatch.setenv("CLOUDINARY_URL", cloudinary_server.cloudinary_url)
     from batchgen.config import reset_caches
@@ -129,7 +131,9 @@ class QueueDriver:
         return delivered
 
     def bodies(self, queue_name: str) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(QueueUrl=self.queue_urls[queue_name], MaxNumberOfMessages=10, VisibilityTimeout=0)
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_urls[queue_name], MaxNumberOfMessages=10, VisibilityTimeout=0
+        )
         return [json.loads(message["Body"]) for message in response.get("Messages", [])]
 
 
@@ -143,6 +147,8 @@ def poll(aws, lambda_context):
     from batchgen.handlers.poller import lambda_handler
 
     def tick() -> dict[str, Any]:
-        return lambda_handler({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, lambda_context)
+        return lambda_handler(
+            {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, lambda_context
+        )
 
     return tick

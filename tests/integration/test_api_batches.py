@@ -48,9 +48,26 @@ def test_status_has_every_field_of_the_spec(api, aws):
     assert status.status == 200
     body = status.body
     for key in (
-        "id", "batchId", "status", "type", "displayName", "model", "createdAt", "updatedAt", "completedAt",
-        "requestCount", "successCount", "failCount", "creditCost", "refundedCredits", "results", "errors",
-        "items", "summary", "isComplete", "geminiState",
+        "id",
+        "batchId",
+        "status",
+        "type",
+        "displayName",
+        "model",
+        "createdAt",
+        "updatedAt",
+        "completedAt",
+        "requestCount",
+        "successCount",
+        "failCount",
+        "creditCost",
+        "refundedCredits",
+        "results",
+        "errors",
+        "items",
+        "summary",
+        "isComplete",
+        "geminiState",
     ):
         assert key in body, key
     assert body["status"] == "pending" and body["isComplete"] is False
@@ -77,7 +94,11 @@ def test_shared_prompt_lets_requests_omit_their_own(api, aws):
 
 def test_insufficient_credits_is_402_with_required_and_available_and_changes_nothing(api, aws):
     grant("user-1", 3)
-    response = api("POST", "/batch/create", batch_body(2, requests=None) | {"requests": [{"prompt": "a", "imageBase64": png_data_url()}, {"prompt": "b"}]})
+    response = api(
+        "POST",
+        "/batch/create",
+        batch_body(2, requests=None) | {"requests": [{"prompt": "a", "imageBase64": png_data_url()}, {"prompt": "b"}]},
+    )
     assert response.status == 402
     assert response.body["error"] == "Insufficient credits"
     assert response.body["required"] == 4 and response.body["available"] == 3
@@ -117,13 +138,24 @@ def test_another_users_batch_reads_as_not_found(api, aws):
 
 def test_history_is_newest_first_with_cursor_and_filters(api, aws):
     grant("user-1", 100)
-    created = [api("POST", "/batch/create", batch_body(1, batch_type=t)).body["id"] for t in ("food", "text", "food", "character", "food")]
+    created = [
+        api("POST", "/batch/create", batch_body(1, batch_type=t)).body["id"]
+        for t in ("food", "text", "food", "character", "food")
+    ]
     first = api("GET", "/batch/history", query="limit=2")
     assert first.status == 200
     assert [entry["id"] for entry in first.body] == created[::-1][:2]
     assert set(first.body[0]) == {
-        "id", "status", "type", "displayName", "createdAt", "requestCount", "successCount", "failCount",
-        "creditCost", "refundedCredits",
+        "id",
+        "status",
+        "type",
+        "displayName",
+        "createdAt",
+        "requestCount",
+        "successCount",
+        "failCount",
+        "creditCost",
+        "refundedCredits",
     }
     cursor = first.headers["X-Next-Cursor"]
     second = api("GET", "/batch/history", query=f"limit=2&cursor={cursor}")
@@ -181,7 +213,11 @@ def test_cancel_keeps_succeeded_items_and_refunds_the_rest(api, aws):
 
 def test_delete_only_terminal_batches(api, aws):
     grant("user-1", 10)
-    batch_id = api("POST", "/batch/create", {"type": "character", "requests": [{"prompt": "x", "imageBase64": png_base64()}]}).body["id"]
+    batch_id = api(
+        "POST",
+        "/batch/create",
+        {"type": "character", "requests": [{"prompt": "x", "imageBase64": png_base64()}]},
+    ).body["id"]
     assert api("DELETE", f"/batch/{batch_id}").status == 409
     api("POST", f"/batch/{batch_id}/cancel")
     deleted = api("DELETE", f"/batch/{batch_id}")
@@ -206,7 +242,10 @@ def test_idempotency_key_replays_the_first_response_and_charges_once(api, aws):
     assert get_repository().get_balance("user-1") == Decimal(6)
     # The key is per user: another user's identical key is unrelated.
     grant("user-2", 10)
-    assert api("POST", "/batch/create", batch_body(2), headers=headers, token=make_token("user-2")).body["id"] != first.body["id"]
+    assert (
+        api("POST", "/batch/create", batch_body(2), headers=headers, token=make_token("user-2")).body["id"]
+        != first.body["id"]
+    )
 
 
 def test_idempotency_key_is_not_burnt_by_a_failed_attempt(api, aws):

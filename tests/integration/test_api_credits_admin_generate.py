@@ -20,7 +20,12 @@ ADMIN = make_token("admin-1", role="admin")
 
 
 def grant_via_api(api, user_id, amount, reason="top-up"):
-    return api("POST", "/admin/credits", {"userId": user_id, "amount": amount, "reason": reason}, token=make_token("admin-1", role="admin"))
+    return api(
+        "POST",
+        "/admin/credits",
+        {"userId": user_id, "amount": amount, "reason": reason},
+        token=make_token("admin-1", role="admin"),
+    )
 
 
 def test_admin_grants_and_debits_credits_exactly(api, aws):
@@ -63,7 +68,12 @@ def test_admin_lists_every_users_batches(api, aws):
     assert [entry["userId"] for entry in listing.body] == ["user-1", "user-2", "user-1"]
     foods = api("GET", "/admin/batches", token=ADMIN, query="type=food&limit=1")
     assert len(foods.body) == 1 and foods.headers.get("X-Next-Cursor")
-    rest = api("GET", "/admin/batches", token=ADMIN, query=f"type=food&limit=1&cursor={foods.headers['X-Next-Cursor']}")
+    rest = api(
+        "GET",
+        "/admin/batches",
+        token=ADMIN,
+        query=f"type=food&limit=1&cursor={foods.headers['X-Next-Cursor']}",
+    )
     assert [e["type"] for e in rest.body] == ["batch-food"] and rest.body[0]["id"] != foods.body[0]["id"]
 
 
@@ -90,7 +100,10 @@ def test_seed_003_generate_batch_flow(api, aws):
         "quality": "1k",
         "aspectRatio": "1:1",
         "negativePrompt": "blur, distortion",
-        "images": [{"id": "client-id-1", "data": png_data_url()}, {"id": "client-id-2", "data": png_data_url()}],
+        "images": [
+            {"id": "client-id-1", "data": png_data_url()},
+            {"id": "client-id-2", "data": png_data_url()},
+        ],
     }
     created = api("POST", "/api/generate/batch", body)
     assert created.status == 200, created.body
@@ -121,7 +134,14 @@ def test_seed_003_validation(api, aws):
     many = [{"id": str(i), "data": png_data_url()} for i in range(51)]
     assert api("POST", "/api/generate/batch", base | {"images": many}).status == 400
     assert api("POST", "/api/generate/batch", base | {"model": "midjourney"}).status == 400
-    assert api("POST", "/api/generate/batch", base | {"images": [{"id": "a", "data": "data:text/plain;base64,aGk="}]}).status == 400
+    assert (
+        api(
+            "POST",
+            "/api/generate/batch",
+            base | {"images": [{"id": "a", "data": "data:text/plain;base64,aGk="}]},
+        ).status
+        == 400
+    )
     assert api("POST", "/api/generate/batch", {k: v for k, v in base.items() if k != "model"}).status == 400
     fifty = api("POST", "/api/generate/batch", base | {"images": many[:50]})
     assert fifty.status == 200 and fifty.body["totalCost"] == 100
@@ -131,7 +151,9 @@ def test_seed_003_validation(api, aws):
 def test_seed_003_client_authenticates_with_its_session_cookie(api, aws):
     grant_via_api(api, "user-1", 10)
     body = {"prompt": "x", "model": "flux-2", "images": [{"id": "a", "data": png_data_url()}]}
-    response = api("POST", "/api/generate/batch", body, token=None, headers={"Cookie": f"session={make_token('user-1')}"})
+    response = api(
+        "POST", "/api/generate/batch", body, token=None, headers={"Cookie": f"session={make_token('user-1')}"}
+    )
     assert response.status == 200
 
 

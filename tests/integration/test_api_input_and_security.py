@@ -42,15 +42,24 @@ BAD_BODIES = {
     "21 requests": batch_body(21, batch_type="food"),
     "no prompt anywhere": {"type": "food", "requests": [{}]},
     "invalid base64": {"type": "food", "requests": [{"prompt": "x", "imageBase64": "@@not-base64@@"}]},
-    "non-image bytes": {"type": "food", "requests": [{"prompt": "x", "imageBase64": base64.b64encode(b"hello world").decode()}]},
-    "gif data url": {"type": "food", "requests": [{"prompt": "x", "imageBase64": "data:image/gif;base64," + base64.b64encode(b"GIF89a..").decode()}]},
+    "non-image bytes": {
+        "type": "food",
+        "requests": [{"prompt": "x", "imageBase64": base64.b64encode(b"hello world").decode()}],
+    },
+    "gif data url": {
+        "type": "food",
+        "requests": [{"prompt": "x", "imageBase64": "data:image/gif;base64," + base64.b64encode(b"GIF89a..").decode()}],
+    },
     "prompt too long": {"type": "food", "requests": [{"prompt": "x" * 4001}]},
     "display name too long": {"type": "food", "requests": [{"prompt": "x"}], "displayName": "d" * 129},
     "bad quality": {"type": "food", "requests": [{"prompt": "x"}], "quality": "8k"},
     "bad aspect ratio": {"type": "food", "requests": [{"prompt": "x"}], "aspectRatio": "7:3"},
     "unknown model": {"type": "food", "requests": [{"prompt": "x"}], "model": "dall-e-3"},
     "image-edit without image": {"type": "image-edit", "requests": [{"prompt": "x"}]},
-    "duplicate client ids": {"type": "food", "requests": [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}]},
+    "duplicate client ids": {
+        "type": "food",
+        "requests": [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}],
+    },
     "body is a list": [{"type": "food"}],
 }
 
@@ -63,7 +72,11 @@ def test_bad_create_bodies_are_400_and_change_nothing(api, funded, body):
 
 
 def test_validation_errors_name_the_field(api, funded):
-    response = api("POST", "/batch/create", {"type": "food", "requests": [{"prompt": "x"}, {"prompt": "y", "imageBase64": "@@"}]})
+    response = api(
+        "POST",
+        "/batch/create",
+        {"type": "food", "requests": [{"prompt": "x"}, {"prompt": "y", "imageBase64": "@@"}]},
+    )
     assert response.body["details"][0]["loc"] == ["body", "requests", 1, "imageBase64"]
     unknown = api("POST", "/batch/create", {"type": "food", "requests": [{"prompt": "x"}], "colour": "red"})
     assert any("colour" in "".join(map(str, d["loc"])) for d in unknown.body["details"])
@@ -80,7 +93,11 @@ def test_malformed_json_is_400(api, funded, raw):
 
 def test_oversized_body_is_413_and_changes_nothing(api, funded):
     huge = "A" * (6 * 1024 * 1024 + 1)
-    response = api("POST", "/batch/create", raw_body='{"type":"food","requests":[{"prompt":"x","imageBase64":"' + huge + '"}]}')
+    response = api(
+        "POST",
+        "/batch/create",
+        raw_body='{"type":"food","requests":[{"prompt":"x","imageBase64":"' + huge + '"}]}',
+    )
     assert_error_body(response, 413)
     assert_nothing_happened(api, funded)
 
@@ -127,7 +144,12 @@ BAD_TOKENS = {
 @pytest.mark.parametrize("factory", list(BAD_TOKENS.values()), ids=list(BAD_TOKENS))
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/batch/create"), ("GET", "/batch/history"), ("GET", "/credits"), ("GET", "/api/generate/batch?jobIds=x")],
+    [
+        ("POST", "/batch/create"),
+        ("GET", "/batch/history"),
+        ("GET", "/credits"),
+        ("GET", "/api/generate/batch?jobIds=x"),
+    ],
 )
 def test_bad_tokens_are_401(api, funded, factory, method, path):
     token = factory() if factory else None
@@ -161,5 +183,8 @@ def test_unknown_route_is_404_with_error_body(api, aws):
 
 
 def test_image_edit_accepts_data_url_images(api, funded):
-    body = {"type": "image-edit", "requests": [{"prompt": "x", "imageBase64": "data:image/png;base64," + png_base64()}]}
+    body = {
+        "type": "image-edit",
+        "requests": [{"prompt": "x", "imageBase64": "data:image/png;base64," + png_base64()}],
+    }
     assert api("POST", "/batch/create", body).status == 202

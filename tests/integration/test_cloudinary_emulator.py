@@ -44,9 +44,7 @@ def make_png(width: int = 4, height: int = 3, seed: int = 0) -> bytes:
 def make_jpeg_header(width: int, height: int) -> bytes:
     """JFIF APP0 + baseline SOF0 + EOI: enough for dimension sniffing, not for decoding."""
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    sof0 = (
-        b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x01\x03\x11\x01"
-    )
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x01\x03\x11\x01"
     return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
 
 
@@ -88,9 +86,7 @@ def emu(server: CloudinaryEmulator) -> Iterator[CloudinaryEmulator]:
 
 
 def upload(data: object, **options: object) -> dict:
-    return cloudinary.uploader.upload(
-        data, public_id=PUBLIC_ID, overwrite=True, resource_type="image", **options
-    )
+    return cloudinary.uploader.upload(data, public_id=PUBLIC_ID, overwrite=True, resource_type="image", **options)
 
 
 def test_upload_bytes_returns_real_response_shape_and_serves_the_bytes(emu: CloudinaryEmulator) -> None:
@@ -221,9 +217,7 @@ def test_sha256_signatures_are_accepted(emu: CloudinaryEmulator) -> None:
 
 def test_stale_timestamp_is_rejected(emu: CloudinaryEmulator) -> None:
     """The SDK always signs ``now()``, so this request is built by hand with the SDK's signer."""
-    params = cloudinary.utils.sign_request(
-        {"timestamp": str(int(time.time()) - 2 * 3600), "public_id": "old"}, {}
-    )
+    params = cloudinary.utils.sign_request({"timestamp": str(int(time.time()) - 2 * 3600), "public_id": "old"}, {})
     response = requests.post(
         f"{emu.base_url}/v1_1/local/image/upload",
         data=params,
@@ -312,9 +306,7 @@ def test_ten_concurrent_uploads(emu: CloudinaryEmulator) -> None:
         assert requests.get(result["secure_url"], timeout=5).content == make_png(seed=index)
 
 
-def test_cloudinary_url_carries_upload_prefix(
-    emu: CloudinaryEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cloudinary_url_carries_upload_prefix(emu: CloudinaryEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLOUDINARY_CLOUD_NAME", raising=False)
     monkeypatch.setenv("CLOUDINARY_URL", emu.cloudinary_url)
     cloudinary.reset_config()  # the SDK reads CLOUDINARY_URL only when it builds its config

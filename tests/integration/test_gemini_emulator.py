@@ -189,9 +189,7 @@ def test_file_batch_goes_pending_running_succeeded_with_shuffled_keyed_results(
     assert emulator.calls["create"] == 1 and emulator.calls["upload"] == 1
 
 
-def test_results_are_deterministic_for_the_same_prompt(
-    client: genai.Client, emulator: GeminiEmulator
-) -> None:
+def test_results_are_deterministic_for_the_same_prompt(client: genai.Client, emulator: GeminiEmulator) -> None:
     emulator.delay_seconds = 0
     images = []
     for _ in range(2):
@@ -301,9 +299,7 @@ def test_delete_then_get_is_not_found(client: genai.Client) -> None:
     assert caught.value.code == 404
 
 
-def test_list_pages_newest_first_and_finds_jobs_by_display_name(
-    client: genai.Client, emulator: GeminiEmulator
-) -> None:
+def test_list_pages_newest_first_and_finds_jobs_by_display_name(client: genai.Client, emulator: GeminiEmulator) -> None:
     names = [create(client, TEXT_MODEL, [inline(f"n{i}")], display_name=f"d{i}") for i in range(5)]
     pager = client.batches.list(config={"page_size": 2})
     assert [job.name for job in pager.page] == names[::-1][:2]
@@ -313,9 +309,7 @@ def test_list_pages_newest_first_and_finds_jobs_by_display_name(
     assert emulator.calls["list"] == 3
 
 
-def test_files_upload_get_download_delete(
-    client: genai.Client, emulator: GeminiEmulator, tmp_path: Any
-) -> None:
+def test_files_upload_get_download_delete(client: genai.Client, emulator: GeminiEmulator, tmp_path: Any) -> None:
     path = tmp_path / "input.jsonl"
     path.write_bytes(b'{"key": "k", "request": {"contents": []}}\n')
     uploaded = client.files.upload(
@@ -362,9 +356,7 @@ def test_responses_file_streams_over_plain_http(client: genai.Client, emulator: 
         assert response.content == client.files.download(file=job.dest.file_name)
 
 
-def test_injected_faults_surface_as_sdk_errors_then_clear(
-    client: genai.Client, emulator: GeminiEmulator
-) -> None:
+def test_injected_faults_surface_as_sdk_errors_then_clear(client: genai.Client, emulator: GeminiEmulator) -> None:
     emulator.inject_fault(status=429, count=2, operation="create")
     for _ in range(2):
         with pytest.raises(errors.ClientError) as caught:
@@ -425,9 +417,7 @@ def test_missing_api_key_is_rejected(emulator: GeminiEmulator) -> None:
     assert ok.status_code == 200 and ok.json() == {"operations": []}
 
 
-def test_invalid_input_is_a_400_and_unknown_file_a_404(
-    client: genai.Client, emulator: GeminiEmulator
-) -> None:
+def test_invalid_input_is_a_400_and_unknown_file_a_404(client: genai.Client, emulator: GeminiEmulator) -> None:
     with pytest.raises(errors.ClientError) as caught:
         create(client, "Not A Model!", [inline("x")])
     assert caught.value.code == 400 and caught.value.status == "INVALID_ARGUMENT"

@@ -35,11 +35,18 @@ def run_to_collect(queues, poll):
     queues.drain(COLLECT)
 
 
-def test_image_batch_is_submitted_as_one_keyed_jsonl_job_and_collected_into_upload_messages(api, gemini, queues, poll, aws):
+def test_image_batch_is_submitted_as_one_keyed_jsonl_job_and_collected_into_upload_messages(
+    api, gemini, queues, poll, aws
+):
     grant("user-1", 100)
     batch_id = create(
-        api, ["red fox", "blue bird", "green frog"], quality="2k", aspectRatio="16:9", negativePrompt="blur",
-        prompt="watercolour", model="gemini-3-pro-image-preview",
+        api,
+        ["red fox", "blue bird", "green frog"],
+        quality="2k",
+        aspectRatio="16:9",
+        negativePrompt="blur",
+        prompt="watercolour",
+        model="gemini-3-pro-image-preview",
     )
     queues.drain(SUBMIT)
     jobs = list(gemini.jobs.values())
@@ -85,12 +92,20 @@ def test_inline_source_mode(api, gemini, queues, poll, monkeypatch):
     batch_id = create(api, ["one", "two", "three"], batch_type="text")
     run_to_collect(queues, poll)
     assert next(iter(gemini.jobs.values())).src_kind == "inline"
-    assert status(api, batch_id)["results"] == ["Emulated answer to: one", "Emulated answer to: two", "Emulated answer to: three"]
+    assert status(api, batch_id)["results"] == [
+        "Emulated answer to: one",
+        "Emulated answer to: two",
+        "Emulated answer to: three",
+    ]
 
 
 def test_reference_images_travel_inside_the_jsonl_file(api, gemini, queues):
     grant("user-1", 10)
-    api("POST", "/batch/create", {"type": "image-edit", "requests": [{"prompt": "white background", "imageBase64": png_base64()}]})
+    api(
+        "POST",
+        "/batch/create",
+        {"type": "image-edit", "requests": [{"prompt": "white background", "imageBase64": png_base64()}]},
+    )
     queues.drain(SUBMIT)
     parts = next(iter(gemini.jobs.values())).requests[0].request["contents"][0]["parts"]
     assert parts[1]["inlineData"]["mimeType"] == "image/png"
@@ -138,7 +153,9 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
     assert gemini.calls["create"] == 1
     assert status(api, second)["status"] == "pending"
     # The waiting batch's message is back on the queue, delayed, not failed.
-    attributes = queues.sqs.get_queue_attributes(QueueUrl=queues.queue_urls[SUBMIT.name], AttributeNames=["All"])["Attributes"]
+    attributes = queues.sqs.get_queue_attributes(QueueUrl=queues.queue_urls[SUBMIT.name], AttributeNames=["All"])[
+        "Attributes"
+    ]
     assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 1
     poll()
     queues.drain(COLLECT)

@@ -32,7 +32,9 @@ def status(api, batch_id):
     return api("GET", f"/batch/status/{batch_id}").body
 
 
-def test_images_reach_cloudinary_with_deterministic_ids_and_the_batch_completes(api, gemini, cloudinary, queues, poll, aws):
+def test_images_reach_cloudinary_with_deterministic_ids_and_the_batch_completes(
+    api, gemini, cloudinary, queues, poll, aws
+):
     grant("user-1", 10)
     batch_id = create(api, ["a cat", "a dog"])
     to_upload_queue(queues, poll)
@@ -75,7 +77,9 @@ def test_cloudinary_500_is_retried_then_succeeds(api, gemini, cloudinary, queues
     assert status(api, batch_id)["status"] == "completed"
 
 
-def test_upload_that_keeps_failing_fails_the_item_on_the_last_attempt_and_refunds_once(api, gemini, cloudinary, queues, poll):
+def test_upload_that_keeps_failing_fails_the_item_on_the_last_attempt_and_refunds_once(
+    api, gemini, cloudinary, queues, poll
+):
     grant("user-1", 10)
     batch_id = create(api, ["ok", "unlucky"])
     to_upload_queue(queues, poll)

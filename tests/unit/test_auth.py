@@ -40,7 +40,10 @@ def test_valid_token_gives_the_user_and_admin_role(monkeypatch):
         pytest.param(lambda: token(key="another-secret-another-secret-12345"), id="bad-signature"),
         pytest.param(lambda: token(payload={"sub": "u1"}), id="no-exp"),
         pytest.param(lambda: token(payload={"exp": int(time.time()) + 60}), id="no-sub"),
-        pytest.param(lambda: jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none"), id="alg-none"),
+        pytest.param(
+            lambda: jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none"),
+            id="alg-none",
+        ),
         pytest.param(lambda: token(alg="HS512"), id="algorithm-not-pinned"),
         pytest.param(lambda: "not.a.jwt", id="garbage"),
     ],

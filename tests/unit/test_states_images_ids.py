@@ -34,7 +34,9 @@ def test_batch_transitions(current, target, allowed):
 
 def test_terminal_and_final_status():
     assert not is_terminal(BatchStatus.PROCESSING)
-    assert all(is_terminal(s) for s in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED))
+    assert all(
+        is_terminal(s) for s in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED)
+    )
     assert final_status(1) is BatchStatus.COMPLETED
     assert final_status(0) is BatchStatus.FAILED
 

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput, NotFound
+from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput
 from batchgen.domain.ids import now_iso
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
@@ -148,7 +148,12 @@ class Repository:
                     "ConditionExpression": "attribute_not_exists(PK)",
                 }
             },
-            {"Put": {"TableName": self.table, "Item": self._ledger_item(batch.userId, -batch.creditCost, "batch charge", batch.batchId, at)}},
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._ledger_item(batch.userId, -batch.creditCost, "batch charge", batch.batchId, at),
+                }
+            },
         ]
         writes += [{"Put": {"TableName": self.table, "Item": self.item_item(item)}} for item in items]
         try:
@@ -159,9 +164,7 @@ class Repository:
             reasons = exc.response.get("CancellationReasons", [])
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 old = reasons[0].get("Item")
-                available = (
-                    Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(batch.userId)
-                )
+                available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(batch.userId)
                 raise InsufficientCredits(batch.creditCost, available) from exc
             if "TransactionConflict" in _cancellation_codes(exc):
                 raise ConcurrentChange("balance changed concurrently") from exc
@@ -289,7 +292,12 @@ class Repository:
 
     # --- item outcomes: the one path for success, failure, cancel and refund ------------------
     def mark_item_success(
-        self, batch_id: str, index: int, *, image_url: str | None = None, text: str | None = None,
+        self,
+        batch_id: str,
+        index: int,
+        *,
+        image_url: str | None = None,
+        text: str | None = None,
         public_id: str | None = None,
     ) -> bool:
         """Open item -> success, with the batch counter in the same transaction.
@@ -424,7 +432,12 @@ class Repository:
         if outcomes:
             writes.append(self._balance_credit(batch.userId, refund, at))
             writes.append(
-                {"Put": {"TableName": self.table, "Item": self._ledger_item(batch.userId, refund, reason, batch.batchId, at)}}
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": self._ledger_item(batch.userId, refund, reason, batch.batchId, at),
+                    }
+                }
             )
         if len(writes) > MAX_TRANSACTION_ITEMS:
             raise ValueError("a settlement is limited to the items of one batch")
@@ -560,7 +573,12 @@ class Repository:
             self.db.transact_write_items(
                 TransactItems=[
                     update,
-                    {"Put": {"TableName": self.table, "Item": self._ledger_item(user_id, delta, reason, None, at)}},
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": self._ledger_item(user_id, delta, reason, None, at),
+                        }
+                    },
                 ]
             )
         except ClientError as exc:
@@ -591,9 +609,7 @@ class Repository:
             }
         }
 
-    def _ledger_item(
-        self, user_id: str, delta: Decimal, reason: str, batch_id: str | None, at: str
-    ) -> dict[str, Any]:
+    def _ledger_item(self, user_id: str, delta: Decimal, reason: str, batch_id: str | None, at: str) -> dict[str, Any]:
         return _marshal(
             {
                 "PK": user_pk(user_id),

@@ -78,7 +78,8 @@ def _validate(draft: BatchDraft, catalog: Catalog, settings: Settings) -> tuple[
     limit = draft.max_requests or settings.max_batch_requests
     if len(draft.requests) > limit:
         raise InvalidInput(
-            f"A batch holds at most {limit} requests; this one has {len(draft.requests)}. Split it into smaller batches.",
+            f"A batch holds at most {limit} requests; this one has {len(draft.requests)}. "
+            "Split it into smaller batches.",
             [_detail([list_name], f"at most {limit} requests")],
         )
     model = pricing.resolve_model(catalog, draft.batch_type, draft.model)
@@ -87,7 +88,9 @@ def _validate(draft: BatchDraft, catalog: Catalog, settings: Settings) -> tuple[
     images: list[DecodedImage | None] = []
     seen: set[str] = set()
     for index, request in enumerate(draft.requests):
-        if not (request.prompt and request.prompt.strip()) and not (draft.shared_prompt and draft.shared_prompt.strip()):
+        if not (request.prompt and request.prompt.strip()) and not (
+            draft.shared_prompt and draft.shared_prompt.strip()
+        ):
             details.append(_detail([list_name, index, prompt_name], "a prompt is required (or a shared prompt)"))
         if request.client_id is not None:
             if request.client_id in seen:
@@ -222,7 +225,11 @@ def end_batch(
 
 
 def fail_items(
-    batch_id: str, failures: dict[int, str], *, reason: str = "failed items refund", repository: Repository | None = None
+    batch_id: str,
+    failures: dict[int, str],
+    *,
+    reason: str = "failed items refund",
+    repository: Repository | None = None,
 ) -> Decimal:
     """Marks the given open items (by index) failed with their errors and refunds them once."""
     repository = repository or get_repository()
@@ -331,7 +338,8 @@ def lookup_generations(
     """Seed 003's status poll: one Query per batch involved; unknown or foreign ids resolve to None."""
     if len(generation_ids) > MAX_LOOKUP_IDS:
         raise InvalidInput(
-            f"Ask for at most {MAX_LOOKUP_IDS} jobIds at a time.", [{"loc": ["query", "jobIds"], "msg": "too many"}]
+            f"Ask for at most {MAX_LOOKUP_IDS} jobIds at a time.",
+            [{"loc": ["query", "jobIds"], "msg": "too many"}],
         )
     repository = repository or get_repository()
     records: dict[str, BatchWithItems | None] = {}

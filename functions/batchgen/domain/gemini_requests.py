@@ -45,7 +45,10 @@ def request_body(batch: BatchRecord, item: ItemRecord, image: bytes | None, cata
     parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
     if image is not None:
         parts.append({"inlineData": {"mimeType": item.imageMimeType, "data": base64.b64encode(image).decode()}})
-    return {"contents": [{"role": "user", "parts": parts}], "generationConfig": generation_config(batch, catalog)}
+    return {
+        "contents": [{"role": "user", "parts": parts}],
+        "generationConfig": generation_config(batch, catalog),
+    }
 
 
 def jsonl_line(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
@@ -64,7 +67,11 @@ def inline_request(batch: BatchRecord, item: ItemRecord, image: bytes | None, ca
             {"aspectRatio": "aspect_ratio", "imageSize": "image_size"}[key]: value
             for key, value in rest["imageConfig"].items()
         }
-    return {"contents": [{"role": "user", "parts": parts}], "config": config, "metadata": {"key": item.itemId}}
+    return {
+        "contents": [{"role": "user", "parts": parts}],
+        "config": config,
+        "metadata": {"key": item.itemId},
+    }
 
 
 @dataclass(frozen=True)

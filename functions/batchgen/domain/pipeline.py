@@ -55,7 +55,9 @@ class SubmitOutcome:
 def active_job_count(repository: Repository) -> int:
     """Gemini jobs this service has running: batches in `processing` that carry a job name."""
     return sum(
-        1 for batch in repository.iter_active_batches() if batch.status is BatchStatus.PROCESSING and batch.geminiJobName
+        1
+        for batch in repository.iter_active_batches()
+        if batch.status is BatchStatus.PROCESSING and batch.geminiJobName
     )
 
 
@@ -232,7 +234,9 @@ def _poll(batch: BatchRecord, repository: Repository) -> tuple[str, str | None]:
     if state != batch.geminiState and state not in JOB_ENDINGS:
         try:
             repository.update_batch(
-                batch.batchId, {"geminiState": state, "updatedAt": ids.now_iso()}, expected_status=ACTIVE_BATCH_STATUSES
+                batch.batchId,
+                {"geminiState": state, "updatedAt": ids.now_iso()},
+                expected_status=ACTIVE_BATCH_STATUSES,
             )
         except ConcurrentChange:
             pass

@@ -52,8 +52,7 @@ def resolve_model(catalog: Catalog, batch_type: str, requested: str | None) -> s
     allowed = [model for model, spec in catalog.models.items() if spec.get("kind") == kind]
     if name not in allowed:
         raise InvalidInput(
-            f"Model '{requested}' is not available for {batch_type} batches. "
-            f"Allowed models: {', '.join(allowed)}.",
+            f"Model '{requested}' is not available for {batch_type} batches. Allowed models: {', '.join(allowed)}.",
             [{"loc": ["body", "model"], "msg": f"allowed: {', '.join(allowed)}"}],
         )
     return name

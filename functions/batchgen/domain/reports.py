@@ -97,7 +97,12 @@ def generation_result(item: ItemRecord, batch: BatchRecord) -> dict[str, object]
 
 
 def missing_generation(generation_id: str) -> dict[str, object]:
-    return {"generationId": generation_id, "status": "failed", "imageUrl": None, "error": "Generation not found"}
+    return {
+        "generationId": generation_id,
+        "status": "failed",
+        "imageUrl": None,
+        "error": "Generation not found",
+    }
 
 
 def generation_summary(results: list[dict[str, object]]) -> dict[str, int]:

@@ -78,7 +78,11 @@ def handle_domain_error(error: DomainError) -> Response:
 @app.exception_handler(RequestValidationError)
 def handle_validation_error(error: RequestValidationError) -> Response:
     details = [
-        {"loc": [str(part) for part in entry.get("loc", ())], "msg": entry.get("msg", ""), "type": entry.get("type")}
+        {
+            "loc": [str(part) for part in entry.get("loc", ())],
+            "msg": entry.get("msg", ""),
+            "type": entry.get("type"),
+        }
         for entry in error.errors()
     ]
     if any(entry["type"] == "json_invalid" for entry in details):
@@ -186,7 +190,9 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
         from batchgen.idempotency import run_once  # the idempotency layer loads only when asked for
 
         body = run_once(
-            principal().user_id, idempotency_key, request.model_dump(mode="json"),
+            principal().user_id,
+            idempotency_key,
+            request.model_dump(mode="json"),
             lambda: _create_batch_response(request),
             app.lambda_context,
         )

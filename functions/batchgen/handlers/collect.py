@@ -16,9 +16,7 @@ from batchgen.models.messages import CollectRecord
 
 logger = Logger()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
-processor = BatchProcessor(
-    event_type=EventType.SQS, model=CollectRecord, raise_on_entire_batch_failure=False
-)
+processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: CollectRecord) -> None:
@@ -32,6 +30,4 @@ def record_handler(record: CollectRecord) -> None:
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

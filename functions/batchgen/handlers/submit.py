@@ -16,9 +16,7 @@ from batchgen.models.messages import SubmitRecord
 
 logger = Logger()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
-processor = BatchProcessor(
-    event_type=EventType.SQS, model=SubmitRecord, raise_on_entire_batch_failure=False
-)
+processor = BatchProcessor(event_type=EventType.SQS, model=SubmitRecord, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SubmitRecord) -> None:
@@ -26,7 +24,10 @@ def record_handler(record: SubmitRecord) -> None:
     try:
         if message.action == "submit":
             outcome = pipeline.submit_batch(message.batchId)
-            logger.info("submit", extra={"batch_id": message.batchId, "outcome": outcome.status, "job": outcome.job_name})
+            logger.info(
+                "submit",
+                extra={"batch_id": message.batchId, "outcome": outcome.status, "job": outcome.job_name},
+            )
         else:
             pipeline.clean_up_job(message.jobName, message.inputFile, delete=message.action == "delete_job")
     except TransientError:
@@ -36,6 +37,4 @@ def record_handler(record: SubmitRecord) -> None:
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -24,9 +24,7 @@ from batchgen.models.messages import UploadRecord
 
 logger = Logger()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
-processor = AsyncBatchProcessor(
-    event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False
-)
+processor = AsyncBatchProcessor(event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False)
 
 
 def handle(record: UploadRecord) -> str:
