@@ -12,7 +12,7 @@ from batchgen.domain.money import json_number, to_credits
 
 BatchTypeName = Literal["character", "food", "product", "text-to-image", "image-edit", "text"]
 Quality = Literal["1k", "2k", "4k"]
-Credits = Annotated[Decimal, PlainSerializer(json_number, return_type=float, when_used="json")]
+Credits = Annotated[Decimal, PlainSerializer(json_number, return_type=int | float, when_used="json")]
 Prompt = Annotated[str, Field(max_length=constants.MAX_PROMPT_CHARS)]
 ShortText = Annotated[str, Field(max_length=constants.MAX_DISPLAY_NAME_CHARS)]
 
