@@ -8,22 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from tests.e2e.flows import balance, wait_until_complete
 from tests.helpers import png_data_url
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until_complete(runtime, token: str, batch_id: str, timeout: float = 45) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        report = runtime.request("GET", f"/batch/status/{batch_id}", token=token).json()
-        if report["isComplete"] or time.monotonic() > deadline:
-            return report
-        time.sleep(0.5)
-
-
-def balance(runtime, token: str) -> Decimal:
-    return Decimal(str(runtime.request("GET", "/credits", token=token).json()["balance"]))
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import signal
-import time
 from decimal import Decimal
 
 import pytest
 
+from tests.e2e.flows import balance, wait_until_complete
 from tests.helpers import batch_body, png_data_url
 
 pytestmark = pytest.mark.e2e
-
-
-def balance(runtime, token: str) -> Decimal:
-    response = runtime.request("GET", "/credits", token=token)
-    assert response.status_code == 200, response.text
-    return Decimal(str(response.json()["balance"]))
 
 
 def assert_error_body(response, status: int) -> dict:
@@ -317,15 +311,6 @@ def test_seed_003_browser_client_authenticates_with_its_session_cookie(runtime):
 
 
 # --- the pipeline behind the API ----------------------------------------------------------------
-def wait_until_terminal(runtime, token: str, batch_id: str, timeout: float = 40) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        report = runtime.request("GET", f"/batch/status/{batch_id}", token=token).json()
-        if report["isComplete"] or time.monotonic() > deadline:
-            return report
-        time.sleep(0.5)
-
-
 def test_batch_runs_through_the_pipeline_to_cloudinary(runtime):
     # Given a batch whose second request the Gemini emulator is told to fail
     _, token = runtime.new_user(10)
@@ -336,7 +321,7 @@ def test_batch_runs_through_the_pipeline_to_cloudinary(runtime):
     created = runtime.request("POST", "/batch/create", token=token, json=body).json()
 
     # When the pumps and the scheduler tick have driven it through submit, poll, collect and upload
-    report = wait_until_terminal(runtime, token, created["id"])
+    report = wait_until_complete(runtime, token, created["id"])
 
     # Then one image is on the Cloudinary emulator, the failure is reported and refunded
     assert report["status"] == "completed", report
