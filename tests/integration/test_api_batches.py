@@ -253,3 +253,17 @@ def test_idempotency_key_is_not_burnt_by_a_failed_attempt(api, aws):
     assert api("POST", "/batch/create", batch_body(1), headers=headers).status == 402
     grant("user-1", 2)
     assert api("POST", "/batch/create", batch_body(1), headers=headers).status == 202
+
+
+def test_create_publishes_business_metrics(api, aws, capsys, monkeypatch):
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    grant("user-1", 10)
+    capsys.readouterr()
+    api("POST", "/batch/create", batch_body(3))
+    emitted = [line for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emitted, "no EMF metrics on stdout"
+    import json
+
+    document = json.loads(emitted[-1])
+    assert document["BatchesCreated"] == [1.0] and document["RequestsAccepted"] == [3.0]
+    assert document["CreditsCharged"] == [6.0]

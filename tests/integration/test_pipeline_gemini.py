@@ -334,3 +334,18 @@ def test_first_use_of_the_gemini_client_from_many_threads_shares_one_client(api,
     with ThreadPoolExecutor(max_workers=16) as pool:
         states = list(pool.map(lambda _: gemini_adapter.get_job(name).state, range(48)))
     assert states == ["JOB_STATE_SUCCEEDED"] * 48
+
+
+def test_a_submit_that_keeps_failing_transiently_ends_in_the_dlq(api, gemini, queues, monkeypatch):
+    from batchgen.handlers import sqs_retry
+
+    monkeypatch.setattr(sqs_retry, "BASE_BACKOFF_SECONDS", 0)  # redeliver at once instead of backing off
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    gemini.inject_fault(status=503, count=100, operation="create")
+    for _ in range(SUBMIT.max_receive_count + 1):
+        messages = queues.receive(SUBMIT)
+        if messages:
+            queues.deliver(SUBMIT, messages)
+    assert queues.bodies(SUBMIT.dead_letter_name) == [{"batchId": batch_id}]
+    assert status(api, batch_id)["status"] == "pending"  # still charged; the poller re-drives or expires it

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -15,6 +16,8 @@ from batchgen.handlers.sqs_retry import back_off
 from batchgen.models.messages import CollectRecord
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_on_entire_batch_failure=False)
 
@@ -26,8 +29,13 @@ def record_handler(record: CollectRecord) -> None:
         back_off(record, get_settings().collect_queue_url)
         raise
     logger.info("collected", extra={"batch_id": record.body.batchId, **report.__dict__})
+    metrics.add_metric(name="ItemsFailedAtGemini", unit=MetricUnit.Count, value=report.failed)
+    metrics.add_metric(name="UploadsQueued", unit=MetricUnit.Count, value=report.uploads_queued)
+    metrics.add_metric(name="TextsStored", unit=MetricUnit.Count, value=report.texts_stored)
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

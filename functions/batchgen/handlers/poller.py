@@ -5,17 +5,24 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.domain import pipeline
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = asdict(pipeline.poll_active_batches())
     report.pop("states")
     logger.info("poll tick", extra=report)
+    for name, value in report.items():
+        metrics.add_metric(name=f"Poll_{name}", unit=MetricUnit.Count, value=value)
     return report

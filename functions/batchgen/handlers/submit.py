@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -15,6 +16,8 @@ from batchgen.handlers.sqs_retry import back_off
 from batchgen.models.messages import SubmitRecord
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = BatchProcessor(event_type=EventType.SQS, model=SubmitRecord, raise_on_entire_batch_failure=False)
 
@@ -28,6 +31,7 @@ def record_handler(record: SubmitRecord) -> None:
                 "submit",
                 extra={"batch_id": message.batchId, "outcome": outcome.status, "job": outcome.job_name},
             )
+            metrics.add_metric(name=f"Submit_{outcome.status}", unit=MetricUnit.Count, value=1)
         else:
             pipeline.clean_up_job(message.jobName, message.inputFile, delete=message.action == "delete_job")
     except TransientError:
@@ -36,5 +40,7 @@ def record_handler(record: SubmitRecord) -> None:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
     EventType,
@@ -23,6 +24,8 @@ from batchgen.handlers.sqs_retry import back_off, receive_count
 from batchgen.models.messages import UploadRecord
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False)
 
@@ -59,10 +62,13 @@ async def record_handler(record: UploadRecord) -> str:
     # The SDKs are blocking: each record runs in a worker thread, so an SQS batch uploads in parallel.
     outcome = await asyncio.get_running_loop().run_in_executor(_workers(), handle, record)
     logger.info("upload", extra={"message_id": record.messageId, "outcome": outcome})
+    metrics.add_metric(name=f"Upload_{outcome}", unit=MetricUnit.Count, value=1)
     return outcome
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
