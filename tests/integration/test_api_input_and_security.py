@@ -188,3 +188,11 @@ def test_image_edit_accepts_data_url_images(api, funded):
         "requests": [{"prompt": "x", "imageBase64": "data:image/png;base64," + png_base64()}],
     }
     assert api("POST", "/batch/create", body).status == 202
+
+
+def test_cors_headers_on_success_and_on_early_errors(api, funded):
+    origin = {"Origin": "https://app.example.com"}
+    ok = api("GET", "/batch/history", headers=origin)
+    assert ok.headers.get("Access-Control-Allow-Origin") == "*"
+    unauthorized = api("GET", "/batch/history", token="", headers=origin)
+    assert unauthorized.status == 401 and unauthorized.headers.get("Access-Control-Allow-Origin") == "*"

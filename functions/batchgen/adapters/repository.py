@@ -33,6 +33,7 @@ from batchgen.domain.states import (
     OPEN_ITEM_STATUSES,
     BatchStatus,
     ItemStatus,
+    final_status,
 )
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
 
@@ -456,8 +457,6 @@ class Repository:
             return None
         if batch.done_count < batch.requestCount:
             return None
-        from batchgen.domain.states import final_status
-
         at = now_iso()
         try:
             return self.update_batch(

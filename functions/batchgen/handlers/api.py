@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen import constants
+from batchgen.adapters.repository import get_repository
 from batchgen.auth import authenticate
 from batchgen.config import get_settings
 from batchgen.domain import batches, reports
@@ -290,8 +291,6 @@ def generate_batch_status(
 # --- credits and admin ---------------------------------------------------------------------------
 @app.get("/credits")
 def credits() -> models.CreditsResponse:
-    from batchgen.adapters.repository import get_repository
-
     repository = get_repository()
     user_id = principal().user_id
     return models.CreditsResponse(
@@ -312,8 +311,6 @@ def require_admin() -> Principal:
 
 @app.post("/admin/credits")
 def admin_credits(request: models.AdminCreditsRequest) -> models.AdminCreditsResponse:
-    from batchgen.adapters.repository import get_repository
-
     require_admin()
     balance = get_repository().adjust_balance(request.userId, request.amount, request.reason)
     return models.AdminCreditsResponse(userId=request.userId, balance=balance)
@@ -361,13 +358,23 @@ def _pre_route_error(event: dict[str, Any]) -> Response | None:
     return None
 
 
-def _as_proxy_result(response: Response) -> dict[str, Any]:
+def _cors_headers(event: dict[str, Any]) -> dict[str, str]:
+    """Errors answered before routing carry CORS headers too, so a browser can read them."""
+    origin = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "origin"), None)
+    if "*" in _origins:
+        return {"Access-Control-Allow-Origin": "*"}
+    if origin in _origins:
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+    return {}
+
+
+def _as_proxy_result(response: Response, event: dict[str, Any]) -> dict[str, Any]:
     body = response.body
     if isinstance(body, dict | list):
         body = json.dumps(body, separators=(",", ":"))
     return {
         "statusCode": response.status_code,
-        "headers": {"Content-Type": response.content_type or content_types.APPLICATION_JSON},
+        "headers": {"Content-Type": response.content_type or content_types.APPLICATION_JSON, **_cors_headers(event)},
         "body": body if isinstance(body, str) else base64.b64encode(body or b"").decode(),
         "isBase64Encoded": False,
     }
@@ -379,5 +386,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     app.clear_context()
     early = _pre_route_error(event)
     if early is not None:
-        return _as_proxy_result(early)
+        return _as_proxy_result(early, event)
     return app.resolve(event, context)
