@@ -7,6 +7,7 @@ import logging
 from batchgen.adapters import images_cdn, storage
 from batchgen.adapters.repository import Repository, get_repository
 from batchgen.config import get_settings
+from batchgen.domain import ids
 from batchgen.domain.batches import fail_items
 from batchgen.domain.errors import PermanentError, TransientError
 from batchgen.domain.states import OPEN_ITEM_STATUSES
@@ -51,8 +52,13 @@ def upload_item(
         images_cdn.destroy_images([uploaded.public_id])
         storage.delete_objects([staging_key])
         return "skipped"
-    repository.finalize_if_done(batch_id)
-    storage.delete_objects([staging_key])
+    finished = repository.finalize_if_done(batch_id)
+    if finished is not None:
+        # One clean-up call per batch, by its finaliser, instead of one per image (lifecycle expiry
+        # on `staging/` catches whatever a crash leaves behind).
+        storage.delete_objects(
+            [storage.staging_key(batch_id, ids.generation_id(batch_id, i)) for i in range(finished.requestCount)]
+        )
     return "uploaded"
 
 
