@@ -149,6 +149,8 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
     grant("user-1", 10)
     first = create(api, ["first"], batch_type="text")
     second = create(api, ["second"], batch_type="text")
+    ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
+    get_repository().update_batch(second, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
     queues.drain(SUBMIT)
     assert gemini.calls["create"] == 1
     assert status(api, second)["status"] == "pending"
@@ -157,6 +159,8 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
         "Attributes"
     ]
     assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 1
+    # A waiting batch is not "stuck" however old: the poller does not re-drive it (no second message).
+    assert poll()["redriven"] == 0
     poll()
     queues.drain(COLLECT)
     assert status(api, first)["status"] == "completed"

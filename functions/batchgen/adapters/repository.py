@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput
+from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput, TransientError
 from batchgen.domain.ids import now_iso
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
@@ -88,8 +88,8 @@ class Page:
     next_cursor: str | None
 
 
-class ConcurrentChange(Exception):
-    """A conditional write lost a race; the caller re-reads and decides again."""
+class ConcurrentChange(TransientError):
+    """A conditional write lost a race; the caller re-reads and decides again (or the message is retried)."""
 
 
 def _cancellation_codes(exc: ClientError) -> list[str]:

@@ -69,7 +69,12 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
     if batch is None or batch.status is not BatchStatus.PENDING or batch.geminiJobName:
         return SubmitOutcome("skipped", batch.geminiJobName if batch else None)
     if active_job_count(repository) >= settings.gemini_max_active_jobs:
-        # Over the project's concurrent-job cap: wait for a slot instead of failing.
+        # Over the project's concurrent-job cap: wait for a slot instead of failing. Touching the
+        # batch keeps the poller from re-driving it meanwhile (which would add a second message).
+        try:
+            repository.update_batch(batch_id, {"updatedAt": ids.now_iso()}, expected_status=[BatchStatus.PENDING])
+        except ConcurrentChange:
+            return SubmitOutcome("skipped")
         messaging.send_submit({"batchId": batch_id}, delay_seconds=CAP_RETRY_DELAY_SECONDS)
         return SubmitOutcome("waiting")
     display_name = job_display_name(batch_id)
