@@ -7,7 +7,12 @@ from aws_cdk import SecretValue
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from batchgen.constants import ENV_CLOUDINARY_SECRET_ARN, ENV_GEMINI_SECRET_ARN, ENV_JWT_SECRET_ARN
+from batchgen.constants import (
+    ENV_CLOUDINARY_SECRET_ARN,
+    ENV_GEMINI_SECRET_ARN,
+    ENV_GEMINI_WEBHOOK_SECRET_ARN,
+    ENV_JWT_SECRET_ARN,
+)
 from infra.nag import acknowledge
 
 # CloudFormation writes this once; `aws secretsmanager put-secret-value` replaces it and later
@@ -41,6 +46,13 @@ class ServiceSecrets(Construct):
             secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
         )
 
+        self.gemini_webhook = secretsmanager.Secret(
+            self,
+            "GeminiWebhookSecret",
+            description="Signing secret (whsec_...) of the Gemini webhook; optional, set by the operator.",
+            secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
+        )
+
         acknowledge(
             self.jwt,
             "Rotating the HS256 key would invalidate every token in circulation at once and needs "
@@ -48,7 +60,7 @@ class ServiceSecrets(Construct):
             "(put-secret-value) when needed, as described in the README, section Deploying to AWS.",
             "AwsSolutions-SMG4",
         )
-        for secret in (self.gemini, self.cloudinary):
+        for secret in (self.gemini, self.cloudinary, self.gemini_webhook):
             acknowledge(
                 secret,
                 "This holds a credential issued by a third party (Google AI Studio / Cloudinary); "
@@ -62,4 +74,5 @@ class ServiceSecrets(Construct):
             ENV_JWT_SECRET_ARN: self.jwt.secret_arn,
             ENV_GEMINI_SECRET_ARN: self.gemini.secret_arn,
             ENV_CLOUDINARY_SECRET_ARN: self.cloudinary.secret_arn,
+            ENV_GEMINI_WEBHOOK_SECRET_ARN: self.gemini_webhook.secret_arn,
         }

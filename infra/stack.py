@@ -87,6 +87,7 @@ class BatchGenStack(Stack):
         queues[SUBMIT_QUEUE.name].grant_send_messages(api)
         queues[UPLOAD_QUEUE.name].grant_send_messages(api)
         secrets.jwt.grant_read(api)
+        secrets.gemini_webhook.grant_read(api)
 
         submit = fn[SUBMIT_FUNCTION.name]
         self._grant_bucket(submit, INPUT_PREFIX, read=True)
@@ -165,6 +166,10 @@ class BatchGenStack(Stack):
             "JwtSecretArn": (self.secrets.jwt.secret_arn, "HS256 key for the API's tokens (generated)"),
             "GeminiSecretArn": (self.secrets.gemini.secret_arn, "Put the Gemini API key here"),
             "CloudinarySecretArn": (self.secrets.cloudinary.secret_arn, "Put the CLOUDINARY_URL here"),
+            "GeminiWebhookSecretArn": (
+                self.secrets.gemini_webhook.secret_arn,
+                "Optional: the Gemini webhook's signing secret (whsec_...)",
+            ),
         }
         for key, (value, description) in outputs.items():
             CfnOutput(self, key, value=value, description=description)

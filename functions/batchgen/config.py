@@ -50,6 +50,8 @@ class Settings(BaseModel):
     gemini_api_key: str = Field("", repr=False)
     gemini_secret_arn: str = ""
     gemini_base_url: str = ""
+    gemini_webhook_secret: str = Field("", repr=False)
+    gemini_webhook_secret_arn: str = ""
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
     cloudinary_api_base: str = ""

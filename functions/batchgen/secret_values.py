@@ -43,3 +43,12 @@ def gemini_api_key() -> str:
 def cloudinary_url() -> str:
     settings = get_settings()
     return _resolve(settings.cloudinary_url, settings.cloudinary_secret_arn, "Cloudinary URL")
+
+
+def gemini_webhook_secret() -> str | None:
+    """None when no webhook is configured: the route then does not exist."""
+    settings = get_settings()
+    try:
+        return _resolve(settings.gemini_webhook_secret, settings.gemini_webhook_secret_arn, "Gemini webhook secret")
+    except SecretNotSet:
+        return None

@@ -19,6 +19,7 @@ from batchgen.constants import (
     ENV_CLOUDINARY_URL,
     ENV_GEMINI_API_KEY,
     ENV_GEMINI_SECRET_ARN,
+    ENV_GEMINI_WEBHOOK_SECRET_ARN,
     ENV_JWT_SECRET,
     ENV_JWT_SECRET_ARN,
     FUNCTIONS,
@@ -149,6 +150,7 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
         ENV_JWT_SECRET_ARN: ref(synthesized.logical_id(secrets.jwt)),
         ENV_GEMINI_SECRET_ARN: ref(synthesized.logical_id(secrets.gemini)),
         ENV_CLOUDINARY_SECRET_ARN: ref(synthesized.logical_id(secrets.cloudinary)),
+        ENV_GEMINI_WEBHOOK_SECRET_ARN: ref(synthesized.logical_id(secrets.gemini_webhook)),
     }
     for spec in FUNCTIONS:
         env = function_resource(synthesized, spec.name)["Properties"]["Environment"]["Variables"]
@@ -397,11 +399,11 @@ def test_poller_is_not_retried_by_lambda_async_invoke(synthesized: Synthesized) 
 def test_secrets(synthesized: Synthesized) -> None:
     secrets = synthesized.stack.secrets
     resources = synthesized.template_json["Resources"]
-    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 3)
+    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 4)
     jwt = resources[synthesized.logical_id(secrets.jwt)]["Properties"]
     assert jwt["GenerateSecretString"] == {"ExcludePunctuation": True, "PasswordLength": JWT_SECRET_LENGTH}
     assert "SecretString" not in jwt
-    for secret in (secrets.gemini, secrets.cloudinary):
+    for secret in (secrets.gemini, secrets.cloudinary, secrets.gemini_webhook):
         assert resources[synthesized.logical_id(secret)]["Properties"]["SecretString"] == PLACEHOLDER
 
 
@@ -456,7 +458,12 @@ class Access:
 
 ACCESS = {
     API_FUNCTION.name: Access(
-        INPUT_PREFIX, frozenset(PUT | DELETE), frozenset(READ), (SUBMIT_QUEUE, UPLOAD_QUEUE), None, ("jwt",)
+        INPUT_PREFIX,
+        frozenset(PUT | DELETE),
+        frozenset(READ),
+        (SUBMIT_QUEUE, UPLOAD_QUEUE),
+        None,
+        ("jwt", "gemini_webhook"),
     ),
     SUBMIT_FUNCTION.name: Access(INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
     POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE), secrets=("gemini",)),

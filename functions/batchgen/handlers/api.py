@@ -47,7 +47,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
 }
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_WEBHOOK_PATH})
 
 _origins = get_settings().cors_origin_list
 app = APIGatewayRestResolver(
@@ -161,6 +161,24 @@ def swagger_ui() -> Response[str]:
         oauth2_config=None,
     )
     return Response(status_code=200, content_type="text/html", body=html)
+
+
+@app.post(constants.GEMINI_WEBHOOK_PATH, include_in_schema=False)
+def gemini_webhook() -> Response[dict[str, str]]:
+    """Signed by Gemini (not a user token): a finished job is collected without waiting for a tick."""
+    from batchgen.domain import webhooks
+    from batchgen.secret_values import gemini_webhook_secret
+
+    secret = gemini_webhook_secret()
+    if secret is None:
+        raise NotFound("No such route; see /docs for the API.")
+    event = app.current_event
+    body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
+    webhooks.verify(event.headers, body, secret)
+    outcome = webhooks.handle_event(body)
+    return Response(
+        status_code=HTTPStatus.ACCEPTED.value, content_type=content_types.APPLICATION_JSON, body={"status": outcome}
+    )
 
 
 # --- seed 000: /batch/* ---------------------------------------------------------------------------
