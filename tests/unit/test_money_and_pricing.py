@@ -70,3 +70,9 @@ def test_json_numbers_render_the_exact_decimal():
     assert repr(json_number(Decimal("2.50"))) == "2.5"
     assert repr(json_number(Decimal("12345678.99"))) == "12345678.99"
     assert normalize(Decimal("-0.50")) == Decimal("-0.5")
+
+
+def test_absurd_amounts_are_refused_not_crashed_on():
+    for bad in ("1e308", "-1e12", 10**40):
+        with pytest.raises(ValueError):
+            to_credits(bad)

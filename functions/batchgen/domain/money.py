@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("1000000000")  # far above any real balance, far below DynamoDB's 38 digits
 
 
 def to_credits(value: object) -> Decimal:
@@ -15,6 +16,8 @@ def to_credits(value: object) -> Decimal:
         raise ValueError(f"not a number: {value!r}") from exc
     if not amount.is_finite():
         raise ValueError("credit amounts must be finite")
+    if abs(amount) > MAX_AMOUNT:
+        raise ValueError(f"credit amounts are at most {MAX_AMOUNT:,}")
     if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
         raise ValueError("credit amounts have at most two decimals")
     return normalize(amount)
