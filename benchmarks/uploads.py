@@ -109,27 +109,19 @@ def _stage_batch(image_size: int, count: int) -> list[dict[str, Any]]:
 
 
 def sqs_event(bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": f"m{index}",
-                "receiptHandle": f"r{index}",
-                "body": json.dumps(body),
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": "0",
-                    "SenderId": "bench",
-                    "ApproximateFirstReceiveTimestamp": "0",
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:batchgen-upload",
-                "awsRegion": "us-east-1",
-            }
-            for index, body in enumerate(bodies)
-        ]
-    }
+    """The upload function's event for these bodies, as the local runtime's pump builds it."""
+    from local.pumps import sqs_event as pump_event
+
+    messages = [
+        {
+            "MessageId": f"m{index}",
+            "ReceiptHandle": f"r{index}",
+            "Body": json.dumps(body),
+            "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+        }
+        for index, body in enumerate(bodies)
+    ]
+    return pump_event(messages, "arn:aws:sqs:us-east-1:123456789012:batchgen-upload")
 
 
 def run() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 from batchgen import constants
 from local.emulators.cloudinary import CloudinaryEmulator
 from local.emulators.gemini import GeminiEmulator
+from local.pumps import sqs_event
 
 
 @pytest.fixture(scope="session")
@@ -67,30 +67,6 @@ def cloudinary(
     _reset_sdk_clients()
 
 
-def sqs_event(queue_name: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": {
-                    "ApproximateReceiveCount": message.get("Attributes", {}).get("ApproximateReceiveCount", "1"),
-                    "SentTimestamp": message.get("Attributes", {}).get("SentTimestamp", "0"),
-                    "SenderId": "local",
-                    "ApproximateFirstReceiveTimestamp": "0",
-                },
-                "messageAttributes": {},
-                "md5OfBody": hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324 - SQS's own checksum
-                "eventSource": "aws:sqs",
-                "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue_name}",
-                "awsRegion": "us-east-1",
-            }
-            for message in messages
-        ]
-    }
-
-
 class QueueDriver:
     """Receives from a moto queue, calls the consumer, deletes what it did not report as failed."""
 
@@ -112,7 +88,8 @@ class QueueDriver:
         spec = constants.function_by_name(queue.consumer)
         module_name, _, function = spec.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), function)
-        result = handler(sqs_event(queue.name, messages), self.context)
+        queue_arn = f"arn:aws:sqs:us-east-1:123456789012:{queue.name}"
+        result = handler(sqs_event(messages, queue_arn), self.context)
         failed = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
         for message in messages:
             if message["MessageId"] not in failed:
