@@ -117,7 +117,12 @@ def sqs_event(bodies: list[dict[str, Any]]) -> dict[str, Any]:
             "MessageId": f"m{index}",
             "ReceiptHandle": f"r{index}",
             "Body": json.dumps(body),
-            "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+            "Attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "0",
+                "SenderId": "bench",
+                "ApproximateFirstReceiveTimestamp": "0",
+            },
         }
         for index, body in enumerate(bodies)
     ]
