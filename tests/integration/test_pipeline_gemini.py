@@ -353,3 +353,16 @@ def test_a_submit_that_keeps_failing_transiently_ends_in_the_dlq(api, gemini, qu
             queues.deliver(SUBMIT, messages)
     assert queues.bodies(SUBMIT.dead_letter_name) == [{"batchId": batch_id}]
     assert status(api, batch_id)["status"] == "pending"  # still charged; the poller re-drives or expires it
+
+
+def test_inline_mode_falls_back_to_a_file_above_the_inline_limit(api, gemini, queues, poll, monkeypatch):
+    from batchgen import constants as service_constants
+
+    monkeypatch.setenv("GEMINI_SOURCE_MODE", "inline")
+    monkeypatch.setattr(service_constants, "INLINE_MAX_BYTES", 100)
+    reset_caches()
+    grant("user-1", 10)
+    batch_id = create(api, ["a prompt that makes this batch larger than the tiny inline limit " * 3], batch_type="text")
+    run_to_collect(queues, poll)
+    assert next(iter(gemini.jobs.values())).src_kind == "file"
+    assert status(api, batch_id)["status"] == "completed"

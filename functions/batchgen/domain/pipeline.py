@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from batchgen import constants
 from batchgen.adapters import gemini, messaging, storage
 from batchgen.adapters.repository import ConcurrentChange, Repository, get_repository
 from batchgen.config import get_catalog, get_settings
@@ -115,8 +116,13 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
 def _create_job(record: BatchWithItems, display_name: str) -> tuple[str, str | None]:
     batch, catalog = record.batch, get_catalog()
     if get_settings().gemini_source_mode == "inline":
-        requests = [inline_request(batch, item, _input_image(item), catalog) for item in record.items]
-        return gemini.create_job(batch.model, requests, display_name).name, None
+        images = [_input_image(item) for item in record.items]
+        # Inline requests travel inside one JSON body: over Gemini's 20 MB limit, use a file instead.
+        pairs = list(zip(record.items, images, strict=True))
+        size = sum(len(item.prompt) + len(batch.sharedPrompt or "") + 4 * len(image or b"") // 3 for item, image in pairs)
+        if size <= constants.INLINE_MAX_BYTES:
+            requests = [inline_request(batch, item, image, catalog) for item, image in pairs]
+            return gemini.create_job(batch.model, requests, display_name).name, None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "requests.jsonl"
         with path.open("w", encoding="utf-8") as out:
