@@ -119,7 +119,8 @@ def _create_job(record: BatchWithItems, display_name: str) -> tuple[str, str | N
         images = [_input_image(item) for item in record.items]
         # Inline requests travel inside one JSON body: over Gemini's 20 MB limit, use a file instead.
         pairs = list(zip(record.items, images, strict=True))
-        size = sum(len(item.prompt) + len(batch.sharedPrompt or "") + 4 * len(image or b"") // 3 for item, image in pairs)
+        shared = len(batch.sharedPrompt or "")
+        size = sum(shared + len(item.prompt) + 4 * len(image or b"") // 3 for item, image in pairs)
         if size <= constants.INLINE_MAX_BYTES:
             requests = [inline_request(batch, item, image, catalog) for item, image in pairs]
             return gemini.create_job(batch.model, requests, display_name).name, None
