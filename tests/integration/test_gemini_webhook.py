@@ -88,3 +88,18 @@ def test_replayed_old_delivery_is_401(api, aws, webhook_secret):
 def test_without_a_configured_secret_the_route_does_not_exist(api, aws):
     body, headers = delivery({"type": "batch.succeeded"})
     assert api("POST", PATH, raw_body=body, headers=headers, token="").status == 404
+
+
+def test_a_collect_queued_before_gemini_agrees_hands_the_batch_back_to_the_poller(
+    api, gemini, queues, poll, webhook_secret
+):
+    gemini.delay_seconds = 1.0
+    batch_id, job_name = submitted_job(api, queues)
+    body, headers = delivery({"type": "batch.succeeded", "data": {"name": job_name}})
+    assert api("POST", PATH, raw_body=body, headers=headers, token="").body == {"status": "collect_queued"}
+    queues.drain(constants.COLLECT_QUEUE)  # Gemini still says RUNNING: nothing collected, marker cleared
+    assert api("GET", f"/batch/status/{batch_id}").body["status"] == "processing"
+    time.sleep(1.1)
+    assert poll()["collect_sent"] == 1
+    queues.drain(constants.COLLECT_QUEUE)
+    assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -27,6 +28,17 @@ def create(api, prompts, batch_type="character", **extra):
 
 def status(api, batch_id):
     return api("GET", f"/batch/status/{batch_id}").body
+
+
+def expire_submit_lease(batch_id):
+    long_ago = ids.iso(ids.utc_now() - timedelta(hours=1))
+    get_repository().update_batch(batch_id, {"submitStartedAt": long_ago})
+
+
+def deliver_submit_now(queues, batch_id):
+    """Stands in for the delayed message a waiting attempt re-sent."""
+    queues.sqs.send_message(QueueUrl=queues.queue_urls[SUBMIT.name], MessageBody=json.dumps({"batchId": batch_id}))
+    queues.drain(SUBMIT)
 
 
 def run_to_collect(queues, poll):
@@ -138,9 +150,15 @@ def test_failed_write_after_create_is_reconciled_without_a_second_job(api, gemin
     messages = queues.receive(SUBMIT)
     result = queues.deliver(SUBMIT, messages)
     assert result["batchItemFailures"]  # the message will be retried
+    # An immediate retry finds the first attempt's lease: it waits instead of racing it.
     queues.deliver(SUBMIT, messages)
+    assert gemini.calls["create"] == 1 and repository.get_batch(batch_id).geminiJobName is None
+    # Once the lease has run out, the delayed message's attempt reconciles by display name instead of creating.
+    expire_submit_lease(batch_id)
+    deliver_submit_now(queues, batch_id)
     assert gemini.calls["create"] == 1
     assert repository.get_batch(batch_id).geminiJobName == next(iter(gemini.jobs))
+    assert repository.get_batch(batch_id).geminiInputFile in gemini.files  # known, so it can be deleted
 
 
 def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypatch):
@@ -171,8 +189,8 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
     assert status(api, second)["status"] == "processing"
 
 
-@pytest.mark.parametrize("status_code", [429, 500, 503])
-def test_transient_gemini_errors_are_retried_then_succeed(api, gemini, queues, status_code):
+@pytest.mark.parametrize("status_code", [429, 503])
+def test_refused_creates_are_retried_at_once_then_succeed(api, gemini, queues, status_code):
     grant("user-1", 10)
     batch_id = create(api, ["a"])
     gemini.inject_fault(status=status_code, count=1, operation="create")
@@ -182,6 +200,40 @@ def test_transient_gemini_errors_are_retried_then_succeed(api, gemini, queues, s
     queues.deliver(SUBMIT, messages)
     assert status(api, batch_id)["status"] == "processing"
     assert len(gemini.jobs) == 1
+
+
+def test_a_500_on_create_is_retried_after_reconciling(api, gemini, queues):
+    """A 500 may or may not have created the job: the retry looks for it by name first."""
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    gemini.inject_fault(status=500, count=1, operation="create")
+    messages = queues.receive(SUBMIT)
+    assert queues.deliver(SUBMIT, messages)["batchItemFailures"]
+    expire_submit_lease(batch_id)
+    queues.deliver(SUBMIT, messages)
+    assert gemini.calls["list"] >= 1  # reconciled before creating
+    assert status(api, batch_id)["status"] == "processing"
+    assert len(gemini.jobs) == 1
+
+
+def test_a_duplicate_submit_during_an_attempt_neither_creates_nor_cancels(api, gemini, queues, monkeypatch):
+    from batchgen.domain import pipeline
+
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    real_create = gemini_adapter_create = pipeline.gemini.create_job
+    outcomes = []
+
+    def create_while_a_duplicate_arrives(*args, **kwargs):
+        outcomes.append(pipeline.submit_batch(batch_id))  # SQS delivers the same message again meanwhile
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.gemini, "create_job", create_while_a_duplicate_arrives)
+    queues.drain(SUBMIT, rounds=1)
+    assert [o.status for o in outcomes] == ["waiting"]
+    assert gemini.calls["create"] == 1 and gemini.calls["cancel"] == 0
+    assert status(api, batch_id)["status"] == "processing"
+    assert gemini_adapter_create is real_create
 
 
 def test_permanent_gemini_rejection_fails_the_batch_with_a_full_refund(api, gemini, queues):
@@ -291,7 +343,9 @@ def test_batches_past_max_wait_expire_with_refund_and_cancelled_job(api, gemini,
     body = status(api, batch_id)
     assert body["status"] == "expired" and body["refundedCredits"] == 4
     assert "Expired" in body["items"][0]["error"]
+    queues.drain(SUBMIT)  # the clean-up travels through the submit queue, so it is retried if Gemini hiccups
     assert gemini.jobs[job_name].state == "BATCH_STATE_CANCELLED"
+    assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]
 
 
 def test_user_cancel_also_cancels_the_gemini_job(api, gemini, queues):
@@ -302,6 +356,7 @@ def test_user_cancel_also_cancels_the_gemini_job(api, gemini, queues):
     assert api("POST", f"/batch/{batch_id}/cancel").status == 200
     queues.drain(SUBMIT)
     assert next(iter(gemini.jobs.values())).state == "BATCH_STATE_CANCELLED"
+    assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]  # its input file is gone too
 
 
 def test_delete_removes_the_gemini_job(api, gemini, queues, poll):

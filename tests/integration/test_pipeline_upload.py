@@ -227,3 +227,62 @@ def test_batch_where_nothing_succeeds_ends_failed_with_full_refund(api, gemini, 
     body = status(api, batch_id)
     assert body["status"] == "failed" and body["refundedCredits"] == 2 * len(prompts)
     assert get_repository().get_balance("user-1") == Decimal(10)
+
+
+def test_duplicate_deliveries_uploading_at_once_keep_the_image(api, gemini, cloudinary, queues, poll):
+    """Both copies upload (same public id); the one that loses the success write must not destroy it."""
+    from batchgen.domain.uploads import upload_item
+
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    to_upload_queue(queues, poll)
+    (message,) = queues.bodies(UPLOAD.name)
+    cloudinary.set_latency(0.2, operation="upload")
+    kwargs = {"user_id": message["userId"], "batch_type": message["batchType"], "final_attempt": False}
+    threads = [
+        threading.Thread(target=upload_item, args=(batch_id, message["index"], message["stagingKey"]), kwargs=kwargs)
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and body["successCount"] == 1
+    assert len(cloudinary.assets) == 1
+    assert requests.get(body["results"][0], timeout=5).status_code == 200
+
+
+def test_a_lost_finalisation_is_completed_by_the_next_delivery_or_tick(
+    api, gemini, cloudinary, queues, poll, monkeypatch
+):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    to_upload_queue(queues, poll)
+    real_finalize = Repository.finalize_if_done
+    failures = {"left": 1}
+
+    def crash_once(self, batch):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("the function died right after the item's success write")
+        return real_finalize(self, batch)
+
+    monkeypatch.setattr(Repository, "finalize_if_done", crash_once)
+    messages = queues.receive(UPLOAD)
+    assert queues.deliver(UPLOAD, messages)["batchItemFailures"]
+    assert status(api, batch_id)["status"] == "processing"
+    queues.deliver(UPLOAD, messages)  # the redelivery finds the item done and finishes the batch
+    assert status(api, batch_id)["status"] == "completed"
+
+
+def test_the_poller_finalises_a_batch_whose_items_are_all_settled(api, gemini, cloudinary, queues, poll, monkeypatch):
+    grant("user-1", 10)
+    batch_id = create(api, ["a"])
+    to_upload_queue(queues, poll)
+    monkeypatch.setattr(Repository, "finalize_if_done", lambda self, batch: None)  # every finaliser lost
+    queues.drain(UPLOAD)
+    assert status(api, batch_id)["status"] == "processing"
+    monkeypatch.undo()
+    assert poll()["ended"] == 1
+    assert status(api, batch_id)["status"] == "completed"

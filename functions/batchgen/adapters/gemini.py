@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.config import get_settings
-from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.secret_values import gemini_api_key
 
-TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
+NOT_PROCESSED_CODES = frozenset({429, 503})  # Gemini refused the call: nothing happened
 HTTP_TIMEOUT_MS = 60_000
 
 
@@ -88,11 +88,13 @@ def translated_errors(action: str) -> Iterator[None]:
         message = f"Gemini {action} failed ({code} {getattr(exc, 'status', '')}): {getattr(exc, 'message', exc)}"
         if code == 404:
             raise JobNotFound(message) from exc
-        if code in TRANSIENT_CODES or code >= 500:
+        if code in NOT_PROCESSED_CODES:
             raise TransientError(message) from exc
+        if code == 408 or code >= 500:
+            raise OutcomeUnknown(message) from exc
         raise PermanentError(message) from exc
     except _transport_errors() as exc:
-        raise TransientError(f"Gemini {action} failed: {exc.__class__.__name__}") from exc
+        raise OutcomeUnknown(f"Gemini {action} failed: {exc.__class__.__name__}") from exc
 
 
 def _view(job: Any) -> JobView:

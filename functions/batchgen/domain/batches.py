@@ -268,8 +268,18 @@ def cancel_batch(principal: Principal, batch_id: str, repository: Repository | N
     )
     if ended is None:
         raise Conflict("The batch finished before it could be cancelled.")
-    if ended.batch.geminiJobName:
-        messaging.send_submit({"action": "cancel_job", "batchId": batch_id, "jobName": ended.batch.geminiJobName})
+    if ended.batch.geminiJobName or ended.batch.geminiInputFile:
+        try:
+            messaging.send_submit(
+                {
+                    "action": "cancel_job",
+                    "batchId": batch_id,
+                    "jobName": ended.batch.geminiJobName,
+                    "inputFile": ended.batch.geminiInputFile,
+                }
+            )
+        except Exception:  # the cancel and its refund stand; say so loudly rather than answer 500
+            logger.exception("could not queue the Gemini clean-up of cancelled batch %s", batch_id)
     return ended
 
 

@@ -55,5 +55,9 @@ class TransientError(Exception):
     """A dependency failed in a way worth retrying (throttling, 5xx, timeouts)."""
 
 
+class OutcomeUnknown(TransientError):
+    """The request may or may not have taken effect (a timeout, a 500): retry, but reconcile first."""
+
+
 class PermanentError(Exception):
     """A dependency rejected the work for good; retrying cannot help."""

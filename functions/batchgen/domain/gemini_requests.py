@@ -10,7 +10,7 @@ from batchgen.config import Catalog
 from batchgen.domain.pricing import model_kind
 from batchgen.models.records import BatchRecord, ItemRecord
 
-MAX_TEXT_CHARS = 100_000  # what one stored item may hold (DynamoDB items stop at 400 KB)
+MAX_TEXT_BYTES = 100_000  # UTF-8 bytes one stored item may hold (DynamoDB items stop at 400 KB)
 
 
 def job_display_name(batch_id: str) -> str:
@@ -126,8 +126,8 @@ def read_answer(line: dict[str, Any], wants_image: bool) -> Answer:
             return Answer(error=f"Blocked by Gemini safety filters ({finish})")
         return Answer(error=f"Gemini returned no image ({reason})")
     if texts:
-        text = "".join(texts)
-        return Answer(text=text[:MAX_TEXT_CHARS])
+        text = "".join(texts).encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
+        return Answer(text=text)
     if finish and finish != "STOP":
         return Answer(error=f"Blocked by Gemini safety filters ({finish})")
     return Answer(error="Gemini returned an empty answer")

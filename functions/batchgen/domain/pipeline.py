@@ -22,7 +22,7 @@ from batchgen.adapters.repository import ConcurrentChange, Repository, get_repos
 from batchgen.config import get_catalog, get_settings
 from batchgen.domain import ids
 from batchgen.domain.batches import end_batch, fail_items
-from batchgen.domain.errors import PermanentError
+from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_requests import (
     Answer,
     inline_request,
@@ -44,6 +44,8 @@ JOB_ENDINGS: dict[str, tuple[BatchStatus, str]] = {
     "JOB_STATE_EXPIRED": (BatchStatus.EXPIRED, "The Gemini batch job expired before finishing"),
 }
 CAP_RETRY_DELAY_SECONDS = 60
+# How long one submit attempt may take before another may assume it died (the function's timeout + margin).
+SUBMIT_LEASE_SECONDS = constants.SUBMIT_FUNCTION.timeout_seconds + 60
 
 
 # --- submit ---------------------------------------------------------------------------------------
@@ -79,26 +81,39 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
         messaging.send_submit({"batchId": batch_id}, delay_seconds=CAP_RETRY_DELAY_SECONDS)
         return SubmitOutcome("waiting")
     display_name = job_display_name(batch_id)
-    if batch.submitStartedAt:
-        # An earlier attempt may have created the job and died before recording it.
+    previous = batch.submitStartedAt
+    if previous and _age_seconds(previous) < SUBMIT_LEASE_SECONDS:
+        # Another attempt holds the lease and may be creating the job right now: a second attempt
+        # would find nothing to reconcile yet and create a second job. Come back after the lease.
+        messaging.send_submit({"batchId": batch_id}, delay_seconds=SUBMIT_LEASE_SECONDS)
+        return SubmitOutcome("waiting")
+    try:  # take the lease; compare-and-set, so of two attempts exactly one goes on
+        batch = repository.update_batch(
+            batch_id,
+            {"submitStartedAt": ids.now_iso()},
+            expected_status=[BatchStatus.PENDING],
+            condition="attribute_not_exists(geminiJobName) AND "
+            + ("submitStartedAt = :seen" if previous else "attribute_not_exists(submitStartedAt)"),
+            condition_values={":seen": previous} if previous else None,
+        )
+    except ConcurrentChange:
+        return SubmitOutcome("skipped")
+    if previous:
+        # An earlier attempt's lease ran out: it may have created the job and died before recording it.
         existing = gemini.find_job_by_display_name(display_name)
         if existing is not None:
-            return _record_job(repository, batch, existing.name, None)
-    else:
-        try:
-            batch = repository.update_batch(
-                batch_id,
-                {"submitStartedAt": ids.now_iso()},
-                expected_status=[BatchStatus.PENDING],
-                condition="attribute_not_exists(geminiJobName)",
-            )
-        except ConcurrentChange:
-            return SubmitOutcome("skipped")
+            return _record_job(repository, batch, existing.name, batch.geminiInputFile)
+        gemini.delete_file(batch.geminiInputFile)  # uploaded, but no job was created from it
     record = repository.get_batch_with_items(batch_id)
     if record is None:
         return SubmitOutcome("skipped")
     try:
-        job_name, input_file = _create_job(record, display_name)
+        job_name, input_file = _create_job(record, display_name, repository)
+    except OutcomeUnknown:
+        raise  # the job may exist: keep the lease, so the next attempt reconciles before creating
+    except TransientError:
+        _release_lease(repository, batch)  # refused before anything was created: retry straight away
+        raise
     except PermanentError as exc:
         end_batch(
             batch_id,
@@ -113,7 +128,19 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
     return _record_job(repository, batch, job_name, input_file)
 
 
-def _create_job(record: BatchWithItems, display_name: str) -> tuple[str, str | None]:
+def _release_lease(repository: Repository, batch: BatchRecord) -> None:
+    try:
+        repository.update_batch(
+            batch.batchId,
+            {"submitStartedAt": None},
+            condition="submitStartedAt = :mine",
+            condition_values={":mine": batch.submitStartedAt},
+        )
+    except ConcurrentChange:
+        pass
+
+
+def _create_job(record: BatchWithItems, display_name: str, repository: Repository) -> tuple[str, str | None]:
     batch, catalog = record.batch, get_catalog()
     if get_settings().gemini_source_mode == "inline":
         images = [_input_image(item) for item in record.items]
@@ -131,6 +158,8 @@ def _create_job(record: BatchWithItems, display_name: str) -> tuple[str, str | N
                 out.write(json.dumps(jsonl_line(batch, item, _input_image(item), catalog), separators=(",", ":")))
                 out.write("\n")
         input_file = gemini.upload_jsonl(path, f"{display_name}-input")
+    # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file.
+    repository.update_batch(batch.batchId, {"geminiInputFile": input_file}, expected_status=[BatchStatus.PENDING])
     try:
         return gemini.create_job(batch.model, input_file, display_name).name, input_file
     except PermanentError:
@@ -156,9 +185,13 @@ def _record_job(repository: Repository, batch: BatchRecord, job_name: str, input
             expected_status=[BatchStatus.PENDING],
         )
     except ConcurrentChange:
-        # Cancelled (or expired) while the job was being created: the job must not run on.
+        current = repository.get_batch(batch.batchId)
+        if current is not None and current.geminiJobName == job_name:
+            return SubmitOutcome("skipped", job_name)  # recorded already (a duplicate got here first)
+        # Cancelled or expired meanwhile, or another attempt's job was recorded: this job must not run.
         gemini.cancel_job(job_name)
-        gemini.delete_file(input_file)
+        if current is None or current.geminiInputFile != input_file:
+            gemini.delete_file(input_file)
         return SubmitOutcome("skipped", job_name)
     return SubmitOutcome("submitted", job_name)
 
@@ -217,6 +250,9 @@ def _age_seconds(moment: str) -> float:
 
 def _poll(batch: BatchRecord, repository: Repository) -> tuple[str, str | None]:
     settings = get_settings()
+    if batch.done_count >= batch.requestCount:
+        # Every item is settled but the finalising write was lost (a crash right after the last item).
+        return ("ended" if repository.finalize_if_done(batch.batchId) else "idle"), None
     if _age_seconds(batch.createdAt) > settings.max_wait_seconds:
         expire_batch(batch, repository)
         return "expired", None
@@ -300,8 +336,16 @@ def expire_batch(batch: BatchRecord, repository: Repository) -> None:
         reason="expired batch refund",
         repository=repository,
     )
-    if ended is not None and batch.geminiJobName:
-        clean_up_job(batch.geminiJobName, batch.geminiInputFile, delete=False)
+    if ended is not None and (ended.batch.geminiJobName or ended.batch.geminiInputFile):
+        # Through the submit queue, so a Gemini hiccup is retried rather than leaving the job running.
+        messaging.send_submit(
+            {
+                "action": "cancel_job",
+                "batchId": batch.batchId,
+                "jobName": ended.batch.geminiJobName,
+                "inputFile": ended.batch.geminiInputFile,
+            }
+        )
 
 
 # --- collect --------------------------------------------------------------------------------------
@@ -324,6 +368,11 @@ def collect_batch(batch_id: str, repository: Repository | None = None) -> Collec
     wants_image = model_kind(batch.type) == "image"
     job = gemini.get_job(batch.geminiJobName)
     if job.state != JOB_SUCCEEDED:
+        # Queued too early (a webhook ahead of Gemini's own reads): hand the batch back to the poller.
+        try:
+            repository.update_batch(batch.batchId, {"collectQueuedAt": None}, expected_status=[BatchStatus.PROCESSING])
+        except ConcurrentChange:
+            pass
         return report
     answered: set[str] = set()
     failures: dict[int, str] = {}

@@ -10,7 +10,7 @@ from batchgen.config import get_settings
 from batchgen.domain import ids
 from batchgen.domain.batches import fail_items
 from batchgen.domain.errors import PermanentError, TransientError
-from batchgen.domain.states import OPEN_ITEM_STATUSES
+from batchgen.domain.states import OPEN_ITEM_STATUSES, UNSUCCESSFUL_ITEM_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,11 @@ def upload_item(
     repository = repository or get_repository()
     item = repository.get_item(batch_id, index)
     if item is None or item.status not in OPEN_ITEM_STATUSES:
-        # Deleted, settled, or already uploaded (a duplicate delivery): nothing to do.
+        # Deleted, settled, or already uploaded (a duplicate delivery). The earlier delivery may have
+        # died between its success write and the finalisation: finishing it is idempotent.
         storage.delete_objects([staging_key])
+        if item is not None:
+            _finalize(batch_id, repository)
         return "skipped"
     try:
         data = storage.get_object_bytes(staging_key)
@@ -48,10 +51,18 @@ def upload_item(
     except PermanentError as exc:
         return _give_up(batch_id, index, staging_key, str(exc), repository)
     if not repository.mark_item_success(batch_id, index, image_url=uploaded.secure_url, public_id=uploaded.public_id):
-        # The batch was cancelled (or the item settled) while uploading: the image must not linger.
-        images_cdn.destroy_images([uploaded.public_id])
+        current = repository.get_item(batch_id, index)
+        if current is None or current.status in UNSUCCESSFUL_ITEM_STATUSES:
+            # Cancelled, deleted or failed while uploading: the image must not linger.
+            images_cdn.destroy_images([uploaded.public_id])
+        # else a duplicate delivery marked it first: the asset (same public id) is the item's image.
         storage.delete_objects([staging_key])
         return "skipped"
+    _finalize(batch_id, repository)
+    return "uploaded"
+
+
+def _finalize(batch_id: str, repository: Repository) -> None:
     finished = repository.finalize_if_done(batch_id)
     if finished is not None:
         # One clean-up call per batch, by its finaliser, instead of one per image (lifecycle expiry
@@ -59,7 +70,6 @@ def upload_item(
         storage.delete_objects(
             [storage.staging_key(batch_id, ids.generation_id(batch_id, i)) for i in range(finished.requestCount)]
         )
-    return "uploaded"
 
 
 def _give_up(batch_id: str, index: int, staging_key: str, error: str, repository: Repository) -> str:
