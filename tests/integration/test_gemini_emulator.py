@@ -145,6 +145,7 @@ def image_of(response: dict[str, Any]) -> bytes:
 def test_file_batch_goes_pending_running_succeeded_with_shuffled_keyed_results(
     client: genai.Client, emulator: GeminiEmulator
 ) -> None:
+    emulator.delay_seconds = 2.0  # each state lasts a second: seen even on a loaded machine
     reqs = {
         "item-a": image_request("a red fox", "16:9"),
         "item-b": image_request("a blue whale"),

@@ -93,13 +93,15 @@ def test_without_a_configured_secret_the_route_does_not_exist(api, aws):
 def test_a_collect_queued_before_gemini_agrees_hands_the_batch_back_to_the_poller(
     api, gemini, queues, poll, webhook_secret
 ):
-    gemini.delay_seconds = 1.0
+    gemini.delay_seconds = 3.0
     batch_id, job_name = submitted_job(api, queues)
     body, headers = delivery({"type": "batch.succeeded", "data": {"name": job_name}})
     assert api("POST", PATH, raw_body=body, headers=headers, token="").body == {"status": "collect_queued"}
     queues.drain(constants.COLLECT_QUEUE)  # Gemini still says RUNNING: nothing collected, marker cleared
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "processing"
-    time.sleep(1.1)
+    deadline = time.monotonic() + 10
+    while gemini.jobs[job_name].state != "BATCH_STATE_SUCCEEDED" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert poll()["collect_sent"] == 1
     queues.drain(constants.COLLECT_QUEUE)
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
