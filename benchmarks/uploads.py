@@ -53,8 +53,8 @@ def start_cloudinary() -> tuple[subprocess.Popen[str], dict[str, str]]:
         text=True,
         env={**os.environ, **env},
     )
-    url, base = process.stdout.readline().split()  # type: ignore[union-attr]
-    return process, {"CLOUDINARY_URL": url, "CLOUDINARY_API_BASE": base}
+    url, _base = process.stdout.readline().split()  # type: ignore[union-attr]
+    return process, {"CLOUDINARY_URL": url}
 
 
 def set_latency(process: subprocess.Popen[str], seconds: float) -> None:

@@ -186,7 +186,6 @@ class LocalRuntime:
 
             self.cloudinary = CloudinaryEmulator(api_secret=secrets.token_urlsafe(24), port=0).start()
             settings[constants.ENV_CLOUDINARY_URL] = self.cloudinary.cloudinary_url
-            settings[constants.ENV_CLOUDINARY_API_BASE] = self.cloudinary.base_url
         return settings
 
     def _provision(self, settings: dict[str, str]) -> None:

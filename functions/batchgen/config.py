@@ -54,7 +54,6 @@ class Settings(BaseModel):
     gemini_webhook_secret_arn: str = ""
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
-    cloudinary_api_base: str = ""
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -139,30 +139,27 @@ def find_job_by_display_name(display_name: str) -> JobView | None:
     return None
 
 
+@contextlib.contextmanager
+def _already_gone_is_fine(action: str) -> Iterator[None]:
+    """Clean-up calls: a job or file Gemini no longer has is the outcome we wanted."""
+    with contextlib.suppress(JobNotFound), translated_errors(action):
+        yield
+
+
 def cancel_job(name: str) -> None:
-    try:
-        with translated_errors("batch cancel"):
-            _client().batches.cancel(name=name)
-    except JobNotFound:
-        pass
+    with _already_gone_is_fine("batch cancel"):
+        _client().batches.cancel(name=name)
 
 
 def delete_job(name: str) -> None:
-    try:
-        with translated_errors("batch delete"):
-            _client().batches.delete(name=name)
-    except JobNotFound:
-        pass
+    with _already_gone_is_fine("batch delete"):
+        _client().batches.delete(name=name)
 
 
 def delete_file(name: str | None) -> None:
-    if not name:
-        return
-    try:
-        with translated_errors("file delete"):
+    if name:
+        with _already_gone_is_fine("file delete"):
             _client().files.delete(name=name)
-    except JobNotFound:
-        pass
 
 
 def download_file(name: str, destination: Path) -> None:

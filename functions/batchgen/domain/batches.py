@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from batchgen.adapters import messaging, storage
 from batchgen.adapters.repository import (
@@ -22,7 +23,7 @@ from batchgen.config import Catalog, Settings, get_catalog, get_settings
 from batchgen.domain import ids, pricing
 from batchgen.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from batchgen.domain.images import DecodedImage, ImageError, decode_image
-from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
+from batchgen.domain.states import BatchStatus, ItemStatus, can_transition, is_terminal
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
 
 logger = logging.getLogger(__name__)
@@ -209,19 +210,19 @@ def end_batch(
     Returns None when the batch was already terminal (someone else ended it first).
     """
     repository = repository or get_repository()
-    for _attempt in range(SETTLE_ATTEMPTS):
-        record = repository.get_batch_with_items(batch_id)
-        if record is None or is_terminal(record.batch.status):
-            return None
-        outcomes = [ItemOutcome(item, item_status, error) for item in open_items(record.items)]
-        try:
-            repository.settle_unsuccessful(
-                record.batch, outcomes, reason=reason, batch_status=batch_status, batch_changes=batch_changes
-            )
-        except ConcurrentChange:
-            continue
-        return repository.get_batch_with_items(batch_id)
-    raise ConcurrentChange(f"batch {batch_id} kept changing while ending it")
+    settled = _settle(
+        repository,
+        batch_id,
+        lambda record: (
+            [ItemOutcome(item, item_status, error) for item in open_items(record.items)]
+            if can_transition(record.batch.status, batch_status)
+            else None
+        ),
+        reason=reason,
+        batch_status=batch_status,
+        batch_changes=batch_changes,
+    )
+    return repository.get_batch_with_items(batch_id) if settled is not None else None
 
 
 def fail_items(
@@ -233,24 +234,45 @@ def fail_items(
 ) -> Decimal:
     """Marks the given open items (by index) failed with their errors and refunds them once."""
     repository = repository or get_repository()
+    refunded = _settle(
+        repository,
+        batch_id,
+        lambda record: (
+            [
+                ItemOutcome(item, ItemStatus.FAILED, failures[item.index])
+                for item in open_items(record.items)
+                if item.index in failures
+            ]
+            or None
+        ),
+        reason=reason,
+    )
+    if refunded is None:
+        return Decimal(0)
+    repository.finalize_if_done(batch_id)
+    return refunded
+
+
+def _settle(
+    repository: Repository,
+    batch_id: str,
+    choose: Callable[[BatchWithItems], list[ItemOutcome] | None],
+    **settlement: Any,
+) -> Decimal | None:
+    """Reads the batch, lets `choose` pick the items to end (None: nothing to do) and settles them;
+    a lost race re-reads and chooses again. Returns the refund, or None when nothing was settled."""
     for _attempt in range(SETTLE_ATTEMPTS):
         record = repository.get_batch_with_items(batch_id)
         if record is None or is_terminal(record.batch.status):
-            return Decimal(0)
-        outcomes = [
-            ItemOutcome(item, ItemStatus.FAILED, failures[item.index])
-            for item in open_items(record.items)
-            if item.index in failures
-        ]
-        if not outcomes:
-            return Decimal(0)
+            return None
+        outcomes = choose(record)
+        if outcomes is None:
+            return None
         try:
-            refunded = repository.settle_unsuccessful(record.batch, outcomes, reason=reason)
+            return repository.settle_unsuccessful(record.batch, outcomes, **settlement)
         except ConcurrentChange:
             continue
-        repository.finalize_if_done(batch_id)
-        return refunded
-    raise ConcurrentChange(f"batch {batch_id} kept changing while failing items")
+    raise ConcurrentChange(f"batch {batch_id} kept changing while settling it")
 
 
 def cancel_batch(principal: Principal, batch_id: str, repository: Repository | None = None) -> BatchWithItems:

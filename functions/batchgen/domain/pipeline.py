@@ -11,7 +11,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,6 @@ class TickReport:
     expired: int = 0
     redriven: int = 0
     errors: int = 0
-    states: dict[str, str] = field(default_factory=dict)
 
 
 def poll_active_batches(repository: Repository | None = None) -> TickReport:
@@ -226,9 +225,8 @@ def poll_active_batches(repository: Repository | None = None) -> TickReport:
     batches = list(repository.iter_active_batches())
     report = TickReport(active=len(batches))
     with ThreadPoolExecutor(max_workers=settings.poll_concurrency) as pool:
-        for batch, (kind, state) in zip(batches, pool.map(lambda b: _poll_one(b, repository), batches), strict=True):
+        for kind, state in pool.map(lambda batch: _poll_one(batch, repository), batches):
             if state:
-                report.states[batch.batchId] = state
                 report.checked += 1
             if kind != "idle":
                 setattr(report, kind, getattr(report, kind) + 1)

@@ -21,7 +21,6 @@ metrics = Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = asdict(pipeline.poll_active_batches())
-    report.pop("states")
     logger.info("poll tick", extra=report)
     for name, value in report.items():
         metrics.add_metric(name=f"Poll_{name}", unit=MetricUnit.Count, value=value)
