@@ -330,7 +330,7 @@ def delete_batch(
 
 
 def list_history(
-    principal: Principal | None,
+    user_id: str | None,
     *,
     limit: int,
     cursor: str | None,
@@ -338,7 +338,7 @@ def list_history(
     batch_type: str | None,
     repository: Repository | None = None,
 ) -> Page:
-    """A user's batches (or, with `principal=None`, everyone's for admins), newest first."""
+    """A user's batches (or, with `user_id=None`, everyone's for admins), newest first."""
     repository = repository or get_repository()
     if status is not None and status not in {s.value for s in BatchStatus}:
         raise InvalidInput(
@@ -353,7 +353,7 @@ def list_history(
                 [{"loc": ["query", "type"], "msg": "unknown type"}],
             )
     return repository.list_batches(
-        user_id=principal.user_id if principal else None,
+        user_id=user_id,
         limit=limit,
         cursor=cursor,
         status=status,

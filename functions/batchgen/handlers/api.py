@@ -32,6 +32,7 @@ from batchgen.domain.errors import (
     Unauthorized,
 )
 from batchgen.domain.money import json_number
+from batchgen.handlers import api_edge
 from batchgen.models import api as models
 
 logger = Logger()
@@ -47,6 +48,8 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
 }
+ADMIN_PATH_PREFIX = "/admin/"
+ADMIN_ONLY_MESSAGE = "This route is for admin accounts only."
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_WEBHOOK_PATH})
 
 _origins = get_settings().cors_origin_list
@@ -64,10 +67,12 @@ app = APIGatewayRestResolver(
 API_TITLE, API_VERSION = "Batch image generation API", "1.0.0"
 
 
-def error_response(status: HTTPStatus, title: str, message: str, **extra: Any) -> Response:
+def error_response(
+    status: HTTPStatus, title: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body: dict[str, Any] = {"error": title, "message": message}
     body.update({key: value for key, value in extra.items() if value is not None})
-    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body)
+    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.exception_handler(DomainError)
@@ -98,6 +103,16 @@ def handle_validation_error(error: RequestValidationError) -> Response:
     )
 
 
+@app.exception_handler(UnicodeDecodeError)
+def handle_undecodable_body(_error: UnicodeDecodeError) -> Response:
+    return error_response(HTTPStatus.BAD_REQUEST, "Invalid JSON", "The request body is not UTF-8 encoded JSON.")
+
+
+@app.exception_handler(RecursionError)
+def handle_nesting_too_deep(_error: RecursionError) -> Response:
+    return error_response(HTTPStatus.BAD_REQUEST, "Invalid JSON", "The request body is nested too deeply.")
+
+
 @app.exception_handler(Exception)
 def handle_unexpected(error: Exception) -> Response:
     logger.exception("unhandled error")
@@ -108,7 +123,8 @@ def handle_unexpected(error: Exception) -> Response:
 
 @app.not_found
 def handle_not_found(_error: Exception) -> Response:
-    return error_response(HTTPStatus.NOT_FOUND, "Not found", "No such route; see /docs for the API.")
+    path = app.current_event.path
+    return error_response(HTTPStatus.NOT_FOUND, "Not found", f"There is no route {path}; the routes are listed at /docs.")
 
 
 def record_created(request_count: int, credits: Any) -> None:
@@ -242,7 +258,7 @@ def batch_history(
     status: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002 - the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
-    page = batches.list_history(principal(), limit=limit, cursor=cursor, status=status, batch_type=type)
+    page = batches.list_history(principal().user_id, limit=limit, cursor=cursor, status=status, batch_type=type)
     body = [models.HistoryEntry.model_validate(reports.history_entry(b)).model_dump(mode="json") for b in page.batches]
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
@@ -307,10 +323,8 @@ def generate_batch_status(
 
 
 # --- credits and admin ---------------------------------------------------------------------------
-@app.get("/credits")
-def credits() -> models.CreditsResponse:
+def credits_view(user_id: str) -> models.CreditsResponse:
     repository = get_repository()
-    user_id = principal().user_id
     return models.CreditsResponse(
         balance=repository.get_balance(user_id),
         ledger=[
@@ -320,10 +334,15 @@ def credits() -> models.CreditsResponse:
     )
 
 
+@app.get("/credits")
+def credits() -> models.CreditsResponse:
+    return credits_view(principal().user_id)
+
+
 def require_admin() -> Principal:
     caller = principal()
     if not caller.is_admin:
-        raise Forbidden("This route is for admin accounts only.")
+        raise Forbidden(ADMIN_ONLY_MESSAGE)
     return caller
 
 
@@ -340,9 +359,10 @@ def admin_batches(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002
+    userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # noqa: N803 - API casing
 ) -> Response[list[models.AdminHistoryEntry]]:
     require_admin()
-    page = batches.list_history(None, limit=limit, cursor=cursor, status=status, batch_type=type)
+    page = batches.list_history(userId, limit=limit, cursor=cursor, status=status, batch_type=type)
     body = [
         models.AdminHistoryEntry.model_validate(reports.history_entry(b, include_user=True)).model_dump(mode="json")
         for b in page.batches
@@ -350,30 +370,27 @@ def admin_batches(
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
 
+@app.get("/admin/users/<user_id>/credits")
+def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
+    require_admin()
+    view = credits_view(user_id)
+    return models.AdminUserCreditsResponse(userId=user_id, balance=view.balance, ledger=view.ledger)
+
+
 # --- entry point ---------------------------------------------------------------------------------
-def _body_size(event: dict[str, Any]) -> int:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return len(body) * 3 // 4
-    return len(body.encode("utf-8"))
-
-
 def _pre_route_error(event: dict[str, Any]) -> Response | None:
-    """Size and authentication checks run before body validation, so strangers learn nothing."""
-    if _body_size(event) > constants.MAX_BODY_BYTES:
-        return error_response(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            PayloadTooLarge.title,
-            f"The request body is larger than {constants.MAX_BODY_BYTES / 1_000_000:.2f} MB; "
-            "send fewer or smaller images per batch.",
-        )
-    if event.get("path") in PUBLIC_PATHS or event.get("httpMethod") == "OPTIONS":
-        return None
+    """Size, route and authentication checks run before body validation, so strangers learn nothing."""
+    early = api_edge.size_error(event, error_response) or api_edge.route_error(app, event, error_response)
+    if early is not None or event.get("path") in PUBLIC_PATHS or event.get("httpMethod") == "OPTIONS":
+        return early
     try:
-        app.append_context(principal=authenticate(event.get("headers") or {}))
+        caller = authenticate(event.get("headers") or {})
     except Unauthorized as error:
         return handle_domain_error(error)
-    return None
+    app.append_context(principal=caller)
+    if str(event.get("path", "")).startswith(ADMIN_PATH_PREFIX) and not caller.is_admin:
+        return handle_domain_error(Forbidden(ADMIN_ONLY_MESSAGE))  # before the body is validated
+    return api_edge.media_type_error(event, error_response)
 
 
 def _cors_headers(event: dict[str, Any]) -> dict[str, str]:
@@ -392,7 +409,11 @@ def _as_proxy_result(response: Response, event: dict[str, Any]) -> dict[str, Any
         body = json.dumps(body, separators=(",", ":"))
     return {
         "statusCode": response.status_code,
-        "headers": {"Content-Type": response.content_type or content_types.APPLICATION_JSON, **_cors_headers(event)},
+        "headers": {
+            **response.headers,
+            "Content-Type": response.content_type or content_types.APPLICATION_JSON,
+            **_cors_headers(event),
+        },
         "body": body if isinstance(body, str) else base64.b64encode(body or b"").decode(),
         "isBase64Encoded": False,
     }

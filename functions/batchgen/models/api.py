@@ -184,6 +184,10 @@ class AdminCreditsRequest(StrictBody):
         return amount
 
 
+class AdminUserCreditsResponse(CreditsResponse):
+    userId: str
+
+
 class AdminCreditsResponse(BaseModel):
     userId: str
     balance: Credits
