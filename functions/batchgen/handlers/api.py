@@ -124,7 +124,9 @@ def handle_unexpected(error: Exception) -> Response:
 @app.not_found
 def handle_not_found(_error: Exception) -> Response:
     path = app.current_event.path
-    return error_response(HTTPStatus.NOT_FOUND, "Not found", f"There is no route {path}; the routes are listed at /docs.")
+    return error_response(
+        HTTPStatus.NOT_FOUND, "Not found", f"There is no route {path}; the routes are listed at /docs."
+    )
 
 
 def record_created(request_count: int, credits: Any) -> None:
