@@ -270,10 +270,28 @@ def cancel_batch(batch_id: str) -> models.BatchStatusResponse:
     return models.BatchStatusResponse.model_validate(reports.status_body(batches.cancel_batch(principal(), batch_id)))
 
 
-@app.delete("/batch/<batch_id>", responses={204: {"description": "Deleted"}})
-def delete_batch(batch_id: str, purgeImages: Annotated[bool, Query()] = False) -> Response[None]:  # noqa: N803
-    batches.delete_batch(principal(), batch_id, purge_images=purgeImages)
-    return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
+@app.delete(
+    "/batch/<batch_id>",
+    responses={
+        202: {
+            "description": "Deleted; its images are being removed",
+            "content": {"application/json": {"model": models.DeleteBatchResponse}},
+        },
+        204: {"description": "Deleted"},
+    },
+)
+def delete_batch(batch_id: str, purgeImages: Annotated[bool, Query()] = False) -> Response[models.DeleteBatchResponse]:  # noqa: N803
+    purging = batches.delete_batch(principal(), batch_id, purge_images=purgeImages)
+    if not purging:
+        return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
+    body = models.DeleteBatchResponse(
+        id=batch_id,
+        deleted=True,
+        purgeStatus="queued",
+        purgeImageCount=purging,
+        message=f"The batch is deleted; its {purging} image(s) stop being served within about a minute.",
+    )
+    return json_response(HTTPStatus.ACCEPTED, body.model_dump(mode="json"))
 
 
 # --- seed 003: /api/generate/batch ---------------------------------------------------------------

@@ -94,6 +94,16 @@ class BatchStatusResponse(BaseModel):
     geminiState: str | None
 
 
+class DeleteBatchResponse(BaseModel):
+    """DELETE with `purgeImages=true`: the record is gone, the Cloudinary removal is queued."""
+
+    id: str
+    deleted: Literal[True]
+    purgeStatus: Literal["queued"]
+    purgeImageCount: int
+    message: str
+
+
 class HistoryEntry(BaseModel):
     id: str
     status: str
