@@ -32,6 +32,7 @@ from batchgen.domain.errors import (
     Unauthorized,
 )
 from batchgen.domain.money import json_number
+from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
 from batchgen.models import api as models
 
@@ -149,15 +150,25 @@ def json_response(status: HTTPStatus, body: Any, headers: dict[str, str] | None 
 
 
 # --- public ---------------------------------------------------------------------------------------
-@app.get("/health")
+@app.get("/health", summary="Is the service up", tags=["Service"], responses=docs.responses(200, "Up"))
 def health() -> models.HealthResponse:
     return models.HealthResponse(status="ok", service=constants.SERVICE_NAME)
 
 
+def _openapi_schema() -> dict[str, Any]:
+    event = app.current_event
+    return docs.openapi_document(
+        app,
+        title=API_TITLE,
+        version=API_VERSION,
+        public_paths=PUBLIC_PATHS,
+        base_path=docs.client_base_path(event.request_context.path, event.path),
+    )
+
+
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document() -> Response[dict[str, Any]]:
-    schema = app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.loads(schema))
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=_openapi_schema())
 
 
 @app.get("/docs", include_in_schema=False)
@@ -170,7 +181,7 @@ def swagger_ui() -> Response[str]:
     from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
 
     assets = Path(event_handler.__file__).parent / "openapi" / "swagger_ui"
-    spec = app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION).replace("</", "<\\/")
+    spec = json.dumps(_openapi_schema()).replace("</", "<\\/")
     html = generate_swagger_html(
         spec,
         (assets / "swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
@@ -228,7 +239,15 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
     ).model_dump(mode="json")
 
 
-@app.post("/batch/create", responses={202: {"description": "Accepted"}})
+@app.post(
+    "/batch/create",
+    summary="Create a batch (charged at the batch rate)",
+    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
+    "first answer for the same body.",
+    tags=["Batches"],
+    responses=docs.responses(202, "Accepted: the batch is queued", 400, 401, 402, 403, 409, 413, 415),
+)
 def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBatchResponse]:
     idempotency_key = app.current_event.headers.get("Idempotency-Key") or app.current_event.headers.get(
         "idempotency-key"
@@ -248,12 +267,23 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
     return json_response(HTTPStatus.ACCEPTED, body, {"Location": f"/batch/status/{body['id']}"})
 
 
-@app.get("/batch/status/<batch_id>")
+@app.get(
+    "/batch/status/<batch_id>",
+    summary="A batch, its items, results and errors",
+    tags=["Batches"],
+    responses=docs.responses(200, "The batch", 401, 404),
+)
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     return models.BatchStatusResponse.model_validate(reports.status_body(batches.load_owned(principal(), batch_id)))
 
 
-@app.get("/batch/history")
+@app.get(
+    "/batch/history",
+    summary="Your batches, newest first",
+    description="Pass the `X-Next-Cursor` response header back as `cursor` for the next page.",
+    tags=["Batches"],
+    responses=docs.responses(200, "A page of batches", 400, 401),
+)
 def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -265,22 +295,30 @@ def batch_history(
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
 
-@app.post("/batch/<batch_id>/cancel")
+@app.post(
+    "/batch/<batch_id>/cancel",
+    summary="Cancel a batch and refund what has not succeeded",
+    tags=["Batches"],
+    responses=docs.responses(200, "The cancelled batch", 401, 404, 409),
+)
 def cancel_batch(batch_id: str) -> models.BatchStatusResponse:
     return models.BatchStatusResponse.model_validate(reports.status_body(batches.cancel_batch(principal(), batch_id)))
 
 
 @app.delete(
     "/batch/<batch_id>",
+    summary="Delete a finished batch (and, with purgeImages, its images)",
+    tags=["Batches"],
     responses={
-        202: {
-            "description": "Deleted; its images are being removed",
-            "content": {"application/json": {"model": models.DeleteBatchResponse}},
-        },
+        **docs.responses(
+            202, "Deleted; its images are being removed", 400, 401, 404, 409, body=models.DeleteBatchResponse
+        ),
         204: {"description": "Deleted"},
     },
 )
-def delete_batch(batch_id: str, purgeImages: Annotated[bool, Query()] = False) -> Response[models.DeleteBatchResponse]:  # noqa: N803
+def delete_batch(
+    batch_id: str, purgeImages: Annotated[bool, Query()] = False
+) -> Response[models.DeleteBatchResponse | None]:  # noqa: N803
     purging = batches.delete_batch(principal(), batch_id, purge_images=purgeImages)
     if not purging:
         return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
@@ -295,7 +333,12 @@ def delete_batch(batch_id: str, purgeImages: Annotated[bool, Query()] = False) -
 
 
 # --- seed 003: /api/generate/batch ---------------------------------------------------------------
-@app.post("/api/generate/batch")
+@app.post(
+    "/api/generate/batch",
+    summary="Seed 003 GeneratorV2: queue image edits",
+    tags=["Seed 003 (GeneratorV2)"],
+    responses=docs.responses(200, "Queued", 400, 401, 402, 403, 413, 415),
+)
 def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatchResponse:
     created = batches.create_batch(
         principal(),
@@ -322,7 +365,12 @@ def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatch
     )
 
 
-@app.get("/api/generate/batch")
+@app.get(
+    "/api/generate/batch",
+    summary="Seed 003 GeneratorV2: poll generations by id",
+    tags=["Seed 003 (GeneratorV2)"],
+    responses=docs.responses(200, "One result per id asked for", 400, 401),
+)
 def generate_batch_status(
     jobIds: Annotated[str, Query(min_length=1, max_length=8192)],  # noqa: N803 - the seed's query name
     batchId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
@@ -354,7 +402,12 @@ def credits_view(user_id: str) -> models.CreditsResponse:
     )
 
 
-@app.get("/credits")
+@app.get(
+    "/credits",
+    summary="Your balance and latest ledger entries",
+    tags=["Credits"],
+    responses=docs.responses(200, "Balance and ledger", 401),
+)
 def credits() -> models.CreditsResponse:
     return credits_view(principal().user_id)
 
@@ -366,14 +419,24 @@ def require_admin() -> Principal:
     return caller
 
 
-@app.post("/admin/credits")
+@app.post(
+    "/admin/credits",
+    summary="Grant (or, negative, debit) a user's credits",
+    tags=["Admin"],
+    responses=docs.responses(200, "The new balance", 400, 401, 402, 403, 415),
+)
 def admin_credits(request: models.AdminCreditsRequest) -> models.AdminCreditsResponse:
     require_admin()
     balance = get_repository().adjust_balance(request.userId, request.amount, request.reason)
     return models.AdminCreditsResponse(userId=request.userId, balance=balance)
 
 
-@app.get("/admin/batches")
+@app.get(
+    "/admin/batches",
+    summary="Every user's batches (or one user's), newest first",
+    tags=["Admin"],
+    responses=docs.responses(200, "A page of batches", 400, 401, 403),
+)
 def admin_batches(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -390,7 +453,12 @@ def admin_batches(
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
 
-@app.get("/admin/users/<user_id>/credits")
+@app.get(
+    "/admin/users/<user_id>/credits",
+    summary="A user's balance and latest ledger entries",
+    tags=["Admin"],
+    responses=docs.responses(200, "Balance and ledger", 401, 403),
+)
 def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
     require_admin()
     view = credits_view(user_id)
