@@ -148,6 +148,9 @@ class LocalRuntime:
         except BaseException:
             self.stop()
             raise
+        from local.token import save_secret
+
+        save_secret(self.options.jwt_secret)  # for `make token USER=...`
         self.user_token = mint_token(self.options.jwt_secret, self.options.user_id)
         self.admin_token = mint_token(self.options.jwt_secret, self.options.admin_id, role="admin")
         return self
@@ -291,6 +294,8 @@ class LocalRuntime:
             f"  -H 'Content-Type: application/json' -d {body} \\",
             "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])')",
             'curl -s "$API_URL/batch/status/$ID" -H "Authorization: Bearer $TOKEN"',
+            "",
+            "# a token for another local user (valid until this runtime stops): make token USER=alice [ADMIN=1]",
             "",
             "Ctrl-C stops everything.",
             "",
