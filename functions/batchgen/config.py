@@ -80,6 +80,7 @@ class Catalog(BaseModel):
     models: dict[str, dict[str, object]]
     defaultModels: dict[str, str]
     aliases: dict[str, str]
+    retiredModels: dict[str, str] = {}  # shut-down Gemini ids -> their successors (still accepted)
     aspectRatios: list[str]
     imageSizeByQuality: dict[str, str]
 
@@ -89,7 +90,8 @@ def load_catalog(path: str = "") -> Catalog:
     source = Path(path) if path else Path(__file__).with_name("catalog.json")
     # parse_float=Decimal: prices must never pass through binary floats.
     raw = json.loads(source.read_text(encoding="utf-8"), parse_float=Decimal)
-    raw.pop("_comment", None)
+    for key in [key for key in raw if key.startswith("_")]:
+        raw.pop(key)
     return Catalog.model_validate(raw)
 
 

@@ -206,7 +206,8 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
         requestCount=batch.requestCount,
         creditCost=batch.creditCost,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
-        message="Batch job created. Processing may take up to 24 hours (usually much faster).",
+        message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
+        "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
     ).model_dump(mode="json")
 
 
