@@ -52,6 +52,8 @@ class Settings(BaseModel):
     gemini_base_url: str = ""
     gemini_webhook_secret: str = Field("", repr=False)
     gemini_webhook_secret_arn: str = ""
+    # Google's published keys for RS256 JWT-signed (per-job `webhook_config`) deliveries; empty: off.
+    gemini_webhook_jwks_url: str = ""
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
 

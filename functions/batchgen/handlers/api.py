@@ -169,12 +169,12 @@ def gemini_webhook() -> Response[dict[str, str]]:
     from batchgen.domain import webhooks
     from batchgen.secret_values import gemini_webhook_secret
 
-    secret = gemini_webhook_secret()
-    if secret is None:
+    secret, jwks_url = gemini_webhook_secret(), get_settings().gemini_webhook_jwks_url
+    if secret is None and not jwks_url:
         raise NotFound("No such route; see /docs for the API.")
     event = app.current_event
     body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
-    webhooks.verify(event.headers, body, secret)
+    webhooks.verify(event.headers, body, secret, jwks_url=jwks_url)
     outcome = webhooks.handle_event(body)
     return Response(
         status_code=HTTPStatus.ACCEPTED.value, content_type=content_types.APPLICATION_JSON, body={"status": outcome}
