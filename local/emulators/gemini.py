@@ -708,7 +708,7 @@ class GeminiEmulator:
             job.results.append(_answer(job.model, entry.request, first_sight=prompt not in self._seen_prompts))
             self._seen_prompts.add(prompt)
         if any("[[late-output]]" in _marker_text(entry.request) for entry in job.requests):
-            job.late_reads = 2
+            job.late_reads = 3  # the create answer, the poller's read and collect's read
         if job.src_kind != "file":
             return
         lines = [

@@ -6,6 +6,8 @@ Imported only by the pipeline functions (submit, poller, collect), never by the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,9 +145,29 @@ def create_job(model: str, source: str | list[dict[str, Any]], display_name: str
     return _view(job)
 
 
+_FAILED_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_EXPIRED", "JOB_STATE_CANCELLED"})
+
+
 def get_job(name: str) -> JobView:
     with translated_errors("batch get"):
-        return _view(_client().batches.get(name=name))
+        view = _view(_client().batches.get(name=name))
+    if view.state in _FAILED_STATES and view.error is None:
+        view = dataclasses.replace(view, error=_operation_error(name))
+    return view
+
+
+def _operation_error(name: str) -> str | None:
+    """`Operation.error` of an ended job, read from the raw body: google-genai's Gemini API converter
+    (3.6) maps `error` for Vertex only, so the SDK object never carries it. Best effort: None if unread."""
+    try:
+        with translated_errors("batch get"):
+            response = _client()._api_client.request("get", name, {}, None)
+        error = (json.loads(response.body or "{}") or {}).get("error") or {}
+    except (PermanentError, TransientError, ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict) or not (error.get("message") or error.get("code")):
+        return None
+    return f"{error.get('code')}: {error.get('message')}" if error.get("code") is not None else str(error["message"])
 
 
 def find_job_by_display_name(display_name: str) -> JobView | None:
