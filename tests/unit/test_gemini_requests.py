@@ -74,7 +74,9 @@ def test_a_prompt_block_and_a_text_only_refusal_are_readable():
     assert "declined" in refusal and "I can't draw real people." in refusal
 
 
-@pytest.mark.parametrize(("code", "transient"), [(13, True), (14, True), (4, True), (8, True), (3, False), (500, False)])
+@pytest.mark.parametrize(
+    ("code", "transient"), [(13, True), (14, True), (4, True), (8, True), (3, False), (500, False)]
+)
 def test_grpc_codes_13_14_4_8_are_transient(code, transient):
     assert error_answer({"code": code, "message": "m"}).transient is transient
 
