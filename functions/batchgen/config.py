@@ -54,6 +54,7 @@ class Settings(BaseModel):
     gemini_webhook_secret_arn: str = ""
     # Google's published keys for RS256 JWT-signed (per-job `webhook_config`) deliveries; empty: off.
     gemini_webhook_jwks_url: str = ""
+    gemini_webhook_audience: str = ""  # the `aud` JWT-signed deliveries must carry, when set
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
 

@@ -485,6 +485,7 @@ class GeminiEmulator:
         self.webhook_secret: str | None = None
         self.webhook_jwt_key: str | None = None
         self.webhook_jwt_kid = "emulator-key-1"
+        self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
         self._seen_prompts: set[str] = set()
         self.host = host
@@ -588,7 +589,7 @@ class GeminiEmulator:
             self.calls.clear()
             self._seen_prompts.clear()
             self.webhooks_sent.clear()
-            self.webhook_url = self.webhook_secret = self.webhook_jwt_key = None
+            self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
 
     @property
     def jobs(self) -> dict[str, EmulatedJob]:
@@ -893,7 +894,7 @@ class GeminiEmulator:
         timestamp = str(int(time.time()))
         headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp}
         if self.webhook_jwt_key:
-            import jwt  # pyjwt: a dev dependency of the project, only needed for this scheme
+            import jwt  # pyjwt, already a dependency of the service; only this scheme needs it here
 
             claims = {
                 "iss": "https://generativelanguage.googleapis.com",
@@ -902,6 +903,8 @@ class GeminiEmulator:
                 "webhook_id": message_id,
                 "body_sha256": hashlib.sha256(body).hexdigest(),
             }
+            if self.webhook_jwt_audience:
+                claims["aud"] = self.webhook_jwt_audience
             headers["webhook-signature"] = jwt.encode(
                 claims, self.webhook_jwt_key, algorithm="RS256", headers={"kid": self.webhook_jwt_kid}
             )

@@ -224,3 +224,42 @@ def test_a_failed_job_surfaces_operation_error_in_failure_reason(api, gemini, qu
     batch = get_repository().get_batch(batch_id)
     assert batch.status.value == "failed"
     assert batch.failureReason and "13: Emulated batch failure" in batch.failureReason
+
+
+def test_a_collect_that_dies_before_starting_the_follow_up_round_is_finished_by_its_redelivery(
+    api, gemini, queues, poll, monkeypatch
+):
+    from batchgen.domain import pipeline
+
+    grant("user-1", 10)
+    batch_id = create(api, ["ok", "once [[flaky]]"], batch_type="text")
+    queues.drain(SUBMIT)
+    poll()
+    real = pipeline._start_next_round
+    calls = {"n": 0}
+
+    def dies_once(batch, repository):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("Lambda timed out here")
+        real(batch, repository)
+
+    monkeypatch.setattr(pipeline, "_start_next_round", dies_once)
+    queues.drain(COLLECT)  # the first delivery fails after recording the results; SQS delivers it again
+    assert status(api, batch_id)["status"] == "pending"
+    run_round(queues, poll)
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and body["successCount"] == 2 and body["refundedCredits"] == 0
+
+
+def test_expiry_while_a_follow_up_round_waits_refunds_its_items_once(api, gemini, queues, poll):
+    grant("user-1", 10)
+    batch_id = create(api, ["ok", "once [[flaky]]"], batch_type="text")
+    run_round(queues, poll)
+    assert status(api, batch_id)["status"] == "pending"
+    get_repository().update_batch(batch_id, {"createdAt": "2020-01-01T00:00:00.000Z"})
+    assert poll()["expired"] == 1
+    body = status(api, batch_id)
+    assert body["status"] == "expired" and body["refundedCredits"] == Decimal("0.5")
+    assert [item["status"] for item in body["items"]] == ["success", "failed"]
+    assert get_repository().get_balance("user-1") == Decimal("9.5")

@@ -230,3 +230,17 @@ def test_the_emulator_pushes_a_real_shaped_signed_webhook_when_a_job_ends(api, g
     assert replay.body == {"status": "collect_queued"}
     queues.drain(constants.COLLECT_QUEUE)
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
+
+
+def test_a_configured_audience_must_be_in_the_jwt(api, gemini, queues, jwks_url, signing_key, monkeypatch):
+    monkeypatch.setenv("GEMINI_WEBHOOK_AUDIENCE", "https://batchgen.example.com/webhooks/gemini")
+    reset_caches()
+    gemini.webhook_jwt_key = signing_key[0]
+    batch_id, job_name = submitted_job(api, queues)
+    body = gemini.webhook_body(gemini.jobs[job_name])
+    gemini.webhook_jwt_audience = "https://someone-else.example.com"
+    assert api("POST", PATH, raw_body=body.decode(), headers=gemini.webhook_headers(body, "a1"), token="").status == 401
+    gemini.webhook_jwt_audience = "https://batchgen.example.com/webhooks/gemini"
+    accepted = api("POST", PATH, raw_body=body.decode(), headers=gemini.webhook_headers(body, "a2"), token="")
+    assert accepted.body == {"status": "collect_queued"}
+    assert queues.bodies(constants.COLLECT_QUEUE.name) == [{"batchId": batch_id}]

@@ -136,13 +136,12 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
     return _record_job(repository, batch, job_name, input_file)
 
 
+OPEN = (ItemStatus.PENDING, ItemStatus.PROCESSING)
+
+
 def _round_items(record: BatchWithItems) -> list[ItemRecord]:
     """The open items of the batch's current Gemini round, in request order."""
-    return [
-        item
-        for item in record.items
-        if item.round == record.batch.geminiRound and item.status in (ItemStatus.PENDING, ItemStatus.PROCESSING)
-    ]
+    return [item for item in record.items if item.round == record.batch.geminiRound and item.status in OPEN]
 
 
 def _release_lease(repository: Repository, batch: BatchRecord) -> None:
@@ -411,7 +410,11 @@ def collect_batch(batch_id: str, repository: Repository | None = None) -> Collec
         return report
     batch = record.batch
     if batch.collectedJob == batch.geminiJobName:
-        return report  # a duplicate delivery: this job's results were read and its files deleted
+        # A duplicate delivery: this job's results were read (its files may be gone). If the first one
+        # died before starting the follow-up round its retried items wait for, start it now.
+        if any(item.round > batch.geminiRound and item.status in OPEN for item in record.items):
+            _start_next_round(batch, repository)
+        return report
     items_by_key = {item.itemId: item for item in record.items}
     wants_image = model_kind(batch.type) == "image"
     job = gemini.get_job(batch.geminiJobName)

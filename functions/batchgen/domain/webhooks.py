@@ -53,6 +53,7 @@ def verify(
     secret: str | None,
     now: float | None = None,
     jwks_url: str = "",
+    audience: str = "",
 ) -> None:
     """Accepts an HMAC signature made with `secret`, or an RS256 JWT signed by a key at `jwks_url`."""
     lowered = {key.lower(): value for key, value in headers.items()}
@@ -66,7 +67,7 @@ def verify(
     if tokens:
         if not jwks_url:
             raise Unauthorized("JWT-signed webhooks are not enabled (no GEMINI_WEBHOOK_JWKS_URL).")
-        _verify_jwt(tokens[0], jwks_url, message_id, body)
+        _verify_jwt(tokens[0], jwks_url, message_id, body, audience)
         return
     if not secret:
         raise Unauthorized("HMAC-signed webhooks are not enabled (no GEMINI_WEBHOOK_SECRET).")
@@ -83,8 +84,9 @@ def _jwks_client(url: str) -> Any:
     return jwt.PyJWKClient(url, cache_keys=True, lifespan=3600)
 
 
-def _verify_jwt(token: str, jwks_url: str, message_id: str, body: bytes) -> None:
-    """RS256 only (pinned, never taken from the token), signed by a published key, not expired.
+def _verify_jwt(token: str, jwks_url: str, message_id: str, body: bytes, audience: str = "") -> None:
+    """RS256 only (pinned, never taken from the token), signed by a published key, not expired, and
+    for our audience when one is configured (the docs say to check it against yours).
 
     Claims binding the token to this delivery (a webhook id, a body hash) are checked when present.
     """
@@ -92,7 +94,13 @@ def _verify_jwt(token: str, jwks_url: str, message_id: str, body: bytes) -> None
 
     try:
         key = _jwks_client(jwks_url).get_signing_key_from_jwt(token)
-        claims = jwt.decode(token, key.key, algorithms=["RS256"], options={"require": ["exp"], "verify_aud": False})
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256"],
+            audience=audience or None,
+            options={"require": ["exp", *(["aud"] if audience else [])], "verify_aud": bool(audience)},
+        )
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"The webhook JWT is not valid: {exc}.") from exc
     bound_id = claims.get("webhook_id")

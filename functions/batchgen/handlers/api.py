@@ -174,7 +174,7 @@ def gemini_webhook() -> Response[dict[str, str]]:
         raise NotFound("No such route; see /docs for the API.")
     event = app.current_event
     body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
-    webhooks.verify(event.headers, body, secret, jwks_url=jwks_url)
+    webhooks.verify(event.headers, body, secret, jwks_url=jwks_url, audience=get_settings().gemini_webhook_audience)
     outcome = webhooks.handle_event(body)
     return Response(
         status_code=HTTPStatus.ACCEPTED.value, content_type=content_types.APPLICATION_JSON, body={"status": outcome}
