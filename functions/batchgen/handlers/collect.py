@@ -12,8 +12,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchgen.config import get_settings
 from batchgen.domain.errors import TransientError
 from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import CollectRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.models.messages import CollectRecord
 from batchgen.usecases import collect
 
 logger = Logger()

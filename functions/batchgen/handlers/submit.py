@@ -12,8 +12,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchgen.config import get_settings
 from batchgen.domain.errors import TransientError
 from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import SubmitRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.models.messages import SubmitJob, SubmitRecord
+from batchgen.models.messages import SubmitJob
 from batchgen.usecases import submit
 
 logger = Logger()

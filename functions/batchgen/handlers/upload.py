@@ -20,8 +20,9 @@ from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain.errors import TransientError
 from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import UploadRecord
 from batchgen.handlers.sqs_retry import back_off, receive_count
-from batchgen.models.messages import PurgeImages, UploadRecord
+from batchgen.models.messages import PurgeImages
 from batchgen.usecases import upload
 
 logger = Logger()

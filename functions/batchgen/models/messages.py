@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import BaseModel, Discriminator, Json, Tag
+from pydantic import BaseModel, Discriminator, Tag
 
 
 class Message(BaseModel):
@@ -87,15 +86,3 @@ UploadMessage = Annotated[
     Annotated[UploadImage, Tag("upload")] | Annotated[PurgeImages, Tag("purge")],
     Discriminator(_action("upload")),
 ]
-
-
-class SubmitRecord(SqsRecordModel):
-    body: Json[SubmitMessage]  # type: ignore[assignment]
-
-
-class CollectRecord(SqsRecordModel):
-    body: Json[CollectResults]  # type: ignore[assignment]
-
-
-class UploadRecord(SqsRecordModel):
-    body: Json[UploadMessage]  # type: ignore[assignment]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from batchgen.domain.gemini_jobs import JobView
-from batchgen.domain.outcomes import ItemOutcome, Page
-from batchgen.domain.states import BatchStatus
-from batchgen.models.messages import CancelJob, CollectResults, DeleteJob, PurgeImages, SubmitJob, UploadImage
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+if TYPE_CHECKING:  # types only: the api function loads what it uses, not every message model
+    from batchgen.domain.gemini_jobs import JobView
+    from batchgen.domain.outcomes import ItemOutcome, Page
+    from batchgen.domain.states import BatchStatus
+    from batchgen.models.messages import CancelJob, CollectResults, DeleteJob, PurgeImages, SubmitJob, UploadImage
+    from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
 
 
 class BatchStore(Protocol):
