@@ -133,7 +133,7 @@ class StackSettings:
     @classmethod
     def from_context(cls, node: _ContextSource) -> StackSettings:
         """Read every known context key; a value from `-c key=value` arrives as a string."""
-        types = {f.name: f.type for f in fields(cls)}
+        types = {f.name: str(f.type) for f in fields(cls)}  # annotations are strings here
         values: dict[str, Any] = {}
         for key, name in CONTEXT_KEYS.items():
             raw = node.try_get_context(key)

@@ -250,7 +250,8 @@ class LocalRuntime:
     def stop(self) -> None:
         """Stops consumers first (an in-flight invocation finishes), then the servers."""
         self.stop_event.set()
-        for worker in [*self.pumps, *self.ticks]:
+        workers: list[SqsPump | SchedulerTick] = [*self.pumps, *self.ticks]
+        for worker in workers:
             worker.join(timeout=30)
         for server in (self.http, self.gemini, self.cloudinary):
             if server is not None:

@@ -36,12 +36,12 @@ class UploadMessage(BaseModel):
 
 
 class SubmitRecord(SqsRecordModel):
-    body: Json[SubmitMessage]  # type: ignore[assignment]
+    body: Json[SubmitMessage]
 
 
 class CollectRecord(SqsRecordModel):
-    body: Json[CollectMessage]  # type: ignore[assignment]
+    body: Json[CollectMessage]
 
 
 class UploadRecord(SqsRecordModel):
-    body: Json[UploadMessage]  # type: ignore[assignment]
+    body: Json[UploadMessage]
