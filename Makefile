@@ -6,7 +6,13 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 # aws-cdk-lib runs on the machine's Node.js through jsii; its end-of-life banner is noise in test output.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
-.PHONY: run test bench lint synth token clean
+# What the gate checks. Lint and format: every Python tree. Types (mypy + pydantic plugin): the trees
+# listed in TYPED, each one clean.
+LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
+TYPED := functions infra local
+LAYER_CONTRACT := tests/unit/test_layers.py
+
+.PHONY: run test test-unit test-fast gate lint typecheck layers bench synth token clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +23,26 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emulators
 	$(PY) -m local
 
-test: $(VENV)/.installed  ## every test: unit, integration (moto + emulators), e2e (HTTP), infrastructure
+test: gate  ## the gate, then every test: unit, integration (moto + emulators), e2e (HTTP), infrastructure
 	$(PY) -m pytest
+
+test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK (seconds)
+	$(PY) -m pytest tests/unit
+
+test-fast: gate  ## the gate, then unit and integration tests (no e2e, no CDK synth)
+	$(PY) -m pytest tests/unit tests/integration tests/contract
+
+gate: lint typecheck layers  ## what `make test` (and so CI) checks before any test runs
+
+lint: $(VENV)/.installed  ## ruff lint (incl. the complexity limit) and format check
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+typecheck: $(VENV)/.installed  ## mypy with the pydantic plugin on $(TYPED)
+	$(PY) -m mypy $(TYPED)
+
+layers: $(VENV)/.installed  ## the import contract: handlers -> use cases -> domain, adapters apart, no `local`
+	$(PY) -m pytest -q -p no:cacheprovider $(LAYER_CONTRACT)
 
 bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
 	$(PY) -m benchmarks
@@ -29,11 +53,8 @@ ifneq ($(origin USER),command line)
 endif
 	@$(PY) -m local.token "$(USER)" $(if $(ADMIN),--admin)
 
-lint: $(VENV)/.installed
-	$(PY) -m ruff check functions local infra tests benchmarks app.py
-
 synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
 	$(PY) app.py
 
 clean:
-	rm -rf $(VENV) cdk.out build .pytest_cache
+	rm -rf $(VENV) cdk.out build .pytest_cache .mypy_cache .ruff_cache

@@ -55,21 +55,19 @@ class WorkQueues(Construct):
     def attach_consumers(self, functions: Mapping[str, lambda_.IFunction]) -> None:
         """Event source mappings: each queue drives its spec's consumer, reporting partial failures."""
         for spec in QUEUES:
-            functions[spec.consumer].add_event_source(
-                event_sources.SqsEventSource(self.queues[spec.name], **_mapping_options(spec))
-            )
+            functions[spec.consumer].add_event_source(_event_source(self.queues[spec.name], spec))
 
 
-def _mapping_options(spec: QueueSpec) -> dict[str, object]:
-    options: dict[str, object] = {
-        "batch_size": spec.batch_size,
-        "report_batch_item_failures": True,
-    }
-    if spec.max_batching_window_seconds:
-        options["max_batching_window"] = Duration.seconds(spec.max_batching_window_seconds)
+def _event_source(queue: sqs.IQueue, spec: QueueSpec) -> event_sources.SqsEventSource:
+    """The mapping's options; None leaves an option unset in the template."""
+    window = spec.max_batching_window_seconds
     reserved = function_by_name(spec.consumer).reserved_concurrency
-    if reserved is not None and reserved >= 2:
+    return event_sources.SqsEventSource(
+        queue,
+        batch_size=spec.batch_size,
+        report_batch_item_failures=True,
+        max_batching_window=Duration.seconds(window) if window else None,
         # Poll no faster than the function may run: throttled invocations would otherwise
         # count as receives and push healthy messages into the DLQ.
-        options["max_concurrency"] = reserved
-    return options
+        max_concurrency=reserved if reserved is not None and reserved >= 2 else None,
+    )

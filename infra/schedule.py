@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, Stack
+from typing import cast
+
+from aws_cdk import Aws, CfnElement, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
@@ -51,11 +53,12 @@ class PollSchedule(Construct):
         # polls behind the poller's reserved concurrency; the next tick is the retry.
         poller.configure_async_invoke(retry_attempts=0, max_event_age=MAX_EVENT_AGE)
 
+        poller_id = Stack.of(self).get_logical_id(cast(CfnElement, poller.node.default_child))
         acknowledge(
             self.role,
             "lambda:InvokeFunction on '<poller ARN>:*' (CDK's grantInvoke) covers only the poller's "
             "own versions and aliases, so the schedule keeps working if it targets a qualified ARN.",
-            f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(poller.node.default_child)}.Arn>:*]",
+            f"AwsSolutions-IAM5[Resource::<{poller_id}.Arn>:*]",
         )
         acknowledge(
             self.dead_letter_queue,

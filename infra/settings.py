@@ -1,8 +1,9 @@
 """Deployment settings: CDK context values with their defaults, and the env vars they become.
 
-Defaults that the application shares with the local runtime come from
-`batchgen.constants`; `cdk.json` only lists the deployment choices (throttling,
-log retention, CORS, ...), so a limit is never written down twice.
+The environment variable names and the defaults the application shares with the local runtime
+come from `batchgen.constants`; the deployment-only choices (throttling, log retention, alarms, ...)
+have their defaults in `StackSettings` below. `cdk.json` holds only the CDK feature flags and
+whatever differs from these defaults, so a name or a default is never written down twice.
 Override any key with `cdk deploy -c key=value` or in `cdk.json`.
 """
 
@@ -16,29 +17,27 @@ from typing import Any, Protocol
 from aws_cdk import aws_logs as logs
 
 from batchgen.constants import (
+    CLOUDINARY_FOLDER_DEFAULT,
+    CORS_ORIGINS_DEFAULT,
+    ENV_CLOUDINARY_FOLDER,
+    ENV_CORS_ORIGINS,
+    ENV_GEMINI_BASE_URL,
+    ENV_GEMINI_MAX_ACTIVE_JOBS,
+    ENV_GEMINI_WEBHOOK_JWKS_URL,
+    ENV_JWT_ALGORITHMS,
+    ENV_JWT_AUDIENCE,
+    ENV_JWT_ISSUER,
+    ENV_JWT_JWKS_URL,
+    ENV_LOG_LEVEL,
+    ENV_MAX_BATCH_REQUESTS,
+    ENV_MAX_WAIT_SECONDS,
     GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
+    LOG_LEVEL_DEFAULT,
     MAX_BATCH_REQUESTS_DEFAULT,
     MAX_WAIT_SECONDS_DEFAULT,
-    SERVICE_NAME,
 )
 from infra import CDK_JSON
 
-# Environment variables for the tunables, matching batchgen.config.Settings (field name
-# upper-cased). They are not in batchgen.constants (yet).
-ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
-ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
-ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
-ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
-ENV_JWT_ISSUER = "JWT_ISSUER"
-ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
-ENV_JWT_JWKS_URL = "JWT_JWKS_URL"
-ENV_JWT_ALGORITHMS = "JWT_ALGORITHMS"  # comma separated, e.g. "RS256" with a JWKS URL
-ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
-ENV_GEMINI_BASE_URL = "GEMINI_BASE_URL"
-ENV_GEMINI_WEBHOOK_JWKS_URL = "GEMINI_WEBHOOK_JWKS_URL"
-ENV_LOG_LEVEL = "LOG_LEVEL"  # Powertools Logger reads it
-
-CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The retention periods CloudWatch Logs accepts.
 RETENTION_DAYS: dict[int, logs.RetentionDays] = {
@@ -109,8 +108,8 @@ class StackSettings:
     jwt_algorithms: str = ""  # empty: the handler's default (HS256)
     gemini_base_url: str = ""  # empty: the SDK's default endpoint
     gemini_webhook_jwks_url: str = ""  # Google's keys for JWT-signed Gemini webhooks; empty: scheme off
-    cors_origins: tuple[str, ...] = ("*",)
-    log_level: str = "INFO"
+    cors_origins: tuple[str, ...] = tuple(CORS_ORIGINS_DEFAULT.split(","))
+    log_level: str = LOG_LEVEL_DEFAULT
     log_retention_days: int = 30
     api_throttle_rate_limit: int = 50  # requests per second, steady state
     api_throttle_burst_limit: int = 100
@@ -133,7 +132,7 @@ class StackSettings:
     @classmethod
     def from_context(cls, node: _ContextSource) -> StackSettings:
         """Read every known context key; a value from `-c key=value` arrives as a string."""
-        types = {f.name: f.type for f in fields(cls)}
+        types = {f.name: str(f.type) for f in fields(cls)}  # annotations are strings here
         values: dict[str, Any] = {}
         for key, name in CONTEXT_KEYS.items():
             raw = node.try_get_context(key)

@@ -152,8 +152,8 @@ class BatchGenStack(Stack):
 
     def _monitor(self) -> None:
         self.monitoring = Monitoring(self, "Monitoring", alarm_email=self.settings.alarm_email)
-        for spec in QUEUES:
-            self.monitoring.dead_letter_queue(spec.dead_letter_name, self.queues.dead_letter_queues[spec.name])
+        for queue in QUEUES:
+            self.monitoring.dead_letter_queue(queue.dead_letter_name, self.queues.dead_letter_queues[queue.name])
         self.monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
         for spec in FUNCTIONS:
             self.monitoring.function_errors(spec.name, self.functions.by_name[spec.name])

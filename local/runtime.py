@@ -114,10 +114,10 @@ def mint_token(secret: str, subject: str, *, role: str | None = None, lifetime: 
     claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + lifetime}
     if role:
         claims["role"] = role
-    if os.environ.get("JWT_ISSUER"):
-        claims["iss"] = os.environ["JWT_ISSUER"]
-    if os.environ.get("JWT_AUDIENCE"):
-        claims["aud"] = os.environ["JWT_AUDIENCE"]
+    if os.environ.get(constants.ENV_JWT_ISSUER):
+        claims["iss"] = os.environ[constants.ENV_JWT_ISSUER]
+    if os.environ.get(constants.ENV_JWT_AUDIENCE):
+        claims["aud"] = os.environ[constants.ENV_JWT_AUDIENCE]
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -250,7 +250,8 @@ class LocalRuntime:
     def stop(self) -> None:
         """Stops consumers first (an in-flight invocation finishes), then the servers."""
         self.stop_event.set()
-        for worker in [*self.pumps, *self.ticks]:
+        workers: list[SqsPump | SchedulerTick] = [*self.pumps, *self.ticks]
+        for worker in workers:
             worker.join(timeout=30)
         for server in (self.http, self.gemini, self.cloudinary):
             if server is not None:

@@ -14,7 +14,11 @@ from batchgen import constants
 
 
 class Settings(BaseModel):
-    """Every tunable of the service; env var names are the upper-cased field names."""
+    """Every tunable of the service; env var names are the upper-cased field names.
+
+    Each name and default is defined in `batchgen.constants` (`ENV_*`, `*_DEFAULT`); a field here
+    reads it. tests/unit/test_settings_names.py fails when the two disagree.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -29,19 +33,18 @@ class Settings(BaseModel):
     pending_redrive_seconds: int = Field(constants.PENDING_REDRIVE_SECONDS_DEFAULT, ge=1)
     gemini_max_active_jobs: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_DEFAULT, ge=1, le=100)
     poll_concurrency: int = Field(constants.POLL_CONCURRENCY_DEFAULT, ge=1, le=64)
-    gemini_source_mode: str = Field("file", pattern="^(file|inline)$")
-    cloudinary_folder: str = "batchgen"
+    gemini_source_mode: str = Field(constants.GEMINI_SOURCE_MODE_DEFAULT, pattern="^(file|inline)$")
+    cloudinary_folder: str = constants.CLOUDINARY_FOLDER_DEFAULT
     catalog_path: str = ""
 
     jwt_secret: str = Field("", repr=False)
     jwt_secret_arn: str = ""
-    jwt_algorithms: str = "HS256"
+    jwt_algorithms: str = constants.JWT_ALGORITHMS_DEFAULT
     jwt_jwks_url: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
-    # The seed-003 browser client authenticates with a session cookie, not a header.
-    auth_cookie_name: str = "session"
-    cors_origins: str = "*"  # comma separated
+    auth_cookie_name: str = constants.AUTH_COOKIE_NAME_DEFAULT  # the seed-003 client's session cookie
+    cors_origins: str = constants.CORS_ORIGINS_DEFAULT  # comma separated
 
     @property
     def cors_origin_list(self) -> list[str]:

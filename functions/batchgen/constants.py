@@ -40,7 +40,11 @@ INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
 INPUT_PREFIX = "inputs/"
 STAGING_PREFIX = "staging/"
 
-# --- Environment variable names ----------------------------------------------
+# --- Settings: environment variable names and defaults ------------------------
+# Every setting the functions read is named here once, with its default. `batchgen.config.Settings`
+# declares one field per name (the lower-cased name; tests/unit/test_settings_names.py holds the
+# two together), the CDK stack (`infra/settings.py`) sets them from context keys, and the local
+# runtime (`local/`) from its own environment. Limits with a default sit under "Limits" above.
 ENV_TABLE_NAME = "TABLE_NAME"
 ENV_BUCKET_NAME = "BUCKET_NAME"
 ENV_SUBMIT_QUEUE_URL = "SUBMIT_QUEUE_URL"
@@ -55,6 +59,31 @@ ENV_CLOUDINARY_URL = "CLOUDINARY_URL"
 ENV_CLOUDINARY_SECRET_ARN = "CLOUDINARY_SECRET_ARN"
 ENV_GEMINI_WEBHOOK_SECRET = "GEMINI_WEBHOOK_SECRET"
 ENV_GEMINI_WEBHOOK_SECRET_ARN = "GEMINI_WEBHOOK_SECRET_ARN"
+ENV_GEMINI_WEBHOOK_JWKS_URL = "GEMINI_WEBHOOK_JWKS_URL"
+ENV_GEMINI_WEBHOOK_AUDIENCE = "GEMINI_WEBHOOK_AUDIENCE"
+ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
+ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
+ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"
+ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
+ENV_POLL_CONCURRENCY = "POLL_CONCURRENCY"
+ENV_GEMINI_SOURCE_MODE = "GEMINI_SOURCE_MODE"
+ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
+ENV_CATALOG_PATH = "CATALOG_PATH"
+ENV_JWT_ALGORITHMS = "JWT_ALGORITHMS"  # comma separated, e.g. "RS256" with a JWKS URL
+ENV_JWT_JWKS_URL = "JWT_JWKS_URL"
+ENV_JWT_ISSUER = "JWT_ISSUER"
+ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
+ENV_AUTH_COOKIE_NAME = "AUTH_COOKIE_NAME"
+ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
+ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
+
+GEMINI_SOURCE_MODE_DEFAULT = "file"  # or "inline"
+CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
+JWT_ALGORITHMS_DEFAULT = "HS256"
+# The seed-003 browser client authenticates with a session cookie, not a header.
+AUTH_COOKIE_NAME_DEFAULT = "session"
+CORS_ORIGINS_DEFAULT = "*"
+LOG_LEVEL_DEFAULT = "INFO"
 
 # Gemini's batch webhooks (Standard Webhooks signatures); the poller stays the source of truth.
 GEMINI_WEBHOOK_PATH = "/webhooks/gemini"

@@ -62,6 +62,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from local.emulators.faults import FaultInjector
+
 API_VERSION = "v1_1"
 STALE_AFTER_SECONDS = 3600
 _UNSIGNED_PARAMS = frozenset({"file", "cloud_name", "resource_type", "api_key", "signature"})
@@ -102,14 +104,6 @@ class StoredAsset:
     created_at: str
     original_filename: str
     uploads: int
-
-
-@dataclasses.dataclass
-class _Fault:
-    status: int
-    remaining: int
-    operation: str | None
-    message: str
 
 
 class _ApiError(Exception):
@@ -232,9 +226,8 @@ class CloudinaryEmulator:
         self.host = host
         self.port = port
         self.assets: dict[str, StoredAsset] = {}
-        self.calls: Counter[str] = Counter()
-        self._faults: list[_Fault] = []
-        self._latency: dict[str | None, float] = {}
+        self._injector = FaultInjector()
+        self.calls: Counter[str] = self._injector.calls
         self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -293,28 +286,20 @@ class CloudinaryEmulator:
         """The next ``count`` calls of ``operation`` ("upload", "destroy", "delete_resources",
         "download"; None = any) answer ``status`` with Cloudinary's error body."""
         text = message or _STATUS_MESSAGES.get(status, f"HTTP {status}")
-        with self._lock:
-            self._faults.append(_Fault(status, count, operation, text))
+        self._injector.add_fault(status, count, operation, text)
 
     def set_latency(self, seconds: float, operation: str | None = None) -> None:
         """Sleep added to each call of ``operation`` (None = every call without its own value)."""
-        with self._lock:
-            if seconds > 0:
-                self._latency[operation] = seconds
-            else:
-                self._latency.pop(operation, None)
+        self._injector.set_latency(seconds, operation)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._injector.clear_faults()
 
     def reset(self) -> None:
         """Forgets assets, call counts, faults and latency."""
         with self._lock:
             self.assets.clear()
-            self.calls.clear()
-            self._faults.clear()
-            self._latency.clear()
+        self._injector.reset()
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -333,10 +318,8 @@ class CloudinaryEmulator:
         return response(environ, start_response)
 
     def _dispatch(self, operation: str, request: Request, cloud: str, path: str) -> Response:
-        with self._lock:
-            self.calls[operation] += 1
-            delay = self._latency.get(operation, self._latency.get(None, 0.0))
-            fault = self._take_fault(operation)
+        delay = self._injector.begin(operation)
+        fault = self._injector.take_fault(operation)
         if delay:
             time.sleep(delay)
         try:
@@ -353,15 +336,6 @@ class CloudinaryEmulator:
             return _json(200, self._delete_resources(request))
         except _ApiError as exc:
             return _json(exc.status, {"error": {"message": exc.message}})
-
-    def _take_fault(self, operation: str) -> _Fault | None:
-        for fault in self._faults:
-            if fault.operation in (None, operation):
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
 
     def _authenticate(self, form: MultiDict[str, str]) -> None:
         """Checks api_key, timestamp freshness and the signature like the Upload API does."""

@@ -71,6 +71,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from local.emulators.faults import FaultInjector
 from local.emulators.png import make_png
 
 logger = logging.getLogger(__name__)
@@ -209,13 +210,6 @@ class EmulatedJob:
     @property
     def request_count(self) -> int:
         return len(self.requests)
-
-
-@dataclass
-class _Fault:
-    status: int
-    remaining: int
-    operation: str | None
 
 
 @dataclass
@@ -490,13 +484,12 @@ class GeminiEmulator:
         self._seen_prompts: set[str] = set()
         self.host = host
         self.port = port
-        self.calls: Counter[str] = Counter()
+        self._injector = FaultInjector(OPERATIONS)
+        self.calls: Counter[str] = self._injector.calls
         self._lock = threading.RLock()
         self._jobs: dict[str, EmulatedJob] = {}
         self._files: dict[str, EmulatedFile] = {}
         self._uploads: dict[str, _PendingUpload] = {}
-        self._faults: list[_Fault] = []
-        self._latency: dict[str | None, float] = {}
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         version = r"(?P<v>v\d+[a-z0-9]*)"
@@ -557,26 +550,16 @@ class GeminiEmulator:
 
     def inject_fault(self, status: int, count: int = 1, operation: str | None = None) -> None:
         """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``."""
-        if operation is not None and operation not in OPERATIONS:
-            raise ValueError(f"unknown operation {operation!r}; expected one of {sorted(OPERATIONS)}")
-        with self._lock:
-            self._faults.append(_Fault(status=status, remaining=count, operation=operation))
+        self._injector.add_fault(status, count, operation)
 
     def set_latency(self, seconds: float, operation: str | None = None) -> None:
         """Sleep ``seconds`` before answering ``operation`` (None: every operation); 0 clears."""
-        if operation is not None and operation not in OPERATIONS:
-            raise ValueError(f"unknown operation {operation!r}; expected one of {sorted(OPERATIONS)}")
-        with self._lock:
-            if seconds > 0:
-                self._latency[operation] = seconds
-            else:
-                self._latency.pop(operation, None)
+        self._injector.set_latency(seconds, operation)
 
     def clear_faults(self) -> None:
         """Drop pending injected faults and all added latency."""
-        with self._lock:
-            self._faults.clear()
-            self._latency.clear()
+        self._injector.clear_faults()
+        self._injector.clear_latency()
 
     def reset(self) -> None:
         """Forget jobs, files, uploads, faults, latency and call counters."""
@@ -584,9 +567,7 @@ class GeminiEmulator:
             self._jobs.clear()
             self._files.clear()
             self._uploads.clear()
-            self._faults.clear()
-            self._latency.clear()
-            self.calls.clear()
+            self._injector.reset()
             self._seen_prompts.clear()
             self.webhooks_sent.clear()
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
@@ -623,9 +604,7 @@ class GeminiEmulator:
         operation = route.operation
         if operation == "upload" and "upload_id" in request.args:
             operation = "upload_chunk"
-        with self._lock:
-            self.calls[operation] += 1
-            latency = self._latency.get(operation, self._latency.get(None, 0.0))
+        latency = self._injector.begin(operation)
         if latency:
             time.sleep(latency)
         # An upload session URL is its own credential (the SDK sends no key there), and upload
@@ -657,15 +636,10 @@ class GeminiEmulator:
             )
 
     def _raise_injected_fault(self, operation: str) -> None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.remaining > 0 and fault.operation in (None, operation):
-                    fault.remaining -= 1
-                    status = fault.status
-                    break
-            else:
-                return
-            self._faults = [f for f in self._faults if f.remaining > 0]
+        fault = self._injector.take_fault(operation)
+        if fault is None:
+            return
+        status = fault.status
         raise ApiError(status, f"Injected fault: {operation} answered {status} {_status_name(status)}.")
 
     @staticmethod

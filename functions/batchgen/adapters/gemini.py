@@ -17,7 +17,11 @@ from typing import Any
 
 from batchgen.config import get_settings
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
-from batchgen.domain.gemini_jobs import JobNotFound, JobView, ModelRetired
+
+# The domain's types, re-exported for callers of this adapter.
+from batchgen.domain.gemini_jobs import JobNotFound as JobNotFound
+from batchgen.domain.gemini_jobs import JobView as JobView
+from batchgen.domain.gemini_jobs import ModelRetired as ModelRetired
 from batchgen.secret_values import gemini_api_key
 
 NOT_PROCESSED_CODES = frozenset({429, 503})  # Gemini refused the call: nothing happened
@@ -101,9 +105,6 @@ def _view(job: Any) -> JobView:
         inlined_responses=list(dest.inlined_responses) if dest and dest.inlined_responses else None,
         error=reason,
     )
-
-
-__all__ = ["JobNotFound", "JobView", "ModelRetired"]  # the domain's types, re-exported for callers of this adapter
 
 
 def submit_file(lines: Iterable[dict[str, Any]], display_name: str) -> str:

@@ -42,7 +42,7 @@ def _configure() -> None:
             import cloudinary.uploader
             from cloudinary import utils
 
-            os.environ["CLOUDINARY_URL"] = url
+            os.environ[constants.ENV_CLOUDINARY_URL] = url
             cloudinary.reset_config()
             options = {**cloudinary.CERT_KWARGS, "maxsize": constants.UPLOAD_QUEUE.batch_size}
             cloudinary.uploader._http = utils.get_http_connector(cloudinary.config(), options)  # noqa: SLF001

@@ -25,10 +25,13 @@ from botocore.exceptions import ClientError
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.domain.errors import ConcurrentChange, Conflict, InsufficientCredits, InvalidInput
+from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
+from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED
 from batchgen.domain.ids import now_iso
-from batchgen.domain.outcomes import ItemOutcome, Page, open_items
+from batchgen.domain.outcomes import ItemOutcome as ItemOutcome
+from batchgen.domain.outcomes import Page as Page
+from batchgen.domain.outcomes import open_items as open_items
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
     OPEN_ITEM_STATUSES,
@@ -73,9 +76,6 @@ def _unmarshal(item: dict[str, Any]) -> dict[str, Any]:
 
 def _values(values: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(val) for key, val in values.items()}
-
-
-__all__ = ["ConcurrentChange", "ItemOutcome", "Page", "Repository", "get_repository", "open_items"]
 
 
 def status_in(statuses: Iterable[BatchStatus | ItemStatus], values: dict[str, Any], prefix: str = "s") -> str:

@@ -7,9 +7,10 @@ from typing import Any
 
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.domain.ids import input_key, staging_key
 
-__all__ = ["input_key", "staging_key"]  # the domain's key layout, re-exported for callers of this adapter
+# The domain's key layout, re-exported for callers of this adapter.
+from batchgen.domain.ids import input_key as input_key
+from batchgen.domain.ids import staging_key as staging_key
 
 
 def put_object(key: str, data: bytes, content_type: str) -> None:

@@ -78,7 +78,7 @@ def openapi_document(
                 BEARER_SCHEME: HTTPBearer(bearerFormat="JWT", description="`Authorization: Bearer <JWT>`"),
                 COOKIE_SCHEME: APIKey(
                     name=get_settings().auth_cookie_name,
-                    **{"in": APIKeyIn.cookie},
+                    in_=APIKeyIn.cookie,
                     description="The same JWT in a cookie, for the seed-003 browser client",
                 ),
             },

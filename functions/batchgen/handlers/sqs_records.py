@@ -13,12 +13,12 @@ from batchgen.models.messages import CollectResults, SubmitMessage, UploadMessag
 
 
 class SubmitRecord(SqsRecordModel):
-    body: Json[SubmitMessage]  # type: ignore[assignment]
+    body: Json[SubmitMessage]
 
 
 class CollectRecord(SqsRecordModel):
-    body: Json[CollectResults]  # type: ignore[assignment]
+    body: Json[CollectResults]
 
 
 class UploadRecord(SqsRecordModel):
-    body: Json[UploadMessage]  # type: ignore[assignment]
+    body: Json[UploadMessage]

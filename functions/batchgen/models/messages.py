@@ -7,6 +7,7 @@ missing `action` reads as the default one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Tag
@@ -68,7 +69,9 @@ class PurgeImages(Message):
     publicIds: list[str]
 
 
-def _action(default: str):  # noqa: ANN202 - a pydantic discriminator callable
+def _action(default: str) -> Callable[[Any], str]:
+    """A pydantic discriminator callable: the message's action, or `default` when the wire omits it."""
+
     def discriminate(value: Any) -> str:
         found = value.get("action") if isinstance(value, dict) else getattr(value, "action", None)
         return str(found or default)

@@ -46,14 +46,14 @@ def collect_batch(services: Services, batch_id: str) -> CollectReport:
     record = store.get_batch_with_items(batch_id)
     if record is None or is_terminal(record.batch.status) or not record.batch.geminiJobName:
         return report
-    batch = record.batch
-    if batch.collectedJob == batch.geminiJobName:
+    batch, job_name = record.batch, record.batch.geminiJobName
+    if batch.collectedJob == job_name:
         # A duplicate delivery: this job's results were read (its files may be gone). If the first one
         # died before starting the follow-up round its retried items wait for, start it now.
         if any(item.round > batch.geminiRound and is_open(item.status) for item in record.items):
             start_next_round(services, batch)
         return report
-    job = services.gemini.get_job(batch.geminiJobName)
+    job = services.gemini.get_job(job_name)
     if not job.has_results:
         # Queued too early (a webhook ahead of Gemini's own reads), or SUCCEEDED before the responses
         # file exists (seen live): not ready yet. Hand the batch back to the poller, which asks again.

@@ -100,8 +100,10 @@ class Blobs(Protocol):
 
 
 class UploadedImage(Protocol):
-    public_id: str
-    secure_url: str
+    @property
+    def public_id(self) -> str: ...
+    @property
+    def secure_url(self) -> str: ...
 
 
 class Cdn(Protocol):

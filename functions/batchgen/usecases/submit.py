@@ -52,19 +52,10 @@ def submit_batch(services: Services, batch_id: str) -> SubmitOutcome:
     batch = store.get_batch(batch_id)
     if batch is None or batch.status is not BatchStatus.PENDING or batch.geminiJobName:
         return SubmitOutcome("skipped", batch.geminiJobName if batch else None)
-    if active_job_count(services) >= get_settings().gemini_max_active_jobs:
-        # Over the project's concurrent-job cap: wait for a slot instead of failing. Touching the
-        # batch keeps the poller from re-driving it meanwhile (which would add a second message).
-        if not store.touch_pending(batch_id):
-            return SubmitOutcome("skipped")
-        services.queues.send_submit(SubmitJob(batchId=batch_id), delay_seconds=CAP_RETRY_DELAY_SECONDS)
-        return SubmitOutcome("waiting")
+    waiting = _wait_for_slot_or_lease(services, batch)
+    if waiting is not None:
+        return waiting
     previous = batch.submitStartedAt
-    if lease_is_held(previous):
-        # Another attempt holds the lease and may be creating the job right now: a second attempt
-        # would find nothing to reconcile yet and create a second job. Come back after the lease.
-        services.queues.send_submit(SubmitJob(batchId=batch_id), delay_seconds=SUBMIT_LEASE_SECONDS)
-        return SubmitOutcome("waiting")
     leased = store.take_submit_lease(batch_id, previous)  # compare-and-set: of two attempts one goes on
     if leased is None:
         return SubmitOutcome("skipped")
@@ -83,17 +74,40 @@ def submit_batch(services: Services, batch_id: str) -> SubmitOutcome:
     if not record.items:  # nothing left to send (settled meanwhile): let the counters decide
         finalize_if_done(store, batch_id)
         return SubmitOutcome("skipped")
+    return _create_and_record(services, leased, record, display_name)
+
+
+def _wait_for_slot_or_lease(services: Services, batch: BatchRecord) -> SubmitOutcome | None:
+    """Come back later (a delayed message) when the job cap is reached or another attempt holds the lease."""
+    if active_job_count(services) >= get_settings().gemini_max_active_jobs:
+        # Over the project's concurrent-job cap: wait for a slot instead of failing. Touching the
+        # batch keeps the poller from re-driving it meanwhile (which would add a second message).
+        if not services.store.touch_pending(batch.batchId):
+            return SubmitOutcome("skipped")
+        services.queues.send_submit(SubmitJob(batchId=batch.batchId), delay_seconds=CAP_RETRY_DELAY_SECONDS)
+        return SubmitOutcome("waiting")
+    if lease_is_held(batch.submitStartedAt):
+        # Another attempt holds the lease and may be creating the job right now: a second attempt
+        # would find nothing to reconcile yet and create a second job. Come back after the lease.
+        services.queues.send_submit(SubmitJob(batchId=batch.batchId), delay_seconds=SUBMIT_LEASE_SECONDS)
+        return SubmitOutcome("waiting")
+    return None
+
+
+def _create_and_record(
+    services: Services, leased: BatchRecord, record: BatchWithItems, display_name: str
+) -> SubmitOutcome:
     try:
         job_name, input_file = _create_job(services, record, display_name)
     except OutcomeUnknown:
         raise  # the job may exist: keep the lease, so the next attempt reconciles before creating
     except TransientError:
-        store.release_submit_lease(batch_id, leased.submitStartedAt or "")  # refused: retry straight away
+        services.store.release_submit_lease(leased.batchId, leased.submitStartedAt or "")  # refused: retry now
         raise
     except PermanentError as exc:
         end_batch(
-            store,
-            batch_id,
+            services.store,
+            leased.batchId,
             batch_status=BatchStatus.FAILED,
             item_status=ItemStatus.FAILED,
             error=str(exc),
