@@ -48,6 +48,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
 }
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_WEBHOOK_PATH})
+CONSOLE_PATH = "/console"  # the web console's static files: public (the token stays in the browser)
 
 _origins = get_settings().cors_origin_list
 app = APIGatewayRestResolver(
@@ -350,6 +351,46 @@ def admin_batches(
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
 
+# --- web console and catalog (SPEC §9) ------------------------------------------------------------
+@app.get("/catalog")
+def catalog() -> models.CatalogResponse:
+    """Prices and choices from the same catalog the create route charges by: the console prices live."""
+    from batchgen.config import load_catalog
+
+    settings = get_settings()
+    source = load_catalog(settings.catalog_path)
+    return models.CatalogResponse(
+        batchPrices=source.batchPrices,
+        standardPrices=source.standardPrices,
+        qualityMultipliers=source.qualityMultipliers,
+        models={name: str(spec.get("kind", "")) for name, spec in source.models.items()},
+        defaultModels=source.defaultModels,
+        aspectRatios=source.aspectRatios,
+        maxBatchRequests=settings.max_batch_requests,
+    )
+
+
+@app.get(CONSOLE_PATH, include_in_schema=False)
+def console_root() -> Response[str]:
+    """`/console/` is the page; `/console` redirects there (relative, so behind a stage prefix too)."""
+    if app.current_event.path.endswith("/"):  # the resolver matches both with and without the slash
+        return console_file("index.html")
+    return Response(status_code=HTTPStatus.MOVED_PERMANENTLY.value, body="", headers={"Location": "console/"})
+
+
+@app.get(CONSOLE_PATH + "/<name>", include_in_schema=False)
+def console_file(name: str) -> Response[str]:
+    from batchgen.console import CONTENT_SECURITY_POLICY, asset
+
+    found = asset(name)
+    if found is None:
+        raise NotFound("No such console page.")
+    text, content_type = found
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    headers["X-Content-Type-Options"] = "nosniff"
+    return Response(status_code=HTTPStatus.OK.value, content_type=content_type, body=text, headers=headers)
+
+
 # --- entry point ---------------------------------------------------------------------------------
 def _body_size(event: dict[str, Any]) -> int:
     body = event.get("body") or ""
@@ -367,7 +408,8 @@ def _pre_route_error(event: dict[str, Any]) -> Response | None:
             f"The request body is larger than {constants.MAX_BODY_BYTES / 1_000_000:.2f} MB; "
             "send fewer or smaller images per batch.",
         )
-    if event.get("path") in PUBLIC_PATHS or event.get("httpMethod") == "OPTIONS":
+    path = event.get("path") or ""
+    if path in PUBLIC_PATHS or path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/") or event.get("httpMethod") == "OPTIONS":
         return None
     try:
         app.append_context(principal=authenticate(event.get("headers") or {}))
