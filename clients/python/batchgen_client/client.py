@@ -190,7 +190,9 @@ class Client:
         idempotency_key: str | None = None,
     ) -> CreateBatchResponse:
         """`POST /batch/create` with inline requests (a plain string is a prompt). Validated here first."""
-        items = [BatchRequestItem(prompt=r) if isinstance(r, str) else BatchRequestItem.model_validate(r) for r in requests]
+        items = [
+            BatchRequestItem(prompt=r) if isinstance(r, str) else BatchRequestItem.model_validate(r) for r in requests
+        ]
         body = CreateBatchRequest(
             type=type,  # type: ignore[arg-type]  # validated by the model
             requests=items,
@@ -394,14 +396,19 @@ def is_finished(batch: BatchStatusResponse) -> bool:
 
 
 def item_filename(index: int, item: ItemView) -> str:
-    """`<position>-<clientId>.<ext>`: sorted in request order, stable across runs (so resumable)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", item.clientId).strip("._") or "item"
+    """`<position>-<clientId>-<generationId>.<ext>`: request order, and unique and stable per item, so a
+    second download skips exactly what the first saved (even with several batches in one folder)."""
+    stem = _safe(item.clientId)[:60] or "item"
     if item.imageUrl is None:
         suffix = ".txt"
     else:
         suffix = Path(urlparse(item.imageUrl).path).suffix.lower()
         suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"
-    return f"{index:04d}-{stem[:80]}{suffix}"
+    return f"{index:04d}-{stem}-{_safe(item.generationId)[:80]}{suffix}"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
 
 
 def _segment(batch_id: str) -> str:

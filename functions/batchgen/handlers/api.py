@@ -409,7 +409,8 @@ def _pre_route_error(event: dict[str, Any]) -> Response | None:
             "send fewer or smaller images per batch.",
         )
     path = event.get("path") or ""
-    if path in PUBLIC_PATHS or path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/") or event.get("httpMethod") == "OPTIONS":
+    console = path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")
+    if path in PUBLIC_PATHS or console or event.get("httpMethod") == "OPTIONS":
         return None
     try:
         app.append_context(principal=authenticate(event.get("headers") or {}))
