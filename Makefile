@@ -24,7 +24,7 @@ bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload 
 	$(PY) -m benchmarks
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check functions local infra tests benchmarks app.py
+	$(PY) -m ruff check functions clients local infra tests benchmarks app.py
 
 synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
 	$(PY) app.py
