@@ -178,3 +178,16 @@ def test_admin_sees_every_batch_and_grants_credits(page: Any, runtime: Any) -> N
     sign_in(page, runtime, token)
     expect(page.get_by_role("heading", name="New batch")).to_be_visible()
     expect(page.get_by_role("link", name="Admin")).to_be_hidden()
+
+
+def test_the_printed_console_link_signs_in(page: Any, runtime: Any) -> None:
+    printed = dict(
+        match.groups() for line in runtime.output.lines if (match := re.match(r"^\s+(user|admin)\s+(http\S+)$", line))
+    )
+    assert printed["user"].startswith(f"{runtime.base_url}/console/#token=")
+    assert "batchgen submit prompts.txt --wait --download results/" in runtime.output.text()
+    page.goto(printed["user"])
+    expect(page.get_by_role("heading", name="New batch")).to_be_visible()
+    expect(page.locator("#who")).to_have_text(runtime.user_id)
+    page.goto(printed["admin"])
+    expect(page.get_by_role("heading", name="Admin")).to_be_visible()
