@@ -168,6 +168,7 @@ def test_admin_sees_every_batch_and_grants_credits(page: Any, runtime: Any) -> N
     sign_in(page, runtime, runtime.admin_token)
     expect(page.get_by_role("heading", name="Admin")).to_be_visible()
     expect(page.get_by_role("link", name="Admin")).to_be_visible()
+    expect(page.get_by_role("link", name="New batch")).to_be_hidden()  # admins cannot create batches
     expect(page.get_by_role("region", name="Every user's batches")).to_contain_text(batch.id)
     page.get_by_label("User id").fill(user_id)
     page.get_by_label("Amount (negative debits)").fill("7.5")

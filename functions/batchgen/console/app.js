@@ -463,6 +463,7 @@ async function route() {
   nav.hidden = !signedIn;
   document.getElementById("who").textContent = signedIn ? `${claims().sub || ""}${isAdmin() ? " (admin)" : ""}` : "";
   document.querySelector("[data-admin]").hidden = !isAdmin();
+  document.querySelector("[data-user]").hidden = isAdmin(); // admin accounts cannot create batches (403)
   for (const link of nav.querySelectorAll("a[data-page]")) {
     if (hash.startsWith(`#/${link.dataset.page}`)) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
