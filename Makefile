@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 # aws-cdk-lib runs on the machine's Node.js through jsii; its end-of-life banner is noise in test output.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
-.PHONY: run test bench lint synth clean
+.PHONY: run test bench lint synth token clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(VENV)/.installed  ## every test: unit, integration (moto + emulators), e
 
 bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
 	$(PY) -m benchmarks
+
+token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1]: a token for a local user of the running `make run`
+ifneq ($(origin USER),command line)
+	$(error usage: make token USER=alice [ADMIN=1])
+endif
+	@$(PY) -m local.token "$(USER)" $(if $(ADMIN),--admin)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check functions clients local infra tests benchmarks app.py

@@ -41,7 +41,7 @@ def proxy_event(
         "requestContext": {
             "resourcePath": "/{proxy+}",
             "httpMethod": method.upper(),
-            "path": f"/local{path}",
+            "path": path,  # what the client asked for: the local front door serves at the root, not under a stage
             "stage": "local",
             "requestId": str(uuid.uuid4()),
             "requestTimeEpoch": int(time.time() * 1000),

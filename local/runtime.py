@@ -148,6 +148,9 @@ class LocalRuntime:
         except BaseException:
             self.stop()
             raise
+        from local.token import save_secret
+
+        save_secret(self.options.jwt_secret)  # for `make token USER=...`
         self.user_token = mint_token(self.options.jwt_secret, self.options.user_id)
         self.admin_token = mint_token(self.options.jwt_secret, self.options.admin_id, role="admin")
         return self
@@ -300,6 +303,8 @@ class LocalRuntime:
             "# web console (each link signs in; the #token part never leaves the browser):",
             f"  user   {url}/console/#token={self.user_token}",
             f"  admin  {url}/console/#token={self.admin_token}",
+            "",
+            "# a token for another local user (valid until this runtime stops): make token USER=alice [ADMIN=1]",
             "",
             "Ctrl-C stops everything.",
             "",

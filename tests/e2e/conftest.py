@@ -29,6 +29,7 @@ import requests
 from tests.conftest import make_token
 
 ROOT = Path(__file__).resolve().parents[2]
+E2E_DATA_DIR = ROOT / "build" / "e2e-local-data"
 STARTUP_TIMEOUT_SECONDS = 60
 SHUTDOWN_TIMEOUT_SECONDS = 20
 POLL_INTERVAL_SECONDS = "1"
@@ -179,6 +180,7 @@ def runtime_environment(secret: str, **overrides: str) -> dict[str, str]:
             "GEMINI_EMULATOR_DELAY": GEMINI_EMULATOR_DELAY,
             "SQS_VISIBILITY_TIMEOUT": "5",
             "JWT_SECRET": secret,
+            "LOCAL_DATA_DIR": str(E2E_DATA_DIR),  # never the developer's own .local-data/
             "LOCAL_USER_ID": USER_ID,
             "LOCAL_USER_CREDITS": str(USER_CREDITS),
             **overrides,

@@ -200,6 +200,32 @@ def test_admin_grants_credits_to_a_user(runtime):
     assert balance(runtime, token) == Decimal("12.5")
 
 
+def test_make_token_mints_tokens_the_running_runtime_accepts(runtime):
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import E2E_DATA_DIR, ROOT
+
+    def mint(*args: str) -> str:
+        env = {key: value for key, value in os.environ.items() if key != "JWT_SECRET"}
+        env["LOCAL_DATA_DIR"] = str(E2E_DATA_DIR)  # where the runtime left its signing key
+        done = subprocess.run(
+            [sys.executable, "-m", "local.token", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    alice = mint("alice-e2e")
+    assert runtime.request("GET", "/credits", token=alice).json()["balance"] == 0
+    admin = mint("ops-e2e", "--admin")
+    granted = runtime.request(
+        "POST", "/admin/credits", token=admin, json={"userId": "alice-e2e", "amount": 3, "reason": "hello"}
+    )
+    assert granted.status_code == 200, granted.text
+    assert runtime.request("GET", "/credits", token=alice).json()["balance"] == 3
+
+
 def test_admin_routes_are_403_for_users_and_batches_are_403_for_admins(runtime):
     denied = runtime.request(
         "POST",

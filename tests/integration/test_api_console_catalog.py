@@ -61,5 +61,7 @@ def test_only_console_files_are_served(api, aws, name):
     assert_error_body(api("GET", f"/console/{name}", token=""), 404)
 
 
-def test_console_prefix_does_not_open_other_routes(api, aws):
-    assert_error_body(api("GET", "/consolecredits", token=""), 401)
+def test_console_prefix_opens_nothing_else(api, aws):
+    assert_error_body(api("GET", "/consolecredits", token=""), 404)
+    assert_error_body(api("POST", "/console/app.js", {"x": 1}, token=""), 405)
+    assert_error_body(api("GET", "/credits", token=""), 401)

@@ -215,3 +215,40 @@ def test_api_requests_do_not_load_the_gemini_or_cloudinary_sdks(api, aws):
     api("POST", f"/batch/{batch_id}/cancel")
     api("DELETE", f"/batch/{batch_id}", query="purgeImages=true")
     assert not [m for m in sys.modules if m.startswith(("google.genai", "cloudinary"))]
+
+
+def test_an_admin_debit_larger_than_the_balance_says_so_in_its_own_words(api, aws):
+    grant_via_api(api, "user-1", 3)
+    response = grant_via_api(api, "user-1", -5, "correction")
+    assert response.status == 402
+    assert response.body["required"] == 5 and response.body["available"] == 3
+    message = response.body["message"]
+    assert "batch" not in message and "requests" not in message
+    assert "user-1" in message and "debit at most" in message
+    assert get_repository().get_balance("user-1") == 3
+
+
+def test_admin_filters_batches_by_user(api, aws):
+    grant_via_api(api, "user-1", 10)
+    grant_via_api(api, "user-2", 10)
+    mine = api("POST", "/batch/create", batch_body(1)).body["id"]
+    api("POST", "/batch/create", batch_body(1), token=make_token("user-2"))
+    listing = api("GET", "/admin/batches", token=ADMIN, query="userId=user-1")
+    assert listing.status == 200
+    assert [(entry["id"], entry["userId"]) for entry in listing.body] == [(mine, "user-1")]
+    assert api("GET", "/admin/batches", token=ADMIN, query="userId=nobody").body == []
+
+
+def test_admin_reads_a_users_balance_and_ledger(api, aws):
+    grant_via_api(api, "user-1", 7.5, "welcome")
+    response = api("GET", "/admin/users/user-1/credits", token=ADMIN)
+    assert response.status == 200
+    assert response.body["userId"] == "user-1" and response.body["balance"] == 7.5
+    assert [(e["delta"], e["reason"]) for e in response.body["ledger"]] == [(7.5, "welcome")]
+    assert api("GET", "/admin/users/user-1/credits").status == 403
+
+
+def test_a_user_gets_403_from_an_admin_route_before_any_field_details(api, aws):
+    response = api("POST", "/admin/credits", {"userId": 5, "amount": "lots"})
+    assert response.status == 403
+    assert "details" not in response.body

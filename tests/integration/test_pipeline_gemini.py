@@ -345,6 +345,7 @@ def test_batches_past_max_wait_expire_with_refund_and_cancelled_job(api, gemini,
     assert "Expired" in body["items"][0]["error"]
     queues.drain(SUBMIT)  # the clean-up travels through the submit queue, so it is retried if Gemini hiccups
     assert gemini.jobs[job_name].state == "BATCH_STATE_CANCELLED"
+    assert status(api, batch_id)["geminiState"] == "JOB_STATE_CANCELLED"
     assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]
 
 
@@ -357,6 +358,29 @@ def test_user_cancel_also_cancels_the_gemini_job(api, gemini, queues):
     queues.drain(SUBMIT)
     assert next(iter(gemini.jobs.values())).state == "BATCH_STATE_CANCELLED"
     assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]  # its input file is gone too
+
+
+def test_after_cancel_the_status_shows_the_state_gemini_reports(api, gemini, queues):
+    grant("user-1", 10)
+    gemini.delay_seconds = 3600
+    batch_id = create(api, ["a"])
+    queues.drain(SUBMIT)
+    assert status(api, batch_id)["geminiState"] == "JOB_STATE_PENDING"
+    api("POST", f"/batch/{batch_id}/cancel")
+    queues.drain(SUBMIT)
+    assert status(api, batch_id)["geminiState"] == "JOB_STATE_CANCELLED"
+
+
+def test_cleaning_up_a_batch_deleted_meanwhile_records_nothing_and_succeeds(api, gemini, queues):
+    grant("user-1", 10)
+    gemini.delay_seconds = 3600
+    batch_id = create(api, ["a"])
+    queues.drain(SUBMIT)
+    api("POST", f"/batch/{batch_id}/cancel")
+    assert api("DELETE", f"/batch/{batch_id}").status == 204
+    queues.drain(SUBMIT)  # the cancel's clean-up finds no batch to record the state on
+    assert get_repository().get_batch(batch_id) is None
+    assert gemini.jobs == {}
 
 
 def test_delete_removes_the_gemini_job(api, gemini, queues, poll):

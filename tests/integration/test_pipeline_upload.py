@@ -200,7 +200,11 @@ def test_delete_with_purge_removes_the_cloudinary_images(api, gemini, cloudinary
     to_upload_queue(queues, poll)
     queues.drain(UPLOAD)
     assert len(cloudinary.assets) == 2
-    assert api("DELETE", f"/batch/{batch_id}", query="purgeImages=true").status == 204
+    deleted = api("DELETE", f"/batch/{batch_id}", query="purgeImages=true")
+    assert deleted.status == 202  # the record is gone; the images go when the upload function runs
+    assert deleted.body["purgeStatus"] == "queued" and deleted.body["purgeImageCount"] == 2
+    assert len(cloudinary.assets) == 2
+    assert api("GET", f"/batch/status/{batch_id}").status == 404
     queues.drain(UPLOAD)
     queues.drain(SUBMIT)
     assert cloudinary.assets == {}
@@ -286,3 +290,18 @@ def test_the_poller_finalises_a_batch_whose_items_are_all_settled(api, gemini, c
     monkeypatch.undo()
     assert poll()["ended"] == 1
     assert status(api, batch_id)["status"] == "completed"
+
+
+def test_concurrent_uploads_reuse_their_connections(api, gemini, cloudinary, queues, poll, caplog):
+    # Given ten images uploaded by one SQS batch, in parallel threads, each upload taking a while
+    grant("user-1", 40)
+    batch_id = create(api, [f"image {i}" for i in range(10)])
+    to_upload_queue(queues, poll)
+    cloudinary.set_latency(0.2, "upload")
+    # When the upload function runs them
+    with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
+        queues.deliver(UPLOAD, queues.receive(UPLOAD))
+        queues.drain(UPLOAD)
+    # Then no connection is thrown away for want of room in the SDK's pool
+    assert status(api, batch_id)["successCount"] == 10
+    assert [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()] == []

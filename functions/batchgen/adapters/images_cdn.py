@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from batchgen import constants
 from batchgen.domain.errors import PermanentError, TransientError
 from batchgen.secret_values import cloudinary_url
 
@@ -27,15 +28,24 @@ class UploadedImage:
 
 
 def _configure() -> None:
-    """The SDK reads CLOUDINARY_URL (cloudinary://key:secret@cloud[?upload_prefix=...]) on reset."""
+    """The SDK reads CLOUDINARY_URL (cloudinary://key:secret@cloud[?upload_prefix=...]) on reset.
+
+    The SDK's module-level connection pool keeps one connection per host, while the upload function
+    runs `UPLOAD_QUEUE.batch_size` uploads at once: the others would open a connection, use it once
+    and drop it ("Connection pool is full, discarding connection"). The pool is rebuilt at that size;
+    the SDK has no public setting for it."""
     global _configured_url
     url = cloudinary_url()
     with _config_lock:
         if url != _configured_url:
             import cloudinary
+            import cloudinary.uploader
+            from cloudinary import utils
 
             os.environ["CLOUDINARY_URL"] = url
             cloudinary.reset_config()
+            options = {**cloudinary.CERT_KWARGS, "maxsize": constants.UPLOAD_QUEUE.batch_size}
+            cloudinary.uploader._http = utils.get_http_connector(cloudinary.config(), options)  # noqa: SLF001
             _configured_url = url
 
 

@@ -583,7 +583,13 @@ class Repository:
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 if _cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
-                    raise InsufficientCredits(-delta, self.get_balance(user_id)) from exc
+                    available = self.get_balance(user_id)
+                    raise InsufficientCredits(
+                        -delta,
+                        available,
+                        f"A debit of {-delta} credits would take the balance of user '{user_id}' below zero; "
+                        f"their balance is {available}, so debit at most that.",
+                    ) from exc
                 raise ConcurrentChange("balance changed concurrently") from exc
             raise
         return self.get_balance(user_id)

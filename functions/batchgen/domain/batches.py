@@ -307,8 +307,9 @@ def cancel_batch(principal: Principal, batch_id: str, repository: Repository | N
 
 def delete_batch(
     principal: Principal, batch_id: str, *, purge_images: bool, repository: Repository | None = None
-) -> None:
-    """Removes a terminal batch; Gemini and Cloudinary clean-up run in the pipeline functions."""
+) -> int:
+    """Removes a terminal batch; Gemini and Cloudinary clean-up run in the pipeline functions.
+    Returns how many images were queued for removal (they stay served until the upload function runs)."""
     repository = repository or get_repository()
     record = load_owned(principal, batch_id, repository)
     if not is_terminal(record.batch.status):
@@ -325,12 +326,14 @@ def delete_batch(
             }
         )
     public_ids = [item.publicId for item in record.items if item.publicId]
-    if purge_images and public_ids:
-        messaging.send_uploads([{"action": "purge", "batchId": batch_id, "publicIds": public_ids}])
+    if not (purge_images and public_ids):
+        return 0
+    messaging.send_uploads([{"action": "purge", "batchId": batch_id, "publicIds": public_ids}])
+    return len(public_ids)
 
 
 def list_history(
-    principal: Principal | None,
+    user_id: str | None,
     *,
     limit: int,
     cursor: str | None,
@@ -338,7 +341,7 @@ def list_history(
     batch_type: str | None,
     repository: Repository | None = None,
 ) -> Page:
-    """A user's batches (or, with `principal=None`, everyone's for admins), newest first."""
+    """A user's batches (or, with `user_id=None`, everyone's for admins), newest first."""
     repository = repository or get_repository()
     if status is not None and status not in {s.value for s in BatchStatus}:
         raise InvalidInput(
@@ -353,7 +356,7 @@ def list_history(
                 [{"loc": ["query", "type"], "msg": "unknown type"}],
             )
     return repository.list_batches(
-        user_id=principal.user_id if principal else None,
+        user_id=user_id,
         limit=limit,
         cursor=cursor,
         status=status,

@@ -42,9 +42,10 @@ class PayloadTooLarge(DomainError):
 class InsufficientCredits(DomainError):
     title = "Insufficient credits"
 
-    def __init__(self, required: Decimal, available: Decimal) -> None:
+    def __init__(self, required: Decimal, available: Decimal, message: str | None = None) -> None:
         super().__init__(
-            f"This batch costs {required} credits but your balance is {available}. "
+            message
+            or f"This batch costs {required} credits but your balance is {available}. "
             "Add credits or submit fewer requests."
         )
         self.required = required

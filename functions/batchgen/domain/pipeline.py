@@ -6,6 +6,7 @@ Every step is safe to repeat (SQS delivers at least once, poller runs may overla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -196,14 +197,33 @@ def _record_job(repository: Repository, batch: BatchRecord, job_name: str, input
     return SubmitOutcome("submitted", job_name)
 
 
-def clean_up_job(job_name: str | None, input_file: str | None, *, delete: bool) -> None:
-    """After cancel or delete: stop (or delete) the Gemini job and remove its input file."""
+def clean_up_job(
+    job_name: str | None,
+    input_file: str | None,
+    *,
+    delete: bool,
+    batch_id: str | None = None,
+    repository: Repository | None = None,
+) -> None:
+    """After cancel, expiry or delete: stop (or delete) the Gemini job and remove its input file.
+    A cancelled job's resulting state is recorded, so `geminiState` says what Gemini now says."""
     if job_name:
         if delete:
             gemini.delete_job(job_name)
         else:
             gemini.cancel_job(job_name)
+            if batch_id:
+                _record_job_state(batch_id, job_name, repository or get_repository())
     gemini.delete_file(input_file)
+
+
+def _record_job_state(batch_id: str, job_name: str, repository: Repository) -> None:
+    try:
+        state = gemini.get_job(job_name).state
+    except gemini.JobNotFound:
+        return
+    with contextlib.suppress(ConcurrentChange):  # the batch was deleted meanwhile: nothing to record
+        repository.update_batch(batch_id, {"geminiState": state})
 
 
 # --- poll -----------------------------------------------------------------------------------------

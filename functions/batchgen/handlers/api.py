@@ -32,6 +32,8 @@ from batchgen.domain.errors import (
     Unauthorized,
 )
 from batchgen.domain.money import json_number
+from batchgen.handlers import api_docs as docs
+from batchgen.handlers import api_edge
 from batchgen.models import api as models
 
 logger = Logger()
@@ -47,6 +49,8 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
 }
+ADMIN_PATH_PREFIX = "/admin/"
+ADMIN_ONLY_MESSAGE = "This route is for admin accounts only."
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_WEBHOOK_PATH})
 CONSOLE_PATH = "/console"  # the web console's static files: public (the token stays in the browser)
 
@@ -65,10 +69,12 @@ app = APIGatewayRestResolver(
 API_TITLE, API_VERSION = "Batch image generation API", "1.0.0"
 
 
-def error_response(status: HTTPStatus, title: str, message: str, **extra: Any) -> Response:
+def error_response(
+    status: HTTPStatus, title: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body: dict[str, Any] = {"error": title, "message": message}
     body.update({key: value for key, value in extra.items() if value is not None})
-    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body)
+    return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.exception_handler(DomainError)
@@ -99,6 +105,16 @@ def handle_validation_error(error: RequestValidationError) -> Response:
     )
 
 
+@app.exception_handler(UnicodeDecodeError)
+def handle_undecodable_body(_error: UnicodeDecodeError) -> Response:
+    return error_response(HTTPStatus.BAD_REQUEST, "Invalid JSON", "The request body is not UTF-8 encoded JSON.")
+
+
+@app.exception_handler(RecursionError)
+def handle_nesting_too_deep(_error: RecursionError) -> Response:
+    return error_response(HTTPStatus.BAD_REQUEST, "Invalid JSON", "The request body is nested too deeply.")
+
+
 @app.exception_handler(Exception)
 def handle_unexpected(error: Exception) -> Response:
     logger.exception("unhandled error")
@@ -109,7 +125,10 @@ def handle_unexpected(error: Exception) -> Response:
 
 @app.not_found
 def handle_not_found(_error: Exception) -> Response:
-    return error_response(HTTPStatus.NOT_FOUND, "Not found", "No such route; see /docs for the API.")
+    path = app.current_event.path
+    return error_response(
+        HTTPStatus.NOT_FOUND, "Not found", f"There is no route {path}; the routes are listed at /docs."
+    )
 
 
 def record_created(request_count: int, credits: Any) -> None:
@@ -132,15 +151,25 @@ def json_response(status: HTTPStatus, body: Any, headers: dict[str, str] | None 
 
 
 # --- public ---------------------------------------------------------------------------------------
-@app.get("/health")
+@app.get("/health", summary="Is the service up", tags=["Service"], responses=docs.responses(200, "Up"))
 def health() -> models.HealthResponse:
     return models.HealthResponse(status="ok", service=constants.SERVICE_NAME)
 
 
+def _openapi_schema() -> dict[str, Any]:
+    event = app.current_event
+    return docs.openapi_document(
+        app,
+        title=API_TITLE,
+        version=API_VERSION,
+        public_paths=PUBLIC_PATHS,
+        base_path=docs.client_base_path(event.request_context.path, event.path),
+    )
+
+
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document() -> Response[dict[str, Any]]:
-    schema = app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION)
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.loads(schema))
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=_openapi_schema())
 
 
 @app.get("/docs", include_in_schema=False)
@@ -153,7 +182,7 @@ def swagger_ui() -> Response[str]:
     from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
 
     assets = Path(event_handler.__file__).parent / "openapi" / "swagger_ui"
-    spec = app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION).replace("</", "<\\/")
+    spec = json.dumps(_openapi_schema()).replace("</", "<\\/")
     html = generate_swagger_html(
         spec,
         (assets / "swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
@@ -211,7 +240,15 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
     ).model_dump(mode="json")
 
 
-@app.post("/batch/create", responses={202: {"description": "Accepted"}})
+@app.post(
+    "/batch/create",
+    summary="Create a batch (charged at the batch rate)",
+    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
+    "first answer for the same body.",
+    tags=["Batches"],
+    responses=docs.responses(202, "Accepted: the batch is queued", 400, 401, 402, 403, 409, 413, 415),
+)
 def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBatchResponse]:
     idempotency_key = app.current_event.headers.get("Idempotency-Key") or app.current_event.headers.get(
         "idempotency-key"
@@ -231,36 +268,78 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
     return json_response(HTTPStatus.ACCEPTED, body, {"Location": f"/batch/status/{body['id']}"})
 
 
-@app.get("/batch/status/<batch_id>")
+@app.get(
+    "/batch/status/<batch_id>",
+    summary="A batch, its items, results and errors",
+    tags=["Batches"],
+    responses=docs.responses(200, "The batch", 401, 404),
+)
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     return models.BatchStatusResponse.model_validate(reports.status_body(batches.load_owned(principal(), batch_id)))
 
 
-@app.get("/batch/history")
+@app.get(
+    "/batch/history",
+    summary="Your batches, newest first",
+    description="Pass the `X-Next-Cursor` response header back as `cursor` for the next page.",
+    tags=["Batches"],
+    responses=docs.responses(200, "A page of batches", 400, 401),
+)
 def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002 - the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
-    page = batches.list_history(principal(), limit=limit, cursor=cursor, status=status, batch_type=type)
+    page = batches.list_history(principal().user_id, limit=limit, cursor=cursor, status=status, batch_type=type)
     body = [models.HistoryEntry.model_validate(reports.history_entry(b)).model_dump(mode="json") for b in page.batches]
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
 
-@app.post("/batch/<batch_id>/cancel")
+@app.post(
+    "/batch/<batch_id>/cancel",
+    summary="Cancel a batch and refund what has not succeeded",
+    tags=["Batches"],
+    responses=docs.responses(200, "The cancelled batch", 401, 404, 409),
+)
 def cancel_batch(batch_id: str) -> models.BatchStatusResponse:
     return models.BatchStatusResponse.model_validate(reports.status_body(batches.cancel_batch(principal(), batch_id)))
 
 
-@app.delete("/batch/<batch_id>", responses={204: {"description": "Deleted"}})
-def delete_batch(batch_id: str, purgeImages: Annotated[bool, Query()] = False) -> Response[None]:  # noqa: N803
-    batches.delete_batch(principal(), batch_id, purge_images=purgeImages)
-    return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
+@app.delete(
+    "/batch/<batch_id>",
+    summary="Delete a finished batch (and, with purgeImages, its images)",
+    tags=["Batches"],
+    responses={
+        **docs.responses(
+            202, "Deleted; its images are being removed", 400, 401, 404, 409, body=models.DeleteBatchResponse
+        ),
+        204: {"description": "Deleted"},
+    },
+)
+def delete_batch(
+    batch_id: str, purgeImages: Annotated[bool, Query()] = False
+) -> Response[models.DeleteBatchResponse | None]:  # noqa: N803
+    purging = batches.delete_batch(principal(), batch_id, purge_images=purgeImages)
+    if not purging:
+        return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
+    body = models.DeleteBatchResponse(
+        id=batch_id,
+        deleted=True,
+        purgeStatus="queued",
+        purgeImageCount=purging,
+        message=f"The batch is deleted; its {purging} image(s) stop being served within about a minute.",
+    )
+    return json_response(HTTPStatus.ACCEPTED, body.model_dump(mode="json"))
 
 
 # --- seed 003: /api/generate/batch ---------------------------------------------------------------
-@app.post("/api/generate/batch")
+@app.post(
+    "/api/generate/batch",
+    summary="Seed 003 GeneratorV2: queue image edits",
+    tags=["Seed 003 (GeneratorV2)"],
+    responses=docs.responses(200, "Queued", 400, 401, 402, 403, 413, 415),
+)
 def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatchResponse:
     created = batches.create_batch(
         principal(),
@@ -287,7 +366,12 @@ def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatch
     )
 
 
-@app.get("/api/generate/batch")
+@app.get(
+    "/api/generate/batch",
+    summary="Seed 003 GeneratorV2: poll generations by id",
+    tags=["Seed 003 (GeneratorV2)"],
+    responses=docs.responses(200, "One result per id asked for", 400, 401),
+)
 def generate_batch_status(
     jobIds: Annotated[str, Query(min_length=1, max_length=8192)],  # noqa: N803 - the seed's query name
     batchId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
@@ -308,10 +392,8 @@ def generate_batch_status(
 
 
 # --- credits and admin ---------------------------------------------------------------------------
-@app.get("/credits")
-def credits() -> models.CreditsResponse:
+def credits_view(user_id: str) -> models.CreditsResponse:
     repository = get_repository()
-    user_id = principal().user_id
     return models.CreditsResponse(
         balance=repository.get_balance(user_id),
         ledger=[
@@ -321,29 +403,50 @@ def credits() -> models.CreditsResponse:
     )
 
 
+@app.get(
+    "/credits",
+    summary="Your balance and latest ledger entries",
+    tags=["Credits"],
+    responses=docs.responses(200, "Balance and ledger", 401),
+)
+def credits() -> models.CreditsResponse:
+    return credits_view(principal().user_id)
+
+
 def require_admin() -> Principal:
     caller = principal()
     if not caller.is_admin:
-        raise Forbidden("This route is for admin accounts only.")
+        raise Forbidden(ADMIN_ONLY_MESSAGE)
     return caller
 
 
-@app.post("/admin/credits")
+@app.post(
+    "/admin/credits",
+    summary="Grant (or, negative, debit) a user's credits",
+    tags=["Admin"],
+    responses=docs.responses(200, "The new balance", 400, 401, 402, 403, 415),
+)
 def admin_credits(request: models.AdminCreditsRequest) -> models.AdminCreditsResponse:
     require_admin()
     balance = get_repository().adjust_balance(request.userId, request.amount, request.reason)
     return models.AdminCreditsResponse(userId=request.userId, balance=balance)
 
 
-@app.get("/admin/batches")
+@app.get(
+    "/admin/batches",
+    summary="Every user's batches (or one user's), newest first",
+    tags=["Admin"],
+    responses=docs.responses(200, "A page of batches", 400, 401, 403),
+)
 def admin_batches(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002
+    userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # noqa: N803 - API casing
 ) -> Response[list[models.AdminHistoryEntry]]:
     require_admin()
-    page = batches.list_history(None, limit=limit, cursor=cursor, status=status, batch_type=type)
+    page = batches.list_history(userId, limit=limit, cursor=cursor, status=status, batch_type=type)
     body = [
         models.AdminHistoryEntry.model_validate(reports.history_entry(b, include_user=True)).model_dump(mode="json")
         for b in page.batches
@@ -351,8 +454,25 @@ def admin_batches(
     return json_response(HTTPStatus.OK, body, {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None)
 
 
+@app.get(
+    "/admin/users/<user_id>/credits",
+    summary="A user's balance and latest ledger entries",
+    tags=["Admin"],
+    responses=docs.responses(200, "Balance and ledger", 401, 403),
+)
+def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
+    require_admin()
+    view = credits_view(user_id)
+    return models.AdminUserCreditsResponse(userId=user_id, balance=view.balance, ledger=view.ledger)
+
+
 # --- web console and catalog (SPEC §9) ------------------------------------------------------------
-@app.get("/catalog")
+@app.get(
+    "/catalog",
+    summary="Prices, models and limits, for pricing a batch before creating it",
+    tags=["Credits"],
+    responses=docs.responses(200, "The catalog the create route charges by", 401),
+)
 def catalog() -> models.CatalogResponse:
     """Prices and choices from the same catalog the create route charges by: the console prices live."""
     from batchgen.config import load_catalog
@@ -392,31 +512,21 @@ def console_file(name: str) -> Response[str]:
 
 
 # --- entry point ---------------------------------------------------------------------------------
-def _body_size(event: dict[str, Any]) -> int:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return len(body) * 3 // 4
-    return len(body.encode("utf-8"))
-
-
 def _pre_route_error(event: dict[str, Any]) -> Response | None:
-    """Size and authentication checks run before body validation, so strangers learn nothing."""
-    if _body_size(event) > constants.MAX_BODY_BYTES:
-        return error_response(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            PayloadTooLarge.title,
-            f"The request body is larger than {constants.MAX_BODY_BYTES / 1_000_000:.2f} MB; "
-            "send fewer or smaller images per batch.",
-        )
-    path = event.get("path") or ""
+    """Size, route and authentication checks run before body validation, so strangers learn nothing."""
+    early = api_edge.size_error(event, error_response) or api_edge.route_error(app, event, error_response)
+    path = str(event.get("path") or "")
     console = path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")
-    if path in PUBLIC_PATHS or console or event.get("httpMethod") == "OPTIONS":
-        return None
+    if early is not None or path in PUBLIC_PATHS or console or event.get("httpMethod") == "OPTIONS":
+        return early
     try:
-        app.append_context(principal=authenticate(event.get("headers") or {}))
+        caller = authenticate(event.get("headers") or {})
     except Unauthorized as error:
         return handle_domain_error(error)
-    return None
+    app.append_context(principal=caller)
+    if str(event.get("path", "")).startswith(ADMIN_PATH_PREFIX) and not caller.is_admin:
+        return handle_domain_error(Forbidden(ADMIN_ONLY_MESSAGE))  # before the body is validated
+    return api_edge.media_type_error(event, error_response)
 
 
 def _cors_headers(event: dict[str, Any]) -> dict[str, str]:
@@ -435,7 +545,11 @@ def _as_proxy_result(response: Response, event: dict[str, Any]) -> dict[str, Any
         body = json.dumps(body, separators=(",", ":"))
     return {
         "statusCode": response.status_code,
-        "headers": {"Content-Type": response.content_type or content_types.APPLICATION_JSON, **_cors_headers(event)},
+        "headers": {
+            **response.headers,
+            "Content-Type": response.content_type or content_types.APPLICATION_JSON,
+            **_cors_headers(event),
+        },
         "body": body if isinstance(body, str) else base64.b64encode(body or b"").decode(),
         "isBase64Encoded": False,
     }

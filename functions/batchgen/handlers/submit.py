@@ -33,7 +33,9 @@ def record_handler(record: SubmitRecord) -> None:
             )
             metrics.add_metric(name=f"Submit_{outcome.status}", unit=MetricUnit.Count, value=1)
         else:
-            pipeline.clean_up_job(message.jobName, message.inputFile, delete=message.action == "delete_job")
+            pipeline.clean_up_job(
+                message.jobName, message.inputFile, delete=message.action == "delete_job", batch_id=message.batchId
+            )
     except TransientError:
         back_off(record, get_settings().submit_queue_url)
         raise

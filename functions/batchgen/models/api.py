@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
@@ -17,17 +17,61 @@ Prompt = Annotated[str, Field(max_length=constants.MAX_PROMPT_CHARS)]
 ShortText = Annotated[str, Field(max_length=constants.MAX_DISPLAY_NAME_CHARS)]
 
 
+# A 2×2 PNG: examples in /docs must be requests the service accepts ("Try it out" sends them).
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg=="
+)
+
+
+class ErrorBody(BaseModel):
+    """Every error the service answers, whatever the status."""
+
+    error: str = Field(examples=["Invalid request"])
+    message: str = Field(examples=["Invalid requests.0.prompt: Field required."])
+    details: list[dict[str, Any]] | None = None
+
+
+class InsufficientCreditsBody(ErrorBody):
+    required: Credits
+    available: Credits
+
+
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class BatchRequestItem(StrictBody):
-    id: Annotated[str, Field(min_length=1, max_length=constants.MAX_CLIENT_ID_CHARS)] | None = None
-    prompt: Prompt | None = None
-    imageBase64: str | None = None
+    id: Annotated[str, Field(min_length=1, max_length=constants.MAX_CLIENT_ID_CHARS, examples=["front"])] | None = None
+    prompt: Annotated[Prompt | None, Field(examples=["front pose, smiling"])] = None
+    imageBase64: Annotated[
+        str | None,
+        Field(description="A PNG, JPEG or WEBP image: plain base64 or a data URL", examples=[EXAMPLE_IMAGE]),
+    ] = None
 
 
 class CreateBatchRequest(StrictBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "character",
+                    "prompt": "Anime girl with silver hair",
+                    "requests": [{"id": "front", "prompt": "front pose"}, {"id": "side", "prompt": "side pose"}],
+                    "quality": "1k",
+                    "aspectRatio": "3:4",
+                    "displayName": "Character sheet",
+                },
+                {
+                    "type": "image-edit",
+                    "prompt": "Make it look like a watercolour painting",
+                    "requests": [{"id": "photo-1", "imageBase64": EXAMPLE_IMAGE}],
+                },
+            ]
+        },
+    )
+
     type: BatchTypeName
     requests: list[BatchRequestItem] = Field(min_length=1)
     prompt: Prompt | None = None
@@ -94,6 +138,16 @@ class BatchStatusResponse(BaseModel):
     geminiState: str | None
 
 
+class DeleteBatchResponse(BaseModel):
+    """DELETE with `purgeImages=true`: the record is gone, the Cloudinary removal is queued."""
+
+    id: str
+    deleted: Literal[True]
+    purgeStatus: Literal["queued"]
+    purgeImageCount: int
+    message: str
+
+
 class HistoryEntry(BaseModel):
     id: str
     status: str
@@ -118,6 +172,20 @@ class GenerateImage(StrictBody):
 
 class GenerateBatchRequest(StrictBody):
     """Seed 003's GeneratorV2 body, accepted exactly as that client sends it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "prompt": "Turn this into a pencil sketch",
+                    "model": "flux-2",
+                    "images": [{"id": "img-1", "data": EXAMPLE_IMAGE}],
+                    "quality": "1k",
+                }
+            ]
+        },
+    )
 
     prompt: Prompt = Field(min_length=1)
     model: ShortText
@@ -169,6 +237,11 @@ class CreditsResponse(BaseModel):
 
 
 class AdminCreditsRequest(StrictBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"userId": "user-1", "amount": 50, "reason": "welcome credits"}]},
+    )
+
     userId: Annotated[str, Field(min_length=1, max_length=256)]
     amount: Decimal
     reason: Annotated[str, Field(min_length=1, max_length=256)]
@@ -182,6 +255,10 @@ class AdminCreditsRequest(StrictBody):
         if amount == 0:
             raise ValueError("amount must not be zero")
         return amount
+
+
+class AdminUserCreditsResponse(CreditsResponse):
+    userId: str
 
 
 class AdminCreditsResponse(BaseModel):

@@ -1,0 +1,100 @@
+"""The OpenAPI document as the service really behaves: its error body, its auth, its tags.
+
+Routes declare their answers with `responses(...)`; `openapi_document` adds what Powertools cannot be
+told per route: the Bearer (and seed-003 cookie) security schemes, and the removal of the 422
+`{"detail": ...}` answer that Powertools documents for validation errors the service turns into 400.
+Built only when `/openapi.json` or `/docs` is asked for, so none of it costs a cold start.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from batchgen.models import api as models
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Invalid input: `details` lists each invalid field with its location",
+    401: "Missing, expired or invalid token",
+    402: "Insufficient credits: `required` and `available` say by how much",
+    403: "Not allowed for this account (admin accounts cannot create batches; admin routes need an admin)",
+    404: "No such batch or route (another user's batch reads as missing)",
+    405: "The path exists but not with this method (see the `Allow` header)",
+    409: "Conflicts with the batch's state or with an earlier request under the same Idempotency-Key",
+    413: "The body is larger than the API accepts",
+    415: "The body is not JSON (send `Content-Type: application/json`)",
+}
+JSON = "application/json"
+BEARER_SCHEME = "bearerAuth"
+COOKIE_SCHEME = "sessionCookie"
+# Answers any route can give (the first two from API Gateway itself, before the function runs).
+COMMON_ERRORS: dict[int, str] = {
+    429: "Throttled: slow down and retry",
+    500: "Unexpected error on the service's side; retry shortly",
+}
+REMOVED_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+
+
+def responses(status: int, description: str, *errors: int, body: type | None = None) -> dict[int, OpenAPIResponse]:
+    """The success answer (its body from the route's return type, or `body`) and the listed errors."""
+    documented: dict[int, OpenAPIResponse] = {status: {"description": description}}
+    if body is not None:
+        documented[status]["content"] = {JSON: {"model": body}}
+    for code in errors:
+        model = models.InsufficientCreditsBody if code == 402 else models.ErrorBody
+        documented[code] = {"description": ERROR_DESCRIPTIONS[code], "content": {JSON: {"model": model}}}
+    return documented
+
+
+def client_base_path(client_path: str | None, route_path: str) -> str:
+    """The prefix the client put before the route (API Gateway's stage `/v1`, a custom domain's base
+    path, or nothing locally), so "Try it out" in /docs calls the URL the page itself came from."""
+    if client_path and route_path and client_path.endswith(route_path):
+        return client_path[: -len(route_path)].rstrip("/")
+    return ""
+
+
+def openapi_document(
+    app: Any, *, title: str, version: str, public_paths: frozenset[str], base_path: str = ""
+) -> dict[str, Any]:
+    import json
+
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer, Server
+
+    from batchgen.config import get_settings
+
+    schema: dict[str, Any] = json.loads(
+        app.get_openapi_json_schema(
+            title=title,
+            version=version,
+            description=(
+                "Submit many image (or text) generation requests at once at half the standard price. "
+                "Every error answers `{error, message, details?}`. Use the Authorize button with a JWT "
+                "(`make run` prints one) to try the routes from this page."
+            ),
+            security_schemes={
+                BEARER_SCHEME: HTTPBearer(bearerFormat="JWT", description="`Authorization: Bearer <JWT>`"),
+                COOKIE_SCHEME: APIKey(
+                    name=get_settings().auth_cookie_name,
+                    **{"in": APIKeyIn.cookie},
+                    description="The same JWT in a cookie, for the seed-003 browser client",
+                ),
+            },
+            security=[{BEARER_SCHEME: []}, {COOKIE_SCHEME: []}],
+            servers=[Server(url=base_path or "/")],
+        )
+    )
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            answers = operation["responses"]
+            answers.pop("422", None)  # the service answers 400 with its error body instead
+            for code, description in COMMON_ERRORS.items():
+                answers[str(code)] = {"description": description, "content": {JSON: {"schema": error_ref}}}
+            if path in public_paths:
+                operation["security"] = []
+    for name in REMOVED_SCHEMAS:
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    return schema

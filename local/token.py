@@ -1,0 +1,60 @@
+"""`make token USER=alice [ADMIN=1]`: a token for any local user, signed with the running runtime's key.
+
+The runtime writes the key it signs with to `jwt-secret` in `LOCAL_DATA_DIR` (default `.local-data/`)
+when it starts (a new key each start unless `JWT_SECRET` is set), so tokens minted here are valid until
+the runtime restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from batchgen import constants
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".local-data"
+
+
+def secret_file() -> Path:
+    return Path(os.environ.get("LOCAL_DATA_DIR", "").strip() or DEFAULT_DATA_DIR) / "jwt-secret"
+
+
+def save_secret(secret: str) -> None:
+    path = secret_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(secret, encoding="utf-8")
+
+
+def load_secret() -> str | None:
+    if os.environ.get(constants.ENV_JWT_SECRET):
+        return os.environ[constants.ENV_JWT_SECRET]
+    try:
+        return secret_file().read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from local.runtime import TOKEN_LIFETIME_SECONDS, mint_token
+
+    parser = argparse.ArgumentParser(prog="make token", description="Mint a token for a local user.")
+    parser.add_argument("user", help="the user id (the token's `sub`)")
+    parser.add_argument("--admin", action="store_true", help="an admin account (role 'admin')")
+    parser.add_argument("--hours", type=float, default=TOKEN_LIFETIME_SECONDS / 3600, help="lifetime (24)")
+    args = parser.parse_args(argv)
+    if not args.user.strip():
+        parser.error("the user id must not be empty")
+    secret = load_secret()
+    if secret is None:
+        print("No signing key yet: start the runtime with `make run` first (or set JWT_SECRET).", file=sys.stderr)
+        return 2
+    print(mint_token(secret, args.user.strip(), role="admin" if args.admin else None, lifetime=int(args.hours * 3600)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
