@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batchgen_client import Client, Conflict, InsufficientCredits, NotFound, Unauthorized
+from batchgen_client import Client, Conflict, InsufficientCredits, NotFound, Unauthorized, Unsupported
 from batchgen_client.cli import app
 from local.emulators.png import make_png
 
@@ -193,11 +193,12 @@ def test_python_client_errors_carry_the_api_body(runtime, tmp_path: Path):
 
 def test_bulk_upload_is_refused_clearly_until_the_service_supports_it(runtime, tmp_path: Path):
     """SPEC §6 bulk batches (`POST /batch/uploads`) are not in the service yet: the client and the CLI
-    report the API's own 404 instead of pretending."""
+    say so, carrying the API's own answer (today 405: the path reads as `/batch/{id}`), instead of pretending."""
     lines = tmp_path / "big.jsonl"
     lines.write_text("".join(json.dumps({"prompt": f"p{n}"}) + "\n" for n in range(25)), encoding="utf-8")
-    with pytest.raises(NotFound) as missing:
+    with pytest.raises(Unsupported) as missing:
         Client(runtime.base_url, runtime.user_token).upload_file(lines)
-    assert missing.value.message.startswith("No such route")
+    assert missing.value.status_code in (404, 405) and missing.value.body["message"] in missing.value.message
     result = cli(runtime, runtime.user_token, "submit", str(lines))
-    assert result.exit_code == 3 and "not found (404): No such route" in result.output
+    assert result.exit_code == 3, result.output
+    assert "not supported by this service" in result.output and "POST /batch/uploads" in result.output

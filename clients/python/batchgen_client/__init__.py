@@ -14,6 +14,7 @@ from batchgen_client.errors import (
     Throttled,
     TransportError,
     Unauthorized,
+    Unsupported,
     WaitTimeout,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "Throttled",
     "TransportError",
     "Unauthorized",
+    "Unsupported",
     "WaitTimeout",
     "image_data_url",
     "is_finished",

@@ -31,6 +31,7 @@ from batchgen_client.errors import (
     InvalidRequest,
     NotFound,
     Unauthorized,
+    Unsupported,
     WaitTimeout,
 )
 
@@ -89,6 +90,8 @@ def explain(error: BatchgenError) -> NoReturn:
             f"not enough credits (402): {error.message} Required {error.required}, available {error.available}.",
             Exit.API,
         )
+    if isinstance(error, Unsupported):
+        fail(f"not supported by this service: {error.message}", Exit.API)
     if isinstance(error, NotFound):
         fail(f"not found (404): {error.message}", Exit.API)
     if isinstance(error, InvalidRequest):

@@ -39,7 +39,14 @@ from batchgen.models.api import (
     HistoryEntry,
     ItemView,
 )
-from batchgen_client.errors import ApiError, ConfigurationError, NotFound, TransportError, WaitTimeout
+from batchgen_client.errors import (
+    ApiError,
+    ConfigurationError,
+    NotFound,
+    TransportError,
+    Unsupported,
+    WaitTimeout,
+)
 
 ENV_URL = "BATCHGEN_URL"
 ENV_TOKEN = "BATCHGEN_TOKEN"
@@ -215,7 +222,19 @@ class Client:
         """Uploads a JSONL file of requests (one `{id?, prompt?, imageBase64?}` per line) for a bulk
         batch: `POST /batch/uploads`, then PUT to the presigned URL. Returns the `uploadId`."""
         source = Path(path)
-        ticket = self._send("POST", "/batch/uploads").json()
+        try:
+            ticket = self._send("POST", "/batch/uploads").json()
+        except ApiError as exc:
+            if exc.status_code not in (404, 405):
+                raise
+            raise Unsupported(
+                exc.status_code,
+                exc.error,
+                f"This service does not take bulk (file) batches yet: POST /batch/uploads answered "
+                f"{exc.status_code} ({exc.message}). Send at most MAX_BATCH_REQUESTS requests inline instead.",
+                exc.details,
+                exc.body,
+            ) from exc
         upload = Upload(**{name: ticket[name] for name in Upload.__dataclass_fields__})
         size = source.stat().st_size
         if size > upload.maxBytes:

@@ -89,6 +89,10 @@ class PayloadTooLarge(ApiError):
     """413: too many or too large images in one request."""
 
 
+class Unsupported(ApiError):
+    """The service has no such feature yet (it answered 404 or 405 for the route); `body` is its answer."""
+
+
 class Throttled(ApiError):
     """429 after every retry."""
 
