@@ -26,7 +26,7 @@ def _seed_finished(repository: Any, count: int) -> None:
             userId=f"user-{index % 100}",
             type="food",
             status=BatchStatus.COMPLETED,
-            model="gemini-2.5-flash-image",
+            model="gemini-3.1-flash-image",
             createdAt=now,
             updatedAt=now,
             completedAt=now,
@@ -53,7 +53,7 @@ def _seed_active(repository: Any, emulator: Any, count: int) -> list[str]:
     now = ids.now_iso()
     for index in range(count):
         job = client.batches.create(
-            model="gemini-2.5-flash",
+            model="gemini-3.5-flash",
             src=[{"contents": [{"role": "user", "parts": [{"text": f"q{index}"}]}]}],
             config={"display_name": f"bench-{index}"},
         )
@@ -62,7 +62,7 @@ def _seed_active(repository: Any, emulator: Any, count: int) -> list[str]:
             userId="bench-user",
             type="text",
             status=BatchStatus.PROCESSING,
-            model="gemini-2.5-flash",
+            model="gemini-3.5-flash",
             createdAt=now,
             updatedAt=now,
             requestCount=1,

@@ -79,7 +79,7 @@ def _stage_batch(image_size: int, count: int) -> list[dict[str, Any]]:
         userId="bench-user",
         type="food",
         status=BatchStatus.PROCESSING,
-        model="gemini-2.5-flash-image",
+        model="gemini-3.1-flash-image",
         createdAt=now,
         updatedAt=now,
         requestCount=count,

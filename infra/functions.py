@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Annotations, Duration, RemovalPolicy
+from aws_cdk import Annotations, Duration, RemovalPolicy, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -94,6 +94,7 @@ class ServiceFunctions(Construct):
             layers=[self.dependencies],
             memory_size=spec.memory_mb,
             timeout=Duration.seconds(spec.timeout_seconds),
+            ephemeral_storage_size=Size.mebibytes(spec.ephemeral_storage_mb),
             reserved_concurrent_executions=(spec.reserved_concurrency if self._settings.reserved_concurrency else None),
             environment=self._environment,
             role=role,

@@ -34,6 +34,8 @@ ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_JWT_JWKS_URL = "JWT_JWKS_URL"
 ENV_JWT_ALGORITHMS = "JWT_ALGORITHMS"  # comma separated, e.g. "RS256" with a JWKS URL
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
+ENV_GEMINI_BASE_URL = "GEMINI_BASE_URL"
+ENV_GEMINI_WEBHOOK_JWKS_URL = "GEMINI_WEBHOOK_JWKS_URL"
 ENV_LOG_LEVEL = "LOG_LEVEL"  # Powertools Logger reads it
 
 CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
@@ -76,6 +78,8 @@ CONTEXT_KEYS: dict[str, str] = {
     "jwtAudience": "jwt_audience",
     "jwtJwksUrl": "jwt_jwks_url",
     "jwtAlgorithms": "jwt_algorithms",
+    "geminiBaseUrl": "gemini_base_url",
+    "geminiWebhookJwksUrl": "gemini_webhook_jwks_url",
     "corsOrigins": "cors_origins",
     "logLevel": "log_level",
     "logRetentionDays": "log_retention_days",
@@ -103,6 +107,8 @@ class StackSettings:
     jwt_audience: str = ""
     jwt_jwks_url: str = ""
     jwt_algorithms: str = ""  # empty: the handler's default (HS256)
+    gemini_base_url: str = ""  # empty: the SDK's default endpoint
+    gemini_webhook_jwks_url: str = ""  # Google's keys for JWT-signed Gemini webhooks; empty: scheme off
     cors_origins: tuple[str, ...] = ("*",)
     log_level: str = "INFO"
     log_retention_days: int = 30
@@ -154,6 +160,8 @@ class StackSettings:
             ENV_JWT_AUDIENCE: self.jwt_audience,
             ENV_JWT_JWKS_URL: self.jwt_jwks_url,
             ENV_JWT_ALGORITHMS: self.jwt_algorithms,
+            ENV_GEMINI_BASE_URL: self.gemini_base_url,
+            ENV_GEMINI_WEBHOOK_JWKS_URL: self.gemini_webhook_jwks_url,
         }
         env.update({name: value for name, value in optional.items() if value})
         return env

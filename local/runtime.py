@@ -8,6 +8,7 @@ invoke the real handlers. Production code never imports this package.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets
@@ -144,6 +145,8 @@ class LocalRuntime:
             self._provision(settings)
             self._seed_credits()
             self._start_http()
+            if self.gemini is not None and self.http is not None:
+                self.gemini.webhook_url = self.http.base_url + constants.GEMINI_WEBHOOK_PATH
             self._start_consumers()
         except BaseException:
             self.stop()
@@ -184,6 +187,10 @@ class LocalRuntime:
             self.gemini = GeminiEmulator(delay_seconds=self.options.gemini_delay_seconds, port=0).start()
             settings[constants.ENV_GEMINI_API_KEY] = LOCAL_GEMINI_KEY
             settings[constants.ENV_GEMINI_BASE_URL] = self.gemini.base_url
+            # The emulator announces each ended job by a signed webhook, as Gemini does: the local
+            # runtime completes by push, the poller's tick being the fallback it is in AWS too.
+            self.gemini.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            settings[constants.ENV_GEMINI_WEBHOOK_SECRET] = self.gemini.webhook_secret
         if not os.environ.get(constants.ENV_CLOUDINARY_URL):
             from local.emulators.cloudinary import CloudinaryEmulator
 

@@ -135,8 +135,14 @@ class ApiResponse:
 @pytest.fixture
 def api(aws: AwsEnv, lambda_context: Any):
     """Calls the real api handler with API Gateway proxy events, like API Gateway would."""
+    import threading
+
     from batchgen.handlers.api import lambda_handler
     from local.apigw import proxy_event
+
+    # One Lambda sandbox runs one request at a time (the resolver keeps per-request state on itself);
+    # concurrency between sandboxes is tested at the domain level, where they meet at DynamoDB.
+    one_at_a_time = threading.Lock()
 
     def call(
         method: str,
@@ -155,7 +161,8 @@ def api(aws: AwsEnv, lambda_context: Any):
             all_headers["Authorization"] = f"Bearer {token}"
         payload = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
         event = proxy_event(method, path, query=query, headers=all_headers, body=payload)
-        result = lambda_handler(event, lambda_context)
+        with one_at_a_time:
+            result = lambda_handler(event, lambda_context)
         text = result.get("body") or ""
         try:
             parsed = json.loads(text) if text else None

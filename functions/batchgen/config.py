@@ -52,6 +52,9 @@ class Settings(BaseModel):
     gemini_base_url: str = ""
     gemini_webhook_secret: str = Field("", repr=False)
     gemini_webhook_secret_arn: str = ""
+    # Google's published keys for RS256 JWT-signed (per-job `webhook_config`) deliveries; empty: off.
+    gemini_webhook_jwks_url: str = ""
+    gemini_webhook_audience: str = ""  # the `aud` JWT-signed deliveries must carry, when set
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
 
@@ -80,6 +83,7 @@ class Catalog(BaseModel):
     models: dict[str, dict[str, object]]
     defaultModels: dict[str, str]
     aliases: dict[str, str]
+    retiredModels: dict[str, str] = {}  # shut-down Gemini ids -> their successors (still accepted)
     aspectRatios: list[str]
     imageSizeByQuality: dict[str, str]
 
@@ -89,7 +93,8 @@ def load_catalog(path: str = "") -> Catalog:
     source = Path(path) if path else Path(__file__).with_name("catalog.json")
     # parse_float=Decimal: prices must never pass through binary floats.
     raw = json.loads(source.read_text(encoding="utf-8"), parse_float=Decimal)
-    raw.pop("_comment", None)
+    for key in [key for key in raw if key.startswith("_")]:
+        raw.pop(key)
     return Catalog.model_validate(raw)
 
 

@@ -22,7 +22,9 @@ MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one decoded input image
 MAX_PROMPT_CHARS = 4000
 MAX_DISPLAY_NAME_CHARS = 128
 MAX_CLIENT_ID_CHARS = 128
-MAX_WAIT_SECONDS_DEFAULT = 7200
+# Gemini targets 24 h and expires a job itself at 48 h (reporting JOB_STATE_EXPIRED, which ends the
+# batch): the service's own limit is only a backstop and must never give up before Gemini does.
+MAX_WAIT_SECONDS_DEFAULT = 180_000
 HISTORY_LIMIT_DEFAULT = 20
 HISTORY_LIMIT_MAX = 100
 LEDGER_PAGE = 50
@@ -51,6 +53,7 @@ ENV_GEMINI_SECRET_ARN = "GEMINI_SECRET_ARN"
 ENV_GEMINI_BASE_URL = "GEMINI_BASE_URL"
 ENV_CLOUDINARY_URL = "CLOUDINARY_URL"
 ENV_CLOUDINARY_SECRET_ARN = "CLOUDINARY_SECRET_ARN"
+ENV_GEMINI_WEBHOOK_SECRET = "GEMINI_WEBHOOK_SECRET"
 ENV_GEMINI_WEBHOOK_SECRET_ARN = "GEMINI_WEBHOOK_SECRET_ARN"
 
 # Gemini's batch webhooks (Standard Webhooks signatures); the poller stays the source of truth.
@@ -102,6 +105,9 @@ class FunctionSpec:
     timeout_seconds: int
     reserved_concurrency: int | None = None
     description: str = ""
+    # /tmp size: 512 MB by default, too small for a responses file of 4K images (each up to three
+    # images with Gemini 3's interim "thought" images, base64 in JSON) or an input file of 50 images.
+    ephemeral_storage_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ SUBMIT_FUNCTION = FunctionSpec(
     # One Gemini project allows 100 running batch jobs: a few writers suffice.
     reserved_concurrency=5,
     description="Builds and creates one Gemini batch job per user batch",
+    ephemeral_storage_mb=1024,  # the JSONL input file: 50 images of 4 MB as base64 is ~270 MB
 )
 POLLER_FUNCTION = FunctionSpec(
     "poller",
@@ -143,6 +150,7 @@ COLLECT_FUNCTION = FunctionSpec(
     1024,
     300,
     description="Streams a finished job's responses into S3 staging",
+    ephemeral_storage_mb=4096,  # 50 x up to three 4K PNGs as base64 in the responses file
 )
 UPLOAD_FUNCTION = FunctionSpec(
     "upload",

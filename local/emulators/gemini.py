@@ -33,6 +33,15 @@ delay, and reaches its end state after ``delay_seconds``; state is computed
 from the clock on every read, so no background threads run. Prompt markers:
 ``[[fail]]`` (that request errors), ``[[blocked]]`` (finish reason SAFETY, no
 content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so).
+Fidelity markers (issue 9): ``[[transient]]`` (a gRPC ``{"code": 13}`` error every time),
+``[[flaky]]`` (code 13 the first time the emulator sees that prompt, an answer afterwards),
+``[[late-output]]`` (the job reads SUCCEEDED twice before its output appears, as seen live),
+``[[no-image]]`` (finish reason ``NO_IMAGE``), ``[[refuse]]`` (a text-only answer to an image request).
+Gemini 3 image models (``gemini-3*``) send two interim ``thought: true`` images before the final one.
+Retired model ids (``RETIRED_MODELS``) answer 404 on create. JSONL input files are parsed as strictly
+as the real batch parser: camelCase field names inside a request are a 400. With ``webhook_url`` set,
+each job that ends is announced by a real-shaped webhook (Standard Webhooks HMAC with
+``webhook_secret``, or an RS256 JWT in ``webhook-signature`` with ``webhook_jwt_key``).
 
 Responses-file lines: ``{"key": k, "response": GenerateContentResponse}`` or
 ``{"key": k, "error": {"code", "message", "status"}}``, written in a shuffled
@@ -44,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import random
@@ -112,6 +122,32 @@ _DOWNLOAD_CHUNK = 64 * 1024
 _IMAGE_EDGE = 64
 _IMAGE_TOKENS = 1290  # what the real API reports per generated image
 _JOB_FAILED_MESSAGE = "Emulated batch failure ([[job:failed]] marker in a prompt)."
+# Shut down per https://ai.google.dev/gemini-api/docs/deprecations: the real API answers 404 for them.
+RETIRED_MODELS = frozenset(
+    {
+        "gemini-2.5-flash-image",
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+        "gemini-3-pro-image-preview",
+        "gemini-3.1-flash-image-preview",
+        "gemini-3-pro-preview",
+        "gemini-2.0-flash-preview-image-generation",
+    }
+)
+# The text of a real per-request error (googleapis/python-genai#1341): gRPC code, no HTTP status.
+_INTERNAL_MESSAGE = (
+    "An internal error has occurred. Please retry or report in "
+    "https://developers.generativeai.google/guide/troubleshooting"
+)
+_CAMEL_KEY = re.compile(r"^[a-z]+[A-Z]")
+# Free-form objects inside a request whose keys are the user's own (a JSON schema's property names).
+_FREE_FORM_KEYS = frozenset({"response_json_schema", "response_schema", "properties", "args", "metadata"})
+_WEBHOOK_EVENTS = {
+    "BATCH_STATE_SUCCEEDED": "batch.succeeded",
+    "BATCH_STATE_FAILED": "batch.failed",
+    "BATCH_STATE_CANCELLED": "batch.cancelled",
+    "BATCH_STATE_EXPIRED": "batch.expired",
+}
 
 
 class ApiError(Exception):
@@ -167,6 +203,8 @@ class EmulatedJob:
     end_time: float | None = None
     results: list[dict[str, Any]] = field(default_factory=list)  # request order, set on success
     responses_file: str | None = None
+    late_reads: int = 0  # reads that still show SUCCEEDED without output ([[late-output]])
+    announced: bool = False  # its webhook was sent
 
     @property
     def request_count(self) -> int:
@@ -265,18 +303,18 @@ def _image_size(request: dict[str, Any]) -> tuple[int, int]:
     return max(1, round(_IMAGE_EDGE * w / h)), _IMAGE_EDGE
 
 
-def _answer(model: str, request: dict[str, Any]) -> dict[str, Any]:
-    """The batch output record ({"response": ...} or {"error": ...}) for one request."""
+def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> dict[str, Any]:
+    """The batch output record ({"response": ...} or {"error": ...}) for one request.
+
+    Per-request errors are gRPC-style ``{"code", "message"}`` (no HTTP status), as real responses files
+    carry them; ``first_sight`` is False when an earlier job already held this prompt (``[[flaky]]``).
+    """
     prompt = _prompt_text(request)
     markers = _marker_text(request)
     if "[[fail]]" in markers:
-        return {
-            "error": {
-                "code": 500,
-                "message": "Emulated generation failure ([[fail]] marker in the prompt).",
-                "status": "INTERNAL",
-            }
-        }
+        return {"error": {"code": 3, "message": "Emulated generation failure ([[fail]] marker in the prompt)."}}
+    if "[[transient]]" in markers or ("[[flaky]]" in markers and first_sight):
+        return {"error": {"code": 13, "message": _INTERNAL_MESSAGE}}
     if not isinstance(request.get("contents"), list) or not request["contents"]:
         return {
             "error": {
@@ -293,11 +331,29 @@ def _answer(model: str, request: dict[str, Any]) -> dict[str, Any]:
             "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}],
         }
         output_tokens = 0
+    elif "[[no-image]]" in markers:
+        candidate = {"finishReason": "NO_IMAGE", "index": 0}
+        output_tokens = 0
+    elif "[[refuse]]" in markers:
+        refusal = "I can't create that image, but I can describe it instead."
+        candidate = {"content": {"parts": [{"text": refusal}], "role": "model"}, "finishReason": "STOP", "index": 0}
+        output_tokens = len(refusal.split())
     else:
         if _wants_image(request):
             width, height = _image_size(request)
             png = make_png(prompt, width, height)
-            parts: list[dict[str, Any]] = [
+            parts: list[dict[str, Any]] = []
+            if model.startswith("models/gemini-3"):
+                # Gemini 3 image models think in pictures: up to two interim drafts, marked thought.
+                for draft in (1, 2):
+                    sketch = make_png(f"draft {draft}: {prompt}", width, height)
+                    parts.append(
+                        {
+                            "inlineData": {"mimeType": "image/png", "data": base64.b64encode(sketch).decode("ascii")},
+                            "thought": True,
+                        }
+                    )
+            parts += [
                 {"text": f"Emulated image for: {prompt[:80]}"},
                 {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}},
             ]
@@ -349,10 +405,32 @@ def _parse_jsonl(data: bytes, file_name: str) -> list[BatchEntry]:
         key = record.get("key")
         if key is not None and not isinstance(key, str):
             raise ApiError(400, f"Input file {file_name}, line {number}: 'key' must be a string.")
+        camel = _camel_case_key(record["request"])
+        if camel:
+            # What executed examples write and ellmer's recorded test asserts: camelCase is a 400 here.
+            raise ApiError(
+                400,
+                f"Input file {file_name}, line {number}: Invalid JSON payload received. "
+                f"Unknown name \"{camel}\" at 'request': Cannot find field.",
+            )
         entries.append(BatchEntry(key=key, metadata=None, request=record["request"]))
     if not entries:
         raise ApiError(400, f"Input file {file_name} contains no requests.")
     return entries
+
+
+def _camel_case_key(value: Any) -> str | None:
+    """The first camelCase field name in a JSONL request (skipping free-form user objects), or None."""
+    if isinstance(value, list):
+        return next((found for item in value if (found := _camel_case_key(item))), None)
+    if not isinstance(value, dict):
+        return None
+    for key, inner in value.items():
+        if _CAMEL_KEY.match(key):
+            return key
+        if key not in _FREE_FORM_KEYS and (found := _camel_case_key(inner)):
+            return found
+    return None
 
 
 def _parse_inline(requests: Any) -> list[BatchEntry]:
@@ -401,6 +479,15 @@ class GeminiEmulator:
 
     def __init__(self, delay_seconds: float = 2.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.delay_seconds = delay_seconds
+        # Webhook delivery when a job ends (None: off). HMAC with a `whsec_` secret, or an RS256 JWT
+        # signed with `webhook_jwt_key` (a PEM private key) as per-job `webhook_config` deliveries are.
+        self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.webhook_jwt_key: str | None = None
+        self.webhook_jwt_kid = "emulator-key-1"
+        self.webhook_jwt_audience: str | None = None
+        self.webhooks_sent: list[dict[str, Any]] = []
+        self._seen_prompts: set[str] = set()
         self.host = host
         self.port = port
         self.calls: Counter[str] = Counter()
@@ -500,6 +587,9 @@ class GeminiEmulator:
             self._faults.clear()
             self._latency.clear()
             self.calls.clear()
+            self._seen_prompts.clear()
+            self.webhooks_sent.clear()
+            self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
 
     @property
     def jobs(self) -> dict[str, EmulatedJob]:
@@ -613,7 +703,13 @@ class GeminiEmulator:
             self._advance(job, now)
 
     def _materialise(self, job: EmulatedJob) -> None:
-        job.results = [_answer(job.model, entry.request) for entry in job.requests]
+        job.results = []
+        for entry in job.requests:
+            prompt = _prompt_text(entry.request)
+            job.results.append(_answer(job.model, entry.request, first_sight=prompt not in self._seen_prompts))
+            self._seen_prompts.add(prompt)
+        if any("[[late-output]]" in _marker_text(entry.request) for entry in job.requests):
+            job.late_reads = 3  # the create answer, the poller's read and collect's read
         if job.src_kind != "file":
             return
         lines = [
@@ -662,7 +758,10 @@ class GeminiEmulator:
         if job.src_file:
             batch["inputConfig"] = {"fileName": job.src_file}
         output: dict[str, Any] | None = None
-        if job.state == SUCCEEDED:
+        hide_output = job.state == SUCCEEDED and job.late_reads > 0
+        if hide_output:
+            job.late_reads -= 1  # SUCCEEDED, but the responses file is not there yet (seen live)
+        if job.state == SUCCEEDED and not hide_output:
             if job.responses_file:
                 output = {"responsesFile": job.responses_file}
             else:
@@ -699,6 +798,13 @@ class GeminiEmulator:
         model = match["model"]
         if not _MODEL_RE.match(model):
             raise ApiError(400, f"Invalid model name {model!r}: expected models/{{model}}.")
+        if model.split("/", 1)[1] in RETIRED_MODELS:
+            raise ApiError(
+                404,
+                f"{model} is not found for API version {match['v']}, or is not supported for "
+                "batchGenerateContent. Call ListModels to see the list of available models and their "
+                "supported methods.",
+            )
         batch = self._json_body(request).get("batch")
         input_config = _field(batch, "inputConfig")
         if not isinstance(input_config, dict):
@@ -730,7 +836,12 @@ class GeminiEmulator:
             )
             self._jobs[job.name] = job
             self._advance(job, now)
-            return _json_response(self._operation(job))
+            body = self._operation(job)
+        if self.webhook_url:
+            timer = threading.Timer(job.delay_seconds + 0.05, self._announce, args=(job.name,))
+            timer.daemon = True
+            timer.start()
+        return _json_response(body)
 
     def _get_batch(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:
@@ -754,6 +865,8 @@ class GeminiEmulator:
             if job.state not in TERMINAL_STATES:
                 job.state = CANCELLED
                 job.update_time = job.end_time = time.time()
+        if self.webhook_url:
+            threading.Thread(target=self._announce, args=(job.name,), daemon=True).start()
         return _json_response({})
 
     def _delete_batch(self, request: Request, match: re.Match[str]) -> Response:
@@ -761,6 +874,70 @@ class GeminiEmulator:
             self._job(match["id"])
             del self._jobs[f"batches/{match['id']}"]
         return _json_response({})
+
+    # ----------------------------------------------------------------- webhooks
+
+    def webhook_body(self, job: EmulatedJob) -> bytes:
+        """The docs' thin payload: `data.id` without the `batches/` prefix, the output file's URI."""
+        data: dict[str, Any] = {"id": job.name.split("/", 1)[1]}
+        if job.responses_file:
+            data["output_file_uri"] = job.responses_file
+        event = {
+            "type": _WEBHOOK_EVENTS[job.state],
+            "version": "v1",
+            "timestamp": _rfc3339(job.end_time or time.time()),
+            "data": data,
+        }
+        return json.dumps(event, separators=(",", ":")).encode()
+
+    def webhook_headers(self, body: bytes, message_id: str) -> dict[str, str]:
+        timestamp = str(int(time.time()))
+        headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp}
+        if self.webhook_jwt_key:
+            import jwt  # pyjwt, already a dependency of the service; only this scheme needs it here
+
+            claims = {
+                "iss": "https://generativelanguage.googleapis.com",
+                "iat": int(timestamp),
+                "exp": int(timestamp) + 300,
+                "webhook_id": message_id,
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+            }
+            if self.webhook_jwt_audience:
+                claims["aud"] = self.webhook_jwt_audience
+            headers["webhook-signature"] = jwt.encode(
+                claims, self.webhook_jwt_key, algorithm="RS256", headers={"kid": self.webhook_jwt_kid}
+            )
+        elif self.webhook_secret:
+            key = base64.b64decode(self.webhook_secret.removeprefix("whsec_"))
+            digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+            headers["webhook-signature"] = "v1," + base64.b64encode(digest).decode()
+        return headers
+
+    def _announce(self, job_name: str) -> None:
+        """POSTs the job's ending to `webhook_url` once; a receiver error is logged, as Gemini would retry."""
+        import urllib.request
+
+        with self._lock:
+            job = self._jobs.get(job_name)
+            if job is None or not self.webhook_url:
+                return
+            self._advance(job, time.time())
+            if job.state not in TERMINAL_STATES or job.announced:
+                return
+            job.announced = True
+            body = self.webhook_body(job)
+            url = self.webhook_url
+        headers = self.webhook_headers(body, f"msg_{_new_id(24)}")
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL by design
+                status = response.status
+        except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
+            status = getattr(exc, "code", None) or 0
+            logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+        with self._lock:
+            self.webhooks_sent.append({"job": job_name, "status": status, "body": body})
 
     # -------------------------------------------------------------------- files
 

@@ -369,3 +369,32 @@ def test_runtime_stops_cleanly_on_sigint(spawn_runtime):
 
     assert process.wait(20) == 0, output.text()
     assert output.wait_for("local runtime stopped", 5, lambda: True), output.text()
+
+
+def test_the_local_runtime_completes_a_batch_by_gemini_webhook_push_without_a_tick(spawn_runtime):
+    """The emulator announces each ended job by a signed webhook, as Gemini does (issue 9)."""
+    import time
+
+    import requests
+
+    from tests.e2e.conftest import EXPORT_LINE
+
+    # Given a runtime whose scheduler would tick only after an hour
+    process, output = spawn_runtime(POLL_INTERVAL_SECONDS="3600")
+    assert output.wait_for("export ADMIN_TOKEN=", 60, lambda: process.poll() is None), output.text()
+    printed = {match[1]: match[2] for line in output.lines if (match := EXPORT_LINE.match(line))}
+    headers = {"Authorization": f"Bearer {printed['TOKEN']}"}
+    body = {"type": "text", "requests": [{"prompt": "pushed, not polled"}]}
+    created = requests.post(f"{printed['API_URL']}/batch/create", json=body, headers=headers, timeout=10).json()
+
+    # When the emulator's job ends (2 s) and its webhook reaches the API
+    deadline, report = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        report = requests.get(f"{printed['API_URL']}/batch/status/{created['id']}", headers=headers, timeout=10).json()
+        if report.get("isComplete"):
+            break
+        time.sleep(0.5)
+
+    # Then the batch completed with no poller tick at all
+    assert report.get("status") == "completed", (report, output.text(last=50))
+    assert report["results"] == ["Emulated answer to: pushed, not polled"]

@@ -97,12 +97,22 @@ def test_function_is_built_from_its_spec(synthesized: Synthesized, spec: Functio
     assert props["Architectures"] == ["arm64"]
     assert props["MemorySize"] == spec.memory_mb
     assert props["Timeout"] == spec.timeout_seconds
+    assert props["EphemeralStorage"] == {"Size": spec.ephemeral_storage_mb}
     assert props.get("ReservedConcurrentExecutions") == spec.reserved_concurrency
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     assert props["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
     layer = synthesized.logical_id(synthesized.stack.functions.dependencies)
     assert props["Layers"] == [ref(layer)]
+
+
+def test_collect_and_submit_get_room_in_tmp_for_gemini_files(synthesized: Synthesized) -> None:
+    """Collect downloads a responses file of 4K images to /tmp; 512 MB (the default) is too small."""
+    sizes = {
+        name: function_resource(synthesized, name)["Properties"]["EphemeralStorage"]["Size"]
+        for name in ("collect", "submit")
+    }
+    assert sizes["collect"] >= 4096 and sizes["submit"] >= 1024
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda spec: spec.name)

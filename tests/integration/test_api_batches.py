@@ -71,7 +71,7 @@ def test_status_has_every_field_of_the_spec(api, aws):
     ):
         assert key in body, key
     assert body["status"] == "pending" and body["isComplete"] is False
-    assert body["model"] == "gemini-2.5-flash-image"
+    assert body["model"] == "gemini-3.1-flash-image"
     assert body["createdAt"].endswith("Z")
     assert body["summary"] == {"total": 3, "pending": 3, "processing": 0, "completed": 0, "failed": 0}
     assert [item["clientId"] for item in body["items"]] == ["request-1", "request-2", "request-3"]

@@ -81,7 +81,7 @@ def test_validation_errors_name_the_field(api, funded):
     unknown = api("POST", "/batch/create", {"type": "food", "requests": [{"prompt": "x"}], "colour": "red"})
     assert any("colour" in "".join(map(str, d["loc"])) for d in unknown.body["details"])
     model = api("POST", "/batch/create", {"type": "food", "requests": [{"prompt": "x"}], "model": "dall-e-3"})
-    assert "gemini-2.5-flash-image" in model.body["message"]
+    assert "gemini-3.1-flash-image" in model.body["message"]
 
 
 @pytest.mark.parametrize("raw", ["{not json", "", "null", '{"type": "food", "requests": [{"prompt": "x"}]'])

@@ -25,8 +25,8 @@ from google.genai import errors, types
 from local.emulators.gemini import GeminiEmulator
 
 API_KEY = "emulator-key"
-IMAGE_MODEL = "gemini-2.5-flash-image"
-TEXT_MODEL = "gemini-2.5-flash"
+IMAGE_MODEL = "gemini-3.1-flash-image"
+TEXT_MODEL = "gemini-3.5-flash"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
@@ -51,9 +51,10 @@ def client(emulator: GeminiEmulator) -> genai.Client:
 def image_request(prompt: str, aspect_ratio: str = "1:1") -> dict[str, Any]:
     return {
         "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-        "generationConfig": {
-            "responseModalities": ["TEXT", "IMAGE"],
-            "imageConfig": {"aspectRatio": aspect_ratio, "imageSize": "1K"},
+        # snake_case, as executed batch examples write JSONL requests (the parser 400s on camelCase)
+        "generation_config": {
+            "response_modalities": ["TEXT", "IMAGE"],
+            "image_config": {"aspect_ratio": aspect_ratio, "image_size": "1K"},
         },
     }
 
@@ -61,7 +62,7 @@ def image_request(prompt: str, aspect_ratio: str = "1:1") -> dict[str, Any]:
 def text_request(prompt: str) -> dict[str, Any]:
     return {
         "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "system_instruction": {"parts": [{"text": "Be brief."}]},
     }
 
 
@@ -137,7 +138,7 @@ def sdk_image(response: types.GenerateContentResponse | None) -> bytes:
 
 def image_of(response: dict[str, Any]) -> bytes:
     parts = response["candidates"][0]["content"]["parts"]
-    inline = [p["inlineData"] for p in parts if "inlineData" in p]
+    inline = [p["inlineData"] for p in parts if "inlineData" in p and not p.get("thought")]
     assert len(inline) == 1 and inline[0]["mimeType"] == "image/png"
     return base64.b64decode(inline[0]["data"])
 
@@ -250,7 +251,8 @@ def test_request_markers_fail_and_block_single_lines(client: genai.Client, emula
     by_key = {line["key"]: line for line in download_lines(client, job.dest.file_name)}
     assert png_size(image_of(by_key["ok"]["response"])) == (64, 64)
     assert "response" not in by_key["bad"]
-    assert by_key["bad"]["error"]["code"] == 500 and by_key["bad"]["error"]["status"] == "INTERNAL"
+    # gRPC-style per-request error, as real responses files carry them: {"code", "message"}, no HTTP status
+    assert set(by_key["bad"]["error"]) == {"code", "message"} and by_key["bad"]["error"]["code"] == 3
     assert by_key["bad"]["error"]["message"]
     blocked = by_key["unsafe"]["response"]["candidates"][0]
     assert blocked["finishReason"] == "SAFETY" and "content" not in blocked
@@ -435,3 +437,63 @@ def test_invalid_input_is_a_400_and_unknown_file_a_404(client: genai.Client, emu
         client.batches.create(model=TEXT_MODEL, src="files/doesnotexist")
     assert caught.value.code == 404
     assert emulator.jobs == {}
+
+
+# --- issue 9: the emulator reproduces what the real API was seen doing -------------------------------
+
+
+@pytest.mark.parametrize("retired", ["gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-flash"])
+def test_retired_models_answer_404_on_create(client: genai.Client, retired: str) -> None:
+    src = upload_jsonl(client, {"k": text_request("hello")})
+    with pytest.raises(errors.ClientError) as error:
+        create(client, retired, src)
+    assert error.value.code == 404 and "is not found for API version" in str(error.value)
+
+
+def test_jsonl_parser_rejects_camel_case_field_names_like_the_real_one(client: genai.Client) -> None:
+    camel = {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"temperature": 0}}
+    src = upload_jsonl(client, {"k": camel})
+    with pytest.raises(errors.ClientError) as error:
+        create(client, TEXT_MODEL, src)
+    assert error.value.code == 400 and "generationConfig" in str(error.value)
+    # A JSON schema's own property names are the user's, not field names: they pass.
+    schema = {"type": "object", "properties": {"firstName": {"type": "string"}}}
+    snake = {
+        "contents": [{"role": "user", "parts": [{"text": "x"}]}],
+        "generation_config": {"response_mime_type": "application/json", "response_json_schema": schema},
+    }
+    create(client, TEXT_MODEL, upload_jsonl(client, {"k": snake}))
+
+
+def test_gemini_3_image_answers_carry_two_thought_images_before_the_final_one(
+    client: genai.Client, emulator: GeminiEmulator
+) -> None:
+    emulator.delay_seconds = 0
+    job, _ = wait_terminal(client, create(client, IMAGE_MODEL, upload_jsonl(client, {"k": image_request("owl")})))
+    (line,) = download_lines(client, job.dest.file_name)
+    parts = line["response"]["candidates"][0]["content"]["parts"]
+    assert [bool(part.get("thought")) for part in parts if "inlineData" in part] == [True, True, False]
+    thoughts = [base64.b64decode(p["inlineData"]["data"]) for p in parts if p.get("thought")]
+    assert image_of(line["response"]) not in thoughts  # the final image differs from the drafts
+
+
+def test_transient_and_flaky_markers_give_grpc_code_13(client: genai.Client, emulator: GeminiEmulator) -> None:
+    emulator.delay_seconds = 0
+    reqs = {"t": text_request("always [[transient]]"), "f": text_request("once [[flaky]]")}
+    job, _ = wait_terminal(client, create(client, TEXT_MODEL, upload_jsonl(client, reqs)))
+    by_key = {line["key"]: line for line in download_lines(client, job.dest.file_name)}
+    assert by_key["t"]["error"]["code"] == 13 and by_key["f"]["error"]["code"] == 13
+    again, _ = wait_terminal(client, create(client, TEXT_MODEL, upload_jsonl(client, reqs)))
+    by_key = {line["key"]: line for line in download_lines(client, again.dest.file_name)}
+    assert by_key["t"]["error"]["code"] == 13 and "response" in by_key["f"]  # flaky: fine the second time
+
+
+def test_late_output_marker_reads_succeeded_before_the_responses_file(
+    client: genai.Client, emulator: GeminiEmulator
+) -> None:
+    emulator.delay_seconds = 0
+    name = create(client, TEXT_MODEL, upload_jsonl(client, {"k": text_request("slow [[late-output]]")}))
+    first = client.batches.get(name=name)
+    assert first.state == types.JobState.JOB_STATE_SUCCEEDED and not (first.dest and first.dest.file_name)
+    client.batches.get(name=name)
+    assert client.batches.get(name=name).dest.file_name  # the file shows up a little later

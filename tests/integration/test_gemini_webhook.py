@@ -105,3 +105,142 @@ def test_a_collect_queued_before_gemini_agrees_hands_the_batch_back_to_the_polle
     assert poll()["collect_sent"] == 1
     queues.drain(constants.COLLECT_QUEUE)
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
+
+
+# --- issue 9: the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
+def _rsa_key() -> tuple[str, dict]:
+    """A local RS256 key and its JWKS entry: tests stand in for Google's published keys."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return pem, {**public, "kid": "emulator-key-1", "alg": "RS256", "use": "sig"}
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> tuple[str, dict]:
+    return _rsa_key()
+
+
+@pytest.fixture
+def jwks_url(monkeypatch, signing_key):
+    """Serves the key set over local HTTP (PyJWKClient takes http/https only), as Google's would be."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    document = json.dumps({"keys": [signing_key[1]]}).encode()
+
+    class Keys(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+    monkeypatch.setenv("GEMINI_WEBHOOK_JWKS_URL", url)
+    reset_caches()
+    yield url
+    server.shutdown()
+
+
+def test_the_docs_id_form_without_the_batches_prefix_queues_collect(api, gemini, queues, webhook_secret):
+    # Before: only "batches/<id>" strings were matched, so the docs' thin payload was ignored.
+    batch_id, job_name = submitted_job(api, queues)
+    thin = {
+        "type": "batch.succeeded",
+        "version": "v1",
+        "timestamp": "2026-06-01T00:00:00Z",
+        "data": {"id": job_name.removeprefix("batches/"), "output_file_uri": "files/batch-x"},
+    }
+    body, headers = delivery(thin)
+    assert api("POST", PATH, raw_body=body, headers=headers, token="").body == {"status": "collect_queued"}
+    assert queues.bodies(constants.COLLECT_QUEUE.name) == [{"batchId": batch_id}]
+
+
+def test_jwt_signed_per_job_deliveries_are_checked_against_the_published_keys(
+    api, gemini, queues, jwks_url, signing_key
+):
+    # Before: a JWT in webhook-signature was compared as an HMAC and always rejected (401).
+    gemini.webhook_jwt_key = signing_key[0]
+    batch_id, job_name = submitted_job(api, queues)
+    job = gemini.jobs[job_name]
+    body = gemini.webhook_body(job)
+    headers = gemini.webhook_headers(body, "msg_jwt_1")
+    assert headers["webhook-signature"].count(".") == 2
+    response = api("POST", PATH, raw_body=body.decode(), headers=headers, token="")
+    assert response.status == 202 and response.body == {"status": "collect_queued"}
+    assert queues.bodies(constants.COLLECT_QUEUE.name) == [{"batchId": batch_id}]
+
+
+def test_a_jwt_from_another_key_or_for_another_body_is_401(api, gemini, queues, jwks_url, signing_key):
+    _, job_name = submitted_job(api, queues)
+    job = gemini.jobs[job_name]
+    gemini.webhook_jwt_key = _rsa_key()[0]  # not in the key set
+    body = gemini.webhook_body(job)
+    assert api("POST", PATH, raw_body=body.decode(), headers=gemini.webhook_headers(body, "m1"), token="").status == 401
+    gemini.webhook_jwt_key = signing_key[0]
+    headers = gemini.webhook_headers(body, "m2")
+    forged = body.replace(b"batch.", b"batch.x")
+    assert api("POST", PATH, raw_body=forged.decode(), headers=headers, token="").status == 401
+    assert queues.bodies(constants.COLLECT_QUEUE.name) == []
+
+
+def test_the_emulator_pushes_a_real_shaped_signed_webhook_when_a_job_ends(api, gemini, queues, webhook_secret):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[dict, bytes]] = []
+    arrived = threading.Event()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(202)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gemini.webhook_url = f"http://127.0.0.1:{server.server_port}/hook"
+        gemini.webhook_secret = SECRET
+        batch_id, job_name = submitted_job(api, queues)
+        assert arrived.wait(10)
+    finally:
+        server.shutdown()
+    headers, body = received[0]
+    payload = json.loads(body)
+    assert set(payload) == {"type", "version", "timestamp", "data"} and payload["type"] == "batch.succeeded"
+    assert payload["data"]["id"] == job_name.removeprefix("batches/")  # the docs' form, no prefix
+    replay = api("POST", PATH, raw_body=body.decode(), headers=headers, token="")  # as the runtime receives it
+    assert replay.body == {"status": "collect_queued"}
+    queues.drain(constants.COLLECT_QUEUE)
+    assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
+
+
+def test_a_configured_audience_must_be_in_the_jwt(api, gemini, queues, jwks_url, signing_key, monkeypatch):
+    monkeypatch.setenv("GEMINI_WEBHOOK_AUDIENCE", "https://batchgen.example.com/webhooks/gemini")
+    reset_caches()
+    gemini.webhook_jwt_key = signing_key[0]
+    batch_id, job_name = submitted_job(api, queues)
+    body = gemini.webhook_body(gemini.jobs[job_name])
+    gemini.webhook_jwt_audience = "https://someone-else.example.com"
+    assert api("POST", PATH, raw_body=body.decode(), headers=gemini.webhook_headers(body, "a1"), token="").status == 401
+    gemini.webhook_jwt_audience = "https://batchgen.example.com/webhooks/gemini"
+    accepted = api("POST", PATH, raw_body=body.decode(), headers=gemini.webhook_headers(body, "a2"), token="")
+    assert accepted.body == {"status": "collect_queued"}
+    assert queues.bodies(constants.COLLECT_QUEUE.name) == [{"batchId": batch_id}]

@@ -58,7 +58,7 @@ def test_image_batch_is_submitted_as_one_keyed_jsonl_job_and_collected_into_uplo
         aspectRatio="16:9",
         negativePrompt="blur",
         prompt="watercolour",
-        model="gemini-3-pro-image-preview",
+        model="gemini-3-pro-image",
     )
     queues.drain(SUBMIT)
     jobs = list(gemini.jobs.values())
@@ -66,9 +66,9 @@ def test_image_batch_is_submitted_as_one_keyed_jsonl_job_and_collected_into_uplo
     assert jobs[0].display_name == f"batchgen-{batch_id}"
     request = jobs[0].requests[0].request
     assert jobs[0].requests[0].key.startswith("gen_")
-    config = request["generationConfig"]
-    assert config["responseModalities"] == ["TEXT", "IMAGE"]
-    assert config["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "2K"}
+    config = request["generation_config"]
+    assert config["response_modalities"] == ["TEXT", "IMAGE"]
+    assert config["image_config"] == {"aspect_ratio": "16:9", "image_size": "2K"}
     assert request["contents"][0]["parts"][0]["text"] == "watercolour\n\nred fox\n\nAvoid: blur"
     body = status(api, batch_id)
     assert body["status"] == "processing" and body["geminiState"] == "JOB_STATE_PENDING"
@@ -120,8 +120,8 @@ def test_reference_images_travel_inside_the_jsonl_file(api, gemini, queues):
     )
     queues.drain(SUBMIT)
     parts = next(iter(gemini.jobs.values())).requests[0].request["contents"][0]["parts"]
-    assert parts[1]["inlineData"]["mimeType"] == "image/png"
-    assert parts[1]["inlineData"]["data"] == png_base64()
+    assert parts[1]["inline_data"]["mime_type"] == "image/png"  # snake_case, as executed examples write it
+    assert parts[1]["inline_data"]["data"] == png_base64()
 
 
 def test_duplicate_submit_delivery_creates_one_job(api, gemini, queues):
@@ -286,7 +286,7 @@ def test_blocked_and_failed_items_are_refunded_and_the_rest_uploaded(api, gemini
     assert body["status"] == "processing"
     assert body["failCount"] == 2 and body["refundedCredits"] == 4
     assert [item["status"] for item in body["items"]] == ["processing", "failed", "failed"]
-    assert "Gemini error 500" in body["items"][1]["error"]
+    assert "Gemini error 3 INVALID_ARGUMENT" in body["items"][1]["error"]
     assert "SAFETY" in body["items"][2]["error"]
     assert body["errors"][0].startswith("Request request-2: ")
     assert [u["index"] for u in queues.bodies(UPLOAD.name)] == [0]

@@ -2,7 +2,10 @@
 
 import base64
 
-from batchgen.domain.gemini_requests import MAX_TEXT_BYTES, read_answer
+import pytest
+from google.genai import types
+
+from batchgen.domain.gemini_requests import MAX_TEXT_BYTES, error_answer, read_answer
 from tests.helpers import png_bytes
 
 
@@ -32,3 +35,126 @@ def test_long_texts_are_capped_in_bytes_not_characters():
     answer = read_answer(response({"text": "🙂" * MAX_TEXT_BYTES}), False)
     assert len(answer.text.encode("utf-8")) <= MAX_TEXT_BYTES
     assert set(answer.text) == {"🙂"}  # cut on a character boundary
+
+
+# --- issue 9 ------------------------------------------------------------------------------------------
+def image_part(data: bytes, thought: bool = False) -> dict:
+    part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}}
+    return {**part, "thought": True} if thought else part
+
+
+def test_thought_images_are_skipped_and_the_last_final_image_is_taken():
+    answer = read_answer(
+        response(image_part(b"draft-1", True), image_part(b"draft-2", True), {"text": "done"}, image_part(b"final")),
+        True,
+    )
+    assert answer.image == b"final"  # before: the first image, a draft
+
+
+@pytest.mark.parametrize(
+    ("finish", "words"),
+    [
+        ("IMAGE_SAFETY", "Blocked by Gemini safety filters (IMAGE_SAFETY)"),
+        ("IMAGE_PROHIBITED_CONTENT", "prohibited content (IMAGE_PROHIBITED_CONTENT)"),
+        ("IMAGE_RECITATION", "recite protected content (IMAGE_RECITATION)"),
+        ("IMAGE_OTHER", "could not produce an image for this prompt (IMAGE_OTHER)"),
+        ("NO_IMAGE", "rephrase the prompt as an image request (NO_IMAGE)"),
+        ("SPII", "sensitive personal information (SPII)"),
+    ],
+)
+def test_finish_reasons_read_as_what_happened_never_no_image(finish, words):
+    error = read_answer({"response": {"candidates": [{"finishReason": finish, "index": 0}]}}, True).error
+    assert words in error
+
+
+def test_a_prompt_block_and_a_text_only_refusal_are_readable():
+    blocked = read_answer({"response": {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}}, True).error
+    assert blocked == "Blocked by Gemini as prohibited content (PROHIBITED_CONTENT) (prompt blocked)"
+    refusal = read_answer(response({"text": "I can't draw real people."}), True).error
+    assert "declined" in refusal and "I can't draw real people." in refusal
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"), [(13, True), (14, True), (4, True), (8, True), (3, False), (500, False)]
+)
+def test_grpc_codes_13_14_4_8_are_transient(code, transient):
+    assert error_answer({"code": code, "message": "m"}).transient is transient
+
+
+def test_an_sdk_inline_response_gives_its_bytes_not_a_json_dump():
+    png = png_bytes() + b"\xfb\xff\xfe" * 50  # bytes whose base64 has '+' and '/', so URL-safe differs
+    sdk = types.InlinedResponse(
+        response=types.GenerateContentResponse(
+            candidates=[
+                types.Candidate(
+                    content=types.Content(
+                        role="model",
+                        parts=[
+                            types.Part(inline_data=types.Blob(mime_type="image/png", data=b"draft"), thought=True),
+                            types.Part(inline_data=types.Blob(mime_type="image/png", data=png)),
+                        ],
+                    ),
+                    finish_reason=types.FinishReason.STOP,
+                )
+            ]
+        ),
+        metadata={"key": "gen_1"},
+    )
+    answer = read_answer(sdk, True)
+    assert answer.image == png and answer.mime_type == "image/png"
+
+
+def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_and_counts_match():
+    from batchgen.adapters.gemini import JobView
+    from batchgen.domain.pipeline import _answers
+    from batchgen.domain.states import BatchStatus
+    from batchgen.models.records import BatchRecord, ItemRecord
+
+    def text(value: str, key: str | None) -> types.InlinedResponse:
+        part = types.Part(text=value)
+        body = types.GenerateContentResponse(candidates=[types.Candidate(content=types.Content(parts=[part]))])
+        return types.InlinedResponse(response=body, metadata={"key": key} if key else None)
+
+    batch = BatchRecord(
+        batchId="b",
+        userId="u",
+        type="text",
+        status=BatchStatus.PROCESSING,
+        model="m",
+        createdAt="x",
+        updatedAt="x",
+        requestCount=2,
+        unitPrice=1,
+        creditCost=2,
+    )
+    items = [ItemRecord(batchId="b", itemId=f"gen_{i}", index=i, clientId=str(i)) for i in range(2)]
+
+    def answers(responses):
+        job = JobView("batches/j", None, "JOB_STATE_SUCCEEDED", None, responses)
+        return [(key, answer.text) for key, answer in _answers(job, batch, items)]
+
+    # Out of order with keys: each goes to its own item.
+    assert answers([text("second", "gen_1"), text("first", "gen_0")]) == [("gen_1", "second"), ("gen_0", "first")]
+    # No keys at all and the counts match: position is all there is.
+    assert answers([text("first", None), text("second", None)]) == [("gen_0", "first"), ("gen_1", "second")]
+    # Some keys dropped: a keyless response is never guessed onto an item by its position.
+    assert answers([text("second", "gen_1"), text("first", None)]) == [("gen_1", "second"), ("", "first")]
+    # Counts differ: no positional guessing either.
+    assert answers([text("only", None)]) == [("", "only")]
+
+
+def test_gemini_base_url_is_honoured_with_a_real_key_too(monkeypatch):
+    from batchgen.adapters import gemini
+    from batchgen.config import reset_caches
+
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-real-looking-key")
+    monkeypatch.setenv("GEMINI_BASE_URL", "https://gemini-proxy.example.com")
+    reset_caches()
+    gemini.reset_client()
+    try:
+        client = gemini._client()
+        assert client._api_client._http_options.base_url.startswith("https://gemini-proxy.example.com")
+        assert client._api_client.api_key == "AIza-real-looking-key"
+    finally:
+        gemini.reset_client()
+        reset_caches()

@@ -45,15 +45,52 @@ def test_unknown_type_and_quality_are_invalid(catalog):
 
 
 def test_model_resolution_defaults_aliases_and_rejects_unknown(catalog):
-    assert pricing.resolve_model(catalog, "character", None) == "gemini-2.5-flash-image"
-    assert pricing.resolve_model(catalog, "text", None) == "gemini-2.5-flash"
-    assert pricing.resolve_model(catalog, "image-edit", "flux-2") == "gemini-2.5-flash-image"
-    assert pricing.resolve_model(catalog, "food", "models/gemini-3-pro-image-preview") == "gemini-3-pro-image-preview"
+    assert pricing.resolve_model(catalog, "character", None) == "gemini-3.1-flash-image"
+    assert pricing.resolve_model(catalog, "text", None) == "gemini-3.5-flash"
+    assert pricing.resolve_model(catalog, "image-edit", "flux-2") == "gemini-3.1-flash-image"
+    assert pricing.resolve_model(catalog, "food", "models/gemini-3-pro-image") == "gemini-3-pro-image"
     with pytest.raises(InvalidInput) as error:
         pricing.resolve_model(catalog, "food", "dall-e-3")
-    assert "gemini-2.5-flash-image" in error.value.message
+    assert "gemini-3.1-flash-image" in error.value.message
     with pytest.raises(InvalidInput):
-        pricing.resolve_model(catalog, "text", "gemini-2.5-flash-image")  # an image model for a text batch
+        pricing.resolve_model(catalog, "text", "gemini-3.1-flash-image")  # an image model for a text batch
+
+
+# Shut down per https://ai.google.dev/gemini-api/docs/deprecations (2026): defaults and aliases must
+# never point at them, and a client that still sends one gets the successor, not a 404 from Gemini.
+RETIRED = {
+    "gemini-2.5-flash-image": "gemini-3.1-flash-image",
+    "gemini-3-pro-image-preview": "gemini-3-pro-image",
+    "gemini-3.1-flash-image-preview": "gemini-3.1-flash-image",
+    "gemini-2.5-flash": "gemini-3.5-flash",
+    "gemini-2.5-pro": "gemini-3.5-flash",
+}
+
+
+def test_defaults_and_aliases_never_name_a_retired_model(catalog):
+    targets = set(catalog.defaultModels.values()) | set(catalog.aliases.values()) | set(catalog.models)
+    assert not targets & set(RETIRED)
+    assert set(catalog.retiredModels) >= set(RETIRED)
+
+
+@pytest.mark.parametrize(("retired", "successor"), sorted(RETIRED.items()))
+def test_retired_model_names_stay_accepted_as_aliases_of_their_successors(catalog, retired, successor):
+    batch_type = "text" if successor == "gemini-3.5-flash" else "product"
+    assert pricing.resolve_model(catalog, batch_type, retired) == successor
+    assert pricing.resolve_model(catalog, batch_type, f"models/{retired}") == successor
+
+
+def test_a_quality_the_model_cannot_deliver_is_refused_naming_the_allowed_ones(catalog):
+    # Before: quality "4k" on a model without image sizes was billed at 2x for a 1K image.
+    with pytest.raises(InvalidInput) as error:
+        pricing.check_quality(catalog, "gemini-3.5-flash", "4k")
+    assert "Allowed qualities: 1k" in error.value.message
+    assert error.value.details[0]["loc"] == ["body", "quality"]
+    limited = catalog.model_copy(update={"models": {"old-image": {"kind": "image", "qualities": ["1k"]}}})
+    with pytest.raises(InvalidInput):
+        pricing.check_quality(limited, "old-image", "2k")
+    pricing.check_quality(catalog, "gemini-3-pro-image", "4k")  # supported: accepted
+    pricing.check_quality(catalog, "gemini-3.5-flash", None)  # no quality asked: always fine
 
 
 def test_money_parsing_is_exact_and_refuses_more_than_two_decimals():

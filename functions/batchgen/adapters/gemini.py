@@ -6,6 +6,8 @@ Imported only by the pipeline functions (submit, poller, collect), never by the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ class JobView:
     state: str
     responses_file: str | None
     inlined_responses: list[Any] | None
+    error: str | None = None  # Operation.error of a failed job, e.g. "13: An internal error has occurred."
 
 
 _client_lock = threading.Lock()
@@ -100,12 +103,18 @@ def translated_errors(action: str) -> Iterator[None]:
 def _view(job: Any) -> JobView:
     state = job.state.value if hasattr(job.state, "value") else str(job.state)
     dest = job.dest
+    error = getattr(job, "error", None)
+    reason = None
+    if error is not None and (getattr(error, "message", None) or getattr(error, "code", None)):
+        code = getattr(error, "code", None)
+        reason = f"{code}: {error.message}" if code is not None else str(error.message)
     return JobView(
         name=job.name,
         display_name=job.display_name,
         state=state,
         responses_file=getattr(dest, "file_name", None) if dest else None,
         inlined_responses=list(dest.inlined_responses) if dest and dest.inlined_responses else None,
+        error=reason,
     )
 
 
@@ -119,15 +128,46 @@ def upload_jsonl(path: Path, display_name: str) -> str:
     return uploaded.name
 
 
+class ModelRetired(PermanentError):
+    """Gemini answered 404 for the model: it was shut down (see the deprecations page) or never existed."""
+
+
 def create_job(model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
-    with translated_errors("batch create"):
-        job = _client().batches.create(model=model, src=source, config={"display_name": display_name})
+    try:
+        with translated_errors("batch create"):
+            job = _client().batches.create(model=model, src=source, config={"display_name": display_name})
+    except JobNotFound as exc:
+        # On create a 404 names the model: retired models keep their id but their endpoint is gone.
+        raise ModelRetired(
+            f"Gemini model retired: '{model}' is shut down or unknown (404 on batch create); "
+            "choose a current model (see GET /openapi.json or the README's model list). " + str(exc)
+        ) from exc
     return _view(job)
+
+
+_FAILED_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_EXPIRED", "JOB_STATE_CANCELLED"})
 
 
 def get_job(name: str) -> JobView:
     with translated_errors("batch get"):
-        return _view(_client().batches.get(name=name))
+        view = _view(_client().batches.get(name=name))
+    if view.state in _FAILED_STATES and view.error is None:
+        view = dataclasses.replace(view, error=_operation_error(name))
+    return view
+
+
+def _operation_error(name: str) -> str | None:
+    """`Operation.error` of an ended job, read from the raw body: google-genai's Gemini API converter
+    (3.6) maps `error` for Vertex only, so the SDK object never carries it. Best effort: None if unread."""
+    try:
+        with translated_errors("batch get"):
+            response = _client()._api_client.request("get", name, {}, None)
+        error = (json.loads(response.body or "{}") or {}).get("error") or {}
+    except (PermanentError, TransientError, ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict) or not (error.get("message") or error.get("code")):
+        return None
+    return f"{error.get('code')}: {error.get('message')}" if error.get("code") is not None else str(error["message"])
 
 
 def find_job_by_display_name(display_name: str) -> JobView | None:

@@ -84,6 +84,7 @@ def _validate(draft: BatchDraft, catalog: Catalog, settings: Settings) -> tuple[
             [_detail([list_name], f"at most {limit} requests")],
         )
     model = pricing.resolve_model(catalog, draft.batch_type, draft.model)
+    pricing.check_quality(catalog, model, draft.quality)
     if draft.aspect_ratio is not None and draft.aspect_ratio not in catalog.aspectRatios:
         details.append(_detail(["aspectRatio"], f"use one of {', '.join(catalog.aspectRatios)}"))
     images: list[DecodedImage | None] = []

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.config import Catalog
-from batchgen.domain.pricing import model_kind
+from batchgen.domain.pricing import model_kind, model_qualities
 from batchgen.models.records import BatchRecord, ItemRecord
 
 MAX_TEXT_BYTES = 100_000  # UTF-8 bytes one stored item may hold (DynamoDB items stop at 400 KB)
 
 
-def job_display_name(batch_id: str) -> str:
-    """Deterministic, so an interrupted submit can find the job it may already have created."""
-    return f"batchgen-{batch_id}"
+def job_display_name(batch_id: str, round_number: int = 0) -> str:
+    """Deterministic per batch and round, so an interrupted submit can find the job it may have created."""
+    return f"batchgen-{batch_id}" + (f"-r{round_number}" if round_number else "")
 
 
 def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
@@ -27,27 +27,28 @@ def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
 
 
 def generation_config(batch: BatchRecord, catalog: Catalog) -> dict[str, Any]:
+    """snake_case, as every executed batch example writes it (the JSONL parser rejects camelCase)."""
     if model_kind(batch.type) == "text":
-        return {"responseModalities": ["TEXT"]}
+        return {"response_modalities": ["TEXT"]}
     image_config: dict[str, str] = {}
     if batch.aspectRatio:
-        image_config["aspectRatio"] = batch.aspectRatio
-    if batch.quality and catalog.models.get(batch.model, {}).get("imageSizes"):
-        image_config["imageSize"] = catalog.imageSizeByQuality[batch.quality]
-    config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+        image_config["aspect_ratio"] = batch.aspectRatio
+    if batch.quality and batch.quality in model_qualities(catalog, batch.model):
+        image_config["image_size"] = catalog.imageSizeByQuality[batch.quality]
+    config: dict[str, Any] = {"response_modalities": ["TEXT", "IMAGE"]}
     if image_config:
-        config["imageConfig"] = image_config
+        config["image_config"] = image_config
     return config
 
 
 def request_body(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
-    """One GenerateContentRequest in the REST (camelCase) form used by JSONL batch files."""
+    """One GenerateContentRequest for a JSONL batch file, in the snake_case the executed examples use."""
     parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
     if image is not None:
-        parts.append({"inlineData": {"mimeType": item.imageMimeType, "data": base64.b64encode(image).decode()}})
+        parts.append({"inline_data": {"mime_type": item.imageMimeType, "data": base64.b64encode(image).decode()}})
     return {
         "contents": [{"role": "user", "parts": parts}],
-        "generationConfig": generation_config(batch, catalog),
+        "generation_config": generation_config(batch, catalog),
     }
 
 
@@ -60,18 +61,46 @@ def inline_request(batch: BatchRecord, item: ItemRecord, image: bytes | None, ca
     parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
     if image is not None:
         parts.append({"inline_data": {"mime_type": item.imageMimeType, "data": image}})
-    rest = generation_config(batch, catalog)
-    config: dict[str, Any] = {"response_modalities": rest["responseModalities"]}
-    if "imageConfig" in rest:
-        config["image_config"] = {
-            {"aspectRatio": "aspect_ratio", "imageSize": "image_size"}[key]: value
-            for key, value in rest["imageConfig"].items()
-        }
     return {
         "contents": [{"role": "user", "parts": parts}],
-        "config": config,
+        "config": generation_config(batch, catalog),
         "metadata": {"key": item.itemId},
     }
+
+
+# gRPC codes Gemini puts on a failed request that another try may well get through:
+# INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED.
+TRANSIENT_GRPC_CODES = frozenset({13, 14, 4, 8})
+_GRPC_NAMES = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    16: "UNAUTHENTICATED",
+}
+
+# Why Gemini gave no image or text, in words a user can act on (finish reasons and prompt block reasons).
+_REASONS = {
+    "SAFETY": "Blocked by Gemini safety filters",
+    "IMAGE_SAFETY": "Blocked by Gemini safety filters",
+    "PROHIBITED_CONTENT": "Blocked by Gemini as prohibited content",
+    "IMAGE_PROHIBITED_CONTENT": "Blocked by Gemini as prohibited content",
+    "BLOCKLIST": "Blocked by Gemini: the prompt contains blocked terms",
+    "SPII": "Blocked by Gemini: the prompt or image contains sensitive personal information",
+    "RECITATION": "Blocked by Gemini: the result would recite protected content",
+    "IMAGE_RECITATION": "Blocked by Gemini: the image would recite protected content",
+    "IMAGE_OTHER": "Gemini could not produce an image for this prompt",
+    "NO_IMAGE": "Gemini answered without an image; rephrase the prompt as an image request",
+    "OTHER": "Blocked by Gemini for an unspecified reason",
+    "MAX_TOKENS": "Gemini's answer was cut off at the output token limit",
+    "MALFORMED_FUNCTION_CALL": "Gemini produced a malformed answer",
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,7 @@ class Answer:
     mime_type: str | None = None
     text: str | None = None
     error: str | None = None
+    transient: bool = False  # a per-request error worth one more try in a follow-up job
 
 
 def _get(data: Any, *names: str) -> Any:
@@ -92,51 +122,82 @@ def _get(data: Any, *names: str) -> Any:
     return data
 
 
-def read_answer(line: dict[str, Any], wants_image: bool) -> Answer:
-    """Reads a REST-form result (`{"response": ...}` or `{"error": ...}`) into an Answer."""
-    error = line.get("error")
+def _pick(data: Any, camel: str, snake: str) -> Any:
+    value = _get(data, camel)
+    return value if value is not None else _get(data, snake)
+
+
+def _reason(code: Any) -> str:
+    name = str(getattr(code, "value", code) or "")
+    return f"{_REASONS.get(name, 'Gemini returned no result')} ({name})"
+
+
+def error_answer(error: Any) -> Answer:
+    """A gRPC-style `{"code": 13, "message": ...}` per-request error; 13/14/4/8 are worth a retry."""
+    raw = _get(error, "code")
+    try:
+        code = int(raw) if raw is not None else 0
+    except (TypeError, ValueError):
+        code = 0
+    status = _get(error, "status") or _GRPC_NAMES.get(code, "")
+    message = _get(error, "message") or status or "unknown error"
+    label = f"{code} {status}".strip() if code else str(status or "")
+    return Answer(error=f"Gemini error {label}: {message}".replace("  ", " "), transient=code in TRANSIENT_GRPC_CODES)
+
+
+def _decode(data: Any) -> bytes:
+    """REST JSON carries standard base64; the SDK's JSON dump uses URL-safe base64; both decode here."""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    text = str(data)
+    return base64.urlsafe_b64decode(text) if ("-" in text or "_" in text) else base64.b64decode(text)
+
+
+def _is_thought(part: Any) -> bool:
+    return bool(_get(part, "thought"))
+
+
+def read_answer(line: Any, wants_image: bool) -> Answer:
+    """Reads one result (`{"response": ...}` / `{"error": ...}`, a dict or an SDK object) into an Answer."""
+    error = _get(line, "error")
     if error:
-        code = error.get("code", "")
-        return Answer(error=f"Gemini error {code}: {error.get('message') or error.get('status') or 'unknown'}".strip())
-    response = line.get("response") or {}
-    block = _get(response, "promptFeedback", "blockReason")
+        return error_answer(error)
+    response = _get(line, "response") or {}
+    block = _pick(_get(response, "promptFeedback") or _get(response, "prompt_feedback"), "blockReason", "block_reason")
     if block:
-        return Answer(error=f"Blocked by Gemini ({block})")
-    candidates = response.get("candidates") or []
+        return Answer(error=f"{_reason(block)} (prompt blocked)")
+    candidates = _get(response, "candidates") or []
     if not candidates:
         return Answer(error="Gemini returned no candidates")
     candidate = candidates[0]
-    parts = _get(candidate, "content", "parts") or []
-    texts = [part["text"] for part in parts if isinstance(part, dict) and part.get("text")]
-    images = [
-        part.get("inlineData") or part.get("inline_data")
-        for part in parts
-        if isinstance(part, dict) and (part.get("inlineData") or part.get("inline_data"))
-    ]
-    finish = candidate.get("finishReason") or candidate.get("finish_reason")
+    # Gemini 3 image models send up to two interim "thought" images before the final one: skip them.
+    parts = [part for part in (_get(candidate, "content", "parts") or []) if not _is_thought(part)]
+    texts = [text for part in parts if (text := _get(part, "text"))]
+    images = [blob for part in parts if (blob := _pick(part, "inlineData", "inline_data")) is not None]
+    finish = _pick(candidate, "finishReason", "finish_reason")
+    finish = str(getattr(finish, "value", finish)) if finish else None
     if wants_image:
         if images:
-            blob = images[0]
-            return Answer(
-                image=base64.b64decode(blob["data"]),
-                mime_type=blob.get("mimeType") or blob.get("mime_type") or "image/png",
-            )
-        reason = f"finish reason {finish}" if finish else "no image in the response"
-        if finish in ("SAFETY", "PROHIBITED_CONTENT", "IMAGE_SAFETY", "BLOCKLIST", "RECITATION"):
-            return Answer(error=f"Blocked by Gemini safety filters ({finish})")
-        return Answer(error=f"Gemini returned no image ({reason})")
+            blob = images[-1]  # the last non-thought image is the final one
+            data = _get(blob, "data")
+            if data:
+                return Answer(image=_decode(data), mime_type=_pick(blob, "mimeType", "mime_type") or "image/png")
+        if finish and finish not in ("STOP", "FINISH_REASON_UNSPECIFIED"):
+            return Answer(error=_reason(finish))
+        if texts:  # a text-only answer is the model declining: show the user what it said
+            said = " ".join(texts).strip()[:300]
+            return Answer(error=f"Gemini declined and returned no image; it said: {said}")
+        return Answer(error="Gemini returned no image (an empty answer)")
     if texts:
         text = "".join(texts).encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
         return Answer(text=text)
     if finish and finish != "STOP":
-        return Answer(error=f"Blocked by Gemini safety filters ({finish})")
+        return Answer(error=_reason(finish))
     return Answer(error="Gemini returned an empty answer")
 
 
-def sdk_response_to_rest(inlined: Any) -> dict[str, Any]:
-    """An SDK InlinedResponse as the REST form `read_answer` understands."""
-    if getattr(inlined, "error", None) is not None:
-        error = inlined.error
-        return {"error": {"code": getattr(error, "code", ""), "message": getattr(error, "message", "")}}
-    response = inlined.response
-    return {"response": response.model_dump(mode="json", by_alias=True, exclude_none=True) if response else {}}
+def inline_key(inlined: Any) -> str | None:
+    """The item key an inlined response carries in its metadata, if Gemini kept it."""
+    metadata = _get(inlined, "metadata")
+    key = metadata.get("key") if isinstance(metadata, dict) else None
+    return str(key) if key else None

@@ -26,11 +26,11 @@ from batchgen.domain.batches import end_batch, fail_items
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_requests import (
     Answer,
+    inline_key,
     inline_request,
     job_display_name,
     jsonl_line,
     read_answer,
-    sdk_response_to_rest,
 )
 from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_terminal
@@ -45,6 +45,9 @@ JOB_ENDINGS: dict[str, tuple[BatchStatus, str]] = {
     "JOB_STATE_EXPIRED": (BatchStatus.EXPIRED, "The Gemini batch job expired before finishing"),
 }
 CAP_RETRY_DELAY_SECONDS = 60
+# Rounds of Gemini jobs per batch: the first, and one follow-up holding the items whose requests failed
+# with a transient gRPC code (13, 14, 4, 8). An item still failing in the last round is refunded.
+MAX_GEMINI_ROUNDS = 2
 # How long one submit attempt may take before another may assume it died (the function's timeout + margin).
 SUBMIT_LEASE_SECONDS = constants.SUBMIT_FUNCTION.timeout_seconds + 60
 
@@ -81,7 +84,7 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
             return SubmitOutcome("skipped")
         messaging.send_submit({"batchId": batch_id}, delay_seconds=CAP_RETRY_DELAY_SECONDS)
         return SubmitOutcome("waiting")
-    display_name = job_display_name(batch_id)
+    display_name = job_display_name(batch_id, batch.geminiRound)
     previous = batch.submitStartedAt
     if previous and _age_seconds(previous) < SUBMIT_LEASE_SECONDS:
         # Another attempt holds the lease and may be creating the job right now: a second attempt
@@ -108,6 +111,11 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
     record = repository.get_batch_with_items(batch_id)
     if record is None:
         return SubmitOutcome("skipped")
+    # This round's items only: items of an earlier round are settled or on their way to upload.
+    record = BatchWithItems(batch=record.batch, items=_round_items(record))
+    if not record.items:  # nothing left to send (settled meanwhile): let the counters decide
+        repository.finalize_if_done(batch_id)
+        return SubmitOutcome("skipped")
     try:
         job_name, input_file = _create_job(record, display_name, repository)
     except OutcomeUnknown:
@@ -127,6 +135,14 @@ def submit_batch(batch_id: str, repository: Repository | None = None) -> SubmitO
         )
         return SubmitOutcome("failed")
     return _record_job(repository, batch, job_name, input_file)
+
+
+OPEN = (ItemStatus.PENDING, ItemStatus.PROCESSING)
+
+
+def _round_items(record: BatchWithItems) -> list[ItemRecord]:
+    """The open items of the batch's current Gemini round, in request order."""
+    return [item for item in record.items if item.round == record.batch.geminiRound and item.status in OPEN]
 
 
 def _release_lease(repository: Repository, batch: BatchRecord) -> None:
@@ -163,7 +179,11 @@ def _create_job(record: BatchWithItems, display_name: str, repository: Repositor
     repository.update_batch(batch.batchId, {"geminiInputFile": input_file}, expected_status=[BatchStatus.PENDING])
     try:
         return gemini.create_job(batch.model, input_file, display_name).name, input_file
-    except PermanentError:
+    except OutcomeUnknown:
+        raise  # the job may exist and read this file: the attempt that reconciles decides
+    except (PermanentError, TransientError):
+        # Refused (e.g. 429): no job reads the file, and a leaked upload holds the 20 GB project quota
+        # for 48 h. The retry uploads afresh.
         gemini.delete_file(input_file)
         raise
 
@@ -310,18 +330,40 @@ def _poll(batch: BatchRecord, repository: Repository) -> tuple[str, str | None]:
         return ("collect_sent" if queue_collect(batch, repository) else "idle"), state
     if state in JOB_ENDINGS:
         batch_status, error = JOB_ENDINGS[state]
+        if job is not None and job.error:
+            error = f"{error}: {job.error}"  # Operation.error says why, e.g. "13: An internal error..."
+        if batch.geminiRound > 0:
+            # A follow-up round ended badly: only its items fail; earlier rounds' images may still be
+            # on their way to Cloudinary and must not be refunded from under them.
+            _fail_round(batch, repository, error, state)
+            gemini.delete_file(batch.geminiInputFile)
+            return "ended", state
         end_batch(
             batch.batchId,
             batch_status=batch_status,
             item_status=ItemStatus.FAILED,
             error=error,
             reason=f"{batch_status.value} batch refund",
-            batch_changes={"geminiState": state},
+            batch_changes={"geminiState": state, "failureReason": error},
             repository=repository,
         )
         gemini.delete_file(batch.geminiInputFile)
         return "ended", state
     return "idle", state
+
+
+def _fail_round(batch: BatchRecord, repository: Repository, error: str, state: str) -> None:
+    record = repository.get_batch_with_items(batch.batchId)
+    if record is None or is_terminal(record.batch.status) or record.batch.geminiJobName != batch.geminiJobName:
+        return
+    try:
+        repository.update_batch(batch.batchId, {"geminiState": state}, expected_status=ACTIVE_BATCH_STATUSES)
+    except ConcurrentChange:
+        return
+    failures = {item.index: error for item in _round_items(record)}
+    if failures:
+        fail_items(batch.batchId, failures, reason="failed items refund", repository=repository)
+    repository.finalize_if_done(batch.batchId)
 
 
 def queue_collect(batch: BatchRecord, repository: Repository) -> bool:
@@ -372,37 +414,54 @@ class CollectReport:
     uploads_queued: int = 0
     texts_stored: int = 0
     failed: int = 0
+    retried: int = 0  # items sent to a follow-up Gemini round
 
 
 def collect_batch(batch_id: str, repository: Repository | None = None) -> CollectReport:
-    """Matches every Gemini answer to its item by key; images go to staging, one upload message each."""
+    """Matches every Gemini answer to its item by key; images go to staging, one upload message each.
+
+    Items whose request failed with a transient code are kept open and go to a follow-up Gemini job
+    (one more round) instead of being refunded; in the last round they fail like any other.
+    """
     repository = repository or get_repository()
     report = CollectReport()
     record = repository.get_batch_with_items(batch_id)
     if record is None or is_terminal(record.batch.status) or not record.batch.geminiJobName:
         return report
     batch = record.batch
+    if batch.collectedJob == batch.geminiJobName:
+        # A duplicate delivery: this job's results were read (its files may be gone). If the first one
+        # died before starting the follow-up round its retried items wait for, start it now.
+        if any(item.round > batch.geminiRound and item.status in OPEN for item in record.items):
+            _start_next_round(batch, repository)
+        return report
     items_by_key = {item.itemId: item for item in record.items}
     wants_image = model_kind(batch.type) == "image"
     job = gemini.get_job(batch.geminiJobName)
-    if job.state != JOB_SUCCEEDED:
-        # Queued too early (a webhook ahead of Gemini's own reads): hand the batch back to the poller.
+    if job.state != JOB_SUCCEEDED or not (job.responses_file or job.inlined_responses):
+        # Queued too early (a webhook ahead of Gemini's own reads), or SUCCEEDED before the responses
+        # file exists (seen live): not ready yet. Hand the batch back to the poller, which asks again.
         try:
             repository.update_batch(batch.batchId, {"collectQueuedAt": None}, expected_status=[BatchStatus.PROCESSING])
         except ConcurrentChange:
             pass
         return report
+    last_round = batch.geminiRound + 1 >= MAX_GEMINI_ROUNDS
+    round_items = _round_items(record)
     answered: set[str] = set()
     failures: dict[int, str] = {}
+    retries: list[ItemRecord] = []
     uploads: list[dict[str, Any]] = []
-    for key, answer in _answers(job, record):
+    for key, answer in _answers(job, batch, round_items):
         item = items_by_key.get(key)
         if item is None or key in answered:
             continue
         answered.add(key)
         if item.status is not ItemStatus.PENDING and item.status is not ItemStatus.PROCESSING:
             continue  # settled by an earlier delivery of this message
-        if answer.error:
+        if answer.error and answer.transient and not last_round:
+            retries.append(item)
+        elif answer.error:
             failures[item.index] = answer.error
         elif wants_image and answer.image is not None:
             key_in_s3 = storage.staging_key(batch.batchId, item.itemId)
@@ -421,8 +480,8 @@ def collect_batch(batch_id: str, repository: Repository | None = None) -> Collec
         else:
             if repository.mark_item_success(batch.batchId, item.index, text=answer.text):
                 report.texts_stored += 1
-    for item in record.items:
-        if item.itemId not in answered and item.status in (ItemStatus.PENDING, ItemStatus.PROCESSING):
+    for item in round_items:
+        if item.itemId not in answered:
             failures[item.index] = "Gemini returned no response for this request"
     if uploads:
         messaging.send_uploads(uploads)
@@ -430,13 +489,48 @@ def collect_batch(batch_id: str, repository: Repository | None = None) -> Collec
     if failures:
         fail_items(batch.batchId, failures, reason="failed items refund", repository=repository)
         report.failed = len(failures)
+    for item in retries:
+        repository.update_item(batch.batchId, item.index, {"round": batch.geminiRound + 1})
+    report.retried = len(retries)
+    try:  # recorded before the files go, so a duplicate delivery never reads a deleted file
+        repository.update_batch(batch.batchId, {"collectedJob": job.name}, expected_status=[BatchStatus.PROCESSING])
+    except ConcurrentChange:
+        pass  # ended meanwhile (cancelled, or finalised by the last upload)
+    if retries:
+        _start_next_round(batch, repository)
     repository.finalize_if_done(batch.batchId)
     gemini.delete_file(batch.geminiInputFile)
+    gemini.delete_file(job.responses_file)  # outputs count against the project's 20 GB for 48 h
     return report
 
 
-def _answers(job: gemini.JobView, record: BatchWithItems) -> Iterator[tuple[str, Answer]]:
-    wants_image = model_kind(record.batch.type) == "image"
+def _start_next_round(batch: BatchRecord, repository: Repository) -> None:
+    """Back to `pending` with a new round number: submit builds the follow-up job of the retried items,
+    under its own display name, with the same lease and reconcile guarantees as the first job."""
+    try:
+        repository.update_batch(
+            batch.batchId,
+            {
+                "status": BatchStatus.PENDING.value,
+                "geminiRound": batch.geminiRound + 1,
+                "geminiJobName": None,
+                "geminiState": None,
+                "geminiInputFile": None,
+                "submitStartedAt": None,
+                "collectQueuedAt": None,
+                "updatedAt": ids.now_iso(),
+            },
+            expected_status=[BatchStatus.PROCESSING],
+            condition="geminiJobName = :job",
+            condition_values={":job": batch.geminiJobName},
+        )
+    except ConcurrentChange:
+        return  # ended meanwhile, or a duplicate delivery already started the round
+    messaging.send_submit({"batchId": batch.batchId})
+
+
+def _answers(job: gemini.JobView, batch: BatchRecord, items: list[ItemRecord]) -> Iterator[tuple[str, Answer]]:
+    wants_image = model_kind(batch.type) == "image"
     if job.responses_file:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "responses.jsonl"
@@ -447,8 +541,13 @@ def _answers(job: gemini.JobView, record: BatchWithItems) -> Iterator[tuple[str,
                         line = json.loads(raw)
                         yield str(line.get("key", "")), read_answer(line, wants_image)
         return
-    for position, inlined in enumerate(job.inlined_responses or []):
-        metadata = getattr(inlined, "metadata", None) or {}
-        # Keys first; position only where Gemini dropped the metadata.
-        key = metadata.get("key") or (record.items[position].itemId if position < len(record.items) else "")
-        yield key, read_answer(sdk_response_to_rest(inlined), wants_image)
+    responses = job.inlined_responses or []
+    keys = [inline_key(inlined) for inlined in responses]
+    # Inline responses can come back out of order (python-genai #1909): match by key. Position is
+    # trusted only when no response carries a key and the counts match; otherwise a keyless one is unmatched.
+    by_position = not any(keys) and len(responses) == len(items)
+    for position, (key, inlined) in enumerate(zip(keys, responses, strict=True)):
+        if key is None and by_position:
+            key = items[position].itemId
+        # The SDK object itself: its image bytes are bytes (its JSON dump is URL-safe base64).
+        yield key or "", read_answer(inlined, wants_image)

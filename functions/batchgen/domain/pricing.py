@@ -48,6 +48,7 @@ def resolve_model(catalog: Catalog, batch_type: str, requested: str | None) -> s
         return catalog.defaultModels[batch_type]
     name = requested.removeprefix("models/")
     name = catalog.aliases.get(name, name)
+    name = catalog.retiredModels.get(name, name)  # retired ids Gemini would 404: their successors
     kind = model_kind(batch_type)
     allowed = [model for model, spec in catalog.models.items() if spec.get("kind") == kind]
     if name not in allowed:
@@ -56,3 +57,21 @@ def resolve_model(catalog: Catalog, batch_type: str, requested: str | None) -> s
             [{"loc": ["body", "model"], "msg": f"allowed: {', '.join(allowed)}"}],
         )
     return name
+
+
+def model_qualities(catalog: Catalog, model: str) -> list[str]:
+    """The qualities a model can deliver (catalog `qualities`); 1k only when the catalog says nothing."""
+    qualities = catalog.models.get(model, {}).get("qualities")
+    return [str(q) for q in qualities] if isinstance(qualities, list) else ["1k"]
+
+
+def check_quality(catalog: Catalog, model: str, quality: str | None) -> None:
+    """A quality the model cannot produce would be billed (4k = 2x) for an image it never makes."""
+    if quality is None:
+        return
+    allowed = model_qualities(catalog, model)
+    if quality not in allowed:
+        raise InvalidInput(
+            f"Quality '{quality}' is not available for model '{model}'. Allowed qualities: {', '.join(allowed)}.",
+            [{"loc": ["body", "quality"], "msg": f"allowed: {', '.join(allowed)}"}],
+        )

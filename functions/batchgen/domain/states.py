@@ -32,7 +32,8 @@ _BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
         {BatchStatus.PROCESSING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
     ),
     BatchStatus.PROCESSING: frozenset(
-        {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+        # -> PENDING: a follow-up Gemini round (items to retry) waits for submit, like a new batch.
+        {BatchStatus.PENDING, BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
     ),
 }
 

@@ -199,12 +199,12 @@ def gemini_webhook() -> Response[dict[str, str]]:
     from batchgen.domain import webhooks
     from batchgen.secret_values import gemini_webhook_secret
 
-    secret = gemini_webhook_secret()
-    if secret is None:
+    secret, jwks_url = gemini_webhook_secret(), get_settings().gemini_webhook_jwks_url
+    if secret is None and not jwks_url:
         raise NotFound("No such route; see /docs for the API.")
     event = app.current_event
     body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
-    webhooks.verify(event.headers, body, secret)
+    webhooks.verify(event.headers, body, secret, jwks_url=jwks_url, audience=get_settings().gemini_webhook_audience)
     outcome = webhooks.handle_event(body)
     return Response(
         status_code=HTTPStatus.ACCEPTED.value, content_type=content_types.APPLICATION_JSON, body={"status": outcome}
@@ -236,7 +236,8 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
         requestCount=batch.requestCount,
         creditCost=batch.creditCost,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
-        message="Batch job created. Processing may take up to 24 hours (usually much faster).",
+        message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
+        "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
     ).model_dump(mode="json")
 
 

@@ -39,6 +39,8 @@ class BatchRecord(Record):
     geminiInputFile: str | None = None
     submitStartedAt: str | None = None
     collectQueuedAt: str | None = None
+    collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
+    geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     failureReason: str | None = None
 
     @property
@@ -59,6 +61,7 @@ class ItemRecord(Record):
     publicId: str | None = None
     text: str | None = None
     error: str | None = None
+    round: int = 0  # the Gemini round (job) the item belongs to; raised when it is retried
     updatedAt: str | None = None
 
 
