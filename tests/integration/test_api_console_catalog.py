@@ -24,7 +24,8 @@ def test_catalog_prices_come_from_the_catalog_the_create_route_charges_by(api, a
     assert response.body["qualityMultipliers"] == {"1k": 1, "2k": 1, "4k": 2}
     assert response.body["maxBatchRequests"] == 20
     assert "16:9" in response.body["aspectRatios"]
-    assert response.body["models"]["gemini-2.5-flash"] == "text"
+    text_model = response.body["defaultModels"]["text"]
+    assert response.body["models"][text_model] == "text"
 
 
 def test_catalog_needs_a_token_and_is_in_the_openapi_document(api, aws):

@@ -37,7 +37,7 @@ def status_body(batch_id: str = "b1", state: str = "completed", items: list[dict
         "status": state,
         "type": "batch-character",
         "displayName": None,
-        "model": "gemini-2.5-flash-image",
+        "model": "gemini-3.1-flash-image",
         "createdAt": "2026-01-01T00:00:00Z",
         "updatedAt": "2026-01-01T00:00:00Z",
         "completedAt": None,
