@@ -87,7 +87,8 @@ def run() -> None:
             from batchgen.adapters import gemini
             from batchgen.adapters.aws import client
             from batchgen.adapters.repository import get_repository
-            from batchgen.domain.pipeline import poll_active_batches
+            from batchgen.handlers.services import live_services
+            from batchgen.usecases.poll import poll_active_batches
 
             gemini.reset_client()
             repository = get_repository()
@@ -110,7 +111,7 @@ def run() -> None:
             events = client("dynamodb").meta.events
             events.register("before-call.dynamodb.*", count, unique_id="bench-count")
             events.register("after-call.dynamodb.*", read, unique_id="bench-read")
-            report = poll_active_batches()
+            report = poll_active_batches(live_services())
             print(
                 f"one tick: {sum(calls.values())} DynamoDB calls {dict(calls)}; items read {items_read['items']} "
                 f"(scanned {items_read['scanned']}); Scan calls: {calls.get('Scan', 0)}; Gemini gets: {report.checked}"
@@ -118,7 +119,7 @@ def run() -> None:
 
             emulator.set_latency(GET_LATENCY_SECONDS, operation="get")
             started = time.perf_counter()
-            poll_active_batches()
+            poll_active_batches(live_services())
             tick_seconds = time.perf_counter() - started
             started = time.perf_counter()
             for name in names:

@@ -134,8 +134,9 @@ def run() -> None:
     process, settings = start_cloudinary()
     try:
         with aws_server_environment(settings):
-            from batchgen.domain.uploads import upload_item
+            from batchgen.handlers.services import live_services
             from batchgen.handlers.upload import lambda_handler
+            from batchgen.usecases.upload import upload_item
 
             _warm = _stage_batch(1024, 1)
             lambda_handler(sqs_event(_warm), Context())  # loads the SDK: measured apart from cold start
@@ -145,6 +146,7 @@ def run() -> None:
                 started = time.perf_counter()
                 for body in bodies:
                     upload_item(
+                        live_services(),
                         body["batchId"],
                         body["index"],
                         body["stagingKey"],

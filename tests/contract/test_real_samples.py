@@ -20,7 +20,7 @@ from batchgen.adapters.gemini import _view
 from batchgen.config import Catalog, load_catalog
 from batchgen.domain.gemini_requests import jsonl_line, read_answer
 from batchgen.domain.states import BatchStatus
-from batchgen.domain.webhooks import _job_names
+from batchgen.domain.webhooks import job_names
 from batchgen.models.records import BatchRecord, ItemRecord
 from local.emulators.gemini import GeminiEmulator, _camel_case_key
 
@@ -188,7 +188,7 @@ def test_the_emulators_file_resource_has_the_recorded_keys(emulator, client, tmp
 # --- webhooks -------------------------------------------------------------------------------------
 def test_the_docs_thin_webhook_payload_names_its_job_and_the_emulators_has_its_shape(emulator, client):
     docs = fixture("docs_webhook_thin_payload.json")
-    assert _job_names(docs) == {"batches/batch_123456"}  # the id is shown without the prefix
+    assert job_names(docs) == {"batches/batch_123456"}  # the id is shown without the prefix
     job = client.batches.create(model="gemini-3.5-flash", src=[{"contents": [{"parts": [{"text": "hi"}]}]}])
     ours = json.loads(emulator.webhook_body(emulator.jobs[job.name]))
     assert set(ours) == set(docs) and ours["type"] == docs["type"] and ours["version"] == docs["version"]

@@ -13,7 +13,6 @@ import jwt
 import pytest
 
 from batchgen.adapters.repository import get_repository
-from batchgen.domain import batches
 from tests.conftest import make_token
 from tests.helpers import batch_body, png_data_url
 
@@ -86,11 +85,13 @@ def test_twenty_parallel_creates_against_a_balance_for_ten(api, aws):
     # so the race is between the domain calls each handler makes, meeting at DynamoDB)
     from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
     from batchgen.domain.errors import InsufficientCredits
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases.create import create_batch
 
     def create_one(_: int) -> int:
         draft = BatchDraft(batch_type="character", requests=[RequestDraft(None, "pose 0", None)])
         try:
-            batches.create_batch(Principal(user_id="user-1", is_admin=False), draft)
+            create_batch(live_services(), Principal(user_id="user-1", is_admin=False), draft)
         except InsufficientCredits:
             return 402
         return 202

@@ -217,18 +217,20 @@ def test_a_500_on_create_is_retried_after_reconciling(api, gemini, queues):
 
 
 def test_a_duplicate_submit_during_an_attempt_neither_creates_nor_cancels(api, gemini, queues, monkeypatch):
-    from batchgen.domain import pipeline
+    from batchgen.adapters import gemini as gemini_adapter
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases import submit
 
     grant("user-1", 10)
     batch_id = create(api, ["a"])
-    real_create = gemini_adapter_create = pipeline.gemini.create_job
+    real_create = gemini_adapter_create = gemini_adapter.create_job
     outcomes = []
 
     def create_while_a_duplicate_arrives(*args, **kwargs):
-        outcomes.append(pipeline.submit_batch(batch_id))  # SQS delivers the same message again meanwhile
+        outcomes.append(submit.submit_batch(live_services(), batch_id))  # SQS delivers the same message again
         return real_create(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline.gemini, "create_job", create_while_a_duplicate_arrives)
+    monkeypatch.setattr(gemini_adapter, "create_job", create_while_a_duplicate_arrives)
     queues.drain(SUBMIT, rounds=1)
     assert [o.status for o in outcomes] == ["waiting"]
     assert gemini.calls["create"] == 1 and gemini.calls["cancel"] == 0

@@ -112,28 +112,29 @@ def test_permanent_cloudinary_refusal_fails_the_item_at_once(api, gemini, cloudi
 
 def test_two_final_uploads_racing_finalise_once(api, gemini, cloudinary, queues, poll, monkeypatch):
     """Two Lambda containers finish the last two items at the same moment."""
-    from batchgen.domain.uploads import upload_item
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases.upload import upload_item
 
     grant("user-1", 10)
     batch_id = create(api, ["a", "b"])
     to_upload_queue(queues, poll)
     wins: list[object] = []
-    real_finalize = Repository.finalize_if_done
+    real_finalize = Repository.finalize
 
-    def counting_finalize(self, batch):
-        result = real_finalize(self, batch)
+    def counting_finalize(self, batch, final):
+        result = real_finalize(self, batch, final)
         if result is not None:
             wins.append(result)
         return result
 
-    monkeypatch.setattr(Repository, "finalize_if_done", counting_finalize)
+    monkeypatch.setattr(Repository, "finalize", counting_finalize)
     cloudinary.set_latency(0.2, operation="upload")
     messages = queues.bodies(UPLOAD.name)
     assert len(messages) == 2
     threads = [
         threading.Thread(
             target=upload_item,
-            args=(batch_id, m["index"], m["stagingKey"]),
+            args=(live_services(), batch_id, m["index"], m["stagingKey"]),
             kwargs={"user_id": m["userId"], "batch_type": m["batchType"], "final_attempt": False},
         )
         for m in messages
@@ -235,7 +236,8 @@ def test_batch_where_nothing_succeeds_ends_failed_with_full_refund(api, gemini, 
 
 def test_duplicate_deliveries_uploading_at_once_keep_the_image(api, gemini, cloudinary, queues, poll):
     """Both copies upload (same public id); the one that loses the success write must not destroy it."""
-    from batchgen.domain.uploads import upload_item
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases.upload import upload_item
 
     grant("user-1", 10)
     batch_id = create(api, ["a"])
@@ -244,7 +246,9 @@ def test_duplicate_deliveries_uploading_at_once_keep_the_image(api, gemini, clou
     cloudinary.set_latency(0.2, operation="upload")
     kwargs = {"user_id": message["userId"], "batch_type": message["batchType"], "final_attempt": False}
     threads = [
-        threading.Thread(target=upload_item, args=(batch_id, message["index"], message["stagingKey"]), kwargs=kwargs)
+        threading.Thread(
+            target=upload_item, args=(live_services(), batch_id, message["index"], message["stagingKey"]), kwargs=kwargs
+        )
         for _ in range(2)
     ]
     for thread in threads:
@@ -263,16 +267,16 @@ def test_a_lost_finalisation_is_completed_by_the_next_delivery_or_tick(
     grant("user-1", 10)
     batch_id = create(api, ["a"])
     to_upload_queue(queues, poll)
-    real_finalize = Repository.finalize_if_done
+    real_finalize = Repository.finalize
     failures = {"left": 1}
 
-    def crash_once(self, batch):
+    def crash_once(self, batch, final):
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("the function died right after the item's success write")
-        return real_finalize(self, batch)
+        return real_finalize(self, batch, final)
 
-    monkeypatch.setattr(Repository, "finalize_if_done", crash_once)
+    monkeypatch.setattr(Repository, "finalize", crash_once)
     messages = queues.receive(UPLOAD)
     assert queues.deliver(UPLOAD, messages)["batchItemFailures"]
     assert status(api, batch_id)["status"] == "processing"
@@ -284,7 +288,7 @@ def test_the_poller_finalises_a_batch_whose_items_are_all_settled(api, gemini, c
     grant("user-1", 10)
     batch_id = create(api, ["a"])
     to_upload_queue(queues, poll)
-    monkeypatch.setattr(Repository, "finalize_if_done", lambda self, batch: None)  # every finaliser lost
+    monkeypatch.setattr(Repository, "finalize", lambda self, batch, final: None)  # every finaliser lost
     queues.drain(UPLOAD)
     assert status(api, batch_id)["status"] == "processing"
     monkeypatch.undo()

@@ -1,6 +1,6 @@
 """The benchmarks' synthetic inputs are what the handlers accept (so `make bench` measures real work)."""
 
-from batchgen.models.messages import UploadRecord
+from batchgen.handlers.sqs_records import UploadRecord
 from benchmarks.uploads import big_png, sqs_event
 from local.emulators.cloudinary import sniff_image
 

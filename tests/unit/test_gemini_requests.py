@@ -105,10 +105,10 @@ def test_an_sdk_inline_response_gives_its_bytes_not_a_json_dump():
 
 
 def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_and_counts_match():
-    from batchgen.adapters.gemini import JobView
-    from batchgen.domain.pipeline import _answers
+    from batchgen.adapters.gemini import JobView, iter_results
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, ItemRecord
+    from batchgen.usecases.collect import match_answers
 
     def text(value: str, key: str | None) -> types.InlinedResponse:
         part = types.Part(text=value)
@@ -131,7 +131,8 @@ def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_an
 
     def answers(responses):
         job = JobView("batches/j", None, "JOB_STATE_SUCCEEDED", None, responses)
-        return [(key, answer.text) for key, answer in _answers(job, batch, items)]
+        read = ((key, read_answer(result, batch.type != "text")) for key, result in iter_results(job))
+        return [(item.itemId if item else "", answer.text) for item, answer in match_answers(read, items)]
 
     # Out of order with keys: each goes to its own item.
     assert answers([text("second", "gen_1"), text("first", "gen_0")]) == [("gen_1", "second"), ("gen_0", "first")]

@@ -8,35 +8,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from batchgen.config import get_settings
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
+from batchgen.domain.gemini_jobs import JobNotFound, JobView, ModelRetired
 from batchgen.secret_values import gemini_api_key
 
 NOT_PROCESSED_CODES = frozenset({429, 503})  # Gemini refused the call: nothing happened
 HTTP_TIMEOUT_MS = 60_000
-
-
-class JobNotFound(PermanentError):
-    """Gemini no longer knows the job (deleted, or never existed)."""
-
-
-@dataclass(frozen=True)
-class JobView:
-    """The parts of a Gemini BatchJob the pipeline acts on."""
-
-    name: str
-    display_name: str | None
-    state: str
-    responses_file: str | None
-    inlined_responses: list[Any] | None
-    error: str | None = None  # Operation.error of a failed job, e.g. "13: An internal error has occurred."
 
 
 _client_lock = threading.Lock()
@@ -118,6 +103,41 @@ def _view(job: Any) -> JobView:
     )
 
 
+__all__ = ["JobNotFound", "JobView", "ModelRetired"]  # the domain's types, re-exported for callers of this adapter
+
+
+def submit_file(lines: Iterable[dict[str, Any]], display_name: str) -> str:
+    """Writes the request lines to a temporary JSONL file, one at a time (at most one image in memory),
+    and uploads it through the Files API; returns the file's name."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "requests.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            for line in lines:
+                out.write(json.dumps(line, separators=(",", ":")))
+                out.write("\n")
+        return upload_jsonl(path, display_name)
+
+
+def iter_results(job: JobView) -> Iterator[tuple[str | None, Any]]:
+    """(key, result) per answer of a succeeded job: the responses file streamed to disk and read line by
+    line, or the inline responses (SDK objects: their image bytes stay bytes). Keys may be missing."""
+    if job.responses_file:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "responses.jsonl"
+            download_file(job.responses_file, path)
+            with path.open("r", encoding="utf-8") as lines:
+                for raw in lines:  # one answer in memory at a time
+                    if raw.strip():
+                        line = json.loads(raw)
+                        key = line.get("key")
+                        yield (str(key) if key else None), line
+        return
+    for inlined in job.inlined_responses or []:
+        metadata = getattr(inlined, "metadata", None)
+        key = metadata.get("key") if isinstance(metadata, dict) else None
+        yield (str(key) if key else None), inlined
+
+
 def upload_jsonl(path: Path, display_name: str) -> str:
     from google.genai import types
 
@@ -126,10 +146,6 @@ def upload_jsonl(path: Path, display_name: str) -> str:
             file=str(path), config=types.UploadFileConfig(mime_type="jsonl", display_name=display_name)
         )
     return uploaded.name
-
-
-class ModelRetired(PermanentError):
-    """Gemini answered 404 for the model: it was shut down (see the deprecations page) or never existed."""
 
 
 def create_job(model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:

@@ -1,39 +1,37 @@
-"""SQS messages between the pipeline stages: small JSON documents, never images."""
+"""SQS messages between the pipeline stages: typed messages in, small JSON documents on the queue."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Sequence
 
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
+from batchgen.models.messages import CancelJob, CollectResults, DeleteJob, Message, PurgeImages, SubmitJob, UploadImage
 
 
-def _send(queue_url: str, body: dict[str, Any], delay_seconds: int = 0) -> None:
-    client("sqs").send_message(
-        QueueUrl=queue_url, MessageBody=json.dumps(body, separators=(",", ":")), DelaySeconds=delay_seconds
-    )
+def _send(queue_url: str, message: Message, delay_seconds: int = 0) -> None:
+    client("sqs").send_message(QueueUrl=queue_url, MessageBody=message.to_json(), DelaySeconds=delay_seconds)
 
 
-def _send_many(queue_url: str, bodies: list[dict[str, Any]]) -> None:
+def _send_many(queue_url: str, messages: Sequence[Message]) -> None:
     sqs = client("sqs")
-    for start in range(0, len(bodies), 10):
+    for start in range(0, len(messages), 10):
         entries = [
-            {"Id": str(index), "MessageBody": json.dumps(body, separators=(",", ":"))}
-            for index, body in enumerate(bodies[start : start + 10])
+            {"Id": str(index), "MessageBody": message.to_json()}
+            for index, message in enumerate(messages[start : start + 10])
         ]
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         if response.get("Failed"):
             raise RuntimeError(f"SQS refused {len(response['Failed'])} messages: {response['Failed'][0]}")
 
 
-def send_submit(body: dict[str, Any], delay_seconds: int = 0) -> None:
-    _send(get_settings().submit_queue_url, body, delay_seconds)
+def send_submit(message: SubmitJob | CancelJob | DeleteJob, delay_seconds: int = 0) -> None:
+    _send(get_settings().submit_queue_url, message, delay_seconds)
 
 
-def send_collect(body: dict[str, Any]) -> None:
-    _send(get_settings().collect_queue_url, body)
+def send_collect(message: CollectResults) -> None:
+    _send(get_settings().collect_queue_url, message)
 
 
-def send_uploads(bodies: list[dict[str, Any]]) -> None:
-    _send_many(get_settings().upload_queue_url, bodies)
+def send_uploads(messages: Sequence[UploadImage | PurgeImages]) -> None:
+    _send_many(get_settings().upload_queue_url, messages)

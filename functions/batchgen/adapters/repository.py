@@ -14,8 +14,7 @@ import base64
 import binascii
 import json
 import secrets
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -26,14 +25,17 @@ from botocore.exceptions import ClientError
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput, TransientError
+from batchgen.domain.errors import ConcurrentChange, Conflict, InsufficientCredits, InvalidInput
+from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED
 from batchgen.domain.ids import now_iso
+from batchgen.domain.outcomes import ItemOutcome, Page, open_items
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
     OPEN_ITEM_STATUSES,
+    TERMINAL_BATCH_STATUSES,
     BatchStatus,
     ItemStatus,
-    final_status,
+    sources,
 )
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
 
@@ -73,23 +75,17 @@ def _values(values: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(val) for key, val in values.items()}
 
 
-@dataclass(frozen=True)
-class ItemOutcome:
-    """An open item that ends without success: it is refunded in the same transaction."""
-
-    item: ItemRecord
-    status: ItemStatus  # FAILED or CANCELLED
-    error: str
+__all__ = ["ConcurrentChange", "ItemOutcome", "Page", "Repository", "get_repository", "open_items"]
 
 
-@dataclass(frozen=True)
-class Page:
-    batches: list[BatchRecord]
-    next_cursor: str | None
-
-
-class ConcurrentChange(TransientError):
-    """A conditional write lost a race; the caller re-reads and decides again (or the message is retried)."""
+def status_in(statuses: Iterable[BatchStatus | ItemStatus], values: dict[str, Any], prefix: str = "s") -> str:
+    """`#status IN (...)` over a set from `domain.states` (the one definition of each lifecycle rule);
+    its placeholders are added to `values`. The caller maps `#status` to the `status` attribute."""
+    placeholders = []
+    for i, status in enumerate(sorted(statuses, key=lambda status: status.value)):
+        values[f":{prefix}{i}"] = status.value
+        placeholders.append(f":{prefix}{i}")
+    return f"#status IN ({', '.join(placeholders)})"
 
 
 def _cancellation_codes(exc: ClientError) -> list[str]:
@@ -224,13 +220,8 @@ class Repository:
         expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removals) if removals else "")
         conditions = ["attribute_exists(PK)"]
         if expected_status is not None:
-            statuses = list(expected_status)
             names["#status"] = "status"
-            placeholders = []
-            for i, status in enumerate(statuses):
-                values[f":s{i}"] = status.value
-                placeholders.append(f":s{i}")
-            conditions.append(f"#status IN ({', '.join(placeholders)})")
+            conditions.append(status_in(expected_status, values))
         if condition:
             conditions.append(condition)
             values.update(condition_values or {})
@@ -267,15 +258,14 @@ class Repository:
 
     def delete_batch(self, record: BatchWithItems) -> None:
         """Deletes a terminal batch: the META row first, under a condition, then its items."""
+        terminal: dict[str, Any] = {}
         try:
             self.db.delete_item(
                 TableName=self.table,
                 Key=_marshal({"PK": batch_pk(record.batch.batchId), "SK": META_SK}),
-                ConditionExpression="attribute_exists(PK) AND NOT #status IN (:p, :r)",
+                ConditionExpression="attribute_exists(PK) AND " + status_in(TERMINAL_BATCH_STATUSES, terminal),
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_values(
-                    {":p": BatchStatus.PENDING.value, ":r": BatchStatus.PROCESSING.value}
-                ),
+                ExpressionAttributeValues=_values(terminal),
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -306,6 +296,14 @@ class Repository:
         Returns False when the item was already terminal (a duplicate delivery, or cancelled).
         """
         at = now_iso()
+        item_values: dict[str, Any] = {
+            ":success": ItemStatus.SUCCESS.value,
+            ":url": image_url,
+            ":text": text,
+            ":pid": public_id,
+            ":at": at,
+        }
+        batch_values: dict[str, Any] = {":one": 1, ":at": at}
         try:
             self.db.transact_write_items(
                 TransactItems=[
@@ -315,19 +313,9 @@ class Repository:
                             "Key": _marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}),
                             "UpdateExpression": "SET #status = :success, imageUrl = :url, #text = :text, "
                             "publicId = :pid, updatedAt = :at",
-                            "ConditionExpression": "#status IN (:pending, :processing)",
+                            "ConditionExpression": status_in(OPEN_ITEM_STATUSES, item_values),
                             "ExpressionAttributeNames": {"#status": "status", "#text": "text"},
-                            "ExpressionAttributeValues": _values(
-                                {
-                                    ":success": ItemStatus.SUCCESS.value,
-                                    ":url": image_url,
-                                    ":text": text,
-                                    ":pid": public_id,
-                                    ":at": at,
-                                    ":pending": ItemStatus.PENDING.value,
-                                    ":processing": ItemStatus.PROCESSING.value,
-                                }
-                            ),
+                            "ExpressionAttributeValues": _values(item_values),
                         }
                     },
                     {
@@ -335,16 +323,9 @@ class Repository:
                             "TableName": self.table,
                             "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
                             "UpdateExpression": "ADD successCount :one SET updatedAt = :at",
-                            "ConditionExpression": "#status IN (:pending, :processing)",
+                            "ConditionExpression": status_in(ACTIVE_BATCH_STATUSES, batch_values),
                             "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _values(
-                                {
-                                    ":one": 1,
-                                    ":at": at,
-                                    ":pending": BatchStatus.PENDING.value,
-                                    ":processing": BatchStatus.PROCESSING.value,
-                                }
-                            ),
+                            "ExpressionAttributeValues": _values(batch_values),
                         }
                     },
                 ]
@@ -362,21 +343,28 @@ class Repository:
         batch: BatchRecord,
         outcomes: list[ItemOutcome],
         *,
+        refund: Decimal,
         reason: str,
         batch_status: BatchStatus | None = None,
         batch_changes: dict[str, Any] | None = None,
-    ) -> Decimal:
-        """Ends open items without success and refunds each one exactly once, in one transaction.
+    ) -> None:
+        """Ends open items without success and refunds them (`refund`, the domain's amount), in one
+        transaction with the batch's counters, the balance and the ledger entry.
 
         The item conditions (still open) make a second settlement of the same item impossible; the
-        batch condition (still active) makes a settlement after finalisation impossible. With
-        `batch_status` the same transaction also moves the batch to that terminal status.
-        Returns the amount refunded.
+        batch condition (still active, or a status `batch_status` may be reached from) makes a
+        settlement after finalisation impossible. ConcurrentChange when a condition fails.
         """
         at = now_iso()
-        refund = batch.unitPrice * len(outcomes)
         writes: list[dict[str, Any]] = []
         for outcome in outcomes:
+            item_values: dict[str, Any] = {
+                ":status": outcome.status.value,
+                ":error": outcome.error,
+                ":at": at,
+                ":refund": batch.unitPrice,
+            }
+            condition = status_in(OPEN_ITEM_STATUSES, item_values)
             writes.append(
                 {
                     "Update": {
@@ -384,39 +372,27 @@ class Repository:
                         "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": item_sk(outcome.item.index)}),
                         "UpdateExpression": "SET #status = :status, #error = :error, updatedAt = :at, "
                         "refunded = :refund",
-                        "ConditionExpression": "#status IN (:pending, :processing)",
+                        "ConditionExpression": condition,
                         "ExpressionAttributeNames": {"#status": "status", "#error": "error"},
-                        "ExpressionAttributeValues": _values(
-                            {
-                                ":status": outcome.status.value,
-                                ":error": outcome.error,
-                                ":at": at,
-                                ":refund": batch.unitPrice,
-                                ":pending": ItemStatus.PENDING.value,
-                                ":processing": ItemStatus.PROCESSING.value,
-                            }
-                        ),
+                        "ExpressionAttributeValues": _values(item_values),
                     }
                 }
             )
         batch_sets = ["updatedAt = :at"]
-        batch_values: dict[str, Any] = {
-            ":at": at,
-            ":n": len(outcomes),
-            ":refund": refund,
-            ":pending": BatchStatus.PENDING.value,
-            ":processing": BatchStatus.PROCESSING.value,
-        }
+        batch_values: dict[str, Any] = {":at": at, ":n": len(outcomes), ":refund": refund}
         names = {"#status": "status"}
         remove = ""
+        allowed = ACTIVE_BATCH_STATUSES
         if batch_status is not None:
             batch_sets += ["#status = :final", "completedAt = :at"]
             batch_values[":final"] = batch_status.value
             remove = " REMOVE GSI3PK, GSI3SK"
+            allowed = sources(batch_status)
         for i, (name, value) in enumerate((batch_changes or {}).items()):
             names[f"#c{i}"] = name
             batch_values[f":c{i}"] = value
             batch_sets.append(f"#c{i} = :c{i}")
+        condition = status_in(allowed, batch_values)
         writes.append(
             {
                 "Update": {
@@ -424,7 +400,7 @@ class Repository:
                     "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": META_SK}),
                     "UpdateExpression": f"SET {', '.join(batch_sets)} ADD failCount :n, refundedCredits :refund"
                     + remove,
-                    "ConditionExpression": "#status IN (:pending, :processing)",
+                    "ConditionExpression": condition,
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": _values(batch_values),
                 }
@@ -448,27 +424,149 @@ class Repository:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 raise ConcurrentChange(f"batch {batch.batchId} changed during settlement") from exc
             raise
-        return refund
 
-    def finalize_if_done(self, batch_id: str) -> BatchRecord | None:
-        """Moves a batch whose items are all terminal to completed/failed; only one caller wins."""
-        batch = self.get_batch(batch_id)
-        if batch is None or batch.status not in ACTIVE_BATCH_STATUSES:
-            return None
-        if batch.done_count < batch.requestCount:
-            return None
+    def finalize(self, batch: BatchRecord, status: BatchStatus) -> BatchRecord | None:
+        """Ends the batch in `status` if its counters are still those read: of two finalisers, one wins."""
         at = now_iso()
         try:
             return self.update_batch(
-                batch_id,
-                {"status": final_status(batch.successCount).value, "completedAt": at, "updatedAt": at},
-                expected_status=ACTIVE_BATCH_STATUSES,
+                batch.batchId,
+                {"status": status.value, "completedAt": at, "updatedAt": at},
+                expected_status=sources(status),
                 condition="successCount = :sc AND failCount = :fc",
                 condition_values={":sc": batch.successCount, ":fc": batch.failCount},
                 remove_active=True,
             )
         except ConcurrentChange:
             return None
+
+    # --- submit: lease, job, state --------------------------------------------------------
+    def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:
+        """Marks a pending batch as attended to now (so the poller does not re-drive it); with
+        `seen_updated_at`, only if nobody touched it since (two overlapping ticks re-drive once)."""
+        try:
+            self.update_batch(
+                batch_id,
+                {"updatedAt": now_iso()},
+                expected_status=[BatchStatus.PENDING],
+                condition="updatedAt = :seen" if seen_updated_at else None,
+                condition_values={":seen": seen_updated_at} if seen_updated_at else None,
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
+        """Compare-and-set of `submitStartedAt` on a pending batch without a job: of two attempts
+        exactly one gets the batch back; the other gets None."""
+        try:
+            return self.update_batch(
+                batch_id,
+                {"submitStartedAt": now_iso()},
+                expected_status=[BatchStatus.PENDING],
+                condition="attribute_not_exists(geminiJobName) AND "
+                + ("submitStartedAt = :seen" if previous_lease else "attribute_not_exists(submitStartedAt)"),
+                condition_values={":seen": previous_lease} if previous_lease else None,
+            )
+        except ConcurrentChange:
+            return None
+
+    def release_submit_lease(self, batch_id: str, lease: str) -> None:
+        try:
+            self.update_batch(
+                batch_id,
+                {"submitStartedAt": None},
+                condition="submitStartedAt = :mine",
+                condition_values={":mine": lease},
+            )
+        except ConcurrentChange:
+            pass
+
+    def record_input_file(self, batch_id: str, input_file: str) -> None:
+        self.update_batch(batch_id, {"geminiInputFile": input_file}, expected_status=[BatchStatus.PENDING])
+
+    def record_job(self, batch_id: str, job_name: str, input_file: str | None) -> bool:
+        """PENDING -> PROCESSING with its job; False when the batch moved on meanwhile."""
+        try:
+            self.update_batch(
+                batch_id,
+                {
+                    "status": BatchStatus.PROCESSING.value,
+                    "geminiJobName": job_name,
+                    "geminiInputFile": input_file,
+                    "geminiState": JOB_PENDING,
+                    "updatedAt": now_iso(),
+                },
+                expected_status=sources(BatchStatus.PROCESSING),
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def record_gemini_state(self, batch_id: str, state: str, *, while_active: bool) -> None:
+        """The job state Gemini last reported; after the batch ended (a cancel's outcome) too, unless it is
+        gone. A batch that moved on meanwhile keeps what it has."""
+        changes: dict[str, Any] = {"geminiState": state}
+        if while_active:
+            changes["updatedAt"] = now_iso()
+        try:
+            self.update_batch(batch_id, changes, expected_status=ACTIVE_BATCH_STATUSES if while_active else None)
+        except ConcurrentChange:
+            pass
+
+    # --- collect --------------------------------------------------------------------------
+    def mark_collect_queued(self, batch_id: str) -> bool:
+        """The marker that makes one collect message per finished job, however many ticks overlap."""
+        try:
+            self.update_batch(
+                batch_id,
+                {"collectQueuedAt": now_iso(), "geminiState": JOB_SUCCEEDED},
+                expected_status=[BatchStatus.PROCESSING],
+                condition="attribute_not_exists(collectQueuedAt)",
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def clear_collect_queued(self, batch_id: str) -> None:
+        """Hands a processing batch back to the poller (collect came too early, or its message was lost)."""
+        try:
+            self.update_batch(batch_id, {"collectQueuedAt": None}, expected_status=[BatchStatus.PROCESSING])
+        except ConcurrentChange:
+            pass
+
+    def mark_collected(self, batch_id: str, job_name: str) -> None:
+        try:
+            self.update_batch(batch_id, {"collectedJob": job_name}, expected_status=[BatchStatus.PROCESSING])
+        except ConcurrentChange:
+            pass  # ended meanwhile (cancelled, or finalised by the last upload)
+
+    def start_next_round(self, batch_id: str, next_round: int, finished_job: str) -> bool:
+        """PROCESSING -> PENDING for a follow-up round; False if it ended or a duplicate started it."""
+        try:
+            self.update_batch(
+                batch_id,
+                {
+                    "status": BatchStatus.PENDING.value,
+                    "geminiRound": next_round,
+                    "geminiJobName": None,
+                    "geminiState": None,
+                    "geminiInputFile": None,
+                    "submitStartedAt": None,
+                    "collectQueuedAt": None,
+                    "updatedAt": now_iso(),
+                },
+                expected_status=sources(BatchStatus.PENDING),
+                condition="geminiJobName = :job",
+                condition_values={":job": finished_job},
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def move_items_to_round(self, batch_id: str, indexes: Sequence[int], next_round: int) -> None:
+        for index in indexes:
+            self.update_item(batch_id, index, {"round": next_round})
 
     # --- listings -------------------------------------------------------------------------
     def list_batches(
@@ -642,7 +740,3 @@ class Repository:
 @lru_cache(maxsize=1)
 def get_repository() -> Repository:
     return Repository(get_settings().table_name)
-
-
-def open_items(items: Iterable[ItemRecord]) -> list[ItemRecord]:
-    return [item for item in items if item.status in OPEN_ITEM_STATUSES]

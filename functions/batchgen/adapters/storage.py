@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
+from batchgen.domain.ids import input_key, staging_key
 
-
-def input_key(batch_id: str, item_id: str) -> str:
-    return f"{constants.INPUT_PREFIX}{batch_id}/{item_id}"
-
-
-def staging_key(batch_id: str, item_id: str) -> str:
-    return f"{constants.STAGING_PREFIX}{batch_id}/{item_id}"
+__all__ = ["input_key", "staging_key"]  # the domain's key layout, re-exported for callers of this adapter
 
 
 def put_object(key: str, data: bytes, content_type: str) -> None:

@@ -56,6 +56,10 @@ class TransientError(Exception):
     """A dependency failed in a way worth retrying (throttling, 5xx, timeouts)."""
 
 
+class ConcurrentChange(TransientError):
+    """A conditional write lost a race; the caller re-reads and decides again (or the message is retried)."""
+
+
 class OutcomeUnknown(TransientError):
     """The request may or may not have taken effect (a timeout, a 500): retry, but reconcile first."""
 

@@ -7,6 +7,8 @@ import secrets
 import time
 from datetime import UTC, datetime
 
+from batchgen import constants
+
 _GENERATION_ID = re.compile(r"^gen_(?P<stamp>\d{13})_(?P<rand>[0-9a-f]{10})_(?P<index>\d{2})$")
 _BATCH_ID = re.compile(r"^batch_\d{13}_[0-9a-f]{10}$")
 
@@ -43,3 +45,17 @@ def now_iso() -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def input_key(batch_id: str, item_id: str) -> str:
+    """Where an item's input image is kept (S3), under the prefix the stack's lifecycle rule expires."""
+    return f"{constants.INPUT_PREFIX}{batch_id}/{item_id}"
+
+
+def staging_key(batch_id: str, item_id: str) -> str:
+    """Where an item's result image waits for its upload to Cloudinary."""
+    return f"{constants.STAGING_PREFIX}{batch_id}/{item_id}"
+
+
+def age_seconds(moment: str) -> float:
+    return (utc_now() - parse_iso(moment)).total_seconds()

@@ -75,3 +75,8 @@ def check_quality(catalog: Catalog, model: str, quality: str | None) -> None:
             f"Quality '{quality}' is not available for model '{model}'. Allowed qualities: {', '.join(allowed)}.",
             [{"loc": ["body", "quality"], "msg": f"allowed: {', '.join(allowed)}"}],
         )
+
+
+def refund_amount(unit_price: Decimal, item_count: int) -> Decimal:
+    """What ending `item_count` items without success gives back: each was charged `unit_price`."""
+    return unit_price * item_count

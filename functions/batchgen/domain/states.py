@@ -42,6 +42,12 @@ def can_transition(current: BatchStatus, target: BatchStatus) -> bool:
     return target in _BATCH_TRANSITIONS.get(current, frozenset())
 
 
+def sources(target: BatchStatus) -> frozenset[BatchStatus]:
+    """The statuses a batch may move to `target` from: the repository's write conditions use these, so
+    the table above is the one place a transition is allowed."""
+    return frozenset(current for current, targets in _BATCH_TRANSITIONS.items() if target in targets)
+
+
 def is_terminal(status: BatchStatus) -> bool:
     return status in TERMINAL_BATCH_STATUSES
 
@@ -56,3 +62,7 @@ def reported_item_status(item_status: ItemStatus, batch_status: BatchStatus) -> 
     if item_status is ItemStatus.PENDING and batch_status is BatchStatus.PROCESSING:
         return ItemStatus.PROCESSING
     return item_status
+
+
+def is_open(status: ItemStatus) -> bool:
+    return status in OPEN_ITEM_STATUSES

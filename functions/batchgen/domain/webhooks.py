@@ -23,9 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from batchgen import constants
-from batchgen.adapters.repository import Repository, get_repository
-from batchgen.domain.errors import InvalidInput, Unauthorized
-from batchgen.domain.states import BatchStatus
+from batchgen.domain.errors import Unauthorized
 
 _JOB_NAME = re.compile(r"batches/[A-Za-z0-9_-]+")
 SUCCEEDED_EVENTS = frozenset({"batch.succeeded", "batch.completed"})
@@ -111,7 +109,7 @@ def _verify_jwt(token: str, jwks_url: str, message_id: str, body: bytes, audienc
         raise Unauthorized("The webhook JWT does not match the body.")
 
 
-def _job_names(value: Any) -> set[str]:
+def job_names(value: Any) -> set[str]:
     """Job names anywhere in the payload, plus `data.id`, which the docs show without `batches/`."""
     names = set(_JOB_NAME.findall(json.dumps(value)))
     data = value.get("data") if isinstance(value, dict) else None
@@ -119,22 +117,3 @@ def _job_names(value: Any) -> set[str]:
     if isinstance(job_id, str) and job_id:
         names.add(job_id if job_id.startswith("batches/") else f"batches/{job_id}")
     return names
-
-
-def handle_event(body: bytes, repository: Repository | None = None) -> str:
-    """Returns what was done: "collect_queued" or "ignored"."""
-    from batchgen.domain.pipeline import queue_collect  # the pipeline loads only for real events
-
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput("The webhook body is not JSON.") from exc
-    event_type = str(payload.get("type") or payload.get("event_type") or "") if isinstance(payload, dict) else ""
-    if event_type not in SUCCEEDED_EVENTS:
-        return "ignored"  # failures and expiries are confirmed by the poller against Gemini itself
-    names = _job_names(payload)
-    repository = repository or get_repository()
-    for batch in repository.iter_active_batches():
-        if batch.geminiJobName in names and batch.status is BatchStatus.PROCESSING:
-            return "collect_queued" if queue_collect(batch, repository) else "ignored"
-    return "ignored"

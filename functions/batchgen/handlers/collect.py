@@ -10,10 +10,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.config import get_settings
-from batchgen.domain import pipeline
 from batchgen.domain.errors import TransientError
+from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import CollectRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.models.messages import CollectRecord
+from batchgen.usecases import collect
 
 logger = Logger()
 tracer = Tracer()
@@ -24,7 +25,7 @@ processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_
 
 def record_handler(record: CollectRecord) -> None:
     try:
-        report = pipeline.collect_batch(record.body.batchId)
+        report = collect.collect_batch(live_services(), record.body.batchId)
     except TransientError:
         back_off(record, get_settings().collect_queue_url)
         raise

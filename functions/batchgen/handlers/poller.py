@@ -9,7 +9,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchgen.domain import pipeline
+from batchgen.handlers.services import live_services
+from batchgen.usecases import poll
 
 logger = Logger()
 tracer = Tracer()
@@ -20,7 +21,7 @@ metrics = Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = asdict(pipeline.poll_active_batches())
+    report = asdict(poll.poll_active_batches(live_services()))
     logger.info("poll tick", extra=report)
     for name, value in report.items():
         metrics.add_metric(name=f"Poll_{name}", unit=MetricUnit.Count, value=value)

@@ -10,10 +10,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.config import get_settings
-from batchgen.domain import pipeline
 from batchgen.domain.errors import TransientError
+from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import SubmitRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.models.messages import SubmitRecord
+from batchgen.models.messages import SubmitJob
+from batchgen.usecases import submit
 
 logger = Logger()
 tracer = Tracer()
@@ -25,16 +27,20 @@ processor = BatchProcessor(event_type=EventType.SQS, model=SubmitRecord, raise_o
 def record_handler(record: SubmitRecord) -> None:
     message = record.body
     try:
-        if message.action == "submit":
-            outcome = pipeline.submit_batch(message.batchId)
+        if isinstance(message, SubmitJob):
+            outcome = submit.submit_batch(live_services(), message.batchId)
             logger.info(
                 "submit",
                 extra={"batch_id": message.batchId, "outcome": outcome.status, "job": outcome.job_name},
             )
             metrics.add_metric(name=f"Submit_{outcome.status}", unit=MetricUnit.Count, value=1)
         else:
-            pipeline.clean_up_job(
-                message.jobName, message.inputFile, delete=message.action == "delete_job", batch_id=message.batchId
+            submit.clean_up_job(
+                live_services(),
+                message.batchId,
+                message.jobName,
+                message.inputFile,
+                delete=message.action == "delete_job",
             )
     except TransientError:
         back_off(record, get_settings().submit_queue_url)

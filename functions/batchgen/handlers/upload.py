@@ -18,10 +18,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen import constants
 from batchgen.config import get_settings
-from batchgen.domain import uploads
-from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.domain.errors import TransientError
+from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import UploadRecord
 from batchgen.handlers.sqs_retry import back_off, receive_count
-from batchgen.models.messages import UploadRecord
+from batchgen.models.messages import PurgeImages
+from batchgen.usecases import upload
 
 logger = Logger()
 tracer = Tracer()
@@ -32,14 +34,13 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, model=UploadRecord, ra
 
 def handle(record: UploadRecord) -> str:
     message = record.body
-    if message.action == "purge":
-        uploads.purge_images(message.publicIds)
+    if isinstance(message, PurgeImages):
+        upload.purge_images(live_services(), message.publicIds)
         return "purged"
-    if message.index is None or not message.stagingKey or not message.userId or not message.batchType:
-        raise PermanentError("upload message without index, staging key, user or batch type")
     final_attempt = receive_count(record) >= constants.UPLOAD_QUEUE.max_receive_count
     try:
-        return uploads.upload_item(
+        return upload.upload_item(
+            live_services(),
             message.batchId,
             message.index,
             message.stagingKey,

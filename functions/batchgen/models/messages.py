@@ -1,47 +1,88 @@
-"""SQS message bodies between the pipeline stages, parsed by Powertools' batch processor."""
+"""SQS message bodies between the pipeline stages: typed on both ends, small JSON documents, never images.
+
+A queue that carries several actions holds a discriminated union on `action`. The submit and upload
+messages that most of the traffic is made of omit their action on the wire (`{"batchId": ...}`), so a
+missing `action` reads as the default one.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import BaseModel, Json
+from pydantic import BaseModel, Discriminator, Tag
 
 
-class SubmitMessage(BaseModel):
-    """`submit` creates the Gemini job; `cancel_job`/`delete_job` clean up after the API's cancel/delete."""
+class Message(BaseModel):
+    def to_json(self) -> str:
+        """Defaults left out: the default action is implied, and the body stays small."""
+        return self.model_dump_json(exclude_defaults=True)
 
-    action: Literal["submit", "cancel_job", "delete_job"] = "submit"
+
+class SubmitJob(Message):
+    """Create the batch's Gemini job for its current round."""
+
+    action: Literal["submit"] = "submit"
+    batchId: str
+
+
+class CancelJob(Message):
+    """After a cancel or expiry: stop the Gemini job and remove its input file."""
+
+    action: Literal["cancel_job"]
     batchId: str
     jobName: str | None = None
     inputFile: str | None = None
 
 
-class CollectMessage(BaseModel):
+class DeleteJob(Message):
+    """After a delete: remove the Gemini job and its input file."""
+
+    action: Literal["delete_job"]
+    batchId: str
+    jobName: str | None = None
+    inputFile: str | None = None
+
+
+class CollectResults(Message):
     batchId: str
 
 
-class UploadMessage(BaseModel):
-    """`upload` moves one staged image to Cloudinary; `purge` deletes a deleted batch's images."""
+class UploadImage(Message):
+    """Move one staged image to Cloudinary."""
 
-    action: Literal["upload", "purge"] = "upload"
+    action: Literal["upload"] = "upload"
     batchId: str
-    userId: str | None = None
-    batchType: str | None = None
-    itemId: str | None = None
-    index: int | None = None
-    stagingKey: str | None = None
-    mimeType: str | None = None
-    publicIds: list[str] = []
+    userId: str
+    batchType: str
+    itemId: str
+    index: int
+    stagingKey: str
+    mimeType: str = "image/png"
 
 
-class SubmitRecord(SqsRecordModel):
-    body: Json[SubmitMessage]  # type: ignore[assignment]
+class PurgeImages(Message):
+    """Delete a deleted batch's images from Cloudinary."""
+
+    action: Literal["purge"]
+    batchId: str
+    publicIds: list[str]
 
 
-class CollectRecord(SqsRecordModel):
-    body: Json[CollectMessage]  # type: ignore[assignment]
+def _action(default: str):  # noqa: ANN202 - a pydantic discriminator callable
+    def discriminate(value: Any) -> str:
+        found = value.get("action") if isinstance(value, dict) else getattr(value, "action", None)
+        return str(found or default)
+
+    return discriminate
 
 
-class UploadRecord(SqsRecordModel):
-    body: Json[UploadMessage]  # type: ignore[assignment]
+SubmitMessage = Annotated[
+    Annotated[SubmitJob, Tag("submit")]
+    | Annotated[CancelJob, Tag("cancel_job")]
+    | Annotated[DeleteJob, Tag("delete_job")],
+    Discriminator(_action("submit")),
+]
+UploadMessage = Annotated[
+    Annotated[UploadImage, Tag("upload")] | Annotated[PurgeImages, Tag("purge")],
+    Discriminator(_action("upload")),
+]

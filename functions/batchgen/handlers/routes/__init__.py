@@ -1,0 +1,1 @@
+"""The api function's routes, one Powertools `Router` per area; `handlers.api` includes them."""

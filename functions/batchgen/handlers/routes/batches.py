@@ -1,0 +1,155 @@
+"""Seed 000's batch routes: create, status, history, cancel, delete (SPEC §2)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from batchgen import constants
+from batchgen.domain import reports
+from batchgen.domain.batches import BatchDraft, RequestDraft
+from batchgen.handlers import api_docs as docs
+from batchgen.handlers.routes.support import (
+    json_response,
+    next_cursor_header,
+    principal,
+    record_created,
+    services,
+)
+from batchgen.models import api as models
+from batchgen.usecases import create, manage
+
+router = Router()
+
+
+def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
+    created = create.create_batch(
+        services(),
+        principal(router),
+        BatchDraft(
+            batch_type=request.type,
+            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests],
+            shared_prompt=request.prompt,
+            model=request.model,
+            quality=request.quality,
+            aspect_ratio=request.aspectRatio,
+            negative_prompt=request.negativePrompt,
+            display_name=request.displayName,
+        ),
+    )
+    batch = created.batch
+    record_created(batch.requestCount, batch.creditCost)
+    return models.CreateBatchResponse(
+        id=batch.batchId,
+        batchId=batch.batchId,
+        status=batch.status.value,
+        type=reports.batch_type_label(batch),
+        requestCount=batch.requestCount,
+        creditCost=batch.creditCost,
+        jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
+        message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
+        "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
+    ).model_dump(mode="json")
+
+
+@router.post(
+    "/batch/create",
+    summary="Create a batch (charged at the batch rate)",
+    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
+    "first answer for the same body.",
+    tags=["Batches"],
+    responses=docs.responses(202, "Accepted: the batch is queued", 400, 401, 402, 403, 409, 413, 415),
+)
+def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBatchResponse]:
+    idempotency_key = router.current_event.headers.get("Idempotency-Key") or router.current_event.headers.get(
+        "idempotency-key"
+    )
+    if idempotency_key:
+        from batchgen.idempotency import run_once  # the idempotency layer loads only when asked for
+
+        body = run_once(
+            principal(router).user_id,
+            idempotency_key,
+            request.model_dump(mode="json"),
+            lambda: _create_batch_response(request),
+            router.lambda_context,
+        )
+    else:
+        body = _create_batch_response(request)
+    return json_response(HTTPStatus.ACCEPTED, body, {"Location": f"/batch/status/{body['id']}"})
+
+
+@router.get(
+    "/batch/status/<batch_id>",
+    summary="A batch, its items, results and errors",
+    tags=["Batches"],
+    responses=docs.responses(200, "The batch", 401, 404),
+)
+def batch_status(batch_id: str) -> models.BatchStatusResponse:
+    return models.BatchStatusResponse.model_validate(
+        reports.status_body(manage.load_owned(services(), principal(router), batch_id))
+    )
+
+
+@router.get(
+    "/batch/history",
+    summary="Your batches, newest first",
+    description="Pass the `X-Next-Cursor` response header back as `cursor` for the next page.",
+    tags=["Batches"],
+    responses=docs.responses(200, "A page of batches", 400, 401),
+)
+def batch_history(
+    limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002 - the seed's query name
+) -> Response[list[models.HistoryEntry]]:
+    page = manage.list_history(
+        services(), principal(router).user_id, limit=limit, cursor=cursor, status=status, batch_type=type
+    )
+    body = [models.HistoryEntry.model_validate(reports.history_entry(b)).model_dump(mode="json") for b in page.batches]
+    return json_response(HTTPStatus.OK, body, next_cursor_header(page.next_cursor))
+
+
+@router.post(
+    "/batch/<batch_id>/cancel",
+    summary="Cancel a batch and refund what has not succeeded",
+    tags=["Batches"],
+    responses=docs.responses(200, "The cancelled batch", 401, 404, 409),
+)
+def cancel_batch(batch_id: str) -> models.BatchStatusResponse:
+    return models.BatchStatusResponse.model_validate(
+        reports.status_body(manage.cancel_batch(services(), principal(router), batch_id))
+    )
+
+
+@router.delete(
+    "/batch/<batch_id>",
+    summary="Delete a finished batch (and, with purgeImages, its images)",
+    tags=["Batches"],
+    responses={
+        **docs.responses(
+            202, "Deleted; its images are being removed", 400, 401, 404, 409, body=models.DeleteBatchResponse
+        ),
+        204: {"description": "Deleted"},
+    },
+)
+def delete_batch(
+    batch_id: str, purgeImages: Annotated[bool, Query()] = False
+) -> Response[models.DeleteBatchResponse | None]:  # noqa: N803
+    purging = manage.delete_batch(services(), principal(router), batch_id, purge_images=purgeImages)
+    if not purging:
+        return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)
+    body = models.DeleteBatchResponse(
+        id=batch_id,
+        deleted=True,
+        purgeStatus="queued",
+        purgeImageCount=purging,
+        message=f"The batch is deleted; its {purging} image(s) stop being served within about a minute.",
+    )
+    return json_response(HTTPStatus.ACCEPTED, body.model_dump(mode="json"))

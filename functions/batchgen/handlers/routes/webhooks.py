@@ -1,0 +1,34 @@
+"""Gemini's batch webhook (signed by Gemini, not by a user token)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from batchgen import constants
+from batchgen.config import get_settings
+from batchgen.domain.errors import NotFound
+from batchgen.handlers.routes.support import services
+
+router = Router()
+
+
+@router.post(constants.GEMINI_WEBHOOK_PATH, include_in_schema=False)
+def gemini_webhook() -> Response[dict[str, str]]:
+    """Signed by Gemini (not a user token): a finished job is collected without waiting for a tick."""
+    from batchgen.domain import webhooks
+    from batchgen.secret_values import gemini_webhook_secret
+    from batchgen.usecases import gemini_webhook as intake
+
+    secret, jwks_url = gemini_webhook_secret(), get_settings().gemini_webhook_jwks_url
+    if secret is None and not jwks_url:
+        raise NotFound("No such route; see /docs for the API.")
+    event = router.current_event
+    body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
+    webhooks.verify(event.headers, body, secret, jwks_url=jwks_url, audience=get_settings().gemini_webhook_audience)
+    outcome = intake.handle_event(services(), body)
+    return Response(
+        status_code=HTTPStatus.ACCEPTED.value, content_type=content_types.APPLICATION_JSON, body={"status": outcome}
+    )

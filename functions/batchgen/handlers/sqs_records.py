@@ -1,0 +1,24 @@
+"""SQS records as the consumers' batch processor parses them: the envelope plus a typed message body.
+
+Kept apart from `models.messages` so that code which only sends messages (the api function) does not
+load Powertools' parser models.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import Json
+
+from batchgen.models.messages import CollectResults, SubmitMessage, UploadMessage
+
+
+class SubmitRecord(SqsRecordModel):
+    body: Json[SubmitMessage]  # type: ignore[assignment]
+
+
+class CollectRecord(SqsRecordModel):
+    body: Json[CollectResults]  # type: ignore[assignment]
+
+
+class UploadRecord(SqsRecordModel):
+    body: Json[UploadMessage]  # type: ignore[assignment]

@@ -1,0 +1,58 @@
+"""Create a batch: validate, charge once and record everything atomically, then one submit message."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from batchgen.config import get_catalog, get_settings
+from batchgen.domain import pricing
+from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, new_records, validate
+from batchgen.domain.errors import ConcurrentChange, Conflict, Forbidden
+from batchgen.models.messages import SubmitJob
+from batchgen.usecases.ports import Services
+
+logger = logging.getLogger(__name__)
+
+CREATE_ATTEMPTS = 5
+
+
+def create_batch(services: Services, principal: Principal, draft: BatchDraft) -> CreatedBatch:
+    """Input images go to S3 first (and are removed if the charge fails); the debit, the batch, its items
+    and the ledger entry are one transaction; the submit message comes last (the poller re-drives a
+    batch whose message was lost)."""
+    if principal.is_admin:
+        raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
+    catalog, settings = get_catalog(), get_settings()
+    model, images = validate(draft, catalog, settings)
+    quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests))
+    created = new_records(principal, draft, model, images, quote)
+    uploaded: list[str] = []
+    try:
+        for item, image in zip(created.items, images, strict=True):
+            if image is not None and item.imageKey:
+                services.blobs.put_object(item.imageKey, image.data, image.mime_type)
+                uploaded.append(item.imageKey)
+        _create_with_retry(services, created)
+    except Exception:
+        if uploaded:
+            services.blobs.delete_objects(uploaded)
+        raise
+    try:
+        services.queues.send_submit(SubmitJob(batchId=created.batch.batchId))
+    except Exception:  # the batch is safely recorded; the poller re-drives stuck `pending` batches
+        logger.exception("submit message not sent; the poller will re-drive batch %s", created.batch.batchId)
+    return created
+
+
+def _create_with_retry(services: Services, created: CreatedBatch) -> None:
+    """Concurrent transactions on one balance conflict in DynamoDB; they are safe to try again."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            services.store.create_batch(created.batch, created.items)
+            return
+        except ConcurrentChange:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise Conflict("Your balance is changing concurrently; retry the request.") from None
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))

@@ -1,0 +1,351 @@
+"""In-memory stand-ins for the ports of `batchgen.usecases.ports`, for millisecond use-case tests.
+
+FakeStore keeps the same promises as the DynamoDB repository (each conditional write either happens
+whole or reports that it lost), written as plain Python over dicts of records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from batchgen.domain import ids
+from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
+from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
+from batchgen.domain.outcomes import ItemOutcome, Page
+from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.batches: dict[str, BatchRecord] = {}
+        self.items: dict[str, list[ItemRecord]] = {}
+        self.balances: dict[str, Decimal] = {}
+        self.ledger: list[LedgerRecord] = []
+
+    # --- helpers for tests
+    def add(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+        self.batches[batch.batchId] = batch
+        self.items[batch.batchId] = items
+
+    def _change(self, batch_id: str, allowed: Iterable[BatchStatus] | None = None, **changes: Any) -> BatchRecord:
+        batch = self.batches.get(batch_id)
+        if batch is None or (allowed is not None and batch.status not in set(allowed)):
+            raise ConcurrentChange(batch_id)
+        updated = batch.model_copy(update=changes)
+        self.batches[batch_id] = updated
+        return updated
+
+    def _credit(self, user_id: str, delta: Decimal, reason: str, batch_id: str | None) -> None:
+        self.balances[user_id] = self.balances.get(user_id, Decimal(0)) + delta
+        self.ledger.append(LedgerRecord(userId=user_id, at=ids.now_iso(), delta=delta, reason=reason, batchId=batch_id))
+
+    # --- reads
+    def get_batch(self, batch_id: str, consistent: bool = True) -> BatchRecord | None:
+        return self.batches.get(batch_id)
+
+    def get_item(self, batch_id: str, index: int) -> ItemRecord | None:
+        return next((item for item in self.items.get(batch_id, []) if item.index == index), None)
+
+    def get_batch_with_items(self, batch_id: str) -> BatchWithItems | None:
+        batch = self.batches.get(batch_id)
+        return BatchWithItems(batch=batch, items=list(self.items[batch_id])) if batch else None
+
+    def iter_active_batches(self) -> Iterator[BatchRecord]:
+        return iter([b for b in self.batches.values() if b.status in ACTIVE_BATCH_STATUSES])
+
+    def list_batches(self, *, user_id, limit, cursor, status, batch_type) -> Page:  # noqa: ANN001
+        found = [b for b in self.batches.values() if user_id is None or b.userId == user_id]
+        return Page(sorted(found, key=lambda b: b.createdAt, reverse=True)[:limit], None)
+
+    # --- create and delete
+    def create_batch(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+        available = self.balances.get(batch.userId, Decimal(0))
+        if available < batch.creditCost:
+            raise InsufficientCredits(batch.creditCost, available)
+        self._credit(batch.userId, -batch.creditCost, "batch charge", batch.batchId)
+        self.add(batch, items)
+
+    def delete_batch(self, record: BatchWithItems) -> None:
+        self.batches.pop(record.batch.batchId, None)
+        self.items.pop(record.batch.batchId, None)
+
+    # --- submit
+    def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status is not BatchStatus.PENDING:
+            return False
+        if seen_updated_at is not None and batch.updatedAt != seen_updated_at:
+            return False
+        self._change(batch_id, updatedAt=ids.now_iso())
+        return True
+
+    def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status is not BatchStatus.PENDING or batch.geminiJobName:
+            return None
+        if batch.submitStartedAt != previous_lease:
+            return None
+        return self._change(batch_id, submitStartedAt=ids.now_iso())
+
+    def release_submit_lease(self, batch_id: str, lease: str) -> None:
+        batch = self.batches.get(batch_id)
+        if batch is not None and batch.submitStartedAt == lease:
+            self._change(batch_id, submitStartedAt=None)
+
+    def record_input_file(self, batch_id: str, input_file: str) -> None:
+        self._change(batch_id, [BatchStatus.PENDING], geminiInputFile=input_file)
+
+    def record_job(self, batch_id: str, job_name: str, input_file: str | None) -> bool:
+        try:
+            self._change(
+                batch_id,
+                sources(BatchStatus.PROCESSING),
+                status=BatchStatus.PROCESSING,
+                geminiJobName=job_name,
+                geminiInputFile=input_file,
+                geminiState=JOB_PENDING,
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def record_gemini_state(self, batch_id: str, state: str, *, while_active: bool) -> None:
+        try:
+            self._change(batch_id, ACTIVE_BATCH_STATUSES if while_active else None, geminiState=state)
+        except ConcurrentChange:
+            pass
+
+    # --- collect
+    def mark_collect_queued(self, batch_id: str) -> bool:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status is not BatchStatus.PROCESSING or batch.collectQueuedAt:
+            return False
+        self._change(batch_id, collectQueuedAt=ids.now_iso(), geminiState=JOB_SUCCEEDED)
+        return True
+
+    def clear_collect_queued(self, batch_id: str) -> None:
+        try:
+            self._change(batch_id, [BatchStatus.PROCESSING], collectQueuedAt=None)
+        except ConcurrentChange:
+            pass
+
+    def mark_collected(self, batch_id: str, job_name: str) -> None:
+        try:
+            self._change(batch_id, [BatchStatus.PROCESSING], collectedJob=job_name)
+        except ConcurrentChange:
+            pass
+
+    def start_next_round(self, batch_id: str, next_round: int, finished_job: str) -> bool:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status not in sources(BatchStatus.PENDING) or batch.geminiJobName != finished_job:
+            return False
+        self._change(
+            batch_id,
+            status=BatchStatus.PENDING,
+            geminiRound=next_round,
+            geminiJobName=None,
+            geminiState=None,
+            geminiInputFile=None,
+            submitStartedAt=None,
+            collectQueuedAt=None,
+        )
+        return True
+
+    def move_items_to_round(self, batch_id: str, indexes: Sequence[int], next_round: int) -> None:
+        self.items[batch_id] = [
+            item.model_copy(update={"round": next_round}) if item.index in indexes else item
+            for item in self.items[batch_id]
+        ]
+
+    # --- outcomes
+    def mark_item_success(self, batch_id: str, index: int, *, image_url=None, text=None, public_id=None) -> bool:  # noqa: ANN001
+        item = self.get_item(batch_id, index)
+        batch = self.batches.get(batch_id)
+        if item is None or batch is None or not is_open(item.status) or batch.status not in ACTIVE_BATCH_STATUSES:
+            return False
+        self._replace_item(
+            item.model_copy(
+                update={"status": ItemStatus.SUCCESS, "imageUrl": image_url, "text": text, "publicId": public_id}
+            )
+        )
+        self._change(batch_id, successCount=batch.successCount + 1)
+        return True
+
+    def settle_unsuccessful(
+        self,
+        batch: BatchRecord,
+        outcomes: list[ItemOutcome],
+        *,
+        refund: Decimal,
+        reason: str,
+        batch_status: BatchStatus | None = None,
+        batch_changes: dict[str, Any] | None = None,
+    ) -> None:
+        current = self.batches[batch.batchId]
+        allowed = sources(batch_status) if batch_status else ACTIVE_BATCH_STATUSES
+        if current.status not in allowed:
+            raise ConcurrentChange(batch.batchId)
+        for outcome in outcomes:
+            item = self.get_item(batch.batchId, outcome.item.index)
+            if item is None or not is_open(item.status):
+                raise ConcurrentChange(batch.batchId)
+        for outcome in outcomes:
+            self._replace_item(outcome.item.model_copy(update={"status": outcome.status, "error": outcome.error}))
+        changes: dict[str, Any] = {
+            "failCount": current.failCount + len(outcomes),
+            "refundedCredits": current.refundedCredits + refund,
+            **(batch_changes or {}),
+        }
+        if batch_status is not None:
+            changes.update(status=batch_status, completedAt=ids.now_iso())
+        self._change(batch.batchId, **changes)
+        if outcomes:
+            self._credit(batch.userId, refund, reason, batch.batchId)
+
+    def finalize(self, batch: BatchRecord, status: BatchStatus) -> BatchRecord | None:
+        current = self.batches.get(batch.batchId)
+        if (
+            current is None
+            or current.status not in sources(status)
+            or (current.successCount, current.failCount) != (batch.successCount, batch.failCount)
+        ):
+            return None
+        return self._change(batch.batchId, status=status, completedAt=ids.now_iso())
+
+    def _replace_item(self, item: ItemRecord) -> None:
+        self.items[item.batchId] = [item if i.index == item.index else i for i in self.items[item.batchId]]
+
+    # --- credits
+    def get_balance(self, user_id: str) -> Decimal:
+        return self.balances.get(user_id, Decimal(0))
+
+    def adjust_balance(self, user_id: str, delta: Decimal, reason: str) -> Decimal:
+        if self.get_balance(user_id) + delta < 0:
+            raise InsufficientCredits(-delta, self.get_balance(user_id))
+        self._credit(user_id, delta, reason, None)
+        return self.get_balance(user_id)
+
+    def list_ledger(self, user_id: str) -> list[LedgerRecord]:
+        return [entry for entry in reversed(self.ledger) if entry.userId == user_id][:50]
+
+
+@dataclass
+class FakeJob:
+    view: JobView
+    results: list[tuple[str | None, Any]] = field(default_factory=list)
+
+
+class FakeGemini:
+    def __init__(self) -> None:
+        self.jobs: dict[str, FakeJob] = {}
+        self.files: dict[str, list[dict[str, Any]]] = {}
+        self.created: list[str] = []
+        self.cancelled: list[str] = []
+        self.deleted_files: list[str] = []
+        self.fail_create: Exception | None = None
+
+    def submit_file(self, lines: Iterable[dict[str, Any]], display_name: str) -> str:
+        name = f"files/{len(self.files) + 1}"
+        self.files[name] = list(lines)
+        return name
+
+    def create_job(self, model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
+        if self.fail_create is not None:
+            raise self.fail_create
+        name = f"batches/{len(self.jobs) + 1}"
+        view = JobView(name, display_name, JOB_PENDING, None, None)
+        self.jobs[name] = FakeJob(view)
+        self.created.append(display_name)
+        return view
+
+    def finish(self, name: str, results: list[tuple[str | None, Any]], state: str = JOB_SUCCEEDED) -> None:
+        job = self.jobs[name]
+        job.view = JobView(name, job.view.display_name, state, "files/out" if results else None, None)
+        job.results = results
+
+    def get_job(self, name: str) -> JobView:
+        if name not in self.jobs:
+            raise JobNotFound(name)
+        return self.jobs[name].view
+
+    def find_job_by_display_name(self, display_name: str) -> JobView | None:
+        return next((job.view for job in self.jobs.values() if job.view.display_name == display_name), None)
+
+    def iter_results(self, job: JobView) -> Iterator[tuple[str | None, Any]]:
+        return iter(self.jobs[job.name].results)
+
+    def cancel_job(self, name: str) -> None:
+        self.cancelled.append(name)
+
+    def delete_job(self, name: str) -> None:
+        self.jobs.pop(name, None)
+
+    def delete_file(self, name: str | None) -> None:
+        if name:
+            self.deleted_files.append(name)
+
+
+class FakeQueues:
+    def __init__(self) -> None:
+        self.submit: list[tuple[Any, int]] = []
+        self.collect: list[Any] = []
+        self.uploads: list[Any] = []
+
+    def send_submit(self, message: Any, delay_seconds: int = 0) -> None:
+        self.submit.append((message, delay_seconds))
+
+    def send_collect(self, message: Any) -> None:
+        self.collect.append(message)
+
+    def send_uploads(self, messages: Sequence[Any]) -> None:
+        self.uploads.extend(messages)
+
+
+class FakeBlobs:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        self.objects[key] = data
+
+    def get_object_bytes(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+
+@dataclass
+class Uploaded:
+    public_id: str
+    secure_url: str
+
+
+class FakeCdn:
+    def __init__(self) -> None:
+        self.assets: dict[str, bytes] = {}
+        self.fail: Exception | None = None
+
+    def upload_image(self, data: bytes, public_id: str, tags: list[str]) -> Uploaded:
+        if self.fail is not None:
+            raise self.fail
+        self.assets[public_id] = data
+        return Uploaded(public_id, f"https://cdn.test/{public_id}.png")
+
+    def destroy_images(self, public_ids: list[str]) -> None:
+        for public_id in public_ids:
+            self.assets.pop(public_id, None)
+
+
+@dataclass
+class FakeServices:
+    store: FakeStore = field(default_factory=FakeStore)
+    gemini: FakeGemini = field(default_factory=FakeGemini)
+    queues: FakeQueues = field(default_factory=FakeQueues)
+    blobs: FakeBlobs = field(default_factory=FakeBlobs)
+    cdn: FakeCdn = field(default_factory=FakeCdn)

@@ -1,0 +1,284 @@
+"""The pipeline's decisions with in-memory fakes: lease, cap, redrive, expiry, matching, finalisation, refunds.
+
+Each test runs in milliseconds; the same rules run against moto and the emulators in tests/integration.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from batchgen.config import get_catalog, reset_caches
+from batchgen.domain import ids, pricing
+from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
+from batchgen.domain.errors import OutcomeUnknown, TransientError
+from batchgen.domain.gemini_jobs import JOB_SUCCEEDED
+from batchgen.domain.gemini_requests import Answer, job_display_name
+from batchgen.domain.states import BatchStatus, ItemStatus
+from batchgen.models.messages import CancelJob, SubmitJob
+from batchgen.usecases import collect, manage, poll, settle, submit, upload
+from tests.unit.fakes import FakeServices
+
+USER = Principal("user-1")
+
+
+def text_line(text: str) -> dict:
+    return {"response": {"candidates": [{"content": {"parts": [{"text": text}]}, "finishReason": "STOP"}]}}
+
+
+def error_line(code: int, message: str = "boom") -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+@pytest.fixture
+def services() -> FakeServices:
+    reset_caches()
+    return FakeServices()
+
+
+def new_batch(services: FakeServices, count: int = 2, batch_type: str = "text", credits: int = 100) -> str:
+    if not services.store.ledger:
+        services.store.adjust_balance("user-1", Decimal(credits), "grant")
+    draft = BatchDraft(batch_type=batch_type, requests=[RequestDraft(None, f"p{i}", None) for i in range(count)])
+    catalog = get_catalog()
+    quote = pricing.quote(catalog, batch_type, None, count)
+    created = new_records(USER, draft, pricing.resolve_model(catalog, batch_type, None), [None] * count, quote)
+    services.store.create_batch(created.batch, created.items)
+    return created.batch.batchId
+
+
+def ago(seconds: float) -> str:
+    return ids.iso(ids.utc_now() - timedelta(seconds=seconds))
+
+
+def submitted(services: FakeServices, batch_id: str) -> str:
+    outcome = submit.submit_batch(services, batch_id)
+    assert outcome.status == "submitted" and outcome.job_name
+    return outcome.job_name
+
+
+# --- submit: lease and cap ------------------------------------------------------------------------
+def test_a_pending_batch_gets_one_job_with_its_round_display_name(services):
+    batch_id = new_batch(services)
+    submitted(services, batch_id)
+    assert services.gemini.created == [job_display_name(batch_id, 0)]
+    assert services.store.batches[batch_id].status is BatchStatus.PROCESSING
+    assert submit.submit_batch(services, batch_id).status == "skipped"  # a duplicate delivery
+    assert len(services.gemini.created) == 1
+
+
+def test_a_duplicate_during_the_lease_comes_back_after_it_and_creates_nothing(services):
+    batch_id = new_batch(services)
+    services.store.take_submit_lease(batch_id, None)  # another attempt is creating the job right now
+    outcome = submit.submit_batch(services, batch_id)
+    assert outcome.status == "waiting" and services.gemini.created == []
+    (message, delay), *_ = services.queues.submit[-1:]
+    assert message == SubmitJob(batchId=batch_id) and delay == submit.SUBMIT_LEASE_SECONDS
+
+
+def test_after_an_expired_lease_the_job_is_found_by_name_instead_of_created_again(services):
+    batch_id = new_batch(services)
+    services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
+        update={"submitStartedAt": ago(submit.SUBMIT_LEASE_SECONDS + 1)}
+    )
+    existing = services.gemini.create_job("m", "files/1", job_display_name(batch_id, 0))  # made, never recorded
+    outcome = submit.submit_batch(services, batch_id)
+    assert outcome == submit.SubmitOutcome("submitted", existing.name)
+    assert len(services.gemini.jobs) == 1
+
+
+def test_a_refused_create_releases_the_lease_and_an_unknown_outcome_keeps_it(services):
+    batch_id = new_batch(services)
+    services.gemini.fail_create = TransientError("429")
+    with pytest.raises(TransientError):
+        submit.submit_batch(services, batch_id)
+    assert services.store.batches[batch_id].submitStartedAt is None
+    assert services.gemini.deleted_files  # the uploaded input does not leak
+    services.gemini.fail_create = OutcomeUnknown("timeout")
+    with pytest.raises(OutcomeUnknown):
+        submit.submit_batch(services, batch_id)
+    assert services.store.batches[batch_id].submitStartedAt is not None  # the next attempt reconciles
+
+
+def test_over_the_job_cap_a_batch_waits_its_turn(services, monkeypatch):
+    monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "1")
+    reset_caches()
+    first, second = new_batch(services), new_batch(services)
+    submitted(services, first)
+    outcome = submit.submit_batch(services, second)
+    assert outcome.status == "waiting" and len(services.gemini.created) == 1
+    assert services.queues.submit[-1] == (SubmitJob(batchId=second), submit.CAP_RETRY_DELAY_SECONDS)
+    reset_caches()
+
+
+# --- poll: redrive, expiry, collect once ----------------------------------------------------------
+def test_a_stuck_pending_batch_is_redriven_once_by_overlapping_ticks(services):
+    batch_id = new_batch(services)
+    stale = ago(3600)
+    services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
+        update={"createdAt": stale, "updatedAt": stale}
+    )
+    snapshot = services.store.batches[batch_id]
+    assert poll.poll_batch(services, snapshot) == ("redriven", None)
+    assert poll.poll_batch(services, snapshot)[0] == "idle"  # the second tick read the same old record
+    assert [m for m, _ in services.queues.submit] == [SubmitJob(batchId=batch_id)]
+
+
+def test_a_batch_past_max_wait_expires_with_a_full_refund_and_its_job_cancelled(services):
+    batch_id = new_batch(services, count=3)
+    job = submitted(services, batch_id)
+    services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(update={"createdAt": ago(10**7)})
+    assert poll.poll_batch(services, services.store.batches[batch_id])[0] == "expired"
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.EXPIRED and batch.refundedCredits == batch.creditCost
+    assert services.store.get_balance("user-1") == Decimal(100)
+    assert isinstance(services.queues.submit[-1][0], CancelJob) and services.queues.submit[-1][0].jobName == job
+
+
+def test_a_finished_job_is_handed_to_collect_exactly_once(services):
+    batch_id = new_batch(services)
+    job = submitted(services, batch_id)
+    services.gemini.finish(job, [("x", text_line("a"))])
+    snapshot = services.store.batches[batch_id]
+    assert poll.poll_batch(services, snapshot)[0] == "collect_sent"
+    assert poll.poll_batch(services, snapshot)[0] == "idle"
+    assert len(services.queues.collect) == 1
+
+
+# --- collect: matching by key -----------------------------------------------------------------------
+def test_answers_are_matched_by_key_whatever_their_order(services):
+    batch_id = new_batch(services, count=3)
+    job = submitted(services, batch_id)
+    keys = [item.itemId for item in services.store.items[batch_id]]
+    services.gemini.finish(job, [(keys[2], text_line("c")), (keys[0], text_line("a")), (keys[1], text_line("b"))])
+    report = collect.collect_batch(services, batch_id)
+    assert report.texts_stored == 3
+    assert [item.text for item in services.store.items[batch_id]] == ["a", "b", "c"]
+    assert services.store.batches[batch_id].status is BatchStatus.COMPLETED
+
+
+def test_unknown_repeated_and_missing_answers(services):
+    batch_id = new_batch(services, count=3)
+    job = submitted(services, batch_id)
+    keys = [item.itemId for item in services.store.items[batch_id]]
+    services.gemini.finish(
+        job, [("nobody", text_line("?")), (keys[0], text_line("a")), (keys[0], text_line("again"))]
+    )  # keys[1] and keys[2] never answered
+    report = collect.collect_batch(services, batch_id)
+    items = services.store.items[batch_id]
+    assert items[0].text == "a"
+    assert [item.error for item in items[1:]] == [collect.NO_RESPONSE] * 2
+    batch = services.store.batches[batch_id]
+    assert report.failed == 2 and batch.refundedCredits == 2 * batch.unitPrice
+
+
+def test_keyless_answers_go_by_position_only_when_none_has_a_key_and_the_counts_match():
+    items = [type("Item", (), {"itemId": f"k{i}"})() for i in range(2)]
+    first, second = Answer(text="1"), Answer(text="2")
+    assert [
+        (i.itemId if i else None, a.text) for i, a in collect.match_answers([(None, first), (None, second)], items)
+    ] == [
+        ("k0", "1"),
+        ("k1", "2"),
+    ]
+    assert [(i.itemId if i else None, a.text) for i, a in collect.match_answers([(None, first)], items)] == [
+        (None, "1")
+    ]
+    mixed = collect.match_answers([("k1", second), (None, first)], items)
+    assert [(i.itemId if i else None, a.text) for i, a in mixed] == [("k1", "2"), (None, "1")]
+
+
+def test_a_transient_error_is_retried_in_one_follow_up_round_then_refunded(services):
+    batch_id = new_batch(services, count=2)
+    job = submitted(services, batch_id)
+    keys = [item.itemId for item in services.store.items[batch_id]]
+    services.gemini.finish(job, [(keys[0], text_line("a")), (keys[1], error_line(13))])
+    assert collect.collect_batch(services, batch_id).retried == 1
+    assert services.store.batches[batch_id].status is BatchStatus.PENDING  # the follow-up round waits for submit
+    follow_up = submitted(services, batch_id)
+    assert services.gemini.created[-1] == job_display_name(batch_id, 1)
+    services.gemini.finish(follow_up, [(keys[1], error_line(13))])
+    assert collect.collect_batch(services, batch_id).failed == 1  # the last round refunds
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED and batch.refundedCredits == batch.unitPrice
+
+
+def test_succeeded_without_results_hands_the_batch_back_to_the_poller(services):
+    batch_id = new_batch(services)
+    job = submitted(services, batch_id)
+    services.gemini.finish(job, [])  # SUCCEEDED, no responses file yet
+    services.store.mark_collect_queued(batch_id)
+    assert collect.collect_batch(services, batch_id) == collect.CollectReport()
+    assert services.store.batches[batch_id].collectQueuedAt is None
+    assert services.store.batches[batch_id].geminiState == JOB_SUCCEEDED
+
+
+# --- finalisation and refunds ------------------------------------------------------------------------
+def test_of_two_finalisers_that_read_the_same_counters_one_wins(services):
+    batch_id = new_batch(services, count=1)
+    submitted(services, batch_id)
+    services.store.mark_item_success(batch_id, 0, text="t")
+    seen = services.store.batches[batch_id]
+    assert services.store.finalize(seen, BatchStatus.COMPLETED) is not None
+    assert services.store.finalize(seen, BatchStatus.COMPLETED) is None
+
+
+def test_all_failed_ends_failed_and_one_success_ends_completed(services):
+    failed = new_batch(services, count=2)
+    submitted(services, failed)
+    settle.fail_items(services.store, failed, {0: "x", 1: "y"}, reason="r")
+    assert services.store.batches[failed].status is BatchStatus.FAILED
+    mixed = new_batch(services, count=2)
+    submitted(services, mixed)
+    services.store.mark_item_success(mixed, 0, text="ok")
+    settle.fail_items(services.store, mixed, {1: "y"}, reason="r")
+    assert services.store.batches[mixed].status is BatchStatus.COMPLETED
+
+
+def test_an_item_is_refunded_exactly_once(services):
+    batch_id = new_batch(services, count=2)
+    submitted(services, batch_id)
+    unit = services.store.batches[batch_id].unitPrice
+    assert settle.fail_items(services.store, batch_id, {0: "x"}, reason="r") == unit
+    assert settle.fail_items(services.store, batch_id, {0: "x"}, reason="r") == 0
+    assert sum(entry.delta for entry in services.store.ledger) == services.store.get_balance("user-1")
+
+
+def test_cancel_refunds_only_what_has_not_succeeded(services):
+    batch_id = new_batch(services, count=3)
+    submitted(services, batch_id)
+    services.store.mark_item_success(batch_id, 0, text="kept")
+    ended = manage.cancel_batch(services, USER, batch_id)
+    assert ended.batch.status is BatchStatus.CANCELLED
+    assert [item.status for item in ended.items] == [ItemStatus.SUCCESS, ItemStatus.CANCELLED, ItemStatus.CANCELLED]
+    assert ended.batch.refundedCredits == 2 * ended.batch.unitPrice
+    assert (
+        settle.end_batch(
+            services.store,
+            batch_id,
+            batch_status=BatchStatus.EXPIRED,
+            item_status=ItemStatus.FAILED,
+            error="e",
+            reason="r",
+        )
+        is None
+    )  # already terminal: nothing more is refunded
+
+
+def test_a_failed_upload_on_its_last_attempt_is_refunded_and_the_staged_image_removed(services):
+    batch_id = new_batch(services, count=1, batch_type="character")
+    submitted(services, batch_id)
+    item = services.store.items[batch_id][0]
+    key = ids.staging_key(batch_id, item.itemId)
+    services.blobs.put_object(key, b"png", "image/png")
+    services.cdn.fail = TransientError("503")
+    with pytest.raises(TransientError):
+        upload.upload_item(services, batch_id, 0, key, user_id="user-1", batch_type="character", final_attempt=False)
+    outcome = upload.upload_item(
+        services, batch_id, 0, key, user_id="user-1", batch_type="character", final_attempt=True
+    )
+    assert outcome == "failed" and key not in services.blobs.objects
+    assert services.store.batches[batch_id].status is BatchStatus.FAILED
+    assert services.store.get_balance("user-1") == Decimal(100)
