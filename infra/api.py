@@ -147,6 +147,14 @@ class ServiceApi(Construct):
         self.url_output = CfnOutput(
             self, "Url", key="ApiUrl", value=self.rest_api.url, description="Base URL of the REST API"
         )
+        # The web console is static files in the api function's code, served by the same proxy (SPEC §9).
+        self.console_output = CfnOutput(
+            self,
+            "ConsoleUrl",
+            key="ConsoleUrl",
+            value=self.rest_api.url + "console/",
+            description="Web console (sign in with a token)",
+        )
         self._acknowledge_findings()
 
     def _acknowledge_findings(self) -> None:

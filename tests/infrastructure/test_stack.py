@@ -623,6 +623,19 @@ def test_api_url_is_a_stack_output(synthesized: Synthesized) -> None:
     assert ref(rest_api_id) in output["Value"]["Fn::Join"][1]
 
 
+def test_console_is_served_by_the_api_from_the_code_asset(synthesized: Synthesized) -> None:
+    rest_api_id = synthesized.logical_id(synthesized.stack.api.rest_api)
+    output = synthesized.template_json["Outputs"]["ConsoleUrl"]
+    parts = output["Value"]["Fn::Join"][1]
+    assert ref(rest_api_id) in parts and parts[-1].endswith("/console/")
+    api_function = synthesized.resources("AWS::Lambda::Function")[
+        synthesized.logical_id(synthesized.stack.functions.by_name[API_FUNCTION.name])
+    ]
+    asset_hash = api_function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
+    console = synthesized.assembly_dir / f"asset.{asset_hash}" / "batchgen" / "console"
+    assert {"index.html", "app.js", "api.js", "style.css"} <= {path.name for path in console.iterdir()}
+
+
 # --- Monitoring ---------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ from batchgen.domain.errors import (
 from batchgen.domain.money import json_number
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
-from batchgen.handlers.routes import batches, credits, generate, webhooks
+from batchgen.handlers.routes import batches, console, credits, generate, webhooks
 from batchgen.handlers.routes.support import ADMIN_ONLY_MESSAGE, metrics
 from batchgen.models import api as models
 
@@ -171,7 +171,7 @@ def swagger_ui() -> Response[str]:
     return Response(status_code=200, content_type="text/html", body=html)
 
 
-for area in (batches, generate, credits, webhooks):
+for area in (batches, generate, credits, webhooks, console):
     app.include_router(area.router)
 
 
@@ -179,7 +179,9 @@ for area in (batches, generate, credits, webhooks):
 def _pre_route_error(event: dict[str, Any]) -> Response | None:
     """Size, route and authentication checks run before body validation, so strangers learn nothing."""
     early = api_edge.size_error(event, error_response) or api_edge.route_error(app, event, error_response)
-    if early is not None or event.get("path") in PUBLIC_PATHS or event.get("httpMethod") == "OPTIONS":
+    path = str(event.get("path") or "")
+    public = path in PUBLIC_PATHS or console.is_console_path(path)
+    if early is not None or public or event.get("httpMethod") == "OPTIONS":
         return early
     try:
         caller = authenticate(event.get("headers") or {})

@@ -269,3 +269,15 @@ class AdminCreditsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"]
     service: str
+
+
+class CatalogResponse(BaseModel):
+    """`GET /catalog`: what a client needs to price a batch before creating it (the console's live price)."""
+
+    batchPrices: dict[str, Credits]
+    standardPrices: dict[str, Credits]
+    qualityMultipliers: dict[str, Credits]
+    models: dict[str, str]
+    defaultModels: dict[str, str]
+    aspectRatios: list[str]
+    maxBatchRequests: int
