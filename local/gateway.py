@@ -139,6 +139,26 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """ApiGatewayApp logs one line per request itself."""
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the HTTP server answers itself, before the request reaches the API (414 for a request
+        line over 64 KiB, 431 for a header line over 64 KiB or over 100 headers, 400 for a malformed
+        request line): the API's JSON error body, not http.server's HTML page."""
+        try:
+            status = HTTPStatus(code)
+            title, default = status.phrase, status.description
+        except ValueError:
+            title, default = "Error", ""
+        detail = f"{message}." if message and message != title else default or title
+        body = json.dumps({"error": title, "message": detail}).encode()
+        self.send_response(code, title)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= HTTPStatus.OK and code not in (HTTPStatus.NO_CONTENT, 304):
+            self.wfile.write(body)
+        self.close_connection = True
+
 
 class HttpFrontDoor:
     """A threaded werkzeug server for `ApiGatewayApp`, served from a daemon thread."""

@@ -152,7 +152,7 @@ def api(aws: AwsEnv, lambda_context: Any):
         token: str | None = "default",
         headers: dict[str, str] | None = None,
         query: str = "",
-        raw_body: str | None = None,
+        raw_body: str | bytes | None = None,
     ) -> ApiResponse:
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if token == "default":

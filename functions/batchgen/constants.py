@@ -19,6 +19,8 @@ MAX_GENERATE_BATCH_IMAGES = 50  # seed-003 /api/generate/batch
 # a body cap below that leaves room for them, so an oversized upload gets a clean 413 of ours.
 MAX_BODY_BYTES = 5_750_000
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one decoded input image
+MAX_IMAGE_SIDE = 16_384  # declared width or height of one input image (read from its header, never decoded)
+MAX_IMAGE_PIXELS = 50_000_000  # declared width x height of one input image
 MAX_PROMPT_CHARS = 4000
 MAX_DISPLAY_NAME_CHARS = 128
 MAX_CLIENT_ID_CHARS = 128

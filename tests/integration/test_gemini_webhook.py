@@ -244,3 +244,28 @@ def test_a_configured_audience_must_be_in_the_jwt(api, gemini, queues, jwks_url,
     accepted = api("POST", PATH, raw_body=body.decode(), headers=gemini.webhook_headers(body, "a2"), token="")
     assert accepted.body == {"status": "collect_queued"}
     assert queues.bodies(constants.COLLECT_QUEUE.name) == [{"batchId": batch_id}]
+
+
+@pytest.mark.parametrize(
+    ("body", "timestamp"),
+    [
+        pytest.param(b'{"type": "batch.succeeded", "x": "\xff\xfe"}', None, id="non-utf8-body"),
+        pytest.param(b"\xff" * 64, None, id="binary-body"),
+        pytest.param(b"{}", "9" * 5000, id="5000-digit-timestamp"),
+        pytest.param(b"{}", "\u00b2", id="superscript-two-timestamp"),
+        pytest.param(b"{}", "-1", id="negative-timestamp"),
+        pytest.param(b"{}", "1e9", id="exponent-timestamp"),
+    ],
+)
+def test_unsigned_callers_never_get_a_5xx(api, gemini, queues, webhook_secret, body, timestamp):
+    """Regression (issue 14): a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": "msg_1",
+        "webhook-timestamp": timestamp if timestamp is not None else str(int(time.time())),
+        "webhook-signature": "v1,AAAA",
+    }
+    answer = api("POST", PATH, raw_body=body, headers=headers, token="")
+    assert answer.status == 401, answer.body
+    assert set(answer.body) >= {"error", "message"}
+    assert queues.bodies(constants.COLLECT_QUEUE.name) == []

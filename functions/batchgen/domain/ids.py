@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -59,3 +60,15 @@ def staging_key(batch_id: str, item_id: str) -> str:
 
 def age_seconds(moment: str) -> float:
     return (utc_now() - parse_iso(moment)).total_seconds()
+
+
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def path_segment(value: str) -> str:
+    """`value` as one path segment of a storage or CDN key: itself when it is a plain name (letters,
+    digits, `-`, `_`; a Cognito sub is one), else `_` + a SHA-256 prefix. Deterministic, and the two forms
+    never collide: a plain name cannot start with `_`."""
+    if _PLAIN_SEGMENT.fullmatch(value):
+        return value
+    return "_" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]

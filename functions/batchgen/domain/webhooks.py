@@ -41,6 +41,15 @@ def sign(secret: str, message_id: str, timestamp: str, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def _timestamp(text: str) -> int | None:
+    """Unix seconds, or None: ASCII digits only (`str.isdigit` accepts "²", which `int` refuses) and
+    short (a 5,000-digit number is over `int`'s conversion limit and nowhere near any clock)."""
+    return int(text) if _TIMESTAMP.fullmatch(text) else None
+
+
 def _is_jwt(signature: str) -> bool:
     return not signature.startswith("v1,") and signature.count(".") == 2
 
@@ -57,9 +66,9 @@ def verify(
     lowered = {key.lower(): value for key, value in headers.items()}
     message_id, timestamp = lowered.get("webhook-id", ""), lowered.get("webhook-timestamp", "")
     signatures = lowered.get("webhook-signature", "").split()
-    if not message_id or not timestamp.isdigit() or not signatures:
+    if not message_id or not signatures or _timestamp(timestamp) is None:
         raise Unauthorized("Missing webhook signature headers.")
-    if abs((now or time.time()) - int(timestamp)) > constants.WEBHOOK_TOLERANCE_SECONDS:
+    if abs((now or time.time()) - (_timestamp(timestamp) or 0)) > constants.WEBHOOK_TOLERANCE_SECONDS:
         raise Unauthorized("The webhook timestamp is too old or in the future.")
     tokens = [candidate.removeprefix("v1,") for candidate in signatures if _is_jwt(candidate.removeprefix("v1,"))]
     if tokens:

@@ -1,7 +1,8 @@
 """Upload: a staged image to Cloudinary, the item to success; the last item to finish finalises the batch.
 
-The public id is deterministic (`<folder>/<userId>/<batchId>/<itemId>`), so a retried upload replaces
-instead of duplicating.
+The public id is deterministic (`<folder>/<user segment>/<batchId>/<itemId>`), so a retried upload
+replaces instead of duplicating. The user segment is the token's `sub` only when it is a plain name;
+anything else (`../../other-user`, `a/b?c#d`) is hashed, so a caller cannot steer the path.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def public_id(user_id: str, batch_id: str, item_id: str) -> str:
-    return f"{get_settings().cloudinary_folder}/{user_id}/{batch_id}/{item_id}"
+    return f"{get_settings().cloudinary_folder}/{ids.path_segment(user_id)}/{batch_id}/{item_id}"
 
 
 def upload_item(

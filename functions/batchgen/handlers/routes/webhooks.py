@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from http import HTTPStatus
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -26,7 +27,10 @@ def gemini_webhook() -> Response[dict[str, str]]:
     if secret is None and not jwks_url:
         raise NotFound("No such route; see /docs for the API.")
     event = router.current_event
-    body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
+    # The signature covers the bytes as sent: never decode them as text first (a non-UTF-8 body is
+    # just an unsigned delivery, refused by `verify` with 401).
+    raw = event.body or ""
+    body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8", "surrogateescape")
     webhooks.verify(event.headers, body, secret, jwks_url=jwks_url, audience=get_settings().gemini_webhook_audience)
     outcome = intake.handle_event(services(), body)
     return Response(
