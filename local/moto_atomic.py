@@ -104,7 +104,7 @@ def _no_table_copies() -> None:
     def deepcopy(value: Any, memo: Any = None) -> Any:
         return value if isinstance(value, Table) else copy.deepcopy(value, memo)
 
-    models.copy = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)  # type: ignore[attr-defined]
+    models.copy = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)  # type: ignore[assignment]
 
 
 def make_dynamodb_atomic() -> None:
