@@ -13,13 +13,12 @@ import logging
 import threading
 import time
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request
 
 from local.apigw import proxy_event
-from local.invoke import LocalFunction
 
 log = logging.getLogger("local")
 
@@ -81,10 +80,17 @@ def proxy_result_to_http(result: Any) -> tuple[int, list[tuple[str, str]], bytes
     return result["statusCode"], headers, raw
 
 
+class Invocable(Protocol):
+    """A Lambda function as the front door sees it: `local.invoke.LocalFunction` (in-process, one event at
+    a time) or `local.sandboxes.SandboxPool` (one process per concurrent event)."""
+
+    def invoke(self, event: dict[str, Any]) -> Any: ...
+
+
 class ApiGatewayApp:
     """WSGI application: HTTP request -> proxy event -> api Lambda -> HTTP response."""
 
-    def __init__(self, function: LocalFunction, max_body_bytes: int = API_GATEWAY_MAX_BODY_BYTES) -> None:
+    def __init__(self, function: Invocable, max_body_bytes: int = API_GATEWAY_MAX_BODY_BYTES) -> None:
         self.function = function
         self.max_body_bytes = max_body_bytes
 

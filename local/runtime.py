@@ -30,12 +30,15 @@ if TYPE_CHECKING:  # the heavy modules load in start(), after the AWS environmen
     from local.emulators.gemini import GeminiEmulator
     from local.gateway import HttpFrontDoor
     from local.pumps import SchedulerTick, SqsPump
+    from local.sandboxes import SandboxPool
 
 log = logging.getLogger("local")
 
 LOCAL_GEMINI_KEY = "local-emulator-key"
 TOKEN_LIFETIME_SECONDS = 24 * 3600
 SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT = 10
+# API requests run in this many sandbox processes at once (local.sandboxes); 0: in-process, one at a time.
+API_SANDBOXES_LOCAL_DEFAULT = 2
 FAKE_AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -79,6 +82,7 @@ class RuntimeOptions:
     user_credits: Decimal = Decimal(100)
     admin_id: str = "local-admin"
     visibility_timeout_seconds: int = SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT
+    api_sandboxes: int = API_SANDBOXES_LOCAL_DEFAULT
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> RuntimeOptions:
@@ -103,6 +107,7 @@ class RuntimeOptions:
             visibility_timeout_seconds=int(
                 _number(environ, "SQS_VISIBILITY_TIMEOUT", cls.visibility_timeout_seconds, minimum=1)
             ),
+            api_sandboxes=int(_number(environ, "LOCAL_API_SANDBOXES", cls.api_sandboxes, minimum=0)),
         )
 
 
@@ -131,6 +136,7 @@ class LocalRuntime:
         self.cloudinary: CloudinaryEmulator | None = None
         self.queue_urls: dict[str, str] = {}
         self.http: HttpFrontDoor | None = None
+        self.api_pool: SandboxPool | None = None
         self.pumps: list[SqsPump] = []
         self.ticks: list[SchedulerTick] = []
         self.not_started: list[str] = []
@@ -219,11 +225,16 @@ class LocalRuntime:
             get_repository().adjust_balance(self.options.user_id, self.options.user_credits, "local starter credits")
 
     def _start_http(self) -> None:
-        from local.gateway import ApiGatewayApp, HttpFrontDoor
+        from local.gateway import ApiGatewayApp, HttpFrontDoor, Invocable
 
-        api = LocalFunction.load(constants.API_FUNCTION)
+        api: Invocable | None = LocalFunction.load(constants.API_FUNCTION)
         if api is None:
             raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
+        if self.options.api_sandboxes:  # concurrent requests run concurrently, each in its own sandbox
+            from local.sandboxes import SandboxPool
+
+            self.api_pool = SandboxPool(constants.API_FUNCTION, self.options.api_sandboxes).start()
+            api = self.api_pool
         self.http = HttpFrontDoor(ApiGatewayApp(api), self.options.host, self.options.port).start()
 
     def _start_consumers(self) -> None:
@@ -257,6 +268,9 @@ class LocalRuntime:
             if server is not None:
                 server.stop()
         self.http = self.gemini = self.cloudinary = None
+        if self.api_pool is not None:
+            self.api_pool.stop()
+            self.api_pool = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None

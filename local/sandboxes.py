@@ -1,0 +1,161 @@
+"""A pool of Lambda "execution environments" for one function, each in its own process.
+
+Lambda runs one event per environment at a time and scales out by adding environments, so two API
+requests really do run at once, each with its own module state. In one process that cannot be
+reproduced: the api handler (Powertools' resolver) keeps the current request on module and class
+attributes, so two threads in one interpreter would see each other's requests. Each sandbox here is a
+separate Python process (spawned, not forked, so it starts as clean as a cold Lambda) that imports the
+real handler and serves one event at a time over a pipe; the pool hands each invocation to a free
+sandbox, so API-versus-API races meet only where they do in AWS: at DynamoDB, SQS and S3 (moto's
+server), and the emulators.
+
+A sandbox that dies mid-invocation is replaced and the invocation fails (the front door answers 502,
+as API Gateway does when a Lambda crashes).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from batchgen import constants
+
+log = logging.getLogger("local")
+READY = "ready"
+START_TIMEOUT_SECONDS = 60.0
+
+
+class SandboxFailed(RuntimeError):
+    """The invocation raised, or its sandbox died; the message says which."""
+
+
+def _serve(connection: Connection, environment: dict[str, str], spec: constants.FunctionSpec) -> None:
+    """The sandbox process: the handler, loaded once, then one event at a time until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the runtime decides
+    os.environ.clear()
+    os.environ.update(environment)
+    from local.invoke import LambdaContext, load_handler
+    from local.lifecycle import die_with_parent
+
+    die_with_parent()
+    handler = load_handler(spec.handler)
+    if handler is None:
+        connection.send(("error", f"{spec.handler} does not exist"))
+        return
+    connection.send(READY)
+    name = f"{constants.SERVICE_NAME}-{spec.name}"
+    while True:
+        try:
+            event = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            connection.send(("ok", handler(event, LambdaContext(name, spec.memory_mb, spec.timeout_seconds))))
+        except Exception as exc:  # the handler's own failure: reported, the sandbox stays warm
+            log.exception("%s failed", spec.name)
+            connection.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class _Sandbox:
+    def __init__(self, spec: constants.FunctionSpec, environment: dict[str, str]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child, environment, spec), name=f"sandbox-{spec.name}", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self.connection.poll(timeout):
+            raise SandboxFailed(f"a sandbox did not start within {timeout:.0f} s")
+        message = self.connection.recv()
+        if message != READY:
+            raise SandboxFailed(f"a sandbox failed to start: {message}")
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        try:
+            self.connection.send(event)
+            outcome, value = self.connection.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            raise SandboxFailed(f"the sandbox (pid {self.process.pid}) died during the invocation") from exc
+        if outcome != "ok":
+            raise SandboxFailed(value)
+        return value
+
+    def stop(self, timeout: float = 5) -> None:
+        self.connection.close()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+
+
+class SandboxPool:
+    """`invoke(event)` like `LocalFunction.invoke`, on the first free sandbox of `size`."""
+
+    def __init__(self, spec: constants.FunctionSpec, size: int, environment: Mapping[str, str] | None = None) -> None:
+        self.spec = spec
+        self.size = size
+        self.function_name = f"{constants.SERVICE_NAME}-{spec.name}"
+        self._environment = dict(os.environ if environment is None else environment)
+        self._free: queue.Queue[_Sandbox] = queue.Queue()
+        self._all: list[_Sandbox] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> SandboxPool:
+        started = [self._spawn() for _ in range(self.size)]  # spawned together, so they start in parallel
+        for sandbox in started:
+            sandbox.wait_ready(START_TIMEOUT_SECONDS)
+            self._free.put(sandbox)
+        return self
+
+    def _spawn(self) -> _Sandbox:
+        sandbox = _Sandbox(self.spec, self._environment)
+        with self._lock:
+            self._all.append(sandbox)
+        return sandbox
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [sandbox.process.pid for sandbox in self._all if sandbox.process.pid is not None]
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        sandbox = self._free.get()
+        try:
+            result = sandbox.invoke(event)
+        except SandboxFailed:
+            if sandbox.process.is_alive():
+                self._free.put(sandbox)
+            else:
+                self._replace(sandbox)
+            raise
+        self._free.put(sandbox)
+        return result
+
+    def _replace(self, dead: _Sandbox) -> None:
+        log.warning("%s sandbox pid %s died; starting another", self.spec.name, dead.process.pid)
+        with self._lock:
+            if dead in self._all:
+                self._all.remove(dead)
+        dead.stop(timeout=1)
+        fresh = self._spawn()
+        try:
+            fresh.wait_ready(START_TIMEOUT_SECONDS)
+        except SandboxFailed:
+            log.exception("a replacement sandbox failed to start")
+            return
+        self._free.put(fresh)
+
+    def stop(self) -> None:
+        with self._lock:
+            sandboxes, self._all = list(self._all), []
+        for sandbox in sandboxes:
+            sandbox.stop()
