@@ -64,7 +64,7 @@ def test_protected_routes_declare_the_bearer_scheme_and_public_ones_none(documen
 @pytest.mark.parametrize(
     ("path", "method", "codes"),
     [
-        ("/batch/create", "post", {"202", "400", "401", "402", "403", "409", "413", "415"}),
+        ("/batch/create", "post", {"202", "400", "401", "402", "403", "409", "413", "414", "415", "431"}),
         ("/batch/status/{batch_id}", "get", {"200", "401", "404"}),
         ("/batch/{batch_id}/cancel", "post", {"200", "401", "404", "409"}),
         ("/batch/{batch_id}", "delete", {"202", "204", "401", "404", "409"}),
@@ -122,3 +122,19 @@ def test_try_it_out_calls_the_prefix_the_document_was_read_from(aws, lambda_cont
     event["requestContext"]["path"] = client_path
     # Then the document's server is that prefix, so /docs "Try it out" reaches the API
     assert json.loads(lambda_handler(event, lambda_context)["body"])["servers"] == servers
+
+
+def test_a_204_documents_no_body(api, document):
+    """Regression (issue 14, schemathesis ST104/ST109): DELETE's 204 was documented with a JSON body."""
+    for path, method, operation in operations(document):
+        if "204" in operation["responses"]:
+            assert "content" not in operation["responses"]["204"], (path, method)
+
+
+def test_routes_with_a_path_parameter_document_404(api, document):
+    """Regression (issue 14, schemathesis ST103): a user id the route pattern cannot match answers 404."""
+    for path, method, operation in operations(document):
+        if "{" in path:
+            assert schema_ref(operation["responses"]["404"]) == "ErrorBody", (path, method)
+    answer = api("GET", "/admin/users/\u0097\U000f42db/credits", token=ADMIN)
+    assert answer.status == 404 and set(answer.body) == {"error", "message"}

@@ -31,6 +31,8 @@ BEARER_SCHEME = "bearerAuth"
 COOKIE_SCHEME = "sessionCookie"
 # Answers any route can give (the first two from API Gateway itself, before the function runs).
 COMMON_ERRORS: dict[int, str] = {
+    414: "The URL (path and query) is too long",
+    431: "The request's headers are too large",
     429: "Throttled: slow down and retry",
     500: "Unexpected error on the service's side; retry shortly",
 }
@@ -91,6 +93,10 @@ def openapi_document(
         for operation in operations.values():
             answers = operation["responses"]
             answers.pop("422", None)  # the service answers 400 with its error body instead
+            if "204" in answers:  # no body (Powertools copies the route's return type onto every answer)
+                answers["204"].pop("content", None)
+            if "{" in path and "404" not in answers:  # a path parameter the route's pattern cannot match
+                answers["404"] = {"description": ERROR_DESCRIPTIONS[404], "content": {JSON: {"schema": error_ref}}}
             for code, description in COMMON_ERRORS.items():
                 answers[str(code)] = {"description": description, "content": {JSON: {"schema": error_ref}}}
             if path in public_paths:
