@@ -147,7 +147,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), final_attempt=st.booleans(), cdn_fails=st.booleans())
     def upload(self, data: st.DataObject, final_attempt: bool, cdn_fails: bool) -> None:
-        uploads: list[UploadImage] = self.services.queues.uploads
+        uploads = self._upload_messages()
         if not uploads:
             return
         message = data.draw(st.sampled_from(uploads))
@@ -156,6 +156,10 @@ class MoneyMachine(RuleBasedStateMachine):
             self._deliver(message, final_attempt=final_attempt)
         finally:
             self.services.cdn.fail = None
+
+    def _upload_messages(self) -> list[UploadImage]:
+        """What collect queued for upload (the same queue also carries purge requests after a delete)."""
+        return [message for message in self.services.queues.uploads if isinstance(message, UploadImage)]
 
     def _deliver(self, message: UploadImage, *, final_attempt: bool) -> None:
         try:
@@ -183,7 +187,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.gemini_finishes(batch_id, outcomes)
         self.poll(batch_id)
         self.collect(batch_id)
-        for message in [m for m in self.services.queues.uploads if m.batchId == batch_id]:
+        for message in [m for m in self._upload_messages() if m.batchId == batch_id]:
             self._deliver(message, final_attempt=False)
 
     @rule(batch_id=batches)
