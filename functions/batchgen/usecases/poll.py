@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain import ids
 from batchgen.domain.gemini_jobs import JOB_ENDINGS, JOB_FAILED, JOB_SUCCEEDED, JobNotFound
@@ -67,9 +68,19 @@ def poll_batch(services: Services, batch: BatchRecord) -> tuple[str, str | None]
         return "expired", None
     if batch.status is BatchStatus.PENDING:
         return _redrive_if_stuck(services, batch), None
-    if not batch.geminiJobName or batch.collectQueuedAt:
+    if not batch.geminiJobName or collect_in_flight(batch):
         return "idle", None
+    if batch.collectQueuedAt:  # its collect message was lost (a crash after the marker, or dead-lettered)
+        services.store.clear_collect_queued(batch.batchId)
     return _check_job(services, batch, batch.geminiJobName)
+
+
+# A collect message outlives every delivery SQS makes of it by then (each up to the function's timeout).
+COLLECT_REDRIVE_SECONDS = constants.COLLECT_FUNCTION.timeout_seconds * (constants.COLLECT_QUEUE.max_receive_count + 1)
+
+
+def collect_in_flight(batch: BatchRecord) -> bool:
+    return bool(batch.collectQueuedAt) and ids.age_seconds(batch.collectQueuedAt or "") <= COLLECT_REDRIVE_SECONDS
 
 
 def _redrive_if_stuck(services: Services, batch: BatchRecord) -> str:
