@@ -12,7 +12,7 @@ LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-unit test-fast gate lint typecheck layers bench synth token clean
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emu
 
 test: gate  ## the gate, then every test: unit, integration (moto + emulators), e2e (HTTP), infrastructure
 	$(PY) -m pytest
+
+test-long: gate  ## `make test` with the long hypothesis profile and a longer schemathesis run (tens of minutes)
+	HYPOTHESIS_PROFILE=long SCHEMATHESIS_MAX_EXAMPLES=100 $(PY) -m pytest
 
 test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK (seconds)
 	$(PY) -m pytest tests/unit
