@@ -15,8 +15,25 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
     from batchgen.domain.gemini_jobs import JobView
     from batchgen.domain.outcomes import ItemOutcome, Page
     from batchgen.domain.states import BatchStatus
-    from batchgen.models.messages import CancelJob, CollectResults, DeleteJob, PurgeImages, SubmitJob, UploadImage
-    from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+    from batchgen.models.messages import (
+        CancelJob,
+        CollectResults,
+        DeleteJob,
+        DeliverWebhook,
+        PurgeImages,
+        SendEmail,
+        SubmitJob,
+        UploadImage,
+    )
+    from batchgen.models.records import (
+        BatchRecord,
+        BatchWithItems,
+        DeliveryRecord,
+        ItemRecord,
+        LedgerRecord,
+        OutboxRecord,
+        WebhookEndpointRecord,
+    )
 
 
 class BatchStore(Protocol):
@@ -125,3 +142,53 @@ class Services(Protocol):
     def blobs(self) -> Blobs: ...
     @property
     def cdn(self) -> Cdn: ...
+
+
+# --- notifications (SPEC §7) ----------------------------------------------------------------------
+class NotificationStore(Protocol):
+    def list_endpoints(self, user_id: str) -> list[WebhookEndpointRecord]: ...
+    def get_endpoint(self, user_id: str, endpoint_id: str) -> WebhookEndpointRecord | None: ...
+    def put_endpoint(self, endpoint: WebhookEndpointRecord) -> None: ...
+    def delete_endpoint(self, user_id: str, endpoint_id: str) -> bool: ...
+    def rotate_secret(self, user_id: str, endpoint_id: str, secret: str, at: str) -> bool: ...
+    def disable_endpoint(self, user_id: str, endpoint_id: str, at: str) -> None: ...
+    def account_secret(self, user_id: str) -> str: ...
+    def record_delivery(self, user_id: str, delivery: DeliveryRecord) -> None: ...
+    def list_deliveries(
+        self, user_id: str, *, endpoint_id: str | None, batch_id: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[DeliveryRecord], str | None]: ...
+    def pending_events(self, limit: int) -> list[OutboxRecord]: ...
+    def delete_event(self, event: OutboxRecord) -> None: ...
+
+
+class Notifier(Protocol):
+    def send_notifications(self, messages: Sequence[DeliverWebhook | SendEmail]) -> None: ...
+    def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None: ...
+
+
+class PostOutcome(Protocol):
+    @property
+    def status_code(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def duration_ms(self) -> int: ...
+
+
+class WebhookPoster(Protocol):
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> PostOutcome: ...
+
+
+class Mailer(Protocol):
+    def send_email(self, to: str, subject: str, text: str) -> None: ...
+
+
+class NotifyServices(Services, Protocol):
+    @property
+    def notifications(self) -> NotificationStore: ...
+    @property
+    def notifier(self) -> Notifier: ...
+    @property
+    def webhooks(self) -> WebhookPoster: ...
+    @property
+    def mailer(self) -> Mailer: ...
