@@ -40,7 +40,7 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
             negative_prompt=request.negativePrompt,
             display_name=request.displayName,
             webhook_url=request.webhookUrl,
-            notify_email=request.notifyEmail,
+            notify_email=bool(request.notifyEmail),
         ),
     )
     batch = created.batch
