@@ -357,3 +357,37 @@ def test_notify_email_without_an_email_claim_is_400(api, aws):
     response = api("POST", "/batch/create", body)
     assert response.status == 400 and response.body["details"][0]["loc"] == ["body", "notifyEmail"]
     assert api("GET", "/credits").body["balance"] == 10
+
+
+# --- SSRF at delivery time --------------------------------------------------------------------------
+def test_a_redirect_is_never_followed(api, notify_env, receiver, queues):
+    target = start_receiver()
+    try:
+        receiver.default = 302
+        receiver.redirect_to = target.url
+        created = register(api, receiver.url)
+        api("POST", f"/webhooks/endpoints/{created['id']}/test")
+        queues.drain(NOTIFY, rounds=1)
+        assert len(receiver.received) == 1 and target.received == []
+        [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
+        assert attempt["statusCode"] == 302 and attempt["nextAttemptAt"]
+    finally:
+        target.stop()
+
+
+def test_a_name_that_resolves_to_a_private_address_at_delivery_time_is_not_called(
+    api, aws, receiver, queues, monkeypatch
+):
+    """Registered while public; DNS now answers 127.0.0.1: the delivery refuses and connects nowhere."""
+    from batchgen.adapters import webhook_http
+    from batchgen.usecases import endpoints
+
+    monkeypatch.setattr(endpoints, "_resolve", lambda host, port: ["93.184.216.34"])
+    port = receiver.server.server_address[1]
+    created = register(api, f"https://hooks.example:{port}/hook")
+    monkeypatch.setattr(webhook_http, "resolve", lambda host, port: ["127.0.0.1"])
+    api("POST", f"/webhooks/endpoints/{created['id']}/test")
+    queues.drain(NOTIFY, rounds=1)
+    assert receiver.received == []
+    [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
+    assert attempt["statusCode"] is None and "loopback" in attempt["error"]

@@ -4,6 +4,7 @@ endpoint reads as missing."""
 from __future__ import annotations
 
 import secrets
+import socket
 from dataclasses import dataclass
 
 from batchgen.config import get_settings
@@ -26,9 +27,11 @@ class DeliveryPage:
 
 def check_target(url: str) -> None:
     """Registration-time SSRF check (delivery checks again: DNS can change)."""
-    from batchgen.adapters.webhook_http import resolve
+    rules.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
 
-    rules.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=resolve)
+
+def _resolve(host: str, port: int) -> list[str]:
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
 def check_notifications(principal: Principal, draft: BatchDraft) -> None:
