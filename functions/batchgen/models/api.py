@@ -84,9 +84,7 @@ class CreateBatchRequest(StrictBody):
         str | None,
         Field(max_length=2048, description="One-off webhook for this batch, signed with `GET /webhooks/secret`"),
     ] = None
-    notifyEmail: Annotated[
-        bool | None, Field(description="Email the token's `email` address when the batch ends")
-    ] = None
+    notifyEmail: Annotated[bool | None, Field(description="Email the token's `email` address at the end")] = None
 
 
 class Job(BaseModel):
