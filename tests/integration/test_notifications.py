@@ -391,3 +391,16 @@ def test_a_name_that_resolves_to_a_private_address_at_delivery_time_is_not_calle
     assert receiver.received == []
     [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
     assert attempt["statusCode"] is None and "loopback" in attempt["error"]
+
+
+def test_a_body_that_is_not_json_is_415(api, aws):
+    response = api("POST", "/webhooks/endpoints", raw_body="url=x", headers={"Content-Type": "text/plain"})
+    assert response.status == 415 and api("GET", "/webhooks/endpoints").body["endpoints"] == []
+
+
+def test_the_routes_are_in_the_openapi_document_with_their_errors(api, aws):
+    paths = api("GET", "/openapi.json", token=None).body["paths"]
+    assert set(paths["/webhooks/endpoints"]["post"]["responses"]) >= {"201", "400", "401", "409", "415"}
+    assert set(paths["/webhooks/endpoints/{endpoint_id}"]["delete"]["responses"]) >= {"204", "401", "404"}
+    for path in ("/webhooks/secret", "/webhooks/deliveries", "/webhooks/endpoints/{endpoint_id}/test"):
+        assert path in paths and all(op["tags"] == ["Webhooks"] for op in paths[path].values())
