@@ -109,10 +109,11 @@ class BatchGenStack(Stack):
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         secrets.cloudinary.grant_read(upload)
 
-        # SPEC §7: the api queues test events, the poller relays the outbox, the notify function
+        # SPEC §7: the api queues test events, the poller (and collect/upload, right after their state
+        # changes) relay the outbox, the notify function
         # re-queues its own retries and is the only one that may send email.
         notify = fn[NOTIFY_FUNCTION.name]
-        for sender in (api, poller, notify):
+        for sender in (api, poller, collect, upload, notify):
             queues[NOTIFY_QUEUE.name].grant_send_messages(sender)
         notify.add_to_role_policy(
             iam.PolicyStatement(

@@ -480,10 +480,15 @@ ACCESS = {
     SUBMIT_FUNCTION.name: Access(INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
     POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE), secrets=("gemini",)),
     COLLECT_FUNCTION.name: Access(
-        STAGING_PREFIX, frozenset(PUT), frozenset(READ | DELETE), (UPLOAD_QUEUE,), COLLECT_QUEUE, ("gemini",)
+        STAGING_PREFIX,
+        frozenset(PUT),
+        frozenset(READ | DELETE),
+        (UPLOAD_QUEUE, NOTIFY_QUEUE),
+        COLLECT_QUEUE,
+        ("gemini",),
     ),
     UPLOAD_FUNCTION.name: Access(
-        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (), UPLOAD_QUEUE, ("cloudinary",)
+        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (NOTIFY_QUEUE,), UPLOAD_QUEUE, ("cloudinary",)
     ),
 }
 

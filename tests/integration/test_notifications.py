@@ -404,3 +404,19 @@ def test_the_routes_are_in_the_openapi_document_with_their_errors(api, aws):
     assert set(paths["/webhooks/endpoints/{endpoint_id}"]["delete"]["responses"]) >= {"204", "401", "404"}
     for path in ("/webhooks/secret", "/webhooks/deliveries", "/webhooks/endpoints/{endpoint_id}/test"):
         assert path in paths and all(op["tags"] == ["Webhooks"] for op in paths[path].values())
+
+
+def test_of_two_relayers_meeting_on_one_outbox_row_one_relays_it_until_its_claim_lapses(api, aws):
+    from batchgen.adapters.notifications import get_notification_store
+
+    grant("user-1", 10)
+    batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}]}).body["id"]
+    api("POST", f"/batch/{batch_id}/cancel")
+    store = get_notification_store()
+    [event] = store.pending_events(10)
+    assert event.batchEvent == "batch.cancelled"
+    assert store.claim_event(event, -5) is True  # a relayer that died: its claim has lapsed
+    assert store.claim_event(event, 60) is True
+    assert store.claim_event(event, 60) is False  # claimed by the live one
+    store.delete_event(event)
+    assert store.pending_events(10) == [] and store.claim_event(event, 60) is False

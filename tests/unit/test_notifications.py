@@ -53,6 +53,9 @@ class FakeNotifications:
     def pending_events(self, limit: int) -> list[OutboxRecord]:
         return self.events[:limit]
 
+    def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
+        return True  # the lease between relayers is tested against DynamoDB (integration)
+
     def delete_event(self, event: OutboxRecord) -> None:
         self.events.remove(event)
 

@@ -203,6 +203,27 @@ class NotificationStore:
             found += [OutboxRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
         return sorted(found, key=lambda event: event.at)
 
+    def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
+        """Of relayers that meet on one row (a tick and a finishing upload), one relays it; a claim whose
+        relayer died lapses after `lease_seconds` (the row is relayed again: at least once)."""
+        from batchgen.adapters.outbox import shard_of
+
+        now = int(time.time())
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=_marshal({"PK": outbox_pk(shard_of(event.batchId)), "SK": f"{event.at}#{event.eventId}"}),
+                UpdateExpression="SET claimedUntil = :until",
+                ConditionExpression="attribute_exists(PK) AND "
+                "(attribute_not_exists(claimedUntil) OR claimedUntil < :now)",
+                ExpressionAttributeValues=_marshal({":until": now + lease_seconds, ":now": now}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def delete_event(self, event: OutboxRecord) -> None:
         from batchgen.adapters.outbox import shard_of
 

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 RELAY_PAGE = 100
 RELAY_BUDGET_SECONDS = 20.0
+FAST_RELAY_BUDGET_SECONDS = 5.0
+RELAY_LEASE_SECONDS = 60  # a claimed row whose relayer died is relayed again after this
 
 
 # --- relay ----------------------------------------------------------------------------------------
@@ -38,12 +40,22 @@ def relay_outbox(services: NotifyServices, budget_seconds: float = RELAY_BUDGET_
     relayed, deadline = 0, time.monotonic() + budget_seconds
     while time.monotonic() < deadline:
         events = services.notifications.pending_events(RELAY_PAGE)
-        if not events:
+        claimed = [event for event in events if services.notifications.claim_event(event, RELAY_LEASE_SECONDS)]
+        if not claimed:
             break
-        for event in events:
+        for event in claimed:
             relay_event(services, event)
             relayed += 1
     return relayed
+
+
+def relay_soon(services: NotifyServices) -> None:
+    """After a pipeline step that may have written events: relay them now rather than at the next tick.
+    Best effort: a failure here leaves the rows to the tick."""
+    try:
+        relay_outbox(services, budget_seconds=FAST_RELAY_BUDGET_SECONDS)
+    except Exception:  # the tick relays whatever is left; the pipeline step itself succeeded
+        logger.exception("fast relay failed; the poller's tick will relay")
 
 
 def relay_event(services: NotifyServices, event: OutboxRecord) -> None:
