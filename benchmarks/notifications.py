@@ -80,7 +80,7 @@ def run() -> None:
     from tests.webhook_receiver import start_receiver
 
     print(
-        f"== Notifications: local runtime, collect/upload relay at once, poller tick every {POLL_INTERVAL_SECONDS:g} s (fallback), "
+        f"== Notifications: local runtime (collect/upload relay at once, tick every {POLL_INTERVAL_SECONDS:g} s), "
         f"{BATCHES} one-item batches; {DELIVERIES} test events to a fast receiver beside a dead one =="
     )
     os.environ.update({"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"})
