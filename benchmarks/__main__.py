@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, cold_start, load, poll_tick, uploads
+from benchmarks import aws_calls, cold_start, load, notifications, poll_tick, uploads
 
 
 def main() -> None:
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
-    for section in (cold_start, aws_calls, poll_tick, uploads, load):
+    for section in (
+        cold_start,
+        aws_calls,
+        poll_tick,
+        uploads,
+        notifications,
+        load,
+    ):  # notifications and load last: they start the runtime
         section.run()
         print()
 
