@@ -27,12 +27,16 @@ router = Router()
 
 
 def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
+    if request.inputFile is not None:
+        from batchgen.handlers.routes import bulk
+
+        return bulk.file_batch_response(request, request.inputFile, principal(router))
     created = create.create_batch(
         services(),
         principal(router),
         BatchDraft(
             batch_type=request.type,
-            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests],
+            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests or []],
             shared_prompt=request.prompt,
             model=request.model,
             quality=request.quality,

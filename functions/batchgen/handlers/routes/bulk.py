@@ -1,0 +1,70 @@
+"""Bulk batches (SPEC §6): presigned uploads of a JSONL file, and creating a batch from one."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from batchgen.domain import reports
+from batchgen.domain.batches import BatchDraft, Principal
+from batchgen.handlers import api_docs as docs
+from batchgen.handlers.routes.support import json_response, principal, services
+from batchgen.models import api as models
+from batchgen.usecases import ingest
+
+router = Router()
+
+
+def file_batch_response(request: models.CreateBatchRequest, upload_id: str, caller: Principal) -> dict[str, Any]:
+    """`POST /batch/create` with `inputFile`: 202 `validating`; the ingest step counts and charges."""
+    batch = ingest.create_file_batch(
+        services(),
+        caller,
+        BatchDraft(
+            batch_type=request.type,
+            requests=[],
+            shared_prompt=request.prompt,
+            model=request.model,
+            quality=request.quality,
+            aspect_ratio=request.aspectRatio,
+            negative_prompt=request.negativePrompt,
+            display_name=request.displayName,
+        ),
+        upload_id,
+    )
+    return models.CreateBatchResponse(
+        id=batch.batchId,
+        batchId=batch.batchId,
+        status=batch.status.value,
+        type=reports.batch_type_label(batch),
+        requestCount=None,
+        creditCost=None,
+        jobs=[],
+        message="The input file is being validated. Nothing is charged until every line is valid; then the "
+        "batch moves to `pending`. Watch the status route: a file that cannot be used ends the batch "
+        "`failed` with a `failureReason`.",
+    ).model_dump(mode="json")
+
+
+@router.post(
+    "/batch/uploads",
+    summary="A presigned URL to upload one JSONL file for a bulk batch",
+    description="PUT the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to "
+    '`uploadUrl` within an hour (e.g. `curl -T requests.jsonl "$uploadUrl"`), then create the batch '
+    "with `inputFile: <uploadId>`. An upload feeds one batch.",
+    tags=["Batches"],
+    responses=docs.responses(201, "The upload URL", 401, 403),
+)
+def create_upload() -> Response[models.UploadResponse]:
+    grant = ingest.create_upload(services(), principal(router))
+    body = models.UploadResponse(
+        uploadId=grant.upload_id,
+        uploadUrl=grant.url,
+        headers={},
+        expiresAt=grant.expires_at,
+        maxBytes=grant.max_bytes,
+    )
+    return json_response(HTTPStatus.CREATED, body.model_dump(mode="json"))
