@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from batchgen.adapters.aws import client
+from batchgen.adapters.aws import client, presign_client
 from batchgen.config import get_settings
 
 # The domain's key layout, re-exported for callers of this adapter.
@@ -48,7 +48,7 @@ def iter_keys(prefix: str) -> Iterator[str]:
 def presign_put(key: str, expires_in: int) -> str:
     """A URL anyone holding it may PUT one object to (no Content-Type signed: plain `curl -T` works)."""
     return str(
-        client("s3").generate_presigned_url(
+        presign_client().generate_presigned_url(
             "put_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
         )
     )
@@ -56,7 +56,7 @@ def presign_put(key: str, expires_in: int) -> str:
 
 def presign_get(key: str, expires_in: int) -> str:
     return str(
-        client("s3").generate_presigned_url(
+        presign_client().generate_presigned_url(
             "get_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
         )
     )
