@@ -12,6 +12,8 @@ from batchgen.constants import (
     INPUT_PREFIX,
     STAGING_EXPIRY_DAYS,
     STAGING_PREFIX,
+    UPLOADS_EXPIRY_DAYS,
+    UPLOADS_PREFIX,
     TABLE,
 )
 from infra.nag import acknowledge
@@ -68,6 +70,12 @@ class DataStore(Construct):
                     id="expire-staging",
                     prefix=STAGING_PREFIX,
                     expiration=Duration.days(STAGING_EXPIRY_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="expire-uploads",  # bulk input files (SPEC §6): read once by the ingest step
+                    prefix=UPLOADS_PREFIX,
+                    expiration=Duration.days(UPLOADS_EXPIRY_DAYS),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
                 s3.LifecycleRule(

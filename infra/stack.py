@@ -16,6 +16,8 @@ from batchgen.constants import (
     COLLECT_FUNCTION,
     COLLECT_QUEUE,
     FUNCTIONS,
+    INGEST_FUNCTION,
+    INGEST_QUEUE,
     INPUT_PREFIX,
     POLLER_FUNCTION,
     QUEUES,
@@ -25,6 +27,7 @@ from batchgen.constants import (
     SUBMIT_QUEUE,
     UPLOAD_FUNCTION,
     UPLOAD_QUEUE,
+    UPLOADS_PREFIX,
     runtime_environment,
 )
 from infra import REPO_ROOT
@@ -106,6 +109,16 @@ class BatchGenStack(Stack):
         upload = fn[UPLOAD_FUNCTION.name]
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         secrets.cloudinary.grant_read(upload)
+
+        # Bulk batches (SPEC §6): the api presigns PUTs of input files (a presigned URL carries the
+        # signer's rights), the ingest function reads them into items and input images.
+        self._grant_bucket(api, UPLOADS_PREFIX, put=True)
+        queues[INGEST_QUEUE.name].grant_send_messages(api)
+        ingest = fn[INGEST_FUNCTION.name]
+        self._grant_bucket(ingest, UPLOADS_PREFIX, read=True)
+        self._grant_bucket(ingest, INPUT_PREFIX, put=True, delete=True)
+        queues[SUBMIT_QUEUE.name].grant_send_messages(ingest)
+        queues[INGEST_QUEUE.name].grant_send_messages(ingest)  # a run near its time limit hands over
 
     def _grant_table(self, function: lambda_.Function) -> None:
         table = self.data.table

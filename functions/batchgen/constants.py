@@ -34,6 +34,7 @@ POLL_CONCURRENCY_DEFAULT = 16
 PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
 STAGING_EXPIRY_DAYS = 7
 INPUT_EXPIRY_DAYS = 30
+UPLOADS_EXPIRY_DAYS = 2  # a bulk input file is read within minutes of its batch's create
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
 # Bulk batches (SPEC §6): one uploaded JSONL file, streamed by the ingest function.
 MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
