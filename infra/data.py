@@ -12,9 +12,9 @@ from batchgen.constants import (
     INPUT_PREFIX,
     STAGING_EXPIRY_DAYS,
     STAGING_PREFIX,
+    TABLE,
     UPLOADS_EXPIRY_DAYS,
     UPLOADS_PREFIX,
-    TABLE,
 )
 from infra.nag import acknowledge
 

@@ -260,7 +260,8 @@ def test_uploads_need_auth_and_a_regular_account(api):
     assert api("POST", "/batch/uploads", token=None).status == 401
     admin = api("POST", "/batch/uploads", token=make_token("root", role="admin"))
     assert admin.status == 403 and admin.body["error"] == "Forbidden"
-    assert api("POST", "/batch/create", {"type": "character", "inputFile": "u"}, token=make_token("root", role="admin")).status == 403
+    body = {"type": "character", "inputFile": "u"}
+    assert api("POST", "/batch/create", body, token=make_token("root", role="admin")).status == 403
 
 
 def test_the_upload_url_is_a_presigned_put_for_one_key(api, aws):
