@@ -21,6 +21,7 @@ from batchgen.constants import (
     INPUT_PREFIX,
     POLLER_FUNCTION,
     QUEUES,
+    RESULTS_PREFIX,
     SERVICE_NAME,
     STAGING_PREFIX,
     SUBMIT_FUNCTION,
@@ -113,6 +114,7 @@ class BatchGenStack(Stack):
         # Bulk batches (SPEC §6): the api presigns PUTs of input files (a presigned URL carries the
         # signer's rights), the ingest function reads them into items and input images.
         self._grant_bucket(api, UPLOADS_PREFIX, put=True)
+        self._grant_bucket(api, RESULTS_PREFIX, read=True, put=True)  # results manifests, presigned GETs
         queues[INGEST_QUEUE.name].grant_send_messages(api)
         ingest = fn[INGEST_FUNCTION.name]
         self._grant_bucket(ingest, UPLOADS_PREFIX, read=True)

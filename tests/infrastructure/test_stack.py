@@ -30,6 +30,7 @@ from batchgen.constants import (
     POLL_SCHEDULE_EXPRESSION,
     POLLER_FUNCTION,
     QUEUES,
+    RESULTS_PREFIX,
     STAGING_EXPIRY_DAYS,
     STAGING_PREFIX,
     SUBMIT_FUNCTION,
@@ -486,7 +487,10 @@ ACCESS = {
         (SUBMIT_QUEUE, UPLOAD_QUEUE, INGEST_QUEUE),
         None,
         ("jwt", "gemini_webhook"),
-        ((UPLOADS_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),),
+        (
+            (UPLOADS_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),
+            (RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),
+        ),
     ),
     INGEST_FUNCTION.name: Access(
         INPUT_PREFIX,

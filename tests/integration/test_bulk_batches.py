@@ -272,3 +272,48 @@ def test_the_upload_url_is_a_presigned_put_for_one_key(api, aws):
     requests.put(url, data=b'{"prompt": "x"}\n', timeout=10)
     key = f"uploads/user-1/{response.body['uploadId']}.jsonl"
     assert boto3.client("s3").get_object(Bucket=aws.environment["BUCKET_NAME"], Key=key)["Body"].read()
+
+
+def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemini, queues, poll):
+    grant("user-1", 1000)
+    lines = [{"id": f"q{i}", "prompt": f"question {i}" + (" [[fail]]" if i % 100 == 5 else "")} for i in range(250)]
+    batch_id = create_from_file(api, upload(api, jsonl(lines)), batch_type="text")
+    assert api("GET", f"/batch/{batch_id}/results").status == 409  # not terminal yet
+    run_pipeline(queues, poll)
+    body = status(api, batch_id)
+    assert body["status"] == "completed" and (body["successCount"], body["failCount"]) == (247, 3)
+    assert len(body["items"]) == 100 and body["itemsNextCursor"] == "99"
+    assert len(body["results"]) + len(body["errors"]) == 100 and len(body["errors"]) == 1
+    assert body["summary"] == {"total": 250, "pending": 0, "processing": 0, "completed": 247, "failed": 3}
+
+    seen, cursor = [], body["itemsNextCursor"]
+    while cursor:
+        page = api("GET", f"/batch/{batch_id}/items", query=f"limit=70&cursor={cursor}")
+        assert page.status == 200 and len(page.body) <= 70
+        seen += [item["clientId"] for item in page.body]
+        cursor = page.headers.get("X-Next-Cursor")
+    assert seen == [f"q{i}" for i in range(100, 250)]
+    failed = api("GET", f"/batch/{batch_id}/items", query="status=failed")
+    assert [item["clientId"] for item in failed.body] == ["q5", "q105", "q205"]
+    assert "X-Next-Cursor" not in failed.headers
+    assert api("GET", f"/batch/{batch_id}/items", query="cursor=abc").status == 400
+    assert api("GET", f"/batch/{batch_id}/items", query="limit=1001").status == 400
+    assert api("GET", f"/batch/{batch_id}/items", query="status=nope").status == 400
+    assert api("GET", f"/batch/{batch_id}/items", token=make_token("user-2")).status == 404
+    assert api("GET", f"/batch/{batch_id}/results", token=make_token("user-2")).status == 404
+
+    results = api("GET", f"/batch/{batch_id}/results")
+    assert results.status == 200 and results.body["format"] == "jsonl" and results.body["itemCount"] == 250
+    manifest = requests.get(results.body["url"], timeout=10).text.splitlines()
+    rows = [json.loads(line) for line in manifest]
+    assert [row["clientId"] for row in rows] == [f"q{i}" for i in range(250)]
+    assert set(rows[0]) == {"clientId", "generationId", "status", "imageUrl", "text", "error"}
+    assert rows[5]["status"] == "failed" and rows[6]["text"].startswith("Emulated answer")
+    again = api("GET", f"/batch/{batch_id}/results")  # written once: the same object again
+    assert requests.get(again.body["url"], timeout=10).text.splitlines() == manifest
+
+
+def test_items_and_results_need_auth(api):
+    assert api("GET", "/batch/batch_0000000000000_0000000000/items", token=None).status == 401
+    assert api("GET", "/batch/batch_0000000000000_0000000000/results", token=None).status == 401
+    assert api("GET", "/batch/batch_0000000000000_0000000000/items").status == 404

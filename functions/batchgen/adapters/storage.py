@@ -84,3 +84,8 @@ def iter_chunks_from(key: str, offset: int, chunk_bytes: int = 1024 * 1024) -> I
         yield from body.iter_chunks(chunk_bytes)
     finally:
         body.close()
+
+
+def put_file(key: str, path: str, content_type: str) -> None:
+    """A local file to S3, streamed (multipart when large), never read whole into memory."""
+    client("s3").upload_file(path, get_settings().bucket_name, key, ExtraArgs={"ContentType": content_type})

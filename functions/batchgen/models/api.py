@@ -151,6 +151,7 @@ class BatchStatusResponse(BaseModel):
     isComplete: bool
     geminiState: str | None
     failureReason: str | None = None
+    itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
 
 
 class DeleteBatchResponse(BaseModel):
@@ -307,3 +308,12 @@ class UploadResponse(BaseModel):
     headers: dict[str, str]
     expiresAt: str
     maxBytes: int
+
+
+class ResultsManifest(BaseModel):
+    """`GET /batch/{id}/results`: a presigned URL of the batch's JSONL results manifest (SPEC §6)."""
+
+    url: str
+    expiresAt: str
+    format: Literal["jsonl"] = "jsonl"
+    itemCount: int

@@ -91,12 +91,16 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 @router.get(
     "/batch/status/<batch_id>",
     summary="A batch, its items, results and errors",
+    description="At most STATUS_ITEMS_MAX (100) entries in `items`, `results` and `errors`; "
+    "`itemsNextCursor` pages on through `GET /batch/{id}/items`. `summary` counts every item.",
     tags=["Batches"],
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
+    from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
+
     return models.BatchStatusResponse.model_validate(
-        reports.status_body(manage.load_owned(services(), principal(router), batch_id))
+        reports.status_body(items.status_page(services(), principal(router), batch_id))
     )
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
+from batchgen import constants
 from batchgen.domain import reports
 from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.handlers import api_docs as docs
-from batchgen.handlers.routes.support import json_response, principal, services
+from batchgen.handlers.routes.support import json_response, next_cursor_header, principal, services
 from batchgen.models import api as models
-from batchgen.usecases import ingest
+from batchgen.usecases import ingest, items
 
 router = Router()
 
@@ -68,3 +70,34 @@ def create_upload() -> Response[models.UploadResponse]:
         maxBytes=grant.max_bytes,
     )
     return json_response(HTTPStatus.CREATED, body.model_dump(mode="json"))
+
+
+@router.get(
+    "/batch/<batch_id>/items",
+    summary="A page of a batch's items, in request order",
+    description="Pass the `X-Next-Cursor` response header (or the status body's `itemsNextCursor`) back "
+    "as `cursor` for the next page; `status` keeps only items in that state.",
+    tags=["Batches"],
+    responses=docs.responses(200, "A page of items", 400, 401, 404),
+)
+def batch_items(
+    batch_id: str,
+    limit: Annotated[int, Query(ge=1, le=constants.ITEMS_LIMIT_MAX)] = constants.ITEMS_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response[list[models.ItemView]]:
+    page = items.list_items(services(), principal(router), batch_id, limit=limit, cursor=cursor, status=status)
+    return json_response(HTTPStatus.OK, page.items, next_cursor_header(page.next_cursor))
+
+
+@router.get(
+    "/batch/<batch_id>/results",
+    summary="A download link for a finished batch's results (JSONL, one line per item)",
+    description="Each line is `{clientId, generationId, status, imageUrl, text, error}`, in request order. "
+    "The link is valid for an hour; ask again for a new one.",
+    tags=["Batches"],
+    responses=docs.responses(200, "The manifest's URL", 401, 404, 409),
+)
+def batch_results(batch_id: str) -> models.ResultsManifest:
+    link = items.results_manifest(services(), principal(router), batch_id)
+    return models.ResultsManifest(url=link.url, expiresAt=link.expires_at, itemCount=link.item_count)
