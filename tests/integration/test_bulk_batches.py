@@ -71,32 +71,32 @@ def run_pipeline(queues, poll) -> None:
 def test_a_file_batch_validates_charges_once_and_completes_with_exact_counts_and_refunds(
     api, gemini, cloudinary, queues, poll, aws
 ):
-    grant("user-1", 1000)
+    grant("user-1", 1500)
     lines: list[object] = []
-    for i in range(200):
+    for i in range(400):
         line: dict[str, object] = {"id": f"sku-{i}", "prompt": f"product {i}"}
         if i % 10 == 0:
             line["imageBase64"] = png_base64()
-        if i % 50 == 7:
+        if i % 4 == 3:  # 100 failures: their refunds settle in two transactions
             line["prompt"] = f"product {i} [[fail]]"
         lines.append(line)
     batch_id = create_from_file(api, upload(api, jsonl(lines)), batch_type="product")
     assert status(api, batch_id)["status"] == "validating"
-    assert balance() == 1000  # nothing charged while validating
+    assert balance() == 1500  # nothing charged while validating
     queues.drain(INGEST, rounds=50)
     body = status(api, batch_id)
-    assert body["status"] == "pending" and body["requestCount"] == 200 and body["creditCost"] == 500
+    assert body["status"] == "pending" and body["requestCount"] == 400 and body["creditCost"] == 1000
     assert balance() == 500
-    assert len(aws.s3_keys(f"inputs/{batch_id}/")) == 20
-    items = body["items"]
-    assert [item["clientId"] for item in items] == [f"sku-{i}" for i in range(200)]  # request order
-    assert items[150]["generationId"].endswith("_150")
+    assert len(aws.s3_keys(f"inputs/{batch_id}/")) == 40
+    page = api("GET", f"/batch/{batch_id}/items", query="limit=1000").body
+    assert [item["clientId"] for item in page] == [f"sku-{i}" for i in range(400)]  # request order
+    assert page[150]["generationId"].endswith("_150") and page[399]["generationId"].endswith("_399")
     run_pipeline(queues, poll)
     body = status(api, batch_id)
     assert body["status"] == "completed", body["status"]
-    assert body["successCount"] == 196 and body["failCount"] == 4
-    assert body["refundedCredits"] == 10
-    assert balance() == 510
+    assert body["successCount"] == 300 and body["failCount"] == 100
+    assert body["refundedCredits"] == 250
+    assert balance() == 750
     ledger = api("GET", "/credits").body["ledger"]
     assert sum(Decimal(str(entry["delta"])) for entry in ledger) == balance()
 
@@ -227,7 +227,8 @@ def test_a_run_near_its_time_limit_hands_over_without_redoing_or_skipping_lines(
             break
     assert outcomes == ["handed-over"] * 4 + ["pending"]
     body = status(api, batch_id)
-    assert [item["clientId"] for item in body["items"]] == [f"r{i}" for i in range(110)]
+    page = api("GET", f"/batch/{batch_id}/items", query="limit=1000").body
+    assert [item["clientId"] for item in page] == [f"r{i}" for i in range(110)]
     assert body["requestCount"] == 110 and balance() == 1000 - 220
 
 
