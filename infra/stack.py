@@ -118,7 +118,7 @@ class BatchGenStack(Stack):
         queues[INGEST_QUEUE.name].grant_send_messages(api)
         ingest = fn[INGEST_FUNCTION.name]
         self._grant_bucket(ingest, UPLOADS_PREFIX, read=True)
-        self._grant_bucket(ingest, INPUT_PREFIX, put=True, delete=True)
+        self._grant_bucket(ingest, INPUT_PREFIX, read=True, put=True, delete=True)  # read: a retry's images
         queues[SUBMIT_QUEUE.name].grant_send_messages(ingest)
         queues[INGEST_QUEUE.name].grant_send_messages(ingest)  # a run near its time limit hands over
 

@@ -494,8 +494,8 @@ ACCESS = {
     ),
     INGEST_FUNCTION.name: Access(
         INPUT_PREFIX,
-        frozenset(PUT | DELETE),
-        frozenset(READ),
+        frozenset(READ | PUT | DELETE),  # read: a retry batch copies the input images of its source
+        frozenset(),
         (SUBMIT_QUEUE, INGEST_QUEUE),  # its own queue too: a run near its time limit hands over
         INGEST_QUEUE,
         (),

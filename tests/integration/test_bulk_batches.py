@@ -318,3 +318,49 @@ def test_items_and_results_need_auth(api):
     assert api("GET", "/batch/batch_0000000000000_0000000000/items", token=None).status == 401
     assert api("GET", "/batch/batch_0000000000000_0000000000/results", token=None).status == 401
     assert api("GET", "/batch/batch_0000000000000_0000000000/items").status == 404
+
+
+def test_retry_of_a_partly_failed_batch_charges_only_its_failed_items(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 100)
+    body = {
+        "type": "character",
+        "requests": [
+            {"id": "ok", "prompt": "a"},
+            {"id": "bad", "prompt": "b [[fail]]", "imageBase64": png_base64()},
+            {"id": "worse", "prompt": "c [[fail]]"},
+        ],
+    }
+    source = api("POST", "/batch/create", body).body["id"]
+    run_pipeline(queues, poll)
+    assert status(api, source)["failCount"] == 2 and balance() == 98  # 6 charged, 4 refunded
+    assert api("POST", f"/batch/{source}/retry", token=make_token("user-2")).status == 404
+    assert api("POST", f"/batch/{source}/retry", token=make_token("root", role="admin")).status == 403
+
+    retried = api("POST", f"/batch/{source}/retry")
+    assert retried.status == 202, retried.body
+    assert retried.body["retryOf"] == source and retried.body["status"] == "validating"
+    retry_id = retried.body["id"]
+    queues.drain(INGEST)
+    body = status(api, retry_id)
+    assert body["status"] == "pending" and body["requestCount"] == 2 and body["creditCost"] == 4
+    assert body["retryOf"] == source and [item["clientId"] for item in body["items"]] == ["bad", "worse"]
+    assert balance() == 94
+    item = get_repository().get_item(retry_id, 0)
+    assert item is not None and item.imageKey and item.prompt == "b [[fail]]"
+    run_pipeline(queues, poll)
+    assert status(api, retry_id)["status"] == "failed" and balance() == 98
+
+
+def test_retry_needs_an_ended_batch_with_failures_and_credits(api, gemini, cloudinary, queues, poll):
+    grant("user-1", 5)
+    running = api("POST", "/batch/create", {"type": "character", "requests": [{"prompt": "a"}]}).body["id"]
+    assert api("POST", f"/batch/{running}/retry").status == 409  # still running
+    run_pipeline(queues, poll)
+    assert api("POST", f"/batch/{running}/retry").status == 409  # nothing failed
+    failing = api("POST", "/batch/create", {"type": "character", "requests": [{"prompt": "a [[fail]]"}]})
+    run_pipeline(queues, poll)
+    assert balance() == 3
+    get_repository().adjust_balance("user-1", Decimal(-2), "spend")
+    poor = api("POST", f"/batch/{failing.body['id']}/retry")
+    assert poor.status == 402 and poor.body["required"] == 2 and poor.body["available"] == 1
+    assert api("POST", "/batch/batch_0000000000000_0000000000/retry", token=None).status == 401

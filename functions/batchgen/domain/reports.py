@@ -83,6 +83,7 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "isComplete": is_terminal(batch.status),
         "geminiState": batch.geminiState,
         "failureReason": batch.failureReason,
+        "retryOf": batch.retryOf,
     }
 
 

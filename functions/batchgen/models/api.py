@@ -151,6 +151,7 @@ class BatchStatusResponse(BaseModel):
     isComplete: bool
     geminiState: str | None
     failureReason: str | None = None
+    retryOf: str | None = None
     itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
 
 
@@ -317,3 +318,7 @@ class ResultsManifest(BaseModel):
     expiresAt: str
     format: Literal["jsonl"] = "jsonl"
     itemCount: int
+
+
+class RetryBatchResponse(CreateBatchResponse):
+    retryOf: str  # the batch retried

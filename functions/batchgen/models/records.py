@@ -44,6 +44,7 @@ class BatchRecord(Record):
     failureReason: str | None = None
     # Bulk batches (SPEC §6): the upload read by the ingest step and its checkpoint.
     inputFile: str | None = None  # the uploadId
+    retryOf: str | None = None  # a retry batch: the batch whose unsuccessful items it copies
     ingestOffset: int = 0  # bytes of the file read and settled
     ingestLines: int = 0  # lines read (non-blank lines become items, in order)
     ingestItems: int = 0  # items written

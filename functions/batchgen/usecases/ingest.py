@@ -22,7 +22,7 @@ from batchgen.domain import bulk, ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, validate
 from batchgen.domain.errors import Forbidden, InsufficientCredits
 from batchgen.domain.images import DecodedImage
-from batchgen.domain.states import BatchStatus
+from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import IngestFile, SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
 from batchgen.usecases.ports import Services
@@ -223,16 +223,19 @@ def ingest_file(services: Services, batch_id: str, time_left: Callable[[], float
         if batch.requestCount == 0 and batch.ingestItems:
             remove_items(services, batch)  # it failed or was cancelled while validating
         return "not-validating"
-    problem = _upload_problem(services, batch)
-    if problem is not None:
-        return _fail(services, batch, problem)
-    upload = services.store.get_upload(batch.inputFile or "")
-    assert upload is not None  # checked above
+    key = ""
+    if batch.retryOf is None:
+        problem = _upload_problem(services, batch)
+        if problem is not None:
+            return _fail(services, batch, problem)
+        upload = services.store.get_upload(batch.inputFile or "")
+        assert upload is not None  # checked above
+        key = upload.key
     # Hand over with a minute to spare (a quarter of the run when it is shorter than four minutes).
     margin = min(float(constants.INGEST_HANDOVER_SECONDS), time_left() / 4)
-    run = IngestRun(services, batch, upload.key, Progress.of(batch), time_left, batch.ingestLines, margin)
+    run = IngestRun(services, batch, key, Progress.of(batch), time_left, batch.ingestLines, margin)
     try:
-        finished = _read(run)
+        finished = _read_retry(run) if batch.retryOf else _read(run)
     except Superseded:
         return _after_superseded(services, batch_id)
     except TooManyLines:
@@ -281,6 +284,29 @@ def _read(run: IngestRun) -> bool:
             run.flush()
             if run.time_left() < run.margin:
                 return False
+    run.flush()
+    return True
+
+
+def _read_retry(run: IngestRun) -> bool:
+    """A retry batch: copies the source batch's unsuccessful items (prompts and input images), page by
+    page; `offset` is the next source index. True at the end, False when the run nears its limit."""
+    progress, source_id = run.progress, run.batch.retryOf or ""
+    after = progress.offset - 1 if progress.offset else None
+    for page in run.services.store.iter_item_pages(source_id, page_size=100, after_index=after):
+        for source in page:
+            progress.offset, progress.lines = source.index + 1, progress.lines + 1
+            if source.status is ItemStatus.SUCCESS:
+                continue
+            image = None
+            if source.imageKey:
+                data = run.services.blobs.get_object_bytes(source.imageKey)
+                image = DecodedImage(data=data, mime_type=source.imageMimeType or "image/png")
+            progress.chunk.append(run._item(source.clientId, source.prompt, image))
+            if len(progress.chunk) >= constants.INGEST_CHUNK_ITEMS:
+                run.flush()
+                if run.time_left() < run.margin:
+                    return False
     run.flush()
     return True
 

@@ -101,3 +101,31 @@ def batch_items(
 def batch_results(batch_id: str) -> models.ResultsManifest:
     link = items.results_manifest(services(), principal(router), batch_id)
     return models.ResultsManifest(url=link.url, expiresAt=link.expires_at, itemCount=link.item_count)
+
+
+@router.post(
+    "/batch/<batch_id>/retry",
+    summary="A new batch of a finished batch's unsuccessful items",
+    description="Same type and settings, `retryOf` the original; its failed and cancelled items with their "
+    "prompts and input images. It starts `validating` while the items are copied, then is charged at the "
+    "batch rate and runs like any batch.",
+    tags=["Batches"],
+    responses=docs.responses(202, "Accepted: the retry batch", 401, 402, 403, 404, 409),
+)
+def retry_batch(batch_id: str) -> Response[models.RetryBatchResponse]:
+    from batchgen.usecases import retry
+
+    batch = retry.retry_batch(services(), principal(router), batch_id)
+    body = models.RetryBatchResponse(
+        id=batch.batchId,
+        batchId=batch.batchId,
+        status=batch.status.value,
+        type=reports.batch_type_label(batch),
+        requestCount=None,
+        creditCost=None,
+        jobs=[],
+        retryOf=batch.retryOf or "",
+        message=f"Retrying the unsuccessful items of {batch.retryOf}: they are copied, then charged at the "
+        "batch rate and the batch moves to `pending`.",
+    ).model_dump(mode="json")
+    return json_response(HTTPStatus.ACCEPTED, body, {"Location": f"/batch/status/{batch.batchId}"})
