@@ -127,3 +127,11 @@ def test_a_foreign_upload_reads_as_unknown() -> None:
 def test_failure_reason_names_at_most_ten_lines() -> None:
     reason = bulk.failure_reason(12, [f"line {i}: bad" for i in range(1, 11)])
     assert reason.startswith("The input file has 12 invalid line(s): line 1: bad;") and "(and 2 more)" in reason
+
+
+def test_seen_ids_find_duplicates_in_eight_bytes_an_id() -> None:
+    seen = bulk.SeenIds()
+    for i in range(1000):
+        seen.add(f"sku-{i}")
+    seen.add("sku-5")
+    assert len(seen) == 1000 and "sku-999" in seen and "sku-1000" not in seen

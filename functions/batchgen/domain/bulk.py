@@ -5,7 +5,10 @@ Pure rules: reading the file, writing items and charging live in `usecases.inges
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -108,6 +111,33 @@ def iter_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[tuple[b
         yield None, oversized
     elif pending:
         yield bytes(pending), len(pending)
+
+
+class SeenIds:
+    """The client ids seen so far, as sorted 64-bit digests: 8 bytes an id (80 kB for 10,000) instead of
+    a set of strings, so the duplicate check keeps the ingest step's memory nearly flat. Two different
+    ids share a digest with odds of about 1 in 10^11 at 10,000 ids."""
+
+    def __init__(self) -> None:
+        self._digests = array("Q")
+
+    @staticmethod
+    def _digest(client_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(client_id.encode(), digest_size=8).digest(), "big")
+
+    def __contains__(self, client_id: str) -> bool:
+        digest = self._digest(client_id)
+        at = bisect.bisect_left(self._digests, digest)
+        return at < len(self._digests) and self._digests[at] == digest
+
+    def add(self, client_id: str) -> None:
+        digest = self._digest(client_id)
+        at = bisect.bisect_left(self._digests, digest)
+        if at == len(self._digests) or self._digests[at] != digest:
+            self._digests.insert(at, digest)
+
+    def __len__(self) -> int:
+        return len(self._digests)
 
 
 def failure_reason(bad_count: int, bad_lines: list[str]) -> str:

@@ -120,7 +120,7 @@ class Progress:
     bad_count: int
     bad_lines: list[str]
     chunk: list[ItemRecord] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
+    seen: bulk.SeenIds = field(default_factory=bulk.SeenIds)
 
     @classmethod
     def of(cls, batch: BatchRecord) -> Progress:
@@ -388,11 +388,13 @@ def remove_items(services: Services, batch: BatchRecord) -> None:
         services.store.delete_items(batch.batchId, [item.index for item in page])
 
 
-def _seen_client_ids(services: Services, batch: BatchRecord, below: int) -> set[str]:
+def _seen_client_ids(services: Services, batch: BatchRecord, below: int) -> bulk.SeenIds:
     """The client ids of the items already taken (for the duplicate check across runs)."""
-    seen: set[str] = set()
+    seen = bulk.SeenIds()
     for page in services.store.iter_item_pages(batch.batchId, page_size=1000):
-        seen.update(item.clientId for item in page if item.index < below)
+        for item in page:
+            if item.index < below:
+                seen.add(item.clientId)
     return seen
 
 
