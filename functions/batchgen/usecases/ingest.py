@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 UPLOAD_RECORD_DAYS = 2  # an upload row outlives its URL (1 h) long enough to be used, then expires
 CHECKPOINT_LINES = 1000  # a file of bad lines still checkpoints this often
+READ_CHUNK_BYTES = 64 * 1024  # the file streams in pieces this size (a longer line is buffered whole)
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def _read(run: IngestRun) -> bool:
         quality=batch.quality,
         aspect_ratio=batch.aspectRatio,
     )
-    chunks = run.services.blobs.iter_chunks_from(run.key, progress.offset)
+    chunks = run.services.blobs.iter_chunks_from(run.key, progress.offset, READ_CHUNK_BYTES)
     for raw, consumed in bulk.iter_lines(chunks, constants.MAX_INPUT_LINE_BYTES):
         progress.offset += consumed
         progress.lines += 1
