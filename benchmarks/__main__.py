@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, bulk, cold_start, poll_tick, uploads
+from benchmarks import aws_calls, bulk, cold_start, notifications, poll_tick, uploads
 
 
 def main() -> None:
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
-    for section in (cold_start, aws_calls, poll_tick, uploads, bulk):
+    for section in (
+        cold_start,
+        aws_calls,
+        poll_tick,
+        uploads,
+        bulk,
+        notifications,
+    ):  # notifications last: it starts the runtime
         section.run()
         print()
 

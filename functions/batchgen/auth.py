@@ -62,4 +62,9 @@ def authenticate(headers: dict[str, str], settings: Settings | None = None) -> P
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise Unauthorized("The token names no user; sign in again.")
-    return Principal(user_id=subject, is_admin=claims.get("role") == "admin")
+    email = claims.get("email")
+    return Principal(
+        user_id=subject,
+        is_admin=claims.get("role") == "admin",
+        email=email if isinstance(email, str) and email.strip() else None,
+    )

@@ -10,9 +10,11 @@ from batchgen.models.messages import (
     CancelJob,
     CollectResults,
     DeleteJob,
+    DeliverWebhook,
     IngestFile,
     Message,
     PurgeImages,
+    SendEmail,
     SubmitJob,
     UploadImage,
 )
@@ -48,3 +50,11 @@ def send_uploads(messages: Sequence[UploadImage | PurgeImages]) -> None:
 
 def send_ingest(message: IngestFile, delay_seconds: int = 0) -> None:
     _send(get_settings().ingest_queue_url, message, delay_seconds)
+
+
+def send_notifications(messages: Sequence[DeliverWebhook | SendEmail]) -> None:
+    _send_many(get_settings().notify_queue_url, messages)
+
+
+def send_notification_later(message: DeliverWebhook, delay_seconds: int) -> None:
+    _send(get_settings().notify_queue_url, message, delay_seconds)

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.aws import client
+from batchgen.adapters.outbox import ITEM_FAILED_EVENT, ITEM_SUCCEEDED_EVENT, outbox_item
 from batchgen.config import get_settings
 from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
 from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput
@@ -334,6 +335,7 @@ class Repository:
                             "ExpressionAttributeValues": _values(batch_values),
                         }
                     },
+                    self._outbox_put(batch_id, at, item_event=ITEM_SUCCEEDED_EVENT, indexes=[index]),
                 ]
             )
         except ClientError as exc:
@@ -422,6 +424,17 @@ class Repository:
                     }
                 }
             )
+        failed = [outcome.item.index for outcome in outcomes if outcome.status is ItemStatus.FAILED]
+        if failed or batch_status is not None:
+            writes.append(
+                self._outbox_put(
+                    batch.batchId,
+                    at,
+                    batch_event=batch_status,
+                    item_event=ITEM_FAILED_EVENT if failed else None,
+                    indexes=failed,
+                )
+            )
         if len(writes) > MAX_TRANSACTION_ITEMS:
             raise ValueError("a settlement is limited to the items of one batch")
         try:
@@ -434,17 +447,43 @@ class Repository:
     def finalize(self, batch: BatchRecord, status: BatchStatus) -> BatchRecord | None:
         """Ends the batch in `status` if its counters are still those read: of two finalisers, one wins."""
         at = now_iso()
+        values: dict[str, Any] = {":final": status.value, ":at": at, ":sc": batch.successCount, ":fc": batch.failCount}
+        condition = "successCount = :sc AND failCount = :fc AND " + status_in(sources(status), values)
         try:
-            return self.update_batch(
-                batch.batchId,
-                {"status": status.value, "completedAt": at, "updatedAt": at},
-                expected_status=sources(status),
-                condition="successCount = :sc AND failCount = :fc",
-                condition_values={":sc": batch.successCount, ":fc": batch.failCount},
-                remove_active=True,
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": META_SK}),
+                            "UpdateExpression": "SET #status = :final, completedAt = :at, updatedAt = :at "
+                            "REMOVE GSI3PK, GSI3SK",
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _values(values),
+                        }
+                    },
+                    self._outbox_put(batch.batchId, at, batch_event=status),
+                ]
             )
-        except ConcurrentChange:
-            return None
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return None
+            raise
+        return self.get_batch(batch.batchId)
+
+    def _outbox_put(
+        self,
+        batch_id: str,
+        at: str,
+        *,
+        batch_event: BatchStatus | None = None,
+        item_event: str | None = None,
+        indexes: Sequence[int] = (),
+    ) -> dict[str, Any]:
+        """The notification outbox row (SPEC §7) that goes into the state change's own transaction:
+        the event exists exactly when the change does. `adapters.notifications` relays and deletes it."""
+        return {"Put": {"TableName": self.table, "Item": outbox_item(batch_id, at, batch_event, item_event, indexes)}}
 
     # --- submit: lease, job, state --------------------------------------------------------
     def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:
@@ -844,16 +883,33 @@ class Repository:
         return True
 
     def end_validation(self, batch_id: str, status: BatchStatus, reason: str) -> BatchRecord | None:
-        """validating -> failed | cancelled, nothing charged; None when it had left `validating`."""
+        """validating -> failed | cancelled, nothing charged, with its notification outbox row (SPEC §7)
+        in the same transaction; None when it had left `validating`."""
         at = now_iso()
+        values: dict[str, Any] = {":status": status.value, ":reason": reason, ":at": at}
+        condition = status_in([BatchStatus.VALIDATING], values, prefix="v")
         try:
-            return self.update_batch(
-                batch_id,
-                {"status": status.value, "failureReason": reason, "completedAt": at, "updatedAt": at},
-                expected_status=[BatchStatus.VALIDATING],
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+                            "UpdateExpression": "SET #status = :status, failureReason = :reason, "
+                            "completedAt = :at, updatedAt = :at",
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _values(values),
+                        }
+                    },
+                    self._outbox_put(batch_id, at, batch_event=status),
+                ]
             )
-        except ConcurrentChange:
-            return None
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return None
+            raise
+        return self.get_batch(batch_id)
 
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
         """validating -> pending: the one debit of a bulk batch, its counts and its ledger entry in one

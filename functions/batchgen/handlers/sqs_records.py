@@ -9,7 +9,7 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
-from batchgen.models.messages import CollectResults, IngestFile, SubmitMessage, UploadMessage
+from batchgen.models.messages import CollectResults, IngestFile, NotifyMessage, SubmitMessage, UploadMessage
 
 
 class SubmitRecord(SqsRecordModel):
@@ -26,3 +26,7 @@ class UploadRecord(SqsRecordModel):
 
 class IngestRecord(SqsRecordModel):
     body: Json[IngestFile]
+
+
+class NotifyRecord(SqsRecordModel):
+    body: Json[NotifyMessage]

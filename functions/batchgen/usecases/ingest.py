@@ -25,6 +25,7 @@ from batchgen.domain.images import DecodedImage
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import IngestFile, SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
+from batchgen.usecases.endpoints import check_notifications
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
     catalog, settings = get_catalog(), get_settings()
     model, _images = validate(draft, catalog, settings)  # no requests: the batch's own settings
+    check_notifications(principal, draft)
     now = ids.now_iso()
     batch = BatchRecord(
         batchId=ids.new_batch_id(),
@@ -91,6 +93,8 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         unitPrice=pricing.unit_price(catalog, draft.batch_type, draft.quality),
         creditCost=pricing.quote(catalog, draft.batch_type, draft.quality, 0).total,
         inputFile=upload_id,
+        webhookUrl=draft.webhook_url,
+        notifyEmail=principal.email if draft.notify_email else None,
     )
     services.store.put_batch(batch)
     try:

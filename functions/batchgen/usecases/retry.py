@@ -51,6 +51,8 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
         unitPrice=unit,
         creditCost=pricing.quote(get_catalog(), source.type, source.quality, 0).total,
         retryOf=source.batchId,
+        webhookUrl=source.webhookUrl,
+        notifyEmail=source.notifyEmail,
     )
     services.store.put_batch(batch)
     services.queues.send_ingest(IngestFile(batchId=batch.batchId))

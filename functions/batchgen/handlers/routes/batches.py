@@ -43,6 +43,8 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
             aspect_ratio=request.aspectRatio,
             negative_prompt=request.negativePrompt,
             display_name=request.displayName,
+            webhook_url=request.webhookUrl,
+            notify_email=bool(request.notifyEmail),
         ),
     )
     batch = created.batch

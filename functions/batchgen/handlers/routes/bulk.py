@@ -34,6 +34,8 @@ def file_batch_response(request: models.CreateBatchRequest, upload_id: str, call
             aspect_ratio=request.aspectRatio,
             negative_prompt=request.negativePrompt,
             display_name=request.displayName,
+            webhook_url=request.webhookUrl,
+            notify_email=bool(request.notifyEmail),
         ),
         upload_id,
     )
