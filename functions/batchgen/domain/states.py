@@ -6,6 +6,7 @@ from enum import StrEnum
 
 
 class BatchStatus(StrEnum):
+    VALIDATING = "validating"  # a bulk batch whose file is being read: nothing charged yet
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -23,11 +24,15 @@ class ItemStatus(StrEnum):
 
 
 ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
-TERMINAL_BATCH_STATUSES = frozenset(set(BatchStatus) - ACTIVE_BATCH_STATUSES)
+TERMINAL_BATCH_STATUSES = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+)
 OPEN_ITEM_STATUSES = frozenset({ItemStatus.PENDING, ItemStatus.PROCESSING})
 UNSUCCESSFUL_ITEM_STATUSES = frozenset({ItemStatus.FAILED, ItemStatus.CANCELLED})
 
 _BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    # A bulk batch leaves `validating` charged (-> pending) or with nothing charged (failed, cancelled).
+    BatchStatus.VALIDATING: frozenset({BatchStatus.PENDING, BatchStatus.FAILED, BatchStatus.CANCELLED}),
     BatchStatus.PENDING: frozenset(
         {BatchStatus.PROCESSING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from batchgen import constants
 from batchgen.domain.money import json_number, to_credits
@@ -73,7 +73,15 @@ class CreateBatchRequest(StrictBody):
     )
 
     type: BatchTypeName
-    requests: list[BatchRequestItem] = Field(min_length=1)
+    requests: list[BatchRequestItem] | None = Field(None, min_length=1)
+    inputFile: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=128,
+            description="A bulk batch (SPEC §6): the uploadId of a JSONL file, instead of `requests`",
+        ),
+    ] = None
     prompt: Prompt | None = None
     model: ShortText | None = None
     quality: Quality | None = None
@@ -86,6 +94,12 @@ class CreateBatchRequest(StrictBody):
     ] = None
     notifyEmail: Annotated[bool | None, Field(description="Email the token's `email` address at the end")] = None
 
+    @model_validator(mode="after")
+    def _one_source(self) -> CreateBatchRequest:
+        if (self.requests is None) == (self.inputFile is None):
+            raise ValueError("give exactly one of requests (inline) or inputFile (an uploadId)")
+        return self
+
 
 class Job(BaseModel):
     clientId: str
@@ -97,8 +111,8 @@ class CreateBatchResponse(BaseModel):
     batchId: str
     status: str
     type: str
-    requestCount: int
-    creditCost: Credits
+    requestCount: int | None  # None while a bulk batch is `validating`
+    creditCost: Credits | None
     jobs: list[Job]
     message: str
 
@@ -141,6 +155,9 @@ class BatchStatusResponse(BaseModel):
     summary: Summary
     isComplete: bool
     geminiState: str | None
+    failureReason: str | None = None
+    retryOf: str | None = None
+    itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
 
 
 class DeleteBatchResponse(BaseModel):
@@ -286,6 +303,30 @@ class CatalogResponse(BaseModel):
     defaultModels: dict[str, str]
     aspectRatios: list[str]
     maxBatchRequests: int
+
+
+class UploadResponse(BaseModel):
+    """A presigned PUT for one bulk input file (SPEC §6)."""
+
+    uploadId: str
+    uploadUrl: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str]
+    expiresAt: str
+    maxBytes: int
+
+
+class ResultsManifest(BaseModel):
+    """`GET /batch/{id}/results`: a presigned URL of the batch's JSONL results manifest (SPEC §6)."""
+
+    url: str
+    expiresAt: str
+    format: Literal["jsonl"] = "jsonl"
+    itemCount: int
+
+
+class RetryBatchResponse(CreateBatchResponse):
+    retryOf: str  # the batch retried
 
 
 # --- Notifications (SPEC §7) ----------------------------------------------------------------------

@@ -27,12 +27,16 @@ router = Router()
 
 
 def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
+    if request.inputFile is not None:
+        from batchgen.handlers.routes import bulk
+
+        return bulk.file_batch_response(request, request.inputFile, principal(router))
     created = create.create_batch(
         services(),
         principal(router),
         BatchDraft(
             batch_type=request.type,
-            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests],
+            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests or []],
             shared_prompt=request.prompt,
             model=request.model,
             quality=request.quality,
@@ -89,12 +93,16 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 @router.get(
     "/batch/status/<batch_id>",
     summary="A batch, its items, results and errors",
+    description="At most STATUS_ITEMS_MAX (100) entries in `items`, `results` and `errors`; "
+    "`itemsNextCursor` pages on through `GET /batch/{id}/items`. `summary` counts every item.",
     tags=["Batches"],
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
+    from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
+
     return models.BatchStatusResponse.model_validate(
-        reports.status_body(manage.load_owned(services(), principal(router), batch_id))
+        reports.status_body(items.status_page(services(), principal(router), batch_id))
     )
 
 
