@@ -72,6 +72,7 @@ class _Sandbox:
         )
         self.process.start()
         child.close()
+        self.dead = False  # its pipe broke: the process is gone or going, whatever is_alive() says yet
 
     def wait_ready(self, timeout: float) -> None:
         if not self.connection.poll(timeout):
@@ -85,6 +86,7 @@ class _Sandbox:
             self.connection.send(event)
             outcome, value = self.connection.recv()
         except (EOFError, OSError, BrokenPipeError) as exc:
+            self.dead = True
             raise SandboxFailed(f"the sandbox (pid {self.process.pid}) died during the invocation") from exc
         if outcome != "ok":
             raise SandboxFailed(value)
@@ -132,7 +134,7 @@ class SandboxPool:
         try:
             result = sandbox.invoke(event)
         except SandboxFailed:
-            if sandbox.process.is_alive():
+            if not sandbox.dead and sandbox.process.is_alive():
                 self._free.put(sandbox)
             else:
                 self._replace(sandbox)
