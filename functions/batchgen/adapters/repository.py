@@ -5,6 +5,7 @@ Key layout (one table, see `constants.TABLE`):
   BATCH#<id> / ITEM#<nn>       one item per request, so a batch and its items are one Query
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
+  USER#<id>  / TEMPLATE#<id>   a batch template (SPEC §8): the owner's key, so another user reads nothing
 Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
 """
 
@@ -40,7 +41,7 @@ from batchgen.domain.states import (
     ItemStatus,
     sources,
 )
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, TemplateRecord
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -49,6 +50,7 @@ META_SK = "#META"
 BALANCE_SK = "#BALANCE"
 ITEM_PREFIX = "ITEM#"
 LEDGER_PREFIX = "LEDGER#"
+TEMPLATE_PREFIX = "TEMPLATE#"
 ALL_BATCHES_PK = "BATCHES"
 ACTIVE_PK = "ACTIVE"
 MAX_TRANSACTION_ITEMS = 100
@@ -456,6 +458,18 @@ class Repository:
             return False
         return True
 
+    def release_scheduled(self, batch_id: str) -> bool:
+        """SCHEDULED -> PENDING when its time has come; False if it was cancelled or released meanwhile."""
+        try:
+            self.update_batch(
+                batch_id,
+                {"status": BatchStatus.PENDING.value, "updatedAt": now_iso()},
+                expected_status=sources(BatchStatus.PENDING) & {BatchStatus.SCHEDULED},
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
     def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
         """Compare-and-set of `submitStartedAt` on a pending batch without a job: of two attempts
         exactly one gets the batch back; the other gets None."""
@@ -647,6 +661,51 @@ class Repository:
                 index.sort_key: f"{created_at}#{batch_id}",
             }
         )
+
+    # --- templates ------------------------------------------------------------------------
+    def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:
+        """Create (the id must be new) or replace (the template must exist); False when it does not hold."""
+        item = template.model_dump(mode="python")
+        item.update(PK=user_pk(template.userId), SK=f"{TEMPLATE_PREFIX}{template.templateId}", entity="template")
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item=_marshal(item),
+                ConditionExpression="attribute_exists(PK)" if replace else "attribute_not_exists(PK)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get_template(self, user_id: str, template_id: str) -> TemplateRecord | None:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": user_pk(user_id), "SK": f"{TEMPLATE_PREFIX}{template_id}"}),
+            ConsistentRead=True,
+        )
+        return TemplateRecord.model_validate(_unmarshal(response["Item"])) if "Item" in response else None
+
+    def list_templates(self, user_id: str) -> list[TemplateRecord]:
+        rows = self._query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_values({":pk": user_pk(user_id), ":prefix": TEMPLATE_PREFIX}),
+        )
+        return [TemplateRecord.model_validate(row) for row in rows]
+
+    def delete_template(self, user_id: str, template_id: str) -> bool:
+        try:
+            self.db.delete_item(
+                TableName=self.table,
+                Key=_marshal({"PK": user_pk(user_id), "SK": f"{TEMPLATE_PREFIX}{template_id}"}),
+                ConditionExpression="attribute_exists(PK)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     # --- credits --------------------------------------------------------------------------
     def get_balance(self, user_id: str) -> Decimal:

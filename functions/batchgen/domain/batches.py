@@ -42,6 +42,7 @@ class BatchDraft:
     max_requests: int | None = None
     # Where each request lives in the HTTP body, for error details: ("requests", "imageBase64") etc.
     field_path: tuple[str, str, str] = ("requests", "prompt", "imageBase64")
+    scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then (SPEC §8)
 
 
 @dataclass
@@ -107,7 +108,8 @@ def new_records(
         userId=principal.user_id,
         type=draft.batch_type,
         source=draft.source,
-        status=BatchStatus.PENDING,
+        status=BatchStatus.SCHEDULED if draft.scheduled_for else BatchStatus.PENDING,
+        scheduledFor=draft.scheduled_for,
         displayName=draft.display_name,
         model=model,
         quality=draft.quality,

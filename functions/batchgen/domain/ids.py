@@ -59,3 +59,14 @@ def staging_key(batch_id: str, item_id: str) -> str:
 
 def age_seconds(moment: str) -> float:
     return (utc_now() - parse_iso(moment)).total_seconds()
+
+
+_TEMPLATE_ID = re.compile(r"^tpl_[0-9a-f]{16}$")
+
+
+def new_template_id() -> str:
+    return f"tpl_{secrets.token_hex(8)}"
+
+
+def is_template_id(value: str) -> bool:
+    return bool(_TEMPLATE_ID.match(value))

@@ -68,6 +68,7 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         },
         "isComplete": is_terminal(batch.status),
         "geminiState": batch.geminiState,
+        "scheduledFor": batch.scheduledFor,
     }
 
 

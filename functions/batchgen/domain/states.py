@@ -6,6 +6,7 @@ from enum import StrEnum
 
 
 class BatchStatus(StrEnum):
+    SCHEDULED = "scheduled"  # charged, waiting for its `scheduledFor` time (SPEC §8)
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -22,12 +23,16 @@ class ItemStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
+ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.SCHEDULED, BatchStatus.PENDING, BatchStatus.PROCESSING})
 TERMINAL_BATCH_STATUSES = frozenset(set(BatchStatus) - ACTIVE_BATCH_STATUSES)
 OPEN_ITEM_STATUSES = frozenset({ItemStatus.PENDING, ItemStatus.PROCESSING})
 UNSUCCESSFUL_ITEM_STATUSES = frozenset({ItemStatus.FAILED, ItemStatus.CANCELLED})
 
 _BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    # -> PENDING: its time came (the poller releases it to submit).
+    BatchStatus.SCHEDULED: frozenset(
+        {BatchStatus.PENDING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+    ),
     BatchStatus.PENDING: frozenset(
         {BatchStatus.PROCESSING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
     ),

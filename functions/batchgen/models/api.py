@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 from batchgen import constants
 from batchgen.domain.money import json_number, to_credits
@@ -72,14 +72,73 @@ class CreateBatchRequest(StrictBody):
         },
     )
 
-    type: BatchTypeName
-    requests: list[BatchRequestItem] = Field(min_length=1)
+    # `type` and `requests` are required unless `templateId` names a template that has them.
+    type: BatchTypeName | None = None
+    requests: Annotated[list[BatchRequestItem], Field(min_length=1)] | None = None
     prompt: Prompt | None = None
     model: ShortText | None = None
     quality: Quality | None = None
     aspectRatio: ShortText | None = None
     negativePrompt: Prompt | None = None
     displayName: ShortText | None = None
+    templateId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    variables: dict[Annotated[str, Field(max_length=64)], Prompt] | None = Field(default=None, max_length=100)
+    scheduleAt: AwareDatetime | None = Field(
+        default=None, description="ISO 8601 UTC: submit at this time (1 minute to 7 days ahead)"
+    )
+    offPeak: bool | None = Field(default=None, description="Submit at the next start of the off-peak window (UTC)")
+
+
+class QuoteResponse(BaseModel):
+    """`POST /batch/quote`: what the create body would cost; nothing is charged or recorded."""
+
+    requestCount: int
+    creditCost: Credits
+    standardCost: Credits
+    savings: Credits
+    balance: Credits
+    sufficient: bool
+
+
+class TemplateRequest(StrictBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Product shots",
+                    "type": "product",
+                    "prompt": "{{product}} on a white background, studio light",
+                    "quality": "2k",
+                    "requests": [{"id": "front", "prompt": "front view"}, {"id": "side", "prompt": "side view"}],
+                }
+            ]
+        },
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
+    type: BatchTypeName
+    prompt: Prompt | None = None
+    model: ShortText | None = None
+    quality: Quality | None = None
+    aspectRatio: ShortText | None = None
+    negativePrompt: Prompt | None = None
+    requests: Annotated[list[BatchRequestItem], Field(max_length=constants.MAX_TEMPLATE_REQUESTS)] | None = None
+
+
+class TemplateView(BaseModel):
+    id: str
+    name: str
+    type: str
+    prompt: str | None
+    model: str | None
+    quality: str | None
+    aspectRatio: str | None
+    negativePrompt: str | None
+    requests: list[dict[str, str | None]]
+    variables: list[str]
+    createdAt: str
+    updatedAt: str
 
 
 class Job(BaseModel):
@@ -96,6 +155,7 @@ class CreateBatchResponse(BaseModel):
     creditCost: Credits
     jobs: list[Job]
     message: str
+    scheduledFor: str | None = None
 
 
 class ItemView(BaseModel):
@@ -136,6 +196,7 @@ class BatchStatusResponse(BaseModel):
     summary: Summary
     isComplete: bool
     geminiState: str | None
+    scheduledFor: str | None = None
 
 
 class DeleteBatchResponse(BaseModel):

@@ -42,6 +42,7 @@ class BatchRecord(Record):
     collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
     geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     failureReason: str | None = None
+    scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
 
     @property
     def done_count(self) -> int:
@@ -63,6 +64,23 @@ class ItemRecord(Record):
     error: str | None = None
     round: int = 0  # the Gemini round (job) the item belongs to; raised when it is retried
     updatedAt: str | None = None
+
+
+class TemplateRecord(Record):
+    """A saved create body (SPEC §8): its fields start a create; `{{name}}` placeholders fill from variables."""
+
+    templateId: str
+    userId: str
+    name: str
+    type: str
+    prompt: str | None = None
+    model: str | None = None
+    quality: str | None = None
+    aspectRatio: str | None = None
+    negativePrompt: str | None = None
+    requests: list[dict[str, str | None]] = []
+    createdAt: str
+    updatedAt: str
 
 
 class LedgerRecord(Record):

@@ -33,6 +33,7 @@ class TickReport:
     ended: int = 0
     expired: int = 0
     redriven: int = 0
+    released: int = 0  # scheduled batches whose time came
     errors: int = 0
 
 
@@ -62,14 +63,26 @@ def poll_batch(services: Services, batch: BatchRecord) -> tuple[str, str | None]
     if batch.done_count >= batch.requestCount:
         # Every item is settled but the finalising write was lost (a crash right after the last item).
         return ("ended" if finalize_if_done(services.store, batch.batchId) else "idle"), None
-    if ids.age_seconds(batch.createdAt) > settings.max_wait_seconds:
-        expire_batch(services, batch)
+    if ids.age_seconds(batch.scheduledFor or batch.createdAt) > settings.max_wait_seconds:
+        expire_batch(services, batch)  # a scheduled batch's wait counts from its time (SPEC §8)
         return "expired", None
+    if batch.status is BatchStatus.SCHEDULED:
+        return release_if_due(services, batch), None
     if batch.status is BatchStatus.PENDING:
         return _redrive_if_stuck(services, batch), None
     if not batch.geminiJobName or batch.collectQueuedAt:
         return "idle", None
     return _check_job(services, batch, batch.geminiJobName)
+
+
+def release_if_due(services: Services, batch: BatchRecord) -> str:
+    """A scheduled batch whose time has come goes to submit (once: the release is a conditional write)."""
+    if batch.scheduledFor is None or ids.age_seconds(batch.scheduledFor) < 0:
+        return "idle"
+    if not services.store.release_scheduled(batch.batchId):
+        return "idle"
+    services.queues.send_submit(SubmitJob(batchId=batch.batchId))  # lost: the pending re-drive sends it again
+    return "released"
 
 
 def _redrive_if_stuck(services: Services, batch: BatchRecord) -> str:

@@ -11,7 +11,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
 from batchgen.domain import reports
-from batchgen.domain.batches import BatchDraft, RequestDraft
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
     json_response,
@@ -21,26 +20,14 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import create, manage
+from batchgen.usecases import create, manage, plan
 
 router = Router()
 
 
 def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
-    created = create.create_batch(
-        services(),
-        principal(router),
-        BatchDraft(
-            batch_type=request.type,
-            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests],
-            shared_prompt=request.prompt,
-            model=request.model,
-            quality=request.quality,
-            aspect_ratio=request.aspectRatio,
-            negative_prompt=request.negativePrompt,
-            display_name=request.displayName,
-        ),
-    )
+    caller = principal(router)
+    created = create.create_batch(services(), caller, plan.draft_from_request(services(), caller, request))
     batch = created.batch
     record_created(batch.requestCount, batch.creditCost)
     return models.CreateBatchResponse(
@@ -50,6 +37,7 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
         type=reports.batch_type_label(batch),
         requestCount=batch.requestCount,
         creditCost=batch.creditCost,
+        scheduledFor=batch.scheduledFor,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
         message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
         "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
