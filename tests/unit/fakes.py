@@ -16,7 +16,7 @@ from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
 from batchgen.domain.outcomes import ItemOutcome, Page
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, TemplateRecord
 
 
 class FakeStore:
@@ -25,6 +25,7 @@ class FakeStore:
         self.items: dict[str, list[ItemRecord]] = {}
         self.balances: dict[str, Decimal] = {}
         self.ledger: list[LedgerRecord] = []
+        self.templates: dict[tuple[str, str], TemplateRecord] = {}
 
     # --- helpers for tests
     def add(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
@@ -82,6 +83,30 @@ class FakeStore:
             return False
         self._change(batch_id, updatedAt=ids.now_iso())
         return True
+
+    def release_scheduled(self, batch_id: str) -> bool:
+        try:
+            self._change(batch_id, {BatchStatus.SCHEDULED}, status=BatchStatus.PENDING, updatedAt=ids.now_iso())
+        except ConcurrentChange:
+            return False
+        return True
+
+    # --- templates
+    def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:
+        key = (template.userId, template.templateId)
+        if (key in self.templates) != replace:
+            return False
+        self.templates[key] = template
+        return True
+
+    def get_template(self, user_id: str, template_id: str) -> TemplateRecord | None:
+        return self.templates.get((user_id, template_id))
+
+    def list_templates(self, user_id: str) -> list[TemplateRecord]:
+        return [t for (owner, _), t in self.templates.items() if owner == user_id]
+
+    def delete_template(self, user_id: str, template_id: str) -> bool:
+        return self.templates.pop((user_id, template_id), None) is not None
 
     def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
         batch = self.batches.get(batch_id)
