@@ -35,9 +35,7 @@ class Settings(BaseModel):
     poll_concurrency: int = Field(constants.POLL_CONCURRENCY_DEFAULT, ge=1, le=64)
     min_schedule_ahead_seconds: int = Field(constants.MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT, ge=0)
     max_schedule_ahead_seconds: int = Field(constants.MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT, ge=60)
-    off_peak_window_utc: str = Field(
-        constants.OFF_PEAK_WINDOW_UTC_DEFAULT, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$"
-    )
+    off_peak_window_utc: str = Field(constants.OFF_PEAK_WINDOW_UTC_DEFAULT, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
     gemini_source_mode: str = Field(constants.GEMINI_SOURCE_MODE_DEFAULT, pattern="^(file|inline)$")
     cloudinary_folder: str = constants.CLOUDINARY_FOLDER_DEFAULT
     catalog_path: str = ""

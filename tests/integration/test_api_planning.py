@@ -218,9 +218,8 @@ def test_quote_equals_what_create_charges(api, aws, batch_type, quality):
     created = api("POST", "/batch/create", body)
     assert created.status == 202
     assert quote.body["creditCost"] == created.body["creditCost"]
-    assert Decimal(str(quote.body["balance"])) - Decimal(str(created.body["creditCost"])) == get_repository().get_balance(
-        "user-1"
-    )
+    charged = Decimal(str(created.body["creditCost"]))
+    assert Decimal(str(quote.body["balance"])) - charged == get_repository().get_balance("user-1")
     assert quote.body["requestCount"] == 3 and quote.body["sufficient"] is True
     standard = get_catalog().standardPrices[batch_type] * get_catalog().qualityMultipliers[quality] * 3
     assert Decimal(str(quote.body["standardCost"])) == standard

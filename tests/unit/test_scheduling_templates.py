@@ -106,9 +106,8 @@ def services() -> FakeServices:
 
 def scheduled_batch(services: FakeServices, when: datetime, count: int = 3) -> str:
     services.store.adjust_balance("user-1", Decimal(100), "grant")
-    draft = BatchDraft(
-        batch_type="text", requests=[RequestDraft(None, f"p{i}", None) for i in range(count)], scheduled_for=ids.iso(when)
-    )
+    requests = [RequestDraft(None, f"p{i}", None) for i in range(count)]
+    draft = BatchDraft(batch_type="text", requests=requests, scheduled_for=ids.iso(when))
     catalog = get_catalog()
     quote = pricing.quote(catalog, "text", None, count)
     created = new_records(USER, draft, pricing.resolve_model(catalog, "text", None), [None] * count, quote)

@@ -86,7 +86,8 @@ def draft_from_request(services: Services, principal: Principal, request: Create
             [{"loc": ["body", name], "msg": "Field required"} for name in missing],
         )
     assert batch_type is not None and requests is not None  # noqa: S101 - narrowed by the check above
-    shared, negative = _pick(request.prompt, template, "prompt"), _pick(request.negativePrompt, template, "negativePrompt")
+    shared = _pick(request.prompt, template, "prompt")
+    negative = _pick(request.negativePrompt, template, "negativePrompt")
     if template is not None or request.variables:
         variables = request.variables or {}
         templates.check_variables([shared, negative, *(r.prompt for r in requests)], variables)
