@@ -40,6 +40,9 @@ MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT = 60  # lowered only by tests and the local r
 MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT = 7 * 24 * 3600
 OFF_PEAK_WINDOW_UTC_DEFAULT = "01:00-06:00"
 MAX_TEMPLATE_REQUESTS = 50
+# The standard endpoint's Gemini call gives up after this, leaving time to refund and answer 502 before
+# API Gateway's 29 s limit (an image upload to Cloudinary follows a success).
+PHOTO_TIMEOUT_SECONDS_DEFAULT = 20
 MAX_TEMPLATE_BYTES = 300_000  # one DynamoDB item holds 400 KB: a template (with its images) stays well below
 
 # --- S3 key layout ----------------------------------------------------------
@@ -75,6 +78,7 @@ ENV_POLL_CONCURRENCY = "POLL_CONCURRENCY"
 ENV_MIN_SCHEDULE_AHEAD_SECONDS = "MIN_SCHEDULE_AHEAD_SECONDS"
 ENV_MAX_SCHEDULE_AHEAD_SECONDS = "MAX_SCHEDULE_AHEAD_SECONDS"
 ENV_OFF_PEAK_WINDOW_UTC = "OFF_PEAK_WINDOW_UTC"
+ENV_PHOTO_TIMEOUT_SECONDS = "PHOTO_TIMEOUT_SECONDS"
 ENV_GEMINI_SOURCE_MODE = "GEMINI_SOURCE_MODE"
 ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
 ENV_CATALOG_PATH = "CATALOG_PATH"
@@ -197,7 +201,16 @@ UPLOAD_FUNCTION = FunctionSpec(
     120,
     description="Uploads staged images to Cloudinary and finalises batches",
 )
-FUNCTIONS = (API_FUNCTION, SUBMIT_FUNCTION, POLLER_FUNCTION, COLLECT_FUNCTION, UPLOAD_FUNCTION)
+# The standard (real-time) endpoint, SPEC §8: its own function, so the api function never loads the SDK.
+PHOTO_FUNCTION = FunctionSpec(
+    "photo",
+    "batchgen.handlers.photo.lambda_handler",
+    512,
+    29,  # API Gateway answers 504 at 29 s; the Gemini call gives up earlier (PHOTO_TIMEOUT_SECONDS)
+    description="Standard endpoint: one synchronous Gemini generation at the standard price",
+)
+PHOTO_PATH = "/api/generate/photo"
+FUNCTIONS = (API_FUNCTION, SUBMIT_FUNCTION, POLLER_FUNCTION, COLLECT_FUNCTION, UPLOAD_FUNCTION, PHOTO_FUNCTION)
 
 SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)
 COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1)

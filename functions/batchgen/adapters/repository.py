@@ -5,6 +5,7 @@ Key layout (one table, see `constants.TABLE`):
   BATCH#<id> / ITEM#<nn>       one item per request, so a batch and its items are one Query
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
+  USER#<id>  / PHOTO#<gen id>  one standard-endpoint generation: charged, then succeeded or refunded once
   USER#<id>  / TEMPLATE#<id>   a batch template (SPEC §8): the owner's key, so another user reads nothing
 Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
 """
@@ -51,6 +52,7 @@ BALANCE_SK = "#BALANCE"
 ITEM_PREFIX = "ITEM#"
 LEDGER_PREFIX = "LEDGER#"
 TEMPLATE_PREFIX = "TEMPLATE#"
+PHOTO_PREFIX = "PHOTO#"
 ALL_BATCHES_PK = "BATCHES"
 ACTIVE_PK = "ACTIVE"
 MAX_TRANSACTION_ITEMS = 100
@@ -661,6 +663,105 @@ class Repository:
                 index.sort_key: f"{created_at}#{batch_id}",
             }
         )
+
+    # --- standard endpoint: one generation, charged then settled once -----------------------
+    def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None:
+        """Debit, the generation's record and the ledger entry in one transaction (402 when short)."""
+        at = now_iso()
+        record: dict[str, Any] = {"PK": user_pk(user_id), "SK": f"{PHOTO_PREFIX}{generation_id}", "entity": "photo"}
+        record.update(details, generationId=generation_id, status="charged", creditCost=amount, createdAt=at)
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": user_pk(user_id), "SK": BALANCE_SK}),
+                    "UpdateExpression": "SET balance = balance - :cost, updatedAt = :at",
+                    "ConditionExpression": "attribute_exists(balance) AND balance >= :cost",
+                    "ExpressionAttributeValues": _values({":cost": amount, ":at": at}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _marshal(record),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._ledger_item(user_id, -amount, "standard generation charge", None, at),
+                }
+            },
+        ]
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                old = reasons[0].get("Item")
+                available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(user_id)
+                raise InsufficientCredits(amount, available) from exc
+            raise ConcurrentChange("balance changed concurrently") from exc
+
+    def settle_generation(self, user_id: str, generation_id: str, *, image_url: str | None, error: str | None) -> bool:
+        """charged -> success, or charged -> failed with the full refund and its ledger entry, exactly once."""
+        key = _marshal({"PK": user_pk(user_id), "SK": f"{PHOTO_PREFIX}{generation_id}"})
+        at = now_iso()
+        if image_url is not None:
+            try:
+                self.db.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="SET #s = :done, imageUrl = :url, updatedAt = :at",
+                    ConditionExpression="#s = :charged",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues=_values(
+                        {":done": "success", ":url": image_url, ":at": at, ":charged": "charged"}
+                    ),
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    return False
+                raise
+            return True
+        response = self.db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        if "Item" not in response:
+            return False
+        amount = Decimal(str(_unmarshal(response["Item"])["creditCost"]))
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": key,
+                    "UpdateExpression": "SET #s = :failed, #e = :error, updatedAt = :at",
+                    "ConditionExpression": "#s = :charged",
+                    "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
+                    "ExpressionAttributeValues": _values(
+                        {":failed": "failed", ":error": error or "failed", ":at": at, ":charged": "charged"}
+                    ),
+                }
+            },
+            self._balance_credit(user_id, amount, at),
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._ledger_item(user_id, amount, "standard generation refund", None, at),
+                }
+            },
+        ]
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException" and _cancellation_codes(exc)[:1] == [
+                "ConditionalCheckFailed"
+            ]:
+                return False  # settled already: never refunded twice
+            raise
+        return True
 
     # --- templates ------------------------------------------------------------------------
     def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:

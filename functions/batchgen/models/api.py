@@ -264,6 +264,25 @@ class GenerateBatchResponse(BaseModel):
     message: str
 
 
+class PhotoRequest(StrictBody):
+    """Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it."""
+
+    model: ShortText | None = None
+    prompt: Prompt = Field(min_length=1)
+    mode: Literal["t2i", "i2i"]
+    referenceImage: str | None = Field(default=None, description="A data URL (required for i2i)")
+    quality: Quality | None = None
+    aspectRatio: ShortText | None = None
+    negativePrompt: Prompt | None = None
+
+
+class PhotoResponse(BaseModel):
+    generationId: str
+    status: Literal["success"]
+    imageUrl: str
+    creditCost: Credits
+
+
 class GenerationResult(BaseModel):
     generationId: str
     status: str
