@@ -10,7 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from batchgen.constants import MAX_BODY_BYTES
+from batchgen.constants import MAX_BODY_BYTES, PHOTO_PATH
 from infra.nag import acknowledge
 from infra.settings import StackSettings
 
@@ -92,7 +92,13 @@ class ServiceApi(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, settings: StackSettings
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: lambda_.IFunction,
+        settings: StackSettings,
+        photo_handler: lambda_.IFunction | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         origins = list(settings.cors_origins)
@@ -134,6 +140,11 @@ class ServiceApi(Construct):
                 metrics_enabled=False,
             ),
         )
+        if photo_handler is not None:
+            # The standard endpoint (SPEC §8) has its own function: a resource of its own, which API
+            # Gateway matches before the {proxy+} resource that sends everything else to the api function.
+            photo = self.rest_api.root.resource_for_path(PHOTO_PATH.strip("/"))
+            photo.add_method("POST", apigateway.LambdaIntegration(photo_handler))
         cors_header = _gateway_cors_origin(origins)
         for response_id, response_type, status, title, message in GATEWAY_ERRORS:
             self.rest_api.add_gateway_response(

@@ -224,7 +224,9 @@ class LocalRuntime:
         api = LocalFunction.load(constants.API_FUNCTION)
         if api is None:
             raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
-        self.http = HttpFrontDoor(ApiGatewayApp(api), self.options.host, self.options.port).start()
+        photo = LocalFunction.load(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
+        routes = {constants.PHOTO_PATH: photo} if photo is not None else {}
+        self.http = HttpFrontDoor(ApiGatewayApp(api, routes=routes), self.options.host, self.options.port).start()
 
     def _start_consumers(self) -> None:
         import boto3
