@@ -13,7 +13,6 @@ from aws_cdk.assertions import Match
 
 from batchgen.constants import (
     API_FUNCTION,
-    PHOTO_FUNCTION,
     COLLECT_FUNCTION,
     COLLECT_QUEUE,
     ENV_CLOUDINARY_SECRET_ARN,
@@ -26,6 +25,7 @@ from batchgen.constants import (
     FUNCTIONS,
     INPUT_EXPIRY_DAYS,
     INPUT_PREFIX,
+    PHOTO_FUNCTION,
     POLL_SCHEDULE_EXPRESSION,
     POLLER_FUNCTION,
     QUEUES,
