@@ -62,4 +62,7 @@ def authenticate(headers: dict[str, str], settings: Settings | None = None) -> P
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise Unauthorized("The token names no user; sign in again.")
-    return Principal(user_id=subject, is_admin=claims.get("role") == "admin")
+    tier = claims.get("tier")
+    return Principal(
+        user_id=subject, is_admin=claims.get("role") == "admin", tier=tier if isinstance(tier, str) else None
+    )

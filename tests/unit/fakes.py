@@ -6,6 +6,7 @@ whole or reports that it lost), written as plain Python over dicts of records.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,7 +17,7 @@ from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
 from batchgen.domain.outcomes import ItemOutcome, Page
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, TemplateRecord
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, SlotRecord, TemplateRecord
 
 
 class FakeStore:
@@ -26,6 +27,8 @@ class FakeStore:
         self.balances: dict[str, Decimal] = {}
         self.ledger: list[LedgerRecord] = []
         self.templates: dict[tuple[str, str], TemplateRecord] = {}
+        self.slots: dict[str, SlotRecord] = {}
+        self.calls: Counter[str] = Counter()  # store reads, for the dispatcher's cost
 
     # --- helpers for tests
     def add(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
@@ -56,6 +59,7 @@ class FakeStore:
         return BatchWithItems(batch=batch, items=list(self.items[batch_id])) if batch else None
 
     def iter_active_batches(self) -> Iterator[BatchRecord]:
+        self.calls["iter_active_batches"] += 1
         return iter([b for b in self.batches.values() if b.status in ACTIVE_BATCH_STATUSES])
 
     def list_batches(self, *, user_id, limit, cursor, status, batch_type) -> Page:  # noqa: ANN001
@@ -90,6 +94,20 @@ class FakeStore:
         except ConcurrentChange:
             return False
         return True
+
+    # --- Gemini job slots
+    def reserve_slot(self, slot: SlotRecord, cap: int) -> bool:
+        if slot.jobKey in self.slots or len(self.slots) >= cap:
+            return False
+        self.slots[slot.jobKey] = slot
+        return True
+
+    def release_slot(self, job_key: str) -> bool:
+        return self.slots.pop(job_key, None) is not None
+
+    def list_slots(self) -> list[SlotRecord]:
+        self.calls["list_slots"] += 1
+        return list(self.slots.values())
 
     # --- templates
     def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:

@@ -6,6 +6,8 @@ Key layout (one table, see `constants.TABLE`):
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
   USER#<id>  / PHOTO#<gen id>  one standard-endpoint generation: charged, then succeeded or refunded once
+  SLOTS      / #COUNT          how many Gemini job slots are held (conditional: never above the cap)
+  SLOTS      / SLOT#<job key>  one held slot (per Gemini job), released when the job ends
   USER#<id>  / TEMPLATE#<id>   a batch template (SPEC §8): the owner's key, so another user reads nothing
 Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
 """
@@ -42,7 +44,7 @@ from batchgen.domain.states import (
     ItemStatus,
     sources,
 )
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, TemplateRecord
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, SlotRecord, TemplateRecord
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -53,6 +55,9 @@ ITEM_PREFIX = "ITEM#"
 LEDGER_PREFIX = "LEDGER#"
 TEMPLATE_PREFIX = "TEMPLATE#"
 PHOTO_PREFIX = "PHOTO#"
+SLOTS_PK = "SLOTS"
+SLOT_COUNT_SK = "#COUNT"
+SLOT_PREFIX = "SLOT#"
 ALL_BATCHES_PK = "BATCHES"
 ACTIVE_PK = "ACTIVE"
 MAX_TRANSACTION_ITEMS = 100
@@ -663,6 +668,78 @@ class Repository:
                 index.sort_key: f"{created_at}#{batch_id}",
             }
         )
+
+    # --- Gemini job slots: a conditional counter and one item per held slot ------------------
+    def reserve_slot(self, slot: SlotRecord, cap: int) -> bool:
+        """Takes one slot if fewer than `cap` are held (the counter and the slot item in one
+        transaction, so concurrent submits never overshoot); False when full or already held."""
+        at = now_iso()
+        item = slot.model_dump(mode="python")
+        item.update(PK=SLOTS_PK, SK=f"{SLOT_PREFIX}{slot.jobKey}", entity="slot")
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": SLOTS_PK, "SK": SLOT_COUNT_SK}),
+                            "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one, updatedAt = :at",
+                            "ConditionExpression": "attribute_not_exists(active) OR active < :cap",
+                            "ExpressionAttributeValues": _values({":zero": 0, ":one": 1, ":cap": cap, ":at": at}),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": _marshal(item),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def release_slot(self, job_key: str) -> bool:
+        """Gives a slot back (once: the slot item must still exist)."""
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": SLOTS_PK, "SK": f"{SLOT_PREFIX}{job_key}"}),
+                            "ConditionExpression": "attribute_exists(PK)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": SLOTS_PK, "SK": SLOT_COUNT_SK}),
+                            "UpdateExpression": "SET active = active - :one, updatedAt = :at",
+                            "ConditionExpression": "active >= :one",
+                            "ExpressionAttributeValues": _values({":one": 1, ":at": now_iso()}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def list_slots(self) -> list[SlotRecord]:
+        """The held slots: one Query over at most the cap's worth of items, never the history."""
+        rows = self._query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_values({":pk": SLOTS_PK, ":prefix": SLOT_PREFIX}),
+            ConsistentRead=True,
+        )
+        return [SlotRecord.model_validate(row) for row in rows]
 
     # --- standard endpoint: one generation, charged then settled once -----------------------
     def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None:

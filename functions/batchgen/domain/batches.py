@@ -17,6 +17,7 @@ from batchgen.models.records import BatchRecord, ItemRecord
 class Principal:
     user_id: str
     is_admin: bool = False
+    tier: str | None = None  # the token's `tier` claim: "premium" batches get Gemini job slots first
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def new_records(
         source=draft.source,
         status=BatchStatus.SCHEDULED if draft.scheduled_for else BatchStatus.PENDING,
         scheduledFor=draft.scheduled_for,
+        tier=principal.tier,
         displayName=draft.display_name,
         model=model,
         quality=draft.quality,

@@ -197,6 +197,7 @@ class BatchStatusResponse(BaseModel):
     isComplete: bool
     geminiState: str | None
     scheduledFor: str | None = None
+    queuePosition: int | None = Field(default=None, description="1-based place while waiting for a Gemini job slot")
 
 
 class DeleteBatchResponse(BaseModel):

@@ -42,6 +42,7 @@ class BatchRecord(Record):
     collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
     geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     failureReason: str | None = None
+    tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
     scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
 
     @property
@@ -81,6 +82,16 @@ class TemplateRecord(Record):
     requests: list[dict[str, str | None]] = []
     createdAt: str
     updatedAt: str
+
+
+class SlotRecord(Record):
+    """One Gemini job slot held (SPEC §8): per job, keyed by the job's display name."""
+
+    jobKey: str
+    batchId: str
+    userId: str
+    round: int = 0
+    reservedAt: str
 
 
 class LedgerRecord(Record):

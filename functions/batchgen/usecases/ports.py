@@ -16,7 +16,14 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
     from batchgen.domain.outcomes import ItemOutcome, Page
     from batchgen.domain.states import BatchStatus
     from batchgen.models.messages import CancelJob, CollectResults, DeleteJob, PurgeImages, SubmitJob, UploadImage
-    from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, TemplateRecord
+    from batchgen.models.records import (
+        BatchRecord,
+        BatchWithItems,
+        ItemRecord,
+        LedgerRecord,
+        SlotRecord,
+        TemplateRecord,
+    )
 
 
 class BatchStore(Protocol):
@@ -75,6 +82,11 @@ class BatchStore(Protocol):
     def get_balance(self, user_id: str) -> Decimal: ...
     def adjust_balance(self, user_id: str, delta: Decimal, reason: str) -> Decimal: ...
     def list_ledger(self, user_id: str) -> list[LedgerRecord]: ...
+
+    # Gemini job slots (SPEC §8)
+    def reserve_slot(self, slot: SlotRecord, cap: int) -> bool: ...
+    def release_slot(self, job_key: str) -> bool: ...
+    def list_slots(self) -> list[SlotRecord]: ...
 
     # the standard endpoint (SPEC §8)
     def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None: ...

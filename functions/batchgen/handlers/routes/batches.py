@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import create, manage, plan
+from batchgen.usecases import create, dispatch, manage, plan
 
 router = Router()
 
@@ -79,9 +79,10 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
-    return models.BatchStatusResponse.model_validate(
-        reports.status_body(manage.load_owned(services(), principal(router), batch_id))
-    )
+    record = manage.load_owned(services(), principal(router), batch_id)
+    body = reports.status_body(record)
+    body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
+    return models.BatchStatusResponse.model_validate(body)
 
 
 @router.get(
