@@ -143,8 +143,21 @@ class ServiceApi(Construct):
         if photo_handler is not None:
             # The standard endpoint (SPEC §8) has its own function: a resource of its own, which API
             # Gateway matches before the {proxy+} resource that sends everything else to the api function.
-            photo = self.rest_api.root.resource_for_path(PHOTO_PATH.strip("/"))
-            photo.add_method("POST", apigateway.LambdaIntegration(photo_handler))
+            # (A proxying LambdaRestApi refuses `root.add_resource`; a Resource built on the root is allowed.)
+            first, *rest = PHOTO_PATH.strip("/").split("/")
+            resource: apigateway.Resource = apigateway.Resource(
+                self, "PhotoRoot", parent=self.rest_api.root, path_part=first
+            )
+            for part in rest:
+                resource = resource.add_resource(part)
+            resource.add_method("POST", apigateway.LambdaIntegration(photo_handler))
+            acknowledge(
+                resource,
+                "The standard endpoint verifies the same Bearer JWT or session cookie in its function "
+                "(HS256 secret or JWKS, pinned algorithms), like every route of the api function.",
+                "AwsSolutions-APIG4",
+                "AwsSolutions-COG4",
+            )
         cors_header = _gateway_cors_origin(origins)
         for response_id, response_type, status, title, message in GATEWAY_ERRORS:
             self.rest_api.add_gateway_response(

@@ -141,6 +141,7 @@ def tick(services: Services, slots: list[SlotRecord], batches: Sequence[BatchRec
             break  # full after all (a concurrent submit took the slot): the next tick goes on
         report.admitted += 1
         report.admitted_ids.append(batch.batchId)
+        services.store.touch_pending(batch.batchId)  # attended to now: no re-drive of it on this message
         try:
             services.queues.send_submit(SubmitJob(batchId=batch.batchId))
         except Exception:  # it holds its slot: the pending re-drive sends it again
