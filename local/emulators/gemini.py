@@ -588,6 +588,11 @@ class GeminiEmulator:
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
 
     @property
+    def running_job_count(self) -> int:
+        """Jobs pending or running now: what Gemini's concurrent-job limit counts."""
+        return sum(1 for job in self.jobs.values() if job.state in (PENDING, RUNNING))
+
+    @property
     def jobs(self) -> dict[str, EmulatedJob]:
         """Snapshot of all jobs, states brought up to date first."""
         with self._lock:
