@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, cold_start, poll_tick, uploads
+from benchmarks import aws_calls, cold_start, planning, poll_tick, uploads
 
 
 def main() -> None:
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
-    for section in (cold_start, aws_calls, poll_tick, uploads):
+    for section in (cold_start, aws_calls, poll_tick, uploads, planning):
         section.run()
         print()
 

@@ -134,7 +134,7 @@ def tick(services: Services, slots: list[SlotRecord], batches: Sequence[BatchRec
         elif services.store.release_slot(slot.jobKey):
             report.released += 1
     queue = build_queue(live, batches)
-    report.waiting, report.held = len(queue.order), len(live)
+    report.held = len(live)
     for waiting in dispatch.admitted(queue.order, queue.free):
         batch = by_id[waiting.batch_id]
         if not reserve(services, batch):
@@ -146,4 +146,5 @@ def tick(services: Services, slots: list[SlotRecord], batches: Sequence[BatchRec
             services.queues.send_submit(SubmitJob(batchId=batch.batchId))
         except Exception:  # it holds its slot: the pending re-drive sends it again
             logger.exception("submit message for admitted batch %s not sent", batch.batchId)
+    report.waiting = len(queue.order) - report.admitted
     return report
