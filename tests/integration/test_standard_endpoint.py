@@ -4,6 +4,7 @@ Gemini and Cloudinary emulators. Charged at the standard rate; every failure ref
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -102,6 +103,10 @@ def test_a_gemini_timeout_refunds_in_full(photo, gemini, monkeypatch):
     assert answer.status == 502, answer.body
     assert "did not answer within 1 seconds" in answer.body["message"]
     assert balance() == Decimal(20) == ledger_sum()
+    deadline = time.monotonic() + 10
+    while gemini.generated == 0 and time.monotonic() < deadline:  # the held answer comes too late, unread
+        time.sleep(0.1)
+    assert gemini.generated == 1
 
 
 def test_a_cloudinary_failure_refunds_in_full(photo, cloudinary):
