@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, cold_start, planning, poll_tick, uploads
+from benchmarks import aws_calls, cold_start, notifications, planning, poll_tick, uploads
 
 
 def main() -> None:
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
-    for section in (cold_start, aws_calls, poll_tick, uploads, planning):
+    for section in (
+        cold_start,
+        aws_calls,
+        poll_tick,
+        uploads,
+        planning,
+        notifications,
+    ):  # notifications last: it starts the runtime
         section.run()
         print()
 

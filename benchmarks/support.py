@@ -30,6 +30,9 @@ def reset_caches() -> None:
     reset_config()
     reset_clients()
     get_repository.cache_clear()
+    from batchgen.adapters.notifications import get_notification_store
+
+    get_notification_store.cache_clear()
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from batchgen.constants import (
     ENV_LOG_LEVEL,
     ENV_MAX_BATCH_REQUESTS,
     ENV_MAX_WAIT_SECONDS,
+    ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS,
     GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
     LOG_LEVEL_DEFAULT,
     MAX_BATCH_REQUESTS_DEFAULT,
@@ -153,6 +154,7 @@ class StackSettings:
             ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
             ENV_CORS_ORIGINS: ",".join(self.cors_origins),
             ENV_LOG_LEVEL: self.log_level,
+            ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS: "false",  # SPEC §7: deployed, only public https targets
         }
         optional = {
             ENV_JWT_ISSUER: self.jwt_issuer,

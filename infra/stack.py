@@ -17,6 +17,8 @@ from batchgen.constants import (
     COLLECT_QUEUE,
     FUNCTIONS,
     INPUT_PREFIX,
+    NOTIFY_FUNCTION,
+    NOTIFY_QUEUE,
     PHOTO_FUNCTION,
     POLLER_FUNCTION,
     QUEUES,
@@ -117,6 +119,25 @@ class BatchGenStack(Stack):
         upload = fn[UPLOAD_FUNCTION.name]
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         secrets.cloudinary.grant_read(upload)
+
+        # SPEC §7: the api queues test events, the poller (and collect/upload, right after their state
+        # changes) relay the outbox, the notify function
+        # re-queues its own retries and is the only one that may send email.
+        notify = fn[NOTIFY_FUNCTION.name]
+        for sender in (api, poller, collect, upload, notify):
+            queues[NOTIFY_QUEUE.name].grant_send_messages(sender)
+        notify.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ses:SendEmail"],
+                resources=[self.format_arn(service="ses", resource="identity", resource_name="*")],
+            )
+        )
+        acknowledge(
+            _role(notify),
+            "SES authorises sending per verified identity (the sender address or its domain), configured "
+            "outside this stack: the statement allows ses:SendEmail on this account's identities only.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:identity/*]",
+        )
 
     def _grant_table(self, function: lambda_.Function) -> None:
         table = self.data.table

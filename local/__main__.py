@@ -20,6 +20,7 @@ def configure_logging() -> None:
         stream=sys.stderr,
     )
     logging.getLogger("local").setLevel(logging.INFO)
+    logging.getLogger("batchgen.mail").setLevel(logging.INFO)  # the local runtime logs each email it sends
     # werkzeug logs every request at INFO unless told otherwise (moto's server and the emulators use it).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 

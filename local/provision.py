@@ -80,6 +80,8 @@ def provision(
     create_table(session.client("dynamodb"), table_name)
     create_bucket(session.client("s3"), bucket_name)
     queue_urls = create_queues(session.client("sqs"), visibility_timeout)
+    sender = (settings or {}).get(constants.ENV_NOTIFY_EMAIL_FROM, constants.NOTIFY_EMAIL_FROM_DEFAULT)
+    session.client("ses").verify_email_identity(EmailAddress=sender)  # moto's SES sends from verified ones
     environment = constants.runtime_environment(
         table_name=table_name, bucket_name=bucket_name, queue_urls=queue_urls, settings=settings
     )

@@ -51,6 +51,12 @@ POWERTOOLS_LOCAL_DEFAULTS = {
 }
 
 
+LOCAL_NOTIFY_DEFAULTS = {
+    constants.ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS: "true",
+    constants.ENV_WEBHOOK_RETRY_SCALE: "0.01",  # 5 s, 1 min, 5 min ... -> 0.05 s, 0.6 s, 3 s ...
+}
+
+
 class ConfigurationError(Exception):
     """A local runtime setting has an unusable value."""
 
@@ -201,6 +207,10 @@ class LocalRuntime:
     def _provision(self, settings: dict[str, str]) -> None:
         from local.provision import provision
 
+        # SPEC §7 locally: webhooks to 127.0.0.1 allowed, retry delays in seconds (unless set).
+        for name, value in LOCAL_NOTIFY_DEFAULTS.items():
+            settings.setdefault(name, os.environ.get(name, value))
+
         environment, self.queue_urls = provision(
             visibility_timeout=self.options.visibility_timeout_seconds, settings=settings
         )
@@ -331,3 +341,6 @@ def reset_service_caches() -> None:
     reset_caches()
     reset_clients()
     get_repository.cache_clear()
+    from batchgen.adapters.notifications import get_notification_store
+
+    get_notification_store.cache_clear()

@@ -39,6 +39,9 @@ def reset_service_caches() -> None:
     reset_caches()
     reset_clients()
     get_repository.cache_clear()
+    from batchgen.adapters.notifications import get_notification_store
+
+    get_notification_store.cache_clear()
     try:
         from batchgen.idempotency import _idempotent_runner
 

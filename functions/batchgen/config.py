@@ -27,6 +27,7 @@ class Settings(BaseModel):
     submit_queue_url: str = ""
     collect_queue_url: str = ""
     upload_queue_url: str = ""
+    notify_queue_url: str = ""
 
     max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
     max_wait_seconds: int = Field(constants.MAX_WAIT_SECONDS_DEFAULT, ge=60)
@@ -65,6 +66,14 @@ class Settings(BaseModel):
     gemini_webhook_audience: str = ""  # the `aud` JWT-signed deliveries must carry, when set
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
+
+    # Notifications (SPEC §7)
+    max_webhook_endpoints: int = Field(constants.MAX_WEBHOOK_ENDPOINTS_DEFAULT, ge=1, le=100)
+    webhook_allow_private_targets: bool = False
+    webhook_retry_scale: float = Field(1.0, gt=0, le=1.0)
+    webhook_timeout_seconds: float = Field(constants.WEBHOOK_TIMEOUT_SECONDS_DEFAULT, gt=0, le=10)
+    notify_email_from: str = constants.NOTIFY_EMAIL_FROM_DEFAULT
+    results_base_url: str = ""
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -91,6 +91,14 @@ ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_AUTH_COOKIE_NAME = "AUTH_COOKIE_NAME"
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
 ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
+# --- Notifications (SPEC §7) ---
+ENV_NOTIFY_QUEUE_URL = "NOTIFY_QUEUE_URL"
+ENV_MAX_WEBHOOK_ENDPOINTS = "MAX_WEBHOOK_ENDPOINTS"
+ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS = "WEBHOOK_ALLOW_PRIVATE_TARGETS"  # "true" locally, "false" deployed
+ENV_WEBHOOK_RETRY_SCALE = "WEBHOOK_RETRY_SCALE"  # multiplies the retry delays (the local runtime: seconds)
+ENV_WEBHOOK_TIMEOUT_SECONDS = "WEBHOOK_TIMEOUT_SECONDS"
+ENV_NOTIFY_EMAIL_FROM = "NOTIFY_EMAIL_FROM"
+ENV_RESULTS_BASE_URL = "RESULTS_BASE_URL"  # the public API base the emails link results under
 
 GEMINI_SOURCE_MODE_DEFAULT = "file"  # or "inline"
 CLOUDINARY_FOLDER_DEFAULT = SERVICE_NAME
@@ -99,6 +107,17 @@ JWT_ALGORITHMS_DEFAULT = "HS256"
 AUTH_COOKIE_NAME_DEFAULT = "session"
 CORS_ORIGINS_DEFAULT = "*"
 LOG_LEVEL_DEFAULT = "INFO"
+
+# User webhooks and email (SPEC §7).
+MAX_WEBHOOK_ENDPOINTS_DEFAULT = 10
+WEBHOOK_TIMEOUT_SECONDS_DEFAULT = 10.0
+WEBHOOK_RETRY_DELAYS_SECONDS = (5, 60, 300, 1800, 7200, 21600)  # after attempt 1, 2, ...; then given up
+WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 3600  # a rotated-out secret keeps signing beside the new one
+WEBHOOK_RESPONSE_CAP_BYTES = 4096  # a receiver's answer is never read past this
+WEBHOOK_EVENT_ITEMS_MAX = 100  # results/errors carried in one batch event's data
+WEBHOOK_DELIVERY_TTL_DAYS = 30
+SQS_MAX_DELAY_SECONDS = 900
+NOTIFY_EMAIL_FROM_DEFAULT = "notifications@batchgen.local"
 
 # Gemini's batch webhooks (Standard Webhooks signatures); the poller stays the source of truth.
 GEMINI_WEBHOOK_PATH = "/webhooks/gemini"
@@ -203,6 +222,13 @@ UPLOAD_FUNCTION = FunctionSpec(
     120,
     description="Uploads staged images to Cloudinary and finalises batches",
 )
+NOTIFY_FUNCTION = FunctionSpec(
+    "notify",
+    "batchgen.handlers.notify.lambda_handler",
+    256,
+    60,
+    description="Delivers signed webhooks (one message per event and endpoint) and notification emails",
+)
 # The standard (real-time) endpoint, SPEC §8: its own function, so the api function never loads the SDK.
 PHOTO_FUNCTION = FunctionSpec(
     "photo",
@@ -212,14 +238,24 @@ PHOTO_FUNCTION = FunctionSpec(
     description="Standard endpoint: one synchronous Gemini generation at the standard price",
 )
 PHOTO_PATH = "/api/generate/photo"
-FUNCTIONS = (API_FUNCTION, SUBMIT_FUNCTION, POLLER_FUNCTION, COLLECT_FUNCTION, UPLOAD_FUNCTION, PHOTO_FUNCTION)
+FUNCTIONS = (
+    API_FUNCTION,
+    SUBMIT_FUNCTION,
+    POLLER_FUNCTION,
+    COLLECT_FUNCTION,
+    UPLOAD_FUNCTION,
+    NOTIFY_FUNCTION,
+    PHOTO_FUNCTION,
+)
 
 SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)
 COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1)
 UPLOAD_QUEUE = QueueSpec(
     "batchgen-upload", ENV_UPLOAD_QUEUE_URL, "upload", batch_size=10, max_batching_window_seconds=1
 )
-QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE)
+# One message per (event, endpoint): a slow receiver holds one of the consumer's threads, nobody else's.
+NOTIFY_QUEUE = QueueSpec("batchgen-notify", ENV_NOTIFY_QUEUE_URL, "notify", batch_size=10, max_receive_count=8)
+QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE)
 
 POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
 POLL_INTERVAL_SECONDS_LOCAL_DEFAULT = 3

@@ -25,6 +25,8 @@ from batchgen.constants import (
     FUNCTIONS,
     INPUT_EXPIRY_DAYS,
     INPUT_PREFIX,
+    NOTIFY_FUNCTION,
+    NOTIFY_QUEUE,
     PHOTO_FUNCTION,
     POLL_SCHEDULE_EXPRESSION,
     POLLER_FUNCTION,
@@ -472,18 +474,23 @@ ACCESS = {
         INPUT_PREFIX,
         frozenset(PUT | DELETE),
         frozenset(READ),
-        (SUBMIT_QUEUE, UPLOAD_QUEUE),
+        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE),
         None,
         ("jwt", "gemini_webhook"),
     ),
     SUBMIT_FUNCTION.name: Access(INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
-    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE), secrets=("gemini",)),
+    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE), secrets=("gemini",)),
     COLLECT_FUNCTION.name: Access(
-        STAGING_PREFIX, frozenset(PUT), frozenset(READ | DELETE), (UPLOAD_QUEUE,), COLLECT_QUEUE, ("gemini",)
+        STAGING_PREFIX,
+        frozenset(PUT),
+        frozenset(READ | DELETE),
+        (UPLOAD_QUEUE, NOTIFY_QUEUE),
+        COLLECT_QUEUE,
+        ("gemini",),
     ),
     PHOTO_FUNCTION.name: Access(secrets=("jwt", "gemini", "cloudinary")),
     UPLOAD_FUNCTION.name: Access(
-        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (), UPLOAD_QUEUE, ("cloudinary",)
+        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (NOTIFY_QUEUE,), UPLOAD_QUEUE, ("cloudinary",)
     ),
 }
 
@@ -523,6 +530,35 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
         assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
     for secret_id in secret_ids:
         assert access[secret_id] == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+
+
+def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    function = stack.functions.by_name[NOTIFY_FUNCTION.name]
+    table_id = synthesized.logical_id(stack.data.table)
+    queue_id = synthesized.logical_id(stack.queues.queues[NOTIFY_QUEUE.name])
+    ses = "arn:AWS::Partition:ses:AWS::Region:AWS::AccountId:identity/*"
+    access = role_access(synthesized, function.role)
+    assert set(access) == {
+        "*",
+        synthesized.logical_id(function.log_group),
+        table_id,
+        f"{table_id}/index/*",
+        queue_id,
+        ses,
+    }
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= access[queue_id]
+    assert access[ses] == {"ses:SendEmail"}
+    for spec in FUNCTIONS:
+        if spec is not NOTIFY_FUNCTION:
+            assert ses not in role_access(synthesized, stack.functions.by_name[spec.name].role), spec.name
+
+
+def test_deployed_functions_refuse_private_webhook_targets(synthesized: Synthesized) -> None:
+    for spec in FUNCTIONS:
+        function_id = synthesized.logical_id(synthesized.stack.functions.by_name[spec.name])
+        variables = synthesized.resources("AWS::Lambda::Function")[function_id]["Properties"]["Environment"]
+        assert variables["Variables"]["WEBHOOK_ALLOW_PRIVATE_TARGETS"] == "false"
 
 
 def test_function_roles_carry_no_managed_policies(synthesized: Synthesized) -> None:

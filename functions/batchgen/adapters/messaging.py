@@ -6,7 +6,17 @@ from collections.abc import Sequence
 
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
-from batchgen.models.messages import CancelJob, CollectResults, DeleteJob, Message, PurgeImages, SubmitJob, UploadImage
+from batchgen.models.messages import (
+    CancelJob,
+    CollectResults,
+    DeleteJob,
+    DeliverWebhook,
+    Message,
+    PurgeImages,
+    SendEmail,
+    SubmitJob,
+    UploadImage,
+)
 
 
 def _send(queue_url: str, message: Message, delay_seconds: int = 0) -> None:
@@ -35,3 +45,11 @@ def send_collect(message: CollectResults) -> None:
 
 def send_uploads(messages: Sequence[UploadImage | PurgeImages]) -> None:
     _send_many(get_settings().upload_queue_url, messages)
+
+
+def send_notifications(messages: Sequence[DeliverWebhook | SendEmail]) -> None:
+    _send_many(get_settings().notify_queue_url, messages)
+
+
+def send_notification_later(message: DeliverWebhook, delay_seconds: int) -> None:
+    _send(get_settings().notify_queue_url, message, delay_seconds)

@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.aws import client
+from batchgen.adapters.outbox import ITEM_FAILED_EVENT, ITEM_SUCCEEDED_EVENT, outbox_item
 from batchgen.config import get_settings
 from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
 from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput
@@ -337,6 +338,7 @@ class Repository:
                             "ExpressionAttributeValues": _values(batch_values),
                         }
                     },
+                    self._outbox_put(batch_id, at, item_event=ITEM_SUCCEEDED_EVENT, indexes=[index]),
                 ]
             )
         except ClientError as exc:
@@ -425,6 +427,17 @@ class Repository:
                     }
                 }
             )
+        failed = [outcome.item.index for outcome in outcomes if outcome.status is ItemStatus.FAILED]
+        if failed or batch_status is not None:
+            writes.append(
+                self._outbox_put(
+                    batch.batchId,
+                    at,
+                    batch_event=batch_status,
+                    item_event=ITEM_FAILED_EVENT if failed else None,
+                    indexes=failed,
+                )
+            )
         if len(writes) > MAX_TRANSACTION_ITEMS:
             raise ValueError("a settlement is limited to the items of one batch")
         try:
@@ -437,17 +450,43 @@ class Repository:
     def finalize(self, batch: BatchRecord, status: BatchStatus) -> BatchRecord | None:
         """Ends the batch in `status` if its counters are still those read: of two finalisers, one wins."""
         at = now_iso()
+        values: dict[str, Any] = {":final": status.value, ":at": at, ":sc": batch.successCount, ":fc": batch.failCount}
+        condition = "successCount = :sc AND failCount = :fc AND " + status_in(sources(status), values)
         try:
-            return self.update_batch(
-                batch.batchId,
-                {"status": status.value, "completedAt": at, "updatedAt": at},
-                expected_status=sources(status),
-                condition="successCount = :sc AND failCount = :fc",
-                condition_values={":sc": batch.successCount, ":fc": batch.failCount},
-                remove_active=True,
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": META_SK}),
+                            "UpdateExpression": "SET #status = :final, completedAt = :at, updatedAt = :at "
+                            "REMOVE GSI3PK, GSI3SK",
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _values(values),
+                        }
+                    },
+                    self._outbox_put(batch.batchId, at, batch_event=status),
+                ]
             )
-        except ConcurrentChange:
-            return None
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return None
+            raise
+        return self.get_batch(batch.batchId)
+
+    def _outbox_put(
+        self,
+        batch_id: str,
+        at: str,
+        *,
+        batch_event: BatchStatus | None = None,
+        item_event: str | None = None,
+        indexes: Sequence[int] = (),
+    ) -> dict[str, Any]:
+        """The notification outbox row (SPEC §7) that goes into the state change's own transaction:
+        the event exists exactly when the change does. `adapters.notifications` relays and deletes it."""
+        return {"Put": {"TableName": self.table, "Item": outbox_item(batch_id, at, batch_event, item_event, indexes)}}
 
     # --- submit: lease, job, state --------------------------------------------------------
     def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:

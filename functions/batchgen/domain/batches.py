@@ -17,6 +17,7 @@ from batchgen.models.records import BatchRecord, ItemRecord
 class Principal:
     user_id: str
     is_admin: bool = False
+    email: str | None = None  # the token's `email` claim (notification emails)
     tier: str | None = None  # the token's `tier` claim: "premium" batches get Gemini job slots first
 
 
@@ -43,6 +44,8 @@ class BatchDraft:
     max_requests: int | None = None
     # Where each request lives in the HTTP body, for error details: ("requests", "imageBase64") etc.
     field_path: tuple[str, str, str] = ("requests", "prompt", "imageBase64")
+    webhook_url: str | None = None  # SPEC §7: one-off webhook for this batch
+    notify_email: bool = False  # SPEC §7: email the principal when the batch ends
     scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then (SPEC §8)
 
 
@@ -123,6 +126,8 @@ def new_records(
         requestCount=len(draft.requests),
         unitPrice=quote.unit_price,
         creditCost=quote.total,
+        webhookUrl=draft.webhook_url,
+        notifyEmail=principal.email if draft.notify_email else None,
     )
     items = []
     for index, (request, image) in enumerate(zip(draft.requests, images, strict=True)):

@@ -15,7 +15,7 @@ from batchgen.domain.errors import TransientError
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import CollectRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.usecases import collect
+from batchgen.usecases import collect, notify
 
 logger = Logger()
 tracer = Tracer()
@@ -27,6 +27,7 @@ processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_
 def record_handler(record: CollectRecord) -> None:
     try:
         report = collect.collect_batch(live_services(), record.body.batchId)
+        notify.relay_soon(live_services())  # SPEC §7: item and end events leave now, not at the next tick
     except TransientError:
         back_off(record, get_settings().collect_queue_url)
         raise

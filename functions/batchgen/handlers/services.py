@@ -11,7 +11,17 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchgen.usecases.ports import BatchStore, Blobs, Cdn, GeminiJobs, Queues
+    from batchgen.usecases.ports import (
+        BatchStore,
+        Blobs,
+        Cdn,
+        GeminiJobs,
+        Mailer,
+        NotificationStore,
+        Notifier,
+        Queues,
+        WebhookPoster,
+    )
 
 
 class LiveServices:
@@ -44,6 +54,30 @@ class LiveServices:
         from batchgen.adapters import images_cdn
 
         return images_cdn
+
+    @property
+    def notifications(self) -> NotificationStore:
+        from batchgen.adapters.notifications import get_notification_store
+
+        return get_notification_store()
+
+    @property
+    def notifier(self) -> Notifier:
+        from batchgen.adapters import messaging
+
+        return messaging
+
+    @property
+    def webhooks(self) -> WebhookPoster:
+        from batchgen.adapters import webhook_http
+
+        return webhook_http
+
+    @property
+    def mailer(self) -> Mailer:
+        from batchgen.adapters import mail
+
+        return mail
 
 
 @cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
-from batchgen.models.messages import CollectResults, SubmitMessage, UploadMessage
+from batchgen.models.messages import CollectResults, NotifyMessage, SubmitMessage, UploadMessage
 
 
 class SubmitRecord(SqsRecordModel):
@@ -22,3 +22,7 @@ class CollectRecord(SqsRecordModel):
 
 class UploadRecord(SqsRecordModel):
     body: Json[UploadMessage]
+
+
+class NotifyRecord(SqsRecordModel):
+    body: Json[NotifyMessage]

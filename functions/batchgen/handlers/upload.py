@@ -24,7 +24,7 @@ from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import UploadRecord
 from batchgen.handlers.sqs_retry import back_off, receive_count
 from batchgen.models.messages import PurgeImages
-from batchgen.usecases import upload
+from batchgen.usecases import notify, upload
 
 logger = Logger()
 tracer = Tracer()
@@ -72,6 +72,8 @@ async def record_handler(record: UploadRecord) -> str:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return async_process_partial_response(
+    response = async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    notify.relay_soon(live_services())  # SPEC §7: the results and the batch's end leave now, not at the tick
+    return response

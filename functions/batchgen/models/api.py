@@ -81,6 +81,11 @@ class CreateBatchRequest(StrictBody):
     aspectRatio: ShortText | None = None
     negativePrompt: Prompt | None = None
     displayName: ShortText | None = None
+    webhookUrl: Annotated[
+        str | None,
+        Field(max_length=2048, description="One-off webhook for this batch, signed with `GET /webhooks/secret`"),
+    ] = None
+    notifyEmail: Annotated[bool | None, Field(description="Email the token's `email` address at the end")] = None
     templateId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     variables: dict[Annotated[str, Field(max_length=64)], Prompt] | None = Field(default=None, max_length=100)
     scheduleAt: AwareDatetime | None = Field(
@@ -362,3 +367,67 @@ class CatalogResponse(BaseModel):
     defaultModels: dict[str, str]
     aspectRatios: list[str]
     maxBatchRequests: int
+
+
+# --- Notifications (SPEC §7) ----------------------------------------------------------------------
+WebhookEventName = Literal[
+    "batch.completed",
+    "batch.failed",
+    "batch.cancelled",
+    "batch.expired",
+    "batch.item.succeeded",
+    "batch.item.failed",
+]
+
+
+class CreateWebhookEndpointRequest(StrictBody):
+    url: Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/hooks/batchgen"])]
+    events: Annotated[
+        list[WebhookEventName] | None,
+        Field(description="Empty or absent: every batch event; item events only when named", max_length=6),
+    ] = None
+    description: ShortText | None = None
+
+
+class WebhookEndpointView(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    createdAt: str
+    disabled: bool
+
+
+class CreatedWebhookEndpoint(WebhookEndpointView):
+    secret: str = Field(description="The `whsec_…` signing secret: shown only here and on rotation")
+
+
+class WebhookEndpointList(BaseModel):
+    endpoints: list[WebhookEndpointView]
+
+
+class WebhookSecretResponse(BaseModel):
+    secret: str
+
+
+class WebhookTestResponse(BaseModel):
+    eventId: str
+    status: Literal["queued"]
+
+
+class WebhookDeliveryView(BaseModel):
+    id: str
+    eventId: str
+    type: str
+    url: str
+    attempt: int
+    statusCode: int | None
+    error: str | None
+    durationMs: int
+    at: str
+    nextAttemptAt: str | None
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDeliveryView]
+    nextCursor: str | None

@@ -69,6 +69,31 @@ class PurgeImages(Message):
     publicIds: list[str]
 
 
+class DeliverWebhook(Message):
+    """One event to one endpoint (or a batch's one-off `webhookUrl`): one message per pair, so a slow
+    receiver delays nobody else. `eventId` is the `webhook-id`, the same on every attempt."""
+
+    action: Literal["deliver"] = "deliver"
+    eventId: str
+    type: str
+    userId: str
+    batchId: str | None = None
+    endpointId: str | None = None  # None: the batch's one-off URL, signed with the account secret
+    url: str
+    body: str  # the JSON document, signed as sent
+    attempt: int = 1
+    notBefore: str | None = None  # a retry later than SQS's 15-minute delay is re-queued until then
+
+
+class SendEmail(Message):
+    """The end-of-batch email of a batch created with `notifyEmail: true`."""
+
+    action: Literal["email"]
+    eventId: str
+    batchId: str
+    to: str
+
+
 def _action(default: str) -> Callable[[Any], str]:
     """A pydantic discriminator callable: the message's action, or `default` when the wire omits it."""
 
@@ -88,4 +113,8 @@ SubmitMessage = Annotated[
 UploadMessage = Annotated[
     Annotated[UploadImage, Tag("upload")] | Annotated[PurgeImages, Tag("purge")],
     Discriminator(_action("upload")),
+]
+NotifyMessage = Annotated[
+    Annotated[DeliverWebhook, Tag("deliver")] | Annotated[SendEmail, Tag("email")],
+    Discriminator(_action("deliver")),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from batchgen.domain.states import BatchStatus, ItemStatus
 
@@ -42,6 +42,8 @@ class BatchRecord(Record):
     collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
     geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     failureReason: str | None = None
+    webhookUrl: str | None = None  # one-off, for this batch (signed with the account secret)
+    notifyEmail: str | None = None  # the address the end-of-batch email goes to
     tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
     scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
 
@@ -105,3 +107,42 @@ class LedgerRecord(Record):
 class BatchWithItems(BaseModel):
     batch: BatchRecord
     items: list[ItemRecord]
+
+
+class WebhookEndpointRecord(Record):
+    endpointId: str
+    userId: str
+    url: str
+    events: list[str] = []
+    description: str | None = None
+    secret: str = Field(repr=False)  # never in a repr, a log line or a listing
+    previousSecret: str | None = Field(None, repr=False)
+    rotatedAt: str | None = None
+    createdAt: str
+    disabledAt: str | None = None
+
+
+class OutboxRecord(Record):
+    """An event written in the same transaction as the state change it announces; relayed, then deleted."""
+
+    eventId: str
+    batchId: str
+    at: str
+    batchEvent: str | None = None  # batch.completed|failed|cancelled|expired
+    itemEvent: str | None = None  # batch.item.succeeded|failed
+    itemIndexes: list[int] = []
+
+
+class DeliveryRecord(Record):
+    id: str
+    eventId: str
+    type: str
+    url: str
+    attempt: int
+    statusCode: int | None = None
+    error: str | None = None
+    durationMs: int
+    at: str
+    nextAttemptAt: str | None = None
+    endpointId: str | None = None
+    batchId: str | None = None

@@ -11,6 +11,7 @@ from batchgen.domain import pricing
 from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, new_records, validate
 from batchgen.domain.errors import ConcurrentChange, Conflict, Forbidden
 from batchgen.models.messages import SubmitJob
+from batchgen.usecases.endpoints import check_notifications
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def create_batch(services: Services, principal: Principal, draft: BatchDraft) ->
         raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
     catalog, settings = get_catalog(), get_settings()
     model, images = validate(draft, catalog, settings)
+    check_notifications(principal, draft)
     quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests))
     created = new_records(principal, draft, model, images, quote)
     uploaded: list[str] = []

@@ -103,6 +103,8 @@ def draft_from_request(services: Services, principal: Principal, request: Create
         negative_prompt=negative,
         display_name=request.displayName or (template.name if template else None),
         scheduled_for=scheduled_for(request),
+        webhook_url=request.webhookUrl,
+        notify_email=bool(request.notifyEmail),
     )
 
 

@@ -1,0 +1,55 @@
+"""Notify queue consumer: one signed webhook (or one email) per message, concurrently within an SQS
+batch, so one slow receiver holds one worker thread and nobody else's delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchgen import constants
+from batchgen.handlers.services import live_services
+from batchgen.handlers.sqs_records import NotifyRecord
+from batchgen.models.messages import SendEmail
+from batchgen.usecases import notify
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = AsyncBatchProcessor(event_type=EventType.SQS, model=NotifyRecord, raise_on_entire_batch_failure=False)
+
+
+def handle(record: NotifyRecord) -> str:
+    message = record.body
+    if isinstance(message, SendEmail):
+        return notify.send_batch_email(live_services(), message)
+    return notify.deliver(live_services(), message)
+
+
+@lru_cache(maxsize=1)
+def _workers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=constants.NOTIFY_QUEUE.batch_size, thread_name_prefix="notify")
+
+
+async def record_handler(record: NotifyRecord) -> str:
+    outcome = await asyncio.get_running_loop().run_in_executor(_workers(), handle, record)
+    # The event id and outcome only: never the URL's secrets, the body or a signature.
+    logger.info("notify", extra={"message_id": record.messageId, "outcome": outcome})
+    metrics.add_metric(name=f"Notify_{outcome}", unit=MetricUnit.Count, value=1)
+    return outcome
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return async_process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,379 @@
+"""SPEC §7 rules and decisions with in-memory fakes: subscriptions, signatures, retries, SSRF, the relay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from batchgen import constants
+from batchgen.domain import ids
+from batchgen.domain import notifications as rules
+from batchgen.domain.states import BatchStatus, ItemStatus
+from batchgen.models.messages import DeliverWebhook, SendEmail
+from batchgen.models.records import (
+    BatchRecord,
+    DeliveryRecord,
+    ItemRecord,
+    OutboxRecord,
+    WebhookEndpointRecord,
+)
+from batchgen.usecases import notify
+from tests.unit.fakes import FakeServices
+
+
+# --- fakes of the notification ports --------------------------------------------------------------
+class FakeNotifications:
+    def __init__(self) -> None:
+        self.endpoints: dict[str, WebhookEndpointRecord] = {}
+        self.deliveries: list[DeliveryRecord] = []
+        self.events: list[OutboxRecord] = []
+        self.disabled: list[str] = []
+
+    def list_endpoints(self, user_id: str) -> list[WebhookEndpointRecord]:
+        return [e for e in self.endpoints.values() if e.userId == user_id]
+
+    def get_endpoint(self, user_id: str, endpoint_id: str) -> WebhookEndpointRecord | None:
+        found = self.endpoints.get(endpoint_id)
+        return found if found and found.userId == user_id else None
+
+    def disable_endpoint(self, user_id: str, endpoint_id: str, at: str) -> None:
+        self.endpoints[endpoint_id] = self.endpoints[endpoint_id].model_copy(update={"disabledAt": at})
+        self.disabled.append(endpoint_id)
+
+    def account_secret(self, user_id: str) -> str:
+        return "whsec_" + "QUJD" * 8
+
+    def record_delivery(self, user_id: str, delivery: DeliveryRecord) -> None:
+        self.deliveries.append(delivery)
+
+    def pending_events(self, limit: int) -> list[OutboxRecord]:
+        return self.events[:limit]
+
+    def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
+        return True  # the lease between relayers is tested against DynamoDB (integration)
+
+    def delete_event(self, event: OutboxRecord) -> None:
+        self.events.remove(event)
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.later: list[tuple[DeliverWebhook, int]] = []
+        self.fail = False
+
+    def send_notifications(self, messages: list[Any]) -> None:
+        if self.fail:
+            raise RuntimeError("SQS down")
+        self.sent += messages
+
+    def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None:
+        self.later.append((message, delay_seconds))
+
+
+@dataclass
+class Posted:
+    status_code: int | None
+    error: str | None = None
+    duration_ms: int = 3
+
+
+class FakePoster:
+    def __init__(self, status: int | None = 200) -> None:
+        self.status = status
+        self.calls: list[tuple[str, dict[str, str], bytes]] = []
+
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> Posted:
+        self.calls.append((url, headers, body))
+        return Posted(self.status, None if self.status == 200 else "HTTP error")
+
+
+class FakeMailer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    def send_email(self, to: str, subject: str, text: str) -> None:
+        self.sent.append((to, subject, text))
+
+
+@dataclass
+class NotifyFakes(FakeServices):
+    notifications: FakeNotifications = field(default_factory=FakeNotifications)
+    notifier: FakeNotifier = field(default_factory=FakeNotifier)
+    webhooks: FakePoster = field(default_factory=FakePoster)
+    mailer: FakeMailer = field(default_factory=FakeMailer)
+
+
+def endpoint(endpoint_id: str = "whep_1", events: list[str] | None = None, **extra: Any) -> WebhookEndpointRecord:
+    return WebhookEndpointRecord(
+        endpointId=endpoint_id,
+        userId="u1",
+        url=f"https://example.com/{endpoint_id}",
+        events=events or [],
+        secret=rules.new_secret(),
+        createdAt=ids.now_iso(),
+        **extra,
+    )
+
+
+def finished_batch(services: NotifyFakes, **extra: Any) -> BatchRecord:
+    now = ids.now_iso()
+    batch = BatchRecord(
+        batchId="batch_1",
+        userId="u1",
+        type="text",
+        status=BatchStatus.COMPLETED,
+        model="m",
+        createdAt=now,
+        updatedAt=now,
+        completedAt=now,
+        requestCount=2,
+        successCount=1,
+        failCount=1,
+        unitPrice=Decimal("0.5"),
+        creditCost=Decimal(1),
+        refundedCredits=Decimal("0.5"),
+        **extra,
+    )
+    items = [
+        ItemRecord(batchId="batch_1", itemId="gen_1_00", index=0, clientId="a", status=ItemStatus.SUCCESS, text="hi"),
+        ItemRecord(batchId="batch_1", itemId="gen_1_01", index=1, clientId="b", status=ItemStatus.FAILED, error="no"),
+    ]
+    services.store.add(batch, items)
+    return batch
+
+
+# --- rules ----------------------------------------------------------------------------------------
+def test_signature_matches_the_standard_webhooks_reference_vector() -> None:
+    # The example of the Standard Webhooks specification / reference libraries.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    signature = rules.sign([secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+@pytest.mark.parametrize(
+    ("events", "event_type", "expected"),
+    [
+        (None, "batch.completed", True),
+        ([], "batch.failed", True),
+        (["batch.failed"], "batch.completed", False),
+        (None, "batch.item.succeeded", False),
+        (["batch.item.succeeded"], "batch.item.succeeded", True),
+        (["batch.item.succeeded"], "batch.completed", False),
+        (["batch.item.failed"], "webhook.test", True),
+    ],
+)
+def test_batch_events_go_everywhere_unless_narrowed_item_events_only_by_name(events, event_type, expected) -> None:
+    assert rules.subscribed(events, event_type) is expected
+
+
+def test_retry_delays_grow_then_stop_and_scale() -> None:
+    assert [rules.retry_delay(n, 1.0) for n in range(1, 8)] == [5, 60, 300, 1800, 7200, 21600, None]
+    assert rules.retry_delay(2, 0.01) == pytest.approx(0.6)
+
+
+def test_a_rotated_out_secret_signs_only_during_the_overlap() -> None:
+    now = datetime.now(UTC)
+    recent = ids.iso(now - timedelta(hours=23))
+    old = ids.iso(now - timedelta(hours=25))
+    assert rules.signing_secrets("new", "old", recent, now) == ["new", "old"]
+    assert rules.signing_secrets("new", "old", old, now) == ["new"]
+
+
+def resolver(table: dict[str, list[str]]):
+    return lambda host, port: table.get(host) or [host]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/h",
+        "https://10.1.2.3/h",
+        "https://172.16.5.4/h",
+        "https://172.31.255.255/h",
+        "https://192.168.1.1/h",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/h",
+        "https://[fd00::1]/h",
+        "https://[fe80::1]/h",
+        "https://[::ffff:127.0.0.1]/h",
+        "https://[::ffff:10.0.0.1]/h",
+        "https://224.0.0.1/h",
+        "https://0.0.0.0/h",
+        "https://240.0.0.1/h",
+        "https://100.64.0.1/h",
+        "https://internal.example/h",  # resolves to a private address
+        "https://mixed.example/h",  # one public, one private address: refused
+        "http://93.184.216.34/h",  # plain http
+        "https://user:pw@93.184.216.34/h",
+    ],
+)
+def test_ssrf_table_refused_without_private_targets(url: str) -> None:
+    table = {"internal.example": ["10.0.0.5"], "mixed.example": ["93.184.216.34", "192.168.0.9"]}
+    with pytest.raises(rules.TargetRefused):
+        rules.resolve_target(url, allow_private=False, resolve=resolver(table))
+
+
+def test_public_https_is_accepted_and_the_checked_address_is_the_one_connected_to() -> None:
+    found = rules.resolve_target(
+        "https://hooks.example/h", allow_private=False, resolve=resolver({"hooks.example": ["93.184.216.34"]})
+    )
+    assert found == ("https", "hooks.example", 443, "93.184.216.34")
+
+
+def test_private_targets_and_http_allowed_for_development() -> None:
+    assert rules.resolve_target("http://127.0.0.1:8000/h", allow_private=True, resolve=resolver({}))[3] == "127.0.0.1"
+
+
+# --- delivery decisions ---------------------------------------------------------------------------
+def message(endpoint_id: str | None = "whep_1", **extra: Any) -> DeliverWebhook:
+    return DeliverWebhook(
+        eventId="evt_1_whep_1",
+        type="batch.completed",
+        userId="u1",
+        batchId="batch_1",
+        endpointId=endpoint_id,
+        url="https://one-off.example/h",
+        body='{"type":"batch.completed"}',
+        **extra,
+    )
+
+
+def test_a_2xx_is_delivered_and_logged_without_a_next_attempt() -> None:
+    services = NotifyFakes()
+    services.notifications.endpoints["whep_1"] = endpoint()
+    assert notify.deliver(services, message()) == "delivered"
+    [logged] = services.notifications.deliveries
+    assert (logged.statusCode, logged.attempt, logged.nextAttemptAt) == (200, 1, None)
+    [(url, headers, _body)] = services.webhooks.calls
+    assert url == "https://example.com/whep_1" and headers["webhook-id"] == "evt_1_whep_1"
+    assert headers["webhook-signature"].startswith("v1,")
+    assert services.notifier.later == []
+
+
+def test_a_failure_queues_the_next_attempt_with_the_same_id_and_a_growing_delay() -> None:
+    services = NotifyFakes(webhooks=FakePoster(500))
+    services.notifications.endpoints["whep_1"] = endpoint()
+    assert notify.deliver(services, message(attempt=2)) == "retry"
+    [(again, delay)] = services.notifier.later
+    assert (again.eventId, again.attempt, delay) == ("evt_1_whep_1", 3, 60)
+    assert again.notBefore == services.notifications.deliveries[0].nextAttemptAt
+
+
+def test_a_wait_beyond_sqs_delay_is_chained_through_not_before() -> None:
+    services = NotifyFakes(webhooks=FakePoster(503))
+    services.notifications.endpoints["whep_1"] = endpoint()
+    notify.deliver(services, message(attempt=4))  # next in 2 h
+    [(again, delay)] = services.notifier.later
+    assert delay == constants.SQS_MAX_DELAY_SECONDS
+    assert notify.deliver(services, again) == "deferred"  # woken early: waits again, sends nothing
+    assert len(services.webhooks.calls) == 1
+
+
+def test_after_the_last_delay_it_gives_up() -> None:
+    services = NotifyFakes(webhooks=FakePoster(None))
+    services.notifications.endpoints["whep_1"] = endpoint()
+    assert notify.deliver(services, message(attempt=7)) == "gave_up"
+    assert services.notifier.later == []
+
+
+def test_410_disables_and_a_disabled_or_deleted_endpoint_is_dropped() -> None:
+    services = NotifyFakes(webhooks=FakePoster(410))
+    services.notifications.endpoints["whep_1"] = endpoint()
+    assert notify.deliver(services, message()) == "disabled"
+    assert services.notifications.disabled == ["whep_1"] and services.notifier.later == []
+    assert notify.deliver(services, message()) == "dropped"
+    assert notify.deliver(services, message(endpoint_id="whep_gone")) == "dropped"
+    assert len(services.webhooks.calls) == 1
+
+
+def test_a_one_off_url_is_signed_with_the_account_secret() -> None:
+    services = NotifyFakes()
+    assert notify.deliver(services, message(endpoint_id=None)) == "delivered"
+    url, headers, body = services.webhooks.calls[0]
+    expected = rules.sign(
+        [services.notifications.account_secret("u1")], "evt_1_whep_1", int(headers["webhook-timestamp"]), body
+    )
+    assert url == "https://one-off.example/h" and headers["webhook-signature"] == expected
+
+
+# --- the relay ------------------------------------------------------------------------------------
+def outbox(batch_event: str | None = None, item_event: str | None = None, indexes: list[int] | None = None):
+    return OutboxRecord(
+        eventId="evt_9",
+        batchId="batch_1",
+        at=ids.now_iso(),
+        batchEvent=batch_event,
+        itemEvent=item_event,
+        itemIndexes=indexes or [],
+    )
+
+
+def test_relay_fans_a_batch_event_out_to_endpoints_the_one_off_url_and_email_then_deletes_the_row() -> None:
+    services = NotifyFakes()
+    finished_batch(services, webhookUrl="https://one-off.example/h", notifyEmail="me@example.com")
+    services.notifications.endpoints.update(
+        {
+            "whep_all": endpoint("whep_all"),
+            "whep_items": endpoint("whep_items", ["batch.item.succeeded"]),
+            "whep_off": endpoint("whep_off", disabledAt=ids.now_iso()),
+        }
+    )
+    services.notifications.events.append(outbox("batch.completed"))
+    assert notify.relay_outbox(services) == 1
+    webhooks = [m for m in services.notifier.sent if isinstance(m, DeliverWebhook)]
+    assert sorted((m.endpointId or "url", m.eventId) for m in webhooks) == [
+        ("url", "evt_9_url"),
+        ("whep_all", "evt_9_whep_all"),
+    ]
+    [email] = [m for m in services.notifier.sent if isinstance(m, SendEmail)]
+    assert email.to == "me@example.com"
+    assert services.notifications.events == []
+
+
+def test_relay_sends_item_events_only_to_subscribers() -> None:
+    services = NotifyFakes()
+    finished_batch(services)
+    services.notifications.endpoints.update(
+        {"whep_all": endpoint("whep_all"), "whep_items": endpoint("whep_items", ["batch.item.failed"])}
+    )
+    services.notifications.events.append(outbox(item_event="batch.item.failed", indexes=[1]))
+    notify.relay_outbox(services)
+    [sent] = services.notifier.sent
+    assert sent.endpointId == "whep_items" and sent.eventId == "evt_9_1_whep_items"
+    assert '"clientId":"b"' in sent.body and '"error":"no"' in sent.body
+
+
+def test_a_relay_that_fails_keeps_the_row_and_sends_the_same_ids_next_time() -> None:
+    services = NotifyFakes()
+    finished_batch(services)
+    services.notifications.endpoints["whep_all"] = endpoint("whep_all")
+    services.notifications.events.append(outbox("batch.completed"))
+    services.notifier.fail = True
+    with pytest.raises(RuntimeError):
+        notify.relay_outbox(services)
+    assert len(services.notifications.events) == 1
+    services.notifier.fail = False
+    notify.relay_outbox(services)
+    assert [m.eventId for m in services.notifier.sent] == ["evt_9_whep_all"]
+
+
+def test_the_email_carries_counts_refund_and_a_link(monkeypatch) -> None:
+    monkeypatch.setenv(constants.ENV_RESULTS_BASE_URL, "https://api.example/v1")
+    from batchgen.config import reset_caches
+
+    reset_caches()
+    services = NotifyFakes()
+    finished_batch(services)
+    assert notify.send_batch_email(services, SendEmail(action="email", eventId="e", batchId="batch_1", to="a@b")) == (
+        "emailed"
+    )
+    [(to, subject, text)] = services.mailer.sent
+    assert to == "a@b" and "completed" in subject
+    assert "succeeded: 1; failed: 1" in text and "refunded: 0.5" in text
+    assert "https://api.example/v1/batch/status/batch_1" in text
+    reset_caches()
