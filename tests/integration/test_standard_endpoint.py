@@ -153,6 +153,18 @@ def test_tokens(photo, gemini):
     assert balance("admin-1") == Decimal(20) and gemini.generated == 0
 
 
+def test_body_too_large_is_413_and_not_json_is_415(photo, lambda_context):
+    from batchgen.handlers.photo import lambda_handler
+
+    grant("user-1", 20)
+    huge = {**seed_body("t2i"), "prompt": "x" * (constants.MAX_BODY_BYTES + 10)}
+    assert photo(huge).status == 413
+    headers = {"Content-Type": "text/plain", "Authorization": f"Bearer {make_token()}"}
+    result = lambda_handler(proxy_event("POST", PATH, headers=headers, body="model=x"), lambda_context)
+    assert result["statusCode"] == 415 and json.loads(result["body"])["error"] == "Unsupported media type"
+    assert balance() == Decimal(20)
+
+
 def test_only_post(photo):
     assert photo(None, method="GET").status == 405
 

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -26,7 +27,8 @@ from batchgen.domain.errors import (
 )
 from batchgen.domain.money import json_number
 from batchgen.domain.photo import PhotoDraft
-from batchgen.handlers.api_edge import body_size, header
+from batchgen.handlers import api_edge
+from batchgen.handlers.api_edge import header
 from batchgen.handlers.services import live_services
 from batchgen.models.api import PhotoRequest, PhotoResponse
 from batchgen.usecases.photo import generate_photo
@@ -71,12 +73,12 @@ def _error(event: dict[str, Any], error: DomainError) -> dict[str, Any]:
     return _answer(event, STATUS_BY_ERROR.get(type(error), HTTPStatus.BAD_REQUEST), body)
 
 
+def _edge_error(status: HTTPStatus, title: str, message: str, **_: Any) -> Response:
+    """The api function's edge checks (size, media type) answer through this, as they do there."""
+    return Response(status_code=status.value, body={"error": title, "message": message})
+
+
 def _parse(event: dict[str, Any]) -> PhotoRequest:
-    if body_size(event) > constants.MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The request body is larger than {constants.MAX_BODY_BYTES / 1_000_000:.2f} MB.")
-    content_type = (header(event, "Content-Type") or "application/json").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
-        raise InvalidInput(f"Send the body as JSON with 'Content-Type: application/json' (got '{content_type[:100]}').")
     try:
         return PhotoRequest.model_validate_json(event.get("body") or "")
     except ValidationError as exc:
@@ -97,8 +99,14 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
             HTTPStatus.METHOD_NOT_ALLOWED,
             {"error": "Method not allowed", "message": f"{constants.PHOTO_PATH} takes POST."},
         )
+    early = api_edge.size_error(event, _edge_error)
+    if early is not None:
+        return _answer(event, HTTPStatus(early.status_code), dict(early.body or {}))
     try:
         caller = authenticate(event.get("headers") or {})  # before the body is read: strangers learn nothing
+        early = api_edge.media_type_error(event, _edge_error)
+        if early is not None:
+            return _answer(event, HTTPStatus(early.status_code), dict(early.body or {}))
         request = _parse(event)
         generated = generate_photo(
             live_services(),
