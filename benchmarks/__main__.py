@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, cold_start, notifications, planning, poll_tick, uploads
+from benchmarks import aws_calls, bulk, cold_start, notifications, planning, poll_tick, uploads
 
 
 def main() -> None:
@@ -16,6 +16,7 @@ def main() -> None:
         aws_calls,
         poll_tick,
         uploads,
+        bulk,
         planning,
         notifications,
     ):  # notifications last: it starts the runtime

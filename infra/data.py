@@ -10,9 +10,12 @@ from constructs import Construct
 from batchgen.constants import (
     INPUT_EXPIRY_DAYS,
     INPUT_PREFIX,
+    RESULTS_PREFIX,
     STAGING_EXPIRY_DAYS,
     STAGING_PREFIX,
     TABLE,
+    UPLOADS_EXPIRY_DAYS,
+    UPLOADS_PREFIX,
 )
 from infra.nag import acknowledge
 
@@ -68,6 +71,18 @@ class DataStore(Construct):
                     id="expire-staging",
                     prefix=STAGING_PREFIX,
                     expiration=Duration.days(STAGING_EXPIRY_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="expire-uploads",  # bulk input files (SPEC §6): read once by the ingest step
+                    prefix=UPLOADS_PREFIX,
+                    expiration=Duration.days(UPLOADS_EXPIRY_DAYS),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="expire-results",  # results manifests: written again on request once expired
+                    prefix=RESULTS_PREFIX,
+                    expiration=Duration.days(INPUT_EXPIRY_DAYS),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
                 s3.LifecycleRule(

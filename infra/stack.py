@@ -16,18 +16,22 @@ from batchgen.constants import (
     COLLECT_FUNCTION,
     COLLECT_QUEUE,
     FUNCTIONS,
+    INGEST_FUNCTION,
+    INGEST_QUEUE,
     INPUT_PREFIX,
     NOTIFY_FUNCTION,
     NOTIFY_QUEUE,
     PHOTO_FUNCTION,
     POLLER_FUNCTION,
     QUEUES,
+    RESULTS_PREFIX,
     SERVICE_NAME,
     STAGING_PREFIX,
     SUBMIT_FUNCTION,
     SUBMIT_QUEUE,
     UPLOAD_FUNCTION,
     UPLOAD_QUEUE,
+    UPLOADS_PREFIX,
     runtime_environment,
 )
 from infra import REPO_ROOT
@@ -119,6 +123,17 @@ class BatchGenStack(Stack):
         upload = fn[UPLOAD_FUNCTION.name]
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         secrets.cloudinary.grant_read(upload)
+
+        # Bulk batches (SPEC §6): the api presigns PUTs of input files (a presigned URL carries the
+        # signer's rights), the ingest function reads them into items and input images.
+        self._grant_bucket(api, UPLOADS_PREFIX, put=True)
+        self._grant_bucket(api, RESULTS_PREFIX, read=True, put=True)  # results manifests, presigned GETs
+        queues[INGEST_QUEUE.name].grant_send_messages(api)
+        ingest = fn[INGEST_FUNCTION.name]
+        self._grant_bucket(ingest, UPLOADS_PREFIX, read=True)
+        self._grant_bucket(ingest, INPUT_PREFIX, read=True, put=True, delete=True)  # read: a retry's images
+        queues[SUBMIT_QUEUE.name].grant_send_messages(ingest)
+        queues[INGEST_QUEUE.name].grant_send_messages(ingest)  # a run near its time limit hands over
 
         # SPEC §7: the api queues test events, the poller (and collect/upload, right after their state
         # changes) relay the outbox, the notify function

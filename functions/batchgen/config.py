@@ -27,9 +27,12 @@ class Settings(BaseModel):
     submit_queue_url: str = ""
     collect_queue_url: str = ""
     upload_queue_url: str = ""
+    ingest_queue_url: str = ""
     notify_queue_url: str = ""
 
     max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
+    max_file_batch_requests: int = Field(constants.MAX_FILE_BATCH_REQUESTS_DEFAULT, ge=1, le=100_000)
+    max_input_file_bytes: int = Field(constants.MAX_INPUT_FILE_BYTES_DEFAULT, ge=1)
     max_wait_seconds: int = Field(constants.MAX_WAIT_SECONDS_DEFAULT, ge=60)
     pending_redrive_seconds: int = Field(constants.PENDING_REDRIVE_SECONDS_DEFAULT, ge=1)
     gemini_max_active_jobs: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_DEFAULT, ge=1, le=100)

@@ -27,6 +27,11 @@ MAX_CLIENT_ID_CHARS = 128
 MAX_WAIT_SECONDS_DEFAULT = 180_000
 HISTORY_LIMIT_DEFAULT = 20
 HISTORY_LIMIT_MAX = 100
+STATUS_ITEMS_MAX = 100  # items/results/errors in one status body (SPEC §6); the rest through /items
+ITEMS_LIMIT_DEFAULT = 100
+ITEMS_LIMIT_MAX = 1000
+RESULTS_URL_SECONDS = 3600  # a presigned results-manifest URL
+RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal batch
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
@@ -35,7 +40,18 @@ POLL_CONCURRENCY_DEFAULT = 16
 PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
 STAGING_EXPIRY_DAYS = 7
 INPUT_EXPIRY_DAYS = 30
+UPLOADS_EXPIRY_DAYS = 2  # a bulk input file is read within minutes of its batch's create
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
+# Bulk batches (SPEC §6): one uploaded JSONL file, streamed by the ingest function.
+MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
+MAX_INPUT_FILE_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024  # Gemini's input file limit
+UPLOAD_URL_SECONDS = 3600  # a presigned upload URL is valid for one hour
+INGEST_CHUNK_ITEMS = 25  # one BatchWriteItem
+INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
+# A run with less than this left hands over to the next message (checkpoint, then a new message).
+INGEST_HANDOVER_SECONDS = 60
+# One line holds at most one image (4 MB decoded, ~5.6 MB as base64) and two prompts.
+MAX_INPUT_LINE_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 # Scheduling and templates (SPEC §8).
 MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT = 60  # lowered only by tests and the local runtime (MIN_SCHEDULE_AHEAD_SECONDS)
 MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT = 7 * 24 * 3600
@@ -49,6 +65,7 @@ MAX_TEMPLATE_BYTES = 300_000  # one DynamoDB item holds 400 KB: a template (with
 # --- S3 key layout ----------------------------------------------------------
 INPUT_PREFIX = "inputs/"
 STAGING_PREFIX = "staging/"
+UPLOADS_PREFIX = "uploads/"  # bulk input files, PUT by users through presigned URLs
 
 # --- Settings: environment variable names and defaults ------------------------
 # Every setting the functions read is named here once, with its default. `batchgen.config.Settings`
@@ -60,6 +77,9 @@ ENV_BUCKET_NAME = "BUCKET_NAME"
 ENV_SUBMIT_QUEUE_URL = "SUBMIT_QUEUE_URL"
 ENV_COLLECT_QUEUE_URL = "COLLECT_QUEUE_URL"
 ENV_UPLOAD_QUEUE_URL = "UPLOAD_QUEUE_URL"
+ENV_INGEST_QUEUE_URL = "INGEST_QUEUE_URL"
+ENV_MAX_FILE_BATCH_REQUESTS = "MAX_FILE_BATCH_REQUESTS"
+ENV_MAX_INPUT_FILE_BYTES = "MAX_INPUT_FILE_BYTES"
 ENV_JWT_SECRET = "JWT_SECRET"
 ENV_JWT_SECRET_ARN = "JWT_SECRET_ARN"
 ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
@@ -222,6 +242,13 @@ UPLOAD_FUNCTION = FunctionSpec(
     120,
     description="Uploads staged images to Cloudinary and finalises batches",
 )
+INGEST_FUNCTION = FunctionSpec(
+    "ingest",
+    "batchgen.handlers.ingest.lambda_handler",
+    512,
+    600,
+    description="Streams an uploaded JSONL file into a bulk batch's items, then charges it once",
+)
 NOTIFY_FUNCTION = FunctionSpec(
     "notify",
     "batchgen.handlers.notify.lambda_handler",
@@ -245,6 +272,7 @@ FUNCTIONS = (
     COLLECT_FUNCTION,
     UPLOAD_FUNCTION,
     NOTIFY_FUNCTION,
+    INGEST_FUNCTION,
     PHOTO_FUNCTION,
 )
 
@@ -253,9 +281,10 @@ COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", 
 UPLOAD_QUEUE = QueueSpec(
     "batchgen-upload", ENV_UPLOAD_QUEUE_URL, "upload", batch_size=10, max_batching_window_seconds=1
 )
+INGEST_QUEUE = QueueSpec("batchgen-ingest", ENV_INGEST_QUEUE_URL, "ingest", batch_size=1)
 # One message per (event, endpoint): a slow receiver holds one of the consumer's threads, nobody else's.
 NOTIFY_QUEUE = QueueSpec("batchgen-notify", ENV_NOTIFY_QUEUE_URL, "notify", batch_size=10, max_receive_count=8)
-QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE)
+QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE)
 
 POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
 POLL_INTERVAL_SECONDS_LOCAL_DEFAULT = 3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batchgen_client import Client, Conflict, InsufficientCredits, NotFound, Unauthorized, Unsupported
+from batchgen_client import Client, Conflict, InsufficientCredits, NotFound, Unauthorized
 from batchgen_client.cli import app
 from local.emulators.png import make_png
 
@@ -191,14 +191,17 @@ def test_python_client_errors_carry_the_api_body(runtime, tmp_path: Path):
         client.status("batch_missing")
 
 
-def test_bulk_upload_is_refused_clearly_until_the_service_supports_it(runtime, tmp_path: Path):
-    """SPEC §6 bulk batches (`POST /batch/uploads`) are not in the service yet: the client and the CLI
-    say so, carrying the API's own answer (today 405: the path reads as `/batch/{id}`), instead of pretending."""
+def test_bulk_files_go_through_upload_and_create_from_file(runtime, tmp_path: Path):
+    """SPEC §6: the client PUTs the file to the presigned URL and creates the batch from it; the CLI's
+    `submit` of a .jsonl file longer than the inline limit does the same."""
+    _, token = runtime.new_user(100)
     lines = tmp_path / "big.jsonl"
     lines.write_text("".join(json.dumps({"prompt": f"p{n}"}) + "\n" for n in range(25)), encoding="utf-8")
-    with pytest.raises(Unsupported) as missing:
-        Client(runtime.base_url, runtime.user_token).upload_file(lines)
-    assert missing.value.status_code in (404, 405) and missing.value.body["message"] in missing.value.message
-    result = cli(runtime, runtime.user_token, "submit", str(lines))
-    assert result.exit_code == 3, result.output
-    assert "not supported by this service" in result.output and "POST /batch/uploads" in result.output
+    client = Client(runtime.base_url, token)
+    created = client.create_from_file("text", lines)
+    assert created.status == "validating" and created.requestCount is None and created.jobs == []
+    finished = client.wait(created.id, interval=0.5, timeout=90)
+    assert finished.status == "completed" and finished.requestCount == 25 and finished.successCount == 25
+    result = cli(runtime, token, "submit", str(lines), "--type", "text")
+    assert result.exit_code == 0, result.output
+    assert "created batch" in result.output

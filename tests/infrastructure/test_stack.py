@@ -23,6 +23,8 @@ from batchgen.constants import (
     ENV_JWT_SECRET,
     ENV_JWT_SECRET_ARN,
     FUNCTIONS,
+    INGEST_FUNCTION,
+    INGEST_QUEUE,
     INPUT_EXPIRY_DAYS,
     INPUT_PREFIX,
     NOTIFY_FUNCTION,
@@ -31,6 +33,7 @@ from batchgen.constants import (
     POLL_SCHEDULE_EXPRESSION,
     POLLER_FUNCTION,
     QUEUES,
+    RESULTS_PREFIX,
     STAGING_EXPIRY_DAYS,
     STAGING_PREFIX,
     SUBMIT_FUNCTION,
@@ -38,6 +41,8 @@ from batchgen.constants import (
     TABLE,
     UPLOAD_FUNCTION,
     UPLOAD_QUEUE,
+    UPLOADS_EXPIRY_DAYS,
+    UPLOADS_PREFIX,
     FunctionSpec,
     QueueSpec,
     queue_visibility_timeout_seconds,
@@ -266,6 +271,13 @@ def test_bucket_is_private_encrypted_and_expires_transient_objects(synthesized: 
                         ),
                         Match.object_like(
                             {
+                                "Prefix": UPLOADS_PREFIX,
+                                "ExpirationInDays": UPLOADS_EXPIRY_DAYS,
+                                "Status": "Enabled",
+                            }
+                        ),
+                        Match.object_like(
+                            {
                                 "Prefix": INPUT_PREFIX,
                                 "ExpirationInDays": INPUT_EXPIRY_DAYS,
                                 "Status": "Enabled",
@@ -467,6 +479,7 @@ class Access:
     sends: tuple[QueueSpec, ...] = ()
     consumes: QueueSpec | None = None
     secrets: tuple[str, ...] = ()
+    more_prefixes: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()  # (prefix, allowed, denied)
 
 
 ACCESS = {
@@ -474,9 +487,22 @@ ACCESS = {
         INPUT_PREFIX,
         frozenset(PUT | DELETE),
         frozenset(READ),
-        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE),
+        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE),
         None,
         ("jwt", "gemini_webhook"),
+        (
+            (UPLOADS_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),
+            (RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),
+        ),
+    ),
+    INGEST_FUNCTION.name: Access(
+        INPUT_PREFIX,
+        frozenset(READ | PUT | DELETE),  # read: a retry batch copies the input images of its source
+        frozenset(),
+        (SUBMIT_QUEUE, INGEST_QUEUE),  # its own queue too: a run near its time limit hands over
+        INGEST_QUEUE,
+        (),
+        ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
     ),
     SUBMIT_FUNCTION.name: Access(INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
     POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE), secrets=("gemini",)),
@@ -518,16 +544,25 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
             expected.add(bucket_id)  # s3:List* on the bucket itself
         assert rules.s3_allowed <= access[objects]
         assert not rules.s3_denied & access[objects]
+    for prefix, allowed, denied in rules.more_prefixes:
+        objects = f"{bucket_id}/{prefix}*"
+        expected.add(objects)
+        if READ <= allowed:
+            expected.add(bucket_id)
+        assert allowed <= access[objects]
+        assert not denied & access[objects]
     assert set(access) == expected
 
     # And each resource only with the actions that belong to it
     assert access["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     for spec in rules.sends:
         assert "sqs:SendMessage" in access[queue_ids[spec.name]]
-        assert "sqs:ReceiveMessage" not in access[queue_ids[spec.name]]
+        if spec != rules.consumes:
+            assert "sqs:ReceiveMessage" not in access[queue_ids[spec.name]]
     if rules.consumes:
         assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[rules.consumes.name]]
-        assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
+        if rules.consumes not in rules.sends:
+            assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
     for secret_id in secret_ids:
         assert access[secret_id] == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 

@@ -16,5 +16,12 @@ def client(service: str) -> Any:
     return boto3.client(service, config=_CONFIG)
 
 
+@cache
+def presign_client() -> Any:
+    """S3 with Signature Version 4 (query-string auth with an expiry), for presigned URLs."""
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
 def reset_clients() -> None:
     client.cache_clear()
+    presign_client.cache_clear()

@@ -11,6 +11,7 @@ from batchgen.models.messages import (
     CollectResults,
     DeleteJob,
     DeliverWebhook,
+    IngestFile,
     Message,
     PurgeImages,
     SendEmail,
@@ -45,6 +46,10 @@ def send_collect(message: CollectResults) -> None:
 
 def send_uploads(messages: Sequence[UploadImage | PurgeImages]) -> None:
     _send_many(get_settings().upload_queue_url, messages)
+
+
+def send_ingest(message: IngestFile, delay_seconds: int = 0) -> None:
+    _send(get_settings().ingest_queue_url, message, delay_seconds)
 
 
 def send_notifications(messages: Sequence[DeliverWebhook | SendEmail]) -> None:

@@ -2,7 +2,8 @@
 
 Key layout (one table, see `constants.TABLE`):
   BATCH#<id> / #META           the batch; GSI1 (user history), GSI2 (admin), GSI3 (sparse: active only)
-  BATCH#<id> / ITEM#<nn>       one item per request, so a batch and its items are one Query
+  BATCH#<id> / ITEM#<nnnnn>     one item per request, so a batch and its items are one Query
+  UPLOAD#<id> / #META         a presigned bulk input file and the batch that used it
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
   USER#<id>  / PHOTO#<gen id>  one standard-endpoint generation: charged, then succeeded or refunded once
@@ -45,7 +46,15 @@ from batchgen.domain.states import (
     ItemStatus,
     sources,
 )
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, SlotRecord, TemplateRecord
+from batchgen.models.records import (
+    BatchRecord,
+    BatchWithItems,
+    ItemRecord,
+    LedgerRecord,
+    SlotRecord,
+    TemplateRecord,
+    UploadRecord,
+)
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -68,12 +77,17 @@ def batch_pk(batch_id: str) -> str:
     return f"BATCH#{batch_id}"
 
 
+def upload_pk(upload_id: str) -> str:
+    return f"UPLOAD#{upload_id}"
+
+
 def user_pk(user_id: str) -> str:
     return f"USER#{user_id}"
 
 
 def item_sk(index: int) -> str:
-    return f"{ITEM_PREFIX}{index:02d}"
+    """Five digits: a bulk batch's items sort in request order up to index 99,999."""
+    return f"{ITEM_PREFIX}{index:05d}"
 
 
 def _marshal(value: dict[str, Any]) -> dict[str, Any]:
@@ -1011,6 +1025,196 @@ class Repository:
             if "LastEvaluatedKey" not in response:
                 return
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    # --- bulk batches (SPEC §6): uploads, the validating batch, its items in chunks ----------
+    def create_upload(self, upload: UploadRecord, expires_at_epoch: int) -> None:
+        item = upload.model_dump(mode="python")
+        item.update(PK=upload_pk(upload.uploadId), SK=META_SK, entity="upload", expiresAt=expires_at_epoch)
+        self.db.put_item(TableName=self.table, Item=_marshal(item), ConditionExpression="attribute_not_exists(PK)")
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": upload_pk(upload_id), "SK": META_SK}),
+            ConsistentRead=True,
+        )
+        return UploadRecord.model_validate(_unmarshal(response["Item"])) if "Item" in response else None
+
+    def claim_upload(self, upload_id: str, user_id: str, batch_id: str) -> bool:
+        """The upload becomes this batch's input, once: False when it is another user's or another
+        batch's (a repeated claim by the same batch, a duplicate delivery, succeeds)."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=_marshal({"PK": upload_pk(upload_id), "SK": META_SK}),
+                UpdateExpression="SET usedBy = :batch",
+                ConditionExpression="attribute_exists(PK) AND userId = :user AND "
+                "(attribute_not_exists(usedBy) OR usedBy = :batch)",
+                ExpressionAttributeValues=_values({":batch": batch_id, ":user": user_id}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def put_batch(self, batch: BatchRecord) -> None:
+        """A new batch that charges nothing yet (a bulk batch while `validating`)."""
+        self.db.put_item(
+            TableName=self.table, Item=self.batch_item(batch), ConditionExpression="attribute_not_exists(PK)"
+        )
+
+    def put_items(self, items: Sequence[ItemRecord]) -> None:
+        """Items in BatchWriteItem calls of 25; a put is idempotent (same index, same item)."""
+        for start in range(0, len(items), 25):
+            pending: dict[str, Any] = {
+                self.table: [{"PutRequest": {"Item": self.item_item(item)}} for item in items[start : start + 25]]
+            }
+            for _attempt in range(8):
+                pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            if pending:
+                raise ConcurrentChange("DynamoDB kept items unprocessed; the message will be retried")
+
+    def delete_items(self, batch_id: str, indexes: Sequence[int]) -> None:
+        for start in range(0, len(indexes), 25):
+            pending: dict[str, Any] = {
+                self.table: [
+                    {"DeleteRequest": {"Key": _marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)})}}
+                    for index in indexes[start : start + 25]
+                ]
+            }
+            for _attempt in range(8):
+                pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+                if not pending:
+                    break
+
+    def iter_item_pages(
+        self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
+    ) -> Iterator[list[ItemRecord]]:
+        """A batch's items in request order, one Query page at a time: never the whole batch at once."""
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": _values({":pk": batch_pk(batch_id), ":prefix": ITEM_PREFIX}),
+            "ConsistentRead": True,
+            "Limit": page_size,
+        }
+        if after_index is not None:
+            params["ExclusiveStartKey"] = _marshal({"PK": batch_pk(batch_id), "SK": item_sk(after_index)})
+        while True:
+            response = self.db.query(**params)
+            rows = [ItemRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
+            if rows:
+                yield rows
+            if "LastEvaluatedKey" not in response:
+                return
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def record_ingest_progress(self, batch_id: str, seen_lines: int, changes: dict[str, Any]) -> bool:
+        """The ingest checkpoint, while validating and only if nobody advanced it since `seen_lines`
+        (of two runs on one batch, one goes on)."""
+        try:
+            self.update_batch(
+                batch_id,
+                {**changes, "updatedAt": now_iso()},
+                expected_status=[BatchStatus.VALIDATING],
+                condition="ingestLines = :seen",
+                condition_values={":seen": seen_lines},
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def end_validation(self, batch_id: str, status: BatchStatus, reason: str) -> BatchRecord | None:
+        """validating -> failed | cancelled, nothing charged, with its notification outbox row (SPEC §7)
+        in the same transaction; None when it had left `validating`."""
+        at = now_iso()
+        values: dict[str, Any] = {":status": status.value, ":reason": reason, ":at": at}
+        condition = status_in([BatchStatus.VALIDATING], values, prefix="v")
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+                            "UpdateExpression": "SET #status = :status, failureReason = :reason, "
+                            "completedAt = :at, updatedAt = :at",
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _values(values),
+                        }
+                    },
+                    self._outbox_put(batch_id, at, batch_event=status),
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return None
+            raise
+        return self.get_batch(batch_id)
+
+    def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
+        """validating -> pending: the one debit of a bulk batch, its counts and its ledger entry in one
+        transaction. InsufficientCredits when the balance is short; False when the batch left
+        `validating` (cancelled, or a duplicate delivery activated it first)."""
+        at = now_iso()
+        sort_key = f"{batch.createdAt}#{batch.batchId}"
+        batch_values: dict[str, Any] = {
+            ":pending": BatchStatus.PENDING.value,
+            ":n": request_count,
+            ":cost": cost,
+            ":at": at,
+            ":active": ACTIVE_PK,
+            ":sk": sort_key,
+            ":items": request_count,
+        }
+        condition = status_in([BatchStatus.VALIDATING], batch_values) + " AND ingestItems = :items"
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": user_pk(batch.userId), "SK": BALANCE_SK}),
+                    "UpdateExpression": "SET balance = balance - :cost, updatedAt = :at",
+                    "ConditionExpression": "attribute_exists(balance) AND balance >= :cost",
+                    "ExpressionAttributeValues": _values({":cost": cost, ":at": at}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": batch_pk(batch.batchId), "SK": META_SK}),
+                    "UpdateExpression": "SET #status = :pending, requestCount = :n, creditCost = :cost, "
+                    "updatedAt = :at, GSI3PK = :active, GSI3SK = :sk",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _values(batch_values),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._ledger_item(batch.userId, -cost, "batch charge", batch.batchId, at),
+                }
+            },
+        ]
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            codes = _cancellation_codes(exc)
+            if codes[1:2] == ["ConditionalCheckFailed"]:
+                return False
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                old = exc.response.get("CancellationReasons", [{}])[0].get("Item")
+                available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(batch.userId)
+                raise InsufficientCredits(cost, available) from exc
+            raise ConcurrentChange("balance changed concurrently") from exc
+        return True
 
 
 @lru_cache(maxsize=1)

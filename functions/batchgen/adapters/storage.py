@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from batchgen.adapters.aws import client
+from batchgen.adapters.aws import client, presign_client
 from batchgen.config import get_settings
 
 # The domain's key layout, re-exported for callers of this adapter.
@@ -43,3 +43,49 @@ def iter_keys(prefix: str) -> Iterator[str]:
     for page in paginator.paginate(Bucket=get_settings().bucket_name, Prefix=prefix):
         for entry in page.get("Contents", []):
             yield entry["Key"]
+
+
+def presign_put(key: str, expires_in: int) -> str:
+    """A URL anyone holding it may PUT one object to (no Content-Type signed: plain `curl -T` works)."""
+    return str(
+        presign_client().generate_presigned_url(
+            "put_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
+        )
+    )
+
+
+def presign_get(key: str, expires_in: int) -> str:
+    return str(
+        presign_client().generate_presigned_url(
+            "get_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
+        )
+    )
+
+
+def object_size(key: str) -> int | None:
+    """The object's size in bytes, or None when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return int(client("s3").head_object(Bucket=get_settings().bucket_name, Key=key)["ContentLength"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+
+
+def iter_chunks_from(key: str, offset: int, chunk_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+    """The object from byte `offset` on, in chunks: never the whole object in memory."""
+    params: dict[str, Any] = {"Bucket": get_settings().bucket_name, "Key": key}
+    if offset:
+        params["Range"] = f"bytes={offset}-"
+    body = client("s3").get_object(**params)["Body"]
+    try:
+        yield from body.iter_chunks(chunk_bytes)
+    finally:
+        body.close()
+
+
+def put_file(key: str, path: str, content_type: str) -> None:
+    """A local file to S3, streamed (multipart when large), never read whole into memory."""
+    client("s3").upload_file(path, get_settings().bucket_name, key, ExtraArgs={"ContentType": content_type})

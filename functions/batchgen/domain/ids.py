@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from batchgen import constants
 
-_GENERATION_ID = re.compile(r"^gen_(?P<stamp>\d{13})_(?P<rand>[0-9a-f]{10})_(?P<index>\d{2})$")
+_GENERATION_ID = re.compile(r"^gen_(?P<stamp>\d{13})_(?P<rand>[0-9a-f]{10})_(?P<index>\d{2,5})$")
 _BATCH_ID = re.compile(r"^batch_\d{13}_[0-9a-f]{10}$")
 
 
@@ -19,6 +19,7 @@ def new_batch_id(now_ms: int | None = None) -> str:
 
 
 def generation_id(batch_id: str, index: int) -> str:
+    """Two digits at least (the ids of existing batches), up to five for a bulk batch's 10,000 items."""
     return f"gen_{batch_id.removeprefix('batch_')}_{index:02d}"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from batchgen.domain.states import ItemStatus, is_terminal, reported_item_status
+from batchgen import constants
+from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal, reported_item_status
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
 
 
@@ -18,17 +19,45 @@ def batch_type_label(batch: BatchRecord) -> str:
     return f"batch-{batch.type}"
 
 
+def item_view(item: ItemRecord, batch: BatchRecord) -> dict[str, object]:
+    return {
+        "clientId": item.clientId,
+        "generationId": item.itemId,
+        "status": item_status(item, batch).value,
+        "imageUrl": item.imageUrl,
+        "text": item.text,
+        "error": item.error,
+    }
+
+
+def summary(batch: BatchRecord) -> dict[str, int]:
+    """Counts over every item, from the batch's counters (a status body shows only a page of items)."""
+    open_count = max(batch.requestCount - batch.done_count, 0)
+    processing = batch.status is BatchStatus.PROCESSING
+    return {
+        "total": batch.requestCount,
+        "pending": 0 if processing else open_count,
+        "processing": open_count if processing else 0,
+        "completed": batch.successCount,
+        "failed": batch.failCount,
+    }
+
+
 def status_body(record: BatchWithItems) -> dict[str, object]:
+    """The batch with at most `STATUS_ITEMS_MAX` items (and their results and errors) in request order;
+    `itemsNextCursor` pages on through `GET /batch/{id}/items` when there are more."""
     batch = record.batch
-    statuses = [item_status(item, batch) for item in record.items]
+    shown = record.items[: constants.STATUS_ITEMS_MAX]
+    more = len(record.items) > len(shown)
+    statuses = [item_status(item, batch) for item in shown]
     results = [
         (item.text if batch.type == "text" else item.imageUrl) or ""
-        for item, status in zip(record.items, statuses, strict=True)
+        for item, status in zip(shown, statuses, strict=True)
         if status is ItemStatus.SUCCESS
     ]
     errors = [
         item_error_line(item)
-        for item, status in zip(record.items, statuses, strict=True)
+        for item, status in zip(shown, statuses, strict=True)
         if status in (ItemStatus.FAILED, ItemStatus.CANCELLED)
     ]
     return {
@@ -48,26 +77,13 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "refundedCredits": batch.refundedCredits,
         "results": results,
         "errors": errors,
-        "items": [
-            {
-                "clientId": item.clientId,
-                "generationId": item.itemId,
-                "status": status.value,
-                "imageUrl": item.imageUrl,
-                "text": item.text,
-                "error": item.error,
-            }
-            for item, status in zip(record.items, statuses, strict=True)
-        ],
-        "summary": {
-            "total": len(statuses),
-            "pending": statuses.count(ItemStatus.PENDING),
-            "processing": statuses.count(ItemStatus.PROCESSING),
-            "completed": statuses.count(ItemStatus.SUCCESS),
-            "failed": statuses.count(ItemStatus.FAILED) + statuses.count(ItemStatus.CANCELLED),
-        },
+        "items": [item_view(item, batch) for item in shown],
+        "itemsNextCursor": str(shown[-1].index) if more and shown else None,
+        "summary": summary(batch),
         "isComplete": is_terminal(batch.status),
         "geminiState": batch.geminiState,
+        "failureReason": batch.failureReason,
+        "retryOf": batch.retryOf,
         "scheduledFor": batch.scheduledFor,
     }
 

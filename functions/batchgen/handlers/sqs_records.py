@@ -9,7 +9,7 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
-from batchgen.models.messages import CollectResults, NotifyMessage, SubmitMessage, UploadMessage
+from batchgen.models.messages import CollectResults, IngestFile, NotifyMessage, SubmitMessage, UploadMessage
 
 
 class SubmitRecord(SqsRecordModel):
@@ -22,6 +22,10 @@ class CollectRecord(SqsRecordModel):
 
 class UploadRecord(SqsRecordModel):
     body: Json[UploadMessage]
+
+
+class IngestRecord(SqsRecordModel):
+    body: Json[IngestFile]
 
 
 class NotifyRecord(SqsRecordModel):

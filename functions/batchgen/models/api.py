@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from batchgen import constants
 from batchgen.domain.money import json_number, to_credits
@@ -75,6 +75,14 @@ class CreateBatchRequest(StrictBody):
     # `type` and `requests` are required unless `templateId` names a template that has them.
     type: BatchTypeName | None = None
     requests: Annotated[list[BatchRequestItem], Field(min_length=1)] | None = None
+    inputFile: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=128,
+            description="A bulk batch (SPEC §6): the uploadId of a JSONL file, instead of `requests`",
+        ),
+    ] = None
     prompt: Prompt | None = None
     model: ShortText | None = None
     quality: Quality | None = None
@@ -92,6 +100,17 @@ class CreateBatchRequest(StrictBody):
         default=None, description="ISO 8601 UTC: submit at this time (1 minute to 7 days ahead)"
     )
     offPeak: bool | None = Field(default=None, description="Submit at the next start of the off-peak window (UTC)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CreateBatchRequest:
+        # Neither (without a template) is reported by the create itself, naming `type`/`requests`.
+        if self.requests is not None and self.inputFile is not None:
+            raise ValueError("give exactly one of requests (inline) or inputFile (an uploadId)")
+        if self.inputFile is not None and self.type is None:
+            raise ValueError("type is required with inputFile")
+        if self.inputFile is not None and (self.templateId or self.scheduleAt or self.offPeak):
+            raise ValueError("inputFile does not combine with templateId, scheduleAt or offPeak")
+        return self
 
 
 class QuoteResponse(BaseModel):
@@ -156,8 +175,8 @@ class CreateBatchResponse(BaseModel):
     batchId: str
     status: str
     type: str
-    requestCount: int
-    creditCost: Credits
+    requestCount: int | None  # None while a bulk batch is `validating`
+    creditCost: Credits | None
     jobs: list[Job]
     message: str
     scheduledFor: str | None = None
@@ -201,6 +220,9 @@ class BatchStatusResponse(BaseModel):
     summary: Summary
     isComplete: bool
     geminiState: str | None
+    failureReason: str | None = None
+    retryOf: str | None = None
+    itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
     scheduledFor: str | None = None
     queuePosition: int | None = Field(default=None, description="1-based place while waiting for a Gemini job slot")
 
@@ -367,6 +389,30 @@ class CatalogResponse(BaseModel):
     defaultModels: dict[str, str]
     aspectRatios: list[str]
     maxBatchRequests: int
+
+
+class UploadResponse(BaseModel):
+    """A presigned PUT for one bulk input file (SPEC §6)."""
+
+    uploadId: str
+    uploadUrl: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str]
+    expiresAt: str
+    maxBytes: int
+
+
+class ResultsManifest(BaseModel):
+    """`GET /batch/{id}/results`: a presigned URL of the batch's JSONL results manifest (SPEC §6)."""
+
+    url: str
+    expiresAt: str
+    format: Literal["jsonl"] = "jsonl"
+    itemCount: int
+
+
+class RetryBatchResponse(CreateBatchResponse):
+    retryOf: str  # the batch retried
 
 
 # --- Notifications (SPEC §7) ----------------------------------------------------------------------

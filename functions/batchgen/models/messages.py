@@ -48,6 +48,12 @@ class CollectResults(Message):
     batchId: str
 
 
+class IngestFile(Message):
+    """Read (the rest of) a bulk batch's input file from its checkpoint."""
+
+    batchId: str
+
+
 class UploadImage(Message):
     """Move one staged image to Cloudinary."""
 

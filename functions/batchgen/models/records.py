@@ -44,6 +44,15 @@ class BatchRecord(Record):
     failureReason: str | None = None
     webhookUrl: str | None = None  # one-off, for this batch (signed with the account secret)
     notifyEmail: str | None = None  # the address the end-of-batch email goes to
+    # Bulk batches (SPEC §6): the upload read by the ingest step and its checkpoint.
+    inputFile: str | None = None  # the uploadId
+    retryOf: str | None = None  # a retry batch: the batch whose unsuccessful items it copies
+    ingestOffset: int = 0  # bytes of the file read and settled
+    ingestLines: int = 0  # lines read (non-blank lines become items, in order)
+    ingestItems: int = 0  # items written
+    ingestImages: int = 0
+    ingestBadCount: int = 0
+    ingestBadLines: list[str] = []  # the first few problems, "line 7: a prompt is required"
     tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
     scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
 
@@ -67,6 +76,16 @@ class ItemRecord(Record):
     error: str | None = None
     round: int = 0  # the Gemini round (job) the item belongs to; raised when it is retried
     updatedAt: str | None = None
+
+
+class UploadRecord(Record):
+    """One presigned upload of a bulk input file; `usedBy` is the one batch that may read it."""
+
+    uploadId: str
+    userId: str
+    key: str
+    createdAt: str
+    usedBy: str | None = None
 
 
 class TemplateRecord(Record):

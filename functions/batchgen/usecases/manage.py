@@ -27,6 +27,8 @@ def load_owned(services: Services, principal: Principal, batch_id: str) -> Batch
     record = services.store.get_batch_with_items(batch_id) if ids.is_batch_id(batch_id) else None
     if record is None or (record.batch.userId != principal.user_id and not principal.is_admin):
         raise NotFound(f"No batch with id '{batch_id}' was found.")
+    if record.batch.requestCount == 0 and record.items:  # a bulk batch's items count once it is charged
+        return BatchWithItems(batch=record.batch, items=[])
     return record
 
 
@@ -34,6 +36,12 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
     record = load_owned(services, principal, batch_id)
     if is_terminal(record.batch.status):
         raise Conflict(f"The batch is already {record.batch.status.value}; only running batches can be cancelled.")
+    if record.batch.status is BatchStatus.VALIDATING:  # nothing charged yet: nothing to refund
+        from batchgen.usecases.ingest import cancel_validating
+
+        if not cancel_validating(services, batch_id):
+            return cancel_batch(services, principal, batch_id)  # it left `validating` meanwhile
+        return load_owned(services, principal, batch_id)
     ended = end_batch(
         services.store,
         batch_id,

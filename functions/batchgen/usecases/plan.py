@@ -76,6 +76,11 @@ def scheduled_for(request: CreateBatchRequest, now: datetime | None = None) -> s
 def draft_from_request(services: Services, principal: Principal, request: CreateBatchRequest) -> BatchDraft:
     if principal.is_admin:
         raise Forbidden(ADMIN_MESSAGE)
+    if request.inputFile is not None:  # create hands these to the bulk path before; the quote refuses them
+        raise InvalidInput(
+            "A quote takes inline requests or a template; a bulk batch (inputFile) is priced once its file is read.",
+            [{"loc": ["body", "inputFile"], "msg": "not accepted here"}],
+        )
     template = get_template(services, principal, request.templateId) if request.templateId else None
     batch_type = request.type or (template.type if template else None)
     requests = _requests(request, template)

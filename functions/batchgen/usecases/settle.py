@@ -19,6 +19,9 @@ from batchgen.models.records import BatchRecord, BatchWithItems
 from batchgen.usecases.ports import BatchStore
 
 SETTLE_ATTEMPTS = 5
+# Items per settlement transaction: with the batch, the balance and the ledger entry it stays under
+# DynamoDB's 100 operations, so a batch of any size settles (SPEC §6).
+SETTLE_CHUNK_ITEMS = 90
 
 
 def end_batch(
@@ -75,23 +78,41 @@ def _settle(
     store: BatchStore,
     batch_id: str,
     choose: Callable[[BatchWithItems], list[ItemOutcome] | None],
-    **settlement: Any,
+    *,
+    reason: str,
+    batch_status: BatchStatus | None = None,
+    batch_changes: dict[str, Any] | None = None,
 ) -> Decimal | None:
-    """Reads the batch, lets `choose` pick the items to end (None: nothing to do) and settles them;
-    a lost race re-reads and chooses again. Returns the refund, or None when nothing was settled."""
+    """Reads the batch, lets `choose` pick the items to end (None: nothing to do) and settles them in
+    chunks of `SETTLE_CHUNK_ITEMS`: each chunk is one transaction (its items, still open, with their
+    refund), the batch's own move rides on the last one. A lost race re-reads and chooses again among
+    the items still open, so each item is refunded exactly once. Returns the refund, or None when
+    nothing was settled."""
+    refunded: Decimal | None = None
     for _attempt in range(SETTLE_ATTEMPTS):
         record = store.get_batch_with_items(batch_id)
         if record is None or is_terminal(record.batch.status):
-            return None
+            return refunded
         outcomes = choose(record)
         if outcomes is None:
-            return None
-        refund = refund_amount(record.batch.unitPrice, len(outcomes))
+            return refunded
         try:
-            store.settle_unsuccessful(record.batch, outcomes, refund=refund, **settlement)
+            for start in range(0, max(len(outcomes), 1), SETTLE_CHUNK_ITEMS):
+                chunk = outcomes[start : start + SETTLE_CHUNK_ITEMS]
+                last = start + SETTLE_CHUNK_ITEMS >= len(outcomes)
+                refund = refund_amount(record.batch.unitPrice, len(chunk))
+                store.settle_unsuccessful(
+                    record.batch,
+                    chunk,
+                    refund=refund,
+                    reason=reason,
+                    batch_status=batch_status if last else None,
+                    batch_changes=batch_changes if last else None,
+                )
+                refunded = (refunded or Decimal(0)) + refund
         except ConcurrentChange:
             continue
-        return refund
+        return refunded
     raise ConcurrentChange(f"batch {batch_id} kept changing while settling it")
 
 

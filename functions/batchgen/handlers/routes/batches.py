@@ -26,6 +26,10 @@ router = Router()
 
 
 def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
+    if request.inputFile is not None:
+        from batchgen.handlers.routes import bulk
+
+        return bulk.file_batch_response(request, request.inputFile, principal(router))
     caller = principal(router)
     created = create.create_batch(services(), caller, plan.draft_from_request(services(), caller, request))
     batch = created.batch
@@ -75,11 +79,15 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 @router.get(
     "/batch/status/<batch_id>",
     summary="A batch, its items, results and errors",
+    description="At most STATUS_ITEMS_MAX (100) entries in `items`, `results` and `errors`; "
+    "`itemsNextCursor` pages on through `GET /batch/{id}/items`. `summary` counts every item.",
     tags=["Batches"],
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
-    record = manage.load_owned(services(), principal(router), batch_id)
+    from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
+
+    record = items.status_page(services(), principal(router), batch_id)
     body = reports.status_body(record)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
     return models.BatchStatusResponse.model_validate(body)

@@ -1,0 +1,121 @@
+"""Reading big batches in pages (SPEC §6): the status page, the items route and the results manifest.
+
+Nothing here loads a whole batch: items come one Query page at a time, in request order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from batchgen import constants
+from batchgen.domain import ids, reports
+from batchgen.domain.batches import Principal
+from batchgen.domain.errors import Conflict, InvalidInput, NotFound
+from batchgen.domain.states import ItemStatus, is_terminal
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
+from batchgen.usecases.ports import Services
+
+
+def owned_batch(services: Services, principal: Principal, batch_id: str) -> BatchRecord:
+    """Another user's batch reads exactly like a missing one: 404. Admins read any batch."""
+    batch = services.store.get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    if batch is None or (batch.userId != principal.user_id and not principal.is_admin):
+        raise NotFound(f"No batch with id '{batch_id}' was found.")
+    return batch
+
+
+def _after(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 6:
+        raise InvalidInput(
+            "The cursor is not valid; pass the itemsNextCursor or X-Next-Cursor value of a previous page.",
+            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+        )
+    return int(cursor)
+
+
+def _items(services: Services, batch: BatchRecord, after: int | None, page_size: int) -> Iterator[ItemRecord]:
+    if batch.requestCount == 0:  # a bulk batch's items count once it is charged
+        return
+    for page in services.store.iter_item_pages(batch.batchId, page_size=page_size, after_index=after):
+        yield from page
+
+
+def status_page(services: Services, principal: Principal, batch_id: str) -> BatchWithItems:
+    """The batch and its first `STATUS_ITEMS_MAX` + 1 items (the extra one says there are more)."""
+    batch = owned_batch(services, principal, batch_id)
+    first: list[ItemRecord] = []
+    for item in _items(services, batch, None, constants.STATUS_ITEMS_MAX + 1):
+        first.append(item)
+        if len(first) > constants.STATUS_ITEMS_MAX:
+            break
+    return BatchWithItems(batch=batch, items=first)
+
+
+@dataclass(frozen=True)
+class ItemsPage:
+    items: list[dict[str, object]]
+    next_cursor: str | None
+
+
+def list_items(
+    services: Services, principal: Principal, batch_id: str, *, limit: int, cursor: str | None, status: str | None
+) -> ItemsPage:
+    """A page of items in request order, optionally only those whose reported status is `status`."""
+    if status is not None and status not in {s.value for s in ItemStatus}:
+        raise InvalidInput(
+            f"Unknown status '{status}'. Use one of: {', '.join(s.value for s in ItemStatus)}.",
+            [{"loc": ["query", "status"], "msg": "unknown status"}],
+        )
+    batch = owned_batch(services, principal, batch_id)
+    found: list[dict[str, object]] = []
+    last_index: int | None = None
+    for item in _items(services, batch, _after(cursor), min(limit + 1, constants.ITEMS_LIMIT_MAX)):
+        view = reports.item_view(item, batch)
+        if status is not None and view["status"] != status:
+            continue
+        if len(found) == limit:
+            return ItemsPage(found, str(last_index))
+        found.append(view)
+        last_index = item.index
+    return ItemsPage(found, None)
+
+
+@dataclass(frozen=True)
+class ResultsLink:
+    url: str
+    expires_at: str
+    item_count: int
+
+
+def manifest_key(batch_id: str) -> str:
+    return f"{constants.RESULTS_PREFIX}{batch_id}.jsonl"
+
+
+def results_manifest(services: Services, principal: Principal, batch_id: str) -> ResultsLink:
+    """A presigned URL of the terminal batch's results manifest (one JSON line per item, request order),
+    written once, page by page through a temporary file, the first time it is asked for."""
+    batch = owned_batch(services, principal, batch_id)
+    if not is_terminal(batch.status):
+        raise Conflict(f"The batch is {batch.status.value}; its results manifest exists once it has ended.")
+    key = manifest_key(batch_id)
+    if services.blobs.object_size(key) is None:
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as handle:
+            for item in _items(services, batch, None, 1000):
+                handle.write(json.dumps(reports.item_view(item, batch), separators=(",", ":")) + "\n")
+        try:
+            services.blobs.put_file(key, handle.name, "application/x-ndjson")
+        finally:
+            os.unlink(handle.name)
+    moment = ids.utc_now()
+    return ResultsLink(
+        url=services.blobs.presign_get(key, constants.RESULTS_URL_SECONDS),
+        expires_at=ids.iso(moment + timedelta(seconds=constants.RESULTS_URL_SECONDS)),
+        item_count=batch.requestCount,
+    )
