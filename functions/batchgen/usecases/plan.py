@@ -87,7 +87,8 @@ def draft_from_request(services: Services, principal: Principal, request: Create
     missing = [name for name, value in (("type", batch_type), ("requests", requests)) if not value]
     if missing:
         raise InvalidInput(
-            f"Invalid {missing[0]}: Field required (or a templateId whose template has it).",
+            f"Invalid {missing[0]}: Field required. Give exactly one of requests (inline) or inputFile "
+            "(an uploadId), or a templateId whose template has them.",
             [{"loc": ["body", name], "msg": "Field required"} for name in missing],
         )
     assert batch_type is not None and requests is not None  # noqa: S101 - narrowed by the check above
