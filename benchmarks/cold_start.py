@@ -16,7 +16,7 @@ API_BASELINE = (
     "import boto3, jwt; from pydantic import BaseModel; "
     "from aws_lambda_powertools.event_handler import APIGatewayRestResolver"
 )
-HANDLERS = ("api", "submit", "poller", "collect", "upload")
+HANDLERS = ("api", "submit", "poller", "collect", "upload", "photo")
 
 
 def _environment() -> dict[str, str]:

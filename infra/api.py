@@ -10,7 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from batchgen.constants import MAX_BODY_BYTES
+from batchgen.constants import MAX_BODY_BYTES, PHOTO_PATH
 from infra.nag import acknowledge
 from infra.settings import StackSettings
 
@@ -92,7 +92,13 @@ class ServiceApi(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, settings: StackSettings
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: lambda_.IFunction,
+        settings: StackSettings,
+        photo_handler: lambda_.IFunction | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         origins = list(settings.cors_origins)
@@ -134,6 +140,24 @@ class ServiceApi(Construct):
                 metrics_enabled=False,
             ),
         )
+        if photo_handler is not None:
+            # The standard endpoint (SPEC §8) has its own function: a resource of its own, which API
+            # Gateway matches before the {proxy+} resource that sends everything else to the api function.
+            # (A proxying LambdaRestApi refuses `root.add_resource`; a Resource built on the root is allowed.)
+            first, *rest = PHOTO_PATH.strip("/").split("/")
+            resource: apigateway.Resource = apigateway.Resource(
+                self, "PhotoRoot", parent=self.rest_api.root, path_part=first
+            )
+            for part in rest:
+                resource = resource.add_resource(part)
+            resource.add_method("POST", apigateway.LambdaIntegration(photo_handler))
+            acknowledge(
+                resource,
+                "The standard endpoint verifies the same Bearer JWT or session cookie in its function "
+                "(HS256 secret or JWKS, pinned algorithms), like every route of the api function.",
+                "AwsSolutions-APIG4",
+                "AwsSolutions-COG4",
+            )
         cors_header = _gateway_cors_origin(origins)
         for response_id, response_type, status, title, message in GATEWAY_ERRORS:
             self.rest_api.add_gateway_response(

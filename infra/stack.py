@@ -21,6 +21,7 @@ from batchgen.constants import (
     INPUT_PREFIX,
     NOTIFY_FUNCTION,
     NOTIFY_QUEUE,
+    PHOTO_FUNCTION,
     POLLER_FUNCTION,
     QUEUES,
     RESULTS_PREFIX,
@@ -75,7 +76,13 @@ class BatchGenStack(Stack):
         self.queues.attach_consumers(self.functions.by_name)
         self._grant_least_privilege()
 
-        self.api = ServiceApi(self, "Api", handler=self.functions.by_name[API_FUNCTION.name], settings=settings)
+        self.api = ServiceApi(
+            self,
+            "Api",
+            handler=self.functions.by_name[API_FUNCTION.name],
+            settings=settings,
+            photo_handler=self.functions.by_name[PHOTO_FUNCTION.name],
+        )
         self.poll_schedule = PollSchedule(self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name])
         self._monitor()
         self._outputs()
@@ -108,6 +115,10 @@ class BatchGenStack(Stack):
         self._grant_bucket(collect, STAGING_PREFIX, put=True)
         queues[UPLOAD_QUEUE.name].grant_send_messages(collect)
         secrets.gemini.grant_read(collect)
+
+        photo = fn[PHOTO_FUNCTION.name]  # the standard endpoint: token check, Gemini, Cloudinary
+        for secret in (secrets.jwt, secrets.gemini, secrets.cloudinary):
+            secret.grant_read(photo)
 
         upload = fn[UPLOAD_FUNCTION.name]
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)

@@ -90,9 +90,17 @@ class Invocable(Protocol):
 class ApiGatewayApp:
     """WSGI application: HTTP request -> proxy event -> api Lambda -> HTTP response."""
 
-    def __init__(self, function: Invocable, max_body_bytes: int = API_GATEWAY_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        function: Invocable,
+        max_body_bytes: int = API_GATEWAY_MAX_BODY_BYTES,
+        routes: dict[str, Invocable] | None = None,
+    ) -> None:
         self.function = function
         self.max_body_bytes = max_body_bytes
+        # Paths with their own function (the stack's API Gateway resources before the proxy), e.g. the
+        # standard endpoint; every other path goes to the api function.
+        self.routes = dict(routes or {})
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         request = Request(environ)
@@ -126,7 +134,7 @@ class ApiGatewayApp:
             source_ip=request.remote_addr or "127.0.0.1",
         )
         try:
-            return proxy_result_to_http(self.function.invoke(event))
+            return proxy_result_to_http(self.routes.get(request.path, self.function).invoke(event))
         except Exception:  # API Gateway answers 502 when the integration fails or returns garbage
             log.exception("api handler failed on %s %s", request.method, request.path)
             return _json_error(

@@ -245,7 +245,9 @@ class LocalRuntime:
 
             self.api_pool = SandboxPool(constants.API_FUNCTION, self.options.api_sandboxes).start()
             api = self.api_pool
-        self.http = HttpFrontDoor(ApiGatewayApp(api), self.options.host, self.options.port).start()
+        photo = LocalFunction.load(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
+        routes: dict[str, Invocable] = {constants.PHOTO_PATH: photo} if photo is not None else {}
+        self.http = HttpFrontDoor(ApiGatewayApp(api, routes=routes), self.options.host, self.options.port).start()
 
     def _start_consumers(self) -> None:
         import boto3

@@ -62,9 +62,10 @@ def authenticate(headers: dict[str, str], settings: Settings | None = None) -> P
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise Unauthorized("The token names no user; sign in again.")
-    email = claims.get("email")
+    tier, email = claims.get("tier"), claims.get("email")
     return Principal(
         user_id=subject,
         is_admin=claims.get("role") == "admin",
         email=email if isinstance(email, str) and email.strip() else None,
+        tier=tier if isinstance(tier, str) else None,
     )

@@ -36,7 +36,12 @@ class Settings(BaseModel):
     max_wait_seconds: int = Field(constants.MAX_WAIT_SECONDS_DEFAULT, ge=60)
     pending_redrive_seconds: int = Field(constants.PENDING_REDRIVE_SECONDS_DEFAULT, ge=1)
     gemini_max_active_jobs: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_DEFAULT, ge=1, le=100)
+    gemini_max_active_jobs_per_user: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT, ge=1, le=100)
     poll_concurrency: int = Field(constants.POLL_CONCURRENCY_DEFAULT, ge=1, le=64)
+    photo_timeout_seconds: float = Field(constants.PHOTO_TIMEOUT_SECONDS_DEFAULT, gt=0, le=25)
+    min_schedule_ahead_seconds: int = Field(constants.MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT, ge=0)
+    max_schedule_ahead_seconds: int = Field(constants.MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT, ge=60)
+    off_peak_window_utc: str = Field(constants.OFF_PEAK_WINDOW_UTC_DEFAULT, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
     gemini_source_mode: str = Field(constants.GEMINI_SOURCE_MODE_DEFAULT, pattern="^(file|inline)$")
     cloudinary_folder: str = constants.CLOUDINARY_FOLDER_DEFAULT
     catalog_path: str = ""

@@ -37,6 +37,7 @@ RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal ba
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
+GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait (SPEC §8)
 POLL_CONCURRENCY_DEFAULT = 16
 PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
 STAGING_EXPIRY_DAYS = 7
@@ -53,6 +54,15 @@ INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad line
 INGEST_HANDOVER_SECONDS = 60
 # One line holds at most one image (4 MB decoded, ~5.6 MB as base64) and two prompts.
 MAX_INPUT_LINE_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
+# Scheduling and templates (SPEC §8).
+MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT = 60  # lowered only by tests and the local runtime (MIN_SCHEDULE_AHEAD_SECONDS)
+MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT = 7 * 24 * 3600
+OFF_PEAK_WINDOW_UTC_DEFAULT = "01:00-06:00"
+MAX_TEMPLATE_REQUESTS = 50
+# The standard endpoint's Gemini call gives up after this, leaving time to refund and answer 502 before
+# API Gateway's 29 s limit (an image upload to Cloudinary follows a success).
+PHOTO_TIMEOUT_SECONDS_DEFAULT = 20
+MAX_TEMPLATE_BYTES = 300_000  # one DynamoDB item holds 400 KB: a template (with its images) stays well below
 
 # --- S3 key layout ----------------------------------------------------------
 INPUT_PREFIX = "inputs/"
@@ -87,7 +97,12 @@ ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
 ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
 ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"
 ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
+ENV_GEMINI_MAX_ACTIVE_JOBS_PER_USER = "GEMINI_MAX_ACTIVE_JOBS_PER_USER"
 ENV_POLL_CONCURRENCY = "POLL_CONCURRENCY"
+ENV_MIN_SCHEDULE_AHEAD_SECONDS = "MIN_SCHEDULE_AHEAD_SECONDS"
+ENV_MAX_SCHEDULE_AHEAD_SECONDS = "MAX_SCHEDULE_AHEAD_SECONDS"
+ENV_OFF_PEAK_WINDOW_UTC = "OFF_PEAK_WINDOW_UTC"
+ENV_PHOTO_TIMEOUT_SECONDS = "PHOTO_TIMEOUT_SECONDS"
 ENV_GEMINI_SOURCE_MODE = "GEMINI_SOURCE_MODE"
 ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
 ENV_CATALOG_PATH = "CATALOG_PATH"
@@ -243,6 +258,15 @@ NOTIFY_FUNCTION = FunctionSpec(
     60,
     description="Delivers signed webhooks (one message per event and endpoint) and notification emails",
 )
+# The standard (real-time) endpoint, SPEC §8: its own function, so the api function never loads the SDK.
+PHOTO_FUNCTION = FunctionSpec(
+    "photo",
+    "batchgen.handlers.photo.lambda_handler",
+    512,
+    29,  # API Gateway answers 504 at 29 s; the Gemini call gives up earlier (PHOTO_TIMEOUT_SECONDS)
+    description="Standard endpoint: one synchronous Gemini generation at the standard price",
+)
+PHOTO_PATH = "/api/generate/photo"
 FUNCTIONS = (
     API_FUNCTION,
     SUBMIT_FUNCTION,
@@ -251,6 +275,7 @@ FUNCTIONS = (
     UPLOAD_FUNCTION,
     NOTIFY_FUNCTION,
     INGEST_FUNCTION,
+    PHOTO_FUNCTION,
 )
 
 SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)

@@ -37,6 +37,10 @@ Fidelity markers (issue 9): ``[[transient]]`` (a gRPC ``{"code": 13}`` error eve
 ``[[flaky]]`` (code 13 the first time the emulator sees that prompt, an answer afterwards),
 ``[[late-output]]`` (the job reads SUCCEEDED twice before its output appears, as seen live),
 ``[[no-image]]`` (finish reason ``NO_IMAGE``), ``[[refuse]]`` (a text-only answer to an image request).
+Synchronous ``POST /{v}/models/{m}:generateContent`` (the standard endpoint, issue 12) answers with the
+same markers: ``[[fail]]`` is an HTTP 400, ``[[blocked]]`` a SAFETY answer without content, and
+``[[timeout]]`` holds the answer for ``timeout_marker_seconds`` (or ``set_latency(s, "generate")``).
+``generate_seconds`` is the emulator's own generation time per call (0: immediate).
 Gemini 3 image models (``gemini-3*``) send two interim ``thought: true`` images before the final one.
 Retired model ids (``RETIRED_MODELS``) answer 404 on create. JSONL input files are parsed as strictly
 as the real batch parser: camelCase field names inside a request are a 400. With ``webhook_url`` set,
@@ -97,6 +101,7 @@ OPERATIONS = frozenset(
         "file_get",
         "file_list",
         "file_delete",
+        "generate",
     }
 )
 
@@ -482,6 +487,9 @@ class GeminiEmulator:
         self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
         self._seen_prompts: set[str] = set()
+        self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
+        self.generate_seconds = 0.0  # emulated generation time of every generateContent call
+        self.generated = 0  # generateContent calls answered
         self.host = host
         self.port = port
         self._injector = FaultInjector(OPERATIONS)
@@ -500,6 +508,12 @@ class GeminiEmulator:
                 re.compile(rf"^/{version}/(?P<model>.+):batchGenerateContent$"),
                 "create",
                 self._create_batch,
+            ),
+            _Route(
+                "POST",
+                re.compile(rf"^/{version}/(?P<model>models/[^/:]+):generateContent$"),
+                "generate",
+                self._generate,
             ),
             _Route("GET", re.compile(rf"^/{version}/batches$"), "list", self._list_batches),
             _Route("GET", re.compile(rf"^/{version}/batches/{item}$"), "get", self._get_batch),
@@ -570,7 +584,13 @@ class GeminiEmulator:
             self._injector.reset()
             self._seen_prompts.clear()
             self.webhooks_sent.clear()
+            self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
+
+    @property
+    def running_job_count(self) -> int:
+        """Jobs pending or running now: what Gemini's concurrent-job limit counts."""
+        return sum(1 for job in self.jobs.values() if job.state in (PENDING, RUNNING))
 
     @property
     def jobs(self) -> dict[str, EmulatedJob]:
@@ -767,6 +787,25 @@ class GeminiEmulator:
         if job.state == FAILED:
             operation["error"] = {"code": 13, "message": _JOB_FAILED_MESSAGE}
         return operation
+
+    def _generate(self, request: Request, match: re.Match[str]) -> Response:
+        """Synchronous generateContent: the batch answer of one request, an error as an HTTP error."""
+        model = match["model"]
+        if not _MODEL_RE.match(model) or model.split("/", 1)[1] in RETIRED_MODELS:
+            raise ApiError(404, f"{model} is not found for API version {match['v']}, or is not supported.")
+        body = self._json_body(request)
+        if "[[timeout]]" in _marker_text(body):
+            time.sleep(self.timeout_marker_seconds)
+        if self.generate_seconds:
+            time.sleep(self.generate_seconds)
+        result = _answer(model, body)
+        with self._lock:
+            self.generated += 1
+        error = result.get("error")
+        if error:
+            status = error.get("code") if error.get("code") in _STATUS_NAMES else (400 if error["code"] == 3 else 500)
+            raise ApiError(int(status), str(error["message"]))
+        return _json_response(result["response"])
 
     def _create_batch(self, request: Request, match: re.Match[str]) -> Response:
         model = match["model"]

@@ -183,6 +183,7 @@ def runtime_environment(secret: str, **overrides: str) -> dict[str, str]:
             "LOCAL_DATA_DIR": str(E2E_DATA_DIR),  # never the developer's own .local-data/
             "LOCAL_USER_ID": USER_ID,
             "LOCAL_USER_CREDITS": str(USER_CREDITS),
+            "MIN_SCHEDULE_AHEAD_SECONDS": "1",  # tests schedule a batch 2 s ahead (production: 60)
             **overrides,
         }
     )

@@ -29,6 +29,7 @@ from batchgen.constants import (
     INPUT_PREFIX,
     NOTIFY_FUNCTION,
     NOTIFY_QUEUE,
+    PHOTO_FUNCTION,
     POLL_SCHEDULE_EXPRESSION,
     POLLER_FUNCTION,
     QUEUES,
@@ -513,6 +514,7 @@ ACCESS = {
         COLLECT_QUEUE,
         ("gemini",),
     ),
+    PHOTO_FUNCTION.name: Access(secrets=("jwt", "gemini", "cloudinary")),
     UPLOAD_FUNCTION.name: Access(
         STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (NOTIFY_QUEUE,), UPLOAD_QUEUE, ("cloudinary",)
     ),
@@ -774,3 +776,17 @@ def test_alarm_names_are_deterministic(synthesized: Synthesized) -> None:
     names = [alarm["AlarmName"] for alarm in _alarms(synthesized)]
     assert all(isinstance(name, str) and name.startswith(f"{DEFAULTS.stack_name}-") for name in names)
     assert len(set(names)) == len(names)
+
+
+def test_standard_endpoint_has_its_own_function_before_the_proxy(synthesized: Synthesized) -> None:
+    photo_id = synthesized.logical_id(synthesized.stack.functions.by_name[PHOTO_FUNCTION.name])
+    synthesized.template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "photo"})
+    synthesized.template.has_resource_properties(
+        "AWS::ApiGateway::Method",
+        {
+            "HttpMethod": "POST",
+            "Integration": Match.object_like(
+                {"Type": "AWS_PROXY", "Uri": {"Fn::Join": ["", Match.array_with([arn(photo_id)])]}}
+            ),
+        },
+    )

@@ -165,25 +165,28 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
     monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "1")
     reset_caches()
     grant("user-1", 10)
+    from batchgen.usecases import dispatch
+
+    monkeypatch.setattr(dispatch, "SLOT_GRACE_SECONDS", 0)
     first = create(api, ["first"], batch_type="text")
+    queues.drain(SUBMIT)
     second = create(api, ["second"], batch_type="text")
     ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
-    get_repository().update_batch(second, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
+    get_repository().update_batch(second, {"updatedAt": ten_minutes_ago})
     queues.drain(SUBMIT)
     assert gemini.calls["create"] == 1
-    assert status(api, second)["status"] == "pending"
-    # The waiting batch's message is back on the queue, delayed, not failed.
-    attributes = queues.sqs.get_queue_attributes(QueueUrl=queues.queue_urls[SUBMIT.name], AttributeNames=["All"])[
-        "Attributes"
-    ]
-    assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 1
-    # A waiting batch is not "stuck" however old: the poller does not re-drive it (no second message).
-    assert poll()["redriven"] == 0
-    poll()
+    assert status(api, second)["status"] == "pending" and status(api, second)["queuePosition"] == 1
+    assert status(api, first)["queuePosition"] is None
+    # The waiting batch's message is consumed, not re-sent: the dispatcher's tick admits it in turn.
+    assert queues.bodies(SUBMIT.name) == []
+    # A waiting batch is not "stuck" however old: the poller does not re-drive it.
+    tick = poll()
+    assert tick["redriven"] == 0 and tick["waiting"] == 1
     queues.drain(COLLECT)
     assert status(api, first)["status"] == "completed"
-    # Its turn comes: the delayed message is delivered once the slot is free.
-    queues.sqs.send_message(QueueUrl=queues.queue_urls[SUBMIT.name], MessageBody=f'{{"batchId": "{second}"}}')
+    # Its turn comes: the next tick releases the ended job's slot and sends the waiting batch to submit.
+    tick = poll()
+    assert tick["slots_released"] == 1 and tick["admitted"] == 1
     queues.drain(SUBMIT)
     assert gemini.calls["create"] == 2
     assert status(api, second)["status"] == "processing"
@@ -327,9 +330,16 @@ def test_stuck_pending_batch_is_redriven(api, gemini, queues, poll, monkeypatch,
     aws.queue_messages(SUBMIT.name)  # the submit message is lost
     ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
     get_repository().update_batch(batch_id, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
+    # Before it holds a Gemini job slot, the dispatcher's tick admits it and sends it to submit.
     report = poll()
-    assert report["redriven"] == 1
+    assert report["admitted"] == 1 and report["redriven"] == 0
     poll()  # a second tick right after does not send it again
+    assert aws.queue_messages(SUBMIT.name) == [{"batchId": batch_id}]  # ... and this message is lost too
+    # Holding its slot, it is re-driven once it looks stuck.
+    get_repository().update_batch(batch_id, {"updatedAt": ten_minutes_ago})
+    report = poll()
+    assert report["redriven"] == 1 and report["admitted"] == 0
+    poll()
     assert aws.queue_messages(SUBMIT.name) == [{"batchId": batch_id}]
 
 

@@ -6,6 +6,7 @@ whole or reports that it lost), written as plain Python over dicts of records.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,7 +17,7 @@ from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
 from batchgen.domain.outcomes import ItemOutcome, Page
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, SlotRecord, TemplateRecord
 
 
 class FakeStore:
@@ -25,6 +26,9 @@ class FakeStore:
         self.items: dict[str, list[ItemRecord]] = {}
         self.balances: dict[str, Decimal] = {}
         self.ledger: list[LedgerRecord] = []
+        self.templates: dict[tuple[str, str], TemplateRecord] = {}
+        self.slots: dict[str, SlotRecord] = {}
+        self.calls: Counter[str] = Counter()  # store reads, for the dispatcher's cost
 
     # --- helpers for tests
     def add(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
@@ -55,6 +59,7 @@ class FakeStore:
         return BatchWithItems(batch=batch, items=list(self.items[batch_id])) if batch else None
 
     def iter_active_batches(self) -> Iterator[BatchRecord]:
+        self.calls["iter_active_batches"] += 1
         return iter([b for b in self.batches.values() if b.status in ACTIVE_BATCH_STATUSES])
 
     def list_batches(self, *, user_id, limit, cursor, status, batch_type) -> Page:  # noqa: ANN001
@@ -82,6 +87,44 @@ class FakeStore:
             return False
         self._change(batch_id, updatedAt=ids.now_iso())
         return True
+
+    def release_scheduled(self, batch_id: str) -> bool:
+        try:
+            self._change(batch_id, {BatchStatus.SCHEDULED}, status=BatchStatus.PENDING, updatedAt=ids.now_iso())
+        except ConcurrentChange:
+            return False
+        return True
+
+    # --- Gemini job slots
+    def reserve_slot(self, slot: SlotRecord, cap: int) -> bool:
+        if slot.jobKey in self.slots or len(self.slots) >= cap:
+            return False
+        self.slots[slot.jobKey] = slot
+        return True
+
+    def release_slot(self, job_key: str) -> bool:
+        return self.slots.pop(job_key, None) is not None
+
+    def list_slots(self) -> list[SlotRecord]:
+        self.calls["list_slots"] += 1
+        return list(self.slots.values())
+
+    # --- templates
+    def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:
+        key = (template.userId, template.templateId)
+        if (key in self.templates) != replace:
+            return False
+        self.templates[key] = template
+        return True
+
+    def get_template(self, user_id: str, template_id: str) -> TemplateRecord | None:
+        return self.templates.get((user_id, template_id))
+
+    def list_templates(self, user_id: str) -> list[TemplateRecord]:
+        return [t for (owner, _), t in self.templates.items() if owner == user_id]
+
+    def delete_template(self, user_id: str, template_id: str) -> bool:
+        return self.templates.pop((user_id, template_id), None) is not None
 
     def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
         batch = self.batches.get(batch_id)

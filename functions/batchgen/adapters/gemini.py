@@ -223,3 +223,17 @@ def download_file(name: str, destination: Path) -> None:
     """Streams the file to disk in chunks (the SDK's `destination`), never whole in memory."""
     with translated_errors("file download"):
         _client().files.download(file=name, config={}, destination=str(destination))
+
+
+def generate_content(model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float) -> Any:
+    """One synchronous generation (the standard endpoint): the SDK's GenerateContentResponse.
+
+    The timeout is per call, below API Gateway's 29 s, so the caller can still refund and answer; a
+    timeout raises OutcomeUnknown (the image may exist at Gemini, but the user never receives it)."""
+    from google.genai import types
+
+    options = types.HttpOptions(timeout=int(timeout_seconds * 1000))
+    with translated_errors("generate"):
+        return _client().models.generate_content(
+            model=model, contents=contents, config=types.GenerateContentConfig(**config, http_options=options)
+        )

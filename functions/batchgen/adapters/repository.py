@@ -6,6 +6,10 @@ Key layout (one table, see `constants.TABLE`):
   UPLOAD#<id> / #META         a presigned bulk input file and the batch that used it
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
+  USER#<id>  / PHOTO#<gen id>  one standard-endpoint generation: charged, then succeeded or refunded once
+  SLOTS      / #COUNT          how many Gemini job slots are held (conditional: never above the cap)
+  SLOTS      / SLOT#<job key>  one held slot (per Gemini job), released when the job ends
+  USER#<id>  / TEMPLATE#<id>   a batch template (SPEC §8): the owner's key, so another user reads nothing
 Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
 """
 
@@ -42,7 +46,15 @@ from batchgen.domain.states import (
     ItemStatus,
     sources,
 )
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, UploadRecord
+from batchgen.models.records import (
+    BatchRecord,
+    BatchWithItems,
+    ItemRecord,
+    LedgerRecord,
+    SlotRecord,
+    TemplateRecord,
+    UploadRecord,
+)
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -51,6 +63,11 @@ META_SK = "#META"
 BALANCE_SK = "#BALANCE"
 ITEM_PREFIX = "ITEM#"
 LEDGER_PREFIX = "LEDGER#"
+TEMPLATE_PREFIX = "TEMPLATE#"
+PHOTO_PREFIX = "PHOTO#"
+SLOTS_PK = "SLOTS"
+SLOT_COUNT_SK = "#COUNT"
+SLOT_PREFIX = "SLOT#"
 ALL_BATCHES_PK = "BATCHES"
 ACTIVE_PK = "ACTIVE"
 MAX_TRANSACTION_ITEMS = 100
@@ -501,6 +518,18 @@ class Repository:
             return False
         return True
 
+    def release_scheduled(self, batch_id: str) -> bool:
+        """SCHEDULED -> PENDING when its time has come; False if it was cancelled or released meanwhile."""
+        try:
+            self.update_batch(
+                batch_id,
+                {"status": BatchStatus.PENDING.value, "updatedAt": now_iso()},
+                expected_status=sources(BatchStatus.PENDING) & {BatchStatus.SCHEDULED},
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
     def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
         """Compare-and-set of `submitStartedAt` on a pending batch without a job: of two attempts
         exactly one gets the batch back; the other gets None."""
@@ -692,6 +721,222 @@ class Repository:
                 index.sort_key: f"{created_at}#{batch_id}",
             }
         )
+
+    # --- Gemini job slots: a conditional counter and one item per held slot ------------------
+    def reserve_slot(self, slot: SlotRecord, cap: int) -> bool:
+        """Takes one slot if fewer than `cap` are held (the counter and the slot item in one
+        transaction, so concurrent submits never overshoot); False when full or already held."""
+        at = now_iso()
+        item = slot.model_dump(mode="python")
+        item.update(PK=SLOTS_PK, SK=f"{SLOT_PREFIX}{slot.jobKey}", entity="slot")
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": SLOTS_PK, "SK": SLOT_COUNT_SK}),
+                            "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one, updatedAt = :at",
+                            "ConditionExpression": "attribute_not_exists(active) OR active < :cap",
+                            "ExpressionAttributeValues": _values({":zero": 0, ":one": 1, ":cap": cap, ":at": at}),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": _marshal(item),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def release_slot(self, job_key: str) -> bool:
+        """Gives a slot back (once: the slot item must still exist)."""
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": SLOTS_PK, "SK": f"{SLOT_PREFIX}{job_key}"}),
+                            "ConditionExpression": "attribute_exists(PK)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _marshal({"PK": SLOTS_PK, "SK": SLOT_COUNT_SK}),
+                            "UpdateExpression": "SET active = active - :one, updatedAt = :at",
+                            "ConditionExpression": "active >= :one",
+                            "ExpressionAttributeValues": _values({":one": 1, ":at": now_iso()}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def list_slots(self) -> list[SlotRecord]:
+        """The held slots: one Query over at most the cap's worth of items, never the history."""
+        rows = self._query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_values({":pk": SLOTS_PK, ":prefix": SLOT_PREFIX}),
+            ConsistentRead=True,
+        )
+        return [SlotRecord.model_validate(row) for row in rows]
+
+    # --- standard endpoint: one generation, charged then settled once -----------------------
+    def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None:
+        """Debit, the generation's record and the ledger entry in one transaction (402 when short)."""
+        at = now_iso()
+        record: dict[str, Any] = {"PK": user_pk(user_id), "SK": f"{PHOTO_PREFIX}{generation_id}", "entity": "photo"}
+        record.update(details, generationId=generation_id, status="charged", creditCost=amount, createdAt=at)
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": user_pk(user_id), "SK": BALANCE_SK}),
+                    "UpdateExpression": "SET balance = balance - :cost, updatedAt = :at",
+                    "ConditionExpression": "attribute_exists(balance) AND balance >= :cost",
+                    "ExpressionAttributeValues": _values({":cost": amount, ":at": at}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _marshal(record),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._ledger_item(user_id, -amount, "standard generation charge", None, at),
+                }
+            },
+        ]
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                old = reasons[0].get("Item")
+                available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(user_id)
+                raise InsufficientCredits(amount, available) from exc
+            raise ConcurrentChange("balance changed concurrently") from exc
+
+    def settle_generation(self, user_id: str, generation_id: str, *, image_url: str | None, error: str | None) -> bool:
+        """charged -> success, or charged -> failed with the full refund and its ledger entry, exactly once."""
+        key = _marshal({"PK": user_pk(user_id), "SK": f"{PHOTO_PREFIX}{generation_id}"})
+        at = now_iso()
+        if image_url is not None:
+            try:
+                self.db.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="SET #s = :done, imageUrl = :url, updatedAt = :at",
+                    ConditionExpression="#s = :charged",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues=_values(
+                        {":done": "success", ":url": image_url, ":at": at, ":charged": "charged"}
+                    ),
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    return False
+                raise
+            return True
+        response = self.db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        if "Item" not in response:
+            return False
+        amount = Decimal(str(_unmarshal(response["Item"])["creditCost"]))
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": key,
+                    "UpdateExpression": "SET #s = :failed, #e = :error, updatedAt = :at",
+                    "ConditionExpression": "#s = :charged",
+                    "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
+                    "ExpressionAttributeValues": _values(
+                        {":failed": "failed", ":error": error or "failed", ":at": at, ":charged": "charged"}
+                    ),
+                }
+            },
+            self._balance_credit(user_id, amount, at),
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._ledger_item(user_id, amount, "standard generation refund", None, at),
+                }
+            },
+        ]
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException" and _cancellation_codes(exc)[:1] == [
+                "ConditionalCheckFailed"
+            ]:
+                return False  # settled already: never refunded twice
+            raise
+        return True
+
+    # --- templates ------------------------------------------------------------------------
+    def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:
+        """Create (the id must be new) or replace (the template must exist); False when it does not hold."""
+        item = template.model_dump(mode="python")
+        item.update(PK=user_pk(template.userId), SK=f"{TEMPLATE_PREFIX}{template.templateId}", entity="template")
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item=_marshal(item),
+                ConditionExpression="attribute_exists(PK)" if replace else "attribute_not_exists(PK)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get_template(self, user_id: str, template_id: str) -> TemplateRecord | None:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": user_pk(user_id), "SK": f"{TEMPLATE_PREFIX}{template_id}"}),
+            ConsistentRead=True,
+        )
+        return TemplateRecord.model_validate(_unmarshal(response["Item"])) if "Item" in response else None
+
+    def list_templates(self, user_id: str) -> list[TemplateRecord]:
+        rows = self._query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_values({":pk": user_pk(user_id), ":prefix": TEMPLATE_PREFIX}),
+        )
+        return [TemplateRecord.model_validate(row) for row in rows]
+
+    def delete_template(self, user_id: str, template_id: str) -> bool:
+        try:
+            self.db.delete_item(
+                TableName=self.table,
+                Key=_marshal({"PK": user_pk(user_id), "SK": f"{TEMPLATE_PREFIX}{template_id}"}),
+                ConditionExpression="attribute_exists(PK)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     # --- credits --------------------------------------------------------------------------
     def get_balance(self, user_id: str) -> Decimal:

@@ -18,6 +18,7 @@ class Principal:
     user_id: str
     is_admin: bool = False
     email: str | None = None  # the token's `email` claim (notification emails)
+    tier: str | None = None  # the token's `tier` claim: "premium" batches get Gemini job slots first
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class BatchDraft:
     field_path: tuple[str, str, str] = ("requests", "prompt", "imageBase64")
     webhook_url: str | None = None  # SPEC §7: one-off webhook for this batch
     notify_email: bool = False  # SPEC §7: email the principal when the batch ends
+    scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then (SPEC §8)
 
 
 @dataclass
@@ -110,7 +112,9 @@ def new_records(
         userId=principal.user_id,
         type=draft.batch_type,
         source=draft.source,
-        status=BatchStatus.PENDING,
+        status=BatchStatus.SCHEDULED if draft.scheduled_for else BatchStatus.PENDING,
+        scheduledFor=draft.scheduled_for,
+        tier=principal.tier,
         displayName=draft.display_name,
         model=model,
         quality=draft.quality,

@@ -66,3 +66,9 @@ class OutcomeUnknown(TransientError):
 
 class PermanentError(Exception):
     """A dependency rejected the work for good; retrying cannot help."""
+
+
+class GenerationFailed(DomainError):
+    """The standard endpoint's generation failed (Gemini refused, blocked, timed out): refunded, 502."""
+
+    title = "Generation failed"

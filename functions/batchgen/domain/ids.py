@@ -73,3 +73,14 @@ def path_segment(value: str) -> str:
     if _PLAIN_SEGMENT.fullmatch(value):
         return value
     return "_" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+_TEMPLATE_ID = re.compile(r"^tpl_[0-9a-f]{16}$")
+
+
+def new_template_id() -> str:
+    return f"tpl_{secrets.token_hex(8)}"
+
+
+def is_template_id(value: str) -> bool:
+    return bool(_TEMPLATE_ID.match(value))

@@ -38,6 +38,17 @@ def quote(catalog: Catalog, batch_type: str, quality: str | None, request_count:
     return Quote(unit_price(catalog, batch_type, quality), request_count)
 
 
+def standard_quote(catalog: Catalog, batch_type: str, quality: str | None, request_count: int) -> Quote:
+    """What the standard (real-time) endpoint charges for as many images: `standardPrices` × quality."""
+    base = catalog.standardPrices.get(batch_type)
+    if base is None:
+        raise InvalidInput(f"Unknown batch type '{batch_type}'.")
+    multiplier = catalog.qualityMultipliers.get(quality or "1k")
+    if multiplier is None:
+        raise InvalidInput(f"Unknown quality '{quality}'. Use one of: {', '.join(catalog.qualityMultipliers)}.")
+    return Quote(normalize(base * multiplier), request_count)
+
+
 def model_kind(batch_type: str) -> str:
     return "text" if batch_type == "text" else "image"
 

@@ -84,6 +84,7 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "geminiState": batch.geminiState,
         "failureReason": batch.failureReason,
         "retryOf": batch.retryOf,
+        "scheduledFor": batch.scheduledFor,
     }
 
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 class BatchStatus(StrEnum):
     VALIDATING = "validating"  # a bulk batch whose file is being read: nothing charged yet
+    SCHEDULED = "scheduled"  # charged, waiting for its `scheduledFor` time (SPEC §8)
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -23,7 +24,7 @@ class ItemStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
+ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.SCHEDULED, BatchStatus.PENDING, BatchStatus.PROCESSING})
 TERMINAL_BATCH_STATUSES = frozenset(
     {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
 )
@@ -33,6 +34,10 @@ UNSUCCESSFUL_ITEM_STATUSES = frozenset({ItemStatus.FAILED, ItemStatus.CANCELLED}
 _BATCH_TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
     # A bulk batch leaves `validating` charged (-> pending) or with nothing charged (failed, cancelled).
     BatchStatus.VALIDATING: frozenset({BatchStatus.PENDING, BatchStatus.FAILED, BatchStatus.CANCELLED}),
+    # -> PENDING: its time came (the poller releases it to submit).
+    BatchStatus.SCHEDULED: frozenset(
+        {BatchStatus.PENDING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+    ),
     BatchStatus.PENDING: frozenset(
         {BatchStatus.PROCESSING, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
     ),

@@ -32,7 +32,7 @@ from batchgen.domain.errors import (
 from batchgen.domain.money import json_number
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
-from batchgen.handlers.routes import batches, bulk, console, credits, generate, webhooks, webhooks_user
+from batchgen.handlers.routes import batches, bulk, console, credits, generate, planning, webhooks, webhooks_user
 from batchgen.handlers.routes.support import ADMIN_ONLY_MESSAGE, metrics
 from batchgen.models import api as models
 
@@ -171,7 +171,7 @@ def swagger_ui() -> Response[str]:
     return Response(status_code=200, content_type="text/html", body=html)
 
 
-for area in (batches, bulk, generate, credits, webhooks, webhooks_user, console):
+for area in (batches, bulk, planning, generate, credits, webhooks, webhooks_user, console):
     app.include_router(area.router)
 
 

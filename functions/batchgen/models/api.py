@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from batchgen import constants
 from batchgen.domain.money import json_number, to_credits
@@ -72,8 +72,9 @@ class CreateBatchRequest(StrictBody):
         },
     )
 
-    type: BatchTypeName
-    requests: list[BatchRequestItem] | None = Field(None, min_length=1)
+    # `type` and `requests` are required unless `templateId` names a template that has them.
+    type: BatchTypeName | None = None
+    requests: Annotated[list[BatchRequestItem], Field(min_length=1)] | None = None
     inputFile: Annotated[
         str | None,
         Field(
@@ -93,12 +94,75 @@ class CreateBatchRequest(StrictBody):
         Field(max_length=2048, description="One-off webhook for this batch, signed with `GET /webhooks/secret`"),
     ] = None
     notifyEmail: Annotated[bool | None, Field(description="Email the token's `email` address at the end")] = None
+    templateId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    variables: dict[Annotated[str, Field(max_length=64)], Prompt] | None = Field(default=None, max_length=100)
+    scheduleAt: AwareDatetime | None = Field(
+        default=None, description="ISO 8601 UTC: submit at this time (1 minute to 7 days ahead)"
+    )
+    offPeak: bool | None = Field(default=None, description="Submit at the next start of the off-peak window (UTC)")
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateBatchRequest:
-        if (self.requests is None) == (self.inputFile is None):
+        # Neither (without a template) is reported by the create itself, naming `type`/`requests`.
+        if self.requests is not None and self.inputFile is not None:
             raise ValueError("give exactly one of requests (inline) or inputFile (an uploadId)")
+        if self.inputFile is not None and self.type is None:
+            raise ValueError("type is required with inputFile")
+        if self.inputFile is not None and (self.templateId or self.scheduleAt or self.offPeak):
+            raise ValueError("inputFile does not combine with templateId, scheduleAt or offPeak")
         return self
+
+
+class QuoteResponse(BaseModel):
+    """`POST /batch/quote`: what the create body would cost; nothing is charged or recorded."""
+
+    requestCount: int
+    creditCost: Credits
+    standardCost: Credits
+    savings: Credits
+    balance: Credits
+    sufficient: bool
+
+
+class TemplateRequest(StrictBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Product shots",
+                    "type": "product",
+                    "prompt": "{{product}} on a white background, studio light",
+                    "quality": "2k",
+                    "requests": [{"id": "front", "prompt": "front view"}, {"id": "side", "prompt": "side view"}],
+                }
+            ]
+        },
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
+    type: BatchTypeName
+    prompt: Prompt | None = None
+    model: ShortText | None = None
+    quality: Quality | None = None
+    aspectRatio: ShortText | None = None
+    negativePrompt: Prompt | None = None
+    requests: Annotated[list[BatchRequestItem], Field(max_length=constants.MAX_TEMPLATE_REQUESTS)] | None = None
+
+
+class TemplateView(BaseModel):
+    id: str
+    name: str
+    type: str
+    prompt: str | None
+    model: str | None
+    quality: str | None
+    aspectRatio: str | None
+    negativePrompt: str | None
+    requests: list[dict[str, str | None]]
+    variables: list[str]
+    createdAt: str
+    updatedAt: str
 
 
 class Job(BaseModel):
@@ -115,6 +179,7 @@ class CreateBatchResponse(BaseModel):
     creditCost: Credits | None
     jobs: list[Job]
     message: str
+    scheduledFor: str | None = None
 
 
 class ItemView(BaseModel):
@@ -158,6 +223,8 @@ class BatchStatusResponse(BaseModel):
     failureReason: str | None = None
     retryOf: str | None = None
     itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
+    scheduledFor: str | None = None
+    queuePosition: int | None = Field(default=None, description="1-based place while waiting for a Gemini job slot")
 
 
 class DeleteBatchResponse(BaseModel):
@@ -223,6 +290,25 @@ class GenerateBatchResponse(BaseModel):
     totalCost: Credits
     status: Literal["queued"]
     message: str
+
+
+class PhotoRequest(StrictBody):
+    """Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it."""
+
+    model: ShortText | None = None
+    prompt: Prompt = Field(min_length=1)
+    mode: Literal["t2i", "i2i"]
+    referenceImage: str | None = Field(default=None, description="A data URL (required for i2i)")
+    quality: Quality | None = None
+    aspectRatio: ShortText | None = None
+    negativePrompt: Prompt | None = None
+
+
+class PhotoResponse(BaseModel):
+    generationId: str
+    status: Literal["success"]
+    imageUrl: str
+    creditCost: Credits
 
 
 class GenerationResult(BaseModel):

@@ -53,6 +53,8 @@ class BatchRecord(Record):
     ingestImages: int = 0
     ingestBadCount: int = 0
     ingestBadLines: list[str] = []  # the first few problems, "line 7: a prompt is required"
+    tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
+    scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
 
     @property
     def done_count(self) -> int:
@@ -84,6 +86,33 @@ class UploadRecord(Record):
     key: str
     createdAt: str
     usedBy: str | None = None
+
+
+class TemplateRecord(Record):
+    """A saved create body (SPEC §8): its fields start a create; `{{name}}` placeholders fill from variables."""
+
+    templateId: str
+    userId: str
+    name: str
+    type: str
+    prompt: str | None = None
+    model: str | None = None
+    quality: str | None = None
+    aspectRatio: str | None = None
+    negativePrompt: str | None = None
+    requests: list[dict[str, str | None]] = []
+    createdAt: str
+    updatedAt: str
+
+
+class SlotRecord(Record):
+    """One Gemini job slot held (SPEC §8): per job, keyed by the job's display name."""
+
+    jobKey: str
+    batchId: str
+    userId: str
+    round: int = 0
+    reservedAt: str
 
 
 class LedgerRecord(Record):

@@ -41,6 +41,8 @@ def create_batch(services: Services, principal: Principal, draft: BatchDraft) ->
         if uploaded:
             services.blobs.delete_objects(uploaded)
         raise
+    if created.batch.scheduledFor:
+        return created  # the poller releases it to submit when its time comes
     try:
         services.queues.send_submit(SubmitJob(batchId=created.batch.batchId))
     except Exception:  # the batch is safely recorded; the poller re-drives stuck `pending` batches

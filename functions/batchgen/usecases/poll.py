@@ -19,6 +19,7 @@ from batchgen.domain.gemini_jobs import JOB_ENDINGS, JOB_FAILED, JOB_SUCCEEDED, 
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
 from batchgen.models.records import BatchRecord
+from batchgen.usecases import dispatch
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch, fail_items, finalize_if_done
 from batchgen.usecases.submit import round_items
@@ -34,40 +35,56 @@ class TickReport:
     ended: int = 0
     expired: int = 0
     redriven: int = 0
+    released: int = 0  # scheduled batches whose time came
+    slots_released: int = 0  # Gemini job slots of ended jobs given back
+    admitted: int = 0  # waiting batches given a slot and sent to submit
+    waiting: int = 0  # batches still waiting for a slot
     errors: int = 0
 
 
 def poll_active_batches(services: Services) -> TickReport:
+    slots = services.store.list_slots()  # before the batches: a slot's batch is then in the list if active
     batches = list(services.store.iter_active_batches())
     report = TickReport(active=len(batches))
+    held = {slot.jobKey for slot in slots}
     with ThreadPoolExecutor(max_workers=get_settings().poll_concurrency) as pool:
-        for kind, state in pool.map(lambda batch: _poll_one(services, batch), batches):
+        polled = pool.map(lambda batch: _poll_one(services, batch, dispatch.slot_key(batch) in held), batches)
+        for kind, state in polled:
             if state:
                 report.checked += 1
             if kind != "idle":
                 setattr(report, kind, getattr(report, kind) + 1)
+    dispatched = dispatch.tick(services, slots, batches)
+    report.slots_released, report.admitted, report.waiting = (
+        dispatched.released,
+        dispatched.admitted,
+        dispatched.waiting,
+    )
     return report
 
 
-def _poll_one(services: Services, batch: BatchRecord) -> tuple[str, str | None]:
+def _poll_one(services: Services, batch: BatchRecord, holds_slot: bool) -> tuple[str, str | None]:
     """(what happened, the Gemini state read or None when Gemini was not asked)."""
     try:
-        return poll_batch(services, batch)
+        return poll_batch(services, batch, holds_slot)
     except Exception:  # one bad batch must not stop the tick; it is retried on the next one
         logger.exception("poll of batch %s failed", batch.batchId)
         return "errors", None
 
 
-def poll_batch(services: Services, batch: BatchRecord) -> tuple[str, str | None]:
+def poll_batch(services: Services, batch: BatchRecord, holds_slot: bool = True) -> tuple[str, str | None]:
     settings = get_settings()
     if batch.done_count >= batch.requestCount:
         # Every item is settled but the finalising write was lost (a crash right after the last item).
         return ("ended" if finalize_if_done(services.store, batch.batchId) else "idle"), None
-    if ids.age_seconds(batch.createdAt) > settings.max_wait_seconds:
-        expire_batch(services, batch)
+    if ids.age_seconds(batch.scheduledFor or batch.createdAt) > settings.max_wait_seconds:
+        expire_batch(services, batch)  # a scheduled batch's wait counts from its time (SPEC §8)
         return "expired", None
+    if batch.status is BatchStatus.SCHEDULED:
+        return release_if_due(services, batch), None
     if batch.status is BatchStatus.PENDING:
-        return _redrive_if_stuck(services, batch), None
+        # A batch waiting for a slot is the dispatcher's (below); one holding a slot may be stuck.
+        return (_redrive_if_stuck(services, batch) if holds_slot else "idle"), None
     if not batch.geminiJobName or collect_in_flight(batch):
         return "idle", None
     if batch.collectQueuedAt:  # its collect message was lost (a crash after the marker, or dead-lettered)
@@ -81,6 +98,16 @@ COLLECT_REDRIVE_SECONDS = constants.COLLECT_FUNCTION.timeout_seconds * (constant
 
 def collect_in_flight(batch: BatchRecord) -> bool:
     return bool(batch.collectQueuedAt) and ids.age_seconds(batch.collectQueuedAt or "") <= COLLECT_REDRIVE_SECONDS
+
+
+def release_if_due(services: Services, batch: BatchRecord) -> str:
+    """A scheduled batch whose time has come goes to submit (once: the release is a conditional write)."""
+    if batch.scheduledFor is None or ids.age_seconds(batch.scheduledFor) < 0:
+        return "idle"
+    if not services.store.release_scheduled(batch.batchId):
+        return "idle"
+    services.queues.send_submit(SubmitJob(batchId=batch.batchId))  # lost: the pending re-drive sends it again
+    return "released"
 
 
 def _redrive_if_stuck(services: Services, batch: BatchRecord) -> str:

@@ -2,7 +2,7 @@
 
 An attempt takes a lease on the batch (compare-and-set); a duplicate during the lease comes back later;
 an attempt after an expired lease looks the job up by its display name before creating. Over the
-project's job cap the batch waits its turn.
+project's job cap the batch waits its turn in the dispatcher's queue (`usecases.dispatch`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from batchgen.domain.outcomes import open_items
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
+from batchgen.usecases import dispatch
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch, finalize_if_done
 
-CAP_RETRY_DELAY_SECONDS = 60
 # How long one submit attempt may take before another may assume it died (the function's timeout + margin).
 SUBMIT_LEASE_SECONDS = constants.SUBMIT_FUNCTION.timeout_seconds + 60
 
@@ -31,15 +31,6 @@ SUBMIT_LEASE_SECONDS = constants.SUBMIT_FUNCTION.timeout_seconds + 60
 class SubmitOutcome:
     status: str  # "submitted", "skipped", "waiting", "failed"
     job_name: str | None = None
-
-
-def active_job_count(services: Services) -> int:
-    """Gemini jobs this service has running: batches in `processing` that carry a job name."""
-    return sum(
-        1
-        for batch in services.store.iter_active_batches()
-        if batch.status is BatchStatus.PROCESSING and batch.geminiJobName
-    )
 
 
 def lease_is_held(lease: str | None) -> bool:
@@ -78,14 +69,10 @@ def submit_batch(services: Services, batch_id: str) -> SubmitOutcome:
 
 
 def _wait_for_slot_or_lease(services: Services, batch: BatchRecord) -> SubmitOutcome | None:
-    """Come back later (a delayed message) when the job cap is reached or another attempt holds the lease."""
-    if active_job_count(services) >= get_settings().gemini_max_active_jobs:
-        # Over the project's concurrent-job cap: wait for a slot instead of failing. Touching the
-        # batch keeps the poller from re-driving it meanwhile (which would add a second message).
-        if not services.store.touch_pending(batch.batchId):
-            return SubmitOutcome("skipped")
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId), delay_seconds=CAP_RETRY_DELAY_SECONDS)
-        return SubmitOutcome("waiting")
+    """Wait for a Gemini job slot (the dispatcher sends the batch again when its turn comes), or come
+    back later (a delayed message) when another attempt holds the lease."""
+    if not dispatch.admit(services, batch):
+        return SubmitOutcome("waiting")  # queued: the poller's dispatcher tick admits it in priority order
     if lease_is_held(batch.submitStartedAt):
         # Another attempt holds the lease and may be creating the job right now: a second attempt
         # would find nothing to reconcile yet and create a second job. Come back after the lease.

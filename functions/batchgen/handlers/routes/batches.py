@@ -11,7 +11,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
 from batchgen.domain import reports
-from batchgen.domain.batches import BatchDraft, RequestDraft
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
     json_response,
@@ -21,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import create, manage
+from batchgen.usecases import create, dispatch, manage, plan
 
 router = Router()
 
@@ -31,22 +30,8 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
         from batchgen.handlers.routes import bulk
 
         return bulk.file_batch_response(request, request.inputFile, principal(router))
-    created = create.create_batch(
-        services(),
-        principal(router),
-        BatchDraft(
-            batch_type=request.type,
-            requests=[RequestDraft(r.id, r.prompt, r.imageBase64) for r in request.requests or []],
-            shared_prompt=request.prompt,
-            model=request.model,
-            quality=request.quality,
-            aspect_ratio=request.aspectRatio,
-            negative_prompt=request.negativePrompt,
-            display_name=request.displayName,
-            webhook_url=request.webhookUrl,
-            notify_email=bool(request.notifyEmail),
-        ),
-    )
+    caller = principal(router)
+    created = create.create_batch(services(), caller, plan.draft_from_request(services(), caller, request))
     batch = created.batch
     record_created(batch.requestCount, batch.creditCost)
     return models.CreateBatchResponse(
@@ -56,6 +41,7 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
         type=reports.batch_type_label(batch),
         requestCount=batch.requestCount,
         creditCost=batch.creditCost,
+        scheduledFor=batch.scheduledFor,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
         message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
         "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
@@ -101,9 +87,10 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
 
-    return models.BatchStatusResponse.model_validate(
-        reports.status_body(items.status_page(services(), principal(router), batch_id))
-    )
+    record = items.status_page(services(), principal(router), batch_id)
+    body = reports.status_body(record)
+    body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
+    return models.BatchStatusResponse.model_validate(body)
 
 
 @router.get(

@@ -26,7 +26,7 @@ def file_batch_response(request: models.CreateBatchRequest, upload_id: str, call
         services(),
         caller,
         BatchDraft(
-            batch_type=request.type,
+            batch_type=request.type or "",  # required with inputFile (CreateBatchRequest checks)
             requests=[],
             shared_prompt=request.prompt,
             model=request.model,

@@ -1,0 +1,150 @@
+"""Gemini job slots (SPEC §8): the one place that counts, reserves, releases and hands them out.
+
+A slot is held per Gemini job (keyed by the job's display name), reserved by a conditional counter in
+DynamoDB before the job is created, so concurrent submits never overshoot `GEMINI_MAX_ACTIVE_JOBS`.
+Waiting batches get slots in priority order (premium first, then oldest) with a per-user share
+(`GEMINI_MAX_ACTIVE_JOBS_PER_USER`) while others wait. A slot is released by the poller's tick once its
+job has ended (its batch left the active index, collected, or moved to another round). Every read is
+the active index and the slot items: the cost grows with waiting + active batches, never with history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from batchgen.config import get_settings
+from batchgen.domain import dispatch, ids
+from batchgen.domain.gemini_requests import job_display_name
+from batchgen.domain.states import BatchStatus
+from batchgen.models.messages import SubmitJob
+from batchgen.models.records import BatchRecord, SlotRecord
+from batchgen.usecases.ports import Services
+
+logger = logging.getLogger(__name__)
+
+# A slot reserved this recently may belong to a batch the tick's read of the active index predates.
+SLOT_GRACE_SECONDS = 120
+
+
+def slot_key(batch: BatchRecord) -> str:
+    """One slot per Gemini job: the job's display name (per batch and round)."""
+    return job_display_name(batch.batchId, batch.geminiRound)
+
+
+@dataclass
+class SlotQueue:
+    slots: list[SlotRecord]
+    order: list[dispatch.Waiting]
+    cap: int
+
+    @property
+    def free(self) -> int:
+        return self.cap - len(self.slots)
+
+    def position(self, batch_id: str) -> int | None:
+        return dispatch.position(self.order, batch_id)
+
+
+@dataclass
+class DispatchReport:
+    released: int = 0
+    admitted: int = 0
+    waiting: int = 0
+    held: int = 0
+    admitted_ids: list[str] = field(default_factory=list)
+
+
+def is_waiting(batch: BatchRecord, held: set[str]) -> bool:
+    return batch.status is BatchStatus.PENDING and not batch.geminiJobName and slot_key(batch) not in held
+
+
+def slot_is_live(slot: SlotRecord, batch: BatchRecord | None) -> bool:
+    """Its job may still run at Gemini (or is about to be created)."""
+    if ids.age_seconds(slot.reservedAt) < SLOT_GRACE_SECONDS:
+        return True
+    if batch is None:  # ended: no longer in the active index
+        return False
+    return slot.round == batch.geminiRound and not batch.collectQueuedAt
+
+
+def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord]) -> SlotQueue:
+    settings = get_settings()
+    held = {slot.jobKey for slot in slots}
+    holding = Counter(slot.userId for slot in slots)
+    waiting = [dispatch.Waiting(b.batchId, b.userId, b.tier, b.createdAt) for b in batches if is_waiting(b, held)]
+    order = dispatch.queue_order(waiting, holding, settings.gemini_max_active_jobs_per_user)
+    return SlotQueue(slots, order, settings.gemini_max_active_jobs)
+
+
+def active_job_count(services: Services) -> int:
+    """Gemini job slots held now (each a job running or about to be created)."""
+    return len(services.store.list_slots())
+
+
+def holds_slot(slots: list[SlotRecord], batch: BatchRecord) -> bool:
+    key = slot_key(batch)
+    return any(slot.jobKey == key for slot in slots)
+
+
+def reserve(services: Services, batch: BatchRecord) -> bool:
+    slot = SlotRecord(
+        jobKey=slot_key(batch),
+        batchId=batch.batchId,
+        userId=batch.userId,
+        round=batch.geminiRound,
+        reservedAt=ids.now_iso(),
+    )
+    return services.store.reserve_slot(slot, get_settings().gemini_max_active_jobs)
+
+
+def admit(services: Services, batch: BatchRecord) -> bool:
+    """Submit asks before creating a job: True when the batch holds (or now takes) a slot, which it may
+    only take when it is at the head of the queue; otherwise it waits for the poller's tick."""
+    slots = services.store.list_slots()
+    if holds_slot(slots, batch):
+        return True
+    queue = build_queue(slots, list(services.store.iter_active_batches()))
+    if batch.batchId not in {w.batch_id for w in dispatch.admitted(queue.order, queue.free)}:
+        return False
+    return reserve(services, batch)
+
+
+def queue_position(services: Services, batch: BatchRecord) -> int | None:
+    """1-based place of a batch waiting for a slot; None when it is not waiting."""
+    if batch.status is not BatchStatus.PENDING or batch.geminiJobName:
+        return None
+    slots = services.store.list_slots()
+    if holds_slot(slots, batch):
+        return None
+    return build_queue(slots, list(services.store.iter_active_batches())).position(batch.batchId)
+
+
+def tick(services: Services, slots: list[SlotRecord], batches: Sequence[BatchRecord]) -> DispatchReport:
+    """One dispatcher pass: release the slots of ended jobs, then hand free slots to the queue's head
+    and send each admitted batch to submit. `slots` must be read before `batches`."""
+    report = DispatchReport()
+    by_id = {batch.batchId: batch for batch in batches}
+    live = []
+    for slot in slots:
+        if slot_is_live(slot, by_id.get(slot.batchId)):
+            live.append(slot)
+        elif services.store.release_slot(slot.jobKey):
+            report.released += 1
+    queue = build_queue(live, batches)
+    report.held = len(live)
+    for waiting in dispatch.admitted(queue.order, queue.free):
+        batch = by_id[waiting.batch_id]
+        if not reserve(services, batch):
+            break  # full after all (a concurrent submit took the slot): the next tick goes on
+        report.admitted += 1
+        report.admitted_ids.append(batch.batchId)
+        services.store.touch_pending(batch.batchId)  # attended to now: no re-drive of it on this message
+        try:
+            services.queues.send_submit(SubmitJob(batchId=batch.batchId))
+        except Exception:  # it holds its slot: the pending re-drive sends it again
+            logger.exception("submit message for admitted batch %s not sent", batch.batchId)
+    report.waiting = len(queue.order) - report.admitted
+    return report

@@ -1,0 +1,162 @@
+"""The dispatcher for Gemini job slots with fakes: priority, fair share, the cap, releases, its cost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from batchgen.config import get_catalog, reset_caches
+from batchgen.domain import dispatch as rules
+from batchgen.domain import ids, pricing
+from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
+from batchgen.domain.states import BatchStatus
+from batchgen.models.messages import SubmitJob
+from batchgen.usecases import dispatch, poll, submit
+from tests.unit.fakes import FakeServices
+
+
+def waiting(batch_id: str, user: str, created: str, tier: str | None = None) -> rules.Waiting:
+    return rules.Waiting(batch_id, user, tier, created)
+
+
+def test_premium_goes_first_then_the_oldest() -> None:
+    queue = [
+        waiting("a", "u1", "2026-01-01T00:00:01"),
+        waiting("b", "u2", "2026-01-01T00:00:02"),
+        waiting("p", "u3", "2026-01-01T00:00:09", "premium"),
+        waiting("c", "u1", "2026-01-01T00:00:03"),
+    ]
+    order = rules.queue_order(queue, Counter(), per_user=20)
+    assert [w.batch_id for w in order] == ["p", "a", "b", "c"]
+    assert rules.position(order, "p") == 1 and rules.position(order, "c") == 4
+    assert rules.position(order, "zzz") is None
+    assert [w.batch_id for w in rules.admitted(order, 2)] == ["p", "a"]
+    assert rules.admitted(order, 0) == [] and rules.admitted(order, -3) == []
+
+
+def test_a_user_at_the_share_steps_behind_other_users() -> None:
+    heavy = [waiting(f"h{i:02d}", "heavy", f"2026-01-01T00:00:{i:02d}") for i in range(30)]
+    light = waiting("light", "light", "2026-01-01T00:01:00")
+    order = rules.queue_order([*heavy, light], Counter({"heavy": 1}), per_user=1)
+    assert order[0].batch_id == "light"  # heavy holds its share already
+    order = rules.queue_order([*heavy, light], Counter(), per_user=5)
+    assert rules.position(order, "light") == 6  # after heavy's share of 5, before the rest
+    # alone in the queue, a user is not held back by the share
+    assert [w.batch_id for w in rules.queue_order(heavy[:3], Counter({"heavy": 9}), per_user=1)] == [
+        "h00",
+        "h01",
+        "h02",
+    ]
+
+
+# --- use cases with fakes ---------------------------------------------------------------------------
+@pytest.fixture
+def services(monkeypatch: pytest.MonkeyPatch) -> FakeServices:
+    monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "2")
+    reset_caches()
+    yield FakeServices()
+    reset_caches()
+
+
+def new_batch(services: FakeServices, user: str = "u1", tier: str | None = None, age: float = 0) -> str:
+    services.store.adjust_balance(user, Decimal(10), "grant")
+    draft = BatchDraft(batch_type="text", requests=[RequestDraft(None, "p", None)])
+    catalog = get_catalog()
+    quote = pricing.quote(catalog, "text", None, 1)
+    created = new_records(Principal(user, tier=tier), draft, "gemini-3.5-flash", [None], quote)
+    at = ids.iso(ids.utc_now() - timedelta(seconds=age)) if age else created.batch.createdAt
+    batch = created.batch.model_copy(update={"createdAt": at})
+    services.store.create_batch(batch, created.items)
+    return batch.batchId
+
+
+def run_submits(services: FakeServices, batch_ids: list[str]) -> list[str]:
+    return [submit.submit_batch(services, batch_id).status for batch_id in batch_ids]
+
+
+def finish_all_jobs(services: FakeServices) -> None:
+    """Every running job ends: its batch is collected (here: completed) and leaves the active index."""
+    for batch in list(services.store.batches.values()):
+        if batch.geminiJobName and batch.status is BatchStatus.PROCESSING:
+            services.store.batches[batch.batchId] = batch.model_copy(update={"status": BatchStatus.COMPLETED})
+
+
+def age_slots(services: FakeServices) -> None:
+    old = ids.iso(ids.utc_now() - timedelta(seconds=dispatch.SLOT_GRACE_SECONDS + 1))
+    for key, slot in services.store.slots.items():
+        services.store.slots[key] = slot.model_copy(update={"reservedAt": old})
+
+
+def test_the_cap_holds_and_a_premium_batch_created_later_runs_first(services: FakeServices) -> None:
+    standard = [new_batch(services, age=30 - i) for i in range(3)]
+    assert run_submits(services, standard) == ["submitted", "submitted", "waiting"]
+    premium = new_batch(services, user="u2", tier="premium")
+    assert run_submits(services, [premium]) == ["waiting"]
+    batch = services.store.batches[premium]
+    assert dispatch.queue_position(services, batch) == 1
+    assert dispatch.queue_position(services, services.store.batches[standard[2]]) == 2
+    assert dispatch.queue_position(services, services.store.batches[standard[0]]) is None  # running
+    # Both jobs end; the tick releases their slots and hands them out: premium first.
+    finish_all_jobs(services)
+    age_slots(services)
+    report = dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    assert report.released == 2 and report.admitted_ids == [premium, standard[2]]
+    assert services.queues.submit[-2:] == [(SubmitJob(batchId=premium), 0), (SubmitJob(batchId=standard[2]), 0)]
+    assert run_submits(services, [premium, standard[2]]) == ["submitted", "submitted"]
+
+
+def test_a_batch_not_at_the_head_of_the_queue_does_not_jump_it(services: FakeServices) -> None:
+    older, newer = new_batch(services, age=10), new_batch(services, age=5)
+    blocker = new_batch(services, user="u9", age=20)
+    assert run_submits(services, [blocker]) == ["submitted"]
+    # one slot is free: it belongs to `older`, so `newer`'s own message does not take it
+    assert run_submits(services, [newer]) == ["waiting"]
+    assert run_submits(services, [older]) == ["submitted"]
+
+
+def test_one_user_with_thirty_batches_does_not_starve_another(
+    services: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS_PER_USER", "1")
+    reset_caches()
+    heavy = [new_batch(services, user="heavy", age=100 - i) for i in range(30)]
+    light = new_batch(services, user="light", age=1)
+    run_submits(services, [*heavy, light])
+    holders = sorted(slot.userId for slot in services.store.slots.values())
+    assert holders == ["heavy", "light"]  # heavy took one slot; the other went to the newer light batch
+
+
+def test_the_tick_releases_slots_of_ended_jobs_only_after_the_grace(services: FakeServices) -> None:
+    batch_id = new_batch(services)
+    run_submits(services, [batch_id])
+    finish_all_jobs(services)
+    tick = poll.poll_active_batches(services)
+    assert tick.slots_released == 0 and len(services.store.slots) == 1  # too fresh to judge
+    age_slots(services)
+    assert poll.poll_active_batches(services).slots_released == 1 and services.store.slots == {}
+
+
+def test_a_waiting_batch_is_not_redriven_but_admitted_by_the_tick(services: FakeServices) -> None:
+    busy = [new_batch(services, user="x", age=50), new_batch(services, user="y", age=40)]
+    run_submits(services, busy)
+    waiting_id = new_batch(services, age=600)  # old: would look "stuck" to the re-drive
+    old = ids.iso(ids.utc_now() - timedelta(hours=1))
+    services.store.batches[waiting_id] = services.store.batches[waiting_id].model_copy(update={"updatedAt": old})
+    sent = len(services.queues.submit)
+    report = poll.poll_active_batches(services)
+    assert report.redriven == 0 and report.waiting == 1 and len(services.queues.submit) == sent
+
+
+def test_dispatcher_reads_are_two_queries_whatever_the_history(services: FakeServices) -> None:
+    for _ in range(50):
+        finished = new_batch(services)
+        services.store.batches[finished] = services.store.batches[finished].model_copy(
+            update={"status": BatchStatus.COMPLETED}
+        )
+    new_batch(services)
+    services.store.calls.clear()
+    dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1})
