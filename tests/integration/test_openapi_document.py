@@ -64,7 +64,7 @@ def test_protected_routes_declare_the_bearer_scheme_and_public_ones_none(documen
 @pytest.mark.parametrize(
     ("path", "method", "codes"),
     [
-        ("/batch/create", "post", {"202", "400", "401", "402", "403", "409", "413", "414", "415", "431"}),
+        ("/batch/create", "post", {"202", "400", "401", "402", "403", "404", "409", "413", "414", "415", "431"}),
         ("/batch/status/{batch_id}", "get", {"200", "401", "404"}),
         ("/batch/{batch_id}/cancel", "post", {"200", "401", "404", "409"}),
         ("/batch/{batch_id}", "delete", {"202", "204", "401", "404", "409"}),

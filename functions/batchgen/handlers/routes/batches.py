@@ -55,7 +55,7 @@ def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]
     "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
     "first answer for the same body.",
     tags=["Batches"],
-    responses=docs.responses(202, "Accepted: the batch is queued", 400, 401, 402, 403, 409, 413, 415),
+    responses=docs.responses(202, "Accepted: the batch is queued", 400, 401, 402, 403, 404, 409, 413, 415),
 )
 def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBatchResponse]:
     idempotency_key = router.current_event.headers.get("Idempotency-Key") or router.current_event.headers.get(
