@@ -22,11 +22,6 @@ def get_object_bytes(key: str) -> bytes:
     return response["Body"].read()
 
 
-def open_object(key: str) -> Any:
-    """A streaming body: callers read it in chunks instead of holding the whole object."""
-    return client("s3").get_object(Bucket=get_settings().bucket_name, Key=key)["Body"]
-
-
 def delete_objects(keys: list[str]) -> None:
     s3 = client("s3")
     for start in range(0, len(keys), 1000):
@@ -36,13 +31,6 @@ def delete_objects(keys: list[str]) -> None:
                 Bucket=get_settings().bucket_name,
                 Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True},
             )
-
-
-def iter_keys(prefix: str) -> Iterator[str]:
-    paginator = client("s3").get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=get_settings().bucket_name, Prefix=prefix):
-        for entry in page.get("Contents", []):
-            yield entry["Key"]
 
 
 def presign_put(key: str, expires_in: int) -> str:

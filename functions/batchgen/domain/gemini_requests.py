@@ -194,10 +194,3 @@ def read_answer(line: Any, wants_image: bool) -> Answer:
     if finish and finish != "STOP":
         return Answer(error=_reason(finish))
     return Answer(error="Gemini returned an empty answer")
-
-
-def inline_key(inlined: Any) -> str | None:
-    """The item key an inlined response carries in its metadata, if Gemini kept it."""
-    metadata = _get(inlined, "metadata")
-    key = metadata.get("key") if isinstance(metadata, dict) else None
-    return str(key) if key else None

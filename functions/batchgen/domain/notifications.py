@@ -15,18 +15,12 @@ from urllib.parse import urlsplit
 
 from batchgen import constants
 from batchgen.domain.errors import InvalidInput
-from batchgen.domain.states import BatchStatus
 
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 ITEM_EVENTS = ("batch.item.succeeded", "batch.item.failed")
 TEST_EVENT = "webhook.test"
 ALL_EVENTS = BATCH_EVENTS + ITEM_EVENTS
 SECRET_PREFIX = "whsec_"
-
-
-def batch_event_type(status: BatchStatus) -> str:
-    """The event a batch's terminal status announces."""
-    return f"batch.{status.value}"
 
 
 def subscribed(endpoint_events: Sequence[str] | None, event_type: str) -> bool:
