@@ -16,34 +16,21 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.adapters.outbox import OUTBOX_SHARDS, outbox_pk
+from batchgen.adapters.repository import _marshal, _unmarshal
+from batchgen.adapters.repository import user_pk as _user_pk
 from batchgen.config import get_settings
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.notifications import new_secret
 from batchgen.models.records import DeliveryRecord, OutboxRecord, WebhookEndpointRecord
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 ENDPOINT_PREFIX = "WHEP#"
 DELIVERY_PREFIX = "WHDEL#"
 ACCOUNT_SECRET_SK = "#WHSECRET"
-
-
-def _user_pk(user_id: str) -> str:
-    return f"USER#{user_id}"
-
-
-def _marshal(value: dict[str, Any]) -> dict[str, Any]:
-    return {key: _serializer.serialize(val) for key, val in value.items() if val is not None}
-
-
-def _unmarshal(item: dict[str, Any]) -> dict[str, Any]:
-    return {key: _deserializer.deserialize(val) for key, val in item.items()}
 
 
 class NotificationStore:

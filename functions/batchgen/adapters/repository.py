@@ -182,14 +182,19 @@ class Repository:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
-            reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                old = reasons[0].get("Item")
-                available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(batch.userId)
-                raise InsufficientCredits(batch.creditCost, available) from exc
+            self._raise_if_balance_short(exc, batch.userId, batch.creditCost)
             if "TransactionConflict" in _cancellation_codes(exc):
                 raise ConcurrentChange("balance changed concurrently") from exc
             raise
+
+    def _raise_if_balance_short(self, exc: ClientError, user_id: str, required: Decimal) -> None:
+        """A charge transaction whose first write (the balance debit) failed its condition: 402, with the
+        balance DynamoDB returned with the failure (or a fresh read)."""
+        reasons = exc.response.get("CancellationReasons", [])
+        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            old = reasons[0].get("Item")
+            available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(user_id)
+            raise InsufficientCredits(required, available) from exc
 
     def get_batch(self, batch_id: str, consistent: bool = True) -> BatchRecord | None:
         response = self.db.get_item(
@@ -830,11 +835,7 @@ class Repository:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
-            reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                old = reasons[0].get("Item")
-                available = Decimal(str(_unmarshal(old).get("balance", 0))) if old else self.get_balance(user_id)
-                raise InsufficientCredits(amount, available) from exc
+            self._raise_if_balance_short(exc, user_id, amount)
             raise ConcurrentChange("balance changed concurrently") from exc
 
     def settle_generation(self, user_id: str, generation_id: str, *, image_url: str | None, error: str | None) -> bool:
