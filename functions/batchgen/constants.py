@@ -37,6 +37,10 @@ RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal ba
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
+# Chunked Gemini jobs (SPEC §6): a batch with more requests runs as several jobs of at most this many.
+GEMINI_JOB_MAX_REQUESTS_DEFAULT = 1000
+# A collect run with less than this left checkpoints its place in the responses and hands over.
+COLLECT_HANDOVER_SECONDS = 60
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait (SPEC §8)
 POLL_CONCURRENCY_DEFAULT = 16
 PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
@@ -98,6 +102,7 @@ ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
 ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"
 ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
 ENV_GEMINI_MAX_ACTIVE_JOBS_PER_USER = "GEMINI_MAX_ACTIVE_JOBS_PER_USER"
+ENV_GEMINI_JOB_MAX_REQUESTS = "GEMINI_JOB_MAX_REQUESTS"
 ENV_POLL_CONCURRENCY = "POLL_CONCURRENCY"
 ENV_MIN_SCHEDULE_AHEAD_SECONDS = "MIN_SCHEDULE_AHEAD_SECONDS"
 ENV_MAX_SCHEDULE_AHEAD_SECONDS = "MAX_SCHEDULE_AHEAD_SECONDS"
