@@ -32,7 +32,8 @@ A batch is ``BATCH_STATE_PENDING`` when created, ``RUNNING`` after half its
 delay, and reaches its end state after ``delay_seconds``; state is computed
 from the clock on every read, so no background threads run. Prompt markers:
 ``[[fail]]`` (that request errors), ``[[blocked]]`` (finish reason SAFETY, no
-content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so).
+content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so), ``[[job:expired-once]]`` (the first
+job holding that prompt expires, a later job holding it succeeds: a resubmitted chunk, SPEC §6).
 Fidelity markers (issue 9): ``[[transient]]`` (a gRPC ``{"code": 13}`` error every time),
 ``[[flaky]]`` (code 13 the first time the emulator sees that prompt, an answer afterwards),
 ``[[late-output]]`` (the job reads SUCCEEDED twice before its output appears, as seen live),
@@ -487,6 +488,7 @@ class GeminiEmulator:
         self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
         self._seen_prompts: set[str] = set()
+        self._expired_once: set[str] = set()  # prompts whose `[[job:expired-once]]` job has expired
         self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
         self.generate_seconds = 0.0  # emulated generation time of every generateContent call
         self.generated = 0  # generateContent calls answered
@@ -583,6 +585,7 @@ class GeminiEmulator:
             self._uploads.clear()
             self._injector.reset()
             self._seen_prompts.clear()
+            self._expired_once.clear()
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
@@ -676,6 +679,15 @@ class GeminiEmulator:
         return body
 
     # ------------------------------------------------------------------ batches
+
+    def _final_state_once(self, entries: list[BatchEntry]) -> str:
+        """`_final_state`, plus `[[job:expired-once]]`: EXPIRED for the first job holding such a prompt."""
+        state = _final_state(entries)
+        once = {_prompt_text(e.request) for e in entries if "[[job:expired-once]]" in _marker_text(e.request)}
+        if state == SUCCEEDED and once - self._expired_once:
+            self._expired_once |= once
+            return EXPIRED
+        return state
 
     def _advance(self, job: EmulatedJob, now: float) -> None:
         """Move a job along its timeline; on success produce its results exactly once."""
@@ -845,7 +857,7 @@ class GeminiEmulator:
                 create_time=now,
                 update_time=now,
                 delay_seconds=max(0.0, float(self.delay_seconds)),
-                final_state=_final_state(entries),
+                final_state=self._final_state_once(entries),
             )
             self._jobs[job.name] = job
             self._advance(job, now)

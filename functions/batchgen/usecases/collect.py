@@ -15,7 +15,7 @@ from typing import Any
 
 from batchgen import constants
 from batchgen.domain import ids
-from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS
+from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
 from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import is_open, is_terminal
@@ -141,14 +141,33 @@ def collect_batch(
         # file exists (seen live): not ready yet. Hand the chunk back to the poller, which asks again.
         store.clear_collect_queued(batch_id, chunk=chunk)
         return report
-    items = chunks.round_items(chunk_items, job)
-    time_left = time_left or (lambda: float("inf"))
-    margin = min(float(constants.COLLECT_HANDOVER_SECONDS), time_left() / 4)
     run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
-    last_round = job.geminiRound + 1 >= MAX_GEMINI_ROUNDS
-    wants_image = model_kind(batch.type) == "image"
+    items = chunks.round_items(chunk_items, job)
+    outcome = _read(run, view, items, time_left or (lambda: float("inf")))
+    if outcome == "handed_over":
+        services.queues.send_collect(CollectResults(batchId=batch_id, chunk=chunk))
+        report.handed_over = True
+        return report
+    if outcome == "overtaken" and not _ended(services, batch_id):
+        return report  # another run on this chunk went further: it goes on
+    if outcome == "read":
+        # Before the files go: a duplicate never reads a deleted file.
+        store.mark_collected(batch_id, view.name, chunk=chunk)
+        if run.report.retried or any(i.round > job.geminiRound and is_open(i.status) for i in chunk_items):
+            start_next_round(services, batch, job)
+        finalize_if_done(store, batch_id)
+    _delete_files(services, job, view)  # read, or the batch ended meanwhile (its last items settled, or cancelled)
+    return report
+
+
+def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Callable[[], float]) -> str:
+    """Reads the responses from the run's checkpoint: "read" (all of them, every item settled),
+    "handed_over" (time ran short: checkpointed) or "overtaken" (another run moved the checkpoint)."""
+    margin = min(float(constants.COLLECT_HANDOVER_SECONDS), time_left() / 4)
+    last_round = run.job.geminiRound + 1 >= MAX_GEMINI_ROUNDS
+    wants_image = model_kind(run.batch.type) == "image"
     group: list[tuple[ItemRecord | None, Answer]] = []
-    for pair in match_answers(run.answers(services.gemini.iter_results(view), wants_image), items):
+    for pair in match_answers(run.answers(run.services.gemini.iter_results(view), wants_image), items):
         group.append(pair)
         if len(group) < GROUP_LINES:
             continue
@@ -158,25 +177,23 @@ def collect_batch(
         if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low):
             continue
         if not run.checkpoint():
-            return report  # another run on this chunk went further: it goes on
+            return "overtaken"
         if low:
-            services.queues.send_collect(CollectResults(batchId=batch_id, chunk=chunk))
-            report.handed_over = True
-            return report
+            return "handed_over"
     run.settle_group(group, last_round=last_round)
     run.failures.update({item.index: NO_RESPONSE for item in items if item.itemId not in run.answered})
-    retried = bool(run.retries) or any(item.round > job.geminiRound and is_open(item.status) for item in chunk_items)
-    if not run.checkpoint():
-        return report
-    store.mark_collected(
-        batch_id, view.name, chunk=chunk
-    )  # before the files go: a duplicate never reads a deleted file
-    if retried:
-        start_next_round(services, batch, job)
-    finalize_if_done(store, batch_id)
+    return "read" if run.checkpoint() else "overtaken"
+
+
+def _delete_files(services: Services, job: JobRecord, view: JobView) -> None:
     services.gemini.delete_file(job.geminiInputFile)
     services.gemini.delete_file(view.responses_file)  # outputs count against the project's 20 GB for 48 h
-    return report
+
+
+def _ended(services: Services, batch_id: str) -> bool:
+    """The batch ended meanwhile (its last items were just settled): the chunk's files can go."""
+    latest = services.store.get_batch(batch_id)
+    return latest is not None and is_terminal(latest.status)
 
 
 def match_answers(
