@@ -1,12 +1,13 @@
 """Chunked Gemini jobs and the collect handover (SPEC §6), through the handlers, moto and the emulators.
 
-Text batches keep these fast: the chunk mechanics do not depend on the batch type.
+Text batches keep these fast: the chunk mechanics do not depend on the batch type. The issue's shape
+(2,500 items, GEMINI_JOB_MAX_REQUESTS=1000, one chunk expired once) runs here as 250 items, 100 per job:
+the same `run_chunked` at 2,500 passed but took 667 s on the shared test machine.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -126,15 +127,6 @@ def test_a_batch_over_the_job_limit_runs_as_chunks_one_expired_resubmitted_once_
     queues.drain(SUBMIT)
     queues.drain(COLLECT)
     assert status(api, batch_id) == before and len(gemini.jobs) == jobs
-
-
-def test_the_issue_shape_2500_items_three_jobs_of_1000(api, gemini, queues, poll, per_job):
-    """The issue's run: 2,500 items with GEMINI_JOB_MAX_REQUESTS=1000 run three jobs; one expires once."""
-    grant("user-1", 100_000)
-    per_job(1000)
-    started = time.monotonic()
-    run_chunked(api, gemini, queues, poll, count=2500, per_job=1000, expired_once_at=1200, fail_every=100)
-    print(f"2,500 items in 3 chunks: {time.monotonic() - started:.1f} s")
 
 
 def test_a_chunk_expired_twice_refunds_its_items_once_and_the_rest_completes(api, gemini, queues, poll, per_job):
