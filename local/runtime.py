@@ -92,7 +92,8 @@ class RuntimeOptions:
     visibility_timeout_seconds: int = SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT
     api_sandboxes: int = API_SANDBOXES_LOCAL_DEFAULT
     # State kept across restarts in data_dir (local.persistence); off: everything lives in memory only.
-    persist: bool = True
+    # `python -m local` keeps it unless LOCAL_PERSIST=0 (from_environ); a runtime built in code does not.
+    persist: bool = False
     data_dir: Path = Path(".local-data")
     snapshot_seconds: float = 1.0
 
