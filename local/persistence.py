@@ -205,6 +205,9 @@ def restore_moto(state: dict[str, dict[str, dict[str, Any]]]) -> None:
         for account, regions in accounts.items():
             for region, saved in regions.items():
                 live[account][region].__dict__.update(saved.__dict__)
+                if service == "s3":  # moto's index of bucket names, kept beside the backends, not in them
+                    for bucket in saved.buckets:
+                        live.bucket_accounts[bucket] = account
 
 
 class StateStore:
