@@ -29,9 +29,13 @@ calls of a handler is what the service already survives (a Lambda dying between 
 fault table in tests/unit/test_fault_table.py walks each such point). Then the pickle is written
 atomically (temporary file, fsync, rename): a crash while writing leaves the previous snapshot.
 
+moto's gate serves SQS long polls as repeated short polls (see `Gate`), so a pause waits for one
+short call at most, not for the local pumps' 1 s long polls to time out.
+
 When. `Snapshotter` takes one every `LOCAL_SNAPSHOT_SECONDS` (default 1) if a state-changing request
-arrived since the last one (never less than 4 times the last snapshot's duration apart, so a large
-state cannot take more than a fifth of the time), and a last one on an orderly stop (SIGTERM,
+arrived since the last one (an idle runtime writes nothing; never less than 4 times the last
+snapshot's work apart, so a large state cannot take more than a fifth of the time), and a last one on
+an orderly stop (SIGTERM,
 Ctrl-C) after the consumers have stopped. So after SIGTERM nothing is lost; after `kill -9` the
 changes of at most the last interval are lost, as after a crash of the whole machine, and the
 service's retries and leases carry on from the restored cut. Loading a snapshot is `restore_moto`
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -114,7 +119,15 @@ def changes_state(environ: dict[str, Any]) -> bool:
 
 
 class Gate:
-    """Wraps a WSGI app: counts state-changing requests; `paused()` holds requests back for a snapshot."""
+    """Wraps a WSGI app: counts state-changing requests; `paused()` holds requests back for a snapshot.
+
+    SQS long polls are served as short polls repeated until a message comes or the wait is over (woken
+    at once by a send, else every `POLL_SECONDS`): a pause then waits for one short call at most, never
+    for a long poll to time out (the local pumps long-poll each queue all the time), and a receive that
+    got nothing does not count as a change, so an idle runtime takes no snapshots.
+    """
+
+    POLL_SECONDS = 0.1
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
@@ -122,13 +135,25 @@ class Gate:
         self._active = 0
         self._paused = False
         self._cond = threading.Condition()
+        self._sent = threading.Condition()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if target.endswith(".ReceiveMessage"):
+            return self._receive(environ, start_response)
+        try:
+            return self._forward(environ, start_response, changes=changes_state(environ))
+        finally:
+            if "SendMessage" in target or "ChangeMessageVisibility" in target:
+                with self._sent:
+                    self._sent.notify_all()
+
+    def _forward(self, environ: dict[str, Any], start_response: Callable[..., Any], *, changes: bool) -> list[bytes]:
         with self._cond:
             while self._paused:
                 self._cond.wait()
             self._active += 1
-            if changes_state(environ):
+            if changes:
                 self.changes += 1
         try:
             # The body is produced inside the gate: a streamed response must not outlive a pause.
@@ -142,6 +167,35 @@ class Gate:
             with self._cond:
                 self._active -= 1
                 self._cond.notify_all()
+
+    def _receive(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        try:
+            params = json.loads(body)
+        except ValueError:
+            params = None
+        wait = params.get("WaitTimeSeconds") if isinstance(params, dict) else None
+        deadline = time.monotonic() + (wait if isinstance(wait, int) and wait > 0 else 0)
+        if isinstance(params, dict) and wait is not None:
+            body = json.dumps({**params, "WaitTimeSeconds": 0}).encode()
+        answer: list[Any] = []
+
+        def capture(status: str, headers: list[Any], exc_info: Any = None) -> Callable[[bytes], None]:
+            answer[:] = [status, headers, exc_info]
+            return lambda data: None
+
+        while True:
+            call = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            data = b"".join(self._forward(call, capture, changes=False))
+            received = b'"Messages"' in data
+            if received or not str(answer[0]).startswith("200") or time.monotonic() >= deadline:
+                if received:  # messages marked received: a change (an empty receive changes nothing)
+                    with self._cond:
+                        self.changes += 1
+                start_response(*answer)
+                return [data]
+            with self._sent:
+                self._sent.wait(min(self.POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -305,16 +359,17 @@ class Snapshotter:
         with self._lock:
             if not force and self._changes() == self.saved_changes:
                 return False
-            started = time.monotonic()
             with contextlib.ExitStack() as stack:
                 for name in self.pause:
-                    stack.enter_context(self.gates[name].paused())
+                    stack.enter_context(self.gates[name].paused())  # waits for a long poll (<= 1 s) to end
+                started = time.monotonic()  # the work from here on, not the wait, sets the cadence's floor
                 changes = self._changes()
                 data = dumps(self.capture())
             self.store.save(data)
             self.saved_changes = changes
             self.snapshots += 1
             self.last_seconds = time.monotonic() - started
+            log.debug("state snapshot %d: %d bytes in %.0f ms", self.snapshots, len(data), self.last_seconds * 1000)
             return True
 
     def _run(self) -> None:

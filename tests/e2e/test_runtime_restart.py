@@ -27,13 +27,13 @@ UNIT_PRICE = Decimal(2)  # a character image at the default quality, batch rate 
 class Run:
     """One run of `python -m local` on a data directory, with what its banner printed."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, sandboxes: str) -> None:
         env = runtime_environment(
             secrets.token_urlsafe(32),
             LOCAL_PERSIST="1",
             LOCAL_DATA_DIR=str(data_dir),
             GEMINI_EMULATOR_DELAY=GEMINI_DELAY,
-            LOCAL_API_SANDBOXES="0",  # one process: quicker to start, and nothing here needs concurrency
+            LOCAL_API_SANDBOXES=sandboxes,
         )
         env.pop("JWT_SECRET")  # the runtime picks its key and must keep it across restarts
         self.process, self.output = _start(env)
@@ -107,9 +107,10 @@ def _check_after_restart(run: Run, old_token: str, old_admin: str, batch_id: str
     assert run.call("GET", "/admin/users/e2e-demo-user/credits", old_admin).status_code == 200  # the admin token too
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
-def test_an_in_flight_batch_completes_after_a_restart(tmp_path: Path, stop: str) -> None:
-    first = Run(tmp_path)
+# SIGTERM with the API in-process (quicker to start); kill -9 as `make run` runs it, with API sandboxes.
+@pytest.mark.parametrize(("stop", "sandboxes"), [("sigterm", "0"), ("sigkill", "2")])
+def test_an_in_flight_batch_completes_after_a_restart(tmp_path: Path, stop: str, sandboxes: str) -> None:
+    first = Run(tmp_path, sandboxes)
     try:
         assert first.state_line().split()[1] == "new,", first.state_line()
         granted = Decimal(7)
@@ -131,7 +132,7 @@ def test_an_in_flight_batch_completes_after_a_restart(tmp_path: Path, stop: str)
     assert (tmp_path / "state.pickle").is_file()
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
 
-    second = Run(tmp_path)
+    second = Run(tmp_path, sandboxes)
     try:
         _check_after_restart(second, first.token, first.admin_token, batch_id, granted)
     finally:

@@ -4,6 +4,8 @@ tests/integration/test_local_state_round_trip.py, the restart itself in tests/e2
 
 from __future__ import annotations
 
+import io
+import json
 import pickle
 import threading
 import time
@@ -203,3 +205,62 @@ def test_a_port_in_use_is_not_reused() -> None:
         taken.listen()
         assert persistence.port_is_free("127.0.0.1", taken.getsockname()[1]) is False
     assert persistence.port_is_free("127.0.0.1", 0) is False  # no saved port: the OS picks one
+
+
+class _FakeSqs:
+    """Answers ReceiveMessage like moto's JSON protocol: `{}` when empty, `{"Messages": [...]}` else."""
+
+    def __init__(self) -> None:
+        self.queue: list[str] = []
+        self.waits: list[Any] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+        if environ["HTTP_X_AMZ_TARGET"].endswith("SendMessage"):
+            self.queue.append(body["MessageBody"])
+            answer = b'{"MessageId": "1"}'
+        else:
+            self.waits.append(body.get("WaitTimeSeconds"))
+            answer = json.dumps({"Messages": [{"Body": self.queue.pop(0)}]} if self.queue else {}).encode()
+        start_response("200 OK", [("Content-Length", str(len(answer)))])
+        return [answer]
+
+
+def _sqs_call(gate: Gate, action: str, body: dict[str, Any]) -> tuple[str, bytes]:
+    data = json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "HTTP_X_AMZ_TARGET": f"AmazonSQS.{action}",
+        "CONTENT_LENGTH": str(len(data)),
+        "wsgi.input": io.BytesIO(data),
+    }
+    status: list[str] = []
+    out = b"".join(gate(environ, lambda s, h, e=None: status.append(s)))
+    return status[0], out
+
+
+def test_a_long_poll_is_served_as_short_polls_so_a_pause_does_not_wait_for_it() -> None:
+    sqs = _FakeSqs()
+    gate = Gate(sqs)
+    results: list[tuple[str, bytes]] = []
+    poll = threading.Thread(target=lambda: results.append(_sqs_call(gate, "ReceiveMessage", {"WaitTimeSeconds": 2})))
+    started = time.monotonic()
+    poll.start()
+    time.sleep(0.2)
+    with gate.paused():
+        paused_after = time.monotonic() - started
+    assert paused_after < 0.6  # not the 2 s of the long poll
+    _sqs_call(gate, "SendMessage", {"MessageBody": "hello"})
+    poll.join(5)
+    assert time.monotonic() - started < 1.0  # woken by the send, not at the end of the wait
+    assert results == [("200 OK", b'{"Messages": [{"Body": "hello"}]}')]
+    assert set(sqs.waits) == {0}  # moto only ever sees short polls
+    assert gate.changes == 2  # the send and the receive that got a message
+
+
+def test_an_empty_long_poll_ends_at_its_wait_and_changes_nothing() -> None:
+    gate = Gate(_FakeSqs())
+    started = time.monotonic()
+    assert _sqs_call(gate, "ReceiveMessage", {"WaitTimeSeconds": 1}) == ("200 OK", b"{}")
+    assert 0.9 < time.monotonic() - started < 2.0
+    assert gate.changes == 0
