@@ -65,6 +65,7 @@ STATE_FILE = "state.pickle"
 FORMAT = 1
 PERSISTED_SERVICES = ("dynamodb", "s3", "sqs", "ses")
 SNAPSHOT_SECONDS_DEFAULT = 1.0
+SLOW_SNAPSHOT_SECONDS = 0.25  # a snapshot taking longer is logged (at INFO)
 # Requests that never change moto's state (X-Amz-Target suffixes of the JSON protocols; GET/HEAD).
 _READ_ONLY_TARGETS = frozenset(
     {
@@ -369,7 +370,13 @@ class Snapshotter:
             self.saved_changes = changes
             self.snapshots += 1
             self.last_seconds = time.monotonic() - started
-            log.debug("state snapshot %d: %d bytes in %.0f ms", self.snapshots, len(data), self.last_seconds * 1000)
+            log.log(
+                logging.INFO if self.last_seconds > SLOW_SNAPSHOT_SECONDS else logging.DEBUG,
+                "state snapshot %d: %.1f MB in %.0f ms",
+                self.snapshots,
+                len(data) / 1e6,
+                self.last_seconds * 1000,
+            )
             return True
 
     def _run(self) -> None:
