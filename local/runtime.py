@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the heavy modules load in start(), after the AWS environmen
     from local.emulators.cloudinary import CloudinaryEmulator
     from local.emulators.gemini import GeminiEmulator
     from local.gateway import HttpFrontDoor
-    from local.persistence import Snapshot, Snapshotter
+    from local.persistence import Gate, Snapshot, Snapshotter
     from local.pumps import SchedulerTick, SqsPump
     from local.sandboxes import SandboxPool
 
@@ -166,6 +166,7 @@ class LocalRuntime:
         self.admin_token = ""
         self.restored: Snapshot | None = None  # the state loaded at start (None: a fresh one)
         self.snapshots: Snapshotter | None = None
+        self.gates: dict[str, Gate] = {}
 
     # ---------------------------------------------------------------------------------- start
     def start(self) -> LocalRuntime:
@@ -176,6 +177,8 @@ class LocalRuntime:
                 self.restored = StateStore(self.options.data_dir).load()
             self._start_aws()
             settings = self._start_emulators()
+            if self.options.persist:
+                self._install_gates()  # before any other request: a snapshot's pause sees every one
             self._provision(settings)
             if self.restored is None:  # the starter credits once, not at every restart
                 self._seed_credits()
@@ -318,15 +321,19 @@ class LocalRuntime:
             return 0
         return port
 
-    def _start_snapshots(self) -> None:
-        from local.persistence import Snapshotter, StateStore, install_gate
+    def _install_gates(self) -> None:
+        from local.persistence import install_gate
 
-        gates = {"moto": install_gate(self.moto._server)}  # type: ignore[union-attr]
+        self.gates = {"moto": install_gate(self.moto._server)}  # type: ignore[union-attr]
         for name, emulator in (("gemini", self.gemini), ("cloudinary", self.cloudinary)):
             if emulator is not None:
-                gates[name] = install_gate(emulator._server)
+                self.gates[name] = install_gate(emulator._server)
+
+    def _start_snapshots(self) -> None:
+        from local.persistence import Snapshotter, StateStore
+
         store = StateStore(self.options.data_dir)
-        self.snapshots = Snapshotter(store, gates, self._capture, self.options.snapshot_seconds)
+        self.snapshots = Snapshotter(store, self.gates, self._capture, self.options.snapshot_seconds)
         self.snapshots.snapshot(force=True)  # the state as started: a crash from now on restarts from here
         self.snapshots.start()
 
