@@ -596,7 +596,14 @@ class GeminiEmulator:
     def export_state(self) -> dict[str, Any]:
         """Jobs, files and seen prompts, copied under the lock (`local.persistence` pickles them)."""
         with self._lock:
-            return copy.deepcopy({"jobs": self._jobs, "files": self._files, "seen_prompts": self._seen_prompts})
+            return copy.deepcopy(
+                {
+                    "jobs": self._jobs,
+                    "files": self._files,
+                    "seen_prompts": self._seen_prompts,
+                    "expired_once": self._expired_once,
+                }
+            )
 
     def import_state(self, state: dict[str, Any]) -> None:
         """Loads what `export_state` gave; jobs keep their wall-clock timeline (created_at + delay)."""
@@ -604,6 +611,7 @@ class GeminiEmulator:
             self._jobs.update(state.get("jobs", {}))
             self._files.update(state.get("files", {}))
             self._seen_prompts.update(state.get("seen_prompts", ()))
+            self._expired_once.update(state.get("expired_once", ()))
 
     def resume_announcements(self) -> int:
         """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
