@@ -70,6 +70,7 @@ SLOT_COUNT_SK = "#COUNT"
 SLOT_PREFIX = "SLOT#"
 ALL_BATCHES_PK = "BATCHES"
 ACTIVE_PK = "ACTIVE"
+OPEN_GENERATIONS_PK = "OPEN_GENERATIONS"  # standard generations charged and not yet settled (GSI3)
 MAX_TRANSACTION_ITEMS = 100
 
 
@@ -805,6 +806,9 @@ class Repository:
         at = now_iso()
         record: dict[str, Any] = {"PK": user_pk(user_id), "SK": f"{PHOTO_PREFIX}{generation_id}", "entity": "photo"}
         record.update(details, generationId=generation_id, status="charged", creditCost=amount, createdAt=at)
+        # While charged it sits in the sparse index under its own partition, so the poller's tick can
+        # refund one whose process died before settling it (issue 14); settling removes the keys.
+        record.update(userId=user_id, GSI3PK=OPEN_GENERATIONS_PK, GSI3SK=f"{at}#{generation_id}")
         writes: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -847,7 +851,7 @@ class Repository:
                 self.db.update_item(
                     TableName=self.table,
                     Key=key,
-                    UpdateExpression="SET #s = :done, imageUrl = :url, updatedAt = :at",
+                    UpdateExpression="SET #s = :done, imageUrl = :url, updatedAt = :at REMOVE GSI3PK, GSI3SK",
                     ConditionExpression="#s = :charged",
                     ExpressionAttributeNames={"#s": "status"},
                     ExpressionAttributeValues=_values(
@@ -868,7 +872,7 @@ class Repository:
                 "Update": {
                     "TableName": self.table,
                     "Key": key,
-                    "UpdateExpression": "SET #s = :failed, #e = :error, updatedAt = :at",
+                    "UpdateExpression": "SET #s = :failed, #e = :error, updatedAt = :at REMOVE GSI3PK, GSI3SK",
                     "ConditionExpression": "#s = :charged",
                     "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
                     "ExpressionAttributeValues": _values(
@@ -893,6 +897,17 @@ class Repository:
                 return False  # settled already: never refunded twice
             raise
         return True
+
+    def iter_unsettled_generations(self, charged_before: str) -> Iterator[tuple[str, str]]:
+        """(user id, generation id) of generations still `charged` since before `charged_before`: the
+        sparse index's own partition, so the cost grows with unsettled generations only."""
+        index = constants.ACTIVE_BATCHES_INDEX
+        for row in self._query_all(
+            IndexName=index.name,
+            KeyConditionExpression=f"{index.partition_key} = :pk AND {index.sort_key} < :before",
+            ExpressionAttributeValues=_values({":pk": OPEN_GENERATIONS_PK, ":before": charged_before}),
+        ):
+            yield str(row["userId"]), str(row["generationId"])
 
     # --- templates ------------------------------------------------------------------------
     def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:
