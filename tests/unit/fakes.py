@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from batchgen.domain import ids
-from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
 from batchgen.domain.outcomes import ItemOutcome, Page
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
@@ -67,7 +67,13 @@ class FakeStore:
         return Page(sorted(found, key=lambda b: b.createdAt, reverse=True)[:limit], None)
 
     # --- create and delete
-    def create_batch(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+    def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None:
+        if request_key is not None:  # like the repository: the key is claimed in the create's transaction
+            claims: dict[str, str] = self.__dict__.setdefault("request_claims", {})
+            if request_key in claims:
+                raise AlreadyCreated(claims[request_key])
+            if self.balances.get(batch.userId, Decimal(0)) >= batch.creditCost:
+                claims[request_key] = batch.batchId
         available = self.balances.get(batch.userId, Decimal(0))
         if available < batch.creditCost:
             raise InsufficientCredits(batch.creditCost, available)

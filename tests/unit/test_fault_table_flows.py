@@ -376,3 +376,21 @@ def finished_batch_with_targets(services: NotifyFakes) -> Any:
     from tests.unit.test_notifications import finished_batch
 
     return finished_batch(services, webhookUrl="https://example.com/once", notifyEmail="u1@example.com")
+
+
+# --- idempotent replays of a create -------------------------------------------------------------------
+def test_a_create_replayed_with_its_request_key_returns_the_first_batch_and_charges_once():
+    """Regression (issue 14): an Idempotency-Key replayed after the first run died past its charge (its
+    in-progress record expired) created and charged a second batch; the key is now claimed in the
+    create's own transaction and the replay answers with the first run's batch."""
+    reset_caches()
+    services = BulkServices()
+    services.store.adjust_balance(USER.user_id, START, "grant")
+    draft = BatchDraft(batch_type="character", requests=[RequestDraft("a", "pose a", None)])
+    key = ids.request_key(USER.user_id, "key-1")
+    first = create.create_batch(services, USER, draft, key)
+    replay = create.create_batch(services, USER, draft, key)
+    assert replay.batch.batchId == first.batch.batchId and len(replay.items) == 1
+    assert len(services.store.batches) == 1
+    assert [e.delta for e in services.store.ledger if e.batchId] == [-first.batch.creditCost]
+    assert ids.request_key("user-2", "key-1") != key  # another user's same key is another request

@@ -62,6 +62,7 @@ class BulkMoneyMachine(MoneyMachine):
         self.offset = timedelta(0)
         self._real_now = ids.utc_now
         ids.utc_now = lambda: self._real_now() + self.offset  # type: ignore[assignment]
+        self.keys: dict[str, str] = {}  # request key -> the batch its first run created
         self.template_ids: dict[str, str] = {}
         for user in USERS:
             body = TemplateRequest(
@@ -160,6 +161,31 @@ class BulkMoneyMachine(MoneyMachine):
         except DomainError:
             return "none"
         return self._create(user, draft)
+
+    @rule(
+        target=MoneyMachine.batches,
+        user=st.sampled_from(USERS),
+        key=st.sampled_from(["key-1", "key-2"]),
+        count=st.integers(min_value=1, max_value=3),
+    )
+    def create_replayed(self, user: str, key: str, count: int) -> str:
+        """A create with an Idempotency-Key whose first run may have died after its charge: the replay
+        gets the first run's batch and nothing is charged again."""
+        from batchgen.domain.batches import RequestDraft
+
+        request_key = ids.request_key(user, key)
+        draft = BatchDraft(batch_type="text", requests=[RequestDraft(f"r{n}", f"q{n}", None) for n in range(count)])
+        try:
+            created = create.create_batch(self.services, Principal(user), draft, request_key)
+        except DomainError:  # short of credits, or the key's batch was deleted since
+            return "none"
+        first = self.keys.setdefault(request_key, created.batch.batchId)
+        assert created.batch.batchId == first, (created.batch.batchId, first)
+        if created.batch.batchId not in self.charged:
+            self.charged[created.batch.batchId] = created.batch.creditCost
+        else:
+            event("idempotent replay answered with the first batch")
+        return created.batch.batchId
 
     def _create(self, user: str, draft: BatchDraft) -> str:
         try:
