@@ -55,7 +55,7 @@ class BulkMoneyMachine(MoneyMachine):
     def __init__(self) -> None:
         super().__init__()
         balances = self.services.store
-        self.services = BulkServices()  # the same fakes plus uploads, ingest and item pages
+        self.services = self._bulk_services()  # the same fakes plus uploads, ingest and item pages
         for user in USERS:
             self.services.store.adjust_balance(user, balances.get_balance(user), "starter credits")
         self.validating: set[str] = set()  # batches created `validating` (file batches and retries)
@@ -257,19 +257,26 @@ class BulkMoneyMachine(MoneyMachine):
         return list(record.items)
 
     # --- the invariants -------------------------------------------------------------------------------
+    def _bulk_services(self) -> BulkServices:
+        return BulkServices()
+
+    def _generations(self) -> list[dict]:
+        """Every standard generation's record (status, creditCost)."""
+        return list(getattr(self.services.store, "generations", {}).values())
+
     @invariant()
     def check_money(self) -> None:
-        store = self.services.store
+        store, ledger = self.services.store, self._ledger()
         for batch_id in self.validating:
             batch = store.get_batch(batch_id)
             if batch is not None:
                 if batch.status is BatchStatus.VALIDATING or batch.requestCount == 0:
                     assert batch.creditCost == 0 or batch.status is BatchStatus.VALIDATING, batch
-                    assert not [e for e in store.ledger if e.batchId == batch_id], batch_id  # nothing charged
+                    assert not [e for e in ledger if e.batchId == batch_id], batch_id  # nothing charged
                 self.charged[batch_id] = batch.creditCost if batch.requestCount else Decimal(0)
-        charges = sum(1 for e in store.ledger if e.reason == "standard generation charge")
-        refunds = sum(1 for e in store.ledger if e.reason == "standard generation refund")
-        generations = list(getattr(store, "generations", {}).values())
+        charges = sum(1 for e in ledger if e.reason == "standard generation charge")
+        refunds = sum(1 for e in ledger if e.reason == "standard generation refund")
+        generations = self._generations()
         assert charges == len(generations), (charges, len(generations))
         assert refunds == sum(g["status"] == "failed" for g in generations), (refunds, generations)
         super().check_money()
@@ -287,8 +294,8 @@ class BulkMoneyMachine(MoneyMachine):
                 assert batch is None or batch.status is not BatchStatus.VALIDATING, batch
             self.offset += timedelta(hours=1)
             photo.refund_abandoned(self.services)
-            generations = getattr(self.services.store, "generations", {}).values()
-            assert all(g["status"] in ("success", "failed") for g in generations), list(generations)
+            generations = self._generations()
+            assert all(g["status"] in ("success", "failed") for g in generations), generations
             for generation in generations:
                 event(f"generation {generation['status']}")
             super().teardown()
