@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -279,3 +280,97 @@ def test_a_standard_generation_killed_after_its_charge_is_refunded_by_the_tick_o
         tick()
         assert poll()["generations_refunded"] == 0
     assert repository.get_balance("user-1") == 10 - json.loads(answer["body"])["creditCost"]
+
+
+# --- notifications (SPEC §7): the receiver's and the mailer's calls -----------------------------------
+NOTIFY_ROWS = [
+    ("webhook_http", "post", "fail"),  # the receiver answers 503 (then 200)
+    ("webhook_http", "post", "timeout"),  # the receiver hangs past the timeout (then answers)
+    ("webhook_http", "post", "die-after"),  # POSTed, then the consumer died before logging it
+    ("mail", "send_email", "fail"),
+    ("mail", "send_email", "timeout"),
+    ("mail", "send_email", "die-after"),  # sent, then the consumer died
+]
+
+
+def notify_fault(real: Callable[..., Any], module: str, kind: str, receiver: Any, struck: list[int]) -> Any:
+    """The receiver's faults are the receiver's own (a 503, a hang); the mailer's are SES errors."""
+
+    def faulty(*args: Any, **kwargs: Any) -> Any:
+        if struck[0]:
+            return real(*args, **kwargs)
+        struck[0] += 1
+        if module == "webhook_http" and kind != "die-after":
+            receiver.script, receiver.hang_seconds = ([503], 0.0) if kind == "fail" else ([], 1.0)
+        elif kind == "fail":
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "injected"}}, "SendEmail")
+        elif kind == "timeout":
+            raise ReadTimeoutError(endpoint_url="https://email.injected")
+        answer = real(*args, **kwargs)
+        receiver.hang_seconds = 0.0
+        if kind == "die-after":
+            raise ProcessDied(f"injected: died after {module}")
+        return answer
+
+    return faulty
+
+
+def drive_notifications(api, queues, poll, batch_id: str) -> list[tuple[str, Decimal]] | None:
+    """Rounds of the consumers and the tick; returns the ledger as it was when the batch completed."""
+    from batchgen.adapters.repository import get_repository
+
+    before = None
+    for _ in range(10):
+        for queue in (SUBMIT, COLLECT, constants.NOTIFY_QUEUE):
+            messages = queues.receive(queue)
+            if messages:
+                try:
+                    queues.deliver(queue, messages)
+                except (Exception, ProcessDied):
+                    pass  # SQS delivers them again
+        try:
+            poll()  # moves the batch along and relays its outbox
+        except (Exception, ProcessDied):
+            pass
+        if before is None and api("GET", f"/batch/status/{batch_id}").body["status"] == "completed":
+            before = sorted((e.reason, e.delta) for e in get_repository().list_ledger("user-1", limit=100))
+    return before
+
+
+@pytest.mark.parametrize(("module", "name", "kind"), NOTIFY_ROWS, ids=["-".join(row) for row in NOTIFY_ROWS])
+def test_a_fault_at_a_receiver_or_the_mailer_delivers_the_event_at_least_once_and_leaves_money_alone(
+    module, name, kind, api, gemini, queues, poll, monkeypatch
+):
+    from batchgen import adapters
+    from batchgen.adapters.repository import get_repository
+    from batchgen.config import reset_caches
+    from tests.conftest import make_token
+    from tests.integration.test_notifications import _sent_emails
+    from tests.webhook_receiver import start_receiver
+
+    monkeypatch.setenv(constants.ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS, "true")
+    monkeypatch.setenv(constants.ENV_WEBHOOK_RETRY_SCALE, "0.0001")
+    monkeypatch.setenv(constants.ENV_WEBHOOK_TIMEOUT_SECONDS, "0.3")
+    reset_caches()
+    receiver = start_receiver()
+    try:
+        api("POST", "/webhooks/endpoints", {"url": receiver.url, "events": ["batch.completed"]})
+        token = make_token(email="user1@example.com")
+        grant("user-1", 10)
+        body = {"type": "text", "requests": [{"prompt": "ok"}, {"prompt": "bad [[fail]]"}], "notifyEmail": True}
+        batch_id = api("POST", "/batch/create", body, token=token).body["id"]
+        __import__(f"batchgen.adapters.{module}")
+        target = getattr(adapters, module)
+        struck = [0]
+        monkeypatch.setattr(target, name, notify_fault(getattr(target, name), module, kind, receiver, struck))
+        before = drive_notifications(api, queues, poll, batch_id)
+        assert struck[0] == 1, f"{module}.{name} was never called"
+        completed = [r for r in receiver.received if r.type == "batch.completed"]
+        assert completed, "the batch.completed event was lost"
+        assert {r.headers["webhook-id"] for r in completed} == {completed[0].headers["webhook-id"]}  # one id
+        assert len([e for e in _sent_emails() if batch_id in e.body]) >= 1, "the email was lost"
+        after = sorted((e.reason, e.delta) for e in get_repository().list_ledger("user-1", limit=100))
+        assert before == after  # notifications never touch money
+        assert [reason for reason, _ in after] == ["batch charge", "failed items refund", "test grant"], after
+    finally:
+        receiver.stop()
