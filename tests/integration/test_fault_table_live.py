@@ -85,7 +85,7 @@ def adapter_fault(module: Any, name: str, kind: str, emulator: Any, operation: s
         setattr(module, name, real)
 
 
-def an_hour_later(monkeypatch: pytest.MonkeyPatch) -> None:
+def an_hour_later(monkeypatch: pytest.MonkeyPatch, seconds: int = 3600) -> None:
     """Powertools' idempotency clock moves past the invocation's timeout: an in-progress record left by
     a dead process has expired, as it has for a client that replays after its own timeout."""
     import datetime as dt
@@ -99,9 +99,9 @@ def an_hour_later(monkeypatch: pytest.MonkeyPatch) -> None:
     class Later(dt.datetime):
         @classmethod
         def now(cls, tz=None):  # noqa: ANN001, ANN206
-            return dt.datetime.fromtimestamp(real_time() + 3600, tz)
+            return dt.datetime.fromtimestamp(real_time() + seconds, tz)
 
-    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    monkeypatch.setattr(time, "time", lambda: real_time() + seconds)
     for module in (base, persistence_base, persistence_dynamodb):
         monkeypatch.setattr(module.dt, "datetime", Later)
 
@@ -374,3 +374,14 @@ def test_a_fault_at_a_receiver_or_the_mailer_delivers_the_event_at_least_once_an
         assert [reason for reason, _ in after] == ["batch charge", "failed items refund", "test grant"], after
     finally:
         receiver.stop()
+
+
+def test_a_key_reused_after_its_claim_expired_creates_a_new_batch(api, aws, monkeypatch):
+    """The claim lives as long as the idempotency record (24 h); one past it no longer counts, even if
+    DynamoDB's TTL sweep has not removed it yet."""
+    grant("user-1", 10)
+    first = api("POST", "/batch/create", BODY, headers={"Idempotency-Key": "key-1"})
+    assert first.status == 202, first.body
+    an_hour_later(monkeypatch, constants.IDEMPOTENCY_TTL_SECONDS + 60)  # both the record and the claim expired
+    again = api("POST", "/batch/create", BODY, headers={"Idempotency-Key": "key-1"})
+    assert again.status == 202 and again.body["id"] != first.body["id"], again.body

@@ -203,7 +203,14 @@ class Repository:
         expires = int(time.time()) + constants.IDEMPOTENCY_TTL_SECONDS
         item: dict[str, Any] = {"PK": f"{REQUEST_PREFIX}{request_key}", "SK": META_SK, "entity": "request"}
         item.update({"batchId": batch_id, constants.TABLE.ttl_attribute: expires})
-        return {"TableName": self.table, "Item": _marshal(item), "ConditionExpression": "attribute_not_exists(PK)"}
+        return {
+            "TableName": self.table,
+            "Item": _marshal(item),
+            # An expired claim not yet removed by DynamoDB's TTL sweep (up to days late) no longer counts.
+            "ConditionExpression": "attribute_not_exists(PK) OR #expires < :now",
+            "ExpressionAttributeNames": {"#expires": constants.TABLE.ttl_attribute},
+            "ExpressionAttributeValues": _values({":now": int(time.time())}),
+        }
 
     def _raise_already_created(self, request_key: str, exc: ClientError) -> None:
         response = self.db.get_item(
