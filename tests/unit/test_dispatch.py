@@ -160,3 +160,16 @@ def test_dispatcher_reads_are_two_queries_whatever_the_history(services: FakeSer
     services.store.calls.clear()
     dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
     assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1})
+
+
+def test_a_submit_over_a_full_cap_waits_without_reading_the_active_index(services: FakeServices) -> None:
+    """Issue 14 load run: each submit of a new batch read the whole active index (211 KB on moto with
+    215 active batches) only to learn that no slot was free; submits fell behind the creates."""
+    run_submits(services, [new_batch(services, user="x"), new_batch(services, user="y")])  # the cap (2) is full
+    for _ in range(20):
+        new_batch(services)
+    late = new_batch(services)
+    services.store.calls.clear()
+    assert run_submits(services, [late]) == ["waiting"]
+    assert services.store.calls["iter_active_batches"] == 0
+    assert dispatch.queue_position(services, services.store.batches[late]) is not None  # still in the queue

@@ -106,6 +106,8 @@ def admit(services: Services, batch: BatchRecord) -> bool:
     slots = services.store.list_slots()
     if holds_slot(slots, batch):
         return True
+    if len(slots) >= get_settings().gemini_max_active_jobs:
+        return False  # no slot free: no place in the queue can take one, so the queue is not read
     queue = build_queue(slots, list(services.store.iter_active_batches()))
     if batch.batchId not in {w.batch_id for w in dispatch.admitted(queue.order, queue.free)}:
         return False
