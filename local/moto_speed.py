@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import json
 import threading
 from collections.abc import Callable
@@ -71,9 +72,12 @@ def _fast_execute(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _partition_query(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
     @functools.wraps(original)
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = kwargs.get("index_name")
+        # moto's backend passes index_name positionally: bind, never guess.
+        index_name = signature.bind(self, hash_key, *args, **kwargs).arguments.get("index_name")
         if index_name or hash_key is None or getattr(hash_key, "type", None) != "S":
             return original(self, hash_key, *args, **kwargs)
         _PARTITION.current = (self, hash_key)

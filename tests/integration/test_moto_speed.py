@@ -30,6 +30,8 @@ def table(aws):
     for partition in ("BATCH#a", "BATCH#b", "USER#c"):
         for n in range(7):
             item = {"PK": {"S": partition}, "SK": {"S": f"ITEM#{n:03d}"}, **ALL_TYPES, "i": {"N": str(n)}}
+            if n % 2:  # in the sparse index, under two index partitions
+                item |= {"GSI3PK": {"S": f"ACTIVE#{n % 4}"}, "GSI3SK": {"S": f"{n:03d}#{partition}"}}
             client.put_item(TableName=name, Item=item)
     return name
 
@@ -73,6 +75,20 @@ def _reads(client: Any, name: str) -> list[Callable[[], Any]]:
         lambda: client.query(
             TableName=name, KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": {"S": "NONE"}}
         ),
+        lambda: client.query(
+            TableName=name,
+            IndexName="ActiveBatches",
+            KeyConditionExpression="GSI3PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": "ACTIVE#1"}},
+        ),
+        lambda: client.query(
+            TableName=name,
+            IndexName="ActiveBatches",
+            KeyConditionExpression="GSI3PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": "ACTIVE#3"}},
+            ScanIndexForward=False,
+            Limit=2,
+        ),
         lambda: client.scan(TableName=name, Limit=5),
         lambda: client.get_item(TableName=name, Key=key),
         lambda: client.get_item(TableName=name, Key={"PK": {"S": "BATCH#a"}, "SK": {"S": "missing"}}),
@@ -92,7 +108,7 @@ def test_fast_reads_answer_exactly_what_moto_answers(table, monkeypatch: pytest.
         assert getattr(patched, "__batchgen_fast__", False)
         monkeypatch.setattr(owner, name, patched.__wrapped__)  # moto's own, for the comparison
     slow = _raw_bodies(client, _reads(client, table))
-    assert len(fast) == len(slow) == 13
+    assert len(fast) == len(slow) == 15
     for n, (mine, moto) in enumerate(zip(fast, slow, strict=True)):
         assert mine == moto, f"read {n}"
 
