@@ -88,6 +88,8 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         "JWT_SECRET": secret,
         "POLL_INTERVAL_SECONDS": "1",
         "GEMINI_EMULATOR_DELAY": "2",
+        # submit, collect and upload in 3 sandbox processes each, 3 batches at once, as Lambda runs them
+        "LOCAL_PUMP_SANDBOXES": os.environ.get("LOCAL_PUMP_SANDBOXES", "3"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain
     stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the runtime

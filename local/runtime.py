@@ -39,6 +39,8 @@ TOKEN_LIFETIME_SECONDS = 24 * 3600
 SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT = 10
 # API requests run in this many sandbox processes at once (local.sandboxes); 0: in-process, one at a time.
 API_SANDBOXES_LOCAL_DEFAULT = 2
+# Submit, collect and upload each run in this many sandbox processes, as many batches at once (local.pumps).
+PUMP_SANDBOXES_LOCAL_DEFAULT = 0
 FAKE_AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -89,6 +91,7 @@ class RuntimeOptions:
     admin_id: str = "local-admin"
     visibility_timeout_seconds: int = SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT
     api_sandboxes: int = API_SANDBOXES_LOCAL_DEFAULT
+    pump_sandboxes: int = PUMP_SANDBOXES_LOCAL_DEFAULT
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> RuntimeOptions:
@@ -114,6 +117,7 @@ class RuntimeOptions:
                 _number(environ, "SQS_VISIBILITY_TIMEOUT", cls.visibility_timeout_seconds, minimum=1)
             ),
             api_sandboxes=int(_number(environ, "LOCAL_API_SANDBOXES", cls.api_sandboxes, minimum=0)),
+            pump_sandboxes=int(_number(environ, "LOCAL_PUMP_SANDBOXES", cls.pump_sandboxes, minimum=0)),
         )
 
 
@@ -144,6 +148,7 @@ class LocalRuntime:
         self.http: HttpFrontDoor | None = None
         self.api_pool: SandboxPool | None = None
         self.pumps: list[SqsPump] = []
+        self.pump_pools: list[SandboxPool] = []
         self.ticks: list[SchedulerTick] = []
         self.not_started: list[str] = []
         self.user_token = ""
@@ -254,7 +259,7 @@ class LocalRuntime:
     def _start_consumers(self) -> None:
         import boto3
 
-        from local.pumps import SchedulerTick, SqsPump
+        from local.pumps import SchedulerTick, SqsPump, consumer_for
 
         sqs = boto3.session.Session().client("sqs")  # the pumps' own client, apart from the handlers'
         for queue in constants.QUEUES:
@@ -263,7 +268,10 @@ class LocalRuntime:
             if function is None:
                 self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
                 continue
-            self.pumps.append(SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start())
+            consumer, concurrency, pool = consumer_for(function, self.options.pump_sandboxes)
+            self.pump_pools += [pool] if pool is not None else []
+            url = self.queue_urls[queue.name]
+            self.pumps.append(SqsPump(queue, url, consumer, sqs, self.stop_event, concurrency).start())
         poller = LocalFunction.load(constants.POLLER_FUNCTION)
         if poller is None:
             spec = constants.POLLER_FUNCTION
@@ -285,6 +293,9 @@ class LocalRuntime:
         if self.api_pool is not None:
             self.api_pool.stop()
             self.api_pool = None
+        for pool in self.pump_pools:
+            pool.stop()
+        self.pump_pools = []
         if self.moto is not None:
             self.moto.stop()
             self.moto = None

@@ -3,6 +3,7 @@ same items as its whole-table query (issue 14: Query was 55 % of the local runti
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +104,18 @@ def test_fast_reads_answer_exactly_what_moto_answers(table, monkeypatch: pytest.
     client = boto3.client("dynamodb")
     make_dynamodb_reads_fast()
     fast = _raw_bodies(client, _reads(client, table))
-    for owner, name in ((DynamoResult, "execute_result"), (Table, "query"), (Table, "all_items")):
+    from moto.dynamodb.models import table as table_model
+    from moto.dynamodb.responses import DynamoHandler
+
+    monkeypatch.setattr(table_model, "copy", copy)
+    patched_methods = (
+        (DynamoResult, "execute_result"),
+        (Table, "query"),
+        (Table, "all_items"),
+        (DynamoHandler, "query"),
+        (DynamoHandler, "scan"),
+    )
+    for owner, name in patched_methods:
         patched = getattr(owner, name)
         assert getattr(patched, "__batchgen_fast__", False)
         monkeypatch.setattr(owner, name, patched.__wrapped__)  # moto's own, for the comparison
