@@ -25,8 +25,9 @@ from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
 
-# A slot reserved this recently may belong to a batch the tick's read of the active index predates.
-SLOT_GRACE_SECONDS = 120
+# A slot reserved this recently may belong to a batch the tick's read of the (eventually consistent)
+# active index does not show yet, or shows a round behind: absent or behind, it is not judged ended.
+SLOT_GRACE_SECONDS = 30
 
 
 def slot_key(batch: BatchRecord) -> str:
@@ -63,11 +64,13 @@ def is_waiting(batch: BatchRecord, held: set[str]) -> bool:
 
 def slot_is_live(slot: SlotRecord, batch: BatchRecord | None) -> bool:
     """Its job may still run at Gemini (or is about to be created)."""
+    if batch is not None and slot.round == batch.geminiRound and batch.collectQueuedAt:
+        return False  # this round's job succeeded and its collect is queued: ended, whatever the slot's age
     if ids.age_seconds(slot.reservedAt) < SLOT_GRACE_SECONDS:
         return True
     if batch is None:  # ended: no longer in the active index
         return False
-    return slot.round == batch.geminiRound and not batch.collectQueuedAt
+    return slot.round == batch.geminiRound
 
 
 def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord]) -> SlotQueue:
