@@ -25,8 +25,9 @@ from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
 
-# A slot reserved this recently may belong to a batch the tick's read of the active index predates.
-SLOT_GRACE_SECONDS = 120
+# A slot reserved this recently may belong to a batch the tick's read of the (eventually consistent)
+# active index does not show yet, or shows a round behind: absent or behind, it is not judged ended.
+SLOT_GRACE_SECONDS = 30
 
 
 def slot_key(batch: BatchRecord) -> str:
@@ -63,11 +64,13 @@ def is_waiting(batch: BatchRecord, held: set[str]) -> bool:
 
 def slot_is_live(slot: SlotRecord, batch: BatchRecord | None) -> bool:
     """Its job may still run at Gemini (or is about to be created)."""
+    if batch is not None and slot.round == batch.geminiRound and batch.collectQueuedAt:
+        return False  # this round's job succeeded and its collect is queued: ended, whatever the slot's age
     if ids.age_seconds(slot.reservedAt) < SLOT_GRACE_SECONDS:
         return True
     if batch is None:  # ended: no longer in the active index
         return False
-    return slot.round == batch.geminiRound and not batch.collectQueuedAt
+    return slot.round == batch.geminiRound
 
 
 def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord]) -> SlotQueue:
@@ -106,6 +109,8 @@ def admit(services: Services, batch: BatchRecord) -> bool:
     slots = services.store.list_slots()
     if holds_slot(slots, batch):
         return True
+    if len(slots) >= get_settings().gemini_max_active_jobs:
+        return False  # no slot free: no place in the queue can take one, so the queue is not read
     queue = build_queue(slots, list(services.store.iter_active_batches()))
     if batch.batchId not in {w.batch_id for w in dispatch.admitted(queue.order, queue.free)}:
         return False
