@@ -34,6 +34,9 @@ ITEMS_LIMIT_DEFAULT = 100
 ITEMS_LIMIT_MAX = 1000
 RESULTS_URL_SECONDS = 3600  # a presigned results-manifest URL
 RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal batch
+# After a batch ends, its manifest's writer (the notify queue's consumer) has this long before the
+# results route stops answering "being written, retry" and writes the manifest itself (SPEC §6).
+RESULTS_MANIFEST_GRACE_SECONDS = 120
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project

@@ -47,13 +47,6 @@ class BulkStore(FakeStore):
         gone = set(indexes)
         self.items[batch_id] = [row for row in self.items.get(batch_id, []) if row.index not in gone]
 
-    def iter_item_pages(
-        self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
-    ) -> Iterator[list[ItemRecord]]:
-        rows = [row for row in self.items.get(batch_id, []) if after_index is None or row.index > after_index]
-        for start in range(0, len(rows), page_size):
-            yield list(rows[start : start + page_size])
-
     def record_ingest_progress(self, batch_id: str, seen_lines: int, changes: dict[str, Any]) -> bool:
         if self.fail_next_checkpoint:
             self.fail_next_checkpoint = False

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
         SendEmail,
         SubmitJob,
         UploadImage,
+        WriteResultsManifest,
     )
     from batchgen.models.records import (
         BatchRecord,
@@ -208,7 +209,7 @@ class NotificationStore(Protocol):
 
 
 class Notifier(Protocol):
-    def send_notifications(self, messages: Sequence[DeliverWebhook | SendEmail]) -> None: ...
+    def send_notifications(self, messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None: ...
     def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None: ...
 
 
