@@ -55,6 +55,9 @@ INGEST_CHUNK_ITEMS = 25  # one BatchWriteItem
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
 INGEST_HANDOVER_SECONDS = 60
+# The validating watchdog (poller tick): a `validating` batch whose checkpoint has not moved for this long
+# gets its ingest message once more; still not moving as long again after that, it ends `failed`.
+INGEST_STALL_SECONDS = 900
 # One line holds at most one image (4 MB decoded, ~5.6 MB as base64) and two prompts.
 MAX_INPUT_LINE_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 # Scheduling and templates (SPEC §8).
