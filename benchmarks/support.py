@@ -87,7 +87,11 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
         yield queue_urls
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a busy server may not stop on SIGTERM in time
+            server.kill()
+            server.wait(timeout=10)
         os.environ.pop("AWS_ENDPOINT_URL", None)
         reset_caches()
 
