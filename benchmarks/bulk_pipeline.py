@@ -186,7 +186,7 @@ def run_batch(pipeline: Pipeline, requests: int, batch_type: str) -> dict[str, S
 
 
 def _print_stages(label: str, requests: int, stages: dict[str, Stage]) -> None:
-    print(f"{label} ({requests} requests):")
+    print(f"{label} ({requests} requests):", flush=True)
     for name, stage in stages.items():
         calls = sum(stage.calls.values())
         top = ", ".join(f"{op} x{count}" for op, count in stage.calls.most_common(4))
@@ -224,10 +224,10 @@ def run() -> None:
             run_batch(pipeline, 20, "product")
             small = max(TEXT_REQUESTS // 10, 1)
             text_small = run_batch(pipeline, small, "text")
-            text_big = run_batch(pipeline, TEXT_REQUESTS, "text")
-            images = run_batch(pipeline, IMAGE_REQUESTS, "product")
             _print_stages("text", small, text_small)
+            text_big = run_batch(pipeline, TEXT_REQUESTS, "text")
             _print_stages("text", TEXT_REQUESTS, text_big)
+            images = run_batch(pipeline, IMAGE_REQUESTS, "product")
             _print_stages("image (product, 1 in 10 with an input image)", IMAGE_REQUESTS, images)
             for name in ("ingest", "submit", "collect"):
                 low, high = text_small[name].peak, text_big[name].peak
