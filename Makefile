@@ -12,7 +12,7 @@ LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,6 @@ synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, 
 
 clean:
 	rm -rf $(VENV) cdk.out build .pytest_cache .mypy_cache .ruff_cache
+
+clean-data:  ## forget what `make run` kept (batches, balances, images, signing key): the next run starts fresh
+	rm -rf $(or $(LOCAL_DATA_DIR),.local-data)

@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 
 from local.lifecycle import die_with_parent, exit_now, stop_deadline
+from local.persistence import StateError
 from local.runtime import ConfigurationError, LocalRuntime, RuntimeOptions
 
 STOP_DEADLINE_SECONDS = 15
@@ -49,7 +50,11 @@ def main() -> int:
     die_with_parent()  # `kill -9` of `make run` must not leave this process serving on the port
 
     # werkzeug reports a taken PORT itself and exits; start() has stopped what it started by then.
-    runtime = LocalRuntime(options).start()
+    try:
+        runtime = LocalRuntime(options).start()
+    except StateError as exc:
+        print(f"local runtime: {exc}", file=sys.stderr)
+        return 2
     print(runtime.banner(), flush=True)
     try:
         while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals

@@ -1,6 +1,7 @@
 """Creates the tables, queues and bucket from `batchgen.constants` (the definitions the CDK stack uses).
 
-Used by the local runtime against moto's server and by the tests under `mock_aws`.
+Used by the local runtime against moto's server and by the tests under `mock_aws`. Each step leaves
+what already exists as it is (a runtime restarted on its kept state provisions again).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from batchgen import constants
 
@@ -18,6 +20,8 @@ def create_table(dynamodb: Any, table_name: str) -> None:
     key_names = {spec.partition_key, spec.sort_key}
     for index in spec.indexes:
         key_names |= {index.partition_key, index.sort_key}
+    if table_name in dynamodb.list_tables()["TableNames"]:
+        return
     dynamodb.create_table(
         TableName=table_name,
         BillingMode="PAY_PER_REQUEST",
@@ -50,21 +54,29 @@ def create_queues(sqs: Any, visibility_timeout: int | None = None) -> dict[str, 
         dlq_url = sqs.create_queue(QueueName=queue.dead_letter_name)["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         timeout = visibility_timeout or constants.queue_visibility_timeout_seconds(queue)
-        urls[queue.name] = sqs.create_queue(
-            QueueName=queue.name,
-            Attributes={
-                "VisibilityTimeout": str(timeout),
-                "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receive_count)}
-                ),
-            },
-        )["QueueUrl"]
+        attributes = {
+            "VisibilityTimeout": str(timeout),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receive_count)}
+            ),
+        }
+        try:
+            urls[queue.name] = sqs.create_queue(QueueName=queue.name, Attributes=attributes)["QueueUrl"]
+        except ClientError as exc:  # a kept queue whose settings changed since (SQS_VISIBILITY_TIMEOUT)
+            if "QueueAlreadyExists" not in str(exc) and "QueueNameExists" not in str(exc):
+                raise
+            urls[queue.name] = sqs.get_queue_url(QueueName=queue.name)["QueueUrl"]
+            sqs.set_queue_attributes(QueueUrl=urls[queue.name], Attributes=attributes)
         urls[queue.dead_letter_name] = dlq_url
     return urls
 
 
 def create_bucket(s3: Any, bucket_name: str) -> None:
-    s3.create_bucket(Bucket=bucket_name)
+    try:
+        s3.create_bucket(Bucket=bucket_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
 
 
 def provision(

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen import constants
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # the heavy modules load in start(), after the AWS environmen
     from local.emulators.cloudinary import CloudinaryEmulator
     from local.emulators.gemini import GeminiEmulator
     from local.gateway import HttpFrontDoor
+    from local.persistence import Gate, Snapshot, Snapshotter
     from local.pumps import SchedulerTick, SqsPump
     from local.sandboxes import SandboxPool
 
@@ -89,6 +91,11 @@ class RuntimeOptions:
     admin_id: str = "local-admin"
     visibility_timeout_seconds: int = SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT
     api_sandboxes: int = API_SANDBOXES_LOCAL_DEFAULT
+    # State kept across restarts in data_dir (local.persistence); off: everything lives in memory only.
+    # `python -m local` keeps it unless LOCAL_PERSIST=0 (from_environ); a runtime built in code does not.
+    persist: bool = False
+    data_dir: Path = Path(".local-data")
+    snapshot_seconds: float = 1.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> RuntimeOptions:
@@ -100,13 +107,19 @@ class RuntimeOptions:
             raise ConfigurationError(f"LOCAL_USER_CREDITS={raw_credits!r} is not a number") from exc
         if not credits.is_finite() or credits < 0 or credits != credits.quantize(Decimal("0.01")):
             raise ConfigurationError("LOCAL_USER_CREDITS must be >= 0 with at most two decimals")
+        from local.token import data_dir, saved_secret
+
+        persist = environ.get("LOCAL_PERSIST", "").strip().lower() not in ("0", "false", "no", "off")
         return cls(
             host=environ.get("HOST", "").strip() or cls.host,
             port=int(_number(environ, "PORT", cls.port, minimum=0)),
             poll_interval_seconds=_number(environ, "POLL_INTERVAL_SECONDS", cls.poll_interval_seconds, minimum=0.1),
             gemini_delay_seconds=_number(environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0),
-            # A fresh secret per run unless one is given: tokens never outlive the process by accident.
-            jwt_secret=environ.get(constants.ENV_JWT_SECRET, "") or secrets.token_urlsafe(32),
+            # The given secret, else (with a kept state) the one of the previous run, so that tokens stay
+            # valid across restarts like the state they refer to; else a fresh one.
+            jwt_secret=environ.get(constants.ENV_JWT_SECRET, "")
+            or (saved_secret(environ) if persist else None)
+            or secrets.token_urlsafe(32),
             user_id=environ.get("LOCAL_USER_ID", "").strip() or cls.user_id,
             user_credits=credits,
             admin_id=environ.get("LOCAL_ADMIN_ID", "").strip() or cls.admin_id,
@@ -114,6 +127,9 @@ class RuntimeOptions:
                 _number(environ, "SQS_VISIBILITY_TIMEOUT", cls.visibility_timeout_seconds, minimum=1)
             ),
             api_sandboxes=int(_number(environ, "LOCAL_API_SANDBOXES", cls.api_sandboxes, minimum=0)),
+            persist=persist,
+            data_dir=data_dir(environ),
+            snapshot_seconds=_number(environ, "LOCAL_SNAPSHOT_SECONDS", cls.snapshot_seconds, minimum=0.1),
         )
 
 
@@ -148,18 +164,31 @@ class LocalRuntime:
         self.not_started: list[str] = []
         self.user_token = ""
         self.admin_token = ""
+        self.restored: Snapshot | None = None  # the state loaded at start (None: a fresh one)
+        self.snapshots: Snapshotter | None = None
+        self.gates: dict[str, Gate] = {}
 
     # ---------------------------------------------------------------------------------- start
     def start(self) -> LocalRuntime:
         try:
+            if self.options.persist:
+                from local.persistence import StateStore
+
+                self.restored = StateStore(self.options.data_dir).load()
             self._start_aws()
             settings = self._start_emulators()
+            if self.options.persist:
+                self._install_gates()  # before any other request: a snapshot's pause sees every one
             self._provision(settings)
-            self._seed_credits()
+            if self.restored is None:  # the starter credits once, not at every restart
+                self._seed_credits()
             self._start_http()
             if self.gemini is not None and self.http is not None:
                 self.gemini.webhook_url = self.http.base_url + constants.GEMINI_WEBHOOK_PATH
+                self.gemini.resume_announcements()
             self._start_consumers()
+            if self.options.persist:
+                self._start_snapshots()
         except BaseException:
             self.stop()
             raise
@@ -182,8 +211,12 @@ class LocalRuntime:
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             os.environ.pop(name, None)
         os.environ.update(FAKE_AWS_ENVIRONMENT)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self._saved_port("moto"), verbose=False)
         self.moto.start()
+        if self.restored is not None:
+            from local.persistence import restore_moto
+
+            restore_moto(self.restored.moto)
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint = f"http://{host}:{port}"
         os.environ["AWS_ENDPOINT_URL"] = self.aws_endpoint
@@ -196,7 +229,11 @@ class LocalRuntime:
         if not os.environ.get(constants.ENV_GEMINI_API_KEY):
             from local.emulators.gemini import GeminiEmulator
 
-            self.gemini = GeminiEmulator(delay_seconds=self.options.gemini_delay_seconds, port=0).start()
+            self.gemini = GeminiEmulator(
+                delay_seconds=self.options.gemini_delay_seconds, port=self._saved_port("gemini")
+            ).start()
+            if self.restored is not None and self.restored.gemini is not None:
+                self.gemini.import_state(self.restored.gemini)
             settings[constants.ENV_GEMINI_API_KEY] = LOCAL_GEMINI_KEY
             settings[constants.ENV_GEMINI_BASE_URL] = self.gemini.base_url
             # The emulator announces each ended job by a signed webhook, as Gemini does: the local
@@ -206,7 +243,12 @@ class LocalRuntime:
         if not os.environ.get(constants.ENV_CLOUDINARY_URL):
             from local.emulators.cloudinary import CloudinaryEmulator
 
-            self.cloudinary = CloudinaryEmulator(api_secret=secrets.token_urlsafe(24), port=0).start()
+            # The same port as before when it is free: the image URLs in the kept state point at it.
+            self.cloudinary = CloudinaryEmulator(
+                api_secret=secrets.token_urlsafe(24), port=self._saved_port("cloudinary")
+            ).start()
+            if self.restored is not None and self.restored.cloudinary is not None:
+                self.cloudinary.import_state(self.restored.cloudinary)
             settings[constants.ENV_CLOUDINARY_URL] = self.cloudinary.cloudinary_url
         return settings
 
@@ -269,20 +311,80 @@ class LocalRuntime:
         else:
             self.ticks.append(SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start())
 
+    def _saved_port(self, server: str) -> int:
+        """The port `server` had in the restored state if it is free now, else 0 (any free port)."""
+        from local.persistence import port_is_free
+
+        port = self.restored.ports.get(server, 0) if self.restored is not None else 0
+        if port and not port_is_free("127.0.0.1", port):
+            log.warning("%s's previous port %d is taken: kept URLs that name it will not work", server, port)
+            return 0
+        return port
+
+    def _install_gates(self) -> None:
+        from local.persistence import install_gate
+
+        self.gates = {"moto": install_gate(self.moto._server)}  # type: ignore[union-attr]
+        for name, emulator in (("gemini", self.gemini), ("cloudinary", self.cloudinary)):
+            if emulator is not None:
+                self.gates[name] = install_gate(emulator._server)
+
+    def _start_snapshots(self) -> None:
+        from local.persistence import Snapshotter, StateStore
+
+        store = StateStore(self.options.data_dir)
+        self.snapshots = Snapshotter(store, self.gates, self._capture, self.options.snapshot_seconds)
+        self.snapshots.snapshot(force=True)  # the state as started: a crash from now on restarts from here
+        self.snapshots.start()
+
+    def _capture(self) -> Snapshot:
+        """The whole state (called by the snapshotter while moto is paused)."""
+        import platform
+
+        import moto
+
+        from local.persistence import FORMAT, Snapshot, capture_moto
+
+        ports = {"moto": self.moto.get_host_and_port()[1]} if self.moto else {}
+        if self.gemini is not None:
+            ports["gemini"] = self.gemini.port
+        if self.cloudinary is not None:
+            ports["cloudinary"] = self.cloudinary.port
+        return Snapshot(
+            format=FORMAT,
+            moto_version=str(moto.__version__),
+            python_version=platform.python_version(),
+            saved_at=time.time(),
+            moto=capture_moto(),
+            gemini=self.gemini.export_state() if self.gemini else None,
+            cloudinary=self.cloudinary.export_state() if self.cloudinary else None,
+            ports=ports,
+        )
+
     # ---------------------------------------------------------------------------------- stop
     def stop(self) -> None:
-        """Stops consumers first (an in-flight invocation finishes), then the servers."""
+        """Stops consumers first (an in-flight invocation finishes), then the front door, takes the last
+        snapshot of the state (when it is kept), then stops the emulators and moto."""
         self.stop_event.set()
         workers: list[SqsPump | SchedulerTick] = [*self.pumps, *self.ticks]
         for worker in workers:
             worker.join(timeout=30)
-        for server in (self.http, self.gemini, self.cloudinary):
-            if server is not None:
-                server.stop()
-        self.http = self.gemini = self.cloudinary = None
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         if self.api_pool is not None:
             self.api_pool.stop()
             self.api_pool = None
+        if self.snapshots is not None:
+            try:
+                self.snapshots.stop()
+            except Exception:
+                log.exception("the last state snapshot failed; the previous one is kept")
+            self.snapshots = None
+        for server in (self.gemini, self.cloudinary):
+            if server is not None:
+                server.stop()
+        self.gemini = self.cloudinary = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
@@ -295,7 +397,7 @@ class LocalRuntime:
     def banner(self) -> str:
         o = self.options
         url = self.api_url
-        credits = f"{o.user_credits.normalize():f}"
+        credits = f"with {o.user_credits.normalize():f} credits" if self.restored is None else "(balance kept)"
         gemini = (
             f"emulator {self.gemini.base_url} (jobs finish {o.gemini_delay_seconds:g} s after submit)"
             if self.gemini
@@ -306,6 +408,14 @@ class LocalRuntime:
         )
         pumps = ", ".join(f"{p.queue.name} -> {p.function.spec.name}" for p in self.pumps) or "none"
         poller = f"every {o.poll_interval_seconds:g} s" if self.ticks else "not started"
+        if not o.persist:
+            state = "in memory only (LOCAL_PERSIST=0): nothing survives a restart"
+        elif self.restored is not None:
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.restored.saved_at))
+            state = f"restored from {o.data_dir} (saved {saved}); kept there across restarts"
+        else:
+            state = f"new, kept in {o.data_dir} across restarts (delete it to start fresh)"
+        lifetime = "valid 24 h, across restarts too" if o.persist else "valid 24 h or until this runtime stops"
         body = shlex.quote('{"type":"character","requests":[{"prompt":"a red fox"},{"prompt":"a blue owl"}]}')
         lines = [
             "",
@@ -316,9 +426,10 @@ class LocalRuntime:
             f"  Cloudinary   {cloudinary}",
             f"  SQS pumps    {pumps} (visibility timeout {o.visibility_timeout_seconds} s)",
             f"  Poller       {poller}",
+            f"  State        {state}",
             *(f"  NOT STARTED  {line}" for line in self.not_started),
             "",
-            f"# user {o.user_id!r} with {credits} credits, and an admin (role 'admin'); tokens valid 24 h:",
+            f"# user {o.user_id!r} {credits}, and an admin (role 'admin'); tokens {lifetime}:",
             f"export API_URL={url}",
             f"export TOKEN={self.user_token}",
             f"export ADMIN_TOKEN={self.admin_token}",
@@ -338,7 +449,7 @@ class LocalRuntime:
             f"  user   {url}/console/#token={self.user_token}",
             f"  admin  {url}/console/#token={self.admin_token}",
             "",
-            "# a token for another local user (valid until this runtime stops): make token USER=alice [ADMIN=1]",
+            f"# a token for another local user ({lifetime}): make token USER=alice [ADMIN=1]",
             "",
             "Ctrl-C stops everything.",
             "",

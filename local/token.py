@@ -1,8 +1,10 @@
 """`make token USER=alice [ADMIN=1]`: a token for any local user, signed with the running runtime's key.
 
 The runtime writes the key it signs with to `jwt-secret` in `LOCAL_DATA_DIR` (default `.local-data/`)
-when it starts (a new key each start unless `JWT_SECRET` is set), so tokens minted here are valid until
-the runtime restarts.
+when it starts. With the kept state (the default, see `local.persistence`) it reuses that key at the
+next start, so tokens stay valid across restarts until they expire (24 h by default, `--hours`), as
+the batches and balances they refer to do; with `LOCAL_PERSIST=0` each start has a new key (unless
+`JWT_SECRET` is set), so tokens are valid until the runtime restarts.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from batchgen import constants
@@ -17,8 +20,21 @@ from batchgen import constants
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".local-data"
 
 
-def secret_file() -> Path:
-    return Path(os.environ.get("LOCAL_DATA_DIR", "").strip() or DEFAULT_DATA_DIR) / "jwt-secret"
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("LOCAL_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
+
+
+def secret_file(environ: Mapping[str, str] | None = None) -> Path:
+    return data_dir(environ) / "jwt-secret"
+
+
+def saved_secret(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key a previous run left in the data directory, if any."""
+    try:
+        return secret_file(environ).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def save_secret(secret: str) -> None:
@@ -32,10 +48,7 @@ def save_secret(secret: str) -> None:
 def load_secret() -> str | None:
     if os.environ.get(constants.ENV_JWT_SECRET):
         return os.environ[constants.ENV_JWT_SECRET]
-    try:
-        return secret_file().read_text(encoding="utf-8").strip() or None
-    except FileNotFoundError:
-        return None
+    return saved_secret()
 
 
 def main(argv: list[str] | None = None) -> int:

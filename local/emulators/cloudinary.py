@@ -301,6 +301,17 @@ class CloudinaryEmulator:
             self.assets.clear()
         self._injector.reset()
 
+    # -- saved state -------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """The assets (immutable records, replaced on overwrite), for `local.persistence`."""
+        with self._lock:
+            return {"assets": dict(self.assets)}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self.assets.update(state.get("assets", {}))
+
     # -- HTTP --------------------------------------------------------------------------------
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:

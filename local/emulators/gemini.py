@@ -56,6 +56,7 @@ Responses-file lines: ``{"key": k, "response": GenerateContentResponse}`` or
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -586,6 +587,34 @@ class GeminiEmulator:
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
+
+    # ------------------------------------------------------------ saved state
+
+    def export_state(self) -> dict[str, Any]:
+        """Jobs, files and seen prompts, copied under the lock (`local.persistence` pickles them)."""
+        with self._lock:
+            return copy.deepcopy({"jobs": self._jobs, "files": self._files, "seen_prompts": self._seen_prompts})
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Loads what `export_state` gave; jobs keep their wall-clock timeline (created_at + delay)."""
+        with self._lock:
+            self._jobs.update(state.get("jobs", {}))
+            self._files.update(state.get("files", {}))
+            self._seen_prompts.update(state.get("seen_prompts", ()))
+
+    def resume_announcements(self) -> int:
+        """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
+        is announced when it is due (at once if it is past). Returns how many were scheduled."""
+        if not self.webhook_url:
+            return 0
+        with self._lock:
+            due = [(job.name, job.create_time + job.delay_seconds) for job in self._jobs.values() if not job.announced]
+        now = time.time()
+        for name, finish_at in due:
+            timer = threading.Timer(max(0.0, finish_at - now) + 0.05, self._announce, args=(name,))
+            timer.daemon = True
+            timer.start()
+        return len(due)
 
     @property
     def running_job_count(self) -> int:

@@ -181,6 +181,7 @@ def runtime_environment(secret: str, **overrides: str) -> dict[str, str]:
             "SQS_VISIBILITY_TIMEOUT": "5",
             "JWT_SECRET": secret,
             "LOCAL_DATA_DIR": str(E2E_DATA_DIR),  # never the developer's own .local-data/
+            "LOCAL_PERSIST": "0",  # a fresh, in-memory runtime each session (tests of restarts turn it on)
             "LOCAL_USER_ID": USER_ID,
             "LOCAL_USER_CREDITS": str(USER_CREDITS),
             "MIN_SCHEDULE_AHEAD_SECONDS": "1",  # tests schedule a batch 2 s ahead (production: 60)
