@@ -169,14 +169,17 @@ def run_batch(pipeline: Pipeline, requests: int, batch_type: str) -> dict[str, S
         if _status(batch_id).status.value not in TERMINAL:
             time.sleep(0.2)
 
-    def manifest() -> int:  # the end event's relay, then the notify consumer writes the manifest
-        pipeline.tick()
-        return pipeline.deliver_all(constants.NOTIFY_QUEUE)
-
-    pipeline.measure(stages["finalise"], manifest, memory=False)
     from batchgen.handlers.services import live_services
 
-    assert live_services().blobs.object_size(results.manifest_key(batch_id)) is not None, "no results manifest"
+    def manifest() -> int:  # the outbox relay reaches the end event (after the item events), then the
+        delivered = 0  # notify consumer writes the manifest
+        while live_services().blobs.object_size(results.manifest_key(batch_id)) is None:
+            assert time.monotonic() < deadline, f"no results manifest for {batch_id}"
+            pipeline.tick()
+            delivered += pipeline.deliver_all(constants.NOTIFY_QUEUE)
+        return delivered
+
+    pipeline.measure(stages["finalise"], manifest, memory=False)
     batch = _status(batch_id)
     print(
         f"  {batch_type} batch of {requests}: {batch.status.value}, {batch.successCount} succeeded, "
