@@ -59,7 +59,7 @@ def test_cancelling_a_thousand_items_settles_in_chunks_under_the_transaction_lim
         reason="refund",
     )
     assert ended is not None and ended.batch.status is BatchStatus.CANCELLED
-    assert max(store.sizes) <= 100 and len(store.sizes) == 12 + 1  # 12 pages of items, then the batch's move
+    assert max(store.sizes) <= 100 and len(store.sizes) == 12  # 12 pages; the batch's move rides on the last
     assert ended.batch.failCount == 1000 and ended.batch.refundedCredits == 500
     assert store.get_balance("user-1") == 10_000
     assert sum(entry.delta for entry in store.ledger) == store.get_balance("user-1")
@@ -182,3 +182,27 @@ def test_a_batch_ended_by_someone_else_midway_stops_the_settler() -> None:
     batch = store.batches[batch_id]
     assert batch.status is BatchStatus.CANCELLED and batch.failCount == 500
     assert sum(e.delta for e in store.ledger if e.reason in ("cancel refund", "expiry refund")) == Decimal(250)
+
+
+def test_a_finaliser_racing_every_transaction_never_ends_a_batch_being_cancelled() -> None:
+    """Uploads finishing during a cancel call `finalize_if_done`: once the last items are settled it
+    must not see a done batch before the cancel's move (the move rides on the last page's transaction)."""
+    store = PagingStore()
+    batch_id = big_batch(store, 200)
+    settle_once = store.settle_unsuccessful
+
+    def racing(batch, outcomes, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        assert settle.finalize_if_done(store, batch_id) is None  # an upload's finaliser, just before
+        return settle_once(batch, outcomes, **kwargs)
+
+    store.settle_unsuccessful = racing  # type: ignore[method-assign]
+    ended = settle.end_batch(
+        store,
+        batch_id,
+        batch_status=BatchStatus.CANCELLED,
+        item_status=ItemStatus.CANCELLED,
+        error="Cancelled",
+        reason="refund",
+    )
+    assert ended is not None and ended.batch.status is BatchStatus.CANCELLED and ended.batch.failCount == 200
+    assert settle.finalize_if_done(store, batch_id) is None

@@ -6,13 +6,13 @@ the repository makes each write safe: an item is settled only while open, a batc
 
 A batch of any size settles page by page (SPEC §6): one Query page of `SETTLE_CHUNK_ITEMS` items is
 read, its chosen open items are settled in one transaction (items, batch counters, balance, ledger),
-then the next page; a batch's own move to its terminal status is the last transaction, once no item
-is open. Nothing here holds more than one page of items.
+then the next page; a batch's own move to its terminal status rides on the last page's transaction.
+Nothing here holds more than the page being read and the previous page's outcomes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -50,8 +50,8 @@ def end_batch(
     reason: str,
     batch_changes: dict[str, Any] | None = None,
 ) -> EndedBatch | None:
-    """Cancel, expire or fail a batch: every open item ends and is refunded, page by page, then the
-    batch moves to `batch_status`.
+    """Cancel, expire or fail a batch: every open item ends and is refunded, page by page; the batch's
+    move to `batch_status` rides on the last page's transaction (so no finaliser can end it in between).
 
     Returns None when the batch was already terminal (someone else ended it first).
     """
@@ -59,8 +59,8 @@ def end_batch(
     def choose(page: list[ItemRecord]) -> list[ItemOutcome]:
         return [ItemOutcome(item, item_status, error) for item in open_items(page)]
 
-    settled = _settle(store, batch_id, choose, reason=reason, batch_status=batch_status)
-    if settled is None or not _move_batch(store, settled.batch, batch_status, reason, batch_changes):
+    settled = _settle(store, batch_id, choose, reason=reason, batch_status=batch_status, batch_changes=batch_changes)
+    if settled is None:
         return None
     ended = store.get_batch(batch_id)
     return EndedBatch(ended) if ended is not None else None
@@ -92,6 +92,15 @@ class _Settled:
     refunded: Decimal
 
 
+class _LostRace(Exception):
+    """A page's transaction lost a race: start again from `after` (what came before is settled)."""
+
+    def __init__(self, after: int | None, refunded: Decimal) -> None:
+        super().__init__(after)
+        self.after = after
+        self.refunded = refunded
+
+
 def _settleable(store: BatchStore, batch_id: str, batch_status: BatchStatus | None) -> BatchRecord | None:
     batch = store.get_batch(batch_id)
     if batch is None or is_terminal(batch.status):
@@ -108,67 +117,82 @@ def _settle(
     *,
     reason: str,
     batch_status: BatchStatus | None = None,
+    batch_changes: dict[str, Any] | None = None,
     span: tuple[int, int] | None = None,
 ) -> _Settled | None:
-    """Pages through the batch's items (only those in `span`, when given), lets `choose` pick each
-    page's items to end and settles them in one transaction per page. A lost race (an item settled or
-    succeeded meanwhile) re-reads that page and chooses again among the items still open, so each item
-    is refunded exactly once. None when the batch is (or became) terminal, or cannot reach
-    `batch_status`."""
+    """Pages through the batch's items (only those in `span`, when given) and settles each page's chosen
+    items in one transaction; the batch's move (`batch_status`) rides on the last one. A lost race (an
+    item settled or succeeded meanwhile) re-reads the batch and that page and chooses again among the
+    items still open, so each item is refunded exactly once. None when the batch is (or became)
+    terminal, or cannot reach `batch_status`."""
     batch = _settleable(store, batch_id, batch_status)
     if batch is None:
         return None
-    refunded, attempts = Decimal(0), 0
-    after = span[0] - 1 if span is not None and span[0] > 0 else None
     size = SETTLE_CHUNK_ITEMS if span is None else min(SETTLE_CHUNK_ITEMS, span[1] - span[0] + 1)
-    pages = _pages(store, batch_id, after, size)
-    while (page := next(pages, None)) is not None:
-        outcomes = choose(page)
-        if outcomes:
-            refund = refund_amount(batch.unitPrice, len(outcomes))
-            try:
-                store.settle_unsuccessful(batch, outcomes, refund=refund, reason=reason)
-            except ConcurrentChange:
-                attempts += 1
-                if attempts >= SETTLE_ATTEMPTS:
-                    raise ConcurrentChange(f"batch {batch_id} kept changing while settling it") from None
-                reread = _settleable(store, batch_id, batch_status)
-                if reread is None:  # someone else ended it: they settle what is still open
-                    return None
-                batch, pages = reread, _pages(store, batch_id, after, size)  # the same page, read again
-                continue
-            refunded += refund
-        attempts, after = 0, page[-1].index
-        if span is not None and after >= span[1]:
-            break
-    return _Settled(batch, refunded)
+    after = span[0] - 1 if span is not None and span[0] > 0 else None
+    refunded, attempts = Decimal(0), 0
+    while True:
+        try:
+            refunded += _pass(store, batch, choose, after, size, span, reason, batch_status, batch_changes)
+            return _Settled(batch, refunded)
+        except _LostRace as lost:
+            refunded += lost.refunded
+            attempts = attempts + 1 if lost.after == after else 1
+            if attempts >= SETTLE_ATTEMPTS:
+                raise ConcurrentChange(f"batch {batch_id} kept changing while settling it") from None
+            reread = _settleable(store, batch_id, batch_status)
+            if reread is None:  # someone else ended it: they settle what is still open
+                return None
+            batch, after = reread, lost.after
 
 
-def _pages(store: BatchStore, batch_id: str, after: int | None, size: int) -> Iterator[list[ItemRecord]]:
-    return store.iter_item_pages(batch_id, page_size=size, after_index=after)
-
-
-def _move_batch(
+def _pass(
     store: BatchStore,
     batch: BatchRecord,
-    batch_status: BatchStatus,
+    choose: Choose,
+    after: int | None,
+    size: int,
+    span: tuple[int, int] | None,
     reason: str,
+    batch_status: BatchStatus | None,
     batch_changes: dict[str, Any] | None,
-) -> bool:
-    """The batch's own move once its items are settled: one transaction (with its outbox row). False
-    when someone else ended it first."""
-    for _attempt in range(SETTLE_ATTEMPTS):
-        try:
-            store.settle_unsuccessful(
-                batch, [], refund=Decimal(0), reason=reason, batch_status=batch_status, batch_changes=batch_changes
-            )
-            return True
-        except ConcurrentChange:
-            reread = _settleable(store, batch.batchId, batch_status)
-            if reread is None:
-                return False
-            batch = reread
-    raise ConcurrentChange(f"batch {batch.batchId} kept changing while ending it")
+) -> Decimal:
+    """One pass from `after`: a page's choice is held until the next page is read (so the last one can
+    carry the batch's move): at most the page being read and the previous page's outcomes in memory."""
+    refunded = Decimal(0)
+    held: list[ItemOutcome] = []
+    held_after = after
+    for page in store.iter_item_pages(batch.batchId, page_size=size, after_index=after):
+        if span is not None and page[0].index > span[1]:
+            break
+        if held:
+            refunded += _commit(store, batch, held, held_after, refunded, reason, None, None)
+        held, held_after, after = choose(page), after, page[-1].index
+        if span is not None and after >= span[1]:
+            break
+    if held or batch_status is not None:
+        refunded += _commit(store, batch, held, held_after, refunded, reason, batch_status, batch_changes)
+    return refunded
+
+
+def _commit(
+    store: BatchStore,
+    batch: BatchRecord,
+    outcomes: list[ItemOutcome],
+    page_after: int | None,
+    refunded_so_far: Decimal,
+    reason: str,
+    batch_status: BatchStatus | None,
+    batch_changes: dict[str, Any] | None,
+) -> Decimal:
+    refund = refund_amount(batch.unitPrice, len(outcomes)) if outcomes else Decimal(0)
+    try:
+        store.settle_unsuccessful(
+            batch, outcomes, refund=refund, reason=reason, batch_status=batch_status, batch_changes=batch_changes
+        )
+    except ConcurrentChange:
+        raise _LostRace(page_after, refunded_so_far) from None
+    return refund
 
 
 def finalize_if_done(store: BatchStore, batch_id: str) -> BatchRecord | None:
