@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from batchgen.domain import ids
-from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
 from batchgen.domain.outcomes import ItemOutcome, Page
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
@@ -80,7 +80,13 @@ class FakeStore:
         return Page(sorted(found, key=lambda b: b.createdAt, reverse=True)[:limit], None)
 
     # --- create and delete
-    def create_batch(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+    def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None:
+        if request_key is not None:  # like the repository: the key is claimed in the create's transaction
+            claims: dict[str, str] = self.__dict__.setdefault("request_claims", {})
+            if request_key in claims:
+                raise AlreadyCreated(claims[request_key])
+            if self.balances.get(batch.userId, Decimal(0)) >= batch.creditCost:
+                claims[request_key] = batch.batchId
         available = self.balances.get(batch.userId, Decimal(0))
         if available < batch.creditCost:
             raise InsufficientCredits(batch.creditCost, available)
@@ -288,11 +294,52 @@ class FakeStore:
     def list_ledger(self, user_id: str) -> list[LedgerRecord]:
         return [entry for entry in reversed(self.ledger) if entry.userId == user_id][:50]
 
+    # --- the standard endpoint (SPEC §8): like the repository, charge and settle are each all-or-nothing
+    def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None:
+        if not hasattr(self, "generations"):
+            self.generations: dict[str, dict[str, Any]] = {}
+        if generation_id in self.generations:
+            raise ConcurrentChange(generation_id)
+        if self.get_balance(user_id) < amount:
+            raise InsufficientCredits(amount, self.get_balance(user_id))
+        self._credit(user_id, -amount, "standard generation charge", None)
+        self.generations[generation_id] = {
+            **details,
+            "userId": user_id,
+            "status": "charged",
+            "creditCost": amount,
+            "createdAt": ids.now_iso(),
+        }
+
+    def settle_generation(self, user_id: str, generation_id: str, *, image_url: str | None, error: str | None) -> bool:
+        record = getattr(self, "generations", {}).get(generation_id)
+        if record is None or record["userId"] != user_id or record["status"] != "charged":
+            return False
+        if image_url is not None:
+            record.update(status="success", imageUrl=image_url)
+            return True
+        record.update(status="failed", error=error or "failed")
+        self._credit(user_id, record["creditCost"], "standard generation refund", None)
+        return True
+
+    def iter_unsettled_generations(self, charged_before: str) -> Iterator[tuple[str, str]]:
+        generations = getattr(self, "generations", {})
+        return iter(
+            [
+                (record["userId"], generation_id)
+                for generation_id, record in generations.items()
+                if record["status"] == "charged" and record["createdAt"] < charged_before
+            ]
+        )
+
 
 @dataclass
 class FakeJob:
     view: JobView
     results: list[tuple[str | None, Any]] = field(default_factory=list)
+
+
+_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg=="
 
 
 class FakeGemini:
@@ -343,6 +390,17 @@ class FakeGemini:
     def delete_file(self, name: str | None) -> None:
         if name:
             self.deleted_files.append(name)
+
+    def generate_content(
+        self, model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float
+    ) -> Any:
+        """The standard endpoint's call: `answer` (a response dict) or `fail_generate` raised."""
+        failure = getattr(self, "fail_generate", None)
+        if failure is not None:
+            raise failure
+        return getattr(self, "answer", None) or {
+            "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": _PNG}}]}}]
+        }
 
 
 class FakeQueues:

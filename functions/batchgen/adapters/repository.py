@@ -6,7 +6,9 @@ Key layout (one table, see `constants.TABLE`):
   UPLOAD#<id> / #META         a presigned bulk input file and the batch that used it
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
-  USER#<id>  / PHOTO#<gen id>  one standard-endpoint generation: charged, then succeeded or refunded once
+  USER#<id>  / PHOTO#<gen id>  one standard-endpoint generation: charged, then succeeded or refunded once;
+                               GSI3 (partition OPEN_GENERATIONS) while charged, for the tick's refund
+  REQUEST#<hash> / #META       a create's claimed Idempotency-Key and its batch (expires with the key)
   SLOTS      / #COUNT          how many Gemini job slots are held (conditional: never above the cap)
   SLOTS      / SLOT#<job key>  one held slot (per Gemini job), released when the job ends
   USER#<id>  / TEMPLATE#<id>   a batch template (SPEC §8): the owner's key, so another user reads nothing
@@ -19,6 +21,7 @@ import base64
 import binascii
 import json
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -31,8 +34,8 @@ from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.adapters.outbox import ITEM_FAILED_EVENT, ITEM_SUCCEEDED_EVENT, outbox_item
 from batchgen.config import get_settings
+from batchgen.domain.errors import AlreadyCreated, Conflict, InsufficientCredits, InvalidInput
 from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
-from batchgen.domain.errors import Conflict, InsufficientCredits, InvalidInput
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome as ItemOutcome
@@ -73,6 +76,8 @@ ACTIVE_PK = "ACTIVE"
 # Validating bulk batches share the sparse ActiveBatches index under their own partition: the poller's
 # active Query never reads them, the validating watchdog (usecases.watchdog) reads only them.
 VALIDATING_PK = "VALIDATING"
+REQUEST_PREFIX = "REQUEST#"  # a create's claimed Idempotency-Key (hashed), naming its batch
+OPEN_GENERATIONS_PK = "OPEN_GENERATIONS"  # standard generations charged and not yet settled (GSI3)
 MAX_TRANSACTION_ITEMS = 100
 
 
@@ -153,8 +158,10 @@ class Repository:
         data.update(PK=batch_pk(item.batchId), SK=item_sk(item.index), entity="item", status=item.status.value)
         return _marshal(data)
 
-    def create_batch(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
-        """Debit, batch, items and ledger entry in one transaction: all of it or none of it."""
+    def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None:
+        """Debit, batch, items and ledger entry in one transaction: all of it or none of it. With a
+        `request_key` (an Idempotency-Key's hash), the same transaction claims it: a second run of the same
+        request raises AlreadyCreated with the first run's batch, and charges nothing."""
         at = batch.createdAt
         writes: list[dict[str, Any]] = [
             {
@@ -182,15 +189,42 @@ class Repository:
             },
         ]
         writes += [{"Put": {"TableName": self.table, "Item": self.item_item(item)}} for item in items]
+        if request_key is not None:
+            writes.append({"Put": self._request_claim(request_key, batch.batchId)})
         try:
             self.db.transact_write_items(TransactItems=writes)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
+            if request_key is not None and _cancellation_codes(exc)[-1:] == ["ConditionalCheckFailed"]:
+                self._raise_already_created(request_key, exc)
             self._raise_if_balance_short(exc, batch.userId, batch.creditCost)
             if "TransactionConflict" in _cancellation_codes(exc):
                 raise ConcurrentChange("balance changed concurrently") from exc
             raise
+
+    def _request_claim(self, request_key: str, batch_id: str) -> dict[str, Any]:
+        """One batch per (user, Idempotency-Key), for as long as the idempotency record lives."""
+        expires = int(time.time()) + constants.IDEMPOTENCY_TTL_SECONDS
+        item: dict[str, Any] = {"PK": f"{REQUEST_PREFIX}{request_key}", "SK": META_SK, "entity": "request"}
+        item.update({"batchId": batch_id, constants.TABLE.ttl_attribute: expires})
+        return {
+            "TableName": self.table,
+            "Item": _marshal(item),
+            # An expired claim not yet removed by DynamoDB's TTL sweep (up to days late) no longer counts.
+            "ConditionExpression": "attribute_not_exists(PK) OR #expires < :now",
+            "ExpressionAttributeNames": {"#expires": constants.TABLE.ttl_attribute},
+            "ExpressionAttributeValues": _values({":now": int(time.time())}),
+        }
+
+    def _raise_already_created(self, request_key: str, exc: ClientError) -> None:
+        response = self.db.get_item(
+            TableName=self.table,
+            Key=_marshal({"PK": f"{REQUEST_PREFIX}{request_key}", "SK": META_SK}),
+            ConsistentRead=True,
+        )
+        if "Item" in response:
+            raise AlreadyCreated(str(_unmarshal(response["Item"])["batchId"])) from exc
 
     def _raise_if_balance_short(self, exc: ClientError, user_id: str, required: Decimal) -> None:
         """A charge transaction whose first write (the balance debit) failed its condition: 402, with the
@@ -810,6 +844,9 @@ class Repository:
         at = now_iso()
         record: dict[str, Any] = {"PK": user_pk(user_id), "SK": f"{PHOTO_PREFIX}{generation_id}", "entity": "photo"}
         record.update(details, generationId=generation_id, status="charged", creditCost=amount, createdAt=at)
+        # While charged it sits in the sparse index under its own partition, so the poller's tick can
+        # refund one whose process died before settling it (issue 14); settling removes the keys.
+        record.update(userId=user_id, GSI3PK=OPEN_GENERATIONS_PK, GSI3SK=f"{at}#{generation_id}")
         writes: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -852,7 +889,7 @@ class Repository:
                 self.db.update_item(
                     TableName=self.table,
                     Key=key,
-                    UpdateExpression="SET #s = :done, imageUrl = :url, updatedAt = :at",
+                    UpdateExpression="SET #s = :done, imageUrl = :url, updatedAt = :at REMOVE GSI3PK, GSI3SK",
                     ConditionExpression="#s = :charged",
                     ExpressionAttributeNames={"#s": "status"},
                     ExpressionAttributeValues=_values(
@@ -873,7 +910,7 @@ class Repository:
                 "Update": {
                     "TableName": self.table,
                     "Key": key,
-                    "UpdateExpression": "SET #s = :failed, #e = :error, updatedAt = :at",
+                    "UpdateExpression": "SET #s = :failed, #e = :error, updatedAt = :at REMOVE GSI3PK, GSI3SK",
                     "ConditionExpression": "#s = :charged",
                     "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
                     "ExpressionAttributeValues": _values(
@@ -898,6 +935,17 @@ class Repository:
                 return False  # settled already: never refunded twice
             raise
         return True
+
+    def iter_unsettled_generations(self, charged_before: str) -> Iterator[tuple[str, str]]:
+        """(user id, generation id) of generations still `charged` since before `charged_before`: the
+        sparse index's own partition, so the cost grows with unsettled generations only."""
+        index = constants.ACTIVE_BATCHES_INDEX
+        for row in self._query_all(
+            IndexName=index.name,
+            KeyConditionExpression=f"{index.partition_key} = :pk AND {index.sort_key} < :before",
+            ExpressionAttributeValues=_values({":pk": OPEN_GENERATIONS_PK, ":before": charged_before}),
+        ):
+            yield str(row["userId"]), str(row["generationId"])
 
     # --- templates ------------------------------------------------------------------------
     def put_template(self, template: TemplateRecord, *, replace: bool) -> bool:

@@ -65,6 +65,15 @@ class OutcomeUnknown(TransientError):
     """The request may or may not have taken effect (a timeout, a 500): retry, but reconcile first."""
 
 
+class AlreadyCreated(Exception):  # noqa: N818 - an outcome, not a failure
+    """The create's request key was claimed by an earlier run of the same request (an Idempotency-Key
+    replayed after the first run died): that run's batch is the answer, nothing is charged again."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(batch_id)
+        self.batch_id = batch_id
+
+
 class PermanentError(Exception):
     """A dependency rejected the work for good; retrying cannot help."""
 

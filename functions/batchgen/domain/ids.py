@@ -19,6 +19,11 @@ def new_batch_id(now_ms: int | None = None) -> str:
     return f"batch_{stamp:013d}_{secrets.token_hex(5)}"
 
 
+def request_key(user_id: str, idempotency_key: str) -> str:
+    """What a create claims for its Idempotency-Key: one batch per (user, key), the key never stored raw."""
+    return hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
+
+
 def generation_id(batch_id: str, index: int) -> str:
     """Two digits at least (the ids of existing batches), up to five for a bulk batch's 10,000 items."""
     return f"gen_{batch_id.removeprefix('batch_')}_{index:02d}"

@@ -9,7 +9,7 @@ import time
 from batchgen.config import get_catalog, get_settings
 from batchgen.domain import pricing
 from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, new_records, validate
-from batchgen.domain.errors import ConcurrentChange, Conflict, Forbidden
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, Forbidden
 from batchgen.models.messages import SubmitJob
 from batchgen.usecases.endpoints import check_notifications
 from batchgen.usecases.ports import Services
@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 CREATE_ATTEMPTS = 5
 
 
-def create_batch(services: Services, principal: Principal, draft: BatchDraft) -> CreatedBatch:
+def create_batch(
+    services: Services, principal: Principal, draft: BatchDraft, request_key: str | None = None
+) -> CreatedBatch:
     """Input images go to S3 first (and are removed if the charge fails); the debit, the batch, its items
     and the ledger entry are one transaction; the submit message comes last (the poller re-drives a
-    batch whose message was lost)."""
+    batch whose message was lost). `request_key` (a hashed Idempotency-Key) is claimed in the same
+    transaction: a replay whose first run died after charging gets that run's batch, charged once."""
     if principal.is_admin:
         raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
     catalog, settings = get_catalog(), get_settings()
@@ -36,7 +39,14 @@ def create_batch(services: Services, principal: Principal, draft: BatchDraft) ->
             if image is not None and item.imageKey:
                 services.blobs.put_object(item.imageKey, image.data, image.mime_type)
                 uploaded.append(item.imageKey)
-        _create_with_retry(services, created)
+        _create_with_retry(services, created, request_key)
+    except AlreadyCreated as done:
+        if uploaded:
+            services.blobs.delete_objects(uploaded)
+        existing = services.store.get_batch_with_items(done.batch_id)
+        if existing is None:  # deleted since: the key's batch is gone, nothing more to answer with
+            raise Conflict("The batch this Idempotency-Key created was deleted; use a new key.") from None
+        created = CreatedBatch(batch=existing.batch, items=list(existing.items))
     except Exception:
         if uploaded:
             services.blobs.delete_objects(uploaded)
@@ -50,11 +60,14 @@ def create_batch(services: Services, principal: Principal, draft: BatchDraft) ->
     return created
 
 
-def _create_with_retry(services: Services, created: CreatedBatch) -> None:
+def _create_with_retry(services: Services, created: CreatedBatch, request_key: str | None) -> None:
     """Concurrent transactions on one balance conflict in DynamoDB; they are safe to try again."""
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            services.store.create_batch(created.batch, created.items)
+            if request_key is None:
+                services.store.create_batch(created.batch, created.items)
+            else:
+                services.store.create_batch(created.batch, created.items, request_key=request_key)
             return
         except ConcurrentChange:
             if attempt == CREATE_ATTEMPTS - 1:

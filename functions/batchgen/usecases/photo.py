@@ -1,7 +1,9 @@
 """The standard (real-time) endpoint, SPEC §8: one synchronous generation at the standard price.
 
 Charged before Gemini is asked (402 when short); any failure after that — Gemini's error, a blocked or
-empty answer, a timeout, the image upload — refunds the charge in full, once, and answers 502.
+empty answer, a timeout, the image upload — refunds the charge in full, once, and answers 502. A
+generation whose process died before settling it (the function's timeout, an out-of-memory kill) is
+refunded by the poller's tick once the function's timeout has surely passed (`refund_abandoned`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
+from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import photo
+from batchgen.domain import ids, photo
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Forbidden, GenerationFailed, OutcomeUnknown
 from batchgen.domain.gemini_requests import read_answer
@@ -65,3 +69,21 @@ def _generate_and_upload(services: Services, plan: photo.PhotoPlan, user_id: str
         raise GenerationFailed(answer.error or "Gemini returned no image")
     public_id = f"{get_settings().cloudinary_folder}/{user_id}/standard/{generation_id}"
     return services.cdn.upload_image(answer.image, public_id, ["standard", f"standard-{plan.batch_type}"]).secure_url
+
+
+# A generation still `charged` this long after its charge has no live process left to settle it: the
+# function is stopped at its timeout (29 s); the margin covers clock skew between functions.
+ABANDONED_GENERATION_SECONDS = constants.PHOTO_FUNCTION.timeout_seconds + 60
+
+
+def refund_abandoned(services: Services) -> int:
+    """The poller's tick: refunds (in full, once: the settlement is conditional) each generation whose
+    process died between its charge and its settlement. Returns how many it refunded."""
+    before = ids.iso(ids.utc_now() - timedelta(seconds=ABANDONED_GENERATION_SECONDS))
+    refunded = 0
+    for user_id, generation_id in list(services.store.iter_unsettled_generations(before)):
+        error = "The generation did not finish (the service stopped before answering)"
+        if services.store.settle_generation(user_id, generation_id, image_url=None, error=error):
+            logger.warning("standard generation %s abandoned by its process: refunded", generation_id)
+            refunded += 1
+    return refunded

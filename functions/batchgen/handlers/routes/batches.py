@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
-from batchgen.domain import reports
+from batchgen.domain import ids, reports
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
     json_response,
@@ -25,13 +25,14 @@ from batchgen.usecases import create, dispatch, manage, plan
 router = Router()
 
 
-def _create_batch_response(request: models.CreateBatchRequest) -> dict[str, Any]:
+def _create_batch_response(request: models.CreateBatchRequest, request_key: str | None = None) -> dict[str, Any]:
     if request.inputFile is not None:
         from batchgen.handlers.routes import bulk
 
         return bulk.file_batch_response(request, request.inputFile, principal(router))
     caller = principal(router)
-    created = create.create_batch(services(), caller, plan.draft_from_request(services(), caller, request))
+    draft = plan.draft_from_request(services(), caller, request)
+    created = create.create_batch(services(), caller, draft, request_key)
     batch = created.batch
     record_created(batch.requestCount, batch.creditCost)
     return models.CreateBatchResponse(
@@ -68,7 +69,7 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
             principal(router).user_id,
             idempotency_key,
             request.model_dump(mode="json"),
-            lambda: _create_batch_response(request),
+            lambda: _create_batch_response(request, ids.request_key(principal(router).user_id, idempotency_key)),
             router.lambda_context,
         )
     else:
