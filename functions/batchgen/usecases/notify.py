@@ -76,7 +76,8 @@ def _messages(
     endpoints = [
         endpoint for endpoint in services.notifications.list_endpoints(batch.userId) if not endpoint.disabledAt
     ]
-    if event.itemEvent:
+    if event.itemEvent and any(rules.subscribed(endpoint.events, event.itemEvent) for endpoint in endpoints):
+        # Item events go only to endpoints that named them: without one, nothing is read per item.
         for index in event.itemIndexes:
             item = services.store.get_item(batch.batchId, index)
             if item is None:
