@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, bulk, cold_start, load, notifications, planning, poll_tick, uploads
+from benchmarks import aws_calls, bulk, bulk_pipeline, cold_start, load, notifications, planning, poll_tick, uploads
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
         poll_tick,
         uploads,
         bulk,
+        bulk_pipeline,
         planning,
         notifications,
         load,

@@ -77,7 +77,7 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
             try:
                 requests.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or a busy machine answering late
                 time.sleep(0.1)
         os.environ.update(FAKE_AWS)
         os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
@@ -87,7 +87,11 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
         yield queue_urls
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a busy server may not stop on SIGTERM in time
+            server.kill()
+            server.wait(timeout=10)
         os.environ.pop("AWS_ENDPOINT_URL", None)
         reset_caches()
 

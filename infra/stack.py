@@ -138,6 +138,8 @@ class BatchGenStack(Stack):
         self._grant_bucket(ingest, INPUT_PREFIX, read=True, put=True, delete=True)  # read: a retry's images
         queues[SUBMIT_QUEUE.name].grant_send_messages(ingest)
         queues[INGEST_QUEUE.name].grant_send_messages(ingest)  # a run near its time limit hands over
+        # The poller's watchdog re-drives a validating batch whose ingest message was lost (once).
+        queues[INGEST_QUEUE.name].grant_send_messages(poller)
 
         # SPEC §7: the api queues test events, the poller (and collect/upload, right after their state
         # changes) relay the outbox, the notify function
@@ -145,6 +147,8 @@ class BatchGenStack(Stack):
         notify = fn[NOTIFY_FUNCTION.name]
         for sender in (api, poller, collect, upload, notify):
             queues[NOTIFY_QUEUE.name].grant_send_messages(sender)
+        # The notify function writes each ended batch's results manifest (SPEC §6), once, after the end event.
+        self._grant_bucket(notify, RESULTS_PREFIX, read=True, put=True)
         notify.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["ses:SendEmail"],

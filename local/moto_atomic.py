@@ -28,6 +28,12 @@ _OPERATIONS = ("put_item", "get_item", "query", "scan", "update_item", "delete_i
 _MISSING = object()
 
 
+def backend_lock() -> threading.RLock:
+    """The lock every DynamoDB backend operation holds (re-entrant), for a caller that must read moto's
+    items and build its answer before any write changes them (`local.moto_speed`)."""
+    return _LOCK
+
+
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -5,6 +5,12 @@
 are deleted, failed ones are left to reappear after the visibility timeout, and the queue's redrive
 policy (moto implements it) moves a message to the DLQ after `maxReceiveCount` receives. A handler
 that raises fails the whole batch. `SchedulerTick` invokes the poller at a fixed rate.
+
+Lambda's event source mapping runs several batches of one queue at once (up to the function's reserved
+concurrency), each in its own execution environment. A pump does the same when its consumer is a pool
+of sandbox processes (`LOCAL_PUMP_SANDBOXES`, `consumer_for`): one receive-and-deliver loop per
+sandbox. With the in-process function (the default) it delivers one batch at a time: the function's
+module state is shared by every thread of this process.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -84,6 +90,36 @@ def failed_message_ids(result: Any, message_ids: list[str]) -> set[str]:
     return failed
 
 
+class Consumer(Protocol):
+    """What a pump invokes: a `LocalFunction` (in-process) or a `SandboxPool` (one process per environment)."""
+
+    spec: constants.FunctionSpec
+
+    def invoke(self, event: dict[str, Any]) -> Any: ...
+
+
+# The consumers whose queues carry a batch through its pipeline: given sandboxes, they run concurrently.
+PIPELINE_CONSUMERS = frozenset(
+    spec.name for spec in (constants.SUBMIT_FUNCTION, constants.COLLECT_FUNCTION, constants.UPLOAD_FUNCTION)
+)
+
+
+def consumer_for(function: LocalFunction, sandboxes: int) -> tuple[Consumer, int, Any]:
+    """(what the pump invokes, how many batches it runs at once, the pool to stop or None).
+
+    With `sandboxes` > 0 a pipeline consumer gets that many sandbox processes, never more than the
+    function's reserved concurrency in AWS (submit: 5); other consumers stay in-process, one at a time.
+    """
+    spec = function.spec
+    if sandboxes <= 0 or spec.name not in PIPELINE_CONSUMERS:
+        return function, 1, None
+    from local.sandboxes import SandboxPool
+
+    size = min(sandboxes, spec.reserved_concurrency or sandboxes)
+    pool = SandboxPool(spec, size).start()
+    return pool, size, pool
+
+
 @dataclass(frozen=True)
 class Delivery:
     received: int
@@ -93,15 +129,16 @@ class Delivery:
 
 
 class SqsPump:
-    """One queue -> its consumer function, on a daemon thread."""
+    """One queue -> its consumer function, on `concurrency` daemon threads (one batch in flight each)."""
 
     def __init__(
         self,
         queue: constants.QueueSpec,
         queue_url: str,
-        function: LocalFunction,
+        function: Consumer,
         sqs: Any,
         stop: threading.Event,
+        concurrency: int = 1,
     ) -> None:
         self.queue = queue
         self.queue_url = queue_url
@@ -112,15 +149,21 @@ class SqsPump:
             "QueueArn"
         ]
         self.batch_size = min(queue.batch_size, SQS_RECEIVE_MAX)
-        self.thread = threading.Thread(target=self._run, name=f"pump-{queue.name}", daemon=True)
+        self.threads = [
+            threading.Thread(target=self._run, name=f"pump-{queue.name}-{n}", daemon=True)
+            for n in range(max(1, concurrency))
+        ]
 
     def start(self) -> SqsPump:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def join(self, timeout: float) -> None:
-        if self.thread.is_alive():
-            self.thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _receive(self, wanted: int, wait_seconds: int) -> list[dict[str, Any]]:
         response = self.sqs.receive_message(

@@ -41,6 +41,8 @@ TOKEN_LIFETIME_SECONDS = 24 * 3600
 SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT = 10
 # API requests run in this many sandbox processes at once (local.sandboxes); 0: in-process, one at a time.
 API_SANDBOXES_LOCAL_DEFAULT = 2
+# Submit, collect and upload each run in this many sandbox processes, as many batches at once (local.pumps).
+PUMP_SANDBOXES_LOCAL_DEFAULT = 0
 FAKE_AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -91,6 +93,7 @@ class RuntimeOptions:
     admin_id: str = "local-admin"
     visibility_timeout_seconds: int = SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT
     api_sandboxes: int = API_SANDBOXES_LOCAL_DEFAULT
+    pump_sandboxes: int = PUMP_SANDBOXES_LOCAL_DEFAULT
     # State kept across restarts in data_dir (local.persistence); off: everything lives in memory only.
     # `python -m local` keeps it unless LOCAL_PERSIST=0 (from_environ); a runtime built in code does not.
     persist: bool = False
@@ -127,6 +130,7 @@ class RuntimeOptions:
                 _number(environ, "SQS_VISIBILITY_TIMEOUT", cls.visibility_timeout_seconds, minimum=1)
             ),
             api_sandboxes=int(_number(environ, "LOCAL_API_SANDBOXES", cls.api_sandboxes, minimum=0)),
+            pump_sandboxes=int(_number(environ, "LOCAL_PUMP_SANDBOXES", cls.pump_sandboxes, minimum=0)),
             persist=persist,
             data_dir=data_dir(environ),
             snapshot_seconds=_number(environ, "LOCAL_SNAPSHOT_SECONDS", cls.snapshot_seconds, minimum=0.1),
@@ -160,6 +164,7 @@ class LocalRuntime:
         self.http: HttpFrontDoor | None = None
         self.api_pool: SandboxPool | None = None
         self.pumps: list[SqsPump] = []
+        self.pump_pools: list[SandboxPool] = []
         self.ticks: list[SchedulerTick] = []
         self.not_started: list[str] = []
         self.user_token = ""
@@ -204,8 +209,10 @@ class LocalRuntime:
         from moto.server import ThreadedMotoServer
 
         from local.moto_atomic import make_dynamodb_atomic
+        from local.moto_speed import make_dynamodb_reads_fast
 
         make_dynamodb_atomic()  # the pumps and the front door call moto from several threads
+        make_dynamodb_reads_fast()  # reads cost what they return, not the table (issue 14 load run)
         for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -294,7 +301,7 @@ class LocalRuntime:
     def _start_consumers(self) -> None:
         import boto3
 
-        from local.pumps import SchedulerTick, SqsPump
+        from local.pumps import SchedulerTick, SqsPump, consumer_for
 
         sqs = boto3.session.Session().client("sqs")  # the pumps' own client, apart from the handlers'
         for queue in constants.QUEUES:
@@ -303,7 +310,10 @@ class LocalRuntime:
             if function is None:
                 self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
                 continue
-            self.pumps.append(SqsPump(queue, self.queue_urls[queue.name], function, sqs, self.stop_event).start())
+            consumer, concurrency, pool = consumer_for(function, self.options.pump_sandboxes)
+            self.pump_pools += [pool] if pool is not None else []
+            url = self.queue_urls[queue.name]
+            self.pumps.append(SqsPump(queue, url, consumer, sqs, self.stop_event, concurrency).start())
         poller = LocalFunction.load(constants.POLLER_FUNCTION)
         if poller is None:
             spec = constants.POLLER_FUNCTION
@@ -375,6 +385,9 @@ class LocalRuntime:
         if self.api_pool is not None:
             self.api_pool.stop()
             self.api_pool = None
+        for pool in self.pump_pools:
+            pool.stop()
+        self.pump_pools = []
         if self.snapshots is not None:
             try:
                 self.snapshots.stop()

@@ -34,6 +34,9 @@ ITEMS_LIMIT_DEFAULT = 100
 ITEMS_LIMIT_MAX = 1000
 RESULTS_URL_SECONDS = 3600  # a presigned results-manifest URL
 RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal batch
+# After a batch ends, its manifest's writer (the notify queue's consumer) has this long before the
+# results route stops answering "being written, retry" and writes the manifest itself (SPEC §6).
+RESULTS_MANIFEST_GRACE_SECONDS = 120
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
@@ -56,6 +59,9 @@ INGEST_CHUNK_ITEMS = 25  # one BatchWriteItem
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
 INGEST_HANDOVER_SECONDS = 60
+# The validating watchdog (poller tick): a `validating` batch whose checkpoint has not moved for this long
+# gets its ingest message once more; still not moving as long again after that, it ends `failed`.
+INGEST_STALL_SECONDS = 900
 # One line holds at most one image (4 MB decoded, ~5.6 MB as base64) and two prompts.
 MAX_INPUT_LINE_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 # Scheduling and templates (SPEC §8).

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.e2e.flows import balance, wait_until_complete
 from tests.helpers import png_data_url
@@ -49,3 +51,15 @@ def test_a_file_uploaded_with_curl_becomes_a_batch_with_exact_counts_and_refunds
     assert [item["clientId"] for item in report["items"]] == [f"sku-{i}" for i in range(60)]
     assert Decimal(str(report["creditCost"])) == 150 and Decimal(str(report["refundedCredits"])) == Decimal("7.5")
     assert balance(runtime, token) == Decimal("57.5")
+
+    # The results manifest is written once after the end (the notify consumer): the route answers 409 with
+    # Retry-After for the moments before, then a presigned link (SPEC §6).
+    batch_id = created.json()["id"]
+    deadline = time.monotonic() + 30
+    while (link := runtime.request("GET", f"/batch/{batch_id}/results", token=token)).status_code == 409:
+        assert link.headers.get("Retry-After") == "5" and time.monotonic() < deadline, link.text
+        time.sleep(0.5)
+    assert link.status_code == 200 and link.json()["itemCount"] == 60, link.text
+    rows = [json.loads(line) for line in requests.get(link.json()["url"], timeout=10).text.splitlines()]
+    assert [row["clientId"] for row in rows] == [f"sku-{i}" for i in range(60)]
+    assert sum(row["status"] == "failed" for row in rows) == 3

@@ -508,7 +508,8 @@ ACCESS = {
     SUBMIT_FUNCTION.name: Access(
         INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE,), SUBMIT_QUEUE, ("gemini",)
     ),
-    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE), secrets=("gemini",)),
+    # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost
+    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",)),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX,
         frozenset(PUT),
@@ -576,6 +577,7 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
     table_id = synthesized.logical_id(stack.data.table)
     queue_id = synthesized.logical_id(stack.queues.queues[NOTIFY_QUEUE.name])
     ses = "arn:AWS::Partition:ses:AWS::Region:AWS::AccountId:identity/*"
+    bucket_id = synthesized.logical_id(stack.data.bucket)
     access = role_access(synthesized, function.role)
     assert set(access) == {
         "*",
@@ -584,7 +586,11 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
         f"{table_id}/index/*",
         queue_id,
         ses,
+        bucket_id,  # s3:List*, so a missing manifest reads as missing
+        f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest (SPEC §6)
     }
+    assert READ | PUT <= access[f"{bucket_id}/{RESULTS_PREFIX}*"]
+    assert not DELETE & access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= access[queue_id]
     assert access[ses] == {"ses:SendEmail"}
     for spec in FUNCTIONS:

@@ -66,6 +66,7 @@ def run_pipeline(queues, poll) -> None:
     queues.drain(COLLECT)
     queues.drain(UPLOAD, rounds=500)
     poll()
+    queues.drain(constants.NOTIFY_QUEUE)  # the end event's results manifest (SPEC §6)
 
 
 def test_a_file_batch_validates_charges_once_and_completes_with_exact_counts_and_refunds(

@@ -420,3 +420,24 @@ def test_of_two_relayers_meeting_on_one_outbox_row_one_relays_it_until_its_claim
     assert store.claim_event(event, 60) is False  # claimed by the live one
     store.delete_event(event)
     assert store.pending_events(10) == [] and store.claim_event(event, 60) is False
+
+
+def test_a_batch_end_is_relayed_before_a_backlog_of_item_events(api, aws):
+    """A 10,000-item batch writes 10,000 item events before its end: the end (and the results manifest
+    it triggers) must not wait behind them; events go out in any order (SPEC §7)."""
+    import boto3
+
+    from batchgen.adapters.notifications import get_notification_store
+    from batchgen.adapters.outbox import ITEM_SUCCEEDED_EVENT, outbox_item
+    from batchgen.config import get_settings
+
+    grant("user-1", 10)
+    batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}]}).body["id"]
+    db = boto3.client("dynamodb")
+    for index in range(150):  # older than the end event, in the same batch's shard
+        row = outbox_item(batch_id, f"2020-01-01T00:00:{index % 60:02d}Z", None, ITEM_SUCCEEDED_EVENT, [index])
+        db.put_item(TableName=get_settings().table_name, Item=row)
+    api("POST", f"/batch/{batch_id}/cancel")
+    events = get_notification_store().pending_events(100)
+    assert events[0].batchEvent == "batch.cancelled"
+    assert len(events) > 1 and all(event.batchEvent is None for event in events[1:])  # then item events

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -176,18 +175,33 @@ def test_one_sqs_batch_uploads_concurrently(api, gemini, cloudinary, queues, pol
     assert peak[0] >= 2  # the records of one SQS batch overlap
 
 
-def test_cancel_while_uploading_skips_and_removes_the_upload(api, gemini, cloudinary, queues, poll):
+def test_cancel_while_uploading_skips_and_removes_the_upload(api, gemini, cloudinary, queues, poll, monkeypatch):
     grant("user-1", 10)
     batch_id = create(api, ["a", "b"])
     to_upload_queue(queues, poll)
-    cloudinary.set_latency(0.5, operation="upload")
+    # Cloudinary holds the first upload that reaches it until the cancel has been answered: the cancel
+    # lands while that upload is in flight, however slow the machine (no sleep racing a latency).
+    arrived, cancel_answered = threading.Event(), threading.Event()
+    store_upload = cloudinary._upload
+
+    def held_upload(request):
+        arrived.set()
+        assert cancel_answered.wait(30), "the cancel was never answered"
+        return store_upload(request)
+
+    monkeypatch.setattr(cloudinary, "_upload", held_upload)
     messages = queues.receive(UPLOAD)
     worker = threading.Thread(target=queues.deliver, args=(UPLOAD, messages))
     worker.start()
-    time.sleep(0.2)
-    cancelled = api("POST", f"/batch/{batch_id}/cancel")
-    worker.join()
+    try:
+        assert arrived.wait(30), "no upload reached Cloudinary"
+        cancelled = api("POST", f"/batch/{batch_id}/cancel")
+    finally:
+        cancel_answered.set()
+        worker.join()
     assert cancelled.status == 200
+    # the held upload (and any after it) was stored after the cancel; each one stored is destroyed
+    assert cloudinary.calls["upload"] >= 1 and cloudinary.calls["destroy"] == cloudinary.calls["upload"]
     body = status(api, batch_id)
     assert body["status"] == "cancelled" and body["successCount"] == 0 and body["refundedCredits"] == 4
     assert cloudinary.assets == {}  # what landed during the cancel was destroyed

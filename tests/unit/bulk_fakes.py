@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from batchgen.domain import ids
 from batchgen.domain.errors import InsufficientCredits
 from batchgen.domain.states import BatchStatus
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
@@ -19,6 +20,7 @@ class BulkStore(FakeStore):
         self.uploads: dict[str, UploadRecord] = {}
         self.fail_next_checkpoint = False
         self.item_writes = 0
+        self.now: str | None = None  # what the fake stamps as "now" (tests move it)
 
     def create_upload(self, upload: UploadRecord, expires_at_epoch: int) -> None:
         self.uploads[upload.uploadId] = upload
@@ -47,13 +49,6 @@ class BulkStore(FakeStore):
         gone = set(indexes)
         self.items[batch_id] = [row for row in self.items.get(batch_id, []) if row.index not in gone]
 
-    def iter_item_pages(
-        self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
-    ) -> Iterator[list[ItemRecord]]:
-        rows = [row for row in self.items.get(batch_id, []) if after_index is None or row.index > after_index]
-        for start in range(0, len(rows), page_size):
-            yield list(rows[start : start + page_size])
-
     def record_ingest_progress(self, batch_id: str, seen_lines: int, changes: dict[str, Any]) -> bool:
         if self.fail_next_checkpoint:
             self.fail_next_checkpoint = False
@@ -80,6 +75,20 @@ class BulkStore(FakeStore):
         self._credit(batch.userId, -cost, "batch charge", batch.batchId)
         self._change(batch.batchId, None, status=BatchStatus.PENDING, requestCount=request_count, creditCost=cost)
         return True
+
+    def iter_validating_batches(self) -> Iterator[BatchRecord]:
+        return iter([b for b in self.batches.values() if b.status is BatchStatus.VALIDATING])
+
+    def mark_ingest_redriven(self, batch_id: str, seen_updated_at: str) -> bool:
+        batch = self.batches[batch_id]
+        if batch.status is not BatchStatus.VALIDATING or batch.updatedAt != seen_updated_at or batch.ingestRedrivenAt:
+            return False
+        self._change(batch_id, None, ingestRedrivenAt=self.clock(), updatedAt=self.clock())
+        return True
+
+    def clock(self) -> str:
+        """The fake's "now" for the rows it stamps (tests move it)."""
+        return self.now or ids.now_iso()
 
 
 class BulkQueues(FakeQueues):

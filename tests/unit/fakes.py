@@ -70,6 +70,19 @@ class FakeStore:
         batch = self.batches.get(batch_id)
         return BatchWithItems(batch=batch, items=list(self.items[batch_id])) if batch else None
 
+    def iter_item_pages(
+        self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
+    ) -> Iterator[list[ItemRecord]]:
+        """Like the repository: one page at a time, read when asked for (so a write between pages shows)."""
+        while True:
+            rows = [row for row in self.items.get(batch_id, []) if after_index is None or row.index > after_index]
+            page = list(rows[:page_size])
+            if not page:
+                return
+            self.calls["item_pages"] += 1
+            yield page
+            after_index = page[-1].index
+
     def iter_active_batches(self) -> Iterator[BatchRecord]:
         self.calls["iter_active_batches"] += 1
         return iter([b for b in self.batches.values() if b.status in ACTIVE_BATCH_STATUSES])

@@ -160,3 +160,34 @@ def test_dispatcher_reads_are_two_queries_whatever_the_history(services: FakeSer
     services.store.calls.clear()
     dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
     assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1})
+
+
+def test_a_submit_over_a_full_cap_waits_without_reading_the_active_index(services: FakeServices) -> None:
+    """Issue 14 load run: each submit of a new batch read the whole active index (211 KB on moto with
+    215 active batches) only to learn that no slot was free; submits fell behind the creates."""
+    run_submits(services, [new_batch(services, user="x"), new_batch(services, user="y")])  # the cap (2) is full
+    for _ in range(20):
+        new_batch(services)
+    late = new_batch(services)
+    services.store.calls.clear()
+    assert run_submits(services, [late]) == ["waiting"]
+    assert services.store.calls["iter_active_batches"] == 0
+    assert dispatch.queue_position(services, services.store.batches[late]) is not None  # still in the queue
+
+
+def test_a_slot_whose_job_was_collected_is_given_back_on_the_next_tick_however_young(services: FakeServices) -> None:
+    """Issue 14 load run: every slot was held at least SLOT_GRACE_SECONDS (then 120 s) after its job ended,
+    so with the cap at 90 the dispatcher admitted at most 0.75 batches a second however short the jobs:
+    hundreds of batches waited minutes for slots held by finished jobs."""
+    running = new_batch(services, user="x")
+    assert run_submits(services, [running]) == ["submitted"]
+    waiting = [new_batch(services, user="y", age=5), new_batch(services, user="z")]
+    run_submits(services, waiting)
+    batch = services.store.batches[running]
+    services.store.batches[running] = batch.model_copy(update={"collectQueuedAt": ids.now_iso()})  # job succeeded
+    report = dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    assert report.released == 1 and report.admitted_ids == [waiting[1]]  # waiting[0] took the other slot
+    # a young slot whose job runs, or whose batch a stale read does not show yet, is kept
+    holder = services.store.batches[waiting[0]]
+    slot = services.store.slots[dispatch.slot_key(holder)]
+    assert dispatch.slot_is_live(slot, holder) and dispatch.slot_is_live(slot, None)

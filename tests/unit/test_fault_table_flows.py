@@ -28,7 +28,7 @@ from batchgen.domain import ids
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
 from batchgen.domain.photo import PhotoDraft
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import CancelJob, DeliverWebhook, SendEmail, SubmitJob, UploadImage
+from batchgen.models.messages import CancelJob, DeliverWebhook, SendEmail, SubmitJob, UploadImage, WriteResultsManifest
 from batchgen.models.records import OutboxRecord
 from batchgen.usecases import collect, create, ingest, notify, photo, poll, submit, upload
 from tests.helpers import png_base64
@@ -327,7 +327,9 @@ def notify_round(services: NotifyFakes, receives: dict[int, int]) -> None:
     except (Exception, ProcessDied):
         pass  # the rows stay; the next tick relays them
 
-    def on_message(message: DeliverWebhook | SendEmail, _count: int) -> None:
+    def on_message(message: DeliverWebhook | SendEmail | WriteResultsManifest, _count: int) -> None:
+        if isinstance(message, WriteResultsManifest):
+            return  # the end event's manifest (SPEC §6): its writer is tested in test_results_manifest
         if isinstance(message, SendEmail):
             notify.send_batch_email(services, message)
         else:

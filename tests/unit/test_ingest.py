@@ -129,9 +129,35 @@ def test_failure_reason_names_at_most_ten_lines() -> None:
     assert reason.startswith("The input file has 12 invalid line(s): line 1: bad;") and "(and 2 more)" in reason
 
 
-def test_seen_ids_find_duplicates_in_eight_bytes_an_id() -> None:
-    seen = bulk.SeenIds()
-    for i in range(1000):
+def test_seen_ids_is_a_fixed_size_filter_without_false_misses() -> None:
+    seen = bulk.SeenIds(10_000)
+    size = seen.size_bytes
+    for i in range(10_000):
         seen.add(f"sku-{i}")
-    seen.add("sku-5")
-    assert len(seen) == 1000 and "sku-999" in seen and "sku-1000" not in seen
+    assert seen.size_bytes == size < 45_000  # the same ~42 kB at 1 id or 10,000
+    assert all(seen.might_contain(f"sku-{i}") for i in range(10_000))
+    false_hits = sum(seen.might_contain(f"other-{i}") for i in range(100_000))
+    assert false_hits <= 1  # about 1 in 10^7 at capacity
+
+
+class AlwaysMaybe(bulk.SeenIds):
+    """A filter that says "maybe" for every id: each hit must be confirmed exactly."""
+
+    def might_contain(self, client_id: str) -> bool:
+        return True
+
+
+def test_a_false_hit_never_fails_a_good_file_and_a_real_duplicate_is_named_exactly(monkeypatch) -> None:
+    monkeypatch.setattr(bulk, "SeenIds", AlwaysMaybe)
+    services = BulkServices()
+    services.store.balances["user-1"] = Decimal(200)
+    good = file_batch(services, jsonl([{"id": f"r{i}", "prompt": "p"} for i in range(60)]), batch_type="text")
+    assert ingest.ingest_file(services, good) == "pending"  # 60 false hits, each confirmed absent
+
+    lines = [{"id": f"r{i}", "prompt": "p"} for i in range(60)] + [{"id": "r3", "prompt": "again"}]
+    lines += [{"id": "r59", "prompt": "and again"}]  # r3 is in a written chunk, r59 in the chunk in hand
+    bad = file_batch(services, jsonl(lines), batch_type="text")
+    assert ingest.ingest_file(services, bad) == "failed"
+    reason = services.store.batches[bad].failureReason or ""
+    assert "line 61: duplicate id 'r3'" in reason and "line 62: duplicate id 'r59'" in reason
+    assert "The input file has 2 invalid line(s)" in reason

@@ -13,7 +13,7 @@ from batchgen import constants
 from batchgen.domain import ids
 from batchgen.domain import notifications as rules
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import DeliverWebhook, SendEmail
+from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
 from batchgen.models.records import (
     BatchRecord,
     DeliveryRecord,
@@ -332,6 +332,10 @@ def test_relay_fans_a_batch_event_out_to_endpoints_the_one_off_url_and_email_the
     ]
     [email] = [m for m in services.notifier.sent if isinstance(m, SendEmail)]
     assert email.to == "me@example.com"
+    # the end event also asks for the batch's results manifest, once (SPEC §6)
+    assert [m for m in services.notifier.sent if isinstance(m, WriteResultsManifest)] == [
+        WriteResultsManifest(action="manifest", batchId="batch_1")
+    ]
     assert services.notifications.events == []
 
 
@@ -359,7 +363,7 @@ def test_a_relay_that_fails_keeps_the_row_and_sends_the_same_ids_next_time() -> 
     assert len(services.notifications.events) == 1
     services.notifier.fail = False
     notify.relay_outbox(services)
-    assert [m.eventId for m in services.notifier.sent] == ["evt_9_whep_all"]
+    assert [m.eventId for m in services.notifier.sent if isinstance(m, DeliverWebhook)] == ["evt_9_whep_all"]
 
 
 def test_the_email_carries_counts_refund_and_a_link(monkeypatch) -> None:

@@ -17,6 +17,7 @@ from batchgen.models.messages import (
     SendEmail,
     SubmitJob,
     UploadImage,
+    WriteResultsManifest,
 )
 
 
@@ -52,7 +53,7 @@ def send_ingest(message: IngestFile, delay_seconds: int = 0) -> None:
     _send(get_settings().ingest_queue_url, message, delay_seconds)
 
 
-def send_notifications(messages: Sequence[DeliverWebhook | SendEmail]) -> None:
+def send_notifications(messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None:
     _send_many(get_settings().notify_queue_url, messages)
 
 

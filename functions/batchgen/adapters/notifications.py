@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.aws import client
-from batchgen.adapters.outbox import OUTBOX_SHARDS, outbox_pk
+from batchgen.adapters.outbox import OUTBOX_SHARDS, event_pk, outbox_pk
 from batchgen.adapters.repository import _marshal, _unmarshal
 from batchgen.adapters.repository import user_pk as _user_pk
 from batchgen.config import get_settings
@@ -177,29 +177,32 @@ class NotificationStore:
 
     # --- outbox -------------------------------------------------------------------------------
     def pending_events(self, limit: int) -> list[OutboxRecord]:
-        """The oldest unrelayed events of each shard."""
+        """The oldest unrelayed events of each shard: batch ends first, then item events."""
         found: list[OutboxRecord] = []
-        for shard in range(OUTBOX_SHARDS):
-            response = self.db.query(
-                TableName=self.table,
-                KeyConditionExpression="PK = :pk",
-                ExpressionAttributeValues=_marshal({":pk": outbox_pk(shard)}),
-                ConsistentRead=True,
-                Limit=limit,
-            )
-            found += [OutboxRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
-        return sorted(found, key=lambda event: event.at)
+        for ends in (True, False):
+            page: list[OutboxRecord] = []
+            for shard in range(OUTBOX_SHARDS):
+                response = self.db.query(
+                    TableName=self.table,
+                    KeyConditionExpression="PK = :pk",
+                    ExpressionAttributeValues=_marshal({":pk": outbox_pk(shard, ends=ends)}),
+                    ConsistentRead=True,
+                    Limit=limit,
+                )
+                page += [OutboxRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
+            found += sorted(page, key=lambda event: event.at)
+            if len(found) >= limit:
+                break
+        return found
 
     def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
         """Of relayers that meet on one row (a tick and a finishing upload), one relays it; a claim whose
         relayer died lapses after `lease_seconds` (the row is relayed again: at least once)."""
-        from batchgen.adapters.outbox import shard_of
-
         now = int(time.time())
         try:
             self.db.update_item(
                 TableName=self.table,
-                Key=_marshal({"PK": outbox_pk(shard_of(event.batchId)), "SK": f"{event.at}#{event.eventId}"}),
+                Key=_event_key(event),
                 UpdateExpression="SET claimedUntil = :until",
                 ConditionExpression="attribute_exists(PK) AND "
                 "(attribute_not_exists(claimedUntil) OR claimedUntil < :now)",
@@ -212,12 +215,11 @@ class NotificationStore:
         return True
 
     def delete_event(self, event: OutboxRecord) -> None:
-        from batchgen.adapters.outbox import shard_of
+        self.db.delete_item(TableName=self.table, Key=_event_key(event))
 
-        self.db.delete_item(
-            TableName=self.table,
-            Key=_marshal({"PK": outbox_pk(shard_of(event.batchId)), "SK": f"{event.at}#{event.eventId}"}),
-        )
+
+def _event_key(event: OutboxRecord) -> dict[str, Any]:
+    return _marshal({"PK": event_pk(event.batchId, event.batchEvent), "SK": f"{event.at}#{event.eventId}"})
 
 
 def _encode(position: str) -> str:

@@ -76,6 +76,9 @@ SLOT_COUNT_SK = "#COUNT"
 SLOT_PREFIX = "SLOT#"
 ALL_BATCHES_PK = "BATCHES"
 ACTIVE_PK = "ACTIVE"
+# Validating bulk batches share the sparse ActiveBatches index under their own partition: the poller's
+# active Query never reads them, the validating watchdog (usecases.watchdog) reads only them.
+VALIDATING_PK = "VALIDATING"
 REQUEST_PREFIX = "REQUEST#"  # a create's claimed Idempotency-Key (hashed), naming its batch
 OPEN_GENERATIONS_PK = "OPEN_GENERATIONS"  # standard generations charged and not yet settled (GSI3)
 MAX_TRANSACTION_ITEMS = 100
@@ -157,6 +160,8 @@ class Repository:
         )
         if batch.status in ACTIVE_BATCH_STATUSES:
             item.update(GSI3PK=ACTIVE_PK, GSI3SK=sort_key)
+        elif batch.status is BatchStatus.VALIDATING:
+            item.update(GSI3PK=VALIDATING_PK, GSI3SK=sort_key)
         return _marshal(item)
 
     @staticmethod
@@ -1397,7 +1402,7 @@ class Repository:
                             "TableName": self.table,
                             "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
                             "UpdateExpression": "SET #status = :status, failureReason = :reason, "
-                            "completedAt = :at, updatedAt = :at",
+                            "completedAt = :at, updatedAt = :at REMOVE GSI3PK, GSI3SK",
                             "ConditionExpression": condition,
                             "ExpressionAttributeNames": {"#status": "status"},
                             "ExpressionAttributeValues": _values(values),
@@ -1411,6 +1416,32 @@ class Repository:
                 return None
             raise
         return self.get_batch(batch_id)
+
+    def iter_validating_batches(self) -> Iterator[BatchRecord]:
+        """The `validating` batches, from their own partition of the sparse index (the watchdog's read)."""
+        index = constants.ACTIVE_BATCHES_INDEX
+        for row in self._query_all(
+            IndexName=index.name,
+            KeyConditionExpression=f"{index.partition_key} = :pk",
+            ExpressionAttributeValues=_values({":pk": VALIDATING_PK}),
+        ):
+            yield BatchRecord.model_validate(row)
+
+    def mark_ingest_redriven(self, batch_id: str, seen_updated_at: str) -> bool:
+        """The watchdog's one re-drive: only while validating, not re-driven yet, and unchanged since it
+        looked (of two ticks, one re-drives)."""
+        at = now_iso()
+        try:
+            self.update_batch(
+                batch_id,
+                {"ingestRedrivenAt": at, "updatedAt": at},
+                expected_status=[BatchStatus.VALIDATING],
+                condition="updatedAt = :seen AND attribute_not_exists(ingestRedrivenAt)",
+                condition_values={":seen": seen_updated_at},
+            )
+        except ConcurrentChange:
+            return False
+        return True
 
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
         """validating -> pending: the one debit of a bulk batch, its counts and its ledger entry in one

@@ -8,6 +8,7 @@ from typing import Any
 
 class DomainError(Exception):
     title = "Error"
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only; response headers a subclass adds (Retry-After)
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)

@@ -59,7 +59,7 @@ app = APIGatewayRestResolver(
         allow_origin=_origins[0],
         extra_origins=_origins[1:],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-        expose_headers=["Location", "X-Next-Cursor"],
+        expose_headers=["Location", "X-Next-Cursor", "Retry-After"],
         allow_credentials="*" not in _origins,
     ),
 )
@@ -76,11 +76,12 @@ def error_response(
 
 @app.exception_handler(DomainError)
 def handle_domain_error(error: DomainError) -> Response:
-    status = STATUS_BY_ERROR.get(type(error), HTTPStatus.BAD_REQUEST)
+    # The nearest class with a status: a subclass (e.g. a 409 that says when to retry) keeps its base's.
+    status = next((STATUS_BY_ERROR[c] for c in type(error).__mro__ if c in STATUS_BY_ERROR), HTTPStatus.BAD_REQUEST)
     extra: dict[str, Any] = {"details": error.details}
     if isinstance(error, InsufficientCredits):
         extra.update(required=json_number(error.required), available=json_number(error.available))
-    return error_response(status, error.title, error.message, **extra)
+    return error_response(status, error.title, error.message, headers=error.headers or None, **extra)
 
 
 @app.exception_handler(RequestValidationError)

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchgen import constants
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import NotifyRecord
-from batchgen.models.messages import SendEmail
+from batchgen.models.messages import SendEmail, WriteResultsManifest
 from batchgen.usecases import notify
 
 logger = Logger()
@@ -30,6 +30,10 @@ def handle(record: NotifyRecord) -> str:
     message = record.body
     if isinstance(message, SendEmail):
         return notify.send_batch_email(live_services(), message)
+    if isinstance(message, WriteResultsManifest):
+        from batchgen.usecases import results
+
+        return results.write_manifest(live_services(), message.batchId)
     return notify.deliver(live_services(), message)
 
 

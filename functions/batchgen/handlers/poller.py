@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.handlers.services import live_services
-from batchgen.usecases import notify, photo, poll
+from batchgen.usecases import notify, photo, poll, watchdog
 
 logger = Logger()
 tracer = Tracer()
@@ -23,6 +23,7 @@ metrics = Metrics()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = asdict(poll.poll_active_batches(live_services()))
     report["events_relayed"] = notify.relay_outbox(live_services())  # SPEC §7: the outbox relay
+    report.update(asdict(watchdog.check_validating(live_services())))  # SPEC §6: no batch validates for ever
     report["generations_refunded"] = photo.refund_abandoned(live_services())  # standard calls that died
     logger.info("poll tick", extra=report)
     for name, value in report.items():

@@ -105,6 +105,14 @@ class SendEmail(Message):
     to: str
 
 
+class WriteResultsManifest(Message):
+    """Write a terminal batch's results manifest (SPEC §6) once, page by page. Sent by the outbox relay
+    for the batch's end event, so it follows the finalising write exactly when that write happened."""
+
+    action: Literal["manifest"]
+    batchId: str
+
+
 def _action(default: str) -> Callable[[Any], str]:
     """A pydantic discriminator callable: the message's action, or `default` when the wire omits it."""
 
@@ -126,6 +134,8 @@ UploadMessage = Annotated[
     Discriminator(_action("upload")),
 ]
 NotifyMessage = Annotated[
-    Annotated[DeliverWebhook, Tag("deliver")] | Annotated[SendEmail, Tag("email")],
+    Annotated[DeliverWebhook, Tag("deliver")]
+    | Annotated[SendEmail, Tag("email")]
+    | Annotated[WriteResultsManifest, Tag("manifest")],
     Discriminator(_action("deliver")),
 ]

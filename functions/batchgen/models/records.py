@@ -53,6 +53,7 @@ class BatchRecord(Record):
     ingestImages: int = 0
     ingestBadCount: int = 0
     ingestBadLines: list[str] = []  # the first few problems, "line 7: a prompt is required"
+    ingestRedrivenAt: str | None = None  # the watchdog re-sent its ingest message (once), at this time
     tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
     scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
     # Chunked Gemini jobs (SPEC §6): requests per job, pinned by the first submit (None: not submitted

@@ -27,8 +27,9 @@ from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
 
-# A slot reserved this recently may belong to a batch the tick's read of the active index predates.
-SLOT_GRACE_SECONDS = 120
+# A slot reserved this recently may belong to a batch the tick's read of the (eventually consistent)
+# active index does not show yet, or shows a round behind: absent or behind, it is not judged ended.
+SLOT_GRACE_SECONDS = 30
 
 
 def slot_key(batch: BatchRecord, job: JobRecord | None = None) -> str:
@@ -73,16 +74,16 @@ def is_waiting(batch: BatchRecord, held: set[str], job: JobRecord | None = None)
 
 def slot_is_live(slot: SlotRecord, batch: BatchRecord | None, jobs: list[JobRecord] | None = None) -> bool:
     """Its job may still run at Gemini (or is about to be created)."""
+    known = jobs or ([JobRecord.of_batch(batch)] if batch is not None else [])
+    job = next((job for job in known if job.chunk == slot.chunk), None)
+    if job is not None and slot.round == job.geminiRound and job.collectQueuedAt:
+        return False  # this round's job succeeded and its collect is queued: ended, whatever the slot's age
     if ids.age_seconds(slot.reservedAt) < SLOT_GRACE_SECONDS:
         return True
-    if batch is None:  # ended: no longer in the active index
+    if batch is None or job is None:  # ended: no longer in the active index
         return False
-    jobs = jobs or [JobRecord.of_batch(batch)]
-    job = next((job for job in jobs if job.chunk == slot.chunk), None)
-    if job is None:
-        return False
-    # Collected, or ended at Gemini (a chunk whose items were refunded while other chunks run).
-    return slot.round == job.geminiRound and not job.collectQueuedAt and job.geminiState not in JOB_ENDINGS
+    # Ended at Gemini too (a chunk whose items were refunded while other chunks run).
+    return slot.round == job.geminiRound and job.geminiState not in JOB_ENDINGS
 
 
 def _jobs_for(services: Services, batches: Sequence[BatchRecord], jobs: Jobs | None) -> Jobs:
@@ -136,6 +137,8 @@ def admit(services: Services, batch: BatchRecord, job: JobRecord | None = None) 
     slots = services.store.list_slots()
     if holds_slot(slots, batch, job):
         return True
+    if len(slots) >= get_settings().gemini_max_active_jobs:
+        return False  # no slot free: no place in the queue can take one, so the queue is not read
     batches = list(services.store.iter_active_batches())
     queue = build_queue(slots, batches, _jobs_for(services, batches, None))
     if (batch.batchId, job.chunk) not in {(w.batch_id, w.chunk) for w in dispatch.admitted(queue.order, queue.free)}:

@@ -125,7 +125,7 @@ class Progress:
     bad_count: int
     bad_lines: list[str]
     chunk: list[ItemRecord] = field(default_factory=list)
-    seen: bulk.SeenIds = field(default_factory=bulk.SeenIds)
+    seen: bulk.SeenIds = field(default_factory=lambda: bulk.SeenIds(get_settings().max_file_batch_requests))
 
     @classmethod
     def of(cls, batch: BatchRecord) -> Progress:
@@ -186,7 +186,7 @@ class IngestRun:
         try:
             checked = bulk.check_line(raw, template, get_catalog(), get_settings())
             client_id = checked.request.client_id
-            if client_id is not None and client_id in progress.seen:
+            if client_id is not None and progress.seen.might_contain(client_id) and self._seen_before(client_id):
                 raise ValueError(f"duplicate id '{client_id}'")
         except ValueError as exc:
             progress.bad(str(exc))
@@ -196,6 +196,24 @@ class IngestRun:
         if progress.bad_count:
             return  # the batch will fail: keep checking lines, write nothing more
         progress.chunk.append(self._item(checked.request.client_id, checked.request.prompt, checked.image))
+
+    def _seen_before(self, client_id: str) -> bool:
+        """The filter's "maybe", made exact: the items written so far and the chunk in hand (read once a
+        file, at its first duplicate, or on a false hit: about 1 in 10^7 lines). Once the file has a bad
+        line no more items are written; it fails anyway, and the filter's word names the duplicates."""
+        progress = self.progress
+        if progress.bad_count:
+            return True
+        if any(item.clientId == client_id for item in progress.chunk):
+            return True
+        written = progress.items - len(progress.chunk)
+        for page in self.services.store.iter_item_pages(self.batch.batchId, page_size=1000):
+            for item in page:
+                if item.index >= written:
+                    return False
+                if item.clientId == client_id:
+                    return True
+        return False
 
     def _item(self, client_id: str | None, prompt: str | None, image: DecodedImage | None) -> ItemRecord:
         progress, batch_id = self.progress, self.batch.batchId
@@ -395,7 +413,7 @@ def remove_items(services: Services, batch: BatchRecord) -> None:
 
 def _seen_client_ids(services: Services, batch: BatchRecord, below: int) -> bulk.SeenIds:
     """The client ids of the items already taken (for the duplicate check across runs)."""
-    seen = bulk.SeenIds()
+    seen = bulk.SeenIds(get_settings().max_file_batch_requests)
     for page in services.store.iter_item_pages(batch.batchId, page_size=1000):
         for item in page:
             if item.index < below:

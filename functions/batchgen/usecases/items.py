@@ -1,22 +1,18 @@
-"""Reading big batches in pages (SPEC §6): the status page, the items route and the results manifest.
+"""Reading big batches in pages (SPEC §6): the status page and the items route (`results`: the manifest).
 
 Nothing here loads a whole batch: items come one Query page at a time, in request order.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 from batchgen import constants
 from batchgen.domain import ids, reports
 from batchgen.domain.batches import Principal
-from batchgen.domain.errors import Conflict, InvalidInput, NotFound
-from batchgen.domain.states import ItemStatus, is_terminal
+from batchgen.domain.errors import InvalidInput, NotFound
+from batchgen.domain.states import ItemStatus
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
 from batchgen.usecases.ports import Services
 
@@ -40,7 +36,10 @@ def _after(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-def _items(services: Services, batch: BatchRecord, after: int | None, page_size: int) -> Iterator[ItemRecord]:
+def iter_items(
+    services: Services, batch: BatchRecord, *, page_size: int, after: int | None = None
+) -> Iterator[ItemRecord]:
+    """The batch's items in request order, read `page_size` at a time (one page in memory)."""
     if batch.requestCount == 0:  # a bulk batch's items count once it is charged
         return
     for page in services.store.iter_item_pages(batch.batchId, page_size=page_size, after_index=after):
@@ -49,9 +48,13 @@ def _items(services: Services, batch: BatchRecord, after: int | None, page_size:
 
 def status_page(services: Services, principal: Principal, batch_id: str) -> BatchWithItems:
     """The batch and its first `STATUS_ITEMS_MAX` + 1 items (the extra one says there are more)."""
-    batch = owned_batch(services, principal, batch_id)
+    return first_page(services, owned_batch(services, principal, batch_id))
+
+
+def first_page(services: Services, batch: BatchRecord) -> BatchWithItems:
+    """The batch with its first `STATUS_ITEMS_MAX` + 1 items: what a status body (or an end event) shows."""
     first: list[ItemRecord] = []
-    for item in _items(services, batch, None, constants.STATUS_ITEMS_MAX + 1):
+    for item in iter_items(services, batch, page_size=constants.STATUS_ITEMS_MAX + 1):
         first.append(item)
         if len(first) > constants.STATUS_ITEMS_MAX:
             break
@@ -76,7 +79,7 @@ def list_items(
     batch = owned_batch(services, principal, batch_id)
     found: list[dict[str, object]] = []
     last_index: int | None = None
-    for item in _items(services, batch, _after(cursor), min(limit + 1, constants.ITEMS_LIMIT_MAX)):
+    for item in iter_items(services, batch, page_size=min(limit + 1, constants.ITEMS_LIMIT_MAX), after=_after(cursor)):
         view = reports.item_view(item, batch)
         if status is not None and view["status"] != status:
             continue
@@ -85,37 +88,3 @@ def list_items(
         found.append(view)
         last_index = item.index
     return ItemsPage(found, None)
-
-
-@dataclass(frozen=True)
-class ResultsLink:
-    url: str
-    expires_at: str
-    item_count: int
-
-
-def manifest_key(batch_id: str) -> str:
-    return f"{constants.RESULTS_PREFIX}{batch_id}.jsonl"
-
-
-def results_manifest(services: Services, principal: Principal, batch_id: str) -> ResultsLink:
-    """A presigned URL of the terminal batch's results manifest (one JSON line per item, request order),
-    written once, page by page through a temporary file, the first time it is asked for."""
-    batch = owned_batch(services, principal, batch_id)
-    if not is_terminal(batch.status):
-        raise Conflict(f"The batch is {batch.status.value}; its results manifest exists once it has ended.")
-    key = manifest_key(batch_id)
-    if services.blobs.object_size(key) is None:
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as handle:
-            for item in _items(services, batch, None, 1000):
-                handle.write(json.dumps(reports.item_view(item, batch), separators=(",", ":")) + "\n")
-        try:
-            services.blobs.put_file(key, handle.name, "application/x-ndjson")
-        finally:
-            os.unlink(handle.name)
-    moment = ids.utc_now()
-    return ResultsLink(
-        url=services.blobs.presign_get(key, constants.RESULTS_URL_SECONDS),
-        expires_at=ids.iso(moment + timedelta(seconds=constants.RESULTS_URL_SECONDS)),
-        item_count=batch.requestCount,
-    )

@@ -14,7 +14,7 @@ from batchgen.domain.outcomes import Page
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import DeleteJob, PurgeImages
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
-from batchgen.usecases import chunks
+from batchgen.usecases import chunks, items  # items: status pages, a bulk batch's items never loaded whole
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch
 
@@ -34,15 +34,16 @@ def load_owned(services: Services, principal: Principal, batch_id: str) -> Batch
 
 
 def cancel_batch(services: Services, principal: Principal, batch_id: str) -> BatchWithItems:
-    record = load_owned(services, principal, batch_id)
-    if is_terminal(record.batch.status):
-        raise Conflict(f"The batch is already {record.batch.status.value}; only running batches can be cancelled.")
-    if record.batch.status is BatchStatus.VALIDATING:  # nothing charged yet: nothing to refund
+    """Ends the batch `cancelled` (open items refunded page by page); answers its first status page."""
+    batch = items.owned_batch(services, principal, batch_id)
+    if is_terminal(batch.status):
+        raise Conflict(f"The batch is already {batch.status.value}; only running batches can be cancelled.")
+    if batch.status is BatchStatus.VALIDATING:  # nothing charged yet: nothing to refund
         from batchgen.usecases.ingest import cancel_validating
 
         if not cancel_validating(services, batch_id):
             return cancel_batch(services, principal, batch_id)  # it left `validating` meanwhile
-        return load_owned(services, principal, batch_id)
+        return items.status_page(services, principal, batch_id)
     ended = end_batch(
         services.store,
         batch_id,
@@ -57,7 +58,7 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
         chunks.send_clean_ups(services, ended.batch, delete=False)
     except Exception:  # the cancel and its refund stand; say so loudly rather than answer 500
         logger.exception("could not queue the Gemini clean-up of cancelled batch %s", batch_id)
-    return ended
+    return items.status_page(services, principal, batch_id)
 
 
 def delete_batch(services: Services, principal: Principal, batch_id: str, *, purge_images: bool) -> int:

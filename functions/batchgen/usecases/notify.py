@@ -22,8 +22,10 @@ from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain import ids, reports
 from batchgen.domain import notifications as rules
-from batchgen.models.messages import DeliverWebhook, SendEmail
+from batchgen.domain.states import is_terminal
+from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
 from batchgen.models.records import BatchRecord, DeliveryRecord, OutboxRecord, WebhookEndpointRecord
+from batchgen.usecases import items
 from batchgen.usecases.ports import NotifyServices
 
 logger = logging.getLogger(__name__)
@@ -70,11 +72,12 @@ def relay_event(services: NotifyServices, event: OutboxRecord) -> None:
 
 def _messages(
     services: NotifyServices, event: OutboxRecord, batch: BatchRecord
-) -> Iterator[DeliverWebhook | SendEmail]:
+) -> Iterator[DeliverWebhook | SendEmail | WriteResultsManifest]:
     endpoints = [
         endpoint for endpoint in services.notifications.list_endpoints(batch.userId) if not endpoint.disabledAt
     ]
-    if event.itemEvent:
+    if event.itemEvent and any(rules.subscribed(endpoint.events, event.itemEvent) for endpoint in endpoints):
+        # Item events go only to endpoints that named them: without one, nothing is read per item.
         for index in event.itemIndexes:
             item = services.store.get_item(batch.batchId, index)
             if item is None:
@@ -89,6 +92,9 @@ def _messages(
                 "error": item.error,
             }
             yield from _to_endpoints(endpoints, f"{event.eventId}_{index}", event.itemEvent, event.at, batch, data)
+    if event.batchEvent and is_terminal(batch.status):
+        # The end event follows the finalising write: the results manifest is written now, once (SPEC §6).
+        yield WriteResultsManifest(action="manifest", batchId=batch.batchId)
     if event.batchEvent:
         data = batch_event_data(services, batch)
         yield from _to_endpoints(endpoints, event.eventId, event.batchEvent, event.at, batch, data)
@@ -101,8 +107,7 @@ def _messages(
 def batch_event_data(services: NotifyServices, batch: BatchRecord) -> dict[str, Any]:
     """The batch's history entry plus its results and errors (at most WEBHOOK_EVENT_ITEMS_MAX each)."""
     data: dict[str, Any] = reports.history_entry(batch)
-    record = services.store.get_batch_with_items(batch.batchId)
-    body = reports.status_body(record) if record is not None else {"results": [], "errors": []}
+    body = reports.status_body(items.first_page(services, batch))  # a page, never the whole batch
     limit = constants.WEBHOOK_EVENT_ITEMS_MAX
     data["completedAt"] = batch.completedAt
     data["results"] = list(body["results"])[:limit]  # type: ignore[call-overload]

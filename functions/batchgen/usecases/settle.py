@@ -3,11 +3,17 @@
 Cancel, expiry, a failed job, a failed item and a failed upload all come here. The refund amount is
 the domain's (`pricing.refund_amount`), the completed/failed decision too (`states.final_status`);
 the repository makes each write safe: an item is settled only while open, a batch only while active.
+
+A batch of any size settles page by page (SPEC §6): one Query page of `SETTLE_CHUNK_ITEMS` items is
+read, its chosen open items are settled in one transaction (items, batch counters, balance, ledger),
+then the next page; a batch's own move to its terminal status rides on the last page's transaction.
+Nothing here holds more than the page being read and the previous page's outcomes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -15,13 +21,23 @@ from batchgen.domain.errors import ConcurrentChange
 from batchgen.domain.outcomes import ItemOutcome, open_items
 from batchgen.domain.pricing import refund_amount
 from batchgen.domain.states import BatchStatus, ItemStatus, can_transition, final_status, is_terminal
-from batchgen.models.records import BatchRecord, BatchWithItems
+from batchgen.models.records import BatchRecord, ItemRecord
 from batchgen.usecases.ports import BatchStore
 
-SETTLE_ATTEMPTS = 5
-# Items per settlement transaction: with the batch, the balance and the ledger entry it stays under
-# DynamoDB's 100 operations, so a batch of any size settles (SPEC §6).
+SETTLE_ATTEMPTS = 5  # lost races in a row on one page (or on the batch's move) before giving up
+# Items per page and per settlement transaction: with the batch, the balance, the ledger entry and
+# the notification outbox row it stays under DynamoDB's 100 operations, so a batch of any size settles.
 SETTLE_CHUNK_ITEMS = 90
+
+Choose = Callable[[list[ItemRecord]], list[ItemOutcome]]
+
+
+@dataclass(frozen=True)
+class EndedBatch:
+    """What the callers of `end_batch` need: the batch as it ended (status, counters, Gemini names).
+    Its items are not loaded: read them in pages (`usecases.items`)."""
+
+    batch: BatchRecord
 
 
 def end_batch(
@@ -33,87 +49,150 @@ def end_batch(
     error: str,
     reason: str,
     batch_changes: dict[str, Any] | None = None,
-) -> BatchWithItems | None:
-    """Cancel, expire or fail a batch: every open item ends and is refunded, in one transaction.
+) -> EndedBatch | None:
+    """Cancel, expire or fail a batch: every open item ends and is refunded, page by page; the batch's
+    move to `batch_status` rides on the last page's transaction (so no finaliser can end it in between).
 
     Returns None when the batch was already terminal (someone else ended it first).
     """
-    settled = _settle(
-        store,
-        batch_id,
-        lambda record: (
-            [ItemOutcome(item, item_status, error) for item in open_items(record.items)]
-            if can_transition(record.batch.status, batch_status)
-            else None
-        ),
-        reason=reason,
-        batch_status=batch_status,
-        batch_changes=batch_changes,
-    )
-    return store.get_batch_with_items(batch_id) if settled is not None else None
+
+    def choose(page: list[ItemRecord]) -> list[ItemOutcome]:
+        return [ItemOutcome(item, item_status, error) for item in open_items(page)]
+
+    settled = _settle(store, batch_id, choose, reason=reason, batch_status=batch_status, batch_changes=batch_changes)
+    if settled is None:
+        return None
+    ended = store.get_batch(batch_id)
+    return EndedBatch(ended) if ended is not None else None
 
 
 def fail_items(store: BatchStore, batch_id: str, failures: dict[int, str], *, reason: str) -> Decimal:
-    """Marks the given open items (by index) failed with their errors and refunds them once."""
-    refunded = _settle(
-        store,
-        batch_id,
-        lambda record: (
-            [
-                ItemOutcome(item, ItemStatus.FAILED, failures[item.index])
-                for item in open_items(record.items)
-                if item.index in failures
-            ]
-            or None
-        ),
-        reason=reason,
-    )
-    if refunded is None:
+    """Marks the given open items (by index) failed with their errors and refunds them once. Reads
+    only the pages spanning the given indexes."""
+    if not failures:
+        return Decimal(0)
+
+    def choose(page: list[ItemRecord]) -> list[ItemOutcome]:
+        return [
+            ItemOutcome(item, ItemStatus.FAILED, failures[item.index])
+            for item in open_items(page)
+            if item.index in failures
+        ]
+
+    settled = _settle(store, batch_id, choose, reason=reason, span=(min(failures), max(failures)))
+    if settled is None or not settled.refunded:
         return Decimal(0)
     finalize_if_done(store, batch_id)
-    return refunded
+    return settled.refunded
+
+
+@dataclass(frozen=True)
+class _Settled:
+    batch: BatchRecord  # as last read
+    refunded: Decimal
+
+
+class _LostRace(Exception):
+    """A page's transaction lost a race: start again from `after` (what came before is settled)."""
+
+    def __init__(self, after: int | None, refunded: Decimal) -> None:
+        super().__init__(after)
+        self.after = after
+        self.refunded = refunded
+
+
+def _settleable(store: BatchStore, batch_id: str, batch_status: BatchStatus | None) -> BatchRecord | None:
+    batch = store.get_batch(batch_id)
+    if batch is None or is_terminal(batch.status):
+        return None
+    if batch_status is not None and not can_transition(batch.status, batch_status):
+        return None
+    return batch
 
 
 def _settle(
     store: BatchStore,
     batch_id: str,
-    choose: Callable[[BatchWithItems], list[ItemOutcome] | None],
+    choose: Choose,
     *,
     reason: str,
     batch_status: BatchStatus | None = None,
     batch_changes: dict[str, Any] | None = None,
-) -> Decimal | None:
-    """Reads the batch, lets `choose` pick the items to end (None: nothing to do) and settles them in
-    chunks of `SETTLE_CHUNK_ITEMS`: each chunk is one transaction (its items, still open, with their
-    refund), the batch's own move rides on the last one. A lost race re-reads and chooses again among
-    the items still open, so each item is refunded exactly once. Returns the refund, or None when
-    nothing was settled."""
-    refunded: Decimal | None = None
-    for _attempt in range(SETTLE_ATTEMPTS):
-        record = store.get_batch_with_items(batch_id)
-        if record is None or is_terminal(record.batch.status):
-            return refunded
-        outcomes = choose(record)
-        if outcomes is None:
-            return refunded
+    span: tuple[int, int] | None = None,
+) -> _Settled | None:
+    """Pages through the batch's items (only those in `span`, when given) and settles each page's chosen
+    items in one transaction; the batch's move (`batch_status`) rides on the last one. A lost race (an
+    item settled or succeeded meanwhile) re-reads the batch and that page and chooses again among the
+    items still open, so each item is refunded exactly once. None when the batch is (or became)
+    terminal, or cannot reach `batch_status`."""
+    batch = _settleable(store, batch_id, batch_status)
+    if batch is None:
+        return None
+    size = SETTLE_CHUNK_ITEMS if span is None else min(SETTLE_CHUNK_ITEMS, span[1] - span[0] + 1)
+    after = span[0] - 1 if span is not None and span[0] > 0 else None
+    refunded, attempts = Decimal(0), 0
+    while True:
         try:
-            for start in range(0, max(len(outcomes), 1), SETTLE_CHUNK_ITEMS):
-                chunk = outcomes[start : start + SETTLE_CHUNK_ITEMS]
-                last = start + SETTLE_CHUNK_ITEMS >= len(outcomes)
-                refund = refund_amount(record.batch.unitPrice, len(chunk))
-                store.settle_unsuccessful(
-                    record.batch,
-                    chunk,
-                    refund=refund,
-                    reason=reason,
-                    batch_status=batch_status if last else None,
-                    batch_changes=batch_changes if last else None,
-                )
-                refunded = (refunded or Decimal(0)) + refund
-        except ConcurrentChange:
-            continue
-        return refunded
-    raise ConcurrentChange(f"batch {batch_id} kept changing while settling it")
+            refunded += _pass(store, batch, choose, after, size, span, reason, batch_status, batch_changes)
+            return _Settled(batch, refunded)
+        except _LostRace as lost:
+            refunded += lost.refunded
+            attempts = attempts + 1 if lost.after == after else 1
+            if attempts >= SETTLE_ATTEMPTS:
+                raise ConcurrentChange(f"batch {batch_id} kept changing while settling it") from None
+            reread = _settleable(store, batch_id, batch_status)
+            if reread is None:  # someone else ended it: they settle what is still open
+                return None
+            batch, after = reread, lost.after
+
+
+def _pass(
+    store: BatchStore,
+    batch: BatchRecord,
+    choose: Choose,
+    after: int | None,
+    size: int,
+    span: tuple[int, int] | None,
+    reason: str,
+    batch_status: BatchStatus | None,
+    batch_changes: dict[str, Any] | None,
+) -> Decimal:
+    """One pass from `after`: a page's choice is held until the next page is read (so the last one can
+    carry the batch's move): at most the page being read and the previous page's outcomes in memory."""
+    refunded = Decimal(0)
+    held: list[ItemOutcome] = []
+    held_after = after
+    for page in store.iter_item_pages(batch.batchId, page_size=size, after_index=after):
+        if span is not None and page[0].index > span[1]:
+            break
+        if held:
+            refunded += _commit(store, batch, held, held_after, refunded, reason, None, None)
+        held, held_after, after = choose(page), after, page[-1].index
+        if span is not None and after >= span[1]:
+            break
+    if held or batch_status is not None:
+        refunded += _commit(store, batch, held, held_after, refunded, reason, batch_status, batch_changes)
+    return refunded
+
+
+def _commit(
+    store: BatchStore,
+    batch: BatchRecord,
+    outcomes: list[ItemOutcome],
+    page_after: int | None,
+    refunded_so_far: Decimal,
+    reason: str,
+    batch_status: BatchStatus | None,
+    batch_changes: dict[str, Any] | None,
+) -> Decimal:
+    refund = refund_amount(batch.unitPrice, len(outcomes)) if outcomes else Decimal(0)
+    try:
+        store.settle_unsuccessful(
+            batch, outcomes, refund=refund, reason=reason, batch_status=batch_status, batch_changes=batch_changes
+        )
+    except ConcurrentChange:
+        raise _LostRace(page_after, refunded_so_far) from None
+    return refund
 
 
 def finalize_if_done(store: BatchStore, batch_id: str) -> BatchRecord | None:

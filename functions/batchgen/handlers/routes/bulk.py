@@ -96,12 +96,16 @@ def batch_items(
     "/batch/<batch_id>/results",
     summary="A download link for a finished batch's results (JSONL, one line per item)",
     description="Each line is `{clientId, generationId, status, imageUrl, text, error}`, in request order. "
+    "The manifest is written once, just after the batch ends. 409 while the batch runs; 409 with "
+    "`Retry-After` for the few seconds after it ended while the manifest is being written. "
     "The link is valid for an hour; ask again for a new one.",
     tags=["Batches"],
     responses=docs.responses(200, "The manifest's URL", 401, 404, 409),
 )
 def batch_results(batch_id: str) -> models.ResultsManifest:
-    link = items.results_manifest(services(), principal(router), batch_id)
+    from batchgen.usecases import results
+
+    link = results.results_link(services(), principal(router), batch_id)
     return models.ResultsManifest(url=link.url, expiresAt=link.expires_at, itemCount=link.item_count)
 
 
