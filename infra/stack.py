@@ -105,6 +105,8 @@ class BatchGenStack(Stack):
         submit = fn[SUBMIT_FUNCTION.name]
         self._grant_bucket(submit, INPUT_PREFIX, read=True)
         secrets.gemini.grant_read(submit)
+        # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
+        queues[SUBMIT_QUEUE.name].grant_send_messages(submit)
 
         poller = fn[POLLER_FUNCTION.name]
         queues[COLLECT_QUEUE.name].grant_send_messages(poller)
@@ -114,6 +116,8 @@ class BatchGenStack(Stack):
         collect = fn[COLLECT_FUNCTION.name]
         self._grant_bucket(collect, STAGING_PREFIX, put=True)
         queues[UPLOAD_QUEUE.name].grant_send_messages(collect)
+        queues[COLLECT_QUEUE.name].grant_send_messages(collect)  # a run near its time limit hands over
+        queues[SUBMIT_QUEUE.name].grant_send_messages(collect)  # a chunk's follow-up round goes to submit
         secrets.gemini.grant_read(collect)
 
         photo = fn[PHOTO_FUNCTION.name]  # the standard endpoint: token check, Gemini, Cloudinary

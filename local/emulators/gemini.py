@@ -32,7 +32,8 @@ A batch is ``BATCH_STATE_PENDING`` when created, ``RUNNING`` after half its
 delay, and reaches its end state after ``delay_seconds``; state is computed
 from the clock on every read, so no background threads run. Prompt markers:
 ``[[fail]]`` (that request errors), ``[[blocked]]`` (finish reason SAFETY, no
-content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so).
+content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so), ``[[job:expired-once]]`` (the first
+job holding that prompt expires, a later job holding it succeeds: a resubmitted chunk, SPEC §6).
 Fidelity markers (issue 9): ``[[transient]]`` (a gRPC ``{"code": 13}`` error every time),
 ``[[flaky]]`` (code 13 the first time the emulator sees that prompt, an answer afterwards),
 ``[[late-output]]`` (the job reads SUCCEEDED twice before its output appears, as seen live),
@@ -488,6 +489,7 @@ class GeminiEmulator:
         self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
         self._seen_prompts: set[str] = set()
+        self._expired_once: set[str] = set()  # prompts whose `[[job:expired-once]]` job has expired
         self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
         self.generate_seconds = 0.0  # emulated generation time of every generateContent call
         self.generated = 0  # generateContent calls answered
@@ -584,6 +586,7 @@ class GeminiEmulator:
             self._uploads.clear()
             self._injector.reset()
             self._seen_prompts.clear()
+            self._expired_once.clear()
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
@@ -593,7 +596,14 @@ class GeminiEmulator:
     def export_state(self) -> dict[str, Any]:
         """Jobs, files and seen prompts, copied under the lock (`local.persistence` pickles them)."""
         with self._lock:
-            return copy.deepcopy({"jobs": self._jobs, "files": self._files, "seen_prompts": self._seen_prompts})
+            return copy.deepcopy(
+                {
+                    "jobs": self._jobs,
+                    "files": self._files,
+                    "seen_prompts": self._seen_prompts,
+                    "expired_once": self._expired_once,
+                }
+            )
 
     def import_state(self, state: dict[str, Any]) -> None:
         """Loads what `export_state` gave; jobs keep their wall-clock timeline (created_at + delay)."""
@@ -601,6 +611,7 @@ class GeminiEmulator:
             self._jobs.update(state.get("jobs", {}))
             self._files.update(state.get("files", {}))
             self._seen_prompts.update(state.get("seen_prompts", ()))
+            self._expired_once.update(state.get("expired_once", ()))
 
     def resume_announcements(self) -> int:
         """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
@@ -705,6 +716,15 @@ class GeminiEmulator:
         return body
 
     # ------------------------------------------------------------------ batches
+
+    def _final_state_once(self, entries: list[BatchEntry]) -> str:
+        """`_final_state`, plus `[[job:expired-once]]`: EXPIRED for the first job holding such a prompt."""
+        state = _final_state(entries)
+        once = {_prompt_text(e.request) for e in entries if "[[job:expired-once]]" in _marker_text(e.request)}
+        if state == SUCCEEDED and once - self._expired_once:
+            self._expired_once |= once
+            return EXPIRED
+        return state
 
     def _advance(self, job: EmulatedJob, now: float) -> None:
         """Move a job along its timeline; on success produce its results exactly once."""
@@ -874,7 +894,7 @@ class GeminiEmulator:
                 create_time=now,
                 update_time=now,
                 delay_seconds=max(0.0, float(self.delay_seconds)),
-                final_state=_final_state(entries),
+                final_state=self._final_state_once(entries),
             )
             self._jobs[job.name] = job
             self._advance(job, now)

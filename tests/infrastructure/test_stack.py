@@ -504,14 +504,17 @@ ACCESS = {
         (),
         ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
     ),
-    SUBMIT_FUNCTION.name: Access(INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (), SUBMIT_QUEUE, ("gemini",)),
+    # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
+    SUBMIT_FUNCTION.name: Access(
+        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE,), SUBMIT_QUEUE, ("gemini",)
+    ),
     # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost
     POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",)),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX,
         frozenset(PUT),
         frozenset(READ | DELETE),
-        (UPLOAD_QUEUE, NOTIFY_QUEUE),
+        (UPLOAD_QUEUE, NOTIFY_QUEUE, COLLECT_QUEUE, SUBMIT_QUEUE),  # handover; a chunk's follow-up round
         COLLECT_QUEUE,
         ("gemini",),
     ),

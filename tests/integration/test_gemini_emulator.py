@@ -497,3 +497,20 @@ def test_late_output_marker_reads_succeeded_before_the_responses_file(
     assert first.state == types.JobState.JOB_STATE_SUCCEEDED and not (first.dest and first.dest.file_name)
     client.batches.get(name=name)
     assert client.batches.get(name=name).dest.file_name  # the file shows up a little later
+
+
+def test_expired_once_marker_expires_the_first_job_holding_the_prompt_and_not_a_later_one(
+    client: genai.Client, emulator: GeminiEmulator
+) -> None:
+    """`[[job:expired-once]]` (SPEC §6: a chunk Gemini expires is resubmitted once): the same prompt in a
+    second job succeeds; a job without the marker is unaffected."""
+    emulator.delay_seconds = 0.1
+    doomed = text_request("chunk [[job:expired-once]]")
+    first = create(client, TEXT_MODEL, upload_jsonl(client, {"one": text_request("fine"), "two": doomed}))
+    other = create(client, TEXT_MODEL, upload_jsonl(client, {"three": text_request("plain")}))
+    second = create(client, TEXT_MODEL, upload_jsonl(client, {"two": doomed}))
+
+    assert wait_terminal(client, first)[1][-1] == types.JobState.JOB_STATE_EXPIRED.value
+    assert wait_terminal(client, other)[1][-1] == types.JobState.JOB_STATE_SUCCEEDED.value
+    job, seen = wait_terminal(client, second)
+    assert seen[-1] == types.JobState.JOB_STATE_SUCCEEDED.value and job.dest is not None

@@ -14,10 +14,21 @@ from typing import Any
 
 from batchgen.domain import ids
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
-from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView
+from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView, chunk_count
 from batchgen.domain.outcomes import ItemOutcome, Page
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord, SlotRecord, TemplateRecord
+from batchgen.models.records import (
+    BatchRecord,
+    BatchWithItems,
+    ItemRecord,
+    JobRecord,
+    LedgerRecord,
+    SlotRecord,
+    TemplateRecord,
+)
+
+# A chunk's job may be (re)started while its batch is pending or (other chunks running) processing.
+CHUNK_BATCH_STATUSES = {BatchStatus.PENDING, BatchStatus.PROCESSING}
 
 
 class FakeStore:
@@ -28,6 +39,7 @@ class FakeStore:
         self.ledger: list[LedgerRecord] = []
         self.templates: dict[tuple[str, str], TemplateRecord] = {}
         self.slots: dict[str, SlotRecord] = {}
+        self.jobs: dict[tuple[str, int], JobRecord] = {}  # chunks 1.. (chunk 0 is the batch record's)
         self.calls: Counter[str] = Counter()  # store reads, for the dispatcher's cost
 
     # --- helpers for tests
@@ -145,76 +157,162 @@ class FakeStore:
     def delete_template(self, user_id: str, template_id: str) -> bool:
         return self.templates.pop((user_id, template_id), None) is not None
 
-    def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
+    # --- chunks (chunk 0 on the batch record, chunks 1.. in `self.jobs`)
+    def get_job(self, batch_id: str, chunk: int) -> JobRecord | None:
         batch = self.batches.get(batch_id)
-        if batch is None or batch.status is not BatchStatus.PENDING or batch.geminiJobName:
+        if batch is None:
             return None
-        if batch.submitStartedAt != previous_lease:
-            return None
-        return self._change(batch_id, submitStartedAt=ids.now_iso())
+        if chunk == 0:
+            return JobRecord.of_batch(batch)
+        return self.jobs.get((batch_id, chunk)) or JobRecord(batchId=batch_id, chunk=chunk)
 
-    def release_submit_lease(self, batch_id: str, lease: str) -> None:
+    def list_jobs(self, batch: BatchRecord, chunk_size: int) -> list[JobRecord]:
+        self.calls["list_jobs"] += 1
+        count = chunk_count(batch.requestCount, chunk_size)
+        return [JobRecord.of_batch(batch)] + [
+            self.jobs.get((batch.batchId, chunk)) or JobRecord(batchId=batch.batchId, chunk=chunk)
+            for chunk in range(1, count)
+        ]
+
+    def _chunk_change(
+        self, batch_id: str, chunk: int, allowed: Iterable[BatchStatus] | None, when: Any = None, **changes: Any
+    ) -> JobRecord:
+        """Changes one chunk's job state if its batch's status is allowed and `when(job)` holds."""
         batch = self.batches.get(batch_id)
-        if batch is not None and batch.submitStartedAt == lease:
-            self._change(batch_id, submitStartedAt=None)
+        if batch is None or (allowed is not None and batch.status not in set(allowed)):
+            raise ConcurrentChange(batch_id)
+        job = self.get_job(batch_id, chunk)
+        assert job is not None
+        if when is not None and not when(job):
+            raise ConcurrentChange(batch_id)
+        if chunk == 0:
+            return JobRecord.of_batch(self._change(batch_id, **changes))
+        updated = job.model_copy(update=changes)
+        self.jobs[(batch_id, chunk)] = updated
+        return updated
 
-    def record_input_file(self, batch_id: str, input_file: str) -> None:
-        self._change(batch_id, [BatchStatus.PENDING], geminiInputFile=input_file)
+    def pin_chunk_size(self, batch_id: str, chunk_size: int) -> int:
+        batch = self.batches[batch_id]
+        if batch.geminiChunkSize:
+            return batch.geminiChunkSize
+        self._change(batch_id, geminiChunkSize=chunk_size)
+        return chunk_size
 
-    def record_job(self, batch_id: str, job_name: str, input_file: str | None) -> bool:
+    def record_collect_progress(self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int) -> bool:
         try:
-            self._change(
+            self._chunk_change(
                 batch_id,
-                sources(BatchStatus.PROCESSING),
-                status=BatchStatus.PROCESSING,
+                chunk,
+                [BatchStatus.PROCESSING],
+                lambda job: job.geminiJobName == job_name and job.collectLines == seen,
+                collectLines=lines,
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def iter_item_range(self, batch_id: str, start: int, stop: int, page_size: int = 100) -> Iterator[list[ItemRecord]]:
+        self.calls["iter_item_range"] += 1
+        chosen = [item for item in self.items.get(batch_id, []) if start <= item.index < stop]
+        for first in range(0, len(chosen), page_size):
+            yield list(chosen[first : first + page_size])
+
+    def delete_job_rows(self, batch_id: str) -> None:
+        for key in [key for key in self.jobs if key[0] == batch_id]:
+            self.jobs.pop(key)
+
+    def take_submit_lease(self, batch_id: str, previous_lease: str | None, *, chunk: int = 0) -> JobRecord | None:
+        try:
+            return self._chunk_change(
+                batch_id,
+                chunk,
+                CHUNK_BATCH_STATUSES,
+                lambda job: not job.geminiJobName and job.submitStartedAt == previous_lease,
+                submitStartedAt=ids.now_iso(),
+            )
+        except ConcurrentChange:
+            return None
+
+    def release_submit_lease(self, batch_id: str, lease: str, *, chunk: int = 0) -> None:
+        try:
+            self._chunk_change(batch_id, chunk, None, lambda job: job.submitStartedAt == lease, submitStartedAt=None)
+        except ConcurrentChange:
+            pass
+
+    def record_input_file(self, batch_id: str, input_file: str, *, chunk: int = 0) -> None:
+        self._chunk_change(batch_id, chunk, CHUNK_BATCH_STATUSES, geminiInputFile=input_file)
+
+    def record_job(self, batch_id: str, job_name: str, input_file: str | None, *, chunk: int = 0) -> bool:
+        try:
+            self._chunk_change(
+                batch_id,
+                chunk,
+                sources(BatchStatus.PROCESSING) | {BatchStatus.PROCESSING},
+                lambda job: not job.geminiJobName,
                 geminiJobName=job_name,
                 geminiInputFile=input_file,
                 geminiState=JOB_PENDING,
             )
         except ConcurrentChange:
             return False
+        self._change(batch_id, status=BatchStatus.PROCESSING)
         return True
 
-    def record_gemini_state(self, batch_id: str, state: str, *, while_active: bool) -> None:
+    def record_gemini_state(self, batch_id: str, state: str, *, while_active: bool, chunk: int = 0) -> None:
         try:
-            self._change(batch_id, ACTIVE_BATCH_STATUSES if while_active else None, geminiState=state)
+            self._chunk_change(batch_id, chunk, ACTIVE_BATCH_STATUSES if while_active else None, geminiState=state)
         except ConcurrentChange:
             pass
 
     # --- collect
-    def mark_collect_queued(self, batch_id: str) -> bool:
-        batch = self.batches.get(batch_id)
-        if batch is None or batch.status is not BatchStatus.PROCESSING or batch.collectQueuedAt:
+    def mark_collect_queued(self, batch_id: str, *, chunk: int = 0) -> bool:
+        try:
+            self._chunk_change(
+                batch_id,
+                chunk,
+                [BatchStatus.PROCESSING],
+                lambda job: not job.collectQueuedAt and bool(job.geminiJobName or chunk == 0),
+                collectQueuedAt=ids.now_iso(),
+                geminiState=JOB_SUCCEEDED,
+            )
+        except ConcurrentChange:
             return False
-        self._change(batch_id, collectQueuedAt=ids.now_iso(), geminiState=JOB_SUCCEEDED)
         return True
 
-    def clear_collect_queued(self, batch_id: str) -> None:
+    def clear_collect_queued(self, batch_id: str, *, chunk: int = 0) -> None:
         try:
-            self._change(batch_id, [BatchStatus.PROCESSING], collectQueuedAt=None)
+            self._chunk_change(batch_id, chunk, [BatchStatus.PROCESSING], collectQueuedAt=None)
         except ConcurrentChange:
             pass
 
-    def mark_collected(self, batch_id: str, job_name: str) -> None:
+    def mark_collected(self, batch_id: str, job_name: str, *, chunk: int = 0) -> None:
         try:
-            self._change(batch_id, [BatchStatus.PROCESSING], collectedJob=job_name)
+            self._chunk_change(batch_id, chunk, [BatchStatus.PROCESSING], collectedJob=job_name)
         except ConcurrentChange:
             pass
 
-    def start_next_round(self, batch_id: str, next_round: int, finished_job: str) -> bool:
-        batch = self.batches.get(batch_id)
-        if batch is None or batch.status not in sources(BatchStatus.PENDING) or batch.geminiJobName != finished_job:
+    def start_next_round(
+        self, batch_id: str, next_round: int, finished_job: str, *, chunk: int = 0, keep_processing: bool = False
+    ) -> bool:
+        allowed = [BatchStatus.PROCESSING] if keep_processing else sources(BatchStatus.PENDING)
+        try:
+            self._chunk_change(
+                batch_id,
+                chunk,
+                allowed,
+                lambda job: job.geminiJobName == finished_job,
+                geminiRound=next_round,
+                geminiJobName=None,
+                geminiState=None,
+                geminiInputFile=None,
+                submitStartedAt=None,
+                collectQueuedAt=None,
+                collectLines=0,
+            )
+        except ConcurrentChange:
             return False
-        self._change(
-            batch_id,
-            status=BatchStatus.PENDING,
-            geminiRound=next_round,
-            geminiJobName=None,
-            geminiState=None,
-            geminiInputFile=None,
-            submitStartedAt=None,
-            collectQueuedAt=None,
-        )
+        if chunk == 0 and not keep_processing:
+            self._change(batch_id, status=BatchStatus.PENDING)
         return True
 
     def move_items_to_round(self, batch_id: str, indexes: Sequence[int], next_round: int) -> None:

@@ -283,7 +283,9 @@ class BulkMoneyMachine(MoneyMachine):
 
     def teardown(self) -> None:
         try:
-            for _ in range(20):  # SQS delivers every ingest message in the end (a hand-over sends another)
+            # SQS delivers every ingest message in the end (a hand-over sends another); a run of up to 30
+            # steps can create more than 20 file batches, so the bound is per message, not 20 in all.
+            for _ in range(20 + 20 * len(self.services.queues.ingest)):
                 queue = self.services.queues.ingest
                 if not queue:
                     break

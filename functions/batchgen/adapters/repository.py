@@ -3,6 +3,7 @@
 Key layout (one table, see `constants.TABLE`):
   BATCH#<id> / #META           the batch; GSI1 (user history), GSI2 (admin), GSI3 (sparse: active only)
   BATCH#<id> / ITEM#<nnnnn>     one item per request, so a batch and its items are one Query
+  BATCH#<id> / JOB#<nnn>        the Gemini job state of chunk 1.. of a chunked batch (chunk 0's is on #META)
   UPLOAD#<id> / #META         a presigned bulk input file and the batch that used it
   USER#<id>  / #BALANCE        the credit balance
   USER#<id>  / LEDGER#<at>#<r> one ledger entry per balance change
@@ -36,7 +37,7 @@ from batchgen.adapters.outbox import ITEM_FAILED_EVENT, ITEM_SUCCEEDED_EVENT, ou
 from batchgen.config import get_settings
 from batchgen.domain.errors import AlreadyCreated, Conflict, InsufficientCredits, InvalidInput
 from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
-from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED
+from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, chunk_count
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome as ItemOutcome
 from batchgen.domain.outcomes import Page as Page
@@ -53,6 +54,7 @@ from batchgen.models.records import (
     BatchRecord,
     BatchWithItems,
     ItemRecord,
+    JobRecord,
     LedgerRecord,
     SlotRecord,
     TemplateRecord,
@@ -65,6 +67,7 @@ _deserializer = TypeDeserializer()
 META_SK = "#META"
 BALANCE_SK = "#BALANCE"
 ITEM_PREFIX = "ITEM#"
+JOB_PREFIX = "JOB#"
 LEDGER_PREFIX = "LEDGER#"
 TEMPLATE_PREFIX = "TEMPLATE#"
 PHOTO_PREFIX = "PHOTO#"
@@ -96,6 +99,15 @@ def user_pk(user_id: str) -> str:
 def item_sk(index: int) -> str:
     """Five digits: a bulk batch's items sort in request order up to index 99,999."""
     return f"{ITEM_PREFIX}{index:05d}"
+
+
+def job_sk(chunk: int) -> str:
+    return f"{JOB_PREFIX}{chunk:03d}"
+
+
+# A chunk's job may be (re)started while its batch is pending (nothing submitted yet) or processing
+# (other chunks running): `processing` stays while any chunk has a job.
+CHUNK_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
 
 
 def _marshal(value: dict[str, Any]) -> dict[str, Any]:
@@ -574,109 +586,304 @@ class Repository:
             return False
         return True
 
-    def take_submit_lease(self, batch_id: str, previous_lease: str | None) -> BatchRecord | None:
-        """Compare-and-set of `submitStartedAt` on a pending batch without a job: of two attempts
-        exactly one gets the batch back; the other gets None."""
+    def take_submit_lease(self, batch_id: str, previous_lease: str | None, *, chunk: int = 0) -> JobRecord | None:
+        """Compare-and-set of `submitStartedAt` on a chunk without a job of a pending (or, with other
+        chunks running, processing) batch: of two attempts exactly one gets the chunk back; the other None."""
+        condition = "attribute_not_exists(geminiJobName) AND " + (
+            "submitStartedAt = :seen" if previous_lease else "attribute_not_exists(submitStartedAt)"
+        )
+        seen = {":seen": previous_lease} if previous_lease else None
         try:
-            return self.update_batch(
-                batch_id,
-                {"submitStartedAt": now_iso()},
-                expected_status=[BatchStatus.PENDING],
-                condition="attribute_not_exists(geminiJobName) AND "
-                + ("submitStartedAt = :seen" if previous_lease else "attribute_not_exists(submitStartedAt)"),
-                condition_values={":seen": previous_lease} if previous_lease else None,
+            if chunk == 0:
+                batch = self.update_batch(
+                    batch_id,
+                    {"submitStartedAt": now_iso()},
+                    expected_status=CHUNK_BATCH_STATUSES,
+                    condition=condition,
+                    condition_values=seen,
+                )
+                return JobRecord.of_batch(batch)
+            self._update_job(
+                batch_id, chunk, {"submitStartedAt": now_iso()}, condition, seen, batch_in=CHUNK_BATCH_STATUSES
             )
         except ConcurrentChange:
             return None
+        return self.get_job(batch_id, chunk)
 
-    def release_submit_lease(self, batch_id: str, lease: str) -> None:
+    def release_submit_lease(self, batch_id: str, lease: str, *, chunk: int = 0) -> None:
         try:
-            self.update_batch(
-                batch_id,
-                {"submitStartedAt": None},
-                condition="submitStartedAt = :mine",
-                condition_values={":mine": lease},
+            self._update_chunk(
+                batch_id, chunk, {"submitStartedAt": None}, "submitStartedAt = :mine", {":mine": lease}, batch_in=None
             )
         except ConcurrentChange:
             pass
 
-    def record_input_file(self, batch_id: str, input_file: str) -> None:
-        self.update_batch(batch_id, {"geminiInputFile": input_file}, expected_status=[BatchStatus.PENDING])
+    def record_input_file(self, batch_id: str, input_file: str, *, chunk: int = 0) -> None:
+        self._update_chunk(batch_id, chunk, {"geminiInputFile": input_file}, None, None, batch_in=CHUNK_BATCH_STATUSES)
 
-    def record_job(self, batch_id: str, job_name: str, input_file: str | None) -> bool:
-        """PENDING -> PROCESSING with its job; False when the batch moved on meanwhile."""
+    def record_job(self, batch_id: str, job_name: str, input_file: str | None, *, chunk: int = 0) -> bool:
+        """The chunk's job, and the batch PENDING -> PROCESSING (it stays PROCESSING while other chunks
+        run); False when the batch moved on or the chunk has a job meanwhile."""
+        job = {"geminiJobName": job_name, "geminiInputFile": input_file, "geminiState": JOB_PENDING}
+        moved = {"status": BatchStatus.PROCESSING.value, "updatedAt": now_iso()}
+        allowed = sources(BatchStatus.PROCESSING) | {BatchStatus.PROCESSING}
         try:
-            self.update_batch(
-                batch_id,
-                {
-                    "status": BatchStatus.PROCESSING.value,
-                    "geminiJobName": job_name,
-                    "geminiInputFile": input_file,
-                    "geminiState": JOB_PENDING,
-                    "updatedAt": now_iso(),
-                },
-                expected_status=sources(BatchStatus.PROCESSING),
-            )
+            if chunk == 0:
+                self.update_batch(
+                    batch_id, {**job, **moved}, expected_status=allowed, condition="attribute_not_exists(geminiJobName)"
+                )
+            else:
+                self._update_job(
+                    batch_id,
+                    chunk,
+                    job,
+                    "attribute_not_exists(geminiJobName)",
+                    None,
+                    batch_in=allowed,
+                    batch_changes=moved,
+                )
         except ConcurrentChange:
             return False
         return True
 
-    def record_gemini_state(self, batch_id: str, state: str, *, while_active: bool) -> None:
+    def record_gemini_state(self, batch_id: str, state: str, *, while_active: bool, chunk: int = 0) -> None:
         """The job state Gemini last reported; after the batch ended (a cancel's outcome) too, unless it is
         gone. A batch that moved on meanwhile keeps what it has."""
         changes: dict[str, Any] = {"geminiState": state}
-        if while_active:
+        if while_active and chunk == 0:
             changes["updatedAt"] = now_iso()
         try:
-            self.update_batch(batch_id, changes, expected_status=ACTIVE_BATCH_STATUSES if while_active else None)
+            self._update_chunk(
+                batch_id,
+                chunk,
+                changes,
+                "attribute_exists(PK)" if chunk else None,  # a deleted batch's chunk row stays gone
+                None,
+                batch_in=ACTIVE_BATCH_STATUSES if while_active else None,
+            )
         except ConcurrentChange:
             pass
 
-    # --- collect --------------------------------------------------------------------------
-    def mark_collect_queued(self, batch_id: str) -> bool:
-        """The marker that makes one collect message per finished job, however many ticks overlap."""
+    # --- chunks (SPEC §6): chunk 0 on the batch row, chunks 1.. in JOB# rows --------------------------
+    def get_job(self, batch_id: str, chunk: int) -> JobRecord | None:
+        """One chunk's job state (a chunk never submitted reads as a fresh one); None if no such batch."""
+        if chunk == 0:
+            batch = self.get_batch(batch_id)
+            return JobRecord.of_batch(batch) if batch else None
+        response = self.db.get_item(
+            TableName=self.table, Key=_marshal({"PK": batch_pk(batch_id), "SK": job_sk(chunk)}), ConsistentRead=True
+        )
+        if "Item" in response:
+            return JobRecord.model_validate(_unmarshal(response["Item"]))
+        return JobRecord(batchId=batch_id, chunk=chunk)
+
+    def list_jobs(self, batch: BatchRecord, chunk_size: int) -> list[JobRecord]:
+        """Every chunk's job state in chunk order: the batch row's, then (only for a chunked batch) one
+        Query of its JOB# rows; a chunk never submitted reads as a fresh one."""
+        count = chunk_count(batch.requestCount, chunk_size)
+        jobs = {0: JobRecord.of_batch(batch)}
+        if count > 1:
+            for row in self._query_all(
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+                ExpressionAttributeValues=_values({":pk": batch_pk(batch.batchId), ":prefix": JOB_PREFIX}),
+                ConsistentRead=True,
+            ):
+                job = JobRecord.model_validate(row)
+                jobs[job.chunk] = job
+        return [jobs.get(chunk) or JobRecord(batchId=batch.batchId, chunk=chunk) for chunk in range(count)]
+
+    def pin_chunk_size(self, batch_id: str, chunk_size: int) -> int:
+        """Requests per job, fixed for the batch's life by its first submit; returns the size it has."""
         try:
             self.update_batch(
+                batch_id, {"geminiChunkSize": chunk_size}, condition="attribute_not_exists(geminiChunkSize)"
+            )
+        except ConcurrentChange:
+            batch = self.get_batch(batch_id)
+            return batch.geminiChunkSize if batch and batch.geminiChunkSize else chunk_size
+        return chunk_size
+
+    def record_collect_progress(self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int) -> bool:
+        """The collect checkpoint of a chunk's job: `lines` response lines read and settled, only if nobody
+        advanced it since `seen` (of two runs on one chunk, one goes on)."""
+        condition = "geminiJobName = :job AND " + (
+            "(attribute_not_exists(collectLines) OR collectLines = :seen)" if seen == 0 else "collectLines = :seen"
+        )
+        try:
+            self._update_chunk(
                 batch_id,
-                {"collectQueuedAt": now_iso(), "geminiState": JOB_SUCCEEDED},
-                expected_status=[BatchStatus.PROCESSING],
-                condition="attribute_not_exists(collectQueuedAt)",
+                chunk,
+                {"collectLines": lines},
+                condition,
+                {":job": job_name, ":seen": seen},
+                batch_in=[BatchStatus.PROCESSING],
             )
         except ConcurrentChange:
             return False
         return True
 
-    def clear_collect_queued(self, batch_id: str) -> None:
+    def iter_item_range(self, batch_id: str, start: int, stop: int, page_size: int = 100) -> Iterator[list[ItemRecord]]:
+        """The items [start, stop) in request order, one Query page at a time (one chunk's, never the batch)."""
+        if stop <= start:
+            return
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :first AND :last",
+            "ExpressionAttributeValues": _values(
+                {":pk": batch_pk(batch_id), ":first": item_sk(start), ":last": item_sk(stop - 1)}
+            ),
+            "ConsistentRead": True,
+            "Limit": page_size,
+        }
+        while True:
+            response = self.db.query(**params)
+            rows = [ItemRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
+            if rows:
+                yield rows
+            if "LastEvaluatedKey" not in response:
+                return
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def delete_job_rows(self, batch_id: str) -> None:
+        keys = [
+            {"PK": row["PK"], "SK": row["SK"]}
+            for row in self._query_all(
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+                ExpressionAttributeValues=_values({":pk": batch_pk(batch_id), ":prefix": JOB_PREFIX}),
+            )
+        ]
+        for key in keys:
+            self.db.delete_item(TableName=self.table, Key=_marshal(key))
+
+    def _update_chunk(
+        self,
+        batch_id: str,
+        chunk: int,
+        changes: dict[str, Any],
+        condition: str | None,
+        values: dict[str, Any] | None,
+        *,
+        batch_in: Iterable[BatchStatus] | None,
+    ) -> None:
+        """A conditional change of one chunk's job state (ConcurrentChange when a condition fails)."""
+        if chunk == 0:
+            self.update_batch(batch_id, changes, expected_status=batch_in, condition=condition, condition_values=values)
+        else:
+            self._update_job(batch_id, chunk, changes, condition, values, batch_in=batch_in)
+
+    def _update_job(
+        self,
+        batch_id: str,
+        chunk: int,
+        changes: dict[str, Any],
+        condition: str | None,
+        values: dict[str, Any] | None,
+        *,
+        batch_in: Iterable[BatchStatus] | None,
+        batch_changes: dict[str, Any] | None = None,
+    ) -> None:
+        """A JOB# row change (created on first write), with the batch row's status checked (and changed)
+        in the same transaction: a deleted or ended batch never gains a chunk."""
+        all_changes = {"batchId": batch_id, "chunk": chunk, "entity": "job", **changes}
+        names = {f"#f{i}": name for i, name in enumerate(all_changes)}
+        job_values = {f":v{i}": v for i, v in enumerate(all_changes.values()) if v is not None}
+        sets = [f"#f{i} = :v{i}" for i, v in enumerate(all_changes.values()) if v is not None]
+        removals = [f"#f{i}" for i, v in enumerate(all_changes.values()) if v is None]
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removals) if removals else "")
+        job_update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _marshal({"PK": batch_pk(batch_id), "SK": job_sk(chunk)}),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _values({**job_values, **(values or {})}),
+        }
+        if condition:
+            job_update["ConditionExpression"] = condition
+        meta: dict[str, Any] = {}
+        if batch_in is not None or batch_changes:
+            meta_values: dict[str, Any] = {}
+            meta_names = {"#status": "status"}
+            conditions = ["attribute_exists(PK)"]
+            if batch_in is not None:
+                conditions.append(status_in(batch_in, meta_values))
+            meta = {
+                "TableName": self.table,
+                "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+                "ConditionExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": meta_names,
+            }
+            if batch_changes:
+                for i, (name, value) in enumerate(batch_changes.items()):
+                    meta_names[f"#b{i}"] = name
+                    meta_values[f":b{i}"] = value
+                meta["UpdateExpression"] = "SET " + ", ".join(f"#b{i} = :b{i}" for i in range(len(batch_changes)))
+            if meta_values:
+                meta["ExpressionAttributeValues"] = _values(meta_values)
+        try:
+            if not meta:
+                self.db.update_item(**job_update)
+            else:
+                kind = "Update" if batch_changes else "ConditionCheck"
+                self.db.transact_write_items(TransactItems=[{"Update": job_update}, {kind: meta}])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                raise ConcurrentChange(f"chunk {chunk} of batch {batch_id} changed") from exc
+            raise
+
+    # --- collect --------------------------------------------------------------------------
+    def mark_collect_queued(self, batch_id: str, *, chunk: int = 0) -> bool:
+        """The marker that makes one collect message per finished job, however many ticks overlap."""
+        try:
+            self._update_chunk(
+                batch_id,
+                chunk,
+                {"collectQueuedAt": now_iso(), "geminiState": JOB_SUCCEEDED},
+                "attribute_not_exists(collectQueuedAt)" + (" AND attribute_exists(geminiJobName)" if chunk else ""),
+                None,
+                batch_in=[BatchStatus.PROCESSING],
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def clear_collect_queued(self, batch_id: str, *, chunk: int = 0) -> None:
         """Hands a processing batch back to the poller (collect came too early, or its message was lost)."""
         try:
-            self.update_batch(batch_id, {"collectQueuedAt": None}, expected_status=[BatchStatus.PROCESSING])
+            self._update_chunk(
+                batch_id, chunk, {"collectQueuedAt": None}, None, None, batch_in=[BatchStatus.PROCESSING]
+            )
         except ConcurrentChange:
             pass
 
-    def mark_collected(self, batch_id: str, job_name: str) -> None:
+    def mark_collected(self, batch_id: str, job_name: str, *, chunk: int = 0) -> None:
         try:
-            self.update_batch(batch_id, {"collectedJob": job_name}, expected_status=[BatchStatus.PROCESSING])
+            self._update_chunk(
+                batch_id, chunk, {"collectedJob": job_name}, None, None, batch_in=[BatchStatus.PROCESSING]
+            )
         except ConcurrentChange:
             pass  # ended meanwhile (cancelled, or finalised by the last upload)
 
-    def start_next_round(self, batch_id: str, next_round: int, finished_job: str) -> bool:
-        """PROCESSING -> PENDING for a follow-up round; False if it ended or a duplicate started it."""
+    def start_next_round(
+        self, batch_id: str, next_round: int, finished_job: str, *, chunk: int = 0, keep_processing: bool = False
+    ) -> bool:
+        """A chunk's follow-up round: its job cleared for submit to create the next one. A one-chunk
+        batch goes PROCESSING -> PENDING (waits for submit like a new batch); with other chunks running
+        (`keep_processing`) it stays PROCESSING. False if it ended or a duplicate started it."""
+        changes: dict[str, Any] = {
+            "geminiRound": next_round,
+            "geminiJobName": None,
+            "geminiState": None,
+            "geminiInputFile": None,
+            "submitStartedAt": None,
+            "collectQueuedAt": None,
+            "collectLines": 0,
+        }
+        if chunk == 0 and not keep_processing:
+            changes.update(status=BatchStatus.PENDING.value, updatedAt=now_iso())
+        allowed = [BatchStatus.PROCESSING] if keep_processing else sources(BatchStatus.PENDING)
         try:
-            self.update_batch(
-                batch_id,
-                {
-                    "status": BatchStatus.PENDING.value,
-                    "geminiRound": next_round,
-                    "geminiJobName": None,
-                    "geminiState": None,
-                    "geminiInputFile": None,
-                    "submitStartedAt": None,
-                    "collectQueuedAt": None,
-                    "updatedAt": now_iso(),
-                },
-                expected_status=sources(BatchStatus.PENDING),
-                condition="geminiJobName = :job",
-                condition_values={":job": finished_job},
+            self._update_chunk(
+                batch_id, chunk, changes, "geminiJobName = :job", {":job": finished_job}, batch_in=allowed
             )
         except ConcurrentChange:
             return False

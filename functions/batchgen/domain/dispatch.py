@@ -16,10 +16,11 @@ class Waiting:
     user_id: str
     tier: str | None
     created_at: str
+    chunk: int = 0  # a chunked batch (SPEC §6) waits with each of its chunks, in chunk order
 
 
-def priority(waiting: Waiting) -> tuple[int, str, str]:
-    return (0 if waiting.tier == PREMIUM else 1, waiting.created_at, waiting.batch_id)
+def priority(waiting: Waiting) -> tuple[int, str, str, int]:
+    return (0 if waiting.tier == PREMIUM else 1, waiting.created_at, waiting.batch_id, waiting.chunk)
 
 
 def queue_order(waiting: Iterable[Waiting], held: Counter[str], per_user: int) -> list[Waiting]:

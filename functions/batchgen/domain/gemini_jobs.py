@@ -47,3 +47,46 @@ class JobView:
     def has_results(self) -> bool:
         """SUCCEEDED is not enough: Gemini has reported it before the responses file existed."""
         return self.state == JOB_SUCCEEDED and bool(self.responses_file or self.inlined_responses)
+
+
+# --- chunked jobs (SPEC §6) ------------------------------------------------------------------------
+JOB_RUNNING = "JOB_STATE_RUNNING"
+JOB_EXPIRED = "JOB_STATE_EXPIRED"
+JOB_CANCELLED = "JOB_STATE_CANCELLED"
+# A chunk whose job ended like this is resubmitted once (a new round) with its unfinished items.
+RESUBMITTED_ENDINGS = frozenset({JOB_FAILED, JOB_EXPIRED})
+# How far a chunk's job has got: the least advanced chunk's state is the batch's `geminiState`.
+_PROGRESS = {None: 0, JOB_PENDING: 1, JOB_RUNNING: 2}
+# `geminiJobs` counts of the status body: each chunk under one of these names.
+CHUNK_COUNT_NAMES = ("pending", "running", "succeeded", "failed", "expired")
+
+
+def chunk_count(request_count: int, chunk_size: int) -> int:
+    """Jobs a batch runs as: one per `chunk_size` requests, at least one."""
+    return max(1, -(-request_count // max(chunk_size, 1)))
+
+
+def chunk_range(chunk: int, chunk_size: int, request_count: int) -> tuple[int, int]:
+    """The item indexes [start, stop) of one chunk."""
+    start = chunk * chunk_size
+    return start, min(start + chunk_size, request_count)
+
+
+def progress(state: str | None) -> int:
+    """0 not submitted, 1 pending, 2 running, 3 ended (any way)."""
+    return _PROGRESS.get(state, 3)
+
+
+def least_advanced(states: list[str | None]) -> str | None:
+    return min(states, key=progress) if states else None
+
+
+def count_name(state: str | None) -> str:
+    """Which `geminiJobs` count a chunk's state falls under."""
+    if state == JOB_SUCCEEDED:
+        return "succeeded"
+    if state == JOB_EXPIRED:
+        return "expired"
+    if state in JOB_ENDINGS:
+        return "failed"  # failed or cancelled
+    return "running" if state == JOB_RUNNING else "pending"

@@ -13,9 +13,10 @@ from batchgen.models.records import BatchRecord, ItemRecord
 MAX_TEXT_BYTES = 100_000  # UTF-8 bytes one stored item may hold (DynamoDB items stop at 400 KB)
 
 
-def job_display_name(batch_id: str, round_number: int = 0) -> str:
-    """Deterministic per batch and round, so an interrupted submit can find the job it may have created."""
-    return f"batchgen-{batch_id}" + (f"-r{round_number}" if round_number else "")
+def job_display_name(batch_id: str, round_number: int = 0, chunk: int = 0) -> str:
+    """Deterministic per batch, chunk and round, so an interrupted submit can find the job it may have
+    created (chunk 0, the only one of most batches, keeps the name it always had)."""
+    return f"batchgen-{batch_id}" + (f"-c{chunk}" if chunk else "") + (f"-r{round_number}" if round_number else "")
 
 
 def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:

@@ -24,14 +24,19 @@ metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: CollectRecord) -> None:
+def record_handler(record: CollectRecord, lambda_context: LambdaContext | None = None) -> None:
+    from batchgen.usecases.ingest import lambda_time_left
+
+    message = record.body
     try:
-        report = collect.collect_batch(live_services(), record.body.batchId)
+        report = collect.collect_batch(
+            live_services(), message.batchId, message.chunk, lambda_time_left(lambda_context)
+        )
         notify.relay_soon(live_services())  # SPEC §7: item and end events leave now, not at the next tick
     except TransientError:
         back_off(record, get_settings().collect_queue_url)
         raise
-    logger.info("collected", extra={"batch_id": record.body.batchId, **report.__dict__})
+    logger.info("collected", extra={"batch_id": message.batchId, "chunk": message.chunk, **report.__dict__})
     metrics.add_metric(name="ItemsFailedAtGemini", unit=MetricUnit.Count, value=report.failed)
     metrics.add_metric(name="UploadsQueued", unit=MetricUnit.Count, value=report.uploads_queued)
     metrics.add_metric(name="TextsStored", unit=MetricUnit.Count, value=report.texts_stored)

@@ -29,10 +29,15 @@ def record_handler(record: SubmitRecord) -> None:
     message = record.body
     try:
         if isinstance(message, SubmitJob):
-            outcome = submit.submit_batch(live_services(), message.batchId)
+            outcome = submit.submit_batch(live_services(), message.batchId, message.chunk)
             logger.info(
                 "submit",
-                extra={"batch_id": message.batchId, "outcome": outcome.status, "job": outcome.job_name},
+                extra={
+                    "batch_id": message.batchId,
+                    "chunk": message.chunk,
+                    "outcome": outcome.status,
+                    "job": outcome.job_name,
+                },
             )
             metrics.add_metric(name=f"Submit_{outcome.status}", unit=MetricUnit.Count, value=1)
         else:
@@ -42,6 +47,7 @@ def record_handler(record: SubmitRecord) -> None:
                 message.jobName,
                 message.inputFile,
                 delete=message.action == "delete_job",
+                chunk=getattr(message, "chunk", 0),
             )
     except TransientError:
         back_off(record, get_settings().submit_queue_url)

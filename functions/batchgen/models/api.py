@@ -199,6 +199,17 @@ class Summary(BaseModel):
     failed: int
 
 
+class GeminiJobCounts(BaseModel):
+    """The batch's Gemini jobs (SPEC §6: one per `GEMINI_JOB_MAX_REQUESTS` requests) by state."""
+
+    total: int
+    pending: int = Field(description="not submitted yet, or queued at Gemini")
+    running: int
+    succeeded: int
+    failed: int = Field(description="failed or cancelled at Gemini")
+    expired: int
+
+
 class BatchStatusResponse(BaseModel):
     id: str
     batchId: str
@@ -225,6 +236,10 @@ class BatchStatusResponse(BaseModel):
     itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
     scheduledFor: str | None = None
     queuePosition: int | None = Field(default=None, description="1-based place while waiting for a Gemini job slot")
+    geminiJobs: GeminiJobCounts | None = Field(
+        default=None,
+        description="The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's",
+    )
 
 
 class DeleteBatchResponse(BaseModel):

@@ -24,6 +24,7 @@ class SubmitJob(Message):
 
     action: Literal["submit"] = "submit"
     batchId: str
+    chunk: int = 0  # the Gemini job chunk (SPEC §6); 0, the only one of most batches, is left off the wire
 
 
 class CancelJob(Message):
@@ -33,6 +34,7 @@ class CancelJob(Message):
     batchId: str
     jobName: str | None = None
     inputFile: str | None = None
+    chunk: int = 0
 
 
 class DeleteJob(Message):
@@ -45,7 +47,10 @@ class DeleteJob(Message):
 
 
 class CollectResults(Message):
+    """Collect one chunk's finished job (from its checkpoint: a run near its time limit hands over)."""
+
     batchId: str
+    chunk: int = 0
 
 
 class IngestFile(Message):

@@ -56,6 +56,11 @@ class BatchRecord(Record):
     ingestRedrivenAt: str | None = None  # the watchdog re-sent its ingest message (once), at this time
     tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
     scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
+    # Chunked Gemini jobs (SPEC §6): requests per job, pinned by the first submit (None: not submitted
+    # yet; the setting then). The fields above from `geminiJobName` to `geminiRound` and `collectLines`
+    # are chunk 0's job state; chunks 1.. keep theirs in `JobRecord` rows.
+    geminiChunkSize: int | None = None
+    collectLines: int = 0  # chunk 0's collect checkpoint: response lines read and settled
 
     @property
     def done_count(self) -> int:
@@ -77,6 +82,29 @@ class ItemRecord(Record):
     error: str | None = None
     round: int = 0  # the Gemini round (job) the item belongs to; raised when it is retried
     updatedAt: str | None = None
+
+
+class JobRecord(Record):
+    """One chunk's Gemini job state (SPEC §6): the items [start, stop) of its batch run as one job per round.
+
+    Chunk 0's state is the batch row's own fields (a one-chunk batch is stored as it always was);
+    chunks 1.. are rows `BATCH#<id>` / `JOB#<nnn>`. The field names are the batch row's."""
+
+    batchId: str
+    chunk: int = 0
+    geminiJobName: str | None = None
+    geminiState: str | None = None
+    geminiInputFile: str | None = None
+    submitStartedAt: str | None = None
+    collectQueuedAt: str | None = None
+    collectedJob: str | None = None
+    geminiRound: int = 0
+    collectLines: int = 0  # response lines of the current job read and settled (the collect checkpoint)
+
+    @classmethod
+    def of_batch(cls, batch: BatchRecord) -> JobRecord:
+        """Chunk 0, read from the batch row."""
+        return cls.model_validate({**batch.model_dump(), "chunk": 0})
 
 
 class UploadRecord(Record):
@@ -113,6 +141,7 @@ class SlotRecord(Record):
     batchId: str
     userId: str
     round: int = 0
+    chunk: int = 0
     reservedAt: str
 
 

@@ -1,24 +1,29 @@
 """Collect: a finished Gemini job's answers, matched to their items by key, into staging and uploads.
 
+One chunk's job at a time (SPEC §6), streamed a group of answers at a time, with a checkpoint (response
+lines settled) so that a run near the Lambda time limit hands over to the next one.
+
 Items whose request failed with a transient code are kept open for a follow-up Gemini job (one more
 round) instead of being refunded; in the last round they fail like any other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
+from batchgen import constants
 from batchgen.domain import ids
-from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS
+from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
 from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import is_open, is_terminal
-from batchgen.models.messages import SubmitJob, UploadImage
-from batchgen.models.records import BatchRecord, ItemRecord
+from batchgen.models.messages import CollectResults, SubmitJob, UploadImage
+from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
+from batchgen.usecases import chunks
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import fail_items, finalize_if_done
-from batchgen.usecases.submit import round_items
 
 NO_RESPONSE = "Gemini returned no response for this request"
 
@@ -29,6 +34,8 @@ class CollectReport:
     texts_stored: int = 0
     failed: int = 0
     retried: int = 0  # items sent to a follow-up Gemini round
+    handed_over: bool = False  # the run neared its time limit: a new collect message resumes after `lines`
+    lines: int = 0  # response lines read and settled so far (the chunk's checkpoint)
 
 
 @dataclass
@@ -41,45 +48,153 @@ class Sorted:
     retries: list[ItemRecord]
 
 
-def collect_batch(services: Services, batch_id: str) -> CollectReport:
+# Answers handled together: one SQS batch of upload messages (images are staged one group at a time,
+# so at most this many are in memory).
+GROUP_LINES = 10
+# Response lines between checkpoints of a chunk's collect when time is not short: each one settles the
+# failures read so far (a settlement reads the batch), so not too often; a run that dies redoes at most this.
+CHECKPOINT_LINES = 500
+
+
+@dataclass
+class CollectRun:
+    """One run over one chunk's responses, from its checkpoint (`start` lines already settled)."""
+
+    services: Services
+    batch: BatchRecord
+    job: JobRecord
+    start: int
+    report: CollectReport
+    answered: set[str] = field(default_factory=set)
+    lines: int = 0  # lines read (from the file's first line)
+    saved: int = 0  # the checkpoint written
+    keyless: bool = False  # an answer without a key: matched by position only at the end, no checkpoint
+    failures: dict[int, str] = field(default_factory=dict)
+    retries: list[ItemRecord] = field(default_factory=list)
+
+    def answers(
+        self, results: Iterable[tuple[str | None, Any]], wants_image: bool
+    ) -> Iterator[tuple[str | None, Answer]]:
+        for number, (key, result) in enumerate(results):
+            if number < self.start:  # settled by an earlier run: only its key counts (it was answered)
+                if key is not None:
+                    self.answered.add(key)
+                continue
+            self.lines = number + 1
+            self.keyless = self.keyless or key is None
+            yield key, read_answer(result, wants_image)
+
+    def settle_group(self, matched: list[tuple[ItemRecord | None, Answer]], *, last_round: bool) -> None:
+        sorted_ = sort_answers(matched, [], last_round=last_round)
+        self.answered.update(item.itemId for item, _ in matched if item is not None)
+        self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
+        store = self.services.store
+        self.report.texts_stored += sum(
+            1
+            for item, answer in sorted_.texts
+            if store.mark_item_success(self.batch.batchId, item.index, text=answer.text)
+        )
+        self.failures.update(sorted_.failures)
+        self.retries += sorted_.retries
+
+    def checkpoint(self) -> bool:
+        """Settles what was sorted and records the place; False when another run on this chunk moved it."""
+        store, batch_id = self.services.store, self.batch.batchId
+        if self.failures:
+            fail_items(store, batch_id, self.failures, reason="failed items refund")
+            self.report.failed += len(self.failures)
+        if self.retries:
+            store.move_items_to_round(batch_id, [item.index for item in self.retries], self.job.geminiRound + 1)
+            self.report.retried += len(self.retries)
+        self.failures, self.retries = {}, []
+        if self.lines == self.saved:
+            return True
+        moved = store.record_collect_progress(
+            batch_id, self.job.chunk, self.job.geminiJobName or "", self.saved, self.lines
+        )
+        self.saved = self.lines
+        self.report.lines = self.lines
+        return moved
+
+
+def collect_batch(
+    services: Services, batch_id: str, chunk: int = 0, time_left: Callable[[], float] | None = None
+) -> CollectReport:
+    """Collects one chunk's finished job (chunk 0: the only one of most batches), from its checkpoint.
+    A run whose time left drops below `COLLECT_HANDOVER_SECONDS` checkpoints and sends a new collect
+    message that resumes after the lines it settled: no item is redone or skipped."""
     store, report = services.store, CollectReport()
-    record = store.get_batch_with_items(batch_id)
-    if record is None or is_terminal(record.batch.status) or not record.batch.geminiJobName:
+    batch = store.get_batch(batch_id)
+    job = chunks.job_of(services, batch, chunk) if batch is not None and not is_terminal(batch.status) else None
+    if batch is None or job is None or not job.geminiJobName:
         return report
-    batch, job_name = record.batch, record.batch.geminiJobName
-    if batch.collectedJob == job_name:
+    job_name = job.geminiJobName
+    chunk_items = chunks.chunk_items(services, batch, chunk)
+    if job.collectedJob == job_name:
         # A duplicate delivery: this job's results were read (its files may be gone). If the first one
         # died before starting the follow-up round its retried items wait for, start it now.
-        if any(item.round > batch.geminiRound and is_open(item.status) for item in record.items):
-            start_next_round(services, batch)
+        if any(item.round > job.geminiRound and is_open(item.status) for item in chunk_items):
+            _next_round(services, batch, job)
         return report
-    job = services.gemini.get_job(job_name)
-    if not job.has_results:
+    view = services.gemini.get_job(job_name)
+    if not view.has_results:
         # Queued too early (a webhook ahead of Gemini's own reads), or SUCCEEDED before the responses
-        # file exists (seen live): not ready yet. Hand the batch back to the poller, which asks again.
-        store.clear_collect_queued(batch.batchId)
+        # file exists (seen live): not ready yet. Hand the chunk back to the poller, which asks again.
+        store.clear_collect_queued(batch_id, chunk=chunk)
         return report
-    items = round_items(record)
-    wants_image = model_kind(batch.type) == "image"
-    answers = ((key, read_answer(result, wants_image)) for key, result in services.gemini.iter_results(job))
-    sorted_ = sort_answers(match_answers(answers, items), items, last_round=batch.geminiRound + 1 >= MAX_GEMINI_ROUNDS)
-    report.uploads_queued = _stage_images(services, batch, sorted_.images)
-    report.texts_stored = sum(
-        1 for item, answer in sorted_.texts if store.mark_item_success(batch.batchId, item.index, text=answer.text)
-    )
-    if sorted_.failures:
-        fail_items(store, batch.batchId, sorted_.failures, reason="failed items refund")
-        report.failed = len(sorted_.failures)
-    if sorted_.retries:
-        store.move_items_to_round(batch.batchId, [item.index for item in sorted_.retries], batch.geminiRound + 1)
-    report.retried = len(sorted_.retries)
-    store.mark_collected(batch.batchId, job.name)  # before the files go: a duplicate never reads a deleted file
-    if sorted_.retries:
-        start_next_round(services, batch)
-    finalize_if_done(store, batch.batchId)
-    services.gemini.delete_file(batch.geminiInputFile)
-    services.gemini.delete_file(job.responses_file)  # outputs count against the project's 20 GB for 48 h
+    run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
+    items = chunks.round_items(chunk_items, job)
+    outcome = _read(run, view, items, time_left or (lambda: float("inf")))
+    if outcome == "handed_over":
+        services.queues.send_collect(CollectResults(batchId=batch_id, chunk=chunk))
+        report.handed_over = True
+        return report
+    if outcome == "overtaken" and not _ended(services, batch_id):
+        return report  # another run on this chunk went further: it goes on
+    if outcome == "read":
+        # Before the files go: a duplicate never reads a deleted file.
+        store.mark_collected(batch_id, view.name, chunk=chunk)
+        if run.report.retried or any(i.round > job.geminiRound and is_open(i.status) for i in chunk_items):
+            _next_round(services, batch, job)
+        finalize_if_done(store, batch_id)
+    _delete_files(services, job, view)  # read, or the batch ended meanwhile (its last items settled, or cancelled)
     return report
+
+
+def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Callable[[], float]) -> str:
+    """Reads the responses from the run's checkpoint: "read" (all of them, every item settled),
+    "handed_over" (time ran short: checkpointed) or "overtaken" (another run moved the checkpoint)."""
+    margin = min(float(constants.COLLECT_HANDOVER_SECONDS), time_left() / 4)
+    last_round = run.job.geminiRound + 1 >= MAX_GEMINI_ROUNDS
+    wants_image = model_kind(run.batch.type) == "image"
+    group: list[tuple[ItemRecord | None, Answer]] = []
+    for pair in match_answers(run.answers(run.services.gemini.iter_results(view), wants_image), items):
+        group.append(pair)
+        if len(group) < GROUP_LINES:
+            continue
+        run.settle_group(group, last_round=last_round)
+        group = []
+        low = time_left() < margin
+        if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low):
+            continue
+        if not run.checkpoint():
+            return "overtaken"
+        if low:
+            return "handed_over"
+    run.settle_group(group, last_round=last_round)
+    run.failures.update({item.index: NO_RESPONSE for item in items if item.itemId not in run.answered})
+    return "read" if run.checkpoint() else "overtaken"
+
+
+def _delete_files(services: Services, job: JobRecord, view: JobView) -> None:
+    services.gemini.delete_file(job.geminiInputFile)
+    services.gemini.delete_file(view.responses_file)  # outputs count against the project's 20 GB for 48 h
+
+
+def _ended(services: Services, batch_id: str) -> bool:
+    """The batch ended meanwhile (its last items were just settled): the chunk's files can go."""
+    latest = services.store.get_batch(batch_id)
+    return latest is not None and is_terminal(latest.status)
 
 
 def match_answers(
@@ -155,8 +270,24 @@ def _stage_images(services: Services, batch: BatchRecord, images: list[tuple[Ite
     return len(uploads)
 
 
-def start_next_round(services: Services, batch: BatchRecord) -> None:
-    """Back to `pending` with a new round number: submit builds the follow-up job of the retried items,
-    under its own display name, with the same lease and reconcile guarantees as the first job."""
-    if services.store.start_next_round(batch.batchId, batch.geminiRound + 1, batch.geminiJobName or ""):
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId))
+def _next_round(services: Services, batch: BatchRecord, job: JobRecord) -> None:
+    # Chunk 0's job state is the batch row's, so (services, batch) names it: the hook tests replace.
+    if job.chunk == 0:
+        start_next_round(services, batch)
+    else:
+        start_next_round(services, batch, job)
+
+
+def start_next_round(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> None:
+    """The chunk's next round: submit builds the follow-up job of the retried items, under its own display
+    name, with the same lease and reconcile guarantees as the first job. A one-chunk batch goes back to
+    `pending` meanwhile; a chunked one stays `processing` (its other chunks run)."""
+    job = job or JobRecord.of_batch(batch)
+    if services.store.start_next_round(
+        batch.batchId,
+        job.geminiRound + 1,
+        job.geminiJobName or "",
+        chunk=job.chunk,
+        keep_processing=chunks.chunk_count(batch) > 1,
+    ):
+        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))

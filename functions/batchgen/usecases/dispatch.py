@@ -1,7 +1,8 @@
 """Gemini job slots (SPEC §8): the one place that counts, reserves, releases and hands them out.
 
-A slot is held per Gemini job (keyed by the job's display name), reserved by a conditional counter in
-DynamoDB before the job is created, so concurrent submits never overshoot `GEMINI_MAX_ACTIVE_JOBS`.
+A slot is held per Gemini job (keyed by the job's display name: per batch, chunk and round), reserved
+by a conditional counter in DynamoDB before the job is created, so concurrent submits never overshoot
+`GEMINI_MAX_ACTIVE_JOBS`.
 Waiting batches get slots in priority order (premium first, then oldest) with a per-user share
 (`GEMINI_MAX_ACTIVE_JOBS_PER_USER`) while others wait. A slot is released by the poller's tick once its
 job has ended (its batch left the active index, collected, or moved to another round). Every read is
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 
 from batchgen.config import get_settings
 from batchgen.domain import dispatch, ids
+from batchgen.domain.gemini_jobs import JOB_ENDINGS
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.models.records import BatchRecord, SlotRecord
+from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -30,9 +32,10 @@ logger = logging.getLogger(__name__)
 SLOT_GRACE_SECONDS = 30
 
 
-def slot_key(batch: BatchRecord) -> str:
-    """One slot per Gemini job: the job's display name (per batch and round)."""
-    return job_display_name(batch.batchId, batch.geminiRound)
+def slot_key(batch: BatchRecord, job: JobRecord | None = None) -> str:
+    """One slot per Gemini job: the job's display name (per batch, chunk and round)."""
+    job = job or JobRecord.of_batch(batch)
+    return job_display_name(batch.batchId, job.geminiRound, job.chunk)
 
 
 @dataclass
@@ -58,26 +61,48 @@ class DispatchReport:
     admitted_ids: list[str] = field(default_factory=list)
 
 
-def is_waiting(batch: BatchRecord, held: set[str]) -> bool:
-    return batch.status is BatchStatus.PENDING and not batch.geminiJobName and slot_key(batch) not in held
+Jobs = dict[str, list[JobRecord]]  # each active batch's chunks (`chunks.jobs_of`)
 
 
-def slot_is_live(slot: SlotRecord, batch: BatchRecord | None) -> bool:
+def is_waiting(batch: BatchRecord, held: set[str], job: JobRecord | None = None) -> bool:
+    """A chunk (chunk 0 by default) without a job and without a slot, of a batch that may run it."""
+    job = job or JobRecord.of_batch(batch)
+    if batch.status not in (BatchStatus.PENDING, BatchStatus.PROCESSING):  # processing: other chunks run
+        return False
+    return not job.geminiJobName and slot_key(batch, job) not in held
+
+
+def slot_is_live(slot: SlotRecord, batch: BatchRecord | None, jobs: list[JobRecord] | None = None) -> bool:
     """Its job may still run at Gemini (or is about to be created)."""
-    if batch is not None and slot.round == batch.geminiRound and batch.collectQueuedAt:
+    known = jobs or ([JobRecord.of_batch(batch)] if batch is not None else [])
+    job = next((job for job in known if job.chunk == slot.chunk), None)
+    if job is not None and slot.round == job.geminiRound and job.collectQueuedAt:
         return False  # this round's job succeeded and its collect is queued: ended, whatever the slot's age
     if ids.age_seconds(slot.reservedAt) < SLOT_GRACE_SECONDS:
         return True
-    if batch is None:  # ended: no longer in the active index
+    if batch is None or job is None:  # ended: no longer in the active index
         return False
-    return slot.round == batch.geminiRound
+    # Ended at Gemini too (a chunk whose items were refunded while other chunks run).
+    return slot.round == job.geminiRound and job.geminiState not in JOB_ENDINGS
 
 
-def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord]) -> SlotQueue:
+def _jobs_for(services: Services, batches: Sequence[BatchRecord], jobs: Jobs | None) -> Jobs:
+    from batchgen.usecases import chunks
+
+    known = jobs or {}
+    return {b.batchId: known.get(b.batchId) or chunks.jobs_of(services, b) for b in batches}
+
+
+def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord], jobs: Jobs | None = None) -> SlotQueue:
     settings = get_settings()
     held = {slot.jobKey for slot in slots}
     holding = Counter(slot.userId for slot in slots)
-    waiting = [dispatch.Waiting(b.batchId, b.userId, b.tier, b.createdAt) for b in batches if is_waiting(b, held)]
+    waiting = [
+        dispatch.Waiting(b.batchId, b.userId, b.tier, b.createdAt, job.chunk)
+        for b in batches
+        for job in (jobs or {}).get(b.batchId) or [JobRecord.of_batch(b)]
+        if is_waiting(b, held, job)
+    ]
     order = dispatch.queue_order(waiting, holding, settings.gemini_max_active_jobs_per_user)
     return SlotQueue(slots, order, settings.gemini_max_active_jobs)
 
@@ -87,34 +112,38 @@ def active_job_count(services: Services) -> int:
     return len(services.store.list_slots())
 
 
-def holds_slot(slots: list[SlotRecord], batch: BatchRecord) -> bool:
-    key = slot_key(batch)
+def holds_slot(slots: list[SlotRecord], batch: BatchRecord, job: JobRecord | None = None) -> bool:
+    key = slot_key(batch, job)
     return any(slot.jobKey == key for slot in slots)
 
 
-def reserve(services: Services, batch: BatchRecord) -> bool:
+def reserve(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> bool:
+    job = job or JobRecord.of_batch(batch)
     slot = SlotRecord(
-        jobKey=slot_key(batch),
+        jobKey=slot_key(batch, job),
         batchId=batch.batchId,
         userId=batch.userId,
-        round=batch.geminiRound,
+        round=job.geminiRound,
+        chunk=job.chunk,
         reservedAt=ids.now_iso(),
     )
     return services.store.reserve_slot(slot, get_settings().gemini_max_active_jobs)
 
 
-def admit(services: Services, batch: BatchRecord) -> bool:
-    """Submit asks before creating a job: True when the batch holds (or now takes) a slot, which it may
-    only take when it is at the head of the queue; otherwise it waits for the poller's tick."""
+def admit(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> bool:
+    """Submit asks before creating a chunk's job: True when the chunk holds (or now takes) a slot, which
+    it may only take when it is at the head of the queue; otherwise it waits for the poller's tick."""
+    job = job or JobRecord.of_batch(batch)
     slots = services.store.list_slots()
-    if holds_slot(slots, batch):
+    if holds_slot(slots, batch, job):
         return True
     if len(slots) >= get_settings().gemini_max_active_jobs:
         return False  # no slot free: no place in the queue can take one, so the queue is not read
-    queue = build_queue(slots, list(services.store.iter_active_batches()))
-    if batch.batchId not in {w.batch_id for w in dispatch.admitted(queue.order, queue.free)}:
+    batches = list(services.store.iter_active_batches())
+    queue = build_queue(slots, batches, _jobs_for(services, batches, None))
+    if (batch.batchId, job.chunk) not in {(w.batch_id, w.chunk) for w in dispatch.admitted(queue.order, queue.free)}:
         return False
-    return reserve(services, batch)
+    return reserve(services, batch, job)
 
 
 def queue_position(services: Services, batch: BatchRecord) -> int | None:
@@ -124,31 +153,36 @@ def queue_position(services: Services, batch: BatchRecord) -> int | None:
     slots = services.store.list_slots()
     if holds_slot(slots, batch):
         return None
-    return build_queue(slots, list(services.store.iter_active_batches())).position(batch.batchId)
+    batches = list(services.store.iter_active_batches())
+    return build_queue(slots, batches, _jobs_for(services, batches, None)).position(batch.batchId)
 
 
-def tick(services: Services, slots: list[SlotRecord], batches: Sequence[BatchRecord]) -> DispatchReport:
+def tick(
+    services: Services, slots: list[SlotRecord], batches: Sequence[BatchRecord], jobs: Jobs | None = None
+) -> DispatchReport:
     """One dispatcher pass: release the slots of ended jobs, then hand free slots to the queue's head
-    and send each admitted batch to submit. `slots` must be read before `batches`."""
+    and send each admitted chunk to submit. `slots` must be read before `batches`."""
     report = DispatchReport()
     by_id = {batch.batchId: batch for batch in batches}
+    jobs = _jobs_for(services, batches, jobs)
     live = []
     for slot in slots:
-        if slot_is_live(slot, by_id.get(slot.batchId)):
+        if slot_is_live(slot, by_id.get(slot.batchId), jobs.get(slot.batchId)):
             live.append(slot)
         elif services.store.release_slot(slot.jobKey):
             report.released += 1
-    queue = build_queue(live, batches)
+    queue = build_queue(live, batches, jobs)
     report.held = len(live)
     for waiting in dispatch.admitted(queue.order, queue.free):
         batch = by_id[waiting.batch_id]
-        if not reserve(services, batch):
+        job = next(job for job in jobs[batch.batchId] if job.chunk == waiting.chunk)
+        if not reserve(services, batch, job):
             break  # full after all (a concurrent submit took the slot): the next tick goes on
         report.admitted += 1
         report.admitted_ids.append(batch.batchId)
         services.store.touch_pending(batch.batchId)  # attended to now: no re-drive of it on this message
         try:
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId))
+            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
         except Exception:  # it holds its slot: the pending re-drive sends it again
             logger.exception("submit message for admitted batch %s not sent", batch.batchId)
     report.waiting = len(queue.order) - report.admitted

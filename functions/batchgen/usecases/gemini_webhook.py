@@ -10,6 +10,7 @@ import json
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.states import BatchStatus
 from batchgen.domain.webhooks import SUCCEEDED_EVENTS, job_names
+from batchgen.usecases import chunks
 from batchgen.usecases.poll import queue_collect
 from batchgen.usecases.ports import Services
 
@@ -25,6 +26,9 @@ def handle_event(services: Services, body: bytes) -> str:
         return "ignored"  # failures and expiries are confirmed by the poller against Gemini itself
     names = job_names(payload)
     for batch in services.store.iter_active_batches():
-        if batch.geminiJobName in names and batch.status is BatchStatus.PROCESSING:
-            return "collect_queued" if queue_collect(services, batch) else "ignored"
+        if batch.status is not BatchStatus.PROCESSING:
+            continue
+        for job in chunks.jobs_of(services, batch):  # each chunk of a chunked batch is its own job (SPEC §6)
+            if job.geminiJobName in names:
+                return "collect_queued" if queue_collect(services, batch, job.chunk) else "ignored"
     return "ignored"

@@ -12,9 +12,9 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict, InvalidInput, NotFound
 from batchgen.domain.outcomes import Page
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
-from batchgen.models.messages import CancelJob, DeleteJob, PurgeImages
+from batchgen.models.messages import DeleteJob, PurgeImages
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
-from batchgen.usecases import items  # status pages: a bulk batch's items are never loaded whole
+from batchgen.usecases import chunks, items  # items: status pages, a bulk batch's items never loaded whole
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch
 
@@ -54,18 +54,10 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
     )
     if ended is None:
         raise Conflict("The batch finished before it could be cancelled.")
-    if ended.batch.geminiJobName or ended.batch.geminiInputFile:
-        try:  # through the submit queue, so the api function never loads the Gemini SDK
-            services.queues.send_submit(
-                CancelJob(
-                    action="cancel_job",
-                    batchId=batch_id,
-                    jobName=ended.batch.geminiJobName,
-                    inputFile=ended.batch.geminiInputFile,
-                )
-            )
-        except Exception:  # the cancel and its refund stand; say so loudly rather than answer 500
-            logger.exception("could not queue the Gemini clean-up of cancelled batch %s", batch_id)
+    try:  # every chunk's job, through the submit queue, so the api function never loads the Gemini SDK
+        chunks.send_clean_ups(services, ended.batch, delete=False)
+    except Exception:  # the cancel and its refund stand; say so loudly rather than answer 500
+        logger.exception("could not queue the Gemini clean-up of cancelled batch %s", batch_id)
     return items.status_page(services, principal, batch_id)
 
 
@@ -75,17 +67,18 @@ def delete_batch(services: Services, principal: Principal, batch_id: str, *, pur
     record = load_owned(services, principal, batch_id)
     if not is_terminal(record.batch.status):
         raise Conflict("The batch is still running; cancel it before deleting it.")
+    clean_ups = chunks.jobs_of(services, record.batch)  # read before the rows go
     services.store.delete_batch(record)
+    if len(clean_ups) > 1:
+        services.store.delete_job_rows(batch_id)
     services.blobs.delete_objects([item.imageKey for item in record.items if item.imageKey])
-    if record.batch.geminiJobName:
-        services.queues.send_submit(
-            DeleteJob(
-                action="delete_job",
-                batchId=batch_id,
-                jobName=record.batch.geminiJobName,
-                inputFile=record.batch.geminiInputFile,
+    for job in clean_ups:
+        if job.geminiJobName:
+            services.queues.send_submit(
+                DeleteJob(
+                    action="delete_job", batchId=batch_id, jobName=job.geminiJobName, inputFile=job.geminiInputFile
+                )
             )
-        )
     public_ids = [item.publicId for item in record.items if item.publicId]
     if not (purge_images and public_ids):
         return 0

@@ -1,4 +1,5 @@
-"""Poll: one scheduler tick over the active batches only, asking Gemini with bounded concurrency.
+"""Poll: one scheduler tick over the active batches only, asking Gemini (per chunk's job) with bounded
+concurrency.
 
 Safe when two ticks overlap: each move is a conditional write (one collect message per finished job,
 one re-drive per stuck batch). A tick also finishes batches whose finalising write was lost and
@@ -15,14 +16,21 @@ from datetime import timedelta
 from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain import ids
-from batchgen.domain.gemini_jobs import JOB_ENDINGS, JOB_FAILED, JOB_SUCCEEDED, JobNotFound
+from batchgen.domain.gemini_jobs import (
+    JOB_ENDINGS,
+    JOB_FAILED,
+    JOB_SUCCEEDED,
+    MAX_GEMINI_ROUNDS,
+    RESUBMITTED_ENDINGS,
+    JobNotFound,
+)
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
-from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
-from batchgen.models.records import BatchRecord
-from batchgen.usecases import dispatch
+from batchgen.models.messages import CollectResults, SubmitJob
+from batchgen.models.records import BatchRecord, JobRecord
+from batchgen.usecases import chunks, dispatch
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch, fail_items, finalize_if_done
-from batchgen.usecases.submit import round_items
+from batchgen.usecases.submit import lease_is_held
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +55,19 @@ def poll_active_batches(services: Services) -> TickReport:
     batches = list(services.store.iter_active_batches())
     report = TickReport(active=len(batches))
     held = {slot.jobKey for slot in slots}
+    jobs: dispatch.Jobs = {}
+
+    def poll_one(batch: BatchRecord) -> tuple[str, str | None]:
+        jobs[batch.batchId] = chunks.jobs_of(services, batch)
+        return _poll_one(services, batch, held, jobs[batch.batchId])
+
     with ThreadPoolExecutor(max_workers=get_settings().poll_concurrency) as pool:
-        polled = pool.map(lambda batch: _poll_one(services, batch, dispatch.slot_key(batch) in held), batches)
-        for kind, state in polled:
+        for kind, state in pool.map(poll_one, batches):
             if state:
                 report.checked += 1
             if kind != "idle":
                 setattr(report, kind, getattr(report, kind) + 1)
-    dispatched = dispatch.tick(services, slots, batches)
+    dispatched = dispatch.tick(services, slots, batches, jobs)
     report.slots_released, report.admitted, report.waiting = (
         dispatched.released,
         dispatched.admitted,
@@ -63,16 +76,25 @@ def poll_active_batches(services: Services) -> TickReport:
     return report
 
 
-def _poll_one(services: Services, batch: BatchRecord, holds_slot: bool) -> tuple[str, str | None]:
+def _poll_one(services: Services, batch: BatchRecord, held: set[str], jobs: list[JobRecord]) -> tuple[str, str | None]:
     """(what happened, the Gemini state read or None when Gemini was not asked)."""
     try:
-        return poll_batch(services, batch, holds_slot)
+        return poll_batch(services, batch, held=held, jobs=jobs)
     except Exception:  # one bad batch must not stop the tick; it is retried on the next one
         logger.exception("poll of batch %s failed", batch.batchId)
         return "errors", None
 
 
-def poll_batch(services: Services, batch: BatchRecord, holds_slot: bool = True) -> tuple[str, str | None]:
+def poll_batch(
+    services: Services,
+    batch: BatchRecord,
+    holds_slot: bool = True,
+    *,
+    held: set[str] | None = None,
+    jobs: list[JobRecord] | None = None,
+) -> tuple[str, str | None]:
+    """One batch: finish, expire or release it, or check each of its chunks' jobs (SPEC §6). `held`: the
+    slot keys held (None: every chunk counts as holding one when `holds_slot`)."""
     settings = get_settings()
     if batch.done_count >= batch.requestCount:
         # Every item is settled but the finalising write was lost (a crash right after the last item).
@@ -82,22 +104,38 @@ def poll_batch(services: Services, batch: BatchRecord, holds_slot: bool = True) 
         return "expired", None
     if batch.status is BatchStatus.SCHEDULED:
         return release_if_due(services, batch), None
-    if batch.status is BatchStatus.PENDING:
-        # A batch waiting for a slot is the dispatcher's (below); one holding a slot may be stuck.
-        return (_redrive_if_stuck(services, batch) if holds_slot else "idle"), None
-    if not batch.geminiJobName or collect_in_flight(batch):
+    outcome: tuple[str, str | None] = ("idle", None)
+    for job in jobs if jobs is not None else chunks.jobs_of(services, batch):
+        holds = (dispatch.slot_key(batch, job) in held) if held is not None else holds_slot
+        kind, state = _poll_chunk(services, batch, job, holds)
+        if kind != "idle" or (state and outcome[0] == "idle"):
+            outcome = (kind, state)
+        if kind == "ended" and chunks.chunk_count(batch) == 1:
+            break
+    return outcome
+
+
+def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_slot: bool) -> tuple[str, str | None]:
+    if not job.geminiJobName:
+        # A chunk waiting for a slot is the dispatcher's (below); one holding a slot may be stuck.
+        if not holds_slot:
+            return "idle", None
+        if batch.status is BatchStatus.PENDING:
+            return _redrive_if_stuck(services, batch, job.chunk), None
+        return _redrive_chunk_if_stuck(services, batch, job), None
+    if batch.status is not BatchStatus.PROCESSING or collect_in_flight(job):
         return "idle", None
-    if batch.collectQueuedAt:  # its collect message was lost (a crash after the marker, or dead-lettered)
-        services.store.clear_collect_queued(batch.batchId)
-    return _check_job(services, batch, batch.geminiJobName)
+    if job.collectQueuedAt:  # its collect message was lost (a crash after the marker, or dead-lettered)
+        services.store.clear_collect_queued(batch.batchId, chunk=job.chunk)
+    return _check_job(services, batch, job)
 
 
 # A collect message outlives every delivery SQS makes of it by then (each up to the function's timeout).
 COLLECT_REDRIVE_SECONDS = constants.COLLECT_FUNCTION.timeout_seconds * (constants.COLLECT_QUEUE.max_receive_count + 1)
 
 
-def collect_in_flight(batch: BatchRecord) -> bool:
-    return bool(batch.collectQueuedAt) and ids.age_seconds(batch.collectQueuedAt or "") <= COLLECT_REDRIVE_SECONDS
+def collect_in_flight(job: BatchRecord | JobRecord) -> bool:
+    return bool(job.collectQueuedAt) and ids.age_seconds(job.collectQueuedAt or "") <= COLLECT_REDRIVE_SECONDS
 
 
 def release_if_due(services: Services, batch: BatchRecord) -> str:
@@ -110,36 +148,47 @@ def release_if_due(services: Services, batch: BatchRecord) -> str:
     return "released"
 
 
-def _redrive_if_stuck(services: Services, batch: BatchRecord) -> str:
+def _redrive_if_stuck(services: Services, batch: BatchRecord, chunk: int = 0) -> str:
     since = batch.submitStartedAt or batch.createdAt
     if ids.age_seconds(max(since, batch.updatedAt)) <= get_settings().pending_redrive_seconds:
         return "idle"
     # Touching updatedAt first: two overlapping ticks re-drive once.
     if not services.store.touch_pending(batch.batchId, seen_updated_at=batch.updatedAt):
         return "idle"
-    services.queues.send_submit(SubmitJob(batchId=batch.batchId))
+    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk))
     return "redriven"
 
 
-def _check_job(services: Services, batch: BatchRecord, job_name: str) -> tuple[str, str | None]:
+def _redrive_chunk_if_stuck(services: Services, batch: BatchRecord, job: JobRecord) -> str:
+    """A chunk of a running batch holding a slot without a job: its submit message was lost, or its
+    attempt died with the lease (which then has run out). Duplicates are harmless: the lease decides."""
+    since = job.submitStartedAt or batch.updatedAt
+    if lease_is_held(job.submitStartedAt) or ids.age_seconds(since) <= get_settings().pending_redrive_seconds:
+        return "idle"
+    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+    return "redriven"
+
+
+def _check_job(services: Services, batch: BatchRecord, job: JobRecord) -> tuple[str, str | None]:
+    job_name = job.geminiJobName or ""
     try:
-        job = services.gemini.get_job(job_name)
+        view = services.gemini.get_job(job_name)
     except JobNotFound:
-        job = None
-    state = job.state if job else JOB_FAILED
-    if state != batch.geminiState and state not in JOB_ENDINGS:
-        services.store.record_gemini_state(batch.batchId, state, while_active=True)
+        view = None
+    state = view.state if view else JOB_FAILED
+    if state != job.geminiState and state not in JOB_ENDINGS:
+        services.store.record_gemini_state(batch.batchId, state, while_active=True, chunk=job.chunk)
     if state == JOB_SUCCEEDED:
-        return ("collect_sent" if queue_collect(services, batch) else "idle"), state
+        return ("collect_sent" if queue_collect(services, batch, job.chunk) else "idle"), state
     if state not in JOB_ENDINGS:
         return "idle", state
     batch_status, error = JOB_ENDINGS[state]
-    if job is not None and job.error:
-        error = f"{error}: {job.error}"  # Operation.error says why, e.g. "13: An internal error..."
-    if batch.geminiRound > 0:
-        # A follow-up round ended badly: only its items fail; earlier rounds' images may still be on
-        # their way to Cloudinary and must not be refunded from under them.
-        _fail_round(services, batch, error, state)
+    if view is not None and view.error:
+        error = f"{error}: {view.error}"  # Operation.error says why, e.g. "13: An internal error..."
+    if job.geminiRound > 0 or chunks.chunk_count(batch) > 1:
+        # A chunk (or a follow-up round) ended badly: only its items are resubmitted or fail; other
+        # chunks' and earlier rounds' images may still be on their way to Cloudinary.
+        _end_chunk(services, batch, job, error, state)
     else:
         end_batch(
             services.store,
@@ -150,29 +199,53 @@ def _check_job(services: Services, batch: BatchRecord, job_name: str) -> tuple[s
             reason=f"{batch_status.value} batch refund",
             batch_changes={"geminiState": state, "failureReason": error},
         )
-    services.gemini.delete_file(batch.geminiInputFile)
+    services.gemini.delete_file(job.geminiInputFile)
     return "ended", state
 
 
-def _fail_round(services: Services, batch: BatchRecord, error: str, state: str) -> None:
-    record = services.store.get_batch_with_items(batch.batchId)
-    if record is None or is_terminal(record.batch.status) or record.batch.geminiJobName != batch.geminiJobName:
+def _end_chunk(services: Services, batch: BatchRecord, job: JobRecord, error: str, state: str) -> None:
+    """A chunk whose job failed or expired goes again once (a new round of its unfinished items) while
+    the batch's wait allows, in a batch of several chunks; otherwise its open items fail and are refunded."""
+    store = services.store
+    current = store.get_job(batch.batchId, job.chunk)
+    latest = store.get_batch(batch.batchId)
+    if current is None or latest is None or is_terminal(latest.status) or current.geminiJobName != job.geminiJobName:
         return
-    services.store.record_gemini_state(batch.batchId, state, while_active=True)
-    failures = {item.index: error for item in round_items(record)}
-    if failures:
-        fail_items(services.store, batch.batchId, failures, reason="failed items refund")
-    finalize_if_done(services.store, batch.batchId)
+    store.record_gemini_state(batch.batchId, state, while_active=True, chunk=job.chunk)
+    items = chunks.round_items(chunks.chunk_items(services, latest, job.chunk), current)
+    if items and _may_resubmit(latest, current, state):
+        next_round = current.geminiRound + 1
+        store.move_items_to_round(batch.batchId, [item.index for item in items], next_round)
+        if store.start_next_round(
+            batch.batchId, next_round, job.geminiJobName or "", chunk=job.chunk, keep_processing=True
+        ):
+            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+        return
+    if items:
+        fail_items(store, batch.batchId, {item.index: error for item in items}, reason="failed items refund")
+    finalize_if_done(store, batch.batchId)
 
 
-def queue_collect(services: Services, batch: BatchRecord) -> bool:
+def _may_resubmit(batch: BatchRecord, job: JobRecord, state: str) -> bool:
+    """Once per chunk (the rounds budget), for a job Gemini failed or expired, with time left to wait."""
+    time_left = get_settings().max_wait_seconds - ids.age_seconds(batch.scheduledFor or batch.createdAt)
+    return (
+        chunks.chunk_count(batch) > 1
+        and state in RESUBMITTED_ENDINGS
+        and job.geminiRound + 1 < MAX_GEMINI_ROUNDS
+        and time_left > 0
+    )
+
+
+def queue_collect(services: Services, batch: BatchRecord, chunk: int = 0) -> bool:
     """Exactly one collect message per finished job, however many ticks (or webhooks) overlap."""
-    if not services.store.mark_collect_queued(batch.batchId):
+    if not services.store.mark_collect_queued(batch.batchId, chunk=chunk):
         return False
     try:
-        services.queues.send_collect(CollectResults(batchId=batch.batchId))
+        services.queues.send_collect(CollectResults(batchId=batch.batchId, chunk=chunk))
     except Exception:
-        services.store.clear_collect_queued(batch.batchId)  # the next tick sends it again; nothing is lost
+        # The next tick sends it again; nothing is lost.
+        services.store.clear_collect_queued(batch.batchId, chunk=chunk)
         raise
     return True
 
@@ -187,13 +260,6 @@ def expire_batch(services: Services, batch: BatchRecord) -> None:
         error=f"Expired: not finished within {timedelta(seconds=max_wait)}",
         reason="expired batch refund",
     )
-    if ended is not None and (ended.batch.geminiJobName or ended.batch.geminiInputFile):
-        # Through the submit queue, so a Gemini hiccup is retried rather than leaving the job running.
-        services.queues.send_submit(
-            CancelJob(
-                action="cancel_job",
-                batchId=batch.batchId,
-                jobName=ended.batch.geminiJobName,
-                inputFile=ended.batch.geminiInputFile,
-            )
-        )
+    if ended is not None:
+        # Every chunk's job, through the submit queue: a Gemini hiccup is retried rather than leaving it running.
+        chunks.send_clean_ups(services, ended.batch, delete=False)

@@ -1,6 +1,6 @@
-"""Submit: one Gemini job per batch round, never a second one, even after a crash mid-way.
+"""Submit: one Gemini job per batch chunk and round, never a second one, even after a crash mid-way.
 
-An attempt takes a lease on the batch (compare-and-set); a duplicate during the lease comes back later;
+An attempt takes a lease on the chunk (compare-and-set); a duplicate during the lease comes back later;
 an attempt after an expired lease looks the job up by its display name before creating. Over the
 project's job cap the batch waits its turn in the dispatcher's queue (`usecases.dispatch`).
 """
@@ -15,11 +15,10 @@ from batchgen.domain import ids
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JobNotFound
 from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line
-from batchgen.domain.outcomes import open_items
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
-from batchgen.usecases import dispatch
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, JobRecord
+from batchgen.usecases import chunks, dispatch
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch, finalize_if_done
 
@@ -38,93 +37,103 @@ def lease_is_held(lease: str | None) -> bool:
     return lease is not None and ids.age_seconds(lease) < SUBMIT_LEASE_SECONDS
 
 
-def submit_batch(services: Services, batch_id: str) -> SubmitOutcome:
+def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOutcome:
+    """Creates the Gemini job of one chunk of the batch for its current round (chunk 0: the only one of
+    most batches). The first round of a chunk sends the next chunk's submit when its job is recorded."""
     store = services.store
     batch = store.get_batch(batch_id)
-    if batch is None or batch.status is not BatchStatus.PENDING or batch.geminiJobName:
+    if batch is None or batch.status not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
         return SubmitOutcome("skipped", batch.geminiJobName if batch else None)
-    waiting = _wait_for_slot_or_lease(services, batch)
+    job = chunks.job_of(services, batch, chunk)
+    if job is None or job.geminiJobName:
+        return SubmitOutcome("skipped", job.geminiJobName if job else None)
+    if chunk == 0 and batch.geminiChunkSize is None:  # requests per job, fixed for the batch's life
+        batch = batch.model_copy(update={"geminiChunkSize": store.pin_chunk_size(batch_id, chunks.chunk_size(batch))})
+    waiting = _wait_for_slot_or_lease(services, batch, job)
     if waiting is not None:
         return waiting
-    previous = batch.submitStartedAt
-    leased = store.take_submit_lease(batch_id, previous)  # compare-and-set: of two attempts one goes on
+    previous = job.submitStartedAt
+    leased = store.take_submit_lease(batch_id, previous, chunk=chunk)  # compare-and-set: one attempt goes on
     if leased is None:
         return SubmitOutcome("skipped")
-    display_name = job_display_name(batch_id, leased.geminiRound)
+    display_name = job_display_name(batch_id, leased.geminiRound, chunk)
     if previous:
         # An earlier attempt's lease ran out: it may have created the job and died before recording it.
         existing = services.gemini.find_job_by_display_name(display_name)
         if existing is not None:
-            return _record_job(services, leased, existing.name, leased.geminiInputFile)
+            return _record_job(services, batch, leased, existing.name, leased.geminiInputFile)
         services.gemini.delete_file(leased.geminiInputFile)  # uploaded, but no job was created from it
-    record = store.get_batch_with_items(batch_id)
-    if record is None:
-        return SubmitOutcome("skipped")
-    # This round's items only: items of an earlier round are settled or on their way to upload.
-    record = BatchWithItems(batch=record.batch, items=round_items(record))
-    if not record.items:  # nothing left to send (settled meanwhile): let the counters decide
+    # This round's items of this chunk only: items of an earlier round are settled or on their way to upload.
+    items = chunks.round_items(chunks.chunk_items(services, batch, chunk), leased)
+    if not items:  # nothing left to send (settled meanwhile): let the counters decide
         finalize_if_done(store, batch_id)
         return SubmitOutcome("skipped")
-    return _create_and_record(services, leased, record, display_name)
+    return _create_and_record(services, batch, leased, items, display_name)
 
 
-def _wait_for_slot_or_lease(services: Services, batch: BatchRecord) -> SubmitOutcome | None:
-    """Wait for a Gemini job slot (the dispatcher sends the batch again when its turn comes), or come
+def _wait_for_slot_or_lease(services: Services, batch: BatchRecord, job: JobRecord) -> SubmitOutcome | None:
+    """Wait for a Gemini job slot (the dispatcher sends the chunk again when its turn comes), or come
     back later (a delayed message) when another attempt holds the lease."""
-    if not dispatch.admit(services, batch):
+    if not dispatch.admit(services, batch, job):
         return SubmitOutcome("waiting")  # queued: the poller's dispatcher tick admits it in priority order
-    if lease_is_held(batch.submitStartedAt):
+    if lease_is_held(job.submitStartedAt):
         # Another attempt holds the lease and may be creating the job right now: a second attempt
         # would find nothing to reconcile yet and create a second job. Come back after the lease.
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId), delay_seconds=SUBMIT_LEASE_SECONDS)
+        services.queues.send_submit(
+            SubmitJob(batchId=batch.batchId, chunk=job.chunk), delay_seconds=SUBMIT_LEASE_SECONDS
+        )
         return SubmitOutcome("waiting")
     return None
 
 
 def _create_and_record(
-    services: Services, leased: BatchRecord, record: BatchWithItems, display_name: str
+    services: Services, batch: BatchRecord, leased: JobRecord, items: list[ItemRecord], display_name: str
 ) -> SubmitOutcome:
     try:
-        job_name, input_file = _create_job(services, record, display_name)
+        job_name, input_file = _create_job(services, batch, leased.chunk, items, display_name)
     except OutcomeUnknown:
         raise  # the job may exist: keep the lease, so the next attempt reconciles before creating
     except TransientError:
-        services.store.release_submit_lease(leased.batchId, leased.submitStartedAt or "")  # refused: retry now
-        raise
+        services.store.release_submit_lease(batch.batchId, leased.submitStartedAt or "", chunk=leased.chunk)
+        raise  # refused: retry now
     except PermanentError as exc:
-        end_batch(
+        ended = end_batch(
             services.store,
-            leased.batchId,
+            batch.batchId,
             batch_status=BatchStatus.FAILED,
             item_status=ItemStatus.FAILED,
             error=str(exc),
             reason="gemini rejected batch refund",
             batch_changes={"failureReason": str(exc)},
         )
+        if ended is not None and chunks.chunk_count(batch) > 1:
+            chunks.send_clean_ups(services, ended.batch, delete=False)  # the other chunks' jobs must stop
         return SubmitOutcome("failed")
-    return _record_job(services, leased, job_name, input_file)
+    return _record_job(services, batch, leased, job_name, input_file)
 
 
 def round_items(record: BatchWithItems) -> list[ItemRecord]:
-    """The open items of the batch's current Gemini round, in request order."""
-    return [item for item in open_items(record.items) if item.round == record.batch.geminiRound]
+    """The open items of a one-chunk batch's current Gemini round, in request order."""
+    return chunks.round_items(record.items, JobRecord.of_batch(record.batch))
 
 
-def _create_job(services: Services, record: BatchWithItems, display_name: str) -> tuple[str, str | None]:
-    batch, catalog, gemini = record.batch, get_catalog(), services.gemini
+def _create_job(
+    services: Services, batch: BatchRecord, chunk: int, items: list[ItemRecord], display_name: str
+) -> tuple[str, str | None]:
+    catalog, gemini = get_catalog(), services.gemini
     if get_settings().gemini_source_mode == "inline":
-        images = [_input_image(services, item) for item in record.items]
+        images = [_input_image(services, item) for item in items]
         # Inline requests travel inside one JSON body: over Gemini's 20 MB limit, use a file instead.
-        pairs = list(zip(record.items, images, strict=True))
+        pairs = list(zip(items, images, strict=True))
         shared = len(batch.sharedPrompt or "")
         size = sum(shared + len(item.prompt) + 4 * len(image or b"") // 3 for item, image in pairs)
         if size <= constants.INLINE_MAX_BYTES:
             requests = [inline_request(batch, item, image, catalog) for item, image in pairs]
             return gemini.create_job(batch.model, requests, display_name).name, None
-    lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in record.items)
+    lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
     input_file = gemini.submit_file(lines, f"{display_name}-input")
     # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file.
-    services.store.record_input_file(batch.batchId, input_file)
+    services.store.record_input_file(batch.batchId, input_file, chunk=chunk)
     try:
         return gemini.create_job(batch.model, input_file, display_name).name, input_file
     except OutcomeUnknown:
@@ -140,10 +149,16 @@ def _input_image(services: Services, item: ItemRecord) -> bytes | None:
     return services.blobs.get_object_bytes(item.imageKey) if item.imageKey else None
 
 
-def _record_job(services: Services, batch: BatchRecord, job_name: str, input_file: str | None) -> SubmitOutcome:
-    if services.store.record_job(batch.batchId, job_name, input_file):
+def _record_job(
+    services: Services, batch: BatchRecord, leased: JobRecord, job_name: str, input_file: str | None
+) -> SubmitOutcome:
+    chunk = leased.chunk
+    if services.store.record_job(batch.batchId, job_name, input_file, chunk=chunk):
+        if leased.geminiRound == 0 and chunk + 1 < chunks.chunk_count(batch):
+            # The next chunk goes to submit now; it takes a slot when the dispatcher's order allows.
+            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk + 1))
         return SubmitOutcome("submitted", job_name)
-    current = services.store.get_batch(batch.batchId)
+    current = services.store.get_job(batch.batchId, chunk)
     if current is not None and current.geminiJobName == job_name:
         return SubmitOutcome("skipped", job_name)  # recorded already (a duplicate got here first)
     # Cancelled or expired meanwhile, or another attempt's job was recorded: this job must not run.
@@ -154,7 +169,7 @@ def _record_job(services: Services, batch: BatchRecord, job_name: str, input_fil
 
 
 def clean_up_job(
-    services: Services, batch_id: str, job_name: str | None, input_file: str | None, *, delete: bool
+    services: Services, batch_id: str, job_name: str | None, input_file: str | None, *, delete: bool, chunk: int = 0
 ) -> None:
     """After cancel, expiry or delete: stop (or delete) the Gemini job and remove its input file.
     A cancelled job's resulting state is recorded, so `geminiState` says what Gemini now says."""
@@ -163,13 +178,14 @@ def clean_up_job(
             services.gemini.delete_job(job_name)
         else:
             services.gemini.cancel_job(job_name)
-            _record_job_state(services, batch_id, job_name)
+            _record_job_state(services, batch_id, job_name, chunk)
     services.gemini.delete_file(input_file)
 
 
-def _record_job_state(services: Services, batch_id: str, job_name: str) -> None:
+def _record_job_state(services: Services, batch_id: str, job_name: str, chunk: int) -> None:
     try:
         state = services.gemini.get_job(job_name).state
     except JobNotFound:
         return
-    services.store.record_gemini_state(batch_id, state, while_active=False)  # nothing if deleted meanwhile
+    # Nothing if deleted meanwhile.
+    services.store.record_gemini_state(batch_id, state, while_active=False, chunk=chunk)

@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import create, dispatch, manage, plan
+from batchgen.usecases import chunks, create, dispatch, manage, plan
 
 router = Router()
 
@@ -91,6 +91,7 @@ def batch_status(batch_id: str) -> models.BatchStatusResponse:
     record = items.status_page(services(), principal(router), batch_id)
     body = reports.status_body(record)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
+    body.update(chunks.gemini_view(chunks.jobs_of(services(), record.batch)))  # SPEC §6: per chunk
     return models.BatchStatusResponse.model_validate(body)
 
 

@@ -1,0 +1,364 @@
+"""Chunked Gemini jobs (SPEC §6) and the collect handover, with the in-memory fakes.
+
+A batch of 7 requests with GEMINI_JOB_MAX_REQUESTS=3 runs as three jobs (items 0-2, 3-5, 6); each chunk
+has its own lease, slot, rounds and collect.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from batchgen.config import reset_caches
+from batchgen.domain.gemini_jobs import JOB_EXPIRED, JOB_FAILED, JOB_SUCCEEDED
+from batchgen.domain.gemini_requests import job_display_name
+from batchgen.domain.states import BatchStatus, ItemStatus
+from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
+from batchgen.usecases import chunks, collect, dispatch, manage, poll, submit
+from tests.unit.fakes import FakeServices
+from tests.unit.test_usecases import USER, error_line, new_batch, text_line
+
+
+@pytest.fixture
+def services(monkeypatch: pytest.MonkeyPatch) -> FakeServices:
+    monkeypatch.setenv("GEMINI_JOB_MAX_REQUESTS", "3")
+    reset_caches()
+    yield FakeServices()
+    reset_caches()
+
+
+def keys(services: FakeServices, batch_id: str) -> list[str]:
+    return [item.itemId for item in services.store.items[batch_id]]
+
+
+def job_of(services: FakeServices, batch_id: str, chunk: int):  # noqa: ANN201
+    job = services.store.get_job(batch_id, chunk)
+    assert job is not None
+    return job
+
+
+def submit_all(services: FakeServices, batch_id: str) -> list[str]:
+    """Submits chunk 0 and follows the chain of submit messages it sends; returns the job names by chunk."""
+    names = [submit.submit_batch(services, batch_id).job_name]
+    while True:
+        pending = [m for m, _ in services.queues.submit if isinstance(m, SubmitJob) and m.chunk >= len(names)]
+        if not pending:
+            break
+        names.append(submit.submit_batch(services, batch_id, pending[0].chunk).job_name)
+    return [name or "" for name in names]
+
+
+def answer_all(services: FakeServices, batch_id: str, job: str, chunk: int) -> None:
+    start, stop = chunk * 3, min(chunk * 3 + 3, 7)
+    services.gemini.finish(job, [(key, text_line(f"t{key}")) for key in keys(services, batch_id)[start:stop]])
+
+
+def collect_sent(services: FakeServices) -> list[CollectResults]:
+    return list(services.queues.collect)
+
+
+# --- split and submit -------------------------------------------------------------------------------
+def test_a_batch_over_the_limit_runs_as_jobs_of_at_most_that_many_requests(services):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    assert len(set(names)) == 3 and all(names)
+    assert services.gemini.created == [
+        job_display_name(batch_id, 0),
+        f"batchgen-{batch_id}-c1",
+        f"batchgen-{batch_id}-c2",
+    ]
+    lines = [services.gemini.files[f"files/{n}"] for n in (1, 2, 3)]
+    assert [len(chunk_lines) for chunk_lines in lines] == [3, 3, 1]
+    assert [line["key"] for chunk_lines in lines for line in chunk_lines] == keys(services, batch_id)  # each once
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.PROCESSING and batch.geminiChunkSize == 3
+    assert [job_of(services, batch_id, c).geminiJobName for c in range(3)] == names
+    # Submit reads only the chunk's items (a key-range read), never the whole batch.
+    assert services.store.calls["iter_item_range"] == 3
+    # Duplicate deliveries of every chunk's submit message create nothing more.
+    assert [submit.submit_batch(services, batch_id, c).status for c in range(3)] == ["skipped"] * 3
+    assert submit.submit_batch(services, batch_id, 3).status == "skipped"  # no such chunk
+    assert len(services.gemini.created) == 3
+
+
+def test_a_one_chunk_batch_keeps_its_wire_format_and_storage():
+    assert CollectResults(batchId="b").to_json() == '{"batchId":"b"}'
+    assert SubmitJob(batchId="b").to_json() == '{"batchId":"b"}'
+    assert CollectResults(batchId="b", chunk=2).to_json() == '{"batchId":"b","chunk":2}'
+    reset_caches()
+    services = FakeServices()
+    batch_id = new_batch(services, count=3)
+    submit.submit_batch(services, batch_id)
+    assert services.store.jobs == {}  # chunk 0 lives on the batch record, as it always did
+    assert services.gemini.created == [f"batchgen-{batch_id}"]
+    assert [m for m, _ in services.queues.submit] == []  # no chain: there is no next chunk
+
+
+def test_each_chunk_has_its_own_lease_and_reconciles_by_its_own_display_name(services):
+    batch_id = new_batch(services, count=7)
+    submit.submit_batch(services, batch_id)
+    services.store.take_submit_lease(batch_id, None, chunk=1)  # another attempt is creating chunk 1's job
+    outcome = submit.submit_batch(services, batch_id, 1)
+    assert outcome.status == "waiting" and len(services.gemini.created) == 1
+    message, delay = services.queues.submit[-1]
+    assert message == SubmitJob(batchId=batch_id, chunk=1) and delay == submit.SUBMIT_LEASE_SECONDS
+    # That attempt created the job and died before recording it; after the lease, the job is found.
+    made = services.gemini.create_job("m", "files/x", f"batchgen-{batch_id}-c1")
+    lease = job_of(services, batch_id, 1).submitStartedAt
+    services.store.jobs[(batch_id, 1)] = job_of(services, batch_id, 1).model_copy(
+        update={"submitStartedAt": "2000-01-01T00:00:00.000Z"}
+    )
+    assert lease
+    outcome = submit.submit_batch(services, batch_id, 1)
+    assert outcome.status == "submitted" and outcome.job_name == made.name
+    assert job_of(services, batch_id, 1).geminiJobName == made.name
+    assert services.gemini.created.count(f"batchgen-{batch_id}-c1") == 1  # never a second job
+
+
+# --- poll and collect per chunk ----------------------------------------------------------------------
+def test_each_chunk_is_collected_when_its_job_ends_while_others_run(services):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    answer_all(services, batch_id, names[1], 1)
+    assert poll.poll_batch(services, services.store.batches[batch_id])[0] == "collect_sent"
+    assert collect_sent(services) == [CollectResults(batchId=batch_id, chunk=1)]
+    report = collect.collect_batch(services, batch_id, 1)
+    assert report.texts_stored == 3
+    statuses = [item.status for item in services.store.items[batch_id]]
+    assert statuses[3:6] == [ItemStatus.SUCCESS] * 3 and statuses[:3] == [ItemStatus.PENDING] * 3
+    assert services.store.batches[batch_id].status is BatchStatus.PROCESSING
+    # A duplicate collect message for the chunk changes nothing.
+    assert collect.collect_batch(services, batch_id, 1) == collect.CollectReport()
+    for chunk in (0, 2):
+        answer_all(services, batch_id, names[chunk], chunk)
+    poll.poll_batch(services, services.store.batches[batch_id])
+    for message in collect_sent(services)[1:]:
+        collect.collect_batch(services, batch_id, message.chunk)
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED and batch.successCount == 7 and batch.refundedCredits == 0
+
+
+def test_an_expired_chunk_is_resubmitted_once_with_only_its_open_items_then_succeeds(services):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    services.gemini.finish(names[1], [], state=JOB_EXPIRED)  # Gemini returns nothing for an expired job
+    answer_all(services, batch_id, names[0], 0)
+    kind, _ = poll.poll_batch(services, services.store.batches[batch_id])
+    assert kind in ("collect_sent", "ended")
+    job = job_of(services, batch_id, 1)
+    assert job.geminiRound == 1 and job.geminiJobName is None
+    assert services.store.batches[batch_id].status is BatchStatus.PROCESSING  # other chunks run
+    assert SubmitJob(batchId=batch_id, chunk=1) in [m for m, _ in services.queues.submit]
+    assert [item.round for item in services.store.items[batch_id]] == [0, 0, 0, 1, 1, 1, 0]
+    assert names[1] not in services.gemini.cancelled
+    retry = submit.submit_batch(services, batch_id, 1)
+    assert retry.status == "submitted" and services.gemini.created[-1] == f"batchgen-{batch_id}-c1-r1"
+    assert len(services.gemini.files[f"files/{len(services.gemini.files)}"]) == 3  # only its items
+    answer_all(services, batch_id, retry.job_name or "", 1)
+    answer_all(services, batch_id, names[2], 2)
+    poll.poll_batch(services, services.store.batches[batch_id])
+    for message in collect_sent(services):
+        collect.collect_batch(services, batch_id, message.chunk)
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED and batch.successCount == 7 and batch.refundedCredits == 0
+    assert services.store.balances["user-1"] == Decimal(100) - batch.creditCost
+
+
+@pytest.mark.parametrize("second_end", [JOB_EXPIRED, JOB_FAILED, "gone"])
+def test_a_chunk_ending_badly_twice_refunds_its_items_once_and_leaves_other_chunks_alone(services, second_end):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    services.gemini.finish(names[2], [], state=JOB_FAILED)
+    poll.poll_batch(services, services.store.batches[batch_id])
+    retry = submit.submit_batch(services, batch_id, 2)
+    assert retry.status == "submitted"
+    if second_end == "gone":
+        services.gemini.delete_job(retry.job_name or "")  # Gemini no longer knows the job: JobNotFound
+    else:
+        services.gemini.finish(retry.job_name or "", [], state=second_end)
+    for chunk in (0, 1):
+        answer_all(services, batch_id, names[chunk], chunk)
+    snapshot = services.store.batches[batch_id]
+    poll.poll_batch(services, snapshot)
+    poll.poll_batch(services, snapshot)  # a second (overlapping) tick refunds nothing again
+    assert [m.chunk for m in collect_sent(services)] == [0, 1]
+    assert services.store.items[batch_id][6].status is ItemStatus.FAILED
+    assert job_of(services, batch_id, 2).geminiRound == 1  # no third job
+    for message in collect_sent(services):
+        collect.collect_batch(services, batch_id, message.chunk)
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED
+    assert (batch.successCount, batch.failCount, batch.refundedCredits) == (6, 1, batch.unitPrice)
+    refunds = [e for e in services.store.ledger if e.delta > 0 and e.batchId == batch_id]
+    assert len(refunds) == 1 and refunds[0].delta == batch.unitPrice
+    assert sum(e.delta for e in services.store.ledger) == services.store.balances["user-1"]
+
+
+def test_a_transient_item_error_gets_a_follow_up_round_of_its_chunk_only(services):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    ids_ = keys(services, batch_id)
+    services.gemini.finish(names[1], [(ids_[3], text_line("a")), (ids_[4], error_line(13)), (ids_[5], text_line("c"))])
+    services.store.mark_collect_queued(batch_id, chunk=1)
+    assert collect.collect_batch(services, batch_id, 1).retried == 1
+    assert services.store.batches[batch_id].status is BatchStatus.PROCESSING  # chunks 0 and 2 still run
+    assert job_of(services, batch_id, 1).geminiRound == 1
+    follow_up = submit.submit_batch(services, batch_id, 1)
+    assert follow_up.status == "submitted" and services.gemini.created[-1] == f"batchgen-{batch_id}-c1-r1"
+    assert [line["key"] for line in services.gemini.files[f"files/{len(services.gemini.files)}"]] == [ids_[4]]
+
+
+# --- cancel, expiry, delete ---------------------------------------------------------------------------
+def test_cancel_and_delete_reach_every_chunks_job(services):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    services.queues.submit.clear()
+    manage.cancel_batch(services, USER, batch_id)
+    cancels = [m for m, _ in services.queues.submit if isinstance(m, CancelJob)]
+    assert [(m.jobName, m.chunk) for m in cancels] == [(name, c) for c, name in enumerate(names)]
+    assert all(m.inputFile for m in cancels)
+    for message in cancels:
+        submit.clean_up_job(services, batch_id, message.jobName, message.inputFile, delete=False, chunk=message.chunk)
+    assert services.gemini.cancelled == names
+    services.queues.submit.clear()
+    manage.delete_batch(services, USER, batch_id, purge_images=False)
+    assert [m.jobName for m, _ in services.queues.submit] == names
+    assert services.store.jobs == {}
+
+
+def test_expiry_cancels_every_chunks_job(services, monkeypatch):
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    services.queues.submit.clear()
+    monkeypatch.setenv("MAX_WAIT_SECONDS", "60")
+    reset_caches()
+    old = services.store.batches[batch_id].model_copy(update={"createdAt": "2000-01-01T00:00:00.000Z"})
+    services.store.batches[batch_id] = old
+    assert poll.poll_batch(services, old)[0] == "expired"
+    assert sorted(m.jobName or "" for m, _ in services.queues.submit if isinstance(m, CancelJob)) == sorted(names)
+
+
+# --- slots ---------------------------------------------------------------------------------------------
+def test_every_chunk_takes_its_own_slot(services, monkeypatch):
+    monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "2")
+    reset_caches()
+    batch_id = new_batch(services, count=7)
+    assert submit.submit_batch(services, batch_id).status == "submitted"
+    assert submit.submit_batch(services, batch_id, 1).status == "submitted"
+    assert submit.submit_batch(services, batch_id, 2).status == "waiting"  # the cap: two jobs
+    assert sorted(services.store.slots) == sorted([f"batchgen-{batch_id}", f"batchgen-{batch_id}-c1"])
+    assert dispatch.active_job_count(services) == 2
+    # Chunk 0 ends and is collected: the tick gives its slot to chunk 2.
+    names = [job_of(services, batch_id, c).geminiJobName or "" for c in (0, 1)]
+    answer_all(services, batch_id, names[0], 0)
+    poll.poll_batch(services, services.store.batches[batch_id])
+    collect.collect_batch(services, batch_id, 0)
+    old = "2000-01-01T00:00:00.000Z"
+    services.store.slots = {k: s.model_copy(update={"reservedAt": old}) for k, s in services.store.slots.items()}
+    services.queues.submit.clear()
+    tick = poll.poll_active_batches(services)
+    assert tick.slots_released == 1 and tick.admitted == 1
+    assert [m for m, _ in services.queues.submit] == [SubmitJob(batchId=batch_id, chunk=2)]
+    assert submit.submit_batch(services, batch_id, 2).status == "submitted"
+    assert f"batchgen-{batch_id}-c2" in services.store.slots
+
+
+# --- status -------------------------------------------------------------------------------------------
+def test_gemini_jobs_counts_chunks_by_state_and_the_state_is_the_least_advanced(services):
+    batch_id = new_batch(services, count=7)
+    submit.submit_batch(services, batch_id)
+    view = chunks.gemini_view(chunks.jobs_of(services, services.store.batches[batch_id]))
+    assert view == {
+        "geminiState": None,
+        "geminiJobs": {"total": 3, "pending": 3, "running": 0, "succeeded": 0, "failed": 0, "expired": 0},
+    }
+    names = submit_all(services, batch_id)
+    services.store.record_gemini_state(batch_id, "JOB_STATE_RUNNING", while_active=True, chunk=1)
+    services.gemini.finish(names[0], [], state=JOB_SUCCEEDED)
+    services.store.record_gemini_state(batch_id, JOB_SUCCEEDED, while_active=True, chunk=0)
+    services.store.record_gemini_state(batch_id, JOB_EXPIRED, while_active=True, chunk=2)
+    view = chunks.gemini_view(chunks.jobs_of(services, services.store.batches[batch_id]))
+    assert view == {
+        "geminiState": "JOB_STATE_RUNNING",
+        "geminiJobs": {"total": 3, "pending": 0, "running": 1, "succeeded": 1, "failed": 0, "expired": 1},
+    }
+
+
+# --- the collect handover --------------------------------------------------------------------------------
+def clock_running_out(after_checks: int):  # noqa: ANN201
+    """A Lambda's time left: plenty for the first `after_checks` looks, then 5 seconds."""
+    looks = Counter[str]()
+
+    def time_left() -> float:
+        looks["n"] += 1
+        return 900.0 if looks["n"] <= after_checks + 1 else 5.0  # +1: the margin is computed first
+
+    return time_left
+
+
+def test_a_collect_told_its_time_is_short_checkpoints_and_the_next_run_resumes_each_item_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("GEMINI_JOB_MAX_REQUESTS", "1000")
+    reset_caches()
+    services = FakeServices()
+    batch_id = new_batch(services, count=45)
+    job = submit.submit_batch(services, batch_id).job_name or ""
+    ids_ = keys(services, batch_id)
+    answers = [(key, text_line(f"t{i}")) if i % 9 else (key, error_line(3, "bad")) for i, key in enumerate(ids_)]
+    answers.reverse()  # out of request order, as Gemini writes them
+    services.gemini.finish(job, answers[:-2])  # the last two requests (ids_[0], ids_[1]) never answered
+    services.store.mark_collect_queued(batch_id)
+    successes = Counter[int]()
+    real = services.store.mark_item_success
+
+    def counting(batch_id: str, index: int, **kwargs):  # noqa: ANN003, ANN202
+        done = real(batch_id, index, **kwargs)
+        successes[index] += int(done)
+        return done
+
+    services.store.mark_item_success = counting  # type: ignore[method-assign]
+    first = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=1))
+    assert first.handed_over and first.lines == 20  # two groups of ten, then the time ran short
+    assert services.store.batches[batch_id].collectLines == 20
+    assert services.queues.collect == [CollectResults(batchId=batch_id)]
+    assert services.store.batches[batch_id].collectedJob is None  # not done yet
+    second = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0))
+    assert second.handed_over and second.lines == 30
+    third = collect.collect_batch(services, batch_id, 0)
+    assert not third.handed_over and third.lines == 43
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED
+    assert "files/out" in services.gemini.deleted_files  # the responses file went at the end, once read
+    # Every item exactly once: 45 = 39 texts + 4 errors (9, 18, 27, 36) + 2 never answered (0, 1).
+    assert first.texts_stored + second.texts_stored + third.texts_stored == 39
+    assert all(count == 1 for count in successes.values()) and len(successes) == 39
+    assert (batch.successCount, batch.failCount) == (39, 6)
+    failed = {item.index: item.error for item in services.store.items[batch_id] if item.status is ItemStatus.FAILED}
+    assert failed[0] == failed[1] == collect.NO_RESPONSE and "bad" in (failed[9] or "") and len(failed) == 6
+    assert batch.refundedCredits == 6 * batch.unitPrice
+    refunds = [e for e in services.store.ledger if e.delta > 0 and e.batchId == batch_id]
+    assert sum(e.delta for e in refunds) == 6 * batch.unitPrice
+    assert collect.collect_batch(services, batch_id, 0) == collect.CollectReport()  # a late duplicate
+
+
+def test_two_runs_of_one_chunk_collect_settle_each_item_once(monkeypatch: pytest.MonkeyPatch):
+    """A handover message delivered twice: the checkpoint lets one run go on; the other stops."""
+    monkeypatch.setenv("GEMINI_JOB_MAX_REQUESTS", "1000")
+    reset_caches()
+    services = FakeServices()
+    batch_id = new_batch(services, count=30)
+    job = submit.submit_batch(services, batch_id).job_name or ""
+    services.gemini.finish(job, [(key, text_line("x")) for key in keys(services, batch_id)])
+    services.store.mark_collect_queued(batch_id)
+    first = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0))
+    assert first.handed_over and first.lines == 10
+    # A run that read the checkpoint before the first one moved it loses at its own checkpoint and stops.
+    assert not services.store.record_collect_progress(batch_id, 0, job, 0, 20)
+    assert services.store.batches[batch_id].collectLines == 10
+    rest = collect.collect_batch(services, batch_id, 0)
+    rest_again = collect.collect_batch(services, batch_id, 0)
+    assert first.texts_stored + rest.texts_stored + rest_again.texts_stored == 30
+    assert services.store.batches[batch_id].successCount == 30
