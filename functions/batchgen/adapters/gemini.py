@@ -120,23 +120,94 @@ def submit_file(lines: Iterable[dict[str, Any]], display_name: str) -> str:
 
 
 def iter_results(job: JobView) -> Iterator[tuple[str | None, Any]]:
-    """(key, result) per answer of a succeeded job: the responses file streamed to disk and read line by
-    line, or the inline responses (SDK objects: their image bytes stay bytes). Keys may be missing."""
+    """(key, result) per answer of a succeeded job: the responses file streamed from Gemini line by line
+    (never whole in memory or on /tmp: a chunk of 1,000 images is gigabytes of base64), or the inline
+    responses (SDK objects: their image bytes stay bytes). Keys may be missing."""
     if job.responses_file:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "responses.jsonl"
-            download_file(job.responses_file, path)
-            with path.open("r", encoding="utf-8") as lines:
-                for raw in lines:  # one answer in memory at a time
-                    if raw.strip():
-                        line = json.loads(raw)
-                        key = line.get("key")
-                        yield (str(key) if key else None), line
+        for raw in stream_lines(job.responses_file):  # one answer in memory at a time
+            if raw.strip():
+                line = json.loads(raw)
+                key = line.get("key")
+                yield (str(key) if key else None), line
         return
     for inlined in job.inlined_responses or []:
         metadata = getattr(inlined, "metadata", None)
         key = metadata.get("key") if isinstance(metadata, dict) else None
         yield (str(key) if key else None), inlined
+
+
+class _Stopped(Exception):
+    """The reader went away (a collect handing over): the download stops."""
+
+
+_END = object()
+
+
+class LinePipe:
+    """The SDK's download pushes chunks into a writable stream; a collect pulls answers. This stream
+    cuts the chunks into lines and hands them over through a small bounded queue, so at most a few
+    lines (each one answer) are in memory and the download waits for the reader."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        import queue
+
+        self.lines: queue.Queue[object] = queue.Queue(maxsize=capacity)
+        self.stopped = threading.Event()
+        self._rest = bytearray()
+
+    def write(self, chunk: bytes) -> int:
+        self._rest += chunk
+        start = 0
+        while (cut := self._rest.find(b"\n", start)) >= 0:
+            self.put(bytes(self._rest[start:cut]))
+            start = cut + 1
+        del self._rest[:start]
+        return len(chunk)
+
+    def finish(self) -> None:
+        if self._rest:
+            self.put(bytes(self._rest))
+            self._rest.clear()
+
+    def put(self, item: object) -> None:
+        import queue
+
+        while True:
+            if self.stopped.is_set():
+                raise _Stopped
+            try:
+                self.lines.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+
+def stream_lines(name: str, download: Any = None) -> Iterator[bytes]:
+    """The lines of a Gemini file as they arrive (a download thread feeding a `LinePipe`)."""
+    pipe, failure = LinePipe(), []
+    fetch = download or download_file
+
+    def run() -> None:
+        try:
+            fetch(name, pipe)
+            pipe.finish()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the reader, which raises it
+            failure.append(exc)
+        with contextlib.suppress(_Stopped):
+            pipe.put(_END)
+
+    thread = threading.Thread(target=run, name="gemini-download", daemon=True)
+    thread.start()
+    try:
+        while (item := pipe.lines.get()) is not _END:
+            yield item  # type: ignore[misc]
+        if failure:
+            raise failure[0]
+    finally:
+        pipe.stopped.set()  # a reader that stops early (handover) ends the download
+        thread.join(timeout=5)
 
 
 def upload_jsonl(path: Path, display_name: str) -> str:
@@ -219,10 +290,10 @@ def delete_file(name: str | None) -> None:
             _client().files.delete(name=name)
 
 
-def download_file(name: str, destination: Path) -> None:
-    """Streams the file to disk in chunks (the SDK's `destination`), never whole in memory."""
+def download_file(name: str, destination: Any) -> None:
+    """Streams the file in chunks into `destination` (the SDK's writable stream), never whole in memory."""
     with translated_errors("file download"):
-        _client().files.download(file=name, config={}, destination=str(destination))
+        _client().files.download(file=name, config={}, destination=destination)
 
 
 def generate_content(model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float) -> Any:
