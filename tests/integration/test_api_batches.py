@@ -267,3 +267,26 @@ def test_create_publishes_business_metrics(api, aws, capsys, monkeypatch):
     document = json.loads(emitted[-1])
     assert document["BatchesCreated"] == [1.0] and document["RequestsAccepted"] == [3.0]
     assert document["CreditsCharged"] == [6.0]
+
+
+def test_a_group_of_texts_succeeds_in_one_transaction_and_a_duplicate_counts_only_the_open_ones(api, aws):
+    """Collect marks a group of ten texts in one transaction (10,000 texts: 1,000 transactions); an
+    item already settled (a duplicate delivery) makes the group fall back to one item at a time."""
+    from unittest import mock
+
+    from batchgen.adapters.notifications import get_notification_store
+
+    grant("user-1", 10)
+    batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": f"p{i}"} for i in range(5)]}).body[
+        "id"
+    ]
+    repository = get_repository()
+    with mock.patch.object(repository.db, "transact_write_items", wraps=repository.db.transact_write_items) as calls:
+        assert repository.mark_texts_success(batch_id, [(0, "a"), (1, "b"), (2, "c")]) == 3
+    assert calls.call_count == 1
+    assert repository.mark_texts_success(batch_id, [(2, "again"), (3, "d")]) == 1  # 2 was settled already
+    record = repository.get_batch_with_items(batch_id)
+    assert record is not None and record.batch.successCount == 4
+    assert [item.text for item in record.items] == ["a", "b", "c", "d", None]
+    item_events = [e for e in get_notification_store().pending_events(100) if e.itemEvent]
+    assert sorted(index for event in item_events for index in event.itemIndexes) == [0, 1, 2, 3]

@@ -335,6 +335,9 @@ class FakeStore:
         self._change(batch_id, successCount=batch.successCount + 1)
         return True
 
+    def mark_texts_success(self, batch_id: str, texts: list[tuple[int, str | None]]) -> int:
+        return sum(1 for index, text in texts if self.mark_item_success(batch_id, index, text=text))
+
     def settle_unsuccessful(
         self,
         batch: BatchRecord,

@@ -89,11 +89,9 @@ class CollectRun:
         self.answered.update(item.itemId for item, _ in matched if item is not None)
         self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
         store = self.services.store
-        self.report.texts_stored += sum(
-            1
-            for item, answer in sorted_.texts
-            if store.mark_item_success(self.batch.batchId, item.index, text=answer.text)
-        )
+        if sorted_.texts:  # a group (at most ten) in one transaction
+            texts = [(item.index, answer.text) for item, answer in sorted_.texts]
+            self.report.texts_stored += store.mark_texts_success(self.batch.batchId, texts)
         self.failures.update(sorted_.failures)
         self.retries += sorted_.retries
 

@@ -95,6 +95,7 @@ class BatchStore(Protocol):
         text: str | None = None,
         public_id: str | None = None,
     ) -> bool: ...
+    def mark_texts_success(self, batch_id: str, texts: list[tuple[int, str | None]]) -> int: ...
     def settle_unsuccessful(
         self,
         batch: BatchRecord,
