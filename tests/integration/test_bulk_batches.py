@@ -72,32 +72,34 @@ def run_pipeline(queues, poll) -> None:
 def test_a_file_batch_validates_charges_once_and_completes_with_exact_counts_and_refunds(
     api, gemini, cloudinary, queues, poll, aws
 ):
-    grant("user-1", 1500)
+    """The issue's 1,000-line file: one in ten lines with an input image, one in four failing at Gemini."""
+    count = 1000
+    grant("user-1", 3500)
     lines: list[object] = []
-    for i in range(400):
+    for i in range(count):
         line: dict[str, object] = {"id": f"sku-{i}", "prompt": f"product {i}"}
         if i % 10 == 0:
             line["imageBase64"] = png_base64()
-        if i % 4 == 3:  # 100 failures: their refunds settle in two transactions
+        if i % 4 == 3:  # 250 failures: their refunds settle in several transactions
             line["prompt"] = f"product {i} [[fail]]"
         lines.append(line)
     batch_id = create_from_file(api, upload(api, jsonl(lines)), batch_type="product")
     assert status(api, batch_id)["status"] == "validating"
-    assert balance() == 1500  # nothing charged while validating
+    assert balance() == 3500  # nothing charged while validating
     queues.drain(INGEST, rounds=50)
     body = status(api, batch_id)
-    assert body["status"] == "pending" and body["requestCount"] == 400 and body["creditCost"] == 1000
-    assert balance() == 500
-    assert len(aws.s3_keys(f"inputs/{batch_id}/")) == 40
+    assert body["status"] == "pending" and body["requestCount"] == count and body["creditCost"] == 2500
+    assert balance() == 1000
+    assert len(aws.s3_keys(f"inputs/{batch_id}/")) == 100
     page = api("GET", f"/batch/{batch_id}/items", query="limit=1000").body
-    assert [item["clientId"] for item in page] == [f"sku-{i}" for i in range(400)]  # request order
-    assert page[150]["generationId"].endswith("_150") and page[399]["generationId"].endswith("_399")
+    assert [item["clientId"] for item in page] == [f"sku-{i}" for i in range(count)]  # request order
+    assert page[150]["generationId"].endswith("_150") and page[999]["generationId"].endswith("_999")
     run_pipeline(queues, poll)
     body = status(api, batch_id)
     assert body["status"] == "completed", body["status"]
-    assert body["successCount"] == 300 and body["failCount"] == 100
-    assert body["refundedCredits"] == 250
-    assert balance() == 750
+    assert body["successCount"] == 750 and body["failCount"] == 250
+    assert body["refundedCredits"] == 625
+    assert balance() == 1625
     ledger = api("GET", "/credits").body["ledger"]
     assert sum(Decimal(str(entry["delta"])) for entry in ledger) == balance()
 
