@@ -65,8 +65,15 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # With the local runtime's moto fixes: without `moto_atomic`, moto 5.2 keeps a deep copy of the table
+    # per transaction item, and a 10,000-item batch's collect grew the server past 24 GB (OOM-killed).
+    start = (
+        "from local.moto_atomic import make_dynamodb_atomic; from local.moto_speed import make_dynamodb_reads_fast; "
+        "make_dynamodb_atomic(); make_dynamodb_reads_fast(); from moto.server import main; "
+        f"main(['-H', '127.0.0.1', '-p', '{port}'])"
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", start],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
