@@ -960,11 +960,15 @@ class Repository:
 
     def iter_active_batches(self) -> Iterator[BatchRecord]:
         """Reads only the sparse ACTIVE index: cost grows with active batches, never with history."""
+        return self._index_partition(ACTIVE_PK)
+
+    def _index_partition(self, partition: str) -> Iterator[BatchRecord]:
+        """The batches of one partition of the sparse ActiveBatches index."""
         index = constants.ACTIVE_BATCHES_INDEX
         for row in self._query_all(
             IndexName=index.name,
             KeyConditionExpression=f"{index.partition_key} = :pk",
-            ExpressionAttributeValues=_values({":pk": ACTIVE_PK}),
+            ExpressionAttributeValues=_values({":pk": partition}),
         ):
             yield BatchRecord.model_validate(row)
 
@@ -1440,13 +1444,7 @@ class Repository:
 
     def iter_validating_batches(self) -> Iterator[BatchRecord]:
         """The `validating` batches, from their own partition of the sparse index (the watchdog's read)."""
-        index = constants.ACTIVE_BATCHES_INDEX
-        for row in self._query_all(
-            IndexName=index.name,
-            KeyConditionExpression=f"{index.partition_key} = :pk",
-            ExpressionAttributeValues=_values({":pk": VALIDATING_PK}),
-        ):
-            yield BatchRecord.model_validate(row)
+        return self._index_partition(VALIDATING_PK)
 
     def mark_ingest_redriven(self, batch_id: str, seen_updated_at: str) -> bool:
         """The watchdog's one re-drive: only while validating, not re-driven yet, and unchanged since it
