@@ -103,6 +103,42 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
         reset_caches()
 
 
+@contextlib.contextmanager
+def emulators_in_own_process() -> Iterator[dict[str, str]]:
+    """The Gemini and Cloudinary emulators in a process of their own, as the real services are: what
+    they keep (every uploaded input file, every job's answers) is not the measured handlers' memory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import json, sys\n"
+        "from local.emulators.cloudinary import CloudinaryEmulator\n"
+        "from local.emulators.gemini import GeminiEmulator\n"
+        "g, c = GeminiEmulator(delay_seconds=0.0).start(), CloudinaryEmulator().start()\n"
+        "print(json.dumps({'GEMINI_API_KEY': 'emulator-key', 'GEMINI_BASE_URL': g.base_url,"
+        " 'CLOUDINARY_URL': c.cloudinary_url}), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{root / 'functions'}:{root}"},
+    )
+    try:
+        yield json.loads(process.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        process.stdin.close()  # type: ignore[union-attr]
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def token(sub: str = "bench-user") -> str:
     import jwt
 

@@ -32,6 +32,7 @@ HISTORY_LIMIT_MAX = 100
 STATUS_ITEMS_MAX = 100  # items/results/errors in one status body (SPEC §6); the rest through /items
 ITEMS_LIMIT_DEFAULT = 100
 ITEMS_LIMIT_MAX = 1000
+DELETE_PAGE_ITEMS = 100  # a deleted batch's items per Query page, image removal and purge message
 RESULTS_URL_SECONDS = 3600  # a presigned results-manifest URL
 RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal batch
 # After a batch ends, its manifest's writer (the notify queue's consumer) has this long before the

@@ -323,3 +323,44 @@ def test_concurrent_uploads_reuse_their_connections(api, gemini, cloudinary, que
     # Then no connection is thrown away for want of room in the SDK's pool
     assert status(api, batch_id)["successCount"] == 10
     assert [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()] == []
+
+
+def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_most_a_page(api, cloudinary, queues):
+    """SPEC §6 scale: no read of the whole batch, no purge message over a page, no item row left behind."""
+    from batchgen.config import get_catalog
+    from batchgen.domain import pricing
+    from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
+    from batchgen.domain.states import BatchStatus, ItemStatus
+    from local.emulators.cloudinary import StoredAsset
+
+    count = 230
+    catalog = get_catalog()
+    draft = BatchDraft(batch_type="text", requests=[RequestDraft(None, f"p{i}", None) for i in range(count)])
+    created = new_records(
+        Principal("user-1"),
+        draft,
+        pricing.resolve_model(catalog, "text", None),
+        [None] * count,
+        pricing.quote(catalog, "text", None, count),
+    )
+    batch_id = created.batch.batchId
+    repository = get_repository()
+    repository.put_batch(created.batch.model_copy(update={"status": BatchStatus.COMPLETED}))
+    repository.put_items(
+        [
+            item.model_copy(update={"status": ItemStatus.SUCCESS, "publicId": f"batchgen/{batch_id}/{item.index}"})
+            for item in created.items
+        ]
+    )
+    stored = StoredAsset(**dict.fromkeys(StoredAsset.__dataclass_fields__, ""))  # type: ignore[arg-type]
+    for item in created.items:
+        cloudinary.assets[f"batchgen/{batch_id}/{item.index}"] = stored
+
+    deleted = api("DELETE", f"/batch/{batch_id}", query="purgeImages=true")
+    assert deleted.status == 202 and deleted.body["purgeImageCount"] == count
+    assert api("GET", f"/batch/status/{batch_id}").status == 404
+    assert sum(1 for _ in repository.iter_item_pages(batch_id)) == 0  # no item row left behind
+    purges = [body for body in queues.bodies(constants.UPLOAD_QUEUE.name) if body["action"] == "purge"]
+    assert sorted(len(body["publicIds"]) for body in purges) == [30, 100, 100]
+    queues.drain(constants.UPLOAD_QUEUE)
+    assert not any(key.startswith(f"batchgen/{batch_id}/") for key in cloudinary.assets)

@@ -45,10 +45,6 @@ class BulkStore(FakeStore):
             rows = [row for row in self.items[item.batchId] if row.index != item.index]
             self.items[item.batchId] = sorted([*rows, item], key=lambda row: row.index)
 
-    def delete_items(self, batch_id: str, indexes: Sequence[int]) -> None:
-        gone = set(indexes)
-        self.items[batch_id] = [row for row in self.items.get(batch_id, []) if row.index not in gone]
-
     def record_ingest_progress(self, batch_id: str, seen_lines: int, changes: dict[str, Any]) -> bool:
         if self.fail_next_checkpoint:
             self.fail_next_checkpoint = False

@@ -13,10 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from batchgen.domain import ids
-from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, JobNotFound, JobView, chunk_count
 from batchgen.domain.outcomes import ItemOutcome, Page
-from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, sources
+from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, ItemStatus, is_open, is_terminal, sources
 from batchgen.models.records import (
     BatchRecord,
     BatchWithItems,
@@ -105,9 +105,15 @@ class FakeStore:
         self._credit(batch.userId, -batch.creditCost, "batch charge", batch.batchId)
         self.add(batch, items)
 
-    def delete_batch(self, record: BatchWithItems) -> None:
-        self.batches.pop(record.batch.batchId, None)
-        self.items.pop(record.batch.batchId, None)
+    def delete_batch(self, batch_id: str) -> None:
+        batch = self.batches.get(batch_id)
+        if batch is None or not is_terminal(batch.status):
+            raise Conflict("The batch is still running; cancel it before deleting it.")
+        self.batches.pop(batch_id)  # like the repository: the META row only; the items went before it
+
+    def delete_items(self, batch_id: str, indexes: Sequence[int]) -> None:
+        gone = set(indexes)
+        self.items[batch_id] = [row for row in self.items.get(batch_id, []) if row.index not in gone]
 
     # --- submit
     def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:

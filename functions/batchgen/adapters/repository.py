@@ -336,13 +336,13 @@ class Repository:
             ExpressionAttributeValues=_values(values),
         )
 
-    def delete_batch(self, record: BatchWithItems) -> None:
-        """Deletes a terminal batch: the META row first, under a condition, then its items."""
+    def delete_batch(self, batch_id: str) -> None:
+        """Deletes a terminal batch's META row, under a condition; its items are deleted before it."""
         terminal: dict[str, Any] = {}
         try:
             self.db.delete_item(
                 TableName=self.table,
-                Key=_marshal({"PK": batch_pk(record.batch.batchId), "SK": META_SK}),
+                Key=_marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
                 ConditionExpression="attribute_exists(PK) AND " + status_in(TERMINAL_BATCH_STATUSES, terminal),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=_values(terminal),
@@ -351,15 +351,6 @@ class Repository:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise Conflict("The batch is still running; cancel it before deleting it.") from exc
             raise
-        keys = [_marshal({"PK": batch_pk(item.batchId), "SK": item_sk(item.index)}) for item in record.items]
-        for start in range(0, len(keys), 25):
-            requests = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
-            pending: dict[str, Any] = {self.table: requests}
-            for _attempt in range(5):
-                response = self.db.batch_write_item(RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-                if not pending:
-                    break
 
     # --- item outcomes: the one path for success, failure, cancel and refund ------------------
     def mark_item_success(

@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from batchgen import constants
@@ -32,6 +33,23 @@ def generation_id(batch_id: str, index: int) -> str:
 def batch_id_of_generation(generation: str) -> str | None:
     match = _GENERATION_ID.match(generation)
     return f"batch_{match['stamp']}_{match['rand']}" if match else None
+
+
+def index_of_generation(generation: str) -> int | None:
+    match = _GENERATION_ID.match(generation)
+    return int(match["index"]) if match else None
+
+
+def index_runs(indexes: Iterable[int], max_gap: int) -> list[tuple[int, int]]:
+    """Sorted, distinct indexes as half-open ranges, split where two neighbours lie more than `max_gap`
+    apart: one key-range read per run reads at most `max_gap` unwanted items per wanted one."""
+    runs: list[tuple[int, int]] = []
+    for index in sorted(set(indexes)):
+        if runs and index - (runs[-1][1] - 1) <= max_gap:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
 
 
 def is_batch_id(value: str) -> bool:

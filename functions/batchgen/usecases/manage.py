@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from batchgen import constants
 from batchgen.domain import ids, pricing
 from batchgen.domain.batches import Principal
-from batchgen.domain.errors import Conflict, InvalidInput, NotFound
+from batchgen.domain.errors import Conflict, InvalidInput
 from batchgen.domain.outcomes import Page
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import DeleteJob, PurgeImages
@@ -21,16 +22,7 @@ from batchgen.usecases.settle import end_batch
 logger = logging.getLogger(__name__)
 
 MAX_LOOKUP_IDS = 200
-
-
-def load_owned(services: Services, principal: Principal, batch_id: str) -> BatchWithItems:
-    """Another user's batch reads exactly like a missing one: 404, never 403. Admins read any batch."""
-    record = services.store.get_batch_with_items(batch_id) if ids.is_batch_id(batch_id) else None
-    if record is None or (record.batch.userId != principal.user_id and not principal.is_admin):
-        raise NotFound(f"No batch with id '{batch_id}' was found.")
-    if record.batch.requestCount == 0 and record.items:  # a bulk batch's items count once it is charged
-        return BatchWithItems(batch=record.batch, items=[])
-    return record
+LOOKUP_RUN_GAP = 10  # asked-for items this far apart share one key-range read
 
 
 def cancel_batch(services: Services, principal: Principal, batch_id: str) -> BatchWithItems:
@@ -62,16 +54,25 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
 
 
 def delete_batch(services: Services, principal: Principal, batch_id: str, *, purge_images: bool) -> int:
-    """Removes a terminal batch; Gemini and Cloudinary clean-up run in the pipeline functions.
-    Returns how many images were queued for removal (they stay served until the upload function runs)."""
-    record = load_owned(services, principal, batch_id)
-    if not is_terminal(record.batch.status):
+    """Removes a terminal batch a page of items at a time and its own row last, so a run that dies part
+    way leaves the batch listed and a repeated DELETE finishes it. Gemini and Cloudinary clean-up run in
+    the pipeline functions. Returns how many images were queued for removal (they stay served until the
+    upload function runs)."""
+    batch = items.owned_batch(services, principal, batch_id)
+    if not is_terminal(batch.status):
         raise Conflict("The batch is still running; cancel it before deleting it.")
-    clean_ups = chunks.jobs_of(services, record.batch)  # read before the rows go
-    services.store.delete_batch(record)
+    clean_ups = chunks.jobs_of(services, batch)  # read before the rows go
+    purging = 0
+    for page in services.store.iter_item_pages(batch_id, page_size=constants.DELETE_PAGE_ITEMS):
+        services.blobs.delete_objects([item.imageKey for item in page if item.imageKey])
+        public_ids = [item.publicId for item in page if item.publicId]
+        if purge_images and public_ids:  # one message per page: a bounded Cloudinary run per delivery
+            services.queues.send_uploads([PurgeImages(action="purge", batchId=batch_id, publicIds=public_ids)])
+            purging += len(public_ids)
+        services.store.delete_items(batch_id, [item.index for item in page])
+    services.store.delete_batch(batch_id)
     if len(clean_ups) > 1:
         services.store.delete_job_rows(batch_id)
-    services.blobs.delete_objects([item.imageKey for item in record.items if item.imageKey])
     for job in clean_ups:
         if job.geminiJobName:
             services.queues.send_submit(
@@ -79,11 +80,7 @@ def delete_batch(services: Services, principal: Principal, batch_id: str, *, pur
                     action="delete_job", batchId=batch_id, jobName=job.geminiJobName, inputFile=job.geminiInputFile
                 )
             )
-    public_ids = [item.publicId for item in record.items if item.publicId]
-    if not (purge_images and public_ids):
-        return 0
-    services.queues.send_uploads([PurgeImages(action="purge", batchId=batch_id, publicIds=public_ids)])
-    return len(public_ids)
+    return purging
 
 
 def list_history(
@@ -116,23 +113,39 @@ def list_history(
 def lookup_generations(
     services: Services, principal: Principal, generation_ids: Sequence[str]
 ) -> list[tuple[str, BatchRecord | None, ItemRecord | None]]:
-    """Seed 003's status poll: one Query per batch involved; unknown or foreign ids resolve to None."""
+    """Seed 003's status poll: per batch involved, its row and key-range reads of the items asked for
+    (never the whole batch: a generation of a 10,000-item batch reads its own neighbourhood). Unknown or
+    foreign ids resolve to None."""
     if len(generation_ids) > MAX_LOOKUP_IDS:
         raise InvalidInput(
             f"Ask for at most {MAX_LOOKUP_IDS} jobIds at a time.",
             [{"loc": ["query", "jobIds"], "msg": "too many"}],
         )
-    records: dict[str, BatchWithItems | None] = {}
-    found: list[tuple[str, BatchRecord | None, ItemRecord | None]] = []
+    asked: dict[str, set[int]] = {}
     for generation in generation_ids:
-        batch_id = ids.batch_id_of_generation(generation)
-        if batch_id is not None and batch_id not in records:
-            record = services.store.get_batch_with_items(batch_id)
-            records[batch_id] = record if record and record.batch.userId == principal.user_id else None
-        record = records.get(batch_id) if batch_id else None
-        item = next((item for item in record.items if item.itemId == generation), None) if record else None
-        found.append((generation, record.batch if record and item else None, item))
-    return found
+        batch_id, index = ids.batch_id_of_generation(generation), ids.index_of_generation(generation)
+        if batch_id is not None and index is not None:
+            asked.setdefault(batch_id, set()).add(index)
+    batches: dict[str, BatchRecord] = {}
+    found: dict[str, ItemRecord] = {}
+    for batch_id, indexes in asked.items():
+        batch = services.store.get_batch(batch_id)
+        if batch is not None and batch.userId == principal.user_id:
+            batches[batch_id] = batch
+            found.update(_items_asked(services, batch_id, indexes))
+    return [
+        (generation, batches.get(item.batchId) if item else None, item)
+        for generation in generation_ids
+        for item in [found.get(generation)]
+    ]
+
+
+def _items_asked(services: Services, batch_id: str, indexes: set[int]) -> dict[str, ItemRecord]:
+    items_by_id: dict[str, ItemRecord] = {}
+    for start, stop in ids.index_runs(indexes, max_gap=LOOKUP_RUN_GAP):
+        for page in services.store.iter_item_range(batch_id, start, stop):
+            items_by_id.update((item.itemId, item) for item in page if item.index in indexes)
+    return items_by_id
 
 
 @dataclass(frozen=True)
