@@ -56,7 +56,7 @@ INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
 MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
 MAX_INPUT_FILE_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024  # Gemini's input file limit
 UPLOAD_URL_SECONDS = 3600  # a presigned upload URL is valid for one hour
-INGEST_CHUNK_ITEMS = 25  # one BatchWriteItem
+INGEST_CHUNK_ITEMS = 100  # items written (four BatchWriteItem calls) per checkpoint
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
 INGEST_HANDOVER_SECONDS = 60

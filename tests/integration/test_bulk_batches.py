@@ -195,7 +195,7 @@ def test_a_balance_below_the_cost_fails_naming_required_and_available(api, queue
 
 def test_cancel_while_validating_charges_nothing_and_ingest_cleans_up(api, aws, queues):
     grant("user-1", 100)
-    lines = [{"prompt": f"p{i}", "imageBase64": png_base64()} for i in range(60)]
+    lines = [{"prompt": f"p{i}", "imageBase64": png_base64()} for i in range(constants.INGEST_CHUNK_ITEMS + 35)]
     batch_id = create_from_file(api, upload(api, jsonl(lines)))
     from batchgen.handlers.services import live_services
     from batchgen.usecases import ingest
@@ -203,7 +203,8 @@ def test_cancel_while_validating_charges_nothing_and_ingest_cleans_up(api, aws, 
     clock = iter([1000.0, 0.0])  # the run hands over after its first chunk
     outcome = ingest.ingest_file(live_services(), batch_id, lambda: next(clock, 0.0))
     assert outcome == "handed-over", status(api, batch_id)["failureReason"]
-    assert len(list(get_repository().iter_item_pages(batch_id))) == 1  # one page: 25 items
+    written = [item for page in get_repository().iter_item_pages(batch_id) for item in page]
+    assert len(written) == constants.INGEST_CHUNK_ITEMS  # one chunk
     cancelled = api("POST", f"/batch/{batch_id}/cancel")
     assert cancelled.status == 200 and cancelled.body["status"] == "cancelled"
     assert cancelled.body["refundedCredits"] == 0 and cancelled.body["items"] == []
@@ -216,7 +217,8 @@ def test_cancel_while_validating_charges_nothing_and_ingest_cleans_up(api, aws, 
 
 def test_a_run_near_its_time_limit_hands_over_without_redoing_or_skipping_lines(api, queues):
     grant("user-1", 1000)
-    lines = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(110)]
+    count = 4 * constants.INGEST_CHUNK_ITEMS + 10
+    lines = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(count)]
     batch_id = create_from_file(api, upload(api, jsonl(lines)))
     queues.receive(INGEST)  # the create's message is replaced by direct runs below
     from batchgen.handlers.services import live_services
@@ -224,15 +226,15 @@ def test_a_run_near_its_time_limit_hands_over_without_redoing_or_skipping_lines(
 
     outcomes = []
     for _ in range(10):
-        clock = iter([1000.0, 0.0])  # each run hands over after one chunk of 25
+        clock = iter([1000.0, 0.0])  # each run hands over after one chunk
         outcomes.append(ingest.ingest_file(live_services(), batch_id, lambda c=clock: next(c, 0.0)))
         if outcomes[-1] == "pending":
             break
     assert outcomes == ["handed-over"] * 4 + ["pending"]
     body = status(api, batch_id)
     page = api("GET", f"/batch/{batch_id}/items", query="limit=1000").body
-    assert [item["clientId"] for item in page] == [f"r{i}" for i in range(110)]
-    assert body["requestCount"] == 110 and balance() == 1000 - 220
+    assert [item["clientId"] for item in page] == [f"r{i}" for i in range(count)]
+    assert body["requestCount"] == count and balance() == 1000 - 2 * count
 
 
 def test_duplicate_ingest_deliveries_change_nothing(api, queues):

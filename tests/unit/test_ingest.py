@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from batchgen import constants
 from batchgen.domain import bulk
 from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.domain.states import BatchStatus
@@ -83,28 +84,33 @@ def test_a_short_balance_fails_with_required_and_available_and_removes_the_items
 def test_a_run_that_dies_between_items_and_checkpoint_resumes_without_duplicates_or_gaps() -> None:
     services = BulkServices()
     services.store.balances["user-1"] = Decimal(1000)
-    batch_id = file_batch(services, jsonl([{"id": f"r{i}", "prompt": "p"} for i in range(80)]))
-    # First run: hands over after two chunks (50 items).
+    chunk = constants.INGEST_CHUNK_ITEMS
+    lines = 3 * chunk + chunk // 5
+    batch_id = file_batch(services, jsonl([{"id": f"r{i}", "prompt": "p"} for i in range(lines)]))
+    # First run: hands over after two chunks.
     clock = iter([1000.0, 1000.0, 0.0])
     assert ingest.ingest_file(services, batch_id, lambda: next(clock, 0.0)) == "handed-over"
-    assert services.store.batches[batch_id].ingestItems == 50
+    assert services.store.batches[batch_id].ingestItems == 2 * chunk
     # Second run dies after writing its first chunk but before checkpointing it.
     services.store.fail_next_checkpoint = True
     with pytest.raises(RuntimeError):
         ingest.ingest_file(services, batch_id)
-    assert len(services.store.items[batch_id]) == 75  # written, not checkpointed
+    assert len(services.store.items[batch_id]) == 3 * chunk  # written, not checkpointed
     # The redelivery starts from the checkpoint: the rewritten ids are not taken for duplicates.
     assert ingest.ingest_file(services, batch_id) == "pending"
     items = services.store.items[batch_id]
-    assert [item.index for item in items] == list(range(80))
-    assert [item.clientId for item in items] == [f"r{i}" for i in range(80)]
-    assert services.store.batches[batch_id].requestCount == 80
+    assert [item.index for item in items] == list(range(lines))
+    assert [item.clientId for item in items] == [f"r{i}" for i in range(lines)]
+    assert services.store.batches[batch_id].requestCount == lines
 
 
 def test_cancel_while_validating_charges_nothing_and_the_next_run_cleans_up() -> None:
     services = BulkServices()
     services.store.balances["user-1"] = Decimal(1000)
-    batch_id = file_batch(services, jsonl([{"prompt": "p", "imageBase64": png_base64()} for _ in range(40)]))
+    batch_id = file_batch(
+        services,
+        jsonl([{"prompt": "p", "imageBase64": png_base64()} for _ in range(constants.INGEST_CHUNK_ITEMS + 15)]),
+    )
     clock = iter([1000.0, 0.0])
     assert ingest.ingest_file(services, batch_id, lambda: next(clock, 0.0)) == "handed-over"
     assert ingest.cancel_validating(services, batch_id)

@@ -1,7 +1,7 @@
 """Bulk batches (SPEC §6): presigned uploads, the `validating` batch, and the ingest step.
 
 The ingest step streams the uploaded JSONL file from its checkpoint, checks each line with the
-inline rules (`domain.bulk.check_line`), writes the items 25 at a time and checkpoints after each
+inline rules (`domain.bulk.check_line`), writes the items 100 at a time and checkpoints after each
 chunk; a run near its time limit hands over to a new message. Only when the whole file is good does
 it debit the balance, once, atomically with the move to `pending` (`activate_bulk_batch`). Any
 problem ends the batch `failed` with a `failureReason` and nothing charged.
