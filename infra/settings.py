@@ -22,6 +22,7 @@ from batchgen.constants import (
     ENV_CLOUDINARY_FOLDER,
     ENV_CORS_ORIGINS,
     ENV_GEMINI_BASE_URL,
+    ENV_GEMINI_JOB_MAX_REQUESTS,
     ENV_GEMINI_MAX_ACTIVE_JOBS,
     ENV_GEMINI_WEBHOOK_JWKS_URL,
     ENV_JWT_ALGORITHMS,
@@ -32,6 +33,7 @@ from batchgen.constants import (
     ENV_MAX_BATCH_REQUESTS,
     ENV_MAX_WAIT_SECONDS,
     ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    GEMINI_JOB_MAX_REQUESTS_DEFAULT,
     GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
     LOG_LEVEL_DEFAULT,
     MAX_BATCH_REQUESTS_DEFAULT,
@@ -73,6 +75,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "maxBatchRequests": "max_batch_requests",
     "maxWaitSeconds": "max_wait_seconds",
     "geminiMaxActiveJobs": "gemini_max_active_jobs",
+    "geminiJobMaxRequests": "gemini_job_max_requests",
     "cloudinaryFolder": "cloudinary_folder",
     "jwtIssuer": "jwt_issuer",
     "jwtAudience": "jwt_audience",
@@ -102,6 +105,7 @@ class StackSettings:
     max_batch_requests: int = MAX_BATCH_REQUESTS_DEFAULT
     max_wait_seconds: int = MAX_WAIT_SECONDS_DEFAULT
     gemini_max_active_jobs: int = GEMINI_MAX_ACTIVE_JOBS_DEFAULT
+    gemini_job_max_requests: int = GEMINI_JOB_MAX_REQUESTS_DEFAULT  # a larger batch runs as several jobs
     cloudinary_folder: str = CLOUDINARY_FOLDER_DEFAULT
     jwt_issuer: str = ""
     jwt_audience: str = ""
@@ -127,6 +131,8 @@ class StackSettings:
             raise ValueError("corsOrigins must name at least one origin (or '*')")
         if self.log_retention_days not in RETENTION_DAYS:
             raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}")
+        if not 1 <= self.gemini_job_max_requests <= 100_000:
+            raise ValueError(f"geminiJobMaxRequests must be 1..100000, got {self.gemini_job_max_requests}")
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
 
@@ -151,6 +157,7 @@ class StackSettings:
             ENV_MAX_BATCH_REQUESTS: str(self.max_batch_requests),
             ENV_MAX_WAIT_SECONDS: str(self.max_wait_seconds),
             ENV_GEMINI_MAX_ACTIVE_JOBS: str(self.gemini_max_active_jobs),
+            ENV_GEMINI_JOB_MAX_REQUESTS: str(self.gemini_job_max_requests),
             ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
             ENV_CORS_ORIGINS: ",".join(self.cors_origins),
             ENV_LOG_LEVEL: self.log_level,

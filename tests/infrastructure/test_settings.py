@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+import pytest
+
 from batchgen import constants
 from infra.settings import CONTEXT_KEYS, StackSettings, cdk_json_context
 
@@ -50,3 +52,12 @@ def test_the_function_environment_uses_the_names_in_constants() -> None:
         gemini_webhook_jwks_url="w",
     ).function_environment()
     assert set(env) <= names
+
+
+def test_the_gemini_job_size_is_a_context_setting_every_function_receives() -> None:
+    chosen = StackSettings.from_context(_Context({"geminiJobMaxRequests": "250"}))
+    assert chosen.function_environment()[constants.ENV_GEMINI_JOB_MAX_REQUESTS] == "250"
+    default = StackSettings().function_environment()[constants.ENV_GEMINI_JOB_MAX_REQUESTS]
+    assert default == str(constants.GEMINI_JOB_MAX_REQUESTS_DEFAULT)
+    with pytest.raises(ValueError, match="geminiJobMaxRequests"):
+        StackSettings.from_context(_Context({"geminiJobMaxRequests": "0"}))
