@@ -202,8 +202,7 @@ class FunctionSpec:
     timeout_seconds: int
     reserved_concurrency: int | None = None
     description: str = ""
-    # /tmp size: 512 MB by default, too small for a responses file of 4K images (each up to three
-    # images with Gemini 3's interim "thought" images, base64 in JSON) or an input file of 50 images.
+    # /tmp size: 512 MB by default (collect streams the responses file and needs none).
     ephemeral_storage_mb: int = 512
 
 
@@ -231,7 +230,9 @@ SUBMIT_FUNCTION = FunctionSpec(
     # One Gemini project allows 100 running batch jobs: a few writers suffice.
     reserved_concurrency=5,
     description="Builds and creates one Gemini batch job per user batch",
-    ephemeral_storage_mb=1024,  # the JSONL input file: 50 images of 4 MB as base64 is ~270 MB
+    # A chunk's JSONL input file is written to /tmp before its upload: up to Gemini's 2 GB input-file
+    # limit (a chunk of a bulk batch holds at most the uploaded file's 2 GB of base64 images).
+    ephemeral_storage_mb=3072,
 )
 POLLER_FUNCTION = FunctionSpec(
     "poller",
@@ -247,7 +248,6 @@ COLLECT_FUNCTION = FunctionSpec(
     1024,
     300,
     description="Streams a finished job's responses into S3 staging",
-    ephemeral_storage_mb=4096,  # 50 x up to three 4K PNGs as base64 in the responses file
 )
 UPLOAD_FUNCTION = FunctionSpec(
     "upload",

@@ -27,6 +27,7 @@ from batchgen.constants import (
     INGEST_QUEUE,
     INPUT_EXPIRY_DAYS,
     INPUT_PREFIX,
+    MAX_INPUT_FILE_BYTES_DEFAULT,
     NOTIFY_FUNCTION,
     NOTIFY_QUEUE,
     PHOTO_FUNCTION,
@@ -114,13 +115,17 @@ def test_function_is_built_from_its_spec(synthesized: Synthesized, spec: Functio
     assert props["Layers"] == [ref(layer)]
 
 
-def test_collect_and_submit_get_room_in_tmp_for_gemini_files(synthesized: Synthesized) -> None:
-    """Collect downloads a responses file of 4K images to /tmp; 512 MB (the default) is too small."""
+def test_submit_gets_room_in_tmp_for_an_input_file_and_collect_streams_with_the_default(
+    synthesized: Synthesized,
+) -> None:
+    """Submit writes a chunk's JSONL input file (up to Gemini's 2 GB limit) to /tmp before uploading it;
+    collect streams the responses file line by line and keeps Lambda's default 512 MB."""
     sizes = {
         name: function_resource(synthesized, name)["Properties"]["EphemeralStorage"]["Size"]
         for name in ("collect", "submit")
     }
-    assert sizes["collect"] >= 4096 and sizes["submit"] >= 1024
+    assert sizes["submit"] * 1024 * 1024 > MAX_INPUT_FILE_BYTES_DEFAULT * 1.2
+    assert sizes["collect"] == 512
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda spec: spec.name)
