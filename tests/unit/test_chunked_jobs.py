@@ -362,3 +362,56 @@ def test_two_runs_of_one_chunk_collect_settle_each_item_once(monkeypatch: pytest
     rest_again = collect.collect_batch(services, batch_id, 0)
     assert first.texts_stored + rest.texts_stored + rest_again.texts_stored == 30
     assert services.store.batches[batch_id].successCount == 30
+
+
+# --- the Gemini webhook finds its chunk without scanning the active batches ------------------------
+def webhook(job_name: str) -> bytes:
+    import json
+
+    return json.dumps({"type": "batch.succeeded", "data": {"id": job_name.removeprefix("batches/")}}).encode()
+
+
+def test_display_names_name_their_batch_and_chunk_and_nothing_else():
+    from batchgen.domain.gemini_requests import batch_and_chunk_of
+
+    batch_id = "batch_1796000000000_0123456789"
+    for chunk, round_number in [(0, 0), (0, 1), (3, 0), (12, 2)]:
+        assert batch_and_chunk_of(job_display_name(batch_id, round_number, chunk)) == (batch_id, chunk)
+    for other in ["", "batchgen-batch_1", f"x-batchgen-{batch_id}", f"batchgen-{batch_id}-c1-extra", "my job"]:
+        assert batch_and_chunk_of(other) is None
+
+
+def test_a_succeeded_webhook_queues_its_chunks_collect_without_reading_the_active_batches(services):
+    from batchgen.usecases import gemini_webhook
+
+    others = [new_batch(services, count=7) for _ in range(3)]
+    for other in others:
+        submit_all(services, other)
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    services.store.calls.clear()
+    assert gemini_webhook.handle_event(services, webhook(names[1])) == "collect_queued"
+    assert [(m.batchId, m.chunk) for m in collect_sent(services)] == [(batch_id, 1)]
+    assert services.store.calls["iter_active_batches"] == 0 and services.store.calls["list_jobs"] == 0
+    assert gemini_webhook.handle_event(services, webhook(names[1])) == "ignored"  # a replay queues nothing more
+    assert len(collect_sent(services)) == 1
+
+
+def test_a_webhook_for_an_unknown_a_replaced_or_an_unreachable_job_queues_nothing(services, monkeypatch):
+    from batchgen.domain.errors import TransientError
+    from batchgen.usecases import gemini_webhook
+
+    batch_id = new_batch(services, count=7)
+    names = submit_all(services, batch_id)
+    assert gemini_webhook.handle_event(services, webhook("batches/not-ours")) == "ignored"
+    # A job of an earlier round, no longer the chunk's job: its display name still names the chunk.
+    services.gemini.create_job("m", "files/x", job_display_name(batch_id, 1, 2))
+    stale = next(name for name, job in services.gemini.jobs.items() if name not in names)
+    assert gemini_webhook.handle_event(services, webhook(stale)) == "ignored"
+
+    def unreachable(name: str):  # noqa: ANN202
+        raise TransientError("Gemini answered 503")
+
+    monkeypatch.setattr(services.gemini, "get_job", unreachable)
+    assert gemini_webhook.handle_event(services, webhook(names[0])) == "ignored"  # the poller collects it
+    assert collect_sent(services) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,15 @@ def job_display_name(batch_id: str, round_number: int = 0, chunk: int = 0) -> st
     """Deterministic per batch, chunk and round, so an interrupted submit can find the job it may have
     created (chunk 0, the only one of most batches, keeps the name it always had)."""
     return f"batchgen-{batch_id}" + (f"-c{chunk}" if chunk else "") + (f"-r{round_number}" if round_number else "")
+
+
+_DISPLAY_NAME = re.compile(r"^batchgen-(?P<batch>batch_\d{13}_[0-9a-f]{10})(?:-c(?P<chunk>\d{1,5}))?(?:-r\d{1,3})?$")
+
+
+def batch_and_chunk_of(display_name: str) -> tuple[str, int] | None:
+    """The batch id and chunk a job's display name (`job_display_name`) names; None for another's job."""
+    match = _DISPLAY_NAME.match(display_name)
+    return (match["batch"], int(match["chunk"] or 0)) if match else None
 
 
 def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
