@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -58,6 +59,10 @@ class FakeNotifications:
 
     def delete_event(self, event: OutboxRecord) -> None:
         self.events.remove(event)
+
+    def delete_events(self, events: list[OutboxRecord]) -> None:
+        for event in events:
+            self.events.remove(event)
 
 
 class FakeNotifier:
@@ -350,6 +355,60 @@ def test_relay_sends_item_events_only_to_subscribers() -> None:
     [sent] = services.notifier.sent
     assert sent.endpointId == "whep_items" and sent.eventId == "evt_9_1_whep_items"
     assert '"clientId":"b"' in sent.body and '"error":"no"' in sent.body
+
+
+class CountingNotifications(FakeNotifications):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def list_endpoints(self, user_id: str) -> list[WebhookEndpointRecord]:
+        self.calls["list_endpoints"] += 1
+        return super().list_endpoints(user_id)
+
+    def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
+        self.calls["claim_event"] += 1
+        return super().claim_event(event, lease_seconds)
+
+
+def item_events(count: int) -> list[OutboxRecord]:
+    return [
+        OutboxRecord(
+            eventId=f"evt_{n}", batchId="batch_1", at=ids.now_iso(), itemEvent="batch.item.succeeded", itemIndexes=[0]
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_pass_reads_the_owner_and_endpoints_once_and_drops_item_events_nobody_named_unclaimed() -> None:
+    services = NotifyFakes(notifications=CountingNotifications())
+    finished_batch(services)
+    services.notifications.endpoints["whep_all"] = endpoint("whep_all")  # batch events only
+    services.notifications.events.extend([*item_events(40), outbox("batch.completed")])
+    reads = Counter()
+    get_batch = services.store.get_batch
+
+    def counted_get_batch(batch_id: str, consistent: bool = True):  # noqa: ANN202
+        reads[batch_id] += 1
+        return get_batch(batch_id, consistent)
+
+    services.store.get_batch = counted_get_batch  # type: ignore[method-assign]
+    assert notify.relay_outbox(services) == 41
+    assert services.notifications.events == []
+    assert services.notifications.calls == {"list_endpoints": 1, "claim_event": 1}  # the batch event's claim
+    assert reads["batch_1"] == 2  # the owner once, and the batch event's fresh read
+    assert [m.eventId for m in services.notifier.sent if isinstance(m, DeliverWebhook)] == ["evt_9_whep_all"]
+
+
+def test_item_events_someone_named_are_claimed_and_sent_each_once() -> None:
+    services = NotifyFakes(notifications=CountingNotifications())
+    finished_batch(services)
+    services.notifications.endpoints["whep_items"] = endpoint("whep_items", ["batch.item.succeeded"])
+    services.notifications.events.extend(item_events(3))
+    assert notify.relay_outbox(services) == 3
+    assert services.notifications.calls == {"list_endpoints": 1, "claim_event": 3}
+    sent = [m.eventId for m in services.notifier.sent if isinstance(m, DeliverWebhook)]
+    assert sent == ["evt_0_0_whep_items", "evt_1_0_whep_items", "evt_2_0_whep_items"]
 
 
 def test_a_relay_that_fails_keeps_the_row_and_sends_the_same_ids_next_time() -> None:

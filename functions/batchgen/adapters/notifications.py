@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -216,6 +217,17 @@ class NotificationStore:
 
     def delete_event(self, event: OutboxRecord) -> None:
         self.db.delete_item(TableName=self.table, Key=_event_key(event))
+
+    def delete_events(self, events: Sequence[OutboxRecord]) -> None:
+        """BatchWriteItem calls of 25; a row left unprocessed is relayed (and deleted) again later."""
+        for start in range(0, len(events), 25):
+            pending: dict[str, Any] = {
+                self.table: [{"DeleteRequest": {"Key": _event_key(event)}} for event in events[start : start + 25]]
+            }
+            for _attempt in range(5):
+                pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+                if not pending:
+                    break
 
 
 def _event_key(event: OutboxRecord) -> dict[str, Any]:

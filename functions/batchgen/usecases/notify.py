@@ -40,15 +40,54 @@ RELAY_LEASE_SECONDS = 60  # a claimed row whose relayer died is relayed again af
 def relay_outbox(services: NotifyServices, budget_seconds: float = RELAY_BUDGET_SECONDS) -> int:
     """Relays pending events until none are left or the budget is spent; returns how many."""
     relayed, deadline = 0, time.monotonic() + budget_seconds
+    relay = _RelayPass(services)
     while time.monotonic() < deadline:
         events = services.notifications.pending_events(RELAY_PAGE)
-        claimed = [event for event in events if services.notifications.claim_event(event, RELAY_LEASE_SECONDS)]
-        if not claimed:
+        unwanted = [event for event in events if relay.nobody_wants(event)]
+        # No claim: deleting a row nobody is told about twice is harmless.
+        services.notifications.delete_events(unwanted)
+        claimed = [
+            event
+            for event in events
+            if event not in unwanted and services.notifications.claim_event(event, RELAY_LEASE_SECONDS)
+        ]
+        if not claimed and not unwanted:
             break
         for event in claimed:
-            relay_event(services, event)
-            relayed += 1
+            relay_event(services, event, relay)
+        relayed += len(unwanted) + len(claimed)
     return relayed
+
+
+class _RelayPass:
+    """What one relay pass reads once, not once per event: each batch's owner and each owner's enabled
+    endpoints (a pass lasts seconds; an endpoint added meanwhile is told from the next pass on)."""
+
+    def __init__(self, services: NotifyServices) -> None:
+        self.services = services
+        self.owners: dict[str, str | None] = {}
+        self.endpoints: dict[str, list[WebhookEndpointRecord]] = {}
+
+    def owner(self, batch_id: str) -> str | None:
+        if batch_id not in self.owners:
+            batch = self.services.store.get_batch(batch_id)
+            self.owners[batch_id] = batch.userId if batch else None
+        return self.owners[batch_id]
+
+    def endpoints_of(self, user_id: str) -> list[WebhookEndpointRecord]:
+        if user_id not in self.endpoints:
+            listed = self.services.notifications.list_endpoints(user_id)
+            self.endpoints[user_id] = [endpoint for endpoint in listed if not endpoint.disabledAt]
+        return self.endpoints[user_id]
+
+    def nobody_wants(self, event: OutboxRecord) -> bool:
+        """An item event no endpoint of the batch's owner names (most of them), or of a deleted batch."""
+        if event.batchEvent or not event.itemEvent:
+            return False
+        owner = self.owner(event.batchId)
+        return owner is None or not any(
+            rules.subscribed(endpoint.events, event.itemEvent) for endpoint in self.endpoints_of(owner)
+        )
 
 
 def relay_soon(services: NotifyServices) -> None:
@@ -60,22 +99,20 @@ def relay_soon(services: NotifyServices) -> None:
         logger.exception("fast relay failed; the poller's tick will relay")
 
 
-def relay_event(services: NotifyServices, event: OutboxRecord) -> None:
+def relay_event(services: NotifyServices, event: OutboxRecord, relay: _RelayPass | None = None) -> None:
     """Messages first, then the row's deletion: at least once, with the same event ids every time."""
-    batch = services.store.get_batch(event.batchId)
+    batch = services.store.get_batch(event.batchId)  # fresh: a batch event reports the batch as it ended
     if batch is not None:
-        messages = list(_messages(services, event, batch))
+        endpoints = (relay or _RelayPass(services)).endpoints_of(batch.userId)
+        messages = list(_messages(services, event, batch, endpoints))
         if messages:
             services.notifier.send_notifications(messages)
     services.notifications.delete_event(event)
 
 
 def _messages(
-    services: NotifyServices, event: OutboxRecord, batch: BatchRecord
+    services: NotifyServices, event: OutboxRecord, batch: BatchRecord, endpoints: list[WebhookEndpointRecord]
 ) -> Iterator[DeliverWebhook | SendEmail | WriteResultsManifest]:
-    endpoints = [
-        endpoint for endpoint in services.notifications.list_endpoints(batch.userId) if not endpoint.disabledAt
-    ]
     if event.itemEvent and any(rules.subscribed(endpoint.events, event.itemEvent) for endpoint in endpoints):
         # Item events go only to endpoints that named them: without one, nothing is read per item.
         for index in event.itemIndexes:
