@@ -56,6 +56,8 @@ def relay_outbox(services: NotifyServices, budget_seconds: float = RELAY_BUDGET_
         for event in claimed:
             relay_event(services, event, relay)
         relayed += len(unwanted) + len(claimed)
+        if len(events) < RELAY_PAGE:  # every pending row was in this page; newer ones go to the next pass
+            break
     return relayed
 
 
