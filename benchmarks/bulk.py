@@ -100,6 +100,26 @@ def _page_latency(batch_id: str, cursor: str | None, reads: ItemsRead, rounds: i
     }
 
 
+def _cancel_and_delete(batch_id: str, counter: CallCounter) -> None:
+    """A cancel and a delete of a 10,000-item batch run inside the API function (API Gateway waits 29 s)."""
+    from batchgen.domain.batches import Principal
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases import manage
+
+    for label, action in (
+        ("cancel", lambda: manage.cancel_batch(live_services(), Principal(USER), batch_id)),
+        ("delete", lambda: manage.delete_batch(live_services(), Principal(USER), batch_id, purge_images=True)),
+    ):
+        counter.take()
+        started = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - started
+        calls = counter.take()
+        listing = ", ".join(f"{name} x{count}" for name, count in calls.most_common(4))
+        total = sum(calls.values())
+        print(f"{label} of a 10,000-item batch: {seconds:5.1f} s against moto, {total} AWS calls ({listing})")
+
+
 def run() -> None:
     print("== Bulk batches: ingest of an uploaded JSONL file (moto server, text lines) ==")
     with aws_server_environment():
@@ -125,6 +145,7 @@ def run() -> None:
         reads.attach()
         big = _page_latency(results[10_000]["batch"], "4999", reads)  # a page in the middle of the batch
         small = _page_latency(small, None, reads)
+        _cancel_and_delete(results[10_000]["batch"], counter)
         for page in ("status", "items"):
             (small_ms, small_calls, small_items), (big_ms, big_calls, big_items) = small[page], big[page]
             print(
