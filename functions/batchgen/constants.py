@@ -32,6 +32,10 @@ HISTORY_LIMIT_MAX = 100
 STATUS_ITEMS_MAX = 100  # items/results/errors in one status body (SPEC §6); the rest through /items
 ITEMS_LIMIT_DEFAULT = 100
 ITEMS_LIMIT_MAX = 1000
+# A cancel settles its refunds page by page inside the API function (29 s) for at most this long; a
+# bigger batch's cancel goes on in the submit function, a run of at most the second budget at a time.
+CANCEL_BUDGET_SECONDS = 15.0
+CANCEL_CONTINUE_BUDGET_SECONDS = 90.0
 DELETE_PAGE_ITEMS = 100  # a deleted batch's items per Query page, image removal and purge message
 RESULTS_URL_SECONDS = 3600  # a presigned results-manifest URL
 RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal batch

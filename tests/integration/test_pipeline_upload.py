@@ -364,3 +364,26 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
     assert sorted(len(body["publicIds"]) for body in purges) == [30, 100, 100]
     queues.drain(constants.UPLOAD_QUEUE)
     assert not any(key.startswith(f"batchgen/{batch_id}/") for key in cloudinary.assets)
+
+
+def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finishes_it(
+    api, gemini, queues, monkeypatch
+):
+    """SPEC §6: a cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
+    from batchgen.usecases import settle
+
+    monkeypatch.setattr(settle, "SETTLE_CHUNK_ITEMS", 5)  # 20 items: four pages
+    monkeypatch.setattr(constants, "CANCEL_BUDGET_SECONDS", 0.0)  # the API call settles one page
+    grant("user-1", 100)
+    batch_id = create(api, [f"p{i}" for i in range(20)])
+    queues.drain(SUBMIT)  # at Gemini: processing
+    cancelled = api("POST", f"/batch/{batch_id}/cancel")
+    assert cancelled.status == 202 and cancelled.body["status"] == "processing"
+    assert cancelled.body["summary"]["failed"] == 5  # one page cancelled and refunded so far
+    assert get_repository().get_balance("user-1") == Decimal(100 - 40 + 10)  # 2 credits an item
+    queues.drain(SUBMIT)  # FinishCancel (within the submit function's budget), then the Gemini job's cancel
+    body = status(api, batch_id)
+    assert body["status"] == "cancelled" and body["refundedCredits"] == 40 and body["failCount"] == 20
+    assert get_repository().get_balance("user-1") == Decimal(100)
+    assert gemini.calls["cancel"] == 1  # the job stopped once
+    assert api("POST", f"/batch/{batch_id}/cancel").status == 409

@@ -13,7 +13,7 @@ from batchgen.domain import ids
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import PurgeImages
+from batchgen.models.messages import FinishCancel, PurgeImages
 from batchgen.usecases import manage
 from tests.unit.fakes import FakeServices, FakeStore
 from tests.unit.test_settle_chunks import big_batch
@@ -150,3 +150,47 @@ def test_a_generation_lookup_in_a_5000_item_batch_reads_only_around_the_items_as
     assert all(batch is not None and batch.batchId == batch_id for _, batch, item in found if item)
     assert sorted(reads) == [(0, 2), (4999, 5000), (7000, 7001)]  # 3 items' neighbourhoods, not 5,000
     assert [item for _, _, item in manage.lookup_generations(services, Principal("user-2"), wanted)] == [None] * 3
+
+
+# --- a cancel bigger than the API function's budget --------------------------------------------------
+def running_batch(services: FakeServices, count: int) -> str:
+    batch_id = big_batch(services.store, count)
+    services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
+        update={"status": BatchStatus.PROCESSING, "geminiJobName": "batches/job-1"}
+    )
+    return batch_id
+
+
+def test_a_cancel_past_the_api_budget_goes_on_in_the_submit_function_refunding_each_item_once(
+    services, monkeypatch
+) -> None:
+    monkeypatch.setattr(constants, "CANCEL_BUDGET_SECONDS", 0.0)  # every run settles one page, then hands over
+    monkeypatch.setattr(constants, "CANCEL_CONTINUE_BUDGET_SECONDS", 0.0)
+    store = services.store
+    batch_id = running_batch(services, 1000)
+    assert store.get_balance("user-1") == 10_000 - 500
+    page = manage.cancel_batch(services, OWNER, batch_id)
+    assert page.batch.status is BatchStatus.PROCESSING  # the route answers 202: the cancel goes on
+    assert sum(1 for item in store.items[batch_id] if item.status is ItemStatus.CANCELLED) == 90
+    assert [message for message, _ in services.queues.submit] == [
+        FinishCancel(action="finish_cancel", batchId=batch_id)
+    ]
+    outcomes = []
+    while services.queues.submit and isinstance(services.queues.submit[-1][0], FinishCancel):
+        services.queues.submit.pop()
+        outcomes.append(manage.finish_cancel(services, batch_id))
+    assert outcomes == ["continued"] * 10 + ["cancelled"]  # 12 pages of 90: one per run
+    batch = store.batches[batch_id]
+    assert batch.status is BatchStatus.CANCELLED and batch.failCount == 1000 and batch.refundedCredits == 500
+    assert store.get_balance("user-1") == 10_000 and sum(entry.delta for entry in store.ledger) == 10_000
+    assert all(item.status is ItemStatus.CANCELLED for item in store.items[batch_id])
+    assert [message.jobName for message, _ in services.queues.submit] == ["batches/job-1"]  # cancelled once
+    assert manage.finish_cancel(services, batch_id) == "already-ended"  # a duplicate delivery
+    assert len(services.queues.submit) == 1 and store.get_balance("user-1") == 10_000
+
+
+def test_a_cancel_within_the_budget_ends_in_the_api_call(services) -> None:
+    batch_id = running_batch(services, 1000)
+    page = manage.cancel_batch(services, OWNER, batch_id)
+    assert page.batch.status is BatchStatus.CANCELLED and services.store.get_balance("user-1") == 10_000
+    assert not any(isinstance(message, FinishCancel) for message, _ in services.queues.submit)

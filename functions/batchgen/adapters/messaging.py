@@ -7,15 +7,13 @@ from collections.abc import Sequence
 from batchgen.adapters.aws import client
 from batchgen.config import get_settings
 from batchgen.models.messages import (
-    CancelJob,
     CollectResults,
-    DeleteJob,
     DeliverWebhook,
     IngestFile,
     Message,
     PurgeImages,
     SendEmail,
-    SubmitJob,
+    SubmitQueueBody,
     UploadImage,
     WriteResultsManifest,
 )
@@ -37,7 +35,7 @@ def _send_many(queue_url: str, messages: Sequence[Message]) -> None:
             raise RuntimeError(f"SQS refused {len(response['Failed'])} messages: {response['Failed'][0]}")
 
 
-def send_submit(message: SubmitJob | CancelJob | DeleteJob, delay_seconds: int = 0) -> None:
+def send_submit(message: SubmitQueueBody, delay_seconds: int = 0) -> None:
     _send(get_settings().submit_queue_url, message, delay_seconds)
 
 

@@ -15,8 +15,8 @@ from batchgen.domain.errors import TransientError
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import SubmitRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.models.messages import SubmitJob
-from batchgen.usecases import submit
+from batchgen.models.messages import FinishCancel, SubmitJob
+from batchgen.usecases import manage, submit
 
 logger = Logger()
 tracer = Tracer()
@@ -40,6 +40,9 @@ def record_handler(record: SubmitRecord) -> None:
                 },
             )
             metrics.add_metric(name=f"Submit_{outcome.status}", unit=MetricUnit.Count, value=1)
+        elif isinstance(message, FinishCancel):
+            outcome_name = manage.finish_cancel(live_services(), message.batchId)
+            logger.info("finish_cancel", extra={"batch_id": message.batchId, "outcome": outcome_name})
         else:
             submit.clean_up_job(
                 live_services(),

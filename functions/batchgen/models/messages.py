@@ -46,6 +46,13 @@ class DeleteJob(Message):
     inputFile: str | None = None
 
 
+class FinishCancel(Message):
+    """A cancel of a big batch goes on here once the API function's budget is spent (SPEC §6)."""
+
+    action: Literal["finish_cancel"]
+    batchId: str
+
+
 class CollectResults(Message):
     """Collect one chunk's finished job (from its checkpoint: a run near its time limit hands over)."""
 
@@ -123,10 +130,12 @@ def _action(default: str) -> Callable[[Any], str]:
     return discriminate
 
 
+SubmitQueueBody = SubmitJob | CancelJob | DeleteJob | FinishCancel  # what the submit queue carries
 SubmitMessage = Annotated[
     Annotated[SubmitJob, Tag("submit")]
     | Annotated[CancelJob, Tag("cancel_job")]
-    | Annotated[DeleteJob, Tag("delete_job")],
+    | Annotated[DeleteJob, Tag("delete_job")]
+    | Annotated[FinishCancel, Tag("finish_cancel")],
     Discriminator(_action("submit")),
 ]
 UploadMessage = Annotated[

@@ -16,14 +16,12 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
     from batchgen.domain.outcomes import ItemOutcome, Page
     from batchgen.domain.states import BatchStatus
     from batchgen.models.messages import (
-        CancelJob,
         CollectResults,
-        DeleteJob,
         DeliverWebhook,
         IngestFile,
         PurgeImages,
         SendEmail,
-        SubmitJob,
+        SubmitQueueBody,
         UploadImage,
         WriteResultsManifest,
     )
@@ -163,7 +161,7 @@ class GeminiJobs(Protocol):
 
 
 class Queues(Protocol):
-    def send_submit(self, message: SubmitJob | CancelJob | DeleteJob, delay_seconds: int = 0) -> None: ...
+    def send_submit(self, message: SubmitQueueBody, delay_seconds: int = 0) -> None: ...
     def send_collect(self, message: CollectResults) -> None: ...
     def send_uploads(self, messages: Sequence[UploadImage | PurgeImages]) -> None: ...
     def send_ingest(self, message: IngestFile, delay_seconds: int = 0) -> None: ...

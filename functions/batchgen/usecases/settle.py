@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 from batchgen.domain.errors import ConcurrentChange
 from batchgen.domain.outcomes import ItemOutcome, open_items
@@ -33,11 +33,51 @@ Choose = Callable[[list[ItemRecord]], list[ItemOutcome]]
 
 
 @dataclass(frozen=True)
+class Unfinished:
+    """A settlement stopped at its time budget between two pages: what it settled stays settled and
+    refunded, the batch is still active, and `end_batch` again goes on with the items still open."""
+
+    batch_id: str
+
+
+class _OutOfTime(Exception):
+    """Raised between pages once the caller's budget is spent (a page is never half settled)."""
+
+
+@dataclass(frozen=True)
 class EndedBatch:
     """What the callers of `end_batch` need: the batch as it ended (status, counters, Gemini names).
     Its items are not loaded: read them in pages (`usecases.items`)."""
 
     batch: BatchRecord
+
+
+@overload
+def end_batch(
+    store: BatchStore,
+    batch_id: str,
+    *,
+    batch_status: BatchStatus,
+    item_status: ItemStatus,
+    error: str,
+    reason: str,
+    batch_changes: dict[str, Any] | None = None,
+    out_of_time: None = None,
+) -> EndedBatch | None: ...
+
+
+@overload
+def end_batch(
+    store: BatchStore,
+    batch_id: str,
+    *,
+    batch_status: BatchStatus,
+    item_status: ItemStatus,
+    error: str,
+    reason: str,
+    batch_changes: dict[str, Any] | None = None,
+    out_of_time: Callable[[], bool],
+) -> EndedBatch | Unfinished | None: ...
 
 
 def end_batch(
@@ -49,17 +89,30 @@ def end_batch(
     error: str,
     reason: str,
     batch_changes: dict[str, Any] | None = None,
-) -> EndedBatch | None:
+    out_of_time: Callable[[], bool] | None = None,
+) -> EndedBatch | Unfinished | None:
     """Cancel, expire or fail a batch: every open item ends and is refunded, page by page; the batch's
     move to `batch_status` rides on the last page's transaction (so no finaliser can end it in between).
 
-    Returns None when the batch was already terminal (someone else ended it first).
+    Returns None when the batch was already terminal (someone else ended it first), and `Unfinished`
+    when `out_of_time()` said so between two pages (a Lambda run near its limit).
     """
 
     def choose(page: list[ItemRecord]) -> list[ItemOutcome]:
         return [ItemOutcome(item, item_status, error) for item in open_items(page)]
 
-    settled = _settle(store, batch_id, choose, reason=reason, batch_status=batch_status, batch_changes=batch_changes)
+    try:
+        settled = _settle(
+            store,
+            batch_id,
+            choose,
+            reason=reason,
+            batch_status=batch_status,
+            batch_changes=batch_changes,
+            out_of_time=out_of_time,
+        )
+    except _OutOfTime:
+        return Unfinished(batch_id)
     if settled is None:
         return None
     ended = store.get_batch(batch_id)
@@ -119,6 +172,7 @@ def _settle(
     batch_status: BatchStatus | None = None,
     batch_changes: dict[str, Any] | None = None,
     span: tuple[int, int] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> _Settled | None:
     """Pages through the batch's items (only those in `span`, when given) and settles each page's chosen
     items in one transaction; the batch's move (`batch_status`) rides on the last one. A lost race (an
@@ -133,7 +187,7 @@ def _settle(
     refunded, attempts = Decimal(0), 0
     while True:
         try:
-            refunded += _pass(store, batch, choose, after, size, span, reason, batch_status, batch_changes)
+            refunded += _pass(store, batch, choose, after, size, span, reason, batch_status, batch_changes, out_of_time)
             return _Settled(batch, refunded)
         except _LostRace as lost:
             refunded += lost.refunded
@@ -156,6 +210,7 @@ def _pass(
     reason: str,
     batch_status: BatchStatus | None,
     batch_changes: dict[str, Any] | None,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> Decimal:
     """One pass from `after`: a page's choice is held until the next page is read (so the last one can
     carry the batch's move): at most the page being read and the previous page's outcomes in memory."""
@@ -167,6 +222,8 @@ def _pass(
             break
         if held:
             refunded += _commit(store, batch, held, held_after, refunded, reason, None, None)
+            if out_of_time is not None and out_of_time():
+                raise _OutOfTime(batch.batchId)
         held, held_after, after = choose(page), after, page[-1].index
         if span is not None and after >= span[1]:
             break

@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
 from batchgen.domain import ids, reports
+from batchgen.domain.states import is_terminal
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
     json_response,
@@ -119,12 +120,19 @@ def batch_history(
     "/batch/<batch_id>/cancel",
     summary="Cancel a batch and refund what has not succeeded",
     tags=["Batches"],
-    responses=docs.responses(200, "The cancelled batch", 401, 404, 409),
+    responses={
+        **docs.responses(200, "The cancelled batch", 401, 404, 409),
+        202: {
+            "description": "A batch of thousands of items: part is refunded, the cancel goes on in the "
+            "background and the status turns `cancelled` within about a minute",
+            "content": {"application/json": {"model": models.BatchStatusResponse}},
+        },
+    },
 )
-def cancel_batch(batch_id: str) -> models.BatchStatusResponse:
-    return models.BatchStatusResponse.model_validate(
-        reports.status_body(manage.cancel_batch(services(), principal(router), batch_id))
-    )
+def cancel_batch(batch_id: str) -> Response[models.BatchStatusResponse]:
+    page = manage.cancel_batch(services(), principal(router), batch_id)
+    body = models.BatchStatusResponse.model_validate(reports.status_body(page)).model_dump(mode="json")
+    return json_response(HTTPStatus.OK if is_terminal(page.batch.status) else HTTPStatus.ACCEPTED, body)
 
 
 @router.delete(
