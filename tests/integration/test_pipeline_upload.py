@@ -366,9 +366,7 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
     assert not any(key.startswith(f"batchgen/{batch_id}/") for key in cloudinary.assets)
 
 
-def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finishes_it(
-    api, gemini, queues, monkeypatch
-):
+def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finishes_it(api, gemini, queues, monkeypatch):
     """SPEC §6: a cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
     from batchgen.usecases import settle
 
