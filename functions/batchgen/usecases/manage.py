@@ -18,7 +18,7 @@ from batchgen.models.messages import DeleteJob, FinishCancel, PurgeImages
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
 from batchgen.usecases import chunks, items  # items: status pages, a bulk batch's items never loaded whole
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import EndedBatch, Unfinished, end_batch
+from batchgen.usecases.settle import SettlementPaused, end_batch
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
         if not cancel_validating(services, batch_id):
             return cancel_batch(services, principal, batch_id)  # it left `validating` meanwhile
         return items.status_page(services, principal, batch_id)
-    ended = _cancel(services, batch_id, constants.CANCEL_BUDGET_SECONDS)
-    if ended is None:
+    if _cancel(services, batch_id, constants.CANCEL_BUDGET_SECONDS) == "already-ended":
         current = services.store.get_batch(batch_id)
         if current is None or current.status is not BatchStatus.CANCELLED:  # another run may have finished it
             raise Conflict("The batch finished before it could be cancelled.")
@@ -47,33 +46,34 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
 
 def finish_cancel(services: Services, batch_id: str) -> str:
     """The submit queue's `finish_cancel`: the refunds a cancel could not settle within the API call."""
-    ended = _cancel(services, batch_id, constants.CANCEL_CONTINUE_BUDGET_SECONDS)
-    if isinstance(ended, Unfinished):
-        return "continued"
-    return "cancelled" if ended is not None else "already-ended"
+    return _cancel(services, batch_id, constants.CANCEL_CONTINUE_BUDGET_SECONDS)
 
 
-def _cancel(services: Services, batch_id: str, budget_seconds: float) -> EndedBatch | Unfinished | None:
+def _cancel(services: Services, batch_id: str, budget_seconds: float) -> str:
     """Settles the cancel for at most `budget_seconds`: a batch of thousands of items goes on in the
-    submit function (one `FinishCancel` message per run), each item refunded once whoever settles it."""
+    submit function (one `FinishCancel` message per run), each item refunded once whoever settles it.
+    Returns "cancelled", "continued" or "already-ended"."""
     deadline = time.monotonic() + budget_seconds
-    ended = end_batch(
-        services.store,
-        batch_id,
-        batch_status=BatchStatus.CANCELLED,
-        item_status=ItemStatus.CANCELLED,
-        error="Cancelled by the user",
-        reason="batch cancelled refund",
-        out_of_time=lambda: time.monotonic() >= deadline,
-    )
-    if isinstance(ended, Unfinished):
+    try:
+        ended = end_batch(
+            services.store,
+            batch_id,
+            batch_status=BatchStatus.CANCELLED,
+            item_status=ItemStatus.CANCELLED,
+            error="Cancelled by the user",
+            reason="batch cancelled refund",
+            out_of_time=lambda: time.monotonic() >= deadline,
+        )
+    except SettlementPaused:
         services.queues.send_submit(FinishCancel(action="finish_cancel", batchId=batch_id))
-    elif ended is not None:
-        try:  # every chunk's job, through the submit queue, so the api function never loads the Gemini SDK
-            chunks.send_clean_ups(services, ended.batch, delete=False)
-        except Exception:  # the cancel and its refund stand; say so loudly rather than answer 500
-            logger.exception("could not queue the Gemini clean-up of cancelled batch %s", batch_id)
-    return ended
+        return "continued"
+    if ended is None:
+        return "already-ended"
+    try:  # every chunk's job, through the submit queue, so the api function never loads the Gemini SDK
+        chunks.send_clean_ups(services, ended.batch, delete=False)
+    except Exception:  # the cancel and its refund stand; say so loudly rather than answer 500
+        logger.exception("could not queue the Gemini clean-up of cancelled batch %s", batch_id)
+    return "cancelled"
 
 
 def delete_batch(services: Services, principal: Principal, batch_id: str, *, purge_images: bool) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, overload
+from typing import Any
 
 from batchgen.domain.errors import ConcurrentChange
 from batchgen.domain.outcomes import ItemOutcome, open_items
@@ -32,16 +32,9 @@ SETTLE_CHUNK_ITEMS = 90
 Choose = Callable[[list[ItemRecord]], list[ItemOutcome]]
 
 
-@dataclass(frozen=True)
-class Unfinished:
-    """A settlement stopped at its time budget between two pages: what it settled stays settled and
-    refunded, the batch is still active, and `end_batch` again goes on with the items still open."""
-
-    batch_id: str
-
-
-class _OutOfTime(Exception):
-    """Raised between pages once the caller's budget is spent (a page is never half settled)."""
+class SettlementPaused(Exception):  # noqa: N818 - an outcome the caller acts on, not a failure
+    """`out_of_time()` said so between two pages: what was settled stays settled and refunded, the batch
+    is still active, and `end_batch` again goes on with the items still open (a page is never half done)."""
 
 
 @dataclass(frozen=True)
@@ -50,34 +43,6 @@ class EndedBatch:
     Its items are not loaded: read them in pages (`usecases.items`)."""
 
     batch: BatchRecord
-
-
-@overload
-def end_batch(
-    store: BatchStore,
-    batch_id: str,
-    *,
-    batch_status: BatchStatus,
-    item_status: ItemStatus,
-    error: str,
-    reason: str,
-    batch_changes: dict[str, Any] | None = None,
-    out_of_time: None = None,
-) -> EndedBatch | None: ...
-
-
-@overload
-def end_batch(
-    store: BatchStore,
-    batch_id: str,
-    *,
-    batch_status: BatchStatus,
-    item_status: ItemStatus,
-    error: str,
-    reason: str,
-    batch_changes: dict[str, Any] | None = None,
-    out_of_time: Callable[[], bool],
-) -> EndedBatch | Unfinished | None: ...
 
 
 def end_batch(
@@ -90,29 +55,26 @@ def end_batch(
     reason: str,
     batch_changes: dict[str, Any] | None = None,
     out_of_time: Callable[[], bool] | None = None,
-) -> EndedBatch | Unfinished | None:
+) -> EndedBatch | None:
     """Cancel, expire or fail a batch: every open item ends and is refunded, page by page; the batch's
     move to `batch_status` rides on the last page's transaction (so no finaliser can end it in between).
 
-    Returns None when the batch was already terminal (someone else ended it first), and `Unfinished`
-    when `out_of_time()` said so between two pages (a Lambda run near its limit).
+    Returns None when the batch was already terminal (someone else ended it first); raises
+    SettlementPaused when `out_of_time()` said so between two pages (a Lambda run near its limit).
     """
 
     def choose(page: list[ItemRecord]) -> list[ItemOutcome]:
         return [ItemOutcome(item, item_status, error) for item in open_items(page)]
 
-    try:
-        settled = _settle(
-            store,
-            batch_id,
-            choose,
-            reason=reason,
-            batch_status=batch_status,
-            batch_changes=batch_changes,
-            out_of_time=out_of_time,
-        )
-    except _OutOfTime:
-        return Unfinished(batch_id)
+    settled = _settle(
+        store,
+        batch_id,
+        choose,
+        reason=reason,
+        batch_status=batch_status,
+        batch_changes=batch_changes,
+        out_of_time=out_of_time,
+    )
     if settled is None:
         return None
     ended = store.get_batch(batch_id)
@@ -223,7 +185,7 @@ def _pass(
         if held:
             refunded += _commit(store, batch, held, held_after, refunded, reason, None, None)
             if out_of_time is not None and out_of_time():
-                raise _OutOfTime(batch.batchId)
+                raise SettlementPaused(batch.batchId)
         held, held_after, after = choose(page), after, page[-1].index
         if span is not None and after >= span[1]:
             break
