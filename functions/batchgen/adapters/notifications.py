@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.adapters.outbox import OUTBOX_SHARDS, event_pk, outbox_pk
-from batchgen.adapters.repository import _marshal, _unmarshal
+from batchgen.adapters.repository import _marshal, _unmarshal, batch_write
 from batchgen.adapters.repository import user_pk as _user_pk
 from batchgen.config import get_settings
 from batchgen.domain.errors import InvalidInput
@@ -220,14 +220,7 @@ class NotificationStore:
 
     def delete_events(self, events: Sequence[OutboxRecord]) -> None:
         """BatchWriteItem calls of 25; a row left unprocessed is relayed (and deleted) again later."""
-        for start in range(0, len(events), 25):
-            pending: dict[str, Any] = {
-                self.table: [{"DeleteRequest": {"Key": _event_key(event)}} for event in events[start : start + 25]]
-            }
-            for _attempt in range(5):
-                pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if not pending:
-                    break
+        batch_write(self.db, self.table, [{"DeleteRequest": {"Key": _event_key(event)}} for event in events])
 
 
 def _event_key(event: OutboxRecord) -> dict[str, Any]:

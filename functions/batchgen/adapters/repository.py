@@ -110,6 +110,20 @@ def job_sk(chunk: int) -> str:
 CHUNK_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
 
 
+def batch_write(db: Any, table: str, requests: Sequence[dict[str, Any]], attempts: int = 8) -> list[dict[str, Any]]:
+    """BatchWriteItem calls of 25 (its limit), each retried on what DynamoDB left unprocessed; returns the
+    requests still unprocessed after `attempts` calls."""
+    left: list[dict[str, Any]] = []
+    for start in range(0, len(requests), 25):
+        pending: dict[str, Any] = {table: list(requests[start : start + 25])}
+        for _attempt in range(attempts):
+            pending = db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+            if not pending:
+                break
+        left += pending.get(table, [])
+    return left
+
+
 def _marshal(value: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(val) for key, val in value.items() if val is not None}
 
@@ -695,11 +709,7 @@ class Repository:
         count = chunk_count(batch.requestCount, chunk_size)
         jobs = {0: JobRecord.of_batch(batch)}
         if count > 1:
-            for row in self._query_all(
-                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-                ExpressionAttributeValues=_values({":pk": batch_pk(batch.batchId), ":prefix": JOB_PREFIX}),
-                ConsistentRead=True,
-            ):
+            for row in self._job_rows(batch.batchId):
                 job = JobRecord.model_validate(row)
                 jobs[job.chunk] = job
         return [jobs.get(chunk) or JobRecord(batchId=batch.batchId, chunk=chunk) for chunk in range(count)]
@@ -737,34 +747,26 @@ class Repository:
     def iter_item_range(self, batch_id: str, start: int, stop: int, page_size: int = 100) -> Iterator[list[ItemRecord]]:
         """The items [start, stop) in request order, one Query page at a time (one chunk's, never the batch)."""
         if stop <= start:
-            return
-        params: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :first AND :last",
-            "ExpressionAttributeValues": _values(
+            return iter(())
+        return self._item_pages(
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues=_values(
                 {":pk": batch_pk(batch_id), ":first": item_sk(start), ":last": item_sk(stop - 1)}
             ),
-            "ConsistentRead": True,
-            "Limit": page_size,
-        }
-        while True:
-            response = self.db.query(**params)
-            rows = [ItemRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
-            if rows:
-                yield rows
-            if "LastEvaluatedKey" not in response:
-                return
-            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            ConsistentRead=True,
+            Limit=page_size,
+        )
+
+    def _job_rows(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The JOB# rows of chunks 1.. (chunk 0's state is on the batch row)."""
+        return self._query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=_values({":pk": batch_pk(batch_id), ":prefix": JOB_PREFIX}),
+            ConsistentRead=True,
+        )
 
     def delete_job_rows(self, batch_id: str) -> None:
-        keys = [
-            {"PK": row["PK"], "SK": row["SK"]}
-            for row in self._query_all(
-                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-                ExpressionAttributeValues=_values({":pk": batch_pk(batch_id), ":prefix": JOB_PREFIX}),
-            )
-        ]
-        for key in keys:
+        for key in [{"PK": row["PK"], "SK": row["SK"]} for row in self._job_rows(batch_id)]:
             self.db.delete_item(TableName=self.table, Key=_marshal(key))
 
     def _update_chunk(
@@ -1294,11 +1296,15 @@ class Repository:
         )
 
     def _query_all(self, **params: Any) -> Iterator[dict[str, Any]]:
+        for rows in self._query_pages(**params):
+            yield from rows
+
+    def _query_pages(self, **params: Any) -> Iterator[list[dict[str, Any]]]:
+        """A Query's pages as DynamoDB returns them, followed through `LastEvaluatedKey`."""
         params["TableName"] = self.table
         while True:
             response = self.db.query(**params)
-            for row in response.get("Items", []):
-                yield _unmarshal(row)
+            yield [_unmarshal(row) for row in response.get("Items", [])]
             if "LastEvaluatedKey" not in response:
                 return
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -1343,36 +1349,18 @@ class Repository:
 
     def put_items(self, items: Sequence[ItemRecord]) -> None:
         """Items in BatchWriteItem calls of 25; a put is idempotent (same index, same item)."""
-        for start in range(0, len(items), 25):
-            pending: dict[str, Any] = {
-                self.table: [{"PutRequest": {"Item": self.item_item(item)}} for item in items[start : start + 25]]
-            }
-            for _attempt in range(8):
-                pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if not pending:
-                    break
-            if pending:
-                raise ConcurrentChange("DynamoDB kept items unprocessed; the message will be retried")
+        if batch_write(self.db, self.table, [{"PutRequest": {"Item": self.item_item(item)}} for item in items]):
+            raise ConcurrentChange("DynamoDB kept items unprocessed; the message will be retried")
 
     def delete_items(self, batch_id: str, indexes: Sequence[int]) -> None:
-        for start in range(0, len(indexes), 25):
-            pending: dict[str, Any] = {
-                self.table: [
-                    {"DeleteRequest": {"Key": _marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)})}}
-                    for index in indexes[start : start + 25]
-                ]
-            }
-            for _attempt in range(8):
-                pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if not pending:
-                    break
+        keys = [_marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}) for index in indexes]
+        batch_write(self.db, self.table, [{"DeleteRequest": {"Key": key}} for key in keys])
 
     def iter_item_pages(
         self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
     ) -> Iterator[list[ItemRecord]]:
         """A batch's items in request order, one Query page at a time: never the whole batch at once."""
         params: dict[str, Any] = {
-            "TableName": self.table,
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
             "ExpressionAttributeValues": _values({":pk": batch_pk(batch_id), ":prefix": ITEM_PREFIX}),
             "ConsistentRead": True,
@@ -1380,14 +1368,12 @@ class Repository:
         }
         if after_index is not None:
             params["ExclusiveStartKey"] = _marshal({"PK": batch_pk(batch_id), "SK": item_sk(after_index)})
-        while True:
-            response = self.db.query(**params)
-            rows = [ItemRecord.model_validate(_unmarshal(row)) for row in response.get("Items", [])]
+        return self._item_pages(**params)
+
+    def _item_pages(self, **params: Any) -> Iterator[list[ItemRecord]]:
+        for rows in self._query_pages(**params):
             if rows:
-                yield rows
-            if "LastEvaluatedKey" not in response:
-                return
-            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+                yield [ItemRecord.model_validate(row) for row in rows]
 
     def record_ingest_progress(self, batch_id: str, seen_lines: int, changes: dict[str, Any]) -> bool:
         """The ingest checkpoint, while validating and only if nobody advanced it since `seen_lines`
