@@ -47,10 +47,8 @@ def big_batch(store: FakeStore, count: int) -> str:
     return created.batch.batchId
 
 
-def test_cancelling_a_thousand_items_settles_in_chunks_under_the_transaction_limit() -> None:
-    store = CountingStore()
-    batch_id = big_batch(store, 1000)
-    ended = settle.end_batch(
+def cancel(store: FakeStore, batch_id: str) -> settle.EndedBatch | None:
+    return settle.end_batch(
         store,
         batch_id,
         batch_status=BatchStatus.CANCELLED,
@@ -58,6 +56,12 @@ def test_cancelling_a_thousand_items_settles_in_chunks_under_the_transaction_lim
         error="Cancelled",
         reason="refund",
     )
+
+
+def test_cancelling_a_thousand_items_settles_in_chunks_under_the_transaction_limit() -> None:
+    store = CountingStore()
+    batch_id = big_batch(store, 1000)
+    ended = cancel(store, batch_id)
     assert ended is not None and ended.batch.status is BatchStatus.CANCELLED
     assert max(store.sizes) <= 100 and len(store.sizes) == 12  # 12 pages; the batch's move rides on the last
     assert ended.batch.failCount == 1000 and ended.batch.refundedCredits == 500
@@ -196,13 +200,6 @@ def test_a_finaliser_racing_every_transaction_never_ends_a_batch_being_cancelled
         return settle_once(batch, outcomes, **kwargs)
 
     store.settle_unsuccessful = racing  # type: ignore[method-assign]
-    ended = settle.end_batch(
-        store,
-        batch_id,
-        batch_status=BatchStatus.CANCELLED,
-        item_status=ItemStatus.CANCELLED,
-        error="Cancelled",
-        reason="refund",
-    )
+    ended = cancel(store, batch_id)
     assert ended is not None and ended.batch.status is BatchStatus.CANCELLED and ended.batch.failCount == 200
     assert settle.finalize_if_done(store, batch_id) is None
