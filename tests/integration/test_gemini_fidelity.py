@@ -238,11 +238,11 @@ def test_a_collect_that_dies_before_starting_the_follow_up_round_is_finished_by_
     real = collect.start_next_round
     calls = {"n": 0}
 
-    def dies_once(services, batch):
+    def dies_once(services, batch, job=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("Lambda timed out here")
-        real(services, batch)
+        real(services, batch, job)
 
     monkeypatch.setattr(collect, "start_next_round", dies_once)
     queues.drain(COLLECT)  # the first delivery fails after recording the results; SQS delivers it again

@@ -132,7 +132,7 @@ def collect_batch(
         # A duplicate delivery: this job's results were read (its files may be gone). If the first one
         # died before starting the follow-up round its retried items wait for, start it now.
         if any(item.round > job.geminiRound and is_open(item.status) for item in chunk_items):
-            _next_round(services, batch, job)
+            start_next_round(services, batch, job)
         return report
     view = services.gemini.get_job(job_name)
     if not view.has_results:
@@ -153,7 +153,7 @@ def collect_batch(
         # Before the files go: a duplicate never reads a deleted file.
         store.mark_collected(batch_id, view.name, chunk=chunk)
         if run.report.retried or any(i.round > job.geminiRound and is_open(i.status) for i in chunk_items):
-            _next_round(services, batch, job)
+            start_next_round(services, batch, job)
         finalize_if_done(store, batch_id)
     _delete_files(services, job, view)  # read, or the batch ended meanwhile (its last items settled, or cancelled)
     return report
@@ -266,14 +266,6 @@ def _stage_images(services: Services, batch: BatchRecord, images: list[tuple[Ite
     if uploads:
         services.queues.send_uploads(uploads)
     return len(uploads)
-
-
-def _next_round(services: Services, batch: BatchRecord, job: JobRecord) -> None:
-    # Chunk 0's job state is the batch row's, so (services, batch) names it: the hook tests replace.
-    if job.chunk == 0:
-        start_next_round(services, batch)
-    else:
-        start_next_round(services, batch, job)
 
 
 def start_next_round(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> None:
