@@ -229,22 +229,22 @@ def test_a_failed_job_surfaces_operation_error_in_failure_reason(api, gemini, qu
 def test_a_collect_that_dies_before_starting_the_follow_up_round_is_finished_by_its_redelivery(
     api, gemini, queues, poll, monkeypatch
 ):
-    from batchgen.usecases import collect
+    from batchgen.usecases import chunks
 
     grant("user-1", 10)
     batch_id = create(api, ["ok", "once [[flaky]]"], batch_type="text")
     queues.drain(SUBMIT)
     poll()
-    real = collect.start_next_round
+    real = chunks.start_next_round
     calls = {"n": 0}
 
-    def dies_once(services, batch, job=None):
+    def dies_once(services, batch, job):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("Lambda timed out here")
         real(services, batch, job)
 
-    monkeypatch.setattr(collect, "start_next_round", dies_once)
+    monkeypatch.setattr(chunks, "start_next_round", dies_once)
     queues.drain(COLLECT)  # the first delivery fails after recording the results; SQS delivers it again
     assert status(api, batch_id)["status"] == "pending"
     run_round(queues, poll)

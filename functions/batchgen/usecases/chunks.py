@@ -13,7 +13,7 @@ import logging
 from batchgen.config import get_settings
 from batchgen.domain import gemini_jobs
 from batchgen.domain.outcomes import open_items
-from batchgen.models.messages import CancelJob, DeleteJob
+from batchgen.models.messages import CancelJob, DeleteJob, SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.ports import Services
 
@@ -89,3 +89,17 @@ def send_clean_ups(services: Services, batch: BatchRecord, *, delete: bool) -> i
         services.queues.send_submit(message)
         sent += 1
     return sent
+
+
+def start_next_round(services: Services, batch: BatchRecord, job: JobRecord) -> None:
+    """The chunk's next round: submit builds the follow-up job of the retried items, under its own display
+    name, with the same lease and reconcile guarantees as the first job. A one-chunk batch goes back to
+    `pending` meanwhile; a chunked one stays `processing` (its other chunks run)."""
+    if services.store.start_next_round(
+        batch.batchId,
+        job.geminiRound + 1,
+        job.geminiJobName or "",
+        chunk=job.chunk,
+        keep_processing=chunk_count(batch) > 1,
+    ):
+        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))

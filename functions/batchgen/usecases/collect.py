@@ -19,7 +19,7 @@ from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
 from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import is_open, is_terminal
-from batchgen.models.messages import CollectResults, SubmitJob, UploadImage
+from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases import chunks
 from batchgen.usecases.ports import Services
@@ -132,7 +132,7 @@ def collect_batch(
         # A duplicate delivery: this job's results were read (its files may be gone). If the first one
         # died before starting the follow-up round its retried items wait for, start it now.
         if any(item.round > job.geminiRound and is_open(item.status) for item in chunk_items):
-            start_next_round(services, batch, job)
+            chunks.start_next_round(services, batch, job)
         return report
     view = services.gemini.get_job(job_name)
     if not view.has_results:
@@ -153,7 +153,7 @@ def collect_batch(
         # Before the files go: a duplicate never reads a deleted file.
         store.mark_collected(batch_id, view.name, chunk=chunk)
         if run.report.retried or any(i.round > job.geminiRound and is_open(i.status) for i in chunk_items):
-            start_next_round(services, batch, job)
+            chunks.start_next_round(services, batch, job)
         finalize_if_done(store, batch_id)
     _delete_files(services, job, view)  # read, or the batch ended meanwhile (its last items settled, or cancelled)
     return report
@@ -266,18 +266,3 @@ def _stage_images(services: Services, batch: BatchRecord, images: list[tuple[Ite
     if uploads:
         services.queues.send_uploads(uploads)
     return len(uploads)
-
-
-def start_next_round(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> None:
-    """The chunk's next round: submit builds the follow-up job of the retried items, under its own display
-    name, with the same lease and reconcile guarantees as the first job. A one-chunk batch goes back to
-    `pending` meanwhile; a chunked one stays `processing` (its other chunks run)."""
-    job = job or JobRecord.of_batch(batch)
-    if services.store.start_next_round(
-        batch.batchId,
-        job.geminiRound + 1,
-        job.geminiJobName or "",
-        chunk=job.chunk,
-        keep_processing=chunks.chunk_count(batch) > 1,
-    ):
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))

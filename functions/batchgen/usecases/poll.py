@@ -214,12 +214,8 @@ def _end_chunk(services: Services, batch: BatchRecord, job: JobRecord, error: st
     store.record_gemini_state(batch.batchId, state, while_active=True, chunk=job.chunk)
     items = chunks.round_items(chunks.chunk_items(services, latest, job.chunk), current)
     if items and _may_resubmit(latest, current, state):
-        next_round = current.geminiRound + 1
-        store.move_items_to_round(batch.batchId, [item.index for item in items], next_round)
-        if store.start_next_round(
-            batch.batchId, next_round, job.geminiJobName or "", chunk=job.chunk, keep_processing=True
-        ):
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+        store.move_items_to_round(batch.batchId, [item.index for item in items], current.geminiRound + 1)
+        chunks.start_next_round(services, latest, current)
         return
     if items:
         fail_items(store, batch.batchId, {item.index: error for item in items}, reason="failed items refund")
