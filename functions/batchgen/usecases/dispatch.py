@@ -23,6 +23,7 @@ from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
+from batchgen.usecases import chunks
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ def slot_is_live(slot: SlotRecord, batch: BatchRecord | None, jobs: list[JobReco
 
 
 def _jobs_for(services: Services, batches: Sequence[BatchRecord], jobs: Jobs | None) -> Jobs:
-    from batchgen.usecases import chunks
-
     known = jobs or {}
     return {b.batchId: known.get(b.batchId) or chunks.jobs_of(services, b) for b in batches}
 
