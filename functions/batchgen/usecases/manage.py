@@ -14,7 +14,7 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict, InvalidInput
 from batchgen.domain.outcomes import Page
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
-from batchgen.models.messages import DeleteJob, FinishCancel, PurgeImages
+from batchgen.models.messages import FinishCancel, PurgeImages
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
 from batchgen.usecases import chunks, items  # items: status pages, a bulk batch's items never loaded whole
 from batchgen.usecases.ports import Services
@@ -84,7 +84,7 @@ def delete_batch(services: Services, principal: Principal, batch_id: str, *, pur
     batch = items.owned_batch(services, principal, batch_id)
     if not is_terminal(batch.status):
         raise Conflict("The batch is still running; cancel it before deleting it.")
-    clean_ups = chunks.jobs_of(services, batch)  # read before the rows go
+    chunks.send_clean_ups(services, batch, delete=True)  # each chunk's job, read before its row goes
     purging = 0
     for page in services.store.iter_item_pages(batch_id, page_size=constants.DELETE_PAGE_ITEMS):
         services.blobs.delete_objects([item.imageKey for item in page if item.imageKey])
@@ -94,15 +94,8 @@ def delete_batch(services: Services, principal: Principal, batch_id: str, *, pur
             purging += len(public_ids)
         services.store.delete_items(batch_id, [item.index for item in page])
     services.store.delete_batch(batch_id)
-    if len(clean_ups) > 1:
+    if chunks.chunk_count(batch) > 1:
         services.store.delete_job_rows(batch_id)
-    for job in clean_ups:
-        if job.geminiJobName:
-            services.queues.send_submit(
-                DeleteJob(
-                    action="delete_job", batchId=batch_id, jobName=job.geminiJobName, inputFile=job.geminiInputFile
-                )
-            )
     return purging
 
 
