@@ -25,6 +25,7 @@ from batchgen.domain.images import DecodedImage
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import IngestFile, SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
+from batchgen.usecases import items
 from batchgen.usecases.endpoints import check_notifications
 from batchgen.usecases.ports import Services
 
@@ -244,7 +245,7 @@ def ingest_file(services: Services, batch_id: str, time_left: Callable[[], float
         return "missing"
     if batch.status is not BatchStatus.VALIDATING:
         if batch.requestCount == 0 and batch.ingestItems:
-            remove_items(services, batch)  # it failed or was cancelled while validating
+            items.remove_items(services, batch.batchId)  # it failed or was cancelled while validating
         return "not-validating"
     key = ""
     if batch.retryOf is None:
@@ -364,7 +365,7 @@ def _finish(services: Services, run: IngestRun) -> str:
 def _after_superseded(services: Services, batch_id: str) -> str:
     batch = services.store.get_batch(batch_id)
     if batch is not None and batch.status is not BatchStatus.VALIDATING and batch.requestCount == 0:
-        remove_items(services, batch)
+        items.remove_items(services, batch.batchId)
         return "not-validating"
     return "superseded"
 
@@ -398,17 +399,8 @@ def _fail(services: Services, batch: BatchRecord, reason: str) -> str:
     ended = services.store.end_validation(batch.batchId, BatchStatus.FAILED, reason)
     current = ended or services.store.get_batch(batch.batchId)
     if current is not None and current.requestCount == 0:
-        remove_items(services, current)
+        items.remove_items(services, current.batchId)
     return "failed" if ended else "not-validating"
-
-
-def remove_items(services: Services, batch: BatchRecord) -> None:
-    """The items (and input images) a batch wrote while validating, page by page."""
-    for page in services.store.iter_item_pages(batch.batchId, page_size=100):
-        keys = [item.imageKey for item in page if item.imageKey]
-        if keys:
-            services.blobs.delete_objects(keys)
-        services.store.delete_items(batch.batchId, [item.index for item in page])
 
 
 def _seen_client_ids(services: Services, batch: BatchRecord, below: int) -> bulk.SeenIds:

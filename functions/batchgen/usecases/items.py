@@ -1,11 +1,12 @@
-"""Reading big batches in pages (SPEC §6): the status page and the items route (`results`: the manifest).
+"""Big batches in pages (SPEC §6): the status page, the items route and the removal of a batch's items
+(`results`: the manifest).
 
 Nothing here loads a whole batch: items come one Query page at a time, in request order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from batchgen import constants
@@ -88,3 +89,21 @@ def list_items(
         found.append(view)
         last_index = item.index
     return ItemsPage(found, None)
+
+
+def remove_items(
+    services: Services,
+    batch_id: str,
+    *,
+    page_size: int = 100,
+    before_removal: Callable[[list[ItemRecord]], None] | None = None,
+) -> None:
+    """Deletes a batch's items and their stored images a page at a time (`before_removal` sees each page
+    first); a run that dies part way leaves the rest for the next one."""
+    for page in services.store.iter_item_pages(batch_id, page_size=page_size):
+        if before_removal is not None:
+            before_removal(page)
+        keys = [item.imageKey for item in page if item.imageKey]
+        if keys:
+            services.blobs.delete_objects(keys)
+        services.store.delete_items(batch_id, [item.index for item in page])

@@ -86,13 +86,15 @@ def delete_batch(services: Services, principal: Principal, batch_id: str, *, pur
         raise Conflict("The batch is still running; cancel it before deleting it.")
     chunks.send_clean_ups(services, batch, delete=True)  # each chunk's job, read before its row goes
     purging = 0
-    for page in services.store.iter_item_pages(batch_id, page_size=constants.DELETE_PAGE_ITEMS):
-        services.blobs.delete_objects([item.imageKey for item in page if item.imageKey])
+
+    def purge(page: list[ItemRecord]) -> None:  # one message per page: a bounded Cloudinary run per delivery
+        nonlocal purging
         public_ids = [item.publicId for item in page if item.publicId]
-        if purge_images and public_ids:  # one message per page: a bounded Cloudinary run per delivery
+        if purge_images and public_ids:
             services.queues.send_uploads([PurgeImages(action="purge", batchId=batch_id, publicIds=public_ids)])
             purging += len(public_ids)
-        services.store.delete_items(batch_id, [item.index for item in page])
+
+    items.remove_items(services, batch_id, page_size=constants.DELETE_PAGE_ITEMS, before_removal=purge)
     services.store.delete_batch(batch_id)
     if chunks.chunk_count(batch) > 1:
         services.store.delete_job_rows(batch_id)
