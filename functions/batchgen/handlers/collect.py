@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.config import get_settings
 from batchgen.domain.errors import TransientError
+from batchgen.handlers.lambda_time import time_left
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import CollectRecord
 from batchgen.handlers.sqs_retry import back_off
@@ -25,13 +26,9 @@ processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_
 
 
 def record_handler(record: CollectRecord, lambda_context: LambdaContext | None = None) -> None:
-    from batchgen.usecases.ingest import lambda_time_left
-
     message = record.body
     try:
-        report = collect.collect_batch(
-            live_services(), message.batchId, message.chunk, lambda_time_left(lambda_context)
-        )
+        report = collect.collect_batch(live_services(), message.batchId, message.chunk, time_left(lambda_context))
         notify.relay_soon(live_services())  # SPEC §7: item and end events leave now, not at the next tick
     except TransientError:
         back_off(record, get_settings().collect_queue_url)

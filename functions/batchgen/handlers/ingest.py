@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.config import get_settings
 from batchgen.domain.errors import TransientError
+from batchgen.handlers.lambda_time import time_left
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import IngestRecord
 from batchgen.handlers.sqs_retry import back_off
@@ -26,7 +27,7 @@ processor = BatchProcessor(event_type=EventType.SQS, model=IngestRecord, raise_o
 def record_handler(record: IngestRecord, lambda_context: LambdaContext | None = None) -> None:
     batch_id = record.body.batchId
     try:
-        outcome = ingest.ingest_file(live_services(), batch_id, ingest.lambda_time_left(lambda_context))
+        outcome = ingest.ingest_file(live_services(), batch_id, time_left(lambda_context))
     except TransientError:
         back_off(record, get_settings().ingest_queue_url)
         raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -411,12 +410,3 @@ def _seen_client_ids(services: Services, batch: BatchRecord, below: int) -> bulk
             if item.index < below:
                 seen.add(item.clientId)
     return seen
-
-
-def lambda_time_left(context: object) -> Callable[[], float]:
-    """Seconds a Lambda run has left (no context, e.g. a direct call: effectively unlimited)."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        started = time.monotonic()
-        return lambda: 900.0 - (time.monotonic() - started)
-    return lambda: float(remaining()) / 1000.0
