@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.config import Catalog
+from batchgen.domain import ids
 from batchgen.domain.pricing import model_kind, model_qualities
 from batchgen.models.records import BatchRecord, ItemRecord
 
@@ -20,13 +21,15 @@ def job_display_name(batch_id: str, round_number: int = 0, chunk: int = 0) -> st
     return f"batchgen-{batch_id}" + (f"-c{chunk}" if chunk else "") + (f"-r{round_number}" if round_number else "")
 
 
-_DISPLAY_NAME = re.compile(r"^batchgen-(?P<batch>batch_\d{13}_[0-9a-f]{10})(?:-c(?P<chunk>\d{1,5}))?(?:-r\d{1,3})?$")
+_DISPLAY_NAME = re.compile(r"^batchgen-(?P<batch>.+?)(?:-c(?P<chunk>\d{1,5}))?(?:-r\d{1,3})?$")
 
 
 def batch_and_chunk_of(display_name: str) -> tuple[str, int] | None:
     """The batch id and chunk a job's display name (`job_display_name`) names; None for another's job."""
     match = _DISPLAY_NAME.match(display_name)
-    return (match["batch"], int(match["chunk"] or 0)) if match else None
+    if match is None or not ids.is_batch_id(match["batch"]):
+        return None
+    return match["batch"], int(match["chunk"] or 0)
 
 
 def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
