@@ -220,7 +220,7 @@ class NotificationStore:
 
     def delete_events(self, events: Sequence[OutboxRecord]) -> None:
         """BatchWriteItem calls of 25; a row left unprocessed is relayed (and deleted) again later."""
-        batch_write(self.db, self.table, [{"DeleteRequest": {"Key": _event_key(event)}} for event in events])
+        batch_write(self.db, self.table, ({"DeleteRequest": {"Key": _event_key(event)}} for event in events))
 
 
 def _event_key(event: OutboxRecord) -> dict[str, Any]:

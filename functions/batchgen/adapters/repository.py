@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import secrets
 import time
@@ -110,12 +111,14 @@ def job_sk(chunk: int) -> str:
 CHUNK_BATCH_STATUSES = frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING})
 
 
-def batch_write(db: Any, table: str, requests: Sequence[dict[str, Any]], attempts: int = 8) -> list[dict[str, Any]]:
+def batch_write(db: Any, table: str, requests: Iterable[dict[str, Any]], attempts: int = 8) -> list[dict[str, Any]]:
     """BatchWriteItem calls of 25 (its limit), each retried on what DynamoDB left unprocessed; returns the
-    requests still unprocessed after `attempts` calls."""
+    requests still unprocessed after `attempts` calls. `requests` is read 25 at a time (a generator keeps
+    only those marshalled)."""
     left: list[dict[str, Any]] = []
-    for start in range(0, len(requests), 25):
-        pending: dict[str, Any] = {table: list(requests[start : start + 25])}
+    pending_requests = iter(requests)
+    while group := list(itertools.islice(pending_requests, 25)):
+        pending: dict[str, Any] = {table: group}
         for _attempt in range(attempts):
             pending = db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
             if not pending:
@@ -1349,12 +1352,12 @@ class Repository:
 
     def put_items(self, items: Sequence[ItemRecord]) -> None:
         """Items in BatchWriteItem calls of 25; a put is idempotent (same index, same item)."""
-        if batch_write(self.db, self.table, [{"PutRequest": {"Item": self.item_item(item)}} for item in items]):
+        if batch_write(self.db, self.table, ({"PutRequest": {"Item": self.item_item(item)}} for item in items)):
             raise ConcurrentChange("DynamoDB kept items unprocessed; the message will be retried")
 
     def delete_items(self, batch_id: str, indexes: Sequence[int]) -> None:
-        keys = [_marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}) for index in indexes]
-        batch_write(self.db, self.table, [{"DeleteRequest": {"Key": key}} for key in keys])
+        keys = (_marshal({"PK": batch_pk(batch_id), "SK": item_sk(index)}) for index in indexes)
+        batch_write(self.db, self.table, ({"DeleteRequest": {"Key": key}} for key in keys))
 
     def iter_item_pages(
         self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
