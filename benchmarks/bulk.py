@@ -4,36 +4,18 @@ process, so the memory measured (tracemalloc) is the function's own, not moto's 
 
 from __future__ import annotations
 
-import json
 import time
 import tracemalloc
 from typing import Any
 
 from benchmarks.aws_calls import CallCounter
-from benchmarks.support import aws_server_environment, grant
+from benchmarks.support import aws_server_environment, file_batch, grant
 
 USER = "bench-bulk"
 
 
-def _file_batch(lines: int, batch_type: str = "text") -> str:
-    import boto3
-
-    from batchgen.config import get_settings
-    from batchgen.domain.batches import BatchDraft, Principal
-    from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
-
-    principal = Principal(USER)
-    services = live_services()
-    grant_ = ingest.create_upload(services, principal)
-    body = "".join(json.dumps({"id": f"row-{i}", "prompt": f"describe product {i}"}) + "\n" for i in range(lines))
-    boto3.client("s3").put_object(
-        Bucket=get_settings().bucket_name, Key=ingest.upload_key(USER, grant_.upload_id), Body=body.encode()
-    )
-    batch = ingest.create_file_batch(
-        services, principal, BatchDraft(batch_type=batch_type, requests=[]), grant_.upload_id
-    )
-    return batch.batchId
+def _file_batch(lines: int) -> str:
+    return file_batch(USER, ({"id": f"row-{i}", "prompt": f"describe product {i}"} for i in range(lines)))
 
 
 def _measure_ingest(lines: int, counter: CallCounter) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -173,6 +173,25 @@ def grant(user_id: str, amount: int) -> None:
     from batchgen.adapters.repository import get_repository
 
     get_repository().adjust_balance(user_id, Decimal(amount), "benchmark credits")
+
+
+def file_batch(user_id: str, lines: Iterable[dict[str, Any]], batch_type: str = "text") -> str:
+    """A bulk batch from an uploaded JSONL file, created and left `validating` for the ingest step."""
+    import boto3
+
+    from batchgen.config import get_settings
+    from batchgen.domain.batches import BatchDraft, Principal
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases import ingest
+
+    principal, services = Principal(user_id), live_services()
+    upload = ingest.create_upload(services, principal)
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    boto3.client("s3").put_object(
+        Bucket=get_settings().bucket_name, Key=ingest.upload_key(user_id, upload.upload_id), Body=body
+    )
+    draft = BatchDraft(batch_type=batch_type, requests=[])
+    return ingest.create_file_batch(services, principal, draft, upload.upload_id).batchId
 
 
 def base64_png() -> str:
