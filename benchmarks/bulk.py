@@ -85,7 +85,7 @@ def _page_latency(batch_id: str, cursor: str | None, reads: ItemsRead, rounds: i
 def _cancel_and_delete(batch_id: str, counter: CallCounter) -> None:
     """A cancel and a delete of a 10,000-item batch: both are API calls (API Gateway waits 29 s); a cancel
     past `CANCEL_BUDGET_SECONDS` answers 202 and `finish_cancel` runs (the submit function) settle the rest."""
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
     from batchgen.domain.batches import Principal
     from batchgen.handlers.services import live_services
     from batchgen.usecases import manage
@@ -95,7 +95,7 @@ def _cancel_and_delete(batch_id: str, counter: CallCounter) -> None:
     answered = manage.cancel_batch(live_services(), Principal(USER), batch_id).batch.status.value
     in_api = time.perf_counter() - started
     runs = 0
-    while get_repository().get_batch(batch_id).status.value != "cancelled":  # type: ignore[union-attr]
+    while get_stores().batches.get_batch(batch_id).status.value != "cancelled":  # type: ignore[union-attr]
         manage.finish_cancel(live_services(), batch_id)
         runs += 1
     print(

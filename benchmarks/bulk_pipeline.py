@@ -112,9 +112,9 @@ class Pipeline:
 
 
 def _status(batch_id: str) -> Any:
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    batch = get_repository().get_batch(batch_id)
+    batch = get_stores().batches.get_batch(batch_id)
     assert batch is not None
     return batch
 

@@ -94,7 +94,7 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         "LOCAL_PERSIST": os.environ.get("LOCAL_PERSIST", "0"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain
-    stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the runtime
+    stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # lives as long as the runtime
     process = subprocess.Popen(RUNTIME_COMMAND, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     printed: dict[str, str] = {}
     assert process.stdout is not None

@@ -18,9 +18,11 @@ PHOTO_CALLS, GENERATE_SECONDS = 15, 0.5
 
 
 def _seed_queue(repository: Any) -> None:
+    from batchgen.adapters.dynamo.batches import batch_row
+    from batchgen.adapters.dynamo.jobs import job_row
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
-    from batchgen.models.records import BatchRecord, SlotRecord
+    from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
     from batchgen.usecases.dispatch import slot_key
 
     old = ids.iso(ids.utc_now() - timedelta(hours=1))
@@ -39,26 +41,28 @@ def _seed_queue(repository: Any) -> None:
             unitPrice=0.5,
             creditCost=0.5,
             tier="premium" if index % 7 == 0 else None,
+        )
+        job = JobRecord(
+            batchId=batch.batchId,
             geminiJobName=f"batches/job{index}" if active else None,
             collectQueuedAt=old if index < ENDED else None,  # these jobs ended: their slots go back
         )
-        rows.append({"PutRequest": {"Item": repository.batch_item(batch)}})
+        rows += [{"PutRequest": {"Item": batch_row(batch)}}, {"PutRequest": {"Item": job_row(job)}}]
         if active:
-            slot = SlotRecord(jobKey=slot_key(batch), batchId=batch.batchId, userId=batch.userId, reservedAt=old)
-            repository.reserve_slot(slot, ACTIVE)
-    for start in range(0, len(rows), 25):
-        repository.db.batch_write_item(RequestItems={repository.table: rows[start : start + 25]})
+            slot = SlotRecord(jobKey=slot_key(batch, job), batchId=batch.batchId, userId=batch.userId, reservedAt=old)
+            repository.slots.reserve_slot(slot, ACTIVE)
+    repository.table.batch_write(rows)
 
 
 def _dispatcher_tick() -> None:
     print(f"== Dispatcher tick: {FINISHED:,} finished, {WAITING} waiting, {ACTIVE} active ({ENDED} just ended) ==")
     with aws_environment({"GEMINI_MAX_ACTIVE_JOBS": str(ACTIVE)}):
         from batchgen.adapters.aws import client
-        from batchgen.adapters.repository import get_repository
+        from batchgen.adapters.dynamo import get_stores
         from batchgen.handlers.services import live_services
         from batchgen.usecases import dispatch
 
-        repository = get_repository()
+        repository = get_stores()
         _seed_finished(repository, FINISHED)
         _seed_queue(repository)
         calls: Counter[str] = Counter()

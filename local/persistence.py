@@ -298,7 +298,7 @@ class StateStore:
             return None
         fresh = f"delete {self.directory} (or `make clean-data`) to start with a fresh state"
         try:
-            snapshot = pickle.loads(data)  # noqa: S301 - the runtime's own file, mode 0600, in the user's data dir
+            snapshot = pickle.loads(data)  # the runtime's own file, mode 0600, in the user's data dir
         except Exception as exc:
             raise StateError(f"{self.path} cannot be read ({exc!r}); {fresh}") from exc
         if not isinstance(snapshot, Snapshot) or snapshot.format != FORMAT:

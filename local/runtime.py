@@ -278,10 +278,12 @@ class LocalRuntime:
             aws.client(service)
 
     def _seed_credits(self) -> None:
-        from batchgen.adapters.repository import get_repository
+        from batchgen.adapters.dynamo import get_stores
 
         if self.options.user_credits:
-            get_repository().adjust_balance(self.options.user_id, self.options.user_credits, "local starter credits")
+            get_stores().credits.adjust_balance(
+                self.options.user_id, self.options.user_credits, "local starter credits"
+            )
 
     def _start_http(self) -> None:
         from local.gateway import ApiGatewayApp, HttpFrontDoor, Invocable
@@ -473,12 +475,10 @@ class LocalRuntime:
 def reset_service_caches() -> None:
     """The service reads its settings and builds its clients once per process: make it re-read them."""
     from batchgen.adapters.aws import reset_clients
-    from batchgen.adapters.repository import get_repository
     from batchgen.config import reset_caches
 
     reset_caches()
     reset_clients()
-    get_repository.cache_clear()
-    from batchgen.adapters.notifications import get_notification_store
+    from batchgen.adapters.dynamo import get_stores
 
-    get_notification_store.cache_clear()
+    get_stores.cache_clear()

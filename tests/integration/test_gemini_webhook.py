@@ -40,9 +40,9 @@ def submitted_job(api, queues) -> tuple[str, str]:
     queues.drain(constants.SUBMIT_QUEUE)
     status = api("GET", f"/batch/status/{batch_id}").body
     assert status["status"] == "processing"
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    return batch_id, get_repository().get_batch(batch_id).geminiJobName
+    return batch_id, get_stores().jobs.get_job(batch_id, 0).geminiJobName
 
 
 def test_a_signed_succeeded_event_queues_collect_once(api, gemini, queues, poll, webhook_secret):
@@ -136,7 +136,7 @@ def jwks_url(monkeypatch, signing_key):
     document = json.dumps({"keys": [signing_key[1]]}).encode()
 
     class Keys(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -204,7 +204,7 @@ def test_the_emulator_pushes_a_real_shaped_signed_webhook_when_a_job_ends(api, g
     arrived = threading.Event()
 
     class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(202)
             self.end_headers()

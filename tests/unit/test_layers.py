@@ -29,6 +29,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "batchgen.domain": ("batchgen.adapters", "batchgen.handlers", "batchgen.usecases", *SDKS),
     "batchgen.usecases": ("batchgen.handlers",),
     "batchgen.adapters": ("batchgen.handlers", "batchgen.usecases"),
+    # The DynamoDB stores share the table and its codec, nothing of the other adapters or their SDKs.
+    "batchgen.adapters.dynamo": (
+        *(f"batchgen.adapters.{name}" for name in ("gemini", "images_cdn", "storage", "messaging", "mail")),
+        "batchgen.adapters.webhook_http",
+        "google.genai",
+        "cloudinary",
+    ),
     "batchgen": ("local",),  # all of functions/
 }
 
@@ -103,6 +110,7 @@ def test_layers_import_one_way_only() -> None:
         ("batchgen.domain.x", "def f():\n    import cloudinary.uploader", "cloudinary"),
         ("batchgen.adapters.x", "from batchgen.usecases import submit", "batchgen.usecases"),
         ("batchgen.adapters.x", "from batchgen.handlers.api import app", "batchgen.handlers"),
+        ("batchgen.adapters.dynamo.x", "from batchgen.adapters.gemini import get_job", "batchgen.adapters.gemini"),
         ("batchgen.handlers.x", "from local.emulators import gemini", "local"),
     ],
 )

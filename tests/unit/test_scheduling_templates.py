@@ -15,7 +15,7 @@ from batchgen.domain.errors import InvalidInput
 from batchgen.domain.states import BatchStatus, can_transition
 from batchgen.models.messages import SubmitJob
 from batchgen.usecases import manage, poll, submit
-from tests.unit.fakes import FakeServices
+from tests.fakes import FakeServices
 
 USER = Principal("user-1")
 
@@ -74,7 +74,7 @@ def test_schedule_at_bounds() -> None:
         schedule.check_schedule_at(datetime(2026, 11, 30, 14, tzinfo=UTC).astimezone(_plus_two()), now, **bounds)
 
 
-def _plus_two():  # noqa: ANN202
+def _plus_two():
     from datetime import timezone
 
     return timezone(timedelta(hours=2))

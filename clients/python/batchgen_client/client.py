@@ -185,7 +185,7 @@ class Client:
     # ------------------------------------------------------------------------------ batches
     def create(
         self,
-        type: str,  # noqa: A002 - the API's field name
+        type: str,  # the API's field name
         requests: Iterable[BatchRequestItem | dict[str, Any] | str],
         *,
         prompt: str | None = None,
@@ -247,7 +247,7 @@ class Client:
 
     def create_from_file(
         self,
-        type: str,  # noqa: A002
+        type: str,
         path: str | Path,
         *,
         prompt: str | None = None,
@@ -375,7 +375,7 @@ class Client:
         self,
         *,
         status: str | None = None,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         page_size: int = 20,
         limit: int | None = None,
     ) -> Iterator[HistoryEntry]:
@@ -395,7 +395,7 @@ class Client:
         self,
         *,
         status: str | None = None,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         page_size: int = 20,
         limit: int | None = None,
     ) -> Iterator[AdminHistoryEntry]:

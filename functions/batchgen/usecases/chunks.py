@@ -1,17 +1,19 @@
 """Chunked Gemini jobs (SPEC §6): a batch of more than `GEMINI_JOB_MAX_REQUESTS` runs as several jobs.
 
-A chunk is the item range [start, stop) of one job; each has its own job state (`JobRecord`: job name,
-input file, submit lease, Gemini state, round, collect marker, collect checkpoint). A one-chunk batch is
-simply the case of one chunk, whose state is the batch row's own fields. Every stage reads only the
-chunk it works on: its job state and its items (a key-range Query), never the whole batch.
+A chunk is the item range [start, stop) of one job; each has its own job row (`JobRecord`: job name,
+input file, submit lease, Gemini state, round, collect marker, collect checkpoint), the only chunk of a
+small batch too. Every stage reads only the chunk it works on: its job row and its items (a key-range
+Query), never the whole batch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from batchgen.config import get_settings
-from batchgen.domain import gemini_jobs
+from batchgen.domain import gemini_jobs, jobs
+from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import open_items
 from batchgen.models.messages import CancelJob, DeleteJob, SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
@@ -30,25 +32,28 @@ def chunk_count(batch: BatchRecord) -> int:
 
 
 def jobs_of(services: Services, batch: BatchRecord) -> list[JobRecord]:
-    """Every chunk's job state; a one-chunk batch reads nothing more than its own row."""
-    if chunk_count(batch) == 1:
-        return [JobRecord.of_batch(batch)]
-    return services.store.list_jobs(batch, chunk_size(batch))
+    """Every chunk's job state, in chunk order."""
+    return jobs_of_batches(services, [batch])[batch.batchId]
+
+
+def jobs_of_batches(services: Services, batches: Sequence[BatchRecord]) -> dict[str, list[JobRecord]]:
+    """Every chunk's job state of each batch, read together (a poll tick's or a queue's batches)."""
+    if not batches:
+        return {}
+    return services.jobs.list_jobs({batch.batchId: chunk_count(batch) for batch in batches})
 
 
 def job_of(services: Services, batch: BatchRecord, chunk: int) -> JobRecord | None:
     """One chunk's job state (None: no such chunk)."""
-    if chunk == 0:
-        return JobRecord.of_batch(batch)
-    if chunk >= chunk_count(batch):
+    if not 0 <= chunk < chunk_count(batch):
         return None
-    return services.store.get_job(batch.batchId, chunk)
+    return services.jobs.get_job(batch.batchId, chunk)
 
 
 def chunk_items(services: Services, batch: BatchRecord, chunk: int) -> list[ItemRecord]:
     """The items of one chunk in request order (at most `chunk_size`), by a key-range Query."""
     start, stop = gemini_jobs.chunk_range(chunk, chunk_size(batch), batch.requestCount)
-    return [item for page in services.store.iter_item_range(batch.batchId, start, stop) for item in page]
+    return [item for page in services.items.iter_item_range(batch.batchId, start, stop) for item in page]
 
 
 def round_items(items: list[ItemRecord], job: JobRecord) -> list[ItemRecord]:
@@ -95,11 +100,8 @@ def start_next_round(services: Services, batch: BatchRecord, job: JobRecord) -> 
     """The chunk's next round: submit builds the follow-up job of the retried items, under its own display
     name, with the same lease and reconcile guarantees as the first job. A one-chunk batch goes back to
     `pending` meanwhile; a chunked one stays `processing` (its other chunks run)."""
-    if services.store.start_next_round(
-        batch.batchId,
-        job.geminiRound + 1,
-        job.geminiJobName or "",
-        chunk=job.chunk,
-        keep_processing=chunk_count(batch) > 1,
-    ):
+    move = jobs.next_round(
+        job.geminiRound + 1, job.geminiJobName or "", now_iso(), keep_processing=chunk_count(batch) > 1
+    )
+    if services.jobs.change_job(batch.batchId, job.chunk, move):
         services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))

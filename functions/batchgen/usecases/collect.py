@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen import constants
-from batchgen.domain import ids
+from batchgen.domain import ids, jobs
 from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
+from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases import chunks
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import fail_items, finalize_if_done
+from batchgen.usecases.settle import fail_items, finalize_if_done, record_successes
 
 NO_RESPONSE = "Gemini returned no response for this request"
 
@@ -88,28 +89,27 @@ class CollectRun:
         sorted_ = sort_answers(matched, [], last_round=last_round)
         self.answered.update(item.itemId for item, _ in matched if item is not None)
         self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
-        store = self.services.store
         if sorted_.texts:  # a group (at most ten) in one transaction
-            texts = [(item.index, answer.text) for item, answer in sorted_.texts]
-            self.report.texts_stored += store.mark_texts_success(self.batch.batchId, texts)
+            successes = [ItemSuccess(item.index, text=answer.text) for item, answer in sorted_.texts]
+            self.report.texts_stored += record_successes(self.services, self.batch.batchId, successes)
         self.failures.update(sorted_.failures)
         self.retries += sorted_.retries
 
     def checkpoint(self) -> bool:
         """Settles what was sorted and records the place; False when another run on this chunk moved it."""
-        store, batch_id = self.services.store, self.batch.batchId
+        services, batch_id = self.services, self.batch.batchId
         if self.failures:
-            fail_items(store, batch_id, self.failures, reason="failed items refund")
+            fail_items(services, batch_id, self.failures, reason="failed items refund")
             self.report.failed += len(self.failures)
         if self.retries:
-            store.move_items_to_round(batch_id, [item.index for item in self.retries], self.job.geminiRound + 1)
+            indexes = [item.index for item in self.retries]
+            services.items.move_items_to_round(batch_id, indexes, self.job.geminiRound + 1)
             self.report.retried += len(self.retries)
         self.failures, self.retries = {}, []
         if self.lines == self.saved:
             return True
-        moved = store.record_collect_progress(
-            batch_id, self.job.chunk, self.job.geminiJobName or "", self.saved, self.lines
-        )
+        move = jobs.collect_progress(self.job.geminiJobName or "", self.saved, self.lines)
+        moved = services.jobs.change_job(batch_id, self.job.chunk, move)
         self.saved = self.lines
         self.report.lines = self.lines
         return moved
@@ -121,8 +121,8 @@ def collect_batch(
     """Collects one chunk's finished job (chunk 0: the only one of most batches), from its checkpoint.
     A run whose time left drops below `COLLECT_HANDOVER_SECONDS` checkpoints and sends a new collect
     message that resumes after the lines it settled: no item is redone or skipped."""
-    store, report = services.store, CollectReport()
-    batch = store.get_batch(batch_id)
+    report = CollectReport()
+    batch = services.batches.get_batch(batch_id)
     job = chunks.job_of(services, batch, chunk) if batch is not None and not is_terminal(batch.status) else None
     if batch is None or job is None or not job.geminiJobName:
         return report
@@ -138,7 +138,7 @@ def collect_batch(
     if not view.has_results:
         # Queued too early (a webhook ahead of Gemini's own reads), or SUCCEEDED before the responses
         # file exists (seen live): not ready yet. Hand the chunk back to the poller, which asks again.
-        store.clear_collect_queued(batch_id, chunk=chunk)
+        services.jobs.change_job(batch_id, chunk, jobs.unqueue_collect())
         return report
     run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
     items = chunks.round_items(chunk_items, job)
@@ -151,10 +151,10 @@ def collect_batch(
         return report  # another run on this chunk went further: it goes on
     if outcome == "read":
         # Before the files go: a duplicate never reads a deleted file.
-        store.mark_collected(batch_id, view.name, chunk=chunk)
+        services.jobs.change_job(batch_id, chunk, jobs.mark_collected(view.name))
         if run.report.retried or any(i.round > job.geminiRound and is_open(i.status) for i in chunk_items):
             chunks.start_next_round(services, batch, job)
-        finalize_if_done(store, batch_id)
+        finalize_if_done(services, batch_id)
     _delete_files(services, job, view)  # read, or the batch ended meanwhile (its last items settled, or cancelled)
     return report
 
@@ -191,7 +191,7 @@ def _delete_files(services: Services, job: JobRecord, view: JobView) -> None:
 
 def _ended(services: Services, batch_id: str) -> bool:
     """The batch ended meanwhile (its last items were just settled): the chunk's files can go."""
-    latest = services.store.get_batch(batch_id)
+    latest = services.batches.get_batch(batch_id)
     return latest is not None and is_terminal(latest.status)
 
 

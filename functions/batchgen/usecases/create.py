@@ -43,10 +43,11 @@ def create_batch(
     except AlreadyCreated as done:
         if uploaded:
             services.blobs.delete_objects(uploaded)
-        existing = services.store.get_batch_with_items(done.batch_id)
+        existing = services.batches.get_batch(done.batch_id)
         if existing is None:  # deleted since: the key's batch is gone, nothing more to answer with
             raise Conflict("The batch this Idempotency-Key created was deleted; use a new key.") from None
-        created = CreatedBatch(batch=existing.batch, items=list(existing.items))
+        items = [item for page in services.items.iter_item_pages(existing.batchId) for item in page]
+        created = CreatedBatch(batch=existing, items=items)
     except Exception:
         if uploaded:
             services.blobs.delete_objects(uploaded)
@@ -65,9 +66,9 @@ def _create_with_retry(services: Services, created: CreatedBatch, request_key: s
     for attempt in range(CREATE_ATTEMPTS):
         try:
             if request_key is None:
-                services.store.create_batch(created.batch, created.items)
+                services.uow.create_batch(created.batch, created.items)
             else:
-                services.store.create_batch(created.batch, created.items, request_key=request_key)
+                services.uow.create_batch(created.batch, created.items, request_key=request_key)
             return
         except ConcurrentChange:
             if attempt == CREATE_ATTEMPTS - 1:

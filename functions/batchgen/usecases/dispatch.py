@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from batchgen.config import get_settings
-from batchgen.domain import dispatch, ids
-from batchgen.domain.gemini_jobs import JOB_ENDINGS
+from batchgen.domain import batch_moves, dispatch, ids, jobs
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
@@ -33,9 +32,8 @@ logger = logging.getLogger(__name__)
 SLOT_GRACE_SECONDS = 30
 
 
-def slot_key(batch: BatchRecord, job: JobRecord | None = None) -> str:
+def slot_key(batch: BatchRecord, job: JobRecord) -> str:
     """One slot per Gemini job: the job's display name (per batch, chunk and round)."""
-    job = job or JobRecord.of_batch(batch)
     return job_display_name(batch.batchId, job.geminiRound, job.chunk)
 
 
@@ -65,41 +63,42 @@ class DispatchReport:
 Jobs = dict[str, list[JobRecord]]  # each active batch's chunks (`chunks.jobs_of`)
 
 
-def is_waiting(batch: BatchRecord, held: set[str], job: JobRecord | None = None) -> bool:
-    """A chunk (chunk 0 by default) without a job and without a slot, of a batch that may run it."""
-    job = job or JobRecord.of_batch(batch)
+def is_waiting(batch: BatchRecord, held: set[str], job: JobRecord) -> bool:
+    """A chunk without a job and without a slot, of a batch that may run it."""
     if batch.status not in (BatchStatus.PENDING, BatchStatus.PROCESSING):  # processing: other chunks run
         return False
-    return not job.geminiJobName and slot_key(batch, job) not in held
+    return not jobs.has_job(job) and slot_key(batch, job) not in held
 
 
-def slot_is_live(slot: SlotRecord, batch: BatchRecord | None, jobs: list[JobRecord] | None = None) -> bool:
+def slot_is_live(slot: SlotRecord, batch: BatchRecord | None, chunk_jobs: list[JobRecord] | None = None) -> bool:
     """Its job may still run at Gemini (or is about to be created)."""
-    known = jobs or ([JobRecord.of_batch(batch)] if batch is not None else [])
-    job = next((job for job in known if job.chunk == slot.chunk), None)
-    if job is not None and slot.round == job.geminiRound and job.collectQueuedAt:
+    job = next((job for job in chunk_jobs or [] if job.chunk == slot.chunk), None)
+    same_round = job is not None and slot.round == job.geminiRound
+    if same_round and job is not None and jobs.phase(job) in (jobs.JobPhase.COLLECTING, jobs.JobPhase.COLLECTED):
         return False  # this round's job succeeded and its collect is queued: ended, whatever the slot's age
     if ids.age_seconds(slot.reservedAt) < SLOT_GRACE_SECONDS:
         return True
     if batch is None or job is None:  # ended: no longer in the active index
         return False
     # Ended at Gemini too (a chunk whose items were refunded while other chunks run).
-    return slot.round == job.geminiRound and job.geminiState not in JOB_ENDINGS
+    return same_round and jobs.phase(job) is not jobs.JobPhase.ENDED
 
 
-def _jobs_for(services: Services, batches: Sequence[BatchRecord], jobs: Jobs | None) -> Jobs:
-    known = jobs or {}
-    return {b.batchId: known.get(b.batchId) or chunks.jobs_of(services, b) for b in batches}
+def _jobs_for(services: Services, batches: Sequence[BatchRecord], known: Jobs | None) -> Jobs:
+    """The chunks' jobs of `batches`: those already read, the others in one read."""
+    known = known or {}
+    missing = chunks.jobs_of_batches(services, [b for b in batches if b.batchId not in known])
+    return {b.batchId: known.get(b.batchId) or missing[b.batchId] for b in batches}
 
 
-def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord], jobs: Jobs | None = None) -> SlotQueue:
+def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord], chunk_jobs: Jobs) -> SlotQueue:
     settings = get_settings()
     held = {slot.jobKey for slot in slots}
     holding = Counter(slot.userId for slot in slots)
     waiting = [
         dispatch.Waiting(b.batchId, b.userId, b.tier, b.createdAt, job.chunk)
         for b in batches
-        for job in (jobs or {}).get(b.batchId) or [JobRecord.of_batch(b)]
+        for job in chunk_jobs.get(b.batchId, [])
         if is_waiting(b, held, job)
     ]
     order = dispatch.queue_order(waiting, holding, settings.gemini_max_active_jobs_per_user)
@@ -108,16 +107,15 @@ def build_queue(slots: list[SlotRecord], batches: Sequence[BatchRecord], jobs: J
 
 def active_job_count(services: Services) -> int:
     """Gemini job slots held now (each a job running or about to be created)."""
-    return len(services.store.list_slots())
+    return len(services.slots.list_slots())
 
 
-def holds_slot(slots: list[SlotRecord], batch: BatchRecord, job: JobRecord | None = None) -> bool:
+def holds_slot(slots: list[SlotRecord], batch: BatchRecord, job: JobRecord) -> bool:
     key = slot_key(batch, job)
     return any(slot.jobKey == key for slot in slots)
 
 
-def reserve(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> bool:
-    job = job or JobRecord.of_batch(batch)
+def reserve(services: Services, batch: BatchRecord, job: JobRecord) -> bool:
     slot = SlotRecord(
         jobKey=slot_key(batch, job),
         batchId=batch.batchId,
@@ -126,33 +124,36 @@ def reserve(services: Services, batch: BatchRecord, job: JobRecord | None = None
         chunk=job.chunk,
         reservedAt=ids.now_iso(),
     )
-    return services.store.reserve_slot(slot, get_settings().gemini_max_active_jobs)
+    return services.slots.reserve_slot(slot, get_settings().gemini_max_active_jobs)
 
 
-def admit(services: Services, batch: BatchRecord, job: JobRecord | None = None) -> bool:
+def admit(services: Services, batch: BatchRecord, job: JobRecord) -> bool:
     """Submit asks before creating a chunk's job: True when the chunk holds (or now takes) a slot, which
     it may only take when it is at the head of the queue; otherwise it waits for the poller's tick."""
-    job = job or JobRecord.of_batch(batch)
-    slots = services.store.list_slots()
+    slots = services.slots.list_slots()
     if holds_slot(slots, batch, job):
         return True
     if len(slots) >= get_settings().gemini_max_active_jobs:
         return False  # no slot free: no place in the queue can take one, so the queue is not read
-    batches = list(services.store.iter_active_batches())
+    batches = list(services.batches.iter_active_batches())
     queue = build_queue(slots, batches, _jobs_for(services, batches, None))
     if (batch.batchId, job.chunk) not in {(w.batch_id, w.chunk) for w in dispatch.admitted(queue.order, queue.free)}:
         return False
     return reserve(services, batch, job)
 
 
-def queue_position(services: Services, batch: BatchRecord) -> int | None:
-    """1-based place of a batch waiting for a slot; None when it is not waiting."""
-    if batch.status is not BatchStatus.PENDING or batch.geminiJobName:
+def queue_position(services: Services, batch: BatchRecord, chunk_jobs: list[JobRecord] | None = None) -> int | None:
+    """1-based place of a batch waiting for a slot (its first chunk's); None when it is not waiting.
+    `chunk_jobs`: its chunks' jobs when the caller has read them."""
+    if chunk_jobs is None:
+        chunk_jobs = chunks.jobs_of(services, batch)
+    first = chunk_jobs[0] if chunk_jobs else None
+    if batch.status is not BatchStatus.PENDING or first is None or jobs.has_job(first):
         return None
-    slots = services.store.list_slots()
-    if holds_slot(slots, batch):
+    slots = services.slots.list_slots()
+    if holds_slot(slots, batch, first):
         return None
-    batches = list(services.store.iter_active_batches())
+    batches = list(services.batches.iter_active_batches())
     return build_queue(slots, batches, _jobs_for(services, batches, None)).position(batch.batchId)
 
 
@@ -163,26 +164,33 @@ def tick(
     and send each admitted chunk to submit. `slots` must be read before `batches`."""
     report = DispatchReport()
     by_id = {batch.batchId: batch for batch in batches}
-    jobs = _jobs_for(services, batches, jobs)
+    known = _jobs_for(services, batches, jobs)
     live = []
     for slot in slots:
-        if slot_is_live(slot, by_id.get(slot.batchId), jobs.get(slot.batchId)):
+        if slot_is_live(slot, by_id.get(slot.batchId), known.get(slot.batchId)):
             live.append(slot)
-        elif services.store.release_slot(slot.jobKey):
+        elif services.slots.release_slot(slot.jobKey):
             report.released += 1
-    queue = build_queue(live, batches, jobs)
+    queue = build_queue(live, batches, known)
     report.held = len(live)
     for waiting in dispatch.admitted(queue.order, queue.free):
         batch = by_id[waiting.batch_id]
-        job = next(job for job in jobs[batch.batchId] if job.chunk == waiting.chunk)
+        job = next(job for job in known[batch.batchId] if job.chunk == waiting.chunk)
         if not reserve(services, batch, job):
             break  # full after all (a concurrent submit took the slot): the next tick goes on
         report.admitted += 1
         report.admitted_ids.append(batch.batchId)
-        services.store.touch_pending(batch.batchId)  # attended to now: no re-drive of it on this message
+        touch_pending(services, batch.batchId)  # attended to now: no re-drive of it on this message
         try:
             services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
         except Exception:  # it holds its slot: the pending re-drive sends it again
             logger.exception("submit message for admitted batch %s not sent", batch.batchId)
     report.waiting = len(queue.order) - report.admitted
     return report
+
+
+def touch_pending(services: Services, batch_id: str, seen_updated_at: str | None = None) -> bool:
+    """A pending batch attended to now (sent to submit), so the poller's re-drive leaves it alone for a
+    while; with `seen_updated_at`, only if nobody touched it since (two overlapping ticks act once)."""
+    move = batch_moves.touch_pending(ids.now_iso(), seen_updated_at)
+    return services.batches.change_batch(batch_id, move) is not None

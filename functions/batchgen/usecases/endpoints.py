@@ -51,7 +51,7 @@ def create_endpoint(
     subscription = rules.check_events(events)
     check_target(url)
     limit = get_settings().max_webhook_endpoints
-    if len(services.notifications.list_endpoints(user_id)) >= limit:
+    if len(services.endpoints.list_endpoints(user_id)) >= limit:
         raise Conflict(f"You have {limit} webhook endpoints, the most allowed; delete one first.")
     endpoint = WebhookEndpointRecord(
         endpointId="whep_" + secrets.token_hex(8),
@@ -62,28 +62,28 @@ def create_endpoint(
         secret=rules.new_secret(),
         createdAt=ids.now_iso(),
     )
-    services.notifications.put_endpoint(endpoint)
+    services.endpoints.put_endpoint(endpoint)
     return endpoint
 
 
 def list_endpoints(services: NotifyServices, user_id: str) -> list[WebhookEndpointRecord]:
-    return sorted(services.notifications.list_endpoints(user_id), key=lambda endpoint: endpoint.createdAt)
+    return sorted(services.endpoints.list_endpoints(user_id), key=lambda endpoint: endpoint.createdAt)
 
 
 def delete_endpoint(services: NotifyServices, user_id: str, endpoint_id: str) -> None:
-    if not services.notifications.delete_endpoint(user_id, endpoint_id):
+    if not services.endpoints.delete_endpoint(user_id, endpoint_id):
         raise NotFound(NOT_FOUND)
 
 
 def rotate_secret(services: NotifyServices, user_id: str, endpoint_id: str) -> str:
     secret = rules.new_secret()
-    if not services.notifications.rotate_secret(user_id, endpoint_id, secret, ids.now_iso()):
+    if not services.endpoints.rotate_secret(user_id, endpoint_id, secret, ids.now_iso()):
         raise NotFound(NOT_FOUND)
     return secret
 
 
 def send_test(services: NotifyServices, user_id: str, endpoint_id: str) -> str:
-    endpoint = services.notifications.get_endpoint(user_id, endpoint_id)
+    endpoint = services.endpoints.get_endpoint(user_id, endpoint_id)
     if endpoint is None:
         raise NotFound(NOT_FOUND)
     if endpoint.disabledAt:
@@ -94,7 +94,7 @@ def send_test(services: NotifyServices, user_id: str, endpoint_id: str) -> str:
 
 
 def account_secret(services: NotifyServices, user_id: str) -> str:
-    return services.notifications.account_secret(user_id)
+    return services.endpoints.account_secret(user_id)
 
 
 def deliveries(
@@ -106,7 +106,7 @@ def deliveries(
     limit: int,
     cursor: str | None,
 ) -> DeliveryPage:
-    found, next_cursor = services.notifications.list_deliveries(
+    found, next_cursor = services.deliveries.list_deliveries(
         user_id, endpoint_id=endpoint_id, batch_id=batch_id, limit=limit, cursor=cursor
     )
     return DeliveryPage(found, next_cursor)

@@ -51,7 +51,7 @@ def _owner_of(services: Services, job_name: str) -> tuple[BatchRecord, int] | No
     owner = batch_and_chunk_of(view.display_name or "")
     if owner is None:
         return None
-    batch = services.store.get_batch(owner[0])
+    batch = services.batches.get_batch(owner[0])
     if batch is None or batch.status is not BatchStatus.PROCESSING:
         return None
     job = chunks.job_of(services, batch, owner[1])

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import bulk, ids, pricing
+from batchgen.domain import batch_moves, bulk, events, ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, validate
 from batchgen.domain.errors import Forbidden, InsufficientCredits
 from batchgen.domain.images import DecodedImage
@@ -54,7 +54,7 @@ def create_upload(services: Services, principal: Principal, now: datetime | None
     moment = now or ids.utc_now()
     upload_id = f"upl_{int(moment.timestamp() * 1000):013d}_{secrets.token_hex(8)}"
     key = upload_key(principal.user_id, upload_id)
-    services.store.create_upload(
+    services.uploads.create_upload(
         UploadRecord(uploadId=upload_id, userId=principal.user_id, key=key, createdAt=ids.iso(moment)),
         int(moment.timestamp()) + UPLOAD_RECORD_DAYS * 86400,
     )
@@ -96,13 +96,16 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         webhookUrl=draft.webhook_url,
         notifyEmail=principal.email if draft.notify_email else None,
     )
-    services.store.put_batch(batch)
+    services.batches.put_batch(batch)
     try:
         services.queues.send_ingest(IngestFile(batchId=batch.batchId))
     except Exception:  # nothing is charged: end it now rather than leave it validating for ever
         logger.exception("ingest message not sent for batch %s", batch.batchId)
-        services.store.end_validation(
-            batch.batchId, BatchStatus.FAILED, "The service could not start reading the file; create the batch again."
+        end_validation(
+            services,
+            batch.batchId,
+            BatchStatus.FAILED,
+            "The service could not start reading the file; create the batch again.",
         )
         raise
     return batch
@@ -110,7 +113,14 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
 
 def cancel_validating(services: Services, batch_id: str) -> bool:
     """validating -> cancelled with nothing charged; the ingest step removes the items it wrote."""
-    return services.store.end_validation(batch_id, BatchStatus.CANCELLED, "Cancelled by the user") is not None
+    return end_validation(services, batch_id, BatchStatus.CANCELLED, "Cancelled by the user") is not None
+
+
+def end_validation(services: Services, batch_id: str, status: BatchStatus, reason: str) -> BatchRecord | None:
+    """validating -> failed | cancelled with nothing charged, and its end event; None when it had left
+    `validating`."""
+    move = batch_moves.end_validation(status, reason, ids.now_iso())
+    return services.batches.change_batch(batch_id, move, [events.BatchEnded(batch_id, status)])
 
 
 # --- the ingest step ------------------------------------------------------------------------------
@@ -170,11 +180,12 @@ class IngestRun:
 
     def flush(self) -> None:
         """Writes the chunk's items, then the checkpoint: a crash between the two rewrites the same items."""
-        store, progress = self.services.store, self.progress
+        services, progress = self.services, self.progress
         if progress.chunk:
-            store.put_items(progress.chunk)
+            services.items.put_items(progress.chunk)
             progress.chunk = []
-        if not store.record_ingest_progress(self.batch.batchId, self.checkpointed_lines, progress.changes()):
+        move = batch_moves.ingest_progress(self.checkpointed_lines, progress.changes(), ids.now_iso())
+        if services.batches.change_batch(self.batch.batchId, move) is None:
             raise Superseded
         self.checkpointed_lines = progress.lines
 
@@ -207,7 +218,7 @@ class IngestRun:
         if any(item.clientId == client_id for item in progress.chunk):
             return True
         written = progress.items - len(progress.chunk)
-        for page in self.services.store.iter_item_pages(self.batch.batchId, page_size=1000):
+        for page in self.services.items.iter_item_pages(self.batch.batchId, page_size=1000):
             for item in page:
                 if item.index >= written:
                     return False
@@ -239,7 +250,7 @@ class IngestRun:
 def ingest_file(services: Services, batch_id: str, time_left: Callable[[], float] | None = None) -> str:
     """One run of the ingest step; returns what happened (for logs and metrics)."""
     time_left = time_left or (lambda: float("inf"))
-    batch = services.store.get_batch(batch_id)
+    batch = services.batches.get_batch(batch_id)
     if batch is None:
         return "missing"
     if batch.status is not BatchStatus.VALIDATING:
@@ -251,7 +262,7 @@ def ingest_file(services: Services, batch_id: str, time_left: Callable[[], float
         problem = _upload_problem(services, batch)
         if problem is not None:
             return _fail(services, batch, problem)
-        upload = services.store.get_upload(batch.inputFile or "")
+        upload = services.uploads.get_upload(batch.inputFile or "")
         assert upload is not None  # checked above
         key = upload.key
     # Hand over with a minute to spare (a quarter of the run when it is shorter than four minutes).
@@ -316,7 +327,7 @@ def _read_retry(run: IngestRun) -> bool:
     page; `offset` is the next source index. True at the end, False when the run nears its limit."""
     progress, source_id = run.progress, run.batch.retryOf or ""
     after = progress.offset - 1 if progress.offset else None
-    for page in run.services.store.iter_item_pages(source_id, page_size=100, after_index=after):
+    for page in run.services.items.iter_item_pages(source_id, page_size=100, after_index=after):
         for source in page:
             progress.offset, progress.lines = source.index + 1, progress.lines + 1
             if source.status is ItemStatus.SUCCESS:
@@ -344,7 +355,7 @@ def _finish(services: Services, run: IngestRun) -> str:
         )
     cost = pricing.quote(get_catalog(), batch.type, batch.quality, progress.items).total
     try:
-        activated = services.store.activate_bulk_batch(batch, request_count=progress.items, cost=cost)
+        activated = services.uow.activate_bulk_batch(batch, request_count=progress.items, cost=cost)
     except InsufficientCredits as exc:
         return _fail(
             services,
@@ -362,7 +373,7 @@ def _finish(services: Services, run: IngestRun) -> str:
 
 
 def _after_superseded(services: Services, batch_id: str) -> str:
-    batch = services.store.get_batch(batch_id)
+    batch = services.batches.get_batch(batch_id)
     if batch is not None and batch.status is not BatchStatus.VALIDATING and batch.requestCount == 0:
         items.remove_items(services, batch.batchId)
         return "not-validating"
@@ -372,7 +383,7 @@ def _after_superseded(services: Services, batch_id: str) -> str:
 def _upload_problem(services: Services, batch: BatchRecord) -> str | None:
     """Why the batch cannot read its upload, in words a user can act on; None when it can."""
     upload_id = batch.inputFile or ""
-    upload = services.store.get_upload(upload_id)
+    upload = services.uploads.get_upload(upload_id)
     if upload is None or upload.userId != batch.userId:  # another user's upload reads as unknown
         return f"No upload with id '{upload_id}' was found; create one with POST /batch/uploads. Nothing was charged."
     if upload.usedBy not in (None, batch.batchId):
@@ -389,14 +400,14 @@ def _upload_problem(services: Services, batch: BatchRecord) -> str | None:
     limit = get_settings().max_input_file_bytes
     if size > limit:
         return f"The input file is {size} bytes; the limit is {limit} bytes. Split it. Nothing was charged."
-    if not services.store.claim_upload(upload_id, batch.userId, batch.batchId):
+    if not services.uploads.claim_upload(upload_id, batch.userId, batch.batchId):
         return f"Upload '{upload_id}' was already used by another batch. Nothing was charged."
     return None
 
 
 def _fail(services: Services, batch: BatchRecord, reason: str) -> str:
-    ended = services.store.end_validation(batch.batchId, BatchStatus.FAILED, reason)
-    current = ended or services.store.get_batch(batch.batchId)
+    ended = end_validation(services, batch.batchId, BatchStatus.FAILED, reason)
+    current = ended or services.batches.get_batch(batch.batchId)
     if current is not None and current.requestCount == 0:
         items.remove_items(services, current.batchId)
     return "failed" if ended else "not-validating"
@@ -405,7 +416,7 @@ def _fail(services: Services, batch: BatchRecord, reason: str) -> str:
 def _seen_client_ids(services: Services, batch: BatchRecord, below: int) -> bulk.SeenIds:
     """The client ids of the items already taken (for the duplicate check across runs)."""
     seen = bulk.SeenIds(get_settings().max_file_batch_requests)
-    for page in services.store.iter_item_pages(batch.batchId, page_size=1000):
+    for page in services.items.iter_item_pages(batch.batchId, page_size=1000):
         for item in page:
             if item.index < below:
                 seen.add(item.clientId)

@@ -20,7 +20,7 @@ from batchgen.usecases.ports import Services
 
 def owned_batch(services: Services, principal: Principal, batch_id: str) -> BatchRecord:
     """Another user's batch reads exactly like a missing one: 404. Admins read any batch."""
-    batch = services.store.get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    batch = services.batches.get_batch(batch_id) if ids.is_batch_id(batch_id) else None
     if batch is None or (batch.userId != principal.user_id and not principal.is_admin):
         raise NotFound(f"No batch with id '{batch_id}' was found.")
     return batch
@@ -43,7 +43,7 @@ def iter_items(
     """The batch's items in request order, read `page_size` at a time (one page in memory)."""
     if batch.requestCount == 0:  # a bulk batch's items count once it is charged
         return
-    for page in services.store.iter_item_pages(batch.batchId, page_size=page_size, after_index=after):
+    for page in services.items.iter_item_pages(batch.batchId, page_size=page_size, after_index=after):
         yield from page
 
 
@@ -100,10 +100,10 @@ def remove_items(
 ) -> None:
     """Deletes a batch's items and their stored images a page at a time (`before_removal` sees each page
     first); a run that dies part way leaves the rest for the next one."""
-    for page in services.store.iter_item_pages(batch_id, page_size=page_size):
+    for page in services.items.iter_item_pages(batch_id, page_size=page_size):
         if before_removal is not None:
             before_removal(page)
         keys = [item.imageKey for item in page if item.imageKey]
         if keys:
             services.blobs.delete_objects(keys)
-        services.store.delete_items(batch_id, [item.index for item in page])
+        services.items.delete_items(batch_id, [item.index for item in page])

@@ -38,7 +38,7 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
             return cancel_batch(services, principal, batch_id)  # it left `validating` meanwhile
         return items.status_page(services, principal, batch_id)
     if _cancel(services, batch_id, constants.CANCEL_BUDGET_SECONDS) == "already-ended":
-        current = services.store.get_batch(batch_id)
+        current = services.batches.get_batch(batch_id)
         if current is None or current.status is not BatchStatus.CANCELLED:  # another run may have finished it
             raise Conflict("The batch finished before it could be cancelled.")
     return items.status_page(services, principal, batch_id)  # still active: the cancel goes on (202)
@@ -56,7 +56,7 @@ def _cancel(services: Services, batch_id: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
     try:
         ended = end_batch(
-            services.store,
+            services,
             batch_id,
             batch_status=BatchStatus.CANCELLED,
             item_status=ItemStatus.CANCELLED,
@@ -95,9 +95,8 @@ def delete_batch(services: Services, principal: Principal, batch_id: str, *, pur
             purging += len(public_ids)
 
     items.remove_items(services, batch_id, page_size=constants.DELETE_PAGE_ITEMS, before_removal=purge)
-    services.store.delete_batch(batch_id)
-    if chunks.chunk_count(batch) > 1:
-        services.store.delete_job_rows(batch_id)
+    services.jobs.delete_jobs(batch_id)
+    services.batches.delete_batch(batch_id)
     return purging
 
 
@@ -123,7 +122,7 @@ def list_history(
                 f"Unknown type '{batch_type}'. Use one of: {', '.join(pricing.BATCH_TYPES)}.",
                 [{"loc": ["query", "type"], "msg": "unknown type"}],
             )
-    return services.store.list_batches(
+    return services.batches.list_batches(
         user_id=user_id, limit=limit, cursor=cursor, status=status, batch_type=batch_type
     )
 
@@ -147,7 +146,7 @@ def lookup_generations(
     batches: dict[str, BatchRecord] = {}
     found: dict[str, ItemRecord] = {}
     for batch_id, indexes in asked.items():
-        batch = services.store.get_batch(batch_id)
+        batch = services.batches.get_batch(batch_id)
         if batch is not None and batch.userId == principal.user_id:
             batches[batch_id] = batch
             found.update(_items_asked(services, batch_id, indexes))
@@ -161,7 +160,7 @@ def lookup_generations(
 def _items_asked(services: Services, batch_id: str, indexes: set[int]) -> dict[str, ItemRecord]:
     items_by_id: dict[str, ItemRecord] = {}
     for start, stop in ids.index_runs(indexes, max_gap=LOOKUP_RUN_GAP):
-        for page in services.store.iter_item_range(batch_id, start, stop):
+        for page in services.items.iter_item_range(batch_id, start, stop):
             items_by_id.update((item.itemId, item) for item in page if item.index in indexes)
     return items_by_id
 
@@ -173,9 +172,9 @@ class Credits:
 
 
 def credits_of(services: Services, user_id: str) -> Credits:
-    return Credits(balance=services.store.get_balance(user_id), ledger=services.store.list_ledger(user_id))
+    return Credits(balance=services.credits.get_balance(user_id), ledger=services.credits.list_ledger(user_id))
 
 
 def adjust_credits(services: Services, user_id: str, amount: Decimal, reason: str) -> Decimal:
     """An admin grant (or, negative, a debit that never takes the balance below zero)."""
-    return services.store.adjust_balance(user_id, amount, reason)
+    return services.credits.adjust_balance(user_id, amount, reason)

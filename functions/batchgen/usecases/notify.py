@@ -1,11 +1,15 @@
-"""Notifications (SPEC §7): the outbox relay, webhook delivery with retries, and the end-of-batch email.
+"""Notifications: the outbox relay and the subscribers of each domain event, webhook delivery with
+retries, and the end-of-batch email.
 
-The events themselves are written by the code that changes the state, in the same transaction (the
-repository's `mark_item_success`, `settle_unsuccessful`, `finalize`). Here:
-- `relay_outbox` (every poller tick) turns each outbox row into one message per (event, endpoint)
-  and one email, then deletes the row. A relay that dies half-way sends the same event ids again.
+The events themselves are named by the use case that makes the change and persisted by the store in the
+change's own transaction (`domain.events`). Here:
+- `relay_outbox` (every poller tick, and right after an upload or a collect) reads each persisted
+  event and hands it to its subscribers (`SUBSCRIBERS`): the webhook notifier (one message per (event,
+  endpoint)), the email notifier, and for a batch's end the results manifest writer
+  (`usecases.results`); it sends what they answer, then deletes the row. A relay that dies half-way
+  sends the same event ids again.
 - `deliver` (the notify queue's consumer) signs and POSTs one message, logs the attempt, and queues
-  the next attempt after the spec's growing delay; 410 disables the endpoint.
+  the next attempt after the growing delay; 410 disables the endpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,10 +26,11 @@ from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain import ids, reports
 from batchgen.domain import notifications as rules
+from batchgen.domain.events import BatchEnded, DomainEvent, ItemEvent, ItemsFailed, ItemsSucceeded
 from batchgen.domain.states import is_terminal
 from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
 from batchgen.models.records import BatchRecord, DeliveryRecord, OutboxRecord, WebhookEndpointRecord
-from batchgen.usecases import items
+from batchgen.usecases import items, results
 from batchgen.usecases.ports import NotifyServices
 
 logger = logging.getLogger(__name__)
@@ -35,28 +40,26 @@ RELAY_BUDGET_SECONDS = 20.0
 FAST_RELAY_BUDGET_SECONDS = 5.0
 RELAY_LEASE_SECONDS = 60  # a claimed row whose relayer died is relayed again after this
 
+Message = DeliverWebhook | SendEmail | WriteResultsManifest
+
 
 # --- relay ----------------------------------------------------------------------------------------
 def relay_outbox(services: NotifyServices, budget_seconds: float = RELAY_BUDGET_SECONDS) -> int:
-    """Relays pending events until none are left or the budget is spent; returns how many."""
+    """Relays pending events until none are left or the budget is spent; returns how many rows."""
     relayed, deadline = 0, time.monotonic() + budget_seconds
     relay = _RelayPass(services)
     while time.monotonic() < deadline:
-        events = services.notifications.pending_events(RELAY_PAGE)
-        unwanted = [event for event in events if relay.nobody_wants(event)]
-        # No claim: deleting a row nobody is told about twice is harmless.
-        services.notifications.delete_events(unwanted)
-        claimed = [
-            event
-            for event in events
-            if event not in unwanted and services.notifications.claim_event(event, RELAY_LEASE_SECONDS)
-        ]
+        rows = services.outbox.pending_events(RELAY_PAGE)
+        unwanted = [row for row in rows if relay.nobody_wants(row)]
+        if unwanted:  # no claim: deleting a row nobody is told about twice is harmless
+            services.outbox.delete_events(unwanted)
+        claimed = [row for row in rows if row not in unwanted and services.outbox.claim_event(row, RELAY_LEASE_SECONDS)]
         if not claimed and not unwanted:
             break
-        for event in claimed:
-            relay_event(services, event, relay)
+        for row in claimed:
+            relay_event(services, row, relay)
         relayed += len(unwanted) + len(claimed)
-        if len(events) < RELAY_PAGE:  # every pending row was in this page; newer ones go to the next pass
+        if len(rows) < RELAY_PAGE:  # every pending row was in this page; newer ones go to the next pass
             break
     return relayed
 
@@ -72,23 +75,24 @@ class _RelayPass:
 
     def owner(self, batch_id: str) -> str | None:
         if batch_id not in self.owners:
-            batch = self.services.store.get_batch(batch_id)
+            batch = self.services.batches.get_batch(batch_id)
             self.owners[batch_id] = batch.userId if batch else None
         return self.owners[batch_id]
 
     def endpoints_of(self, user_id: str) -> list[WebhookEndpointRecord]:
         if user_id not in self.endpoints:
-            listed = self.services.notifications.list_endpoints(user_id)
+            listed = self.services.endpoints.list_endpoints(user_id)
             self.endpoints[user_id] = [endpoint for endpoint in listed if not endpoint.disabledAt]
         return self.endpoints[user_id]
 
-    def nobody_wants(self, event: OutboxRecord) -> bool:
-        """An item event no endpoint of the batch's owner names (most of them), or of a deleted batch."""
-        if event.batchEvent or not event.itemEvent:
+    def nobody_wants(self, row: OutboxRecord) -> bool:
+        """A row of item events no endpoint of the batch's owner names (most of them), or of a deleted batch."""
+        found = row.events()
+        if not found or any(isinstance(event, BatchEnded) for event in found):
             return False
-        owner = self.owner(event.batchId)
+        owner = self.owner(row.batchId)
         return owner is None or not any(
-            rules.subscribed(endpoint.events, event.itemEvent) for endpoint in self.endpoints_of(owner)
+            rules.subscribed(endpoint.events, event.name) for event in found for endpoint in self.endpoints_of(owner)
         )
 
 
@@ -101,46 +105,96 @@ def relay_soon(services: NotifyServices) -> None:
         logger.exception("fast relay failed; the poller's tick will relay")
 
 
-def relay_event(services: NotifyServices, event: OutboxRecord, relay: _RelayPass | None = None) -> None:
-    """Messages first, then the row's deletion: at least once, with the same event ids every time."""
-    batch = services.store.get_batch(event.batchId)  # fresh: a batch event reports the batch as it ended
+def relay_event(services: NotifyServices, row: OutboxRecord, relay: _RelayPass | None = None) -> None:
+    """Each event of the row to its subscribers, their messages sent, then the row's deletion: at least
+    once, with the same event ids every time."""
+    batch = services.batches.get_batch(row.batchId)  # fresh: a batch event reports the batch as it ended
     if batch is not None:
         endpoints = (relay or _RelayPass(services)).endpoints_of(batch.userId)
-        messages = list(_messages(services, event, batch, endpoints))
+        messages = [
+            message
+            for event in row.events()
+            for subscriber in SUBSCRIBERS[type(event)]
+            for message in subscriber(services, event, row, batch, endpoints)
+        ]
         if messages:
             services.notifier.send_notifications(messages)
-    services.notifications.delete_event(event)
+    services.outbox.delete_events([row])
 
 
-def _messages(
-    services: NotifyServices, event: OutboxRecord, batch: BatchRecord, endpoints: list[WebhookEndpointRecord]
-) -> Iterator[DeliverWebhook | SendEmail | WriteResultsManifest]:
-    if event.itemEvent and any(rules.subscribed(endpoint.events, event.itemEvent) for endpoint in endpoints):
-        # Item events go only to endpoints that named them: without one, nothing is read per item.
-        for index in event.itemIndexes:
-            item = services.store.get_item(batch.batchId, index)
-            if item is None:
-                continue
-            data = {
-                "batchId": batch.batchId,
-                "clientId": item.clientId,
-                "generationId": item.itemId,
-                "status": item.status.value,
-                "imageUrl": item.imageUrl,
-                "text": item.text,
-                "error": item.error,
-            }
-            yield from _to_endpoints(endpoints, f"{event.eventId}_{index}", event.itemEvent, event.at, batch, data)
-    if event.batchEvent and is_terminal(batch.status):
-        # The end event follows the finalising write: the results manifest is written now, once (SPEC §6).
-        yield WriteResultsManifest(action="manifest", batchId=batch.batchId)
-    if event.batchEvent:
-        data = batch_event_data(services, batch)
-        yield from _to_endpoints(endpoints, event.eventId, event.batchEvent, event.at, batch, data)
-        if batch.webhookUrl:
-            yield _message(event.eventId, event.batchEvent, event.at, batch, data, None, batch.webhookUrl)
-        if batch.notifyEmail:
-            yield SendEmail(action="email", eventId=event.eventId, batchId=batch.batchId, to=batch.notifyEmail)
+# --- subscribers ----------------------------------------------------------------------------------
+Subscriber = Callable[[NotifyServices, Any, OutboxRecord, BatchRecord, list[WebhookEndpointRecord]], Iterator[Message]]
+
+
+def item_webhooks(
+    services: NotifyServices,
+    event: ItemEvent,
+    row: OutboxRecord,
+    batch: BatchRecord,
+    endpoints: list[WebhookEndpointRecord],
+) -> Iterator[Message]:
+    """Item events go only to endpoints that named them: without one, nothing is read per item."""
+    if not any(rules.subscribed(endpoint.events, event.name) for endpoint in endpoints):
+        return
+    for index in event.indexes:
+        item = services.items.get_item(batch.batchId, index)
+        if item is None:
+            continue
+        data = {
+            "batchId": batch.batchId,
+            "clientId": item.clientId,
+            "generationId": item.itemId,
+            "status": item.status.value,
+            "imageUrl": item.imageUrl,
+            "text": item.text,
+            "error": item.error,
+        }
+        yield from _to_endpoints(endpoints, f"{row.eventId}_{index}", event.name, row.at, batch, data)
+
+
+def batch_webhooks(
+    services: NotifyServices,
+    event: BatchEnded,
+    row: OutboxRecord,
+    batch: BatchRecord,
+    endpoints: list[WebhookEndpointRecord],
+) -> Iterator[Message]:
+    """The batch's end to every endpoint subscribed to it, and to its one-off `webhookUrl`."""
+    data = batch_event_data(services, batch)
+    yield from _to_endpoints(endpoints, row.eventId, event.name, row.at, batch, data)
+    if batch.webhookUrl:
+        yield _message(row.eventId, event.name, row.at, batch, data, None, batch.webhookUrl)
+
+
+def end_email(
+    services: NotifyServices,
+    event: BatchEnded,
+    row: OutboxRecord,
+    batch: BatchRecord,
+    endpoints: list[WebhookEndpointRecord],
+) -> Iterator[Message]:
+    if batch.notifyEmail:
+        yield SendEmail(action="email", eventId=row.eventId, batchId=batch.batchId, to=batch.notifyEmail)
+
+
+def results_manifest(
+    services: NotifyServices,
+    event: BatchEnded,
+    row: OutboxRecord,
+    batch: BatchRecord,
+    endpoints: list[WebhookEndpointRecord],
+) -> Iterator[Message]:
+    """A batch's end causes its results manifest, written once by the notify queue's consumer."""
+    if is_terminal(batch.status):
+        yield results.manifest_message(batch)
+
+
+# Who hears what: the one table of the effects a persisted event has.
+SUBSCRIBERS: dict[type[DomainEvent], tuple[Subscriber, ...]] = {
+    ItemsSucceeded: (item_webhooks,),
+    ItemsFailed: (item_webhooks,),
+    BatchEnded: (results_manifest, batch_webhooks, end_email),
+}
 
 
 def batch_event_data(services: NotifyServices, batch: BatchRecord) -> dict[str, Any]:
@@ -228,7 +282,7 @@ def deliver(services: NotifyServices, message: DeliverWebhook) -> str:
     result = services.webhooks.post(url, headers, body)
     outcome, delay = _decide(result.status_code, message.attempt)
     next_at = ids.iso(now + timedelta(seconds=delay)) if delay is not None else None
-    services.notifications.record_delivery(
+    services.deliveries.record_delivery(
         message.userId,
         DeliveryRecord(
             id="dlv_" + secrets.token_hex(10),
@@ -246,7 +300,7 @@ def deliver(services: NotifyServices, message: DeliverWebhook) -> str:
         ),
     )
     if outcome == "disabled" and message.endpointId:
-        services.notifications.disable_endpoint(message.userId, message.endpointId, ids.iso(now))
+        services.endpoints.disable_endpoint(message.userId, message.endpointId, ids.iso(now))
     if delay is not None and next_at is not None:
         _defer(services, message.model_copy(update={"attempt": message.attempt + 1, "notBefore": next_at}), delay)
     return outcome
@@ -264,8 +318,8 @@ def _decide(status_code: int | None, attempt: int) -> tuple[str, float | None]:
 def _target(services: NotifyServices, message: DeliverWebhook, now: datetime) -> tuple[str, list[str]] | None:
     """(URL, signing secrets); None when the endpoint was deleted or disabled meanwhile."""
     if message.endpointId is None:
-        return message.url, [services.notifications.account_secret(message.userId)]
-    endpoint = services.notifications.get_endpoint(message.userId, message.endpointId)
+        return message.url, [services.endpoints.account_secret(message.userId)]
+    endpoint = services.endpoints.get_endpoint(message.userId, message.endpointId)
     if endpoint is None or endpoint.disabledAt:
         return None
     return endpoint.url, rules.signing_secrets(endpoint.secret, endpoint.previousSecret, endpoint.rotatedAt, now)
@@ -284,7 +338,7 @@ def _parse(moment: str) -> datetime:
 
 # --- email ----------------------------------------------------------------------------------------
 def send_batch_email(services: NotifyServices, message: SendEmail) -> str:
-    batch = services.store.get_batch(message.batchId)
+    batch = services.batches.get_batch(message.batchId)
     if batch is None:
         return "dropped"
     base = get_settings().results_base_url.rstrip("/")

@@ -42,15 +42,15 @@ def generate_photo(services: Services, principal: Principal, draft: photo.PhotoD
     plan = photo.plan(draft, get_catalog())
     generation_id, cost = new_generation_id(), plan.price.total
     details = {"model": plan.model, "mode": draft.mode, "quality": plan.quality}
-    services.store.charge_generation(principal.user_id, generation_id, cost, details)
+    services.uow.charge_generation(principal.user_id, generation_id, cost, details)
     try:
         image_url = _generate_and_upload(services, plan, principal.user_id, generation_id)
     except Exception as exc:  # every failure after the charge refunds it, whatever it was
         reason = str(exc) if isinstance(exc, GenerationFailed) else _reason(exc)
         logger.warning("standard generation %s failed: %s", generation_id, reason)
-        services.store.settle_generation(principal.user_id, generation_id, image_url=None, error=reason)
+        services.uow.refund_generation(principal.user_id, generation_id, reason)
         raise GenerationFailed(f"{reason}. Your {cost} credits were refunded.") from exc
-    services.store.settle_generation(principal.user_id, generation_id, image_url=image_url, error=None)
+    services.generations.mark_generation_succeeded(principal.user_id, generation_id, image_url)
     return Generated(generation_id, image_url, cost)
 
 
@@ -81,9 +81,9 @@ def refund_abandoned(services: Services) -> int:
     process died between its charge and its settlement. Returns how many it refunded."""
     before = ids.iso(ids.utc_now() - timedelta(seconds=ABANDONED_GENERATION_SECONDS))
     refunded = 0
-    for user_id, generation_id in list(services.store.iter_unsettled_generations(before)):
+    for user_id, generation_id in list(services.generations.iter_unsettled_generations(before)):
         error = "The generation did not finish (the service stopped before answering)"
-        if services.store.settle_generation(user_id, generation_id, image_url=None, error=error):
+        if services.uow.refund_generation(user_id, generation_id, error):
             logger.warning("standard generation %s abandoned by its process: refunded", generation_id)
             refunded += 1
     return refunded

@@ -91,7 +91,7 @@ def draft_from_request(services: Services, principal: Principal, request: Create
             "(an uploadId), or a templateId whose template has them.",
             [{"loc": ["body", name], "msg": "Field required"} for name in missing],
         )
-    assert batch_type is not None and requests is not None  # noqa: S101 - narrowed by the check above
+    assert batch_type is not None and requests is not None  # narrowed by the check above
     shared = _pick(request.prompt, template, "prompt")
     negative = _pick(request.negativePrompt, template, "negativePrompt")
     if template is not None or request.variables:
@@ -123,5 +123,5 @@ def quote(services: Services, principal: Principal, draft: BatchDraft) -> PriceQ
         request_count=count,
         credit_cost=pricing.quote(catalog, draft.batch_type, draft.quality, count).total,
         standard_cost=pricing.standard_quote(catalog, draft.batch_type, draft.quality, count).total,
-        balance=services.store.get_balance(principal.user_id),
+        balance=services.credits.get_balance(principal.user_id),
     )

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from batchgen import constants
 from batchgen.config import get_settings
-from batchgen.domain import ids
+from batchgen.domain import batch_moves, ids, jobs
 from batchgen.domain.gemini_jobs import (
     JOB_ENDINGS,
     JOB_FAILED,
@@ -51,15 +51,14 @@ class TickReport:
 
 
 def poll_active_batches(services: Services) -> TickReport:
-    slots = services.store.list_slots()  # before the batches: a slot's batch is then in the list if active
-    batches = list(services.store.iter_active_batches())
+    slots = services.slots.list_slots()  # before the batches: a slot's batch is then in the list if active
+    batches = list(services.batches.iter_active_batches())
     report = TickReport(active=len(batches))
     held = {slot.jobKey for slot in slots}
-    jobs: dispatch.Jobs = {}
+    chunk_jobs = chunks.jobs_of_batches(services, batches)  # every active chunk's job, read together
 
     def poll_one(batch: BatchRecord) -> tuple[str, str | None]:
-        jobs[batch.batchId] = chunks.jobs_of(services, batch)
-        return _poll_one(services, batch, held, jobs[batch.batchId])
+        return _poll_one(services, batch, held, chunk_jobs[batch.batchId])
 
     with ThreadPoolExecutor(max_workers=get_settings().poll_concurrency) as pool:
         for kind, state in pool.map(poll_one, batches):
@@ -67,7 +66,7 @@ def poll_active_batches(services: Services) -> TickReport:
                 report.checked += 1
             if kind != "idle":
                 setattr(report, kind, getattr(report, kind) + 1)
-    dispatched = dispatch.tick(services, slots, batches, jobs)
+    dispatched = dispatch.tick(services, slots, batches, chunk_jobs)
     report.slots_released, report.admitted, report.waiting = (
         dispatched.released,
         dispatched.admitted,
@@ -98,7 +97,7 @@ def poll_batch(
     settings = get_settings()
     if batch.done_count >= batch.requestCount:
         # Every item is settled but the finalising write was lost (a crash right after the last item).
-        return ("ended" if finalize_if_done(services.store, batch.batchId) else "idle"), None
+        return ("ended" if finalize_if_done(services, batch.batchId) else "idle"), None
     if ids.age_seconds(batch.scheduledFor or batch.createdAt) > settings.max_wait_seconds:
         expire_batch(services, batch)  # a scheduled batch's wait counts from its time (SPEC §8)
         return "expired", None
@@ -116,17 +115,17 @@ def poll_batch(
 
 
 def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_slot: bool) -> tuple[str, str | None]:
-    if not job.geminiJobName:
+    if not jobs.has_job(job):
         # A chunk waiting for a slot is the dispatcher's (below); one holding a slot may be stuck.
         if not holds_slot:
             return "idle", None
         if batch.status is BatchStatus.PENDING:
-            return _redrive_if_stuck(services, batch, job.chunk), None
+            return _redrive_if_stuck(services, batch, job), None
         return _redrive_chunk_if_stuck(services, batch, job), None
     if batch.status is not BatchStatus.PROCESSING or collect_in_flight(job):
         return "idle", None
     if job.collectQueuedAt:  # its collect message was lost (a crash after the marker, or dead-lettered)
-        services.store.clear_collect_queued(batch.batchId, chunk=job.chunk)
+        services.jobs.change_job(batch.batchId, job.chunk, jobs.unqueue_collect())
     return _check_job(services, batch, job)
 
 
@@ -134,7 +133,7 @@ def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_sl
 COLLECT_REDRIVE_SECONDS = constants.COLLECT_FUNCTION.timeout_seconds * (constants.COLLECT_QUEUE.max_receive_count + 1)
 
 
-def collect_in_flight(job: BatchRecord | JobRecord) -> bool:
+def collect_in_flight(job: JobRecord) -> bool:
     return bool(job.collectQueuedAt) and ids.age_seconds(job.collectQueuedAt or "") <= COLLECT_REDRIVE_SECONDS
 
 
@@ -142,20 +141,20 @@ def release_if_due(services: Services, batch: BatchRecord) -> str:
     """A scheduled batch whose time has come goes to submit (once: the release is a conditional write)."""
     if batch.scheduledFor is None or ids.age_seconds(batch.scheduledFor) < 0:
         return "idle"
-    if not services.store.release_scheduled(batch.batchId):
+    if services.batches.change_batch(batch.batchId, batch_moves.release_scheduled(ids.now_iso())) is None:
         return "idle"
     services.queues.send_submit(SubmitJob(batchId=batch.batchId))  # lost: the pending re-drive sends it again
     return "released"
 
 
-def _redrive_if_stuck(services: Services, batch: BatchRecord, chunk: int = 0) -> str:
-    since = batch.submitStartedAt or batch.createdAt
+def _redrive_if_stuck(services: Services, batch: BatchRecord, job: JobRecord) -> str:
+    since = job.submitStartedAt or batch.createdAt
     if ids.age_seconds(max(since, batch.updatedAt)) <= get_settings().pending_redrive_seconds:
         return "idle"
     # Touching updatedAt first: two overlapping ticks re-drive once.
-    if not services.store.touch_pending(batch.batchId, seen_updated_at=batch.updatedAt):
+    if not dispatch.touch_pending(services, batch.batchId, seen_updated_at=batch.updatedAt):
         return "idle"
-    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk))
+    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
     return "redriven"
 
 
@@ -177,7 +176,7 @@ def _check_job(services: Services, batch: BatchRecord, job: JobRecord) -> tuple[
         view = None
     state = view.state if view else JOB_FAILED
     if state != job.geminiState and state not in JOB_ENDINGS:
-        services.store.record_gemini_state(batch.batchId, state, while_active=True, chunk=job.chunk)
+        _record_state(services, batch, job, state)
     if state == JOB_SUCCEEDED:
         return ("collect_sent" if queue_collect(services, batch, job.chunk) else "idle"), state
     if state not in JOB_ENDINGS:
@@ -190,14 +189,15 @@ def _check_job(services: Services, batch: BatchRecord, job: JobRecord) -> tuple[
         # chunks' and earlier rounds' images may still be on their way to Cloudinary.
         _end_chunk(services, batch, job, error, state)
     else:
+        _record_state(services, batch, job, state)  # what Gemini says, then the batch ends (refunded)
         end_batch(
-            services.store,
+            services,
             batch.batchId,
             batch_status=batch_status,
             item_status=ItemStatus.FAILED,
             error=error,
             reason=f"{batch_status.value} batch refund",
-            batch_changes={"geminiState": state, "failureReason": error},
+            batch_changes={"failureReason": error},
         )
     services.gemini.delete_file(job.geminiInputFile)
     return "ended", state
@@ -206,20 +206,25 @@ def _check_job(services: Services, batch: BatchRecord, job: JobRecord) -> tuple[
 def _end_chunk(services: Services, batch: BatchRecord, job: JobRecord, error: str, state: str) -> None:
     """A chunk whose job failed or expired goes again once (a new round of its unfinished items) while
     the batch's wait allows, in a batch of several chunks; otherwise its open items fail and are refunded."""
-    store = services.store
-    current = store.get_job(batch.batchId, job.chunk)
-    latest = store.get_batch(batch.batchId)
+    current = services.jobs.get_job(batch.batchId, job.chunk)
+    latest = services.batches.get_batch(batch.batchId)
     if current is None or latest is None or is_terminal(latest.status) or current.geminiJobName != job.geminiJobName:
         return
-    store.record_gemini_state(batch.batchId, state, while_active=True, chunk=job.chunk)
+    _record_state(services, latest, current, state)
     items = chunks.round_items(chunks.chunk_items(services, latest, job.chunk), current)
     if items and _may_resubmit(latest, current, state):
-        store.move_items_to_round(batch.batchId, [item.index for item in items], current.geminiRound + 1)
+        services.items.move_items_to_round(batch.batchId, [item.index for item in items], current.geminiRound + 1)
         chunks.start_next_round(services, latest, current)
         return
     if items:
-        fail_items(store, batch.batchId, {item.index: error for item in items}, reason="failed items refund")
-    finalize_if_done(store, batch.batchId)
+        fail_items(services, batch.batchId, {item.index: error for item in items}, reason="failed items refund")
+    finalize_if_done(services, batch.batchId)
+
+
+def _record_state(services: Services, batch: BatchRecord, job: JobRecord, state: str) -> None:
+    """The state Gemini reported for the chunk's job, while its batch runs (a batch that moved on keeps
+    what it has)."""
+    services.jobs.change_job(batch.batchId, job.chunk, jobs.record_state(state, ids.now_iso(), while_active=True))
 
 
 def _may_resubmit(batch: BatchRecord, job: JobRecord, state: str) -> bool:
@@ -235,13 +240,13 @@ def _may_resubmit(batch: BatchRecord, job: JobRecord, state: str) -> bool:
 
 def queue_collect(services: Services, batch: BatchRecord, chunk: int = 0) -> bool:
     """Exactly one collect message per finished job, however many ticks (or webhooks) overlap."""
-    if not services.store.mark_collect_queued(batch.batchId, chunk=chunk):
+    if not services.jobs.change_job(batch.batchId, chunk, jobs.queue_collect(ids.now_iso())):
         return False
     try:
         services.queues.send_collect(CollectResults(batchId=batch.batchId, chunk=chunk))
     except Exception:
         # The next tick sends it again; nothing is lost.
-        services.store.clear_collect_queued(batch.batchId, chunk=chunk)
+        services.jobs.change_job(batch.batchId, chunk, jobs.unqueue_collect())
         raise
     return True
 
@@ -249,7 +254,7 @@ def queue_collect(services: Services, batch: BatchRecord, chunk: int = 0) -> boo
 def expire_batch(services: Services, batch: BatchRecord) -> None:
     max_wait = get_settings().max_wait_seconds
     ended = end_batch(
-        services.store,
+        services,
         batch.batchId,
         batch_status=BatchStatus.EXPIRED,
         item_status=ItemStatus.FAILED,

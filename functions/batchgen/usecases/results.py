@@ -1,10 +1,11 @@
 """The results manifest of a terminal batch (SPEC §6): one JSON line per item, in request order.
 
 It is written once, after the batch ends, by the notify queue's consumer: every terminal move of a
-batch (`finalize`, the last settlement of `end_batch`, `end_validation`) writes a notification outbox
-row in its own transaction, and the relay turns that row's end event into a `WriteResultsManifest`
-message. So the manifest follows the finalising write exactly when that write happened, S3 stays out of
-the transaction, and the finaliser's Lambda does not read 10,000 items. The writer reads the items a
+batch (`settle.finalize_if_done`, the last settlement of `settle.end_batch`, `ingest.end_validation`)
+causes a `BatchEnded` event, persisted in the move's own transaction, and the relay hands it to this
+module's subscriber (`usecases.notify.SUBSCRIBERS`), which answers a `WriteResultsManifest` message. So
+the manifest follows the finalising write exactly when that write happened, S3 stays out of the
+transaction, and the finaliser's Lambda does not read 10,000 items. The writer reads the items a
 page at a time into a temporary file and uploads it; a duplicate delivery finds the object and writes
 nothing (two racing writers would put the same bytes: a terminal batch's items no longer change).
 
@@ -28,6 +29,7 @@ from batchgen.domain import ids, reports
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict
 from batchgen.domain.states import is_terminal
+from batchgen.models.messages import WriteResultsManifest
 from batchgen.models.records import BatchRecord
 from batchgen.usecases.items import iter_items, owned_batch
 from batchgen.usecases.ports import Services
@@ -40,7 +42,7 @@ class ManifestPending(Conflict):
     """409 with `Retry-After`: the batch has just ended and its manifest is being written."""
 
     title = "Results not ready"
-    headers = {"Retry-After": "5"}  # noqa: RUF012 - read-only
+    headers = {"Retry-After": "5"}  # read-only
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,15 @@ def manifest_key(batch_id: str) -> str:
     return f"{constants.RESULTS_PREFIX}{batch_id}.jsonl"
 
 
+def manifest_message(batch: BatchRecord) -> WriteResultsManifest:
+    """What a batch's end asks of the notify queue: write its manifest (once)."""
+    return WriteResultsManifest(action="manifest", batchId=batch.batchId)
+
+
 def write_manifest(services: Services, batch_id: str) -> str:
     """The consumer of `WriteResultsManifest`: writes the manifest unless it exists. Returns the outcome
     ("written", "exists", "gone": the batch was deleted, "not_ended": nothing to write yet)."""
-    batch = services.store.get_batch(batch_id)
+    batch = services.batches.get_batch(batch_id)
     if batch is None:
         return "gone"
     if not is_terminal(batch.status):

@@ -29,7 +29,7 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
         raise Conflict("Every item of this batch succeeded; there is nothing to retry.")
     unit = pricing.unit_price(get_catalog(), source.type, source.quality)
     quote = pricing.quote(get_catalog(), source.type, source.quality, count)
-    available = services.store.get_balance(principal.user_id)
+    available = services.credits.get_balance(principal.user_id)
     if available < quote.total:
         raise InsufficientCredits(quote.total, available)
     now = ids.now_iso()
@@ -54,6 +54,6 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
         webhookUrl=source.webhookUrl,
         notifyEmail=source.notifyEmail,
     )
-    services.store.put_batch(batch)
+    services.batches.put_batch(batch)
     services.queues.send_ingest(IngestFile(batchId=batch.batchId))
     return batch

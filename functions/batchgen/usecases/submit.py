@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import ids
+from batchgen.domain import batch_moves, ids, jobs
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JobNotFound
 from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, JobRecord
+from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases import chunks, dispatch
 from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import end_batch, finalize_if_done
@@ -40,20 +40,22 @@ def lease_is_held(lease: str | None) -> bool:
 def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOutcome:
     """Creates the Gemini job of one chunk of the batch for its current round (chunk 0: the only one of
     most batches). The first round of a chunk sends the next chunk's submit when its job is recorded."""
-    store = services.store
-    batch = store.get_batch(batch_id)
+    batch = services.batches.get_batch(batch_id)
     if batch is None or batch.status not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
-        return SubmitOutcome("skipped", batch.geminiJobName if batch else None)
+        return SubmitOutcome("skipped")
+    if batch.geminiChunkSize is None:  # the first submit: requests per job, fixed for the batch's life
+        batch = _pin_chunks(services, batch)
     job = chunks.job_of(services, batch, chunk)
-    if job is None or job.geminiJobName:
+    if job is None or jobs.has_job(job):
         return SubmitOutcome("skipped", job.geminiJobName if job else None)
-    if chunk == 0 and batch.geminiChunkSize is None:  # requests per job, fixed for the batch's life
-        batch = batch.model_copy(update={"geminiChunkSize": store.pin_chunk_size(batch_id, chunks.chunk_size(batch))})
     waiting = _wait_for_slot_or_lease(services, batch, job)
     if waiting is not None:
         return waiting
     previous = job.submitStartedAt
-    leased = store.take_submit_lease(batch_id, previous, chunk=chunk)  # compare-and-set: one attempt goes on
+    # Compare-and-set: of two attempts, one goes on.
+    if not services.jobs.change_job(batch_id, chunk, jobs.take_lease(previous, ids.now_iso())):
+        return SubmitOutcome("skipped")
+    leased = services.jobs.get_job(batch_id, chunk)
     if leased is None:
         return SubmitOutcome("skipped")
     display_name = job_display_name(batch_id, leased.geminiRound, chunk)
@@ -66,9 +68,17 @@ def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOut
     # This round's items of this chunk only: items of an earlier round are settled or on their way to upload.
     items = chunks.round_items(chunks.chunk_items(services, batch, chunk), leased)
     if not items:  # nothing left to send (settled meanwhile): let the counters decide
-        finalize_if_done(store, batch_id)
+        finalize_if_done(services, batch_id)
         return SubmitOutcome("skipped")
     return _create_and_record(services, batch, leased, items, display_name)
+
+
+def _pin_chunks(services: Services, batch: BatchRecord) -> BatchRecord:
+    """Pins the chunk size (of two first submits, one pins it) and opens every chunk's job row."""
+    pinned = services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(chunks.chunk_size(batch)))
+    current = pinned or services.batches.get_batch(batch.batchId) or batch
+    services.jobs.open_jobs(batch.batchId, chunks.chunk_count(current))
+    return current
 
 
 def _wait_for_slot_or_lease(services: Services, batch: BatchRecord, job: JobRecord) -> SubmitOutcome | None:
@@ -94,11 +104,11 @@ def _create_and_record(
     except OutcomeUnknown:
         raise  # the job may exist: keep the lease, so the next attempt reconciles before creating
     except TransientError:
-        services.store.release_submit_lease(batch.batchId, leased.submitStartedAt or "", chunk=leased.chunk)
+        services.jobs.change_job(batch.batchId, leased.chunk, jobs.release_lease(leased.submitStartedAt or ""))
         raise  # refused: retry now
     except PermanentError as exc:
         ended = end_batch(
-            services.store,
+            services,
             batch.batchId,
             batch_status=BatchStatus.FAILED,
             item_status=ItemStatus.FAILED,
@@ -110,11 +120,6 @@ def _create_and_record(
             chunks.send_clean_ups(services, ended.batch, delete=False)  # the other chunks' jobs must stop
         return SubmitOutcome("failed")
     return _record_job(services, batch, leased, job_name, input_file)
-
-
-def round_items(record: BatchWithItems) -> list[ItemRecord]:
-    """The open items of a one-chunk batch's current Gemini round, in request order."""
-    return chunks.round_items(record.items, JobRecord.of_batch(record.batch))
 
 
 def _create_job(
@@ -133,7 +138,7 @@ def _create_job(
     lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
     input_file = gemini.submit_file(lines, f"{display_name}-input")
     # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file.
-    services.store.record_input_file(batch.batchId, input_file, chunk=chunk)
+    services.jobs.change_job(batch.batchId, chunk, jobs.record_input_file(input_file))
     try:
         return gemini.create_job(batch.model, input_file, display_name).name, input_file
     except OutcomeUnknown:
@@ -153,12 +158,12 @@ def _record_job(
     services: Services, batch: BatchRecord, leased: JobRecord, job_name: str, input_file: str | None
 ) -> SubmitOutcome:
     chunk = leased.chunk
-    if services.store.record_job(batch.batchId, job_name, input_file, chunk=chunk):
+    if services.jobs.change_job(batch.batchId, chunk, jobs.record_job(job_name, input_file, ids.now_iso())):
         if leased.geminiRound == 0 and chunk + 1 < chunks.chunk_count(batch):
             # The next chunk goes to submit now; it takes a slot when the dispatcher's order allows.
             services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk + 1))
         return SubmitOutcome("submitted", job_name)
-    current = services.store.get_job(batch.batchId, chunk)
+    current = services.jobs.get_job(batch.batchId, chunk)
     if current is not None and current.geminiJobName == job_name:
         return SubmitOutcome("skipped", job_name)  # recorded already (a duplicate got here first)
     # Cancelled or expired meanwhile, or another attempt's job was recorded: this job must not run.
@@ -188,4 +193,4 @@ def _record_job_state(services: Services, batch_id: str, job_name: str, chunk: i
     except JobNotFound:
         return
     # Nothing if deleted meanwhile.
-    services.store.record_gemini_state(batch_id, state, while_active=False, chunk=chunk)
+    services.jobs.change_job(batch_id, chunk, jobs.record_state(state, ids.now_iso(), while_active=False))

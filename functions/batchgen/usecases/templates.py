@@ -53,20 +53,22 @@ def _record(principal: Principal, body: TemplateRequest, template_id: str, creat
 
 def create_template(services: Services, principal: Principal, body: TemplateRequest) -> TemplateRecord:
     record = _record(principal, body, ids.new_template_id(), ids.now_iso())
-    if not services.store.put_template(record, replace=False):  # a 64-bit id collision: practically never
+    if not services.templates.put_template(record, replace=False):  # a 64-bit id collision: practically never
         raise InvalidInput("Template id collision; retry the request.")
     return record
 
 
 def get_template(services: Services, principal: Principal, template_id: str) -> TemplateRecord:
-    record = services.store.get_template(principal.user_id, template_id) if ids.is_template_id(template_id) else None
+    record = (
+        services.templates.get_template(principal.user_id, template_id) if ids.is_template_id(template_id) else None
+    )
     if record is None:
         raise _not_found(template_id)
     return record
 
 
 def list_templates(services: Services, principal: Principal) -> list[TemplateRecord]:
-    return sorted(services.store.list_templates(principal.user_id), key=lambda t: (t.createdAt, t.templateId))
+    return sorted(services.templates.list_templates(principal.user_id), key=lambda t: (t.createdAt, t.templateId))
 
 
 def replace_template(
@@ -74,11 +76,11 @@ def replace_template(
 ) -> TemplateRecord:
     current = get_template(services, principal, template_id)
     record = _record(principal, body, template_id, current.createdAt)
-    if not services.store.put_template(record, replace=True):
+    if not services.templates.put_template(record, replace=True):
         raise _not_found(template_id)  # deleted meanwhile
     return record
 
 
 def delete_template(services: Services, principal: Principal, template_id: str) -> None:
-    if not (ids.is_template_id(template_id) and services.store.delete_template(principal.user_id, template_id)):
+    if not (ids.is_template_id(template_id) and services.templates.delete_template(principal.user_id, template_id)):
         raise _not_found(template_id)

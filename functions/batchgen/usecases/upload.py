@@ -12,9 +12,10 @@ import logging
 from batchgen.config import get_settings
 from batchgen.domain import ids
 from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import UNSUCCESSFUL_ITEM_STATUSES, is_open
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import fail_items, finalize_if_done
+from batchgen.usecases.settle import fail_items, finalize_if_done, record_success
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ def upload_item(
     final_attempt: bool,
 ) -> str:
     """Returns what happened: "uploaded", "skipped" or "failed". Raises TransientError to be retried."""
-    store = services.store
-    item = store.get_item(batch_id, index)
+    item = services.items.get_item(batch_id, index)
     if item is None or not is_open(item.status):
         # Deleted, settled, or already uploaded (a duplicate delivery). The earlier delivery may have
         # died between its success write and the finalisation: finishing it is idempotent.
@@ -54,8 +54,9 @@ def upload_item(
         return _give_up(services, batch_id, index, staging_key, f"Upload failed after retries: {exc}")
     except PermanentError as exc:
         return _give_up(services, batch_id, index, staging_key, str(exc))
-    if not store.mark_item_success(batch_id, index, image_url=uploaded.secure_url, public_id=uploaded.public_id):
-        current = store.get_item(batch_id, index)
+    success = ItemSuccess(index, image_url=uploaded.secure_url, public_id=uploaded.public_id)
+    if not record_success(services, batch_id, success):
+        current = services.items.get_item(batch_id, index)
         if current is None or current.status in UNSUCCESSFUL_ITEM_STATUSES:
             # Cancelled, deleted or failed while uploading: the image must not linger.
             services.cdn.destroy_images([uploaded.public_id])
@@ -67,7 +68,7 @@ def upload_item(
 
 
 def _finalize(services: Services, batch_id: str) -> None:
-    finished = finalize_if_done(services.store, batch_id)
+    finished = finalize_if_done(services, batch_id)
     if finished is not None:
         # One clean-up call per batch, by its finaliser, instead of one per image (lifecycle expiry
         # on `staging/` catches whatever a crash leaves behind).
@@ -78,7 +79,7 @@ def _finalize(services: Services, batch_id: str) -> None:
 
 def _give_up(services: Services, batch_id: str, index: int, staging_key: str, error: str) -> str:
     logger.warning("item %s of %s failed for good: %s", index, batch_id, error)
-    fail_items(services.store, batch_id, {index: error}, reason="failed upload refund")
+    fail_items(services, batch_id, {index: error}, reason="failed upload refund")
     services.blobs.delete_objects([staging_key])
     return "failed"
 

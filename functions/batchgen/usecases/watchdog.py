@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from batchgen import constants
-from batchgen.domain import ids
+from batchgen.domain import batch_moves, ids
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import IngestFile
 from batchgen.models.records import BatchRecord
+from batchgen.usecases.ingest import end_validation
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -39,12 +40,12 @@ def check_validating(services: Services, now: datetime | None = None) -> Watchdo
     moment = now or ids.utc_now()
     stall = timedelta(seconds=constants.INGEST_STALL_SECONDS)
     report = WatchdogReport()
-    for batch in services.store.iter_validating_batches():
+    for batch in services.batches.iter_validating_batches():
         if moment - ids.parse_iso(batch.updatedAt) < stall:
             continue
         try:
             if batch.ingestRedrivenAt is None:
-                report.validating_redriven += _redrive(services, batch)
+                report.validating_redriven += _redrive(services, batch, moment)
             else:
                 report.validating_failed += _give_up(services, batch, stall)
         except Exception:  # one batch's trouble must not stop the tick (nor the others' checks)
@@ -52,8 +53,9 @@ def check_validating(services: Services, now: datetime | None = None) -> Watchdo
     return report
 
 
-def _redrive(services: Services, batch: BatchRecord) -> int:
-    if not services.store.mark_ingest_redriven(batch.batchId, batch.updatedAt):
+def _redrive(services: Services, batch: BatchRecord, moment: datetime) -> int:
+    move = batch_moves.ingest_redriven(batch.updatedAt, ids.iso(moment))
+    if services.batches.change_batch(batch.batchId, move) is None:
         return 0  # it moved meanwhile, or another tick re-drove it
     services.queues.send_ingest(IngestFile(batchId=batch.batchId))
     logger.warning("validating batch %s made no progress: its ingest message was sent again", batch.batchId)
@@ -68,7 +70,7 @@ def _give_up(services: Services, batch: BatchRecord, stall: timedelta) -> int:
         "(POST /batch/uploads) and create a new batch; if it stops again, the file's lines near "
         f"line {batch.ingestLines + 1} may be what the service cannot read."
     )
-    if services.store.end_validation(batch.batchId, BatchStatus.FAILED, reason) is None:
+    if end_validation(services, batch.batchId, BatchStatus.FAILED, reason) is None:
         return 0  # it left `validating` meanwhile
     logger.error("validating batch %s failed: no progress after a re-drive", batch.batchId)
     if batch.ingestItems:

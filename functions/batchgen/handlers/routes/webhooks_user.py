@@ -116,8 +116,8 @@ def account_secret() -> models.WebhookSecretResponse:
     responses=docs.responses(200, "A page of delivery attempts", 400, 401),
 )
 def list_deliveries(
-    endpointId: Annotated[str | None, Query(max_length=64)] = None,  # noqa: N803 - the spec's query names
-    batchId: Annotated[str | None, Query(max_length=64)] = None,  # noqa: N803
+    endpointId: Annotated[str | None, Query(max_length=64)] = None,  # the spec's query names
+    batchId: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response[models.WebhookDeliveryList]:
