@@ -8,7 +8,7 @@
   built site, so one link works in both.
 - The "Where" column of every table in docs/architecture.md names only what exists: see
   `resolve_reference` for the forms a reference may take.
-- docs/configuration.md names every field of `Settings`.
+- docs/configuration.md names every field of `Settings`, and docs/deployment.md every CDK context key.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 ARCHITECTURE = DOCS / "architecture.md"
 CONFIGURATION = DOCS / "configuration.md"
+DEPLOYMENT = DOCS / "deployment.md"
 # A path whose first folder is one of these is read from the repository root, any other from the package.
 TOP_LEVEL_FOLDERS = ("functions", "infra", "local", "tests", "benchmarks", "clients", "docs")
 FILE_SUFFIXES = (".py", ".json", ".html", ".js", ".css", ".md", ".toml", ".yml")
@@ -352,9 +353,26 @@ def test_a_reference_resolves_only_to_what_exists(reference: str, context: Path 
 
 
 def test_the_configuration_page_names_every_setting() -> None:
-    page = CONFIGURATION.read_text(encoding="utf-8")
-    named = set(CODE_SPAN.findall(page))
+    named = set(CODE_SPAN.findall(FENCE.sub("", CONFIGURATION.read_text(encoding="utf-8"))))
 
     missing = sorted(name.upper() for name in Settings.model_fields if name.upper() not in named)
 
     assert not missing, f"docs/configuration.md does not document: {', '.join(missing)}"
+
+
+def context_keys() -> list[str]:
+    """The keys of `infra.settings.CONTEXT_KEYS`, read from the source: importing aws-cdk-lib starts Node.js."""
+    tree = ast.parse((ROOT / "infra" / "settings.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign) and "CONTEXT_KEYS" in _defined(node) and node.value:
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("infra/settings.py defines no CONTEXT_KEYS")
+
+
+def test_the_deployment_page_names_every_context_setting() -> None:
+    named = set(CODE_SPAN.findall(FENCE.sub("", DEPLOYMENT.read_text(encoding="utf-8"))))
+
+    missing = [key for key in context_keys() if key not in named]
+
+    assert len(context_keys()) >= 10
+    assert not missing, f"docs/deployment.md (Settings (CDK context)) does not document: {', '.join(missing)}"
