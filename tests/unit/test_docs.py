@@ -276,9 +276,9 @@ def _resolve_path(reference: str) -> tuple[Path | None, str | None]:
         if not file.is_file():
             return None, f"no file {file.relative_to(ROOT)}"
         return (file if file.suffix == ".py" else None), None
-    folder, _, tail = reference.rpartition("/")
+    parent, _, tail = reference.rpartition("/")
     stem, _, names = tail.partition(".")
-    file = base / folder / f"{stem}.py"
+    file = base / parent / f"{stem}.py"
     if not file.is_file():
         return None, f"no module {file.relative_to(ROOT)}"
     return file, _check_defined(file, names)
