@@ -1,4 +1,4 @@
-# Two entry points for people (run, test) and one for figures (bench). Each creates or reuses .venv.
+# Two entry points for people (run, test), one for figures (bench) and one for the documentation site (docs). Each creates or reuses .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,7 @@ LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local tests/fakes tests/conftest.py tests/helpers.py tests/contract/test_store_contract.py
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench docs synth token clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ layers: $(VENV)/.installed  ## the import contract: handlers -> use cases -> dom
 
 bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
 	$(PY) -m benchmarks
+
+docs: $(VENV)/.installed  ## docs/ as a static site in build/site, offline; a broken link or anchor fails it (make test builds it too)
+	$(PY) -m mkdocs build --strict
 
 token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1]: a token for a local user of the running `make run`
 ifneq ($(origin USER),command line)
