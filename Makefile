@@ -34,7 +34,7 @@ test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-unit} $(PY) -m pytest tests/unit
 
 test-fast: gate  ## the gate, then unit and integration tests (no e2e, no CDK synth)
-	$(PY) -m pytest tests/unit tests/integration tests/contract
+	$(PY) -m pytest tests/unit tests/integration tests/contract tests/docs
 
 gate: lint typecheck layers  ## what `make test` (and so CI) checks before any test runs
 

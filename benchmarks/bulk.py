@@ -20,7 +20,7 @@ def _file_batch(lines: int) -> str:
 
 def _measure_ingest(lines: int, counter: CallCounter) -> dict[str, Any]:
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     batch_id = _file_batch(lines)
     counter.take()
@@ -62,7 +62,7 @@ class ItemsRead:
 def _page_latency(batch_id: str, cursor: str | None, reads: ItemsRead, rounds: int = 5) -> dict[str, Any]:
     from batchgen.domain.batches import Principal
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import items
+    from batchgen.usecases.pipeline import items
 
     principal = Principal(USER)
     status_times, items_times = [], []
@@ -88,7 +88,7 @@ def _cancel_and_delete(batch_id: str, counter: CallCounter) -> None:
     from batchgen.adapters.dynamo import get_stores
     from batchgen.domain.batches import Principal
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import manage
+    from batchgen.usecases.pipeline import manage
 
     counter.take()
     started = time.perf_counter()
@@ -121,7 +121,7 @@ def run() -> None:
         counter.attach()
         small = _file_batch(20)
         from batchgen.handlers.services import live_services
-        from batchgen.usecases import ingest
+        from batchgen.usecases.bulk import ingest
 
         ingest.ingest_file(live_services(), small)
         results = {lines: _measure_ingest(lines, counter) for lines in (1000, 10_000)}

@@ -137,7 +137,7 @@ def _file_batch(requests: int, batch_type: str) -> str:
 def run_batch(pipeline: Pipeline, requests: int, batch_type: str) -> dict[str, Stage]:
     """One file batch through every stage; returns the stages' figures."""
     from batchgen import constants
-    from batchgen.usecases import results
+    from batchgen.usecases.bulk import results
 
     stages = {name: Stage() for name in ("ingest", "submit", "collect", "upload", "finalise")}
     batch_id = _file_batch(requests, batch_type)

@@ -55,7 +55,7 @@ def _latencies(api: str, token: str, receiver: Any) -> list[float]:
 def _throughput(user_id: str, fast: dict[str, Any], dead: dict[str, Any] | None, receiver: Any) -> float:
     from batchgen.adapters import messaging
     from batchgen.adapters.dynamo import get_stores
-    from batchgen.usecases.notify import test_message
+    from batchgen.usecases.notify.notify import test_message
 
     store = get_stores().endpoints
     fast_endpoint = store.get_endpoint(user_id, fast["id"])

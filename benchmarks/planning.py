@@ -23,7 +23,7 @@ def _seed_queue(repository: Any) -> None:
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
-    from batchgen.usecases.dispatch import slot_key
+    from batchgen.usecases.pipeline.dispatch import slot_key
 
     old = ids.iso(ids.utc_now() - timedelta(hours=1))
     rows = []
@@ -60,7 +60,7 @@ def _dispatcher_tick() -> None:
         from batchgen.adapters.aws import client
         from batchgen.adapters.dynamo import get_stores
         from batchgen.handlers.services import live_services
-        from batchgen.usecases import dispatch
+        from batchgen.usecases.pipeline import dispatch
 
         repository = get_stores()
         _seed_finished(repository, FINISHED)

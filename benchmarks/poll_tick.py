@@ -91,7 +91,7 @@ def run() -> None:
             from batchgen.adapters.aws import client
             from batchgen.adapters.dynamo import get_stores
             from batchgen.handlers.services import live_services
-            from batchgen.usecases.poll import poll_active_batches
+            from batchgen.usecases.pipeline.poll import poll_active_batches
 
             gemini.reset_client()
             repository = get_stores()

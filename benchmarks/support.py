@@ -180,7 +180,7 @@ def file_batch(user_id: str, lines: Iterable[dict[str, Any]], batch_type: str = 
     from batchgen.config import get_settings
     from batchgen.domain.batches import BatchDraft, Principal
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     principal, services = Principal(user_id), live_services()
     upload = ingest.create_upload(services, principal)

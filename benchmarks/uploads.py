@@ -138,7 +138,7 @@ def run() -> None:
         with aws_server_environment(settings):
             from batchgen.handlers.services import live_services
             from batchgen.handlers.upload import lambda_handler
-            from batchgen.usecases.upload import upload_item
+            from batchgen.usecases.pipeline.upload import upload_item
 
             _warm = _stage_batch(1024, 1)
             lambda_handler(sqs_event(_warm), Context())  # loads the SDK: measured apart from cold start

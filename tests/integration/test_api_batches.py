@@ -7,7 +7,7 @@ import pytest
 from batchgen.adapters.dynamo import get_stores
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.handlers.services import live_services
-from batchgen.usecases import settle
+from batchgen.usecases.pipeline import settle
 from tests.conftest import grant, make_token
 from tests.helpers import batch_body, png_base64, png_data_url, stored
 

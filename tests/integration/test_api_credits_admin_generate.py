@@ -86,7 +86,7 @@ def test_twenty_parallel_creates_against_a_balance_for_ten(api, aws):
     from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
     from batchgen.domain.errors import InsufficientCredits
     from batchgen.handlers.services import live_services
-    from batchgen.usecases.create import create_batch
+    from batchgen.usecases.pipeline.create import create_batch
 
     def create_one(_: int) -> int:
         draft = BatchDraft(batch_type="character", requests=[RequestDraft(None, "pose 0", None)])

@@ -198,7 +198,7 @@ def test_cancel_while_validating_charges_nothing_and_ingest_cleans_up(api, aws, 
     lines = [{"prompt": f"p{i}", "imageBase64": png_base64()} for i in range(constants.INGEST_CHUNK_ITEMS + 35)]
     batch_id = create_from_file(api, upload(api, jsonl(lines)))
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     clock = iter([1000.0, 0.0])  # the run hands over after its first chunk
     outcome = ingest.ingest_file(live_services(), batch_id, lambda: next(clock, 0.0))
@@ -222,7 +222,7 @@ def test_a_run_near_its_time_limit_hands_over_without_redoing_or_skipping_lines(
     batch_id = create_from_file(api, upload(api, jsonl(lines)))
     queues.receive(INGEST)  # the create's message is replaced by direct runs below
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     outcomes = []
     for _ in range(10):
@@ -244,7 +244,7 @@ def test_duplicate_ingest_deliveries_change_nothing(api, queues):
     queues.deliver(INGEST, messages)
     queues.deliver(INGEST, messages)  # the same message again, after the batch is pending
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     assert ingest.ingest_file(live_services(), batch_id) == "not-validating"
     body = status(api, batch_id)

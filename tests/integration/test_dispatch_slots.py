@@ -13,7 +13,7 @@ from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from batchgen.domain import ids
 from batchgen.handlers.services import live_services
-from batchgen.usecases import dispatch, submit
+from batchgen.usecases.pipeline import dispatch, submit
 from tests.conftest import grant, make_token
 
 SUBMIT = constants.SUBMIT_QUEUE

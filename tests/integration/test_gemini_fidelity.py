@@ -230,7 +230,7 @@ def test_a_failed_job_surfaces_operation_error_in_failure_reason(api, gemini, qu
 def test_a_collect_that_dies_before_starting_the_follow_up_round_is_finished_by_its_redelivery(
     api, gemini, queues, poll, monkeypatch
 ):
-    from batchgen.usecases import chunks
+    from batchgen.usecases.pipeline import chunks
 
     grant("user-1", 10)
     batch_id = create(api, ["ok", "once [[flaky]]"], batch_type="text")

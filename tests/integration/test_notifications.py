@@ -387,9 +387,9 @@ def test_a_name_that_resolves_to_a_private_address_at_delivery_time_is_not_calle
 ):
     """Registered while public; DNS now answers 127.0.0.1: the delivery refuses and connects nowhere."""
     from batchgen.adapters import webhook_http
-    from batchgen.usecases import endpoints
+    from batchgen.usecases.pipeline import create
 
-    monkeypatch.setattr(endpoints, "_resolve", lambda host, port: ["93.184.216.34"])
+    monkeypatch.setattr(create, "_resolve", lambda host, port: ["93.184.216.34"])
     port = receiver.server.server_address[1]
     created = register(api, f"https://hooks.example:{port}/hook")
     monkeypatch.setattr(webhook_http, "resolve", lambda host, port: ["127.0.0.1"])

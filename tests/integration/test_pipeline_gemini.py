@@ -166,7 +166,7 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
     monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "1")
     reset_caches()
     grant("user-1", 10)
-    from batchgen.usecases import dispatch
+    from batchgen.usecases.pipeline import dispatch
 
     monkeypatch.setattr(dispatch, "SLOT_GRACE_SECONDS", 0)
     first = create(api, ["first"], batch_type="text")
@@ -223,7 +223,7 @@ def test_a_500_on_create_is_retried_after_reconciling(api, gemini, queues):
 def test_a_duplicate_submit_during_an_attempt_neither_creates_nor_cancels(api, gemini, queues, monkeypatch):
     from batchgen.adapters import gemini as gemini_adapter
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import submit
+    from batchgen.usecases.pipeline import submit
 
     grant("user-1", 10)
     batch_id = create(api, ["a"])

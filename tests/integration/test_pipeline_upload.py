@@ -126,7 +126,7 @@ def test_permanent_cloudinary_refusal_fails_the_item_at_once(api, gemini, cloudi
 def test_two_final_uploads_racing_finalise_once(api, gemini, cloudinary, queues, poll, monkeypatch):
     """Two Lambda containers finish the last two items at the same moment."""
     from batchgen.handlers.services import live_services
-    from batchgen.usecases.upload import upload_item
+    from batchgen.usecases.pipeline.upload import upload_item
 
     grant("user-1", 10)
     batch_id = create(api, ["a", "b"])
@@ -264,7 +264,7 @@ def test_batch_where_nothing_succeeds_ends_failed_with_full_refund(api, gemini, 
 def test_duplicate_deliveries_uploading_at_once_keep_the_image(api, gemini, cloudinary, queues, poll):
     """Both copies upload (same public id); the one that loses the success write must not destroy it."""
     from batchgen.handlers.services import live_services
-    from batchgen.usecases.upload import upload_item
+    from batchgen.usecases.pipeline.upload import upload_item
 
     grant("user-1", 10)
     batch_id = create(api, ["a"])
@@ -380,7 +380,7 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
 
 def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finishes_it(api, gemini, queues, monkeypatch):
     """SPEC §6: a cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
-    from batchgen.usecases import settle
+    from batchgen.usecases.pipeline import settle
 
     monkeypatch.setattr(settle, "SETTLE_CHUNK_ITEMS", 5)  # 20 items: four pages
     monkeypatch.setattr(constants, "CANCEL_BUDGET_SECONDS", 0.0)  # the API call settles one page

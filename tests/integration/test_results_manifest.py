@@ -12,7 +12,7 @@ import requests
 
 from batchgen import constants
 from batchgen.adapters.dynamo import get_stores
-from batchgen.usecases import results
+from batchgen.usecases.bulk import results
 from tests.conftest import grant, make_token
 from tests.integration.test_bulk_batches import balance, create_from_file, jsonl, status, upload
 

@@ -17,7 +17,7 @@ from batchgen.domain.gemini_jobs import JOB_EXPIRED, JOB_FAILED, JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
-from batchgen.usecases import chunks, collect, dispatch, manage, poll, submit
+from batchgen.usecases.pipeline import chunks, collect, dispatch, manage, poll, submit
 from tests.fakes import FakeServices
 from tests.unit.test_usecases import USER, error_line, new_batch, text_line
 
@@ -385,7 +385,7 @@ def test_display_names_name_their_batch_and_chunk_and_nothing_else():
 
 
 def test_a_succeeded_webhook_queues_its_chunks_collect_without_reading_the_active_batches(services):
-    from batchgen.usecases import gemini_webhook
+    from batchgen.usecases.pipeline import gemini_webhook
 
     others = [new_batch(services, count=7) for _ in range(3)]
     for other in others:
@@ -402,7 +402,7 @@ def test_a_succeeded_webhook_queues_its_chunks_collect_without_reading_the_activ
 
 def test_a_webhook_for_an_unknown_a_replaced_or_an_unreachable_job_queues_nothing(services, monkeypatch):
     from batchgen.domain.errors import TransientError
-    from batchgen.usecases import gemini_webhook
+    from batchgen.usecases.pipeline import gemini_webhook
 
     batch_id = new_batch(services, count=7)
     names = submit_all(services, batch_id)

@@ -14,7 +14,7 @@ from batchgen.domain import ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases import dispatch, poll, submit
+from batchgen.usecases.pipeline import dispatch, poll, submit
 from tests.fakes import FakeServices
 from tests.helpers import job_of, set_job
 

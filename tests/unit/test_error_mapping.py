@@ -20,7 +20,7 @@ from batchgen.domain.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from batchgen.usecases.results import ManifestPending
+from batchgen.usecases.bulk.results import ManifestPending
 
 ERRORS = [
     (InvalidInput("Invalid prompt.", [{"loc": ["body", "prompt"], "msg": "required"}]), 400),

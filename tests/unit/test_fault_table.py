@@ -32,7 +32,7 @@ from batchgen.domain.changes import Change, JobChange
 from batchgen.domain.errors import OutcomeUnknown, TransientError
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob, UploadImage
-from batchgen.usecases import collect, create, poll, submit, upload
+from batchgen.usecases.pipeline import collect, create, poll, submit, upload
 from tests.fakes import FakeServices
 from tests.helpers import job_of
 from tests.unit.test_money_properties import _answer

@@ -30,7 +30,10 @@ from batchgen.domain.photo import PhotoDraft
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, DeliverWebhook, SendEmail, SubmitJob, UploadImage, WriteResultsManifest
 from batchgen.models.records import OutboxRecord
-from batchgen.usecases import collect, create, ingest, notify, photo, poll, submit, upload
+from batchgen.usecases.bulk import ingest
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import collect, create, poll, submit, upload
+from batchgen.usecases.routing import photo
 from tests.fakes import FakeServices
 from tests.helpers import png_base64
 from tests.unit.test_fault_table import FAULTS, MAX_DELIVERIES, ProcessDied, clock, deliver, fault
@@ -137,7 +140,7 @@ def run_watchdog_until_nothing_validates(services: Any) -> None:
     """The poller's watchdog, an hour later and then another: a stalled batch is re-driven, then failed."""
     from datetime import timedelta
 
-    from batchgen.usecases import watchdog
+    from batchgen.usecases.bulk import watchdog
 
     for hours in (1, 2):
         watchdog.check_validating(services, now=ids.utc_now() + timedelta(hours=hours))

@@ -108,7 +108,7 @@ def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_an
     from batchgen.adapters.gemini import JobView, iter_results
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, ItemRecord
-    from batchgen.usecases.collect import match_answers
+    from batchgen.usecases.pipeline.collect import match_answers
 
     def text(value: str, key: str | None) -> types.InlinedResponse:
         part = types.Part(text=value)

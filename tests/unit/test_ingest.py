@@ -11,7 +11,8 @@ from batchgen import constants
 from batchgen.domain import bulk
 from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.domain.states import BatchStatus
-from batchgen.usecases import ingest
+from batchgen.usecases.bulk import ingest
+from batchgen.usecases.pipeline import settle
 from tests.fakes import FakeServices
 from tests.helpers import png_base64
 
@@ -113,8 +114,8 @@ def test_cancel_while_validating_charges_nothing_and_the_next_run_cleans_up() ->
     )
     clock = iter([1000.0, 0.0])
     assert ingest.ingest_file(services, batch_id, lambda: next(clock, 0.0)) == "handed-over"
-    assert ingest.cancel_validating(services, batch_id)
-    assert not ingest.cancel_validating(services, batch_id)
+    assert settle.cancel_validating(services, batch_id)
+    assert not settle.cancel_validating(services, batch_id)
     assert ingest.ingest_file(services, batch_id) == "not-validating"
     assert services.store.items[batch_id] == [] and not any(k.startswith("inputs/") for k in services.blobs.objects)
     assert services.store.batches[batch_id].status is BatchStatus.CANCELLED and services.store.ledger == []

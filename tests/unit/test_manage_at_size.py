@@ -14,7 +14,7 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import FinishCancel, PurgeImages
-from batchgen.usecases import manage
+from batchgen.usecases.pipeline import manage
 from tests.fakes import FakeServices, FakeStore
 from tests.helpers import set_job
 from tests.unit.test_settle_chunks import big_batch

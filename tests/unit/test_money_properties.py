@@ -29,7 +29,7 @@ from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
 from batchgen.domain.errors import DomainError, TransientError
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import UploadImage
-from batchgen.usecases import collect, create, manage, poll, submit, upload
+from batchgen.usecases.pipeline import collect, create, manage, poll, submit, upload
 from tests.fakes import FakeServices
 from tests.helpers import png_bytes
 

@@ -35,7 +35,10 @@ from batchgen.domain.errors import DomainError, TransientError
 from batchgen.domain.photo import PhotoDraft
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, is_terminal
 from batchgen.models.api import CreateBatchRequest, TemplateRequest
-from batchgen.usecases import create, ingest, manage, photo, plan, poll, retry, templates
+from batchgen.usecases.bulk import ingest, retry
+from batchgen.usecases.pipeline import create, manage, poll
+from batchgen.usecases.planning import plan, templates
+from batchgen.usecases.routing import photo
 from tests.fakes import FakeServices
 from tests.helpers import png_base64
 from tests.unit.test_money_properties import OUTCOMES, PROFILE, USERS, MoneyMachine

@@ -20,7 +20,7 @@ from batchgen.models.records import (
     OutboxRecord,
     WebhookEndpointRecord,
 )
-from batchgen.usecases import notify
+from batchgen.usecases.notify import notify
 from tests.fakes import FakeNotifications, FakePoster, NotifyFakes
 
 

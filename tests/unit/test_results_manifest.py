@@ -15,7 +15,8 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict, NotFound
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchWithItems, ItemRecord
-from batchgen.usecases import results, settle
+from batchgen.usecases.bulk import results
+from batchgen.usecases.pipeline import settle
 from tests.fakes import FakeServices, FakeStore
 from tests.unit.test_settle_chunks import big_batch
 

@@ -14,7 +14,7 @@ from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_rec
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.states import BatchStatus, can_transition
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases import manage, poll, submit
+from batchgen.usecases.pipeline import manage, poll, submit
 from tests.fakes import FakeServices
 
 USER = Principal("user-1")

@@ -15,7 +15,7 @@ from batchgen.domain.errors import ConcurrentChange
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchWithItems, ItemRecord
-from batchgen.usecases import settle
+from batchgen.usecases.pipeline import settle
 from tests.fakes import FakeServices, FakeStore
 
 

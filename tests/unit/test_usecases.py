@@ -19,7 +19,7 @@ from batchgen.domain.gemini_requests import Answer, job_display_name
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, SubmitJob
-from batchgen.usecases import collect, manage, poll, settle, submit, upload
+from batchgen.usecases.pipeline import collect, manage, poll, settle, submit, upload
 from tests.fakes import FakeServices
 from tests.helpers import job_of, set_job
 

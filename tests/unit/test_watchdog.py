@@ -10,7 +10,7 @@ from batchgen import constants
 from batchgen.domain import ids
 from batchgen.domain.states import BatchStatus
 from batchgen.models.records import ItemRecord
-from batchgen.usecases import ingest, watchdog
+from batchgen.usecases.bulk import ingest, watchdog
 from tests.fakes import FakeServices
 from tests.unit.test_ingest import file_batch, jsonl
 

@@ -16,7 +16,8 @@ from batchgen.handlers.lambda_time import time_left
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import CollectRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.usecases import collect, notify
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import collect
 
 logger = Logger()
 tracer = Tracer()

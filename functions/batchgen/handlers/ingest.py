@@ -16,7 +16,7 @@ from batchgen.handlers.lambda_time import time_left
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import IngestRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.usecases import ingest
+from batchgen.usecases.bulk import ingest
 
 logger = Logger()
 tracer = Tracer()

@@ -22,7 +22,7 @@ from batchgen.handlers import api_edge
 from batchgen.handlers.front_door import cors_headers, domain_error_body, error_body, status_of
 from batchgen.handlers.services import live_services
 from batchgen.models.api import PhotoRequest, PhotoResponse
-from batchgen.usecases.photo import generate_photo
+from batchgen.usecases.routing.photo import generate_photo
 
 logger = Logger()
 

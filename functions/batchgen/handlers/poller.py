@@ -11,7 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen.adapters.dynamo import migrations
 from batchgen.handlers.services import live_services
-from batchgen.usecases import notify, photo, poll, watchdog
+from batchgen.usecases.bulk import watchdog
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import poll
+from batchgen.usecases.routing import photo
 
 MIGRATION_BUDGET_SECONDS = 5.0
 

@@ -24,7 +24,8 @@ from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import UploadRecord
 from batchgen.handlers.sqs_retry import back_off, receive_count
 from batchgen.models.messages import PurgeImages
-from batchgen.usecases import notify, upload
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import upload
 
 logger = Logger()
 tracer = Tracer()

@@ -21,7 +21,8 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import chunks, create, dispatch, manage, plan
+from batchgen.usecases.pipeline import chunks, create, dispatch, manage
+from batchgen.usecases.planning import plan
 
 router = Router()
 
@@ -87,7 +88,7 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
-    from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
+    from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
     record = items.status_page(services(), principal(router), batch_id)
     body = reports.status_body(record)

@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import manage
+from batchgen.usecases.pipeline import manage
 
 router = Router()
 

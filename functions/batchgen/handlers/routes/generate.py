@@ -17,7 +17,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import create, manage
+from batchgen.usecases.pipeline import create, manage
 
 router = Router()
 

@@ -13,7 +13,7 @@ from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import json_response, principal, services
 from batchgen.models import api as models
 from batchgen.models.records import TemplateRecord
-from batchgen.usecases import plan, templates
+from batchgen.usecases.planning import plan, templates
 
 router = Router()
 

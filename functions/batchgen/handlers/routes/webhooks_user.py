@@ -16,7 +16,7 @@ from batchgen.handlers.routes.support import json_response, next_cursor_header, 
 from batchgen.handlers.services import live_services
 from batchgen.models import api as models
 from batchgen.models.records import WebhookEndpointRecord
-from batchgen.usecases import endpoints
+from batchgen.usecases.notify import endpoints
 
 router = Router()
 TAGS = ["Webhooks"]

@@ -16,9 +16,9 @@ from batchgen.domain.outcomes import Page
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import FinishCancel, PurgeImages
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, LedgerRecord
-from batchgen.usecases import chunks, items  # items: status pages, a bulk batch's items never loaded whole
+from batchgen.usecases.pipeline import chunks, items  # items: status pages, a bulk batch's items never loaded whole
+from batchgen.usecases.pipeline.settle import SettlementPaused, cancel_validating, end_batch
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import SettlementPaused, end_batch
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ def cancel_batch(services: Services, principal: Principal, batch_id: str) -> Bat
     if is_terminal(batch.status):
         raise Conflict(f"The batch is already {batch.status.value}; only running batches can be cancelled.")
     if batch.status is BatchStatus.VALIDATING:  # nothing charged yet: nothing to refund
-        from batchgen.usecases.ingest import cancel_validating
-
         if not cancel_validating(services, batch_id):
             return cancel_batch(services, principal, batch_id)  # it left `validating` meanwhile
         return items.status_page(services, principal, batch_id)

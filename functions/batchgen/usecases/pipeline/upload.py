@@ -14,8 +14,8 @@ from batchgen.domain import ids
 from batchgen.domain.errors import PermanentError, TransientError
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import UNSUCCESSFUL_ITEM_STATUSES, is_open
+from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done, record_success
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import fail_items, finalize_if_done, record_success
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from batchgen.domain import batch_moves, ids
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import IngestFile
 from batchgen.models.records import BatchRecord
-from batchgen.usecases.ingest import end_validation
+from batchgen.usecases.pipeline.settle import end_validation
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)

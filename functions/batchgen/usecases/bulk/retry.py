@@ -8,51 +8,36 @@ images) page by page with the same checkpoints, then charges once at the batch r
 from __future__ import annotations
 
 from batchgen.config import get_catalog
-from batchgen.domain import ids, pricing
-from batchgen.domain.batches import Principal
-from batchgen.domain.errors import Conflict, Forbidden, InsufficientCredits
+from batchgen.domain import pricing
+from batchgen.domain.batches import Principal, draft_of, ensure_may_create, new_batch
+from batchgen.domain.errors import Conflict, InsufficientCredits
 from batchgen.domain.states import BatchStatus, is_terminal
 from batchgen.models.messages import IngestFile
 from batchgen.models.records import BatchRecord
-from batchgen.usecases.items import owned_batch
+from batchgen.usecases.pipeline.items import owned_batch
 from batchgen.usecases.ports import Services
 
 
 def retry_batch(services: Services, principal: Principal, batch_id: str) -> BatchRecord:
-    if principal.is_admin:
-        raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
+    ensure_may_create(principal)
     source = owned_batch(services, principal, batch_id)
     if not is_terminal(source.status):
         raise Conflict(f"The batch is {source.status.value}; retry it once it has ended.")
     count = source.requestCount - source.successCount
     if count <= 0:
         raise Conflict("Every item of this batch succeeded; there is nothing to retry.")
-    unit = pricing.unit_price(get_catalog(), source.type, source.quality)
     quote = pricing.quote(get_catalog(), source.type, source.quality, count)
     available = services.credits.get_balance(principal.user_id)
     if available < quote.total:
         raise InsufficientCredits(quote.total, available)
-    now = ids.now_iso()
-    batch = BatchRecord(
-        batchId=ids.new_batch_id(),
-        userId=principal.user_id,
-        type=source.type,
-        source=source.source,
+    batch = new_batch(
+        principal.user_id,
+        draft_of(source),
+        source.model,
+        pricing.quote(get_catalog(), source.type, source.quality, 0),  # priced once its items are copied
         status=BatchStatus.VALIDATING,
-        displayName=source.displayName,
-        model=source.model,
-        quality=source.quality,
-        aspectRatio=source.aspectRatio,
-        negativePrompt=source.negativePrompt,
-        sharedPrompt=source.sharedPrompt,
-        createdAt=now,
-        updatedAt=now,
-        requestCount=0,
-        unitPrice=unit,
-        creditCost=pricing.quote(get_catalog(), source.type, source.quality, 0).total,
-        retryOf=source.batchId,
-        webhookUrl=source.webhookUrl,
-        notifyEmail=source.notifyEmail,
+        notify_email=source.notifyEmail,
+        retry_of=source.batchId,
     )
     services.batches.put_batch(batch)
     services.queues.send_ingest(IngestFile(batchId=batch.batchId))

@@ -1,44 +1,23 @@
-"""HTTP request and response bodies: the public contract of SPEC §2."""
+"""The bodies of the batch routes: create, status, history, cancel, delete, the seed-003 routes, credits."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from batchgen import constants
-from batchgen.domain.money import json_number, to_credits
-
-BatchTypeName = Literal["character", "food", "product", "text-to-image", "image-edit", "text"]
-Quality = Literal["1k", "2k", "4k"]
-Credits = Annotated[Decimal, PlainSerializer(json_number, return_type=int | float, when_used="json")]
-Prompt = Annotated[str, Field(max_length=constants.MAX_PROMPT_CHARS)]
-ShortText = Annotated[str, Field(max_length=constants.MAX_DISPLAY_NAME_CHARS)]
-
-
-# A 2×2 PNG: examples in /docs must be requests the service accepts ("Try it out" sends them).
-EXAMPLE_IMAGE = (
-    "data:image/png;base64,"
-    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg=="
+from batchgen.domain.money import to_credits
+from batchgen.models.api.common import (
+    EXAMPLE_IMAGE,
+    BatchTypeName,
+    Credits,
+    Prompt,
+    Quality,
+    ShortText,
+    StrictBody,
 )
-
-
-class ErrorBody(BaseModel):
-    """Every error the service answers, whatever the status."""
-
-    error: str = Field(examples=["Invalid request"])
-    message: str = Field(examples=["Invalid requests.0.prompt: Field required."])
-    details: list[dict[str, Any]] | None = None
-
-
-class InsufficientCreditsBody(ErrorBody):
-    required: Credits
-    available: Credits
-
-
-class StrictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class BatchRequestItem(StrictBody):
@@ -111,58 +90,6 @@ class CreateBatchRequest(StrictBody):
         if self.inputFile is not None and (self.templateId or self.scheduleAt or self.offPeak):
             raise ValueError("inputFile does not combine with templateId, scheduleAt or offPeak")
         return self
-
-
-class QuoteResponse(BaseModel):
-    """`POST /batch/quote`: what the create body would cost; nothing is charged or recorded."""
-
-    requestCount: int
-    creditCost: Credits
-    standardCost: Credits
-    savings: Credits
-    balance: Credits
-    sufficient: bool
-
-
-class TemplateRequest(StrictBody):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Product shots",
-                    "type": "product",
-                    "prompt": "{{product}} on a white background, studio light",
-                    "quality": "2k",
-                    "requests": [{"id": "front", "prompt": "front view"}, {"id": "side", "prompt": "side view"}],
-                }
-            ]
-        },
-    )
-
-    name: Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
-    type: BatchTypeName
-    prompt: Prompt | None = None
-    model: ShortText | None = None
-    quality: Quality | None = None
-    aspectRatio: ShortText | None = None
-    negativePrompt: Prompt | None = None
-    requests: Annotated[list[BatchRequestItem], Field(max_length=constants.MAX_TEMPLATE_REQUESTS)] | None = None
-
-
-class TemplateView(BaseModel):
-    id: str
-    name: str
-    type: str
-    prompt: str | None
-    model: str | None
-    quality: str | None
-    aspectRatio: str | None
-    negativePrompt: str | None
-    requests: list[dict[str, str | None]]
-    variables: list[str]
-    createdAt: str
-    updatedAt: str
 
 
 class Job(BaseModel):
@@ -307,25 +234,6 @@ class GenerateBatchResponse(BaseModel):
     message: str
 
 
-class PhotoRequest(StrictBody):
-    """Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it."""
-
-    model: ShortText | None = None
-    prompt: Prompt = Field(min_length=1)
-    mode: Literal["t2i", "i2i"]
-    referenceImage: str | None = Field(default=None, description="A data URL (required for i2i)")
-    quality: Quality | None = None
-    aspectRatio: ShortText | None = None
-    negativePrompt: Prompt | None = None
-
-
-class PhotoResponse(BaseModel):
-    generationId: str
-    status: Literal["success"]
-    imageUrl: str
-    creditCost: Credits
-
-
 class GenerationResult(BaseModel):
     generationId: str
     status: str
@@ -387,108 +295,3 @@ class AdminUserCreditsResponse(CreditsResponse):
 class AdminCreditsResponse(BaseModel):
     userId: str
     balance: Credits
-
-
-class HealthResponse(BaseModel):
-    status: Literal["ok"]
-    service: str
-
-
-class CatalogResponse(BaseModel):
-    """`GET /catalog`: what a client needs to price a batch before creating it (the console's live price)."""
-
-    batchPrices: dict[str, Credits]
-    standardPrices: dict[str, Credits]
-    qualityMultipliers: dict[str, Credits]
-    models: dict[str, str]
-    defaultModels: dict[str, str]
-    aspectRatios: list[str]
-    maxBatchRequests: int
-
-
-class UploadResponse(BaseModel):
-    """A presigned PUT for one bulk input file (SPEC §6)."""
-
-    uploadId: str
-    uploadUrl: str
-    method: Literal["PUT"] = "PUT"
-    headers: dict[str, str]
-    expiresAt: str
-    maxBytes: int
-
-
-class ResultsManifest(BaseModel):
-    """`GET /batch/{id}/results`: a presigned URL of the batch's JSONL results manifest (SPEC §6)."""
-
-    url: str
-    expiresAt: str
-    format: Literal["jsonl"] = "jsonl"
-    itemCount: int
-
-
-class RetryBatchResponse(CreateBatchResponse):
-    retryOf: str  # the batch retried
-
-
-# --- Notifications (SPEC §7) ----------------------------------------------------------------------
-WebhookEventName = Literal[
-    "batch.completed",
-    "batch.failed",
-    "batch.cancelled",
-    "batch.expired",
-    "batch.item.succeeded",
-    "batch.item.failed",
-]
-
-
-class CreateWebhookEndpointRequest(StrictBody):
-    url: Annotated[str, Field(min_length=1, max_length=2048, examples=["https://example.com/hooks/batchgen"])]
-    events: Annotated[
-        list[WebhookEventName] | None,
-        Field(description="Empty or absent: every batch event; item events only when named", max_length=6),
-    ] = None
-    description: ShortText | None = None
-
-
-class WebhookEndpointView(BaseModel):
-    id: str
-    url: str
-    events: list[str]
-    description: str | None
-    createdAt: str
-    disabled: bool
-
-
-class CreatedWebhookEndpoint(WebhookEndpointView):
-    secret: str = Field(description="The `whsec_…` signing secret: shown only here and on rotation")
-
-
-class WebhookEndpointList(BaseModel):
-    endpoints: list[WebhookEndpointView]
-
-
-class WebhookSecretResponse(BaseModel):
-    secret: str
-
-
-class WebhookTestResponse(BaseModel):
-    eventId: str
-    status: Literal["queued"]
-
-
-class WebhookDeliveryView(BaseModel):
-    id: str
-    eventId: str
-    type: str
-    url: str
-    attempt: int
-    statusCode: int | None
-    error: str | None
-    durationMs: int
-    at: str
-    nextAttemptAt: str | None
-
-
-class WebhookDeliveryList(BaseModel):
-    deliveries: list[WebhookDeliveryView]
-    nextCursor: str | None

@@ -17,20 +17,20 @@ from datetime import datetime, timedelta
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import batch_moves, bulk, events, ids, pricing
-from batchgen.domain.batches import BatchDraft, Principal, validate
-from batchgen.domain.errors import Forbidden, InsufficientCredits
+from batchgen.domain import batch_moves, bulk, ids, pricing
+from batchgen.domain.batches import BatchDraft, Principal, ensure_may_create, new_batch, validate
+from batchgen.domain.errors import InsufficientCredits
 from batchgen.domain.images import DecodedImage
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import IngestFile, SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
-from batchgen.usecases import items
-from batchgen.usecases.endpoints import check_notifications
+from batchgen.usecases.pipeline import items
+from batchgen.usecases.pipeline.create import check_notifications
+from batchgen.usecases.pipeline.settle import end_validation
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_RECORD_DAYS = 2  # an upload row outlives its URL (1 h) long enough to be used, then expires
 CHECKPOINT_LINES = 1000  # a file of bad lines still checkpoints this often
 READ_CHUNK_BYTES = 64 * 1024  # the file streams in pieces this size (a longer line is buffered whole)
 
@@ -49,14 +49,14 @@ def upload_key(user_id: str, upload_id: str) -> str:
 
 def create_upload(services: Services, principal: Principal, now: datetime | None = None) -> UploadGrant:
     """A presigned PUT (one hour) for one JSONL file; the file is read only by the batch that names it."""
-    if principal.is_admin:
-        raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
+    ensure_may_create(principal)
     moment = now or ids.utc_now()
     upload_id = f"upl_{int(moment.timestamp() * 1000):013d}_{secrets.token_hex(8)}"
     key = upload_key(principal.user_id, upload_id)
     services.uploads.create_upload(
         UploadRecord(uploadId=upload_id, userId=principal.user_id, key=key, createdAt=ids.iso(moment)),
-        int(moment.timestamp()) + UPLOAD_RECORD_DAYS * 86400,
+        # The row expires with its file (the bucket's lifecycle rule): long after its URL (1 h) was used.
+        int(moment.timestamp()) + constants.UPLOADS_EXPIRY_DAYS * 86400,
     )
     url = services.blobs.presign_put(key, constants.UPLOAD_URL_SECONDS)
     return UploadGrant(
@@ -70,31 +70,18 @@ def create_upload(services: Services, principal: Principal, now: datetime | None
 def create_file_batch(services: Services, principal: Principal, draft: BatchDraft, upload_id: str) -> BatchRecord:
     """A `validating` batch over an uploaded file: its settings are checked now, its lines by the ingest
     step; nothing is charged until every line is good."""
-    if principal.is_admin:
-        raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
+    ensure_may_create(principal)
     catalog, settings = get_catalog(), get_settings()
     model, _images = validate(draft, catalog, settings)  # no requests: the batch's own settings
     check_notifications(principal, draft)
-    now = ids.now_iso()
-    batch = BatchRecord(
-        batchId=ids.new_batch_id(),
-        userId=principal.user_id,
-        type=draft.batch_type,
+    batch = new_batch(
+        principal.user_id,
+        draft,
+        model,
+        pricing.quote(catalog, draft.batch_type, draft.quality, 0),  # priced once the file is read
         status=BatchStatus.VALIDATING,
-        displayName=draft.display_name,
-        model=model,
-        quality=draft.quality,
-        aspectRatio=draft.aspect_ratio,
-        negativePrompt=draft.negative_prompt,
-        sharedPrompt=draft.shared_prompt,
-        createdAt=now,
-        updatedAt=now,
-        requestCount=0,
-        unitPrice=pricing.unit_price(catalog, draft.batch_type, draft.quality),
-        creditCost=pricing.quote(catalog, draft.batch_type, draft.quality, 0).total,
-        inputFile=upload_id,
-        webhookUrl=draft.webhook_url,
-        notifyEmail=principal.email if draft.notify_email else None,
+        notify_email=principal.email if draft.notify_email else None,
+        input_file=upload_id,
     )
     services.batches.put_batch(batch)
     try:
@@ -109,18 +96,6 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         )
         raise
     return batch
-
-
-def cancel_validating(services: Services, batch_id: str) -> bool:
-    """validating -> cancelled with nothing charged; the ingest step removes the items it wrote."""
-    return end_validation(services, batch_id, BatchStatus.CANCELLED, "Cancelled by the user") is not None
-
-
-def end_validation(services: Services, batch_id: str, status: BatchStatus, reason: str) -> BatchRecord | None:
-    """validating -> failed | cancelled with nothing charged, and its end event; None when it had left
-    `validating`."""
-    move = batch_moves.end_validation(status, reason, ids.now_iso())
-    return services.batches.change_batch(batch_id, move, [events.BatchEnded(batch_id, status)])
 
 
 # --- the ingest step ------------------------------------------------------------------------------

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import pricing
-from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, new_records, validate
-from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, Forbidden
+from batchgen.domain import notifications, pricing
+from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, ensure_may_create, new_records, validate
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InvalidInput
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases.endpoints import check_notifications
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -26,8 +26,7 @@ def create_batch(
     and the ledger entry are one transaction; the submit message comes last (the poller re-drives a
     batch whose message was lost). `request_key` (a hashed Idempotency-Key) is claimed in the same
     transaction: a replay whose first run died after charging gets that run's batch, charged once."""
-    if principal.is_admin:
-        raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
+    ensure_may_create(principal)
     catalog, settings = get_catalog(), get_settings()
     model, images = validate(draft, catalog, settings)
     check_notifications(principal, draft)
@@ -74,3 +73,23 @@ def _create_with_retry(services: Services, created: CreatedBatch, request_key: s
             if attempt == CREATE_ATTEMPTS - 1:
                 raise Conflict("Your balance is changing concurrently; retry the request.") from None
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+
+
+def check_target(url: str) -> None:
+    """Registration-time SSRF check (delivery checks again: DNS can change)."""
+    notifications.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def check_notifications(principal: Principal, draft: BatchDraft) -> None:
+    """A create's `webhookUrl` passes the SSRF rules; `notifyEmail` needs the token's email claim."""
+    if draft.notify_email and not principal.email:
+        raise InvalidInput(
+            "notifyEmail needs an email address, and your token has no `email` claim.",
+            [{"loc": ["body", "notifyEmail"], "msg": "the token has no email claim"}],
+        )
+    if draft.webhook_url is not None:
+        check_target(draft.webhook_url)

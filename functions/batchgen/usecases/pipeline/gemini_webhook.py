@@ -13,8 +13,8 @@ from batchgen.domain.gemini_requests import batch_and_chunk_of
 from batchgen.domain.states import BatchStatus
 from batchgen.domain.webhooks import SUCCEEDED_EVENTS, job_names
 from batchgen.models.records import BatchRecord
-from batchgen.usecases import chunks
-from batchgen.usecases.poll import queue_collect
+from batchgen.usecases.pipeline import chunks
+from batchgen.usecases.pipeline.poll import queue_collect
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)

@@ -9,15 +9,13 @@ from decimal import Decimal
 
 from batchgen.config import get_catalog, get_settings
 from batchgen.domain import ids, pricing, schedule, templates
-from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, validate
-from batchgen.domain.errors import Forbidden, InvalidInput
+from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, ensure_may_create, validate
+from batchgen.domain.errors import InvalidInput
 from batchgen.domain.money import normalize
 from batchgen.models.api import CreateBatchRequest
 from batchgen.models.records import TemplateRecord
+from batchgen.usecases.planning.templates import get_template
 from batchgen.usecases.ports import Services
-from batchgen.usecases.templates import get_template
-
-ADMIN_MESSAGE = "Admin accounts cannot create batches; use a regular user account."
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,7 @@ def scheduled_for(request: CreateBatchRequest, now: datetime | None = None) -> s
 
 
 def draft_from_request(services: Services, principal: Principal, request: CreateBatchRequest) -> BatchDraft:
-    if principal.is_admin:
-        raise Forbidden(ADMIN_MESSAGE)
+    ensure_may_create(principal)
     if request.inputFile is not None:  # create hands these to the bulk path before; the quote refuses them
         raise InvalidInput(
             "A quote takes inline requests or a template; a bulk batch (inputFile) is priced once its file is read.",

@@ -22,7 +22,7 @@ from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
-from batchgen.usecases import chunks
+from batchgen.usecases.pipeline import chunks
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from batchgen.domain.events import BatchEnded, DomainEvent, ItemEvent, ItemsFail
 from batchgen.domain.states import is_terminal
 from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
 from batchgen.models.records import BatchRecord, DeliveryRecord, OutboxRecord, WebhookEndpointRecord
-from batchgen.usecases import items, results
+from batchgen.usecases.bulk import results
+from batchgen.usecases.pipeline import items
 from batchgen.usecases.ports import NotifyServices
 
 logger = logging.getLogger(__name__)

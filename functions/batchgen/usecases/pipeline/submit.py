@@ -18,9 +18,9 @@ from batchgen.domain.gemini_requests import inline_request, job_display_name, js
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
-from batchgen.usecases import chunks, dispatch
+from batchgen.usecases.pipeline import chunks, dispatch
+from batchgen.usecases.pipeline.settle import end_batch, finalize_if_done
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import end_batch, finalize_if_done
 
 # How long one submit attempt may take before another may assume it died (the function's timeout + margin).
 SUBMIT_LEASE_SECONDS = constants.SUBMIT_FUNCTION.timeout_seconds + 60

@@ -27,10 +27,10 @@ from batchgen.domain.gemini_jobs import (
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import CollectResults, SubmitJob
 from batchgen.models.records import BatchRecord, JobRecord
-from batchgen.usecases import chunks, dispatch
+from batchgen.usecases.pipeline import chunks, dispatch
+from batchgen.usecases.pipeline.settle import end_batch, fail_items, finalize_if_done
+from batchgen.usecases.pipeline.submit import lease_is_held
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import end_batch, fail_items, finalize_if_done
-from batchgen.usecases.submit import lease_is_held
 
 logger = logging.getLogger(__name__)
 

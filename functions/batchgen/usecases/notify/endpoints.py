@@ -4,16 +4,15 @@ endpoint reads as missing."""
 from __future__ import annotations
 
 import secrets
-import socket
 from dataclasses import dataclass
 
 from batchgen.config import get_settings
 from batchgen.domain import ids
 from batchgen.domain import notifications as rules
-from batchgen.domain.batches import BatchDraft, Principal
-from batchgen.domain.errors import Conflict, InvalidInput, NotFound
+from batchgen.domain.errors import Conflict, NotFound
 from batchgen.models.records import DeliveryRecord, WebhookEndpointRecord
-from batchgen.usecases.notify import test_message
+from batchgen.usecases.notify.notify import test_message
+from batchgen.usecases.pipeline.create import check_target
 from batchgen.usecases.ports import NotifyServices
 
 NOT_FOUND = "No such webhook endpoint."
@@ -23,26 +22,6 @@ NOT_FOUND = "No such webhook endpoint."
 class DeliveryPage:
     deliveries: list[DeliveryRecord]
     cursor: str | None
-
-
-def check_target(url: str) -> None:
-    """Registration-time SSRF check (delivery checks again: DNS can change)."""
-    rules.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
-
-
-def _resolve(host: str, port: int) -> list[str]:
-    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
-
-
-def check_notifications(principal: Principal, draft: BatchDraft) -> None:
-    """A create's `webhookUrl` passes the SSRF rules; `notifyEmail` needs the token's email claim."""
-    if draft.notify_email and not principal.email:
-        raise InvalidInput(
-            "notifyEmail needs an email address, and your token has no `email` claim.",
-            [{"loc": ["body", "notifyEmail"], "msg": "the token has no email claim"}],
-        )
-    if draft.webhook_url is not None:
-        check_target(draft.webhook_url)
 
 
 def create_endpoint(

@@ -1,7 +1,7 @@
 """The results manifest of a terminal batch (SPEC §6): one JSON line per item, in request order.
 
 It is written once, after the batch ends, by the notify queue's consumer: every terminal move of a
-batch (`settle.finalize_if_done`, the last settlement of `settle.end_batch`, `ingest.end_validation`)
+batch (`settle.finalize_if_done`, the last settlement of `settle.end_batch`, `settle.end_validation`)
 causes a `BatchEnded` event, persisted in the move's own transaction, and the relay hands it to this
 module's subscriber (`usecases.notify.SUBSCRIBERS`), which answers a `WriteResultsManifest` message. So
 the manifest follows the finalising write exactly when that write happened, S3 stays out of the
@@ -31,7 +31,7 @@ from batchgen.domain.errors import Conflict
 from batchgen.domain.states import is_terminal
 from batchgen.models.messages import WriteResultsManifest
 from batchgen.models.records import BatchRecord
-from batchgen.usecases.items import iter_items, owned_batch
+from batchgen.usecases.pipeline.items import iter_items, owned_batch
 from batchgen.usecases.ports import Services
 
 MANIFEST_PAGE_ITEMS = 1000  # items per Query page while writing (one page in memory at a time)

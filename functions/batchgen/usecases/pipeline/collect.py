@@ -22,9 +22,9 @@ from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
-from batchgen.usecases import chunks
+from batchgen.usecases.pipeline import chunks
+from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done, record_successes
 from batchgen.usecases.ports import Services
-from batchgen.usecases.settle import fail_items, finalize_if_done, record_successes
 
 NO_RESPONSE = "Gemini returned no response for this request"
 

@@ -259,3 +259,16 @@ def record_successes(services: Services, batch_id: str, successes: list[ItemSucc
 def record_success(services: Services, batch_id: str, success: ItemSuccess) -> bool:
     """One open item -> success (False: it was already terminal: a duplicate delivery, or cancelled)."""
     return services.items.record_successes(batch_id, [success], events.items_succeeded(batch_id, [success.index]))
+
+
+# --- the end of a validating bulk batch: nothing was charged, nothing is refunded ---------------------
+def cancel_validating(services: Services, batch_id: str) -> bool:
+    """validating -> cancelled with nothing charged; the ingest step removes the items it wrote."""
+    return end_validation(services, batch_id, BatchStatus.CANCELLED, "Cancelled by the user") is not None
+
+
+def end_validation(services: Services, batch_id: str, status: BatchStatus, reason: str) -> BatchRecord | None:
+    """validating -> failed | cancelled with nothing charged, and its end event; None when it had left
+    `validating`."""
+    move = batch_moves.end_validation(status, reason, now_iso())
+    return services.batches.change_batch(batch_id, move, [events.BatchEnded(batch_id, status)])
