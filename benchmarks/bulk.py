@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): the ingest step's time, peak memory and AWS calls per item at 1,000 vs 10,000
+"""Bulk batches: the ingest step's time, peak memory and AWS calls per item at 1,000 vs 10,000
 lines, and the status/items page cost and latency at 10,000 items vs 20. moto runs as a server in its own
 process, so the memory measured (tracemalloc) is the function's own, not moto's tables."""
 

@@ -1,4 +1,4 @@
-"""Bulk batches end to end (SPEC §6): a 10,000-request text batch and a 1,000-request image batch run
+"""Bulk batches end to end: a 10,000-request text batch and a 1,000-request image batch run
 through every stage with the real handlers (the moto server and the Gemini and Cloudinary emulators each
 in a process of their own, as the real services are), the queues pumped like Lambda's SQS event source
 mapping.

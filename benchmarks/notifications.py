@@ -1,4 +1,4 @@
-"""Notifications (SPEC §7) in the local runtime: how long after a batch's final result its receiver gets
+"""Notifications in the local runtime: how long after a batch's final result its receiver gets
 `batch.completed`, and how many deliveries per second reach a fast receiver while a dead one is
 registered beside it (one message per (event, endpoint): the dead one must not slow the fast one)."""
 

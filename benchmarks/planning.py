@@ -1,4 +1,4 @@
-"""SPEC §8 figures: the dispatcher tick's reads (waiting + active, never history) and the standard
+"""Planning figures: the dispatcher tick's reads (waiting + active, never history) and the standard
 endpoint's latency added over the Gemini emulator's own generation time."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The whole service on one machine (SPEC §4): moto, emulators, HTTP front door, SQS pumps, schedule.
+"""The whole service on one machine: moto, emulators, HTTP front door, SQS pumps, schedule.
 
 Start order matters: moto's server and the AWS environment come first, before any boto3 client
 exists; then the emulators (unless a real Gemini key / Cloudinary URL is configured), the table,
@@ -262,7 +262,7 @@ class LocalRuntime:
     def _provision(self, settings: dict[str, str]) -> None:
         from local.provision import provision
 
-        # SPEC §7 locally: webhooks to 127.0.0.1 allowed, retry delays in seconds (unless set).
+        # Notifications locally: webhooks to 127.0.0.1 allowed, retry delays in seconds (unless set).
         for name, value in LOCAL_NOTIFY_DEFAULTS.items():
             settings.setdefault(name, os.environ.get(name, value))
 

@@ -33,7 +33,7 @@ delay, and reaches its end state after ``delay_seconds``; state is computed
 from the clock on every read, so no background threads run. Prompt markers:
 ``[[fail]]`` (that request errors), ``[[blocked]]`` (finish reason SAFETY, no
 content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so), ``[[job:expired-once]]`` (the first
-job holding that prompt expires, a later job holding it succeeds: a resubmitted chunk, SPEC §6).
+job holding that prompt expires, a later job holding it succeeds: a resubmitted chunk).
 Fidelity markers (issue 9): ``[[transient]]`` (a gRPC ``{"code": 13}`` error every time),
 ``[[flaky]]`` (code 13 the first time the emulator sees that prompt, an answer afterwards),
 ``[[late-output]]`` (the job reads SUCCEEDED twice before its output appears, as seen live),

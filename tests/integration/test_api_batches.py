@@ -1,4 +1,4 @@
-"""The /batch/* routes through the real handler against moto: SPEC §2, seed 000."""
+"""The /batch/* routes through the real handler against moto (the seed-000 contract)."""
 
 from decimal import Decimal
 

@@ -1,4 +1,4 @@
-"""Anything a client can send gets a 4xx, never a 500 (SPEC §2)."""
+"""Anything a client can send gets a 4xx, never a 500."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""SPEC §8 through the real api handler against moto: scheduling, templates, the price quote."""
+"""Scheduling, templates and the quote through the real api handler against moto."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): presigned upload, create with inputFile, the ingest step, failures that charge
+"""Bulk batches: presigned upload, create with inputFile, the ingest step, failures that charge
 nothing, cancel while validating, checkpoints and duplicate deliveries."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def run_pipeline(queues, poll) -> None:
     queues.drain(COLLECT)
     queues.drain(UPLOAD, rounds=500)
     poll()
-    queues.drain(constants.NOTIFY_QUEUE)  # the end event's results manifest (SPEC §6)
+    queues.drain(constants.NOTIFY_QUEUE)  # the end event's results manifest
 
 
 def test_a_file_batch_validates_charges_once_and_completes_with_exact_counts_and_refunds(

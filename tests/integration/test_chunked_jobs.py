@@ -1,4 +1,4 @@
-"""Chunked Gemini jobs and the collect handover (SPEC §6), through the handlers, moto and the emulators.
+"""Chunked Gemini jobs and the collect handover, through the handlers, moto and the emulators.
 
 Text batches keep these fast: the chunk mechanics do not depend on the batch type. The issue's shape
 (2,500 items, GEMINI_JOB_MAX_REQUESTS=1000, one chunk expired once) runs as is (~30 s here with

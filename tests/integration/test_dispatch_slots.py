@@ -1,4 +1,4 @@
-"""The dispatcher against moto and the Gemini emulator (SPEC §8): the cap is never overshot by
+"""The dispatcher against moto and the Gemini emulator: the cap is never overshot by
 concurrent submits, premium first, and one busy user does not starve another."""
 
 from __future__ import annotations

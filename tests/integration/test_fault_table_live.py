@@ -282,7 +282,7 @@ def test_a_standard_generation_killed_after_its_charge_is_refunded_by_the_tick_o
     assert repository.get_balance("user-1") == 10 - json.loads(answer["body"])["creditCost"]
 
 
-# --- notifications (SPEC §7): the receiver's and the mailer's calls -----------------------------------
+# --- notifications: the receiver's and the mailer's calls -----------------------------------
 NOTIFY_ROWS = [
     ("webhook_http", "post", "fail"),  # the receiver answers 503 (then 200)
     ("webhook_http", "post", "timeout"),  # the receiver hangs past the timeout (then answers)

@@ -1,4 +1,4 @@
-"""SPEC §7 end to end through the handlers: endpoints API, outbox -> relay -> notify consumer -> a real
+"""Notifications end to end through the handlers: endpoints API, outbox -> relay -> notify consumer -> a real
 receiver on 127.0.0.1, signatures checked by an independent verifier, retries, 410, faults, SES email."""
 
 from __future__ import annotations
@@ -429,7 +429,7 @@ def test_of_two_relayers_meeting_on_one_outbox_row_one_relays_it_until_its_claim
 
 def test_a_batch_end_is_relayed_before_a_backlog_of_item_events(api, aws):
     """A 10,000-item batch writes 10,000 item events before its end: the end (and the results manifest
-    it triggers) must not wait behind them; events go out in any order (SPEC §7)."""
+    it triggers) must not wait behind them; events go out in any order."""
     import boto3
 
     from batchgen.adapters.dynamo.outbox import outbox_row

@@ -338,7 +338,7 @@ def test_concurrent_uploads_reuse_their_connections(api, gemini, cloudinary, que
 
 
 def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_most_a_page(api, cloudinary, queues):
-    """SPEC §6 scale: no read of the whole batch, no purge message over a page, no item row left behind."""
+    """At bulk scale: no read of the whole batch, no purge message over a page, no item row left behind."""
     from batchgen.config import get_catalog
     from batchgen.domain import pricing
     from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
@@ -379,7 +379,7 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
 
 
 def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finishes_it(api, gemini, queues, monkeypatch):
-    """SPEC §6: a cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
+    """A cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
     from batchgen.usecases.pipeline import settle
 
     monkeypatch.setattr(settle, "SETTLE_CHUNK_ITEMS", 5)  # 20 items: four pages

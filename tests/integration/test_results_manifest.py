@@ -1,4 +1,4 @@
-"""The results manifest (SPEC §6) is written once, after the batch ends, by the notify queue's consumer
+"""The results manifest is written once, after the batch ends, by the notify queue's consumer
 (the end event's outbox row asks for it); the route only presigns. And the validating watchdog: a file
 batch whose ingest message was lost is re-driven once, then failed with nothing charged."""
 

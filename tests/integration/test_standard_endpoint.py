@@ -1,4 +1,4 @@
-"""`POST /api/generate/photo` (SPEC §8, seed 003 Variant 1): its own function, against moto and the
+"""`POST /api/generate/photo` (seed 003 Variant 1): its own function, against moto and the
 Gemini and Cloudinary emulators. Charged at the standard rate; every failure refunds in full, once."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Chunked Gemini jobs (SPEC §6) and the collect handover, with the in-memory fakes.
+"""Chunked Gemini jobs and the collect handover, with the in-memory fakes.
 
 A batch of 7 requests with GEMINI_JOB_MAX_REQUESTS=3 runs as three jobs (items 0-2, 3-5, 6); each chunk
 has its own lease, slot, rounds and collect.

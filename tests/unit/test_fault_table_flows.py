@@ -1,12 +1,12 @@
 """Fault injection over the second-wave flows (issue 14), the same three faults as tests/unit/
 test_fault_table.py (`fail`, `timeout`, `die-after`, each striking once, on the first call):
 
-- a file batch (SPEC §6): the upload grant, the create, the ingest step (chunks, item pages,
+- a file batch: the upload grant, the create, the ingest step (chunks, item pages,
   checkpoints, the one charge), then the pipeline; a client whose create failed creates again;
-- a scheduled batch (SPEC §8): the release by the poller, the dispatcher's slots, then the pipeline;
-- the standard endpoint (SPEC §8): the charge, Gemini's call, the upload, the settlement; a client
+- a scheduled batch: the release by the poller, the dispatcher's slots, then the pipeline;
+- the standard endpoint: the charge, Gemini's call, the upload, the settlement; a client
   whose call failed calls again; charged generations whose process died are refunded by the tick;
-- notifications (SPEC §7): the outbox relay, the webhook POST and its log, the next attempt, the email:
+- notifications: the outbox relay, the webhook POST and its log, the next attempt, the email:
   every event reaches every target at least once, none is lost, and money is never touched.
 
 Each row checks the end state and the money (the ledger equals the balance; charged exactly what
@@ -346,7 +346,7 @@ def notify_round(services: NotifyFakes, receives: dict[int, int]) -> None:
 
     def on_message(message: DeliverWebhook | SendEmail | WriteResultsManifest, _count: int) -> None:
         if isinstance(message, WriteResultsManifest):
-            return  # the end event's manifest (SPEC §6): its writer is tested in test_results_manifest
+            return  # the end event's manifest: its writer is tested in test_results_manifest
         if isinstance(message, SendEmail):
             notify.send_batch_email(services, message)
         else:

@@ -1,4 +1,4 @@
-"""The ingest step (SPEC §6) with in-memory fakes: line splitting, validation, checkpoints, one charge."""
+"""The ingest step with in-memory fakes: line splitting, validation, checkpoints, one charge."""
 
 from __future__ import annotations
 

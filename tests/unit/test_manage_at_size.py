@@ -1,4 +1,4 @@
-"""Managing a batch of thousands of items (SPEC §6), never reading the whole batch: a delete goes a page of
+"""Managing a batch of thousands of items, never reading the whole batch: a delete goes a page of
 items at a time, one bounded purge message per page, the batch's own row last so a run that dies part way
 is finished by a repeated DELETE; seed 003's generation lookup reads only around the items asked for."""
 

@@ -1,14 +1,14 @@
 """Property-based money invariants over the second-wave flows (issue 14), on top of the machine of
 tests/unit/test_money_properties.py (inline creates, cancel, delete, grants, the batch pipeline):
 
-- file batches (SPEC §6): an upload, the create, the ingest step delivered zero, one or two times,
+- file batches: an upload, the create, the ingest step delivered zero, one or two times,
   files with invalid lines or too big for the balance (nothing charged, the items removed);
-- scheduled batches (SPEC §8): released by the poller's tick when their time comes, cancelled while
+- scheduled batches: released by the poller's tick when their time comes, cancelled while
   scheduled; the dispatcher's slots on every tick; the clock moves;
-- creates from a template with `{{variables}}` (SPEC §8);
-- standard generations (SPEC §8): charged at the standard price, refunded in full once on any failure,
+- creates from a template with `{{variables}}`;
+- standard generations: charged at the standard price, refunded in full once on any failure,
   and refunded by the tick when the process died between the charge and the settlement;
-- retries of a finished batch (SPEC §6): a `validating` batch of its unsuccessful items, ingested like
+- retries of a finished batch: a `validating` batch of its unsuccessful items, ingested like
   a file batch, charged once.
 
 Invariants after every step (in addition to the base machine's): a generation is `charged` (in flight),

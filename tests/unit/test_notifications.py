@@ -1,4 +1,4 @@
-"""SPEC §7 rules and decisions with in-memory fakes: subscriptions, signatures, retries, SSRF, the relay."""
+"""Notification rules and decisions with in-memory fakes: subscriptions, signatures, retries, SSRF, the relay."""
 
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def test_relay_fans_a_batch_event_out_to_endpoints_the_one_off_url_and_email_the
     ]
     [email] = [m for m in services.notifier.sent if isinstance(m, SendEmail)]
     assert email.to == "me@example.com"
-    # the end event also asks for the batch's results manifest, once (SPEC §6)
+    # the end event also asks for the batch's results manifest, once
     assert [m for m in services.notifier.sent if isinstance(m, WriteResultsManifest)] == [
         WriteResultsManifest(action="manifest", batchId="batch_1")
     ]

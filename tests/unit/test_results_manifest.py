@@ -1,4 +1,4 @@
-"""The results manifest (SPEC §6) with fakes: written once, page by page, by the end event's message;
+"""The results manifest with fakes: written once, page by page, by the end event's message;
 the route presigns, says "being written" just after the end, and writes it itself after the grace."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""SPEC §8 rules with fixed clocks and fakes: the off-peak window, `scheduleAt` bounds, placeholders, the
-release of a scheduled batch by the poller, expiry counted from `scheduledFor`, cancel refunding all."""
+"""Scheduling and template rules with fixed clocks and fakes: the off-peak window, `scheduleAt` bounds,
+placeholders, the release of a scheduled batch by the poller, expiry counted from `scheduledFor`, cancel
+refunding all."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settling thousands of items (SPEC §6): page by page, chunks under DynamoDB's 100 operations, each item
+"""Settling thousands of items: page by page, chunks under DynamoDB's 100 operations, each item
 refunded once, never the whole batch in memory."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The validating watchdog (SPEC §6): a batch whose ingest message was lost is re-driven once, then
+"""The validating watchdog: a batch whose ingest message was lost is re-driven once, then
 failed with nothing charged; a batch that moves is left alone."""
 
 from __future__ import annotations

@@ -51,9 +51,9 @@ class BatchDraft:
     max_requests: int | None = None
     # Where each request lives in the HTTP body, for error details: ("requests", "imageBase64") etc.
     field_path: tuple[str, str, str] = ("requests", "prompt", "imageBase64")
-    webhook_url: str | None = None  # SPEC §7: one-off webhook for this batch
-    notify_email: bool = False  # SPEC §7: email the principal when the batch ends
-    scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then (SPEC §8)
+    webhook_url: str | None = None  # one-off webhook for this batch
+    notify_email: bool = False  # email the principal when the batch ends
+    scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The HTTP API Lambda: the resolver, its error answers and the checks before routing (SPEC §2).
+"""The HTTP API Lambda: the resolver, its error answers and the checks before routing.
 
 The routes live in `handlers.routes` (one Powertools Router per area); they call the use cases.
 """

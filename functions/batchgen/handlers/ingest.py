@@ -1,4 +1,4 @@
-"""Ingest queue consumer: reads a bulk batch's uploaded file into items, then charges it once (SPEC §6)."""
+"""Ingest queue consumer: reads a bulk batch's uploaded file into items, then charges it once."""
 
 from __future__ import annotations
 

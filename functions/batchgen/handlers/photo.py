@@ -1,4 +1,4 @@
-"""`POST /api/generate/photo`, the standard endpoint (SPEC §8): its own Lambda function behind the same
+"""`POST /api/generate/photo`, the standard endpoint: its own Lambda function behind the same
 API, so the api function never loads the Gemini SDK. Same token or session cookie, same error body."""
 
 from __future__ import annotations

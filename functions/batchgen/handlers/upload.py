@@ -76,5 +76,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     response = async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    notify.relay_soon(live_services())  # SPEC §7: the results and the batch's end leave now, not at the tick
+    notify.relay_soon(live_services())  # the results and the batch's end leave now, not at the tick
     return response

@@ -39,7 +39,7 @@ class BatchRecord(Record):
     failureReason: str | None = None
     webhookUrl: str | None = None  # one-off, for this batch (signed with the account secret)
     notifyEmail: str | None = None  # the address the end-of-batch email goes to
-    # Bulk batches (SPEC §6): the upload read by the ingest step and its checkpoint.
+    # Bulk batches: the upload read by the ingest step and its checkpoint.
     inputFile: str | None = None  # the uploadId
     retryOf: str | None = None  # a retry batch: the batch whose unsuccessful items it copies
     ingestOffset: int = 0  # bytes of the file read and settled
@@ -50,7 +50,7 @@ class BatchRecord(Record):
     ingestBadLines: list[str] = []  # the first few problems, "line 7: a prompt is required"
     ingestRedrivenAt: str | None = None  # the watchdog re-sent its ingest message (once), at this time
     tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
-    scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
+    scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time
     # Requests per Gemini job, pinned by the first submit (None: not submitted yet; the setting then).
     # Each chunk's job state is its own row (`JobRecord`).
     geminiChunkSize: int | None = None
@@ -106,7 +106,7 @@ class UploadRecord(Record):
 
 
 class TemplateRecord(Record):
-    """A saved create body (SPEC §8): its fields start a create; `{{name}}` placeholders fill from variables."""
+    """A saved create body: its fields start a create; `{{name}}` placeholders fill from variables."""
 
     templateId: str
     userId: str
@@ -123,7 +123,7 @@ class TemplateRecord(Record):
 
 
 class SlotRecord(Record):
-    """One Gemini job slot held (SPEC §8): per job, keyed by the job's display name."""
+    """One Gemini job slot held: per job, keyed by the job's display name."""
 
     jobKey: str
     batchId: str

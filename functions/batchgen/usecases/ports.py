@@ -219,7 +219,7 @@ class Services(Protocol):
     def cdn(self) -> Cdn: ...
 
 
-# --- notifications (SPEC §7) ----------------------------------------------------------------------
+# --- notifications ----------------------------------------------------------------------
 class Outbox(Protocol):
     """The persisted events not yet relayed (written by the stores with the changes they announce)."""
 

@@ -1,4 +1,4 @@
-"""Seed 000's batch routes: create, status, history, cancel, delete (SPEC §2)."""
+"""Seed 000's batch routes: create, status, history, cancel, delete."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): presigned uploads of a JSONL file, and creating a batch from one."""
+"""Bulk batches: presigned uploads of a JSONL file, and creating a batch from one."""
 
 from __future__ import annotations
 

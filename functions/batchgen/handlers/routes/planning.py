@@ -1,4 +1,4 @@
-"""SPEC §8 routes that shape a batch before it is created: templates and the price quote."""
+"""Routes that shape a batch before it is created: templates and the price quote."""
 
 from __future__ import annotations
 

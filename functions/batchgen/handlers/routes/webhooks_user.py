@@ -1,4 +1,4 @@
-"""A user's webhook endpoints, account secret and deliveries log (SPEC §7). The inbound Gemini webhook
+"""A user's webhook endpoints, account secret and deliveries log. The inbound Gemini webhook
 is `routes/webhooks.py`, apart."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from batchgen.models.api.pipeline import (
 
 
 class UploadResponse(BaseModel):
-    """A presigned PUT for one bulk input file (SPEC §6)."""
+    """A presigned PUT for one bulk input file."""
 
     uploadId: str
     uploadUrl: str
@@ -23,7 +23,7 @@ class UploadResponse(BaseModel):
 
 
 class ResultsManifest(BaseModel):
-    """`GET /batch/{id}/results`: a presigned URL of the batch's JSONL results manifest (SPEC §6)."""
+    """`GET /batch/{id}/results`: a presigned URL of the batch's JSONL results manifest."""
 
     url: str
     expiresAt: str

@@ -11,7 +11,7 @@ from batchgen.models.api.common import (
     StrictBody,
 )
 
-# --- Notifications (SPEC §7) ----------------------------------------------------------------------
+# --- Notifications ----------------------------------------------------------------------
 WebhookEventName = Literal[
     "batch.completed",
     "batch.failed",

@@ -59,7 +59,7 @@ class CreateBatchRequest(StrictBody):
         Field(
             min_length=1,
             max_length=128,
-            description="A bulk batch (SPEC §6): the uploadId of a JSONL file, instead of `requests`",
+            description="A bulk batch: the uploadId of a JSONL file, instead of `requests`",
         ),
     ] = None
     prompt: Prompt | None = None
@@ -127,7 +127,7 @@ class Summary(BaseModel):
 
 
 class GeminiJobCounts(BaseModel):
-    """The batch's Gemini jobs (SPEC §6: one per `GEMINI_JOB_MAX_REQUESTS` requests) by state."""
+    """The batch's Gemini jobs (one per `GEMINI_JOB_MAX_REQUESTS` requests) by state."""
 
     total: int
     pending: int = Field(description="not submitted yet, or queued at Gemini")

@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): presigned uploads, the `validating` batch, and the ingest step.
+"""Bulk batches: presigned uploads, the `validating` batch, and the ingest step.
 
 The ingest step streams the uploaded JSONL file from its checkpoint, checks each line with the
 inline rules (`domain.bulk.check_line`), writes the items 100 at a time and checkpoints after each

@@ -1,4 +1,4 @@
-"""The results manifest of a terminal batch (SPEC §6): one JSON line per item, in request order.
+"""The results manifest of a terminal batch: one JSON line per item, in request order.
 
 It is written once, after the batch ends, by the notify queue's consumer: every terminal move of a
 batch (`settle.finalize_if_done`, the last settlement of `settle.end_batch`, `settle.end_validation`)

@@ -1,4 +1,4 @@
-"""`POST /batch/{id}/retry` (SPEC §6): a new batch of a finished batch's unsuccessful items.
+"""`POST /batch/{id}/retry`: a new batch of a finished batch's unsuccessful items.
 
 It is a `validating` batch like a bulk one: the ingest step copies the items (prompts and input
 images) page by page with the same checkpoints, then charges once at the batch rate and moves it to

@@ -1,4 +1,4 @@
-"""The validating watchdog (SPEC §6): a bulk batch must not stay `validating` for ever.
+"""The validating watchdog: a bulk batch must not stay `validating` for ever.
 
 A `validating` batch is not in the poller's active index, so if its ingest message is lost (it
 dead-lettered after its receives, or a handover message never arrived) nothing would ever move it.

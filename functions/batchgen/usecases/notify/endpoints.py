@@ -1,4 +1,4 @@
-"""A user's webhook endpoints, account secret and deliveries log (SPEC §7). Owner-only: another user's
+"""A user's webhook endpoints, account secret and deliveries log. Owner-only: another user's
 endpoint reads as missing."""
 
 from __future__ import annotations

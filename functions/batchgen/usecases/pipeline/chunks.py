@@ -1,4 +1,4 @@
-"""Chunked Gemini jobs (SPEC §6): a batch of more than `GEMINI_JOB_MAX_REQUESTS` runs as several jobs.
+"""Chunked Gemini jobs: a batch of more than `GEMINI_JOB_MAX_REQUESTS` runs as several jobs.
 
 A chunk is the item range [start, stop) of one job; each has its own job row (`JobRecord`: job name,
 input file, submit lease, Gemini state, round, collect marker, collect checkpoint), the only chunk of a

@@ -1,6 +1,6 @@
 """Collect: a finished Gemini job's answers, matched to their items by key, into staging and uploads.
 
-One chunk's job at a time (SPEC §6), streamed a group of answers at a time, with a checkpoint (response
+One chunk's job at a time, streamed a group of answers at a time, with a checkpoint (response
 lines settled) so that a run near the Lambda time limit hands over to the next one.
 
 Items whose request failed with a transient code are kept open for a follow-up Gemini job (one more

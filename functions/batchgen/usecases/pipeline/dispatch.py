@@ -1,4 +1,4 @@
-"""Gemini job slots (SPEC §8): the one place that counts, reserves, releases and hands them out.
+"""Gemini job slots: the one place that counts, reserves, releases and hands them out.
 
 A slot is held per Gemini job (keyed by the job's display name: per batch, chunk and round), reserved
 by a conditional counter in DynamoDB before the job is created, so concurrent submits never overshoot

@@ -1,4 +1,4 @@
-"""Big batches in pages (SPEC §6): the status page, the items route and the removal of a batch's items
+"""Big batches in pages: the status page, the items route and the removal of a batch's items
 (`results`: the manifest).
 
 Nothing here loads a whole batch: items come one Query page at a time, in request order.

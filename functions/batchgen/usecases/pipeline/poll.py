@@ -92,14 +92,14 @@ def poll_batch(
     held: set[str] | None = None,
     jobs: list[JobRecord] | None = None,
 ) -> tuple[str, str | None]:
-    """One batch: finish, expire or release it, or check each of its chunks' jobs (SPEC §6). `held`: the
+    """One batch: finish, expire or release it, or check each of its chunks' jobs. `held`: the
     slot keys held (None: every chunk counts as holding one when `holds_slot`)."""
     settings = get_settings()
     if batch.done_count >= batch.requestCount:
         # Every item is settled but the finalising write was lost (a crash right after the last item).
         return ("ended" if finalize_if_done(services, batch.batchId) else "idle"), None
     if ids.age_seconds(batch.scheduledFor or batch.createdAt) > settings.max_wait_seconds:
-        expire_batch(services, batch)  # a scheduled batch's wait counts from its time (SPEC §8)
+        expire_batch(services, batch)  # a scheduled batch's wait counts from its time
         return "expired", None
     if batch.status is BatchStatus.SCHEDULED:
         return release_if_due(services, batch), None

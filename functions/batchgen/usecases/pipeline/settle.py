@@ -6,7 +6,7 @@ the domain's (`pricing.refund_amount`), the completed/failed decision too (`stat
 events as well (`domain.events`); the store makes each write safe (an item is settled only while open, a
 batch only while active) and persists the events in the same transaction.
 
-A batch of any size settles page by page (SPEC §6): one Query page of `SETTLE_CHUNK_ITEMS` items is
+A batch of any size settles page by page: one Query page of `SETTLE_CHUNK_ITEMS` items is
 read, its chosen open items are settled in one transaction (items, batch counters, balance, ledger),
 then the next page; a batch's own move to its terminal status rides on the last page's transaction.
 Nothing here holds more than the page being read and the previous page's outcomes.

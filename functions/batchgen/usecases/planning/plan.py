@@ -1,4 +1,4 @@
-"""From a create body to a batch draft (SPEC §8): a template's fields, `{{variables}}`, the schedule; and
+"""From a create body to a batch draft: a template's fields, `{{variables}}`, the schedule; and
 the price quote, which runs the create's checks and charges and records nothing."""
 
 from __future__ import annotations

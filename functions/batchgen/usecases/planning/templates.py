@@ -1,4 +1,4 @@
-"""Batch templates (SPEC §8): saved create bodies, one user's own; another user's read as missing (404)."""
+"""Batch templates: saved create bodies, one user's own; another user's read as missing (404)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The standard (real-time) endpoint, SPEC §8: one synchronous generation at the standard price.
+"""The standard (real-time) endpoint, one synchronous generation at the standard price.
 
 Charged before Gemini is asked (402 when short); any failure after that — Gemini's error, a blocked or
 empty answer, a timeout, the image upload — refunds the charge in full, once, and answers 502. A
