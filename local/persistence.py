@@ -1,4 +1,4 @@
-"""The local runtime's state on disk: moto's and the emulators' state survive a restart (issue 14).
+"""The local runtime's state on disk: moto's and the emulators' state survive a restart.
 
 What is kept, in `LOCAL_DATA_DIR/state.pickle` (default `.local-data/`, on unless `LOCAL_PERSIST=0`):
 - moto's backends of the services the service uses (`PERSISTED_SERVICES`): the DynamoDB table and

@@ -212,7 +212,7 @@ class LocalRuntime:
         from local.moto_speed import make_dynamodb_reads_fast
 
         make_dynamodb_atomic()  # the pumps and the front door call moto from several threads
-        make_dynamodb_reads_fast()  # reads cost what they return, not the table (issue 14 load run)
+        make_dynamodb_reads_fast()  # reads cost what they return, not the table (the load run)
         for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):

@@ -1,4 +1,4 @@
-"""The local runtime survives a restart (issue 14, `local.persistence`): a batch in flight at Gemini when
+"""The local runtime survives a restart (`local.persistence`): a batch in flight at Gemini when
 the runtime stops (SIGTERM, or `kill -9` between two snapshots' worth of changes) completes after it
 starts again on the same `LOCAL_DATA_DIR`, with exact counts and money, and the tokens printed by the
 first run still work."""

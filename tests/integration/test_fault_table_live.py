@@ -1,4 +1,4 @@
-"""The fault table (issue 14) on moto and the emulators: the real handlers, the real adapters, and a
+"""The fault table on moto and the emulators: the real handlers, the real adapters, and a
 fault injected at one call of each kind the pipeline makes:
 
 - each AWS call kind, at botocore's level on the service's own clients (`before-call` raises for `fail`
@@ -226,7 +226,7 @@ def test_a_fault_at_a_gemini_or_cloudinary_call_ends_in_one_completed_batch_char
 
 
 def test_a_replay_after_the_create_died_returns_the_same_batch_and_charges_once(api, aws, monkeypatch):
-    """Regression (issue 14): the process died after the create's transaction, before the idempotency
+    """Regression: the process died after the create's transaction, before the idempotency
     record was completed; once the in-progress record expired (the function's timeout), the client's
     replay with the same Idempotency-Key ran the create again: a second batch, charged a second time."""
     from batchgen.adapters.dynamo import get_stores
@@ -246,7 +246,7 @@ def test_a_replay_after_the_create_died_returns_the_same_batch_and_charges_once(
 def test_a_standard_generation_killed_after_its_charge_is_refunded_by_the_tick_once(
     aws, gemini, cloudinary, lambda_context, poll
 ):
-    """Regression (issue 14): a standard generation whose function died between the charge and the
+    """Regression: a standard generation whose function died between the charge and the
     settlement (its 29 s timeout, an out-of-memory kill) stayed charged for ever; the poller's tick now
     refunds it in full, once, after the function's timeout has surely passed."""
     import json

@@ -439,7 +439,7 @@ def test_invalid_input_is_a_400_and_unknown_file_a_404(client: genai.Client, emu
     assert emulator.jobs == {}
 
 
-# --- issue 9: the emulator reproduces what the real API was seen doing -------------------------------
+# --- the emulator reproduces what the real API was seen doing -------------------------------
 
 
 @pytest.mark.parametrize("retired", ["gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-flash"])

@@ -1,6 +1,6 @@
-"""What the real Gemini API does that our emulator did not (issue 9), through the whole pipeline.
+"""What the real Gemini API does that our emulator did not, through the whole pipeline.
 
-Each test here failed on the code before issue 9; the emulator reproduces the real behaviour by a
+Each test here failed on the code before it was written; the emulator reproduces the real behaviour by a
 marker or a mode (see local/emulators/gemini.py).
 """
 

@@ -107,7 +107,7 @@ def test_a_collect_queued_before_gemini_agrees_hands_the_batch_back_to_the_polle
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
 
 
-# --- issue 9: the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
+# --- the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
 def _rsa_key() -> tuple[str, dict]:
     """A local RS256 key and its JWKS entry: tests stand in for Google's published keys."""
     import jwt
@@ -258,7 +258,7 @@ def test_a_configured_audience_must_be_in_the_jwt(api, gemini, queues, jwks_url,
     ],
 )
 def test_unsigned_callers_never_get_a_5xx(api, gemini, queues, webhook_secret, body, timestamp):
-    """Regression (issue 14): a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
+    """Regression: a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
     headers = {
         "Content-Type": "application/json",
         "webhook-id": "msg_1",

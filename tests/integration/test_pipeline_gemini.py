@@ -1,4 +1,4 @@
-"""submit -> poll -> collect against moto and the Gemini emulator (issue 2/4)."""
+"""submit -> poll -> collect against moto and the Gemini emulator."""
 
 from __future__ import annotations
 

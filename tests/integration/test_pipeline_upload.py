@@ -1,4 +1,4 @@
-"""upload: staged images -> Cloudinary -> item success -> batch finalisation (issue 3/4)."""
+"""upload: staged images -> Cloudinary -> item success -> batch finalisation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fault injection at every step of the pipeline (issue 14): a table of (port call, fault) walked over a
+"""Fault injection at every step of the pipeline: a table of (port call, fault) walked over a
 two-image batch driven end to end like SQS and the scheduler would (a message that fails stays in its
 queue and comes back; the clock moves ten minutes per round).
 
@@ -202,7 +202,7 @@ def test_a_fault_at_any_step_ends_in_a_completed_batch_with_exact_money(port, me
 
 
 def test_a_lost_collect_message_is_requeued_once_it_is_stale_and_not_before():
-    """Regression (issue 14): `collectQueuedAt` without a message blocked the batch until its deadline."""
+    """Regression: `collectQueuedAt` without a message blocked the batch until its deadline."""
     reset_caches()
     services = FakeServices()
     services.store.adjust_balance("user-1", Decimal(100), "grant")

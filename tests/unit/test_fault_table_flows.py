@@ -1,4 +1,4 @@
-"""Fault injection over the second-wave flows (issue 14), the same three faults as tests/unit/
+"""Fault injection over the second-wave flows, the same three faults as tests/unit/
 test_fault_table.py (`fail`, `timeout`, `die-after`, each striking once, on the first call):
 
 - a file batch: the upload grant, the create, the ingest step (chunks, item pages,
@@ -288,7 +288,7 @@ def test_a_fault_in_a_standard_generation_is_refunded_once_and_the_retry_charges
 
 
 def test_a_generation_whose_process_died_after_the_charge_is_refunded_by_the_tick_once():
-    """Regression (issue 14): a standard generation killed after its charge (the function's 29 s
+    """Regression: a standard generation killed after its charge (the function's 29 s
     timeout, an out-of-memory kill) stayed `charged` for ever: the credits were gone without an image."""
     reset_caches()
     services = FakeServices()
@@ -399,7 +399,7 @@ def finished_batch_with_targets(services: NotifyFakes) -> Any:
 
 # --- idempotent replays of a create -------------------------------------------------------------------
 def test_a_create_replayed_with_its_request_key_returns_the_first_batch_and_charges_once():
-    """Regression (issue 14): an Idempotency-Key replayed after the first run died past its charge (its
+    """Regression: an Idempotency-Key replayed after the first run died past its charge (its
     in-progress record expired) created and charged a second batch; the key is now claimed in the
     create's own transaction and the replay answers with the first run's batch."""
     reset_caches()

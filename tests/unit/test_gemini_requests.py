@@ -37,7 +37,7 @@ def test_long_texts_are_capped_in_bytes_not_characters():
     assert set(answer.text) == {"🙂"}  # cut on a character boundary
 
 
-# --- issue 9 ------------------------------------------------------------------------------------------
+# --- fidelity to the real API ------------------------------------------------------------
 def image_part(data: bytes, thought: bool = False) -> dict:
     part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}}
     return {**part, "thought": True} if thought else part

@@ -1,5 +1,5 @@
 """The local SQS pumps (local/pumps.py): several batches of one queue at once when the consumer has
-several execution environments, as Lambda's event source mapping runs them (issue 14 load run)."""
+several execution environments, as Lambda's event source mapping runs them (the load run)."""
 
 from __future__ import annotations
 

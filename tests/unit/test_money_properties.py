@@ -1,4 +1,4 @@
-"""Property-based money invariants (issue 14): random interleavings of the use cases over the in-memory
+"""Property-based money invariants: random interleavings of the use cases over the in-memory
 fakes, each pipeline step delivered zero, one or two times in any order.
 
 After every step: no balance is negative, every balance equals its ledger's sum, no batch is refunded

@@ -1,4 +1,4 @@
-"""Property-based money invariants over the second-wave flows (issue 14), on top of the machine of
+"""Property-based money invariants over the second-wave flows, on top of the machine of
 tests/unit/test_money_properties.py (inline creates, cancel, delete, grants, the batch pipeline):
 
 - file batches: an upload, the create, the ingest step delivered zero, one or two times,

@@ -1,4 +1,4 @@
-"""The JWT `sub` never steers the Cloudinary public id (issue 14 regression)."""
+"""The JWT `sub` never steers the Cloudinary public id (regressions)."""
 
 from __future__ import annotations
 
