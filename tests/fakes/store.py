@@ -159,7 +159,7 @@ class FakeStore:
     def put_batch(self, batch: BatchRecord) -> None:
         if batch.batchId in self.batches:
             raise ConcurrentChange(batch.batchId)
-        self.add(batch, [])
+        self.add(batch, [], [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
 
     def change_batch(self, batch_id: str, change: Change, events: Sequence[DomainEvent] = ()) -> BatchRecord | None:
         if self.fail_next_checkpoint and "ingestLines" in change.set:
@@ -386,7 +386,7 @@ class FakeStore:
         if request_key is not None:
             self.request_claims[request_key] = batch.batchId
         self._credit(batch.userId, -batch.creditCost, "batch charge", batch.batchId)
-        self.add(batch, items)
+        self.add(batch, items, [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
 
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
         current = self.batches.get(batch.batchId)

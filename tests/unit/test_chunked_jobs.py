@@ -277,10 +277,10 @@ def test_gemini_jobs_counts_chunks_by_state_and_the_state_is_the_least_advanced(
         "geminiJobs": {"total": 3, "pending": 3, "running": 0, "succeeded": 0, "failed": 0, "expired": 0},
     }
     names = submit_all(services, batch_id)
-    services.jobs.change_job(batch_id, 1, jobs.record_state("JOB_STATE_RUNNING", ids.now_iso(), while_active=True))
+    services.jobs.change_job(batch_id, 1, jobs.record_state("JOB_STATE_RUNNING", while_active=True))
     services.gemini.finish(names[0], [], state=JOB_SUCCEEDED)
-    services.jobs.change_job(batch_id, 0, jobs.record_state(JOB_SUCCEEDED, ids.now_iso(), while_active=True))
-    services.jobs.change_job(batch_id, 2, jobs.record_state(JOB_EXPIRED, ids.now_iso(), while_active=True))
+    services.jobs.change_job(batch_id, 0, jobs.record_state(JOB_SUCCEEDED, while_active=True))
+    services.jobs.change_job(batch_id, 2, jobs.record_state(JOB_EXPIRED, while_active=True))
     view = chunks.gemini_view(chunks.jobs_of(services, services.store.batches[batch_id]))
     assert view == {
         "geminiState": "JOB_STATE_RUNNING",

@@ -89,14 +89,12 @@ def record_job(job_name: str, input_file: str | None, now: str) -> JobChange:
     )
 
 
-def record_state(state: str, now: str, *, while_active: bool) -> JobChange:
-    """The job state Gemini last reported: while the batch runs (a change of its batch, `updatedAt`), or
-    after it ended (a cancel's outcome) as long as the job row is there."""
+def record_state(state: str, *, while_active: bool) -> JobChange:
+    """The job state Gemini last reported: while the batch runs (a batch that moved on keeps what it has),
+    or after it ended (a cancel's outcome) as long as the job row is there."""
     if while_active:
         return JobChange(
-            Change({"geminiState": state}),
-            Change({"updatedAt": now}, Guard(status_in=ACTIVE_BATCH_STATUSES)),
-            name="record_state",
+            Change({"geminiState": state}), Change({}, Guard(status_in=ACTIVE_BATCH_STATUSES)), name="record_state"
         )
     return JobChange(Change({"geminiState": state}, Guard({"geminiJobName": PRESENT})), name="record_state")
 

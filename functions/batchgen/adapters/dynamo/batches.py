@@ -25,12 +25,13 @@ from batchgen.adapters.dynamo.codec import (
     Table,
     batch_pk,
     cancellation_codes,
+    change_request,
     error_code,
     item_sk,
+    job_sk,
     key,
     marshal,
     unmarshal,
-    update_request,
     user_pk,
     values,
 )
@@ -47,9 +48,7 @@ from batchgen.domain.states import (
     BatchStatus,
     ItemStatus,
 )
-from batchgen.models.records import BatchRecord, ItemRecord
-
-INDEX_KEYS = ("GSI3PK", "GSI3SK")  # the sparse index's keys: present while active or validating
+from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 
 
 def sort_key(batch: BatchRecord) -> str:
@@ -76,21 +75,22 @@ def batch_row(batch: BatchRecord) -> dict[str, Any]:
     return marshal(row)
 
 
+def first_job_row(batch: BatchRecord) -> dict[str, Any]:
+    """Chunk 0's job row, written with its batch (every batch has at least one chunk)."""
+    row = JobRecord(batchId=batch.batchId).model_dump(mode="python")
+    row.update(PK=batch_pk(batch.batchId), SK=job_sk(0), entity="job")
+    return marshal(row)
+
+
+def new_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's Put of a row whose key must be new."""
+    return {"Put": {"TableName": table, "Item": row, "ConditionExpression": "attribute_not_exists(PK)"}}
+
+
 def item_row(item: ItemRecord) -> dict[str, Any]:
     row = item.model_dump(mode="python")
     row.update(PK=batch_pk(item.batchId), SK=item_sk(item.index), entity="item", status=item.status.value)
     return marshal(row)
-
-
-def index_removals(change: Change) -> tuple[str, ...]:
-    """A move to a terminal status takes the batch out of the sparse index."""
-    status = change.set.get("status")
-    return INDEX_KEYS if status is not None and BatchStatus(str(status)) in TERMINAL_BATCH_STATUSES else ()
-
-
-def change_request(table: str, batch_id: str, change: Change) -> dict[str, Any]:
-    """The batch row's conditional update for `change` (UpdateItem, or a transaction's Update)."""
-    return update_request(table, key(batch_pk(batch_id), META_SK), change, remove=index_removals(change))
 
 
 class DynamoBatches:
@@ -104,9 +104,11 @@ class DynamoBatches:
         return BatchRecord.model_validate(row) if row is not None else None
 
     def put_batch(self, batch: BatchRecord) -> None:
-        """A new batch that charges nothing yet (a bulk batch while `validating`); ConcurrentChange when its
-        id is taken."""
-        self.table.put_new(batch_row(batch))
+        """A new batch that charges nothing yet (a bulk batch while `validating`), with its first chunk's job
+        row; ConcurrentChange when its id is taken."""
+        self.table.transact(
+            [new_row(self.table.name, batch_row(batch)), new_row(self.table.name, first_job_row(batch))]
+        )
 
     def change_batch(self, batch_id: str, change: Change, events: Sequence[DomainEvent] = ()) -> BatchRecord | None:
         """The move, with its events' outbox row in the same transaction; None when its condition failed."""

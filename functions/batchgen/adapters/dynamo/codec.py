@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from batchgen.adapters.aws import client
 from batchgen.domain.changes import ABSENT, PRESENT, AbsentOr, Change, Guard
 from batchgen.domain.errors import ConcurrentChange
-from batchgen.domain.states import BatchStatus, ItemStatus
+from batchgen.domain.states import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -192,6 +192,20 @@ def update_request(
     if condition:
         request["ConditionExpression"] = condition
     return expression.into(request)
+
+
+INDEX_KEYS = ("GSI3PK", "GSI3SK")  # the sparse index's keys: present while active or validating
+
+
+def index_removals(change: Change) -> tuple[str, ...]:
+    """A move to a terminal status takes the batch out of the sparse index."""
+    status = change.set.get("status")
+    return INDEX_KEYS if status is not None and BatchStatus(str(status)) in TERMINAL_BATCH_STATUSES else ()
+
+
+def change_request(table: str, batch_id: str, change: Change) -> dict[str, Any]:
+    """The batch row's conditional update for `change` (UpdateItem, or a transaction's Update)."""
+    return update_request(table, key(batch_pk(batch_id), META_SK), change, remove=index_removals(change))
 
 
 def cancellation_codes(exc: ClientError) -> list[str]:

@@ -1,6 +1,7 @@
 """Jobs: one row per chunk of a batch (`BATCH#<id>` / `JOB#<nnn>`), the only chunk of most batches too.
 
-A chunk's row is opened when its batch's chunk size is pinned (its first submit); every move of a job
+Chunk 0's row is written with its batch, the other chunks' when the batch's chunk size is pinned (its
+first submit); every move of a job
 (`domain.jobs`) is one conditional write of an existing row, with its batch row checked (or changed) in
 the same transaction when the move says so. A batch stored before every chunk had its own row keeps
 chunk 0's state on the batch row: it is read from there (`migrations.legacy_job`) until the migration
@@ -15,12 +16,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchgen.adapters.dynamo import migrations
-from batchgen.adapters.dynamo.batches import change_request
 from batchgen.adapters.dynamo.codec import (
     JOB_PREFIX,
     META_SK,
     Table,
     batch_pk,
+    change_request,
     error_code,
     job_sk,
     key,
@@ -63,7 +64,9 @@ class DynamoJobs:
         wanted = [(batch_id, chunk) for batch_id, count in chunk_counts.items() for chunk in range(count)]
         rows = self.table.batch_get([key(batch_pk(batch_id), job_sk(chunk)) for batch_id, chunk in wanted])
         found = {(str(row["batchId"]), int(row["chunk"])): JobRecord.model_validate(row) for row in rows}
-        unopened = sorted({batch_id for batch_id, chunk in wanted if (batch_id, chunk) not in found})
+        # Only chunk 0 can be missing for a batch of the older layout (the others are opened by its first
+        # submit, and chunk 0 of every newer batch with the batch itself).
+        unopened = sorted({b for b, chunk in wanted if chunk == migrations.LEGACY_CHUNK and (b, chunk) not in found})
         for batch_row in self.table.batch_get([key(batch_pk(batch_id), META_SK) for batch_id in unopened]):
             legacy = migrations.legacy_job(batch_row)
             if legacy is not None:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.dynamo import credits
-from batchgen.adapters.dynamo.batches import batch_row, index_removals, item_row, sort_key
+from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
 from batchgen.adapters.dynamo.codec import (
     ACTIVE_PK,
     MAX_TRANSACTION_ITEMS,
@@ -30,6 +30,7 @@ from batchgen.adapters.dynamo.codec import (
     batch_pk,
     cancellation_codes,
     error_code,
+    index_removals,
     item_sk,
     key,
     marshal,
@@ -56,14 +57,16 @@ class DynamoUnitOfWork:
         self.credits = credits.DynamoCredits(table)
 
     def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None:
-        """Debit, batch, items and ledger entry in one transaction: all of it or none of it. With a
+        """Debit, batch (with its first chunk's job row), items and ledger entry in one transaction: all of it
+        or none of it. With a
         `request_key` (an Idempotency-Key's hash), the same transaction claims it: a second run of the same
         request raises AlreadyCreated with the first run's batch, and charges nothing."""
         name, at = self.table.name, batch.createdAt
         writes: list[dict[str, Any]] = [
             credits.debit(name, batch.userId, batch.creditCost, at),
-            {"Put": {"TableName": name, "Item": batch_row(batch), "ConditionExpression": "attribute_not_exists(PK)"}},
+            new_row(name, batch_row(batch)),
             credits.ledger_entry(name, batch.userId, -batch.creditCost, "batch charge", batch.batchId, at),
+            new_row(name, first_job_row(batch)),
         ]
         writes += [{"Put": {"TableName": name, "Item": item_row(item)}} for item in items]
         if request_key is not None:

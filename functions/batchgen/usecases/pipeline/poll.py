@@ -224,7 +224,7 @@ def _end_chunk(services: Services, batch: BatchRecord, job: JobRecord, error: st
 def _record_state(services: Services, batch: BatchRecord, job: JobRecord, state: str) -> None:
     """The state Gemini reported for the chunk's job, while its batch runs (a batch that moved on keeps
     what it has)."""
-    services.jobs.change_job(batch.batchId, job.chunk, jobs.record_state(state, ids.now_iso(), while_active=True))
+    services.jobs.change_job(batch.batchId, job.chunk, jobs.record_state(state, while_active=True))
 
 
 def _may_resubmit(batch: BatchRecord, job: JobRecord, state: str) -> bool:

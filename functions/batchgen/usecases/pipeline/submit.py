@@ -193,4 +193,4 @@ def _record_job_state(services: Services, batch_id: str, job_name: str, chunk: i
     except JobNotFound:
         return
     # Nothing if deleted meanwhile.
-    services.jobs.change_job(batch_id, chunk, jobs.record_state(state, ids.now_iso(), while_active=False))
+    services.jobs.change_job(batch_id, chunk, jobs.record_state(state, while_active=False))
