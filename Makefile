@@ -31,7 +31,7 @@ test-long: gate  ## `make test` with the long hypothesis profile and a longer sc
 	HYPOTHESIS_PROFILE=long SCHEMATHESIS_MAX_EXAMPLES=100 $(PY) -m pytest
 
 test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK; a quick property profile (seconds)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-unit} $(PY) -m pytest tests/unit
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-unit} $(PY) -m pytest -p no:schemathesis tests/unit
 
 test-fast: gate  ## the gate, then unit and integration tests (no e2e, no CDK synth)
 	$(PY) -m pytest tests/unit tests/integration tests/contract tests/docs

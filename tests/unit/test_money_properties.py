@@ -34,7 +34,7 @@ from tests.fakes import FakeServices
 from tests.helpers import png_bytes
 
 settings.register_profile(
-    "unit", max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "unit", max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile(
     "ci", max_examples=300, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
