@@ -44,7 +44,7 @@ def age(batch_id: str, seconds: float) -> None:
 def end_jobs(gemini, batch_ids: list[str]) -> None:
     """Their jobs finish at Gemini and the batches end (cancelled here: the quickest end)."""
     for batch_id in batch_ids:
-        assert live_services().store.get_batch(batch_id) is not None
+        assert live_services().batches.get_batch(batch_id) is not None
     for batch_id in batch_ids:
         job = get_stores().jobs.get_job(batch_id, 0).geminiJobName
         live_services().gemini.cancel_job(job)
