@@ -60,7 +60,7 @@ def _dispatcher_tick() -> None:
         from batchgen.adapters.aws import client
         from batchgen.adapters.dynamo import get_stores
         from batchgen.handlers.services import live_services
-        from batchgen.usecases.pipeline import dispatch
+        from batchgen.usecases.pipeline import chunks, dispatch
 
         repository = get_stores()
         _seed_finished(repository, FINISHED)
@@ -80,17 +80,19 @@ def _dispatcher_tick() -> None:
         events.register("after-call.dynamodb.*", read, unique_id="bench-dispatch-read")
         started = time.perf_counter()
         services = live_services()
-        slots = services.store.list_slots()
-        batches = list(services.store.iter_active_batches())
+        slots = services.slots.list_slots()
+        batches = list(services.batches.iter_active_batches())
         report = dispatch.tick(services, slots, batches)
         seconds = time.perf_counter() - started
+        tick_calls, tick_read = dict(calls), items["read"]
+        chunk_jobs = chunks.jobs_of_batches(services, batches)  # what the tick read: the queue's input
         started = time.perf_counter()
-        dispatch.build_queue(slots, batches)
+        dispatch.build_queue(slots, batches, chunk_jobs)
         ordering = time.perf_counter() - started
         print(
-            f"one tick: {sum(calls.values())} DynamoDB calls {dict(calls)}; items read {items['read']} "
-            f"(= {ACTIVE} slots + {WAITING + ACTIVE} active-index rows; history {FINISHED:,}: 0); "
-            f"Scan calls: {calls.get('Scan', 0)}"
+            f"one tick: {sum(tick_calls.values())} DynamoDB calls {tick_calls}; items read {tick_read} "
+            f"(= {ACTIVE} slots + {WAITING + ACTIVE} active-index rows, and their job rows by key; "
+            f"history {FINISHED:,}: 0); Scan calls: {tick_calls.get('Scan', 0)}"
         )
         print(
             f"released {report.released}, admitted {report.admitted} (2 writes + 1 touch + 1 message each), "
