@@ -29,6 +29,7 @@ class Settings(BaseModel):
     upload_queue_url: str = ""
     ingest_queue_url: str = ""
     notify_queue_url: str = ""
+    flex_queue_url: str = ""
 
     max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
     max_file_batch_requests: int = Field(constants.MAX_FILE_BATCH_REQUESTS_DEFAULT, ge=1, le=100_000)
@@ -40,6 +41,17 @@ class Settings(BaseModel):
     gemini_job_max_requests: int = Field(constants.GEMINI_JOB_MAX_REQUESTS_DEFAULT, ge=1, le=100_000)
     poll_concurrency: int = Field(constants.POLL_CONCURRENCY_DEFAULT, ge=1, le=64)
     photo_timeout_seconds: float = Field(constants.PHOTO_TIMEOUT_SECONDS_DEFAULT, gt=0, le=25)
+    # Routing: Flex, deadlines and stuck jobs (the reasoning is in `batchgen.constants`).
+    auto_flex_max_items: int = Field(constants.AUTO_FLEX_MAX_ITEMS_DEFAULT, ge=0)
+    batch_estimate_seconds: int = Field(constants.BATCH_ESTIMATE_SECONDS_DEFAULT, ge=1)
+    flex_estimate_seconds: int = Field(constants.FLEX_ESTIMATE_SECONDS_DEFAULT, ge=1)
+    min_deadline_seconds: int = Field(constants.MIN_DEADLINE_SECONDS_DEFAULT, ge=0)
+    flex_max_concurrency: int = Field(constants.FLEX_MAX_CONCURRENCY_DEFAULT, ge=1)
+    flex_give_up_seconds: int = Field(constants.FLEX_GIVE_UP_SECONDS_DEFAULT, ge=0)
+    flex_timeout_seconds: float = Field(constants.FLEX_TIMEOUT_SECONDS_DEFAULT, gt=0, le=870)
+    stuck_pending_seconds: int = Field(constants.STUCK_PENDING_SECONDS_DEFAULT, ge=1)
+    deadline_drain_seconds: int = Field(constants.DEADLINE_DRAIN_SECONDS_DEFAULT, ge=0)
+    standard_fallback_seconds: int = Field(constants.STANDARD_FALLBACK_SECONDS_DEFAULT, ge=0)
     min_schedule_ahead_seconds: int = Field(constants.MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT, ge=0)
     max_schedule_ahead_seconds: int = Field(constants.MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT, ge=60)
     off_peak_window_utc: str = Field(constants.OFF_PEAK_WINDOW_UTC_DEFAULT, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")

@@ -79,6 +79,52 @@ MAX_TEMPLATE_REQUESTS = 50
 PHOTO_TIMEOUT_SECONDS_DEFAULT = 20
 MAX_TEMPLATE_BYTES = 300_000  # one DynamoDB item holds 400 KB: a template (with its images) stays well below
 
+# --- Routing: the Batch API, the Flex tier, deadlines and stuck jobs --------------------------------
+# A batch's `tier`: `batch` (the Batch API only, as before), `flex` (one synchronous `generateContent` per
+# item at the Flex tier) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise).
+# Flex and Batch bill the same half price, so a batch costs the same credits on either route.
+TIERS = ("batch", "flex", "auto")
+TIER_DEFAULT = "batch"
+ROUTES = ("batch", "flex", "standard")  # where one item is generated at a time (`standard`: the fallback)
+FALLBACKS = ("standard",)  # `fallback: "standard"`: items still open near the deadline at the standard price
+# `auto` sends a batch of at most this many items to Flex: Flex answers in 1-15 minutes per call and a
+# hundred calls run side by side under FLEX_MAX_CONCURRENCY, while the Batch API's turnaround is the same
+# for 1 item as for 1,000 (median about 40 minutes, with a tail of jobs stuck for a day). Bigger batches
+# go to the Batch API, whose 20 MB JSONL file carries them in one job; Flex would hold that many calls
+# open (and the Lambda time they bill) for little gain.
+AUTO_FLEX_MAX_ITEMS_DEFAULT = 100
+# What the routes are expected to take, for the quote, the status's `eta` and `auto`'s deadline rule. The
+# Batch API's is about the 90th percentile of the turnaround we model (lognormal, median 40 minutes;
+# Gemini itself promises 24 hours); Flex's is its documented upper target for one call, times the waves
+# a batch needs under FLEX_MAX_CONCURRENCY.
+BATCH_ESTIMATE_SECONDS_DEFAULT = 2 * 3600
+FLEX_ESTIMATE_SECONDS_DEFAULT = 15 * 60
+# A deadline is 15 minutes to MAX_WAIT_SECONDS ahead (MIN_DEADLINE_SECONDS is lowered only by tests and
+# the local runtime).
+MIN_DEADLINE_SECONDS_DEFAULT = 15 * 60
+# Calls in flight at the Flex tier, service-wide: the Flex worker's event source runs at most
+# FLEX_MAX_CONCURRENCY / FLEX_QUEUE.batch_size invocations, each holding one SQS batch's calls at once.
+FLEX_MAX_CONCURRENCY_DEFAULT = 200
+# An item Flex keeps shedding (429/503) for this long joins a Gemini batch job instead.
+FLEX_GIVE_UP_SECONDS_DEFAULT = 30 * 60
+# One Flex call may take this long (Flex targets 1-15 minutes); the worker's Lambda timeout is above it.
+FLEX_TIMEOUT_SECONDS_DEFAULT = 840
+# Back-off after a shed call when Gemini names no delay (RetryInfo / Retry-After): doubled per attempt.
+FLEX_RETRY_BASE_SECONDS = 15
+# A Flex item whose call has left no trace for this long (no lease, no result) lost its message: the
+# poller sends it again.
+FLEX_REDRIVE_SECONDS = 30 * 60
+# A Gemini batch job still PENDING this long is stuck (median turnaround is ~40 minutes; stuck jobs sit
+# in PENDING for a day or more): `auto` and `flex` batches move its open items to Flex, or (a model Flex
+# does not serve) resubmit them once as a new batch job.
+STUCK_PENDING_SECONDS_DEFAULT = 2 * 3600
+# A chunk still unfinished this long before its batch's deadline moves its open items to Flex (Flex's
+# 15-minute upper target, plus 5 minutes).
+DEADLINE_DRAIN_SECONDS_DEFAULT = 20 * 60
+# With `fallback: "standard"`, items still open this long before the deadline are generated at the
+# standard tier (a synchronous call of seconds); the price difference is debited then, per group.
+STANDARD_FALLBACK_SECONDS_DEFAULT = 5 * 60
+
 # --- S3 key layout ----------------------------------------------------------
 INPUT_PREFIX = "inputs/"
 STAGING_PREFIX = "staging/"
@@ -95,6 +141,7 @@ ENV_SUBMIT_QUEUE_URL = "SUBMIT_QUEUE_URL"
 ENV_COLLECT_QUEUE_URL = "COLLECT_QUEUE_URL"
 ENV_UPLOAD_QUEUE_URL = "UPLOAD_QUEUE_URL"
 ENV_INGEST_QUEUE_URL = "INGEST_QUEUE_URL"
+ENV_FLEX_QUEUE_URL = "FLEX_QUEUE_URL"
 ENV_MAX_FILE_BATCH_REQUESTS = "MAX_FILE_BATCH_REQUESTS"
 ENV_MAX_INPUT_FILE_BYTES = "MAX_INPUT_FILE_BYTES"
 ENV_JWT_SECRET = "JWT_SECRET"
@@ -119,6 +166,16 @@ ENV_MIN_SCHEDULE_AHEAD_SECONDS = "MIN_SCHEDULE_AHEAD_SECONDS"
 ENV_MAX_SCHEDULE_AHEAD_SECONDS = "MAX_SCHEDULE_AHEAD_SECONDS"
 ENV_OFF_PEAK_WINDOW_UTC = "OFF_PEAK_WINDOW_UTC"
 ENV_PHOTO_TIMEOUT_SECONDS = "PHOTO_TIMEOUT_SECONDS"
+ENV_AUTO_FLEX_MAX_ITEMS = "AUTO_FLEX_MAX_ITEMS"
+ENV_BATCH_ESTIMATE_SECONDS = "BATCH_ESTIMATE_SECONDS"
+ENV_FLEX_ESTIMATE_SECONDS = "FLEX_ESTIMATE_SECONDS"
+ENV_MIN_DEADLINE_SECONDS = "MIN_DEADLINE_SECONDS"
+ENV_FLEX_MAX_CONCURRENCY = "FLEX_MAX_CONCURRENCY"
+ENV_FLEX_GIVE_UP_SECONDS = "FLEX_GIVE_UP_SECONDS"
+ENV_FLEX_TIMEOUT_SECONDS = "FLEX_TIMEOUT_SECONDS"
+ENV_STUCK_PENDING_SECONDS = "STUCK_PENDING_SECONDS"
+ENV_DEADLINE_DRAIN_SECONDS = "DEADLINE_DRAIN_SECONDS"
+ENV_STANDARD_FALLBACK_SECONDS = "STANDARD_FALLBACK_SECONDS"
 ENV_GEMINI_SOURCE_MODE = "GEMINI_SOURCE_MODE"
 ENV_CLOUDINARY_FOLDER = "CLOUDINARY_FOLDER"
 ENV_CATALOG_PATH = "CATALOG_PATH"
@@ -283,6 +340,26 @@ PHOTO_FUNCTION = FunctionSpec(
     description="Standard endpoint: one synchronous Gemini generation at the standard price",
 )
 PHOTO_PATH = "/api/generate/photo"
+# Messages of the Flex queue one invocation of the Flex worker takes, each call in its own thread: the
+# calls of one SQS batch share the Lambda time they wait for Gemini (billed once, not once per call).
+FLEX_BATCH_SIZE = 10
+
+
+def flex_invocations(max_calls: int) -> int:
+    """Concurrent Flex worker invocations for `max_calls` calls in flight (SQS's MaximumConcurrency is 2 at
+    least)."""
+    return max(2, max_calls // FLEX_BATCH_SIZE)
+
+
+FLEX_FUNCTION = FunctionSpec(
+    "flex",
+    "batchgen.handlers.flex.lambda_handler",
+    512,
+    # Lambda's limit; a call gives up at FLEX_TIMEOUT_SECONDS, leaving time to record what happened.
+    900,
+    reserved_concurrency=flex_invocations(FLEX_MAX_CONCURRENCY_DEFAULT),
+    description="One synchronous Gemini generation per item at the Flex (or, as a fallback, standard) tier",
+)
 FUNCTIONS = (
     API_FUNCTION,
     SUBMIT_FUNCTION,
@@ -292,6 +369,7 @@ FUNCTIONS = (
     NOTIFY_FUNCTION,
     INGEST_FUNCTION,
     PHOTO_FUNCTION,
+    FLEX_FUNCTION,
 )
 
 SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)
@@ -302,7 +380,12 @@ UPLOAD_QUEUE = QueueSpec(
 INGEST_QUEUE = QueueSpec("batchgen-ingest", ENV_INGEST_QUEUE_URL, "ingest", batch_size=1)
 # One message per (event, endpoint): a slow receiver holds one of the consumer's threads, nobody else's.
 NOTIFY_QUEUE = QueueSpec("batchgen-notify", ENV_NOTIFY_QUEUE_URL, "notify", batch_size=10, max_receive_count=8)
-QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE)
+# One message per item's call; a call Gemini sheds comes back as a new, delayed message (not a retry of
+# this one), so only crashes count towards the dead-letter queue.
+FLEX_QUEUE = QueueSpec(
+    "batchgen-flex", ENV_FLEX_QUEUE_URL, "flex", batch_size=FLEX_BATCH_SIZE, max_batching_window_seconds=1
+)
+QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, FLEX_QUEUE)
 
 POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
 POLL_INTERVAL_SECONDS_LOCAL_DEFAULT = 3

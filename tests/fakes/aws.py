@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from batchgen.models.messages import (
     CollectResults,
     DeliverWebhook,
+    GenerateItem,
     IngestFile,
     PurgeImages,
     SendEmail,
@@ -22,6 +23,7 @@ class FakeQueues:
         self.collect: list[CollectResults] = []
         self.uploads: list[UploadImage | PurgeImages] = []
         self.ingest: list[IngestFile] = []
+        self.generate: list[tuple[GenerateItem, int]] = []  # the Flex queue: (message, delay seconds)
 
     def send_submit(self, message: SubmitQueueBody, delay_seconds: int = 0) -> None:
         self.submit.append((message, delay_seconds))
@@ -34,6 +36,9 @@ class FakeQueues:
 
     def send_ingest(self, message: IngestFile, delay_seconds: int = 0) -> None:
         self.ingest.append(message)
+
+    def send_generate(self, messages: Sequence[GenerateItem], delay_seconds: int = 0) -> None:
+        self.generate.extend((message, delay_seconds) for message in messages)
 
 
 class FakeBlobs:

@@ -29,6 +29,10 @@ class FakeGemini:
         self.fail_create: Exception | None = None
         self.fail_generate: Exception | None = None  # the standard endpoint's call raises this
         self.answer: dict[str, Any] | None = None  # the standard endpoint's response (a PNG by default)
+        # Synchronous calls, in order: (model, service tier, the request's contents and config).
+        self.generate_calls: list[tuple[str, str | None, list[dict[str, Any]], dict[str, Any]]] = []
+        # What the next calls answer, in order (an exception is raised); then `fail_generate` / `answer`.
+        self.generate_script: list[Exception | dict[str, Any]] = []
 
     def submit_file(self, lines: Iterable[dict[str, Any]], display_name: str) -> str:
         name = f"files/{len(self.files) + 1}"
@@ -71,8 +75,19 @@ class FakeGemini:
             self.deleted_files.append(name)
 
     def generate_content(
-        self, model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float
+        self,
+        model: str,
+        contents: list[dict[str, Any]],
+        config: dict[str, Any],
+        timeout_seconds: float,
+        service_tier: str | None = None,
     ) -> Any:
+        self.generate_calls.append((model, service_tier, contents, config))
+        if self.generate_script:
+            scripted = self.generate_script.pop(0)
+            if isinstance(scripted, Exception):
+                raise scripted
+            return scripted
         if self.fail_generate is not None:
             raise self.fail_generate
         return self.answer or {

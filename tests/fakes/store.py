@@ -28,6 +28,7 @@ from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, I
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
+from batchgen.domain.routing import RouteMove, route_count_field
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
     BatchStatus,
@@ -236,6 +237,11 @@ class FakeStore:
             return False
         if any(item is None or not is_open(item.status) for item in found):
             return False
+        if any(
+            s.rev is not None and item is not None and item.routeRev != s.rev
+            for item, s in zip(found, successes, strict=True)
+        ):
+            return False  # asked for on a route the item has left: dropped
         at = ids.now_iso()
         for item, success in zip(found, successes, strict=True):
             assert item is not None
@@ -255,6 +261,15 @@ class FakeStore:
         )
         self._persist(batch_id, at, events)
         return True
+
+    def change_item(self, batch_id: str, index: int, change: Change) -> ItemRecord | None:
+        item = self.get_item(batch_id, index)
+        if not change.where.holds(item):
+            return None
+        assert item is not None
+        updated = item.model_copy(update={"updatedAt": ids.now_iso(), **dict(change.set)})
+        self._replace_item(updated)
+        return updated
 
     # --- Jobs ------------------------------------------------------------------------------------
     def get_job(self, batch_id: str, chunk: int) -> JobRecord | None:
@@ -422,6 +437,8 @@ class FakeStore:
         found = [self.get_item(batch.batchId, outcome.item.index) for outcome in outcomes]
         if any(item is None or not is_open(item.status) for item in found):
             raise ConcurrentChange(batch.batchId)
+        if any(item is not None and item.routeRev != o.item.routeRev for item, o in zip(found, outcomes, strict=True)):
+            raise ConcurrentChange(batch.batchId)  # moved to another route since it was read
         at = ids.now_iso()
         for item, outcome in zip(found, outcomes, strict=True):
             assert item is not None
@@ -440,6 +457,58 @@ class FakeStore:
         if outcomes:
             self._credit(batch.userId, refund, reason, batch.batchId)
         self._persist(batch.batchId, at, events)
+
+    def move_items(self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove]) -> list[int]:
+        """Like the store: each item that is still open at the revision read moves (a group at once, or one
+        by one when one of them lost), with its chunk's route counts."""
+        current = self.batches.get(batch.batchId)
+        if current is None or current.status not in ACTIVE_BATCH_STATUSES:
+            return []
+        moved = [move for move in moves if self._movable(batch.batchId, move)]
+        for move in moved:
+            self._move(batch.batchId, move, {})
+        self._count_moves(batch.batchId, chunk, moved)
+        return [move.index for move in moved]
+
+    def top_up_items(
+        self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove], amount_each: Decimal, reason: str
+    ) -> None:
+        """Like the store: the debit of the group's price difference, its ledger entry, the items' moves and
+        the batch's top-up total, all or nothing."""
+        current = self.batches.get(batch.batchId)
+        if current is None or current.status not in ACTIVE_BATCH_STATUSES:
+            raise ConcurrentChange(batch.batchId)
+        if not all(self._movable(batch.batchId, move) for move in moves):
+            raise ConcurrentChange(batch.batchId)
+        total = amount_each * len(moves)
+        self._check_debit(batch.userId, total)
+        self._credit(batch.userId, -total, reason, batch.batchId)
+        for move in moves:
+            self._move(batch.batchId, move, {"topUp": amount_each})
+        self.batches[batch.batchId] = current.model_copy(update={"topUpCredits": current.topUpCredits + total})
+        self._count_moves(batch.batchId, chunk, list(moves))
+
+    def _movable(self, batch_id: str, move: RouteMove) -> bool:
+        item = self.get_item(batch_id, move.index)
+        return item is not None and is_open(item.status) and item.routeRev == move.rev
+
+    def _move(self, batch_id: str, move: RouteMove, extra: dict[str, Any]) -> None:
+        item = self.get_item(batch_id, move.index)
+        assert item is not None
+        changes: dict[str, Any] = {"route": move.target, "routeRev": move.rev + 1, "flexLease": None, "flexAt": None}
+        if move.round is not None:
+            changes["round"] = move.round
+        self._replace_item(item.model_copy(update={**changes, **extra, "updatedAt": ids.now_iso()}))
+
+    def _count_moves(self, batch_id: str, chunk: int, moves: Sequence[RouteMove]) -> None:
+        if not moves:
+            return
+        job = self.jobs.get((batch_id, chunk)) or JobRecord(batchId=batch_id, chunk=chunk)
+        counts = {name: getattr(job, name) for name in ("toBatch", "toFlex", "toStandard")}
+        for move in moves:
+            counts[route_count_field(move.target)] += 1
+            counts[route_count_field(move.source)] -= 1
+        self.jobs[(batch_id, chunk)] = job.model_copy(update=counts)
 
     def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None:
         if generation_id in self.generations:

@@ -81,12 +81,37 @@ def translated_errors(action: str) -> Iterator[None]:
         if code == 404:
             raise JobNotFound(message) from exc
         if code in NOT_PROCESSED_CODES:
-            raise TransientError(message) from exc
+            raise TransientError(message, retry_after(exc)) from exc
         if code == 408 or code >= 500:
             raise OutcomeUnknown(message) from exc
         raise PermanentError(message) from exc
     except _transport_errors() as exc:
         raise OutcomeUnknown(f"Gemini {action} failed: {exc.__class__.__name__}") from exc
+
+
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+def retry_after(exc: Any) -> float | None:
+    """How long Gemini asked to wait: google.rpc.RetryInfo's `retryDelay` ("15s") in the error body, else a
+    Retry-After header (seconds); None when it said neither."""
+    body = getattr(exc, "details", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    for detail in (error.get("details") or []) if isinstance(error, dict) else []:
+        if isinstance(detail, dict) and detail.get("@type") == _RETRY_INFO:
+            seconds = _seconds(str(detail.get("retryDelay") or "").removesuffix("s"))
+            if seconds is not None:
+                return seconds
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return _seconds(headers.get("retry-after")) if headers is not None else None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _view(job: Any) -> JobView:
@@ -296,15 +321,26 @@ def download_file(name: str, destination: Any) -> None:
         _client().files.download(file=name, config={}, destination=destination)
 
 
-def generate_content(model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float) -> Any:
-    """One synchronous generation (the standard endpoint): the SDK's GenerateContentResponse.
+def generate_content(
+    model: str,
+    contents: list[dict[str, Any]],
+    config: dict[str, Any],
+    timeout_seconds: float,
+    service_tier: str | None = None,
+) -> Any:
+    """One synchronous generation (the standard endpoint, and the Flex worker with `service_tier="flex"`):
+    the SDK's GenerateContentResponse.
 
-    The timeout is per call, below API Gateway's 29 s, so the caller can still refund and answer; a
-    timeout raises OutcomeUnknown (the image may exist at Gemini, but the user never receives it)."""
+    The timeout is per call (the standard endpoint's below API Gateway's 29 s, so the caller can still
+    refund and answer); a timeout raises OutcomeUnknown (the image may exist at Gemini, but the user never
+    receives it). A call Gemini sheds (429/503) raises TransientError with the delay it asked for."""
     from google.genai import types
 
     options = types.HttpOptions(timeout=int(timeout_seconds * 1000))
+    tier = types.ServiceTier(service_tier) if service_tier else None
     with translated_errors("generate"):
         return _client().models.generate_content(
-            model=model, contents=contents, config=types.GenerateContentConfig(**config, http_options=options)
+            model=model,
+            contents=contents,
+            config=types.GenerateContentConfig(**config, service_tier=tier, http_options=options),
         )

@@ -9,6 +9,7 @@ from batchgen.config import get_settings
 from batchgen.models.messages import (
     CollectResults,
     DeliverWebhook,
+    GenerateItem,
     IngestFile,
     Message,
     PurgeImages,
@@ -23,11 +24,11 @@ def _send(queue_url: str, message: Message, delay_seconds: int = 0) -> None:
     client("sqs").send_message(QueueUrl=queue_url, MessageBody=message.to_json(), DelaySeconds=delay_seconds)
 
 
-def _send_many(queue_url: str, messages: Sequence[Message]) -> None:
+def _send_many(queue_url: str, messages: Sequence[Message], delay_seconds: int = 0) -> None:
     sqs = client("sqs")
     for start in range(0, len(messages), 10):
         entries = [
-            {"Id": str(index), "MessageBody": message.to_json()}
+            {"Id": str(index), "MessageBody": message.to_json(), "DelaySeconds": delay_seconds}
             for index, message in enumerate(messages[start : start + 10])
         ]
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
@@ -49,6 +50,10 @@ def send_uploads(messages: Sequence[UploadImage | PurgeImages]) -> None:
 
 def send_ingest(message: IngestFile, delay_seconds: int = 0) -> None:
     _send(get_settings().ingest_queue_url, message, delay_seconds)
+
+
+def send_generate(messages: Sequence[GenerateItem], delay_seconds: int = 0) -> None:
+    _send_many(get_settings().flex_queue_url, messages, delay_seconds)
 
 
 def send_notifications(messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchgen.domain.states import BatchStatus
+from batchgen.domain.states import BatchStatus, ItemStatus
 
 
 class _Marker:
@@ -38,10 +38,10 @@ class AbsentOr:
 
 @dataclass(frozen=True)
 class Guard:
-    """What must hold of one row: each field's condition, and (for a batch row) its status."""
+    """What must hold of one row: each field's condition, and (a batch or an item row) its status."""
 
     fields: Mapping[str, object] = field(default_factory=dict)
-    status_in: frozenset[BatchStatus] | None = None
+    status_in: frozenset[BatchStatus] | frozenset[ItemStatus] | None = None
 
     def holds(self, record: object | None) -> bool:
         """True when `record` (None: no such row) meets every condition."""

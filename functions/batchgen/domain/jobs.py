@@ -27,12 +27,18 @@ class JobPhase(StrEnum):
     COLLECTING = "collecting"  # it succeeded: its collect message is queued (or being worked)
     COLLECTED = "collected"  # its results were read
     ENDED = "ended"  # Gemini failed, expired or cancelled it
+    IDLE = "idle"  # no Gemini job is wanted: the chunk's open items are on another route (Flex)
+    DRAINED = "drained"  # its running job was cancelled and its open items moved away: never collected
 
 
 def phase(job: JobRecord) -> JobPhase:
     """The one reading of a job row's fields; every other module asks this."""
     if not job.geminiJobName:
+        if job.idle:
+            return JobPhase.IDLE
         return JobPhase.SUBMITTING if job.submitStartedAt else JobPhase.WAITING
+    if job.drainedJob == job.geminiJobName:
+        return JobPhase.DRAINED
     if job.collectedJob == job.geminiJobName:
         return JobPhase.COLLECTED
     if job.collectQueuedAt:
@@ -43,8 +49,13 @@ def phase(job: JobRecord) -> JobPhase:
 
 
 def has_job(job: JobRecord) -> bool:
-    """The round's Gemini job exists (created and recorded)."""
+    """The round's Gemini job exists (created and recorded), or none is wanted (idle): nothing to submit."""
     return phase(job) not in (JobPhase.WAITING, JobPhase.SUBMITTING)
+
+
+def is_over(job: JobRecord) -> bool:
+    """No Gemini job of this chunk runs (or is about to): read, ended, drained, or none wanted."""
+    return phase(job) in (JobPhase.COLLECTED, JobPhase.ENDED, JobPhase.DRAINED, JobPhase.IDLE)
 
 
 # --- moves ------------------------------------------------------------------------------------------
@@ -78,7 +89,12 @@ def record_job(job_name: str, input_file: str | None, now: str) -> JobChange:
     lost when the batch moved on or the chunk has a job meanwhile."""
     return JobChange(
         Change(
-            {"geminiJobName": job_name, "geminiInputFile": input_file, "geminiState": JOB_PENDING},
+            {
+                "geminiJobName": job_name,
+                "geminiInputFile": input_file,
+                "geminiState": JOB_PENDING,
+                "jobCreatedAt": now,
+            },
             Guard({"geminiJobName": ABSENT}),
         ),
         Change(
@@ -104,7 +120,8 @@ def queue_collect(now: str) -> JobChange:
     return JobChange(
         Change(
             {"collectQueuedAt": now, "geminiState": JOB_SUCCEEDED},
-            Guard({"collectQueuedAt": ABSENT, "geminiJobName": PRESENT}),
+            # Never for a job whose items were moved away (`drain`): of the two, one happens.
+            Guard({"collectQueuedAt": ABSENT, "geminiJobName": PRESENT, "drainedJob": ABSENT}),
         ),
         Change({}, Guard(status_in=_PROCESSING)),
         name="queue_collect",
@@ -137,23 +154,65 @@ def collect_progress(job_name: str, seen: int, lines: int) -> JobChange:
     )
 
 
-def next_round(next_round: int, finished_job: str, now: str, *, keep_processing: bool) -> JobChange:
+def next_round(
+    next_round: int, finished_job: str, now: str, *, keep_processing: bool, stuck_resubmits: int | None = None
+) -> JobChange:
     """A chunk's follow-up round: its job cleared for submit to create the next one. The batch goes
     PROCESSING -> PENDING (it waits for submit like a new batch), or with other chunks running
-    (`keep_processing`) stays PROCESSING. Lost when it ended or a duplicate started the round."""
-    job = Change(
-        {
-            "geminiRound": next_round,
-            "geminiJobName": None,
-            "geminiState": None,
-            "geminiInputFile": None,
-            "submitStartedAt": None,
-            "collectQueuedAt": None,
-            "collectLines": 0,
-        },
-        Guard({"geminiJobName": finished_job}),
-    )
+    (`keep_processing`) stays PROCESSING. Lost when it ended or a duplicate started the round.
+    `stuck_resubmits`: the count a stuck job's resubmission raises."""
+    fields: dict[str, object] = {
+        "geminiRound": next_round,
+        "geminiJobName": None,
+        "geminiState": None,
+        "geminiInputFile": None,
+        "submitStartedAt": None,
+        "collectQueuedAt": None,
+        "collectLines": 0,
+        "jobCreatedAt": None,
+        "drainedJob": None,
+        "idle": None,
+    }
+    if stuck_resubmits is not None:
+        fields["stuckResubmits"] = stuck_resubmits
+    job = Change(fields, Guard({"geminiJobName": finished_job}))
     if keep_processing:
         return JobChange(job, Change({}, Guard(status_in=_PROCESSING)), name="next_round")
     pending = Change({"status": BatchStatus.PENDING, "updatedAt": now}, Guard(status_in=sources(BatchStatus.PENDING)))
     return JobChange(job, pending, name="next_round")
+
+
+# --- routing: a chunk whose items go to Flex, or leave a running job ----------------------------------
+def fan_out(now: str) -> JobChange:
+    """A flex batch's chunk sends its items to Flex, once: no Gemini job is wanted for it (idle), and the
+    batch is processing from now on."""
+    return JobChange(
+        Change({"fannedOut": True, "idle": True}, Guard({"geminiJobName": ABSENT, "fannedOut": AbsentOr(False)})),
+        Change(
+            {"status": BatchStatus.PROCESSING, "updatedAt": now},
+            Guard(status_in=sources(BatchStatus.PROCESSING) | _PROCESSING),
+        ),
+        name="fan_out",
+    )
+
+
+def want_job() -> JobChange:
+    """An idle chunk wants a Gemini job again (items Flex gave up on joined its current round)."""
+    return JobChange(
+        Change({"idle": None}, Guard({"idle": True, "geminiJobName": ABSENT})),
+        Change({}, Guard(status_in=CHUNK_BATCH_STATUSES)),
+        name="want_job",
+    )
+
+
+def drain(job_name: str) -> JobChange:
+    """The running job's open items leave it (to Flex, or to a resubmitted job): it is never collected.
+    Of a drain and a collect of one job, exactly one happens."""
+    return JobChange(
+        Change(
+            {"drainedJob": job_name},
+            Guard({"geminiJobName": job_name, "collectQueuedAt": ABSENT, "drainedJob": ABSENT}),
+        ),
+        Change({}, Guard(status_in=_PROCESSING)),
+        name="drain",
+    )

@@ -26,6 +26,7 @@ class ItemSuccess:
     image_url: str | None = None
     text: str | None = None
     public_id: str | None = None
+    rev: int | None = None  # the route revision it was asked for (None: any); a result of a left route is dropped
 
 
 @dataclass(frozen=True)

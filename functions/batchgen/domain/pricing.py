@@ -88,6 +88,7 @@ def check_quality(catalog: Catalog, model: str, quality: str | None) -> None:
         )
 
 
-def refund_amount(unit_price: Decimal, item_count: int) -> Decimal:
-    """What ending `item_count` items without success gives back: each was charged `unit_price`."""
-    return unit_price * item_count
+def refund_amount(unit_price: Decimal, item_count: int, top_ups: Decimal = Decimal(0)) -> Decimal:
+    """What ending `item_count` items without success gives back: each was charged `unit_price`, and those
+    the deadline moved to the standard tier their price difference too (`top_ups`, their sum)."""
+    return unit_price * item_count + top_ups

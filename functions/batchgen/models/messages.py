@@ -77,6 +77,22 @@ class UploadImage(Message):
     index: int
     stagingKey: str
     mimeType: str = "image/png"
+    rev: int | None = None  # the item's route revision the image was made at (None: any, an older message)
+
+
+class GenerateItem(Message):
+    """One item's synchronous Gemini call, at the Flex tier (or, as the deadline's fallback, the standard
+    tier). `rev` and `seq` name the assignment and the message it was sent for: a message of an older
+    revision (the item moved) or an older sequence (a newer message replaced it) is dropped. A call Flex
+    sheds comes back as a new message (`attempt` + 1, `since` kept: when Flex was first asked)."""
+
+    batchId: str
+    index: int
+    rev: int
+    seq: int = 0
+    tier: Literal["flex", "standard"] = "flex"
+    since: str | None = None
+    attempt: int = 1
 
 
 class PurgeImages(Message):

@@ -54,6 +54,14 @@ class BatchRecord(Record):
     # Requests per Gemini job, pinned by the first submit (None: not submitted yet; the setting then).
     # Each chunk's job state is its own row (`JobRecord`).
     geminiChunkSize: int | None = None
+    # Routing: the tier asked for, the route its items start on, the deadline, the fallback.
+    serviceTier: str = "batch"  # the create's `tier`: batch | flex | auto (`tier` above is the token's claim)
+    route: str = "batch"  # where items without a route of their own are generated: batch | flex
+    deadline: str | None = None
+    fallback: str | None = None  # "standard": items still open near the deadline at the standard price
+    fallbackNote: str | None = None  # why the fallback could not move items (the balance), for the status
+    topUpCredits: Decimal = Decimal(0)  # standard-fallback price differences debited (besides creditCost)
+    eta: str | None = None  # when the batch is expected to be done (set at create, moved by a reroute)
 
     @property
     def done_count(self) -> int:
@@ -75,6 +83,16 @@ class ItemRecord(Record):
     error: str | None = None
     round: int = 0  # the Gemini round (job) the item belongs to; raised when it is retried
     updatedAt: str | None = None
+    # Its route (None: its batch's first route) and the revision of that assignment: every move raises it,
+    # and a result counts only at the revision it was asked for (a late one from a left route is dropped).
+    route: str | None = None
+    routeRev: int = 0
+    topUp: Decimal = Decimal(0)  # the standard fallback's price difference debited for this item
+    # Its Flex call: the lease of the attempt under way, the sequence of its (re)queued messages, and when
+    # it was last attended to (a re-drive of lost messages looks at it).
+    flexLease: str | None = None
+    flexSeq: int = 0
+    flexAt: str | None = None
 
 
 class JobRecord(Record):
@@ -93,6 +111,18 @@ class JobRecord(Record):
     collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
     geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     collectLines: int = 0  # response lines of the current job read and settled (the collect checkpoint)
+    jobCreatedAt: str | None = None  # when this round's Gemini job was recorded (stuck: PENDING since)
+    # Routing. `idle`: no Gemini job is wanted for now (the chunk's items are on another route);
+    # `fannedOut`: a flex batch's chunk sent its items to Flex (once); `drainedJob`: the running job whose
+    # open items were moved away (cancelled: never collected); `stuckResubmits`: stuck jobs resubmitted.
+    idle: bool = False
+    fannedOut: bool = False
+    drainedJob: str | None = None
+    stuckResubmits: int = 0
+    # Items of this chunk moved onto each route (net: a move out counts -1), for the status's `routes`.
+    toBatch: int = 0
+    toFlex: int = 0
+    toStandard: int = 0
 
 
 class UploadRecord(Record):

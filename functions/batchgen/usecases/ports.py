@@ -19,10 +19,12 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
     from batchgen.domain.events import DomainEvent
     from batchgen.domain.gemini_jobs import JobView
     from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
+    from batchgen.domain.routing import RouteMove
     from batchgen.domain.states import BatchStatus
     from batchgen.models.messages import (
         CollectResults,
         DeliverWebhook,
+        GenerateItem,
         IngestFile,
         PurgeImages,
         SendEmail,
@@ -76,6 +78,7 @@ class Items(Protocol):
     def record_successes(
         self, batch_id: str, successes: Sequence[ItemSuccess], events: Sequence[DomainEvent] = ()
     ) -> bool: ...
+    def change_item(self, batch_id: str, index: int, change: Change) -> ItemRecord | None: ...
 
 
 class Jobs(Protocol):
@@ -124,7 +127,8 @@ class Generations(Protocol):
 
 class UnitOfWork(Protocol):
     """The transactions that span aggregates: credits move together with a batch or a generation, all of
-    it or none of it."""
+    it or none of it; items move between routes together with their chunk's route counts (and, to the
+    standard tier, with the price difference's debit)."""
 
     def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None: ...
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool: ...
@@ -138,6 +142,10 @@ class UnitOfWork(Protocol):
         batch_status: BatchStatus | None = None,
         batch_changes: dict[str, Any] | None = None,
         events: Sequence[DomainEvent] = (),
+    ) -> None: ...
+    def move_items(self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove]) -> list[int]: ...
+    def top_up_items(
+        self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove], amount_each: Decimal, reason: str
     ) -> None: ...
     def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None: ...
     def refund_generation(self, user_id: str, generation_id: str, error: str) -> bool: ...
@@ -153,7 +161,12 @@ class GeminiJobs(Protocol):
     def delete_job(self, name: str) -> None: ...
     def delete_file(self, name: str | None) -> None: ...
     def generate_content(
-        self, model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float
+        self,
+        model: str,
+        contents: list[dict[str, Any]],
+        config: dict[str, Any],
+        timeout_seconds: float,
+        service_tier: str | None = None,
     ) -> Any: ...
 
 
@@ -162,6 +175,7 @@ class Queues(Protocol):
     def send_collect(self, message: CollectResults) -> None: ...
     def send_uploads(self, messages: Sequence[UploadImage | PurgeImages]) -> None: ...
     def send_ingest(self, message: IngestFile, delay_seconds: int = 0) -> None: ...
+    def send_generate(self, messages: Sequence[GenerateItem], delay_seconds: int = 0) -> None: ...
 
 
 class Blobs(Protocol):

@@ -32,11 +32,12 @@ from batchgen.adapters.dynamo.codec import (
     key,
     marshal,
     unmarshal,
+    update_request,
     user_pk,
     values,
 )
 from batchgen.adapters.dynamo.outbox import outbox_put
-from batchgen.domain.changes import Change
+from batchgen.domain.changes import AbsentOr, Change, Guard
 from batchgen.domain.errors import ConcurrentChange, Conflict, InvalidInput
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.ids import now_iso
@@ -85,6 +86,11 @@ def first_job_row(batch: BatchRecord) -> dict[str, Any]:
 def new_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """A transaction's Put of a row whose key must be new."""
     return {"Put": {"TableName": table, "Item": row, "ConditionExpression": "attribute_not_exists(PK)"}}
+
+
+def rev_guard(rev: int) -> object:
+    """An item's route revision as a condition: a row written before revisions existed reads as 0."""
+    return AbsentOr(0) if rev == 0 else rev
 
 
 def item_row(item: ItemRecord) -> dict[str, Any]:
@@ -287,6 +293,18 @@ class DynamoItems:
             if rows:
                 yield [ItemRecord.model_validate(row) for row in rows]
 
+    def change_item(self, batch_id: str, index: int, change: Change) -> ItemRecord | None:
+        """One item's conditional move (`domain.changes`); None when its condition failed."""
+        moved = Change({**change.set, "updatedAt": now_iso()}, change.where, change.name)
+        request = update_request(self.table.name, key(batch_pk(batch_id), item_sk(index)), moved)
+        try:
+            response = self.table.db.update_item(**request, ReturnValues="ALL_NEW")
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return ItemRecord.model_validate(unmarshal(response["Attributes"]))
+
     def move_items_to_round(self, batch_id: str, indexes: Sequence[int], next_round: int) -> None:
         for index in indexes:
             self.table.db.update_item(
@@ -310,11 +328,14 @@ class DynamoItems:
             expression = Expression()
             item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
             item_values.update(publicId=success.public_id, updatedAt=at)
+            condition = expression.status_in(OPEN_ITEM_STATUSES)
+            if success.rev is not None:  # asked for on a route the item has since left: dropped
+                condition += " AND " + expression.guard(Guard({"routeRev": rev_guard(success.rev)}), must_exist=False)
             request = {
                 "TableName": self.table.name,
                 "Key": key(batch_pk(batch_id), item_sk(success.index)),
                 "UpdateExpression": expression.update(item_values),
-                "ConditionExpression": expression.status_in(OPEN_ITEM_STATUSES),
+                "ConditionExpression": condition,
             }
             writes.append({"Update": expression.into(request)})
         expression = Expression()

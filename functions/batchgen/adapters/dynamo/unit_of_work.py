@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.dynamo import credits
-from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
+from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, rev_guard, sort_key
 from batchgen.adapters.dynamo.codec import (
     ACTIVE_PK,
     MAX_TRANSACTION_ITEMS,
@@ -32,6 +32,7 @@ from batchgen.adapters.dynamo.codec import (
     error_code,
     index_removals,
     item_sk,
+    job_sk,
     key,
     marshal,
     unmarshal,
@@ -40,13 +41,18 @@ from batchgen.adapters.dynamo.codec import (
 )
 from batchgen.adapters.dynamo.generations import generation_key
 from batchgen.adapters.dynamo.outbox import outbox_put
-from batchgen.domain.changes import Change
+from batchgen.domain.changes import Change, Guard
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
+from batchgen.domain.routing import RouteMove, item_charge, route_count_field
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, OPEN_ITEM_STATUSES, BatchStatus, sources
 from batchgen.models.records import BatchRecord, ItemRecord
+
+# Items moved in one transaction: with the batch's check (or the top-up's debit, ledger entry and batch
+# update) and the chunk's counts, under DynamoDB's 100 operations.
+ROUTE_GROUP_ITEMS = 90
 
 
 class DynamoUnitOfWork:
@@ -166,6 +172,9 @@ class DynamoUnitOfWork:
         writes: list[dict[str, Any]] = []
         for outcome in outcomes:
             expression = Expression()
+            # Still open, and still on the route it was read on (a move since then makes this lose).
+            condition = expression.status_in(OPEN_ITEM_STATUSES) + " AND "
+            condition += expression.guard(Guard({"routeRev": rev_guard(outcome.item.routeRev)}), must_exist=False)
             item_update = {
                 "TableName": name,
                 "Key": key(batch_pk(batch.batchId), item_sk(outcome.item.index)),
@@ -174,10 +183,10 @@ class DynamoUnitOfWork:
                         "status": outcome.status.value,
                         "error": outcome.error,
                         "updatedAt": at,
-                        "refunded": batch.unitPrice,
+                        "refunded": item_charge(batch.unitPrice, outcome.item),
                     }
                 ),
-                "ConditionExpression": expression.status_in(OPEN_ITEM_STATUSES),
+                "ConditionExpression": condition,
             }
             writes.append({"Update": expression.into(item_update)})
         changes: dict[str, Any] = {"updatedAt": at, **(batch_changes or {})}
@@ -212,6 +221,110 @@ class DynamoUnitOfWork:
             if error_code(exc) == "TransactionCanceledException":
                 raise ConcurrentChange(f"batch {batch.batchId} changed during settlement") from exc
             raise
+
+    # --- routes -------------------------------------------------------------------------------------
+    def move_items(self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove]) -> list[int]:
+        """Each item still open at the revision read moves to its route, a group of items in one transaction
+        with the chunk's route counts; when one of a group lost its condition, they go one by one, so the
+        indexes returned (those moved now) are exact."""
+        moved: list[int] = []
+        for start in range(0, len(moves), ROUTE_GROUP_ITEMS):
+            group = list(moves[start : start + ROUTE_GROUP_ITEMS])
+            try:
+                self._move(batch, chunk, group)
+                moved += [move.index for move in group]
+                continue
+            except ConcurrentChange:
+                if len(group) == 1:
+                    continue
+            for move in group:
+                try:
+                    self._move(batch, chunk, [move])
+                    moved.append(move.index)
+                except ConcurrentChange:
+                    pass  # settled, or moved by another run: it stays where that left it
+        return moved
+
+    def top_up_items(
+        self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove], amount_each: Decimal, reason: str
+    ) -> None:
+        """Items to the standard tier with the price difference: its debit (under `balance >= total`), its
+        ledger entry, the items' moves and the batch's top-up total in ONE transaction. InsufficientCredits
+        when the balance is short; ConcurrentChange when an item moved or ended meanwhile (nothing moved)."""
+        if len(moves) > ROUTE_GROUP_ITEMS:
+            raise ValueError(f"a top-up moves at most {ROUTE_GROUP_ITEMS} items")
+        name, at = self.table.name, now_iso()
+        total = amount_each * len(moves)
+        expression = Expression()
+        batch_update = {
+            "TableName": name,
+            "Key": key(batch_pk(batch.batchId), META_SK),
+            "UpdateExpression": expression.update({"updatedAt": at}, add={"topUpCredits": total}),
+            "ConditionExpression": expression.status_in(ACTIVE_BATCH_STATUSES),
+        }
+        writes: list[dict[str, Any]] = [
+            credits.debit(name, batch.userId, total, at),
+            credits.ledger_entry(name, batch.userId, -total, reason, batch.batchId, at),
+            {"Update": expression.into(batch_update)},
+            *self._move_writes(batch, chunk, moves, at, top_up=amount_each),
+        ]
+        try:
+            self.table.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            self._raise_if_short(exc, batch.userId, total)
+            raise ConcurrentChange(f"batch {batch.batchId} changed during a top-up") from exc
+
+    def _move(self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove]) -> None:
+        expression = Expression()
+        batch_check = {
+            "TableName": self.table.name,
+            "Key": key(batch_pk(batch.batchId), META_SK),
+            "ConditionExpression": expression.status_in(ACTIVE_BATCH_STATUSES),
+        }
+        writes = [{"ConditionCheck": expression.into(batch_check)}, *self._move_writes(batch, chunk, moves, now_iso())]
+        self.table.transact(writes)
+
+    def _move_writes(
+        self, batch: BatchRecord, chunk: int, moves: Sequence[RouteMove], at: str, top_up: Decimal | None = None
+    ) -> list[dict[str, Any]]:
+        """Each item's conditional move, and the chunk's route counts (its row opened if it was not yet)."""
+        writes: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        for move in moves:
+            expression = Expression()
+            changes: dict[str, Any] = {"route": move.target, "routeRev": move.rev + 1, "updatedAt": at}
+            if move.round is not None:
+                changes["round"] = move.round
+            if top_up is not None:
+                changes["topUp"] = top_up
+            condition = expression.status_in(OPEN_ITEM_STATUSES) + " AND "
+            condition += expression.guard(Guard({"routeRev": rev_guard(move.rev)}))
+            update = {
+                "TableName": self.table.name,
+                "Key": key(batch_pk(batch.batchId), item_sk(move.index)),
+                "UpdateExpression": expression.update(changes, remove=("flexLease", "flexAt")),
+                "ConditionExpression": condition,
+            }
+            writes.append({"Update": expression.into(update)})
+            for route, delta in ((move.target, 1), (move.source, -1)):
+                counts[route_count_field(route)] = counts.get(route_count_field(route), 0) + delta
+        expression = Expression()
+        name, value = expression.name, expression.value
+        sets = [
+            f"{name('batchId')} = if_not_exists({name('batchId')}, {value(batch.batchId)})",
+            f"{name('chunk')} = if_not_exists({name('chunk')}, {value(chunk)})",
+            f"{name('entity')} = {value('job')}",
+        ]
+        adds = [f"{name(field)} {value(delta)}" for field, delta in counts.items() if delta]
+        job_update = {
+            "TableName": self.table.name,
+            "Key": key(batch_pk(batch.batchId), job_sk(chunk)),
+            "UpdateExpression": "SET " + ", ".join(sets) + (" ADD " + ", ".join(adds) if adds else ""),
+        }
+        writes.append({"Update": expression.into(job_update)})
+        return writes
 
     def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None:
         """Debit, the generation's row and the ledger entry in one transaction (402 when short)."""

@@ -80,8 +80,9 @@ def slot_is_live(slot: SlotRecord, batch: BatchRecord | None, chunk_jobs: list[J
         return True
     if batch is None or job is None:  # ended: no longer in the active index
         return False
-    # Ended at Gemini too (a chunk whose items were refunded while other chunks run).
-    return same_round and jobs.phase(job) is not jobs.JobPhase.ENDED
+    # Ended at Gemini too (a chunk whose items were refunded while other chunks run), or its items moved
+    # away from it (drained: cancelled at Gemini).
+    return same_round and jobs.phase(job) not in (jobs.JobPhase.ENDED, jobs.JobPhase.DRAINED, jobs.JobPhase.IDLE)
 
 
 def _jobs_for(services: Services, batches: Sequence[BatchRecord], known: Jobs | None) -> Jobs:

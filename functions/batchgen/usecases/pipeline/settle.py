@@ -212,7 +212,8 @@ def _commit(
     batch_status: BatchStatus | None,
     batch_changes: dict[str, Any] | None,
 ) -> Decimal:
-    refund = refund_amount(batch.unitPrice, len(outcomes)) if outcomes else Decimal(0)
+    top_ups = sum((outcome.item.topUp for outcome in outcomes), Decimal(0))
+    refund = refund_amount(batch.unitPrice, len(outcomes), top_ups) if outcomes else Decimal(0)
     caused = events.settlement(batch.batchId, [(o.item.index, o.status) for o in outcomes], batch_status)
     try:
         services.uow.settle_items(
