@@ -90,6 +90,8 @@ class FakeGemini:
             return scripted
         if self.fail_generate is not None:
             raise self.fail_generate
+        if self.answer is None and config.get("response_modalities") == ["TEXT"]:
+            return {"candidates": [{"content": {"parts": [{"text": "an answer"}]}, "finishReason": "STOP"}]}
         return self.answer or {
             "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": _PNG}}]}}]
         }

@@ -403,7 +403,9 @@ class FakeStore:
         self._credit(batch.userId, -batch.creditCost, "batch charge", batch.batchId)
         self.add(batch, items, [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
 
-    def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
+    def activate_bulk_batch(
+        self, batch: BatchRecord, *, request_count: int, cost: Decimal, route: str = "batch", eta: str | None = None
+    ) -> bool:
         current = self.batches.get(batch.batchId)
         if current is None or current.status is not BatchStatus.VALIDATING or current.ingestItems != request_count:
             return False
@@ -414,6 +416,8 @@ class FakeStore:
                 "status": BatchStatus.PENDING,
                 "requestCount": request_count,
                 "creditCost": cost,
+                "route": route,
+                "eta": eta,
                 "updatedAt": ids.now_iso(),
             }
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchgen.domain.changes import ABSENT, Change, Guard
-from batchgen.domain.states import BatchStatus, sources
+from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, sources
 from batchgen.models.records import BatchRecord
 
 
@@ -68,3 +68,9 @@ def ingest_redriven(seen_updated_at: str, now: str) -> Change:
         Guard({"updatedAt": seen_updated_at, "ingestRedrivenAt": ABSENT}, frozenset({BatchStatus.VALIDATING})),
         name="ingest_redriven",
     )
+
+
+def touch_active(now: str, seen_updated_at: str) -> Change:
+    """An active batch attended to now (the poller's repair of it waits a while), only if nobody touched it
+    since it was read."""
+    return Change({"updatedAt": now}, Guard({"updatedAt": seen_updated_at}, ACTIVE_BATCH_STATUSES), name="touch_active")

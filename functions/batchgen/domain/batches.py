@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from batchgen.config import Catalog, Settings
-from batchgen.domain import ids, pricing
+from batchgen.domain import ids, pricing, routing
 from batchgen.domain.errors import Forbidden, InvalidInput
 from batchgen.domain.images import DecodedImage, ImageError, decode_image
 from batchgen.domain.states import BatchStatus
@@ -54,6 +54,9 @@ class BatchDraft:
     webhook_url: str | None = None  # one-off webhook for this batch
     notify_email: bool = False  # email the principal when the batch ends
     scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then
+    tier: str = "batch"  # batch | flex | auto: where its items are generated (`domain.routing`)
+    deadline: str | None = None  # ISO UTC: rerouted to keep it (auto, flex) and the fallback's moment
+    fallback: str | None = None  # "standard": open items near the deadline go to the standard tier
 
 
 @dataclass
@@ -79,6 +82,12 @@ def validate(draft: BatchDraft, catalog: Catalog, settings: Settings) -> tuple[s
         )
     model = pricing.resolve_model(catalog, draft.batch_type, draft.model)
     pricing.check_quality(catalog, model, draft.quality)
+    routing.check_tier(draft.tier, model, catalog)
+    if draft.fallback is not None and draft.deadline is None:
+        raise InvalidInput(
+            "fallback needs a deadline: it moves the items still open near the deadline to the standard tier.",
+            [_detail(["fallback"], "give a deadline with it")],
+        )
     if draft.aspect_ratio is not None and draft.aspect_ratio not in catalog.aspectRatios:
         details.append(_detail(["aspectRatio"], f"use one of {', '.join(catalog.aspectRatios)}"))
     images: list[DecodedImage | None] = []
@@ -119,6 +128,8 @@ def new_batch(
     tier: str | None = None,
     input_file: str | None = None,
     retry_of: str | None = None,
+    route: str = "batch",
+    eta: str | None = None,
 ) -> BatchRecord:
     """A batch as it is first stored: the one place a `BatchRecord` is made (its id, its times, the
     draft's settings, the quote's price). An inline create, a bulk batch and a retry differ only in the
@@ -147,6 +158,11 @@ def new_batch(
         notifyEmail=notify_email,
         inputFile=input_file,
         retryOf=retry_of,
+        serviceTier=draft.tier,
+        route=route,
+        deadline=draft.deadline,
+        fallback=draft.fallback,
+        eta=eta,
     )
 
 
@@ -163,13 +179,20 @@ def draft_of(batch: BatchRecord) -> BatchDraft:
         display_name=batch.displayName,
         source=batch.source,
         webhook_url=batch.webhookUrl,
+        tier=batch.serviceTier,  # a retry keeps the tier; its deadline has passed or is the old batch's
     )
 
 
 def new_records(
-    principal: Principal, draft: BatchDraft, model: str, images: Sequence[DecodedImage | None], quote: pricing.Quote
+    principal: Principal,
+    draft: BatchDraft,
+    model: str,
+    images: Sequence[DecodedImage | None],
+    quote: pricing.Quote,
+    plan: routing.RoutePlan | None = None,
 ) -> CreatedBatch:
-    """The batch and its items as they are first stored: pending (or scheduled), charged at the quote."""
+    """The batch and its items as they are first stored: pending (or scheduled), charged at the quote, on
+    the route `plan` chose."""
     batch = new_batch(
         principal.user_id,
         draft,
@@ -178,6 +201,8 @@ def new_records(
         status=BatchStatus.SCHEDULED if draft.scheduled_for else BatchStatus.PENDING,
         notify_email=principal.email if draft.notify_email else None,
         tier=principal.tier,
+        route=plan.route if plan else "batch",
+        eta=plan.eta if plan else None,
     )
     batch_id, now = batch.batchId, batch.createdAt
     items = []

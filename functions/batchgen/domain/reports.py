@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchgen import constants
+from batchgen.domain.routing import effective_route
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal, reported_item_status
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
 
@@ -27,6 +28,19 @@ def item_view(item: ItemRecord, batch: BatchRecord) -> dict[str, object]:
         "imageUrl": item.imageUrl,
         "text": item.text,
         "error": item.error,
+        "route": effective_route(item, batch),
+    }
+
+
+def routing_view(batch: BatchRecord) -> dict[str, object]:
+    """The batch's tier, deadline and expected completion (none once it is over), and the fallback."""
+    return {
+        "tier": batch.serviceTier,
+        "deadline": batch.deadline,
+        "eta": None if is_terminal(batch.status) else batch.eta,
+        "fallback": batch.fallback,
+        "topUpCredits": batch.topUpCredits,
+        "fallbackNote": batch.fallbackNote,
     }
 
 
@@ -85,6 +99,7 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "failureReason": batch.failureReason,
         "retryOf": batch.retryOf,
         "scheduledFor": batch.scheduledFor,
+        **routing_view(batch),
     }
 
 
@@ -100,6 +115,10 @@ def history_entry(batch: BatchRecord, *, include_user: bool = False) -> dict[str
         "failCount": batch.failCount,
         "creditCost": batch.creditCost,
         "refundedCredits": batch.refundedCredits,
+        "tier": batch.serviceTier,
+        "deadline": batch.deadline,
+        "eta": None if is_terminal(batch.status) else batch.eta,
+        "topUpCredits": batch.topUpCredits,
     }
     if include_user:
         entry["userId"] = batch.userId

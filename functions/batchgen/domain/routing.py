@@ -18,8 +18,11 @@ from decimal import Decimal
 
 from batchgen import constants
 from batchgen.config import Catalog, Settings
+from batchgen.domain import ids
+from batchgen.domain.changes import ABSENT, AbsentOr, Change, Guard
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.gemini_jobs import JOB_PENDING
+from batchgen.domain.states import OPEN_ITEM_STATUSES
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 
 BATCH, FLEX, STANDARD = constants.ROUTES
@@ -205,3 +208,111 @@ def route_counts(batch: BatchRecord, jobs: Iterable[JobRecord]) -> dict[str, int
         for route, name in _COUNT_FIELDS.items():
             counts[route] += int(getattr(job, name) or 0)
     return counts
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """Where a new batch starts, and when it is expected to be done."""
+
+    route: str
+    eta: str
+
+
+def plan_route(
+    tier: str,
+    model: str,
+    count: int,
+    *,
+    deadline: str | None,
+    start: datetime,
+    catalog: Catalog,
+    settings: Settings,
+) -> RoutePlan:
+    """The first route of a batch of `count` items starting at `start` (now, or its scheduled time)."""
+    due = ids.parse_iso(deadline) if deadline else None
+    left = (due - start).total_seconds() if due is not None else None
+    route = first_route(tier, count, served=flex_served(catalog, model), seconds_to_deadline=left, settings=settings)
+    return RoutePlan(route, ids.iso(eta(start, route, count, settings, due)))
+
+
+@dataclass(frozen=True)
+class TierEstimate:
+    """The quote's answer for one tier: what it costs and when it is expected to be done."""
+
+    tier: str
+    route: str | None  # None: the tier cannot take this batch (flex for a model Flex does not serve)
+    eta: str | None
+
+
+def tier_estimates(
+    model: str, count: int, *, deadline: str | None, start: datetime, catalog: Catalog, settings: Settings
+) -> list[TierEstimate]:
+    """Every tier's route and estimated completion for one batch (the quote)."""
+    found = []
+    for tier in constants.TIERS:
+        if tier == TIER_FLEX and not flex_served(catalog, model):
+            found.append(TierEstimate(tier, None, None))
+            continue
+        plan = plan_route(tier, model, count, deadline=deadline, start=start, catalog=catalog, settings=settings)
+        found.append(TierEstimate(tier, plan.route, plan.eta))
+    return found
+
+
+# --- an item's Flex call: its lease and its (re)queued messages -------------------------------------
+def rev_condition(rev: int) -> object:
+    """A route revision as a condition: a row written before revisions existed reads as 0."""
+    return AbsentOr(0) if rev == 0 else rev
+
+
+def take_flex_lease(rev: int, seq: int, previous: str | None, now: str) -> Change:
+    """Compare-and-set of the lease of one Flex call: of two deliveries of one message (or a message and
+    its re-drive) exactly one calls Gemini. Only while open, at its revision and message sequence."""
+    return Change(
+        {"flexLease": now, "flexAt": now},
+        Guard(
+            {
+                "routeRev": rev_condition(rev),
+                "flexSeq": AbsentOr(0) if seq == 0 else seq,
+                "flexLease": previous or ABSENT,
+            },
+            status_in=OPEN_ITEM_STATUSES,
+        ),
+        name="take_flex_lease",
+    )
+
+
+def requeue_flex(rev: int, seq: int, lease: str, now: str) -> Change:
+    """A shed call: the lease goes, the next message (sequence + 1) is the only one that counts."""
+    return Change(
+        {"flexLease": None, "flexSeq": seq + 1, "flexAt": now},
+        Guard({"routeRev": rev_condition(rev), "flexLease": lease}, status_in=OPEN_ITEM_STATUSES),
+        name="requeue_flex",
+    )
+
+
+def flex_answered(rev: int, lease: str, now: str) -> Change:
+    """The call answered with an image on its way to upload: the item is attended to (no re-drive)."""
+    return Change(
+        {"flexAt": now},
+        Guard({"routeRev": rev_condition(rev), "flexLease": lease}, status_in=OPEN_ITEM_STATUSES),
+        name="flex_answered",
+    )
+
+
+def lease_is_live(lease: str | None, age_seconds: float | None, timeout_seconds: float) -> bool:
+    """A lease younger than a call can last: its holder may be waiting for Gemini right now."""
+    return lease is not None and age_seconds is not None and age_seconds < timeout_seconds + 60
+
+
+def needs_redrive(
+    item: ItemRecord, batch: BatchRecord, *, attended_age: float | None, lease_age: float | None, timeout_seconds: float
+) -> bool:
+    """An open Flex (or standard) item whose call left no trace for FLEX_REDRIVE_SECONDS: its message was lost."""
+    if effective_route(item, batch) == BATCH or lease_is_live(item.flexLease, lease_age, timeout_seconds):
+        return False
+    return attended_age is None or attended_age >= constants.FLEX_REDRIVE_SECONDS
+
+
+def fans_out(batch: BatchRecord, job: JobRecord) -> bool:
+    """A chunk of a flex batch whose items have not been sent to Flex yet: it wants no Gemini job slot."""
+    return batch.route == FLEX and not job.fannedOut and job.geminiRound == 0 and not job.geminiJobName

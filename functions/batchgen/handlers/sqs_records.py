@@ -9,7 +9,14 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
-from batchgen.models.messages import CollectResults, IngestFile, NotifyMessage, SubmitMessage, UploadMessage
+from batchgen.models.messages import (
+    CollectResults,
+    GenerateItem,
+    IngestFile,
+    NotifyMessage,
+    SubmitMessage,
+    UploadMessage,
+)
 
 
 class SubmitRecord(SqsRecordModel):
@@ -30,3 +37,7 @@ class IngestRecord(SqsRecordModel):
 
 class NotifyRecord(SqsRecordModel):
     body: Json[NotifyMessage]
+
+
+class GenerateRecord(SqsRecordModel):
+    body: Json[GenerateItem]

@@ -49,6 +49,7 @@ def handle(record: UploadRecord) -> str:
             user_id=message.userId,
             batch_type=message.batchType,
             final_attempt=final_attempt,
+            rev=message.rev,
         )
     except TransientError:
         back_off(record, get_settings().upload_queue_url)

@@ -131,7 +131,9 @@ class UnitOfWork(Protocol):
     standard tier, with the price difference's debit)."""
 
     def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None: ...
-    def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool: ...
+    def activate_bulk_batch(
+        self, batch: BatchRecord, *, request_count: int, cost: Decimal, route: str = "batch", eta: str | None = None
+    ) -> bool: ...
     def settle_items(
         self,
         batch: BatchRecord,

@@ -37,11 +37,12 @@ from batchgen.adapters.dynamo.codec import (
     values,
 )
 from batchgen.adapters.dynamo.outbox import outbox_put
-from batchgen.domain.changes import AbsentOr, Change, Guard
+from batchgen.domain.changes import Change, Guard
 from batchgen.domain.errors import ConcurrentChange, Conflict, InvalidInput
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemSuccess, Page
+from batchgen.domain.routing import rev_condition
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
     OPEN_ITEM_STATUSES,
@@ -86,11 +87,6 @@ def first_job_row(batch: BatchRecord) -> dict[str, Any]:
 def new_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """A transaction's Put of a row whose key must be new."""
     return {"Put": {"TableName": table, "Item": row, "ConditionExpression": "attribute_not_exists(PK)"}}
-
-
-def rev_guard(rev: int) -> object:
-    """An item's route revision as a condition: a row written before revisions existed reads as 0."""
-    return AbsentOr(0) if rev == 0 else rev
 
 
 def item_row(item: ItemRecord) -> dict[str, Any]:
@@ -330,7 +326,9 @@ class DynamoItems:
             item_values.update(publicId=success.public_id, updatedAt=at)
             condition = expression.status_in(OPEN_ITEM_STATUSES)
             if success.rev is not None:  # asked for on a route the item has since left: dropped
-                condition += " AND " + expression.guard(Guard({"routeRev": rev_guard(success.rev)}), must_exist=False)
+                condition += " AND " + expression.guard(
+                    Guard({"routeRev": rev_condition(success.rev)}), must_exist=False
+                )
             request = {
                 "TableName": self.table.name,
                 "Key": key(batch_pk(batch_id), item_sk(success.index)),

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.dynamo import credits
-from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, rev_guard, sort_key
+from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
 from batchgen.adapters.dynamo.codec import (
     ACTIVE_PK,
     MAX_TRANSACTION_ITEMS,
@@ -46,7 +46,7 @@ from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Insufficien
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
-from batchgen.domain.routing import RouteMove, item_charge, route_count_field
+from batchgen.domain.routing import RouteMove, item_charge, rev_condition, route_count_field
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, OPEN_ITEM_STATUSES, BatchStatus, sources
 from batchgen.models.records import BatchRecord, ItemRecord
 
@@ -117,13 +117,16 @@ class DynamoUnitOfWork:
                 required, available if available is not None else self.credits.get_balance(user_id)
             ) from exc
 
-    def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
-        """validating -> pending: the one debit of a bulk batch, its counts and its ledger entry in one
-        transaction. InsufficientCredits when the balance is short; False when the batch left
-        `validating` (cancelled, or a duplicate delivery activated it first)."""
+    def activate_bulk_batch(
+        self, batch: BatchRecord, *, request_count: int, cost: Decimal, route: str = "batch", eta: str | None = None
+    ) -> bool:
+        """validating -> pending: the one debit of a bulk batch, its counts, its route (chosen now that its
+        size is known) and its ledger entry in one transaction. InsufficientCredits when the balance is
+        short; False when the batch left `validating` (cancelled, or a duplicate delivery activated it)."""
         name, at = self.table.name, now_iso()
         expression = Expression()
         changes = {"status": BatchStatus.PENDING.value, "requestCount": request_count, "creditCost": cost}
+        changes.update(route=route, eta=eta)
         changes.update(updatedAt=at, GSI3PK=ACTIVE_PK, GSI3SK=sort_key(batch))
         condition = expression.status_in([BatchStatus.VALIDATING])
         condition += f" AND {expression.name('ingestItems')} = {expression.value(request_count)}"
@@ -174,7 +177,7 @@ class DynamoUnitOfWork:
             expression = Expression()
             # Still open, and still on the route it was read on (a move since then makes this lose).
             condition = expression.status_in(OPEN_ITEM_STATUSES) + " AND "
-            condition += expression.guard(Guard({"routeRev": rev_guard(outcome.item.routeRev)}), must_exist=False)
+            condition += expression.guard(Guard({"routeRev": rev_condition(outcome.item.routeRev)}), must_exist=False)
             item_update = {
                 "TableName": name,
                 "Key": key(batch_pk(batch.batchId), item_sk(outcome.item.index)),
@@ -300,7 +303,7 @@ class DynamoUnitOfWork:
             if top_up is not None:
                 changes["topUp"] = top_up
             condition = expression.status_in(OPEN_ITEM_STATUSES) + " AND "
-            condition += expression.guard(Guard({"routeRev": rev_guard(move.rev)}))
+            condition += expression.guard(Guard({"routeRev": rev_condition(move.rev)}))
             update = {
                 "TableName": self.table.name,
                 "Key": key(batch_pk(batch.batchId), item_sk(move.index)),

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
-from batchgen.domain import ids, reports
+from batchgen.domain import ids, reports, routing
 from batchgen.domain.states import is_terminal
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
@@ -45,6 +45,9 @@ def _create_batch_response(request: models.CreateBatchRequest, request_key: str 
         requestCount=batch.requestCount,
         creditCost=batch.creditCost,
         scheduledFor=batch.scheduledFor,
+        tier=batch.serviceTier,  # type: ignore[arg-type]  # one of TIERS, as the request gave it
+        deadline=batch.deadline,
+        eta=batch.eta,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
         message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
         "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
@@ -95,6 +98,7 @@ def batch_status(batch_id: str) -> models.BatchStatusResponse:
     chunk_jobs = chunks.jobs_of(services(), record.batch)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
     body.update(chunks.gemini_view(chunk_jobs))  # per chunk
+    body["routes"] = routing.route_counts(record.batch, chunk_jobs)  # from the chunks' rows: no item read
     return models.BatchStatusResponse.model_validate(body)
 
 
@@ -134,7 +138,9 @@ def batch_history(
 def cancel_batch(batch_id: str) -> Response[models.BatchStatusResponse]:
     page = manage.cancel_batch(services(), principal(router), batch_id)
     report = reports.status_body(page)
-    report.update(chunks.gemini_view(chunks.jobs_of(services(), page.batch)))
+    chunk_jobs = chunks.jobs_of(services(), page.batch)
+    report.update(chunks.gemini_view(chunk_jobs))
+    report["routes"] = routing.route_counts(page.batch, chunk_jobs)
     body = models.BatchStatusResponse.model_validate(report).model_dump(mode="json")
     return json_response(HTTPStatus.OK if is_terminal(page.batch.status) else HTTPStatus.ACCEPTED, body)
 

@@ -17,6 +17,7 @@ from batchgen.handlers.routes.support import json_response, next_cursor_header, 
 from batchgen.models import api as models
 from batchgen.usecases.bulk import ingest
 from batchgen.usecases.pipeline import items
+from batchgen.usecases.planning import plan
 
 router = Router()
 
@@ -37,6 +38,9 @@ def file_batch_response(request: models.CreateBatchRequest, upload_id: str, call
             display_name=request.displayName,
             webhook_url=request.webhookUrl,
             notify_email=bool(request.notifyEmail),
+            tier=request.tier or constants.TIER_DEFAULT,  # its route is chosen once its size is known
+            deadline=plan.deadline_of(request.deadline, None),
+            fallback=request.fallback,
         ),
         upload_id,
     )

@@ -18,6 +18,7 @@ from batchgen.handlers.routes.support import (
 )
 from batchgen.models import api as models
 from batchgen.usecases.pipeline import create, manage
+from batchgen.usecases.planning import plan
 
 router = Router()
 
@@ -43,6 +44,9 @@ def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatch
             source="generate",
             max_requests=constants.MAX_GENERATE_BATCH_IMAGES,
             field_path=("images", "prompt", "data"),
+            tier=request.tier or constants.TIER_DEFAULT,
+            deadline=plan.deadline_of(request.deadline, None),
+            fallback=request.fallback,
         ),
     )
     record_created(created.batch.requestCount, created.batch.creditCost)

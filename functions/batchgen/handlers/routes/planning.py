@@ -40,7 +40,9 @@ def _view(record: TemplateRecord) -> dict[str, Any]:
     "/batch/quote",
     summary="Price a batch before creating it (nothing is charged or recorded)",
     description="Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the "
-    "same checks; `standardCost` is what the standard endpoint would charge for as many images.",
+    "same checks; `standardCost` is what the standard endpoint would charge for as many images; `tiers` "
+    "answers, for each tier, the credit cost and the estimated completion (`available: false`: the tier "
+    "cannot take this batch, e.g. Flex for a model it does not serve).",
     tags=["Batches"],
     responses=docs.responses(200, "The price", 400, 401, 403, 404, 413, 415),
 )
@@ -54,6 +56,18 @@ def quote_batch(request: models.CreateBatchRequest) -> models.QuoteResponse:
         savings=price.savings,
         balance=price.balance,
         sufficient=price.sufficient,
+        tier=price.tier,  # type: ignore[arg-type]  # one of TIERS: the request's, checked by its model
+        eta=price.eta,
+        tiers=[
+            models.TierQuote(
+                tier=estimate.tier,  # type: ignore[arg-type]
+                available=estimate.route is not None,
+                route=estimate.route,  # type: ignore[arg-type]
+                creditCost=price.credit_cost,
+                eta=estimate.eta,
+            )
+            for estimate in price.tiers
+        ],
     )
 
 

@@ -134,6 +134,9 @@ from batchgen.models.api.pipeline import (
     LedgerEntryView as LedgerEntryView,
 )
 from batchgen.models.api.pipeline import (
+    RouteCounts as RouteCounts,
+)
+from batchgen.models.api.pipeline import (
     Summary as Summary,
 )
 from batchgen.models.api.planning import (
@@ -144,6 +147,9 @@ from batchgen.models.api.planning import (
 )
 from batchgen.models.api.planning import (
     TemplateView as TemplateView,
+)
+from batchgen.models.api.planning import (
+    TierQuote as TierQuote,
 )
 from batchgen.models.api.routing import (
     PhotoRequest as PhotoRequest,

@@ -16,6 +16,25 @@ BatchTypeName = Literal["character", "food", "product", "text-to-image", "image-
 Quality = Literal["1k", "2k", "4k"]
 
 
+Tier = Literal["batch", "flex", "auto"]  # `batchgen.constants.TIERS`
+Route = Literal["batch", "flex", "standard"]  # `batchgen.constants.ROUTES`
+Fallback = Literal["standard"]  # `batchgen.constants.FALLBACKS`
+
+TIER_DESCRIPTION = (
+    "Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), "
+    "`flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or "
+    "`auto` (Flex for small batches and near deadlines, the Batch API otherwise)"
+)
+DEADLINE_DESCRIPTION = (
+    "ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex "
+    "to keep it, and `fallback` acts just before it"
+)
+FALLBACK_DESCRIPTION = (
+    "`standard`: items still open 5 minutes before the deadline are generated at the standard tier; the "
+    "price difference is debited then (without the balance for it, they stay where they are)"
+)
+
+
 Credits = Annotated[Decimal, PlainSerializer(json_number, return_type=int | float, when_used="json")]
 
 

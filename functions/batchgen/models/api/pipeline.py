@@ -10,13 +10,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from batchgen import constants
 from batchgen.domain.money import to_credits
 from batchgen.models.api.common import (
+    DEADLINE_DESCRIPTION,
     EXAMPLE_IMAGE,
+    FALLBACK_DESCRIPTION,
+    TIER_DESCRIPTION,
     BatchTypeName,
     Credits,
+    Fallback,
     Prompt,
     Quality,
+    Route,
     ShortText,
     StrictBody,
+    Tier,
 )
 
 
@@ -46,6 +52,11 @@ class CreateBatchRequest(StrictBody):
                     "type": "image-edit",
                     "prompt": "Make it look like a watercolour painting",
                     "requests": [{"id": "photo-1", "imageBase64": EXAMPLE_IMAGE}],
+                },
+                {
+                    "type": "text",
+                    "requests": [{"id": "q1", "prompt": "Name three uses of a paperclip"}],
+                    "tier": "auto",
                 },
             ]
         },
@@ -79,6 +90,9 @@ class CreateBatchRequest(StrictBody):
         default=None, description="ISO 8601 UTC: submit at this time (1 minute to 7 days ahead)"
     )
     offPeak: bool | None = Field(default=None, description="Submit at the next start of the off-peak window (UTC)")
+    tier: Tier | None = Field(default=None, description=TIER_DESCRIPTION)
+    deadline: AwareDatetime | None = Field(default=None, description=DEADLINE_DESCRIPTION)
+    fallback: Fallback | None = Field(default=None, description=FALLBACK_DESCRIPTION)
 
     @model_validator(mode="after")
     def _one_source(self) -> CreateBatchRequest:
@@ -107,6 +121,9 @@ class CreateBatchResponse(BaseModel):
     jobs: list[Job]
     message: str
     scheduledFor: str | None = None
+    tier: Tier = "batch"
+    deadline: str | None = None
+    eta: str | None = Field(default=None, description="When the batch is expected to be done")
 
 
 class ItemView(BaseModel):
@@ -116,6 +133,15 @@ class ItemView(BaseModel):
     imageUrl: str | None
     text: str | None
     error: str | None
+    route: Route = Field(default="batch", description="Where the item is (or was) generated")
+
+
+class RouteCounts(BaseModel):
+    """Items per route: the Batch API, Flex, or the standard tier (the deadline's fallback)."""
+
+    batch: int
+    flex: int
+    standard: int
 
 
 class Summary(BaseModel):
@@ -167,6 +193,17 @@ class BatchStatusResponse(BaseModel):
         default=None,
         description="The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's",
     )
+    tier: Tier = Field(default="batch", description=TIER_DESCRIPTION)
+    deadline: str | None = None
+    fallback: Fallback | None = None
+    eta: str | None = Field(default=None, description="When the batch is expected to be done (null once it is)")
+    routes: RouteCounts | None = Field(default=None, description="How many items are on each route")
+    topUpCredits: Credits = Field(
+        default=Decimal(0), description="Credits debited for the standard fallback (beside `creditCost`)"
+    )
+    fallbackNote: str | None = Field(
+        default=None, description="Why the standard fallback could not move items (e.g. the balance)"
+    )
 
 
 class DeleteBatchResponse(BaseModel):
@@ -190,6 +227,10 @@ class HistoryEntry(BaseModel):
     failCount: int
     creditCost: Credits
     refundedCredits: Credits
+    tier: Tier = "batch"
+    deadline: str | None = None
+    eta: str | None = None
+    topUpCredits: Credits = Decimal(0)
 
 
 class AdminHistoryEntry(HistoryEntry):
@@ -224,6 +265,10 @@ class GenerateBatchRequest(StrictBody):
     quality: Quality | None = None
     aspectRatio: ShortText | None = None
     negativePrompt: Prompt | None = None
+    # Not sent by the seed's client: this service's routing, the same as on /batch/create.
+    tier: Tier | None = Field(default=None, description=TIER_DESCRIPTION)
+    deadline: AwareDatetime | None = Field(default=None, description=DEADLINE_DESCRIPTION)
+    fallback: Fallback | None = Field(default=None, description=FALLBACK_DESCRIPTION)
 
 
 class GenerateBatchResponse(BaseModel):

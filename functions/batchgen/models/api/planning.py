@@ -12,12 +12,24 @@ from batchgen.models.api.common import (
     Credits,
     Prompt,
     Quality,
+    Route,
     ShortText,
     StrictBody,
+    Tier,
 )
 from batchgen.models.api.pipeline import (
     BatchRequestItem,
 )
+
+
+class TierQuote(BaseModel):
+    """One tier's answer for the quoted batch."""
+
+    tier: Tier
+    available: bool = Field(description="False: this tier cannot take the batch (Flex does not serve its model)")
+    route: Route | None = Field(description="The route its items would start on (`auto` picks one)")
+    creditCost: Credits = Field(description="The same batch price on every tier")
+    eta: str | None = Field(description="Estimated completion (ISO 8601 UTC), if it started now")
 
 
 class QuoteResponse(BaseModel):
@@ -29,6 +41,9 @@ class QuoteResponse(BaseModel):
     savings: Credits
     balance: Credits
     sufficient: bool
+    tier: Tier = Field(default="batch", description="The tier the body asks for")
+    eta: str | None = Field(default=None, description="Estimated completion on that tier")
+    tiers: list[TierQuote] = Field(default_factory=list, description="Cost and estimated completion per tier")
 
 
 class TemplateRequest(StrictBody):

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import batch_moves, bulk, ids, pricing
+from batchgen.domain import batch_moves, bulk, ids, pricing, routing
 from batchgen.domain.batches import BatchDraft, Principal, ensure_may_create, new_batch, validate
 from batchgen.domain.errors import InsufficientCredits
 from batchgen.domain.images import DecodedImage
@@ -329,8 +329,19 @@ def _finish(services: Services, run: IngestRun) -> str:
             services, batch, "The input file holds no requests (one JSON object per line). Nothing was charged."
         )
     cost = pricing.quote(get_catalog(), batch.type, batch.quality, progress.items).total
+    plan = routing.plan_route(
+        batch.serviceTier,
+        batch.model,
+        progress.items,
+        deadline=batch.deadline,
+        start=ids.utc_now(),
+        catalog=get_catalog(),
+        settings=get_settings(),
+    )
     try:
-        activated = services.uow.activate_bulk_batch(batch, request_count=progress.items, cost=cost)
+        activated = services.uow.activate_bulk_batch(
+            batch, request_count=progress.items, cost=cost, route=plan.route, eta=plan.eta
+        )
     except InsufficientCredits as exc:
         return _fail(
             services,

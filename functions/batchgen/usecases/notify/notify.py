@@ -27,6 +27,7 @@ from batchgen.config import get_settings
 from batchgen.domain import ids, reports
 from batchgen.domain import notifications as rules
 from batchgen.domain.events import BatchEnded, DomainEvent, ItemEvent, ItemsFailed, ItemsSucceeded
+from batchgen.domain.routing import effective_route
 from batchgen.domain.states import is_terminal
 from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
 from batchgen.models.records import BatchRecord, DeliveryRecord, OutboxRecord, WebhookEndpointRecord
@@ -149,6 +150,7 @@ def item_webhooks(
             "imageUrl": item.imageUrl,
             "text": item.text,
             "error": item.error,
+            "route": effective_route(item, batch),
         }
         yield from _to_endpoints(endpoints, f"{row.eventId}_{index}", event.name, row.at, batch, data)
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from batchgen.config import get_settings
-from batchgen.domain import gemini_jobs, jobs
+from batchgen.domain import gemini_jobs, jobs, routing
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import open_items
 from batchgen.models.messages import CancelJob, DeleteJob, SubmitJob
@@ -56,9 +56,27 @@ def chunk_items(services: Services, batch: BatchRecord, chunk: int) -> list[Item
     return [item for page in services.items.iter_item_range(batch.batchId, start, stop) for item in page]
 
 
-def round_items(items: list[ItemRecord], job: JobRecord) -> list[ItemRecord]:
-    """The open items of the chunk's current Gemini round, in request order."""
-    return [item for item in open_items(items) if item.round == job.geminiRound]
+def round_items(items: list[ItemRecord], job: JobRecord, batch: BatchRecord) -> list[ItemRecord]:
+    """The open items of the chunk's current Gemini round, in request order: those on the batch route
+    (an item that moved to Flex or the standard tier is no longer the job's)."""
+    return [
+        item
+        for item in open_items(items)
+        if item.round == job.geminiRound and routing.effective_route(item, batch) == routing.BATCH
+    ]
+
+
+def wants_next_round(items: list[ItemRecord], job: JobRecord, batch: BatchRecord) -> bool:
+    """Open items of the batch route wait for a later round of this chunk (retried, or back from Flex)."""
+    return any(
+        item.round > job.geminiRound and routing.effective_route(item, batch) == routing.BATCH
+        for item in open_items(items)
+    )
+
+
+def chunk_of(batch: BatchRecord, index: int) -> int:
+    """The chunk an item belongs to."""
+    return index // chunk_size(batch)
 
 
 def gemini_view(jobs: list[JobRecord]) -> dict[str, object]:

@@ -71,6 +71,7 @@ class CollectRun:
     saved: int = 0  # the checkpoint written
     keyless: bool = False  # an answer without a key: matched by position only at the end, no checkpoint
     failures: dict[int, str] = field(default_factory=dict)
+    revs: dict[int, int] = field(default_factory=dict)  # each failure's route revision as read
     retries: list[ItemRecord] = field(default_factory=list)
 
     def answers(
@@ -90,16 +91,19 @@ class CollectRun:
         self.answered.update(item.itemId for item, _ in matched if item is not None)
         self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
         if sorted_.texts:  # a group (at most ten) in one transaction
-            successes = [ItemSuccess(item.index, text=answer.text) for item, answer in sorted_.texts]
+            successes = [ItemSuccess(item.index, text=answer.text, rev=item.routeRev) for item, answer in sorted_.texts]
             self.report.texts_stored += record_successes(self.services, self.batch.batchId, successes)
         self.failures.update(sorted_.failures)
+        self.revs.update({item.index: item.routeRev for item, _ in matched if item is not None})
         self.retries += sorted_.retries
 
     def checkpoint(self) -> bool:
         """Settles what was sorted and records the place; False when another run on this chunk moved it."""
         services, batch_id = self.services, self.batch.batchId
         if self.failures:
-            fail_items(services, batch_id, self.failures, reason="failed items refund")
+            # Only items still where this job's answers were asked for: one that moved to Flex meanwhile
+            # keeps its route (this answer is dropped).
+            fail_items(services, batch_id, self.failures, reason="failed items refund", revs=self.revs)
             self.report.failed += len(self.failures)
         if self.retries:
             indexes = [item.index for item in self.retries]
@@ -131,7 +135,7 @@ def collect_batch(
     if job.collectedJob == job_name:
         # A duplicate delivery: this job's results were read (its files may be gone). If the first one
         # died before starting the follow-up round its retried items wait for, start it now.
-        if any(item.round > job.geminiRound and is_open(item.status) for item in chunk_items):
+        if chunks.wants_next_round(chunk_items, job, batch):
             chunks.start_next_round(services, batch, job)
         return report
     view = services.gemini.get_job(job_name)
@@ -141,7 +145,7 @@ def collect_batch(
         services.jobs.change_job(batch_id, chunk, jobs.unqueue_collect())
         return report
     run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
-    items = chunks.round_items(chunk_items, job)
+    items = chunks.round_items(chunk_items, job, batch)
     outcome = _read(run, view, items, time_left or (lambda: float("inf")))
     if outcome == "handed_over":
         services.queues.send_collect(CollectResults(batchId=batch_id, chunk=chunk))
@@ -152,7 +156,7 @@ def collect_batch(
     if outcome == "read":
         # Before the files go: a duplicate never reads a deleted file.
         services.jobs.change_job(batch_id, chunk, jobs.mark_collected(view.name))
-        if run.report.retried or any(i.round > job.geminiRound and is_open(i.status) for i in chunk_items):
+        if run.report.retried or chunks.wants_next_round(chunk_items, job, batch):
             chunks.start_next_round(services, batch, job)
         finalize_if_done(services, batch_id)
     _delete_files(services, job, view)  # read, or the batch ended meanwhile (its last items settled, or cancelled)
@@ -180,7 +184,9 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
         if low:
             return "handed_over"
     run.settle_group(group, last_round=last_round)
-    run.failures.update({item.index: NO_RESPONSE for item in items if item.itemId not in run.answered})
+    unanswered = [item for item in items if item.itemId not in run.answered]
+    run.failures.update({item.index: NO_RESPONSE for item in unanswered})
+    run.revs.update({item.index: item.routeRev for item in unanswered})
     return "read" if run.checkpoint() else "overtaken"
 
 
@@ -261,6 +267,7 @@ def _stage_images(services: Services, batch: BatchRecord, images: list[tuple[Ite
                 index=item.index,
                 stagingKey=key,
                 mimeType=mime_type,
+                rev=item.routeRev,
             )
         )
     if uploads:

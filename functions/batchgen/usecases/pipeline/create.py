@@ -8,7 +8,7 @@ import socket
 import time
 
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import notifications, pricing
+from batchgen.domain import ids, notifications, pricing, routing
 from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, ensure_may_create, new_records, validate
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InvalidInput
 from batchgen.models.messages import SubmitJob
@@ -31,7 +31,17 @@ def create_batch(
     model, images = validate(draft, catalog, settings)
     check_notifications(principal, draft)
     quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests))
-    created = new_records(principal, draft, model, images, quote)
+    start = ids.parse_iso(draft.scheduled_for) if draft.scheduled_for else ids.utc_now()
+    plan = routing.plan_route(
+        draft.tier,
+        model,
+        len(draft.requests),
+        deadline=draft.deadline,
+        start=start,
+        catalog=catalog,
+        settings=settings,
+    )
+    created = new_records(principal, draft, model, images, quote, plan)
     uploaded: list[str] = []
     try:
         for item, image in zip(created.items, images, strict=True):

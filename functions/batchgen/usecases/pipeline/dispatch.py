@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from batchgen.config import get_settings
-from batchgen.domain import batch_moves, dispatch, ids, jobs
+from batchgen.domain import batch_moves, dispatch, ids, jobs, routing
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
@@ -66,6 +66,8 @@ Jobs = dict[str, list[JobRecord]]  # each active batch's chunks (`chunks.jobs_of
 def is_waiting(batch: BatchRecord, held: set[str], job: JobRecord) -> bool:
     """A chunk without a job and without a slot, of a batch that may run it."""
     if batch.status not in (BatchStatus.PENDING, BatchStatus.PROCESSING):  # processing: other chunks run
+        return False
+    if routing.fans_out(batch, job):  # its items go to Flex: no Gemini job, no slot
         return False
     return not jobs.has_job(job) and slot_key(batch, job) not in held
 

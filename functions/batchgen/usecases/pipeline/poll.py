@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from batchgen import constants
 from batchgen.config import get_settings
-from batchgen.domain import batch_moves, ids, jobs
+from batchgen.domain import batch_moves, ids, jobs, routing
 from batchgen.domain.gemini_jobs import (
     JOB_ENDINGS,
     JOB_FAILED,
@@ -27,7 +27,7 @@ from batchgen.domain.gemini_jobs import (
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import CollectResults, SubmitJob
 from batchgen.models.records import BatchRecord, JobRecord
-from batchgen.usecases.pipeline import chunks, dispatch
+from batchgen.usecases.pipeline import chunks, dispatch, routes
 from batchgen.usecases.pipeline.settle import end_batch, fail_items, finalize_if_done
 from batchgen.usecases.pipeline.submit import lease_is_held
 from batchgen.usecases.ports import Services
@@ -44,6 +44,7 @@ class TickReport:
     expired: int = 0
     redriven: int = 0
     released: int = 0  # scheduled batches whose time came
+    rerouted: int = 0  # batches whose items moved between routes (stuck, late, fallback, repairs)
     slots_released: int = 0  # Gemini job slots of ended jobs given back
     admitted: int = 0  # waiting batches given a slot and sent to submit
     waiting: int = 0  # batches still waiting for a slot
@@ -104,17 +105,26 @@ def poll_batch(
     if batch.status is BatchStatus.SCHEDULED:
         return release_if_due(services, batch), None
     outcome: tuple[str, str | None] = ("idle", None)
-    for job in jobs if jobs is not None else chunks.jobs_of(services, batch):
+    chunk_jobs = jobs if jobs is not None else chunks.jobs_of(services, batch)
+    for job in chunk_jobs:
         holds = (dispatch.slot_key(batch, job) in held) if held is not None else holds_slot
         kind, state = _poll_chunk(services, batch, job, holds)
         if kind != "idle" or (state and outcome[0] == "idle"):
             outcome = (kind, state)
         if kind == "ended" and chunks.chunk_count(batch) == 1:
-            break
+            return outcome
+    # Its batch and jobs as read at the tick's start (every move is conditional): a chunk that just moved on
+    # is looked at again next tick.
+    if outcome[0] == "idle" and routes.reroute(services, batch, chunk_jobs):
+        outcome = ("rerouted", outcome[1])
     return outcome
 
 
 def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_slot: bool) -> tuple[str, str | None]:
+    if routing.fans_out(batch, job):
+        return _redrive_fan_out(services, batch, job), None
+    if jobs.phase(job) in (jobs.JobPhase.IDLE, jobs.JobPhase.DRAINED):
+        return "idle", None  # no Gemini job of its own runs: its items are on other routes (`routes.reroute`)
     if not jobs.has_job(job):
         # A chunk waiting for a slot is the dispatcher's (below); one holding a slot may be stuck.
         if not holds_slot:
@@ -153,6 +163,18 @@ def _redrive_if_stuck(services: Services, batch: BatchRecord, job: JobRecord) ->
         return "idle"
     # Touching updatedAt first: two overlapping ticks re-drive once.
     if not dispatch.touch_pending(services, batch.batchId, seen_updated_at=batch.updatedAt):
+        return "idle"
+    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+    return "redriven"
+
+
+def _redrive_fan_out(services: Services, batch: BatchRecord, job: JobRecord) -> str:
+    """A flex batch's chunk whose fan-out message was lost: sent to submit again (its mark makes it once)."""
+    if ids.age_seconds(batch.updatedAt) <= get_settings().pending_redrive_seconds:
+        return "idle"
+    if batch.status is BatchStatus.PENDING and not dispatch.touch_pending(
+        services, batch.batchId, seen_updated_at=batch.updatedAt
+    ):
         return "idle"
     services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
     return "redriven"
@@ -211,7 +233,7 @@ def _end_chunk(services: Services, batch: BatchRecord, job: JobRecord, error: st
     if current is None or latest is None or is_terminal(latest.status) or current.geminiJobName != job.geminiJobName:
         return
     _record_state(services, latest, current, state)
-    items = chunks.round_items(chunks.chunk_items(services, latest, job.chunk), current)
+    items = chunks.round_items(chunks.chunk_items(services, latest, job.chunk), current, latest)
     if items and _may_resubmit(latest, current, state):
         services.items.move_items_to_round(batch.batchId, [item.index for item in items], current.geminiRound + 1)
         chunks.start_next_round(services, latest, current)

@@ -87,9 +87,17 @@ def end_batch(
     return EndedBatch(ended, [events.BatchEnded(batch_id, batch_status)]) if ended is not None else None
 
 
-def fail_items(services: Services, batch_id: str, failures: dict[int, str], *, reason: str) -> Decimal:
+def fail_items(
+    services: Services,
+    batch_id: str,
+    failures: dict[int, str],
+    *,
+    reason: str,
+    revs: dict[int, int] | None = None,
+) -> Decimal:
     """Marks the given open items (by index) failed with their errors and refunds them once. Reads
-    only the pages spanning the given indexes."""
+    only the pages spanning the given indexes. With `revs`, only items still at the route revision their
+    failure was asked for (a failure from a route the item has left is dropped)."""
     if not failures:
         return Decimal(0)
 
@@ -97,7 +105,7 @@ def fail_items(services: Services, batch_id: str, failures: dict[int, str], *, r
         return [
             ItemOutcome(item, ItemStatus.FAILED, failures[item.index])
             for item in open_items(page)
-            if item.index in failures
+            if item.index in failures and (revs is None or revs.get(item.index, item.routeRev) == item.routeRev)
         ]
 
     settled = _settle(services, batch_id, choose, reason=reason, span=(min(failures), max(failures)))

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import batch_moves, ids, jobs
+from batchgen.domain import batch_moves, ids, jobs, routing
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JobNotFound
 from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
-from batchgen.usecases.pipeline import chunks, dispatch
+from batchgen.usecases.pipeline import chunks, dispatch, routes
 from batchgen.usecases.pipeline.settle import end_batch, finalize_if_done
 from batchgen.usecases.ports import Services
 
@@ -48,6 +48,8 @@ def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOut
     job = chunks.job_of(services, batch, chunk)
     if job is None or jobs.has_job(job):
         return SubmitOutcome("skipped", job.geminiJobName if job else None)
+    if routing.fans_out(batch, job):  # a flex batch: its items go to Flex, one call each, no Gemini job
+        return SubmitOutcome("flex" if routes.fan_out(services, batch, job) else "skipped")
     waiting = _wait_for_slot_or_lease(services, batch, job)
     if waiting is not None:
         return waiting
@@ -66,7 +68,7 @@ def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOut
             return _record_job(services, batch, leased, existing.name, leased.geminiInputFile)
         services.gemini.delete_file(leased.geminiInputFile)  # uploaded, but no job was created from it
     # This round's items of this chunk only: items of an earlier round are settled or on their way to upload.
-    items = chunks.round_items(chunks.chunk_items(services, batch, chunk), leased)
+    items = chunks.round_items(chunks.chunk_items(services, batch, chunk), leased, batch)
     if not items:  # nothing left to send (settled meanwhile): let the counters decide
         finalize_if_done(services, batch_id)
         return SubmitOutcome("skipped")

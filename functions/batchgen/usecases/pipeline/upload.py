@@ -14,14 +14,18 @@ from batchgen.domain import ids
 from batchgen.domain.errors import PermanentError, TransientError
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import UNSUCCESSFUL_ITEM_STATUSES, is_open
+from batchgen.models.records import ItemRecord
 from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done, record_success
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
 
 
-def public_id(user_id: str, batch_id: str, item_id: str) -> str:
-    return f"{get_settings().cloudinary_folder}/{ids.path_segment(user_id)}/{batch_id}/{item_id}"
+def public_id(user_id: str, batch_id: str, item_id: str, rev: int | None = None) -> str:
+    """Deterministic per item and route revision: a retry overwrites its own upload, and an image of a route
+    the item has left never lands on the image of the route it is on."""
+    suffix = f"-r{rev}" if rev else ""
+    return f"{get_settings().cloudinary_folder}/{ids.path_segment(user_id)}/{batch_id}/{item_id}{suffix}"
 
 
 def upload_item(
@@ -33,9 +37,15 @@ def upload_item(
     user_id: str,
     batch_type: str,
     final_attempt: bool,
+    rev: int | None = None,
 ) -> str:
-    """Returns what happened: "uploaded", "skipped" or "failed". Raises TransientError to be retried."""
+    """Returns what happened: "uploaded", "skipped" or "failed". Raises TransientError to be retried.
+    `rev`: the item's route revision the image was made at; an image of a route the item has left is
+    dropped (the item is the route's it is on now)."""
     item = services.items.get_item(batch_id, index)
+    if item is not None and rev is not None and item.routeRev != rev:
+        services.blobs.delete_objects([staging_key])
+        return "skipped"
     if item is None or not is_open(item.status):
         # Deleted, settled, or already uploaded (a duplicate delivery). The earlier delivery may have
         # died between its success write and the finalisation: finishing it is idempotent.
@@ -46,19 +56,20 @@ def upload_item(
     try:
         data = services.blobs.get_object_bytes(staging_key)
         uploaded = services.cdn.upload_image(
-            data, public_id(user_id, batch_id, item.itemId), tags=[batch_id, f"batch-{batch_type}"]
+            data, public_id(user_id, batch_id, item.itemId, rev), tags=[batch_id, f"batch-{batch_type}"]
         )
     except TransientError as exc:
         if not final_attempt:
             raise
-        return _give_up(services, batch_id, index, staging_key, f"Upload failed after retries: {exc}")
+        return _give_up(services, batch_id, index, staging_key, f"Upload failed after retries: {exc}", item)
     except PermanentError as exc:
-        return _give_up(services, batch_id, index, staging_key, str(exc))
-    success = ItemSuccess(index, image_url=uploaded.secure_url, public_id=uploaded.public_id)
+        return _give_up(services, batch_id, index, staging_key, str(exc), item)
+    success = ItemSuccess(index, image_url=uploaded.secure_url, public_id=uploaded.public_id, rev=rev)
     if not record_success(services, batch_id, success):
         current = services.items.get_item(batch_id, index)
-        if current is None or current.status in UNSUCCESSFUL_ITEM_STATUSES:
-            # Cancelled, deleted or failed while uploading: the image must not linger.
+        if current is None or current.status in UNSUCCESSFUL_ITEM_STATUSES or current.routeRev != item.routeRev:
+            # Cancelled, deleted, failed or moved to another route while uploading: this image must not
+            # linger (an image of another route has its own public id).
             services.cdn.destroy_images([uploaded.public_id])
         # else a duplicate delivery marked it first: the asset (same public id) is the item's image.
         services.blobs.delete_objects([staging_key])
@@ -77,9 +88,9 @@ def _finalize(services: Services, batch_id: str) -> None:
         )
 
 
-def _give_up(services: Services, batch_id: str, index: int, staging_key: str, error: str) -> str:
+def _give_up(services: Services, batch_id: str, index: int, staging_key: str, error: str, item: ItemRecord) -> str:
     logger.warning("item %s of %s failed for good: %s", index, batch_id, error)
-    fail_items(services, batch_id, {index: error}, reason="failed upload refund")
+    fail_items(services, batch_id, {index: error}, reason="failed upload refund", revs={index: item.routeRev})
     services.blobs.delete_objects([staging_key])
     return "failed"
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import ids, pricing, schedule, templates
+from batchgen.domain import ids, pricing, routing, schedule, templates
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, ensure_may_create, validate
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.money import normalize
@@ -24,6 +25,12 @@ class PriceQuote:
     credit_cost: Decimal
     standard_cost: Decimal
     balance: Decimal
+    tier: str = constants.TIER_DEFAULT
+    tiers: tuple[routing.TierEstimate, ...] = ()
+
+    @property
+    def eta(self) -> str | None:
+        return next((estimate.eta for estimate in self.tiers if estimate.tier == self.tier), None)
 
     @property
     def savings(self) -> Decimal:
@@ -71,6 +78,19 @@ def scheduled_for(request: CreateBatchRequest, now: datetime | None = None) -> s
     return None
 
 
+def deadline_of(deadline: datetime | None, start: str | None, now: datetime | None = None) -> str | None:
+    """A create's `deadline` checked against its bounds (MIN_DEADLINE_SECONDS to MAX_WAIT_SECONDS after the
+    batch starts: now, or its scheduled time), as stored (ISO, UTC)."""
+    if deadline is None:
+        return None
+    settings = get_settings()
+    begin = ids.parse_iso(start) if start else (now or ids.utc_now())
+    checked = routing.check_deadline(
+        deadline, begin, min_ahead=settings.min_deadline_seconds, max_ahead=settings.max_wait_seconds
+    )
+    return ids.iso(checked)
+
+
 def draft_from_request(services: Services, principal: Principal, request: CreateBatchRequest) -> BatchDraft:
     ensure_may_create(principal)
     if request.inputFile is not None:  # create hands these to the bulk path before; the quote refuses them
@@ -96,6 +116,7 @@ def draft_from_request(services: Services, principal: Principal, request: Create
         templates.check_variables([shared, negative, *(r.prompt for r in requests)], variables)
         shared, negative = templates.fill(shared, variables), templates.fill(negative, variables)
         requests = [RequestDraft(r.client_id, templates.fill(r.prompt, variables), r.image_base64) for r in requests]
+    start = scheduled_for(request)
     return BatchDraft(
         batch_type=batch_type,
         requests=requests,
@@ -105,20 +126,29 @@ def draft_from_request(services: Services, principal: Principal, request: Create
         aspect_ratio=_pick(request.aspectRatio, template, "aspectRatio"),
         negative_prompt=negative,
         display_name=request.displayName or (template.name if template else None),
-        scheduled_for=scheduled_for(request),
+        scheduled_for=start,
         webhook_url=request.webhookUrl,
         notify_email=bool(request.notifyEmail),
+        tier=request.tier or constants.TIER_DEFAULT,
+        deadline=deadline_of(request.deadline, start),
+        fallback=request.fallback,
     )
 
 
 def quote(services: Services, principal: Principal, draft: BatchDraft) -> PriceQuote:
     """The create's own checks (input images decoded too), then prices: nothing is charged or written."""
-    catalog = get_catalog()
-    validate(draft, catalog, get_settings())
+    catalog, settings = get_catalog(), get_settings()
+    model, _images = validate(draft, catalog, settings)
     count = len(draft.requests)
+    start = ids.parse_iso(draft.scheduled_for) if draft.scheduled_for else ids.utc_now()
+    estimates = routing.tier_estimates(
+        model, count, deadline=draft.deadline, start=start, catalog=catalog, settings=settings
+    )
     return PriceQuote(
         request_count=count,
         credit_cost=pricing.quote(catalog, draft.batch_type, draft.quality, count).total,
         standard_cost=pricing.standard_quote(catalog, draft.batch_type, draft.quality, count).total,
         balance=services.credits.get_balance(principal.user_id),
+        tier=draft.tier,
+        tiers=tuple(estimates),
     )
