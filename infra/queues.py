@@ -1,8 +1,8 @@
-"""The pipeline's SQS queues (submit, collect, upload), each with its dead-letter queue."""
+"""The pipeline's SQS queues (submit, collect, upload, ingest, notify, flex), each with its dead-letter queue."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
@@ -10,7 +10,7 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from batchgen.constants import QUEUES, QueueSpec, function_by_name, queue_visibility_timeout_seconds
+from batchgen.constants import QUEUES, FunctionSpec, QueueSpec, function_by_name, queue_visibility_timeout_seconds
 from infra import pascal_case
 
 QUEUE_RETENTION = Duration.days(4)  # the SQS default, made explicit: messages are consumed within seconds
@@ -52,16 +52,19 @@ class WorkQueues(Construct):
         """QueueSpec.name -> URL, the shape runtime_environment() takes."""
         return {name: queue.queue_url for name, queue in self.queues.items()}
 
-    def attach_consumers(self, functions: Mapping[str, lambda_.IFunction]) -> None:
-        """Event source mappings: each queue drives its spec's consumer, reporting partial failures."""
+    def attach_consumers(
+        self, functions: Mapping[str, lambda_.IFunction], reserved: Callable[[FunctionSpec], int | None]
+    ) -> None:
+        """Event source mappings: each queue drives its spec's consumer, reporting partial failures;
+        `reserved`: each consumer's reserved concurrency (the stack's settings may change it)."""
         for spec in QUEUES:
-            functions[spec.consumer].add_event_source(_event_source(self.queues[spec.name], spec))
+            consumer = reserved(function_by_name(spec.consumer))
+            functions[spec.consumer].add_event_source(_event_source(self.queues[spec.name], spec, consumer))
 
 
-def _event_source(queue: sqs.IQueue, spec: QueueSpec) -> event_sources.SqsEventSource:
+def _event_source(queue: sqs.IQueue, spec: QueueSpec, reserved: int | None) -> event_sources.SqsEventSource:
     """The mapping's options; None leaves an option unset in the template."""
     window = spec.max_batching_window_seconds
-    reserved = function_by_name(spec.consumer).reserved_concurrency
     return event_sources.SqsEventSource(
         queue,
         batch_size=spec.batch_size,

@@ -21,6 +21,7 @@ from batchgen.constants import (
     CORS_ORIGINS_DEFAULT,
     ENV_CLOUDINARY_FOLDER,
     ENV_CORS_ORIGINS,
+    ENV_FLEX_MAX_CONCURRENCY,
     ENV_GEMINI_BASE_URL,
     ENV_GEMINI_JOB_MAX_REQUESTS,
     ENV_GEMINI_MAX_ACTIVE_JOBS,
@@ -33,11 +34,15 @@ from batchgen.constants import (
     ENV_MAX_BATCH_REQUESTS,
     ENV_MAX_WAIT_SECONDS,
     ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    FLEX_FUNCTION,
+    FLEX_MAX_CONCURRENCY_DEFAULT,
     GEMINI_JOB_MAX_REQUESTS_DEFAULT,
     GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
     LOG_LEVEL_DEFAULT,
     MAX_BATCH_REQUESTS_DEFAULT,
     MAX_WAIT_SECONDS_DEFAULT,
+    FunctionSpec,
+    flex_invocations,
 )
 from infra import CDK_JSON
 
@@ -90,6 +95,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
     "alarmEmail": "alarm_email",
     "reservedConcurrency": "reserved_concurrency",
+    "flexMaxConcurrency": "flex_max_concurrency",
     "apiGatewayCloudWatchRole": "api_gateway_cloudwatch_role",
 }
 
@@ -120,6 +126,9 @@ class StackSettings:
     api_throttle_burst_limit: int = 100
     alarm_email: str = ""  # subscribed to the alarm topic when set
     reserved_concurrency: bool = True  # False for accounts whose concurrency quota is still 10
+    # Flex calls in flight service-wide: the Flex worker's reserved concurrency and its event source's
+    # MaximumConcurrency are this over its SQS batch size (each invocation holds one batch's calls).
+    flex_max_concurrency: int = FLEX_MAX_CONCURRENCY_DEFAULT
     # API Gateway logs only once the account has a CloudWatch role: the stack sets one. False when
     # the account (e.g. an AWS Organization baseline) already manages it.
     api_gateway_cloudwatch_role: bool = True
@@ -135,6 +144,14 @@ class StackSettings:
             raise ValueError(f"geminiJobMaxRequests must be 1..100000, got {self.gemini_job_max_requests}")
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
+        if self.flex_max_concurrency < 1:
+            raise ValueError(f"flexMaxConcurrency must be positive, got {self.flex_max_concurrency}")
+
+    def reserved_concurrency_of(self, spec: FunctionSpec) -> int | None:
+        """A function's reserved concurrency: its spec's, the Flex worker's from `flexMaxConcurrency`."""
+        if spec.name == FLEX_FUNCTION.name:
+            return flex_invocations(self.flex_max_concurrency)
+        return spec.reserved_concurrency
 
     @classmethod
     def from_context(cls, node: _ContextSource) -> StackSettings:
@@ -158,6 +175,7 @@ class StackSettings:
             ENV_MAX_WAIT_SECONDS: str(self.max_wait_seconds),
             ENV_GEMINI_MAX_ACTIVE_JOBS: str(self.gemini_max_active_jobs),
             ENV_GEMINI_JOB_MAX_REQUESTS: str(self.gemini_job_max_requests),
+            ENV_FLEX_MAX_CONCURRENCY: str(self.flex_max_concurrency),
             ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
             ENV_CORS_ORIGINS: ",".join(self.cors_origins),
             ENV_LOG_LEVEL: self.log_level,

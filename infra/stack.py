@@ -15,6 +15,8 @@ from batchgen.constants import (
     API_FUNCTION,
     COLLECT_FUNCTION,
     COLLECT_QUEUE,
+    FLEX_FUNCTION,
+    FLEX_QUEUE,
     FUNCTIONS,
     INGEST_FUNCTION,
     INGEST_QUEUE,
@@ -73,7 +75,7 @@ class BatchGenStack(Stack):
             # `cdk destroy`/`cdk list` mark stacks as not needing bundling: honour that too.
             skip_bundling=settings.skip_bundling or not self.bundling_required,
         )
-        self.queues.attach_consumers(self.functions.by_name)
+        self.queues.attach_consumers(self.functions.by_name, settings.reserved_concurrency_of)
         self._grant_least_privilege()
 
         self.api = ServiceApi(
@@ -141,11 +143,23 @@ class BatchGenStack(Stack):
         # The poller's watchdog re-drives a validating batch whose ingest message was lost (once).
         queues[INGEST_QUEUE.name].grant_send_messages(poller)
 
-        # the api queues test events, the poller (and collect/upload, right after their state
+        # The Flex worker: an item's input image, its answer staged for upload, a shed call sent again, an
+        # item Flex gave up on handed to submit (a batch job), Gemini. Submit fans a flex batch's items out
+        # to it, the poller moves stuck and late jobs' items to it (and sends lost calls again).
+        flex = fn[FLEX_FUNCTION.name]
+        self._grant_bucket(flex, INPUT_PREFIX, read=True)
+        self._grant_bucket(flex, STAGING_PREFIX, put=True)
+        for queue in (UPLOAD_QUEUE, FLEX_QUEUE, SUBMIT_QUEUE):
+            queues[queue.name].grant_send_messages(flex)
+        secrets.gemini.grant_read(flex)
+        for sender in (submit, poller):
+            queues[FLEX_QUEUE.name].grant_send_messages(sender)
+
+        # the api queues test events, the poller (and collect/upload/flex, right after their state
         # changes) relay the outbox, the notify function
         # re-queues its own retries and is the only one that may send email.
         notify = fn[NOTIFY_FUNCTION.name]
-        for sender in (api, poller, collect, upload, notify):
+        for sender in (api, poller, collect, upload, notify, flex):
             queues[NOTIFY_QUEUE.name].grant_send_messages(sender)
         # The notify function writes each ended batch's results manifest, once, after the end event.
         self._grant_bucket(notify, RESULTS_PREFIX, read=True, put=True)

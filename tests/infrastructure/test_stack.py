@@ -17,11 +17,15 @@ from batchgen.constants import (
     COLLECT_QUEUE,
     ENV_CLOUDINARY_SECRET_ARN,
     ENV_CLOUDINARY_URL,
+    ENV_FLEX_MAX_CONCURRENCY,
     ENV_GEMINI_API_KEY,
     ENV_GEMINI_SECRET_ARN,
     ENV_GEMINI_WEBHOOK_SECRET_ARN,
     ENV_JWT_SECRET,
     ENV_JWT_SECRET_ARN,
+    FLEX_FUNCTION,
+    FLEX_MAX_CONCURRENCY_DEFAULT,
+    FLEX_QUEUE,
     FUNCTIONS,
     INGEST_FUNCTION,
     INGEST_QUEUE,
@@ -377,6 +381,28 @@ def test_submit_mapping_polls_no_faster_than_reserved_concurrency(synthesized: S
     )
 
 
+def test_the_flex_worker_holds_at_most_flex_max_concurrency_calls(synthesized: Synthesized) -> None:
+    # Each invocation takes one SQS batch and calls Gemini for its records side by side.
+    invocations = FLEX_FUNCTION.reserved_concurrency
+    assert invocations == FLEX_MAX_CONCURRENCY_DEFAULT // FLEX_QUEUE.batch_size
+    queue_id = synthesized.logical_id(synthesized.stack.queues.queues[FLEX_QUEUE.name])
+    synthesized.template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": arn(queue_id), "ScalingConfig": {"MaximumConcurrency": invocations}},
+    )
+    props = function_resource(synthesized, FLEX_FUNCTION.name)["Properties"]
+    assert props["Environment"]["Variables"][ENV_FLEX_MAX_CONCURRENCY] == str(FLEX_MAX_CONCURRENCY_DEFAULT)
+
+
+def test_flex_max_concurrency_is_a_context_setting() -> None:
+    settings = StackSettings.from_context(_Context({"flexMaxConcurrency": "60"}))
+    assert settings.reserved_concurrency_of(FLEX_FUNCTION) == 6
+    assert settings.function_environment()[ENV_FLEX_MAX_CONCURRENCY] == "60"
+    assert StackSettings(flex_max_concurrency=5).reserved_concurrency_of(FLEX_FUNCTION) == 2  # SQS's minimum
+    with pytest.raises(ValueError, match="flexMaxConcurrency"):
+        StackSettings(flex_max_concurrency=0)
+
+
 # --- Schedule -----------------------------------------------------------------------
 
 
@@ -511,10 +537,13 @@ ACCESS = {
     ),
     # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
     SUBMIT_FUNCTION.name: Access(
-        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE,), SUBMIT_QUEUE, ("gemini",)
+        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE, FLEX_QUEUE), SUBMIT_QUEUE, ("gemini",)
     ),
     # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost
-    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",)),
+    # FLEX_QUEUE: stuck and late jobs' items moved to Flex, the standard fallback's calls, lost calls sent again
+    POLLER_FUNCTION.name: Access(
+        sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, FLEX_QUEUE), secrets=("gemini",)
+    ),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX,
         frozenset(PUT),
@@ -526,6 +555,16 @@ ACCESS = {
     PHOTO_FUNCTION.name: Access(secrets=("jwt", "gemini", "cloudinary")),
     UPLOAD_FUNCTION.name: Access(
         STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (NOTIFY_QUEUE,), UPLOAD_QUEUE, ("cloudinary",)
+    ),
+    # Input images in, answers staged out; a shed call re-queued, a given-up item to submit, the outbox.
+    FLEX_FUNCTION.name: Access(
+        INPUT_PREFIX,
+        frozenset(READ),
+        frozenset(PUT | DELETE),
+        (UPLOAD_QUEUE, FLEX_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE),
+        FLEX_QUEUE,
+        ("gemini",),
+        ((STAGING_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),),
     ),
 }
 
