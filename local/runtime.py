@@ -64,6 +64,14 @@ LOCAL_NOTIFY_DEFAULTS = {
 }
 
 
+# Routing locally: a job PENDING for a minute is stuck (the emulator's jobs take seconds), and Flex is
+# given up on after two minutes of shedding, so `[[job:stuck]]` and `[[flex:shed]]` show within a run.
+LOCAL_ROUTING_DEFAULTS = {
+    constants.ENV_STUCK_PENDING_SECONDS: "60",
+    constants.ENV_FLEX_GIVE_UP_SECONDS: "120",
+}
+
+
 class ConfigurationError(Exception):
     """A local runtime setting has an unusable value."""
 
@@ -81,12 +89,31 @@ def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: f
     return value
 
 
+def _range(environ: Mapping[str, str], name: str, default: tuple[float, float]) -> tuple[float, float]:
+    """`min-max` (or one number) of seconds, e.g. GEMINI_EMULATOR_FLEX_LATENCY=1-3."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    low, _, high = raw.partition("-")
+    try:
+        values = (float(low), float(high or low))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a number or a min-max range") from exc
+    if values[0] < 0 or values[1] < values[0]:
+        raise ConfigurationError(f"{name}={raw!r} must be 0 <= min <= max")
+    return values
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     host: str = "127.0.0.1"
     port: int = 3001
     poll_interval_seconds: float = constants.POLL_INTERVAL_SECONDS_LOCAL_DEFAULT
     gemini_delay_seconds: float = 5.0
+    gemini_delay_sigma: float = 0.0  # the emulator's batch delays: lognormal around the delay (0: fixed)
+    gemini_stuck: float = 0.0  # share of the emulator's batch jobs that never leave PENDING
+    flex_latency_seconds: tuple[float, float] = (1.0, 3.0)  # one emulated Flex call
+    flex_shed: float = 0.0  # share of emulated Flex calls shed (503)
     jwt_secret: str = ""
     user_id: str = "demo-user"
     user_credits: Decimal = Decimal(100)
@@ -118,6 +145,10 @@ class RuntimeOptions:
             port=int(_number(environ, "PORT", cls.port, minimum=0)),
             poll_interval_seconds=_number(environ, "POLL_INTERVAL_SECONDS", cls.poll_interval_seconds, minimum=0.1),
             gemini_delay_seconds=_number(environ, "GEMINI_EMULATOR_DELAY", cls.gemini_delay_seconds, minimum=0),
+            gemini_delay_sigma=_number(environ, "GEMINI_EMULATOR_DELAY_SIGMA", cls.gemini_delay_sigma, minimum=0),
+            gemini_stuck=min(1.0, _number(environ, "GEMINI_EMULATOR_STUCK", cls.gemini_stuck, minimum=0)),
+            flex_latency_seconds=_range(environ, "GEMINI_EMULATOR_FLEX_LATENCY", cls.flex_latency_seconds),
+            flex_shed=min(1.0, _number(environ, "GEMINI_EMULATOR_FLEX_SHED", cls.flex_shed, minimum=0)),
             # The given secret, else (with a kept state) the one of the previous run, so that tokens stay
             # valid across restarts like the state they refer to; else a fresh one.
             jwt_secret=environ.get(constants.ENV_JWT_SECRET, "")
@@ -239,6 +270,12 @@ class LocalRuntime:
             self.gemini = GeminiEmulator(
                 delay_seconds=self.options.gemini_delay_seconds, port=self._saved_port("gemini")
             ).start()
+            self.gemini.delay_sigma, self.gemini.stuck_probability = (
+                self.options.gemini_delay_sigma,
+                self.options.gemini_stuck,
+            )
+            self.gemini.flex_latency_seconds = self.options.flex_latency_seconds
+            self.gemini.flex_shed_probability = self.options.flex_shed
             if self.restored is not None and self.restored.gemini is not None:
                 self.gemini.import_state(self.restored.gemini)
             settings[constants.ENV_GEMINI_API_KEY] = LOCAL_GEMINI_KEY
@@ -263,7 +300,7 @@ class LocalRuntime:
         from local.provision import provision
 
         # Notifications locally: webhooks to 127.0.0.1 allowed, retry delays in seconds (unless set).
-        for name, value in LOCAL_NOTIFY_DEFAULTS.items():
+        for name, value in {**LOCAL_NOTIFY_DEFAULTS, **LOCAL_ROUTING_DEFAULTS}.items():
             settings.setdefault(name, os.environ.get(name, value))
 
         environment, self.queue_urls = provision(

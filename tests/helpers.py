@@ -57,3 +57,19 @@ def stored(batch_id: str) -> Any:
         return None
     items = [item for page in stores.items.iter_item_pages(batch_id) for item in page]
     return BatchWithItems(batch=batch, items=items)
+
+
+def catalog_with_flex_for_every_model(folder: Any) -> Any:
+    """A copy of the catalog in which Flex serves every model (the other reading of Gemini's pages); set
+    CATALOG_PATH to the path returned."""
+    import json
+    from pathlib import Path
+
+    import batchgen
+
+    raw = json.loads((Path(batchgen.__file__).parent / "catalog.json").read_text(encoding="utf-8"))
+    for spec in raw["models"].values():
+        spec["flex"]["served"] = True
+    path = Path(folder) / "catalog-flex.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path

@@ -42,6 +42,14 @@ Synchronous ``POST /{v}/models/{m}:generateContent`` (the standard endpoint) ans
 same markers: ``[[fail]]`` is an HTTP 400, ``[[blocked]]`` a SAFETY answer without content, and
 ``[[timeout]]`` holds the answer for ``timeout_marker_seconds`` (or ``set_latency(s, "generate")``).
 ``generate_seconds`` is the emulator's own generation time per call (0: immediate).
+The Flex tier (``serviceTier: "flex"`` in the body, as the SDK sends ``service_tier``): a model not in
+``flex_models`` is a 400 (None: every model is served), each call takes a latency drawn from
+``flex_latency_seconds`` (min, max) and is shed (503 with a ``google.rpc.RetryInfo`` of
+``flex_retry_delay_seconds``) with probability ``flex_shed_probability``; ``[[flex:shed]]`` sheds every
+Flex call of that prompt, ``[[flex:slow]]`` holds it ``flex_slow_seconds``.
+Batch queueing: a job's delay is ``delay_seconds`` times a lognormal factor of ``delay_sigma`` (0: exactly
+the delay; seeded by the job's name, so a job's timeline is fixed), and with ``stuck_probability`` a job
+never leaves PENDING, as does a job holding ``[[job:stuck]]``; a cancel still ends either.
 Gemini 3 image models (``gemini-3*``) send two interim ``thought: true`` images before the final one.
 Retired model ids (``RETIRED_MODELS``) answer 404 on create. JSONL input files are parsed as strictly
 as the real batch parser: camelCase field names inside a request are a 400. With ``webhook_url`` set,
@@ -130,6 +138,11 @@ _DOWNLOAD_CHUNK = 64 * 1024
 _IMAGE_EDGE = 64
 _IMAGE_TOKENS = 1290  # what the real API reports per generated image
 _JOB_FAILED_MESSAGE = "Emulated batch failure ([[job:failed]] marker in a prompt)."
+# The models the Flex tier serves, as Gemini's Flex and pricing pages read on 2026-12-03 (text models:
+# the image models have Standard and Batch prices only); tests set `flex_models` to try the other reading.
+FLEX_MODELS = frozenset({"gemini-3.5-flash", "gemini-3.6-flash", "gemini-3.7-flash", "gemini-3.8-flash"})
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+STUCK = "STUCK"  # a job's final state that never comes: it stays PENDING
 # Shut down per https://ai.google.dev/gemini-api/docs/deprecations: the real API answers 404 for them.
 RETIRED_MODELS = frozenset(
     {
@@ -159,17 +172,26 @@ _WEBHOOK_EVENTS = {
 
 
 class ApiError(Exception):
-    """A Google-style API error: rendered as {"error": {"code", "message", "status"}}."""
+    """A Google-style API error: rendered as {"error": {"code", "message", "status", "details"?}}."""
 
-    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.details = details
 
     def to_response(self) -> Response:
-        body = {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
-        return _json_response(body, status=self.code, headers=self.headers)
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": _status_name(self.code)}
+        if self.details:
+            error["details"] = self.details
+        return _json_response({"error": error}, status=self.code, headers=self.headers)
 
 
 @dataclass
@@ -492,6 +514,17 @@ class GeminiEmulator:
         self._expired_once: set[str] = set()  # prompts whose `[[job:expired-once]]` job has expired
         self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
         self.generate_seconds = 0.0  # emulated generation time of every generateContent call
+        # The Flex tier: the models it serves (None: all), each call's latency range and shed probability.
+        self.flex_models: set[str] | None = set(FLEX_MODELS)
+        self.flex_latency_seconds: tuple[float, float] = (0.0, 0.0)
+        self.flex_shed_probability = 0.0
+        self.flex_retry_delay_seconds = 1.0  # the RetryInfo a shed call carries
+        self.flex_slow_seconds = 30.0  # how long a `[[flex:slow]]` Flex call is held
+        self.flex_calls = 0  # Flex calls answered (shed ones included)
+        # Batch queueing: a heavy-tailed delay around `delay_seconds`, and jobs that never start.
+        self.delay_sigma = 0.0
+        self.stuck_probability = 0.0
+        self._random = random.Random()
         self.generated = 0  # generateContent calls answered
         self.host = host
         self.port = port
@@ -589,6 +622,9 @@ class GeminiEmulator:
             self._expired_once.clear()
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
+            self.flex_models, self.flex_latency_seconds, self.flex_shed_probability = set(FLEX_MODELS), (0.0, 0.0), 0.0
+            self.flex_retry_delay_seconds, self.flex_slow_seconds, self.flex_calls = 1.0, 30.0, 0
+            self.delay_sigma, self.stuck_probability = 0.0, 0.0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
 
     # ------------------------------------------------------------ saved state
@@ -727,8 +763,9 @@ class GeminiEmulator:
         return state
 
     def _advance(self, job: EmulatedJob, now: float) -> None:
-        """Move a job along its timeline; on success produce its results exactly once."""
-        if job.state in TERMINAL_STATES:
+        """Move a job along its timeline; on success produce its results exactly once. A stuck job stays
+        PENDING (until a cancel ends it)."""
+        if job.state in TERMINAL_STATES or job.final_state == STUCK:
             return
         finish_at = job.create_time + job.delay_seconds
         if now >= finish_at:
@@ -843,6 +880,9 @@ class GeminiEmulator:
         if not _MODEL_RE.match(model) or model.split("/", 1)[1] in RETIRED_MODELS:
             raise ApiError(404, f"{model} is not found for API version {match['v']}, or is not supported.")
         body = self._json_body(request)
+        tier = _field(body, "serviceTier")
+        if isinstance(tier, str) and tier.lower() == "flex":
+            self._flex_call(model, _marker_text(body))
         if "[[timeout]]" in _marker_text(body):
             time.sleep(self.timeout_marker_seconds)
         if self.generate_seconds:
@@ -855,6 +895,37 @@ class GeminiEmulator:
             status = error.get("code") if error.get("code") in _STATUS_NAMES else (400 if error["code"] == 3 else 500)
             raise ApiError(int(status), str(error["message"]))
         return _json_response(result["response"])
+
+    def _flex_call(self, model: str, markers: str) -> None:
+        """The Flex tier's part of a call: refuse a model it does not serve, wait its latency, maybe shed."""
+        name = model.split("/", 1)[1]
+        with self._lock:
+            self.flex_calls += 1
+            served = self.flex_models is None or name in self.flex_models
+            low, high = self.flex_latency_seconds
+            latency = self._random.uniform(low, max(low, high))
+            shed = "[[flex:shed]]" in markers or self._random.random() < self.flex_shed_probability
+        if not served:
+            raise ApiError(400, f"Flex API is not supported for model: {name}.")
+        if "[[flex:slow]]" in markers:
+            latency = max(latency, self.flex_slow_seconds)
+        if shed:
+            delay = f"{self.flex_retry_delay_seconds:g}s"
+            raise ApiError(
+                503,
+                "The Flex tier is at capacity; please retry later.",
+                details=[{"@type": _RETRY_INFO, "retryDelay": delay}],
+            )
+        if latency:
+            time.sleep(latency)
+
+    def _job_delay(self, name: str) -> float:
+        """`delay_seconds`, times a lognormal factor (median 1) when `delay_sigma` is set: most jobs near
+        the delay, a few many times it. Seeded by the job's name: its timeline never changes."""
+        base = max(0.0, float(self.delay_seconds))
+        if not self.delay_sigma:
+            return base
+        return base * random.Random(name).lognormvariate(0.0, self.delay_sigma)
 
     def _create_batch(self, request: Request, match: re.Match[str]) -> Response:
         model = match["model"]
@@ -884,8 +955,11 @@ class GeminiEmulator:
             else:
                 raise ApiError(400, "batch.inputConfig needs fileName or requests.")
             now = time.time()
+            job_name = f"batches/{_new_id(32)}"
+            stuck = any("[[job:stuck]]" in _marker_text(e.request) for e in entries)
+            stuck = stuck or random.Random(f"stuck:{job_name}").random() < self.stuck_probability
             job = EmulatedJob(
-                name=f"batches/{_new_id(32)}",
+                name=job_name,
                 display_name=display_name if isinstance(display_name, str) else None,
                 model=model,
                 src_kind="file" if src_file is not None else "inline",
@@ -893,8 +967,8 @@ class GeminiEmulator:
                 requests=entries,
                 create_time=now,
                 update_time=now,
-                delay_seconds=max(0.0, float(self.delay_seconds)),
-                final_state=self._final_state_once(entries),
+                delay_seconds=self._job_delay(job_name),
+                final_state=STUCK if stuck else self._final_state_once(entries),
             )
             self._jobs[job.name] = job
             self._advance(job, now)

@@ -4,7 +4,6 @@ resubmitted, the standard fallback and its top-up, and late results of a left ro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -24,7 +23,7 @@ from batchgen.models.messages import CancelJob, GenerateItem, SubmitJob, UploadI
 from batchgen.usecases.pipeline import collect, create, poll, submit, upload
 from batchgen.usecases.routing import flex
 from tests.fakes import FakeServices
-from tests.helpers import png_base64
+from tests.helpers import catalog_with_flex_for_every_model, png_base64
 
 USER = Principal("user-1")
 TEXT_ANSWER = {"candidates": [{"content": {"parts": [{"text": "an answer"}]}, "finishReason": "STOP"}]}
@@ -43,12 +42,7 @@ def services(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServices]:
 @pytest.fixture
 def image_flex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A catalog in which Flex serves the image models too (the other reading of Gemini's pages)."""
-    raw = json.loads(Path(get_catalog.__globals__["__file__"]).with_name("catalog.json").read_text())
-    for spec in raw["models"].values():
-        spec["flex"]["served"] = True
-    path = tmp_path / "catalog.json"
-    path.write_text(json.dumps(raw))
-    monkeypatch.setenv("CATALOG_PATH", str(path))
+    monkeypatch.setenv("CATALOG_PATH", str(catalog_with_flex_for_every_model(tmp_path)))
     reset_caches()
 
 
