@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from batchgen.domain import batch_moves, events, ids, jobs
+from batchgen.domain import batch_moves, events, ids, jobs, routing
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits, InvalidInput
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess
+from batchgen.domain.routing import RouteMove
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord, SlotRecord, TemplateRecord, UploadRecord
 from batchgen.usecases import ports
@@ -413,3 +414,97 @@ def test_an_outbox_row_is_relayed_by_one_claimant_until_the_claim_lapses(service
     assert not services.outbox.claim_event(end, 60)  # claimed by the live one
     services.outbox.delete_events(rows)
     assert services.outbox.pending_events(10) == [] and not services.outbox.claim_event(end, 60)
+
+
+# --- routes: one route per item, results held to the revision they were asked for -----------------------
+def move(index: int, rev: int, source: str, target: str, round_: int | None = None) -> RouteMove:
+    return RouteMove(index, rev, source, target, round_)
+
+
+def test_items_move_between_routes_at_the_revision_read_and_their_chunk_counts_the_moves(
+    services: ports.NotifyServices,
+) -> None:
+    batch = new_batch(services, count=3)
+    moved = services.uow.move_items(batch, 0, [move(0, 0, "batch", "flex"), move(1, 0, "batch", "flex")])
+    assert sorted(moved) == [0, 1]
+    # A second move from the revision first read loses (the item is at revision 1 now); item 2 goes.
+    again = services.uow.move_items(batch, 0, [move(0, 0, "batch", "standard"), move(2, 0, "batch", "flex", 4)])
+    assert again == [2]
+    items = all_items(services, batch.batchId)
+    assert [(i.route, i.routeRev) for i in items] == [("flex", 1), ("flex", 1), ("flex", 1)]
+    assert items[2].round == 4
+    job = services.jobs.get_job(batch.batchId, 0)
+    assert job is not None and (job.toBatch, job.toFlex, job.toStandard) == (-3, 3, 0)
+
+
+def test_an_ended_item_never_moves(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=2)
+    assert services.items.record_successes(batch.batchId, [ItemSuccess(0, text="t")])
+    assert services.uow.move_items(batch, 0, [move(0, 0, "batch", "flex"), move(1, 0, "batch", "flex")]) == [1]
+
+
+def test_a_result_counts_only_at_the_revision_it_was_asked_for(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=2)
+    services.uow.move_items(batch, 0, [move(0, 0, "batch", "flex")])
+    assert not services.items.record_successes(batch.batchId, [ItemSuccess(0, text="late", rev=0)])  # dropped
+    assert services.items.record_successes(batch.batchId, [ItemSuccess(0, text="flex", rev=1)])
+    assert services.items.record_successes(batch.batchId, [ItemSuccess(1, text="any")])  # no revision: any
+    assert [i.text for i in all_items(services, batch.batchId)] == ["flex", "any"]
+
+
+def test_a_settlement_of_an_item_read_before_it_moved_loses(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=1)
+    (read,) = all_items(services, batch.batchId)
+    services.uow.move_items(batch, 0, [move(0, 0, "batch", "flex")])
+    with pytest.raises(ConcurrentChange):
+        services.uow.settle_items(
+            batch, [ItemOutcome(read, ItemStatus.FAILED, "late")], refund=Decimal("0.5"), reason="refund"
+        )
+    assert all_items(services, batch.batchId)[0].status is ItemStatus.PENDING
+
+
+def test_a_top_up_debits_the_group_with_its_own_ledger_entry_or_moves_nothing(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=3, credits=Decimal(5))
+    balance = services.credits.get_balance(USER)
+    moves = [move(0, 0, "batch", "standard"), move(1, 0, "batch", "standard")]
+    services.uow.top_up_items(batch, 0, moves, Decimal("0.5"), "standard fallback top-up")
+    assert services.credits.get_balance(USER) == balance - 1
+    entry = services.credits.list_ledger(USER)[0]
+    assert (entry.delta, entry.reason, entry.batchId) == (Decimal(-1), "standard fallback top-up", batch.batchId)
+    stored = services.batches.get_batch(batch.batchId)
+    assert stored is not None and stored.topUpCredits == 1
+    items = all_items(services, batch.batchId)
+    assert [(i.route, i.topUp) for i in items[:2]] == [("standard", Decimal("0.5"))] * 2
+    job = services.jobs.get_job(batch.batchId, 0)
+    assert job is not None and (job.toBatch, job.toStandard) == (-2, 2)
+    # A group with an item that moved meanwhile moves nothing and debits nothing.
+    with pytest.raises(ConcurrentChange):
+        services.uow.top_up_items(
+            batch, 0, [move(0, 0, "batch", "standard"), move(2, 0, "batch", "standard")], Decimal("0.5"), "x"
+        )
+    # Without the balance for the group: nothing moves, nothing is debited.
+    services.credits.adjust_balance(USER, -services.credits.get_balance(USER), "spent")
+    with pytest.raises(InsufficientCredits):
+        services.uow.top_up_items(batch, 0, [move(2, 0, "batch", "standard")], Decimal("0.5"), "x")
+    assert all_items(services, batch.batchId)[2].route is None and services.credits.get_balance(USER) == 0
+
+
+def test_a_settlement_refunds_an_item_what_it_was_charged(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=1)
+    services.uow.top_up_items(batch, 0, [move(0, 0, "batch", "standard")], Decimal("0.5"), "top-up")
+    (item,) = all_items(services, batch.batchId)
+    balance = services.credits.get_balance(USER)
+    services.uow.settle_items(batch, [ItemOutcome(item, ItemStatus.FAILED, "x")], refund=Decimal(1), reason="refund")
+    assert services.credits.get_balance(USER) == balance + 1
+
+
+def test_an_item_moves_by_a_conditional_change(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=1)
+    lease = ids.now_iso()
+    taken = services.items.change_item(batch.batchId, 0, routing.take_flex_lease(0, 0, None, lease))
+    assert taken is not None and taken.flexLease == lease
+    assert services.items.change_item(batch.batchId, 0, routing.take_flex_lease(0, 0, None, lease)) is None
+    requeued = services.items.change_item(batch.batchId, 0, routing.requeue_flex(0, 0, lease, ids.now_iso()))
+    assert requeued is not None and (requeued.flexSeq, requeued.flexLease) == (1, None)
+    assert services.items.change_item(batch.batchId, 0, routing.take_flex_lease(0, 0, None, lease)) is None  # old seq
+    assert services.items.change_item(batch.batchId, 5, routing.take_flex_lease(0, 0, None, lease)) is None  # no item
