@@ -74,3 +74,12 @@ def touch_active(now: str, seen_updated_at: str) -> Change:
     """An active batch attended to now (the poller's repair of it waits a while), only if nobody touched it
     since it was read."""
     return Change({"updatedAt": now}, Guard({"updatedAt": seen_updated_at}, ACTIVE_BATCH_STATUSES), name="touch_active")
+
+
+def start_processing(now: str) -> Change:
+    """PENDING -> PROCESSING without a Gemini job: its items went to Flex or the standard tier."""
+    return Change(
+        {"status": BatchStatus.PROCESSING, "updatedAt": now},
+        Guard(status_in=sources(BatchStatus.PROCESSING) & {BatchStatus.PENDING}),
+        name="start_processing",
+    )

@@ -216,3 +216,12 @@ def drain(job_name: str) -> JobChange:
         Change({}, Guard(status_in=_PROCESSING)),
         name="drain",
     )
+
+
+def go_idle() -> JobChange:
+    """A chunk without a job whose items all left the batch route: no Gemini job is wanted (no slot)."""
+    return JobChange(
+        Change({"idle": True}, Guard({"geminiJobName": ABSENT, "submitStartedAt": ABSENT})),
+        Change({}, Guard(status_in=CHUNK_BATCH_STATUSES)),
+        name="go_idle",
+    )

@@ -128,8 +128,8 @@ def collect_batch(
     report = CollectReport()
     batch = services.batches.get_batch(batch_id)
     job = chunks.job_of(services, batch, chunk) if batch is not None and not is_terminal(batch.status) else None
-    if batch is None or job is None or not job.geminiJobName:
-        return report
+    if batch is None or job is None or not job.geminiJobName or jobs.phase(job) is jobs.JobPhase.DRAINED:
+        return report  # a drained job's items left it: its results are never read
     job_name = job.geminiJobName
     chunk_items = chunks.chunk_items(services, batch, chunk)
     if job.collectedJob == job_name:

@@ -63,10 +63,18 @@ def move_items(
     done = [item for item in items if item.index in moved]
     if target != routing.BATCH and done:
         now = ids.now_iso()
+        start_processing(services, batch)
         services.queues.send_generate(
             [generate_message(batch, item, tier=target, rev=item.routeRev + 1, since=now) for item in done]
         )
     return done
+
+
+def start_processing(services: Services, batch: BatchRecord) -> None:
+    """A pending batch whose items went to another route than a Gemini job is processing from now on (and
+    can end once they are done)."""
+    if batch.status is BatchStatus.PENDING:
+        services.batches.change_batch(batch.batchId, batch_moves.start_processing(ids.now_iso()))
 
 
 # --- a flex batch: its chunks fan out to Flex instead of a Gemini job ---------------------------------
@@ -218,6 +226,7 @@ def _top_up_chunk(services: Services, batch: BatchRecord, job: JobRecord, amount
                     for item in group
                 ]
                 services.uow.top_up_items(batch, job.chunk, moves, amount, TOP_UP_REASON)
+                start_processing(services, batch)
                 now = ids.now_iso()
                 services.queues.send_generate(
                     [generate_message(batch, i, tier=routing.STANDARD, rev=i.routeRev + 1, since=now) for i in group]
@@ -226,7 +235,12 @@ def _top_up_chunk(services: Services, batch: BatchRecord, job: JobRecord, amount
             break
         except ConcurrentChange:
             continue  # an item ended or moved meanwhile: read the chunk again, the rest still goes
-    if jobs.phase(job) is jobs.JobPhase.RUNNING and job.geminiJobName:
+    phase = jobs.phase(job)
+    if phase is jobs.JobPhase.WAITING and moved:
+        # No job was made for it yet and none is wanted now that its items left (no slot taken for nothing).
+        if not chunks.round_items(chunks.chunk_items(services, batch, job.chunk), job, batch):
+            services.jobs.change_job(batch.batchId, job.chunk, jobs.go_idle())
+    if phase is jobs.JobPhase.RUNNING and job.geminiJobName:
         # Its items left for the standard tier: the job must not run on (a drain, so it is never collected).
         left = chunks.round_items(chunks.chunk_items(services, batch, job.chunk), job, batch)
         if not left and services.jobs.change_job(batch.batchId, job.chunk, jobs.drain(job.geminiJobName)):
