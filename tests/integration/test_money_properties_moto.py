@@ -14,6 +14,7 @@ from tests.conftest import JWT_SECRET, reset_service_caches
 from tests.fakes import FakeServices, OnDynamo
 from tests.unit.test_money_properties import PROFILE, USERS, MoneyMachine
 from tests.unit.test_money_properties_bulk import BulkMoneyMachine
+from tests.unit.test_money_properties_routes import RoutesMoneyMachine
 
 settings.register_profile(
     "moto-ci", max_examples=12, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
@@ -115,3 +116,43 @@ class MotoBulkMoneyMachine(BulkMoneyMachine):
 
 MotoBulkMoneyMachine.TestCase.settings = settings.get_profile("moto-long" if PROFILE == "long" else "moto-bulk-ci")
 test_second_wave_money_invariants_hold_on_the_dynamodb_repository = MotoBulkMoneyMachine.TestCase
+
+
+class MotoRoutesMoneyMachine(RoutesMoneyMachine):
+    """Routes (Flex, stuck and late jobs, the standard fallback's top-ups) on the repository: its item moves,
+    the chunk counts and the top-up transaction."""
+
+    def __init__(self) -> None:
+        from moto import mock_aws
+
+        from local.moto_atomic import make_dynamodb_atomic
+        from local.provision import provision
+
+        make_dynamodb_atomic()
+        self._saved_environ = dict(os.environ)
+        self._mock = mock_aws()
+        self._mock.start()
+        environment, _ = provision(settings={"JWT_SECRET": JWT_SECRET})
+        os.environ.update(environment)
+        reset_service_caches()
+        super().__init__()
+        self.services = OnDynamo()
+        for user in USERS:
+            self.services.credits.adjust_balance(user, Decimal(100), "starter credits")
+
+    def _ledger(self) -> list:
+        credits = self.services.credits
+        return [entry for user in USERS for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self._mock.stop()
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            reset_service_caches()
+
+
+MotoRoutesMoneyMachine.TestCase.settings = settings.get_profile("moto-long" if PROFILE == "long" else "moto-bulk-ci")
+test_route_money_invariants_hold_on_the_dynamodb_repository = MotoRoutesMoneyMachine.TestCase
