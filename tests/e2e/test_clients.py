@@ -97,6 +97,22 @@ def test_small_jsonl_goes_inline_and_a_failed_job_exits_1(runtime, tmp_path: Pat
     assert [i.clientId for i in report.items] == ["line-1", "line-2"] and report.refundedCredits == 4
 
 
+def test_a_flex_batch_with_a_deadline_from_the_cli(runtime, tmp_path: Path):
+    _, token = runtime.new_user(10)
+    prompts = tmp_path / "questions.txt"
+    prompts.write_text("what is a fox?\nwhat is an owl?\n", encoding="utf-8")
+    result = cli(
+        runtime, token, "submit", str(prompts), "--type", "text", "--tier", "flex", "--deadline", "2h", "--wait", *FAST
+    )
+    assert result.exit_code == 0, result.output
+    assert "tier flex, expected by" in result.output and "items on 2 flex" in result.output
+    report = Client(runtime.base_url, token).status(created_id(result))
+    assert report.tier == "flex" and report.deadline and {item.route for item in report.items} == {"flex"}
+    # Flex does not serve the image models: the service says so, and the CLI shows it.
+    refused = cli(runtime, token, "submit", str(prompts), "--type", "character", "--tier", "flex")
+    assert refused.exit_code != 0 and "does not serve model" in refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -105,6 +121,8 @@ def test_small_jsonl_goes_inline_and_a_failed_job_exits_1(runtime, tmp_path: Pat
         (["submit", "{prompts}", "--download", "x"], "--download needs --wait"),
         (["submit", "{prompts}", "--type", "video"], "invalid request"),
         (["submit", "{prompts}", "--quality", "8k"], "invalid request"),
+        (["submit", "{prompts}", "--deadline", "soon"], "invalid --deadline"),
+        (["submit", "{prompts}", "--tier", "fastest"], "invalid request"),
         (["status"], "Missing argument"),
         (["frobnicate"], "No such command"),
     ],

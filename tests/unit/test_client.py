@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from batchgen_client import (
     TransportError,
     Unauthorized,
 )
+from batchgen_client.client import absolute_deadline, parse_deadline
 
 URL = "http://api.test"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -281,3 +283,75 @@ def test_a_batch_id_cannot_reach_another_route() -> None:
     client = make_client(lambda request: pytest.fail("nothing may be sent"))
     with pytest.raises(NotFound):
         client.status("../credits")
+
+
+def test_create_sends_the_tier_and_a_deadline_given_as_a_delay_as_a_moment() -> None:
+    seen: list[httpx.Request] = []
+    created = {
+        "id": "b1",
+        "batchId": "b1",
+        "status": "pending",
+        "type": "batch-text",
+        "requestCount": 1,
+        "creditCost": 0.5,
+        "jobs": [],
+        "message": "ok",
+        "tier": "auto",
+        "eta": "2026-01-01T00:15:00.000Z",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, json=created)
+
+    before = datetime.now(UTC)
+    result = make_client(handler).create("text", ["q"], tier="auto", deadline="2h", fallback="standard")
+    assert (result.tier, result.eta) == ("auto", "2026-01-01T00:15:00.000Z")
+    body = json.loads(seen[0].content)
+    assert (body["tier"], body["fallback"]) == ("auto", "standard")
+    sent = datetime.fromisoformat(body["deadline"].replace("Z", "+00:00"))
+    assert before + timedelta(hours=2) <= sent <= datetime.now(UTC) + timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90m", 5400), ("2h", 7200), ("1.5h", 5400), ("1d", 86400), ("3600", 3600), ("45 min", 2700)]
+)
+def test_a_deadline_delay_is_written_as_people_write_it(text: str, seconds: int) -> None:
+    assert parse_deadline(text) == timedelta(seconds=seconds)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert absolute_deadline(text, now) == now + timedelta(seconds=seconds)
+    assert absolute_deadline("2026-01-02T00:00:00Z") == datetime(2026, 1, 2, tzinfo=UTC)  # a moment as given
+    with pytest.raises(ValueError):
+        parse_deadline("soon")
+
+
+def test_the_quote_answers_per_tier() -> None:
+    quote = {
+        "requestCount": 1,
+        "creditCost": 0.5,
+        "standardCost": 1,
+        "savings": 0.5,
+        "balance": 10,
+        "sufficient": True,
+        "tier": "batch",
+        "eta": "2026-01-01T02:00:00.000Z",
+        "tiers": [
+            {
+                "tier": "batch",
+                "available": True,
+                "route": "batch",
+                "creditCost": 0.5,
+                "eta": "2026-01-01T02:00:00.000Z",
+            },
+            {"tier": "flex", "available": False, "route": None, "creditCost": 0.5, "eta": None},
+        ],
+    }
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=quote)
+
+    answer = make_client(handler).quote("character", ["a fox"], aspect_ratio="16:9")
+    assert [(t.tier, t.available) for t in answer.tiers] == [("batch", True), ("flex", False)]
+    assert seen[0].url.path == "/batch/quote" and json.loads(seen[0].content)["aspectRatio"] == "16:9"

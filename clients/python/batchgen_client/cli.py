@@ -22,7 +22,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from batchgen.models.api import BatchStatusResponse
-from batchgen_client.client import ENV_TOKEN, ENV_URL, IMAGE_SUFFIXES, Client, image_data_url, is_finished
+from batchgen_client.client import (
+    ENV_TOKEN,
+    ENV_URL,
+    IMAGE_SUFFIXES,
+    Client,
+    absolute_deadline,
+    image_data_url,
+    is_finished,
+)
 from batchgen_client.errors import (
     ApiError,
     BatchgenError,
@@ -193,6 +201,15 @@ def print_batch(batch: BatchStatusResponse) -> None:
         f"{batch.failCount} failed of {batch.requestCount}; cost {batch.creditCost}, refunded {batch.refundedCredits}",
         highlight=False,
     )
+    routes = batch.routes
+    on = ", ".join(f"{count} {route}" for route, count in routes.model_dump().items() if count) if routes else ""
+    timing = f"tier {batch.tier}" + (f", deadline {batch.deadline}" if batch.deadline else "")
+    timing += f", expected by {batch.eta}" if batch.eta else ""
+    out.print(f"  {timing}" + (f"; items on {on}" if on else ""), highlight=False)
+    if batch.topUpCredits:
+        out.print(f"  standard fallback top-ups: {batch.topUpCredits} credits", highlight=False)
+    if batch.fallbackNote:
+        out.print(f"  [yellow]![/] {escape(batch.fallbackNote)}", highlight=False)
     for error in batch.errors:
         out.print(f"  [red]✗[/] {escape(error)}", highlight=False)
 
@@ -228,6 +245,17 @@ def submit(
     model: Annotated[str | None, typer.Option(help="Gemini model or alias (default per type)")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Display name")] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(help="batch (the Batch API, default), flex (minutes, models Flex serves) or auto"),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(help="Finish within this long (30m, 2h, 1d) or by this ISO 8601 UTC moment"),
+    ] = None,
+    fallback: Annotated[
+        str | None, typer.Option(help="standard: items still open 5 minutes before the deadline at the standard price")
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the batch to its end (exit code from its outcome)")
     ] = False,
@@ -253,13 +281,17 @@ def submit(
                 aspect_ratio=aspect_ratio,
                 negative_prompt=negative_prompt,
                 display_name=name,
+                tier=tier,
+                deadline=absolute_deadline(deadline),
+                fallback=fallback,
             )
             if bulk:
                 created = client.create_from_file(batch_type, source, **options)
             else:
                 created = client.create(batch_type, requests, **options)
             out.print(
-                f"created batch [bold]{created.id}[/] ({created.requestCount} requests, {created.creditCost} credits)",
+                f"created batch [bold]{created.id}[/] ({created.requestCount} requests, {created.creditCost} credits, "
+                f"tier {created.tier}{f', expected by {created.eta}' if created.eta else ''})",
                 highlight=False,
             )
             if not wait:
@@ -270,6 +302,8 @@ def submit(
                 save(client, created.id, download)
     except ValidationError as exc:
         fail(f"invalid request: {_first_error(exc)}", Exit.USAGE)
+    except ValueError as exc:  # a --deadline that is neither a delay nor a moment
+        fail(f"invalid --deadline: {exc}", Exit.USAGE)
     except BatchgenError as exc:
         explain(exc)
     raise typer.Exit(int(outcome(batch)))

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from batchgen.models.api import (
     CreditsResponse,
     HistoryEntry,
     ItemView,
+    QuoteResponse,
 )
 from batchgen_client.errors import (
     ApiError,
@@ -195,8 +197,13 @@ class Client:
         negative_prompt: str | None = None,
         display_name: str | None = None,
         idempotency_key: str | None = None,
+        tier: str | None = None,
+        deadline: datetime | timedelta | str | None = None,
+        fallback: str | None = None,
     ) -> CreateBatchResponse:
-        """`POST /batch/create` with inline requests (a plain string is a prompt). Validated here first."""
+        """`POST /batch/create` with inline requests (a plain string is a prompt). Validated here first.
+        `tier`: batch, flex or auto; `deadline`: a moment (aware datetime or ISO 8601) or a delay from
+        now (`timedelta`, or `parse_deadline("2h")`); `fallback="standard"` with a deadline."""
         items = [
             BatchRequestItem(prompt=r) if isinstance(r, str) else BatchRequestItem.model_validate(r) for r in requests
         ]
@@ -209,6 +216,9 @@ class Client:
             aspectRatio=aspect_ratio,
             negativePrompt=negative_prompt,
             displayName=display_name,
+            tier=tier,  # type: ignore[arg-type]
+            deadline=absolute_deadline(deadline),
+            fallback=fallback,  # type: ignore[arg-type]
         )
         response = self._send(
             "POST",
@@ -257,6 +267,9 @@ class Client:
         negative_prompt: str | None = None,
         display_name: str | None = None,
         idempotency_key: str | None = None,
+        tier: str | None = None,
+        deadline: datetime | timedelta | str | None = None,
+        fallback: str | None = None,
     ) -> CreateBatchResponse:
         """A bulk batch: `upload_file`, then `POST /batch/create` with `inputFile`. The answer
         has `status: "validating"` and no count or cost yet."""
@@ -271,6 +284,9 @@ class Client:
             aspectRatio=aspect_ratio,
             negativePrompt=negative_prompt,
             displayName=display_name,
+            tier=tier,  # type: ignore[arg-type]
+            deadline=absolute_deadline(deadline),
+            fallback=fallback,  # type: ignore[arg-type]
         ).model_dump(mode="json", exclude={"requests"}, exclude_none=True)
         response = self._send(
             "POST",
@@ -280,6 +296,36 @@ class Client:
         )
         # requestCount/creditCost are null while validating: not the inline model's shape.
         return CreateBatchResponse.model_construct(**response.json())
+
+    def quote(
+        self,
+        type: str,
+        requests: Iterable[BatchRequestItem | dict[str, Any] | str],
+        *,
+        tier: str | None = None,
+        deadline: datetime | timedelta | str | None = None,
+        **options: Any,
+    ) -> QuoteResponse:
+        """`POST /batch/quote`: the cost and, per tier, the estimated completion; nothing is charged."""
+        items = [
+            BatchRequestItem(prompt=r) if isinstance(r, str) else BatchRequestItem.model_validate(r) for r in requests
+        ]
+        body = CreateBatchRequest.model_validate(
+            {
+                "type": type,
+                "requests": items,
+                "tier": tier,
+                "deadline": absolute_deadline(deadline),
+                **{_CAMEL.get(name, name): value for name, value in options.items()},
+            }
+        )
+        response = self._send(
+            "POST",
+            "/batch/quote",
+            content=body.model_dump_json(exclude_none=True),
+            headers={"Content-Type": "application/json"},
+        )
+        return QuoteResponse.model_validate_json(response.content)
 
     def status(self, batch_id: str) -> BatchStatusResponse:
         return self._get(f"/batch/status/{_segment(batch_id)}", BatchStatusResponse)
@@ -408,6 +454,29 @@ class Client:
             "POST", "/admin/credits", content=body.model_dump_json(), headers={"Content-Type": "application/json"}
         )
         return AdminCreditsResponse.model_validate_json(response.content)
+
+
+_CAMEL = {"aspect_ratio": "aspectRatio", "negative_prompt": "negativePrompt", "display_name": "displayName"}
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def parse_deadline(text: str) -> timedelta:
+    """A delay as people write it on a command line: `90m`, `2h`, `1.5h`, `1d`, `3600` (seconds)."""
+    match = _SPAN.match(text)
+    if not match:
+        raise ValueError(f"not a delay: {text!r} (e.g. 30m, 2h, 1d)")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[(match[2] or "s").lower()])
+
+
+def absolute_deadline(deadline: datetime | timedelta | str | None, now: datetime | None = None) -> datetime | None:
+    """The moment a deadline names: as given, or a delay from now (a `timedelta` or text like `2h`)."""
+    if deadline is None or isinstance(deadline, datetime):
+        return deadline
+    if isinstance(deadline, str) and _SPAN.match(deadline) is None:
+        return datetime.fromisoformat(deadline.replace("Z", "+00:00"))
+    delay = parse_deadline(deadline) if isinstance(deadline, str) else deadline
+    return (now or datetime.now(UTC)) + delay
 
 
 def is_finished(batch: BatchStatusResponse) -> bool:
