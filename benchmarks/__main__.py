@@ -5,7 +5,18 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, bulk, bulk_pipeline, cold_start, load, notifications, planning, poll_tick, uploads
+from benchmarks import (
+    aws_calls,
+    bulk,
+    bulk_pipeline,
+    cold_start,
+    load,
+    notifications,
+    planning,
+    poll_tick,
+    time_to_result,
+    uploads,
+)
 
 
 def main() -> None:
@@ -19,6 +30,7 @@ def main() -> None:
         bulk,
         bulk_pipeline,
         planning,
+        time_to_result,
         notifications,
         load,
     ):  # notifications and load last: they start the runtime

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import statistics
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +76,14 @@ class Clock:
         return START + timedelta(seconds=self.seconds)
 
 
+def _job_state(now: float, start: float, finish: float, *, cancelled: bool) -> str:
+    if cancelled:
+        return "JOB_STATE_CANCELLED"
+    if now < start:
+        return "JOB_STATE_PENDING"
+    return "JOB_STATE_RUNNING" if now < finish else "JOB_STATE_SUCCEEDED"
+
+
 def _sim_gemini(clock: Clock, rng: random.Random) -> Any:
     from batchgen.domain.gemini_jobs import JobNotFound, JobView
     from tests.fakes.gemini import FakeGemini
@@ -111,18 +118,17 @@ def _sim_gemini(clock: Clock, rng: random.Random) -> Any:
             if name not in self.timeline:
                 raise JobNotFound(name)
             start, finish, keys = self.timeline[name]
-            now = clock.seconds
-            if name in self.cancelled_at:
-                state = "JOB_STATE_CANCELLED"
-            elif now < start:
-                state = "JOB_STATE_PENDING"
-            elif now < finish:
-                state = "JOB_STATE_RUNNING"
-            else:
-                state = "JOB_STATE_SUCCEEDED"
+            state = _job_state(clock.seconds, start, finish, cancelled=name in self.cancelled_at)
+            if state == "JOB_STATE_SUCCEEDED":
                 if not self.jobs[name].results:
                     self.jobs[name].results = [(key, {"response": text}) for key in keys]
-            return JobView(name, self.jobs[name].view.display_name, state, "files/out" if state.endswith("SUCCEEDED") else None, None)
+            return JobView(
+                name,
+                self.jobs[name].view.display_name,
+                state,
+                "files/out" if state.endswith("SUCCEEDED") else None,
+                None,
+            )
 
         def generate_content(
             self,
@@ -344,7 +350,9 @@ def _span(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def simulate(tier: str, deadline: int | None, fallback: bool, served: bool, arrivals: list[tuple[float, int]]) -> dict[str, Any]:
+def simulate(
+    tier: str, deadline: int | None, fallback: bool, served: bool, arrivals: list[tuple[float, int]]
+) -> dict[str, Any]:
     from batchgen.domain import ids
 
     with _environment(served):
@@ -375,15 +383,15 @@ def run() -> None:
     moments = sorted(rng.uniform(0, WEEK) for _ in range(BATCHES))
     arrivals = [(moment, rng.randint(1, 500)) for moment in moments]
     items = sum(count for _, count in arrivals)
-    print(
-        f"== Time to result: {BATCHES:,} batches of 1-500 items ({items:,} in all) over a week, virtual clock =="
-    )
+    print(f"== Time to result: {BATCHES:,} batches of 1-500 items ({items:,} in all) over a week, virtual clock ==")
     print(
         "   Batch API lognormal (median 40 min, sigma 0.6), 2 % of jobs stuck 24-47 h; Flex 1-15 min, 10 % shed; "
         "text batches, `served` = the catalog's Flex reading of the model"
     )
-    header = f"   {'policy':<42} {'served':<6} {'p50':>8} {'p95':>8} {'p99':>8} {'p95 <=100':>10} {'deadlines':>10} {'x price':>8}"
-    print(header)
+    print(
+        f"   {'policy':<42} {'served':<6} {'p50':>8} {'p95':>8} {'p99':>8} {'p95 <=100':>10} "
+        f"{'deadlines':>10} {'x price':>8}"
+    )
     for name, tier, deadline, fallback in POLICIES:
         for served in (True, False):
             found = simulate(tier, deadline, fallback, served, arrivals)
@@ -400,4 +408,3 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
-    _ = statistics
