@@ -28,6 +28,8 @@ def item_view(item: ItemRecord, batch: BatchRecord) -> dict[str, object]:
         "imageUrl": item.imageUrl,
         "text": item.text,
         "error": item.error,
+        "prompt": item.prompt or batch.sharedPrompt or "",
+        "finishedAt": item.updatedAt if is_terminal_item(item) else None,
         "route": effective_route(item, batch),
     }
 
@@ -44,6 +46,10 @@ def routing_view(batch: BatchRecord) -> dict[str, object]:
     }
 
 
+def is_terminal_item(item: ItemRecord) -> bool:
+    return item.status in (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemStatus.CANCELLED)
+
+
 def summary(batch: BatchRecord) -> dict[str, int]:
     """Counts over every item, from the batch's counters (a status body shows only a page of items)."""
     open_count = max(batch.requestCount - batch.done_count, 0)
@@ -53,7 +59,8 @@ def summary(batch: BatchRecord) -> dict[str, int]:
         "pending": 0 if processing else open_count,
         "processing": open_count if processing else 0,
         "completed": batch.successCount,
-        "failed": batch.failCount,
+        "failed": batch.failCount - batch.cancelledCount,
+        "cancelled": batch.cancelledCount,
     }
 
 
@@ -100,7 +107,15 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "retryOf": batch.retryOf,
         "scheduledFor": batch.scheduledFor,
         **routing_view(batch),
+        "validation": validation_progress(batch),
     }
+
+
+def validation_progress(batch: BatchRecord) -> dict[str, int] | None:
+    """While a bulk (or retry) batch is `validating`, how far the ingest step has read (its checkpoint)."""
+    if batch.status is not BatchStatus.VALIDATING:
+        return None
+    return {"linesRead": batch.ingestLines, "requestsRead": batch.ingestItems, "bytesRead": batch.ingestOffset}
 
 
 def history_entry(batch: BatchRecord, *, include_user: bool = False) -> dict[str, object]:
