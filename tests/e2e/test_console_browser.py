@@ -377,3 +377,33 @@ def test_templates_and_scheduled_batches(page: Any, runtime: Any) -> None:
     expect(scheduled).to_contain_text("01:00 UTC")
     scheduled.get_by_role("button", name="Cancel (full refund)").click()
     expect(scheduled).to_contain_text("Nothing scheduled")
+
+
+def test_the_tier_and_deadline_choice_shows_the_estimate_before_submitting(page: Any, runtime: Any) -> None:
+    _, token = runtime.new_user(20)
+    sign_in(page, runtime, token)
+    # Given two text prompts, the service's quote shows the estimated completion per tier before submitting
+    page.get_by_label("Prompts").fill("what is a fox?\nwhat is an owl?")
+    page.get_by_label("Type").select_option("text")
+    estimate = page.locator("#estimate")
+    expect(estimate).to_contain_text(
+        re.compile(r"batch: done by about .* UTC; flex: done by about .* UTC; auto: done by about .*\(starts on flex\)")
+    )
+    # A model Flex does not serve: the flex tier says so, and choosing it shows the service's 400 message
+    page.get_by_label("Type").select_option("character")
+    expect(estimate).to_contain_text("flex: not for this model")
+    page.get_by_label("Tier").select_option("flex")
+    expect(estimate).to_contain_text("does not serve")
+    # The fallback needs a deadline: it is offered once one is chosen
+    page.get_by_label("Type").select_option("text")
+    expect(page.locator("#fallback")).to_be_disabled()
+    page.get_by_label("Deadline", exact=True).select_option(label="in 1 hour")
+    page.locator("#fallback").check()
+    expect(estimate).to_contain_text("flex: done by about")
+    page.get_by_role("button", name="Create batch").click()
+    # Then the batch page shows its tier, deadline and where its items are, and the batch finishes
+    routing = page.locator("#routing")
+    expect(routing).to_contain_text(re.compile(r"Tier flex · deadline .* UTC"))
+    expect(page.locator("#progress-text")).to_contain_text("2 of 2 done (100 %)", timeout=FINISH_TIMEOUT_MS)
+    expect(routing).to_contain_text("items: 2 on flex")
+    expect(page.get_by_role("region", name="Items")).to_contain_text("flex")

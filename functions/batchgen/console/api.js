@@ -75,6 +75,7 @@ export const api = {
   credits: () => call("GET", "credits").then((r) => r.body),
   catalog: () => call("GET", "catalog").then((r) => r.body),
   create: (body) => call("POST", "batch/create", { body, headers: { "Idempotency-Key": newKey() } }).then((r) => r.body),
+  quote: (body) => call("POST", "batch/quote", { body }).then((r) => r.body),
   status: (id) => call("GET", `batch/status/${encodeURIComponent(id)}`).then((r) => r.body),
   items: (id, query) => call("GET", batchPath(id, "/items"), { query }),
   results: (id) => call("GET", batchPath(id, "/results")).then((r) => r.body),

@@ -124,6 +124,8 @@ async function submitToken(event, input) {
 
 // ------------------------------------------------------------------------------------------ new batch
 const TYPES = ["text-to-image", "character", "food", "product", "image-edit", "text"];
+// Deadline choices on the new-batch page: a delay from now (the service takes 15 minutes to 7 days).
+const DEADLINES = [["none", 0], ["in 30 minutes", 1800], ["in 1 hour", 3600], ["in 2 hours", 7200], ["in 6 hours", 21600], ["in 24 hours", 86400]];
 
 function readAsDataUrl(file) {
   return new Promise((resolve, reject) => {
@@ -168,10 +170,23 @@ async function newBatch() {
   );
   const submit = h("button", { type: "submit" }, "Create batch");
   // When it goes to Gemini: now, at a time (any zone: the browser's offset is sent), or off-peak.
-  // (A tier and deadline choice joins this group when the service offers them.)
   const start = select("start", ["now", "at a time", "off-peak"], "now");
   const startAt = h("input", { id: "startAt", name: "startAt", type: "datetime-local", hidden: true, "aria-label": "Start at" });
   start.addEventListener("change", () => (startAt.hidden = start.value !== "at a time"));
+  // How it runs: the Batch API, Flex or either (same price), an optional deadline and the standard fallback.
+  // The service's quote answers the estimated completion per tier before anything is submitted.
+  const tier = select("tier", ["batch", "auto", "flex"], "batch");
+  const deadline = h(
+    "select",
+    { id: "deadline", name: "deadline" },
+    DEADLINES.map(([label, seconds]) => h("option", { value: String(seconds) }, label)),
+  );
+  const fallback = h("input", { id: "fallback", name: "fallback", type: "checkbox", disabled: true });
+  const estimate = h("p", { class: "estimate", id: "estimate", "aria-live": "polite" });
+  deadline.addEventListener("change", () => {
+    fallback.disabled = deadline.value === "0";
+    if (fallback.disabled) fallback.checked = false;
+  });
 
   function requests() {
     const lines = prompts.value.split("\n").map((line) => line.trim()).filter(Boolean);
@@ -179,6 +194,45 @@ async function newBatch() {
       ...lines.map((prompt) => ({ prompt })),
       ...images.map((image) => ({ id: image.name, imageBase64: image.dataUrl })),
     ];
+  }
+
+  function body() {
+    const created = { type: type.value, requests: requests(), quality: quality.value, tier: tier.value };
+    if (ratio.value) created.aspectRatio = ratio.value;
+    if (shared.value.trim()) created.prompt = shared.value.trim();
+    if (name.value.trim()) created.displayName = name.value.trim();
+    if (start.value === "off-peak") created.offPeak = true;
+    if (start.value === "at a time" && startAt.value) created.scheduleAt = withOffset(startAt.value);
+    if (deadline.value !== "0") created.deadline = new Date(Date.now() + Number(deadline.value) * 1000).toISOString();
+    if (fallback.checked) created.fallback = "standard";
+    return created;
+  }
+
+  // The estimate per tier from POST /batch/quote, asked again (at most every half second) as the form changes.
+  let quoteTimer = null;
+  let quoted = 0;
+  function updateEstimate() {
+    window.clearTimeout(quoteTimer);
+    quoteTimer = window.setTimeout(async () => {
+      const asked = ++quoted;
+      if (!requests().length) {
+        estimate.textContent = "";
+        return;
+      }
+      try {
+        const answer = await api.quote(body());
+        if (asked !== quoted) return; // a newer question is on its way
+        const lines = answer.tiers.map((t) =>
+          `${t.tier}: ${t.available ? `done by about ${when(t.eta)} UTC${t.tier === "auto" ? ` (starts on ${t.route})` : ""}` : "not for this model"}`,
+        );
+        estimate.textContent = `Estimated completion, same price on every tier — ${lines.join("; ")}.`;
+        estimate.classList.remove("short");
+      } catch (error) {
+        if (asked !== quoted) return;
+        estimate.textContent = error.message;
+        estimate.classList.add("short");
+      }
+    }, 500);
   }
 
   function updatePrice() {
@@ -193,6 +247,7 @@ async function newBatch() {
     price.classList.toggle("short", total > balance);
     submit.disabled = count === 0 || count > catalog.maxBatchRequests;
     if (count > catalog.maxBatchRequests) price.textContent += ` At most ${catalog.maxBatchRequests} requests per batch.`;
+    updateEstimate();
   }
 
   function renderImages() {
@@ -246,6 +301,7 @@ async function newBatch() {
     addFiles([...event.dataTransfer.files]);
   });
   for (const input of [type, quality, prompts]) input.addEventListener("input", updatePrice);
+  for (const input of [tier, deadline, fallback]) input.addEventListener("change", updateEstimate);
 
   const form = h(
     "form",
@@ -254,13 +310,7 @@ async function newBatch() {
       onsubmit: (event) => {
         event.preventDefault();
         guarded(submit, async () => {
-          const body = { type: type.value, requests: requests(), quality: quality.value };
-          if (ratio.value) body.aspectRatio = ratio.value;
-          if (shared.value.trim()) body.prompt = shared.value.trim();
-          if (name.value.trim()) body.displayName = name.value.trim();
-          if (start.value === "off-peak") body.offPeak = true;
-          if (start.value === "at a time" && startAt.value) body.scheduleAt = withOffset(startAt.value);
-          const created = await api.create(body);
+          const created = await api.create(body());
           window.location.hash = `#/batch/${encodeURIComponent(created.id)}`;
         });
       },
@@ -271,6 +321,9 @@ async function newBatch() {
       h("div", {}, h("label", { for: "aspectRatio" }, "Aspect ratio"), ratio),
       h("div", {}, h("label", { for: "displayName" }, "Name (optional)"), name),
       h("div", {}, h("label", { for: "start" }, "Start"), start, startAt),
+      h("div", {}, h("label", { for: "tier" }, "Tier"), tier),
+      h("div", {}, h("label", { for: "deadline" }, "Deadline"), deadline),
+      h("div", {}, h("label", { class: "check", for: "fallback" }, fallback, " Standard fallback near the deadline (the price difference is charged)")),
     ),
     h("label", { for: "prompt" }, "Shared prompt (optional, put before every request)"),
     shared,
@@ -279,6 +332,7 @@ async function newBatch() {
     prompts,
     drop,
     price,
+    estimate,
     submit,
   );
   page("New batch", form);
@@ -349,6 +403,8 @@ async function batchPage(id) {
   const progressText = h("p", { id: "progress-text", "aria-live": "polite" });
   const header = h("p", { class: "meta" });
   const reason = h("p", { class: "reason", id: "failure-reason", hidden: true });
+  const routing = h("p", { class: "routing", id: "routing" });
+  const fallbackNote = h("p", { class: "reason", id: "fallback-note", hidden: true });
   const cancel = h("button", { type: "button", class: "danger", id: "cancel" }, "Cancel batch");
   const retry = h("button", { type: "button", class: "secondary", id: "retry", hidden: true }, "Retry failed");
   const downloads = h("section", { class: "card downloads", id: "downloads", "aria-labelledby": "downloads-heading", hidden: true });
@@ -423,19 +479,20 @@ async function batchPage(id) {
           h("td", { class: "optional" }, item.clientId),
           h("td", {}, statusBadge(item.status)),
           h("td", { class: "wrap" }, item.prompt || ""),
+          h("td", { class: "optional" }, item.route || "batch"),
           h("td", { class: "wrap" }, result),
         ),
       );
     }
-    if (!itemsCount) itemRows.append(h("tr", {}, h("td", { colspan: 4 }, "No items in this state.")));
+    if (!itemsCount) itemRows.append(h("tr", {}, h("td", { colspan: 5 }, "No items in this state.")));
     itemsCursor = next;
     moreItems.hidden = !next;
   }
   itemFilter.addEventListener("change", () => loadItems(true).catch(showError));
   moreItems.addEventListener("click", () => guarded(moreItems, () => loadItems(false)));
-  const itemsTable = tableOf(["Item", "Status", "Prompt", "Result or reason"], [], "Items");
+  const itemsTable = tableOf(["Item", "Status", "Prompt", "Route", "Result or reason"], [], "Items");
   itemsTable.querySelector("tbody").replaceWith(itemRows);
-  itemsTable.querySelector("th").classList.add("optional");
+  for (const index of [0, 3]) itemsTable.querySelectorAll("th")[index].classList.add("optional");
 
   function renderDownloads() {
     const command = `batchgen download ${id} ./${id}/`;
@@ -478,6 +535,14 @@ async function batchPage(id) {
       current.scheduledFor ? ` · starts ${when(current.scheduledFor)} UTC` : "",
       current.displayName ? h("span", { class: "batch-id" }, ` · ${current.id}`) : "",
     );
+    const routes = current.routes ? Object.entries(current.routes).filter(([, n]) => n).map(([r, n]) => `${n} on ${r}`) : [];
+    routing.textContent = `Tier ${current.tier}` +
+      (current.deadline ? ` · deadline ${when(current.deadline)} UTC` : "") +
+      (current.eta ? ` · expected by ${when(current.eta)} UTC` : "") +
+      (routes.length ? ` · items: ${routes.join(", ")}` : "") +
+      (Number(current.topUpCredits) ? ` · standard fallback top-ups ${current.topUpCredits}` : "");
+    fallbackNote.textContent = current.fallbackNote || "";
+    fallbackNote.hidden = !current.fallbackNote;
     reason.textContent = current.failureReason || "";
     reason.hidden = !current.failureReason;
     const ended = TERMINAL.has(current.status);
@@ -491,6 +556,8 @@ async function batchPage(id) {
   page(
     batch.displayName || `Batch ${id}`,
     header,
+    routing,
+    fallbackNote,
     reason,
     h("label", { for: "progress" }, "Progress"),
     progress,
