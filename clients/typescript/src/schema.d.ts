@@ -296,7 +296,7 @@ export interface paths {
         put?: never;
         /**
          * Price a batch before creating it (nothing is charged or recorded)
-         * @description Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the same checks; `standardCost` is what the standard endpoint would charge for as many images.
+         * @description Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the same checks; `standardCost` is what the standard endpoint would charge for as many images; `tiers` answers, for each tier, the credit cost and the estimated completion (`available: false`: the tier cannot take this batch, e.g. Flex for a model it does not serve).
          */
         post: operations["quote_batch_batch_quote_post"];
         delete?: never;
@@ -522,6 +522,21 @@ export interface components {
             creditCost: number;
             /** Refundedcredits */
             refundedCredits: number;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /** Eta */
+            eta?: string | null;
+            /**
+             * Topupcredits
+             * @default 0
+             */
+            topUpCredits: number;
             /** Userid */
             userId: string;
         };
@@ -608,6 +623,35 @@ export interface components {
             validation?: components["schemas"]["ValidationProgress"] | null;
             /** @description The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's */
             geminiJobs?: components["schemas"]["GeminiJobCounts"] | null;
+            /**
+             * Tier
+             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /** Fallback */
+            fallback?: "standard" | null;
+            /**
+             * Eta
+             * @description When the batch is expected to be done (null once it is)
+             */
+            eta?: string | null;
+            /** @description How many items are on each route */
+            routes?: components["schemas"]["RouteCounts"] | null;
+            /**
+             * Topupcredits
+             * @description Credits debited for the standard fallback (beside `creditCost`)
+             * @default 0
+             */
+            topUpCredits: number;
+            /**
+             * Fallbacknote
+             * @description Why the standard fallback could not move items (e.g. the balance)
+             */
+            fallbackNote?: string | null;
         };
         /**
          * CatalogResponse
@@ -668,6 +712,16 @@ export interface components {
          *       ],
          *       "type": "image-edit"
          *     }
+         * @example {
+         *       "requests": [
+         *         {
+         *           "id": "q1",
+         *           "prompt": "Name three uses of a paperclip"
+         *         }
+         *       ],
+         *       "tier": "auto",
+         *       "type": "text"
+         *     }
          */
         CreateBatchRequest: {
             /** Type */
@@ -717,6 +771,21 @@ export interface components {
              * @description Submit at the next start of the off-peak window (UTC)
              */
             offPeak?: boolean | null;
+            /**
+             * Tier
+             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
+             */
+            tier?: ("batch" | "flex" | "auto") | null;
+            /**
+             * Deadline
+             * @description ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex to keep it, and `fallback` acts just before it
+             */
+            deadline?: string | null;
+            /**
+             * Fallback
+             * @description `standard`: items still open 5 minutes before the deadline are generated at the standard tier; the price difference is debited then (without the balance for it, they stay where they are)
+             */
+            fallback?: "standard" | null;
         };
         /** CreateBatchResponse */
         CreateBatchResponse: {
@@ -738,6 +807,19 @@ export interface components {
             message: string;
             /** Scheduledfor */
             scheduledFor?: string | null;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /**
+             * Eta
+             * @description When the batch is expected to be done
+             */
+            eta?: string | null;
         };
         /** CreateWebhookEndpointRequest */
         CreateWebhookEndpointRequest: {
@@ -878,6 +960,21 @@ export interface components {
             aspectRatio?: string | null;
             /** Negativeprompt */
             negativePrompt?: string | null;
+            /**
+             * Tier
+             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
+             */
+            tier?: ("batch" | "flex" | "auto") | null;
+            /**
+             * Deadline
+             * @description ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex to keep it, and `fallback` acts just before it
+             */
+            deadline?: string | null;
+            /**
+             * Fallback
+             * @description `standard`: items still open 5 minutes before the deadline are generated at the standard tier; the price difference is debited then (without the balance for it, they stay where they are)
+             */
+            fallback?: "standard" | null;
         };
         /** GenerateBatchResponse */
         GenerateBatchResponse: {
@@ -966,6 +1063,21 @@ export interface components {
             creditCost: number;
             /** Refundedcredits */
             refundedCredits: number;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /** Eta */
+            eta?: string | null;
+            /**
+             * Topupcredits
+             * @default 0
+             */
+            topUpCredits: number;
         };
         /** InsufficientCreditsBody */
         InsufficientCreditsBody: {
@@ -1016,6 +1128,13 @@ export interface components {
              * @description When the item reached its final state
              */
             finishedAt?: string | null;
+            /**
+             * Route
+             * @description Where the item is (or was) generated
+             * @default batch
+             * @enum {string}
+             */
+            route: "batch" | "flex" | "standard";
         };
         /** Job */
         Job: {
@@ -1052,6 +1171,23 @@ export interface components {
             balance: number;
             /** Sufficient */
             sufficient: boolean;
+            /**
+             * Tier
+             * @description The tier the body asks for
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /**
+             * Eta
+             * @description Estimated completion on that tier
+             */
+            eta?: string | null;
+            /**
+             * Tiers
+             * @description Cost and estimated completion per tier
+             */
+            tiers?: components["schemas"]["TierQuote"][];
         };
         /**
          * ResultsManifest
@@ -1091,8 +1227,33 @@ export interface components {
             message: string;
             /** Scheduledfor */
             scheduledFor?: string | null;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /**
+             * Eta
+             * @description When the batch is expected to be done
+             */
+            eta?: string | null;
             /** Retryof */
             retryOf: string;
+        };
+        /**
+         * RouteCounts
+         * @description Items per route: the Batch API, Flex, or the standard tier (the deadline's fallback).
+         */
+        RouteCounts: {
+            /** Batch */
+            batch: number;
+            /** Flex */
+            flex: number;
+            /** Standard */
+            standard: number;
         };
         /** Summary */
         Summary: {
@@ -1184,6 +1345,37 @@ export interface components {
             createdAt: string;
             /** Updatedat */
             updatedAt: string;
+        };
+        /**
+         * TierQuote
+         * @description One tier's answer for the quoted batch.
+         */
+        TierQuote: {
+            /**
+             * Tier
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /**
+             * Available
+             * @description False: this tier cannot take the batch (Flex does not serve its model)
+             */
+            available: boolean;
+            /**
+             * Route
+             * @description The route its items would start on (`auto` picks one)
+             */
+            route: ("batch" | "flex" | "standard") | null;
+            /**
+             * Creditcost
+             * @description The same batch price on every tier
+             */
+            creditCost: number;
+            /**
+             * Eta
+             * @description Estimated completion (ISO 8601 UTC), if it started now
+             */
+            eta: string | null;
         };
         /**
          * UploadResponse
