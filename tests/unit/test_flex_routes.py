@@ -4,6 +4,7 @@ resubmitted, the standard fallback and its top-up, and late results of a left ro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -14,12 +15,17 @@ import pytest
 
 from batchgen.config import get_catalog, get_settings, reset_caches
 from batchgen.domain import ids, jobs
+from batchgen.domain import notifications as rules
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
 from batchgen.domain.errors import PermanentError, TransientError
+from batchgen.domain.events import ItemsSucceeded
 from batchgen.domain.gemini_requests import request_body
 from batchgen.domain.routing import RouteMove, effective_route
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, GenerateItem, SubmitJob, UploadImage
+from batchgen.models.records import OutboxRecord, WebhookEndpointRecord
+from batchgen.usecases.bulk import results
+from batchgen.usecases.notify import notify
 from batchgen.usecases.pipeline import collect, create, poll, submit, upload
 from batchgen.usecases.routing import flex
 from tests.fakes import FakeServices
@@ -349,3 +355,32 @@ def test_a_late_flex_result_after_the_fallback_moved_the_item_is_dropped(service
     assert flex.generate_item(services, flex_call) == "dropped"  # the item is the standard tier's now
     assert run_calls(services) == ["generated"]
     assert services.store.batches[batch_id].successCount == 1 and len(services.gemini.generate_calls) == 1
+
+
+def test_the_manifest_and_webhooks_show_the_tier_and_each_items_route(services, monkeypatch):
+    # Given an auto batch whose stuck job moved its items to Flex, where they succeeded
+    batch_id = running_batch(services, 3, tier="auto")
+    shift_clock(monkeypatch, 2 * 3600 + 1)
+    poll.poll_batch(services, services.store.batches[batch_id])
+    assert run_calls(services) == ["generated"] * 3
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED
+    # Then the results manifest names each item's route
+    assert results.write_manifest(services, batch_id) == "written"
+    lines = services.blobs.objects[results.manifest_key(batch_id)].decode().splitlines()
+    assert [json.loads(line)["route"] for line in lines] == ["flex"] * 3
+    # And the batch's webhook event carries its tier and deadline, an item's event the item's route
+    data = notify.batch_event_data(services, batch)
+    assert (data["tier"], data["deadline"]) == ("auto", None)
+    endpoint = WebhookEndpointRecord(
+        endpointId="whep_1",
+        userId=USER.user_id,
+        url="https://example.com/hook",
+        events=["batch.item.succeeded"],
+        secret=rules.new_secret(),
+        createdAt=ids.now_iso(),
+    )
+    event = ItemsSucceeded(batch_id=batch_id, indexes=(0,))
+    row = OutboxRecord(eventId="evt_1", batchId=batch_id, at=ids.now_iso(), itemEvent=event.name, itemIndexes=[0])
+    [message] = list(notify.item_webhooks(services, event, row, batch, [endpoint]))
+    assert json.loads(message.body)["data"]["route"] == "flex"
