@@ -123,7 +123,7 @@ def test_a_flex_batch_fans_out_one_flex_call_per_item_and_completes_at_the_batch
     assert run_calls(services) == ["generated"] * 3
 
     model, tier, contents, config = services.gemini.generate_calls[0]
-    assert (model, tier) == ("models/gemini-3.5-flash", "flex")
+    assert (model, tier) == (f"models/{get_catalog().defaultModels['text']}", "flex")
     assert config == {"response_modalities": ["TEXT"]} and contents[0]["parts"][0]["text"] == "prompt 0"
     done = services.store.batches[batch_id]
     assert done.status is BatchStatus.COMPLETED and done.successCount == 3

@@ -3,11 +3,14 @@ late jobs, Flex's give-up and back-off, and what the standard fallback costs. Pu
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+import batchgen
 from batchgen import constants
 from batchgen.config import Settings, get_catalog, reset_caches
 from batchgen.domain import routing
@@ -17,7 +20,7 @@ from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 
 SETTINGS = Settings()
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-IMAGE, TEXT = "gemini-3.1-flash-image", "gemini-3.5-flash"
+IMAGE, TEXT = get_catalog().defaultModels["character"], get_catalog().defaultModels["text"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +30,9 @@ def _catalog() -> None:
 
 def test_the_catalog_records_per_model_whether_flex_serves_it_with_its_source_and_date() -> None:
     catalog = get_catalog()
-    for model, spec in catalog.models.items():
+    raw = json.loads((Path(batchgen.__file__).parent / "catalog.json").read_text(encoding="utf-8"))
+    assert set(raw["models"]) == set(catalog.models)
+    for model, spec in raw["models"].items():
         flex = spec["flex"]
         assert isinstance(flex, dict), model
         assert isinstance(flex["served"], bool) and flex["source"].startswith("https://"), model
