@@ -109,6 +109,14 @@ def test_a_flex_batch_with_a_deadline_from_the_cli(runtime, tmp_path: Path):
     assert "tier flex, expected by" in result.output and "items on 2 flex" in result.output
     report = Client(runtime.base_url, token).status(created_id(result))
     assert report.tier == "flex" and report.deadline and {item.route for item in report.items} == {"flex"}
+    # The quote: the cost and, per tier, the expected completion (the chosen tier marked)
+    quoted = cli(runtime, token, "quote", str(prompts), "--type", "text", "--tier", "auto", "--deadline", "2h")
+    assert quoted.exit_code == 0, quoted.output
+    assert "2 requests: 1 credits (standard rate 2)" in quoted.output and "* auto   done by about" in quoted.output
+    assert "(starts on flex)" in quoted.output and "  batch  done by about" in quoted.output
+    image = cli(runtime, token, "quote", str(prompts), "--type", "character", "--json")
+    tiers = {entry["tier"]: entry["available"] for entry in json.loads(image.output)["tiers"]}
+    assert tiers == {"batch": True, "flex": False, "auto": True}
     # Flex does not serve the image models: the service says so, and the CLI shows it.
     refused = cli(runtime, token, "submit", str(prompts), "--type", "character", "--tier", "flex")
     assert refused.exit_code != 0 and "does not serve model" in refused.output

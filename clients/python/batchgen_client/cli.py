@@ -310,6 +310,25 @@ def print_json(value: Any) -> None:
 BatchId = Annotated[str, typer.Argument(metavar="ID", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (the API's own bodies) instead of a table")]
 Interval = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between status reads")]
+TierOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="batch|flex|auto",
+        help="batch (the Batch API, default), flex (minutes, models Flex serves) or auto (Flex for small batches "
+        "and near the deadline)",
+    ),
+]
+DeadlineOption = Annotated[
+    str | None,
+    typer.Option(metavar="WHEN", help="Finish within this long (30m, 2h, 1d) or by this ISO 8601 moment"),
+]
+FallbackOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="standard",
+        help="With --deadline: items still open near it go to the standard tier (the price difference is charged)",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")]
 
 
@@ -344,25 +363,9 @@ def submit(
     model: Annotated[str | None, typer.Option(metavar="MODEL", help="Gemini model or alias (default per type)")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", metavar="TEXT")] = None,
     name: Annotated[str | None, typer.Option("--name", metavar="TEXT", help="Display name")] = None,
-    tier: Annotated[
-        str | None,
-        typer.Option(
-            metavar="batch|flex|auto",
-            help="batch (the Batch API, default), flex (minutes, models Flex "
-            "serves) or auto (Flex for small batches and near the deadline)",
-        ),
-    ] = None,
-    deadline: Annotated[
-        str | None,
-        typer.Option(metavar="WHEN", help="Finish within this long (30m, 2h, 1d) or by this ISO 8601 moment"),
-    ] = None,
-    fallback: Annotated[
-        str | None,
-        typer.Option(
-            metavar="standard",
-            help="With --deadline: items still open near it go to the standard tier (the price difference is charged)",
-        ),
-    ] = None,
+    tier: TierOption = None,
+    deadline: DeadlineOption = None,
+    fallback: FallbackOption = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the batch to its end (exit code from its outcome)")
     ] = False,
@@ -431,6 +434,58 @@ def send(
         highlight=False,
     )
     return created, file_bytes
+
+
+@app.command()
+def quote(
+    ctx: typer.Context,
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="SOURCE",
+            help="What submit would send (a text file, an image folder or a .jsonl file), up to the inline limit",
+            show_default=False,
+        ),
+    ],
+    batch_type: Annotated[str, typer.Option("--type", "-t", metavar="TYPE", help="As for submit")] = "text-to-image",
+    prompt: Annotated[str | None, typer.Option(metavar="TEXT", help="Shared prompt")] = None,
+    quality: Annotated[str | None, typer.Option(metavar="1k|2k|4k")] = None,
+    model: Annotated[str | None, typer.Option(metavar="MODEL")] = None,
+    tier: TierOption = None,
+    deadline: DeadlineOption = None,
+    fallback: FallbackOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a batch would cost and, per tier, when it would be done; nothing is charged."""
+    try:
+        with ctx.obj.client() as client:
+            read = read_requests(source, prompt, client.catalog().maxBatchRequests)
+            if read.jsonl is not None:
+                fail(f"{read.count:,} requests: more than one create takes inline; quote a part of them.", Exit.USAGE)
+            answer = client.quote(
+                batch_type, read.requests, tier=tier, deadline=deadline, prompt=prompt, quality=quality, model=model,
+                fallback=fallback,
+            )  # fmt: skip
+    except ValidationError as exc:
+        fail(f"invalid request: {_first_error(exc)}", Exit.USAGE)
+    except ValueError as exc:  # a --deadline that is neither a delay nor a moment
+        fail(f"invalid --deadline: {exc}", Exit.USAGE)
+    except BatchgenError as exc:
+        explain(exc)
+    if as_json:
+        print_json(answer.model_dump(mode="json"))
+        return
+    out.print(
+        f"{answer.requestCount} requests: {answer.creditCost} credits (standard rate {answer.standardCost}); "
+        f"balance {answer.balance}{'' if answer.sufficient else ' — not enough'}",
+        highlight=False,
+    )
+    for estimate in answer.tiers:
+        eta = (estimate.eta or "")[:16].replace("T", " ")
+        done = f"done by about {eta} UTC" if estimate.available and eta else "not for this model"
+        first = f" (starts on {estimate.route})" if estimate.tier == "auto" and estimate.available else ""
+        mark = "*" if estimate.tier == answer.tier else " "
+        out.print(f" {mark} {estimate.tier:<6} {done}{first}", highlight=False)
 
 
 def write_jsonl(requests: list[dict[str, Any]], path: Path) -> Path:
