@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from batchgen import constants
 from batchgen.config import get_catalog, get_settings, reset_caches
 from batchgen.domain import ids, jobs
 from batchgen.domain import notifications as rules
@@ -384,3 +385,28 @@ def test_the_manifest_and_webhooks_show_the_tier_and_each_items_route(services, 
     row = OutboxRecord(eventId="evt_1", batchId=batch_id, at=ids.now_iso(), itemEvent=event.name, itemIndexes=[0])
     [message] = list(notify.item_webhooks(services, event, row, batch, [endpoint]))
     assert json.loads(message.body)["data"]["route"] == "flex"
+
+
+def test_a_call_waiting_in_a_busy_queue_is_sent_again_once_per_redrive_period_and_made_once(services, monkeypatch):
+    # Given a flex batch whose calls wait in the Flex queue (every worker busy) with no trace on the items
+    batch_id = create_batch(services, 3, tier="flex")
+    submit.submit_batch(services, batch_id)
+    waiting = calls(services)
+    assert len(waiting) == 3
+
+    def tick(seconds: float) -> list[GenerateItem]:
+        shift_clock(monkeypatch, seconds)
+        poll.poll_batch(services, services.store.batches[batch_id])
+        return calls(services)
+
+    # When the poller looks after FLEX_REDRIVE_SECONDS, the calls look lost: each is sent again, once
+    redriven = tick(constants.FLEX_REDRIVE_SECONDS + 60)
+    assert sorted(m.index for m in redriven) == [0, 1, 2]
+    # Then the next looks within FLEX_REDRIVE_SECONDS send nothing more (not one copy per tick)
+    for _ in range(4):  # 6 minutes apart: each look finds the batch quiet, none finds a call lost
+        assert tick(6 * 60) == []
+    # And when the workers reach the queue, each item is generated once, its copies dropped
+    outcomes = [flex.generate_item(services, message) for message in waiting + redriven]
+    assert sorted(outcomes) == ["dropped"] * 3 + ["generated"] * 3
+    assert len(services.gemini.generate_calls) == 3
+    assert services.store.batches[batch_id].status is BatchStatus.COMPLETED

@@ -290,6 +290,19 @@ def requeue_flex(rev: int, seq: int, lease: str, now: str) -> Change:
     )
 
 
+def flex_redriven(rev: int, seq: int, lease: str | None, now: str) -> Change:
+    """A call whose message looks lost is sent again: the item is attended to now, so that a message merely
+    waiting in a busy queue gets one more copy per FLEX_REDRIVE_SECONDS, not one per tick."""
+    return Change(
+        {"flexAt": now},
+        Guard(
+            {"routeRev": rev_condition(rev), "flexSeq": AbsentOr(0) if seq == 0 else seq, "flexLease": lease or ABSENT},
+            status_in=OPEN_ITEM_STATUSES,
+        ),
+        name="flex_redriven",
+    )
+
+
 def flex_answered(rev: int, lease: str, now: str) -> Change:
     """The call answered with an image on its way to upload: the item is attended to (no re-drive)."""
     return Change(

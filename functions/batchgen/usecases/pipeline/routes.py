@@ -319,16 +319,23 @@ def _redrive_calls(services: Services, batch: BatchRecord, items: list[ItemRecor
             timeout_seconds=timeout,
         )
     ]
-    if not lost:
-        return 0
     now = ids.now_iso()
-    services.queues.send_generate(
-        [
-            generate_message(batch, item, tier=routing.effective_route(item, batch), rev=item.routeRev, since=now)
-            for item in lost
-        ]
-    )
-    return len(lost)
+    stamped = [
+        item
+        for item in lost
+        if services.items.change_item(
+            batch.batchId, item.index, routing.flex_redriven(item.routeRev, item.flexSeq, item.flexLease, now)
+        )
+        is not None  # a delivery took the lease, or the item moved or ended, since it was read
+    ]
+    if stamped:
+        services.queues.send_generate(
+            [
+                generate_message(batch, item, tier=routing.effective_route(item, batch), rev=item.routeRev, since=now)
+                for item in stamped
+            ]
+        )
+    return len(stamped)
 
 
 def _age(moment: str | None) -> float | None:
