@@ -173,7 +173,7 @@ class Simulation:
         self.open: set[str] = set()  # created and not ended yet
         self.outcomes: dict[str, Outcome] = {}
         self.wake_at: float | None = None  # the one wake-up scheduled for the Flex queue's next visible call
-        self.calls = {"flex": 0, "shed": 0, "standard": 0}
+        self.calls = {"flex": 0, "shed": 0, "standard": 0, "dropped": 0}
 
     def push(self, at: float, kind: str, payload: Any = None) -> None:
         self.seq += 1
@@ -271,6 +271,8 @@ class Simulation:
 
     def _start_calls(self) -> None:
         """The Flex worker's pool: calls start while fewer than FLEX_MAX_CONCURRENCY are in flight."""
+        from batchgen.usecases.routing import flex
+
         while self.waiting and self.in_flight < self.cap:
             visible, _seq, message = self.waiting[0]
             if visible > self.clock.seconds:
@@ -279,6 +281,11 @@ class Simulation:
                     self.push(visible, "wake")
                 return
             heapq.heappop(self.waiting)
+            if flex.current(self.services, message) is None:
+                # The worker drops a message that is no longer its item's (a copy, a moved or ended item)
+                # in milliseconds, without calling Gemini: it holds no place in the pool.
+                self.calls["dropped"] += flex.generate_item(self.services, message) == "dropped"
+                continue
             self.in_flight += 1
             if message.tier == "standard":
                 self.calls["standard"] += 1

@@ -67,9 +67,9 @@ def generate_item(services: Services, message: GenerateItem) -> str:
     return _keep(services, call, answer)
 
 
-def _lease(services: Services, message: GenerateItem) -> Call | None:
-    """The item's lease for this message's call, if the message is still the item's and no other attempt
-    holds a live lease."""
+def current(services: Services, message: GenerateItem) -> tuple[BatchRecord, ItemRecord] | None:
+    """The batch and item this message would call Gemini for: None when the message is no longer the
+    item's (ended, moved, a newer message) or another attempt holds a live lease. Reads only."""
     batch = services.batches.get_batch(message.batchId)
     if batch is None or is_terminal(batch.status):
         return None
@@ -81,6 +81,16 @@ def _lease(services: Services, message: GenerateItem) -> Call | None:
     age = ids.age_seconds(item.flexLease) if item.flexLease else None
     if routing.lease_is_live(item.flexLease, age, get_settings().flex_timeout_seconds):
         return None  # another delivery is calling: its outcome continues the item
+    return batch, item
+
+
+def _lease(services: Services, message: GenerateItem) -> Call | None:
+    """The item's lease for this message's call, if the message is still the item's and no other attempt
+    holds a live lease."""
+    found = current(services, message)
+    if found is None:
+        return None
+    batch, item = found
     now = ids.now_iso()
     leased = services.items.change_item(
         batch.batchId, item.index, routing.take_flex_lease(message.rev, message.seq, item.flexLease, now)
