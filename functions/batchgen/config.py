@@ -29,6 +29,7 @@ class Settings(BaseModel):
     upload_queue_url: str = ""
     ingest_queue_url: str = ""
     notify_queue_url: str = ""
+    notify_dlq_url: str = ""
 
     max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
     max_file_batch_requests: int = Field(constants.MAX_FILE_BATCH_REQUESTS_DEFAULT, ge=1, le=100_000)

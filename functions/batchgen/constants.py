@@ -131,6 +131,8 @@ ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
 ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
 # --- Notifications (SPEC §7) ---
 ENV_NOTIFY_QUEUE_URL = "NOTIFY_QUEUE_URL"
+# The notify queue's dead-letter queue: an email SES rejects for good goes there at once, with its reason.
+ENV_NOTIFY_DLQ_URL = "NOTIFY_DLQ_URL"
 ENV_MAX_WEBHOOK_ENDPOINTS = "MAX_WEBHOOK_ENDPOINTS"
 ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS = "WEBHOOK_ALLOW_PRIVATE_TARGETS"  # "true" locally, "false" deployed
 ENV_WEBHOOK_RETRY_SCALE = "WEBHOOK_RETRY_SCALE"  # multiplies the retry delays (the local runtime: seconds)
@@ -219,6 +221,10 @@ class QueueSpec:
     max_receive_count: int = 5
     max_batching_window_seconds: int = 0
     dlq_name: str = field(default="")
+    # The event source mapping's MaximumConcurrency (2..1000): consumers of this queue running at once,
+    # so a bulk batch cannot take the account's concurrency from the API (context: <consumer>MaxConcurrency).
+    max_concurrency: int = 5
+    dead_letter_env_var: str = ""  # set: the consumer gets its DLQ's URL in this variable
 
     @property
     def dead_letter_name(self) -> str:
@@ -294,14 +300,29 @@ FUNCTIONS = (
     PHOTO_FUNCTION,
 )
 
-SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)
-COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1)
+# One Gemini project allows 100 running batch jobs: a few submit writers suffice.
+SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1, max_concurrency=5)
+COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1, max_concurrency=5)
+# Ten uploads per invocation (one thread each): 10 x 10 = 100 Cloudinary uploads at once at most.
 UPLOAD_QUEUE = QueueSpec(
-    "batchgen-upload", ENV_UPLOAD_QUEUE_URL, "upload", batch_size=10, max_batching_window_seconds=1
+    "batchgen-upload",
+    ENV_UPLOAD_QUEUE_URL,
+    "upload",
+    batch_size=10,
+    max_batching_window_seconds=1,
+    max_concurrency=10,
 )
-INGEST_QUEUE = QueueSpec("batchgen-ingest", ENV_INGEST_QUEUE_URL, "ingest", batch_size=1)
+INGEST_QUEUE = QueueSpec("batchgen-ingest", ENV_INGEST_QUEUE_URL, "ingest", batch_size=1, max_concurrency=2)
 # One message per (event, endpoint): a slow receiver holds one of the consumer's threads, nobody else's.
-NOTIFY_QUEUE = QueueSpec("batchgen-notify", ENV_NOTIFY_QUEUE_URL, "notify", batch_size=10, max_receive_count=8)
+NOTIFY_QUEUE = QueueSpec(
+    "batchgen-notify",
+    ENV_NOTIFY_QUEUE_URL,
+    "notify",
+    batch_size=10,
+    max_receive_count=8,
+    max_concurrency=5,
+    dead_letter_env_var=ENV_NOTIFY_DLQ_URL,
+)
 QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE)
 
 POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
@@ -326,7 +347,8 @@ def runtime_environment(
 ) -> dict[str, str]:
     """Environment every function gets, built the same way by the CDK stack and the local runtime.
 
-    `queue_urls` maps QueueSpec.name to its URL; `settings` adds tunables and secret ARNs.
+    `queue_urls` maps QueueSpec.name (and a queue's `dead_letter_name`, for the queues whose consumer
+    reads its DLQ's URL) to its URL; `settings` adds tunables and secret ARNs.
     """
     env = {
         ENV_TABLE_NAME: table_name,
@@ -336,5 +358,7 @@ def runtime_environment(
     }
     for queue in QUEUES:
         env[queue.env_var] = queue_urls[queue.name]
+        if queue.dead_letter_env_var:
+            env[queue.dead_letter_env_var] = queue_urls[queue.dead_letter_name]
     env.update(settings or {})
     return env

@@ -49,9 +49,11 @@ from batchgen.constants import (
     queue_visibility_timeout_seconds,
     runtime_environment,
 )
+from infra import FUNCTIONS_DIR
 from infra.functions import RUNTIME
 from infra.secrets import JWT_SECRET_LENGTH, PLACEHOLDER
 from infra.settings import StackSettings, cdk_json_context
+from infra.stack import TABLE_ACTIONS
 
 from .conftest import Synthesized
 
@@ -107,7 +109,8 @@ def test_function_is_built_from_its_spec(synthesized: Synthesized, spec: Functio
     assert props["MemorySize"] == spec.memory_mb
     assert props["Timeout"] == spec.timeout_seconds
     assert props["EphemeralStorage"] == {"Size": spec.ephemeral_storage_mb}
-    assert props.get("ReservedConcurrentExecutions") == spec.reserved_concurrency
+    # Off by default: a new account's concurrency quota (10) cannot hold any reservation.
+    assert props.get("ReservedConcurrentExecutions") is None
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     assert props["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
@@ -153,9 +156,10 @@ def test_environment_is_the_shared_runtime_environment(synthesized: Synthesized)
     expected = runtime_environment(
         table_name="t",
         bucket_name="b",
-        queue_urls={queue.name: "u" for queue in QUEUES},
+        queue_urls={name: "u" for queue in QUEUES for name in (queue.name, queue.dead_letter_name)},
         settings={**DEFAULTS.function_environment(), **stack.secrets.environment()},
     )
+    rest_api_id = synthesized.logical_id(stack.api.rest_api)
     for spec in FUNCTIONS:
         env = function_resource(synthesized, spec.name)["Properties"]["Environment"]["Variables"]
         assert set(env) == set(expected), spec.name
@@ -163,8 +167,14 @@ def test_environment_is_the_shared_runtime_environment(synthesized: Synthesized)
         assert env["BUCKET_NAME"] == ref(synthesized.logical_id(stack.data.bucket))
         for queue in QUEUES:
             assert env[queue.env_var] == ref(synthesized.logical_id(stack.queues.queues[queue.name]))
+        notify_dlq = stack.queues.dead_letter_queues[NOTIFY_QUEUE.name]
+        assert env[NOTIFY_QUEUE.dead_letter_env_var] == ref(synthesized.logical_id(notify_dlq))
+        # The emails' links are absolute: https://<this API>.execute-api.<region>.<suffix>/v1
+        results_url = env["RESULTS_BASE_URL"]["Fn::Join"][1]
+        assert results_url[0] == "https://" and ref(rest_api_id) in results_url and results_url[-1] == "/v1"
         for name, value in DEFAULTS.function_environment().items():
-            assert env[name] == value
+            if name != "RESULTS_BASE_URL":
+                assert env[name] == value, name
 
 
 def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized) -> None:
@@ -183,12 +193,15 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
         assert PLACEHOLDER not in json.dumps(env)
 
 
-def test_optional_jwt_settings_are_omitted_when_empty() -> None:
+def test_optional_jwt_settings_are_set_explicitly_empty_or_from_context() -> None:
     env = StackSettings().function_environment()
-    assert not {"JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_ALGORITHMS"} & set(env)
-    env = StackSettings(jwt_jwks_url="https://issuer.example/jwks.json", jwt_algorithms="RS256").function_environment()
-    assert env["JWT_JWKS_URL"] == "https://issuer.example/jwks.json"
-    assert env["JWT_ALGORITHMS"] == "RS256"
+    assert {env[name] for name in ("JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL")} == {""}
+    assert env["JWT_ALGORITHMS"] == "HS256"
+    chosen = StackSettings.from_context(
+        _Context({"jwtJwksUrl": "https://issuer.example/jwks.json", "jwtAlgorithms": "RS256"})
+    ).function_environment()
+    assert chosen["JWT_JWKS_URL"] == "https://issuer.example/jwks.json"
+    assert chosen["JWT_ALGORITHMS"] == "RS256"
 
 
 def test_context_values_from_the_command_line_are_coerced() -> None:
@@ -198,7 +211,7 @@ def test_context_values_from_the_command_line_are_coerced() -> None:
         "corsOrigins": "https://a.example, https://b.example",
     }
     settings = StackSettings.from_context(_Context(context))
-    assert settings.max_batch_requests == 30
+    assert settings.function_environment()["MAX_BATCH_REQUESTS"] == "30"
     assert settings.reserved_concurrency is False
     assert settings.cors_origins == ("https://a.example", "https://b.example")
 
@@ -469,9 +482,9 @@ def role_access(synth: Synthesized, role: Any) -> dict[str, set[str]]:
     return access
 
 
-READ = {"s3:GetObject*"}
+READ = {"s3:GetObject"}
 PUT = {"s3:PutObject"}
-DELETE = {"s3:DeleteObject*"}
+DELETE = {"s3:DeleteObject"}
 
 
 @dataclass(frozen=True)
@@ -485,6 +498,7 @@ class Access:
     consumes: QueueSpec | None = None
     secrets: tuple[str, ...] = ()
     more_prefixes: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()  # (prefix, allowed, denied)
+    lists_bucket: bool = False  # s3:ListBucket, so that HeadObject of a missing key answers 404
 
 
 ACCESS = {
@@ -494,11 +508,13 @@ ACCESS = {
         frozenset(READ),
         (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE),
         None,
-        ("jwt", "gemini_webhook"),
+        # gemini: the Gemini webhook route asks Gemini which batch a finished job belongs to
+        ("jwt", "gemini_webhook", "gemini"),
         (
             (UPLOADS_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),
             (RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),
         ),
+        lists_bucket=True,
     ),
     INGEST_FUNCTION.name: Access(
         INPUT_PREFIX,
@@ -508,6 +524,7 @@ ACCESS = {
         INGEST_QUEUE,
         (),
         ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
+        lists_bucket=True,
     ),
     # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
     SUBMIT_FUNCTION.name: Access(
@@ -546,34 +563,58 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
     expected = {"*", synthesized.logical_id(function.log_group), table_id, f"{table_id}/index/*", *secret_ids}
     expected |= {queue_ids[spec.name] for spec in rules.sends}
     expected |= {queue_ids[rules.consumes.name]} if rules.consumes else set()
+    expected |= {bucket_id} if rules.lists_bucket else set()
     if rules.prefix:
         objects = f"{bucket_id}/{rules.prefix}*"
         expected.add(objects)
-        if READ <= rules.s3_allowed:
-            expected.add(bucket_id)  # s3:List* on the bucket itself
         assert rules.s3_allowed <= access[objects]
         assert not rules.s3_denied & access[objects]
     for prefix, allowed, denied in rules.more_prefixes:
         objects = f"{bucket_id}/{prefix}*"
         expected.add(objects)
-        if READ <= allowed:
-            expected.add(bucket_id)
         assert allowed <= access[objects]
         assert not denied & access[objects]
     assert set(access) == expected
 
-    # And each resource only with the actions that belong to it
+    # And each resource only with the actions that belong to it, named one by one
     assert access["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    assert access[table_id] == set(TABLE_ACTIONS)
+    assert access[f"{table_id}/index/*"] == {"dynamodb:Query"}
+    if rules.lists_bucket:
+        assert access[bucket_id] == {"s3:ListBucket"}
     for spec in rules.sends:
         assert "sqs:SendMessage" in access[queue_ids[spec.name]]
-        if spec != rules.consumes:
-            assert "sqs:ReceiveMessage" not in access[queue_ids[spec.name]]
+        if spec != rules.consumes:  # (the event source mapping's consume grant is CDK's own)
+            assert access[queue_ids[spec.name]] == {"sqs:SendMessage"}
     if rules.consumes:
         assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[rules.consumes.name]]
         if rules.consumes not in rules.sends:
             assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
     for secret_id in secret_ids:
-        assert access[secret_id] == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+        assert access[secret_id] == {"secretsmanager:GetSecretValue"}
+    for actions in access.values():
+        assert not any(action.endswith("*") for action in actions), actions
+
+
+def test_table_actions_cover_exactly_what_the_adapters_call() -> None:
+    """The granted list is derived from the adapters: every DynamoDB call they make is granted (a
+    transaction needs its item actions), and nothing they never call (Scan, BatchGetItem, streams)."""
+    calls = set()
+    for path in (FUNCTIONS_DIR / "batchgen" / "adapters").glob("*.py"):
+        calls |= set(
+            re.findall(
+                r"\.(get_item|put_item|update_item|delete_item|query|scan|batch_write_item|"
+                r"batch_get_item|transact_write_items|transact_get_items|describe_table)\(",
+                path.read_text(),
+            )
+        )
+    granted = {action.removeprefix("dynamodb:") for action in TABLE_ACTIONS}
+    pascal = {"".join(part.title() for part in call.split("_")) for call in calls}
+    if "TransactWriteItems" in pascal:
+        pascal = (pascal - {"TransactWriteItems"}) | {"PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"}
+    # Powertools idempotency (the Idempotency-Key) calls GetItem, PutItem, UpdateItem and DeleteItem.
+    assert pascal | {"GetItem", "PutItem", "UpdateItem", "DeleteItem"} == granted
+    assert not {"Scan", "BatchGetItem", "DescribeTable", "GetRecords"} & granted
 
 
 def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(synthesized: Synthesized) -> None:
@@ -581,6 +622,7 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
     function = stack.functions.by_name[NOTIFY_FUNCTION.name]
     table_id = synthesized.logical_id(stack.data.table)
     queue_id = synthesized.logical_id(stack.queues.queues[NOTIFY_QUEUE.name])
+    dlq_id = synthesized.logical_id(stack.queues.dead_letter_queues[NOTIFY_QUEUE.name])
     ses = "arn:AWS::Partition:ses:AWS::Region:AWS::AccountId:identity/*"
     bucket_id = synthesized.logical_id(stack.data.bucket)
     access = role_access(synthesized, function.role)
@@ -590,13 +632,15 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
         table_id,
         f"{table_id}/index/*",
         queue_id,
+        dlq_id,  # an email SES rejects for good goes there at once, with its reason
         ses,
-        bucket_id,  # s3:List*, so a missing manifest reads as missing
+        bucket_id,  # s3:ListBucket, so a missing manifest reads as missing
         f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest (SPEC §6)
     }
     assert READ | PUT <= access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert not DELETE & access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= access[queue_id]
+    assert access[dlq_id] == {"sqs:SendMessage"}
     assert access[ses] == {"ses:SendEmail"}
     for spec in FUNCTIONS:
         if spec is not NOTIFY_FUNCTION:
@@ -761,29 +805,69 @@ def test_every_function_errors_are_alarmed(synthesized: Synthesized) -> None:
     assert alarmed == {synthesized.logical_id(f) for f in synthesized.stack.functions.by_name.values()}
 
 
-def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(synthesized: Synthesized) -> None:
-    monitoring = synthesized.stack.monitoring
-    key_id = synthesized.logical_id(monitoring.key)
-    synthesized.template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": arn(key_id)})
-    synthesized.template.has_resource_properties(
-        "AWS::KMS::Key",
-        {
-            "EnableKeyRotation": True,
-            "KeyPolicy": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {
-                                "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                            }
-                        )
-                    ]
-                )
-            },
-        },
-    )
+def test_alarm_topic_needs_no_customer_managed_key(synthesized: Synthesized) -> None:
+    """Alarm notifications carry no user data; a customer managed key would cost $1 a month idle."""
+    synthesized.template.resource_count_is("AWS::KMS::Key", 0)
+    (topic,) = synthesized.resources("AWS::SNS::Topic").values()
+    assert "KmsMasterKeyId" not in topic["Properties"]
     assert "AlarmTopicArn" in synthesized.template_json["Outputs"]
+
+
+def test_api_5xx_alarm_watches_this_stacks_api_by_its_own_name(synthesized: Synthesized) -> None:
+    rest_api_id = synthesized.logical_id(synthesized.stack.api.rest_api)
+    api_name = synthesized.template_json["Resources"][rest_api_id]["Properties"]["Name"]
+    assert api_name == f"{DEFAULTS.stack_name}-api"
+    (alarm,) = [a for a in _alarms(synthesized) if a.get("MetricName") == "5XXError"]
+    assert alarm["Dimensions"] == [{"Name": "ApiName", "Value": api_name}]
+
+
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+def test_every_function_is_alarmed_on(synthesized: Synthesized, metric: str) -> None:
+    alarmed = {
+        alarm["Dimensions"][0]["Value"]["Ref"]
+        for alarm in _alarms(synthesized)
+        if alarm.get("MetricName") == metric and alarm["Namespace"] == "AWS/Lambda"
+    }
+    assert alarmed == {synthesized.logical_id(f) for f in synthesized.stack.functions.by_name.values()}
+
+
+def test_every_queue_is_alarmed_on_the_age_of_its_oldest_message(synthesized: Synthesized) -> None:
+    alarmed = {
+        alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for alarm in _alarms(synthesized)
+        if alarm.get("MetricName") == "ApproximateAgeOfOldestMessage"
+    }
+    assert alarmed == {synthesized.logical_id(queue) for queue in synthesized.stack.queues.queues.values()}
+
+
+def test_every_mapping_caps_its_concurrency(synthesized: Synthesized) -> None:
+    mappings = synthesized.resources("AWS::Lambda::EventSourceMapping").values()
+    caps = {json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]["ScalingConfig"] for m in mappings}
+    assert len(caps) == len(QUEUES)
+    for spec in QUEUES:
+        queue_id = synthesized.logical_id(synthesized.stack.queues.queues[spec.name])
+        assert caps[json.dumps(arn(queue_id))] == {"MaximumConcurrency": spec.max_concurrency}
+
+
+def test_dashboard_has_a_row_per_stage_and_the_business_figures(synthesized: Synthesized) -> None:
+    (dashboard,) = synthesized.resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for spec in FUNCTIONS:
+        assert f"### {spec.name}" in body
+    for metric in ("ApproximateAgeOfOldestMessage", "Throttles", "Duration", "BatchesCreated", "CreditsCharged"):
+        assert metric in body
+
+
+def test_api_execution_log_group_belongs_to_the_stack_with_retention(synthesized: Synthesized) -> None:
+    rest_api_id = synthesized.logical_id(synthesized.stack.api.rest_api)
+    groups = [
+        group["Properties"]
+        for group in synthesized.resources("AWS::Logs::LogGroup").values()
+        if "API-Gateway-Execution-Logs_" in json.dumps(group["Properties"].get("LogGroupName"))
+    ]
+    assert len(groups) == 1
+    assert ref(rest_api_id) in groups[0]["LogGroupName"]["Fn::Join"][1]
+    assert groups[0]["RetentionInDays"] == DEFAULTS.log_retention_days
 
 
 def test_alarm_names_are_deterministic(synthesized: Synthesized) -> None:

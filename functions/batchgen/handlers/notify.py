@@ -15,8 +15,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen import constants
+from batchgen.config import get_settings
+from batchgen.domain.errors import PermanentError
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import NotifyRecord
+from batchgen.handlers.sqs_retry import dead_letter
 from batchgen.models.messages import SendEmail, WriteResultsManifest
 from batchgen.usecases import notify
 
@@ -29,12 +32,24 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, model=NotifyRecord, ra
 def handle(record: NotifyRecord) -> str:
     message = record.body
     if isinstance(message, SendEmail):
-        return notify.send_batch_email(live_services(), message)
+        return _send_email(record, message)
     if isinstance(message, WriteResultsManifest):
         from batchgen.usecases import results
 
         return results.write_manifest(live_services(), message.batchId)
     return notify.deliver(live_services(), message)
+
+
+def _send_email(record: NotifyRecord, message: SendEmail) -> str:
+    """An email SES rejects for good (an unverified sender) goes to the DLQ at once, saying why."""
+    dead_letter_url = get_settings().notify_dlq_url
+    try:
+        return notify.send_batch_email(live_services(), message)
+    except PermanentError as exc:
+        if not dead_letter_url:
+            raise
+        dead_letter(record.messageId, message.to_json(), dead_letter_url, str(exc))
+        return "email_rejected"
 
 
 @lru_cache(maxsize=1)

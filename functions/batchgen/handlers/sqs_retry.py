@@ -27,3 +27,14 @@ def back_off(record: SqsRecordModel, queue_url: str) -> None:
         )
     except ClientError:  # best effort: the queue's own visibility timeout still spaces the retries
         logger.warning("could not delay message %s", record.messageId, exc_info=True)
+
+
+def dead_letter(message_id: str, body: str, queue_url: str, reason: str) -> None:
+    """Sends a message's body to its dead-letter queue now, with `reason` as the `failureReason`
+    attribute: for a failure no retry can change, instead of the receives the redrive policy spends."""
+    client("sqs").send_message(
+        QueueUrl=queue_url,
+        MessageBody=body,
+        MessageAttributes={"failureReason": {"DataType": "String", "StringValue": reason[:1024]}},
+    )
+    logger.warning("message %s sent to the dead-letter queue: %s", message_id, reason)

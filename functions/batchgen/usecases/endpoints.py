@@ -36,6 +36,12 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def check_notifications(principal: Principal, draft: BatchDraft) -> None:
     """A create's `webhookUrl` passes the SSRF rules; `notifyEmail` needs the token's email claim."""
+    if draft.notify_email and not get_settings().notify_email_from:
+        raise InvalidInput(
+            "This service sends no email (its operator has not configured a sender address); create the "
+            "batch without notifyEmail, or register a webhook endpoint instead.",
+            [{"loc": ["body", "notifyEmail"], "msg": "email notifications are not configured"}],
+        )
     if draft.notify_email and not principal.email:
         raise InvalidInput(
             "notifyEmail needs an email address, and your token has no `email` claim.",
