@@ -8,11 +8,14 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
 # What the gate checks. Lint and format: every Python tree. Types (mypy + pydantic plugin): the trees
 # listed in TYPED, each one clean.
-LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
+LINTED := functions local infra rehearsal tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean clean-data
+rehearse: $(VENV)/.installed  ## cdk synth, deploy on moto's CloudFormation with IAM enforced, run every flow
+	$(PY) -m rehearsal
+
+.PHONY: rehearse run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
