@@ -116,7 +116,8 @@ class BatchGenStack(Stack):
 
         api = fn[API_FUNCTION.name]
         self._grant_bucket(api, INPUT_PREFIX, put=True, delete=True)
-        self._grant_send(api, SUBMIT_QUEUE, UPLOAD_QUEUE)
+        # COLLECT_QUEUE: a verified Gemini webhook queues collect at once, before the poller's next tick.
+        self._grant_send(api, SUBMIT_QUEUE, UPLOAD_QUEUE, COLLECT_QUEUE)
         # The Gemini key: the Gemini webhook route asks Gemini which batch a finished job belongs to.
         self._grant_secrets(api, secrets.jwt, secrets.gemini_webhook, secrets.gemini)
 

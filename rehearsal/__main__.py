@@ -1,282 +1,60 @@
 """`make rehearse`: the synthesized stack deployed on moto's CloudFormation with IAM enforced, every flow
 run through the deployed functions. Exit 0 when every flow passed, 1 with the failure otherwise.
 
-The flows are a table (FLOWS): a new function or route is one more row.
+    python -m rehearsal                                   every flow (what `make rehearse` runs)
+    python -m rehearsal --without-grant api:GeminiApiKey  the same with one grant removed (it fails)
+    python -m rehearsal --prove-grant api:GeminiApiKey --json out.json
+        every flow, then (on the same moto server, reset) the flows again without that grant, which must
+        fail with AccessDenied; the JSON report has both (tests/rehearsal reads it)
+
+One synthesis serves every scenario of a run; each scenario deploys the template afresh on a reset moto.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
+import os
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchgen import constants
 from infra.settings import NOT_CONTEXT_SETTINGS
-from rehearsal.deploy import (
-    LAMBDA_RUNTIME_VARIABLES,
-    Deployment,
-    FunctionProcess,
-    Moto,
-    RehearsalFailure,
-    deploy,
-    synthesize,
-)
+from rehearsal.deploy import LAMBDA_RUNTIME_VARIABLES, Deployment, Moto, RehearsalFailure, deploy, synthesize
+from rehearsal.flows import FLOWS, SENDER, USER, USER_EMAIL, Rehearsal
 from rehearsal.moto_gaps import DENIALS, SERVER_GAPS, TEMPLATE_GAPS
 
-SENDER = "notifications@rehearsal.example"  # verified in SES the way the README tells operators to
-USER_EMAIL = "user@rehearsal.example"
+GEMINI_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"rehearsal-webhook-key-0123456").decode()
+# What a rehearsal without a grant runs: enough to reach the flow that needs it, not every flow again.
+GRANT_PROOF_FLOWS = ("admin credit grant", "Gemini webhook route")
 
 
 @dataclass
-class Rehearsal:
-    deployment: Deployment
-    gemini: Any
-    cloudinary: Any
-    processes: dict[str, FunctionProcess] = field(default_factory=dict)
-    user_token: str = ""
-    admin_token: str = ""
-    state: dict[str, Any] = field(default_factory=dict)
+class Scenario:
+    """One deployment and the flows run against it. `without_grant` ("<function>:<secret>", e.g.
+    "api:GeminiApiKey") removes that function's grant on that secret from the deployed copy."""
 
-    # -------------------------------------------------------------------------------- invoking
-    def function(self, name: str) -> FunctionProcess:
-        if name not in self.processes:
-            function = self.deployment.functions[name]
-            self.processes[name] = FunctionProcess(function, self.deployment.moto.endpoint)
-        return self.processes[name]
-
-    def http(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = None,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """One request through API Gateway's deployed routes to the function behind it."""
-        from local.apigw import proxy_event
-
-        path_only, _, query = path.partition("?")
-        routes = self.deployment.routes
-        target = routes.get((method, path_only)) or routes.get(("ANY", path_only))
-        resource = path_only
-        if target is None:
-            target, resource = routes.get(("ANY", "/{proxy+}")), "/{proxy+}"
-        if target is None:
-            raise RehearsalFailure(f"the deployed API has no route for {method} {path_only}")
-        sent = dict(headers or {})
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
-        payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        if payload is not None:
-            sent.setdefault("Content-Type", "application/json")
-        event = proxy_event(method, path_only, query=query, headers=sent, body=payload)
-        event["resource"] = event["requestContext"]["resourcePath"] = resource
-        answer = self.function(target).invoke(event)
-        text = answer.get("body") or ""
-        text = base64.b64decode(text).decode(errors="replace") if answer.get("isBase64Encoded") else text
-        try:
-            parsed: Any = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            parsed = text
-        status = int(answer["statusCode"])
-        if status >= 500:
-            raise RehearsalFailure(f"{method} {path} answered {status}: {text[:500]}")
-        return status, parsed
-
-    def expect(self, status: int, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        got, parsed = self.http(method, path, body, **kwargs)
-        if got != status:
-            raise RehearsalFailure(f"{method} {path} answered {got}, expected {status}: {parsed}")
-        return parsed
-
-    def deliver(self, queue: constants.QueueSpec) -> int:
-        """Plays the queue's event source mapping once: receive with the consumer's own role, invoke,
-        delete what succeeded. Returns how many messages were delivered."""
-        import boto3
-
-        from local.pumps import failed_message_ids, sqs_event
-
-        consumer = self.deployment.functions[queue.consumer]
-        credentials = consumer.credentials
-        sqs = boto3.session.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-            region_name="us-east-1",
-        ).client("sqs", endpoint_url=self.deployment.moto.endpoint)
-        url = consumer.environment[queue.env_var]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=queue.batch_size, AttributeNames=["All"], MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not messages:
-            return 0
-        result = self.function(queue.consumer).invoke(sqs_event(messages, arn))
-        failed = failed_message_ids(result, [m["MessageId"] for m in messages])
-        if failed:
-            raise RehearsalFailure(f"{queue.consumer} reported failures for {len(failed)} messages: {result}")
-        for message in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        return len(messages)
-
-    def tick(self) -> Any:
-        """The scheduler's invocation of the poller (moto has no EventBridge Scheduler)."""
-        return self.function("poller").invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event"})
-
-    def settle(self, until: Callable[[], bool], seconds: float = 60) -> None:
-        """Deliver every queue and tick the poller until `until()` holds."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            moved = sum(self.deliver(queue) for queue in constants.QUEUES)
-            if until():
-                return
-            if not moved:
-                self.tick()
-                time.sleep(0.2)
-        raise RehearsalFailure("the pipeline did not get there in time")
-
-    def status(self, batch_id: str) -> dict[str, Any]:
-        return dict(self.expect(200, "GET", f"/batch/status/{batch_id}", token=self.user_token))
-
-    def done(self, batch_id: str) -> Callable[[], bool]:
-        return lambda: bool(self.status(batch_id)["isComplete"])
+    name: str
+    without_grant: str = ""
+    expect_pass: bool = True
+    flows: tuple[tuple[str, Callable[[Rehearsal], str]], ...] = FLOWS
 
 
-# ------------------------------------------------------------------------------------------ flows
-def flow_public_routes(r: Rehearsal) -> str:
-    for path in ("/health", "/openapi.json", "/docs", "/console/"):
-        r.expect(200, "GET", path)
-    return "health, openapi.json, docs, console"
-
-
-def flow_credits(r: Rehearsal) -> str:
-    body = {"userId": "rehearsal-user", "amount": 100, "reason": "rehearsal"}
-    r.expect(200, "POST", "/admin/credits", body, token=r.admin_token)
-    return "admin credits granted"
-
-
-def flow_webhook_endpoint(r: Rehearsal) -> str:
-    created = r.expect(201, "POST", "/webhooks/endpoints", {"url": r.state["receiver_url"]}, token=r.user_token)
-    r.state["endpoint_secret"] = created["secret"]
-    r.expect(202, "POST", f"/webhooks/endpoints/{created['id']}/test", token=r.user_token)
-    r.settle(lambda: any(hook["type"] == "webhook.test" for hook in r.state["received"]))
-    return "endpoint created, test event delivered"
-
-
-def flow_inline_batch(r: Rehearsal) -> str:
-    body = {
-        "type": "character",
-        "notifyEmail": True,
-        "requests": [{"id": "ok", "prompt": "a red fox"}, {"id": "bad", "prompt": "a broken one [[fail]]"}],
-    }
-    created = r.expect(202, "POST", "/batch/create", body, token=r.user_token)
-    batch_id = r.state["inline"] = created["id"]
-    r.settle(r.done(batch_id))
-    status = r.status(batch_id)
-    if status["status"] != "completed" or status["successCount"] != 1:
-        raise RehearsalFailure(f"the inline batch ended {status['status']}: {status['errors']}")
-    r.settle(lambda: any(hook["type"] == "batch.completed" for hook in r.state["received"]))
-    return "create, submit, poll, collect, upload, finalise, batch.completed webhook"
-
-
-def flow_email(r: Rehearsal) -> str:
-    def sent() -> list[Any]:
-        from moto.ses.models import ses_backends
-
-        return list(ses_backends["123456789012"]["us-east-1"].sent_messages)
-
-    r.settle(lambda: bool(sent()))
-    (message,) = sent()
-    text = json.dumps(message.__dict__, default=str)
-    link = "https://"  # the results link is absolute: the stack's own API URL
-    if link not in text or r.state["inline"] not in text:
-        raise RehearsalFailure(f"the email has no absolute link to the batch: {text[:400]}")
-    return f"sent from {SENDER}, with an absolute results link"
-
-
-def flow_manifest(r: Rehearsal) -> str:
-    r.settle(lambda: r.http("GET", f"/batch/{r.state['inline']}/results", token=r.user_token)[0] == 200)
-    answer = r.expect(200, "GET", f"/batch/{r.state['inline']}/results", token=r.user_token)
-    with urllib.request.urlopen(answer["url"], timeout=10) as response:  # noqa: S310 - moto on 127.0.0.1
-        lines = response.read().decode().splitlines()
-    if len(lines) != 2:
-        raise RehearsalFailure(f"the manifest has {len(lines)} lines, expected 2")
-    return "manifest written by notify, fetched through its presigned URL"
-
-
-def flow_gemini_webhook(r: Rehearsal) -> str:
-    job = next(iter(r.gemini.jobs.values()))
-    body = r.gemini.webhook_body(job)
-    headers = r.gemini.webhook_headers(body, "msg_rehearsal")
-    answer = r.expect(202, "POST", constants.GEMINI_WEBHOOK_PATH, raw=body, headers=headers)
-    return f"signed event accepted ({answer['status']})"
-
-
-def flow_standard_endpoint(r: Rehearsal) -> str:
-    body = {"model": "gemini-3.1-flash-image", "prompt": "a lighthouse", "mode": "t2i"}
-    answer = r.expect(200, "POST", constants.PHOTO_PATH, body, token=r.user_token)
-    return f"generated {answer['generationId']}"
-
-
-def flow_retry(r: Rehearsal) -> str:
-    retried = r.expect(202, "POST", f"/batch/{r.state['inline']}/retry", token=r.user_token)
-    r.settle(r.done(retried["id"]))
-    return f"retry batch {retried['id']} ended {r.status(retried['id'])['status']}"
-
-
-def flow_file_batch(r: Rehearsal) -> str:
-    upload = r.expect(201, "POST", "/batch/uploads", token=r.user_token)
-    lines = "".join(json.dumps({"id": f"line-{n}", "prompt": f"a cat number {n}"}) + "\n" for n in range(3))
-    request = urllib.request.Request(upload["uploadUrl"], data=lines.encode(), method="PUT")
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - moto on 127.0.0.1
-        pass
-    created = r.expect(
-        202, "POST", "/batch/create", {"type": "text-to-image", "inputFile": upload["uploadId"]}, token=r.user_token
-    )
-    r.settle(r.done(created["id"]))
-    r.state["file"] = created["id"]
-    return f"uploaded through the presigned URL, ingested, {r.status(created['id'])['status']}"
-
-
-def flow_cancel(r: Rehearsal) -> str:
-    body = {"type": "text", "requests": [{"prompt": "a haiku"}], "offPeak": True}
-    created = r.expect(202, "POST", "/batch/create", body, token=r.user_token)
-    cancelled = r.expect(200, "POST", f"/batch/{created['id']}/cancel", token=r.user_token)
-    return f"scheduled batch cancelled ({cancelled['status']}, refunded {cancelled['refundedCredits']})"
-
-
-def flow_delete(r: Rehearsal) -> str:
-    r.expect(204, "DELETE", f"/batch/{r.state['inline']}?purgeImages=true", token=r.user_token)
-    r.settle(lambda: True)
-    for queue in constants.QUEUES:
-        while r.deliver(queue):
-            pass
-    return "deleted with its images purged"
-
-
-FLOWS: tuple[tuple[str, Callable[[Rehearsal], str]], ...] = (
-    ("console, docs and health routes", flow_public_routes),
-    ("admin credit grant", flow_credits),
-    ("webhook endpoint and a delivery", flow_webhook_endpoint),
-    ("inline batch end to end", flow_inline_batch),
-    ("notification email", flow_email),
-    ("results manifest", flow_manifest),
-    ("Gemini webhook route", flow_gemini_webhook),
-    ("standard endpoint", flow_standard_endpoint),
-    ("retry", flow_retry),
-    ("file batch (upload, ingest)", flow_file_batch),
-    ("cancel", flow_cancel),
-    ("delete", flow_delete),
-)
+@dataclass
+class Outcome:
+    scenario: str
+    without_grant: str
+    passed: bool
+    seconds: float
+    results: list[tuple[str, str, str]] = field(default_factory=list)  # (ok|FAIL, flow, what it saw)
+    denied: list[str] = field(default_factory=list)  # "<principal> may not <action> on <resource>"
+    failure: str = ""
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -292,6 +70,7 @@ def check_environments(deployment: Deployment) -> None:
 
 
 def _receiver(state: dict[str, Any]) -> Any:
+    """A webhook receiver on 127.0.0.1 that keeps every event it is sent in state["received"]."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -313,80 +92,113 @@ def _receiver(state: dict[str, Any]) -> Any:
     return server
 
 
-def run(*, drop_grant: str = "") -> int:
-    """The whole rehearsal; `drop_grant` ("<function>:<secret env var>") removes one grant from the copy
-    of the template first, to show the rehearsal fails without it."""
-    import os
+# ------------------------------------------------------------------------------------------ running
+@dataclass
+class Stage:
+    """What every scenario of one run shares: the emulators, moto's server, the synthesized template."""
 
-    os.environ.update(
-        {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": "us-east-1"}
-    )
-    from local.emulators.cloudinary import CloudinaryEmulator
-    from local.emulators.gemini import GeminiEmulator
+    gemini: Any
+    cloudinary: Any
+    moto: Moto
+    template: dict[str, Any]
+
+    def secret_values(self) -> dict[str, str]:
+        """Secret logical id -> the value the rehearsal stores (the JWT key is generated at deploy)."""
+        values = {}
+        for logical_id in self.template["Resources"]:
+            if logical_id.startswith("SecretsGeminiApiKey"):
+                values[logical_id] = "rehearsal-gemini-key"
+            elif logical_id.startswith("SecretsCloudinaryUrl"):
+                values[logical_id] = self.cloudinary.cloudinary_url
+            elif logical_id.startswith("SecretsGeminiWebhookSecret"):
+                values[logical_id] = GEMINI_WEBHOOK_SECRET
+        return values
+
+
+def rehearse(stage: Stage, scenario: Scenario) -> Outcome:
+    """Deploys the template (less `without_grant`) on a fresh moto and runs the scenario's flows."""
     from local.runtime import mint_token
 
     started = time.monotonic()
-    gemini = GeminiEmulator(delay_seconds=0.5).start()
-    gemini.webhook_secret = "whsec_" + base64.b64encode(b"rehearsal-webhook-key-0123456").decode()
-    cloudinary = CloudinaryEmulator(api_secret="rehearsal-cloudinary-secret").start()
-    moto = Moto().start()
+    outcome = Outcome(scenario.name, scenario.without_grant, passed=False, seconds=0)
+    stage.moto.reset()
+    stage.gemini.reset()
+    stage.gemini.webhook_secret = GEMINI_WEBHOOK_SECRET
+    stage.cloudinary.reset()
+    template = _without_grant(stage.template, scenario.without_grant) if scenario.without_grant else stage.template
     state: dict[str, Any] = {}
     receiver = _receiver(state)
     rehearsal: Rehearsal | None = None
-    results: list[tuple[str, str, str]] = []
+    try:
+        deployment = deploy(template, stage.moto, stage.secret_values())
+        deployment.client("ses").verify_email_identity(EmailAddress=SENDER)  # as the README says
+        check_environments(deployment)
+        jwt_key = deployment.secrets[constants.ENV_JWT_SECRET_ARN]
+        rehearsal = Rehearsal(deployment, stage.gemini, stage.cloudinary, state=state)
+        for function in deployment.functions:  # every execution environment starts at once, as a deploy would
+            rehearsal.function(function)
+        rehearsal.user_token = _token(jwt_key, USER, email=USER_EMAIL)
+        rehearsal.admin_token = mint_token(jwt_key, "rehearsal-admin", role="admin")
+        DENIALS.take()
+        for name, flow in scenario.flows:
+            flow_started = time.monotonic()
+            try:
+                seen = flow(rehearsal)
+            except RehearsalFailure as exc:
+                outcome.denied = DENIALS.take()
+                seen = "AccessDenied, then: " if outcome.denied else ""
+                outcome.results.append(("FAIL", name, seen + str(exc).splitlines()[0][:200]))
+                outcome.failure = f"{name} failed:\n{exc}"
+                return outcome
+            outcome.denied = DENIALS.take()
+            if outcome.denied:
+                outcome.results.append(("FAIL", name, "AccessDenied"))
+                outcome.failure = f"{name}: AccessDenied"
+                return outcome
+            outcome.results.append(("ok", name, f"{seen} ({time.monotonic() - flow_started:.1f} s)"))
+        outcome.passed = True
+        return outcome
+    except RehearsalFailure as exc:  # the deployment itself
+        outcome.failure = str(exc)
+        outcome.denied = DENIALS.take()
+        return outcome
+    finally:
+        outcome.seconds = round(time.monotonic() - started, 1)
+        if rehearsal is not None:
+            rehearsal.stop()
+        receiver.shutdown()
+
+
+def run(scenarios: list[Scenario]) -> list[Outcome]:
+    """Synthesizes once, then rehearses each scenario in turn on one moto server."""
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    os.environ[constants.ENV_JWT_ISSUER] = ""  # the tokens the rehearsal mints carry no issuer
+    from local.emulators.cloudinary import CloudinaryEmulator
+    from local.emulators.gemini import GeminiEmulator
+
+    gemini = GeminiEmulator(delay_seconds=0.5).start()
+    cloudinary = CloudinaryEmulator(api_secret="rehearsal-cloudinary-secret").start()
+    moto = Moto().start()
     try:
         context = {
             "geminiBaseUrl": gemini.base_url,
             "notifyEmailFrom": SENDER,
-            "webhookAllowPrivateTargets": "true",  # the receiver is on 127.0.0.1
+            "webhookAllowPrivateTargets": "true",  # the webhook receiver is on 127.0.0.1
         }
+        synth_started = time.monotonic()
         with tempfile.TemporaryDirectory() as outdir:
             template = synthesize(context, Path(outdir))
-        if drop_grant:
-            template = _without_grant(template, drop_grant)
-        secret_values = {}
-        for logical_id in template["Resources"]:
-            if logical_id.startswith("SecretsGeminiApiKey"):
-                secret_values[logical_id] = "rehearsal-gemini-key"
-            elif logical_id.startswith("SecretsCloudinaryUrl"):
-                secret_values[logical_id] = cloudinary.cloudinary_url
-            elif logical_id.startswith("SecretsGeminiWebhookSecret"):
-                secret_values[logical_id] = gemini.webhook_secret
-        deployment = deploy(template, moto, secret_values)
-        deployment.client("ses").verify_email_identity(EmailAddress=SENDER)  # as the README says
-        check_environments(deployment)
-        jwt_key = deployment.secrets[constants.ENV_JWT_SECRET_ARN]
-        rehearsal = Rehearsal(deployment, gemini, cloudinary, state=state)
-        os.environ[constants.ENV_JWT_ISSUER] = ""
-        rehearsal.user_token = _token(jwt_key, "rehearsal-user", email=USER_EMAIL)
-        rehearsal.admin_token = mint_token(jwt_key, "rehearsal-admin", role="admin")
-        DENIALS.take()
-        for name, flow in FLOWS:
-            try:
-                outcome = flow(rehearsal)
-            except RehearsalFailure as exc:
-                results.append(("FAIL", name, str(exc).splitlines()[0][:200]))
-                denied = DENIALS.take()
-                _print(results, denied)
-                print(f"\n{name} failed:\n{exc}", file=sys.stderr)
-                return 1
-            denied = DENIALS.take()
-            if denied:
-                results.append(("FAIL", name, "AccessDenied"))
-                _print(results, denied)
-                return 1
-            results.append(("ok", name, outcome))
-        _print(results, [])
-        print(
-            f"\nrehearsal passed in {time.monotonic() - started:.0f} s ({len(FLOWS)} flows, "
-            f"{len(deployment.functions)} functions, IAM enforced)"
-        )
-        return 0
+        print(f"synthesized in {time.monotonic() - synth_started:.0f} s", file=sys.stderr)
+        stage = Stage(gemini, cloudinary, moto, template)
+        outcomes = []
+        for scenario in scenarios:
+            outcome = rehearse(stage, scenario)
+            _print(outcome)
+            outcomes.append(outcome)
+        return outcomes
     finally:
-        if rehearsal is not None:
-            for process in rehearsal.processes.values():
-                process.stop()
-        receiver.shutdown()
         moto.stop()
         gemini.stop()
         cloudinary.stop()
@@ -400,31 +212,78 @@ def _token(secret: str, subject: str, *, email: str) -> str:
 
 
 def _without_grant(template: dict[str, Any], drop: str) -> dict[str, Any]:
-    """Removes, from the policy of `function`, the statement naming the secret `secret` (e.g. "api:GeminiApiKey")."""
+    """A copy of the template whose `function` role policy no longer names the secret `secret`
+    (e.g. "api:GeminiApiKey"); a statement left with no resource goes."""
+    import copy
+
     function, secret = drop.split(":")
-    for logical_id, resource in template["Resources"].items():
+    copied = copy.deepcopy(template)
+    removed = 0
+    for logical_id, resource in copied["Resources"].items():
         if resource["Type"] != "AWS::IAM::Policy" or f"Functions{function.title()}Role" not in logical_id:
             continue
+        statements = []
         for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             kept = [item for item in resources if secret not in json.dumps(item)]
-            if len(kept) != len(resources):
-                statement["Resource"] = kept
-                print(f"(removed {function}'s grant on {secret} from the rehearsal's copy)")
-    return template
+            removed += len(resources) - len(kept)
+            if kept:
+                statements.append({**statement, "Resource": kept})
+        resource["Properties"]["PolicyDocument"]["Statement"] = statements
+    if not removed:
+        raise RehearsalFailure(f"the {function} function has no grant on {secret} to remove")
+    return copied
 
 
-def _print(results: list[tuple[str, str, str]], denied: list[str]) -> None:
-    width = max(len(name) for _, name, _ in results)
-    print("\nDeploy rehearsal (moto CloudFormation, IAM enforced)")
-    for mark, name, outcome in results:
-        print(f"  {mark:4} {name:{width}}  {outcome}")
-    for denial in denied:
+def _print(outcome: Outcome) -> None:
+    title = "Deploy rehearsal (moto CloudFormation, IAM enforced)"
+    if outcome.without_grant:
+        title += f", without the grant {outcome.without_grant}"
+    print(f"\n{title}")
+    width = max((len(name) for _, name, _ in outcome.results), default=0)
+    for mark, name, seen in outcome.results:
+        print(f"  {mark:4} {name:{width}}  {seen}")
+    for denial in outcome.denied:
         print(f"  AccessDenied: {denial}")
-    print("\nmoto gaps worked around:")
+    if outcome.failure:
+        print(f"\n{outcome.failure}", file=sys.stderr)
+    verdict = "passed" if outcome.passed else "FAILED"
+    print(f"{verdict} in {outcome.seconds:.0f} s ({len(outcome.results)} flows run)")
+
+
+def _print_gaps() -> None:
+    print("\nmoto gaps worked around (rehearsal/moto_gaps.py):")
     for what, why in {**TEMPLATE_GAPS, **SERVER_GAPS}.items():
         print(f"  {what}: {why}")
 
 
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--without-grant", default="", help="<function>:<secret>: rehearse without that grant")
+    parser.add_argument("--prove-grant", default="", help="<function>:<secret>: every flow, then without it")
+    parser.add_argument("--json", type=Path, help="write the outcomes here")
+    args = parser.parse_args(argv)
+    if args.prove_grant:
+        scenarios = [
+            Scenario("every flow"),
+            Scenario(
+                f"without {args.prove_grant}",
+                args.prove_grant,
+                expect_pass=False,
+                flows=tuple(flow for flow in FLOWS if flow[0] in GRANT_PROOF_FLOWS),
+            ),
+        ]
+    else:
+        scenarios = [Scenario("every flow", args.without_grant)]
+    started = time.monotonic()
+    outcomes = run(scenarios)
+    _print_gaps()
+    if args.json:
+        args.json.write_text(json.dumps([asdict(outcome) for outcome in outcomes], indent=2))
+    as_expected = all(o.passed == s.expect_pass for s, o in zip(scenarios, outcomes, strict=True))
+    print(f"\nrehearsal {'as expected' if as_expected else 'NOT as expected'} in {time.monotonic() - started:.0f} s")
+    return 0 if as_expected else 1
+
+
 if __name__ == "__main__":
-    sys.exit(run(drop_grant=sys.argv[1] if len(sys.argv) > 1 else ""))
+    sys.exit(main(sys.argv[1:]))

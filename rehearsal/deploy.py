@@ -64,6 +64,17 @@ class Moto:
         self.endpoint = f"http://{host}:{port}"
         return self
 
+    def reset(self) -> None:
+        """Forgets every resource (moto's reset), and lets the next deployment work unchecked again."""
+        import urllib.request
+
+        from moto import settings
+
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - moto on 127.0.0.1
+            pass
+
     def enforce(self) -> None:
         from moto import settings
         from moto.core.authorization import ActionAuthenticatorMixin

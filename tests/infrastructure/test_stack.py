@@ -506,7 +506,8 @@ ACCESS = {
         INPUT_PREFIX,
         frozenset(PUT | DELETE),
         frozenset(READ),
-        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE),
+        # COLLECT_QUEUE: a verified Gemini webhook queues collect at once
+        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, COLLECT_QUEUE),
         None,
         # gemini: the Gemini webhook route asks Gemini which batch a finished job belongs to
         ("jwt", "gemini_webhook", "gemini"),
