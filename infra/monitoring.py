@@ -115,22 +115,40 @@ class Monitoring(Construct):
         )
 
     def function_throttles(self, name: str, function: lambda_.IFunction) -> None:
+        """A function with reserved concurrency can be throttled on its own: its reservation is full."""
         self._alarm(
             f"{pascal_case(name)}Throttles",
             function.metric_throttles(period=PERIOD, statistic=cloudwatch.Stats.SUM),
             f"{name}-function-throttles",
-            f"Lambda refused to run the {name} function: the account's concurrency is used up (or its "
-            "reservation is too small); see the Lambda console's concurrency and raise the quota.",
+            f"Lambda refused to run the {name} function: its reserved concurrency is used up; see its "
+            "concurrency on the dashboard and raise the reservation.",
+        )
+
+    def account_throttles(self) -> None:
+        """One alarm for every function without a reservation: they share the account's unreserved
+        concurrency, and each queue's mapping stays under its MaximumConcurrency, so a throttle of any of
+        them means that shared pool is used up, by this stack or by anything else in the account (which
+        starves this stack just the same). Per-function alarms would cost one alarm metric each for the
+        same signal; the dashboard shows which function was throttled."""
+        self._alarm(
+            "LambdaThrottles",
+            lambda_.Function.metric_all_throttles(period=PERIOD, statistic=cloudwatch.Stats.SUM),
+            "lambda-throttles",
+            "Lambda refused to run a function in this account and region: the account's unreserved "
+            "concurrency is used up. See the dashboard's throttles per function, and the account's "
+            "ConcurrentExecutions; raise the quota in Service Quotas or lower a MaxConcurrency setting.",
         )
 
     def api_server_errors(self, api: apigateway.RestApi) -> None:
+        """Also the error alarm of the functions behind the API: an unhandled error or a timeout of one
+        answers 502 or 504 through API Gateway, and a handled one the service's own 5xx."""
         # The metric's ApiName dimension is the API's name, which carries the stack name: a second copy
         # of the stack, or another API, never feeds this alarm.
         self._alarm(
             "ApiServerErrors",
             api.metric_server_error(period=PERIOD, statistic=cloudwatch.Stats.SUM),
             "api-5xx",
-            "The REST API answered with 5xx responses.",
+            "The REST API answered with 5xx responses: see the api and photo functions' log groups.",
         )
 
     # ------------------------------------------------------------------------------ dashboard

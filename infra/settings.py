@@ -64,6 +64,7 @@ NOT_CONTEXT_SETTINGS: dict[str, str] = {
     constants.ENV_GEMINI_SECRET_ARN: "the stack sets it to the secret it creates",
     constants.ENV_CLOUDINARY_SECRET_ARN: "the stack sets it to the secret it creates",
     constants.ENV_GEMINI_WEBHOOK_SECRET_ARN: "the stack sets it to the secret it creates",
+    constants.ENV_URL_SIGNER_ROLE_ARN: "the stack sets it, for the api only, to the URL-signer role it creates",
     constants.ENV_JWT_SECRET: "a plain value for the local runtime; deployed, the key is read from JWT_SECRET_ARN",
     constants.ENV_GEMINI_API_KEY: "a plain value for the local runtime; deployed, from GEMINI_SECRET_ARN",
     constants.ENV_CLOUDINARY_URL: "a plain value for the local runtime; deployed, from CLOUDINARY_SECRET_ARN",
@@ -97,6 +98,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "reservedConcurrency": "reserved_concurrency",
     "accountConcurrencyLimit": "account_concurrency_limit",
     "apiGatewayCloudWatchRole": "api_gateway_cloudwatch_role",
+    "geminiWebhookSecret": "gemini_webhook_secret",
 }
 # A queue's consumer -> its context key for the mapping's MaximumConcurrency, e.g. uploadMaxConcurrency.
 MAX_CONCURRENCY_KEYS: dict[str, str] = {queue.consumer: f"{queue.consumer}MaxConcurrency" for queue in constants.QUEUES}
@@ -146,6 +148,10 @@ class StackSettings:
     # API Gateway logs only once the account has a CloudWatch role: the stack sets one. False when
     # the account (e.g. an AWS Organization baseline) already manages it.
     api_gateway_cloudwatch_role: bool = True
+    # A Secrets Manager secret for the Gemini webhook's HMAC signing key (Standard Webhooks, `whsec_...`).
+    # Off by default: a secret costs $0.40 a month and the webhook only speeds collection up (the poller
+    # collects every job without it); the JWT-signed scheme (geminiWebhookJwksUrl) needs no secret.
+    gemini_webhook_secret: bool = False
     # Each queue's event source mapping runs at most this many consumers at once (2..1000, default the
     # QueueSpec's): a bulk batch cannot scale uploads until they starve the API or meet Cloudinary's limits.
     max_concurrency: Mapping[str, int] = field(default_factory=dict)  # consumer -> MaximumConcurrency

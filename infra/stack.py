@@ -17,6 +17,7 @@ from batchgen.constants import (
     COLLECT_FUNCTION,
     COLLECT_QUEUE,
     ENV_RESULTS_BASE_URL,
+    ENV_URL_SIGNER_ROLE_ARN,
     FUNCTIONS,
     INGEST_FUNCTION,
     INGEST_QUEUE,
@@ -62,11 +63,15 @@ TABLE_ACTIONS = (
     "dynamodb:BatchWriteItem",
 )
 INDEX_ACTIONS = ("dynamodb:Query",)
+# Functions API Gateway invokes: an error of one is a 5xx answer, which the API's 5xx alarm counts.
+BEHIND_THE_API = (API_FUNCTION, PHOTO_FUNCTION)
 
 
-def _role(function: lambda_.Function) -> iam.IRole:
-    assert function.role is not None  # every function gets its own role in ServiceFunctions
-    return function.role
+def _role(grantee: lambda_.Function | iam.Role) -> iam.IRole:
+    if isinstance(grantee, iam.Role):
+        return grantee
+    assert grantee.role is not None  # every function gets its own role in ServiceFunctions
+    return grantee.role
 
 
 class BatchGenStack(Stack):
@@ -74,7 +79,7 @@ class BatchGenStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
 
-        self.secrets = ServiceSecrets(self, "Secrets")
+        self.secrets = ServiceSecrets(self, "Secrets", gemini_webhook=settings.gemini_webhook_secret)
         self.data = DataStore(self, "Data")
         self.queues = WorkQueues(self, "Queues")
         environment = runtime_environment(
@@ -119,7 +124,9 @@ class BatchGenStack(Stack):
         # COLLECT_QUEUE: a verified Gemini webhook queues collect at once, before the poller's next tick.
         self._grant_send(api, SUBMIT_QUEUE, UPLOAD_QUEUE, COLLECT_QUEUE)
         # The Gemini key: the Gemini webhook route asks Gemini which batch a finished job belongs to.
-        self._grant_secrets(api, secrets.jwt, secrets.gemini_webhook, secrets.gemini)
+        self._grant_secrets(
+            api, secrets.jwt, secrets.gemini, *([secrets.gemini_webhook] if secrets.gemini_webhook else [])
+        )
 
         submit = fn[SUBMIT_FUNCTION.name]
         self._grant_bucket(submit, INPUT_PREFIX, read=True)
@@ -145,9 +152,9 @@ class BatchGenStack(Stack):
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         self._grant_secrets(upload, secrets.cloudinary)
 
-        # Bulk batches (SPEC §6): the api presigns PUTs of input files (a presigned URL carries the
-        # signer's rights), the ingest function reads them into items and input images.
-        self._grant_bucket(api, UPLOADS_PREFIX, put=True)
+        # Bulk batches (SPEC §6): the api presigns PUTs of input files, the ingest function reads them
+        # into items and input images.
+        self._url_signer(api)
         # Results manifests: presigned GETs, written by the route when the notify function has not yet.
         self._grant_bucket(api, RESULTS_PREFIX, read=True, put=True, exists=True)
         self._grant_send(api, INGEST_QUEUE)
@@ -174,9 +181,25 @@ class BatchGenStack(Stack):
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:identity/*]",
         )
 
+    def _url_signer(self, api: lambda_.Function) -> None:
+        """Presigned URLs carry their signer's rights and die with its credentials, whose expiry Lambda
+        does not tell: the api signs them with sessions of this role, which only it may assume, for an
+        hour at a time (see constants.URL_SIGNER_SESSION_SECONDS). The role may do only what the URLs
+        do: PUT a bulk input file, GET a results manifest."""
+        signer = self.url_signer = iam.Role(
+            self,
+            "UrlSigner",
+            assumed_by=iam.ArnPrincipal(_role(api).role_arn),
+            description="Signs the presigned upload and results-manifest URLs the api hands out",
+        )
+        self._grant_bucket(signer, UPLOADS_PREFIX, put=True)
+        self._grant_bucket(signer, RESULTS_PREFIX, read=True)
+        self._allow(api, ["sts:AssumeRole"], [signer.role_arn])
+        api.add_environment(ENV_URL_SIGNER_ROLE_ARN, signer.role_arn)
+
     @staticmethod
-    def _allow(function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
-        function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+    def _allow(grantee: lambda_.Function | iam.Role, actions: list[str], resources: list[str]) -> None:
+        _role(grantee).add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
 
     def _grant_send(self, function: lambda_.Function, *queues: QueueSpec) -> None:
         arns = [self.queues.queues[queue.name].queue_arn for queue in queues]
@@ -200,7 +223,7 @@ class BatchGenStack(Stack):
 
     def _grant_bucket(
         self,
-        function: lambda_.Function,
+        function: lambda_.Function | iam.Role,
         prefix: str,
         *,
         read: bool = False,
@@ -236,8 +259,11 @@ class BatchGenStack(Stack):
             monitoring.oldest_message(queue.name, self.queues.queues[queue.name])
         monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
         for spec in FUNCTIONS:
-            monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
-            monitoring.function_throttles(spec.name, self.functions.by_name[spec.name])
+            if spec not in BEHIND_THE_API:  # theirs is the API's 5xx alarm
+                monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
+            if self.settings.reserved_concurrency and spec.reserved_concurrency:
+                monitoring.function_throttles(spec.name, self.functions.by_name[spec.name])
+        monitoring.account_throttles()
         monitoring.api_server_errors(self.api.rest_api)
         consumed = {queue.consumer: self.queues.queues[queue.name] for queue in QUEUES}
         for spec in FUNCTIONS:  # in pipeline order: api, submit, poller, collect, upload, notify, ...
@@ -260,11 +286,12 @@ class BatchGenStack(Stack):
             "JwtSecretArn": (self.secrets.jwt.secret_arn, "HS256 key for the API's tokens (generated)"),
             "GeminiSecretArn": (self.secrets.gemini.secret_arn, "Put the Gemini API key here"),
             "CloudinarySecretArn": (self.secrets.cloudinary.secret_arn, "Put the CLOUDINARY_URL here"),
-            "GeminiWebhookSecretArn": (
-                self.secrets.gemini_webhook.secret_arn,
-                "Optional: the Gemini webhook's signing secret (whsec_...)",
-            ),
         }
+        if self.secrets.gemini_webhook is not None:
+            outputs["GeminiWebhookSecretArn"] = (
+                self.secrets.gemini_webhook.secret_arn,
+                "Put the Gemini webhook's signing secret (whsec_...) here",
+            )
         for key, (value, description) in outputs.items():
             CfnOutput(self, key, value=value, description=description)
 

@@ -171,9 +171,14 @@ def rehearse(stage: Stage, scenario: Scenario) -> Outcome:
 
 def run(scenarios: list[Scenario]) -> list[Outcome]:
     """Synthesizes once, then rehearses each scenario in turn on one moto server."""
+    import logging
+
+    for inherited in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(inherited, None)  # the rehearsal's clients name their own credentials and endpoint
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": "us-east-1"}
     )
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: one line per request otherwise
     os.environ[constants.ENV_JWT_ISSUER] = ""  # the tokens the rehearsal mints carry no issuer
     from local.emulators.cloudinary import CloudinaryEmulator
     from local.emulators.gemini import GeminiEmulator
@@ -185,6 +190,7 @@ def run(scenarios: list[Scenario]) -> list[Outcome]:
         context = {
             "geminiBaseUrl": gemini.base_url,
             "notifyEmailFrom": SENDER,
+            "geminiWebhookSecret": True,  # the Gemini webhook flow signs its event with it
             "webhookAllowPrivateTargets": "true",  # the webhook receiver is on 127.0.0.1
         }
         synth_started = time.monotonic()

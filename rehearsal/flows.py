@@ -121,7 +121,10 @@ class Rehearsal:
         result = self.function(queue.consumer).invoke(sqs_event(messages, arn))
         failed = failed_message_ids(result, [m["MessageId"] for m in messages])
         if failed:
-            raise RehearsalFailure(f"{queue.consumer} reported failures for {len(failed)} messages: {result}")
+            log = self.function(queue.consumer).log()[-3000:]
+            raise RehearsalFailure(
+                f"{queue.consumer} reported failures for {len(failed)} messages: {result}\nits log:\n{log}"
+            )
         for message in messages:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)

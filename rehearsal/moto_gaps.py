@@ -42,10 +42,14 @@ SERVER_GAPS = {
     "HeadObject as s3:GetObject, and SQS's batch calls as their single actions (SendMessageBatch is "
     "sqs:SendMessage)",
     "presigned URLs": "moto cannot authenticate a query-string signature (it reads the Authorization "
-    "header): the rehearsal checks the URL's expiry and that its signer's role may do the action on the "
-    "object with moto's own policy engine, and does not check the signature bytes",
+    "header): the rehearsal checks the URL's expiry, its signer's session expiry, and that the signer's "
+    "role may do the action on the object with moto's own policy engine; it does not check the signature "
+    "bytes",
     "assume role": "moto cannot evaluate a trust policy whose principal is a service (lambda.amazonaws.com): "
     "the rehearsal, acting as the Lambda service, assumes each function's role before IAM is enforced",
+    "role sessions as principals": "a trust policy naming a role (the URL-signer role trusts the api's role) "
+    "admits every session of that role in AWS; moto compares the session's ARN (assumed-role/<role>/<session>) "
+    "with the role's ARN literally and refuses: the rehearsal gives moto's trust check the session's role",
     "event source mappings": "moto delivers SQS messages to a mapped function itself, in Docker: the "
     "rehearsal disables moto's delivery and plays the mapping, receiving with the function's own role",
 }
@@ -204,11 +208,24 @@ def install_server_gaps() -> None:
         action = SQS_BATCH_ACTIONS.get(self._get_action(), self._get_action())
         mixin._authenticate_and_authorize_action(self, _as_action(IAMRequest, action), resource)
 
+    IAMRequest._check_role_trust_relationship = _trust_of_role_sessions
     DynamoHandler._authenticate_and_authorize_normal_action = dynamodb_authorize
     SQSResponse._authenticate_and_authorize_normal_action = sqs_authorize
     SecretsManagerResponse._determine_resource = secret_resource
     EmailResponse._determine_resource = ses_resource
     S3Response._authenticate_and_authorize_s3_action = s3_authorize
+
+
+def _trust_of_role_sessions(self: Any, role_arn: str) -> bool:
+    """moto's trust check, with a role session (assumed-role/<role>/<session>) as its role, as AWS does."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult, format_incoming_conditional_values
+
+    caller = self._access_key.arn
+    session = re.match(r"arn:[^:]+:sts::\d+:assumed-role/([^/]+)/", caller)
+    principal = self.backend.get_role(session.group(1)).arn if session else caller
+    policy = IAMPolicy(self.backend.get_role_by_arn(role_arn).assume_role_policy_document)
+    conditions = format_incoming_conditional_values(self._data)
+    return bool(policy.is_action_permitted(self._action, role_arn, principal, conditions) == PermissionResult.PERMITTED)
 
 
 def _no_auth_count() -> float:
@@ -235,10 +252,26 @@ def _check_presigned(response: Any, bucket: str | None, key: str | None) -> None
         headers={"X-Amz-Security-Token": query.get("X-Amz-Security-Token", "")},
     )
     allowed = [IAMPolicy(policy).is_action_permitted(f"s3:{action}", resource) for policy in signer.collect_policies()]
-    refused = datetime.datetime.now(datetime.UTC) > expires or PermissionResult.DENIED in allowed
+    now = datetime.datetime.now(datetime.UTC)
+    ended = now > expires or now > _session_expiry(response.current_account, signer)
+    refused = ended or PermissionResult.DENIED in allowed
     if refused or PermissionResult.PERMITTED not in allowed:
         with DENIALS.lock:
             DENIALS.seen.append(f"{signer.arn} (presigned URL) may not s3:{action} on {resource}")
         from moto.s3.exceptions import S3AccessDeniedError
 
         raise S3AccessDeniedError
+
+
+def _session_expiry(account: str, signer: Any) -> Any:
+    """When the signer's credentials end (S3 refuses a URL whose signer's session has ended, whatever the
+    URL's own expiry says); far in the future for an IAM user's keys."""
+    import datetime
+
+    from moto.sts.models import sts_backends
+
+    for session in sts_backends[account]["aws"].assumed_roles:
+        if session.access_key_id == signer._access_key_id:
+            expiration = session.expiration
+            return expiration if expiration.tzinfo else expiration.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.max.replace(tzinfo=datetime.UTC)

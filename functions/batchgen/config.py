@@ -48,6 +48,8 @@ class Settings(BaseModel):
     cloudinary_folder: str = constants.CLOUDINARY_FOLDER_DEFAULT
     catalog_path: str = ""
 
+    url_signer_role_arn: str = ""
+
     jwt_secret: str = Field("", repr=False)
     jwt_secret_arn: str = ""
     jwt_algorithms: str = constants.JWT_ALGORITHMS_DEFAULT

@@ -60,6 +60,15 @@ INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
 MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
 MAX_INPUT_FILE_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024  # Gemini's input file limit
 UPLOAD_URL_SECONDS = 3600  # a presigned upload URL is valid for one hour
+# A presigned URL dies with the credentials that signed it, whatever its X-Amz-Expires says, and Lambda
+# does not tell a function when its role's credentials expire. Deployed, the api signs with a session of
+# the URL-signer role (URL_SIGNER_ROLE_ARN) that it assumes for an hour (the most STS allows a session
+# assumed from a role session) and renews after URL_SIGNER_REUSE_SECONDS: each URL lives as asked, capped
+# by the signing session's remaining life (less a margin for the signing itself), and its `expiresAt`
+# says when it ends: 59 to 60 minutes for the upload and results URLs.
+URL_SIGNER_SESSION_SECONDS = 3600
+URL_SIGNER_REUSE_SECONDS = 60
+URL_SIGNING_MARGIN_SECONDS = 5
 INGEST_CHUNK_ITEMS = 100  # items written (four BatchWriteItem calls) per checkpoint
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
@@ -106,6 +115,8 @@ ENV_CLOUDINARY_URL = "CLOUDINARY_URL"
 ENV_CLOUDINARY_SECRET_ARN = "CLOUDINARY_SECRET_ARN"
 ENV_GEMINI_WEBHOOK_SECRET = "GEMINI_WEBHOOK_SECRET"
 ENV_GEMINI_WEBHOOK_SECRET_ARN = "GEMINI_WEBHOOK_SECRET_ARN"
+# The role whose sessions sign presigned URLs (empty: the function's own credentials, as locally).
+ENV_URL_SIGNER_ROLE_ARN = "URL_SIGNER_ROLE_ARN"
 ENV_GEMINI_WEBHOOK_JWKS_URL = "GEMINI_WEBHOOK_JWKS_URL"
 ENV_GEMINI_WEBHOOK_AUDIENCE = "GEMINI_WEBHOOK_AUDIENCE"
 ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"

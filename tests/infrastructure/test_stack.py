@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from batchgen.constants import (
     ENV_GEMINI_WEBHOOK_SECRET_ARN,
     ENV_JWT_SECRET,
     ENV_JWT_SECRET_ARN,
+    ENV_URL_SIGNER_ROLE_ARN,
     FUNCTIONS,
     INGEST_FUNCTION,
     INGEST_QUEUE,
@@ -44,6 +46,7 @@ from batchgen.constants import (
     UPLOAD_QUEUE,
     UPLOADS_EXPIRY_DAYS,
     UPLOADS_PREFIX,
+    URL_SIGNER_SESSION_SECONDS,
     FunctionSpec,
     QueueSpec,
     queue_visibility_timeout_seconds,
@@ -162,7 +165,8 @@ def test_environment_is_the_shared_runtime_environment(synthesized: Synthesized)
     rest_api_id = synthesized.logical_id(stack.api.rest_api)
     for spec in FUNCTIONS:
         env = function_resource(synthesized, spec.name)["Properties"]["Environment"]["Variables"]
-        assert set(env) == set(expected), spec.name
+        signer = {ENV_URL_SIGNER_ROLE_ARN} if spec is API_FUNCTION else set()  # the api alone signs URLs
+        assert set(env) == set(expected) | signer, spec.name
         assert env["TABLE_NAME"] == ref(synthesized.logical_id(stack.data.table))
         assert env["BUCKET_NAME"] == ref(synthesized.logical_id(stack.data.bucket))
         for queue in QUEUES:
@@ -183,7 +187,7 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
         ENV_JWT_SECRET_ARN: ref(synthesized.logical_id(secrets.jwt)),
         ENV_GEMINI_SECRET_ARN: ref(synthesized.logical_id(secrets.gemini)),
         ENV_CLOUDINARY_SECRET_ARN: ref(synthesized.logical_id(secrets.cloudinary)),
-        ENV_GEMINI_WEBHOOK_SECRET_ARN: ref(synthesized.logical_id(secrets.gemini_webhook)),
+        ENV_GEMINI_WEBHOOK_SECRET_ARN: "",  # no webhook secret by default: that scheme is off
     }
     for spec in FUNCTIONS:
         env = function_resource(synthesized, spec.name)["Properties"]["Environment"]["Variables"]
@@ -440,13 +444,16 @@ def test_poller_is_not_retried_by_lambda_async_invoke(synthesized: Synthesized) 
 
 
 def test_secrets(synthesized: Synthesized) -> None:
+    """Three by default; the Gemini webhook's signing secret only with -c geminiWebhookSecret=true
+    (test_settings.py::test_the_gemini_webhook_secret_is_opt_in)."""
     secrets = synthesized.stack.secrets
     resources = synthesized.template_json["Resources"]
-    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 4)
+    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 3)
+    assert secrets.gemini_webhook is None
     jwt = resources[synthesized.logical_id(secrets.jwt)]["Properties"]
     assert jwt["GenerateSecretString"] == {"ExcludePunctuation": True, "PasswordLength": JWT_SECRET_LENGTH}
     assert "SecretString" not in jwt
-    for secret in (secrets.gemini, secrets.cloudinary, secrets.gemini_webhook):
+    for secret in (secrets.gemini, secrets.cloudinary):
         assert resources[synthesized.logical_id(secret)]["Properties"]["SecretString"] == PLACEHOLDER
 
 
@@ -499,6 +506,7 @@ class Access:
     secrets: tuple[str, ...] = ()
     more_prefixes: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()  # (prefix, allowed, denied)
     lists_bucket: bool = False  # s3:ListBucket, so that HeadObject of a missing key answers 404
+    assumes: tuple[str, ...] = ()  # roles of the stack (attribute names) it may assume
 
 
 ACCESS = {
@@ -510,12 +518,11 @@ ACCESS = {
         (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, COLLECT_QUEUE),
         None,
         # gemini: the Gemini webhook route asks Gemini which batch a finished job belongs to
-        ("jwt", "gemini_webhook", "gemini"),
-        (
-            (UPLOADS_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),
-            (RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),
-        ),
+        ("jwt", "gemini"),
+        # uploads/: nothing; the URL-signer role signs the upload URLs (test_the_url_signer_...)
+        ((RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),),
         lists_bucket=True,
+        assumes=("url_signer",),
     ),
     INGEST_FUNCTION.name: Access(
         INPUT_PREFIX,
@@ -565,6 +572,8 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
     expected |= {queue_ids[spec.name] for spec in rules.sends}
     expected |= {queue_ids[rules.consumes.name]} if rules.consumes else set()
     expected |= {bucket_id} if rules.lists_bucket else set()
+    assumed_ids = [synthesized.logical_id(getattr(stack, role)) for role in rules.assumes]
+    expected |= set(assumed_ids)
     if rules.prefix:
         objects = f"{bucket_id}/{rules.prefix}*"
         expected.add(objects)
@@ -593,8 +602,36 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
             assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
     for secret_id in secret_ids:
         assert access[secret_id] == {"secretsmanager:GetSecretValue"}
+    for role_id in assumed_ids:
+        assert access[role_id] == {"sts:AssumeRole"}
     for actions in access.values():
         assert not any(action.endswith("*") for action in actions), actions
+
+
+def test_the_url_signer_role_is_assumed_by_the_api_only_and_may_only_put_uploads_and_get_results(
+    synthesized: Synthesized,
+) -> None:
+    """Presigned URLs die with their signer's credentials: the api signs them with sessions of this role,
+    whose expiry it knows. The role may do what the URLs do and nothing else."""
+    stack = synthesized.stack
+    signer = synthesized.resources("AWS::IAM::Role")[synthesized.logical_id(stack.url_signer)]
+    api_role = synthesized.logical_id(stack.functions.by_name[API_FUNCTION.name].role)
+    (statement,) = signer["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [api_role, "Arn"]}}
+    assert signer["Properties"].get("MaxSessionDuration", 3600) >= URL_SIGNER_SESSION_SECONDS
+    bucket_id = synthesized.logical_id(stack.data.bucket)
+    access = role_access(synthesized, stack.url_signer)
+    assert access == {
+        f"{bucket_id}/{UPLOADS_PREFIX}*": {"s3:PutObject", "s3:AbortMultipartUpload"},
+        f"{bucket_id}/{RESULTS_PREFIX}*": {"s3:GetObject"},
+    }
+    environment = synthesized.resources("AWS::Lambda::Function")
+    signer_arn = {"Fn::GetAtt": [synthesized.logical_id(stack.url_signer), "Arn"]}
+    for spec in FUNCTIONS:
+        variables = environment[synthesized.logical_id(stack.functions.by_name[spec.name])]["Properties"]
+        named = variables["Environment"]["Variables"].get(ENV_URL_SIGNER_ROLE_ARN)
+        assert named == (signer_arn if spec is API_FUNCTION else None), spec.name
 
 
 def test_table_actions_cover_exactly_what_the_adapters_call() -> None:
@@ -794,6 +831,8 @@ def test_every_dead_letter_queue_depth_is_alarmed(synthesized: Synthesized) -> N
 
 
 def test_every_function_errors_are_alarmed(synthesized: Synthesized) -> None:
+    """Each function behind no API has an errors alarm of its own; an error of the api or photo function
+    is a 5xx answer, which the API's 5xx alarm counts (test_api_5xx_alarm_...)."""
     topic = ref(synthesized.logical_id(synthesized.stack.monitoring.topic))
     alarmed = set()
     for alarm in _alarms(synthesized):
@@ -803,7 +842,15 @@ def test_every_function_errors_are_alarmed(synthesized: Synthesized) -> None:
             assert alarm["AlarmActions"] == [topic]
             (dimension,) = alarm["Dimensions"]
             alarmed.add(dimension["Value"]["Ref"])
-    assert alarmed == {synthesized.logical_id(f) for f in synthesized.stack.functions.by_name.values()}
+    functions = synthesized.stack.functions.by_name
+    behind_api = {API_FUNCTION.name, PHOTO_FUNCTION.name}
+    assert alarmed == {synthesized.logical_id(f) for name, f in functions.items() if name not in behind_api}
+    api_routes = {
+        json.dumps(method["Properties"]["Integration"].get("Uri"))
+        for method in synthesized.resources("AWS::ApiGateway::Method").values()
+    }
+    for name in behind_api:  # they are what API Gateway invokes
+        assert any(synthesized.logical_id(functions[name]) in uri for uri in api_routes), name
 
 
 def test_alarm_topic_needs_no_customer_managed_key(synthesized: Synthesized) -> None:
@@ -822,14 +869,16 @@ def test_api_5xx_alarm_watches_this_stacks_api_by_its_own_name(synthesized: Synt
     assert alarm["Dimensions"] == [{"Name": "ApiName", "Value": api_name}]
 
 
-@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
-def test_every_function_is_alarmed_on(synthesized: Synthesized, metric: str) -> None:
-    alarmed = {
-        alarm["Dimensions"][0]["Value"]["Ref"]
-        for alarm in _alarms(synthesized)
-        if alarm.get("MetricName") == metric and alarm["Namespace"] == "AWS/Lambda"
-    }
-    assert alarmed == {synthesized.logical_id(f) for f in synthesized.stack.functions.by_name.values()}
+def test_throttles_are_alarmed_once_for_the_shared_concurrency_pool(synthesized: Synthesized) -> None:
+    """No function reserves concurrency by default: every one draws on the account's unreserved pool, so
+    one alarm on Lambda's account-wide Throttles covers them all (each mapping stays under its
+    MaximumConcurrency, test_every_mapping_caps_its_concurrency)."""
+    throttles = [a for a in _alarms(synthesized) if a.get("MetricName") == "Throttles"]
+    (alarm,) = throttles
+    assert alarm["Namespace"] == "AWS/Lambda" and "Dimensions" not in alarm
+    assert alarm["AlarmName"] == f"{DEFAULTS.stack_name}-lambda-throttles"
+    for function in synthesized.resources("AWS::Lambda::Function").values():
+        assert "ReservedConcurrentExecutions" not in function["Properties"]
 
 
 def test_every_queue_is_alarmed_on_the_age_of_its_oldest_message(synthesized: Synthesized) -> None:
@@ -889,3 +938,54 @@ def test_standard_endpoint_has_its_own_function_before_the_proxy(synthesized: Sy
             ),
         },
     )
+
+
+# --- Opt-in resources: one more synthesis, with every opt-in on ---------------------
+
+
+@pytest.fixture(scope="module")
+def opted_in(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    from aws_cdk.assertions import Template
+
+    from infra.stack import build_app
+
+    context = {"skipBundling": True, "geminiWebhookSecret": True, "reservedConcurrency": True}
+    app, stack = build_app(
+        context={**context, "accountConcurrencyLimit": 1000}, outdir=str(tmp_path_factory.mktemp("opted")), nag=False
+    )
+    assembly = app.synth()
+    artifact = assembly.get_stack_artifact(stack.artifact_id)
+    template_json = json.loads(Path(assembly.directory, artifact.template_file).read_text())
+    return Synthesized(stack, Template.from_json(template_json), template_json, Path(assembly.directory))
+
+
+def test_the_gemini_webhook_secret_is_opt_in_and_read_by_the_api_alone(opted_in: Synthesized) -> None:
+    secret = opted_in.stack.secrets.gemini_webhook
+    assert secret is not None
+    secret_id = opted_in.logical_id(secret)
+    opted_in.template.resource_count_is("AWS::SecretsManager::Secret", 4)
+    assert opted_in.template_json["Resources"][secret_id]["Properties"]["SecretString"] == PLACEHOLDER
+    readers = {
+        name
+        for name, function in opted_in.stack.functions.by_name.items()
+        if secret_id in role_access(opted_in, function.role)
+    }
+    assert readers == {API_FUNCTION.name}
+    for spec in FUNCTIONS:
+        env = function_resource(opted_in, spec.name)["Properties"]["Environment"]["Variables"]
+        assert env[ENV_GEMINI_WEBHOOK_SECRET_ARN] == ref(secret_id)
+    assert "GeminiWebhookSecretArn" in opted_in.template_json["Outputs"]
+
+
+def test_reserved_functions_get_their_own_throttle_alarms(opted_in: Synthesized) -> None:
+    reserved = {
+        opted_in.logical_id(opted_in.stack.functions.by_name[s.name]) for s in FUNCTIONS if s.reserved_concurrency
+    }
+    assert reserved
+    per_function = {
+        alarm["Dimensions"][0]["Value"]["Ref"]
+        for alarm in _alarms(opted_in)
+        if alarm.get("MetricName") == "Throttles" and alarm.get("Dimensions")
+    }
+    assert per_function == reserved
+    assert [a for a in _alarms(opted_in) if a.get("MetricName") == "Throttles" and not a.get("Dimensions")]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from batchgen.domain import ids
 from batchgen.domain.errors import InsufficientCredits
+from batchgen.domain.ids import utc_now
+from batchgen.domain.links import PresignedUrl
 from batchgen.domain.states import BatchStatus
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
 from tests.unit.fakes import FakeBlobs, FakeCdn, FakeGemini, FakeQueues, FakeStore
@@ -99,11 +102,11 @@ class BulkQueues(FakeQueues):
 class BulkBlobs(FakeBlobs):
     chunk_bytes = 7  # tiny chunks: lines always straddle them
 
-    def presign_put(self, key: str, expires_in: int) -> str:
-        return f"https://s3.test/{key}?expires={expires_in}"
+    def presign_put(self, key: str, expires_in: int) -> PresignedUrl:
+        return PresignedUrl(f"https://s3.test/{key}?expires={expires_in}", utc_now() + timedelta(seconds=expires_in))
 
-    def presign_get(self, key: str, expires_in: int) -> str:
-        return f"https://s3.test/{key}?expires={expires_in}"
+    def presign_get(self, key: str, expires_in: int) -> PresignedUrl:
+        return PresignedUrl(f"https://s3.test/{key}?expires={expires_in}", utc_now() + timedelta(seconds=expires_in))
 
     def object_size(self, key: str) -> int | None:
         data = self.objects.get(key)

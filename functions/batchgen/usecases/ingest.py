@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
@@ -58,11 +58,11 @@ def create_upload(services: Services, principal: Principal, now: datetime | None
         UploadRecord(uploadId=upload_id, userId=principal.user_id, key=key, createdAt=ids.iso(moment)),
         int(moment.timestamp()) + UPLOAD_RECORD_DAYS * 86400,
     )
-    url = services.blobs.presign_put(key, constants.UPLOAD_URL_SECONDS)
+    signed = services.blobs.presign_put(key, constants.UPLOAD_URL_SECONDS)
     return UploadGrant(
         upload_id=upload_id,
-        url=url,
-        expires_at=ids.iso(moment + timedelta(seconds=constants.UPLOAD_URL_SECONDS)),
+        url=signed.url,
+        expires_at=ids.iso(signed.expires_at),  # capped by the signer's credentials (domain.links)
         max_bytes=get_settings().max_input_file_bytes,
     )
 

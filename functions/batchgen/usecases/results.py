@@ -91,12 +91,8 @@ def results_link(services: Services, principal: Principal, batch_id: str) -> Res
                 "The batch has just ended and its results manifest is being written; retry in a few seconds."
             )
         _write(services, batch, key)  # the writer's message was lost or the object expired: same bytes
-    moment = ids.utc_now()
-    return ResultsLink(
-        url=services.blobs.presign_get(key, constants.RESULTS_URL_SECONDS),
-        expires_at=ids.iso(moment + timedelta(seconds=constants.RESULTS_URL_SECONDS)),
-        item_count=batch.requestCount,
-    )
+    signed = services.blobs.presign_get(key, constants.RESULTS_URL_SECONDS)
+    return ResultsLink(url=signed.url, expires_at=ids.iso(signed.expires_at), item_count=batch.requestCount)
 
 
 def _just_ended(batch: BatchRecord) -> bool:
