@@ -15,7 +15,7 @@ LAYER_CONTRACT := tests/unit/test_layers.py
 rehearse: $(VENV)/.installed  ## cdk synth, deploy on moto's CloudFormation with IAM enforced, run every flow
 	$(PY) -m rehearsal
 
-.PHONY: rehearse run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean clean-data
+.PHONY: rehearse run test test-long test-unit test-fast gate lint typecheck layers bench cost synth token clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ layers: $(VENV)/.installed  ## the import contract: handlers -> use cases -> dom
 
 bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
 	$(PY) -m benchmarks
+
+cost: $(VENV)/.installed  ## the stack's idle monthly cost from the synthesized template, at list prices
+	$(PY) -m benchmarks.cost
 
 token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1]: a token for a local user of the running `make run`
 ifneq ($(origin USER),command line)

@@ -172,6 +172,7 @@ class LocalRuntime:
         self.restored: Snapshot | None = None  # the state loaded at start (None: a fresh one)
         self.snapshots: Snapshotter | None = None
         self.gates: dict[str, Gate] = {}
+        self._results_base_url_set = False
 
     # ---------------------------------------------------------------------------------- start
     def start(self) -> LocalRuntime:
@@ -188,6 +189,7 @@ class LocalRuntime:
             if self.restored is None:  # the starter credits once, not at every restart
                 self._seed_credits()
             self._start_http()
+            self._set_results_base_url()
             if self.gemini is not None and self.http is not None:
                 self.gemini.webhook_url = self.http.base_url + constants.GEMINI_WEBHOOK_PATH
                 self.gemini.resume_announcements()
@@ -298,6 +300,17 @@ class LocalRuntime:
         routes: dict[str, Invocable] = {constants.PHOTO_PATH: photo} if photo is not None else {}
         self.http = HttpFrontDoor(ApiGatewayApp(api, routes=routes), self.options.host, self.options.port).start()
 
+    def _set_results_base_url(self) -> None:
+        """The emails' results links are absolute, as deployed (where the stack sets its API's URL): here
+        this runtime's own URL, known once the front door listens, unless RESULTS_BASE_URL is given."""
+        if self.http is None or os.environ.get(constants.ENV_RESULTS_BASE_URL):
+            return
+        os.environ[constants.ENV_RESULTS_BASE_URL] = self.http.base_url
+        self._results_base_url_set = True
+        from batchgen.config import reset_caches
+
+        reset_caches()
+
     def _start_consumers(self) -> None:
         import boto3
 
@@ -401,6 +414,9 @@ class LocalRuntime:
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+        if self._results_base_url_set:  # the next runtime in this process listens elsewhere
+            os.environ.pop(constants.ENV_RESULTS_BASE_URL, None)
+            self._results_base_url_set = False
 
     # ---------------------------------------------------------------------------------- banner
     @property

@@ -23,8 +23,6 @@ TEMPLATE_GAPS = {
     "the template refers to it",
     "AWS::ApiGateway::Method MOCK": "moto crashes on a MOCK integration (the CORS preflight) without "
     "IntegrationHttpMethod and Uri: the copy gets placeholders for both",
-    "AWS::KMS::Key Tags": "moto's KMS reads tags as TagKey/TagValue, CloudFormation writes Key/Value: "
-    "the copy renames them",
 }
 UNSUPPORTED_BY_MOTO = (
     "AWS::CloudWatch::Alarm, AWS::ApiGateway::Stage/Account/GatewayResponse, AWS::Scheduler::Schedule, "
@@ -67,8 +65,6 @@ def patch_template(template: dict[str, Any], secret_arns: dict[str, str]) -> dic
         if resource["Type"] == "AWS::ApiGateway::Method" and integration.get("Type") == "MOCK":
             integration.setdefault("IntegrationHttpMethod", "POST")
             integration.setdefault("Uri", "mock://cors-preflight")
-        if resource["Type"] == "AWS::KMS::Key" and "Tags" in props:
-            props["Tags"] = [{"TagKey": tag["Key"], "TagValue": tag["Value"]} for tag in props["Tags"]]
     text = json.dumps(copied)
     for logical_id, secret_arn in secret_arns.items():
         text = text.replace(json.dumps({"Ref": logical_id}), json.dumps(secret_arn))
