@@ -351,6 +351,41 @@ def test_notify_email_sends_one_email_per_finished_batch_with_the_counts(api, no
     assert f"/batch/status/{batch_id}" in email.body
 
 
+def test_an_email_ses_rejects_goes_to_the_dlq_at_once_with_its_reason_and_is_not_retried(
+    api, notify_env, gemini, queues, poll, monkeypatch
+):
+    """An unverified sender (SES MessageRejected) cannot succeed on a retry: instead of eight receives
+    (about 48 minutes) into the DLQ, the message goes there on the first one, saying why."""
+    import boto3
+
+    # Given a sender SES has not verified (moto's SES refuses it as SES does)
+    monkeypatch.setenv(constants.ENV_NOTIFY_EMAIL_FROM, "unverified@example.com")
+    reset_caches()
+    token = make_token(email="user1@example.com")
+    grant("user-1", 100)
+    body = {"type": "text", "requests": [{"prompt": "ok"}], "notifyEmail": True}
+    batch_id = api("POST", "/batch/create", body, token=token).body["id"]
+    queues.drain(SUBMIT)
+    poll()
+    queues.drain(COLLECT)
+    poll()
+    # When the notify consumer gets the email message
+    queues.drain(NOTIFY)
+    poll()
+    queues.drain(NOTIFY)
+    # Then no email left, nothing waits in the notify queue for a retry, and the DLQ holds it with the reason
+    assert _sent_emails() == []
+    assert queues.receive(NOTIFY) == []
+    sqs = boto3.client("sqs")
+    dead = sqs.receive_message(
+        QueueUrl=queues.queue_urls[NOTIFY.dead_letter_name], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    [email] = [message for message in dead if json.loads(message["Body"]).get("batchId") == batch_id]
+    reason = email["MessageAttributes"]["failureReason"]["StringValue"]
+    assert "unverified@example.com" in reason and "Verify the sender identity" in reason
+    assert "user1@example.com" not in reason  # the recipient's address is no part of the reason
+
+
 def test_notify_email_without_an_email_claim_is_400(api, aws):
     grant("user-1", 10)
     body = {"type": "text", "requests": [{"prompt": "x"}], "notifyEmail": True}
