@@ -1,4 +1,4 @@
-# Two entry points for people (run, test) and one for figures (bench). Each creates or reuses .venv.
+# Two entry points for people (run, test), one for figures (bench) and one for the documentation site (docs). Each creates or reuses .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,10 +12,7 @@ LINTED := functions local infra rehearsal tests benchmarks app.py $(wildcard cli
 TYPED := functions infra local
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-rehearse: $(VENV)/.installed  ## cdk synth, deploy on moto's CloudFormation with IAM enforced, run every flow
-	$(PY) -m rehearsal
-
-.PHONY: rehearse run test test-long test-unit test-fast gate lint typecheck layers bench cost synth token clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench cost rehearse docs synth token clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +52,12 @@ bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload 
 
 cost: $(VENV)/.installed  ## the stack's idle monthly cost from the synthesized template, at list prices
 	$(PY) -m benchmarks.cost
+
+rehearse: $(VENV)/.installed  ## cdk synth, deploy on moto's CloudFormation with IAM enforced, run every flow (make test runs it too)
+	$(PY) -m rehearsal
+
+docs: $(VENV)/.installed  ## docs/ as a static site in build/site, offline; a broken link or anchor fails it (make test builds it too)
+	$(PY) -m mkdocs build --strict
 
 token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1]: a token for a local user of the running `make run`
 ifneq ($(origin USER),command line)
