@@ -185,7 +185,8 @@ class Monitoring(Construct):
         self.dashboard.add_widgets(*widgets)
 
     def business_row(self) -> None:
-        """What the service did: batches created, images uploaded per minute, credits charged."""
+        """What the service did: batches created and completed, images uploaded per minute, credits
+        charged and refunded (the notify function counts each batch's end as it writes its manifest)."""
 
         def service_metric(name: str, period: Duration = PERIOD) -> cloudwatch.Metric:
             return cloudwatch.Metric(
@@ -201,8 +202,9 @@ class Monitoring(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Batches created and items that failed at Gemini",
-                left=[service_metric("BatchesCreated"), service_metric("ItemsFailedAtGemini")],
+                title="Batches created and completed; items that failed at Gemini",
+                left=[service_metric("BatchesCreated"), service_metric("BatchesCompleted")],
+                right=[service_metric("ItemsFailedAtGemini")],
                 width=8,
             ),
             cloudwatch.GraphWidget(
@@ -210,5 +212,9 @@ class Monitoring(Construct):
                 left=[service_metric("Upload_uploaded", Duration.minutes(1))],
                 width=8,
             ),
-            cloudwatch.GraphWidget(title="Credits charged", left=[service_metric("CreditsCharged")], width=8),
+            cloudwatch.GraphWidget(
+                title="Credits charged and refunded",
+                left=[service_metric("CreditsCharged"), service_metric("CreditsRefunded")],
+                width=8,
+            ),
         )

@@ -904,8 +904,12 @@ def test_dashboard_has_a_row_per_stage_and_the_business_figures(synthesized: Syn
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for spec in FUNCTIONS:
         assert f"### {spec.name}" in body
-    for metric in ("ApproximateAgeOfOldestMessage", "Throttles", "Duration", "BatchesCreated", "CreditsCharged"):
+    for metric in ("ApproximateAgeOfOldestMessage", "Throttles", "Duration", "Upload_uploaded"):
         assert metric in body
+    sources = "".join(path.read_text() for path in (FUNCTIONS_DIR / "batchgen").rglob("*.py"))
+    for metric in ("BatchesCreated", "BatchesCompleted", "CreditsCharged", "CreditsRefunded"):
+        assert metric in body
+        assert f'"{metric}"' in sources, f"no function publishes {metric}"
 
 
 def test_api_execution_log_group_belongs_to_the_stack_with_retention(synthesized: Synthesized) -> None:

@@ -43,3 +43,23 @@ def test_a_tick_that_did_something_publishes_only_the_non_zero_counts(
     published = _published(capsys.readouterr().out)
     assert published, "a tick with an active batch publishes its counts"
     assert set(published) == {f"Poll_{name}" for name, value in report.items() if value}
+
+
+def test_an_ended_batch_counts_on_the_dashboard_once_when_its_manifest_is_written(
+    api, gemini, queues, poll, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dashboard's batches completed and credits refunded: published by the notify function as it
+    writes the ended batch's results manifest, once (a repeated delivery writes nothing)."""
+    grant("user-1", 10)
+    body = {"type": "text", "requests": [{"prompt": "ok"}, {"prompt": "bad [[fail]]"}]}
+    assert api("POST", "/batch/create", body).status == 202
+    queues.drain(constants.SUBMIT_QUEUE)
+    poll()
+    queues.drain(constants.COLLECT_QUEUE)
+    poll()  # relays the end event: the manifest message
+    capsys.readouterr()
+    queues.drain(constants.NOTIFY_QUEUE)
+    published = _published(capsys.readouterr().out)
+    assert published["Notify_written"] == [1.0]
+    assert published["BatchesCompleted"] == [1.0]
+    assert published["CreditsRefunded"] == [0.5]  # the failed text request's 0.5 credits

@@ -29,15 +29,19 @@ metrics = Metrics()
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=NotifyRecord, raise_on_entire_batch_failure=False)
 
 
-def handle(record: NotifyRecord) -> str:
+def handle(record: NotifyRecord) -> tuple[str, dict[str, float]]:
+    """The outcome, and the business figures it adds to the dashboard (name -> value)."""
     message = record.body
     if isinstance(message, SendEmail):
-        return _send_email(record, message)
+        return _send_email(record, message), {}
     if isinstance(message, WriteResultsManifest):
         from batchgen.usecases import results
 
-        return results.write_manifest(live_services(), message.batchId)
-    return notify.deliver(live_services(), message)
+        outcome = results.write_manifest(live_services(), message.batchId)
+        # Written once per ended batch: the moment to count it, and what it refunded.
+        figures = results.ended_figures(live_services(), message.batchId) if outcome == "written" else {}
+        return outcome, figures
+    return notify.deliver(live_services(), message), {}
 
 
 def _send_email(record: NotifyRecord, message: SendEmail) -> str:
@@ -58,10 +62,12 @@ def _workers() -> ThreadPoolExecutor:
 
 
 async def record_handler(record: NotifyRecord) -> str:
-    outcome = await asyncio.get_running_loop().run_in_executor(_workers(), handle, record)
+    outcome, figures = await asyncio.get_running_loop().run_in_executor(_workers(), handle, record)
     # The event id and outcome only: never the URL's secrets, the body or a signature.
     logger.info("notify", extra={"message_id": record.messageId, "outcome": outcome})
     metrics.add_metric(name=f"Notify_{outcome}", unit=MetricUnit.Count, value=1)
+    for name, value in figures.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     return outcome
 
 

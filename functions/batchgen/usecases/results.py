@@ -27,7 +27,7 @@ from batchgen import constants
 from batchgen.domain import ids, reports
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict
-from batchgen.domain.states import is_terminal
+from batchgen.domain.states import BatchStatus, is_terminal
 from batchgen.models.records import BatchRecord
 from batchgen.usecases.items import iter_items, owned_batch
 from batchgen.usecases.ports import Services
@@ -67,6 +67,19 @@ def write_manifest(services: Services, batch_id: str) -> str:
         return "exists"
     _write(services, batch, key)
     return "written"
+
+
+def ended_figures(services: Services, batch_id: str) -> dict[str, float]:
+    """What an ended batch adds to the dashboard's business row, non-zero figures only (a metric name
+    costs by the month it is published): a completed batch, the credits it refunded."""
+    batch = services.store.get_batch(batch_id)
+    if batch is None or not is_terminal(batch.status):
+        return {}
+    figures = {
+        "BatchesCompleted": 1.0 if batch.status is BatchStatus.COMPLETED else 0.0,
+        "CreditsRefunded": float(batch.refundedCredits or 0),
+    }
+    return {name: value for name, value in figures.items() if value}
 
 
 def _write(services: Services, batch: BatchRecord, key: str) -> None:
