@@ -7,9 +7,10 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
 # What the gate checks. Lint and format: every Python tree. Types (mypy + pydantic plugin): the trees
-# listed in TYPED, each one clean.
+# listed in TYPED, each one clean: the production code, and the test fakes held to the ports with what
+# builds and checks them (a port change a fake misses fails here).
 LINTED := functions local infra rehearsal tests benchmarks app.py $(wildcard clients)
-TYPED := functions infra local
+TYPED := functions infra local tests/fakes tests/conftest.py tests/helpers.py tests/contract/test_store_contract.py
 LAYER_CONTRACT := tests/unit/test_layers.py
 
 .PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench cost rehearse docs synth token clean clean-data
@@ -29,11 +30,11 @@ test: gate  ## the gate, then every test: unit, integration (moto + emulators), 
 test-long: gate  ## `make test` with the long hypothesis profile and a longer schemathesis run (tens of minutes)
 	HYPOTHESIS_PROFILE=long SCHEMATHESIS_MAX_EXAMPLES=100 $(PY) -m pytest
 
-test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK (seconds)
-	$(PY) -m pytest tests/unit
+test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK; a quick property profile (seconds)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-unit} $(PY) -m pytest -p no:schemathesis tests/unit
 
 test-fast: gate  ## the gate, then unit and integration tests (no e2e, no CDK synth)
-	$(PY) -m pytest tests/unit tests/integration tests/contract
+	$(PY) -m pytest tests/unit tests/integration tests/contract tests/docs
 
 gate: lint typecheck layers  ## what `make test` (and so CI) checks before any test runs
 

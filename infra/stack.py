@@ -49,10 +49,11 @@ from infra.schedule import PollSchedule
 from infra.secrets import ServiceSecrets
 from infra.settings import StackSettings, cdk_json_context
 
-# What the adapters call on the table (repository, notifications, Powertools idempotency): GetItem,
-# PutItem, UpdateItem, DeleteItem, Query, BatchWriteItem and TransactWriteItems, which DynamoDB authorises
-# item by item as PutItem/UpdateItem/DeleteItem/ConditionCheckItem. No Scan, BatchGetItem, streams or
-# DescribeTable: tests/infrastructure/test_stack.py checks the list against the adapters' calls.
+# What the adapters call on the table (the DynamoDB stores, Powertools idempotency): GetItem, PutItem,
+# UpdateItem, DeleteItem, Query, BatchGetItem (job rows of many batches, by key), BatchWriteItem and
+# TransactWriteItems, which DynamoDB authorises item by item as PutItem/UpdateItem/DeleteItem/
+# ConditionCheckItem. No streams or DescribeTable; Scan only for the poller, which runs the data
+# migrations (MIGRATION_ACTIONS). tests/infrastructure/test_stack.py checks both against the adapters' calls.
 TABLE_ACTIONS = (
     "dynamodb:GetItem",
     "dynamodb:PutItem",
@@ -60,8 +61,10 @@ TABLE_ACTIONS = (
     "dynamodb:DeleteItem",
     "dynamodb:ConditionCheckItem",
     "dynamodb:Query",
+    "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
 )
+MIGRATION_ACTIONS = ("dynamodb:Scan",)  # adapters/dynamo/migrations.py: a paged Scan from a checkpoint
 INDEX_ACTIONS = ("dynamodb:Query",)
 # Functions API Gateway invokes: an error of one is a 5xx answer, which the API's 5xx alarm counts.
 BEHIND_THE_API = (API_FUNCTION, PHOTO_FUNCTION)
@@ -131,13 +134,15 @@ class BatchGenStack(Stack):
         submit = fn[SUBMIT_FUNCTION.name]
         self._grant_bucket(submit, INPUT_PREFIX, read=True)
         self._grant_secrets(submit, secrets.gemini)
-        # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
+        # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
         self._grant_send(submit, SUBMIT_QUEUE)
 
         poller = fn[POLLER_FUNCTION.name]
         # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost (once).
         self._grant_send(poller, COLLECT_QUEUE, SUBMIT_QUEUE, INGEST_QUEUE)
         self._grant_secrets(poller, secrets.gemini)
+        # The data migrations a deploy brings run in its ticks: a paged Scan of the table.
+        self._allow(poller, list(MIGRATION_ACTIONS), [self.data.table.table_arn])
 
         collect = fn[COLLECT_FUNCTION.name]
         self._grant_bucket(collect, STAGING_PREFIX, put=True)
@@ -152,7 +157,7 @@ class BatchGenStack(Stack):
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         self._grant_secrets(upload, secrets.cloudinary)
 
-        # Bulk batches (SPEC §6): the api presigns PUTs of input files, the ingest function reads them
+        # Bulk batches: the api presigns PUTs of input files, the ingest function reads them
         # into items and input images.
         self._url_signer(api)
         # Results manifests: presigned GETs, written by the route when the notify function has not yet.
@@ -163,7 +168,7 @@ class BatchGenStack(Stack):
         self._grant_bucket(ingest, INPUT_PREFIX, read=True, put=True, delete=True)  # read: a retry's images
         self._grant_send(ingest, SUBMIT_QUEUE, INGEST_QUEUE)  # its own queue: a run near its time limit hands over
 
-        # SPEC §7: the api queues test events, the poller (and collect/upload, right after their state
+        # The api queues test events, the poller (and collect/upload, right after their state
         # changes) relay the outbox, the notify function re-queues its own retries and is the only one
         # that may send email.
         notify = fn[NOTIFY_FUNCTION.name]
@@ -171,7 +176,7 @@ class BatchGenStack(Stack):
             self._grant_send(sender, NOTIFY_QUEUE)
         # An email SES rejects for good goes to the dead-letter queue at once, with its reason.
         self._allow(notify, ["sqs:SendMessage"], [self.queues.dead_letter_queues[NOTIFY_QUEUE.name].queue_arn])
-        # The notify function writes each ended batch's results manifest (SPEC §6), once, after the end event.
+        # The notify function writes each ended batch's results manifest, once, after the end event.
         self._grant_bucket(notify, RESULTS_PREFIX, read=True, put=True, exists=True)
         self._allow(notify, ["ses:SendEmail"], [self.format_arn(service="ses", resource="identity", resource_name="*")])
         acknowledge(

@@ -77,7 +77,7 @@ def _receiver(state: dict[str, Any]) -> Any:
     state["received"] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:  # http.server calls it by this name
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             state["received"].append(json.loads(body))
             self.send_response(200)

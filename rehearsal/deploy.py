@@ -72,7 +72,7 @@ class Moto:
 
         settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - moto on 127.0.0.1
+        with urllib.request.urlopen(request, timeout=30):
             pass
 
     def enforce(self) -> None:

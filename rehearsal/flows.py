@@ -235,7 +235,7 @@ def flow_email(r: Rehearsal) -> str:
 def flow_manifest(r: Rehearsal) -> str:
     r.settle(lambda: r.http("GET", f"/batch/{r.state['inline']}/results", token=r.user_token)[0] == 200)
     answer = r.expect(200, "GET", f"/batch/{r.state['inline']}/results", token=r.user_token)
-    with urllib.request.urlopen(answer["url"], timeout=10) as response:  # noqa: S310 - moto on 127.0.0.1
+    with urllib.request.urlopen(answer["url"], timeout=10) as response:
         lines = response.read().decode().splitlines()
     if len(lines) != 2:
         raise RehearsalFailure(f"the manifest has {len(lines)} lines, expected 2")
@@ -284,7 +284,7 @@ def flow_file_batch(r: Rehearsal) -> str:
     # As `curl -T` sends it: the advertised headers only (urllib would call the body a form otherwise).
     headers = {"Content-Type": "application/octet-stream", **upload["headers"]}
     request = urllib.request.Request(upload["uploadUrl"], data=lines.encode(), method="PUT", headers=headers)
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - moto on 127.0.0.1
+    with urllib.request.urlopen(request, timeout=10):
         pass
     batch_id = r.create({"type": "text-to-image", "inputFile": upload["uploadId"]})
     r.settle(r.done(batch_id))

@@ -1,4 +1,4 @@
-"""Assertions on the synthesized template: every resource SPEC §5 lists, with its key properties."""
+"""Assertions on the synthesized template: every resource the service deploys, with its key properties."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ from infra import FUNCTIONS_DIR
 from infra.functions import RUNTIME
 from infra.secrets import JWT_SECRET_LENGTH, PLACEHOLDER
 from infra.settings import StackSettings, cdk_json_context
-from infra.stack import TABLE_ACTIONS
+from infra.stack import MIGRATION_ACTIONS, TABLE_ACTIONS
 
 from .conftest import Synthesized
 
@@ -507,6 +507,7 @@ class Access:
     more_prefixes: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()  # (prefix, allowed, denied)
     lists_bucket: bool = False  # s3:ListBucket, so that HeadObject of a missing key answers 404
     assumes: tuple[str, ...] = ()  # roles of the stack (attribute names) it may assume
+    scans: bool = False  # it runs the data migrations (a paged Scan of the table)
 
 
 ACCESS = {
@@ -534,12 +535,15 @@ ACCESS = {
         ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
         lists_bucket=True,
     ),
-    # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
+    # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
     SUBMIT_FUNCTION.name: Access(
         INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE,), SUBMIT_QUEUE, ("gemini",)
     ),
     # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost
-    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",)),
+    # scans: the poller's ticks run the data migrations a deploy brings
+    POLLER_FUNCTION.name: Access(
+        sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",), scans=True
+    ),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX,
         frozenset(PUT),
@@ -588,7 +592,7 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
 
     # And each resource only with the actions that belong to it, named one by one
     assert access["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    assert access[table_id] == set(TABLE_ACTIONS)
+    assert access[table_id] == set(TABLE_ACTIONS) | (set(MIGRATION_ACTIONS) if rules.scans else set())
     assert access[f"{table_id}/index/*"] == {"dynamodb:Query"}
     if rules.lists_bucket:
         assert access[bucket_id] == {"s3:ListBucket"}
@@ -635,24 +639,27 @@ def test_the_url_signer_role_is_assumed_by_the_api_only_and_may_only_put_uploads
 
 
 def test_table_actions_cover_exactly_what_the_adapters_call() -> None:
-    """The granted list is derived from the adapters: every DynamoDB call they make is granted (a
-    transaction needs its item actions), and nothing they never call (Scan, BatchGetItem, streams)."""
-    calls = set()
-    for path in (FUNCTIONS_DIR / "batchgen" / "adapters").glob("*.py"):
-        calls |= set(
-            re.findall(
-                r"\.(get_item|put_item|update_item|delete_item|query|scan|batch_write_item|"
-                r"batch_get_item|transact_write_items|transact_get_items|describe_table)\(",
-                path.read_text(),
-            )
+    """The granted lists are derived from the adapters: every DynamoDB call they make is granted (a
+    transaction needs its item actions), nothing they never call (streams, DescribeTable), and Scan only
+    where the data migrations need it."""
+    calls: dict[str, set[str]] = {}
+    for path in (FUNCTIONS_DIR / "batchgen" / "adapters").rglob("*.py"):
+        found = re.findall(
+            r"\.(get_item|put_item|update_item|delete_item|query|scan|batch_write_item|"
+            r"batch_get_item|transact_write_items|transact_get_items|describe_table|get_records)\(",
+            path.read_text(),
         )
-    granted = {action.removeprefix("dynamodb:") for action in TABLE_ACTIONS}
-    pascal = {"".join(part.title() for part in call.split("_")) for call in calls}
+        for call in found:
+            calls.setdefault("".join(part.title() for part in call.split("_")), set()).add(path.name)
+    pascal = set(calls)
     if "TransactWriteItems" in pascal:
         pascal = (pascal - {"TransactWriteItems"}) | {"PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"}
+    granted = {action.removeprefix("dynamodb:") for action in TABLE_ACTIONS}
+    migrating = {action.removeprefix("dynamodb:") for action in MIGRATION_ACTIONS}
     # Powertools idempotency (the Idempotency-Key) calls GetItem, PutItem, UpdateItem and DeleteItem.
-    assert pascal | {"GetItem", "PutItem", "UpdateItem", "DeleteItem"} == granted
-    assert not {"Scan", "BatchGetItem", "DescribeTable", "GetRecords"} & granted
+    assert pascal | {"GetItem", "PutItem", "UpdateItem", "DeleteItem"} == granted | migrating
+    assert migrating == {"Scan"} and calls["Scan"] == {"migrations.py"}
+    assert not {"Scan", "DescribeTable", "GetRecords"} & granted
 
 
 def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(synthesized: Synthesized) -> None:
@@ -673,7 +680,7 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
         dlq_id,  # an email SES rejects for good goes there at once, with its reason
         ses,
         bucket_id,  # s3:ListBucket, so a missing manifest reads as missing
-        f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest (SPEC §6)
+        f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest
     }
     assert READ | PUT <= access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert not DELETE & access[f"{bucket_id}/{RESULTS_PREFIX}*"]

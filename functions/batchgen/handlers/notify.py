@@ -21,7 +21,7 @@ from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import NotifyRecord
 from batchgen.handlers.sqs_retry import dead_letter
 from batchgen.models.messages import SendEmail, WriteResultsManifest
-from batchgen.usecases import notify
+from batchgen.usecases.notify import notify
 
 logger = Logger()
 tracer = Tracer()
@@ -35,7 +35,7 @@ def handle(record: NotifyRecord) -> tuple[str, dict[str, float]]:
     if isinstance(message, SendEmail):
         return _send_email(record, message), {}
     if isinstance(message, WriteResultsManifest):
-        from batchgen.usecases import results
+        from batchgen.usecases.bulk import results
 
         outcome = results.write_manifest(live_services(), message.batchId)
         # Written once per ended batch: the moment to count it, and what it refunded.
