@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -13,6 +14,9 @@ from batchgen.domain.errors import Unauthorized
 from batchgen.secret_values import jwt_secret
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+# RFC 7519 NumericDate claims: JSON numbers. PyJWT converts them with int(), so "exp": "1999999999" (a
+# string) would pass its own check; the service refuses anything but a finite number.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 
 @lru_cache(maxsize=4)
@@ -41,6 +45,15 @@ def extract_token(headers: dict[str, str], cookie_name: str) -> str | None:
     return None
 
 
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            raise Unauthorized(f"The token's '{name}' claim is not a number (a NumericDate); sign in again.")
+
+
 def authenticate(headers: dict[str, str], settings: Settings | None = None) -> Principal:
     settings = settings or get_settings()
     token = extract_token(headers, settings.auth_cookie_name)
@@ -59,6 +72,7 @@ def authenticate(headers: dict[str, str], settings: Settings | None = None) -> P
         raise Unauthorized("Your token has expired; sign in again.") from exc
     except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
         raise Unauthorized("The token is not valid; sign in again.") from exc
+    _check_numeric_dates(claims)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise Unauthorized("The token names no user; sign in again.")
