@@ -97,11 +97,45 @@ class TargetRefused(InvalidInput):
         self.reason = reason
 
 
-def address_refused(address: str) -> str | None:
-    """Why an address must not be called (None: a public unicast address)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+# IPv6 ranges that carry an IPv4 address inside them; a packet to one may reach that IPv4 address
+# (through a 6to4 relay, a Teredo relay or a NAT64 gateway), so the embedded address is checked too.
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# Where RFC 6052 puts the IPv4 address after a NAT64 prefix of each length a local-use prefix may have
+# (its operator picks the length): bits 64-71 are skipped, so an address may straddle them.
+_NAT64_LOCAL_PREFIX_LENGTHS = (96, 64, 56, 48)
+
+
+def _nat64_embedded(value: int, prefix_length: int) -> ipaddress.IPv4Address:
+    if prefix_length == 96:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    without_u_octet = ((value >> 72) << 64) | (value & ((1 << 64) - 1))  # 120 bits: bits 64-71 dropped
+    return ipaddress.IPv4Address((without_u_octet >> (120 - prefix_length - 32)) & 0xFFFFFFFF)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """Every IPv4 address an IPv6 address carries, with the name of the form that carries it."""
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    if ip.ipv4_mapped is not None:
+        found.append(("IPv4-mapped", ip.ipv4_mapped))
+    elif ip in _IPV4_COMPATIBLE:
+        found.append(("IPv4-compatible", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+    if ip in _SIX_TO_FOUR and ip.sixtofour is not None:
+        found.append(("6to4", ip.sixtofour))
+    if ip in _TEREDO and ip.teredo is not None:
+        server, client = ip.teredo  # the client's address, un-XOR-ed
+        found += [("Teredo client", client), ("Teredo server", server)]
+    if ip in _NAT64_WELL_KNOWN:
+        found.append(("NAT64", _nat64_embedded(int(ip), 96)))
+    if ip in _NAT64_LOCAL_USE:
+        found += [("local-use NAT64", _nat64_embedded(int(ip), length)) for length in _NAT64_LOCAL_PREFIX_LENGTHS]
+    return found
+
+
+def _range_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     checks = (
         (ip.is_loopback, "loopback"),
         (ip.is_link_local, "link-local"),
@@ -111,10 +145,24 @@ def address_refused(address: str) -> str | None:
         (ip.is_unspecified, "unspecified"),
         (not ip.is_global, "not globally routable"),
     )
-    for hit, reason in checks:
-        if hit:
-            return f"{address} is a {reason} address"
-    return None
+    return next((reason for hit, reason in checks if hit), None)
+
+
+def address_refused(address: str) -> str | None:
+    """Why an address must not be called (None: a public unicast address). An IPv6 address that embeds
+    an IPv4 one (IPv4-mapped or -compatible, 6to4, Teredo, NAT64) is refused when the IPv4 address is."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        for form, inner in embedded_ipv4(ip):
+            reason = _range_refused(inner)
+            if reason:
+                return f"{address} carries {inner} ({form}), a {reason} address"
+        if ip.ipv4_mapped is not None:  # the IPv4 address itself, in IPv6 notation: judged as that
+            return None
+        if ip in _NAT64_LOCAL_USE:  # its gateway is the operator's own network
+            return f"{address} is a local-use NAT64 address, not globally routable"
+    reason = _range_refused(ip)
+    return f"{address} is a {reason} address" if reason else None
 
 
 def check_url(url: str, *, allow_private: bool) -> tuple[str, str, int]:
