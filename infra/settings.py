@@ -19,6 +19,7 @@ from aws_cdk import aws_logs as logs
 from batchgen.constants import (
     CLOUDINARY_FOLDER_DEFAULT,
     CORS_ORIGINS_DEFAULT,
+    ENV_ALLOWED_ORIGINS,
     ENV_CLOUDINARY_FOLDER,
     ENV_CORS_ORIGINS,
     ENV_GEMINI_BASE_URL,
@@ -84,6 +85,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "geminiBaseUrl": "gemini_base_url",
     "geminiWebhookJwksUrl": "gemini_webhook_jwks_url",
     "corsOrigins": "cors_origins",
+    "allowedOrigins": "allowed_origins",
     "logLevel": "log_level",
     "logRetentionDays": "log_retention_days",
     "apiThrottleRateLimit": "api_throttle_rate_limit",
@@ -114,6 +116,7 @@ class StackSettings:
     gemini_base_url: str = ""  # empty: the SDK's default endpoint
     gemini_webhook_jwks_url: str = ""  # Google's keys for JWT-signed Gemini webhooks; empty: scheme off
     cors_origins: tuple[str, ...] = tuple(CORS_ORIGINS_DEFAULT.split(","))
+    allowed_origins: tuple[str, ...] = ()  # pages that may write with the session cookie; empty: corsOrigins
     log_level: str = LOG_LEVEL_DEFAULT
     log_retention_days: int = 30
     api_throttle_rate_limit: int = 50  # requests per second, steady state
@@ -170,6 +173,7 @@ class StackSettings:
             ENV_JWT_ALGORITHMS: self.jwt_algorithms,
             ENV_GEMINI_BASE_URL: self.gemini_base_url,
             ENV_GEMINI_WEBHOOK_JWKS_URL: self.gemini_webhook_jwks_url,
+            ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
         }
         env.update({name: value for name, value in optional.items() if value})
         return env

@@ -31,18 +31,28 @@ def _verification_key(token: str, settings: Settings) -> Any:
     return jwt_secret()
 
 
+def _bearer(lowered: dict[str, str]) -> str | None:
+    scheme, _, credentials = lowered.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
 def extract_token(headers: dict[str, str], cookie_name: str) -> str | None:
     """`Authorization: Bearer` first; the seed-003 browser client sends a session cookie instead."""
     lowered = {key.lower(): value for key, value in headers.items()}
-    authorization = lowered.get("authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
+    bearer = _bearer(lowered)
+    if bearer is not None:
+        return bearer
     for part in lowered.get("cookie", "").split(";"):
         name, _, value = part.strip().partition("=")
         if name == cookie_name and value:
             return value
     return None
+
+
+def by_cookie(headers: dict[str, str]) -> bool:
+    """Whether a request's token came from the session cookie (no `Authorization: Bearer`): a browser
+    adds the cookie to any request to the API, including one another site's page makes (CSRF)."""
+    return _bearer({key.lower(): value for key, value in headers.items()}) is None
 
 
 def _check_numeric_dates(claims: dict[str, Any]) -> None:

@@ -128,6 +128,8 @@ ENV_JWT_ISSUER = "JWT_ISSUER"
 ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_AUTH_COOKIE_NAME = "AUTH_COOKIE_NAME"
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
+# Origins whose pages may write with the session cookie (comma separated); empty: CORS_ORIGINS' named ones.
+ENV_ALLOWED_ORIGINS = "ALLOWED_ORIGINS"
 ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
 # --- Notifications (SPEC §7) ---
 ENV_NOTIFY_QUEUE_URL = "NOTIFY_QUEUE_URL"
@@ -144,6 +146,7 @@ JWT_ALGORITHMS_DEFAULT = "HS256"
 # The seed-003 browser client authenticates with a session cookie, not a header.
 AUTH_COOKIE_NAME_DEFAULT = "session"
 CORS_ORIGINS_DEFAULT = "*"
+ALLOWED_ORIGINS_DEFAULT = ""
 LOG_LEVEL_DEFAULT = "INFO"
 
 # User webhooks and email (SPEC §7).

@@ -19,12 +19,18 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid input: `details` lists each invalid field with its location",
     401: "Missing, expired or invalid token",
     402: "Insufficient credits: `required` and `available` say by how much",
-    403: "Not allowed for this account (admin accounts cannot create batches; admin routes need an admin)",
+    403: (
+        "Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), "
+        "or a write signed in with the session cookie from a page whose origin is not allowed"
+    ),
     404: "No such batch or route (another user's batch reads as missing)",
     405: "The path exists but not with this method (see the `Allow` header)",
     409: "Conflicts with the batch's state or with an earlier request under the same Idempotency-Key",
     413: "The body is larger than the API accepts",
-    415: "The body is not JSON (send `Content-Type: application/json`)",
+    415: (
+        "The body is not JSON (send `Content-Type: application/json`); a write signed in with the session "
+        "cookie must send it even without a body"
+    ),
 }
 JSON = "application/json"
 BEARER_SCHEME = "bearerAuth"
@@ -37,6 +43,9 @@ COMMON_ERRORS: dict[int, str] = {
     500: "Unexpected error on the service's side; retry shortly",
 }
 REMOVED_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+# Writes signed in with the session cookie answer these too (cross-site request checks).
+COOKIE_WRITE_ERRORS = (403, 415)
+UNSAFE_METHODS = frozenset({"post", "put", "patch", "delete"})
 
 
 def responses(status: int, description: str, *errors: int, body: type | None = None) -> dict[int, OpenAPIResponse]:
@@ -90,7 +99,7 @@ def openapi_document(
     )
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for path, operations in schema.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             answers = operation["responses"]
             answers.pop("422", None)  # the service answers 400 with its error body instead
             if "204" in answers:  # no body (Powertools copies the route's return type onto every answer)
@@ -101,6 +110,11 @@ def openapi_document(
                 answers[str(code)] = {"description": description, "content": {JSON: {"schema": error_ref}}}
             if path in public_paths:
                 operation["security"] = []
+            elif method in UNSAFE_METHODS:
+                for code in COOKIE_WRITE_ERRORS:
+                    answers.setdefault(
+                        str(code), {"description": ERROR_DESCRIPTIONS[code], "content": {JSON: {"schema": error_ref}}}
+                    )
     for name in REMOVED_SCHEMAS:
         schema.get("components", {}).get("schemas", {}).pop(name, None)
     return schema
