@@ -24,6 +24,8 @@ MAX_IMAGE_PIXELS = 50_000_000  # declared width x height of one input image
 MAX_PROMPT_CHARS = 4000
 MAX_DISPLAY_NAME_CHARS = 128
 MAX_CLIENT_ID_CHARS = 128
+# Any number literal in a JSON body (Python refuses to convert integers over 4,300 digits; no field needs 300).
+MAX_JSON_NUMBER_DIGITS = 300
 # Gemini targets 24 h and expires a job itself at 48 h (reporting JOB_STATE_EXPIRED, which ends the
 # batch): the service's own limit is only a backstop and must never give up before Gemini does.
 MAX_WAIT_SECONDS_DEFAULT = 180_000

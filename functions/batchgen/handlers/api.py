@@ -29,6 +29,7 @@ from batchgen.domain.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from batchgen.domain import json_text
 from batchgen.domain.money import json_number
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
@@ -54,6 +55,7 @@ PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_
 _origins = get_settings().cors_origin_list
 app = APIGatewayRestResolver(
     enable_validation=True,
+    json_body_deserializer=json_text.loads,  # numbers measured before they are converted
     response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
     cors=CORSConfig(
         allow_origin=_origins[0],
