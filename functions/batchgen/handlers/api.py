@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchgen import constants
 from batchgen.auth import authenticate, by_cookie
 from batchgen.config import get_settings
+from batchgen.domain import json_text
 from batchgen.domain.errors import (
     Conflict,
     DomainError,
@@ -29,7 +30,6 @@ from batchgen.domain.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from batchgen.domain import json_text
 from batchgen.domain.money import json_number
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
