@@ -90,7 +90,7 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         "GEMINI_EMULATOR_DELAY": "2",
         # submit, collect and upload in 3 sandbox processes each, 3 batches at once, as Lambda runs them
         "LOCAL_PUMP_SANDBOXES": os.environ.get("LOCAL_PUMP_SANDBOXES", "3"),
-        # the figures are the service's drain; the state snapshots of `make run` (issue 14) are not measured
+        # the figures are the service's drain, in memory; keeping the state costs a row per change (LOCAL_PERSIST=1)
         "LOCAL_PERSIST": os.environ.get("LOCAL_PERSIST", "0"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain

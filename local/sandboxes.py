@@ -156,8 +156,24 @@ class SandboxPool:
             return
         self._free.put(fresh)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5) -> None:
+        """Closes every sandbox's pipe (an idle one exits at once), waits `grace` seconds in all for
+        them to end, then kills the rest (an invocation still running is abandoned, as Lambda does)."""
+        import time
+
         with self._lock:
             sandboxes, self._all = list(self._all), []
+        idle = []
+        while not self._free.empty():
+            idle.append(self._free.get_nowait())
         for sandbox in sandboxes:
-            sandbox.stop()
+            sandbox.connection.close()
+            if sandbox in idle:  # holds nothing: no need to wait for its interpreter to wind down
+                sandbox.process.kill()
+        deadline = time.monotonic() + grace
+        for sandbox in sandboxes:
+            sandbox.process.join(max(0.0, deadline - time.monotonic()))
+        for sandbox in sandboxes:
+            if sandbox.process.is_alive():
+                sandbox.process.kill()
+                sandbox.process.join(5)
