@@ -53,7 +53,10 @@ GEMINI_JOB_MAX_REQUESTS_DEFAULT = 1000
 COLLECT_HANDOVER_SECONDS = 60
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait (SPEC §8)
 POLL_CONCURRENCY_DEFAULT = 16
-PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
+# A chunk holding a job slot without a job, and whose submit message was recorded longer ago than this,
+# is sent to submit again. Longer than the submit queue's visibility timeout (6 x 120 s): a message that
+# failed comes back before, and one still queued is waited for (no snowball of duplicates under load).
+PENDING_REDRIVE_SECONDS_DEFAULT = 900
 STAGING_EXPIRY_DAYS = 7
 INPUT_EXPIRY_DAYS = 30
 UPLOADS_EXPIRY_DAYS = 2  # a bulk input file is read within minutes of its batch's create

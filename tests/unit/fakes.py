@@ -116,15 +116,6 @@ class FakeStore:
         self.items[batch_id] = [row for row in self.items.get(batch_id, []) if row.index not in gone]
 
     # --- submit
-    def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:
-        batch = self.batches.get(batch_id)
-        if batch is None or batch.status is not BatchStatus.PENDING:
-            return False
-        if seen_updated_at is not None and batch.updatedAt != seen_updated_at:
-            return False
-        self._change(batch_id, updatedAt=ids.now_iso())
-        return True
-
     def release_scheduled(self, batch_id: str) -> bool:
         try:
             self._change(batch_id, {BatchStatus.SCHEDULED}, status=BatchStatus.PENDING, updatedAt=ids.now_iso())
@@ -239,6 +230,31 @@ class FakeStore:
         except ConcurrentChange:
             return None
 
+    def mark_submit_queued(self, batch_id: str, *, chunk: int = 0, seen: str | None) -> bool:
+        try:
+            self._chunk_change(
+                batch_id,
+                chunk,
+                CHUNK_BATCH_STATUSES,
+                lambda job: not job.geminiJobName and job.submitQueuedAt == seen,
+                submitQueuedAt=ids.now_iso(),
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def clear_submit_queued(self, batch_id: str, *, chunk: int = 0, seen: str | None) -> None:
+        try:
+            self._chunk_change(
+                batch_id,
+                chunk,
+                CHUNK_BATCH_STATUSES,
+                lambda job: seen is None or job.submitQueuedAt == seen,
+                submitQueuedAt=None,
+            )
+        except ConcurrentChange:
+            pass
+
     def release_submit_lease(self, batch_id: str, lease: str, *, chunk: int = 0) -> None:
         try:
             self._chunk_change(batch_id, chunk, None, lambda job: job.submitStartedAt == lease, submitStartedAt=None)
@@ -312,6 +328,7 @@ class FakeStore:
                 geminiState=None,
                 geminiInputFile=None,
                 submitStartedAt=None,
+                submitQueuedAt=None,
                 collectQueuedAt=None,
                 collectLines=0,
             )

@@ -588,21 +588,6 @@ class Repository:
         return {"Put": {"TableName": self.table, "Item": outbox_item(batch_id, at, batch_event, item_event, indexes)}}
 
     # --- submit: lease, job, state --------------------------------------------------------
-    def touch_pending(self, batch_id: str, seen_updated_at: str | None = None) -> bool:
-        """Marks a pending batch as attended to now (so the poller does not re-drive it); with
-        `seen_updated_at`, only if nobody touched it since (two overlapping ticks re-drive once)."""
-        try:
-            self.update_batch(
-                batch_id,
-                {"updatedAt": now_iso()},
-                expected_status=[BatchStatus.PENDING],
-                condition="updatedAt = :seen" if seen_updated_at else None,
-                condition_values={":seen": seen_updated_at} if seen_updated_at else None,
-            )
-        except ConcurrentChange:
-            return False
-        return True
-
     def release_scheduled(self, batch_id: str) -> bool:
         """SCHEDULED -> PENDING when its time has come; False if it was cancelled or released meanwhile."""
         try:
@@ -638,6 +623,41 @@ class Repository:
         except ConcurrentChange:
             return None
         return self.get_job(batch_id, chunk)
+
+    def mark_submit_queued(self, batch_id: str, *, chunk: int = 0, seen: str | None) -> bool:
+        """Records that a submit message for the chunk's current round is on its way (`submitQueuedAt`),
+        if the chunk has no job and still shows `seen` (None: no message recorded): of two senders
+        exactly one sends."""
+        condition = "attribute_not_exists(geminiJobName) AND " + (
+            "submitQueuedAt = :seen" if seen else "attribute_not_exists(submitQueuedAt)"
+        )
+        try:
+            self._update_chunk(
+                batch_id,
+                chunk,
+                {"submitQueuedAt": now_iso()},
+                condition,
+                {":seen": seen} if seen else None,
+                batch_in=CHUNK_BATCH_STATUSES,
+            )
+        except ConcurrentChange:
+            return False
+        return True
+
+    def clear_submit_queued(self, batch_id: str, *, chunk: int = 0, seen: str | None) -> None:
+        """The chunk's submit message was handled without a job being created (it waits for a slot), or
+        was not sent; with `seen`, only if no other message was recorded since."""
+        try:
+            self._update_chunk(
+                batch_id,
+                chunk,
+                {"submitQueuedAt": None},
+                "submitQueuedAt = :seen" if seen else None,
+                {":seen": seen} if seen else None,
+                batch_in=CHUNK_BATCH_STATUSES,
+            )
+        except ConcurrentChange:
+            pass
 
     def release_submit_lease(self, batch_id: str, lease: str, *, chunk: int = 0) -> None:
         try:
@@ -892,6 +912,7 @@ class Repository:
             "geminiState": None,
             "geminiInputFile": None,
             "submitStartedAt": None,
+            "submitQueuedAt": None,
             "collectQueuedAt": None,
             "collectLines": 0,
         }

@@ -123,6 +123,8 @@ def new_records(
         sharedPrompt=draft.shared_prompt,
         createdAt=now,
         updatedAt=now,
+        # The create sends the batch's submit message as soon as it is stored (a scheduled one: never).
+        submitQueuedAt=None if draft.scheduled_for else now,
         requestCount=len(draft.requests),
         unitPrice=quote.unit_price,
         creditCost=quote.total,

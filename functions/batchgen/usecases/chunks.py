@@ -13,9 +13,10 @@ import logging
 from batchgen.config import get_settings
 from batchgen.domain import gemini_jobs
 from batchgen.domain.outcomes import open_items
-from batchgen.models.messages import CancelJob, DeleteJob, SubmitJob
+from batchgen.models.messages import CancelJob, DeleteJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.ports import Services
+from batchgen.usecases.submit_queue import queue_submit
 
 logger = logging.getLogger(__name__)
 
@@ -102,4 +103,4 @@ def start_next_round(services: Services, batch: BatchRecord, job: JobRecord) -> 
         chunk=job.chunk,
         keep_processing=chunk_count(batch) > 1,
     ):
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+        queue_submit(services, batch.batchId, job.chunk, seen=None)  # the new round's one message

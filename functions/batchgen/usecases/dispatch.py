@@ -21,10 +21,10 @@ from batchgen.domain import dispatch, ids
 from batchgen.domain.gemini_jobs import JOB_ENDINGS
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
-from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
 from batchgen.usecases import chunks
 from batchgen.usecases.ports import Services
+from batchgen.usecases.submit_queue import queue_submit, queued_recently
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +179,19 @@ def tick(
             break  # full after all (a concurrent submit took the slot): the next tick goes on
         report.admitted += 1
         report.admitted_ids.append(batch.batchId)
-        services.store.touch_pending(batch.batchId)  # attended to now: no re-drive of it on this message
-        try:
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
-        except Exception:  # it holds its slot: the pending re-drive sends it again
-            logger.exception("submit message for admitted batch %s not sent", batch.batchId)
+        _send_admitted(services, batch.batchId, job.chunk)
     report.waiting = len(queue.order) - report.admitted
     return report
+
+
+def _send_admitted(services: Services, batch_id: str, chunk: int) -> None:
+    """An admitted chunk goes to submit, unless a submit message of it is still on its way: that one
+    finds the slot taken for it. Read after the slot was reserved: a submit that found no slot clears
+    its record first and then looks for the slot again, so one of the two always goes on."""
+    current = services.store.get_job(batch_id, chunk)
+    if current is None or current.geminiJobName or queued_recently(current.submitQueuedAt):
+        return
+    try:
+        queue_submit(services, batch_id, chunk, seen=current.submitQueuedAt)
+    except Exception:  # it holds its slot: the poller's re-drive sends it again
+        logger.exception("submit message for admitted batch %s not sent", batch_id)

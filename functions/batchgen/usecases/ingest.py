@@ -22,11 +22,12 @@ from batchgen.domain.batches import BatchDraft, Principal, validate
 from batchgen.domain.errors import Forbidden, InsufficientCredits
 from batchgen.domain.images import DecodedImage
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import IngestFile, SubmitJob
+from batchgen.models.messages import IngestFile
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
 from batchgen.usecases import items
 from batchgen.usecases.endpoints import check_notifications
 from batchgen.usecases.ports import Services
+from batchgen.usecases.submit_queue import queue_submit
 
 logger = logging.getLogger(__name__)
 
@@ -355,7 +356,7 @@ def _finish(services: Services, run: IngestRun) -> str:
     if not activated:
         return _after_superseded(services, batch.batchId)
     try:
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId))
+        queue_submit(services, batch.batchId, seen=None)
     except Exception:  # charged and pending: the poller re-drives a batch whose message was lost
         logger.exception("submit message not sent; the poller will re-drive batch %s", batch.batchId)
     return "pending"
