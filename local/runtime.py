@@ -161,6 +161,7 @@ class LocalRuntime:
         self.gemini: GeminiEmulator | None = None
         self.cloudinary: CloudinaryEmulator | None = None
         self.queue_urls: dict[str, str] = {}
+        self.function_environment: dict[str, str] = {}  # what provisioning gave every function
         self.http: HttpFrontDoor | None = None
         self.api_pool: SandboxPool | None = None
         self.pumps: list[SqsPump] = []
@@ -181,6 +182,7 @@ class LocalRuntime:
                 self._open_store()
             self._start_aws()
             settings = self._start_emulators()
+            self._spawn_api_sandboxes()  # they import the api handler while the rest starts
             self._provision(settings)
             if self.store is not None:
                 self._restore_and_keep()  # before any request: from here on every change is kept
@@ -206,10 +208,12 @@ class LocalRuntime:
         from moto.server import ThreadedMotoServer
 
         from local.moto_atomic import make_dynamodb_atomic
+        from local.moto_s3 import make_s3_strict
         from local.moto_speed import make_dynamodb_reads_fast
 
         make_dynamodb_atomic()  # the pumps and the front door call moto from several threads
-        make_dynamodb_reads_fast()  # reads cost what they return, not the table (issue 14 load run)
+        make_dynamodb_reads_fast()  # reads cost what they return, not the table
+        make_s3_strict()  # an upload's size bound is enforced as S3 enforces it; any PUT body is kept
         for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -248,6 +252,12 @@ class LocalRuntime:
             settings[constants.ENV_CLOUDINARY_URL] = self.cloudinary.cloudinary_url
         return settings
 
+    def _spawn_api_sandboxes(self) -> None:
+        if self.options.api_sandboxes:  # concurrent requests run concurrently, each in its own sandbox
+            from local.sandboxes import SandboxPool
+
+            self.api_pool = SandboxPool(constants.API_FUNCTION, self.options.api_sandboxes).spawn()
+
     def _provision(self, settings: dict[str, str]) -> None:
         from local.provision import provision
 
@@ -258,6 +268,7 @@ class LocalRuntime:
         environment, self.queue_urls = provision(
             visibility_timeout=self.options.visibility_timeout_seconds, settings=settings
         )
+        self.function_environment = environment
         os.environ.update(environment)
         reset_service_caches()
         from batchgen.adapters import aws
@@ -278,11 +289,8 @@ class LocalRuntime:
         api: Invocable | None = LocalFunction.load(constants.API_FUNCTION)
         if api is None:
             raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
-        if self.options.api_sandboxes:  # concurrent requests run concurrently, each in its own sandbox
-            from local.sandboxes import SandboxPool
-
-            self.api_pool = SandboxPool(constants.API_FUNCTION, self.options.api_sandboxes).start()
-            api = self.api_pool
+        if self.api_pool is not None:
+            api = self.api_pool.start(self.function_environment)
         photo = LocalFunction.load(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
         routes: dict[str, Invocable] = {constants.PHOTO_PATH: photo} if photo is not None else {}
         self.http = HttpFrontDoor(ApiGatewayApp(api, routes=routes), self.options.host, self.options.port).start()

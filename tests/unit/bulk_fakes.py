@@ -99,8 +99,8 @@ class BulkQueues(FakeQueues):
 class BulkBlobs(FakeBlobs):
     chunk_bytes = 7  # tiny chunks: lines always straddle them
 
-    def presign_put(self, key: str, expires_in: int) -> str:
-        return f"https://s3.test/{key}?expires={expires_in}"
+    def presign_post(self, key: str, max_bytes: int, expires_in: int) -> tuple[str, dict[str, str]]:
+        return "https://s3.test/", {"key": key, "policy": f"max={max_bytes};expires={expires_in}"}
 
     def presign_get(self, key: str, expires_in: int) -> str:
         return f"https://s3.test/{key}?expires={expires_in}"

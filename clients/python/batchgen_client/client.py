@@ -83,7 +83,8 @@ class DownloadReport:
 
 @dataclass(frozen=True)
 class Upload:
-    """`POST /batch/uploads`: where to PUT one JSONL file (SPEC §6)."""
+    """`POST /batch/uploads`: where to upload one JSONL file (SPEC §6): a form POST of `fields` and then
+    the file (`method` "POST"), or, from a service that presigns a PUT, the file as the body."""
 
     uploadId: str
     uploadUrl: str
@@ -91,6 +92,7 @@ class Upload:
     headers: dict[str, str]
     expiresAt: str
     maxBytes: int
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 def image_data_url(path: Path) -> str:
@@ -220,7 +222,8 @@ class Client:
 
     def upload_file(self, path: str | Path) -> str:
         """Uploads a JSONL file of requests (one `{id?, prompt?, imageBase64?}` per line) for a bulk
-        batch: `POST /batch/uploads`, then PUT to the presigned URL. Returns the `uploadId`."""
+        batch: `POST /batch/uploads`, then the file to the presigned URL (a form POST of the given fields
+        and the file, streamed). Returns the `uploadId`."""
         source = Path(path)
         try:
             ticket = self._send("POST", "/batch/uploads").json()
@@ -235,12 +238,16 @@ class Client:
                 exc.details,
                 exc.body,
             ) from exc
-        upload = Upload(**{name: ticket[name] for name in Upload.__dataclass_fields__})
+        upload = Upload(**{name: ticket[name] for name in Upload.__dataclass_fields__ if name in ticket})
         size = source.stat().st_size
         if size > upload.maxBytes:
             raise ConfigurationError(f"{source} is {size} bytes; the service takes at most {upload.maxBytes}.")
         with source.open("rb") as handle:
-            put = self._files.request(upload.method, upload.uploadUrl, content=handle, headers=upload.headers)
+            if upload.method.upper() == "POST":  # S3 checks the form's policy, the file's size included
+                files = {"file": (source.name, handle, "application/x-ndjson")}
+                put = self._files.post(upload.uploadUrl, data=upload.fields, files=files, headers=upload.headers)
+            else:
+                put = self._files.request(upload.method, upload.uploadUrl, content=handle, headers=upload.headers)
         if put.status_code >= 400:
             raise ApiError(put.status_code, "Upload failed", put.text[:300] or "The upload was refused.", None, {})
         return upload.uploadId

@@ -33,13 +33,16 @@ def delete_objects(keys: list[str]) -> None:
             )
 
 
-def presign_put(key: str, expires_in: int) -> str:
-    """A URL anyone holding it may PUT one object to (no Content-Type signed: plain `curl -T` works)."""
-    return str(
-        presign_client().generate_presigned_url(
-            "put_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
-        )
+def presign_post(key: str, max_bytes: int, expires_in: int) -> tuple[str, dict[str, str]]:
+    """(URL, form fields) of a presigned POST: anyone holding them may upload one object of at most
+    `max_bytes` bytes under `key`; S3 itself refuses a bigger file (the policy's content-length-range)."""
+    post = presign_client().generate_presigned_post(
+        get_settings().bucket_name,
+        key,
+        Conditions=[["content-length-range", 0, max_bytes]],
+        ExpiresIn=expires_in,
     )
+    return str(post["url"]), {str(name): str(value) for name, value in post["fields"].items()}
 
 
 def presign_get(key: str, expires_in: int) -> str:

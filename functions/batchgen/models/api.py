@@ -407,12 +407,15 @@ class CatalogResponse(BaseModel):
 
 
 class UploadResponse(BaseModel):
-    """A presigned PUT for one bulk input file (SPEC §6)."""
+    """A presigned upload of one bulk input file (SPEC §6): a `multipart/form-data` POST to `uploadUrl`
+    of every entry of `fields`, then the file as the field `file` (last). S3 refuses a file over
+    `maxBytes`."""
 
     uploadId: str
     uploadUrl: str
-    method: Literal["PUT"] = "PUT"
-    headers: dict[str, str]
+    method: Literal["POST"] = "POST"
+    headers: dict[str, str] = Field(description="Headers to send with the upload besides the form's own")
+    fields: dict[str, str] = Field(description="Form fields to send before the file, as they are")
     expiresAt: str
     maxBytes: int
 

@@ -40,6 +40,7 @@ READ_CHUNK_BYTES = 64 * 1024  # the file streams in pieces this size (a longer l
 class UploadGrant:
     upload_id: str
     url: str
+    fields: dict[str, str]  # the form fields of the presigned POST, sent before the file
     expires_at: str
     max_bytes: int
 
@@ -49,7 +50,8 @@ def upload_key(user_id: str, upload_id: str) -> str:
 
 
 def create_upload(services: Services, principal: Principal, now: datetime | None = None) -> UploadGrant:
-    """A presigned PUT (one hour) for one JSONL file; the file is read only by the batch that names it."""
+    """A presigned POST (one hour) for one JSONL file of at most `MAX_INPUT_FILE_BYTES` (S3 refuses a bigger
+    one); the file is read only by the batch that names it."""
     if principal.is_admin:
         raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
     moment = now or ids.utc_now()
@@ -59,12 +61,14 @@ def create_upload(services: Services, principal: Principal, now: datetime | None
         UploadRecord(uploadId=upload_id, userId=principal.user_id, key=key, createdAt=ids.iso(moment)),
         int(moment.timestamp()) + UPLOAD_RECORD_DAYS * 86400,
     )
-    url = services.blobs.presign_put(key, constants.UPLOAD_URL_SECONDS)
+    max_bytes = get_settings().max_input_file_bytes
+    url, fields = services.blobs.presign_post(key, max_bytes, constants.UPLOAD_URL_SECONDS)
     return UploadGrant(
         upload_id=upload_id,
         url=url,
+        fields=fields,
         expires_at=ids.iso(moment + timedelta(seconds=constants.UPLOAD_URL_SECONDS)),
-        max_bytes=get_settings().max_input_file_bytes,
+        max_bytes=max_bytes,
     )
 
 
@@ -384,7 +388,7 @@ def _upload_problem(services: Services, batch: BatchRecord) -> str | None:
     size = services.blobs.object_size(upload.key)
     if size is None:
         return (
-            f"Nothing was uploaded to '{upload_id}'; PUT the file to its uploadUrl before creating the batch. "
+            f"Nothing was uploaded to '{upload_id}'; upload the file to its uploadUrl before creating the batch. "
             "Nothing was charged."
         )
     limit = get_settings().max_input_file_bytes

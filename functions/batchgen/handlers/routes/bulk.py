@@ -56,9 +56,11 @@ def file_batch_response(request: models.CreateBatchRequest, upload_id: str, call
 @router.post(
     "/batch/uploads",
     summary="A presigned URL to upload one JSONL file for a bulk batch",
-    description="PUT the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to "
-    '`uploadUrl` within an hour (e.g. `curl -T requests.jsonl "$uploadUrl"`), then create the batch '
-    "with `inputFile: <uploadId>`. An upload feeds one batch.",
+    description="POST the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to "
+    "`uploadUrl` within an hour as a `multipart/form-data` form: every entry of `fields`, then the file as "
+    'the field `file` (e.g. `curl --form-string key=... [each field] -F file=@requests.jsonl "$uploadUrl"`). '
+    "S3 refuses a file over `maxBytes` (400 EntityTooLarge). Then create the batch with "
+    "`inputFile: <uploadId>`. An upload feeds one batch.",
     tags=["Batches"],
     responses=docs.responses(201, "The upload URL", 401, 403),
 )
@@ -68,6 +70,7 @@ def create_upload() -> Response[models.UploadResponse]:
         uploadId=grant.upload_id,
         uploadUrl=grant.url,
         headers={},
+        fields=grant.fields,
         expiresAt=grant.expires_at,
         maxBytes=grant.max_bytes,
     )
