@@ -500,3 +500,19 @@ def test_the_email_carries_counts_refund_and_a_link(monkeypatch) -> None:
     assert "succeeded: 1; failed: 1" in text and "refunded: 0.5" in text
     assert "https://api.example/v1/batch/status/batch_1" in text
     reset_caches()
+
+
+def test_a_name_that_does_not_resolve_is_accepted_at_registration_and_refused_at_delivery() -> None:
+    """The OpenAPI document's own example (`https://example.com/...`) registers where DNS does not answer;
+    each delivery resolves again and calls nothing it cannot check."""
+
+    def no_dns(host: str, port: int) -> list[str]:
+        raise OSError("no DNS here")
+
+    rules.check_registration("https://example.com/hooks/batchgen", allow_private=False, resolve=no_dns)
+    with pytest.raises(rules.TargetUnresolved):
+        rules.resolve_target("https://example.com/hooks/batchgen", allow_private=False, resolve=no_dns)
+    with pytest.raises(rules.TargetRefused):  # what does resolve is still checked at registration
+        rules.check_registration("https://[2002:7f00:1::]/h", allow_private=False, resolve=no_dns)
+    with pytest.raises(rules.TargetRefused):
+        rules.check_registration("http://example.com/h", allow_private=False, resolve=no_dns)

@@ -18,10 +18,7 @@ Every balance change writes its ledger entry in the same transaction, so the led
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,7 +33,8 @@ from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.adapters.outbox import ITEM_FAILED_EVENT, ITEM_SUCCEEDED_EVENT, outbox_item
 from batchgen.config import get_settings
-from batchgen.domain.errors import AlreadyCreated, Conflict, InsufficientCredits, InvalidInput
+from batchgen.domain import ids
+from batchgen.domain.errors import AlreadyCreated, Conflict, InsufficientCredits
 from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, chunk_count
 from batchgen.domain.ids import now_iso
@@ -991,21 +989,12 @@ class Repository:
 
     @staticmethod
     def _encode_cursor(batch: BatchRecord) -> str:
-        raw = json.dumps([batch.createdAt, batch.batchId], separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return ids.cursor(batch.createdAt, batch.batchId)
 
     @staticmethod
     def _decode_cursor(cursor: str, index: constants.IndexSpec, partition: str) -> dict[str, Any]:
         """The cursor names only a position; keys are rebuilt so it can never reach another user."""
-        try:
-            created_at, batch_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-            if not isinstance(created_at, str) or not isinstance(batch_id, str):
-                raise ValueError
-        except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
-            raise InvalidInput(
-                "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
-                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
-            ) from exc
+        created_at, batch_id = ids.parse_cursor(cursor, ids.BATCH_CURSOR_PATTERN)
         return _marshal(
             {
                 "PK": batch_pk(batch_id),

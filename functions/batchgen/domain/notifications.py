@@ -5,6 +5,7 @@ passed in by the caller."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -97,6 +98,10 @@ class TargetRefused(InvalidInput):
         self.reason = reason
 
 
+class TargetUnresolved(TargetRefused):
+    """The host did not resolve: nothing to connect to, and nothing yet to judge."""
+
+
 # IPv6 ranges that carry an IPv4 address inside them; a packet to one may reach that IPv4 address
 # (through a 6to4 relay, a Teredo relay or a NAT64 gateway), so the embedded address is checked too.
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
@@ -165,6 +170,14 @@ def address_refused(address: str) -> str | None:
     return f"{address} is a {reason} address" if reason else None
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str, *, allow_private: bool) -> tuple[str, str, int]:
     """(scheme, host, port) of an acceptable URL: https only unless private targets are allowed."""
     try:
@@ -187,17 +200,25 @@ def resolve_target(
     and the caller connects to the checked one (DNS cannot change between the check and the call)."""
     scheme, host, port = check_url(url, allow_private=allow_private)
     try:
-        addresses = resolve(host, port)
+        addresses = [str(ipaddress.ip_address(host))] if _is_ip_literal(host) else resolve(host, port)
     except OSError as exc:
-        raise TargetRefused(f"{host} does not resolve") from exc
+        raise TargetUnresolved(f"{host} does not resolve") from exc
     if not addresses:
-        raise TargetRefused(f"{host} does not resolve")
+        raise TargetUnresolved(f"{host} does not resolve")
     if not allow_private:
         for address in addresses:
             reason = address_refused(address)
             if reason:
                 raise TargetRefused(reason)
     return scheme, host, port, addresses[0]
+
+
+def check_registration(url: str, *, allow_private: bool, resolve: Callable[[str, int], list[str]]) -> None:
+    """At registration: the URL's form, and every address its host resolves to now. A name that does not
+    resolve (yet, or from here) is accepted: every delivery resolves and checks it again, and calls
+    nothing it refuses."""
+    with contextlib.suppress(TargetUnresolved):
+        resolve_target(url, allow_private=allow_private, resolve=resolve)
 
 
 def now() -> datetime:

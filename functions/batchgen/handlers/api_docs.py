@@ -27,6 +27,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     405: "The path exists but not with this method (see the `Allow` header)",
     409: "Conflicts with the batch's state or with an earlier request under the same Idempotency-Key",
     413: "The body is larger than the API accepts",
+    502: "Generation failed at Gemini (or the image upload did); the charge was refunded in full",
     415: (
         "The body is not JSON (send `Content-Type: application/json`); a write signed in with the session "
         "cookie must send it even without a body"
@@ -115,6 +116,44 @@ def openapi_document(
                     answers.setdefault(
                         str(code), {"description": ERROR_DESCRIPTIONS[code], "content": {JSON: {"schema": error_ref}}}
                     )
+    _add_standard_endpoint(schema, title, version)
     for name in REMOVED_SCHEMAS:
         schema.get("components", {}).get("schemas", {}).pop(name, None)
     return schema
+
+
+def _add_standard_endpoint(schema: dict[str, Any], title: str, version: str) -> None:
+    """`POST /api/generate/photo` runs in its own function (the api function never loads the Gemini SDK),
+    behind the same API: its operation is described here from its own models, so the one document
+    covers every route a client can call."""
+    import json
+
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+    from batchgen import constants
+
+    described = APIGatewayRestResolver(enable_validation=True)
+
+    @described.post(
+        constants.PHOTO_PATH,
+        summary="Generate one image now, at the standard price",
+        description="Seed 003's Variant 1: a synchronous Gemini generation (`generateContent`), charged at "
+        "the standard rate (twice the batch price of `text-to-image` / `image-edit`, times the quality "
+        "multiplier) and refunded in full if it fails (502). `referenceImage` (a data URL) is required "
+        "for `i2i`.",
+        tags=["Seed 003 (GeneratorV2)"],
+        responses=responses(200, "The generated image", 400, 401, 402, 403, 413, 415, 502),
+    )
+    def photo(body: models.PhotoRequest) -> models.PhotoResponse:  # pragma: no cover - never served here
+        raise NotImplementedError
+
+    extra = json.loads(described.get_openapi_json_schema(title=title, version=version))
+    operation = extra["paths"][constants.PHOTO_PATH]["post"]
+    operation["responses"].pop("422", None)
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for code, description in COMMON_ERRORS.items():
+        operation["responses"][str(code)] = {"description": description, "content": {JSON: {"schema": error_ref}}}
+    schema.setdefault("paths", {})[constants.PHOTO_PATH] = {"post": operation}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in extra.get("components", {}).get("schemas", {}).items():
+        components.setdefault(name, definition)

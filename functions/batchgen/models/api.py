@@ -11,10 +11,31 @@ from batchgen import constants
 from batchgen.domain.money import json_number, to_credits
 
 BatchTypeName = Literal["character", "food", "product", "text-to-image", "image-edit", "text"]
+# The values the list routes filter by (tests/unit/test_api_models.py holds them to the enums).
+BatchStatusName = Literal[
+    "validating", "scheduled", "pending", "processing", "completed", "failed", "cancelled", "expired"
+]
+ItemStatusName = Literal["pending", "processing", "success", "failed", "cancelled"]
+HistoryTypeName = Literal[
+    "character",
+    "food",
+    "product",
+    "text-to-image",
+    "image-edit",
+    "text",
+    "batch-character",
+    "batch-food",
+    "batch-product",
+    "batch-text-to-image",
+    "batch-image-edit",
+    "batch-text",
+]
 Quality = Literal["1k", "2k", "4k"]
 Credits = Annotated[Decimal, PlainSerializer(json_number, return_type=int | float, when_used="json")]
 Prompt = Annotated[str, Field(max_length=constants.MAX_PROMPT_CHARS)]
 ShortText = Annotated[str, Field(max_length=constants.MAX_DISPLAY_NAME_CHARS)]
+# A model or an aspect ratio: absent means the default; an empty one is refused (it names nothing).
+Choice = Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
 
 
 # A 2×2 PNG: examples in /docs must be requests the service accepts ("Try it out" sends them).
@@ -54,6 +75,11 @@ class CreateBatchRequest(StrictBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # `type` unless a template gives it; `requests`, an `inputFile` or a template's requests.
+            "allOf": [
+                {"anyOf": [{"required": ["type"]}, {"required": ["templateId"]}]},
+                {"anyOf": [{"required": ["requests"]}, {"required": ["inputFile"]}, {"required": ["templateId"]}]},
+            ],
             "examples": [
                 {
                     "type": "character",
@@ -68,7 +94,7 @@ class CreateBatchRequest(StrictBody):
                     "prompt": "Make it look like a watercolour painting",
                     "requests": [{"id": "photo-1", "imageBase64": EXAMPLE_IMAGE}],
                 },
-            ]
+            ],
         },
     )
 
@@ -84,9 +110,9 @@ class CreateBatchRequest(StrictBody):
         ),
     ] = None
     prompt: Prompt | None = None
-    model: ShortText | None = None
+    model: Choice | None = None
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     displayName: ShortText | None = None
     webhookUrl: Annotated[
@@ -143,9 +169,9 @@ class TemplateRequest(StrictBody):
     name: Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
     type: BatchTypeName
     prompt: Prompt | None = None
-    model: ShortText | None = None
+    model: Choice | None = None
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     requests: Annotated[list[BatchRequestItem], Field(max_length=constants.MAX_TEMPLATE_REQUESTS)] | None = None
 
@@ -292,10 +318,10 @@ class GenerateBatchRequest(StrictBody):
     )
 
     prompt: Prompt = Field(min_length=1)
-    model: ShortText
+    model: Choice
     images: list[GenerateImage] = Field(min_length=1, max_length=constants.MAX_GENERATE_BATCH_IMAGES)
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
 
 
@@ -310,13 +336,22 @@ class GenerateBatchResponse(BaseModel):
 class PhotoRequest(StrictBody):
     """Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it."""
 
-    model: ShortText | None = None
+    model: Choice | None = None
     prompt: Prompt = Field(min_length=1)
     mode: Literal["t2i", "i2i"]
     referenceImage: str | None = Field(default=None, description="A data URL (required for i2i)")
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
+
+
+class GeminiWebhookAck(BaseModel):
+    """`POST /webhooks/gemini`: what the service did with a verified event."""
+
+    status: Literal["collect_queued", "ignored"] = Field(
+        description="collect_queued: the job's results are being collected now; ignored: nothing to do "
+        "(another event type, a job the service does not know, or collected already)"
+    )
 
 
 class PhotoResponse(BaseModel):

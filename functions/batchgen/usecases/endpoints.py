@@ -27,7 +27,7 @@ class DeliveryPage:
 
 def check_target(url: str) -> None:
     """Registration-time SSRF check (delivery checks again: DNS can change)."""
-    rules.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
+    rules.check_registration(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
 
 
 def _resolve(host: str, port: int) -> list[str]:

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
-from batchgen.domain import reports
+from batchgen.domain import ids, reports
 from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import json_response, next_cursor_header, principal, services
@@ -88,8 +88,8 @@ def create_upload() -> Response[models.UploadResponse]:
 def batch_items(
     batch_id: str,
     limit: Annotated[int, Query(ge=1, le=constants.ITEMS_LIMIT_MAX)] = constants.ITEMS_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=16)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(pattern=ids.ITEM_CURSOR_PATTERN)] = None,
+    status: Annotated[models.ItemStatusName | None, Query()] = None,
 ) -> Response[list[models.ItemView]]:
     page = items.list_items(services(), principal(router), batch_id, limit=limit, cursor=cursor, status=status)
     return json_response(HTTPStatus.OK, page.items, next_cursor_header(page.next_cursor))
