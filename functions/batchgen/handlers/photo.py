@@ -55,10 +55,12 @@ def _cors_headers(event: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-def _answer(event: dict[str, Any], status: HTTPStatus, body: dict[str, Any]) -> dict[str, Any]:
+def _answer(
+    event: dict[str, Any], status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "statusCode": status.value,
-        "headers": {"Content-Type": "application/json", **_cors_headers(event)},
+        "headers": {"Content-Type": "application/json", **_cors_headers(event), **(headers or {})},
         "body": json.dumps(body, separators=(",", ":")),
         "isBase64Encoded": False,
     }
@@ -98,6 +100,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
             event,
             HTTPStatus.METHOD_NOT_ALLOWED,
             {"error": "Method not allowed", "message": f"{constants.PHOTO_PATH} takes POST."},
+            {"Allow": "POST"},
         )
     early = api_edge.size_error(event, _edge_error)
     if early is not None:
