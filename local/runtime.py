@@ -162,6 +162,7 @@ class LocalRuntime:
         self.cloudinary: CloudinaryEmulator | None = None
         self.queue_urls: dict[str, str] = {}
         self.function_environment: dict[str, str] = {}  # what provisioning gave every function
+        self.warming: list[LocalFunction] = []  # in-process functions whose handlers are imported after the start
         self.http: HttpFrontDoor | None = None
         self.api_pool: SandboxPool | None = None
         self.pumps: list[SqsPump] = []
@@ -193,6 +194,7 @@ class LocalRuntime:
                 self.gemini.webhook_url = self.http.base_url + constants.GEMINI_WEBHOOK_PATH
                 self.gemini.resume_announcements()
             self._start_consumers()
+            self._warm_functions()
         except BaseException:
             self.stop()
             raise
@@ -286,12 +288,15 @@ class LocalRuntime:
     def _start_http(self) -> None:
         from local.gateway import ApiGatewayApp, HttpFrontDoor, Invocable
 
-        api: Invocable | None = LocalFunction.load(constants.API_FUNCTION)
-        if api is None:
-            raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
-        if self.api_pool is not None:
+        api: Invocable | None
+        if self.api_pool is not None:  # the sandboxes import the handler; this process need not
             api = self.api_pool.start(self.function_environment)
-        photo = LocalFunction.load(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
+        else:
+            api = LocalFunction.load(constants.API_FUNCTION)
+            if api is None:
+                raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
+        photo = LocalFunction.find(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
+        self.warming += [photo] if photo is not None else []
         routes: dict[str, Invocable] = {constants.PHOTO_PATH: photo} if photo is not None else {}
         self.http = HttpFrontDoor(ApiGatewayApp(api, routes=routes), self.options.host, self.options.port).start()
 
@@ -303,20 +308,36 @@ class LocalRuntime:
         sqs = boto3.session.Session().client("sqs")  # the pumps' own client, apart from the handlers'
         for queue in constants.QUEUES:
             spec = constants.function_by_name(queue.consumer)
-            function = LocalFunction.load(spec)
+            function = LocalFunction.find(spec)
             if function is None:
                 self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
                 continue
             consumer, concurrency, pool = consumer_for(function, self.options.pump_sandboxes)
             self.pump_pools += [pool] if pool is not None else []
+            self.warming += [function] if pool is None else []
             url = self.queue_urls[queue.name]
             self.pumps.append(SqsPump(queue, url, consumer, sqs, self.stop_event, concurrency).start())
-        poller = LocalFunction.load(constants.POLLER_FUNCTION)
+        poller = LocalFunction.find(constants.POLLER_FUNCTION)
         if poller is None:
             spec = constants.POLLER_FUNCTION
             self.not_started.append(f"scheduler -> {spec.name}: {spec.handler} does not exist yet")
         else:
+            self.warming.append(poller)
             self.ticks.append(SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start())
+
+    def _warm_functions(self) -> None:
+        """Imports the in-process functions' handlers after the start, off the start's path (as Lambda warms
+        an environment): the first messages do not wait for them. A handler that fails to import is
+        reported here, and again by its pump at each delivery."""
+
+        def warm() -> None:
+            for function in self.warming:
+                try:
+                    function.warm()
+                except Exception:
+                    log.exception("%s (%s) cannot be imported", function.spec.name, function.spec.handler)
+
+        threading.Thread(target=warm, name="warm-functions", daemon=True).start()
 
     def _saved_port(self, server: str) -> int:
         """The port `server` had in the kept state if it is free now, else 0 (any free port)."""
