@@ -1,6 +1,6 @@
-"""A bounded load run against the local runtime (issue 14): 8 threads creating 20-request batches for
-60 s (BENCH_LOAD_SECONDS, BENCH_LOAD_THREADS), then a bounded wait (BENCH_LOAD_DRAIN_SECONDS, 600 s)
-until every batch is terminal.
+"""A bounded load run against the local runtime: 8 threads creating 20-request batches for 60 s
+(BENCH_LOAD_SECONDS, BENCH_LOAD_THREADS), then a bounded wait (BENCH_LOAD_DRAIN_SECONDS, 600 s) until
+every batch is terminal; BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS lowers the job cap so batches wait for slots.
 
 Prints accepted creates per second, p50/p99 create latency, the time until ALL batches are terminal (or
 how many are left when the bound is hit), the submit queue's depth per active batch (sampled every 2 s
@@ -155,6 +155,13 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         # submit, collect and upload in 3 sandbox processes each, 3 batches at once, as Lambda runs them
         "LOCAL_PUMP_SANDBOXES": os.environ.get("LOCAL_PUMP_SANDBOXES", "3"),
         # the figures are the service's drain, in memory; keeping the state costs a row per change (LOCAL_PERSIST=1)
+        # a low cap (BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS) makes batches wait for job slots while their
+        # submit messages queue up: where duplicate submit messages would show
+        **(
+            {"GEMINI_MAX_ACTIVE_JOBS": os.environ["BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS"]}
+            if os.environ.get("BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS")
+            else {}
+        ),
         "LOCAL_PERSIST": os.environ.get("LOCAL_PERSIST", "0"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain

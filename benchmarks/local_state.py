@@ -104,7 +104,7 @@ class Runtime:
         return time.monotonic() - started
 
 
-def _wait_terminal(runtime: Runtime, headers: dict[str, str], batch_id: str, bound: float = 900) -> str:
+def _wait_terminal(runtime: Runtime, headers: dict[str, str], batch_id: str, bound: float = 420) -> str:
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         status = requests.get(f"{runtime.url}/batch/status/{batch_id}", headers=headers, timeout=60).json()
