@@ -116,7 +116,7 @@ class SubmitQueueDepth:
             try:
                 found = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
                 self.samples.append((sum(int(found.get(name, 0)) for name in names), self._active()))
-            except Exception:  # noqa: BLE001 - a sample missed under load is no figure
+            except Exception:
                 continue
 
     def report(self) -> str:
@@ -165,7 +165,7 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         "LOCAL_PERSIST": os.environ.get("LOCAL_PERSIST", "0"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain
-    stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the runtime
+    stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # lives as long as the runtime
     process = subprocess.Popen(RUNTIME_COMMAND, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     printed: dict[str, str] = {}
     assert process.stdout is not None

@@ -205,7 +205,7 @@ class StateStore:
                 (prefix, prefix + "\U0010ffff"),
             ).fetchall()
         for key, data in found:
-            yield key, pickle.loads(data)  # noqa: S301 - the runtime's own file, mode 0600, in the user's data dir
+            yield key, pickle.loads(data)
 
     def count(self) -> int:
         with self.lock:

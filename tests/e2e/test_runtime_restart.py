@@ -23,7 +23,7 @@ from tests.e2e.conftest import ROOT, STARTUP_TIMEOUT_SECONDS, USER_CREDITS, _sta
 
 EXPORT_LINE = re.compile(r"^export (API_URL|TOKEN|ADMIN_TOKEN)=(\S+)")
 GEMINI_DELAY = "6"  # long enough for the batch to be in flight at Gemini when the runtime stops
-UNIT_PRICE = Decimal(2)  # a character image at the default quality, batch rate (SPEC §2)
+UNIT_PRICE = Decimal(2)  # a character image at the default quality, batch rate
 
 
 class Run:

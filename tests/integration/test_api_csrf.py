@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from local.apigw import proxy_event
 from tests.conftest import grant, make_token
@@ -59,7 +59,7 @@ def call(
 
 
 def balance() -> Decimal:
-    return get_repository().get_balance("user-1")  # the money itself, not an answer about it
+    return get_stores().credits.get_balance("user-1")  # the money itself, not an answer about it
 
 
 @pytest.fixture

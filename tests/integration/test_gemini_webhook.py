@@ -40,9 +40,9 @@ def submitted_job(api, queues) -> tuple[str, str]:
     queues.drain(constants.SUBMIT_QUEUE)
     status = api("GET", f"/batch/status/{batch_id}").body
     assert status["status"] == "processing"
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    return batch_id, get_repository().get_batch(batch_id).geminiJobName
+    return batch_id, get_stores().jobs.get_job(batch_id, 0).geminiJobName
 
 
 def test_a_signed_succeeded_event_queues_collect_once(api, gemini, queues, poll, webhook_secret):
@@ -107,7 +107,7 @@ def test_a_collect_queued_before_gemini_agrees_hands_the_batch_back_to_the_polle
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
 
 
-# --- issue 9: the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
+# --- the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
 def _rsa_key() -> tuple[str, dict]:
     """A local RS256 key and its JWKS entry: tests stand in for Google's published keys."""
     import jwt
@@ -136,7 +136,7 @@ def jwks_url(monkeypatch, signing_key):
     document = json.dumps({"keys": [signing_key[1]]}).encode()
 
     class Keys(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -204,7 +204,7 @@ def test_the_emulator_pushes_a_real_shaped_signed_webhook_when_a_job_ends(api, g
     arrived = threading.Event()
 
     class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(202)
             self.end_headers()
@@ -258,7 +258,7 @@ def test_a_configured_audience_must_be_in_the_jwt(api, gemini, queues, jwks_url,
     ],
 )
 def test_unsigned_callers_never_get_a_5xx(api, gemini, queues, webhook_secret, body, timestamp):
-    """Regression (issue 14): a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
+    """Regression: a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
     headers = {
         "Content-Type": "application/json",
         "webhook-id": "msg_1",

@@ -57,7 +57,7 @@ def test_a_put_keeps_its_bytes_whatever_its_content_type(s3: Any, content_type: 
     request = urllib.request.Request(url, data=JSONL, method="PUT")  # urllib: a form type unless told
     if content_type:
         request.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - the local moto server
+    with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
     assert stored(s3, "k.jsonl") == JSONL
 

@@ -14,8 +14,9 @@ from batchgen.domain import ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases import dispatch, poll, submit
-from tests.unit.fakes import FakeServices
+from batchgen.usecases.pipeline import dispatch, poll, submit
+from tests.fakes import FakeServices
+from tests.helpers import job_of, set_job
 
 
 def waiting(batch_id: str, user: str, created: str, tier: str | None = None) -> rules.Waiting:
@@ -80,7 +81,7 @@ def run_submits(services: FakeServices, batch_ids: list[str]) -> list[str]:
 def finish_all_jobs(services: FakeServices) -> None:
     """Every running job ends: its batch is collected (here: completed) and leaves the active index."""
     for batch in list(services.store.batches.values()):
-        if batch.geminiJobName and batch.status is BatchStatus.PROCESSING:
+        if job_of(services.store, batch.batchId).geminiJobName and batch.status is BatchStatus.PROCESSING:
             services.store.batches[batch.batchId] = batch.model_copy(update={"status": BatchStatus.COMPLETED})
 
 
@@ -159,7 +160,8 @@ def test_dispatcher_reads_are_two_queries_whatever_the_history(services: FakeSer
     new_batch(services)
     services.store.calls.clear()
     dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
-    assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1})
+    # and one read by key of the active batches' job rows (one call per 100 chunks): none of the history's
+    assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1, "list_jobs": 1})
 
 
 def test_a_submit_over_a_full_cap_waits_without_reading_the_active_index(services: FakeServices) -> None:
@@ -183,14 +185,14 @@ def test_a_slot_whose_job_was_collected_is_given_back_on_the_next_tick_however_y
     assert run_submits(services, [running]) == ["submitted"]
     waiting = [new_batch(services, user="y", age=5), new_batch(services, user="z")]
     run_submits(services, waiting)
-    batch = services.store.batches[running]
-    services.store.batches[running] = batch.model_copy(update={"collectQueuedAt": ids.now_iso()})  # job succeeded
+    set_job(services.store, running, collectQueuedAt=ids.now_iso())  # its job succeeded
     report = dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
     assert report.released == 1 and report.admitted_ids == [waiting[1]]  # waiting[0] took the other slot
     # a young slot whose job runs, or whose batch a stale read does not show yet, is kept
     holder = services.store.batches[waiting[0]]
-    slot = services.store.slots[dispatch.slot_key(holder)]
-    assert dispatch.slot_is_live(slot, holder) and dispatch.slot_is_live(slot, None)
+    holder_jobs = [job_of(services.store, waiting[0])]
+    slot = services.store.slots[dispatch.slot_key(holder, holder_jobs[0])]
+    assert dispatch.slot_is_live(slot, holder, holder_jobs) and dispatch.slot_is_live(slot, None)
 
 
 # --- the submit queue does not snowball -----------------------------------------------------------
@@ -219,9 +221,15 @@ class SubmitQueue:
 
 
 def age(services: FakeServices, batch_id: str, seconds: float, *fields: str) -> None:
+    """Moves the batch row's `fields` (createdAt, updatedAt) `seconds` into the past."""
     old = ids.iso(ids.utc_now() - timedelta(seconds=seconds))
     batch = services.store.batches[batch_id]
     services.store.batches[batch_id] = batch.model_copy(update=dict.fromkeys(fields, old))
+
+
+def age_submit_message(services: FakeServices, batch_id: str, seconds: float) -> None:
+    """Its chunk's recorded submit message as if sent `seconds` ago."""
+    set_job(services.store, batch_id, submitQueuedAt=ids.iso(ids.utc_now() - timedelta(seconds=seconds)))
 
 
 def test_a_batch_admitted_while_its_create_message_is_queued_gets_no_second_message(services: FakeServices) -> None:
@@ -255,7 +263,7 @@ def test_a_batch_whose_submit_message_is_still_queued_is_not_redriven(services: 
     assert queue.queued() == Counter({batch_id: 1})
     # The message was lost (dead-lettered) longer ago than the re-drive period: sent once more, once.
     queue.consumed = len(services.queues.submit)
-    age(services, batch_id, 3600, "submitQueuedAt")
+    age_submit_message(services, batch_id, 3600)
     assert [poll.poll_active_batches(services).redriven for _ in range(3)] == [1, 0, 0]
     assert queue.queued() == Counter({batch_id: 1})
     assert queue.take() == ["submitted"]
@@ -290,10 +298,10 @@ def test_queued_submit_messages_stay_at_one_per_waiting_batch_under_a_slow_consu
         poll.poll_active_batches(services)
         most = max([most, *queue.queued().values()])
         queue.take()
-        if all(services.store.batches[b].geminiJobName for b in batches) and not queue.queued():
+        if all(job_of(services.store, b).geminiJobName for b in batches) and not queue.queued():
             break
     assert most == 1
-    assert all(services.store.batches[b].geminiJobName for b in batches)
+    assert all(job_of(services.store, b).geminiJobName for b in batches)
 
 
 def test_the_redrive_period_is_longer_than_the_submit_queues_visibility_timeout() -> None:

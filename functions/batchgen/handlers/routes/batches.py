@@ -1,4 +1,4 @@
-"""Seed 000's batch routes: create, status, history, cancel, delete (SPEC §2)."""
+"""Seed 000's batch routes: create, status, history, cancel, delete."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import chunks, create, dispatch, manage, plan
+from batchgen.usecases.pipeline import chunks, create, dispatch, manage
+from batchgen.usecases.planning import plan
 
 router = Router()
 
@@ -87,12 +88,13 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
-    from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
+    from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
     record = items.status_page(services(), principal(router), batch_id)
     body = reports.status_body(record)
-    body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
-    body.update(chunks.gemini_view(chunks.jobs_of(services(), record.batch)))  # SPEC §6: per chunk
+    chunk_jobs = chunks.jobs_of(services(), record.batch)
+    body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
+    body.update(chunks.gemini_view(chunk_jobs))  # per chunk
     return models.BatchStatusResponse.model_validate(body)
 
 
@@ -107,7 +109,7 @@ def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
     status: Annotated[models.BatchStatusName | None, Query()] = None,
-    type: Annotated[models.HistoryTypeName | None, Query()] = None,  # noqa: A002 - the seed's query name
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,  # the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
     page = manage.list_history(
         services(), principal(router).user_id, limit=limit, cursor=cursor, status=status, batch_type=type
@@ -131,7 +133,9 @@ def batch_history(
 )
 def cancel_batch(batch_id: str) -> Response[models.BatchStatusResponse]:
     page = manage.cancel_batch(services(), principal(router), batch_id)
-    body = models.BatchStatusResponse.model_validate(reports.status_body(page)).model_dump(mode="json")
+    report = reports.status_body(page)
+    report.update(chunks.gemini_view(chunks.jobs_of(services(), page.batch)))
+    body = models.BatchStatusResponse.model_validate(report).model_dump(mode="json")
     return json_response(HTTPStatus.OK if is_terminal(page.batch.status) else HTTPStatus.ACCEPTED, body)
 
 
@@ -148,7 +152,7 @@ def cancel_batch(batch_id: str) -> Response[models.BatchStatusResponse]:
 )
 def delete_batch(
     batch_id: str, purgeImages: Annotated[bool, Query()] = False
-) -> Response[models.DeleteBatchResponse | None]:  # noqa: N803
+) -> Response[models.DeleteBatchResponse | None]:
     purging = manage.delete_batch(services(), principal(router), batch_id, purge_images=purgeImages)
     if not purging:
         return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)

@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import manage
+from batchgen.usecases.pipeline import manage
 
 router = Router()
 
@@ -68,8 +68,8 @@ def admin_batches(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
     status: Annotated[models.BatchStatusName | None, Query()] = None,
-    type: Annotated[models.HistoryTypeName | None, Query()] = None,  # noqa: A002
-    userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # noqa: N803 - API casing
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,
+    userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # API casing
 ) -> Response[list[models.AdminHistoryEntry]]:
     require_admin(router)
     page = manage.list_history(services(), userId, limit=limit, cursor=cursor, status=status, batch_type=type)
