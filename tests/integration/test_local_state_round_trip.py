@@ -91,8 +91,8 @@ def test_moto_changes_are_kept_as_they_are_made_and_come_back_in_a_fresh_moto(st
         received = sqs.receive_message(QueueUrl=_queue(urls), MaxNumberOfMessages=10, AttributeNames=["All"])
         by_body = {m["Body"]: m for m in received["Messages"]}
         in_flight = by_body["in flight"]
-        sqs.change_message_visibility(
-            QueueUrl=_queue(urls), ReceiptHandle=in_flight["ReceiptHandle"], VisibilityTimeout=2
+        sqs.change_message_visibility(  # in flight for a minute: still so after the restart, however slow
+            QueueUrl=_queue(urls), ReceiptHandle=in_flight["ReceiptHandle"], VisibilityTimeout=60
         )
         sqs.change_message_visibility(
             QueueUrl=_queue(urls), ReceiptHandle=by_body["waiting"]["ReceiptHandle"], VisibilityTimeout=0
@@ -116,7 +116,10 @@ def test_moto_changes_are_kept_as_they_are_made_and_come_back_in_a_fresh_moto(st
         assert len(s3.get_object(Bucket=bucket, Key="staging/b.png")["Body"].read()) == 10_004
         first = sqs.receive_message(QueueUrl=_queue(urls), MaxNumberOfMessages=10, AttributeNames=["All"])
         assert [m["Body"] for m in first["Messages"]] == ["waiting"]  # the other is still in flight
-        time.sleep(2.2)
+        # Its receipt handle from before the restart still works, as SQS's does while a message is in flight.
+        sqs.change_message_visibility(
+            QueueUrl=_queue(urls), ReceiptHandle=in_flight["ReceiptHandle"], VisibilityTimeout=0
+        )
         again = sqs.receive_message(QueueUrl=_queue(urls), MaxNumberOfMessages=10, AttributeNames=["All"])
         back = next(m for m in again["Messages"] if m["Body"] == "in flight")
         assert back["MessageId"] == in_flight["MessageId"]

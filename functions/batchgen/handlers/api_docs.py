@@ -27,11 +27,11 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     405: "The path exists but not with this method (see the `Allow` header)",
     409: "Conflicts with the batch's state or with an earlier request under the same Idempotency-Key",
     413: "The body is larger than the API accepts",
-    502: "Generation failed at Gemini (or the image upload did); the charge was refunded in full",
     415: (
         "The body is not JSON (send `Content-Type: application/json`); a write signed in with the session "
         "cookie must send it even without a body"
     ),
+    502: "Generation failed at Gemini (or the image upload did); the charge was refunded in full",
 }
 JSON = "application/json"
 BEARER_SCHEME = "bearerAuth"
