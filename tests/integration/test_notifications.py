@@ -418,9 +418,9 @@ def test_a_name_that_resolves_to_an_ipv6_form_of_a_refused_address_at_delivery_i
     api, aws, receiver, queues, monkeypatch, address
 ):
     from batchgen.adapters import webhook_http
-    from batchgen.usecases import endpoints
+    from batchgen.usecases.pipeline import create
 
-    monkeypatch.setattr(endpoints, "_resolve", lambda host, port: ["93.184.216.34"])
+    monkeypatch.setattr(create, "_resolve", lambda host, port: ["93.184.216.34"])
     created = register(api, "https://hooks.example/hook")
     connected: list[object] = []
     monkeypatch.setattr(webhook_http, "resolve", lambda host, port: [address])
