@@ -13,7 +13,10 @@ LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local tests/fakes tests/conftest.py tests/helpers.py tests/contract/test_store_contract.py
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench docs synth token clean clean-data
+TS_CLIENT := clients/typescript
+TS_DEPS := $(TS_CLIENT)/node_modules/.installed
+
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench docs synth token ts-client clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +27,10 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emulators
 	$(PY) -m local
 
-test: gate  ## the gate, then every test: unit, integration (moto + emulators), e2e (HTTP), infrastructure
+test: gate $(TS_DEPS)  ## the gate, then every test: unit, integration (moto + emulators), e2e (HTTP, CLI, browser, the TypeScript client), infrastructure
 	$(PY) -m pytest
 
-test-long: gate  ## `make test` with the long hypothesis profile and a longer schemathesis run (tens of minutes)
+test-long: gate $(TS_DEPS)  ## `make test` with the long hypothesis profile and a longer schemathesis run (tens of minutes)
 	HYPOTHESIS_PROFILE=long SCHEMATHESIS_MAX_EXAMPLES=100 $(PY) -m pytest
 
 test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK; a quick property profile (seconds)
@@ -54,17 +57,25 @@ bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload 
 docs: $(VENV)/.installed  ## docs/ as a static site in build/site, offline; a broken link or anchor fails it (make test builds it too)
 	$(PY) -m mkdocs build --strict
 
-token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1]: a token for a local user of the running `make run`
+token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1] [EMAIL=a@example.com] [TIER=premium]: a token for a local user of the running `make run`
 ifneq ($(origin USER),command line)
-	$(error usage: make token USER=alice [ADMIN=1])
+	$(error usage: make token USER=alice [ADMIN=1] [EMAIL=alice@example.com] [TIER=premium])
 endif
-	@$(PY) -m local.token "$(USER)" $(if $(ADMIN),--admin)
+	@$(PY) -m local.token "$(USER)" $(if $(ADMIN),--admin) $(if $(EMAIL),--email "$(EMAIL)") $(if $(TIER),--tier "$(TIER)")
+
+$(TS_DEPS): $(TS_CLIENT)/package-lock.json  ## the TypeScript client's npm packages, exactly as locked
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+ts-client: $(VENV)/.installed $(TS_DEPS)  ## regenerate clients/typescript/src/schema.d.ts from the API's OpenAPI document
+	$(PY) -m local.openapi_document $(TS_CLIENT)/openapi.json
+	cd $(TS_CLIENT) && npx openapi-typescript openapi.json -o src/schema.d.ts
 
 synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
 	$(PY) app.py
 
 clean:
-	rm -rf $(VENV) cdk.out build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) cdk.out build .pytest_cache .mypy_cache .ruff_cache $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
 
 clean-data:  ## forget what `make run` kept (batches, balances, images, signing key): the next run starts fresh
 	rm -rf $(or $(LOCAL_DATA_DIR),.local-data)

@@ -137,19 +137,27 @@ class RuntimeOptions:
         )
 
 
-def mint_token(secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
-    """An HS256 token the api handler accepts (with `iss`/`aud` when the service checks them)."""
+def mint_token(
+    secret: str,
+    subject: str,
+    *,
+    role: str | None = None,
+    lifetime: int = TOKEN_LIFETIME_SECONDS,
+    claims: dict[str, str] | None = None,
+) -> str:
+    """An HS256 token the api handler accepts (with `iss`/`aud` when the service checks them); `claims`
+    adds e.g. `email` or `tier`."""
     import jwt
 
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + lifetime}
+    payload: dict[str, Any] = {**(claims or {}), "sub": subject, "iat": now, "exp": now + lifetime}
     if role:
-        claims["role"] = role
+        payload["role"] = role
     if os.environ.get(constants.ENV_JWT_ISSUER):
-        claims["iss"] = os.environ[constants.ENV_JWT_ISSUER]
+        payload["iss"] = os.environ[constants.ENV_JWT_ISSUER]
     if os.environ.get(constants.ENV_JWT_AUDIENCE):
-        claims["aud"] = os.environ[constants.ENV_JWT_AUDIENCE]
-    return jwt.encode(claims, secret, algorithm="HS256")
+        payload["aud"] = os.environ[constants.ENV_JWT_AUDIENCE]
+    return jwt.encode(payload, secret, algorithm="HS256")
 
 
 class LocalRuntime:

@@ -64,11 +64,21 @@ def _check_numeric_dates(claims: dict[str, Any]) -> None:
             raise Unauthorized(f"The token's '{name}' claim is not a number (a NumericDate); sign in again.")
 
 
+def missing_token_message(headers: dict[str, str], cookie_name: str) -> str:
+    """A browser (it sends cookies) signs in with the session cookie; an API client with the header."""
+    if any(key.lower() == "cookie" for key in headers):
+        return (
+            f"Sign in first: no '{cookie_name}' cookie with a token came with the request "
+            "(an API client sends 'Authorization: Bearer <token>' instead)."
+        )
+    return f"Sign in first: send 'Authorization: Bearer <token>' (or the token in the '{cookie_name}' cookie)."
+
+
 def authenticate(headers: dict[str, str], settings: Settings | None = None) -> Principal:
     settings = settings or get_settings()
     token = extract_token(headers, settings.auth_cookie_name)
     if token is None:
-        raise Unauthorized("Sign in first: send 'Authorization: Bearer <token>'.")
+        raise Unauthorized(missing_token_message(headers, settings.auth_cookie_name))
     try:
         claims = jwt.decode(
             token,

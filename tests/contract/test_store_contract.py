@@ -333,6 +333,23 @@ def test_a_settlement_refunds_each_item_once_and_persists_its_events(services: p
     assert batch.batchId not in {b.batchId for b in services.batches.iter_active_batches()}
 
 
+def test_a_settlement_counts_the_items_a_cancel_ended_apart_from_the_failed(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=4)
+    items = all_items(services, batch.batchId)
+    failed = [ItemOutcome(items[0], ItemStatus.FAILED, "blocked")]
+    services.uow.settle_items(batch, failed, refund=Decimal("0.5"), reason="failed items refund")
+    cancelled = [ItemOutcome(item, ItemStatus.CANCELLED, "Cancelled") for item in items[1:3]]
+    services.uow.settle_items(batch, cancelled, refund=Decimal(1), reason="cancel refund")
+    after = services.batches.get_batch(batch.batchId)
+    assert after is not None and (after.failCount, after.cancelledCount) == (3, 2)  # failCount: every one
+    last = [ItemOutcome(items[3], ItemStatus.CANCELLED, "Cancelled")]
+    services.uow.settle_items(
+        batch, last, refund=Decimal("0.5"), reason="cancel refund", batch_status=BatchStatus.CANCELLED
+    )
+    ended = services.batches.get_batch(batch.batchId)
+    assert ended is not None and (ended.failCount, ended.cancelledCount) == (4, 3)
+
+
 def test_a_bulk_batch_is_charged_once_when_it_leaves_validating(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=0, status=BatchStatus.VALIDATING)
     services.credits.adjust_balance(USER, Decimal(1), "grant")

@@ -62,6 +62,7 @@ def test_mixed_image_batch_ends_completed_with_urls_errors_and_exact_refunds(run
         "processing": 0,
         "completed": 2,
         "failed": 2,
+        "cancelled": 0,
     }
     assert len(report["results"]) == 2
     for url in report["results"]:

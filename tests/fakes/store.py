@@ -427,6 +427,8 @@ class FakeStore:
             )
         changes: dict[str, Any] = {
             "failCount": current.failCount + len(outcomes),
+            "cancelledCount": current.cancelledCount
+            + sum(1 for outcome in outcomes if outcome.status is ItemStatus.CANCELLED),
             "refundedCredits": current.refundedCredits + refund,
             "updatedAt": at,
             **(batch_changes or {}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -37,6 +37,17 @@ def test_a_scheduled_batch_is_charged_shows_its_time_and_sends_no_submit_yet(api
     status = api("GET", f"/batch/status/{created.body['id']}").body
     assert status["status"] == "scheduled" and status["scheduledFor"] == created.body["scheduledFor"]
     assert status["isComplete"] is False
+
+
+def test_schedule_at_with_any_offset_is_the_same_moment_in_utc_and_the_message_says_when(api, aws):
+    grant("user-1", 10)
+    when = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    in_paris = when.astimezone(timezone(timedelta(hours=1))).isoformat()  # "...T13:00:00+01:00"
+    created = api("POST", "/batch/create", batch_body(1, scheduleAt=in_paris))
+    assert created.status == 202, created.body
+    assert created.body["scheduledFor"].startswith(iso(when)[:19]) and created.body["scheduledFor"].endswith("Z")
+    message = created.body["message"]
+    assert created.body["scheduledFor"] in message and "Gemini usually finishes" not in message, message
 
 
 def test_off_peak_is_the_next_window_start(api, aws):

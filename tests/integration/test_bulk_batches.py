@@ -308,7 +308,14 @@ def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemin
     assert body["status"] == "completed" and (body["successCount"], body["failCount"]) == (247, 3)
     assert len(body["items"]) == 100 and body["itemsNextCursor"] == "99"
     assert len(body["results"]) + len(body["errors"]) == 100 and len(body["errors"]) == 1
-    assert body["summary"] == {"total": 250, "pending": 0, "processing": 0, "completed": 247, "failed": 3}
+    assert body["summary"] == {
+        "total": 250,
+        "pending": 0,
+        "processing": 0,
+        "completed": 247,
+        "failed": 3,
+        "cancelled": 0,
+    }
 
     seen, cursor = [], body["itemsNextCursor"]
     while cursor:
@@ -331,7 +338,7 @@ def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemin
     manifest = requests.get(results.body["url"], timeout=10).text.splitlines()
     rows = [json.loads(line) for line in manifest]
     assert [row["clientId"] for row in rows] == [f"q{i}" for i in range(250)]
-    assert set(rows[0]) == {"clientId", "generationId", "status", "imageUrl", "text", "error"}
+    assert set(rows[0]) == {"clientId", "generationId", "status", "imageUrl", "text", "error", "prompt", "finishedAt"}
     assert rows[5]["status"] == "failed" and rows[6]["text"].startswith("Emulated answer")
     again = api("GET", f"/batch/{batch_id}/results")  # written once: the same object again
     assert requests.get(again.body["url"], timeout=10).text.splitlines() == manifest

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from batchgen import constants
 from tests.conftest import grant, make_token
+from tests.helpers import batch_body, png_data_url
 
 ADMIN = make_token("admin-1", role="admin")
 PUBLIC = {"/health", "/webhooks/gemini"}
@@ -179,8 +183,6 @@ def test_status_type_and_cursor_queries_take_exactly_what_the_server_takes(docum
 
 
 def test_the_cursors_the_server_issues_match_its_patterns_and_any_match_is_a_position(document, api):
-    import re
-
     grant("user-1", 10)
     for n in range(3):
         assert api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": f"p{n}"}]}).status == 202
@@ -212,3 +214,78 @@ def test_the_documents_own_webhook_url_example_is_accepted(document, api):
     [example] = request["examples"]
     answer = api("POST", "/webhooks/endpoints", {"url": example})
     assert answer.status == 201, answer.body
+
+
+# --- error examples: what /docs shows for each answer is what the route really answers -------------
+def filled(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "zz_missing_1", path)
+
+
+def example_of(document, path: str, method: str, code: int) -> dict:
+    answer = document["paths"][path][method]["responses"][str(code)]
+    return answer["content"]["application/json"]["example"]
+
+
+def assert_like_the_example(document, path: str, method: str, code: int, real) -> None:
+    """The real answer has the documented status, the example's title and the example's fields."""
+    assert real.status == code, (path, method, code, real.body)
+    example = example_of(document, path, method, code)
+    assert real.body["error"] == example["error"], (path, method, code, real.body)
+    optional = {"details"}
+    assert set(example) - optional <= set(real.body) <= set(example) | optional, (path, method, code, real.body)
+
+
+def test_every_error_answer_documents_an_example_with_its_own_title(document):
+    seen: dict[str, set[str]] = {}
+    for path, method, operation in operations(document):
+        for code, answer in operation["responses"].items():
+            if int(code) >= 400:
+                example = answer["content"]["application/json"]["example"]
+                assert {"error", "message"} <= set(example), (path, method, code)
+                seen.setdefault(code, set()).add(example["error"])
+    assert all(len(titles) == 1 for titles in seen.values()), seen  # one title per status, not one for all
+    assert len({next(iter(titles)) for titles in seen.values()}) == len(seen)
+    assert example_of(document, "/batch/create", "post", 402)["error"] == "Insufficient credits"
+
+
+def test_error_examples_match_the_real_answers_of_every_route(api, aws, document):
+    user, admin = make_token("user-ex"), ADMIN
+    for path, method, operation in operations(document):
+        answers = operation["responses"]
+        if operation.get("security") == [] or path in ("/webhooks/gemini", constants.PHOTO_PATH):
+            continue  # no user token; or another function's (tests/integration/test_standard_endpoint.py)
+        route = filled(path)
+        token = admin if path.startswith("/admin/") else user
+        body = {} if "requestBody" in operation else None
+        assert_like_the_example(document, path, method, 401, api(method.upper(), route, body, token=""))
+        if "{" in path and "404" in answers:
+            real = api(
+                method.upper(), route, {"type": "text", "requests": [{"prompt": "x"}]} if body else None, token=token
+            )
+            # A body route may refuse its body before it looks the id up; any user id has credits (200)
+            if real.status not in (200, 400):
+                assert_like_the_example(document, path, method, 404, real)
+        if body is not None and "400" in answers:
+            assert_like_the_example(document, path, method, 400, api(method.upper(), route, {"zz": 1}, token=token))
+        if path.startswith("/admin/") and "403" in answers:
+            assert_like_the_example(document, path, method, 403, api(method.upper(), route, body, token=user))
+
+
+def test_error_examples_match_the_real_402_403_409_413_415(api, aws, document):
+    grant("user-1", 1)
+    create = ("/batch/create", "post")
+    assert_like_the_example(document, *create, 402, api("POST", "/batch/create", batch_body(3)))
+    images = {"prompt": "p", "model": "flux-2", "images": [{"id": f"i{n}", "data": png_data_url()} for n in range(3)]}
+    assert_like_the_example(document, "/api/generate/batch", "post", 402, api("POST", "/api/generate/batch", images))
+    assert_like_the_example(document, *create, 403, api("POST", "/batch/create", batch_body(1), token=ADMIN))
+    assert_like_the_example(
+        document, *create, 413, api("POST", "/batch/create", raw_body="x" * (constants.MAX_BODY_BYTES + 1))
+    )
+    assert_like_the_example(
+        document, *create, 415, api("POST", "/batch/create", raw_body="x", headers={"Content-Type": "text/plain"})
+    )
+    grant("user-1", 10)
+    batch_id = api("POST", "/batch/create", batch_body(1)).body["id"]
+    api("POST", f"/batch/{batch_id}/cancel")
+    cancel = ("/batch/{batch_id}/cancel", "post")
+    assert_like_the_example(document, *cancel, 409, api("POST", f"/batch/{batch_id}/cancel"))

@@ -111,3 +111,16 @@ def test_missing_token_and_cookie_fallback():
         authenticate({}, settings())
     assert extract_token({"cookie": "a=1; session=abc.def.ghi"}, "session") == "abc.def.ghi"
     assert extract_token({"authorization": "Basic xyz"}, "session") is None
+
+
+def test_the_missing_token_message_names_the_cookie_to_a_browser():
+    # A browser (it sends cookies) is told about the session cookie, not only the header
+    with pytest.raises(Unauthorized) as from_browser:
+        authenticate({"Cookie": "theme=dark"}, settings(auth_cookie_name="telegram_session"))
+    assert "'telegram_session' cookie" in from_browser.value.message
+    assert from_browser.value.message.startswith("Sign in first: no 'telegram_session' cookie")
+    # An API client is told about the header first, and the cookie too
+    with pytest.raises(Unauthorized) as from_client:
+        authenticate({}, settings())
+    assert from_client.value.message.startswith("Sign in first: send 'Authorization: Bearer <token>'")
+    assert "'session' cookie" in from_client.value.message

@@ -32,7 +32,8 @@ class BatchRecord(Record):
     completedAt: str | None = None
     requestCount: int
     successCount: int = 0
-    failCount: int = 0
+    failCount: int = 0  # items that did not succeed: failed and cancelled
+    cancelledCount: int = 0  # of those, the items a cancel ended
     unitPrice: Decimal
     creditCost: Decimal
     refundedCredits: Decimal = Decimal(0)

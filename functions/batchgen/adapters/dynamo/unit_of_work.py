@@ -45,7 +45,7 @@ from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Insufficien
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
-from batchgen.domain.states import ACTIVE_BATCH_STATUSES, OPEN_ITEM_STATUSES, BatchStatus, sources
+from batchgen.domain.states import ACTIVE_BATCH_STATUSES, OPEN_ITEM_STATUSES, BatchStatus, ItemStatus, sources
 from batchgen.models.records import BatchRecord, ItemRecord
 
 
@@ -185,10 +185,11 @@ class DynamoUnitOfWork:
         if batch_status is not None:
             changes.update(status=batch_status.value, completedAt=at)
             allowed = sources(batch_status)
+        cancelled = sum(1 for outcome in outcomes if outcome.status is ItemStatus.CANCELLED)
         expression = Expression()
         update = expression.update(
             changes,
-            add={"failCount": len(outcomes), "refundedCredits": refund},
+            add={"failCount": len(outcomes), "cancelledCount": cancelled, "refundedCredits": refund},
             remove=index_removals(Change(changes)),
         )
         batch_update = {

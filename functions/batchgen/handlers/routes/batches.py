@@ -46,9 +46,20 @@ def _create_batch_response(request: models.CreateBatchRequest, request_key: str 
         creditCost=batch.creditCost,
         scheduledFor=batch.scheduledFor,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
-        message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
-        "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
+        message=created_message(batch.scheduledFor),
     ).model_dump(mode="json")
+
+
+def created_message(scheduled_for: str | None) -> str:
+    if scheduled_for is not None:
+        return (
+            f"Batch scheduled: it is charged now and goes to Gemini at {scheduled_for}. "
+            "Cancel it before then to get every credit back."
+        )
+    return (
+        "Batch job created. Gemini usually finishes within hours and targets 24 hours; "
+        "a job it cannot finish in 48 hours expires and its unfinished items are refunded."
+    )
 
 
 @router.post(

@@ -53,7 +53,7 @@ def console_root() -> Response[str]:
 
 @router.get(CONSOLE_PATH + "/<name>", include_in_schema=False)
 def console_file(name: str) -> Response[str]:
-    from batchgen.console import CONTENT_SECURITY_POLICY, asset
+    from batchgen.console import asset, content_security_policy
 
     found = asset(name)
     if found is None:
@@ -61,7 +61,7 @@ def console_file(name: str) -> Response[str]:
     text, content_type = found
     headers = {
         "Cache-Control": "no-cache",
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "Content-Security-Policy": content_security_policy(),
         "X-Content-Type-Options": "nosniff",
     }
     return Response(status_code=HTTPStatus.OK.value, content_type=content_type, body=text, headers=headers)

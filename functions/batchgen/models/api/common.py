@@ -58,9 +58,9 @@ EXAMPLE_IMAGE = (
 class ErrorBody(BaseModel):
     """Every error the service answers, whatever the status."""
 
-    error: str = Field(examples=["Invalid request"])
-    message: str = Field(examples=["Invalid requests.0.prompt: Field required."])
-    details: list[dict[str, Any]] | None = None
+    error: str = Field(description="A short title, the same for every answer of one kind (e.g. `Not found`)")
+    message: str = Field(description="A sentence a user can act on")
+    details: list[dict[str, Any]] | None = Field(default=None, description="e.g. one entry per invalid field")
 
 
 class InsufficientCreditsBody(ErrorBody):

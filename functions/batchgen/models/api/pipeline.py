@@ -82,7 +82,9 @@ class CreateBatchRequest(StrictBody):
     templateId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     variables: dict[Annotated[str, Field(max_length=64)], Prompt] | None = Field(default=None, max_length=100)
     scheduleAt: AwareDatetime | None = Field(
-        default=None, description="ISO 8601 UTC: submit at this time (1 minute to 7 days ahead)"
+        default=None,
+        description="ISO 8601 with an offset (`Z`, `+01:00`, ...), answered in UTC: submit at this time "
+        "(1 minute to 7 days ahead)",
     )
     offPeak: bool | None = Field(default=None, description="Submit at the next start of the off-peak window (UTC)")
 
@@ -122,6 +124,8 @@ class ItemView(BaseModel):
     imageUrl: str | None
     text: str | None
     error: str | None
+    prompt: str = Field(default="", description="The item's own prompt (the shared prompt when it has none)")
+    finishedAt: str | None = Field(default=None, description="When the item reached its final state")
 
 
 class Summary(BaseModel):
@@ -129,7 +133,8 @@ class Summary(BaseModel):
     pending: int
     processing: int
     completed: int
-    failed: int
+    failed: int = Field(description="items that failed (refunded); cancelled items are counted apart")
+    cancelled: int = Field(default=0, description="items a cancel ended before they finished (refunded)")
 
 
 class GeminiJobCounts(BaseModel):
@@ -141,6 +146,14 @@ class GeminiJobCounts(BaseModel):
     succeeded: int
     failed: int = Field(description="failed or cancelled at Gemini")
     expired: int
+
+
+class ValidationProgress(BaseModel):
+    """How far the ingest step has read a bulk batch's file (updated every 100 requests)."""
+
+    linesRead: int
+    requestsRead: int
+    bytesRead: int = Field(description="of the uploaded file: compare with its size for a percentage")
 
 
 class BatchStatusResponse(BaseModel):
@@ -169,6 +182,9 @@ class BatchStatusResponse(BaseModel):
     itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
     scheduledFor: str | None = None
     queuePosition: int | None = Field(default=None, description="1-based place while waiting for a Gemini job slot")
+    validation: ValidationProgress | None = Field(
+        default=None, description="While `validating`: how far the input file has been read; else null"
+    )
     geminiJobs: GeminiJobCounts | None = Field(
         default=None,
         description="The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's",
