@@ -5,7 +5,18 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, bulk, bulk_pipeline, cold_start, load, notifications, planning, poll_tick, uploads
+from benchmarks import (
+    aws_calls,
+    bulk,
+    bulk_pipeline,
+    cold_start,
+    load,
+    local_state,
+    notifications,
+    planning,
+    poll_tick,
+    uploads,
+)
 
 
 def main() -> None:
@@ -21,7 +32,8 @@ def main() -> None:
         planning,
         notifications,
         load,
-    ):  # notifications and load last: they start the runtime
+        local_state,
+    ):  # notifications, load and local state last: they start the runtime
         section.run()
         print()
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import urllib3
+
 from batchgen import constants
 from rehearsal.deploy import Deployment, FunctionProcess, RehearsalFailure
 
@@ -281,9 +283,11 @@ def flow_retry(r: Rehearsal) -> str:
 def flow_file_batch(r: Rehearsal) -> str:
     upload = r.expect(201, "POST", "/batch/uploads", token=r.user_token)
     lines = "".join(json.dumps({"id": f"line-{n}", "prompt": f"a cat number {n}"}) + "\n" for n in range(3))
-    # As `curl -T` sends it: the advertised headers only (urllib would call the body a form otherwise).
-    headers = {"Content-Type": "application/octet-stream", **upload["headers"]}
-    request = urllib.request.Request(upload["uploadUrl"], data=lines.encode(), method="PUT", headers=headers)
+    # As a browser's form sends it: the policy's fields first, then the file.
+    form: list[tuple[str, Any]] = [*upload["fields"].items(), ("file", ("requests.jsonl", lines.encode()))]
+    body, content_type = urllib3.encode_multipart_formdata(form)
+    headers = {**upload["headers"], "Content-Type": content_type}
+    request = urllib.request.Request(upload["uploadUrl"], data=body, method=upload["method"], headers=headers)
     with urllib.request.urlopen(request, timeout=10):
         pass
     batch_id = r.create({"type": "text-to-image", "inputFile": upload["uploadId"]})
@@ -291,7 +295,7 @@ def flow_file_batch(r: Rehearsal) -> str:
     status = r.status(batch_id)
     if status["status"] != "completed" or status["successCount"] != 3:
         raise RehearsalFailure(f"the file batch ended {status['status']}: {status.get('failureReason')}")
-    return "uploaded through the presigned URL, ingested, 3 of 3 images completed"
+    return "uploaded through the presigned form POST, ingested, 3 of 3 images completed"
 
 
 def flow_cancel(r: Rehearsal) -> str:

@@ -39,10 +39,10 @@ SERVER_GAPS = {
     "DeleteObject on each key), and so does the rehearsal; likewise multipart parts as s3:PutObject, "
     "HeadObject as s3:GetObject, and SQS's batch calls as their single actions (SendMessageBatch is "
     "sqs:SendMessage)",
-    "presigned URLs": "moto cannot authenticate a query-string signature (it reads the Authorization "
-    "header): the rehearsal checks the URL's expiry, its signer's session expiry, and that the signer's "
-    "role may do the action on the object with moto's own policy engine; it does not check the signature "
-    "bytes",
+    "presigned URLs": "moto cannot authenticate a query-string signature or a presigned POST's policy (it "
+    "reads the Authorization header): the rehearsal checks the URL's (or the policy's) expiry, its signer's "
+    "session expiry, and that the signer's role may do the action on the object with moto's own policy "
+    "engine; it does not check the signature bytes",
     "assume role": "moto cannot evaluate a trust policy whose principal is a service (lambda.amazonaws.com): "
     "the rehearsal, acting as the Lambda service, assumes each function's role before IAM is enforced",
     "role sessions as principals": "a trust policy naming a role (the URL-signer role trusts the api's role) "
@@ -193,9 +193,7 @@ def install_server_gaps() -> None:
         if mixin.request_count < _no_auth_count():
             mixin.request_count += 1
             return
-        # The URL's own query: moto's `querystring` holds the parsed body instead when a PUT says it is a form.
-        if "Authorization" not in self.headers and "X-Amz-Credential" in parse_qs(urlparse(self.uri).query):
-            _check_presigned(self, bucket_name, key_name)
+        if "Authorization" not in self.headers and _checked_as_presigned(self, bucket_name, key_name):
             return
         for action, arn in _s3_permissions(str(self.data.get("Action")), bucket_name, key_name, self.body or b""):
             mixin._authenticate_and_authorize_action(self, _as_action(S3IAMRequest, action), arn)
@@ -230,22 +228,59 @@ def _no_auth_count() -> float:
     return float(settings.INITIAL_NO_AUTH_ACTION_COUNT)
 
 
+def _checked_as_presigned(response: Any, bucket: str | None, key: str | None) -> bool:
+    """True when the request is a presigned URL or a presigned POST form, once checked (or refused)."""
+    # The URL's own query: moto's `querystring` holds the parsed body instead when a PUT says it is a form.
+    if "X-Amz-Credential" in parse_qs(urlparse(response.uri).query):
+        _check_presigned(response, bucket, key)
+        return True
+    form = {str(name).lower(): str(value) for name, value in (getattr(response, "form_data", None) or {}).items()}
+    if response.method == "POST" and "x-amz-credential" in form:
+        _check_presigned_post(response, bucket, form)
+        return True
+    return False
+
+
 def _check_presigned(response: Any, bucket: str | None, key: str | None) -> None:
     """A presigned request: not expired, and its signer may do the action (moto's policy engine)."""
     import datetime
-
-    from moto.iam.access_control import IAMPolicy, PermissionResult, create_access_key
 
     query = {name: values[0] for name, values in parse_qs(urlparse(response.uri).query).items()}
     signed_at = datetime.datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     expires = signed_at + datetime.timedelta(seconds=int(query["X-Amz-Expires"]))
     action = {"GET": "GetObject", "PUT": "PutObject", "HEAD": "GetObject"}.get(response.method, response.method)
-    resource = f"arn:aws:s3:::{bucket}/{key}"
+    credential, token = query["X-Amz-Credential"], query.get("X-Amz-Security-Token", "")
+    _check_signed_request(response, credential, token, expires, action, f"arn:aws:s3:::{bucket}/{key}")
+
+
+def _check_presigned_post(response: Any, bucket: str | None, form: dict[str, str]) -> None:
+    """A presigned POST (a browser-style upload form): its policy not expired, and its signer may put the
+    form's key (moto's policy engine); the policy's conditions are the local S3's to check."""
+    import base64
+    import datetime
+
+    try:
+        expiration = json.loads(base64.b64decode(form.get("policy", "")))["expiration"]
+        expires = datetime.datetime.fromisoformat(str(expiration).replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError):
+        expires = datetime.datetime.min.replace(tzinfo=datetime.UTC)  # no readable policy: refused
+    resource = f"arn:aws:s3:::{bucket}/{form.get('key', '')}"
+    _check_signed_request(
+        response, form["x-amz-credential"], form.get("x-amz-security-token", ""), expires, "PutObject", resource
+    )
+
+
+def _check_signed_request(response: Any, credential: str, token: str, expires: Any, action: str, resource: str) -> None:
+    """Refused (AccessDenied) unless unexpired, within its signer's session, and allowed by its role."""
+    import datetime
+
+    from moto.iam.access_control import IAMPolicy, PermissionResult, create_access_key
+
     signer = create_access_key(
         account_id=response.current_account,
         partition="aws",
-        access_key_id=query["X-Amz-Credential"].split("/")[0],
-        headers={"X-Amz-Security-Token": query.get("X-Amz-Security-Token", "")},
+        access_key_id=credential.split("/")[0],
+        headers={"X-Amz-Security-Token": token},
     )
     allowed = [IAMPolicy(policy).is_action_permitted(f"s3:{action}", resource) for policy in signer.collect_policies()]
     now = datetime.datetime.now(datetime.UTC)

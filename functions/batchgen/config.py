@@ -59,9 +59,18 @@ class Settings(BaseModel):
     auth_cookie_name: str = constants.AUTH_COOKIE_NAME_DEFAULT  # the seed-003 client's session cookie
     cors_origins: str = constants.CORS_ORIGINS_DEFAULT  # comma separated
 
+    allowed_origins: str = constants.ALLOWED_ORIGINS_DEFAULT  # comma separated; cookie writes (CSRF)
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()] or ["*"]
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        """Origins (besides the API's own) whose pages may make cookie-authenticated writes: the named
+        ones of ALLOWED_ORIGINS, else the named CORS origins (the pages a browser lets send cookies)."""
+        named = [origin.strip() for origin in self.allowed_origins.split(",") if origin.strip()]
+        return [origin for origin in named or self.cors_origin_list if origin != "*"]
 
     gemini_api_key: str = Field("", repr=False)
     gemini_secret_arn: str = ""

@@ -24,6 +24,8 @@ MAX_IMAGE_PIXELS = 50_000_000  # declared width x height of one input image
 MAX_PROMPT_CHARS = 4000
 MAX_DISPLAY_NAME_CHARS = 128
 MAX_CLIENT_ID_CHARS = 128
+# Any number literal in a JSON body (Python refuses to convert integers over 4,300 digits; no field needs 300).
+MAX_JSON_NUMBER_DIGITS = 300
 # Gemini targets 24 h and expires a job itself at 48 h (reporting JOB_STATE_EXPIRED, which ends the
 # batch): the service's own limit is only a backstop and must never give up before Gemini does.
 MAX_WAIT_SECONDS_DEFAULT = 180_000
@@ -51,7 +53,10 @@ GEMINI_JOB_MAX_REQUESTS_DEFAULT = 1000
 COLLECT_HANDOVER_SECONDS = 60
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait
 POLL_CONCURRENCY_DEFAULT = 16
-PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
+# A chunk holding a job slot without a job, and whose submit message was recorded longer ago than this,
+# is sent to submit again. Longer than the submit queue's visibility timeout (6 x 120 s): a message that
+# failed comes back before, and one still queued is waited for (no snowball of duplicates under load).
+PENDING_REDRIVE_SECONDS_DEFAULT = 900
 STAGING_EXPIRY_DAYS = 7
 INPUT_EXPIRY_DAYS = 30
 UPLOADS_EXPIRY_DAYS = 2  # a bulk input file is read within minutes of its batch's create
@@ -139,6 +144,8 @@ ENV_JWT_ISSUER = "JWT_ISSUER"
 ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_AUTH_COOKIE_NAME = "AUTH_COOKIE_NAME"
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
+# Origins whose pages may write with the session cookie (comma separated); empty: CORS_ORIGINS' named ones.
+ENV_ALLOWED_ORIGINS = "ALLOWED_ORIGINS"
 ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
 # --- Notifications ---
 ENV_NOTIFY_QUEUE_URL = "NOTIFY_QUEUE_URL"
@@ -157,6 +164,7 @@ JWT_ALGORITHMS_DEFAULT = "HS256"
 # The seed-003 browser client authenticates with a session cookie, not a header.
 AUTH_COOKIE_NAME_DEFAULT = "session"
 CORS_ORIGINS_DEFAULT = "*"
+ALLOWED_ORIGINS_DEFAULT = ""
 LOG_LEVEL_DEFAULT = "INFO"
 
 # User webhooks and email.

@@ -57,7 +57,6 @@ Responses-file lines: ``{"key": k, "response": GenerateContentResponse}`` or
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
@@ -501,6 +500,9 @@ class GeminiEmulator:
         self._jobs: dict[str, EmulatedJob] = {}
         self._files: dict[str, EmulatedFile] = {}
         self._uploads: dict[str, _PendingUpload] = {}
+        # Kept state (`local.persistence`): each request's changes go to `on_change` before it is answered.
+        self.on_change: Callable[[list[tuple[str, Any]]], None] | None = None
+        self._dirty: set[tuple[str, str]] = set()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         version = r"(?P<v>v\d+[a-z0-9]*)"
@@ -537,7 +539,9 @@ class GeminiEmulator:
             raise RuntimeError("emulator already started")
         self._server = make_server(self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gemini-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="gemini-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -593,25 +597,40 @@ class GeminiEmulator:
 
     # ------------------------------------------------------------ saved state
 
-    def export_state(self) -> dict[str, Any]:
-        """Jobs, files and seen prompts, copied under the lock (`local.persistence` pickles them)."""
-        with self._lock:
-            return copy.deepcopy(
-                {
-                    "jobs": self._jobs,
-                    "files": self._files,
-                    "seen_prompts": self._seen_prompts,
-                    "expired_once": self._expired_once,
-                }
-            )
+    def _mark(self, kind: str, name: str = "") -> None:
+        """Records that a kept thing changed (call under the lock); `_flush_changes` writes it."""
+        self._dirty.add((kind, name))
 
-    def import_state(self, state: dict[str, Any]) -> None:
-        """Loads what `export_state` gave; jobs keep their wall-clock timeline (created_at + delay)."""
+    def _flush_changes(self) -> None:
+        """Hands every thing changed since the last call to `on_change`, as it is now (None: removed)."""
         with self._lock:
-            self._jobs.update(state.get("jobs", {}))
-            self._files.update(state.get("files", {}))
-            self._seen_prompts.update(state.get("seen_prompts", ()))
-            self._expired_once.update(state.get("expired_once", ()))
+            if not self._dirty:
+                return
+            dirty, self._dirty = self._dirty, set()
+            if self.on_change is None:
+                return
+            values: dict[str, Any] = {
+                "job": self._jobs,
+                "file": self._files,
+                "seen_prompts": {"": set(self._seen_prompts)},
+                "expired_once": {"": set(self._expired_once)},
+            }
+            self.on_change([(f"{kind}|{name}", values[kind].get(name)) for kind, name in sorted(dirty)])
+
+    def load_rows(self, rows: Iterable[tuple[str, Any]]) -> None:
+        """Loads what `on_change` was given (rows in the order they were first written); jobs keep their
+        wall-clock timeline (created_at + delay)."""
+        with self._lock:
+            for key, value in rows:
+                kind, _, name = key.partition("|")
+                if kind == "job":
+                    self._jobs[name] = value
+                elif kind == "file":
+                    self._files[name] = value
+                elif kind == "seen_prompts":
+                    self._seen_prompts |= value
+                elif kind == "expired_once":
+                    self._expired_once |= value
 
     def resume_announcements(self) -> int:
         """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
@@ -656,6 +675,11 @@ class GeminiEmulator:
             response = exc.to_response()
         except Exception:  # an emulator bug must still look like a Google 500, not a hung socket
             logger.exception("gemini emulator failed on %s %s", request.method, request.path)
+            response = ApiError(500, "Internal error encountered.").to_response()
+        try:
+            self._flush_changes()  # kept before the answer: an acknowledged change survives a crash
+        except Exception:
+            logger.exception("gemini emulator could not keep the changes of %s %s", request.method, request.path)
             response = ApiError(500, "Internal error encountered.").to_response()
         return response(environ, start_response)
 
@@ -723,6 +747,7 @@ class GeminiEmulator:
         once = {_prompt_text(e.request) for e in entries if "[[job:expired-once]]" in _marker_text(e.request)}
         if state == SUCCEEDED and once - self._expired_once:
             self._expired_once |= once
+            self._mark("expired_once")
             return EXPIRED
         return state
 
@@ -734,11 +759,13 @@ class GeminiEmulator:
         if now >= finish_at:
             job.state = job.final_state
             job.update_time = job.end_time = finish_at
+            self._mark("job", job.name)
             if job.state == SUCCEEDED:
                 self._materialise(job)
         elif now >= job.create_time + job.delay_seconds / 2 and job.state == PENDING:
             job.state = RUNNING
             job.update_time = job.create_time + job.delay_seconds / 2
+            self._mark("job", job.name)
 
     def _advance_all(self) -> None:
         now = time.time()
@@ -751,6 +778,7 @@ class GeminiEmulator:
             prompt = _prompt_text(entry.request)
             job.results.append(_answer(job.model, entry.request, first_sight=prompt not in self._seen_prompts))
             self._seen_prompts.add(prompt)
+        self._mark("seen_prompts")
         if any("[[late-output]]" in _marker_text(entry.request) for entry in job.requests):
             job.late_reads = 3  # the create answer, the poller's read and collect's read
         if job.src_kind != "file":
@@ -773,6 +801,7 @@ class GeminiEmulator:
             create_time=job.end_time or 0.0,
         )
         job.responses_file = name
+        self._mark("file", name)
 
     def _job(self, job_id: str) -> EmulatedJob:
         job = self._jobs.get(f"batches/{job_id}")
@@ -804,6 +833,7 @@ class GeminiEmulator:
         hide_output = job.state == SUCCEEDED and job.late_reads > 0
         if hide_output:
             job.late_reads -= 1  # SUCCEEDED, but the responses file is not there yet (seen live)
+            self._mark("job", job.name)
         if job.state == SUCCEEDED and not hide_output:
             if job.responses_file:
                 output = {"responsesFile": job.responses_file}
@@ -897,6 +927,7 @@ class GeminiEmulator:
                 final_state=self._final_state_once(entries),
             )
             self._jobs[job.name] = job
+            self._mark("job", job.name)
             self._advance(job, now)
             body = self._operation(job)
         if self.webhook_url:
@@ -927,6 +958,7 @@ class GeminiEmulator:
             if job.state not in TERMINAL_STATES:
                 job.state = CANCELLED
                 job.update_time = job.end_time = time.time()
+                self._mark("job", job.name)
         if self.webhook_url:
             threading.Thread(target=self._announce, args=(job.name,), daemon=True).start()
         return _json_response({})
@@ -935,6 +967,7 @@ class GeminiEmulator:
         with self._lock:
             self._job(match["id"])
             del self._jobs[f"batches/{match['id']}"]
+            self._mark("job", f"batches/{match['id']}")
         return _json_response({})
 
     # ----------------------------------------------------------------- webhooks
@@ -988,8 +1021,10 @@ class GeminiEmulator:
             if job.state not in TERMINAL_STATES or job.announced:
                 return
             job.announced = True
+            self._mark("job", job.name)
             body = self.webhook_body(job)
             url = self.webhook_url
+        self._flush_changes()
         headers = self.webhook_headers(body, f"msg_{_new_id(24)}")
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
@@ -1102,6 +1137,7 @@ class GeminiEmulator:
             stored.data = bytes(pending.buffer)
             stored.create_time = time.time()
             self._files[stored.name] = stored
+            self._mark("file", stored.name)
             body = {"file": self._file_json(stored, request, match["v"])}
         return _json_response(body, headers={"X-Goog-Upload-Status": "final"})
 
@@ -1121,7 +1157,9 @@ class GeminiEmulator:
 
     def _delete_file(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:
-            del self._files[self._stored_file(match["id"]).name]
+            name = self._stored_file(match["id"]).name
+            del self._files[name]
+            self._mark("file", name)
         return _json_response({})
 
     def _download(self, request: Request, match: re.Match[str]) -> Response:

@@ -90,10 +90,6 @@ def test_a_batch_reads_back_as_written_and_its_id_is_taken_once(services: ports.
 
 def test_a_move_happens_whole_or_reports_that_it_lost(services: ports.NotifyServices) -> None:
     batch = new_batch(services)
-    touch = batch_moves.touch_pending(ids.now_iso(), seen_updated_at=batch.updatedAt)
-    moved = services.batches.change_batch(batch.batchId, touch)
-    assert moved is not None and moved.updatedAt >= batch.updatedAt
-    assert services.batches.change_batch(batch.batchId, touch) is None or moved.updatedAt == batch.updatedAt
     pinned = services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(2))
     assert pinned is not None and pinned.geminiChunkSize == 2
     assert services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(5)) is None  # pinned once
@@ -188,7 +184,11 @@ def test_successes_move_together_or_not_at_all_with_their_event(services: ports.
 # --- jobs ---------------------------------------------------------------------------------------------
 def test_a_chunks_job_moves_under_its_conditions(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=5)
-    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(batchId=batch.batchId, chunk=0)  # not opened
+    # Chunk 0's row is stored with its batch, its submit message recorded as sent by the create.
+    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(
+        batchId=batch.batchId, chunk=0, submitQueuedAt=batch.createdAt
+    )
+    assert services.jobs.get_job(batch.batchId, 1) == JobRecord(batchId=batch.batchId, chunk=1)  # not opened
     assert services.jobs.get_job("batch_0000000000000_missing0", 0) is None
     services.jobs.open_jobs(batch.batchId, 2)
     lease = jobs.take_lease(None, ids.now_iso())
@@ -219,6 +219,33 @@ def test_a_chunks_job_moves_under_its_conditions(services: ports.NotifyServices)
     ]
 
 
+def test_one_submit_message_is_recorded_per_chunk_and_round(services: ports.NotifyServices) -> None:
+    """Of two senders of a chunk's submit message, the one that saw the current record wins; none once the
+    chunk has its job; a new round starts with no message recorded."""
+    batch = new_batch(services, count=4)
+    scheduled = new_batch(services, count=1, status=BatchStatus.SCHEDULED)
+    assert services.jobs.get_job(scheduled.batchId, 0).submitQueuedAt is None  # type: ignore[union-attr]
+    services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(2))
+    services.jobs.open_jobs(batch.batchId, 2)
+    assert services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, "2026-01-01T00:00:01.000Z"))
+    assert not services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, ids.now_iso()))  # recorded
+    stale = jobs.queue_submit("2026-01-01T00:00:00.000Z", ids.now_iso())
+    assert not services.jobs.change_job(batch.batchId, 1, stale)  # another message was recorded since
+    assert services.jobs.change_job(batch.batchId, 1, jobs.queue_submit("2026-01-01T00:00:01.000Z", ids.now_iso()))
+    recorded = services.jobs.get_job(batch.batchId, 1).submitQueuedAt  # type: ignore[union-attr]
+    assert not services.jobs.change_job(batch.batchId, 1, jobs.unqueue_submit("2026-01-01T00:00:01.000Z"))
+    assert services.jobs.change_job(batch.batchId, 1, jobs.unqueue_submit(recorded))
+    assert services.jobs.get_job(batch.batchId, 1).submitQueuedAt is None  # type: ignore[union-attr]
+    assert services.jobs.change_job(batch.batchId, 1, jobs.take_lease(None, ids.now_iso()))
+    assert services.jobs.change_job(batch.batchId, 1, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert not services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, ids.now_iso()))  # has its job
+    services.jobs.change_job(batch.batchId, 1, jobs.queue_collect(ids.now_iso()))
+    assert services.jobs.change_job(
+        batch.batchId, 1, jobs.next_round(1, "batches/1", ids.now_iso(), keep_processing=True)
+    )
+    assert services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, ids.now_iso()))  # the new round's
+
+
 def test_a_move_of_a_never_opened_chunk_opens_its_batchs_rows(services: ports.NotifyServices) -> None:
     """A submit that died between pinning the chunk size and opening the rows: the next move opens them."""
     batch = new_batch(services, count=4)
@@ -239,7 +266,10 @@ def test_a_job_of_an_ended_batch_does_not_move(services: ports.NotifyServices) -
         batch_status=BatchStatus.CANCELLED,
     )
     assert not services.jobs.change_job(batch.batchId, 0, jobs.take_lease(None, ids.now_iso()))
-    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(batchId=batch.batchId, chunk=0)
+    assert not services.jobs.change_job(batch.batchId, 0, jobs.queue_submit(batch.createdAt, ids.now_iso()))
+    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(
+        batchId=batch.batchId, chunk=0, submitQueuedAt=batch.createdAt
+    )
 
 
 # --- credits and the unit of work ---------------------------------------------------------------------

@@ -9,10 +9,7 @@ through a batch of 5,000 items costs what the pages cost, not the batch each tim
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
-import json
 import secrets
 import time
 from collections import Counter
@@ -22,9 +19,9 @@ from typing import Any
 
 from batchgen import constants
 from batchgen.domain import events as domain_events
-from batchgen.domain import ids
+from batchgen.domain import ids, jobs
 from batchgen.domain.changes import Change, JobChange
-from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits, InvalidInput
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
@@ -159,7 +156,7 @@ class FakeStore:
     def put_batch(self, batch: BatchRecord) -> None:
         if batch.batchId in self.batches:
             raise ConcurrentChange(batch.batchId)
-        self.add(batch, [], [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
+        self.add(batch, [], [jobs.first_job(batch)])  # like the store: chunk 0's row with it
 
     def change_batch(self, batch_id: str, change: Change, events: Sequence[DomainEvent] = ()) -> BatchRecord | None:
         if self.fail_next_checkpoint and "ingestLines" in change.set:
@@ -386,7 +383,7 @@ class FakeStore:
         if request_key is not None:
             self.request_claims[request_key] = batch.batchId
         self._credit(batch.userId, -batch.creditCost, "batch charge", batch.batchId)
-        self.add(batch, items, [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
+        self.add(batch, items, [jobs.first_job(batch)])  # like the store: chunk 0's row with it
 
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
         current = self.batches.get(batch.batchId)
@@ -488,18 +485,8 @@ class FakeStore:
 
 
 def _encode_cursor(batch: BatchRecord) -> str:
-    raw = json.dumps([batch.createdAt, batch.batchId], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return ids.cursor(batch.createdAt, batch.batchId)
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        created_at, batch_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_at, str) or not isinstance(batch_id, str):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
-        raise InvalidInput(
-            "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
-            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
-        ) from exc
-    return created_at, batch_id
+    return ids.parse_cursor(cursor, ids.BATCH_CURSOR_PATTERN)

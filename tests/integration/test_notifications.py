@@ -13,6 +13,7 @@ from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from tests.conftest import grant, make_token
 from tests.helpers import stored
+from tests.unit.test_notifications import IPV6_EMBEDDING_IPV4
 from tests.webhook_receiver import Receiver, start_receiver, verify_standard_webhook
 
 SUBMIT, COLLECT, NOTIFY = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.NOTIFY_QUEUE
@@ -433,6 +434,37 @@ def test_a_name_that_resolves_to_a_private_address_at_delivery_time_is_not_calle
     assert receiver.received == []
     [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
     assert attempt["statusCode"] is None and "loopback" in attempt["error"]
+
+
+@pytest.mark.parametrize("address", IPV6_EMBEDDING_IPV4)
+def test_ipv6_forms_of_refused_ipv4_addresses_are_400_at_registration_and_on_create(api, aws, address):
+    url = f"https://[{address}]/h"
+    response = api("POST", "/webhooks/endpoints", {"url": url})
+    assert response.status == 400 and "carries" in response.body["message"], response.body
+    assert api("GET", "/webhooks/endpoints").body["endpoints"] == []
+    grant("user-1", 10)
+    response = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}], "webhookUrl": url})
+    assert response.status == 400 and "carries" in response.body["message"], response.body
+    assert api("GET", "/credits").body["balance"] == 10
+
+
+@pytest.mark.parametrize("address", IPV6_EMBEDDING_IPV4)
+def test_a_name_that_resolves_to_an_ipv6_form_of_a_refused_address_at_delivery_is_not_called(
+    api, aws, receiver, queues, monkeypatch, address
+):
+    from batchgen.adapters import webhook_http
+    from batchgen.usecases.pipeline import create
+
+    monkeypatch.setattr(create, "_resolve", lambda host, port: ["93.184.216.34"])
+    created = register(api, "https://hooks.example/hook")
+    connected: list[object] = []
+    monkeypatch.setattr(webhook_http, "resolve", lambda host, port: [address])
+    monkeypatch.setattr(webhook_http.socket, "create_connection", lambda *args, **kwargs: connected.append(args))
+    api("POST", f"/webhooks/endpoints/{created['id']}/test")
+    queues.drain(NOTIFY, rounds=1)
+    assert connected == []
+    [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
+    assert attempt["statusCode"] is None and "carries" in attempt["error"]
 
 
 def test_a_body_that_is_not_json_is_415(api, aws):

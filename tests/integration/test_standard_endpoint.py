@@ -168,7 +168,8 @@ def test_body_too_large_is_413_and_not_json_is_415(photo, lambda_context):
 
 
 def test_only_post(photo):
-    assert photo(None, method="GET").status == 405
+    wrong = photo(None, method="GET")
+    assert wrong.status == 405 and wrong.headers["Allow"] == "POST"  # as every other route answers
 
 
 def test_the_generation_shows_in_credits(photo, api):

@@ -119,10 +119,11 @@ def test_over_the_job_cap_a_batch_waits_its_turn(services, monkeypatch):
 # --- poll: redrive, expiry, collect once ----------------------------------------------------------
 def test_a_stuck_pending_batch_is_redriven_once_by_overlapping_ticks(services):
     batch_id = new_batch(services)
-    stale = ago(3600)
+    stale = ago(3600)  # its submit message (recorded then) was lost long ago
     services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
         update={"createdAt": stale, "updatedAt": stale}
     )
+    set_job(services.store, batch_id, submitQueuedAt=stale)
     snapshot = services.store.batches[batch_id]
     assert poll.poll_batch(services, snapshot) == ("redriven", None)
     assert poll.poll_batch(services, snapshot)[0] == "idle"  # the second tick read the same old record

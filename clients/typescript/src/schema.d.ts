@@ -276,7 +276,7 @@ export interface paths {
         put?: never;
         /**
          * A presigned URL to upload one JSONL file for a bulk batch
-         * @description PUT the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to `uploadUrl` within an hour (e.g. `curl -T requests.jsonl "$uploadUrl"`), then create the batch with `inputFile: <uploadId>`. An upload feeds one batch.
+         * @description POST the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to `uploadUrl` within an hour as a `multipart/form-data` form: every entry of `fields`, then the file as the field `file` (e.g. `curl --form-string key=... [each field] -F file=@requests.jsonl "$uploadUrl"`). S3 refuses a file over `maxBytes` (400 EntityTooLarge). Then create the batch with `inputFile: <uploadId>`. An upload feeds one batch.
          */
         post: operations["create_upload_batch_uploads_post"];
         delete?: never;
@@ -395,6 +395,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/webhooks/gemini": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Gemini's batch webhook (for Gemini, not for users)
+         * @description A Standard Webhooks delivery from Gemini (`webhook-id`, `webhook-timestamp`, `webhook-signature`: an HMAC with the `whsec_…` secret, or an RS256 JWT checked against Google's keys), JSON `{type, data: {id}}`. A verified `batch.succeeded` queues the job's collect at once; anything else is left to the poller. No user token: the signature is the credential. 404 while no webhook secret or key set is configured.
+         */
+        post: operations["gemini_webhook_webhooks_gemini_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/webhooks/endpoints": {
         parameters: {
             query?: never;
@@ -467,6 +487,26 @@ export interface paths {
         get: operations["catalog_catalog_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/generate/photo": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate one image now, at the standard price
+         * @description Seed 003's Variant 1: a synchronous Gemini generation (`generateContent`), charged at the standard rate (twice the batch price of `text-to-image` / `image-edit`, times the quality multiplier) and refunded in full if it fails (502). `referenceImage` (a data URL) is required for `i2i`.
+         */
+        post: operations["photo_api_generate_photo_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -717,7 +757,7 @@ export interface components {
              * @description Submit at the next start of the off-peak window (UTC)
              */
             offPeak?: boolean | null;
-        };
+        } & ((unknown | unknown) & (unknown | unknown | unknown));
         /** CreateBatchResponse */
         CreateBatchResponse: {
             /** Id */
@@ -849,6 +889,18 @@ export interface components {
             failed: number;
             /** Expired */
             expired: number;
+        };
+        /**
+         * GeminiWebhookAck
+         * @description `POST /webhooks/gemini`: what the service did with a verified event.
+         */
+        GeminiWebhookAck: {
+            /**
+             * Status
+             * @description collect_queued: the job's results are being collected now; ignored: nothing to do (another event type, a job the service does not know, or collected already)
+             * @enum {string}
+             */
+            status: "collect_queued" | "ignored";
         };
         /**
          * GenerateBatchRequest
@@ -1187,7 +1239,8 @@ export interface components {
         };
         /**
          * UploadResponse
-         * @description A presigned PUT for one bulk input file.
+         * @description A presigned upload of one bulk input file: a `multipart/form-data` POST to `uploadUrl` of every
+         *     entry of `fields`, then the file as the field `file` (last). S3 refuses a file over `maxBytes`.
          */
         UploadResponse: {
             /** Uploadid */
@@ -1196,12 +1249,22 @@ export interface components {
             uploadUrl: string;
             /**
              * Method
-             * @default PUT
+             * @default POST
              * @constant
              */
-            method: "PUT";
-            /** Headers */
+            method: "POST";
+            /**
+             * Headers
+             * @description Headers to send with the upload besides the form's own
+             */
             headers: {
+                [key: string]: string;
+            };
+            /**
+             * Fields
+             * @description Form fields to send before the file, as they are
+             */
+            fields: {
                 [key: string]: string;
             };
             /** Expiresat */
@@ -1288,6 +1351,46 @@ export interface components {
              * @constant
              */
             status: "queued";
+        };
+        /**
+         * PhotoRequest
+         * @description Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it.
+         */
+        PhotoRequest: {
+            /** Model */
+            model?: string | null;
+            /** Prompt */
+            prompt: string;
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "t2i" | "i2i";
+            /**
+             * Referenceimage
+             * @description A data URL (required for i2i)
+             */
+            referenceImage?: string | null;
+            /** Quality */
+            quality?: ("1k" | "2k" | "4k") | null;
+            /** Aspectratio */
+            aspectRatio?: string | null;
+            /** Negativeprompt */
+            negativePrompt?: string | null;
+        };
+        /** PhotoResponse */
+        PhotoResponse: {
+            /** Generationid */
+            generationId: string;
+            /**
+             * Status
+             * @constant
+             */
+            status: "success";
+            /** Imageurl */
+            imageUrl: string;
+            /** Creditcost */
+            creditCost: number;
         };
     };
     responses: never;
@@ -1454,6 +1557,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -1494,6 +1612,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -1617,6 +1750,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -1657,6 +1805,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -1714,7 +1877,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
-                status?: string | null;
+                status?: ("pending" | "processing" | "success" | "failed" | "cancelled") | null;
             };
             header?: never;
             path: {
@@ -2031,7 +2194,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2086,6 +2249,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2316,6 +2494,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2361,7 +2554,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2456,6 +2649,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2481,6 +2689,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2568,7 +2791,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2693,6 +2916,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2718,6 +2956,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2805,6 +3058,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2830,6 +3098,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2917,6 +3200,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2957,6 +3255,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3170,7 +3483,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3245,7 +3558,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3312,8 +3625,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
-                status?: string | null;
-                type?: string | null;
+                status?: ("validating" | "scheduled" | "pending" | "processing" | "completed" | "failed" | "cancelled" | "expired") | null;
+                type?: ("character" | "food" | "product" | "text-to-image" | "image-edit" | "text" | "batch-character" | "batch-food" | "batch-product" | "batch-text-to-image" | "batch-image-edit" | "batch-text") | null;
             };
             header?: never;
             path?: never;
@@ -3467,7 +3780,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3492,6 +3805,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3608,7 +3936,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3668,7 +3996,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3889,6 +4217,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than the API accepts */
             413: {
                 headers: {
@@ -3919,7 +4262,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4187,7 +4530,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4232,7 +4575,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4470,7 +4813,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4500,7 +4843,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4567,8 +4910,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
-                status?: string | null;
-                type?: string | null;
+                status?: ("validating" | "scheduled" | "pending" | "processing" | "completed" | "failed" | "cancelled" | "expired") | null;
+                type?: ("character" | "food" | "product" | "text-to-image" | "image-edit" | "text" | "batch-character" | "batch-food" | "batch-product" | "batch-text-to-image" | "batch-image-edit" | "batch-text") | null;
                 userId?: string | null;
             };
             header?: never;
@@ -4628,7 +4971,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4638,6 +4981,143 @@ export interface operations {
                      * @example {
                      *       "error": "Forbidden",
                      *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The URL (path and query) is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request-URI Too Long",
+                     *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Throttled: slow down and retry */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Too many requests",
+                     *       "message": "The API is receiving more requests than it accepts; retry."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request's headers are too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request Header Fields Too Large",
+                     *       "message": "The request's headers are too large."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error on the service's side; retry shortly */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Internal error",
+                     *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    gemini_webhook_webhooks_gemini_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Verified and handled */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GeminiWebhookAck"];
+                };
+            };
+            /** @description Invalid input: `details` lists each invalid field with its location */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Invalid request",
+                     *       "message": "Invalid requests.0.prompt: Field required.",
+                     *       "details": [
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "requests",
+                     *             "0",
+                     *             "prompt"
+                     *           ],
+                     *           "msg": "Field required",
+                     *           "type": "missing"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, expired or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unauthorized",
+                     *       "message": "Your token has expired; sign in again."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such batch or route (another user's batch reads as missing) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Not found",
+                     *       "message": "No batch with id 'batch_0123456789abcdef' was found."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -4864,6 +5344,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Conflicts with the batch's state or with an earlier request under the same Idempotency-Key */
             409: {
                 headers: {
@@ -4894,7 +5389,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5266,6 +5761,209 @@ export interface operations {
                      * @example {
                      *       "error": "Internal error",
                      *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    photo_api_generate_photo_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PhotoRequest"];
+            };
+        };
+        responses: {
+            /** @description The generated image */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PhotoResponse"];
+                };
+            };
+            /** @description Invalid input: `details` lists each invalid field with its location */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Invalid request",
+                     *       "message": "Invalid requests.0.prompt: Field required.",
+                     *       "details": [
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "requests",
+                     *             "0",
+                     *             "prompt"
+                     *           ],
+                     *           "msg": "Field required",
+                     *           "type": "missing"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, expired or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unauthorized",
+                     *       "message": "Your token has expired; sign in again."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Insufficient credits: `required` and `available` say by how much */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Insufficient credits",
+                     *       "message": "This batch costs 100 credits but your balance is 84. Add credits or submit fewer requests.",
+                     *       "required": 100,
+                     *       "available": 84
+                     *     }
+                     */
+                    "application/json": components["schemas"]["InsufficientCreditsBody"];
+                };
+            };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Payload too large",
+                     *       "message": "The request body is larger than 5.75 MB."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The URL (path and query) is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request-URI Too Long",
+                     *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Throttled: slow down and retry */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Too many requests",
+                     *       "message": "The API is receiving more requests than it accepts; retry."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request's headers are too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request Header Fields Too Large",
+                     *       "message": "The request's headers are too large."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error on the service's side; retry shortly */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Internal error",
+                     *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Generation failed at Gemini (or the image upload did); the charge was refunded in full */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Generation failed",
+                     *       "message": "Gemini is unavailable right now. Your 2 credits were refunded."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];

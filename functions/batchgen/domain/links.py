@@ -14,6 +14,15 @@ class PresignedUrl:
     expires_at: datetime  # when the URL stops working: its own expiry or its signer's, the sooner
 
 
+@dataclass(frozen=True)
+class PresignedPost:
+    """A browser-style upload: a form POST to `url` of every entry of `fields`, then the file."""
+
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime  # as PresignedUrl's: the policy's expiry, capped by its signer's
+
+
 def url_lifetime(wanted_seconds: int, credentials_expire_at: datetime | None, now: datetime) -> int:
     """Seconds to sign a URL for: `wanted_seconds`, but never past the signing credentials' expiry (S3
     refuses a URL whose signer's session has ended, whatever the URL says). None: the credentials do not

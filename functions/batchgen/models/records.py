@@ -90,6 +90,8 @@ class JobRecord(Record):
     geminiState: str | None = None
     geminiInputFile: str | None = None
     submitStartedAt: str | None = None
+    # A submit message for the current round is on its way since then (at most one per chunk and round).
+    submitQueuedAt: str | None = None
     collectQueuedAt: str | None = None
     collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
     geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures

@@ -118,9 +118,9 @@ def batch_status(batch_id: str) -> models.BatchStatusResponse:
 )
 def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,  # the seed's query name
+    cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
+    status: Annotated[models.BatchStatusName | None, Query()] = None,
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,  # the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
     page = manage.list_history(
         services(), principal(router).user_id, limit=limit, cursor=cursor, status=status, batch_type=type

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
-from batchgen.domain import reports
+from batchgen.domain import ids, reports
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
     json_response,
@@ -66,9 +66,9 @@ def admin_credits(request: models.AdminCreditsRequest) -> models.AdminCreditsRes
 )
 def admin_batches(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
+    status: Annotated[models.BatchStatusName | None, Query()] = None,
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,
     userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # API casing
 ) -> Response[list[models.AdminHistoryEntry]]:
     require_admin(router)

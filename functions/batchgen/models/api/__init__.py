@@ -14,10 +14,16 @@ from batchgen.models.api.common import (
     EXAMPLE_IMAGE as EXAMPLE_IMAGE,
 )
 from batchgen.models.api.common import (
+    BatchStatusName as BatchStatusName,
+)
+from batchgen.models.api.common import (
     BatchTypeName as BatchTypeName,
 )
 from batchgen.models.api.common import (
     CatalogResponse as CatalogResponse,
+)
+from batchgen.models.api.common import (
+    Choice as Choice,
 )
 from batchgen.models.api.common import (
     Credits as Credits,
@@ -29,7 +35,13 @@ from batchgen.models.api.common import (
     HealthResponse as HealthResponse,
 )
 from batchgen.models.api.common import (
+    HistoryTypeName as HistoryTypeName,
+)
+from batchgen.models.api.common import (
     InsufficientCreditsBody as InsufficientCreditsBody,
+)
+from batchgen.models.api.common import (
+    ItemStatusName as ItemStatusName,
 )
 from batchgen.models.api.common import (
     Prompt as Prompt,
@@ -144,6 +156,9 @@ from batchgen.models.api.planning import (
 )
 from batchgen.models.api.planning import (
     TemplateView as TemplateView,
+)
+from batchgen.models.api.routing import (
+    GeminiWebhookAck as GeminiWebhookAck,
 )
 from batchgen.models.api.routing import (
     PhotoRequest as PhotoRequest,

@@ -11,6 +11,25 @@ from batchgen import constants
 from batchgen.domain.money import json_number
 
 BatchTypeName = Literal["character", "food", "product", "text-to-image", "image-edit", "text"]
+# The values the list routes filter by (tests/unit/test_api_models.py holds them to the enums).
+BatchStatusName = Literal[
+    "validating", "scheduled", "pending", "processing", "completed", "failed", "cancelled", "expired"
+]
+ItemStatusName = Literal["pending", "processing", "success", "failed", "cancelled"]
+HistoryTypeName = Literal[
+    "character",
+    "food",
+    "product",
+    "text-to-image",
+    "image-edit",
+    "text",
+    "batch-character",
+    "batch-food",
+    "batch-product",
+    "batch-text-to-image",
+    "batch-image-edit",
+    "batch-text",
+]
 
 
 Quality = Literal["1k", "2k", "4k"]
@@ -23,6 +42,10 @@ Prompt = Annotated[str, Field(max_length=constants.MAX_PROMPT_CHARS)]
 
 
 ShortText = Annotated[str, Field(max_length=constants.MAX_DISPLAY_NAME_CHARS)]
+
+
+# A model or an aspect ratio: absent means the default; an empty one is refused (it names nothing).
+Choice = Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
 
 
 # A 2×2 PNG: examples in /docs must be requests the service accepts ("Try it out" sends them).

@@ -12,6 +12,7 @@ from batchgen.domain.money import to_credits
 from batchgen.models.api.common import (
     EXAMPLE_IMAGE,
     BatchTypeName,
+    Choice,
     Credits,
     Prompt,
     Quality,
@@ -33,6 +34,11 @@ class CreateBatchRequest(StrictBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # `type` unless a template gives it; `requests`, an `inputFile` or a template's requests.
+            "allOf": [
+                {"anyOf": [{"required": ["type"]}, {"required": ["templateId"]}]},
+                {"anyOf": [{"required": ["requests"]}, {"required": ["inputFile"]}, {"required": ["templateId"]}]},
+            ],
             "examples": [
                 {
                     "type": "character",
@@ -47,7 +53,7 @@ class CreateBatchRequest(StrictBody):
                     "prompt": "Make it look like a watercolour painting",
                     "requests": [{"id": "photo-1", "imageBase64": EXAMPLE_IMAGE}],
                 },
-            ]
+            ],
         },
     )
 
@@ -63,9 +69,9 @@ class CreateBatchRequest(StrictBody):
         ),
     ] = None
     prompt: Prompt | None = None
-    model: ShortText | None = None
+    model: Choice | None = None
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     displayName: ShortText | None = None
     webhookUrl: Annotated[
@@ -235,10 +241,10 @@ class GenerateBatchRequest(StrictBody):
     )
 
     prompt: Prompt = Field(min_length=1)
-    model: ShortText
+    model: Choice
     images: list[GenerateImage] = Field(min_length=1, max_length=constants.MAX_GENERATE_BATCH_IMAGES)
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
 
 

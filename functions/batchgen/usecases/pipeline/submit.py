@@ -16,10 +16,10 @@ from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientErro
 from batchgen.domain.gemini_jobs import JobNotFound
 from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.pipeline import chunks, dispatch
 from batchgen.usecases.pipeline.settle import end_batch, finalize_if_done
+from batchgen.usecases.pipeline.submit_queue import queue_submit
 from batchgen.usecases.ports import Services
 
 # How long one submit attempt may take before another may assume it died (the function's timeout + margin).
@@ -85,13 +85,16 @@ def _wait_for_slot_or_lease(services: Services, batch: BatchRecord, job: JobReco
     """Wait for a Gemini job slot (the dispatcher sends the chunk again when its turn comes), or come
     back later (a delayed message) when another attempt holds the lease."""
     if not dispatch.admit(services, batch, job):
-        return SubmitOutcome("waiting")  # queued: the poller's dispatcher tick admits it in priority order
+        # Waits in the dispatcher's queue: its tick sends the chunk again in priority order. A tick that
+        # reserved this chunk's slot after admit() read the slots, while this message was still recorded
+        # as on its way, sent none: then the chunk goes on now.
+        services.jobs.change_job(batch.batchId, job.chunk, jobs.unqueue_submit(job.submitQueuedAt))
+        if not dispatch.holds_slot(services.slots.list_slots(), batch, job):
+            return SubmitOutcome("waiting")
     if lease_is_held(job.submitStartedAt):
         # Another attempt holds the lease and may be creating the job right now: a second attempt
         # would find nothing to reconcile yet and create a second job. Come back after the lease.
-        services.queues.send_submit(
-            SubmitJob(batchId=batch.batchId, chunk=job.chunk), delay_seconds=SUBMIT_LEASE_SECONDS
-        )
+        queue_submit(services, batch.batchId, job.chunk, seen=job.submitQueuedAt, delay_seconds=SUBMIT_LEASE_SECONDS)
         return SubmitOutcome("waiting")
     return None
 
@@ -161,7 +164,7 @@ def _record_job(
     if services.jobs.change_job(batch.batchId, chunk, jobs.record_job(job_name, input_file, ids.now_iso())):
         if leased.geminiRound == 0 and chunk + 1 < chunks.chunk_count(batch):
             # The next chunk goes to submit now; it takes a slot when the dispatcher's order allows.
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk + 1))
+            queue_submit(services, batch.batchId, chunk + 1, seen=None)
         return SubmitOutcome("submitted", job_name)
     current = services.jobs.get_job(batch.batchId, chunk)
     if current is not None and current.geminiJobName == job_name:
