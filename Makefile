@@ -12,12 +12,13 @@ LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token lock clean clean-data
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the runtime dependencies: the Lambda layer (infra/bundling.py) reads it too.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --constraint constraints.txt -e ".[dev]"
 	touch $@
 
 run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emulators
@@ -55,6 +56,9 @@ ifneq ($(origin USER),command line)
 	$(error usage: make token USER=alice [ADMIN=1])
 endif
 	@$(PY) -m local.token "$(USER)" $(if $(ADMIN),--admin)
+
+lock: $(VENV)/.installed  ## constraints.txt from the venv's runtime dependencies (after a deliberate upgrade)
+	$(PY) -m infra.bundling
 
 synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
 	$(PY) app.py

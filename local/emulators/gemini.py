@@ -5,10 +5,11 @@ emulator speaks the REST wire protocol the official ``google-genai`` SDK uses
 (the "mldev" API), so production code runs unchanged, pointed by base URL::
 
     client = genai.Client(api_key="emulator-key",
-                          http_options=types.HttpOptions(base_url=emu.base_url))
+                          http_options=types.HttpOptions(base_url=emu.base_url, api_version="v1beta"))
 
-Routes (``{v}`` is any API version segment: SDK 3.x sends ``v1`` by default,
-Google's docs use ``v1beta``; both work)::
+Routes (``{v}`` is the one API version the service names, ``constants.GEMINI_API_VERSION``:
+``v1beta``, as every real batch recording; any other version is a 404, like a wrong path at Google,
+so a client that lets the SDK pick its default version fails here as it would there)::
 
     POST   /{v}/models/{model}:batchGenerateContent     create   -> Operation
     GET    /{v}/batches/{id}                             get      -> Operation
@@ -77,6 +78,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from batchgen import constants
 from local.emulators.faults import FaultInjector
 from local.emulators.png import make_png
 
@@ -478,8 +480,18 @@ def _page(items: list[Any], request: Request, default_size: int, max_size: int) 
 class GeminiEmulator:
     """In-process HTTP server emulating Gemini batch mode + Files API (see module docstring)."""
 
-    def __init__(self, delay_seconds: float = 2.0, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        delay_seconds: float = 2.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_version: str = constants.GEMINI_API_VERSION,
+    ) -> None:
         self.delay_seconds = delay_seconds
+        self.api_version = api_version
+        # Where upload sessions point (None: this emulator). Google's own host here plays the Gemini
+        # behind a proxy: the session URL names Google, and a client must send the chunks back here.
+        self.upload_url_base: str | None = None
         # Webhook delivery when a job ends (None: off). HMAC with a `whsec_` secret, or an RS256 JWT
         # signed with `webhook_jwt_key` (a PEM private key) as per-job `webhook_config` deliveries are.
         self.webhook_url: str | None = None
@@ -503,7 +515,7 @@ class GeminiEmulator:
         self._uploads: dict[str, _PendingUpload] = {}
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
-        version = r"(?P<v>v\d+[a-z0-9]*)"
+        version = rf"(?P<v>{re.escape(api_version)})"
         item = r"(?P<id>[^/:]+)"
         self._routes = [
             _Route(
@@ -590,6 +602,7 @@ class GeminiEmulator:
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
+            self.upload_url_base = None
 
     # ------------------------------------------------------------ saved state
 
@@ -1067,7 +1080,8 @@ class GeminiEmulator:
                 ),
                 expected_size=size,
             )
-        upload_url = f"{request.host_url}upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
+        base = (self.upload_url_base or request.host_url).rstrip("/")
+        upload_url = f"{base}/upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
         return Response(
             b"",
             status=200,

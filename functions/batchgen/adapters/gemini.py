@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 
@@ -38,13 +39,57 @@ def _client() -> Any:
     global _cached_client
     with _client_lock:
         if _cached_client is None:
-            from google import genai
-            from google.genai import types
-
-            settings = get_settings()
-            options = types.HttpOptions(timeout=HTTP_TIMEOUT_MS, base_url=settings.gemini_base_url or None)
-            _cached_client = genai.Client(api_key=gemini_api_key(), http_options=options)
+            _cached_client = sdk_client(gemini_api_key(), get_settings().gemini_base_url or None)
         return _cached_client
+
+
+def sdk_client(api_key: str, base_url: str | None, *, transport: Any = None) -> Any:
+    """A google-genai client as the service uses it: the API version named explicitly (the SDK's own
+    default has changed between majors), and behind `base_url` (a proxy, the emulator) the upload
+    session URLs Gemini hands out rewritten to it, so upload chunks never go around it.
+    `transport` (an httpx transport) lets the contract tests record every request the SDK sends."""
+    from google import genai
+    from google.genai import types
+
+    client_args: dict[str, Any] = {}
+    if base_url:
+        client_args["event_hooks"] = {"response": [_upload_urls_behind(base_url)]}
+    if transport is not None:
+        client_args["transport"] = transport
+    options = types.HttpOptions(
+        timeout=HTTP_TIMEOUT_MS,
+        base_url=base_url,
+        api_version=constants.GEMINI_API_VERSION,
+        client_args=client_args or None,
+    )
+    return genai.Client(api_key=api_key, http_options=options)
+
+
+# Response headers naming where the rest of a resumable upload goes: the SDK posts the file's chunks to
+# `x-goog-upload-url` as given, and google-genai 3.6 rewrites its host only when the upload call itself
+# carries a base URL (files.upload builds its own options without one), never a proxy's path prefix.
+UPLOAD_URL_HEADERS = ("x-goog-upload-url", "x-goog-upload-control-url")
+
+
+def upload_url_behind(base_url: str, upload_url: str) -> str:
+    """`upload_url` (Gemini's, e.g. https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=…)
+    sent through `base_url` instead: its scheme, host and path prefix, then the upload's path and query."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    base, upload = urlsplit(base_url), urlsplit(upload_url)
+    prefix = base.path.rstrip("/")
+    if upload.scheme == base.scheme and upload.netloc == base.netloc and upload.path.startswith(prefix + "/"):
+        return upload_url  # already behind it (the emulator, or a proxy that rewrites it itself)
+    return urlunsplit((base.scheme, base.netloc, prefix + upload.path, upload.query, upload.fragment))
+
+
+def _upload_urls_behind(base_url: str) -> Any:
+    def rewrite(response: Any) -> None:
+        for header in UPLOAD_URL_HEADERS:
+            if header in response.headers:
+                response.headers[header] = upload_url_behind(base_url, response.headers[header])
+
+    return rewrite
 
 
 def reset_client() -> None:
