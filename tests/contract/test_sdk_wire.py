@@ -193,3 +193,28 @@ def test_the_emulator_answers_only_the_version_the_service_names(emulator):
     for other in ("v1", "v1alpha", "v2"):
         answer = requests.get(f"{emulator.base_url}/{other}/batches", headers=headers, timeout=5)
         assert answer.status_code == 404 and answer.json()["error"]["status"] == "NOT_FOUND"
+
+
+# --- GEMINI_BASE_URL covers upload sessions -------------------------------------------------------
+def test_upload_chunks_go_through_the_base_url_when_gemini_hands_out_its_own_upload_url(recorder, emulator):
+    # Gemini behind a proxy: the session URL it answers names Google's own host, as recorded.
+    real = urlsplit(real_upload_url())
+    emulator.upload_url_base = f"{real.scheme}://{real.netloc}"
+    name = gemini.submit_file(iter([{"key": "k1", "request": {"contents": [{"parts": [{"text": "hi"}]}]}}]), "proxy")
+    sent = recorder.take()
+    assert {urlsplit(emulator.base_url).netloc} == {s.headers["host"] for s in sent}
+    assert [s.path for s in sent] == [real.path] * len(sent) and len(sent) >= 2
+    assert name in {f.name for f in emulator.files.values()}
+
+
+def test_an_upload_url_is_rewritten_onto_the_base_url_with_its_path_prefix():
+    real = real_upload_url()
+    query = urlsplit(real).query
+    assert gemini.upload_url_behind("https://proxy.example.com/gemini/", real) == (
+        f"https://proxy.example.com/gemini/upload/v1beta/files?{query}"
+    )
+    assert (
+        gemini.upload_url_behind("http://127.0.0.1:8080", real) == f"http://127.0.0.1:8080/upload/v1beta/files?{query}"
+    )
+    already = f"https://proxy.example.com/gemini/upload/v1beta/files?{query}"
+    assert gemini.upload_url_behind("https://proxy.example.com/gemini", already) == already
