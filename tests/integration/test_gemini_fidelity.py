@@ -211,9 +211,10 @@ def test_no_image_and_text_only_refusals_read_as_what_happened(api, gemini, queu
     batch_id = create(api, ["a [[no-image]]", "b [[refuse]]", "c [[blocked]]"])
     run_round(queues, poll)
     errors = [item["error"] for item in status(api, batch_id)["items"]]
-    assert "rephrase the prompt as an image request (NO_IMAGE)" in errors[0]
+    assert "safety filter blocked the image; describe a different subject or scene" in errors[0]
+    assert errors[0].endswith("(NO_IMAGE)")
     assert "declined" in errors[1] and "describe it instead" in errors[1]
-    assert errors[2].startswith("Blocked by Gemini safety filters (SAFETY)")
+    assert errors[2].startswith("Gemini's safety filters blocked this request") and errors[2].endswith("(SAFETY)")
 
 
 # --- 12. Operation.error ------------------------------------------------------------------------------

@@ -54,12 +54,16 @@ def test_thought_images_are_skipped_and_the_last_final_image_is_taken():
 @pytest.mark.parametrize(
     ("finish", "words"),
     [
-        ("IMAGE_SAFETY", "Blocked by Gemini safety filters (IMAGE_SAFETY)"),
-        ("IMAGE_PROHIBITED_CONTENT", "prohibited content (IMAGE_PROHIBITED_CONTENT)"),
-        ("IMAGE_RECITATION", "recite protected content (IMAGE_RECITATION)"),
-        ("IMAGE_OTHER", "could not produce an image for this prompt (IMAGE_OTHER)"),
-        ("NO_IMAGE", "rephrase the prompt as an image request (NO_IMAGE)"),
-        ("SPII", "sensitive personal information (SPII)"),
+        ("IMAGE_SAFETY", "safety filter blocked the image; describe a different subject or scene"),
+        ("IMAGE_PROHIBITED_CONTENT", "refused the image as prohibited content; it cannot be generated"),
+        ("IMAGE_RECITATION", "would have reproduced a protected image"),
+        ("IMAGE_OTHER", "could not produce an image for this prompt; rephrase it"),
+        ("NO_IMAGE", "safety filter blocked the image; describe a different subject or scene and try again (NO_IMAGE)"),
+        ("SPII", "sensitive personal information; remove it and try again (SPII)"),
+        ("LANGUAGE", "does not support the language of the prompt"),
+        ("MAX_TOKENS", "cut off at the output length limit"),
+        ("MALFORMED_RESPONSE", "malformed answer; try the request again (MALFORMED_RESPONSE)"),
+        ("OTHER", "did not name; try again or rephrase the prompt (OTHER)"),
     ],
 )
 def test_finish_reasons_read_as_what_happened_never_no_image(finish, words):
@@ -69,7 +73,10 @@ def test_finish_reasons_read_as_what_happened_never_no_image(finish, words):
 
 def test_a_prompt_block_and_a_text_only_refusal_are_readable():
     blocked = read_answer({"response": {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}}, True).error
-    assert blocked == "Blocked by Gemini as prohibited content (PROHIBITED_CONTENT) (prompt blocked)"
+    assert blocked == (
+        "Gemini refused this request as prohibited content; it cannot be generated"
+        " (PROHIBITED_CONTENT) (prompt blocked)"
+    )
     refusal = read_answer(response({"text": "I can't draw real people."}), True).error
     assert "declined" in refusal and "I can't draw real people." in refusal
 
