@@ -111,7 +111,7 @@ def test_an_sdk_inline_response_gives_its_bytes_not_a_json_dump():
     assert answer.image == png and answer.mime_type == "image/png"
 
 
-def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_and_counts_match():
+def test_inline_responses_are_matched_by_key_never_by_position():
     from batchgen.adapters.gemini import JobView, iter_results
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, ItemRecord
@@ -143,8 +143,8 @@ def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_an
 
     # Out of order with keys: each goes to its own item.
     assert answers([text("second", "gen_1"), text("first", "gen_0")]) == [("gen_1", "second"), ("gen_0", "first")]
-    # No keys at all and the counts match: position is all there is.
-    assert answers([text("first", None), text("second", None)]) == [("gen_0", "first"), ("gen_1", "second")]
+    # No keys at all, even with the counts matching: never by position (Gemini may have reordered them).
+    assert answers([text("first", None), text("second", None)]) == [("", "first"), ("", "second")]
     # Some keys dropped: a keyless response is never guessed onto an item by its position.
     assert answers([text("second", "gen_1"), text("first", None)]) == [("gen_1", "second"), ("", "first")]
     # Counts differ: no positional guessing either.

@@ -177,20 +177,28 @@ def test_unknown_repeated_and_missing_answers(services):
     assert report.failed == 2 and batch.refundedCredits == 2 * batch.unitPrice
 
 
-def test_keyless_answers_go_by_position_only_when_none_has_a_key_and_the_counts_match():
+def test_keyless_answers_never_go_by_position_except_in_a_job_of_one_request():
     items = [type("Item", (), {"itemId": f"k{i}"})() for i in range(2)]
     first, second = Answer(text="1"), Answer(text="2")
-    assert [
-        (i.itemId if i else None, a.text) for i, a in collect.match_answers([(None, first), (None, second)], items)
-    ] == [
-        ("k0", "1"),
-        ("k1", "2"),
-    ]
-    assert [(i.itemId if i else None, a.text) for i, a in collect.match_answers([(None, first)], items)] == [
-        (None, "1")
-    ]
+    both = collect.match_answers([(None, first), (None, second)], items)
+    assert [(i.itemId if i else None, a.text) for i, a in both] == [(None, "1"), (None, "2")]
     mixed = collect.match_answers([("k1", second), (None, first)], items)
     assert [(i.itemId if i else None, a.text) for i, a in mixed] == [("k1", "2"), (None, "1")]
+    alone = collect.match_answers([(None, first)], items[:1])
+    assert [(i.itemId if i else None, a.text) for i, a in alone] == [("k0", "1")]
+
+
+def test_items_whose_answers_came_without_keys_fail_with_the_reason_and_are_refunded(services):
+    batch_id = new_batch(services, count=3)
+    job = submitted(services, batch_id)
+    keys = [item.itemId for item in services.store.items[batch_id]]
+    services.gemini.finish(job, [(None, text_line("c")), (keys[0], text_line("a")), (None, text_line("b"))])
+    report = collect.collect_batch(services, batch_id)
+    items = services.store.items[batch_id]
+    assert items[0].text == "a" and [item.text for item in items[1:]] == [None, None]
+    assert [item.error for item in items[1:]] == [collect.KEYLESS_ANSWERS] * 2
+    batch = services.store.batches[batch_id]
+    assert report.failed == 2 and batch.refundedCredits == 2 * batch.unitPrice
 
 
 def test_a_transient_error_is_retried_in_one_follow_up_round_then_refunded(services):

@@ -26,6 +26,14 @@ from batchgen.usecases.ports import Services
 from batchgen.usecases.settle import fail_items, finalize_if_done
 
 NO_RESPONSE = "Gemini returned no response for this request"
+# Inline answers can lose their keys and come back reordered (python-genai #1909, #2008, js-genai #1191):
+# an answer without a key is never given to an item by its position, which could hand a user another
+# item's image. The items left without a keyed answer fail with this reason and are refunded.
+KEYLESS_ANSWERS = (
+    "Gemini returned answers without the keys that tie them to their requests, so this request's answer "
+    "could not be told apart from the others; it was not delivered and its credits were refunded. "
+    "Submit it again"
+)
 
 
 @dataclass
@@ -68,20 +76,20 @@ class CollectRun:
     answered: set[str] = field(default_factory=set)
     lines: int = 0  # lines read (from the file's first line)
     saved: int = 0  # the checkpoint written
-    keyless: bool = False  # an answer without a key: matched by position only at the end, no checkpoint
+    keyless: bool = False  # an answer came without its key: unanswered items fail with KEYLESS_ANSWERS
     failures: dict[int, str] = field(default_factory=dict)
     retries: list[ItemRecord] = field(default_factory=list)
 
     def answers(
-        self, results: Iterable[tuple[str | None, Any]], wants_image: bool
+        self, results: Iterable[tuple[str | None, Any]], wants_image: bool, items: list[ItemRecord]
     ) -> Iterator[tuple[str | None, Answer]]:
         for number, (key, result) in enumerate(results):
+            self.keyless = self.keyless or key is None
             if number < self.start:  # settled by an earlier run: only its key counts (it was answered)
-                if key is not None:
-                    self.answered.add(key)
+                if (counted := answer_key(key, items)) is not None:
+                    self.answered.add(counted)
                 continue
             self.lines = number + 1
-            self.keyless = self.keyless or key is None
             yield key, read_answer(result, wants_image)
 
     def settle_group(self, matched: list[tuple[ItemRecord | None, Answer]], *, last_round: bool) -> None:
@@ -166,21 +174,22 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
     last_round = run.job.geminiRound + 1 >= MAX_GEMINI_ROUNDS
     wants_image = model_kind(run.batch.type) == "image"
     group: list[tuple[ItemRecord | None, Answer]] = []
-    for pair in match_answers(run.answers(run.services.gemini.iter_results(view), wants_image), items):
+    for pair in match_answers(run.answers(run.services.gemini.iter_results(view), wants_image, items), items):
         group.append(pair)
         if len(group) < GROUP_LINES:
             continue
         run.settle_group(group, last_round=last_round)
         group = []
         low = time_left() < margin
-        if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low):
+        if run.lines - run.saved < CHECKPOINT_LINES and not low:
             continue
         if not run.checkpoint():
             return "overtaken"
         if low:
             return "handed_over"
     run.settle_group(group, last_round=last_round)
-    run.failures.update({item.index: NO_RESPONSE for item in items if item.itemId not in run.answered})
+    unanswered = KEYLESS_ANSWERS if run.keyless else NO_RESPONSE
+    run.failures.update({item.index: unanswered for item in items if item.itemId not in run.answered})
     return "read" if run.checkpoint() else "overtaken"
 
 
@@ -198,25 +207,24 @@ def _ended(services: Services, batch_id: str) -> bool:
 def match_answers(
     answers: Iterable[tuple[str | None, Answer]], items: list[ItemRecord]
 ) -> Iterator[tuple[ItemRecord | None, Answer]]:
-    """Each answer with its item, matched by key and once (None: no item of this round). Inline responses
-    can come back out of order (python-genai #1909): position is trusted only when no answer carries a
-    key and the counts match."""
+    """Each answer with its item, matched by key and once (None: no item of this round). Never by
+    position: inline responses can lose their keys and come back reordered. The one exception is a job
+    of a single request, whose one keyless answer can only be that request's."""
     by_key = {item.itemId: item for item in items}
-    keyless: list[Answer] = []  # kept until we know whether any answer had a key
-    keyed = False
     seen: set[str] = set()
-    for key, answer in answers:
+    for given, answer in answers:
+        key = answer_key(given, items)
         if key is None:
-            keyless.append(answer)
+            yield None, answer
             continue
-        keyed = True
         item = by_key.get(key) if key not in seen else None
         seen.add(key)
         yield item, answer
-    if not keyed and len(keyless) == len(items):
-        yield from zip(items, keyless, strict=True)
-    else:
-        yield from ((None, answer) for answer in keyless)
+
+
+def answer_key(key: str | None, items: list[ItemRecord]) -> str | None:
+    """The key an answer counts under: its own; a keyless one only in a job of a single request."""
+    return key if key is not None or len(items) != 1 else items[0].itemId
 
 
 def sort_answers(
