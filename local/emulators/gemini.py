@@ -163,14 +163,15 @@ _WEBHOOK_EVENTS = {
 class ApiError(Exception):
     """A Google-style API error: rendered as {"error": {"code", "message", "status"}}."""
 
-    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.body = body  # a recorded error body, answered as it is
 
     def to_response(self) -> Response:
-        body = {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
+        body = self.body or {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
         return _json_response(body, status=self.code, headers=self.headers)
 
 
@@ -577,9 +578,10 @@ class GeminiEmulator:
 
     # ------------------------------------------------------------ test controls
 
-    def inject_fault(self, status: int, count: int = 1, operation: str | None = None) -> None:
-        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``."""
-        self._injector.add_fault(status, count, operation)
+    def inject_fault(self, status: int, count: int = 1, operation: str | None = None, body: Any = None) -> None:
+        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``; with ``body``
+        (e.g. a real recorded error body) exactly that JSON, else a generic Google-style error."""
+        self._injector.add_fault(status, count, operation, body=body)
 
     def set_latency(self, seconds: float, operation: str | None = None) -> None:
         """Sleep ``seconds`` before answering ``operation`` (None: every operation); 0 clears."""
@@ -713,7 +715,9 @@ class GeminiEmulator:
         if fault is None:
             return
         status = fault.status
-        raise ApiError(status, f"Injected fault: {operation} answered {status} {_status_name(status)}.")
+        raise ApiError(
+            status, f"Injected fault: {operation} answered {status} {_status_name(status)}.", body=fault.body
+        )
 
     @staticmethod
     def _json_body(request: Request) -> dict[str, Any]:

@@ -5,8 +5,13 @@ an error, a match, a bill."""
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
+
+import pytest
 
 from batchgen.adapters.gemini import _view, iter_results
+from batchgen.domain.gemini_errors import Cause, Remedy, classify
 from batchgen.domain.gemini_jobs import JobView
 from batchgen.domain.gemini_requests import read_answer
 from batchgen.models.records import ItemRecord
@@ -91,3 +96,87 @@ def test_recorded_inline_answers_without_their_keys_are_never_matched_by_positio
     # A job of one request: its one answer can only be that request's.
     body["metadata"]["output"]["inlinedResponses"]["inlinedResponses"] = keyless[:1]
     assert [item for item, _ in _matched(_inline_job(body), _items(1))] == ["req_1"]
+
+
+# --- errors: classified by what helps ---------------------------------------------------------------
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def test_depleted_prepayment_credits_are_final_billing_not_a_rate_limit():
+    body = sample("error_429_credits_depleted_spike_2026-09-02.json")
+    failure = classify(429, body)
+    assert (failure.remedy, failure.cause) == (Remedy.FINAL, Cause.BILLING) and failure.retry_after_seconds is None
+    reason = failure.describe("batch create")
+    assert reason.startswith("Gemini batch create failed (429 RESOURCE_EXHAUSTED): Your prepayment credits")
+    assert "not about your account" in reason
+
+
+def test_a_quota_the_tier_does_not_have_is_final_though_it_carries_retry_info():
+    failure = classify(429, fixture("error_429_no_free_tier_quota_langchain-google-1445.json"))
+    assert (failure.remedy, failure.cause) == (Remedy.FINAL, Cause.BILLING)
+
+
+def test_a_rate_limit_is_retried_after_the_delay_its_retry_info_names():
+    failure = classify(429, fixture("error_429_rate_limit_retry_info_langextract-50.json"))
+    assert (failure.remedy, failure.cause, failure.retry_after_seconds) == (Remedy.RETRY, Cause.RATE_LIMIT, 15.0)
+    plain = classify(429, fixture("error_429_resource_exhausted_generative-ai-docs-236.json"))
+    assert (plain.remedy, plain.retry_after_seconds) == (Remedy.RETRY, None)
+    assert classify(429, {"error": {"code": 429}}, retry_after_header="30").retry_after_seconds == 30.0
+
+
+def test_an_unsupported_image_size_is_final_invalid_and_a_retired_model_is_not_found():
+    invalid = classify(400, sample("error_400_image_size_spike_2026-09-02.json"))
+    assert (invalid.remedy, invalid.cause) == (Remedy.FINAL, Cause.INVALID)
+    assert "Image size 2K is not supported for this model" in invalid.describe("generate")
+    assert classify(404, sample("error_404_retired_model_spike_2026-09-02.json")).remedy is Remedy.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "remedy", "cause"),
+    [
+        (403, {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "denied"}}, Remedy.FINAL, "permission"),
+        (401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}, Remedy.FINAL, "permission"),
+        (
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                    "message": "API key not valid.",
+                    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+                }
+            },
+            Remedy.FINAL,
+            "permission",
+        ),
+        (503, {"error": {"code": 503, "status": "UNAVAILABLE"}}, Remedy.RETRY, "unavailable"),
+        (500, {"error": {"code": 500, "status": "INTERNAL"}}, Remedy.RECONCILE, "server"),
+        (504, {"error": {"code": 504, "status": "DEADLINE_EXCEEDED"}}, Remedy.RECONCILE, "server"),
+    ],
+)
+def test_permission_is_final_and_5xx_are_retried(code, body, remedy, cause):
+    failure = classify(code, body)
+    assert (failure.remedy, failure.cause.value) == (remedy, cause)
+
+
+def test_the_adapter_raises_what_the_classification_says(monkeypatch):
+    from google.genai import errors
+
+    from batchgen.adapters import gemini
+    from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
+
+    def raising(code: int, body: dict):
+        with gemini.translated_errors("batch create"):
+            raise errors.APIError(code, body)
+
+    with pytest.raises(PermanentError, match="prepayment credits are depleted"):
+        raising(429, sample("error_429_credits_depleted_spike_2026-09-02.json"))
+    with pytest.raises(TransientError) as limited:
+        raising(429, fixture("error_429_rate_limit_retry_info_langextract-50.json"))
+    assert limited.value.retry_after_seconds == 15.0 and not isinstance(limited.value, OutcomeUnknown)
+    with pytest.raises(OutcomeUnknown):
+        raising(500, {"error": {"code": 500, "status": "INTERNAL"}})

@@ -183,18 +183,22 @@ def test_cancel_between_rounds_refunds_the_items_waiting_for_their_retry(api, ge
 
 
 # --- 9. Files hygiene ---------------------------------------------------------------------------------
-def test_a_429_on_create_after_the_upload_leaves_no_input_file_behind(api, gemini, queues):
+def test_a_429_on_create_keeps_the_upload_for_the_retry_and_a_cancel_removes_it(api, gemini, queues):
     grant("user-1", 10)
     gemini.inject_fault(status=429, count=1, operation="create")
     batch_id = create(api, ["a"])
     messages = queues.receive(SUBMIT)
     queues.deliver(SUBMIT, messages)  # refused: the message comes back for a retry
-    assert gemini.calls["upload"] == 1 and not gemini.files  # before: the upload stayed for 48 h
-    # The retry (delayed by back-off in SQS) delivered now:
+    (uploaded,) = gemini.files  # kept, and recorded on the batch so that whoever ends it deletes it
+    assert gemini.calls["upload"] == 1 and get_repository().get_batch(batch_id).geminiInputFile == uploaded
+    # The retry (delayed by back-off in SQS) delivered now: it creates from the same file.
     queues.sqs.send_message(QueueUrl=queues.queue_urls[SUBMIT.name], MessageBody=f'{{"batchId": "{batch_id}"}}')
     queues.drain(SUBMIT)
-    assert status(api, batch_id)["status"] == "processing"
-    assert len([f for f in gemini.files.values() if f.source == "UPLOADED"]) == 1
+    assert status(api, batch_id)["status"] == "processing" and gemini.calls["upload"] == 1
+    assert [job.src_file for job in gemini.jobs.values()] == [uploaded]
+    assert api("POST", f"/batch/{batch_id}/cancel").status == 200
+    queues.drain(SUBMIT)  # the clean-up: cancel the job, delete its input file
+    assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]
 
 
 def test_output_files_are_deleted_after_collect(api, gemini, queues, poll):

@@ -498,6 +498,9 @@ class FakeGemini:
         if name:
             self.deleted_files.append(name)
 
+    def file_is_ready(self, name: str) -> bool:
+        return name in self.files and name not in self.deleted_files
+
     def generate_content(
         self, model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float
     ) -> Any:

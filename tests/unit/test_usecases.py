@@ -13,7 +13,7 @@ import pytest
 from batchgen.config import get_catalog, reset_caches
 from batchgen.domain import ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
-from batchgen.domain.errors import OutcomeUnknown, TransientError
+from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import Answer, job_display_name
 from batchgen.domain.states import BatchStatus, ItemStatus
@@ -91,15 +91,55 @@ def test_after_an_expired_lease_the_job_is_found_by_name_instead_of_created_agai
 
 def test_a_refused_create_releases_the_lease_and_an_unknown_outcome_keeps_it(services):
     batch_id = new_batch(services)
-    services.gemini.fail_create = TransientError("429")
+    services.gemini.fail_create = TransientError("429", retry_after_seconds=15)
     with pytest.raises(TransientError):
         submit.submit_batch(services, batch_id)
     assert services.store.batches[batch_id].submitStartedAt is None
-    assert services.gemini.deleted_files  # the uploaded input does not leak
+    uploaded = services.store.batches[batch_id].geminiInputFile
+    assert uploaded and not services.gemini.deleted_files  # kept for the retry, recorded for clean-up
     services.gemini.fail_create = OutcomeUnknown("timeout")
     with pytest.raises(OutcomeUnknown):
         submit.submit_batch(services, batch_id)
     assert services.store.batches[batch_id].submitStartedAt is not None  # the next attempt reconciles
+    assert list(services.gemini.files) == [uploaded]  # the same file, not uploaded again
+
+
+def test_retries_of_a_refused_create_reuse_the_uploaded_file_until_one_succeeds(services):
+    batch_id = new_batch(services)
+    services.gemini.fail_create = TransientError("429 rate limit", retry_after_seconds=15)
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            submit.submit_batch(services, batch_id)
+    services.gemini.fail_create = None
+    submitted(services, batch_id)
+    (uploaded,) = services.gemini.files  # one upload for four creates
+    assert services.store.batches[batch_id].geminiInputFile == uploaded and not services.gemini.deleted_files
+
+
+def test_an_expired_upload_is_replaced_by_a_fresh_one_on_the_retry(services):
+    batch_id = new_batch(services)
+    services.gemini.fail_create = TransientError("503")
+    with pytest.raises(TransientError):
+        submit.submit_batch(services, batch_id)
+    (first,) = services.gemini.files
+    services.gemini.files[first + "-gone"] = services.gemini.files.pop(first)  # Gemini no longer has it
+    services.gemini.fail_create = None
+    submitted(services, batch_id)
+    assert services.gemini.deleted_files == [first]
+    assert services.store.batches[batch_id].geminiInputFile not in (None, first)
+
+
+def test_a_final_refusal_fails_the_batch_at_once_refunds_it_and_deletes_the_upload(services):
+    batch_id = new_batch(services, count=3)
+    reason = "Gemini batch create failed (429 RESOURCE_EXHAUSTED): Your prepayment credits are depleted"
+    services.gemini.fail_create = PermanentError(reason)
+    assert submit.submit_batch(services, batch_id).status == "failed"
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.FAILED and batch.failureReason == reason
+    assert batch.refundedCredits == batch.creditCost
+    assert services.gemini.deleted_files == list(services.gemini.files)  # the one upload, removed
+    assert submit.submit_batch(services, batch_id).status == "skipped"  # a redelivery does nothing more
+    assert len(services.gemini.files) == 1
 
 
 def test_over_the_job_cap_a_batch_waits_its_turn(services, monkeypatch):

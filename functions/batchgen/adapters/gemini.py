@@ -18,6 +18,7 @@ from typing import Any
 from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
+from batchgen.domain.gemini_errors import Remedy, classify
 
 # The domain's types, re-exported for callers of this adapter.
 from batchgen.domain.gemini_jobs import JobNotFound as JobNotFound
@@ -25,7 +26,6 @@ from batchgen.domain.gemini_jobs import JobView as JobView
 from batchgen.domain.gemini_jobs import ModelRetired as ModelRetired
 from batchgen.secret_values import gemini_api_key
 
-NOT_PROCESSED_CODES = frozenset({429, 503})  # Gemini refused the call: nothing happened
 HTTP_TIMEOUT_MS = 60_000
 
 
@@ -115,20 +115,24 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 @contextlib.contextmanager
 def translated_errors(action: str) -> Iterator[None]:
-    """SDK and transport errors become TransientError (retry) or PermanentError (give up)."""
+    """SDK and transport errors become what can help (`domain.gemini_errors.classify`): TransientError
+    (refused: retry, after Gemini's RetryInfo delay), OutcomeUnknown (look, then retry), JobNotFound, or
+    PermanentError (billing, permission, an invalid request: retrying cannot help)."""
     from google.genai import errors
 
     try:
         yield
     except errors.APIError as exc:
-        code = int(getattr(exc, "code", 0) or 0)
-        message = f"Gemini {action} failed ({code} {getattr(exc, 'status', '')}): {getattr(exc, 'message', exc)}"
-        if code == 404:
+        response = getattr(exc, "response", None)
+        header = response.headers.get("retry-after") if response is not None and response.headers else None
+        failure = classify(int(getattr(exc, "code", 0) or 0), getattr(exc, "details", None), header)
+        message = failure.describe(action)
+        if failure.remedy is Remedy.NOT_FOUND:
             raise JobNotFound(message) from exc
-        if code in NOT_PROCESSED_CODES:
-            raise TransientError(message) from exc
-        if code == 408 or code >= 500:
-            raise OutcomeUnknown(message) from exc
+        if failure.remedy is Remedy.RETRY:
+            raise TransientError(message, failure.retry_after_seconds) from exc
+        if failure.remedy is Remedy.RECONCILE:
+            raise OutcomeUnknown(message, failure.retry_after_seconds) from exc
         raise PermanentError(message) from exc
     except _transport_errors() as exc:
         raise OutcomeUnknown(f"Gemini {action} failed: {exc.__class__.__name__}") from exc
@@ -327,6 +331,16 @@ def cancel_job(name: str) -> None:
 def delete_job(name: str) -> None:
     with _already_gone_is_fine("batch delete"):
         _client().batches.delete(name=name)
+
+
+def file_is_ready(name: str) -> bool:
+    """An uploaded file Gemini still holds, ready for a job to read (files expire after 48 h)."""
+    try:
+        with translated_errors("file get"):
+            state = _client().files.get(name=name).state
+    except JobNotFound:
+        return False
+    return str(getattr(state, "value", state)) == "ACTIVE"
 
 
 def delete_file(name: str | None) -> None:

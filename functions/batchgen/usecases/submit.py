@@ -62,7 +62,7 @@ def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOut
         existing = services.gemini.find_job_by_display_name(display_name)
         if existing is not None:
             return _record_job(services, batch, leased, existing.name, leased.geminiInputFile)
-        services.gemini.delete_file(leased.geminiInputFile)  # uploaded, but no job was created from it
+        # No job was created from its uploaded file (if any): this attempt creates one from that file.
     # This round's items of this chunk only: items of an earlier round are settled or on their way to upload.
     items = chunks.round_items(chunks.chunk_items(services, batch, chunk), leased)
     if not items:  # nothing left to send (settled meanwhile): let the counters decide
@@ -90,13 +90,15 @@ def _create_and_record(
     services: Services, batch: BatchRecord, leased: JobRecord, items: list[ItemRecord], display_name: str
 ) -> SubmitOutcome:
     try:
-        job_name, input_file = _create_job(services, batch, leased.chunk, items, display_name)
+        job_name, input_file = _create_job(services, batch, leased, items, display_name)
     except OutcomeUnknown:
         raise  # the job may exist: keep the lease, so the next attempt reconciles before creating
     except TransientError:
         services.store.release_submit_lease(batch.batchId, leased.submitStartedAt or "", chunk=leased.chunk)
-        raise  # refused: retry now
+        raise  # refused (a rate limit, an overloaded Gemini): retry after the delay Gemini asked for
     except PermanentError as exc:
+        # Billing, permission, an invalid request: final. The batch fails now with Gemini's reason and
+        # is refunded; no retry, no second upload (the input file was deleted by `_create_job`).
         ended = end_batch(
             services.store,
             batch.batchId,
@@ -118,9 +120,9 @@ def round_items(record: BatchWithItems) -> list[ItemRecord]:
 
 
 def _create_job(
-    services: Services, batch: BatchRecord, chunk: int, items: list[ItemRecord], display_name: str
+    services: Services, batch: BatchRecord, leased: JobRecord, items: list[ItemRecord], display_name: str
 ) -> tuple[str, str | None]:
-    catalog, gemini = get_catalog(), services.gemini
+    catalog, gemini, chunk = get_catalog(), services.gemini, leased.chunk
     if get_settings().gemini_source_mode == "inline":
         images = [_input_image(services, item) for item in items]
         # Inline requests travel inside one JSON body: over Gemini's 20 MB limit, use a file instead.
@@ -130,19 +132,33 @@ def _create_job(
         if size <= constants.INLINE_MAX_BYTES:
             requests = [inline_request(batch, item, image, catalog) for item, image in pairs]
             return gemini.create_job(batch.model, requests, display_name).name, None
-    lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
-    input_file = gemini.submit_file(lines, f"{display_name}-input")
-    # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file.
-    services.store.record_input_file(batch.batchId, input_file, chunk=chunk)
+    input_file = _uploaded_input(services, leased)
+    if input_file is None:
+        lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
+        input_file = gemini.submit_file(lines, f"{display_name}-input")
+        # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file,
+        # and a retry of a refused create reuses it instead of uploading up to 2 GB again.
+        services.store.record_input_file(batch.batchId, input_file, chunk=chunk)
     try:
         return gemini.create_job(batch.model, input_file, display_name).name, input_file
-    except OutcomeUnknown:
-        raise  # the job may exist and read this file: the attempt that reconciles decides
-    except (PermanentError, TransientError):
-        # Refused (e.g. 429): no job reads the file, and a leaked upload holds the 20 GB project quota
-        # for 48 h. The retry uploads afresh.
+    except TransientError:
+        raise  # refused or unknown: the file stays for the retry (or the reconciling attempt) to use
+    except PermanentError:
+        # Final: no job will read the file, and a leaked upload holds the 20 GB project quota for 48 h.
         gemini.delete_file(input_file)
         raise
+
+
+def _uploaded_input(services: Services, leased: JobRecord) -> str | None:
+    """The input file an earlier attempt of this chunk's round uploaded (its create was refused or its
+    outcome unknown), if Gemini still holds it (files expire after 48 h): the retry creates from it.
+    A new round starts without one (`start_next_round` clears it)."""
+    name = leased.geminiInputFile
+    if name and services.gemini.file_is_ready(name):
+        return name
+    if name:
+        services.gemini.delete_file(name)  # expired or gone: a fresh upload replaces it
+    return None
 
 
 def _input_image(services: Services, item: ItemRecord) -> bytes | None:
