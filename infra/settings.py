@@ -25,6 +25,7 @@ from batchgen.constants import (
     ENV_GEMINI_JOB_MAX_REQUESTS,
     ENV_GEMINI_MAX_ACTIVE_JOBS,
     ENV_GEMINI_WEBHOOK_JWKS_URL,
+    ENV_GEMINI_WEBHOOK_URL,
     ENV_JWT_ALGORITHMS,
     ENV_JWT_AUDIENCE,
     ENV_JWT_ISSUER,
@@ -83,6 +84,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "jwtAlgorithms": "jwt_algorithms",
     "geminiBaseUrl": "gemini_base_url",
     "geminiWebhookJwksUrl": "gemini_webhook_jwks_url",
+    "geminiWebhookUrl": "gemini_webhook_url",
     "corsOrigins": "cors_origins",
     "logLevel": "log_level",
     "logRetentionDays": "log_retention_days",
@@ -113,6 +115,7 @@ class StackSettings:
     jwt_algorithms: str = ""  # empty: the handler's default (HS256)
     gemini_base_url: str = ""  # empty: the SDK's default endpoint
     gemini_webhook_jwks_url: str = ""  # Google's keys for JWT-signed Gemini webhooks; empty: scheme off
+    gemini_webhook_url: str = ""  # <ApiUrl>webhooks/gemini: with the JWKS URL, each job names it (webhook_config)
     cors_origins: tuple[str, ...] = tuple(CORS_ORIGINS_DEFAULT.split(","))
     log_level: str = LOG_LEVEL_DEFAULT
     log_retention_days: int = 30
@@ -170,6 +173,7 @@ class StackSettings:
             ENV_JWT_ALGORITHMS: self.jwt_algorithms,
             ENV_GEMINI_BASE_URL: self.gemini_base_url,
             ENV_GEMINI_WEBHOOK_JWKS_URL: self.gemini_webhook_jwks_url,
+            ENV_GEMINI_WEBHOOK_URL: self.gemini_webhook_url,
         }
         env.update({name: value for name, value in optional.items() if value})
         return env

@@ -68,6 +68,14 @@ class Settings(BaseModel):
     # Google's published keys for RS256 JWT-signed (per-job `webhook_config`) deliveries; empty: off.
     gemini_webhook_jwks_url: str = ""
     gemini_webhook_audience: str = ""  # the `aud` JWT-signed deliveries must carry, when set
+    # Where per-job deliveries go (`<ApiUrl>webhooks/gemini`); sent as `webhook_config` with each job
+    # when the JWKS URL that verifies them is set too (`per_job_webhook_url`).
+    gemini_webhook_url: str = ""
+
+    @property
+    def per_job_webhook_url(self) -> str | None:
+        return self.gemini_webhook_url if self.gemini_webhook_url and self.gemini_webhook_jwks_url else None
+
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
 

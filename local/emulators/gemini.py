@@ -106,6 +106,7 @@ OPERATIONS = frozenset(
         "file_list",
         "file_delete",
         "generate",
+        "jwks",
     }
 )
 
@@ -216,6 +217,10 @@ class EmulatedJob:
     responses_file: str | None = None
     late_reads: int = 0  # reads that still show SUCCEEDED without output ([[late-output]])
     announced: bool = False  # its webhook was sent
+    # `batch.webhookConfig` of the create (per-job, "dynamic" webhooks): these URIs get the job's ending
+    # instead of the registered `webhook_url`, signed with an RS256 JWT that the key set at
+    # `/.well-known/jwks.json` verifies.
+    webhook_uris: list[str] = field(default_factory=list)
 
     @property
     def request_count(self) -> int:
@@ -437,6 +442,19 @@ def _camel_case_key(value: Any) -> str | None:
     return None
 
 
+def _webhook_uris(config: Any) -> list[str]:
+    """`batch.webhookConfig.uris` of a create: absolute http(s) URLs, as the real API requires."""
+    if config is None:
+        return []
+    uris = _field(config, "uris") if isinstance(config, dict) else None
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ApiError(400, "batch.webhookConfig.uris must be a non-empty list of URLs.")
+    for uri in uris:
+        if not re.match(r"^https?://[^/\s]+", uri):
+            raise ApiError(400, f"batch.webhookConfig.uris: {uri!r} is not an absolute http(s) URL.")
+    return list(uris)
+
+
 def _parse_inline(requests: Any) -> list[BatchEntry]:
     items = requests.get("requests") if isinstance(requests, dict) else None
     if not isinstance(items, list) or not items:
@@ -501,6 +519,7 @@ class GeminiEmulator:
         self.webhook_jwt_kid = "emulator-key-1"
         self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
+        self._signing_key: str | None = None  # the emulator's own RS256 key (per-job webhooks), made on demand
         self._seen_prompts: set[str] = set()
         self._expired_once: set[str] = set()  # prompts whose `[[job:expired-once]]` job has expired
         self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
@@ -540,6 +559,7 @@ class GeminiEmulator:
             _Route("GET", re.compile(rf"^/{version}/files/{item}$"), "file_get", self._get_file),
             _Route("DELETE", re.compile(rf"^/{version}/files/{item}$"), "file_delete", self._delete_file),
             _Route("GET", re.compile(rf"^/{version}/files/{item}:download$"), "download", self._download),
+            _Route("GET", re.compile(r"^/\.well-known/jwks\.json$"), "jwks", self._jwks),
         ]
 
     # ----------------------------------------------------------------- lifecycle
@@ -623,6 +643,8 @@ class GeminiEmulator:
     def import_state(self, state: dict[str, Any]) -> None:
         """Loads what `export_state` gave; jobs keep their wall-clock timeline (created_at + delay)."""
         with self._lock:
+            for job in state.get("jobs", {}).values():
+                job.__dict__.setdefault("webhook_uris", [])  # saved before per-job webhooks existed
             self._jobs.update(state.get("jobs", {}))
             self._files.update(state.get("files", {}))
             self._seen_prompts.update(state.get("seen_prompts", ()))
@@ -631,10 +653,12 @@ class GeminiEmulator:
     def resume_announcements(self) -> int:
         """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
         is announced when it is due (at once if it is past). Returns how many were scheduled."""
-        if not self.webhook_url:
-            return 0
         with self._lock:
-            due = [(job.name, job.create_time + job.delay_seconds) for job in self._jobs.values() if not job.announced]
+            due = [
+                (job.name, job.create_time + job.delay_seconds)
+                for job in self._jobs.values()
+                if not job.announced and (self.webhook_url or job.webhook_uris)
+            ]
         now = time.time()
         for name, finish_at in due:
             timer = threading.Timer(max(0.0, finish_at - now) + 0.05, self._announce, args=(name,))
@@ -686,7 +710,7 @@ class GeminiEmulator:
         # errors must carry X-Goog-Upload-Status or the SDK retries with multi-second sleeps.
         extra_headers = {"X-Goog-Upload-Status": "final"} if operation == "upload_chunk" else {}
         try:
-            if operation != "upload_chunk":
+            if operation not in ("upload_chunk", "jwks"):  # a session URL is its own credential; keys are public
                 self._check_api_key(request)
             self._raise_injected_fault(operation)
             return route.handler(request, match)
@@ -889,6 +913,7 @@ class GeminiEmulator:
         if not isinstance(input_config, dict):
             raise ApiError(400, "batch.inputConfig is required.")
         display_name = _field(batch, "displayName")
+        webhook_uris = _webhook_uris(_field(batch, "webhookConfig"))
         with self._lock:
             src_file = _field(input_config, "fileName")
             if src_file is not None:
@@ -912,11 +937,12 @@ class GeminiEmulator:
                 update_time=now,
                 delay_seconds=max(0.0, float(self.delay_seconds)),
                 final_state=self._final_state_once(entries),
+                webhook_uris=webhook_uris,
             )
             self._jobs[job.name] = job
             self._advance(job, now)
             body = self._operation(job)
-        if self.webhook_url:
+        if self.webhook_url or job.webhook_uris:
             timer = threading.Timer(job.delay_seconds + 0.05, self._announce, args=(job.name,))
             timer.daemon = True
             timer.start()
@@ -944,7 +970,7 @@ class GeminiEmulator:
             if job.state not in TERMINAL_STATES:
                 job.state = CANCELLED
                 job.update_time = job.end_time = time.time()
-        if self.webhook_url:
+        if self.webhook_url or job.webhook_uris:
             threading.Thread(target=self._announce, args=(job.name,), daemon=True).start()
         return _json_response({})
 
@@ -969,12 +995,16 @@ class GeminiEmulator:
         }
         return json.dumps(event, separators=(",", ":")).encode()
 
-    def webhook_headers(self, body: bytes, message_id: str) -> dict[str, str]:
+    def webhook_headers(self, body: bytes, message_id: str, *, per_job: bool = False) -> dict[str, str]:
+        """Standard Webhooks headers: an RS256 JWT signature for per-job deliveries (with `webhook_jwt_key`,
+        or the emulator's own key published at `/.well-known/jwks.json`) or when `webhook_jwt_key` is set,
+        else an HMAC with `webhook_secret`."""
         timestamp = str(int(time.time()))
         headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp}
-        if self.webhook_jwt_key:
+        if self.webhook_jwt_key or per_job:
             import jwt  # pyjwt, already a dependency of the service; only this scheme needs it here
 
+            pem, kid = (self.webhook_jwt_key, self.webhook_jwt_kid) if self.webhook_jwt_key else self._own_key()
             claims = {
                 "iss": "https://generativelanguage.googleapis.com",
                 "iat": int(timestamp),
@@ -984,9 +1014,7 @@ class GeminiEmulator:
             }
             if self.webhook_jwt_audience:
                 claims["aud"] = self.webhook_jwt_audience
-            headers["webhook-signature"] = jwt.encode(
-                claims, self.webhook_jwt_key, algorithm="RS256", headers={"kid": self.webhook_jwt_kid}
-            )
+            headers["webhook-signature"] = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
         elif self.webhook_secret:
             key = base64.b64decode(self.webhook_secret.removeprefix("whsec_"))
             digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
@@ -994,29 +1022,61 @@ class GeminiEmulator:
         return headers
 
     def _announce(self, job_name: str) -> None:
-        """POSTs the job's ending to `webhook_url` once; a receiver error is logged, as Gemini would retry."""
+        """POSTs the job's ending once: to its own `webhookConfig` URIs (JWT-signed), which replace the
+        registered `webhook_url` as Gemini's do; a receiver error is logged, as Gemini would retry."""
         import urllib.request
 
         with self._lock:
             job = self._jobs.get(job_name)
-            if job is None or not self.webhook_url:
+            if job is None or not (job.webhook_uris or self.webhook_url):
                 return
             self._advance(job, time.time())
             if job.state not in TERMINAL_STATES or job.announced:
                 return
             job.announced = True
             body = self.webhook_body(job)
-            url = self.webhook_url
-        headers = self.webhook_headers(body, f"msg_{_new_id(24)}")
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL by design
-                status = response.status
-        except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
-            status = getattr(exc, "code", None) or 0
-            logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+            per_job = bool(job.webhook_uris)
+            urls = list(job.webhook_uris) if per_job else [str(self.webhook_url)]
+        for url in urls:
+            headers = self.webhook_headers(body, f"msg_{_new_id(24)}", per_job=per_job)
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL by design
+                    status = response.status
+            except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
+                status = getattr(exc, "code", None) or 0
+                logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+            with self._lock:
+                self.webhooks_sent.append(
+                    {"job": job_name, "status": status, "body": body, "url": url, "headers": headers}
+                )
+
+    def _own_key(self) -> tuple[str, str]:
+        """The emulator's RS256 signing key (PEM) and its kid, made on first use; its public half is the
+        key set at `/.well-known/jwks.json`, where Google publishes the keys of per-job deliveries."""
         with self._lock:
-            self.webhooks_sent.append({"job": job_name, "status": status, "body": body})
+            if self._signing_key is None:
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric import rsa
+
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                self._signing_key = key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode()
+            # The kid names the key (a restart makes a new one): a verifier's cached key set never
+            # holds a stale key under the same kid.
+            return self._signing_key, "emulator-" + hashlib.sha256(self._signing_key.encode()).hexdigest()[:16]
+
+    def _jwks(self, request: Request, match: re.Match[str]) -> Response:
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        pem, kid = self._own_key()
+        private = serialization.load_pem_private_key(pem.encode(), password=None)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+        return _json_response({"keys": [{**jwk, "kid": kid, "alg": "RS256", "use": "sig"}]})
 
     # -------------------------------------------------------------------- files
 

@@ -218,3 +218,18 @@ def test_an_upload_url_is_rewritten_onto_the_base_url_with_its_path_prefix():
     )
     already = f"https://proxy.example.com/gemini/upload/v1beta/files?{query}"
     assert gemini.upload_url_behind("https://proxy.example.com/gemini", already) == already
+
+
+# --- per-job webhooks -------------------------------------------------------------------------------
+def test_a_create_with_per_job_webhooks_sends_webhook_config(recorder):
+    from batchgen.domain.gemini_requests import webhook_config
+
+    url = "http://127.0.0.1:9/v1/webhooks/gemini"  # the emulator's delivery finds nobody there, quickly
+    config = webhook_config(url, "batch_1", 2)
+    gemini.create_job("gemini-3.6-flash", [{"contents": [{"parts": [{"text": "hi"}]}]}], "batchgen-hook", config)
+    (create,) = recorder.take()
+    batch = create.json()["batch"]
+    # As the SDK sends it: its keys as given (Google's JSON parser takes snake_case and lowerCamel alike).
+    assert batch["webhookConfig"] == {"uris": [url], "user_metadata": {"batch_id": "batch_1", "chunk": 2}}
+    gemini.create_job("gemini-3.6-flash", [{"contents": [{"parts": [{"text": "hi"}]}]}], "batchgen-nohook")
+    assert "webhookConfig" not in recorder.take()[0].json()["batch"]

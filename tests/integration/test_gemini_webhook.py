@@ -269,3 +269,53 @@ def test_unsigned_callers_never_get_a_5xx(api, gemini, queues, webhook_secret, b
     assert answer.status == 401, answer.body
     assert set(answer.body) >= {"error", "message"}
     assert queues.bodies(constants.COLLECT_QUEUE.name) == []
+
+
+# --- per-job webhooks: webhook_config sent with each job, the emulator delivering to it ---------------
+def test_with_per_job_webhooks_each_job_names_the_route_and_its_jwt_signed_delivery_collects(
+    api, gemini, queues, monkeypatch
+):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[str, dict, bytes]] = []
+    arrived = threading.Event()
+
+    class Route(BaseHTTPRequestHandler):  # stands in for API Gateway in front of the route
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            received.append((self.path, headers, self.rfile.read(int(headers["content-length"]))))
+            self.send_response(202)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Route)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    public_url = f"http://127.0.0.1:{server.server_port}/v1{PATH}"
+    monkeypatch.setenv("GEMINI_WEBHOOK_URL", public_url)
+    monkeypatch.setenv("GEMINI_WEBHOOK_JWKS_URL", f"{gemini.base_url}/.well-known/jwks.json")  # Google's keys
+    reset_caches()
+    gemini.webhook_url = "http://127.0.0.1:9/registered"  # a project webhook: the job's own replaces it
+    try:
+        batch_id, job_name = submitted_job(api, queues)
+        assert arrived.wait(10)
+    finally:
+        server.shutdown()
+    (path, headers, body), sent = received[0], gemini.webhooks_sent
+    assert path == f"/v1{PATH}" and [entry["url"] for entry in sent] == [public_url]  # not the registered one
+    assert headers["webhook-signature"].count(".") == 2  # an RS256 JWT, as per-job deliveries are signed
+    assert json.loads(body)["data"]["id"] == job_name.removeprefix("batches/")
+    delivered = api("POST", PATH, raw_body=body.decode(), headers=headers, token="")  # verified by the key set
+    assert delivered.status == 202 and delivered.body == {"status": "collect_queued"}
+    queues.drain(constants.COLLECT_QUEUE)
+    assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
+
+
+def test_without_the_key_set_no_job_asks_for_per_job_webhooks(api, gemini, queues, monkeypatch):
+    monkeypatch.setenv("GEMINI_WEBHOOK_URL", "https://batchgen.example.com/v1/webhooks/gemini")
+    reset_caches()  # no GEMINI_WEBHOOK_JWKS_URL: such deliveries could not be verified, so none is asked for
+    _, job_name = submitted_job(api, queues)
+    assert gemini.jobs[job_name].webhook_uris == []

@@ -457,15 +457,23 @@ class FakeGemini:
         self.cancelled: list[str] = []
         self.deleted_files: list[str] = []
         self.fail_create: Exception | None = None
+        self.webhooks: list[dict[str, Any] | None] = []  # each created job's webhook_config
 
     def submit_file(self, lines: Iterable[dict[str, Any]], display_name: str) -> str:
         name = f"files/{len(self.files) + 1}"
         self.files[name] = list(lines)
         return name
 
-    def create_job(self, model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
+    def create_job(
+        self,
+        model: str,
+        source: str | list[dict[str, Any]],
+        display_name: str,
+        webhook: dict[str, Any] | None = None,
+    ) -> JobView:
         if self.fail_create is not None:
             raise self.fail_create
+        self.webhooks.append(webhook)
         name = f"batches/{len(self.jobs) + 1}"
         view = JobView(name, display_name, JOB_PENDING, None, None)
         self.jobs[name] = FakeJob(view)

@@ -333,3 +333,19 @@ def test_a_failed_upload_on_its_last_attempt_is_refunded_and_the_staged_image_re
     assert outcome == "failed" and key not in services.blobs.objects
     assert services.store.batches[batch_id].status is BatchStatus.FAILED
     assert services.store.get_balance("user-1") == Decimal(100)
+
+
+def test_per_job_webhooks_ask_each_job_to_announce_its_end_to_the_route(services, monkeypatch):
+    monkeypatch.setenv("GEMINI_WEBHOOK_URL", "https://api.example.com/v1/webhooks/gemini")
+    reset_caches()
+    first = new_batch(services)
+    submitted(services, first)  # no key set to verify such deliveries: none is asked for
+    monkeypatch.setenv("GEMINI_WEBHOOK_JWKS_URL", "https://generativelanguage.googleapis.com/.well-known/jwks.json")
+    reset_caches()
+    second = new_batch(services)
+    submitted(services, second)
+    assert services.gemini.webhooks == [
+        None,
+        {"uris": ["https://api.example.com/v1/webhooks/gemini"], "user_metadata": {"batch_id": second, "chunk": 0}},
+    ]
+    reset_caches()

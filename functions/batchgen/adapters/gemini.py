@@ -269,10 +269,16 @@ def upload_jsonl(path: Path, display_name: str) -> str:
     return uploaded.name
 
 
-def create_job(model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
+def create_job(
+    model: str, source: str | list[dict[str, Any]], display_name: str, webhook: dict[str, Any] | None = None
+) -> JobView:
+    """`webhook`: the job's `webhook_config` (`uris`, `user_metadata`), when per-job webhooks are on."""
+    config: dict[str, Any] = {"display_name": display_name}
+    if webhook:
+        config["webhook_config"] = webhook
     try:
         with translated_errors("batch create"):
-            job = _client().batches.create(model=model, src=source, config={"display_name": display_name})
+            job = _client().batches.create(model=model, src=source, config=config)
     except JobNotFound as exc:
         # On create a 404 names the model: retired models keep their id but their endpoint is gone.
         raise ModelRetired(

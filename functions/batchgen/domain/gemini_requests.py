@@ -32,6 +32,15 @@ def batch_and_chunk_of(display_name: str) -> tuple[str, int] | None:
     return match["batch"], int(match["chunk"] or 0)
 
 
+def webhook_config(url: str | None, batch_id: str, chunk: int) -> dict[str, Any] | None:
+    """A job's `webhook_config` (per-job webhooks): Gemini announces the job's end to `url` instead of
+    the project's registered webhooks, signed with an RS256 JWT. The metadata rides along for a reader
+    of Gemini's logs; the route itself asks Gemini which job ended."""
+    if not url:
+        return None
+    return {"uris": [url], "user_metadata": {"batch_id": batch_id, "chunk": chunk}}
+
+
 def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
     parts = [part.strip() for part in (batch.sharedPrompt, item.prompt) if part and part.strip()]
     prompt = "\n\n".join(parts)

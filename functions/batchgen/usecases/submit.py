@@ -14,7 +14,7 @@ from batchgen.config import get_catalog, get_settings
 from batchgen.domain import ids
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JobNotFound
-from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line
+from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line, webhook_config
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, JobRecord
@@ -122,8 +122,9 @@ def round_items(record: BatchWithItems) -> list[ItemRecord]:
 def _create_job(
     services: Services, batch: BatchRecord, leased: JobRecord, items: list[ItemRecord], display_name: str
 ) -> tuple[str, str | None]:
-    catalog, gemini, chunk = get_catalog(), services.gemini, leased.chunk
-    if get_settings().gemini_source_mode == "inline":
+    catalog, gemini, chunk, settings = get_catalog(), services.gemini, leased.chunk, get_settings()
+    webhook = webhook_config(settings.per_job_webhook_url, batch.batchId, chunk)
+    if settings.gemini_source_mode == "inline":
         images = [_input_image(services, item) for item in items]
         # Inline requests travel inside one JSON body: over Gemini's 20 MB limit, use a file instead.
         pairs = list(zip(items, images, strict=True))
@@ -131,7 +132,7 @@ def _create_job(
         size = sum(shared + len(item.prompt) + 4 * len(image or b"") // 3 for item, image in pairs)
         if size <= constants.INLINE_MAX_BYTES:
             requests = [inline_request(batch, item, image, catalog) for item, image in pairs]
-            return gemini.create_job(batch.model, requests, display_name).name, None
+            return gemini.create_job(batch.model, requests, display_name, webhook).name, None
     input_file = _uploaded_input(services, leased)
     if input_file is None:
         lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
@@ -140,7 +141,7 @@ def _create_job(
         # and a retry of a refused create reuses it instead of uploading up to 2 GB again.
         services.store.record_input_file(batch.batchId, input_file, chunk=chunk)
     try:
-        return gemini.create_job(batch.model, input_file, display_name).name, input_file
+        return gemini.create_job(batch.model, input_file, display_name, webhook).name, input_file
     except TransientError:
         raise  # refused or unknown: the file stays for the retry (or the reconciling attempt) to use
     except PermanentError:
