@@ -94,8 +94,8 @@ def test_sign_in_create_watch_gallery_and_errors(page: Any, runtime: Any) -> Non
     page.get_by_label("Type").select_option("character")
     expect(page.locator("#price")).to_contain_text("3 requests × 2 = 6 credits")
     page.get_by_label("Quality").select_option("4k")
-    expect(page.locator("#price")).to_contain_text("3 requests × 4 = 12 credits")
-    expect(page.locator("#price")).to_contain_text("Balance 20, 8 after")
+    expect(page.locator("#price")).to_contain_text("3 requests × 4.5 = 13.5 credits")  # 4K: 2.25 x 1K
+    expect(page.locator("#price")).to_contain_text("Balance 20, 6.5 after")
     page.get_by_label("Quality").select_option("1k")
     page.get_by_label("Name (optional)").fill("browser batch")
     page.get_by_role("button", name="Create batch").click()

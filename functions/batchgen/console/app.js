@@ -125,7 +125,9 @@ async function newBatch() {
     h("select", { id, name: id }, options.map((o) => h("option", { value: o, selected: o === value }, o)));
 
   const type = select("type", TYPES, "text-to-image");
-  const quality = select("quality", Object.keys(catalog.qualityMultipliers), "1k");
+  // Prices come from the catalog's one table (GET /catalog `prices`), for the type's default model.
+  const modelPrices = () => catalog.prices[catalog.defaultModels[type.value]];
+  const quality = select("quality", Object.keys(modelPrices().qualities), "1k");
   const ratio = select("aspectRatio", ["", ...catalog.aspectRatios], "");
   ratio.options[0].textContent = "default";
   const name = h("input", { id: "displayName", name: "displayName", maxLength: 200 });
@@ -162,7 +164,7 @@ async function newBatch() {
 
   function updatePrice() {
     const count = requests().length;
-    const unit = Math.round(cents(catalog.batchPrices[type.value]) * Number(catalog.qualityMultipliers[quality.value]));
+    const unit = cents(modelPrices().qualities[quality.value].batch[type.value]);
     const total = unit * count;
     const balance = cents(account.balance);
     price.textContent =
@@ -223,6 +225,13 @@ async function newBatch() {
     event.preventDefault();
     drop.classList.remove("over");
     addFiles([...event.dataTransfer.files]);
+  });
+  // The qualities the type's model delivers (text: 1k only), keeping the choice when it still exists.
+  type.addEventListener("input", () => {
+    const offered = Object.keys(modelPrices().qualities);
+    const kept = offered.includes(quality.value) ? quality.value : offered[0];
+    quality.replaceChildren(...offered.map((o) => h("option", { value: o, selected: o === kept }, o)));
+    quality.value = kept;
   });
   for (const input of [type, quality, prompts]) input.addEventListener("input", updatePrice);
 

@@ -67,7 +67,7 @@ def plan(draft: PhotoDraft, catalog: Catalog) -> PhotoPlan:
         model=model,
         batch_type=batch_type,
         image=image,
-        price=pricing.standard_quote(catalog, batch_type, draft.quality, 1),
+        price=pricing.standard_quote(catalog, batch_type, draft.quality, 1, model),
         prompt=prompt,
         quality=draft.quality,
         aspect_ratio=draft.aspect_ratio,

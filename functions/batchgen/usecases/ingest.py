@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
@@ -90,8 +91,8 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         createdAt=now,
         updatedAt=now,
         requestCount=0,
-        unitPrice=pricing.unit_price(catalog, draft.batch_type, draft.quality),
-        creditCost=pricing.quote(catalog, draft.batch_type, draft.quality, 0).total,
+        unitPrice=pricing.unit_price(catalog, draft.batch_type, draft.quality, model),
+        creditCost=Decimal(0),
         inputFile=upload_id,
         webhookUrl=draft.webhook_url,
         notifyEmail=principal.email if draft.notify_email else None,
@@ -342,7 +343,7 @@ def _finish(services: Services, run: IngestRun) -> str:
         return _fail(
             services, batch, "The input file holds no requests (one JSON object per line). Nothing was charged."
         )
-    cost = pricing.quote(get_catalog(), batch.type, batch.quality, progress.items).total
+    cost = pricing.Quote(batch.unitPrice, progress.items).total  # the price fixed when the batch was created
     try:
         activated = services.store.activate_bulk_batch(batch, request_count=progress.items, cost=cost)
     except InsufficientCredits as exc:

@@ -7,6 +7,8 @@ images) page by page with the same checkpoints, then charges once at the batch r
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from batchgen.config import get_catalog
 from batchgen.domain import ids, pricing
 from batchgen.domain.batches import Principal
@@ -27,8 +29,10 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
     count = source.requestCount - source.successCount
     if count <= 0:
         raise Conflict("Every item of this batch succeeded; there is nothing to retry.")
-    unit = pricing.unit_price(get_catalog(), source.type, source.quality)
-    quote = pricing.quote(get_catalog(), source.type, source.quality, count)
+    catalog = get_catalog()
+    model = pricing.resolve_model(catalog, source.type, source.model)  # a since deprecated id: its successor
+    unit = pricing.unit_price(catalog, source.type, source.quality, model)
+    quote = pricing.Quote(unit, count)
     available = services.store.get_balance(principal.user_id)
     if available < quote.total:
         raise InsufficientCredits(quote.total, available)
@@ -40,7 +44,7 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
         source=source.source,
         status=BatchStatus.VALIDATING,
         displayName=source.displayName,
-        model=source.model,
+        model=model,
         quality=source.quality,
         aspectRatio=source.aspectRatio,
         negativePrompt=source.negativePrompt,
@@ -49,7 +53,7 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
         updatedAt=now,
         requestCount=0,
         unitPrice=unit,
-        creditCost=pricing.quote(get_catalog(), source.type, source.quality, 0).total,
+        creditCost=Decimal(0),
         retryOf=source.batchId,
         webhookUrl=source.webhookUrl,
         notifyEmail=source.notifyEmail,
