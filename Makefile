@@ -12,7 +12,7 @@ LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token lock clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token lock models clean clean-data
 
 # constraints.txt pins the runtime dependencies: the Lambda layer (infra/bundling.py) reads it too.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -56,6 +56,9 @@ ifneq ($(origin USER),command line)
 	$(error usage: make token USER=alice [ADMIN=1])
 endif
 	@$(PY) -m local.token "$(USER)" $(if $(ADMIN),--admin)
+
+models: $(VENV)/.installed  ## GEMINI_API_KEY=... make models: Gemini's models, and the catalog ids it no longer serves or deprecates
+	@$(PY) -m local.models
 
 lock: $(VENV)/.installed  ## constraints.txt from the venv's runtime dependencies (after a deliberate upgrade)
 	$(PY) -m infra.bundling

@@ -107,6 +107,7 @@ OPERATIONS = frozenset(
         "file_delete",
         "generate",
         "jwks",
+        "models",
     }
 )
 
@@ -144,6 +145,19 @@ RETIRED_MODELS = frozenset(
         "gemini-3-pro-preview",
         "gemini-2.0-flash-preview-image-generation",
     }
+)
+# What the emulated Gemini serves, as models.list answers it (the shape of a recorded list: name,
+# version, displayName, description, token limits, supportedGenerationMethods). A deprecated model
+# stays listed, saying so in its description, as Gemini's own deprecated entries do.
+SERVED_MODELS = (
+    ("gemini-3.1-flash-image", "Gemini 3.1 Flash Image", "Image generation and editing."),
+    ("gemini-3-pro-image", "Gemini 3 Pro Image", "Image generation and editing, pro quality."),
+    ("gemini-3.6-flash", "Gemini 3.6 Flash", "Fast multimodal model."),
+    (
+        "gemini-3.5-flash",
+        "Gemini 3.5 Flash",
+        "Gemini 3.5 Flash is deprecated; requests are routed to gemini-3.6-flash. Move to a newer Gemini version.",
+    ),
 )
 # The text of a real per-request error (googleapis/python-genai#1341): gRPC code, no HTTP status.
 _INTERNAL_MESSAGE = (
@@ -560,6 +574,7 @@ class GeminiEmulator:
             _Route("DELETE", re.compile(rf"^/{version}/files/{item}$"), "file_delete", self._delete_file),
             _Route("GET", re.compile(rf"^/{version}/files/{item}:download$"), "download", self._download),
             _Route("GET", re.compile(r"^/\.well-known/jwks\.json$"), "jwks", self._jwks),
+            _Route("GET", re.compile(rf"^/{version}/models$"), "models", self._list_models),
         ]
 
     # ----------------------------------------------------------------- lifecycle
@@ -946,6 +961,25 @@ class GeminiEmulator:
             timer = threading.Timer(job.delay_seconds + 0.05, self._announce, args=(job.name,))
             timer.daemon = True
             timer.start()
+        return _json_response(body)
+
+    def _list_models(self, request: Request, match: re.Match[str]) -> Response:
+        models = [
+            {
+                "name": f"models/{model}",
+                "version": "001",
+                "displayName": display_name,
+                "description": description,
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"],
+            }
+            for model, display_name, description in SERVED_MODELS
+        ]
+        page, next_token = _page(models, request, default_size=50, max_size=1000)
+        body: dict[str, Any] = {"models": page}
+        if next_token:
+            body["nextPageToken"] = next_token
         return _json_response(body)
 
     def _get_batch(self, request: Request, match: re.Match[str]) -> Response:
