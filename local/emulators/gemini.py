@@ -132,7 +132,12 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 _FILE_TTL_SECONDS = 48 * 3600
 _DOWNLOAD_CHUNK = 64 * 1024
 _IMAGE_EDGE = 64
-_IMAGE_TOKENS = 1290  # what the real API reports per generated image
+# Image output tokens per image by `imageConfig.imageSize`, as Gemini reports them in
+# `candidatesTokensDetails` (a recorded gemini-3-pro-image 1K answer: 1120) and bills them (flash 2K and 4K
+# at 1.5x and 2.25x 1K; pro 4K at 2000); Gemini 3 image models also report thinking tokens.
+_IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+_PRO_IMAGE_TOKENS = {"1K": 1120, "2K": 1120, "4K": 2000}
+_THOUGHT_TOKENS = 240  # a Gemini 3 image answer's thinking (the recorded one reports 748)
 _JOB_FAILED_MESSAGE = "Emulated batch failure ([[job:failed]] marker in a prompt)."
 # Shut down per https://ai.google.dev/gemini-api/docs/deprecations: the real API answers 404 for them.
 RETIRED_MODELS = frozenset(
@@ -347,6 +352,7 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
             }
         }
     prompt_tokens = max(1, len(prompt.split()))
+    image_tokens = thoughts = 0
     if "[[blocked]]" in markers:
         candidate: dict[str, Any] = {
             "finishReason": "SAFETY",
@@ -380,7 +386,11 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
                 {"text": f"Emulated image for: {prompt[:80]}"},
                 {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}},
             ]
-            output_tokens = _IMAGE_TOKENS
+            size = str(_field(_field(_field(request, "generationConfig"), "imageConfig"), "imageSize") or "1K")
+            table = _PRO_IMAGE_TOKENS if "pro" in model else _IMAGE_TOKENS
+            image_tokens = table.get(size, table["1K"])
+            thoughts = _THOUGHT_TOKENS if model.startswith("models/gemini-3") else 0
+            output_tokens = image_tokens + len(parts[-2]["text"].split())
         else:
             text = f"Emulated answer to: {prompt[:80]}"
             parts = [{"text": text}]
@@ -389,15 +399,28 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
     return {
         "response": {
             "candidates": [candidate],
-            "usageMetadata": {
-                "promptTokenCount": prompt_tokens,
-                "candidatesTokenCount": output_tokens,
-                "totalTokenCount": prompt_tokens + output_tokens,
-            },
+            "usageMetadata": _usage(prompt_tokens, output_tokens, image_tokens, thoughts),
             "modelVersion": model.split("/", 1)[1],
             "responseId": hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:22],
         }
     }
+
+
+def _usage(prompt_tokens: int, output_tokens: int, image_tokens: int, thoughts: int) -> dict[str, Any]:
+    """`usageMetadata` in the recorded shape: counts, per-modality details, thinking; zeros left out."""
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+    }
+    if image_tokens:
+        usage["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": image_tokens}]
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    if not output_tokens:
+        del usage["candidatesTokenCount"]
+    return usage
 
 
 def _final_state(entries: list[BatchEntry]) -> str:

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from batchgen.adapters.gemini import _view, iter_results
+from batchgen.config import load_catalog
 from batchgen.domain.gemini_errors import Cause, Remedy, classify
 from batchgen.domain.gemini_jobs import JobView
 from batchgen.domain.gemini_requests import read_answer
+from batchgen.domain.gemini_usage import GeminiUsage, priced, usage_of
 from batchgen.models.records import ItemRecord
 from batchgen.usecases.collect import match_answers
-from tests.gemini_samples import sample
+from tests.gemini_samples import sample, sample_lines
 
 
 # --- finish reasons and finishMessage -------------------------------------------------------------
@@ -180,3 +183,39 @@ def test_the_adapter_raises_what_the_classification_says(monkeypatch):
     assert limited.value.retry_after_seconds == 15.0 and not isinstance(limited.value, OutcomeUnknown)
     with pytest.raises(OutcomeUnknown):
         raising(500, {"error": {"code": 500, "status": "INTERNAL"}})
+
+
+# --- what Gemini bills: usageMetadata -----------------------------------------------------------------
+def test_a_pro_image_answers_usage_splits_image_text_and_thinking_and_prices_them():
+    body = sample("generate_image_jpeg_pro-preview_dmxapi.json")
+    usage = usage_of({"response": body}, delivered_image=True, size="1K")
+    metadata = body["usageMetadata"]
+    assert (usage.prompt_tokens, usage.image_tokens, usage.thoughts_tokens) == (32, 1120, 748)
+    assert usage.output_tokens == metadata["candidatesTokenCount"] - 1120 == 652
+    assert usage.images == {"1K": 1}
+    catalog = load_catalog("")
+    cost = priced(usage, catalog.models["gemini-3-pro-image"], catalog).cost_usd
+    # ($2 x 32 + $12 x (652 + 748) + $120 x 1120) per 1M tokens, at the batch rate (half)
+    assert (
+        cost == Decimal(2 * 32 + 12 * 1400 + 120 * 1120) / 1_000_000 / 2 == Decimal("0.075632")
+    )  # about the $0.134 / 2 Gemini lists per 1K pro image, plus thinking
+
+
+def test_recorded_inline_text_answers_report_their_thinking_through_the_sdk_objects():
+    job = _inline_job(sample("op_succeeded_inline_cn-curl_2025-12-10.json"))
+    usages = [usage_of(result, delivered_image=False, size=None) for _, result in iter_results(job)]
+    assert [u.thoughts_tokens for u in usages] == [1582, 2168, usages[2].thoughts_tokens]
+    assert [u.prompt_tokens for u in usages] == [5, 4, 6] and usages[0].output_tokens == 1373
+    total = sum(usages, GeminiUsage())
+    assert total.answers == 3 and total.images == {}
+
+
+def test_a_blocked_answer_and_a_file_line_report_what_they_carry():
+    blocked = usage_of(
+        {"response": sample("generate_image_safety_pro_spike_2026-09-02.json")}, delivered_image=False, size="1K"
+    )
+    assert (blocked.thoughts_tokens, blocked.image_tokens, blocked.images) == (220, 0, {})
+    (line,) = sample_lines("line_text_lupa_2026-08-20.jsonl")
+    text = usage_of(line, delivered_image=False, size=None)
+    assert (text.prompt_tokens, text.output_tokens, text.thoughts_tokens) == (1427, 144, 0)
+    assert GeminiUsage.from_record(text.as_record()) == text

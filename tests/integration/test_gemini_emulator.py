@@ -22,7 +22,6 @@ import requests
 from google import genai
 from google.genai import errors, types
 
-from batchgen.adapters.gemini import sdk_client
 from batchgen.constants import GEMINI_API_VERSION
 from local.emulators.gemini import GeminiEmulator
 
@@ -47,7 +46,9 @@ def fresh(emulator: GeminiEmulator) -> None:
 
 @pytest.fixture(scope="module")
 def client(emulator: GeminiEmulator) -> genai.Client:
-    return sdk_client(API_KEY, emulator.base_url)
+    return genai.Client(
+        api_key=API_KEY, http_options=types.HttpOptions(base_url=emulator.base_url, api_version=GEMINI_API_VERSION)
+    )
 
 
 def image_request(prompt: str, aspect_ratio: str = "1:1") -> dict[str, Any]:

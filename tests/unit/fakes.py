@@ -25,6 +25,7 @@ from batchgen.models.records import (
     LedgerRecord,
     SlotRecord,
     TemplateRecord,
+    UsageDayRecord,
 )
 
 # A chunk's job may be (re)started while its batch is pending or (other chunks running) processing.
@@ -41,6 +42,7 @@ class FakeStore:
         self.slots: dict[str, SlotRecord] = {}
         self.jobs: dict[tuple[str, int], JobRecord] = {}  # chunks 1.. (chunk 0 is the batch record's)
         self.calls: Counter[str] = Counter()  # store reads, for the dispatcher's cost
+        self.usage_days: dict[tuple[str, str], UsageDayRecord] = {}
 
     # --- helpers for tests
     def add(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
@@ -204,18 +206,37 @@ class FakeStore:
         self._change(batch_id, geminiChunkSize=chunk_size)
         return chunk_size
 
-    def record_collect_progress(self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int) -> bool:
+    def record_collect_progress(
+        self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int, usage: Any = None
+    ) -> bool:
+        changes: dict[str, Any] = {"collectLines": lines}
+        if usage is not None:
+            changes["geminiUsage"] = usage.total.as_record()
         try:
             self._chunk_change(
                 batch_id,
                 chunk,
                 [BatchStatus.PROCESSING],
                 lambda job: job.geminiJobName == job_name and job.collectLines == seen,
-                collectLines=lines,
+                **changes,
             )
         except ConcurrentChange:
             return False
+        if usage is not None:
+            key = (usage.user_id, usage.day)
+            day = self.usage_days.get(key) or UsageDayRecord(userId=usage.user_id, day=usage.day)
+            added = usage.day_additions()
+            self.usage_days[key] = day.model_copy(
+                update={name: getattr(day, name) + value for name, value in added.items()}
+            )
         return True
+
+    def list_usage_days(self, user_id: str, first_day: str, last_day: str) -> list[UsageDayRecord]:
+        return [
+            day
+            for (user, when), day in sorted(self.usage_days.items())
+            if user == user_id and first_day <= when <= last_day
+        ]
 
     def iter_item_range(self, batch_id: str, start: int, stop: int, page_size: int = 100) -> Iterator[list[ItemRecord]]:
         self.calls["iter_item_range"] += 1

@@ -13,6 +13,7 @@ Key layout (one table, see `constants.TABLE`):
   SLOTS      / #COUNT          how many Gemini job slots are held (conditional: never above the cap)
   SLOTS      / SLOT#<job key>  one held slot (per Gemini job), released when the job ends
   USER#<id>  / TEMPLATE#<id>   a batch template (SPEC §8): the owner's key, so another user reads nothing
+  USER#<id>  / USAGE#<day>     what Gemini billed for the user's answers that day (added at collect checkpoints)
 Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
 """
 
@@ -39,6 +40,7 @@ from batchgen.config import get_settings
 from batchgen.domain.errors import AlreadyCreated, Conflict, InsufficientCredits, InvalidInput
 from batchgen.domain.errors import ConcurrentChange as ConcurrentChange
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_SUCCEEDED, chunk_count
+from batchgen.domain.gemini_usage import UsageCheckpoint
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome as ItemOutcome
 from batchgen.domain.outcomes import Page as Page
@@ -60,6 +62,7 @@ from batchgen.models.records import (
     SlotRecord,
     TemplateRecord,
     UploadRecord,
+    UsageDayRecord,
 )
 
 _serializer = TypeSerializer()
@@ -72,6 +75,7 @@ JOB_PREFIX = "JOB#"
 LEDGER_PREFIX = "LEDGER#"
 TEMPLATE_PREFIX = "TEMPLATE#"
 PHOTO_PREFIX = "PHOTO#"
+USAGE_PREFIX = "USAGE#"  # USER#<id> / USAGE#<day>: a user's Gemini usage of one day (UsageDayRecord)
 SLOTS_PK = "SLOTS"
 SLOT_COUNT_SK = "#COUNT"
 SLOT_PREFIX = "SLOT#"
@@ -728,12 +732,18 @@ class Repository:
             return batch.geminiChunkSize if batch and batch.geminiChunkSize else chunk_size
         return chunk_size
 
-    def record_collect_progress(self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int) -> bool:
+    def record_collect_progress(
+        self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int, usage: UsageCheckpoint | None = None
+    ) -> bool:
         """The collect checkpoint of a chunk's job: `lines` response lines read and settled, only if nobody
-        advanced it since `seen` (of two runs on one chunk, one goes on)."""
+        advanced it since `seen` (of two runs on one chunk, one goes on). With `usage`, the chunk's Gemini
+        usage total is set and the user's day row adds the lines' usage, in the same transaction: a
+        checkpoint and its usage count exactly once, and no write is added per image."""
         condition = "geminiJobName = :job AND " + (
             "(attribute_not_exists(collectLines) OR collectLines = :seen)" if seen == 0 else "collectLines = :seen"
         )
+        if usage is not None:
+            return self._checkpoint_with_usage(batch_id, chunk, condition, job_name, seen, lines, usage)
         try:
             self._update_chunk(
                 batch_id,
@@ -746,6 +756,79 @@ class Repository:
         except ConcurrentChange:
             return False
         return True
+
+    def _checkpoint_with_usage(
+        self, batch_id: str, chunk: int, condition: str, job_name: str, seen: int, lines: int, usage: UsageCheckpoint
+    ) -> bool:
+        values: dict[str, Any] = {
+            ":job": job_name,
+            ":seen": seen,
+            ":lines": lines,
+            ":usage": usage.total.as_record(),
+        }
+        names = {"#status": "status"}
+        checkpoint: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK if chunk == 0 else job_sk(chunk)}),
+            "UpdateExpression": "SET collectLines = :lines, geminiUsage = :usage",
+        }
+        writes: list[dict[str, Any]] = [{"Update": checkpoint}]
+        if chunk == 0:
+            checkpoint["ConditionExpression"] = f"attribute_exists(PK) AND {condition} AND " + status_in(
+                [BatchStatus.PROCESSING], values
+            )
+            checkpoint["ExpressionAttributeNames"] = names
+        else:
+            checkpoint["ConditionExpression"] = f"attribute_exists(PK) AND {condition}"
+            batch_values: dict[str, Any] = {}
+            writes.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": _marshal({"PK": batch_pk(batch_id), "SK": META_SK}),
+                        "ConditionExpression": status_in([BatchStatus.PROCESSING], batch_values),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": _values(batch_values),
+                    }
+                }
+            )
+        checkpoint["ExpressionAttributeValues"] = _values(values)
+        added = usage.day_additions()
+        day_names = {f"#a{i}": name for i, name in enumerate(added)}
+        day_values = {f":a{i}": value for i, value in enumerate(added.values())}
+        writes.append(
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _marshal({"PK": user_pk(usage.user_id), "SK": f"{USAGE_PREFIX}{usage.day}"}),
+                    "UpdateExpression": "SET userId = :user, #day = :day, entity = :entity ADD "
+                    + ", ".join(f"#a{i} :a{i}" for i in range(len(added))),
+                    "ExpressionAttributeNames": {**day_names, "#day": "day"},
+                    "ExpressionAttributeValues": _values(
+                        {**day_values, ":user": usage.user_id, ":day": usage.day, ":entity": "usageDay"}
+                    ),
+                }
+            }
+        )
+        try:
+            self.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            # Only a failed condition means another run moved the checkpoint; anything else is an error.
+            codes = set(_cancellation_codes(exc)) - {"None"}
+            if exc.response["Error"]["Code"] == "TransactionCanceledException" and codes <= {"ConditionalCheckFailed"}:
+                return False
+            raise
+        return True
+
+    def list_usage_days(self, user_id: str, first_day: str, last_day: str) -> list[UsageDayRecord]:
+        """A user's Gemini usage per day, oldest first (at most a year of days: one Query page or a few)."""
+        rows = self._query_all(
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues=_values(
+                {":pk": user_pk(user_id), ":first": f"{USAGE_PREFIX}{first_day}", ":last": f"{USAGE_PREFIX}{last_day}"}
+            ),
+        )
+        return [UsageDayRecord.model_validate(row) for row in rows]
 
     def iter_item_range(self, batch_id: str, start: int, stop: int, page_size: int = 100) -> Iterator[list[ItemRecord]]:
         """The items [start, stop) in request order, one Query page at a time (one chunk's, never the batch)."""

@@ -78,6 +78,7 @@ export const api = {
   history: (query) => call("GET", "batch/history", { query }),
   adminBatches: (query) => call("GET", "admin/batches", { query }),
   grant: (body) => call("POST", "admin/credits", { body }).then((r) => r.body),
+  usage: (userId, query) => call("GET", `admin/users/${encodeURIComponent(userId)}/usage`, { query }).then((r) => r.body),
 };
 
 /** Credits in hundredths, so prices add up without float drift (the API's amounts have two decimals). */

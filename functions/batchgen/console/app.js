@@ -295,7 +295,7 @@ async function batchList({ admin = false } = {}) {
           {},
           h("td", {}, when(entry.createdAt)),
           admin ? h("td", {}, entry.userId) : null,
-          h("td", {}, admin ? entry.id : h("a", { href: `#/batch/${encodeURIComponent(entry.id)}` }, entry.displayName || entry.id)),
+          h("td", {}, h("a", { href: `#/batch/${encodeURIComponent(entry.id)}` }, admin ? entry.id : entry.displayName || entry.id)),
           h("td", {}, entry.type.replace(/^batch-/, "")),
           h("td", {}, statusBadge(entry.status)),
           h("td", { class: "num" }, `${entry.successCount}/${entry.failCount}/${entry.requestCount}`),
@@ -330,6 +330,7 @@ async function batchPage(id) {
   const header = h("p", { class: "meta" });
   const gallery = h("ul", { class: "gallery", "aria-label": "Results" });
   const errors = h("ul", { class: "errors", "aria-label": "Errors" });
+  const billing = h("p", { id: "gemini-billing", class: "meta" }); // admins only: what Gemini bills
   const cancel = h("button", { type: "button", class: "danger", id: "cancel" }, "Cancel batch");
   cancel.addEventListener("click", () =>
     guarded(cancel, async () => {
@@ -364,6 +365,15 @@ async function batchPage(id) {
           ),
         ),
     );
+    const g = current.geminiBilling;
+    billing.hidden = !g;
+    if (g) {
+      const images = Object.entries(g.images).map(([size, n]) => `${n} × ${size}`).join(", ") || "no images";
+      billing.textContent =
+        `Gemini bills: ${images}; ${g.promptTokens} tokens in, ${g.outputTokens} text and ${g.imageTokens} image out, ` +
+        `${g.thoughtsTokens} thinking; about $${Number(g.estimatedCostUsd).toFixed(4)} at the batch rate, ` +
+        `for ${g.creditsCharged} credits charged.`;
+    }
     errors.replaceChildren(...current.errors.map((message) => h("li", {}, message)));
     errors.hidden = !current.errors.length;
     cancel.hidden = TERMINAL.has(current.status);
@@ -373,6 +383,7 @@ async function batchPage(id) {
     batch.displayName || `Batch ${id}`,
     h("p", { class: "hint" }, id),
     header,
+    billing,
     h("label", { for: "progress" }, "Progress"),
     progress,
     progressText,
@@ -446,7 +457,47 @@ async function adminPage() {
     submit,
     result,
   );
-  page("Admin", form, h("h2", {}, "Every user's batches"), await batchList({ admin: true }));
+  page("Admin", form, usageForm(), h("h2", {}, "Every user's batches"), await batchList({ admin: true }));
+}
+
+/** What Gemini billed for one user's answers per day, beside the credits charged (GET /admin/users/{id}/usage). */
+function usageForm() {
+  const user = h("input", { id: "usage-user", name: "userId", required: true, autocomplete: "off" });
+  const submit = h("button", { type: "submit" }, "Show usage");
+  const headers = ["Day", "Images 1K/2K/4K", "Tokens in", "Out (text/image)", "Thinking", "Gemini cost (est.)", "Credits"];
+  const table = tableOf(headers, [], "Gemini usage per day");
+  return h(
+    "form",
+    {
+      class: "card",
+      "aria-labelledby": "usage-heading",
+      onsubmit: (event) => {
+        event.preventDefault();
+        guarded(submit, async () => {
+          const days = await api.usage(user.value.trim(), {});
+          const rows = table.querySelector("tbody");
+          rows.replaceChildren(
+            ...days.map((d) =>
+              h("tr", {},
+                h("td", {}, d.day),
+                h("td", {}, `${d.images["1K"]}/${d.images["2K"]}/${d.images["4K"]}`),
+                h("td", {}, String(d.promptTokens)),
+                h("td", {}, `${d.outputTokens}/${d.imageTokens}`),
+                h("td", {}, String(d.thoughtsTokens)),
+                h("td", {}, `$${Number(d.estimatedCostUsd).toFixed(4)}`),
+                h("td", {}, String(d.creditsCharged)),
+              ),
+            ),
+          );
+          if (!days.length) rows.append(h("tr", {}, h("td", { colspan: headers.length }, "No answers in the last 30 days.")));
+        });
+      },
+    },
+    h("h2", { id: "usage-heading" }, "What Gemini bills, per day"),
+    h("div", { class: "grid" }, h("div", {}, h("label", { for: "usage-user" }, "Usage of user id"), user)),
+    submit,
+    table,
+  );
 }
 
 // ------------------------------------------------------------------------------------------ router

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +62,9 @@ class BatchRecord(Record):
     # are chunk 0's job state; chunks 1.. keep theirs in `JobRecord` rows.
     geminiChunkSize: int | None = None
     collectLines: int = 0  # chunk 0's collect checkpoint: response lines read and settled
+    # What Gemini bills for chunk 0's answers so far (`domain.gemini_usage.GeminiUsage.as_record`),
+    # written with each collect checkpoint; chunks 1.. keep theirs on their JOB# rows.
+    geminiUsage: dict[str, Any] | None = None
 
     @property
     def done_count(self) -> int:
@@ -100,6 +104,7 @@ class JobRecord(Record):
     collectedJob: str | None = None
     geminiRound: int = 0
     collectLines: int = 0  # response lines of the current job read and settled (the collect checkpoint)
+    geminiUsage: dict[str, Any] | None = None  # what Gemini bills for this chunk's answers, every round
 
     @classmethod
     def of_batch(cls, batch: BatchRecord) -> JobRecord:
@@ -195,3 +200,21 @@ class DeliveryRecord(Record):
     nextAttemptAt: str | None = None
     endpointId: str | None = None
     batchId: str | None = None
+
+
+class UsageDayRecord(Record):
+    """A user's Gemini usage of one day (UTC), totalled at each collect checkpoint in the same
+    transaction: images by size, tokens, the estimated Gemini cost and the credits of the answered items."""
+
+    userId: str
+    day: str  # YYYY-MM-DD
+    answers: int = 0
+    images1K: int = 0
+    images2K: int = 0
+    images4K: int = 0
+    promptTokens: int = 0
+    outputTokens: int = 0
+    imageTokens: int = 0
+    thoughtsTokens: int = 0
+    costUsd: Decimal = Decimal(0)
+    credits: Decimal = Decimal(0)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen import constants
+from batchgen.config import ModelSpec, get_catalog
 from batchgen.domain import ids
 from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
-from batchgen.domain.pricing import model_kind
+from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint, priced, usage_of
+from batchgen.domain.pricing import canonical_model, model_kind
 from batchgen.domain.states import is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
@@ -79,6 +81,13 @@ class CollectRun:
     keyless: bool = False  # an answer came without its key: unanswered items fail with KEYLESS_ANSWERS
     failures: dict[int, str] = field(default_factory=dict)
     retries: list[ItemRecord] = field(default_factory=list)
+    # What Gemini bills (usageMetadata of every answer read): the chunk's total at the checkpoint, what the
+    # lines since add, and the items they delivered; written with the next checkpoint, never per image.
+    usage_saved: GeminiUsage = field(default_factory=GeminiUsage)
+    usage_added: GeminiUsage = field(default_factory=GeminiUsage)
+    delivered: int = 0
+    model_spec: ModelSpec | None = None
+    image_size: str | None = None
 
     def answers(
         self, results: Iterable[tuple[str | None, Any]], wants_image: bool, items: list[ItemRecord]
@@ -90,16 +99,28 @@ class CollectRun:
                     self.answered.add(counted)
                 continue
             self.lines = number + 1
-            yield key, read_answer(result, wants_image)
+            answer = read_answer(result, wants_image)
+            self._count_usage(result, answer)
+            yield key, answer
+
+    def _count_usage(self, result: Any, answer: Answer) -> None:
+        usage = usage_of(result, delivered_image=answer.image is not None, size=self.image_size)
+        if self.model_spec is not None:
+            usage = priced(usage, self.model_spec, get_catalog())
+        self.usage_added += usage
 
     def settle_group(self, matched: list[tuple[ItemRecord | None, Answer]], *, last_round: bool) -> None:
         sorted_ = sort_answers(matched, [], last_round=last_round)
         self.answered.update(item.itemId for item, _ in matched if item is not None)
-        self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
+        staged = _stage_images(self.services, self.batch, sorted_.images)
+        self.report.uploads_queued += staged
+        self.delivered += staged
         store = self.services.store
         if sorted_.texts:  # a group (at most ten) in one transaction
             texts = [(item.index, answer.text) for item, answer in sorted_.texts]
-            self.report.texts_stored += store.mark_texts_success(self.batch.batchId, texts)
+            stored = store.mark_texts_success(self.batch.batchId, texts)
+            self.report.texts_stored += stored
+            self.delivered += stored
         self.failures.update(sorted_.failures)
         self.retries += sorted_.retries
 
@@ -115,9 +136,18 @@ class CollectRun:
         self.failures, self.retries = {}, []
         if self.lines == self.saved:
             return True
-        moved = store.record_collect_progress(
-            batch_id, self.job.chunk, self.job.geminiJobName or "", self.saved, self.lines
+        usage = UsageCheckpoint(
+            total=self.usage_saved + self.usage_added,
+            added=self.usage_added,
+            user_id=self.batch.userId,
+            day=ids.now_iso()[:10],
+            credits=self.batch.unitPrice * self.delivered,
         )
+        moved = store.record_collect_progress(
+            batch_id, self.job.chunk, self.job.geminiJobName or "", self.saved, self.lines, usage
+        )
+        if moved:  # else the run that moved the checkpoint counted these lines
+            self.usage_saved, self.usage_added, self.delivered = usage.total, GeminiUsage(), 0
         self.saved = self.lines
         self.report.lines = self.lines
         return moved
@@ -149,6 +179,8 @@ def collect_batch(
         store.clear_collect_queued(batch_id, chunk=chunk)
         return report
     run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
+    run.usage_saved = GeminiUsage.from_record(job.geminiUsage)
+    run.model_spec, run.image_size = _billing_basis(batch)
     items = chunks.round_items(chunk_items, job)
     outcome = _read(run, view, items, time_left or (lambda: float("inf")))
     if outcome == "handed_over":
@@ -191,6 +223,15 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
     unanswered = KEYLESS_ANSWERS if run.keyless else NO_RESPONSE
     run.failures.update({item.index: unanswered for item in items if item.itemId not in run.answered})
     return "read" if run.checkpoint() else "overtaken"
+
+
+def _billing_basis(batch: BatchRecord) -> tuple[ModelSpec | None, str | None]:
+    """The list prices of the batch's model (None: a model the catalog no longer has, priced at nothing)
+    and the image size it asked for."""
+    catalog = get_catalog()
+    spec = catalog.models.get(canonical_model(catalog, batch.model))
+    size = catalog.imageSizeByQuality.get(batch.quality or "1k") if model_kind(batch.type) == "image" else None
+    return spec, size
 
 
 def _delete_files(services: Services, job: JobRecord, view: JobView) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # types only: the api function loads what it uses, not every message model
     from batchgen.domain.gemini_jobs import JobView
+    from batchgen.domain.gemini_usage import UsageCheckpoint
     from batchgen.domain.outcomes import ItemOutcome, Page
     from batchgen.domain.states import BatchStatus
     from batchgen.models.messages import (
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
         SlotRecord,
         TemplateRecord,
         UploadRecord,
+        UsageDayRecord,
         WebhookEndpointRecord,
     )
 
@@ -71,7 +73,10 @@ class BatchStore(Protocol):
     def iter_item_range(
         self, batch_id: str, start: int, stop: int, page_size: int = 100
     ) -> Iterator[list[ItemRecord]]: ...
-    def record_collect_progress(self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int) -> bool: ...
+    def record_collect_progress(
+        self, batch_id: str, chunk: int, job_name: str, seen: int, lines: int, usage: UsageCheckpoint | None = None
+    ) -> bool: ...
+    def list_usage_days(self, user_id: str, first_day: str, last_day: str) -> list[UsageDayRecord]: ...
     def delete_job_rows(self, batch_id: str) -> None: ...
 
     # --- collect

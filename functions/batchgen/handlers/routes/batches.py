@@ -21,7 +21,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import chunks, create, dispatch, manage, plan
+from batchgen.usecases import billing, chunks, create, dispatch, manage, plan
 
 router = Router()
 
@@ -89,10 +89,14 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
 
-    record = items.status_page(services(), principal(router), batch_id)
+    caller = principal(router)
+    record = items.status_page(services(), caller, batch_id)
     body = reports.status_body(record)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
-    body.update(chunks.gemini_view(chunks.jobs_of(services(), record.batch)))  # SPEC §6: per chunk
+    jobs = chunks.jobs_of(services(), record.batch)
+    body.update(chunks.gemini_view(jobs))  # SPEC §6: per chunk
+    if caller.is_admin:  # what Gemini bills is the operator's business, not the user's
+        body["geminiBilling"] = billing.batch_billing(record.batch, jobs)
     return models.BatchStatusResponse.model_validate(body)
 
 
