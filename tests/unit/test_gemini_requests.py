@@ -166,3 +166,40 @@ def test_gemini_base_url_is_honoured_with_a_real_key_too(monkeypatch):
     finally:
         gemini.reset_client()
         reset_caches()
+
+
+def test_one_builder_makes_the_batch_line_the_inline_request_and_the_generate_content_call():
+    from batchgen.config import load_catalog
+    from batchgen.domain import photo
+    from batchgen.domain.gemini_requests import inline_request, jsonl_line
+    from batchgen.domain.states import BatchStatus
+    from batchgen.models.records import BatchRecord, ItemRecord
+
+    catalog = load_catalog("")
+    batch = BatchRecord(
+        batchId="b",
+        userId="u",
+        type="text-to-image",
+        status=BatchStatus.PENDING,
+        model="gemini-3-pro-image",
+        quality="4k",
+        aspectRatio="16:9",
+        createdAt="x",
+        updatedAt="x",
+        requestCount=1,
+        unitPrice=1,
+        creditCost=1,
+    )
+    item = ItemRecord(batchId="b", itemId="gen_1", index=0, clientId="c", prompt="a lighthouse")
+    plan = photo.plan(
+        photo.PhotoDraft(
+            model="gemini-3-pro-image", prompt="a lighthouse", mode="t2i", quality="4k", aspect_ratio="16:9"
+        ),
+        catalog,
+    )
+    contents, config = photo.request(plan, catalog)
+    line = jsonl_line(batch, item, None, catalog)["request"]
+    inline = inline_request(batch, item, None, catalog)
+    expected = {"response_modalities": ["TEXT", "IMAGE"], "image_config": {"aspect_ratio": "16:9", "image_size": "4K"}}
+    assert config == line["generation_config"] == inline["config"] == expected
+    assert contents == line["contents"] == inline["contents"] == [{"role": "user", "parts": [{"text": "a lighthouse"}]}]

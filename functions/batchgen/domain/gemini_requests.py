@@ -49,30 +49,83 @@ def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
     return prompt
 
 
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One request to a Gemini model, whatever carries it: a batch file line, an inline batch request or a
+    synchronous generateContent call (the standard endpoint; Flex's calls too). Built once by `generate_request`;
+    each carrier only writes it in its own shape."""
+
+    prompt: str
+    image: bytes | None
+    mime_type: str | None
+    config: dict[str, Any]  # GenerationConfig, snake_case as the SDK and the batch file parser take it
+
+    def contents(self, *, base64_image: bool) -> list[dict[str, Any]]:
+        """`contents` with the image as bytes (the SDK encodes it) or as base64 text (a JSONL line)."""
+        parts: list[dict[str, Any]] = [{"text": self.prompt}]
+        if self.image is not None:
+            data: bytes | str = base64.b64encode(self.image).decode() if base64_image else self.image
+            parts.append({"inline_data": {"mime_type": self.mime_type, "data": data}})
+        return [{"role": "user", "parts": parts}]
+
+
+def generate_request(
+    catalog: Catalog,
+    *,
+    batch_type: str,
+    model: str,
+    prompt: str,
+    image: bytes | None = None,
+    mime_type: str | None = None,
+    quality: str | None = None,
+    aspect_ratio: str | None = None,
+) -> GenerateRequest:
+    """The one builder of a Gemini request: the prompt, an optional input image, and the generation config
+    (text only for text batches; text and image with the aspect ratio and the image size of the quality,
+    when the model delivers that size). snake_case, as every executed batch example writes it (the JSONL
+    parser rejects camelCase)."""
+    if model_kind(batch_type) == "text":
+        config: dict[str, Any] = {"response_modalities": ["TEXT"]}
+    else:
+        image_config: dict[str, str] = {}
+        if aspect_ratio:
+            image_config["aspect_ratio"] = aspect_ratio
+        if quality and quality in model_qualities(catalog, model):
+            image_config["image_size"] = catalog.imageSizeByQuality[quality]
+        config = {"response_modalities": ["TEXT", "IMAGE"]}
+        if image_config:
+            config["image_config"] = image_config
+    return GenerateRequest(prompt, image, mime_type, config)
+
+
+def item_request(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> GenerateRequest:
+    return generate_request(
+        catalog,
+        batch_type=batch.type,
+        model=batch.model,
+        prompt=full_prompt(batch, item),
+        image=image,
+        mime_type=item.imageMimeType,
+        quality=batch.quality,
+        aspect_ratio=batch.aspectRatio,
+    )
+
+
 def generation_config(batch: BatchRecord, catalog: Catalog) -> dict[str, Any]:
-    """snake_case, as every executed batch example writes it (the JSONL parser rejects camelCase)."""
-    if model_kind(batch.type) == "text":
-        return {"response_modalities": ["TEXT"]}
-    image_config: dict[str, str] = {}
-    if batch.aspectRatio:
-        image_config["aspect_ratio"] = batch.aspectRatio
-    if batch.quality and batch.quality in model_qualities(catalog, batch.model):
-        image_config["image_size"] = catalog.imageSizeByQuality[batch.quality]
-    config: dict[str, Any] = {"response_modalities": ["TEXT", "IMAGE"]}
-    if image_config:
-        config["image_config"] = image_config
-    return config
+    return generate_request(
+        catalog,
+        batch_type=batch.type,
+        model=batch.model,
+        prompt="",
+        quality=batch.quality,
+        aspect_ratio=batch.aspectRatio,
+    ).config
 
 
 def request_body(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
-    """One GenerateContentRequest for a JSONL batch file, in the snake_case the executed examples use."""
-    parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
-    if image is not None:
-        parts.append({"inline_data": {"mime_type": item.imageMimeType, "data": base64.b64encode(image).decode()}})
-    return {
-        "contents": [{"role": "user", "parts": parts}],
-        "generation_config": generation_config(batch, catalog),
-    }
+    """One GenerateContentRequest for a JSONL batch file."""
+    request = item_request(batch, item, image, catalog)
+    return {"contents": request.contents(base64_image=True), "generation_config": request.config}
 
 
 def jsonl_line(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
@@ -81,12 +134,10 @@ def jsonl_line(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalo
 
 def inline_request(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
     """The SDK's InlinedRequest shape (snake_case), carrying the item id as metadata."""
-    parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
-    if image is not None:
-        parts.append({"inline_data": {"mime_type": item.imageMimeType, "data": image}})
+    request = item_request(batch, item, image, catalog)
     return {
-        "contents": [{"role": "user", "parts": parts}],
-        "config": generation_config(batch, catalog),
+        "contents": request.contents(base64_image=False),
+        "config": request.config,
         "metadata": {"key": item.itemId},
     }
 
