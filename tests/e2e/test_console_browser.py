@@ -178,7 +178,7 @@ def test_admin_sees_every_batch_and_grants_credits(page: Any, runtime: Any) -> N
     expect(page.locator("#grant-result")).to_have_text(f"{user_id} now has 12 credits.")  # 5 - 0.5 + 7.5
     # What Gemini bills: per day for the user, and per batch on its page (admins only)
     Client(runtime.base_url, token).wait(batch.id)
-    page.get_by_label("Usage of user id").fill(user_id)
+    page.get_by_label("Account", exact=True).fill(user_id)
     page.get_by_role("button", name="Show usage").click()
     usage = page.get_by_role("region", name="Gemini usage per day")
     expect(usage).to_contain_text(datetime.now(UTC).date().isoformat())

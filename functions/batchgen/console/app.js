@@ -494,7 +494,7 @@ function usageForm() {
       },
     },
     h("h2", { id: "usage-heading" }, "What Gemini bills, per day"),
-    h("div", { class: "grid" }, h("div", {}, h("label", { for: "usage-user" }, "Usage of user id"), user)),
+    h("div", { class: "grid" }, h("div", {}, h("label", { for: "usage-user" }, "Account"), user)),
     submit,
     table,
   );
