@@ -1,4 +1,4 @@
-# Two entry points for people (run, test) and one for figures (bench). Each creates or reuses .venv.
+# Two entry points for people (run, test), one for figures (bench) and one for the documentation site (docs). Each creates or reuses .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,12 +7,13 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
 # What the gate checks. Lint and format: every Python tree. Types (mypy + pydantic plugin): the trees
-# listed in TYPED, each one clean.
+# listed in TYPED, each one clean: the production code, and the test fakes held to the ports with what
+# builds and checks them (a port change a fake misses fails here).
 LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
-TYPED := functions infra local
+TYPED := functions infra local tests/fakes tests/conftest.py tests/helpers.py tests/contract/test_store_contract.py
 LAYER_CONTRACT := tests/unit/test_layers.py
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench synth token lock models clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench docs synth token lock models clean clean-data
 
 # constraints.txt pins the runtime dependencies: the Lambda layer (infra/bundling.py) reads it too.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -30,11 +31,11 @@ test: gate  ## the gate, then every test: unit, integration (moto + emulators), 
 test-long: gate  ## `make test` with the long hypothesis profile and a longer schemathesis run (tens of minutes)
 	HYPOTHESIS_PROFILE=long SCHEMATHESIS_MAX_EXAMPLES=100 $(PY) -m pytest
 
-test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK (seconds)
-	$(PY) -m pytest tests/unit
+test-unit: $(VENV)/.installed  ## tests/unit only: no moto, no emulators, no CDK; a quick property profile (seconds)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-unit} $(PY) -m pytest -p no:schemathesis tests/unit
 
 test-fast: gate  ## the gate, then unit and integration tests (no e2e, no CDK synth)
-	$(PY) -m pytest tests/unit tests/integration tests/contract
+	$(PY) -m pytest tests/unit tests/integration tests/contract tests/docs
 
 gate: lint typecheck layers  ## what `make test` (and so CI) checks before any test runs
 
@@ -50,6 +51,9 @@ layers: $(VENV)/.installed  ## the import contract: handlers -> use cases -> dom
 
 bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
 	$(PY) -m benchmarks
+
+docs: $(VENV)/.installed  ## docs/ as a static site in build/site, offline; a broken link or anchor fails it (make test builds it too)
+	$(PY) -m mkdocs build --strict
 
 token: $(VENV)/.installed  ## make token USER=alice [ADMIN=1]: a token for a local user of the running `make run`
 ifneq ($(origin USER),command line)

@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): the ingest step's time, peak memory and AWS calls per item at 1,000 vs 10,000
+"""Bulk batches: the ingest step's time, peak memory and AWS calls per item at 1,000 vs 10,000
 lines, and the status/items page cost and latency at 10,000 items vs 20. moto runs as a server in its own
 process, so the memory measured (tracemalloc) is the function's own, not moto's tables."""
 
@@ -20,7 +20,7 @@ def _file_batch(lines: int) -> str:
 
 def _measure_ingest(lines: int, counter: CallCounter) -> dict[str, Any]:
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     batch_id = _file_batch(lines)
     counter.take()
@@ -62,7 +62,7 @@ class ItemsRead:
 def _page_latency(batch_id: str, cursor: str | None, reads: ItemsRead, rounds: int = 5) -> dict[str, Any]:
     from batchgen.domain.batches import Principal
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import items
+    from batchgen.usecases.pipeline import items
 
     principal = Principal(USER)
     status_times, items_times = [], []
@@ -85,17 +85,17 @@ def _page_latency(batch_id: str, cursor: str | None, reads: ItemsRead, rounds: i
 def _cancel_and_delete(batch_id: str, counter: CallCounter) -> None:
     """A cancel and a delete of a 10,000-item batch: both are API calls (API Gateway waits 29 s); a cancel
     past `CANCEL_BUDGET_SECONDS` answers 202 and `finish_cancel` runs (the submit function) settle the rest."""
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
     from batchgen.domain.batches import Principal
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import manage
+    from batchgen.usecases.pipeline import manage
 
     counter.take()
     started = time.perf_counter()
     answered = manage.cancel_batch(live_services(), Principal(USER), batch_id).batch.status.value
     in_api = time.perf_counter() - started
     runs = 0
-    while get_repository().get_batch(batch_id).status.value != "cancelled":  # type: ignore[union-attr]
+    while get_stores().batches.get_batch(batch_id).status.value != "cancelled":  # type: ignore[union-attr]
         manage.finish_cancel(live_services(), batch_id)
         runs += 1
     print(
@@ -121,7 +121,7 @@ def run() -> None:
         counter.attach()
         small = _file_batch(20)
         from batchgen.handlers.services import live_services
-        from batchgen.usecases import ingest
+        from batchgen.usecases.bulk import ingest
 
         ingest.ingest_file(live_services(), small)
         results = {lines: _measure_ingest(lines, counter) for lines in (1000, 10_000)}

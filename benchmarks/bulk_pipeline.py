@@ -1,4 +1,4 @@
-"""Bulk batches end to end (SPEC §6): a 10,000-request text batch and a 1,000-request image batch run
+"""Bulk batches end to end: a 10,000-request text batch and a 1,000-request image batch run
 through every stage with the real handlers (the moto server and the Gemini and Cloudinary emulators each
 in a process of their own, as the real services are), the queues pumped like Lambda's SQS event source
 mapping.
@@ -112,9 +112,9 @@ class Pipeline:
 
 
 def _status(batch_id: str) -> Any:
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    batch = get_repository().get_batch(batch_id)
+    batch = get_stores().batches.get_batch(batch_id)
     assert batch is not None
     return batch
 
@@ -137,7 +137,7 @@ def _file_batch(requests: int, batch_type: str) -> str:
 def run_batch(pipeline: Pipeline, requests: int, batch_type: str) -> dict[str, Stage]:
     """One file batch through every stage; returns the stages' figures."""
     from batchgen import constants
-    from batchgen.usecases import results
+    from batchgen.usecases.bulk import results
 
     stages = {name: Stage() for name in ("ingest", "submit", "collect", "upload", "finalise")}
     batch_id = _file_batch(requests, batch_type)

@@ -1,4 +1,4 @@
-"""A bounded load run against the local runtime (issue 14): 8 threads creating 20-request batches for
+"""A bounded load run against the local runtime: 8 threads creating 20-request batches for
 60 s (BENCH_LOAD_SECONDS, BENCH_LOAD_THREADS), then a bounded wait (BENCH_LOAD_DRAIN_SECONDS, 600 s)
 until every batch is terminal.
 
@@ -90,11 +90,11 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         "GEMINI_EMULATOR_DELAY": "2",
         # submit, collect and upload in 3 sandbox processes each, 3 batches at once, as Lambda runs them
         "LOCAL_PUMP_SANDBOXES": os.environ.get("LOCAL_PUMP_SANDBOXES", "3"),
-        # the figures are the service's drain; the state snapshots of `make run` (issue 14) are not measured
+        # the figures are the service's drain; the state snapshots of `make run` are not measured
         "LOCAL_PERSIST": os.environ.get("LOCAL_PERSIST", "0"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain
-    stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the runtime
+    stderr = open(log_path, "w") if log_path else subprocess.DEVNULL  # lives as long as the runtime
     process = subprocess.Popen(RUNTIME_COMMAND, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     printed: dict[str, str] = {}
     assert process.stdout is not None

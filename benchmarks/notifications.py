@@ -1,4 +1,4 @@
-"""Notifications (SPEC §7) in the local runtime: how long after a batch's final result its receiver gets
+"""Notifications in the local runtime: how long after a batch's final result its receiver gets
 `batch.completed`, and how many deliveries per second reach a fast receiver while a dead one is
 registered beside it (one message per (event, endpoint): the dead one must not slow the fast one)."""
 
@@ -54,10 +54,10 @@ def _latencies(api: str, token: str, receiver: Any) -> list[float]:
 
 def _throughput(user_id: str, fast: dict[str, Any], dead: dict[str, Any] | None, receiver: Any) -> float:
     from batchgen.adapters import messaging
-    from batchgen.adapters.notifications import get_notification_store
-    from batchgen.usecases.notify import test_message
+    from batchgen.adapters.dynamo import get_stores
+    from batchgen.usecases.notify.notify import test_message
 
-    store = get_notification_store()
+    store = get_stores().endpoints
     fast_endpoint = store.get_endpoint(user_id, fast["id"])
     dead_endpoint = store.get_endpoint(user_id, dead["id"]) if dead else None
     assert fast_endpoint is not None

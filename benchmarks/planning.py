@@ -1,4 +1,4 @@
-"""SPEC §8 figures: the dispatcher tick's reads (waiting + active, never history) and the standard
+"""Planning figures: the dispatcher tick's reads (waiting + active, never history) and the standard
 endpoint's latency added over the Gemini emulator's own generation time."""
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ PHOTO_CALLS, GENERATE_SECONDS = 15, 0.5
 
 
 def _seed_queue(repository: Any) -> None:
+    from batchgen.adapters.dynamo.batches import batch_row
+    from batchgen.adapters.dynamo.jobs import job_row
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
-    from batchgen.models.records import BatchRecord, SlotRecord
-    from batchgen.usecases.dispatch import slot_key
+    from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
+    from batchgen.usecases.pipeline.dispatch import slot_key
 
     old = ids.iso(ids.utc_now() - timedelta(hours=1))
     rows = []
@@ -39,26 +41,28 @@ def _seed_queue(repository: Any) -> None:
             unitPrice=0.5,
             creditCost=0.5,
             tier="premium" if index % 7 == 0 else None,
+        )
+        job = JobRecord(
+            batchId=batch.batchId,
             geminiJobName=f"batches/job{index}" if active else None,
             collectQueuedAt=old if index < ENDED else None,  # these jobs ended: their slots go back
         )
-        rows.append({"PutRequest": {"Item": repository.batch_item(batch)}})
+        rows += [{"PutRequest": {"Item": batch_row(batch)}}, {"PutRequest": {"Item": job_row(job)}}]
         if active:
-            slot = SlotRecord(jobKey=slot_key(batch), batchId=batch.batchId, userId=batch.userId, reservedAt=old)
-            repository.reserve_slot(slot, ACTIVE)
-    for start in range(0, len(rows), 25):
-        repository.db.batch_write_item(RequestItems={repository.table: rows[start : start + 25]})
+            slot = SlotRecord(jobKey=slot_key(batch, job), batchId=batch.batchId, userId=batch.userId, reservedAt=old)
+            repository.slots.reserve_slot(slot, ACTIVE)
+    repository.table.batch_write(rows)
 
 
 def _dispatcher_tick() -> None:
     print(f"== Dispatcher tick: {FINISHED:,} finished, {WAITING} waiting, {ACTIVE} active ({ENDED} just ended) ==")
     with aws_environment({"GEMINI_MAX_ACTIVE_JOBS": str(ACTIVE)}):
         from batchgen.adapters.aws import client
-        from batchgen.adapters.repository import get_repository
+        from batchgen.adapters.dynamo import get_stores
         from batchgen.handlers.services import live_services
-        from batchgen.usecases import dispatch
+        from batchgen.usecases.pipeline import chunks, dispatch
 
-        repository = get_repository()
+        repository = get_stores()
         _seed_finished(repository, FINISHED)
         _seed_queue(repository)
         calls: Counter[str] = Counter()
@@ -76,17 +80,19 @@ def _dispatcher_tick() -> None:
         events.register("after-call.dynamodb.*", read, unique_id="bench-dispatch-read")
         started = time.perf_counter()
         services = live_services()
-        slots = services.store.list_slots()
-        batches = list(services.store.iter_active_batches())
+        slots = services.slots.list_slots()
+        batches = list(services.batches.iter_active_batches())
         report = dispatch.tick(services, slots, batches)
         seconds = time.perf_counter() - started
+        tick_calls, tick_read = dict(calls), items["read"]
+        chunk_jobs = chunks.jobs_of_batches(services, batches)  # what the tick read: the queue's input
         started = time.perf_counter()
-        dispatch.build_queue(slots, batches)
+        dispatch.build_queue(slots, batches, chunk_jobs)
         ordering = time.perf_counter() - started
         print(
-            f"one tick: {sum(calls.values())} DynamoDB calls {dict(calls)}; items read {items['read']} "
-            f"(= {ACTIVE} slots + {WAITING + ACTIVE} active-index rows; history {FINISHED:,}: 0); "
-            f"Scan calls: {calls.get('Scan', 0)}"
+            f"one tick: {sum(tick_calls.values())} DynamoDB calls {tick_calls}; items read {tick_read} "
+            f"(= {ACTIVE} slots + {WAITING + ACTIVE} active-index rows, and their job rows by key; "
+            f"history {FINISHED:,}: 0); Scan calls: {tick_calls.get('Scan', 0)}"
         )
         print(
             f"released {report.released}, admitted {report.admitted} (2 writes + 1 touch + 1 message each), "

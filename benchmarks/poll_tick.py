@@ -14,6 +14,7 @@ GET_LATENCY_SECONDS = 0.1
 
 
 def _seed_finished(repository: Any, count: int) -> None:
+    from batchgen.adapters.dynamo.batches import batch_row
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord
@@ -35,16 +36,17 @@ def _seed_finished(repository: Any, count: int) -> None:
             unitPrice=2,
             creditCost=2,
         )
-        rows.append({"PutRequest": {"Item": repository.batch_item(batch)}})
-    for start in range(0, len(rows), 25):
-        repository.db.batch_write_item(RequestItems={repository.table: rows[start : start + 25]})
+        rows.append({"PutRequest": {"Item": batch_row(batch)}})
+    repository.table.batch_write(rows)
 
 
 def _seed_active(repository: Any, emulator: Any, count: int) -> list[str]:
+    from batchgen.adapters.dynamo.batches import batch_row
+    from batchgen.adapters.dynamo.jobs import job_row
     from batchgen.adapters.gemini import sdk_client
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
-    from batchgen.models.records import BatchRecord
+    from batchgen.models.records import BatchRecord, JobRecord
 
     client = sdk_client("bench", emulator.base_url)
     names = []
@@ -66,10 +68,11 @@ def _seed_active(repository: Any, emulator: Any, count: int) -> list[str]:
             requestCount=1,
             unitPrice=0.5,
             creditCost=0.5,
-            geminiJobName=job.name,
-            geminiState="JOB_STATE_RUNNING",
         )
-        repository.db.put_item(TableName=repository.table, Item=repository.batch_item(batch))
+        chunk = JobRecord(batchId=batch.batchId, geminiJobName=job.name, geminiState="JOB_STATE_RUNNING")
+        repository.table.batch_write(
+            [{"PutRequest": {"Item": batch_row(batch)}}, {"PutRequest": {"Item": job_row(chunk)}}]
+        )
         names.append(job.name)
     return names
 
@@ -84,12 +87,12 @@ def run() -> None:
         with aws_environment(settings):
             from batchgen.adapters import gemini
             from batchgen.adapters.aws import client
-            from batchgen.adapters.repository import get_repository
+            from batchgen.adapters.dynamo import get_stores
             from batchgen.handlers.services import live_services
-            from batchgen.usecases.poll import poll_active_batches
+            from batchgen.usecases.pipeline.poll import poll_active_batches
 
             gemini.reset_client()
-            repository = get_repository()
+            repository = get_stores()
             started = time.perf_counter()
             _seed_finished(repository, FINISHED_BATCHES)
             names = _seed_active(repository, emulator, ACTIVE_BATCHES)

@@ -24,15 +24,13 @@ JWT_SECRET = "benchmark-secret-benchmark-secret-benchmark"
 
 def reset_caches() -> None:
     from batchgen.adapters.aws import reset_clients
-    from batchgen.adapters.repository import get_repository
     from batchgen.config import reset_caches as reset_config
 
     reset_config()
     reset_clients()
-    get_repository.cache_clear()
-    from batchgen.adapters.notifications import get_notification_store
+    from batchgen.adapters.dynamo import get_stores
 
-    get_notification_store.cache_clear()
+    get_stores.cache_clear()
 
 
 @contextlib.contextmanager
@@ -170,9 +168,9 @@ def invoke_api(method: str, path: str, body: Any = None, headers: dict[str, str]
 
 
 def grant(user_id: str, amount: int) -> None:
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    get_repository().adjust_balance(user_id, Decimal(amount), "benchmark credits")
+    get_stores().credits.adjust_balance(user_id, Decimal(amount), "benchmark credits")
 
 
 def file_batch(user_id: str, lines: Iterable[dict[str, Any]], batch_type: str = "text") -> str:
@@ -182,7 +180,7 @@ def file_batch(user_id: str, lines: Iterable[dict[str, Any]], batch_type: str = 
     from batchgen.config import get_settings
     from batchgen.domain.batches import BatchDraft, Principal
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     principal, services = Principal(user_id), live_services()
     upload = ingest.create_upload(services, principal)

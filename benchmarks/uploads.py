@@ -66,12 +66,14 @@ def set_latency(process: subprocess.Popen[str], seconds: float) -> None:
 def _stage_batch(image_size: int, count: int) -> list[dict[str, Any]]:
     """A processing batch with `count` staged images and their upload messages."""
     from batchgen.adapters import storage
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
+    from batchgen.adapters.dynamo.batches import batch_row, item_row
+    from batchgen.adapters.dynamo.jobs import job_row
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
-    from batchgen.models.records import BatchRecord, ItemRecord
+    from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 
-    repository = get_repository()
+    table = get_stores().table
     batch_id = ids.new_batch_id()
     now = ids.now_iso()
     batch = BatchRecord(
@@ -85,13 +87,13 @@ def _stage_batch(image_size: int, count: int) -> list[dict[str, Any]]:
         requestCount=count,
         unitPrice=Decimal(2),
         creditCost=Decimal(2 * count),
-        geminiJobName="batches/bench",
     )
-    repository.db.put_item(TableName=repository.table, Item=repository.batch_item(batch))
+    table.db.put_item(TableName=table.name, Item=batch_row(batch))
+    table.db.put_item(TableName=table.name, Item=job_row(JobRecord(batchId=batch_id, geminiJobName="batches/bench")))
     bodies = []
     for index in range(count):
         item = ItemRecord(batchId=batch_id, itemId=ids.generation_id(batch_id, index), index=index, clientId=str(index))
-        repository.db.put_item(TableName=repository.table, Item=repository.item_item(item))
+        table.db.put_item(TableName=table.name, Item=item_row(item))
         key = storage.staging_key(batch_id, item.itemId)
         storage.put_object(key, big_png(image_size, index), "image/png")
         bodies.append(
@@ -136,7 +138,7 @@ def run() -> None:
         with aws_server_environment(settings):
             from batchgen.handlers.services import live_services
             from batchgen.handlers.upload import lambda_handler
-            from batchgen.usecases.upload import upload_item
+            from batchgen.usecases.pipeline.upload import upload_item
 
             _warm = _stage_batch(1024, 1)
             lambda_handler(sqs_event(_warm), Context())  # loads the SDK: measured apart from cold start

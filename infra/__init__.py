@@ -1,4 +1,4 @@
-"""The AWS CDK stack of the batch image-generation service (SPEC §5).
+"""The AWS CDK stack of the batch image-generation service.
 
 `stack.py` composes one construct per capability (data, queues, secrets,
 functions, api, schedule, monitoring). Every name and limit comes from

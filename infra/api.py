@@ -19,7 +19,7 @@ ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Amz-Da
 EXPOSED_HEADERS = ("Location", "X-Next-Cursor")
 
 # Responses API Gateway produces itself (before or instead of the function) get the
-# service's error body (SPEC §2) instead of API Gateway's {"message": ...}.
+# service's error body instead of API Gateway's {"message": ...}.
 _MAX_BODY_MB = MAX_BODY_BYTES // (1024 * 1024)
 GATEWAY_ERRORS: tuple[tuple[str, apigateway.ResponseType, str | None, str, str], ...] = (
     (
@@ -82,7 +82,7 @@ def _access_log_format() -> apigateway.AccessLogFormat:
 class ServiceApi(Construct):
     """REST API (regional) with stage throttling, JSON access logs, X-Ray and CORS.
 
-    Authentication is the JWT check in the api function (SPEC §2), because
+    Authentication is the JWT check in the api function, because
     /health, /openapi.json, /docs and the webhook route must stay public.
     Payloads: everything is JSON (images travel base64 inside it), so no binary
     media types. API Gateway accepts bodies up to 10 MB and answers 413 above that
@@ -141,7 +141,7 @@ class ServiceApi(Construct):
             ),
         )
         if photo_handler is not None:
-            # The standard endpoint (SPEC §8) has its own function: a resource of its own, which API
+            # The standard endpoint has its own function: a resource of its own, which API
             # Gateway matches before the {proxy+} resource that sends everything else to the api function.
             # (A proxying LambdaRestApi refuses `root.add_resource`; a Resource built on the root is allowed.)
             first, *rest = PHOTO_PATH.strip("/").split("/")
@@ -171,7 +171,7 @@ class ServiceApi(Construct):
         self.url_output = CfnOutput(
             self, "Url", key="ApiUrl", value=self.rest_api.url, description="Base URL of the REST API"
         )
-        # The web console is static files in the api function's code, served by the same proxy (SPEC §9).
+        # The web console is static files in the api function's code, served by the same proxy.
         self.console_output = CfnOutput(
             self,
             "ConsoleUrl",
@@ -192,7 +192,7 @@ class ServiceApi(Construct):
         acknowledge(
             self.rest_api,
             "Bearer JWTs are verified in the api function (HS256 secret or JWKS, pinned algorithms, "
-            "iss/aud checks), as SPEC §2 requires; /health, /openapi.json, /docs and the Gemini "
+            "iss/aud checks); /health, /openapi.json, /docs and the Gemini "
             "webhook must stay public, so no API Gateway authorizer or Cognito pool is attached.",
             "AwsSolutions-APIG4",
             "AwsSolutions-COG4",

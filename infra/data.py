@@ -74,7 +74,7 @@ class DataStore(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
                 s3.LifecycleRule(
-                    id="expire-uploads",  # bulk input files (SPEC §6): read once by the ingest step
+                    id="expire-uploads",  # bulk input files: read once by the ingest step
                     prefix=UPLOADS_PREFIX,
                     expiration=Duration.days(UPLOADS_EXPIRY_DAYS),
                     abort_incomplete_multipart_upload_after=Duration.days(1),

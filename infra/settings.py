@@ -164,7 +164,7 @@ class StackSettings:
             ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
             ENV_CORS_ORIGINS: ",".join(self.cors_origins),
             ENV_LOG_LEVEL: self.log_level,
-            ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS: "false",  # SPEC §7: deployed, only public https targets
+            ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS: "false",  # deployed, only public https targets
         }
         optional = {
             ENV_JWT_ISSUER: self.jwt_issuer,

@@ -105,7 +105,7 @@ class BatchGenStack(Stack):
         submit = fn[SUBMIT_FUNCTION.name]
         self._grant_bucket(submit, INPUT_PREFIX, read=True)
         secrets.gemini.grant_read(submit)
-        # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
+        # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
         queues[SUBMIT_QUEUE.name].grant_send_messages(submit)
 
         poller = fn[POLLER_FUNCTION.name]
@@ -128,7 +128,7 @@ class BatchGenStack(Stack):
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
         secrets.cloudinary.grant_read(upload)
 
-        # Bulk batches (SPEC §6): the api presigns PUTs of input files (a presigned URL carries the
+        # Bulk batches: the api presigns PUTs of input files (a presigned URL carries the
         # signer's rights), the ingest function reads them into items and input images.
         self._grant_bucket(api, UPLOADS_PREFIX, put=True)
         self._grant_bucket(api, RESULTS_PREFIX, read=True, put=True)  # results manifests, presigned GETs
@@ -141,13 +141,13 @@ class BatchGenStack(Stack):
         # The poller's watchdog re-drives a validating batch whose ingest message was lost (once).
         queues[INGEST_QUEUE.name].grant_send_messages(poller)
 
-        # SPEC §7: the api queues test events, the poller (and collect/upload, right after their state
+        # the api queues test events, the poller (and collect/upload, right after their state
         # changes) relay the outbox, the notify function
         # re-queues its own retries and is the only one that may send email.
         notify = fn[NOTIFY_FUNCTION.name]
         for sender in (api, poller, collect, upload, notify):
             queues[NOTIFY_QUEUE.name].grant_send_messages(sender)
-        # The notify function writes each ended batch's results manifest (SPEC §6), once, after the end event.
+        # The notify function writes each ended batch's results manifest, once, after the end event.
         self._grant_bucket(notify, RESULTS_PREFIX, read=True, put=True)
         notify.add_to_role_policy(
             iam.PolicyStatement(

@@ -1,6 +1,6 @@
 """Makes moto's DynamoDB reads cost what DynamoDB's do: proportional to what they return, not to the table.
 
-Profiled under the issue 14 load run (py-spy on the local runtime, 229 batches of 20 items in the
+Profiled under the load run (py-spy on the local runtime, 229 batches of 20 items in the
 table): DynamoDB `Query` was 55 % of the runtime process's CPU, for two reasons that are moto's, not
 the service's:
 - every base-table `Query` sorted the WHOLE table (`Table.all_items`) to pick one partition: ~90 ms

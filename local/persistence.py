@@ -1,4 +1,4 @@
-"""The local runtime's state on disk: moto's and the emulators' state survive a restart (issue 14).
+"""The local runtime's state on disk: moto's and the emulators' state survive a restart.
 
 What is kept, in `LOCAL_DATA_DIR/state.pickle` (default `.local-data/`, on unless `LOCAL_PERSIST=0`):
 - moto's backends of the services the service uses (`PERSISTED_SERVICES`): the DynamoDB table and
@@ -298,7 +298,7 @@ class StateStore:
             return None
         fresh = f"delete {self.directory} (or `make clean-data`) to start with a fresh state"
         try:
-            snapshot = pickle.loads(data)  # noqa: S301 - the runtime's own file, mode 0600, in the user's data dir
+            snapshot = pickle.loads(data)  # the runtime's own file, mode 0600, in the user's data dir
         except Exception as exc:
             raise StateError(f"{self.path} cannot be read ({exc!r}); {fresh}") from exc
         if not isinstance(snapshot, Snapshot) or snapshot.format != FORMAT:

@@ -1,4 +1,4 @@
-"""The whole service on one machine (SPEC §4): moto, emulators, HTTP front door, SQS pumps, schedule.
+"""The whole service on one machine: moto, emulators, HTTP front door, SQS pumps, schedule.
 
 Start order matters: moto's server and the AWS environment come first, before any boto3 client
 exists; then the emulators (unless a real Gemini key / Cloudinary URL is configured), the table,
@@ -212,7 +212,7 @@ class LocalRuntime:
         from local.moto_speed import make_dynamodb_reads_fast
 
         make_dynamodb_atomic()  # the pumps and the front door call moto from several threads
-        make_dynamodb_reads_fast()  # reads cost what they return, not the table (issue 14 load run)
+        make_dynamodb_reads_fast()  # reads cost what they return, not the table (the load run)
         for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -262,7 +262,7 @@ class LocalRuntime:
     def _provision(self, settings: dict[str, str]) -> None:
         from local.provision import provision
 
-        # SPEC §7 locally: webhooks to 127.0.0.1 allowed, retry delays in seconds (unless set).
+        # Notifications locally: webhooks to 127.0.0.1 allowed, retry delays in seconds (unless set).
         for name, value in LOCAL_NOTIFY_DEFAULTS.items():
             settings.setdefault(name, os.environ.get(name, value))
 
@@ -278,10 +278,12 @@ class LocalRuntime:
             aws.client(service)
 
     def _seed_credits(self) -> None:
-        from batchgen.adapters.repository import get_repository
+        from batchgen.adapters.dynamo import get_stores
 
         if self.options.user_credits:
-            get_repository().adjust_balance(self.options.user_id, self.options.user_credits, "local starter credits")
+            get_stores().credits.adjust_balance(
+                self.options.user_id, self.options.user_credits, "local starter credits"
+            )
 
     def _start_http(self) -> None:
         from local.gateway import ApiGatewayApp, HttpFrontDoor, Invocable
@@ -473,12 +475,10 @@ class LocalRuntime:
 def reset_service_caches() -> None:
     """The service reads its settings and builds its clients once per process: make it re-read them."""
     from batchgen.adapters.aws import reset_clients
-    from batchgen.adapters.repository import get_repository
     from batchgen.config import reset_caches
 
     reset_caches()
     reset_clients()
-    get_repository.cache_clear()
-    from batchgen.adapters.notifications import get_notification_store
+    from batchgen.adapters.dynamo import get_stores
 
-    get_notification_store.cache_clear()
+    get_stores.cache_clear()

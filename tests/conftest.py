@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -33,15 +33,13 @@ JWT_SECRET = "test-secret-for-hs256-which-is-long-enough"
 
 def reset_service_caches() -> None:
     from batchgen.adapters.aws import reset_clients
-    from batchgen.adapters.repository import get_repository
     from batchgen.config import reset_caches
 
     reset_caches()
     reset_clients()
-    get_repository.cache_clear()
-    from batchgen.adapters.notifications import get_notification_store
+    from batchgen.adapters.dynamo import get_stores
 
-    get_notification_store.cache_clear()
+    get_stores.cache_clear()
     try:
         from batchgen.idempotency import _idempotent_runner
 
@@ -138,7 +136,7 @@ class ApiResponse:
 
 
 @pytest.fixture
-def api(aws: AwsEnv, lambda_context: Any):
+def api(aws: AwsEnv, lambda_context: Any) -> Callable[..., ApiResponse]:
     """Calls the real api handler with API Gateway proxy events, like API Gateway would."""
     import threading
 
@@ -182,6 +180,6 @@ def api(aws: AwsEnv, lambda_context: Any):
 
 
 def grant(user_id: str, amount: str | int) -> Decimal:
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    return get_repository().adjust_balance(user_id, Decimal(str(amount)), "test grant")
+    return get_stores().credits.adjust_balance(user_id, Decimal(str(amount)), "test grant")

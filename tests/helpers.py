@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
+from typing import Any
+
+from batchgen.models.records import JobRecord
 
 
 def png_bytes(width: int = 2, height: int = 2) -> bytes:
@@ -26,3 +29,31 @@ def png_data_url() -> str:
 
 def batch_body(count: int = 2, batch_type: str = "character", **extra: object) -> dict[str, object]:
     return {"type": batch_type, "requests": [{"prompt": f"pose {i}"} for i in range(count)], **extra}
+
+
+def job_of(store: Any, batch_id: str, chunk: int = 0) -> JobRecord:
+    """A chunk's job row as a store reads it (a fresh one before the batch's first submit)."""
+    job = store.get_job(batch_id, chunk)
+    assert job is not None, f"no batch {batch_id}"
+    return job
+
+
+def set_job(store: Any, batch_id: str, chunk: int = 0, **changes: Any) -> JobRecord:
+    """Sets fields of a chunk's job row in an in-memory store as if an earlier step had written them."""
+    job = store.jobs.get((batch_id, chunk)) or JobRecord(batchId=batch_id, chunk=chunk)
+    store.jobs[(batch_id, chunk)] = job = job.model_copy(update=changes)
+    return job
+
+
+def stored(batch_id: str) -> Any:
+    """The batch and all its items as the DynamoDB stores hold them (a test's look, never the pipeline's):
+    a `BatchWithItems`, or None."""
+    from batchgen.adapters.dynamo import get_stores
+    from batchgen.models.records import BatchWithItems
+
+    stores = get_stores()
+    batch = stores.batches.get_batch(batch_id)
+    if batch is None:
+        return None
+    items = [item for page in stores.items.iter_item_pages(batch_id) for item in page]
+    return BatchWithItems(batch=batch, items=items)

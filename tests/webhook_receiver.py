@@ -65,7 +65,7 @@ def start_receiver() -> Receiver:
     holder: dict[str, Receiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:  # http.server's name
             receiver = holder["r"]
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with receiver.lock:

@@ -79,7 +79,7 @@ class Settings(BaseModel):
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
 
-    # Notifications (SPEC §7)
+    # Notifications
     max_webhook_endpoints: int = Field(constants.MAX_WEBHOOK_ENDPOINTS_DEFAULT, ge=1, le=100)
     webhook_allow_private_targets: bool = False
     webhook_retry_scale: float = Field(1.0, gt=0, le=1.0)

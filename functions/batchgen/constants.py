@@ -29,7 +29,7 @@ MAX_CLIENT_ID_CHARS = 128
 MAX_WAIT_SECONDS_DEFAULT = 180_000
 HISTORY_LIMIT_DEFAULT = 20
 HISTORY_LIMIT_MAX = 100
-STATUS_ITEMS_MAX = 100  # items/results/errors in one status body (SPEC §6); the rest through /items
+STATUS_ITEMS_MAX = 100  # items/results/errors in one status body; the rest through /items
 ITEMS_LIMIT_DEFAULT = 100
 ITEMS_LIMIT_MAX = 1000
 # A cancel settles its refunds page by page inside the API function (29 s) for at most this long; a
@@ -40,16 +40,16 @@ DELETE_PAGE_ITEMS = 100  # a deleted batch's items per Query page, image removal
 RESULTS_URL_SECONDS = 3600  # a presigned results-manifest URL
 RESULTS_PREFIX = "results/"  # results manifests, one JSONL file per terminal batch
 # After a batch ends, its manifest's writer (the notify queue's consumer) has this long before the
-# results route stops answering "being written, retry" and writes the manifest itself (SPEC §6).
+# results route stops answering "being written, retry" and writes the manifest itself.
 RESULTS_MANIFEST_GRACE_SECONDS = 120
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
-# Chunked Gemini jobs (SPEC §6): a batch with more requests runs as several jobs of at most this many.
+# Chunked Gemini jobs: a batch with more requests runs as several jobs of at most this many.
 GEMINI_JOB_MAX_REQUESTS_DEFAULT = 1000
 # A collect run with less than this left checkpoints its place in the responses and hands over.
 COLLECT_HANDOVER_SECONDS = 60
-GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait (SPEC §8)
+GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait
 POLL_CONCURRENCY_DEFAULT = 16
 PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
 STAGING_EXPIRY_DAYS = 7
@@ -60,7 +60,7 @@ INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
 # defaults to `v1`): every real batch recording (create, get, Files API upload and download) uses
 # `v1beta`, where batch mode and the Files API are served. The emulator answers this version only.
 GEMINI_API_VERSION = "v1beta"
-# Bulk batches (SPEC §6): one uploaded JSONL file, streamed by the ingest function.
+# Bulk batches: one uploaded JSONL file, streamed by the ingest function.
 MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
 MAX_INPUT_FILE_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024  # Gemini's input file limit
 UPLOAD_URL_SECONDS = 3600  # a presigned upload URL is valid for one hour
@@ -73,7 +73,7 @@ INGEST_HANDOVER_SECONDS = 60
 INGEST_STALL_SECONDS = 900
 # One line holds at most one image (4 MB decoded, ~5.6 MB as base64) and two prompts.
 MAX_INPUT_LINE_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
-# Scheduling and templates (SPEC §8).
+# Scheduling and templates.
 MIN_SCHEDULE_AHEAD_SECONDS_DEFAULT = 60  # lowered only by tests and the local runtime (MIN_SCHEDULE_AHEAD_SECONDS)
 MAX_SCHEDULE_AHEAD_SECONDS_DEFAULT = 7 * 24 * 3600
 OFF_PEAK_WINDOW_UTC_DEFAULT = "01:00-06:00"
@@ -136,7 +136,7 @@ ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_AUTH_COOKIE_NAME = "AUTH_COOKIE_NAME"
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
 ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
-# --- Notifications (SPEC §7) ---
+# --- Notifications ---
 ENV_NOTIFY_QUEUE_URL = "NOTIFY_QUEUE_URL"
 ENV_MAX_WEBHOOK_ENDPOINTS = "MAX_WEBHOOK_ENDPOINTS"
 ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS = "WEBHOOK_ALLOW_PRIVATE_TARGETS"  # "true" locally, "false" deployed
@@ -153,7 +153,7 @@ AUTH_COOKIE_NAME_DEFAULT = "session"
 CORS_ORIGINS_DEFAULT = "*"
 LOG_LEVEL_DEFAULT = "INFO"
 
-# User webhooks and email (SPEC §7).
+# User webhooks and email.
 MAX_WEBHOOK_ENDPOINTS_DEFAULT = 10
 WEBHOOK_TIMEOUT_SECONDS_DEFAULT = 10.0
 WEBHOOK_RETRY_DELAYS_SECONDS = (5, 60, 300, 1800, 7200, 21600)  # after attempt 1, 2, ...; then given up
@@ -281,7 +281,7 @@ NOTIFY_FUNCTION = FunctionSpec(
     60,
     description="Delivers signed webhooks (one message per event and endpoint) and notification emails",
 )
-# The standard (real-time) endpoint, SPEC §8: its own function, so the api function never loads the SDK.
+# The standard (real-time) endpoint, its own function, so the api function never loads the SDK.
 PHOTO_FUNCTION = FunctionSpec(
     "photo",
     "batchgen.handlers.photo.lambda_handler",

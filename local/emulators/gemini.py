@@ -34,12 +34,12 @@ delay, and reaches its end state after ``delay_seconds``; state is computed
 from the clock on every read, so no background threads run. Prompt markers:
 ``[[fail]]`` (that request errors), ``[[blocked]]`` (finish reason SAFETY, no
 content), ``[[job:failed]]`` / ``[[job:expired]]`` (the whole job ends so), ``[[job:expired-once]]`` (the first
-job holding that prompt expires, a later job holding it succeeds: a resubmitted chunk, SPEC §6).
-Fidelity markers (issue 9): ``[[transient]]`` (a gRPC ``{"code": 13}`` error every time),
+job holding that prompt expires, a later job holding it succeeds: a resubmitted chunk).
+Fidelity markers: ``[[transient]]`` (a gRPC ``{"code": 13}`` error every time),
 ``[[flaky]]`` (code 13 the first time the emulator sees that prompt, an answer afterwards),
 ``[[late-output]]`` (the job reads SUCCEEDED twice before its output appears, as seen live),
 ``[[no-image]]`` (finish reason ``NO_IMAGE``), ``[[refuse]]`` (a text-only answer to an image request).
-Synchronous ``POST /{v}/models/{m}:generateContent`` (the standard endpoint, issue 12) answers with the
+Synchronous ``POST /{v}/models/{m}:generateContent`` (the standard endpoint) answers with the
 same markers: ``[[fail]]`` is an HTTP 400, ``[[blocked]]`` a SAFETY answer without content, and
 ``[[timeout]]`` holds the answer for ``timeout_marker_seconds`` (or ``set_latency(s, "generate")``).
 ``generate_seconds`` is the emulator's own generation time per call (0: immediate).
@@ -1098,7 +1098,7 @@ class GeminiEmulator:
             headers = self.webhook_headers(body, f"msg_{_new_id(24)}", per_job=per_job)
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL by design
+                with urllib.request.urlopen(request, timeout=10) as response:  # local URL by design
                     status = response.status
             except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
                 status = getattr(exc, "code", None) or 0

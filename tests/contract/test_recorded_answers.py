@@ -18,7 +18,7 @@ from batchgen.domain.gemini_jobs import JobView
 from batchgen.domain.gemini_requests import read_answer
 from batchgen.domain.gemini_usage import GeminiUsage, priced, usage_of
 from batchgen.models.records import ItemRecord
-from batchgen.usecases.collect import match_answers
+from batchgen.usecases.pipeline.collect import match_answers
 from tests.gemini_samples import sample, sample_lines
 
 

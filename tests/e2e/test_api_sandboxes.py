@@ -1,5 +1,5 @@
-"""API requests run concurrently in the local runtime, each in its own sandbox process (issue 14:
-the runtime serialised them, so API-versus-API races were never concurrent locally)."""
+"""API requests run concurrently in the local runtime, each in its own sandbox process (the runtime
+used to serialise them, so API-versus-API races were never concurrent locally)."""
 
 from __future__ import annotations
 

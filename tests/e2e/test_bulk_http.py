@@ -1,5 +1,5 @@
 """A bulk batch over HTTP in `make run`'s runtime: upload a JSONL file with plain `curl -T`, create the
-batch from it, watch it validate, run and finish (SPEC §6)."""
+batch from it, watch it validate, run and finish."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_a_file_uploaded_with_curl_becomes_a_batch_with_exact_counts_and_refunds
     assert balance(runtime, token) == Decimal("57.5")
 
     # The results manifest is written once after the end (the notify consumer): the route answers 409 with
-    # Retry-After for the moments before, then a presigned link (SPEC §6).
+    # Retry-After for the moments before, then a presigned link.
     batch_id = created.json()["id"]
     deadline = time.monotonic() + 30
     while (link := runtime.request("GET", f"/batch/{batch_id}/results", token=token)).status_code == 409:

@@ -1,4 +1,4 @@
-"""The Python client and the `batchgen` CLI against `make run`'s runtime (SPEC §9).
+"""The Python client and the `batchgen` CLI against `make run`'s runtime.
 
 The CLI runs in-process through typer's CliRunner (fast), and once as the installed console script.
 """
@@ -192,7 +192,7 @@ def test_python_client_errors_carry_the_api_body(runtime, tmp_path: Path):
 
 
 def test_bulk_files_go_through_upload_and_create_from_file(runtime, tmp_path: Path):
-    """SPEC §6: the client PUTs the file to the presigned URL and creates the batch from it; the CLI's
+    """The client PUTs the file to the presigned URL and creates the batch from it; the CLI's
     `submit` of a .jsonl file longer than the inline limit does the same."""
     _, token = runtime.new_user(100)
     lines = tmp_path / "big.jsonl"

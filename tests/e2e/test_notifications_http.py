@@ -1,4 +1,4 @@
-"""SPEC §7 in `make run`'s runtime: a user registers an endpoint, submits a batch and gets signed events
+"""Notifications in `make run`'s runtime: a user registers an endpoint, submits a batch and gets signed events
 for each result and for the end of the batch without polling; notifyEmail is sent (and logged)."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""SPEC §8 over HTTP against the local runtime: a scheduled batch waits, then runs; the standard endpoint
-answers seed 003's Variant 1 client through the front door with its session cookie; quote and templates."""
+"""Scheduling and the standard endpoint over HTTP against the local runtime: a scheduled batch waits,
+then runs; the standard endpoint answers seed 003's Variant 1 client through the front door with its
+session cookie; quote and templates."""
 
 from __future__ import annotations
 

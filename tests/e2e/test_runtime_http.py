@@ -372,7 +372,7 @@ def test_runtime_stops_cleanly_on_sigint(spawn_runtime):
 
 
 def test_the_local_runtime_completes_a_batch_by_gemini_webhook_push_without_a_tick(spawn_runtime):
-    """The emulator announces each ended job by a signed webhook, as Gemini does (issue 9)."""
+    """The emulator announces each ended job by a signed webhook, as Gemini does."""
     import time
 
     import requests

@@ -1,4 +1,4 @@
-"""The local runtime's process ends promptly and never outlives its parent (issue 14 regressions:
+"""The local runtime's process ends promptly and never outlives its parent (regressions:
 SIGTERM took 80-105 s; `kill -9` of `make run` left the Python child serving on the port)."""
 
 from __future__ import annotations

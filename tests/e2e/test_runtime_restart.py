@@ -1,4 +1,4 @@
-"""The local runtime survives a restart (issue 14, `local.persistence`): a batch in flight at Gemini when
+"""The local runtime survives a restart (`local.persistence`): a batch in flight at Gemini when
 the runtime stops (SIGTERM, or `kill -9` between two snapshots' worth of changes) completes after it
 starts again on the same `LOCAL_DATA_DIR`, with exact counts and money, and the tokens printed by the
 first run still work."""
@@ -21,7 +21,7 @@ from tests.e2e.conftest import ROOT, STARTUP_TIMEOUT_SECONDS, USER_CREDITS, _sta
 
 EXPORT_LINE = re.compile(r"^export (API_URL|TOKEN|ADMIN_TOKEN)=(\S+)")
 GEMINI_DELAY = "6"  # long enough for the batch to be in flight at Gemini when the runtime stops
-UNIT_PRICE = Decimal(2)  # a character image at the default quality, batch rate (SPEC §2)
+UNIT_PRICE = Decimal(2)  # a character image at the default quality, batch rate
 
 
 class Run:

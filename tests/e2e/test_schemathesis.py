@@ -1,4 +1,4 @@
-"""Schemathesis against the local runtime's generated /openapi.json, as a user and as an admin (issue 14).
+"""Schemathesis against the local runtime's generated /openapi.json, as a user and as an admin.
 
 Checks: no server error, status code / content type / response headers / response schema conformance,
 negative data rejection (schema-invalid input must get a 4xx), ignored auth, and the rest of

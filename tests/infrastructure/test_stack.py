@@ -1,4 +1,4 @@
-"""Assertions on the synthesized template: every resource SPEC §5 lists, with its key properties."""
+"""Assertions on the synthesized template: every resource the service deploys, with its key properties."""
 
 from __future__ import annotations
 
@@ -509,7 +509,7 @@ ACCESS = {
         (),
         ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
     ),
-    # Its own queue: a chunk's next chunk (SPEC §6), a comeback after another attempt's lease, clean-ups.
+    # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
     SUBMIT_FUNCTION.name: Access(
         INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE,), SUBMIT_QUEUE, ("gemini",)
     ),
@@ -592,7 +592,7 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
         queue_id,
         ses,
         bucket_id,  # s3:List*, so a missing manifest reads as missing
-        f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest (SPEC §6)
+        f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest
     }
     assert READ | PUT <= access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert not DELETE & access[f"{bucket_id}/{RESULTS_PREFIX}*"]

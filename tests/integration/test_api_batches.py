@@ -1,16 +1,19 @@
-"""The /batch/* routes through the real handler against moto: SPEC §2, seed 000."""
+"""The /batch/* routes through the real handler against moto (the seed-000 contract)."""
 
 from decimal import Decimal
 
 import pytest
 
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
+from batchgen.domain.outcomes import ItemSuccess
+from batchgen.handlers.services import live_services
+from batchgen.usecases.pipeline import settle
 from tests.conftest import grant, make_token
-from tests.helpers import batch_body, png_base64, png_data_url
+from tests.helpers import batch_body, png_base64, png_data_url, stored
 
 
 def ledger_sum(user_id: str) -> Decimal:
-    return sum((entry.delta for entry in get_repository().list_ledger(user_id, 1000)), Decimal(0))
+    return sum((entry.delta for entry in get_stores().credits.list_ledger(user_id, 1000)), Decimal(0))
 
 
 def test_create_charges_records_items_stores_images_and_queues_one_submit(api, aws):
@@ -35,7 +38,7 @@ def test_create_charges_records_items_stores_images_and_queues_one_submit(api, a
     assert created.body["requestCount"] == 2
     assert created.body["creditCost"] == 7.5
     assert [job["clientId"] for job in created.body["jobs"]] == ["front", "request-2"]
-    assert get_repository().get_balance("user-1") == Decimal("2.5")
+    assert get_stores().credits.get_balance("user-1") == Decimal("2.5")
     assert ledger_sum("user-1") == Decimal("2.5")
     assert aws.queue_messages("batchgen-submit") == [{"batchId": batch_id}]
     assert aws.s3_keys("inputs/") == [f"inputs/{batch_id}/{created.body['jobs'][0]['generationId']}"]
@@ -83,7 +86,7 @@ def test_fractional_prices_and_text_batches(api, aws):
     created = api("POST", "/batch/create", batch_body(3, batch_type="text"))
     assert created.status == 202
     assert created.body["creditCost"] == 1.5
-    assert get_repository().get_balance("user-1") == Decimal(0)
+    assert get_stores().credits.get_balance("user-1") == Decimal(0)
 
 
 def test_shared_prompt_lets_requests_omit_their_own(api, aws):
@@ -102,7 +105,7 @@ def test_insufficient_credits_is_402_with_required_and_available_and_changes_not
     assert response.status == 402
     assert response.body["error"] == "Insufficient credits"
     assert response.body["required"] == 4 and response.body["available"] == 3
-    assert get_repository().get_balance("user-1") == Decimal(3)
+    assert get_stores().credits.get_balance("user-1") == Decimal(3)
     assert aws.queue_messages("batchgen-submit") == []
     assert aws.s3_keys("inputs/") == []  # the uploaded input image was removed again
     assert api("GET", "/batch/history").body == []
@@ -192,23 +195,23 @@ def test_cancel_refunds_every_open_item_once_and_is_409_after(api, aws):
     assert cancelled.body["completedAt"] is not None and cancelled.body["isComplete"] is True
     assert {item["status"] for item in cancelled.body["items"]} == {"cancelled"}
     assert len(cancelled.body["errors"]) == 3 and cancelled.body["errors"][0].startswith("Request request-1:")
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
     again = api("POST", f"/batch/{batch_id}/cancel")
     assert again.status == 409
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
     assert ledger_sum("user-1") == Decimal(10)
 
 
 def test_cancel_keeps_succeeded_items_and_refunds_the_rest(api, aws):
     grant("user-1", 10)
     created = api("POST", "/batch/create", batch_body(3)).body
-    repository = get_repository()
-    assert repository.mark_item_success(created["id"], 0, image_url="https://img/0.png")
+    repository = get_stores()
+    assert settle.record_success(live_services(), created["id"], ItemSuccess(0, image_url="https://img/0.png"))
     cancelled = api("POST", f"/batch/{created['id']}/cancel").body
     assert cancelled["refundedCredits"] == 4
     assert cancelled["results"] == ["https://img/0.png"]
     assert cancelled["successCount"] == 1 and cancelled["failCount"] == 2
-    assert repository.get_balance("user-1") == Decimal(8)
+    assert repository.credits.get_balance("user-1") == Decimal(8)
 
 
 def test_delete_only_terminal_batches(api, aws):
@@ -235,11 +238,11 @@ def test_idempotency_key_replays_the_first_response_and_charges_once(api, aws):
     assert first.status == second.status == 202
     assert first.body == second.body
     assert second.headers["Location"] == first.headers["Location"]
-    assert get_repository().get_balance("user-1") == Decimal(6)
+    assert get_stores().credits.get_balance("user-1") == Decimal(6)
     assert len(aws.queue_messages("batchgen-submit")) == 1
     other = api("POST", "/batch/create", batch_body(3), headers=headers)
     assert other.status == 409
-    assert get_repository().get_balance("user-1") == Decimal(6)
+    assert get_stores().credits.get_balance("user-1") == Decimal(6)
     # The key is per user: another user's identical key is unrelated.
     grant("user-2", 10)
     assert (
@@ -274,19 +277,20 @@ def test_a_group_of_texts_succeeds_in_one_transaction_and_a_duplicate_counts_onl
     item already settled (a duplicate delivery) makes the group fall back to one item at a time."""
     from unittest import mock
 
-    from batchgen.adapters.notifications import get_notification_store
-
     grant("user-1", 10)
     batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": f"p{i}"} for i in range(5)]}).body[
         "id"
     ]
-    repository = get_repository()
-    with mock.patch.object(repository.db, "transact_write_items", wraps=repository.db.transact_write_items) as calls:
-        assert repository.mark_texts_success(batch_id, [(0, "a"), (1, "b"), (2, "c")]) == 3
+    repository, services = get_stores(), live_services()
+    texts = [ItemSuccess(0, text="a"), ItemSuccess(1, text="b"), ItemSuccess(2, text="c")]
+    db = repository.table.db
+    with mock.patch.object(db, "transact_write_items", wraps=db.transact_write_items) as calls:
+        assert settle.record_successes(services, batch_id, texts) == 3
     assert calls.call_count == 1
-    assert repository.mark_texts_success(batch_id, [(2, "again"), (3, "d")]) == 1  # 2 was settled already
-    record = repository.get_batch_with_items(batch_id)
+    again = [ItemSuccess(2, text="again"), ItemSuccess(3, text="d")]
+    assert settle.record_successes(services, batch_id, again) == 1  # 2 was settled already
+    record = stored(batch_id)
     assert record is not None and record.batch.successCount == 4
     assert [item.text for item in record.items] == ["a", "b", "c", "d", None]
-    item_events = [e for e in get_notification_store().pending_events(100) if e.itemEvent]
+    item_events = [e for e in repository.outbox.pending_events(100) if e.itemEvent]
     assert sorted(index for event in item_events for index in event.itemIndexes) == [0, 1, 2, 3]

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 import pytest
 
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from tests.conftest import make_token
 from tests.helpers import batch_body, png_data_url
 
@@ -36,7 +36,7 @@ def test_admin_grants_and_debits_credits_exactly(api, aws):
     assert grant_via_api(api, "user-1", -1.5, "correction").body["balance"] == 1.5
     too_much = grant_via_api(api, "user-1", -2)
     assert too_much.status == 402
-    assert get_repository().get_balance("user-1") == Decimal("1.5")
+    assert get_stores().credits.get_balance("user-1") == Decimal("1.5")
 
 
 @pytest.mark.parametrize("amount", [0, 1.005, "ten", True, None])
@@ -86,7 +86,7 @@ def test_twenty_parallel_creates_against_a_balance_for_ten(api, aws):
     from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
     from batchgen.domain.errors import InsufficientCredits
     from batchgen.handlers.services import live_services
-    from batchgen.usecases.create import create_batch
+    from batchgen.usecases.pipeline.create import create_batch
 
     def create_one(_: int) -> int:
         draft = BatchDraft(batch_type="character", requests=[RequestDraft(None, "pose 0", None)])
@@ -100,7 +100,7 @@ def test_twenty_parallel_creates_against_a_balance_for_ten(api, aws):
         statuses = list(pool.map(create_one, range(20)))
     # Then exactly ten are accepted, the rest see 402, and the ledger sums to a zero balance
     assert sorted(statuses) == [202] * 10 + [402] * 10
-    repository = get_repository()
+    repository = get_stores().credits
     assert repository.get_balance("user-1") == Decimal(0)
     assert sum((e.delta for e in repository.list_ledger("user-1", 100)), Decimal(0)) == Decimal(0)
     assert len(api("GET", "/batch/history", query="limit=100").body) == 10
@@ -182,7 +182,7 @@ def test_rs256_tokens_from_a_jwks_url(api, aws, monkeypatch):
     jwk.update(kid="k1", use="sig", alg="RS256")
 
     class Jwks(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             payload = json.dumps({"keys": [jwk]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -239,7 +239,7 @@ def test_an_admin_debit_larger_than_the_balance_says_so_in_its_own_words(api, aw
     message = response.body["message"]
     assert "batch" not in message and "requests" not in message
     assert "user-1" in message and "debit at most" in message
-    assert get_repository().get_balance("user-1") == 3
+    assert get_stores().credits.get_balance("user-1") == 3
 
 
 def test_admin_filters_batches_by_user(api, aws):

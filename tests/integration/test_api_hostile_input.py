@@ -1,4 +1,4 @@
-"""Anything a client can send gets a 4xx, never a 500 (SPEC §2)."""
+"""Anything a client can send gets a 4xx, never a 500."""
 
 import pytest
 
@@ -35,7 +35,7 @@ def test_hostile_requests_get_a_4xx_never_a_500(api, aws, method, path, body, he
 
 
 def test_an_absurd_or_broken_image_is_a_400_naming_the_item_and_charges_nothing(api):
-    """Regression (issue 14): a PNG declaring 50,000 x 50,000 pixels, or magic bytes plus garbage,
+    """Regression: a PNG declaring 50,000 x 50,000 pixels, or magic bytes plus garbage,
     was accepted and charged."""
     from tests.unit.test_image_headers import b64, png_declaring
 

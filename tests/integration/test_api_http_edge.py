@@ -1,4 +1,4 @@
-"""Answers decided before routing: unknown routes, wrong methods, non-JSON bodies (issue 8/8's wrong answers)."""
+"""Answers decided before routing: unknown routes, wrong methods, non-JSON bodies."""
 
 from __future__ import annotations
 

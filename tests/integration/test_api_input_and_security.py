@@ -7,7 +7,7 @@ from decimal import Decimal
 import jwt
 import pytest
 
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from tests.conftest import JWT_SECRET, grant, make_token
 from tests.helpers import batch_body, png_base64
 
@@ -19,7 +19,7 @@ def funded(api, aws):
 
 
 def assert_nothing_happened(api, aws):
-    assert get_repository().get_balance("user-1") == Decimal(100)
+    assert get_stores().credits.get_balance("user-1") == Decimal(100)
     assert api("GET", "/batch/history").body == []
     assert aws.queue_messages("batchgen-submit") == []
     assert aws.s3_keys() == []
@@ -175,7 +175,7 @@ def test_public_routes_need_no_token(api, aws):
 def test_non_admin_on_admin_routes_is_403(api, funded):
     assert_error_body(api("POST", "/admin/credits", {"userId": "user-1", "amount": 5, "reason": "gift"}), 403)
     assert_error_body(api("GET", "/admin/batches"), 403)
-    assert get_repository().get_balance("user-1") == Decimal(100)
+    assert get_stores().credits.get_balance("user-1") == Decimal(100)
 
 
 def test_unknown_route_is_404_with_error_body(api, aws):

@@ -1,4 +1,4 @@
-"""SPEC §8 through the real api handler against moto: scheduling, templates, the price quote."""
+"""Scheduling, templates and the quote through the real api handler against moto."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from decimal import Decimal
 
 import pytest
 
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import get_catalog
 from batchgen.domain import pricing
 from tests.conftest import grant, make_token
-from tests.helpers import batch_body, png_base64
+from tests.helpers import batch_body, png_base64, stored
 
 ADMIN = make_token("admin-1", role="admin")
 OTHER = make_token("user-2")
 
 
 def ledger(user_id: str = "user-1") -> list:
-    return get_repository().list_ledger(user_id, 1000)
+    return get_stores().credits.list_ledger(user_id, 1000)
 
 
 def iso(moment: datetime) -> str:
@@ -32,7 +32,7 @@ def test_a_scheduled_batch_is_charged_shows_its_time_and_sends_no_submit_yet(api
     created = api("POST", "/batch/create", batch_body(2, scheduleAt=iso(when)))
     assert created.status == 202, created.body
     assert created.body["status"] == "scheduled" and created.body["scheduledFor"].startswith(iso(when)[:19])
-    assert get_repository().get_balance("user-1") == Decimal(6)
+    assert get_stores().credits.get_balance("user-1") == Decimal(6)
     assert aws.queue_messages("batchgen-submit") == []
     status = api("GET", f"/batch/status/{created.body['id']}").body
     assert status["status"] == "scheduled" and status["scheduledFor"] == created.body["scheduledFor"]
@@ -64,7 +64,7 @@ def test_bad_schedules_are_400_and_charge_nothing(api, aws, extra, where):
     answer = api("POST", "/batch/create", batch_body(1, **extra))
     assert answer.status == 400, answer.body
     assert answer.body["error"] and where in str(answer.body["details"])
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
 
 
 def test_cancel_of_a_scheduled_batch_refunds_all(api, aws):
@@ -73,7 +73,7 @@ def test_cancel_of_a_scheduled_batch_refunds_all(api, aws):
     cancelled = api("POST", f"/batch/{batch_id}/cancel")
     assert cancelled.status == 200 and cancelled.body["status"] == "cancelled"
     assert cancelled.body["refundedCredits"] == 6
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
     assert sum(entry.delta for entry in ledger()) == Decimal(10)
 
 
@@ -160,7 +160,7 @@ def test_create_from_a_template_fills_variables_and_given_fields_win(api, aws):
     )
     assert created.status == 202, created.body
     assert created.body["creditCost"] == 11.26  # 2 product requests x 5.63 at 4k (the create's quality won)
-    record = get_repository().get_batch_with_items(created.body["id"])
+    record = stored(created.body["id"])
     assert record is not None
     assert record.batch.sharedPrompt == "a red mug on a white background"
     assert [item.prompt for item in record.items] == ["front view of a red mug", "side view"]
@@ -183,7 +183,7 @@ def test_missing_variables_are_all_named(api, aws):
     assert [d["loc"] for d in answer.body["details"]] == [["body", "variables", "product"]]
     none = api("POST", "/batch/create", {"templateId": template_id})
     assert none.status == 400 and "product" in none.body["message"] and "colour" in none.body["message"]
-    assert get_repository().get_balance("user-1") == Decimal(20)
+    assert get_stores().credits.get_balance("user-1") == Decimal(20)
 
 
 def test_create_without_type_or_requests_and_no_template_is_400(api, aws):
@@ -212,14 +212,14 @@ def test_quote_equals_what_create_charges(api, aws, batch_type, quality):
     quote = api("POST", "/batch/quote", body)
     assert quote.status == 200, quote.body
     # nothing recorded: no batch, no ledger entry, no message, no input image
-    assert get_repository().get_balance("user-1") == Decimal(100) and len(ledger()) == 1
+    assert get_stores().credits.get_balance("user-1") == Decimal(100) and len(ledger()) == 1
     assert aws.queue_messages("batchgen-submit") == [] and aws.s3_keys("inputs/") == []
     assert api("GET", "/batch/history").body == []
     created = api("POST", "/batch/create", body)
     assert created.status == 202
     assert quote.body["creditCost"] == created.body["creditCost"]
     charged = Decimal(str(created.body["creditCost"]))
-    assert Decimal(str(quote.body["balance"])) - charged == get_repository().get_balance("user-1")
+    assert Decimal(str(quote.body["balance"])) - charged == get_stores().credits.get_balance("user-1")
     assert quote.body["requestCount"] == 3 and quote.body["sufficient"] is True
     model = get_catalog().defaultModels[batch_type]
     standard = pricing.price_table(get_catalog())[model]["qualities"][quality]["standard"][batch_type] * 3

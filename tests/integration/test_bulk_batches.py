@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): presigned upload, create with inputFile, the ingest step, failures that charge
+"""Bulk batches: presigned upload, create with inputFile, the ingest step, failures that charge
 nothing, cancel while validating, checkpoints and duplicate deliveries."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from tests.conftest import grant, make_token
 from tests.helpers import png_base64
 
@@ -56,7 +56,7 @@ def status(api, batch_id: str, user: str = "user-1"):
 
 
 def balance(user: str = "user-1") -> Decimal:
-    return get_repository().get_balance(user)
+    return get_stores().credits.get_balance(user)
 
 
 def run_pipeline(queues, poll) -> None:
@@ -66,7 +66,7 @@ def run_pipeline(queues, poll) -> None:
     queues.drain(COLLECT)
     queues.drain(UPLOAD, rounds=500)
     poll()
-    queues.drain(constants.NOTIFY_QUEUE)  # the end event's results manifest (SPEC §6)
+    queues.drain(constants.NOTIFY_QUEUE)  # the end event's results manifest
 
 
 def test_a_file_batch_validates_charges_once_and_completes_with_exact_counts_and_refunds(
@@ -123,7 +123,7 @@ def test_invalid_files_fail_the_batch_with_line_numbers_and_charge_nothing(api, 
     assert body["creditCost"] == 0 and body["items"] == [] and body["isComplete"]
     assert balance() == 100
     assert aws.s3_keys("inputs/") == []
-    rows = list(get_repository().iter_item_pages(batch_id))
+    rows = list(get_stores().items.iter_item_pages(batch_id))
     assert rows == []  # items written before the bad line are removed
 
 
@@ -146,7 +146,7 @@ def test_too_many_lines_fail_and_charge_nothing(api, queues, monkeypatch):
     queues.drain(INGEST)
     body = status(api, batch_id)
     assert body["status"] == "failed" and "more than 5 requests" in body["failureReason"]
-    assert balance() == 100 and list(get_repository().iter_item_pages(batch_id)) == []
+    assert balance() == 100 and list(get_stores().items.iter_item_pages(batch_id)) == []
 
 
 def test_oversized_file_fails(api, queues, monkeypatch):
@@ -190,7 +190,7 @@ def test_a_balance_below_the_cost_fails_naming_required_and_available(api, queue
     body = status(api, batch_id)
     assert body["status"] == "failed"
     assert "costs 10 credits but your balance is 3" in body["failureReason"]
-    assert balance() == 3 and list(get_repository().iter_item_pages(batch_id)) == []
+    assert balance() == 3 and list(get_stores().items.iter_item_pages(batch_id)) == []
 
 
 def test_cancel_while_validating_charges_nothing_and_ingest_cleans_up(api, aws, queues):
@@ -198,18 +198,18 @@ def test_cancel_while_validating_charges_nothing_and_ingest_cleans_up(api, aws, 
     lines = [{"prompt": f"p{i}", "imageBase64": png_base64()} for i in range(constants.INGEST_CHUNK_ITEMS + 35)]
     batch_id = create_from_file(api, upload(api, jsonl(lines)))
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     clock = iter([1000.0, 0.0])  # the run hands over after its first chunk
     outcome = ingest.ingest_file(live_services(), batch_id, lambda: next(clock, 0.0))
     assert outcome == "handed-over", status(api, batch_id)["failureReason"]
-    written = [item for page in get_repository().iter_item_pages(batch_id) for item in page]
+    written = [item for page in get_stores().items.iter_item_pages(batch_id) for item in page]
     assert len(written) == constants.INGEST_CHUNK_ITEMS  # one chunk
     cancelled = api("POST", f"/batch/{batch_id}/cancel")
     assert cancelled.status == 200 and cancelled.body["status"] == "cancelled"
     assert cancelled.body["refundedCredits"] == 0 and cancelled.body["items"] == []
     queues.drain(INGEST)
-    assert list(get_repository().iter_item_pages(batch_id)) == []
+    assert list(get_stores().items.iter_item_pages(batch_id)) == []
     assert aws.s3_keys(f"inputs/{batch_id}/") == []
     assert balance() == 100
     assert api("POST", f"/batch/{batch_id}/cancel").status == 409
@@ -222,7 +222,7 @@ def test_a_run_near_its_time_limit_hands_over_without_redoing_or_skipping_lines(
     batch_id = create_from_file(api, upload(api, jsonl(lines)))
     queues.receive(INGEST)  # the create's message is replaced by direct runs below
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     outcomes = []
     for _ in range(10):
@@ -244,7 +244,7 @@ def test_duplicate_ingest_deliveries_change_nothing(api, queues):
     queues.deliver(INGEST, messages)
     queues.deliver(INGEST, messages)  # the same message again, after the batch is pending
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import ingest
+    from batchgen.usecases.bulk import ingest
 
     assert ingest.ingest_file(live_services(), batch_id) == "not-validating"
     body = status(api, batch_id)
@@ -350,7 +350,7 @@ def test_retry_of_a_partly_failed_batch_charges_only_its_failed_items(api, gemin
     assert body["status"] == "pending" and body["requestCount"] == 2 and body["creditCost"] == 4
     assert body["retryOf"] == source and [item["clientId"] for item in body["items"]] == ["bad", "worse"]
     assert balance() == 94
-    item = get_repository().get_item(retry_id, 0)
+    item = get_stores().items.get_item(retry_id, 0)
     assert item is not None and item.imageKey and item.prompt == "b [[fail]]"
     run_pipeline(queues, poll)
     assert status(api, retry_id)["status"] == "failed" and balance() == 98
@@ -365,7 +365,7 @@ def test_retry_needs_an_ended_batch_with_failures_and_credits(api, gemini, cloud
     failing = api("POST", "/batch/create", {"type": "character", "requests": [{"prompt": "a [[fail]]"}]})
     run_pipeline(queues, poll)
     assert balance() == 3
-    get_repository().adjust_balance("user-1", Decimal(-2), "spend")
+    get_stores().credits.adjust_balance("user-1", Decimal(-2), "spend")
     poor = api("POST", f"/batch/{failing.body['id']}/retry")
     assert poor.status == 402 and poor.body["required"] == 2 and poor.body["available"] == 1
     assert api("POST", "/batch/batch_0000000000000_0000000000/retry", token=None).status == 401

@@ -1,4 +1,4 @@
-"""Chunked Gemini jobs and the collect handover (SPEC §6), through the handlers, moto and the emulators.
+"""Chunked Gemini jobs and the collect handover, through the handlers, moto and the emulators.
 
 Text batches keep these fast: the chunk mechanics do not depend on the batch type. The issue's shape
 (2,500 items, GEMINI_JOB_MAX_REQUESTS=1000, one chunk expired once) runs as is (~30 s here with
@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from tests.conftest import grant, make_token
 from tests.integration.conftest import QueueDriver
@@ -44,7 +44,7 @@ def file_batch(api, queues, prompts: list[str]) -> str:
 
 def ledger_sums_to_balance(api, user: str = "user-1") -> None:
     ledger = api("GET", "/credits", token=make_token(user)).body["ledger"]
-    assert sum(Decimal(str(entry["delta"])) for entry in ledger) == get_repository().get_balance(user)
+    assert sum(Decimal(str(entry["delta"])) for entry in ledger) == get_stores().credits.get_balance(user)
 
 
 def send(queues: QueueDriver, queue: constants.QueueSpec, body: dict[str, Any]) -> None:
@@ -105,7 +105,7 @@ def run_chunked(api, gemini, queues, poll, *, count: int, per_job: int, expired_
         "expired": 0,
     }
     assert body["geminiState"] == "JOB_STATE_SUCCEEDED"
-    assert get_repository().get_balance("user-1") == Decimal(100_000) - cost + unit * failed
+    assert get_stores().credits.get_balance("user-1") == Decimal(100_000) - cost + unit * failed
     ledger_sums_to_balance(api)
     left = [(name, f.display_name) for name, f in gemini.files.items() if name.startswith("files/batch-")]
     assert not left, (left, [(j.name, j.display_name, j.state) for j in gemini.jobs.values()])  # responses removed

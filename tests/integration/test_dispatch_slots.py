@@ -1,4 +1,4 @@
-"""The dispatcher against moto and the Gemini emulator (SPEC §8): the cap is never overshot by
+"""The dispatcher against moto and the Gemini emulator: the cap is never overshot by
 concurrent submits, premium first, and one busy user does not starve another."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from batchgen.domain import ids
 from batchgen.handlers.services import live_services
-from batchgen.usecases import dispatch, submit
+from batchgen.usecases.pipeline import dispatch, submit
 from tests.conftest import grant, make_token
 
 SUBMIT = constants.SUBMIT_QUEUE
@@ -38,15 +38,15 @@ def create(api, user: str = "user-1", tier: str | None = None) -> str:
 
 
 def age(batch_id: str, seconds: float) -> None:
-    get_repository().update_batch(batch_id, {"createdAt": ids.iso(ids.utc_now() - timedelta(seconds=seconds))})
+    get_stores().batches.update_batch(batch_id, {"createdAt": ids.iso(ids.utc_now() - timedelta(seconds=seconds))})
 
 
 def end_jobs(gemini, batch_ids: list[str]) -> None:
     """Their jobs finish at Gemini and the batches end (cancelled here: the quickest end)."""
     for batch_id in batch_ids:
-        assert live_services().store.get_batch(batch_id) is not None
+        assert live_services().batches.get_batch(batch_id) is not None
     for batch_id in batch_ids:
-        job = get_repository().get_batch(batch_id).geminiJobName
+        job = get_stores().jobs.get_job(batch_id, 0).geminiJobName
         live_services().gemini.cancel_job(job)
 
 
@@ -78,7 +78,7 @@ def test_a_premium_batch_created_after_three_standard_ones_runs_first(api, cappe
     for seconds, batch_id in zip((30, 20, 10), standard, strict=True):
         age(batch_id, seconds)
     queues.drain(SUBMIT)
-    running = [b for b in standard if get_repository().get_batch(b).geminiJobName]
+    running = [b for b in standard if get_stores().jobs.get_job(b, 0).geminiJobName]
     assert running == standard[:2] and capped.running_job_count == 2
     premium = create(api, "user-2", tier="premium")
     queues.drain(SUBMIT)
@@ -91,8 +91,8 @@ def test_a_premium_batch_created_after_three_standard_ones_runs_first(api, cappe
     tick = poll()
     assert tick["slots_released"] == 1 and tick["admitted"] == 1
     queues.drain(SUBMIT)
-    assert get_repository().get_batch(premium).geminiJobName
-    assert not get_repository().get_batch(standard[2]).geminiJobName
+    assert get_stores().jobs.get_job(premium, 0).geminiJobName
+    assert not get_stores().jobs.get_job(standard[2], 0).geminiJobName
     assert capped.running_job_count == 2
 
 
@@ -107,6 +107,6 @@ def test_one_user_with_thirty_batches_does_not_starve_another(api, capped, queue
     light = create(api, "user-2")
     while queues.drain(SUBMIT):  # 31 messages: until none is left
         pass
-    holders = sorted(slot.userId for slot in get_repository().list_slots())
+    holders = sorted(slot.userId for slot in get_stores().slots.list_slots())
     assert holders == ["user-1", "user-2"] and capped.running_job_count == 2
-    assert get_repository().get_batch(light).geminiJobName
+    assert get_stores().jobs.get_job(light, 0).geminiJobName

@@ -1,4 +1,4 @@
-"""The fault table (issue 14) on moto and the emulators: the real handlers, the real adapters, and a
+"""The fault table on moto and the emulators: the real handlers, the real adapters, and a
 fault injected at one call of each kind the pipeline makes:
 
 - each AWS call kind, at botocore's level on the service's own clients (`before-call` raises for `fail`
@@ -98,7 +98,7 @@ def an_hour_later(monkeypatch: pytest.MonkeyPatch, seconds: int = 3600) -> None:
 
     class Later(dt.datetime):
         @classmethod
-        def now(cls, tz=None):  # noqa: ANN001, ANN206
+        def now(cls, tz=None):
             return dt.datetime.fromtimestamp(real_time() + seconds, tz)
 
     monkeypatch.setattr(time, "time", lambda: real_time() + seconds)
@@ -139,7 +139,7 @@ def drive(queues, poll, rounds: int = 14) -> None:
 
 
 def check_end_state(api, cloudinary, batch_id: str | None) -> None:
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
     assert batch_id is not None, "the client never got its answer"
     body = api("GET", f"/batch/status/{batch_id}").body
@@ -147,9 +147,9 @@ def check_end_state(api, cloudinary, batch_id: str | None) -> None:
     assert body["successCount"] == 2 and body["refundedCredits"] == 0, body
     assert len([key for key in cloudinary.assets if batch_id in key]) == 2
     assert [b["id"] for b in api("GET", "/batch/history").body] == [batch_id]  # one batch
-    ledger = get_repository().list_ledger("user-1", limit=100)
+    ledger = get_stores().credits.list_ledger("user-1", limit=100)
     assert sorted(entry.reason for entry in ledger) == ["batch charge", "test grant"], ledger
-    assert get_repository().get_balance("user-1") == sum(entry.delta for entry in ledger)
+    assert get_stores().credits.get_balance("user-1") == sum(entry.delta for entry in ledger)
 
 
 # Every call kind once, the faults spread over them (`make test`); every (call, fault) pair under the
@@ -226,10 +226,10 @@ def test_a_fault_at_a_gemini_or_cloudinary_call_ends_in_one_completed_batch_char
 
 
 def test_a_replay_after_the_create_died_returns_the_same_batch_and_charges_once(api, aws, monkeypatch):
-    """Regression (issue 14): the process died after the create's transaction, before the idempotency
+    """Regression: the process died after the create's transaction, before the idempotency
     record was completed; once the in-progress record expired (the function's timeout), the client's
     replay with the same Idempotency-Key ran the create again: a second batch, charged a second time."""
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
     grant("user-1", 10)
     with aws_fault("dynamodb", "TransactWriteItems", "die-after"), pytest.raises(ProcessDied):
@@ -239,20 +239,20 @@ def test_a_replay_after_the_create_died_returns_the_same_batch_and_charges_once(
     assert replay.status == 202, replay.body
     batches = api("GET", "/batch/history").body
     assert [batch["id"] for batch in batches] == [replay.body["id"]]  # the first run's batch, and only it
-    charges = [entry for entry in get_repository().list_ledger("user-1", limit=100) if entry.delta < 0]
+    charges = [entry for entry in get_stores().credits.list_ledger("user-1", limit=100) if entry.delta < 0]
     assert len(charges) == 1, charges
 
 
 def test_a_standard_generation_killed_after_its_charge_is_refunded_by_the_tick_once(
     aws, gemini, cloudinary, lambda_context, poll
 ):
-    """Regression (issue 14): a standard generation whose function died between the charge and the
+    """Regression: a standard generation whose function died between the charge and the
     settlement (its 29 s timeout, an out-of-memory kill) stayed charged for ever; the poller's tick now
     refunds it in full, once, after the function's timeout has surely passed."""
     import json
 
     from batchgen.adapters import gemini as gemini_adapter
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
     from batchgen.handlers.photo import lambda_handler
     from local.apigw import proxy_event
     from tests.conftest import make_token
@@ -264,7 +264,7 @@ def test_a_standard_generation_killed_after_its_charge_is_refunded_by_the_tick_o
     with adapter_fault(gemini_adapter, "generate_content", "die-after", gemini, "generate"):
         with pytest.raises(ProcessDied):
             lambda_handler(event, lambda_context)
-    repository = get_repository()
+    repository = get_stores().credits
     assert repository.get_balance("user-1") < 10
     assert poll()["generations_refunded"] == 0  # the function may still be running
     with clock() as tick:
@@ -282,7 +282,7 @@ def test_a_standard_generation_killed_after_its_charge_is_refunded_by_the_tick_o
     assert repository.get_balance("user-1") == 10 - json.loads(answer["body"])["creditCost"]
 
 
-# --- notifications (SPEC §7): the receiver's and the mailer's calls -----------------------------------
+# --- notifications: the receiver's and the mailer's calls -----------------------------------
 NOTIFY_ROWS = [
     ("webhook_http", "post", "fail"),  # the receiver answers 503 (then 200)
     ("webhook_http", "post", "timeout"),  # the receiver hangs past the timeout (then answers)
@@ -317,7 +317,7 @@ def notify_fault(real: Callable[..., Any], module: str, kind: str, receiver: Any
 
 def drive_notifications(api, queues, poll, batch_id: str) -> list[tuple[str, Decimal]] | None:
     """Rounds of the consumers and the tick; returns the ledger as it was when the batch completed."""
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
     before = None
     for _ in range(10):
@@ -333,7 +333,7 @@ def drive_notifications(api, queues, poll, batch_id: str) -> list[tuple[str, Dec
         except (Exception, ProcessDied):
             pass
         if before is None and api("GET", f"/batch/status/{batch_id}").body["status"] == "completed":
-            before = sorted((e.reason, e.delta) for e in get_repository().list_ledger("user-1", limit=100))
+            before = sorted((e.reason, e.delta) for e in get_stores().credits.list_ledger("user-1", limit=100))
     return before
 
 
@@ -342,7 +342,7 @@ def test_a_fault_at_a_receiver_or_the_mailer_delivers_the_event_at_least_once_an
     module, name, kind, api, gemini, queues, poll, monkeypatch
 ):
     from batchgen import adapters
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
     from batchgen.config import reset_caches
     from tests.conftest import make_token
     from tests.integration.test_notifications import _sent_emails
@@ -369,7 +369,7 @@ def test_a_fault_at_a_receiver_or_the_mailer_delivers_the_event_at_least_once_an
         assert completed, "the batch.completed event was lost"
         assert {r.headers["webhook-id"] for r in completed} == {completed[0].headers["webhook-id"]}  # one id
         assert len([e for e in _sent_emails() if batch_id in e.body]) >= 1, "the email was lost"
-        after = sorted((e.reason, e.delta) for e in get_repository().list_ledger("user-1", limit=100))
+        after = sorted((e.reason, e.delta) for e in get_stores().credits.list_ledger("user-1", limit=100))
         assert before == after  # notifications never touch money
         assert [reason for reason, _ in after] == ["batch charge", "failed items refund", "test grant"], after
     finally:

@@ -443,7 +443,7 @@ def test_invalid_input_is_a_400_and_unknown_file_a_404(client: genai.Client, emu
     assert emulator.jobs == {}
 
 
-# --- issue 9: the emulator reproduces what the real API was seen doing -------------------------------
+# --- the emulator reproduces what the real API was seen doing -------------------------------
 
 
 @pytest.mark.parametrize("retired", ["gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-flash"])
@@ -506,7 +506,7 @@ def test_late_output_marker_reads_succeeded_before_the_responses_file(
 def test_expired_once_marker_expires_the_first_job_holding_the_prompt_and_not_a_later_one(
     client: genai.Client, emulator: GeminiEmulator
 ) -> None:
-    """`[[job:expired-once]]` (SPEC §6: a chunk Gemini expires is resubmitted once): the same prompt in a
+    """`[[job:expired-once]]` (a chunk Gemini expires is resubmitted once): the same prompt in a
     second job succeeds; a job without the marker is unaffected."""
     emulator.delay_seconds = 0.1
     doomed = text_request("chunk [[job:expired-once]]")

@@ -10,9 +10,10 @@ from pathlib import Path
 import boto3
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from tests.conftest import grant
 from tests.gemini_samples import sample
+from tests.helpers import job_of
 
 SUBMIT = constants.SUBMIT_QUEUE
 FIXTURES = Path(__file__).parents[1] / "contract" / "fixtures"
@@ -37,7 +38,7 @@ def test_depleted_prepayment_credits_fail_the_batch_at_once_with_the_reason_and_
     queues.drain(SUBMIT)
     body = api("GET", f"/batch/status/{batch_id}").body
     assert body["status"] == "failed" and body["refundedCredits"] == 6 and body["isComplete"]
-    reason = get_repository().get_batch(batch_id).failureReason
+    reason = get_stores().batches.get_batch(batch_id).failureReason
     assert "(429 RESOURCE_EXHAUSTED): Your prepayment credits are depleted" in reason
     assert all("prepayment credits are depleted" in error for error in body["errors"])
     assert gemini.calls["create"] == 1 and gemini.calls["upload"] == 1  # no retry, no second upload
@@ -68,12 +69,12 @@ def test_a_rate_limited_create_waits_the_retry_info_delay_and_reuses_the_uploade
         result = queues.deliver(SUBMIT, [message])
         if attempt < 2:  # refused: the message comes back, not before the 15 s Gemini asked for
             assert len(result["batchItemFailures"]) == 1 and queues.receive(SUBMIT) == []
-            assert get_repository().get_batch(batch_id).status.value == "pending"
+            assert get_stores().batches.get_batch(batch_id).status.value == "pending"
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
     assert delays == [15, 15]  # RetryInfo's 15 s, above the 5 s and 10 s the backoff alone would wait
     assert gemini.calls["create"] == 3 and gemini.calls["upload"] == 1  # three creates, one upload
-    batch = get_repository().get_batch(batch_id)
+    batch = get_stores().batches.get_batch(batch_id)
     (uploaded,) = uploads(gemini)
-    assert batch.status.value == "processing" and batch.geminiInputFile == uploaded
+    assert batch.status.value == "processing" and job_of(get_stores().jobs, batch_id).geminiInputFile == uploaded
     (job,) = gemini.jobs.values()
     assert job.src_file == uploaded

@@ -1,6 +1,6 @@
-"""What the real Gemini API does that our emulator did not (issue 9), through the whole pipeline.
+"""What the real Gemini API does that our emulator did not, through the whole pipeline.
 
-Each test here failed on the code before issue 9; the emulator reproduces the real behaviour by a
+Each test here failed on the code before it was written; the emulator reproduces the real behaviour by a
 marker or a mode (see local/emulators/gemini.py).
 """
 
@@ -14,10 +14,11 @@ import pytest
 
 from batchgen import constants
 from batchgen.adapters import storage
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from batchgen.domain import ids
 from tests.conftest import grant
+from tests.helpers import job_of, stored
 
 SUBMIT, COLLECT, UPLOAD = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.UPLOAD_QUEUE
 
@@ -54,12 +55,12 @@ def test_a_404_on_create_fails_the_batch_saying_model_retired_and_refunds(api, g
     grant("user-1", 10)
     batch_id = create(api, ["a", "b"])
     # A batch stored before the catalog moved on still names the retired id: Gemini 404s it.
-    get_repository().update_batch(batch_id, {"model": "gemini-2.5-flash-image"})
+    get_stores().batches.update_batch(batch_id, {"model": "gemini-2.5-flash-image"})
     queues.drain(SUBMIT)
     body = status(api, batch_id)
     assert body["status"] == "failed" and body["refundedCredits"] == 4
     assert "model retired" in api("GET", f"/batch/status/{batch_id}").body["errors"][0]
-    assert "model retired" in get_repository().get_batch(batch_id).failureReason
+    assert "model retired" in get_stores().batches.get_batch(batch_id).failureReason
     assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]  # its input file is gone
 
 
@@ -100,7 +101,7 @@ def test_every_image_arrives_byte_exact_and_is_the_final_not_a_thought_draft(
     job = next(iter(gemini.jobs.values()))
     assert job.src_kind == mode
     expected = final_images(job)
-    record = get_repository().get_batch_with_items(batch_id)
+    record = stored(batch_id)
     for item in record.items:
         staged = storage.get_object_bytes(storage.staging_key(batch_id, item.itemId))
         assert staged == expected[item.itemId]  # before: URL-safe base64 read as standard, or a draft
@@ -117,7 +118,7 @@ def test_a_job_still_running_after_hours_is_left_to_gemini_and_its_own_expiry(ap
     batch_id = create(api, ["a"])
     queues.drain(SUBMIT)
     three_hours_ago = ids.iso(ids.utc_now() - timedelta(hours=3))  # before: expired after 2 h
-    get_repository().update_batch(batch_id, {"createdAt": three_hours_ago})
+    get_stores().batches.update_batch(batch_id, {"createdAt": three_hours_ago})
     assert poll()["expired"] == 0
     assert status(api, batch_id)["status"] == "processing"
     assert "24 hours" in api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}]}).body["message"]
@@ -139,14 +140,14 @@ def test_transient_errors_are_retried_once_in_a_follow_up_job_and_charged_only_o
     body = status(api, batch_id)
     # Round 0: "bad" failed for good (code 3) and is refunded; the code-13 items wait for round 1.
     assert body["status"] == "pending" and body["failCount"] == 1 and body["refundedCredits"] == Decimal("0.5")
-    assert get_repository().get_balance("user-1") == Decimal("8.5")
+    assert get_stores().credits.get_balance("user-1") == Decimal("8.5")
     run_round(queues, poll)
     body = status(api, batch_id)
     assert body["status"] == "completed"
     assert [item["status"] for item in body["items"]] == ["success", "success", "failed", "failed"]
     assert "Gemini error 13 INTERNAL" in body["items"][2]["error"]
     assert body["refundedCredits"] == 1  # each failed item refunded exactly once; the retried success not at all
-    assert get_repository().get_balance("user-1") == Decimal(9)
+    assert get_stores().credits.get_balance("user-1") == Decimal(9)
     names = sorted(job.display_name for job in gemini.jobs.values())
     assert names == [f"batchgen-{batch_id}", f"batchgen-{batch_id}-r1"]
     follow_up = next(job for job in gemini.jobs.values() if job.display_name.endswith("-r1"))
@@ -190,7 +191,7 @@ def test_a_429_on_create_keeps_the_upload_for_the_retry_and_a_cancel_removes_it(
     messages = queues.receive(SUBMIT)
     queues.deliver(SUBMIT, messages)  # refused: the message comes back for a retry
     (uploaded,) = gemini.files  # kept, and recorded on the batch so that whoever ends it deletes it
-    assert gemini.calls["upload"] == 1 and get_repository().get_batch(batch_id).geminiInputFile == uploaded
+    assert gemini.calls["upload"] == 1 and job_of(get_stores().jobs, batch_id).geminiInputFile == uploaded
     # The retry (delayed by back-off in SQS) delivered now: it creates from the same file.
     queues.sqs.send_message(QueueUrl=queues.queue_urls[SUBMIT.name], MessageBody=f'{{"batchId": "{batch_id}"}}')
     queues.drain(SUBMIT)
@@ -226,7 +227,7 @@ def test_a_failed_job_surfaces_operation_error_in_failure_reason(api, gemini, qu
     grant("user-1", 10)
     batch_id = create(api, ["x [[job:failed]]"])
     run_round(queues, poll)
-    batch = get_repository().get_batch(batch_id)
+    batch = get_stores().batches.get_batch(batch_id)
     assert batch.status.value == "failed"
     assert batch.failureReason and "13: Emulated batch failure" in batch.failureReason
 
@@ -234,7 +235,7 @@ def test_a_failed_job_surfaces_operation_error_in_failure_reason(api, gemini, qu
 def test_a_collect_that_dies_before_starting_the_follow_up_round_is_finished_by_its_redelivery(
     api, gemini, queues, poll, monkeypatch
 ):
-    from batchgen.usecases import chunks
+    from batchgen.usecases.pipeline import chunks
 
     grant("user-1", 10)
     batch_id = create(api, ["ok", "once [[flaky]]"], batch_type="text")
@@ -262,9 +263,9 @@ def test_expiry_while_a_follow_up_round_waits_refunds_its_items_once(api, gemini
     batch_id = create(api, ["ok", "once [[flaky]]"], batch_type="text")
     run_round(queues, poll)
     assert status(api, batch_id)["status"] == "pending"
-    get_repository().update_batch(batch_id, {"createdAt": "2020-01-01T00:00:00.000Z"})
+    get_stores().batches.update_batch(batch_id, {"createdAt": "2020-01-01T00:00:00.000Z"})
     assert poll()["expired"] == 1
     body = status(api, batch_id)
     assert body["status"] == "expired" and body["refundedCredits"] == Decimal("0.5")
     assert [item["status"] for item in body["items"]] == ["success", "failed"]
-    assert get_repository().get_balance("user-1") == Decimal("9.5")
+    assert get_stores().credits.get_balance("user-1") == Decimal("9.5")

@@ -43,9 +43,9 @@ def submitted_job(api, queues) -> tuple[str, str]:
     queues.drain(constants.SUBMIT_QUEUE)
     status = api("GET", f"/batch/status/{batch_id}").body
     assert status["status"] == "processing"
-    from batchgen.adapters.repository import get_repository
+    from batchgen.adapters.dynamo import get_stores
 
-    return batch_id, get_repository().get_batch(batch_id).geminiJobName
+    return batch_id, get_stores().jobs.get_job(batch_id, 0).geminiJobName
 
 
 def test_a_signed_succeeded_event_queues_collect_once(api, gemini, queues, poll, webhook_secret):
@@ -110,7 +110,7 @@ def test_a_collect_queued_before_gemini_agrees_hands_the_batch_back_to_the_polle
     assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
 
 
-# --- issue 9: the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
+# --- the docs' id form, JWT-signed per-job deliveries, and the emulator's own pushes --------
 def _rsa_key() -> tuple[str, dict]:
     """A local RS256 key and its JWKS entry: tests stand in for Google's published keys."""
     import jwt
@@ -139,7 +139,7 @@ def jwks_url(monkeypatch, signing_key):
     document = json.dumps({"keys": [signing_key[1]]}).encode()
 
     class Keys(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -215,7 +215,7 @@ def receiver() -> Iterator[Receiver]:
     got = Receiver("", [], threading.Event())
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             headers = {key.lower(): value for key, value in self.headers.items()}
             got.received.append((self.path, headers, self.rfile.read(int(headers["content-length"]))))
             self.send_response(202)
@@ -275,7 +275,7 @@ def test_a_configured_audience_must_be_in_the_jwt(api, gemini, queues, jwks_url,
     ],
 )
 def test_unsigned_callers_never_get_a_5xx(api, gemini, queues, webhook_secret, body, timestamp):
-    """Regression (issue 14): a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
+    """Regression: a non-UTF-8 body or a timestamp `int()` refuses was a 500 for anyone."""
     headers = {
         "Content-Type": "application/json",
         "webhook-id": "msg_1",
@@ -299,6 +299,10 @@ def test_with_per_job_webhooks_each_job_names_the_route_and_its_jwt_signed_deliv
     gemini.webhook_url = "http://127.0.0.1:9/registered"  # a project webhook: the job's own replaces it
     batch_id, job_name = submitted_job(api, queues)
     assert receiver.arrived.wait(10)
+    # The emulator records a delivery once the receiver has answered it: wait for that too.
+    deadline = time.monotonic() + 10
+    while not gemini.webhooks_sent and time.monotonic() < deadline:
+        time.sleep(0.01)
     (path, headers, body), sent = receiver.received[0], gemini.webhooks_sent
     assert path == f"/v1{PATH}" and [entry["url"] for entry in sent] == [public_url]  # not the registered one
     assert headers["webhook-signature"].count(".") == 2  # an RS256 JWT, as per-job deliveries are signed

@@ -6,11 +6,12 @@ examples."""
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 
 from hypothesis import HealthCheck, settings
 
 from tests.conftest import JWT_SECRET, reset_service_caches
-from tests.unit.bulk_fakes import BulkServices
+from tests.fakes import FakeServices, OnDynamo
 from tests.unit.test_money_properties import PROFILE, USERS, MoneyMachine
 from tests.unit.test_money_properties_bulk import BulkMoneyMachine
 
@@ -29,7 +30,6 @@ class MotoMoneyMachine(MoneyMachine):
     def __init__(self) -> None:
         from moto import mock_aws
 
-        from batchgen.adapters.repository import get_repository
         from local.moto_atomic import make_dynamodb_atomic
         from local.provision import provision
 
@@ -41,10 +41,13 @@ class MotoMoneyMachine(MoneyMachine):
         os.environ.update(environment)
         reset_service_caches()
         super().__init__()
-        self.services.store = get_repository()  # type: ignore[assignment]
+        self.services = OnDynamo()
+        for user in USERS:  # the starter credits, on the DynamoDB store
+            self.services.credits.adjust_balance(user, Decimal(100), "starter credits")
 
     def _ledger(self) -> list:
-        return [entry for user in ("u1", "u2") for entry in self.services.store.list_ledger(user, limit=100_000)]
+        credits = self.services.credits
+        return [entry for user in ("u1", "u2") for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
 
     def teardown(self) -> None:
         try:
@@ -78,19 +81,16 @@ class MotoBulkMoneyMachine(BulkMoneyMachine):
         reset_service_caches()
         super().__init__()
 
-    def _bulk_services(self) -> BulkServices:
-        from batchgen.adapters.repository import get_repository
-
-        services = BulkServices()
-        services.store = get_repository()  # type: ignore[assignment]
-        return services
+    def _bulk_services(self) -> FakeServices:
+        return OnDynamo()
 
     def _ledger(self) -> list:
-        return [entry for user in USERS for entry in self.services.store.list_ledger(user, limit=100_000)]
+        credits = self.services.credits
+        return [entry for user in USERS for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
 
     def _generations(self) -> list[dict]:
         from batchgen.adapters.aws import client
-        from batchgen.adapters.repository import PHOTO_PREFIX, _unmarshal, user_pk
+        from batchgen.adapters.dynamo.codec import PHOTO_PREFIX, unmarshal, user_pk
 
         rows = []
         for user in USERS:
@@ -100,7 +100,7 @@ class MotoBulkMoneyMachine(BulkMoneyMachine):
                 ExpressionAttributeValues={":pk": {"S": user_pk(user)}, ":photo": {"S": PHOTO_PREFIX}},
                 ConsistentRead=True,
             )
-            rows += [_unmarshal(row) for row in response.get("Items", [])]
+            rows += [unmarshal(row) for row in response.get("Items", [])]
         return rows
 
     def teardown(self) -> None:

@@ -1,5 +1,5 @@
 """The moto stand-in's fast reads (local/moto_speed.py): the same bytes as moto's own serialiser and the
-same items as its whole-table query (issue 14: Query was 55 % of the local runtime's CPU in the load run)."""
+same items as its whole-table query (Query was 55 % of the local runtime's CPU in the load run)."""
 
 from __future__ import annotations
 

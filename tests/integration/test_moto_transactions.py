@@ -1,5 +1,5 @@
 """The moto stand-in's transactions (local/moto_atomic.py): all-or-nothing, and no whole-table copies
-(issue 14 regression: moto 5.2 deep-copied the table once per transaction item and kept the copies,
+(regression: moto 5.2 deep-copied the table once per transaction item and kept the copies,
 so the local runtime grew to 10-15 GB in a 60 s load)."""
 
 from __future__ import annotations

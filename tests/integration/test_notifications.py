@@ -1,4 +1,4 @@
-"""SPEC §7 end to end through the handlers: endpoints API, outbox -> relay -> notify consumer -> a real
+"""Notifications end to end through the handlers: endpoints API, outbox -> relay -> notify consumer -> a real
 receiver on 127.0.0.1, signatures checked by an independent verifier, retries, 410, faults, SES email."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from batchgen import constants
-from batchgen.adapters.repository import Repository, get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from tests.conftest import grant, make_token
+from tests.helpers import stored
 from tests.webhook_receiver import Receiver, start_receiver, verify_standard_webhook
 
 SUBMIT, COLLECT, NOTIFY = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.NOTIFY_QUEUE
@@ -267,11 +268,11 @@ def test_cancel_sends_batch_cancelled(api, notify_env, receiver, gemini, queues,
 def test_consumer_dying_after_sending_and_before_recording_delivers_again_with_the_same_id(
     api, notify_env, receiver, queues, monkeypatch
 ):
-    from batchgen.adapters.notifications import NotificationStore
+    from batchgen.adapters.dynamo.webhooks import DynamoDeliveries
 
     created = register(api, receiver.url)
     api("POST", f"/webhooks/endpoints/{created['id']}/test")
-    real = NotificationStore.record_delivery
+    real = DynamoDeliveries.record_delivery
     calls = {"n": 0}
 
     def dies_once(self, user_id, delivery):
@@ -280,7 +281,7 @@ def test_consumer_dying_after_sending_and_before_recording_delivers_again_with_t
             raise RuntimeError("the consumer died here")
         return real(self, user_id, delivery)
 
-    monkeypatch.setattr(NotificationStore, "record_delivery", dies_once)
+    monkeypatch.setattr(DynamoDeliveries, "record_delivery", dies_once)
     queues.drain(NOTIFY)
     assert len(receiver.received) == 2
     assert receiver.received[0].headers["webhook-id"] == receiver.received[1].headers["webhook-id"]
@@ -307,22 +308,28 @@ def test_a_state_change_whose_event_write_fails_rolls_back_with_it(api, aws, mon
     grant("user-1", 10)
     batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}]}).body["id"]
 
-    def failing_put(self, batch_id, at, **kwargs):
-        put = Repository._real_outbox_put(self, batch_id, at, **kwargs)  # type: ignore[attr-defined]
+    from batchgen.adapters.dynamo import batches as batch_store
+    from batchgen.domain import batch_moves, events, ids
+    from batchgen.domain.outcomes import ItemSuccess
+    from batchgen.domain.states import BatchStatus
+
+    real_put = batch_store.outbox_put
+
+    def failing_put(table, batch_id, at, caused):
+        put = real_put(table, batch_id, at, caused)
         put["Put"]["ConditionExpression"] = "attribute_exists(PK)"  # a fresh key: the write fails
         return put
 
-    monkeypatch.setattr(Repository, "_real_outbox_put", Repository._outbox_put, raising=False)
-    monkeypatch.setattr(Repository, "_outbox_put", failing_put)
-    repository = get_repository()
-    assert repository.mark_item_success(batch_id, 0, text="hi") is False
-    record = repository.get_batch_with_items(batch_id)
+    monkeypatch.setattr(batch_store, "outbox_put", failing_put)
+    stores = get_stores()
+    success = ItemSuccess(0, text="hi")
+    assert stores.items.record_successes(batch_id, [success], events.items_succeeded(batch_id, [0])) is False
+    record = stored(batch_id)
     assert record is not None and record.batch.successCount == 0 and record.items[0].status.value == "pending"
     batch = record.batch
-    from batchgen.domain.states import BatchStatus
-
-    assert repository.finalize(batch, BatchStatus.FAILED) is None
-    assert repository.get_batch(batch_id).status is BatchStatus.PENDING
+    finalize = batch_moves.finalize(batch, BatchStatus.FAILED, ids.now_iso())
+    assert stores.batches.change_batch(batch_id, finalize, [events.BatchEnded(batch_id, BatchStatus.FAILED)]) is None
+    assert stores.batches.get_batch(batch_id).status is BatchStatus.PENDING
 
 
 # --- email ----------------------------------------------------------------------------------------
@@ -380,9 +387,9 @@ def test_a_name_that_resolves_to_a_private_address_at_delivery_time_is_not_calle
 ):
     """Registered while public; DNS now answers 127.0.0.1: the delivery refuses and connects nowhere."""
     from batchgen.adapters import webhook_http
-    from batchgen.usecases import endpoints
+    from batchgen.usecases.pipeline import create
 
-    monkeypatch.setattr(endpoints, "_resolve", lambda host, port: ["93.184.216.34"])
+    monkeypatch.setattr(create, "_resolve", lambda host, port: ["93.184.216.34"])
     port = receiver.server.server_address[1]
     created = register(api, f"https://hooks.example:{port}/hook")
     monkeypatch.setattr(webhook_http, "resolve", lambda host, port: ["127.0.0.1"])
@@ -407,37 +414,35 @@ def test_the_routes_are_in_the_openapi_document_with_their_errors(api, aws):
 
 
 def test_of_two_relayers_meeting_on_one_outbox_row_one_relays_it_until_its_claim_lapses(api, aws):
-    from batchgen.adapters.notifications import get_notification_store
-
     grant("user-1", 10)
     batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}]}).body["id"]
     api("POST", f"/batch/{batch_id}/cancel")
-    store = get_notification_store()
+    store = get_stores().outbox
     [event] = store.pending_events(10)
     assert event.batchEvent == "batch.cancelled"
     assert store.claim_event(event, -5) is True  # a relayer that died: its claim has lapsed
     assert store.claim_event(event, 60) is True
     assert store.claim_event(event, 60) is False  # claimed by the live one
-    store.delete_event(event)
+    store.delete_events([event])
     assert store.pending_events(10) == [] and store.claim_event(event, 60) is False
 
 
 def test_a_batch_end_is_relayed_before_a_backlog_of_item_events(api, aws):
     """A 10,000-item batch writes 10,000 item events before its end: the end (and the results manifest
-    it triggers) must not wait behind them; events go out in any order (SPEC §7)."""
+    it triggers) must not wait behind them; events go out in any order."""
     import boto3
 
-    from batchgen.adapters.notifications import get_notification_store
-    from batchgen.adapters.outbox import ITEM_SUCCEEDED_EVENT, outbox_item
+    from batchgen.adapters.dynamo.outbox import outbox_row
     from batchgen.config import get_settings
+    from batchgen.domain.events import ItemsSucceeded
 
     grant("user-1", 10)
     batch_id = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}]}).body["id"]
     db = boto3.client("dynamodb")
     for index in range(150):  # older than the end event, in the same batch's shard
-        row = outbox_item(batch_id, f"2020-01-01T00:00:{index % 60:02d}Z", None, ITEM_SUCCEEDED_EVENT, [index])
+        row = outbox_row(batch_id, f"2020-01-01T00:00:{index % 60:02d}Z", [ItemsSucceeded(batch_id, (index,))])
         db.put_item(TableName=get_settings().table_name, Item=row)
     api("POST", f"/batch/{batch_id}/cancel")
-    events = get_notification_store().pending_events(100)
+    events = get_stores().outbox.pending_events(100)
     assert events[0].batchEvent == "batch.cancelled"
     assert len(events) > 1 and all(event.batchEvent is None for event in events[1:])  # then item events

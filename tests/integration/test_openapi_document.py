@@ -125,14 +125,14 @@ def test_try_it_out_calls_the_prefix_the_document_was_read_from(aws, lambda_cont
 
 
 def test_a_204_documents_no_body(api, document):
-    """Regression (issue 14, schemathesis ST104/ST109): DELETE's 204 was documented with a JSON body."""
+    """Regression (schemathesis ST104/ST109): DELETE's 204 was documented with a JSON body."""
     for path, method, operation in operations(document):
         if "204" in operation["responses"]:
             assert "content" not in operation["responses"]["204"], (path, method)
 
 
 def test_routes_with_a_path_parameter_document_404(api, document):
-    """Regression (issue 14, schemathesis ST103): a user id the route pattern cannot match answers 404."""
+    """Regression (schemathesis ST103): a user id the route pattern cannot match answers 404."""
     for path, method, operation in operations(document):
         if "{" in path:
             assert schema_ref(operation["responses"]["404"]) == "ErrorBody", (path, method)

@@ -1,4 +1,4 @@
-"""submit -> poll -> collect against moto and the Gemini emulator (issue 2/4)."""
+"""submit -> poll -> collect against moto and the Gemini emulator."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from decimal import Decimal
 import pytest
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from batchgen.domain import ids
+from batchgen.domain.changes import Change, JobChange
 from tests.conftest import grant
 from tests.helpers import png_base64
 
@@ -32,7 +33,7 @@ def status(api, batch_id):
 
 def expire_submit_lease(batch_id):
     long_ago = ids.iso(ids.utc_now() - timedelta(hours=1))
-    get_repository().update_batch(batch_id, {"submitStartedAt": long_ago})
+    get_stores().jobs.change_job(batch_id, 0, JobChange(Change({"submitStartedAt": long_ago})))
 
 
 def deliver_submit_now(queues, batch_id):
@@ -136,43 +137,43 @@ def test_duplicate_submit_delivery_creates_one_job(api, gemini, queues):
 def test_failed_write_after_create_is_reconciled_without_a_second_job(api, gemini, queues, monkeypatch):
     grant("user-1", 10)
     batch_id = create(api, ["a", "b"])
-    repository = get_repository()
-    real_update = repository.update_batch
+    jobs = get_stores().jobs
+    real_change = jobs.change_job
     calls = {"n": 0}
 
-    def flaky_update(batch, changes, **kwargs):
-        if "geminiJobName" in changes and calls["n"] == 0:
+    def flaky_change(batch, chunk, change):
+        if "geminiJobName" in change.job.set and calls["n"] == 0:
             calls["n"] += 1
             raise ConnectionError("DynamoDB went away after batches.create")
-        return real_update(batch, changes, **kwargs)
+        return real_change(batch, chunk, change)
 
-    monkeypatch.setattr(repository, "update_batch", flaky_update)
+    monkeypatch.setattr(jobs, "change_job", flaky_change)
     messages = queues.receive(SUBMIT)
     result = queues.deliver(SUBMIT, messages)
     assert result["batchItemFailures"]  # the message will be retried
     # An immediate retry finds the first attempt's lease: it waits instead of racing it.
     queues.deliver(SUBMIT, messages)
-    assert gemini.calls["create"] == 1 and repository.get_batch(batch_id).geminiJobName is None
+    assert gemini.calls["create"] == 1 and jobs.get_job(batch_id, 0).geminiJobName is None
     # Once the lease has run out, the delayed message's attempt reconciles by display name instead of creating.
     expire_submit_lease(batch_id)
     deliver_submit_now(queues, batch_id)
     assert gemini.calls["create"] == 1
-    assert repository.get_batch(batch_id).geminiJobName == next(iter(gemini.jobs))
-    assert repository.get_batch(batch_id).geminiInputFile in gemini.files  # known, so it can be deleted
+    assert jobs.get_job(batch_id, 0).geminiJobName == next(iter(gemini.jobs))
+    assert jobs.get_job(batch_id, 0).geminiInputFile in gemini.files  # known, so it can be deleted
 
 
 def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypatch):
     monkeypatch.setenv("GEMINI_MAX_ACTIVE_JOBS", "1")
     reset_caches()
     grant("user-1", 10)
-    from batchgen.usecases import dispatch
+    from batchgen.usecases.pipeline import dispatch
 
     monkeypatch.setattr(dispatch, "SLOT_GRACE_SECONDS", 0)
     first = create(api, ["first"], batch_type="text")
     queues.drain(SUBMIT)
     second = create(api, ["second"], batch_type="text")
     ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
-    get_repository().update_batch(second, {"updatedAt": ten_minutes_ago})
+    get_stores().batches.update_batch(second, {"updatedAt": ten_minutes_ago})
     queues.drain(SUBMIT)
     assert gemini.calls["create"] == 1
     assert status(api, second)["status"] == "pending" and status(api, second)["queuePosition"] == 1
@@ -222,7 +223,7 @@ def test_a_500_on_create_is_retried_after_reconciling(api, gemini, queues):
 def test_a_duplicate_submit_during_an_attempt_neither_creates_nor_cancels(api, gemini, queues, monkeypatch):
     from batchgen.adapters import gemini as gemini_adapter
     from batchgen.handlers.services import live_services
-    from batchgen.usecases import submit
+    from batchgen.usecases.pipeline import submit
 
     grant("user-1", 10)
     batch_id = create(api, ["a"])
@@ -249,7 +250,7 @@ def test_permanent_gemini_rejection_fails_the_batch_with_a_full_refund(api, gemi
     body = status(api, batch_id)
     assert body["status"] == "failed" and body["refundedCredits"] == 4 and body["failCount"] == 2
     assert "400" in body["errors"][0]
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
     assert not gemini.files  # the uploaded input file was removed
 
 
@@ -264,7 +265,7 @@ def test_a_job_that_ends_badly_refunds_everything(api, gemini, queues, poll, mar
     body = status(api, batch_id)
     assert body["status"] == final and body["refundedCredits"] == 4
     assert body["geminiState"] in ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED")
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
     assert queues.bodies(COLLECT.name) == []
 
 
@@ -294,7 +295,7 @@ def test_blocked_and_failed_items_are_refunded_and_the_rest_uploaded(api, gemini
     assert "SAFETY" in body["items"][2]["error"]
     assert body["errors"][0].startswith("Request request-2: ")
     assert [u["index"] for u in queues.bodies(UPLOAD.name)] == [0]
-    assert get_repository().get_balance("user-1") == Decimal(8)
+    assert get_stores().credits.get_balance("user-1") == Decimal(8)
 
 
 def test_collect_is_idempotent_under_duplicate_delivery(api, gemini, queues, poll):
@@ -307,7 +308,7 @@ def test_collect_is_idempotent_under_duplicate_delivery(api, gemini, queues, pol
     queues.deliver(COLLECT, messages)
     body = status(api, batch_id)
     assert body["refundedCredits"] == 0.5 and body["successCount"] == 1 and body["failCount"] == 1
-    assert get_repository().get_balance("user-1") == Decimal("9.5")
+    assert get_stores().credits.get_balance("user-1") == Decimal("9.5")
 
 
 def test_overlapping_poller_runs_send_one_collect(api, gemini, queues, poll):
@@ -328,14 +329,14 @@ def test_stuck_pending_batch_is_redriven(api, gemini, queues, poll, monkeypatch,
     batch_id = create(api, ["a"])
     aws.queue_messages(SUBMIT.name)  # the submit message is lost
     ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
-    get_repository().update_batch(batch_id, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
+    get_stores().batches.update_batch(batch_id, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
     # Before it holds a Gemini job slot, the dispatcher's tick admits it and sends it to submit.
     report = poll()
     assert report["admitted"] == 1 and report["redriven"] == 0
     poll()  # a second tick right after does not send it again
     assert aws.queue_messages(SUBMIT.name) == [{"batchId": batch_id}]  # ... and this message is lost too
     # Holding its slot, it is re-driven once it looks stuck.
-    get_repository().update_batch(batch_id, {"updatedAt": ten_minutes_ago})
+    get_stores().batches.update_batch(batch_id, {"updatedAt": ten_minutes_ago})
     report = poll()
     assert report["redriven"] == 1 and report["admitted"] == 0
     poll()
@@ -348,7 +349,7 @@ def test_batches_past_max_wait_expire_with_refund_and_cancelled_job(api, gemini,
     batch_id = create(api, ["a", "b"])
     queues.drain(SUBMIT)
     job_name = next(iter(gemini.jobs))
-    get_repository().update_batch(batch_id, {"createdAt": "2020-01-01T00:00:00.000Z"})
+    get_stores().batches.update_batch(batch_id, {"createdAt": "2020-01-01T00:00:00.000Z"})
     report = poll()
     assert report["expired"] == 1
     body = status(api, batch_id)
@@ -390,7 +391,7 @@ def test_cleaning_up_a_batch_deleted_meanwhile_records_nothing_and_succeeds(api,
     api("POST", f"/batch/{batch_id}/cancel")
     assert api("DELETE", f"/batch/{batch_id}").status == 204
     queues.drain(SUBMIT)  # the cancel's clean-up finds no batch to record the state on
-    assert get_repository().get_batch(batch_id) is None
+    assert get_stores().batches.get_batch(batch_id) is None
     assert gemini.jobs == {}
 
 

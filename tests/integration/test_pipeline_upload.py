@@ -1,4 +1,4 @@
-"""upload: staged images -> Cloudinary -> item success -> batch finalisation (issue 3/4)."""
+"""upload: staged images -> Cloudinary -> item success -> batch finalisation."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ import pytest
 import requests
 
 from batchgen import constants
-from batchgen.adapters.repository import Repository, get_repository
+from batchgen.adapters.dynamo import get_stores
 from tests.conftest import grant
 
 SUBMIT, COLLECT, UPLOAD = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.UPLOAD_QUEUE
+
+
+def patch_finalize(monkeypatch, wrapper) -> None:
+    """Wraps the store's finalising write (the `finalize` move of a batch): `wrapper(real, *args)`."""
+    from batchgen.adapters.dynamo.batches import DynamoBatches
+
+    real = DynamoBatches.change_batch
+
+    def change_batch(self, batch_id, change, events=()):
+        if change.name != "finalize":
+            return real(self, batch_id, change, events)
+        return wrapper(real, self, batch_id, change, events)
+
+    monkeypatch.setattr(DynamoBatches, "change_batch", change_batch)
 
 
 def create(api, prompts, batch_type="character"):
@@ -95,7 +109,7 @@ def test_upload_that_keeps_failing_fails_the_item_on_the_last_attempt_and_refund
     assert body["refundedCredits"] == 2
     assert "Upload failed after retries" in body["items"][1]["error"]
     queues.deliver(UPLOAD, unlucky)  # yet another delivery changes nothing
-    assert get_repository().get_balance("user-1") == Decimal(8)
+    assert get_stores().credits.get_balance("user-1") == Decimal(8)
 
 
 def test_permanent_cloudinary_refusal_fails_the_item_at_once(api, gemini, cloudinary, queues, poll):
@@ -106,27 +120,26 @@ def test_permanent_cloudinary_refusal_fails_the_item_at_once(api, gemini, cloudi
     assert not queues.deliver(UPLOAD, queues.receive(UPLOAD))["batchItemFailures"]
     body = status(api, batch_id)
     assert body["status"] == "failed" and body["refundedCredits"] == 2
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
 
 
 def test_two_final_uploads_racing_finalise_once(api, gemini, cloudinary, queues, poll, monkeypatch):
     """Two Lambda containers finish the last two items at the same moment."""
     from batchgen.handlers.services import live_services
-    from batchgen.usecases.upload import upload_item
+    from batchgen.usecases.pipeline.upload import upload_item
 
     grant("user-1", 10)
     batch_id = create(api, ["a", "b"])
     to_upload_queue(queues, poll)
     wins: list[object] = []
-    real_finalize = Repository.finalize
 
-    def counting_finalize(self, batch, final):
-        result = real_finalize(self, batch, final)
+    def counting_finalize(real, *args):
+        result = real(*args)
         if result is not None:
             wins.append(result)
         return result
 
-    monkeypatch.setattr(Repository, "finalize", counting_finalize)
+    patch_finalize(monkeypatch, counting_finalize)
     cloudinary.set_latency(0.2, operation="upload")
     messages = queues.bodies(UPLOAD.name)
     assert len(messages) == 2
@@ -235,7 +248,7 @@ def test_mixed_batch_end_to_end_in_process(api, gemini, cloudinary, queues, poll
     assert len(body["results"]) == 1 and body["results"][0].startswith(cloudinary.base_url)
     assert [e.split(":")[0] for e in body["errors"]] == ["Request request-2", "Request request-3"]
     assert body["successCount"] == 1 and body["failCount"] == 2 and body["refundedCredits"] == 4
-    assert get_repository().get_balance("user-1") == Decimal(8)  # 10 - 6 charged + 4 refunded
+    assert get_stores().credits.get_balance("user-1") == Decimal(8)  # 10 - 6 charged + 4 refunded
 
 
 @pytest.mark.parametrize("prompts", [["only [[fail]]"], ["a [[blocked]]", "b [[fail]]"]])
@@ -245,13 +258,13 @@ def test_batch_where_nothing_succeeds_ends_failed_with_full_refund(api, gemini, 
     to_upload_queue(queues, poll)
     body = status(api, batch_id)
     assert body["status"] == "failed" and body["refundedCredits"] == 2 * len(prompts)
-    assert get_repository().get_balance("user-1") == Decimal(10)
+    assert get_stores().credits.get_balance("user-1") == Decimal(10)
 
 
 def test_duplicate_deliveries_uploading_at_once_keep_the_image(api, gemini, cloudinary, queues, poll):
     """Both copies upload (same public id); the one that loses the success write must not destroy it."""
     from batchgen.handlers.services import live_services
-    from batchgen.usecases.upload import upload_item
+    from batchgen.usecases.pipeline.upload import upload_item
 
     grant("user-1", 10)
     batch_id = create(api, ["a"])
@@ -281,16 +294,15 @@ def test_a_lost_finalisation_is_completed_by_the_next_delivery_or_tick(
     grant("user-1", 10)
     batch_id = create(api, ["a"])
     to_upload_queue(queues, poll)
-    real_finalize = Repository.finalize
     failures = {"left": 1}
 
-    def crash_once(self, batch, final):
+    def crash_once(real, *args):
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("the function died right after the item's success write")
-        return real_finalize(self, batch, final)
+        return real(*args)
 
-    monkeypatch.setattr(Repository, "finalize", crash_once)
+    patch_finalize(monkeypatch, crash_once)
     messages = queues.receive(UPLOAD)
     assert queues.deliver(UPLOAD, messages)["batchItemFailures"]
     assert status(api, batch_id)["status"] == "processing"
@@ -302,7 +314,7 @@ def test_the_poller_finalises_a_batch_whose_items_are_all_settled(api, gemini, c
     grant("user-1", 10)
     batch_id = create(api, ["a"])
     to_upload_queue(queues, poll)
-    monkeypatch.setattr(Repository, "finalize", lambda self, batch, final: None)  # every finaliser lost
+    patch_finalize(monkeypatch, lambda real, *args: None)  # every finaliser lost
     queues.drain(UPLOAD)
     assert status(api, batch_id)["status"] == "processing"
     monkeypatch.undo()
@@ -326,7 +338,7 @@ def test_concurrent_uploads_reuse_their_connections(api, gemini, cloudinary, que
 
 
 def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_most_a_page(api, cloudinary, queues):
-    """SPEC §6 scale: no read of the whole batch, no purge message over a page, no item row left behind."""
+    """At bulk scale: no read of the whole batch, no purge message over a page, no item row left behind."""
     from batchgen.config import get_catalog
     from batchgen.domain import pricing
     from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
@@ -344,9 +356,9 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
         pricing.quote(catalog, "text", None, count),
     )
     batch_id = created.batch.batchId
-    repository = get_repository()
-    repository.put_batch(created.batch.model_copy(update={"status": BatchStatus.COMPLETED}))
-    repository.put_items(
+    repository = get_stores()
+    repository.batches.put_batch(created.batch.model_copy(update={"status": BatchStatus.COMPLETED}))
+    repository.items.put_items(
         [
             item.model_copy(update={"status": ItemStatus.SUCCESS, "publicId": f"batchgen/{batch_id}/{item.index}"})
             for item in created.items
@@ -359,7 +371,7 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
     deleted = api("DELETE", f"/batch/{batch_id}", query="purgeImages=true")
     assert deleted.status == 202 and deleted.body["purgeImageCount"] == count
     assert api("GET", f"/batch/status/{batch_id}").status == 404
-    assert sum(1 for _ in repository.iter_item_pages(batch_id)) == 0  # no item row left behind
+    assert sum(1 for _ in repository.items.iter_item_pages(batch_id)) == 0  # no item row left behind
     purges = [body for body in queues.bodies(constants.UPLOAD_QUEUE.name) if body["action"] == "purge"]
     assert sorted(len(body["publicIds"]) for body in purges) == [30, 100, 100]
     queues.drain(constants.UPLOAD_QUEUE)
@@ -367,8 +379,8 @@ def test_deleting_a_230_image_batch_pages_its_rows_and_purges_in_messages_of_at_
 
 
 def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finishes_it(api, gemini, queues, monkeypatch):
-    """SPEC §6: a cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
-    from batchgen.usecases import settle
+    """A cancel never depends on one API call (29 s); the rest goes on through the submit queue."""
+    from batchgen.usecases.pipeline import settle
 
     monkeypatch.setattr(settle, "SETTLE_CHUNK_ITEMS", 5)  # 20 items: four pages
     monkeypatch.setattr(constants, "CANCEL_BUDGET_SECONDS", 0.0)  # the API call settles one page
@@ -378,10 +390,10 @@ def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finish
     cancelled = api("POST", f"/batch/{batch_id}/cancel")
     assert cancelled.status == 202 and cancelled.body["status"] == "processing"
     assert cancelled.body["summary"]["failed"] == 5  # one page cancelled and refunded so far
-    assert get_repository().get_balance("user-1") == Decimal(100 - 40 + 10)  # 2 credits an item
+    assert get_stores().credits.get_balance("user-1") == Decimal(100 - 40 + 10)  # 2 credits an item
     queues.drain(SUBMIT)  # FinishCancel (within the submit function's budget), then the Gemini job's cancel
     body = status(api, batch_id)
     assert body["status"] == "cancelled" and body["refundedCredits"] == 40 and body["failCount"] == 20
-    assert get_repository().get_balance("user-1") == Decimal(100)
+    assert get_stores().credits.get_balance("user-1") == Decimal(100)
     assert gemini.calls["cancel"] == 1  # the job stopped once
     assert api("POST", f"/batch/{batch_id}/cancel").status == 409

@@ -1,4 +1,4 @@
-"""The results manifest (SPEC §6) is written once, after the batch ends, by the notify queue's consumer
+"""The results manifest is written once, after the batch ends, by the notify queue's consumer
 (the end event's outbox row asks for it); the route only presigns. And the validating watchdog: a file
 batch whose ingest message was lost is re-driven once, then failed with nothing charged."""
 
@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
-from batchgen.usecases import results
+from batchgen.adapters.dynamo import get_stores
+from batchgen.usecases.bulk import results
 from tests.conftest import grant, make_token
 from tests.integration.test_bulk_batches import balance, create_from_file, jsonl, status, upload
 
@@ -127,7 +127,7 @@ def test_a_validating_batch_whose_ingest_message_was_lost_is_re_driven_once_then
     report = poll()
     assert (report["validating_redriven"], report["validating_failed"]) == (1, 0)
     assert [body["batchId"] for body in queues.bodies(INGEST.name)] == [batch_id]
-    assert get_repository().get_batch(batch_id).ingestRedrivenAt is not None
+    assert get_stores().batches.get_batch(batch_id).ingestRedrivenAt is not None
 
     # Still no progress (that message is lost too): the next tick ends it failed, nothing charged
     assert lose_messages(aws, INGEST) == 1

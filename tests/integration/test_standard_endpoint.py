@@ -1,4 +1,4 @@
-"""`POST /api/generate/photo` (SPEC §8, seed 003 Variant 1): its own function, against moto and the
+"""`POST /api/generate/photo` (seed 003 Variant 1): its own function, against moto and the
 Gemini and Cloudinary emulators. Charged at the standard rate; every failure refunds in full, once."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from batchgen import constants
-from batchgen.adapters.repository import get_repository
+from batchgen.adapters.dynamo import get_stores
 from batchgen.config import get_catalog, reset_caches
 from batchgen.domain import pricing
 from local.apigw import proxy_event
@@ -40,11 +40,11 @@ def photo(aws, gemini, cloudinary, lambda_context):
 
 
 def balance(user_id: str = "user-1") -> Decimal:
-    return get_repository().get_balance(user_id)
+    return get_stores().credits.get_balance(user_id)
 
 
 def ledger_sum(user_id: str = "user-1") -> Decimal:
-    return sum((entry.delta for entry in get_repository().list_ledger(user_id, 1000)), Decimal(0))
+    return sum((entry.delta for entry in get_stores().credits.list_ledger(user_id, 1000)), Decimal(0))
 
 
 def standard_price(batch_type: str, quality: str = "1k", model: str = "gemini-3.1-flash-image") -> Decimal:
@@ -71,7 +71,7 @@ def test_success_charges_twice_the_batch_price_and_returns_the_image(photo, gemi
     price = get_catalog().batchPrices[batch_type] * 2
     assert Decimal(str(answer.body["creditCost"])) == price == standard_price(batch_type)
     assert balance() == Decimal(20) - price == ledger_sum()
-    reasons = [entry.reason for entry in get_repository().list_ledger("user-1", 10)]
+    reasons = [entry.reason for entry in get_stores().credits.list_ledger("user-1", 10)]
     assert "standard generation charge" in reasons
     assert gemini.generated == 1
 
@@ -94,7 +94,7 @@ def test_gemini_failures_refund_in_full(photo, marker):
     assert answer.status == 502, answer.body
     assert answer.body["error"] == "Generation failed" and "refunded" in answer.body["message"]
     assert balance() == Decimal(20) == ledger_sum()
-    reasons = sorted(entry.reason for entry in get_repository().list_ledger("user-1", 10))
+    reasons = sorted(entry.reason for entry in get_stores().credits.list_ledger("user-1", 10))
     assert reasons == ["standard generation charge", "standard generation refund", "test grant"]
 
 

@@ -1,4 +1,4 @@
-"""Chunked Gemini jobs (SPEC §6) and the collect handover, with the in-memory fakes.
+"""Chunked Gemini jobs and the collect handover, with the in-memory fakes.
 
 A batch of 7 requests with GEMINI_JOB_MAX_REQUESTS=3 runs as three jobs (items 0-2, 3-5, 6); each chunk
 has its own lease, slot, rounds and collect.
@@ -12,13 +12,14 @@ from decimal import Decimal
 import pytest
 
 from batchgen.config import reset_caches
+from batchgen.domain import ids, jobs
 from batchgen.domain.gemini_jobs import JOB_EXPIRED, JOB_FAILED, JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.gemini_usage import GeminiUsage
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
-from batchgen.usecases import chunks, collect, dispatch, manage, poll, submit
-from tests.unit.fakes import FakeServices
+from batchgen.usecases.pipeline import chunks, collect, dispatch, manage, poll, submit
+from tests.fakes import FakeServices
 from tests.unit.test_usecases import USER, error_line, new_batch, text_line
 
 
@@ -34,7 +35,7 @@ def keys(services: FakeServices, batch_id: str) -> list[str]:
     return [item.itemId for item in services.store.items[batch_id]]
 
 
-def job_of(services: FakeServices, batch_id: str, chunk: int):  # noqa: ANN201
+def job_of(services: FakeServices, batch_id: str, chunk: int):
     job = services.store.get_job(batch_id, chunk)
     assert job is not None
     return job
@@ -84,7 +85,7 @@ def test_a_batch_over_the_limit_runs_as_jobs_of_at_most_that_many_requests(servi
     assert len(services.gemini.created) == 3
 
 
-def test_a_one_chunk_batch_keeps_its_wire_format_and_storage():
+def test_a_one_chunk_batch_keeps_its_wire_format_and_is_stored_like_any_chunk():
     assert CollectResults(batchId="b").to_json() == '{"batchId":"b"}'
     assert SubmitJob(batchId="b").to_json() == '{"batchId":"b"}'
     assert CollectResults(batchId="b", chunk=2).to_json() == '{"batchId":"b","chunk":2}'
@@ -92,7 +93,8 @@ def test_a_one_chunk_batch_keeps_its_wire_format_and_storage():
     services = FakeServices()
     batch_id = new_batch(services, count=3)
     submit.submit_batch(services, batch_id)
-    assert services.store.jobs == {}  # chunk 0 lives on the batch record, as it always did
+    # Its one job is a job row like every chunk's (no second layout for the first chunk).
+    assert list(services.store.jobs) == [(batch_id, 0)] and services.store.jobs[(batch_id, 0)].geminiJobName
     assert services.gemini.created == [f"batchgen-{batch_id}"]
     assert [m for m, _ in services.queues.submit] == []  # no chain: there is no next chunk
 
@@ -100,7 +102,7 @@ def test_a_one_chunk_batch_keeps_its_wire_format_and_storage():
 def test_each_chunk_has_its_own_lease_and_reconciles_by_its_own_display_name(services):
     batch_id = new_batch(services, count=7)
     submit.submit_batch(services, batch_id)
-    services.store.take_submit_lease(batch_id, None, chunk=1)  # another attempt is creating chunk 1's job
+    services.jobs.change_job(batch_id, 1, jobs.take_lease(None, ids.now_iso()))  # another attempt is creating it
     outcome = submit.submit_batch(services, batch_id, 1)
     assert outcome.status == "waiting" and len(services.gemini.created) == 1
     message, delay = services.queues.submit[-1]
@@ -202,7 +204,7 @@ def test_a_transient_item_error_gets_a_follow_up_round_of_its_chunk_only(service
     names = submit_all(services, batch_id)
     ids_ = keys(services, batch_id)
     services.gemini.finish(names[1], [(ids_[3], text_line("a")), (ids_[4], error_line(13)), (ids_[5], text_line("c"))])
-    services.store.mark_collect_queued(batch_id, chunk=1)
+    services.jobs.change_job(batch_id, 1, jobs.queue_collect(ids.now_iso()))
     assert collect.collect_batch(services, batch_id, 1).retried == 1
     assert services.store.batches[batch_id].status is BatchStatus.PROCESSING  # chunks 0 and 2 still run
     assert job_of(services, batch_id, 1).geminiRound == 1
@@ -276,10 +278,10 @@ def test_gemini_jobs_counts_chunks_by_state_and_the_state_is_the_least_advanced(
         "geminiJobs": {"total": 3, "pending": 3, "running": 0, "succeeded": 0, "failed": 0, "expired": 0},
     }
     names = submit_all(services, batch_id)
-    services.store.record_gemini_state(batch_id, "JOB_STATE_RUNNING", while_active=True, chunk=1)
+    services.jobs.change_job(batch_id, 1, jobs.record_state("JOB_STATE_RUNNING", while_active=True))
     services.gemini.finish(names[0], [], state=JOB_SUCCEEDED)
-    services.store.record_gemini_state(batch_id, JOB_SUCCEEDED, while_active=True, chunk=0)
-    services.store.record_gemini_state(batch_id, JOB_EXPIRED, while_active=True, chunk=2)
+    services.jobs.change_job(batch_id, 0, jobs.record_state(JOB_SUCCEEDED, while_active=True))
+    services.jobs.change_job(batch_id, 2, jobs.record_state(JOB_EXPIRED, while_active=True))
     view = chunks.gemini_view(chunks.jobs_of(services, services.store.batches[batch_id]))
     assert view == {
         "geminiState": "JOB_STATE_RUNNING",
@@ -288,7 +290,7 @@ def test_gemini_jobs_counts_chunks_by_state_and_the_state_is_the_least_advanced(
 
 
 # --- the collect handover --------------------------------------------------------------------------------
-def clock_running_out(after_checks: int):  # noqa: ANN201
+def clock_running_out(after_checks: int):
     """A Lambda's time left: plenty for the first `after_checks` looks, then 5 seconds."""
     looks = Counter[str]()
 
@@ -311,21 +313,22 @@ def test_a_collect_told_its_time_is_short_checkpoints_and_the_next_run_resumes_e
     answers = [(key, text_line(f"t{i}")) if i % 9 else (key, error_line(3, "bad")) for i, key in enumerate(ids_)]
     answers.reverse()  # out of request order, as Gemini writes them
     services.gemini.finish(job, answers[:-2])  # the last two requests (ids_[0], ids_[1]) never answered
-    services.store.mark_collect_queued(batch_id)
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
     successes = Counter[int]()
-    real = services.store.mark_item_success
+    real = services.store.record_successes
 
-    def counting(batch_id: str, index: int, **kwargs):  # noqa: ANN003, ANN202
-        done = real(batch_id, index, **kwargs)
-        successes[index] += int(done)
+    def counting(batch_id: str, moved: list, events=()):
+        done = real(batch_id, moved, events)
+        for success in moved:
+            successes[success.index] += int(done)
         return done
 
-    services.store.mark_item_success = counting  # type: ignore[method-assign]
+    services.store.record_successes = counting  # type: ignore[method-assign]
     first = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=1))
     assert first.handed_over and first.lines == 20  # two groups of ten, then the time ran short
-    assert services.store.batches[batch_id].collectLines == 20
+    assert job_of(services, batch_id, 0).collectLines == 20
     assert services.queues.collect == [CollectResults(batchId=batch_id)]
-    assert services.store.batches[batch_id].collectedJob is None  # not done yet
+    assert job_of(services, batch_id, 0).collectedJob is None  # not done yet
     second = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0))
     assert second.handed_over and second.lines == 30
     third = collect.collect_batch(services, batch_id, 0)
@@ -353,12 +356,12 @@ def test_two_runs_of_one_chunk_collect_settle_each_item_once(monkeypatch: pytest
     batch_id = new_batch(services, count=30)
     job = submit.submit_batch(services, batch_id).job_name or ""
     services.gemini.finish(job, [(key, text_line("x")) for key in keys(services, batch_id)])
-    services.store.mark_collect_queued(batch_id)
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
     first = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0))
     assert first.handed_over and first.lines == 10
     # A run that read the checkpoint before the first one moved it loses at its own checkpoint and stops.
-    assert not services.store.record_collect_progress(batch_id, 0, job, 0, 20)
-    assert services.store.batches[batch_id].collectLines == 10
+    assert not services.jobs.change_job(batch_id, 0, jobs.collect_progress(job, 0, 20))
+    assert job_of(services, batch_id, 0).collectLines == 10
     rest = collect.collect_batch(services, batch_id, 0)
     rest_again = collect.collect_batch(services, batch_id, 0)
     assert first.texts_stored + rest.texts_stored + rest_again.texts_stored == 30
@@ -383,7 +386,7 @@ def test_display_names_name_their_batch_and_chunk_and_nothing_else():
 
 
 def test_a_succeeded_webhook_queues_its_chunks_collect_without_reading_the_active_batches(services):
-    from batchgen.usecases import gemini_webhook
+    from batchgen.usecases.pipeline import gemini_webhook
 
     others = [new_batch(services, count=7) for _ in range(3)]
     for other in others:
@@ -400,7 +403,7 @@ def test_a_succeeded_webhook_queues_its_chunks_collect_without_reading_the_activ
 
 def test_a_webhook_for_an_unknown_a_replaced_or_an_unreachable_job_queues_nothing(services, monkeypatch):
     from batchgen.domain.errors import TransientError
-    from batchgen.usecases import gemini_webhook
+    from batchgen.usecases.pipeline import gemini_webhook
 
     batch_id = new_batch(services, count=7)
     names = submit_all(services, batch_id)
@@ -410,7 +413,7 @@ def test_a_webhook_for_an_unknown_a_replaced_or_an_unreachable_job_queues_nothin
     stale = next(name for name, job in services.gemini.jobs.items() if name not in names)
     assert gemini_webhook.handle_event(services, webhook(stale)) == "ignored"
 
-    def unreachable(name: str):  # noqa: ANN202
+    def unreachable(name: str):
         raise TransientError("Gemini answered 503")
 
     monkeypatch.setattr(services.gemini, "get_job", unreachable)
@@ -438,18 +441,18 @@ def test_usage_is_recorded_with_the_checkpoints_once_across_handovers_and_added_
     batch_id = new_batch(services, count=25)
     job = submit.submit_batch(services, batch_id).job_name or ""
     services.gemini.finish(job, [(key, usage_line("t", 10, 20, 5)) for key in keys(services, batch_id)])
-    services.store.mark_collect_queued(batch_id)
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
     writes = Counter[str]()
-    real = services.store.record_collect_progress
+    real = services.store.checkpoint_collect
 
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counting(*args, **kwargs):
         writes["checkpoints"] += 1
         return real(*args, **kwargs)
 
-    services.store.record_collect_progress = counting  # type: ignore[method-assign]
+    services.store.checkpoint_collect = counting  # type: ignore[method-assign]
     assert collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0)).handed_over
     collect.collect_batch(services, batch_id, 0)  # resumes after the checkpoint: nothing counted twice
-    usage = GeminiUsage.from_record(services.store.batches[batch_id].geminiUsage)
+    usage = GeminiUsage.from_record(job_of(services, batch_id, 0).geminiUsage)
     assert (usage.answers, usage.prompt_tokens, usage.output_tokens, usage.thoughts_tokens) == (25, 250, 500, 125)
     # gemini-3.6-flash at $1.50 / $7.50 per 1M tokens in / out, thinking as out, at the batch rate (half)
     assert usage.cost_usd == (Decimal(250) * Decimal("1.5") + Decimal(625) * Decimal("7.5")) / 1_000_000 / 2

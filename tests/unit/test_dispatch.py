@@ -14,8 +14,9 @@ from batchgen.domain import ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases import dispatch, poll, submit
-from tests.unit.fakes import FakeServices
+from batchgen.usecases.pipeline import dispatch, poll, submit
+from tests.fakes import FakeServices
+from tests.helpers import job_of, set_job
 
 
 def waiting(batch_id: str, user: str, created: str, tier: str | None = None) -> rules.Waiting:
@@ -80,7 +81,7 @@ def run_submits(services: FakeServices, batch_ids: list[str]) -> list[str]:
 def finish_all_jobs(services: FakeServices) -> None:
     """Every running job ends: its batch is collected (here: completed) and leaves the active index."""
     for batch in list(services.store.batches.values()):
-        if batch.geminiJobName and batch.status is BatchStatus.PROCESSING:
+        if job_of(services.store, batch.batchId).geminiJobName and batch.status is BatchStatus.PROCESSING:
             services.store.batches[batch.batchId] = batch.model_copy(update={"status": BatchStatus.COMPLETED})
 
 
@@ -159,7 +160,8 @@ def test_dispatcher_reads_are_two_queries_whatever_the_history(services: FakeSer
     new_batch(services)
     services.store.calls.clear()
     dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
-    assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1})
+    # and one read by key of the active batches' job rows (one call per 100 chunks): none of the history's
+    assert services.store.calls == Counter({"list_slots": 1, "iter_active_batches": 1, "list_jobs": 1})
 
 
 def test_a_submit_over_a_full_cap_waits_without_reading_the_active_index(services: FakeServices) -> None:
@@ -183,11 +185,11 @@ def test_a_slot_whose_job_was_collected_is_given_back_on_the_next_tick_however_y
     assert run_submits(services, [running]) == ["submitted"]
     waiting = [new_batch(services, user="y", age=5), new_batch(services, user="z")]
     run_submits(services, waiting)
-    batch = services.store.batches[running]
-    services.store.batches[running] = batch.model_copy(update={"collectQueuedAt": ids.now_iso()})  # job succeeded
+    set_job(services.store, running, collectQueuedAt=ids.now_iso())  # its job succeeded
     report = dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
     assert report.released == 1 and report.admitted_ids == [waiting[1]]  # waiting[0] took the other slot
     # a young slot whose job runs, or whose batch a stale read does not show yet, is kept
     holder = services.store.batches[waiting[0]]
-    slot = services.store.slots[dispatch.slot_key(holder)]
-    assert dispatch.slot_is_live(slot, holder) and dispatch.slot_is_live(slot, None)
+    holder_jobs = [job_of(services.store, waiting[0])]
+    slot = services.store.slots[dispatch.slot_key(holder, holder_jobs[0])]
+    assert dispatch.slot_is_live(slot, holder, holder_jobs) and dispatch.slot_is_live(slot, None)

@@ -1,4 +1,4 @@
-"""Fault injection at every step of the pipeline (issue 14): a table of (port call, fault) walked over a
+"""Fault injection at every step of the pipeline: a table of (port call, fault) walked over a
 two-image batch driven end to end like SQS and the scheduler would (a message that fails stays in its
 queue and comes back; the clock moves ten minutes per round).
 
@@ -26,13 +26,15 @@ from typing import Any
 import pytest
 
 from batchgen.config import reset_caches
-from batchgen.domain import ids
+from batchgen.domain import ids, jobs
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
+from batchgen.domain.changes import Change, JobChange
 from batchgen.domain.errors import OutcomeUnknown, TransientError
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob, UploadImage
-from batchgen.usecases import collect, create, poll, submit, upload
-from tests.unit.fakes import FakeServices
+from batchgen.usecases.pipeline import collect, create, poll, submit, upload
+from tests.fakes import FakeServices
+from tests.helpers import job_of
 from tests.unit.test_money_properties import _answer
 
 USER = Principal("user-1")
@@ -48,32 +50,36 @@ STEPS = [
     ("blobs", "put_object"),  # create: none for text-to-image; collect: staging the result image
     ("store", "create_batch"),
     ("queues", "send_submit"),
-    ("store", "take_submit_lease"),
+    ("store", "change_job:take_lease"),
     ("gemini", "create_job"),
-    ("store", "record_job"),
+    ("store", "change_job:record_job"),
     ("gemini", "get_job"),
-    ("store", "mark_collect_queued"),
+    ("store", "change_job:queue_collect"),
     ("queues", "send_collect"),
     ("gemini", "iter_results"),
     ("queues", "send_uploads"),
-    ("store", "mark_collected"),
+    ("store", "change_job:mark_collected"),
     ("blobs", "get_object_bytes"),
     ("cdn", "upload_image"),
-    ("store", "mark_item_success"),
+    ("store", "record_successes"),
     ("blobs", "delete_objects"),
-    ("store", "finalize"),
+    ("store", "change_batch:finalize"),
 ]
 FAULTS = ("fail", "timeout", "die-after")
 
 
 @contextmanager
 def fault(services: FakeServices, port: str, method: str, kind: str) -> Iterator[list[int]]:
+    """The first call of `port.method` fails (or dies after it ran); `method:move` names one move of a
+    store's `change_job`/`change_batch` (e.g. `change_job:take_lease`): only a call making it strikes."""
+    method, _, move = method.partition(":")
     target = getattr(services, port)
     real: Callable[..., Any] = getattr(target, method)
     struck = [0]
 
     def faulty(*args: Any, **kwargs: Any) -> Any:
-        if struck[0]:
+        named = next((arg.name for arg in args if isinstance(arg, Change | JobChange)), None)
+        if struck[0] or (move and named != move):
             return real(*args, **kwargs)
         struck[0] += 1
         if kind == "fail":
@@ -148,7 +154,7 @@ def run_pipeline(services: FakeServices, rounds: int = 18) -> None:
         for _ in range(rounds):
             queues.submit[:] = deliver(list(queues.submit), on_submit, receives)
             for job in services.gemini.jobs.values():
-                owner = next((b for b in services.store.batches.values() if b.geminiJobName == job.view.name), None)
+                owner = next((j for j in services.store.jobs.values() if j.geminiJobName == job.view.name), None)
                 if owner is not None and not job.results and job.view.state != "JOB_STATE_SUCCEEDED":
                     items = services.store.items[owner.batchId]
                     services.gemini.finish(job.view.name, [(i.itemId, _answer("ok", True)) for i in items])
@@ -196,15 +202,15 @@ def test_a_fault_at_any_step_ends_in_a_completed_batch_with_exact_money(port, me
 
 
 def test_a_lost_collect_message_is_requeued_once_it_is_stale_and_not_before():
-    """Regression (issue 14): `collectQueuedAt` without a message blocked the batch until its deadline."""
+    """Regression: `collectQueuedAt` without a message blocked the batch until its deadline."""
     reset_caches()
     services = FakeServices()
     services.store.adjust_balance("user-1", Decimal(100), "grant")
     batch_id = create_batch(services)
     assert batch_id is not None and submit.submit_batch(services, batch_id).status == "submitted"
-    job_name = services.store.batches[batch_id].geminiJobName
+    job_name = job_of(services.store, batch_id).geminiJobName or ""
     services.gemini.finish(job_name, [])
-    assert services.store.mark_collect_queued(batch_id)  # ...and the process died before sending
+    assert services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))  # ...and the process died
     assert poll.poll_batch(services, services.store.batches[batch_id])[0] == "idle"
     assert services.queues.collect == []
     with clock() as tick:

@@ -1,12 +1,12 @@
-"""Fault injection over the second-wave flows (issue 14), the same three faults as tests/unit/
+"""Fault injection over the second-wave flows, the same three faults as tests/unit/
 test_fault_table.py (`fail`, `timeout`, `die-after`, each striking once, on the first call):
 
-- a file batch (SPEC §6): the upload grant, the create, the ingest step (chunks, item pages,
+- a file batch: the upload grant, the create, the ingest step (chunks, item pages,
   checkpoints, the one charge), then the pipeline; a client whose create failed creates again;
-- a scheduled batch (SPEC §8): the release by the poller, the dispatcher's slots, then the pipeline;
-- the standard endpoint (SPEC §8): the charge, Gemini's call, the upload, the settlement; a client
+- a scheduled batch: the release by the poller, the dispatcher's slots, then the pipeline;
+- the standard endpoint: the charge, Gemini's call, the upload, the settlement; a client
   whose call failed calls again; charged generations whose process died are refunded by the tick;
-- notifications (SPEC §7): the outbox relay, the webhook POST and its log, the next attempt, the email:
+- notifications: the outbox relay, the webhook POST and its log, the next attempt, the email:
   every event reaches every target at least once, none is lost, and money is never touched.
 
 Each row checks the end state and the money (the ledger equals the balance; charged exactly what
@@ -30,9 +30,12 @@ from batchgen.domain.photo import PhotoDraft
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, DeliverWebhook, SendEmail, SubmitJob, UploadImage, WriteResultsManifest
 from batchgen.models.records import OutboxRecord
-from batchgen.usecases import collect, create, ingest, notify, photo, poll, submit, upload
+from batchgen.usecases.bulk import ingest
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import collect, create, poll, submit, upload
+from batchgen.usecases.routing import photo
+from tests.fakes import FakeServices
 from tests.helpers import png_base64
-from tests.unit.bulk_fakes import BulkServices
 from tests.unit.test_fault_table import FAULTS, MAX_DELIVERIES, ProcessDied, clock, deliver, fault
 from tests.unit.test_money_properties import _answer
 from tests.unit.test_notifications import NotifyFakes, endpoint
@@ -70,7 +73,7 @@ def pipeline_round(services: Any, receives: dict[int, int]) -> None:
 
     queues.submit[:] = deliver(list(queues.submit), on_submit, receives)
     for job in services.gemini.jobs.values():
-        owner = next((b for b in services.store.batches.values() if b.geminiJobName == job.view.name), None)
+        owner = next((j for j in services.store.jobs.values() if j.geminiJobName == job.view.name), None)
         if owner is not None and not job.results and job.view.state != "JOB_STATE_SUCCEEDED":
             items = services.store.items[owner.batchId]
             services.gemini.finish(job.view.name, [(i.itemId, _answer("ok", True)) for i in items])
@@ -118,10 +121,10 @@ INGEST_STEPS: list[Row] = [
     ("blobs", "iter_chunks_from"),
     ("blobs", "put_object"),  # the line's input image
     ("store", "put_items"),
-    ("store", "record_ingest_progress"),
+    ("store", "change_batch:ingest_progress"),
     ("store", "activate_bulk_batch"),
     ("queues", "send_submit"),
-    ("store", "take_submit_lease"),
+    ("store", "change_job:take_lease"),
     ("gemini", "create_job"),
     ("cdn", "upload_image"),
 ]
@@ -137,7 +140,7 @@ def run_watchdog_until_nothing_validates(services: Any) -> None:
     """The poller's watchdog, an hour later and then another: a stalled batch is re-driven, then failed."""
     from datetime import timedelta
 
-    from batchgen.usecases import watchdog
+    from batchgen.usecases.bulk import watchdog
 
     for hours in (1, 2):
         watchdog.check_validating(services, now=ids.utc_now() + timedelta(hours=hours))
@@ -148,7 +151,7 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
-def create_file_batch(services: BulkServices) -> None:
+def create_file_batch(services: FakeServices) -> None:
     """The client: an upload grant, the PUT, the create; anything that failed is done again (a new
     grant when the grant failed, the same upload when the create failed)."""
     data = jsonl([{"id": "a", "prompt": "pose a", "imageBase64": png_base64()}, {"id": "b", "prompt": "pose b"}])
@@ -170,7 +173,7 @@ def create_file_batch(services: BulkServices) -> None:
 @pytest.mark.parametrize(("port", "method"), INGEST_STEPS, ids=[f"{p}.{m}" for p, m in INGEST_STEPS])
 def test_a_fault_in_a_file_batch_ends_in_one_completed_batch_charged_once(port, method, kind):
     reset_caches()
-    services = BulkServices()
+    services = FakeServices()
     services.store.adjust_balance(USER.user_id, START, "grant")
     with fault(services, port, method, kind) as struck:
         create_file_batch(services)
@@ -195,15 +198,15 @@ def test_a_fault_in_a_file_batch_ends_in_one_completed_batch_charged_once(port, 
 SCHEDULE_STEPS: list[Row] = [
     ("store", "create_batch"),
     ("store", "iter_active_batches"),
-    ("store", "release_scheduled"),
+    ("store", "change_batch:release_scheduled"),
     ("store", "list_slots"),
     ("store", "reserve_slot"),
     ("queues", "send_submit"),
     ("gemini", "create_job"),
-    ("store", "record_job"),
-    ("store", "mark_collect_queued"),
+    ("store", "change_job:record_job"),
+    ("store", "change_job:queue_collect"),
     ("store", "release_slot"),
-    ("store", "finalize"),
+    ("store", "change_batch:finalize"),
 ]
 
 
@@ -211,7 +214,7 @@ SCHEDULE_STEPS: list[Row] = [
 @pytest.mark.parametrize(("port", "method"), SCHEDULE_STEPS, ids=[f"{p}.{m}" for p, m in SCHEDULE_STEPS])
 def test_a_fault_around_a_scheduled_batch_ends_in_a_completed_batch_with_exact_money(port, method, kind):
     reset_caches()
-    services = BulkServices()
+    services = FakeServices()
     services.store.adjust_balance(USER.user_id, START, "grant")
     draft = BatchDraft(
         batch_type="character",
@@ -240,7 +243,7 @@ PHOTO_STEPS: list[Row] = [
     ("store", "charge_generation"),
     ("gemini", "generate_content"),
     ("cdn", "upload_image"),
-    ("store", "settle_generation"),
+    ("store", "mark_generation_succeeded"),
 ]
 
 
@@ -256,7 +259,7 @@ def sweep_later(services: Any) -> None:
 @pytest.mark.parametrize(("port", "method"), PHOTO_STEPS, ids=[f"{p}.{m}" for p, m in PHOTO_STEPS])
 def test_a_fault_in_a_standard_generation_is_refunded_once_and_the_retry_charges_once(port, method, kind):
     reset_caches()
-    services = BulkServices()
+    services = FakeServices()
     services.store.adjust_balance(USER.user_id, START, "grant")
     draft = PhotoDraft(model=None, prompt="a red bicycle", mode="t2i")
     answers: list[photo.Generated] = []
@@ -275,7 +278,7 @@ def test_a_fault_in_a_standard_generation_is_refunded_once_and_the_retry_charges
     succeeded = [g for g in generations.values() if g["status"] == "success"]
     # One success, or two when the process died after settling the first (the client never saw its
     # answer and called again: the endpoint takes no Idempotency-Key, each image made is charged once).
-    assert len(succeeded) == (2 if (port, method, kind) == ("store", "settle_generation", "die-after") else 1)
+    assert len(succeeded) == (2 if (port, method, kind) == ("store", "mark_generation_succeeded", "die-after") else 1)
     ledger = services.store.ledger
     charges = [e.delta for e in ledger if e.reason == "standard generation charge"]
     refunds = [e.delta for e in ledger if e.reason == "standard generation refund"]
@@ -285,10 +288,10 @@ def test_a_fault_in_a_standard_generation_is_refunded_once_and_the_retry_charges
 
 
 def test_a_generation_whose_process_died_after_the_charge_is_refunded_by_the_tick_once():
-    """Regression (issue 14): a standard generation killed after its charge (the function's 29 s
+    """Regression: a standard generation killed after its charge (the function's 29 s
     timeout, an out-of-memory kill) stayed `charged` for ever: the credits were gone without an image."""
     reset_caches()
-    services = BulkServices()
+    services = FakeServices()
     services.store.adjust_balance(USER.user_id, START, "grant")
     draft = PhotoDraft(model=None, prompt="a red bicycle", mode="t2i")
     with fault(services, "gemini", "generate_content", "die-after"), pytest.raises(ProcessDied):
@@ -307,10 +310,10 @@ def test_a_generation_whose_process_died_after_the_charge_is_refunded_by_the_tic
 
 # --- notifications: relay, delivery, email --------------------------------------------------------------
 NOTIFY_STEPS: list[Row] = [
-    ("notifications", "pending_events"),
-    ("notifications", "claim_event"),
+    ("store", "pending_events"),
+    ("store", "claim_event"),
     ("notifier", "send_notifications"),
-    ("notifications", "delete_event"),
+    ("store", "delete_events"),
     ("notifications", "get_endpoint"),
     ("webhooks", "post"),
     ("notifications", "record_delivery"),
@@ -326,7 +329,7 @@ class FlakyReceiver:
         self.calls: list[tuple[str, dict[str, str], bytes]] = []
 
     def post(self, url: str, headers: dict[str, str], body: bytes) -> Any:
-        from tests.unit.test_notifications import Posted
+        from tests.fakes import Posted
 
         first = all(h["webhook-id"] != headers["webhook-id"] for _u, h, _b in self.calls)
         self.calls.append((url, headers, body))
@@ -337,11 +340,13 @@ def notify_round(services: NotifyFakes, receives: dict[int, int]) -> None:
     try:
         notify.relay_outbox(services, budget_seconds=1)
     except (Exception, ProcessDied):
-        pass  # the rows stay; the next tick relays them
+        pass  # the rows stay; the next tick relays them (once the failed relayer's claim has lapsed)
+    later = services.store.time() + notify.RELAY_LEASE_SECONDS + 1
+    services.store.time = lambda: later
 
     def on_message(message: DeliverWebhook | SendEmail | WriteResultsManifest, _count: int) -> None:
         if isinstance(message, WriteResultsManifest):
-            return  # the end event's manifest (SPEC §6): its writer is tested in test_results_manifest
+            return  # the end event's manifest: its writer is tested in test_results_manifest
         if isinstance(message, SendEmail):
             notify.send_batch_email(services, message)
         else:
@@ -366,7 +371,7 @@ def test_a_fault_in_notifications_delivers_every_event_at_least_once_and_never_t
     services.store.adjust_balance("u1", START, "grant")
     services.notifications.endpoints["whep_1"] = endpoint("whep_1")
     batch = finished_batch_with_targets(services)
-    services.notifications.events.append(
+    services.store.outbox.append(
         OutboxRecord(eventId="evt_1", batchId=batch.batchId, batchEvent="batch.completed", at=ids.now_iso())
     )
     ledger_before = list(services.store.ledger)
@@ -375,7 +380,7 @@ def test_a_fault_in_notifications_delivers_every_event_at_least_once_and_never_t
         for _ in range(8):
             notify_round(services, receives)
     assert struck[0] == 1, f"{port}.{method} was never called: the table is out of date"
-    assert services.notifications.events == []  # the outbox row was relayed and removed
+    assert services.store.outbox == []  # the outbox row was relayed and removed
     delivered = {h["webhook-id"] for _u, h, _b in services.webhooks.calls}
     assert delivered == {"evt_1_whep_1", "evt_1_url"}
     for webhook_id in delivered:  # each got its 200 at some attempt: the 503 was retried
@@ -394,11 +399,11 @@ def finished_batch_with_targets(services: NotifyFakes) -> Any:
 
 # --- idempotent replays of a create -------------------------------------------------------------------
 def test_a_create_replayed_with_its_request_key_returns_the_first_batch_and_charges_once():
-    """Regression (issue 14): an Idempotency-Key replayed after the first run died past its charge (its
+    """Regression: an Idempotency-Key replayed after the first run died past its charge (its
     in-progress record expired) created and charged a second batch; the key is now claimed in the
     create's own transaction and the replay answers with the first run's batch."""
     reset_caches()
-    services = BulkServices()
+    services = FakeServices()
     services.store.adjust_balance(USER.user_id, START, "grant")
     draft = BatchDraft(batch_type="character", requests=[RequestDraft("a", "pose a", None)])
     key = ids.request_key(USER.user_id, "key-1")

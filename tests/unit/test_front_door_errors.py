@@ -1,5 +1,5 @@
 """The local front door answers the HTTP server's own errors (414, 431, 400) with the JSON error body
-(issue 14 regression: they were http.server's HTML pages)."""
+(regression: they were http.server's HTML pages)."""
 
 from __future__ import annotations
 

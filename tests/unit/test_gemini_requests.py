@@ -37,7 +37,7 @@ def test_long_texts_are_capped_in_bytes_not_characters():
     assert set(answer.text) == {"🙂"}  # cut on a character boundary
 
 
-# --- issue 9 ------------------------------------------------------------------------------------------
+# --- fidelity to the real API ------------------------------------------------------------
 def image_part(data: bytes, thought: bool = False) -> dict:
     part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}}
     return {**part, "thought": True} if thought else part
@@ -115,7 +115,7 @@ def test_inline_responses_are_matched_by_key_never_by_position():
     from batchgen.adapters.gemini import JobView, iter_results
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, ItemRecord
-    from batchgen.usecases.collect import match_answers
+    from batchgen.usecases.pipeline.collect import match_answers
 
     def text(value: str, key: str | None) -> types.InlinedResponse:
         part = types.Part(text=value)

@@ -1,4 +1,4 @@
-"""Input images are read past their magic bytes: structure and declared dimensions (issue 14 regressions)."""
+"""Input images are read past their magic bytes: structure and declared dimensions (regressions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ingest step (SPEC §6) with in-memory fakes: line splitting, validation, checkpoints, one charge."""
+"""The ingest step with in-memory fakes: line splitting, validation, checkpoints, one charge."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from batchgen import constants
 from batchgen.domain import bulk
 from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.domain.states import BatchStatus
-from batchgen.usecases import ingest
+from batchgen.usecases.bulk import ingest
+from batchgen.usecases.pipeline import settle
+from tests.fakes import FakeServices
 from tests.helpers import png_base64
-from tests.unit.bulk_fakes import BulkServices
 
 USER = Principal("user-1")
 
@@ -22,7 +23,7 @@ def jsonl(lines: list[object]) -> bytes:
     return b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
 
 
-def file_batch(services: BulkServices, data: bytes, batch_type: str = "character") -> str:
+def file_batch(services: FakeServices, data: bytes, batch_type: str = "character") -> str:
     grant = ingest.create_upload(services, USER)
     services.blobs.objects[ingest.upload_key(USER.user_id, grant.upload_id)] = data
     batch = ingest.create_file_batch(services, USER, BatchDraft(batch_type=batch_type, requests=[]), grant.upload_id)
@@ -53,7 +54,7 @@ def test_parse_line_names_what_is_wrong(raw: bytes, problem: str) -> None:
 
 
 def test_a_good_file_is_written_in_order_and_charged_once() -> None:
-    services = BulkServices()
+    services = FakeServices()
     services.store.balances["user-1"] = Decimal(200)
     lines = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(60)] + [{"prompt": "x", "imageBase64": png_base64()}]
     batch_id = file_batch(services, jsonl(lines) + b"\n\n")
@@ -72,7 +73,7 @@ def test_a_good_file_is_written_in_order_and_charged_once() -> None:
 
 
 def test_a_short_balance_fails_with_required_and_available_and_removes_the_items() -> None:
-    services = BulkServices()
+    services = FakeServices()
     services.store.balances["user-1"] = Decimal(3)
     batch_id = file_batch(services, jsonl([{"prompt": "a"}, {"prompt": "b"}]))
     assert ingest.ingest_file(services, batch_id) == "failed"
@@ -82,7 +83,7 @@ def test_a_short_balance_fails_with_required_and_available_and_removes_the_items
 
 
 def test_a_run_that_dies_between_items_and_checkpoint_resumes_without_duplicates_or_gaps() -> None:
-    services = BulkServices()
+    services = FakeServices()
     services.store.balances["user-1"] = Decimal(1000)
     chunk = constants.INGEST_CHUNK_ITEMS
     lines = 3 * chunk + chunk // 5
@@ -105,7 +106,7 @@ def test_a_run_that_dies_between_items_and_checkpoint_resumes_without_duplicates
 
 
 def test_cancel_while_validating_charges_nothing_and_the_next_run_cleans_up() -> None:
-    services = BulkServices()
+    services = FakeServices()
     services.store.balances["user-1"] = Decimal(1000)
     batch_id = file_batch(
         services,
@@ -113,15 +114,15 @@ def test_cancel_while_validating_charges_nothing_and_the_next_run_cleans_up() ->
     )
     clock = iter([1000.0, 0.0])
     assert ingest.ingest_file(services, batch_id, lambda: next(clock, 0.0)) == "handed-over"
-    assert ingest.cancel_validating(services, batch_id)
-    assert not ingest.cancel_validating(services, batch_id)
+    assert settle.cancel_validating(services, batch_id)
+    assert not settle.cancel_validating(services, batch_id)
     assert ingest.ingest_file(services, batch_id) == "not-validating"
     assert services.store.items[batch_id] == [] and not any(k.startswith("inputs/") for k in services.blobs.objects)
     assert services.store.batches[batch_id].status is BatchStatus.CANCELLED and services.store.ledger == []
 
 
 def test_a_foreign_upload_reads_as_unknown() -> None:
-    services = BulkServices()
+    services = FakeServices()
     grant = ingest.create_upload(services, Principal("user-2"))
     services.blobs.objects[ingest.upload_key("user-2", grant.upload_id)] = jsonl([{"prompt": "x"}])
     batch = ingest.create_file_batch(services, USER, BatchDraft(batch_type="text", requests=[]), grant.upload_id)
@@ -155,7 +156,7 @@ class AlwaysMaybe(bulk.SeenIds):
 
 def test_a_false_hit_never_fails_a_good_file_and_a_real_duplicate_is_named_exactly(monkeypatch) -> None:
     monkeypatch.setattr(bulk, "SeenIds", AlwaysMaybe)
-    services = BulkServices()
+    services = FakeServices()
     services.store.balances["user-1"] = Decimal(200)
     good = file_batch(services, jsonl([{"id": f"r{i}", "prompt": "p"} for i in range(60)]), batch_type="text")
     assert ingest.ingest_file(services, good) == "pending"  # 60 false hits, each confirmed absent

@@ -1,6 +1,8 @@
 """The import contract of the layers, read from the source (AST), so no module is imported.
 
-Arrows point one way: ``batchgen.handlers`` → ``batchgen.usecases`` → ``batchgen.domain``.
+Arrows point one way: ``batchgen.handlers`` → ``batchgen.usecases`` → ``batchgen.domain``; within the use
+cases, the feature packages too (``pipeline`` ← ``bulk`` ← ``notify``; ``planning`` and ``routing`` on the
+pipeline alone).
 ``batchgen.adapters`` implement what the use cases ask for: they may import ``domain`` and
 ``models`` but never ``handlers`` or ``usecases``. ``batchgen.domain`` imports no adapter, no
 handler, no use case and no SDK (boto3, botocore, google.genai, cloudinary). Production code
@@ -28,7 +30,22 @@ SDKS = ("boto3", "botocore", "google.genai", "cloudinary")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "batchgen.domain": ("batchgen.adapters", "batchgen.handlers", "batchgen.usecases", *SDKS),
     "batchgen.usecases": ("batchgen.handlers",),
+    # The use cases grouped by feature, arrows pointing one way: the pipeline imports no other feature;
+    # bulk builds on the pipeline; notify on the pipeline and bulk (the results manifest subscribes to a
+    # batch's end); planning and routing on the pipeline only.
+    "batchgen.usecases.pipeline": tuple(f"batchgen.usecases.{f}" for f in ("bulk", "notify", "planning", "routing")),
+    "batchgen.usecases.bulk": tuple(f"batchgen.usecases.{f}" for f in ("notify", "planning", "routing")),
+    "batchgen.usecases.notify": tuple(f"batchgen.usecases.{f}" for f in ("planning", "routing")),
+    "batchgen.usecases.planning": tuple(f"batchgen.usecases.{f}" for f in ("bulk", "notify", "routing")),
+    "batchgen.usecases.routing": tuple(f"batchgen.usecases.{f}" for f in ("bulk", "notify", "planning")),
     "batchgen.adapters": ("batchgen.handlers", "batchgen.usecases"),
+    # The DynamoDB stores share the table and its codec, nothing of the other adapters or their SDKs.
+    "batchgen.adapters.dynamo": (
+        *(f"batchgen.adapters.{name}" for name in ("gemini", "images_cdn", "storage", "messaging", "mail")),
+        "batchgen.adapters.webhook_http",
+        "google.genai",
+        "cloudinary",
+    ),
     "batchgen": ("local",),  # all of functions/
 }
 
@@ -103,6 +120,17 @@ def test_layers_import_one_way_only() -> None:
         ("batchgen.domain.x", "def f():\n    import cloudinary.uploader", "cloudinary"),
         ("batchgen.adapters.x", "from batchgen.usecases import submit", "batchgen.usecases"),
         ("batchgen.adapters.x", "from batchgen.handlers.api import app", "batchgen.handlers"),
+        ("batchgen.adapters.dynamo.x", "from batchgen.adapters.gemini import get_job", "batchgen.adapters.gemini"),
+        (
+            "batchgen.usecases.pipeline.x",
+            "from batchgen.usecases.notify.notify import relay_soon",
+            "batchgen.usecases.notify",
+        ),
+        (
+            "batchgen.usecases.bulk.x",
+            "from batchgen.usecases.notify.notify import relay_soon",
+            "batchgen.usecases.notify",
+        ),
         ("batchgen.handlers.x", "from local.emulators import gemini", "local"),
     ],
 )

@@ -1,5 +1,5 @@
 """The local SQS pumps (local/pumps.py): several batches of one queue at once when the consumer has
-several execution environments, as Lambda's event source mapping runs them (issue 14 load run)."""
+several execution environments, as Lambda's event source mapping runs them (the load run)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class FakeSqs:
             n = self.left
         return {"Messages": [{"MessageId": f"m{n}", "ReceiptHandle": f"r{n}", "Body": "{}"}]}
 
-    def delete_message_batch(self, Entries: list[dict[str, str]], **_: Any) -> None:  # noqa: N803 - boto3's name
+    def delete_message_batch(self, Entries: list[dict[str, str]], **_: Any) -> None:  # boto3's name
         with self.lock:
             self.deleted += [entry["ReceiptHandle"] for entry in Entries]
 

@@ -1,4 +1,4 @@
-"""Managing a batch of thousands of items (SPEC §6), never reading the whole batch: a delete goes a page of
+"""Managing a batch of thousands of items, never reading the whole batch: a delete goes a page of
 items at a time, one bounded purge message per page, the batch's own row last so a run that dies part way
 is finished by a repeated DELETE; seed 003's generation lookup reads only around the items asked for."""
 
@@ -14,8 +14,9 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import FinishCancel, PurgeImages
-from batchgen.usecases import manage
-from tests.unit.fakes import FakeServices, FakeStore
+from batchgen.usecases.pipeline import manage
+from tests.fakes import FakeServices, FakeStore
+from tests.helpers import set_job
 from tests.unit.test_settle_chunks import big_batch
 
 OWNER = Principal("user-1")
@@ -29,10 +30,10 @@ class WholeBatchForbidden(FakeStore):
         self.deletions = 0
         self.die_after: int | None = None
 
-    def get_batch_with_items(self, batch_id):  # noqa: ANN001, ANN201
+    def get_batch_with_items(self, batch_id):
         raise AssertionError("a delete must not read the whole batch")
 
-    def delete_items(self, batch_id, indexes):  # noqa: ANN001, ANN201
+    def delete_items(self, batch_id, indexes):
         if self.die_after is not None and self.deletions == self.die_after:
             raise RuntimeError("the function died part way through the delete")
         self.deletions += 1
@@ -134,7 +135,7 @@ def test_a_generation_lookup_in_a_5000_item_batch_reads_only_around_the_items_as
     reads: list[tuple[int, int]] = []
     read_range = services.store.iter_item_range
 
-    def counted(batch_id_, start, stop, page_size=100):  # noqa: ANN001, ANN202
+    def counted(batch_id_, start, stop, page_size=100):
         reads.append((start, stop))
         return read_range(batch_id_, start, stop, page_size)
 
@@ -156,8 +157,9 @@ def test_a_generation_lookup_in_a_5000_item_batch_reads_only_around_the_items_as
 def running_batch(services: FakeServices, count: int) -> str:
     batch_id = big_batch(services.store, count)
     services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
-        update={"status": BatchStatus.PROCESSING, "geminiJobName": "batches/job-1"}
+        update={"status": BatchStatus.PROCESSING}
     )
+    set_job(services.store, batch_id, geminiJobName="batches/job-1")
     return batch_id
 
 

@@ -1,4 +1,4 @@
-"""Property-based money invariants (issue 14): random interleavings of the use cases over the in-memory
+"""Property-based money invariants: random interleavings of the use cases over the in-memory
 fakes, each pipeline step delivered zero, one or two times in any order.
 
 After every step: no balance is negative, every balance equals its ledger's sum, no batch is refunded
@@ -6,7 +6,8 @@ more than it was charged, and a batch's `refundedCredits` equals the refunds in 
 is terminal: what it kept is exactly `unitPrice x successes` (every item that did not succeed refunded
 exactly once). At the end every batch is driven past its deadline: nothing is left non-terminal.
 
-Profiles: `ci` (default, `make test`) and `long` (`make test-long`, HYPOTHESIS_PROFILE=long).
+Profiles: `unit` (`make test-unit`: a quick pass), `ci` (the default, `make test`) and `long`
+(`make test-long`, HYPOTHESIS_PROFILE=long).
 Extension points for the second wave (file batches, scheduling, standard generations): add a `@rule`
 that drives the new use case through `self.services`; `check_money` and `teardown` hold for any flow
 that charges through `store.create_batch` and refunds through `usecases.settle`.
@@ -28,10 +29,13 @@ from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
 from batchgen.domain.errors import DomainError, TransientError
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.messages import UploadImage
-from batchgen.usecases import collect, create, manage, poll, submit, upload
+from batchgen.usecases.pipeline import collect, create, manage, poll, submit, upload
+from tests.fakes import FakeServices
 from tests.helpers import png_bytes
-from tests.unit.fakes import FakeServices
 
+settings.register_profile(
+    "unit", max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile(
     "ci", max_examples=300, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -105,7 +109,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(batch_id=batches, purge=st.booleans())
     def delete(self, batch_id: str, purge: bool) -> None:
-        batch = self.services.store.get_batch(batch_id)
+        batch = self.services.batches.get_batch(batch_id)
         if batch is None:
             return
         try:
@@ -122,8 +126,9 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(batch_id=batches, outcomes=st.lists(st.sampled_from(OUTCOMES), min_size=4, max_size=4))
     def gemini_finishes(self, batch_id: str, outcomes: list[str]) -> None:
-        batch = self.services.store.get_batch(batch_id)
-        job = self.services.gemini.jobs.get(batch.geminiJobName or "") if batch else None
+        batch = self.services.batches.get_batch(batch_id)
+        first = self.services.jobs.get_job(batch_id, 0) if batch else None
+        job = self.services.gemini.jobs.get(first.geminiJobName or "") if first else None
         if batch is None or job is None or job.results:
             return
         wants_image = batch.type != "text"
@@ -136,7 +141,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(batch_id=batches)
     def poll(self, batch_id: str) -> None:
-        batch = self.services.store.get_batch(batch_id)
+        batch = self.services.batches.get_batch(batch_id)
         if batch is not None:
             poll.poll_batch(self.services, batch)
 
@@ -196,7 +201,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _expire(self, batch_id: str) -> None:
         """The poller's next tick after the batch's deadline (MAX_WAIT_SECONDS after it was created)."""
-        batch = self.services.store.get_batch(batch_id)
+        batch = self.services.batches.get_batch(batch_id)
         if batch is None:
             return
         real_age = ids.age_seconds
@@ -209,8 +214,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     # --- what the checks read (a subclass may read another store) ---------------------------------
     def _items(self, batch_id: str) -> list:
-        record = self.services.store.get_batch_with_items(batch_id)
-        return list(record.items) if record else []
+        return [item for page in self.services.items.iter_item_pages(batch_id) for item in page]
 
     def _ledger(self) -> list:
         return list(self.services.store.ledger)
@@ -228,16 +232,15 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @invariant()
     def check_money(self) -> None:
-        store = self.services.store
         for user in USERS:
-            balance = store.get_balance(user)
+            balance = self.services.credits.get_balance(user)
             assert balance >= 0, (user, balance)
             assert balance == sum((e.delta for e in self._ledger() if e.userId == user), Decimal(0)), user
         for batch_id, cost in self.charged.items():
             charges, refunds = self._ledger_for(batch_id)
             assert charges == cost, (batch_id, charges, cost)  # charged exactly once
             assert refunds <= charges, (batch_id, refunds, charges)
-            batch = store.get_batch(batch_id)
+            batch = self.services.batches.get_batch(batch_id)
             if batch is None:
                 continue
             assert batch.refundedCredits == refunds, (batch_id, batch.refundedCredits, refunds)
@@ -251,7 +254,7 @@ class MoneyMachine(RuleBasedStateMachine):
         for batch_id in list(self.charged):
             self._expire(batch_id)
         for batch_id in self.charged:
-            batch = self.services.store.get_batch(batch_id)
+            batch = self.services.batches.get_batch(batch_id)
             assert batch is None or is_terminal(batch.status), (batch_id, batch and batch.status)
             event(f"batch ended {batch.status.value if batch else 'deleted'}")
             if batch is not None and batch.successCount:

@@ -1,14 +1,14 @@
-"""Property-based money invariants over the second-wave flows (issue 14), on top of the machine of
+"""Property-based money invariants over the second-wave flows, on top of the machine of
 tests/unit/test_money_properties.py (inline creates, cancel, delete, grants, the batch pipeline):
 
-- file batches (SPEC §6): an upload, the create, the ingest step delivered zero, one or two times,
+- file batches: an upload, the create, the ingest step delivered zero, one or two times,
   files with invalid lines or too big for the balance (nothing charged, the items removed);
-- scheduled batches (SPEC §8): released by the poller's tick when their time comes, cancelled while
+- scheduled batches: released by the poller's tick when their time comes, cancelled while
   scheduled; the dispatcher's slots on every tick; the clock moves;
-- creates from a template with `{{variables}}` (SPEC §8);
-- standard generations (SPEC §8): charged at the standard price, refunded in full once on any failure,
+- creates from a template with `{{variables}}`;
+- standard generations: charged at the standard price, refunded in full once on any failure,
   and refunded by the tick when the process died between the charge and the settlement;
-- retries of a finished batch (SPEC §6): a `validating` batch of its unsuccessful items, ingested like
+- retries of a finished batch: a `validating` batch of its unsuccessful items, ingested like
   a file batch, charged once.
 
 Invariants after every step (in addition to the base machine's): a generation is `charged` (in flight),
@@ -35,9 +35,12 @@ from batchgen.domain.errors import DomainError, TransientError
 from batchgen.domain.photo import PhotoDraft
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, is_terminal
 from batchgen.models.api import CreateBatchRequest, TemplateRequest
-from batchgen.usecases import create, ingest, manage, photo, plan, poll, retry, templates
+from batchgen.usecases.bulk import ingest, retry
+from batchgen.usecases.pipeline import create, manage, poll
+from batchgen.usecases.planning import plan, templates
+from batchgen.usecases.routing import photo
+from tests.fakes import FakeServices
 from tests.helpers import png_base64
-from tests.unit.bulk_fakes import BulkServices
 from tests.unit.test_money_properties import OUTCOMES, PROFILE, USERS, MoneyMachine
 
 
@@ -54,10 +57,10 @@ PHOTO_OUTCOMES = ("ok", "refused", "timeout", "cdn-fails", "dies")
 class BulkMoneyMachine(MoneyMachine):
     def __init__(self) -> None:
         super().__init__()
-        balances = self.services.store
+        balances = self.services.credits
         self.services = self._bulk_services()  # the same fakes plus uploads, ingest and item pages
         for user in USERS:
-            self.services.store.adjust_balance(user, balances.get_balance(user), "starter credits")
+            self.services.credits.adjust_balance(user, balances.get_balance(user), "starter credits")
         self.validating: set[str] = set()  # batches created `validating` (file batches and retries)
         self.offset = timedelta(0)
         self._real_now = ids.utc_now
@@ -198,7 +201,7 @@ class BulkMoneyMachine(MoneyMachine):
     # --- retries --------------------------------------------------------------------------------------
     @rule(target=MoneyMachine.batches, batch_id=MoneyMachine.batches)
     def retry(self, batch_id: str) -> str:
-        batch = self.services.store.get_batch(batch_id)
+        batch = self.services.batches.get_batch(batch_id)
         if batch is None:
             return "none"
         try:
@@ -233,13 +236,13 @@ class BulkMoneyMachine(MoneyMachine):
     # --- the base machine's steps, as the services would see them --------------------------------------
     @rule(batch_id=MoneyMachine.batches)
     def poll(self, batch_id: str) -> None:
-        batch = self.services.store.get_batch(batch_id)
+        batch = self.services.batches.get_batch(batch_id)
         if batch is not None and batch.status in ACTIVE_BATCH_STATUSES:  # the poller reads the active index
             poll.poll_batch(self.services, batch)
 
     def _expire(self, batch_id: str) -> None:
         """The poller's tick after the batch's deadline, counted from a scheduled batch's time."""
-        batch = self.services.store.get_batch(batch_id)
+        batch = self.services.batches.get_batch(batch_id)
         if batch is None or batch.status not in ACTIVE_BATCH_STATUSES:
             return
         real_age = ids.age_seconds
@@ -251,24 +254,24 @@ class BulkMoneyMachine(MoneyMachine):
             ids.age_seconds = real_age  # type: ignore[assignment]
 
     def _items(self, batch_id: str) -> list:
-        record = self.services.store.get_batch_with_items(batch_id)
-        if record is None or record.batch.requestCount == 0:
+        batch = self.services.batches.get_batch(batch_id)
+        if batch is None or batch.requestCount == 0:
             return []  # a file batch's items count once it is charged (what users see, too)
-        return list(record.items)
+        return [item for page in self.services.items.iter_item_pages(batch_id) for item in page]
 
     # --- the invariants -------------------------------------------------------------------------------
-    def _bulk_services(self) -> BulkServices:
-        return BulkServices()
+    def _bulk_services(self) -> FakeServices:
+        return FakeServices()
 
     def _generations(self) -> list[dict]:
         """Every standard generation's record (status, creditCost)."""
-        return list(getattr(self.services.store, "generations", {}).values())
+        return list(self.services.store.generations.values())
 
     @invariant()
     def check_money(self) -> None:
-        store, ledger = self.services.store, self._ledger()
+        ledger = self._ledger()
         for batch_id in self.validating:
-            batch = store.get_batch(batch_id)
+            batch = self.services.batches.get_batch(batch_id)
             if batch is not None:
                 if batch.status is BatchStatus.VALIDATING or batch.requestCount == 0:
                     assert batch.creditCost == 0 or batch.status is BatchStatus.VALIDATING, batch
@@ -292,7 +295,7 @@ class BulkMoneyMachine(MoneyMachine):
                 ingest.ingest_file(self.services, queue.pop(0).batchId)
             assert not self.services.queues.ingest
             for batch_id in self.validating:
-                batch = self.services.store.get_batch(batch_id)
+                batch = self.services.batches.get_batch(batch_id)
                 assert batch is None or batch.status is not BatchStatus.VALIDATING, batch
             self.offset += timedelta(hours=1)
             photo.refund_abandoned(self.services)
@@ -302,7 +305,7 @@ class BulkMoneyMachine(MoneyMachine):
                 event(f"generation {generation['status']}")
             super().teardown()
             for batch_id in self.charged:
-                batch = self.services.store.get_batch(batch_id)
+                batch = self.services.batches.get_batch(batch_id)
                 assert batch is None or is_terminal(batch.status), batch
         finally:
             ids.utc_now = self._real_now  # type: ignore[assignment]

@@ -1,9 +1,8 @@
-"""SPEC §7 rules and decisions with in-memory fakes: subscriptions, signatures, retries, SSRF, the relay."""
+"""Notification rules and decisions with in-memory fakes: subscriptions, signatures, retries, SSRF, the relay."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,100 +16,12 @@ from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
 from batchgen.models.records import (
     BatchRecord,
-    DeliveryRecord,
     ItemRecord,
     OutboxRecord,
     WebhookEndpointRecord,
 )
-from batchgen.usecases import notify
-from tests.unit.fakes import FakeServices
-
-
-# --- fakes of the notification ports --------------------------------------------------------------
-class FakeNotifications:
-    def __init__(self) -> None:
-        self.endpoints: dict[str, WebhookEndpointRecord] = {}
-        self.deliveries: list[DeliveryRecord] = []
-        self.events: list[OutboxRecord] = []
-        self.disabled: list[str] = []
-
-    def list_endpoints(self, user_id: str) -> list[WebhookEndpointRecord]:
-        return [e for e in self.endpoints.values() if e.userId == user_id]
-
-    def get_endpoint(self, user_id: str, endpoint_id: str) -> WebhookEndpointRecord | None:
-        found = self.endpoints.get(endpoint_id)
-        return found if found and found.userId == user_id else None
-
-    def disable_endpoint(self, user_id: str, endpoint_id: str, at: str) -> None:
-        self.endpoints[endpoint_id] = self.endpoints[endpoint_id].model_copy(update={"disabledAt": at})
-        self.disabled.append(endpoint_id)
-
-    def account_secret(self, user_id: str) -> str:
-        return "whsec_" + "QUJD" * 8
-
-    def record_delivery(self, user_id: str, delivery: DeliveryRecord) -> None:
-        self.deliveries.append(delivery)
-
-    def pending_events(self, limit: int) -> list[OutboxRecord]:
-        return self.events[:limit]
-
-    def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
-        return True  # the lease between relayers is tested against DynamoDB (integration)
-
-    def delete_event(self, event: OutboxRecord) -> None:
-        self.events.remove(event)
-
-    def delete_events(self, events: list[OutboxRecord]) -> None:
-        for event in events:
-            self.events.remove(event)
-
-
-class FakeNotifier:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-        self.later: list[tuple[DeliverWebhook, int]] = []
-        self.fail = False
-
-    def send_notifications(self, messages: list[Any]) -> None:
-        if self.fail:
-            raise RuntimeError("SQS down")
-        self.sent += messages
-
-    def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None:
-        self.later.append((message, delay_seconds))
-
-
-@dataclass
-class Posted:
-    status_code: int | None
-    error: str | None = None
-    duration_ms: int = 3
-
-
-class FakePoster:
-    def __init__(self, status: int | None = 200) -> None:
-        self.status = status
-        self.calls: list[tuple[str, dict[str, str], bytes]] = []
-
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> Posted:
-        self.calls.append((url, headers, body))
-        return Posted(self.status, None if self.status == 200 else "HTTP error")
-
-
-class FakeMailer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, str]] = []
-
-    def send_email(self, to: str, subject: str, text: str) -> None:
-        self.sent.append((to, subject, text))
-
-
-@dataclass
-class NotifyFakes(FakeServices):
-    notifications: FakeNotifications = field(default_factory=FakeNotifications)
-    notifier: FakeNotifier = field(default_factory=FakeNotifier)
-    webhooks: FakePoster = field(default_factory=FakePoster)
-    mailer: FakeMailer = field(default_factory=FakeMailer)
+from batchgen.usecases.notify import notify
+from tests.fakes import FakeNotifications, FakePoster, NotifyFakes
 
 
 def endpoint(endpoint_id: str = "whep_1", events: list[str] | None = None, **extra: Any) -> WebhookEndpointRecord:
@@ -328,7 +239,7 @@ def test_relay_fans_a_batch_event_out_to_endpoints_the_one_off_url_and_email_the
             "whep_off": endpoint("whep_off", disabledAt=ids.now_iso()),
         }
     )
-    services.notifications.events.append(outbox("batch.completed"))
+    services.store.outbox.append(outbox("batch.completed"))
     assert notify.relay_outbox(services) == 1
     webhooks = [m for m in services.notifier.sent if isinstance(m, DeliverWebhook)]
     assert sorted((m.endpointId or "url", m.eventId) for m in webhooks) == [
@@ -337,11 +248,11 @@ def test_relay_fans_a_batch_event_out_to_endpoints_the_one_off_url_and_email_the
     ]
     [email] = [m for m in services.notifier.sent if isinstance(m, SendEmail)]
     assert email.to == "me@example.com"
-    # the end event also asks for the batch's results manifest, once (SPEC §6)
+    # the end event also asks for the batch's results manifest, once
     assert [m for m in services.notifier.sent if isinstance(m, WriteResultsManifest)] == [
         WriteResultsManifest(action="manifest", batchId="batch_1")
     ]
-    assert services.notifications.events == []
+    assert services.store.outbox == []
 
 
 def test_relay_sends_item_events_only_to_subscribers() -> None:
@@ -350,7 +261,7 @@ def test_relay_sends_item_events_only_to_subscribers() -> None:
     services.notifications.endpoints.update(
         {"whep_all": endpoint("whep_all"), "whep_items": endpoint("whep_items", ["batch.item.failed"])}
     )
-    services.notifications.events.append(outbox(item_event="batch.item.failed", indexes=[1]))
+    services.store.outbox.append(outbox(item_event="batch.item.failed", indexes=[1]))
     notify.relay_outbox(services)
     [sent] = services.notifier.sent
     assert sent.endpointId == "whep_items" and sent.eventId == "evt_9_1_whep_items"
@@ -366,9 +277,19 @@ class CountingNotifications(FakeNotifications):
         self.calls["list_endpoints"] += 1
         return super().list_endpoints(user_id)
 
-    def claim_event(self, event: OutboxRecord, lease_seconds: int) -> bool:
-        self.calls["claim_event"] += 1
-        return super().claim_event(event, lease_seconds)
+
+def counting_services() -> NotifyFakes:
+    """Fakes that count the endpoint reads and the outbox claims (in `services.notifications.calls`)."""
+    notifications = CountingNotifications()
+    services = NotifyFakes(notifications=notifications)
+    claim = services.store.claim_event
+
+    def counted_claim(event: OutboxRecord, lease_seconds: int) -> bool:
+        notifications.calls["claim_event"] += 1
+        return claim(event, lease_seconds)
+
+    services.store.claim_event = counted_claim  # type: ignore[method-assign]
+    return services
 
 
 def item_events(count: int) -> list[OutboxRecord]:
@@ -381,30 +302,30 @@ def item_events(count: int) -> list[OutboxRecord]:
 
 
 def test_a_pass_reads_the_owner_and_endpoints_once_and_drops_item_events_nobody_named_unclaimed() -> None:
-    services = NotifyFakes(notifications=CountingNotifications())
+    services = counting_services()
     finished_batch(services)
     services.notifications.endpoints["whep_all"] = endpoint("whep_all")  # batch events only
-    services.notifications.events.extend([*item_events(40), outbox("batch.completed")])
+    services.store.outbox.extend([*item_events(40), outbox("batch.completed")])
     reads = Counter()
     get_batch = services.store.get_batch
 
-    def counted_get_batch(batch_id: str, consistent: bool = True):  # noqa: ANN202
+    def counted_get_batch(batch_id: str, consistent: bool = True):
         reads[batch_id] += 1
         return get_batch(batch_id, consistent)
 
     services.store.get_batch = counted_get_batch  # type: ignore[method-assign]
     assert notify.relay_outbox(services) == 41
-    assert services.notifications.events == []
+    assert services.store.outbox == []
     assert services.notifications.calls == {"list_endpoints": 1, "claim_event": 1}  # the batch event's claim
     assert reads["batch_1"] == 2  # the owner once, and the batch event's fresh read
     assert [m.eventId for m in services.notifier.sent if isinstance(m, DeliverWebhook)] == ["evt_9_whep_all"]
 
 
 def test_item_events_someone_named_are_claimed_and_sent_each_once() -> None:
-    services = NotifyFakes(notifications=CountingNotifications())
+    services = counting_services()
     finished_batch(services)
     services.notifications.endpoints["whep_items"] = endpoint("whep_items", ["batch.item.succeeded"])
-    services.notifications.events.extend(item_events(3))
+    services.store.outbox.extend(item_events(3))
     assert notify.relay_outbox(services) == 3
     assert services.notifications.calls == {"list_endpoints": 1, "claim_event": 3}
     sent = [m.eventId for m in services.notifier.sent if isinstance(m, DeliverWebhook)]
@@ -415,12 +336,14 @@ def test_a_relay_that_fails_keeps_the_row_and_sends_the_same_ids_next_time() -> 
     services = NotifyFakes()
     finished_batch(services)
     services.notifications.endpoints["whep_all"] = endpoint("whep_all")
-    services.notifications.events.append(outbox("batch.completed"))
+    services.store.outbox.append(outbox("batch.completed"))
     services.notifier.fail = True
     with pytest.raises(RuntimeError):
         notify.relay_outbox(services)
-    assert len(services.notifications.events) == 1
+    assert len(services.store.outbox) == 1
     services.notifier.fail = False
+    claims_lapse = services.store.time() + notify.RELAY_LEASE_SECONDS + 1
+    services.store.time = lambda: claims_lapse  # the failed relayer's claim lapses: the row is relayed again
     notify.relay_outbox(services)
     assert [m.eventId for m in services.notifier.sent if isinstance(m, DeliverWebhook)] == ["evt_9_whep_all"]
 

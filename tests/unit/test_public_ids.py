@@ -1,11 +1,11 @@
-"""The JWT `sub` never steers the Cloudinary public id (issue 14 regression)."""
+"""The JWT `sub` never steers the Cloudinary public id (regressions)."""
 
 from __future__ import annotations
 
 import pytest
 
 from batchgen.domain import ids
-from batchgen.usecases.upload import public_id
+from batchgen.usecases.pipeline.upload import public_id
 
 BATCH, ITEM = "batch_1700000000000_0123456789", "gen_1700000000000_0123456789_00"
 

@@ -1,4 +1,4 @@
-"""The results manifest (SPEC §6) with fakes: written once, page by page, by the end event's message;
+"""The results manifest with fakes: written once, page by page, by the end event's message;
 the route presigns, says "being written" just after the end, and writes it itself after the grace."""
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict, NotFound
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchWithItems, ItemRecord
-from batchgen.usecases import results, settle
-from tests.unit.bulk_fakes import BulkServices, BulkStore
+from batchgen.usecases.bulk import results
+from batchgen.usecases.pipeline import settle
+from tests.fakes import FakeServices, FakeStore
 from tests.unit.test_settle_chunks import big_batch
 
 USER = Principal("user-1")
 
 
-class PagedStore(BulkStore):
+class PagedStore(FakeStore):
     def __init__(self) -> None:
         super().__init__()
         self.largest_page = 0
@@ -41,11 +42,11 @@ class PagedStore(BulkStore):
 class FileBlobs:
     """put_file reads the temporary file, as S3's upload_file would."""
 
-    def __init__(self, blobs) -> None:  # noqa: ANN001
+    def __init__(self, blobs) -> None:
         self.blobs = blobs
         self.puts = 0
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.blobs, name)
 
     def put_file(self, key: str, path: str, content_type: str) -> None:
@@ -55,13 +56,13 @@ class FileBlobs:
         self.puts += 1
 
 
-def ended_batch(count: int = 2500) -> tuple[BulkServices, FileBlobs, str]:
-    services = BulkServices(store=PagedStore())
+def ended_batch(count: int = 2500) -> tuple[FakeServices, FileBlobs, str]:
+    services = FakeServices(store=PagedStore())
     blobs = FileBlobs(services.blobs)
     services.blobs = blobs  # type: ignore[assignment]
     batch_id = big_batch(services.store, count)
     ended = settle.end_batch(
-        services.store,
+        services,
         batch_id,
         batch_status=BatchStatus.CANCELLED,
         item_status=ItemStatus.CANCELLED,
@@ -83,7 +84,7 @@ def test_the_writer_writes_once_page_by_page_and_a_duplicate_delivery_writes_not
 
 
 def test_a_running_batch_has_no_manifest_yet() -> None:
-    services = BulkServices()
+    services = FakeServices()
     batch_id = big_batch(services.store, 3)
     assert results.write_manifest(services, batch_id) == "not_ended"
     with pytest.raises(Conflict, match="exists once it has ended"):

@@ -1,5 +1,6 @@
-"""SPEC §8 rules with fixed clocks and fakes: the off-peak window, `scheduleAt` bounds, placeholders, the
-release of a scheduled batch by the poller, expiry counted from `scheduledFor`, cancel refunding all."""
+"""Scheduling and template rules with fixed clocks and fakes: the off-peak window, `scheduleAt` bounds,
+placeholders, the release of a scheduled batch by the poller, expiry counted from `scheduledFor`, cancel
+refunding all."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_rec
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.states import BatchStatus, can_transition
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases import manage, poll, submit
-from tests.unit.fakes import FakeServices
+from batchgen.usecases.pipeline import manage, poll, submit
+from tests.fakes import FakeServices
 
 USER = Principal("user-1")
 
@@ -74,7 +75,7 @@ def test_schedule_at_bounds() -> None:
         schedule.check_schedule_at(datetime(2026, 11, 30, 14, tzinfo=UTC).astimezone(_plus_two()), now, **bounds)
 
 
-def _plus_two():  # noqa: ANN202
+def _plus_two():
     from datetime import timezone
 
     return timezone(timedelta(hours=2))

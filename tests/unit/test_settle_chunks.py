@@ -1,4 +1,4 @@
-"""Settling thousands of items (SPEC §6): page by page, chunks under DynamoDB's 100 operations, each item
+"""Settling thousands of items: page by page, chunks under DynamoDB's 100 operations, each item
 refunded once, never the whole batch in memory."""
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ from batchgen.config import get_catalog, reset_caches
 from batchgen.domain import pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
 from batchgen.domain.errors import ConcurrentChange
+from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchWithItems, ItemRecord
-from batchgen.usecases import settle
-from tests.unit.fakes import FakeStore
+from batchgen.usecases.pipeline import settle
+from tests.fakes import FakeServices, FakeStore
+
+
+def services_of(store: FakeStore) -> FakeServices:
+    """The use cases' view of `store` (every store port is the one in-memory table)."""
+    return FakeServices(store=store)
 
 
 class CountingStore(FakeStore):
@@ -26,12 +32,12 @@ class CountingStore(FakeStore):
         self.sizes: list[int] = []
         self.conflict_after: int | None = None
 
-    def settle_unsuccessful(self, batch, outcomes, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def settle_items(self, batch, outcomes, **kwargs):
         if self.conflict_after is not None and len(self.sizes) == self.conflict_after:
             self.conflict_after = None
             raise ConcurrentChange(batch.batchId)
         self.sizes.append(len(outcomes) + 3)  # items, the batch, the balance, the ledger entry
-        return super().settle_unsuccessful(batch, outcomes, **kwargs)
+        return super().settle_items(batch, outcomes, **kwargs)
 
 
 def big_batch(store: FakeStore, count: int) -> str:
@@ -49,7 +55,7 @@ def big_batch(store: FakeStore, count: int) -> str:
 
 def cancel(store: FakeStore, batch_id: str) -> settle.EndedBatch | None:
     return settle.end_batch(
-        store,
+        services_of(store),
         batch_id,
         batch_status=BatchStatus.CANCELLED,
         item_status=ItemStatus.CANCELLED,
@@ -73,7 +79,7 @@ def test_a_race_lost_midway_refunds_each_item_exactly_once() -> None:
     store = CountingStore()
     batch_id = big_batch(store, 400)
     store.conflict_after = 2  # the third chunk loses a race: the re-read settles only what is still open
-    refunded = settle.fail_items(store, batch_id, {i: "boom" for i in range(0, 400, 2)}, reason="failed")
+    refunded = settle.fail_items(services_of(store), batch_id, {i: "boom" for i in range(0, 400, 2)}, reason="failed")
     assert refunded == Decimal(100)
     batch = store.batches[batch_id]
     assert batch.failCount == 200 and batch.refundedCredits == 100 and batch.status is BatchStatus.PENDING
@@ -102,11 +108,11 @@ class PagingStore(CountingStore):
             self.pages_read += 1
             yield page
 
-    def settle_unsuccessful(self, batch, outcomes, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def settle_items(self, batch, outcomes, **kwargs):
         index = self.succeed_before.pop(len(self.sizes), None)
         if index is not None:
-            self.mark_item_success(batch.batchId, index, text="landed meanwhile")
-        return super().settle_unsuccessful(batch, outcomes, **kwargs)
+            self.record_successes(batch.batchId, [ItemSuccess(index, text="landed meanwhile")])
+        return super().settle_items(batch, outcomes, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +127,7 @@ def test_ending_five_thousand_items_holds_one_page_and_refunds_each_item_once(
     store.succeed_before = {3: 3 * 90 + 5, 40: 40 * 90}  # two items succeed under the settler's feet
     store.conflict_after = 20  # and one more race lost for no visible reason
     ended = settle.end_batch(
-        store, batch_id, batch_status=status, item_status=item_status, error="gone", reason="refund"
+        services_of(store), batch_id, batch_status=status, item_status=item_status, error="gone", reason="refund"
     )
     assert ended is not None and ended.batch.status is status
     assert store.largest_page <= settle.SETTLE_CHUNK_ITEMS and max(store.sizes) <= 100
@@ -134,7 +140,10 @@ def test_ending_five_thousand_items_holds_one_page_and_refunds_each_item_once(
     assert sum(entry.delta for entry in store.ledger) == store.get_balance("user-1")
     # a second end changes nothing and refunds nothing
     assert (
-        settle.end_batch(store, batch_id, batch_status=status, item_status=item_status, error="x", reason="r") is None
+        settle.end_batch(
+            services_of(store), batch_id, batch_status=status, item_status=item_status, error="x", reason="r"
+        )
+        is None
     )
     assert sum(entry.delta for entry in store.ledger if entry.reason == "refund") == Decimal("2499")
 
@@ -142,9 +151,11 @@ def test_ending_five_thousand_items_holds_one_page_and_refunds_each_item_once(
 def test_failing_a_few_items_reads_only_the_pages_that_hold_them() -> None:
     store = PagingStore()
     batch_id = big_batch(store, 5000)
-    assert settle.fail_items(store, batch_id, {2000: "a", 2001: "b"}, reason="failed") == Decimal(1)
+    assert settle.fail_items(services_of(store), batch_id, {2000: "a", 2001: "b"}, reason="failed") == Decimal(1)
     assert store.pages_read == 1 and store.largest_page <= settle.SETTLE_CHUNK_ITEMS
-    assert settle.fail_items(store, batch_id, {2000: "a"}, reason="failed") == 0  # already failed: no refund
+    assert (
+        settle.fail_items(services_of(store), batch_id, {2000: "a"}, reason="failed") == 0
+    )  # already failed: no refund
     assert store.batches[batch_id].failCount == 2
 
 
@@ -154,15 +165,15 @@ def test_a_batch_ended_by_someone_else_midway_stops_the_settler() -> None:
     ender = settle.end_batch
 
     calls = 0
-    original = store.settle_unsuccessful
+    original = store.settle_items
 
-    def racing(batch, outcomes, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def racing(batch, outcomes, **kwargs):
         nonlocal calls
         calls += 1
         if calls == 3:  # another settler (cancel) ends the batch between our pages
-            store.settle_unsuccessful = original  # type: ignore[method-assign]
+            store.settle_items = original  # type: ignore[method-assign]
             ender(
-                store,
+                services_of(store),
                 batch_id,
                 batch_status=BatchStatus.CANCELLED,
                 item_status=ItemStatus.CANCELLED,
@@ -171,10 +182,10 @@ def test_a_batch_ended_by_someone_else_midway_stops_the_settler() -> None:
             )
         return original(batch, outcomes, **kwargs)
 
-    store.settle_unsuccessful = racing  # type: ignore[method-assign]
+    store.settle_items = racing  # type: ignore[method-assign]
     assert (
         ender(
-            store,
+            services_of(store),
             batch_id,
             batch_status=BatchStatus.EXPIRED,
             item_status=ItemStatus.FAILED,
@@ -193,13 +204,13 @@ def test_a_finaliser_racing_every_transaction_never_ends_a_batch_being_cancelled
     must not see a done batch before the cancel's move (the move rides on the last page's transaction)."""
     store = PagingStore()
     batch_id = big_batch(store, 200)
-    settle_once = store.settle_unsuccessful
+    settle_once = store.settle_items
 
-    def racing(batch, outcomes, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        assert settle.finalize_if_done(store, batch_id) is None  # an upload's finaliser, just before
+    def racing(batch, outcomes, **kwargs):
+        assert settle.finalize_if_done(services_of(store), batch_id) is None  # an upload's finaliser, just before
         return settle_once(batch, outcomes, **kwargs)
 
-    store.settle_unsuccessful = racing  # type: ignore[method-assign]
+    store.settle_items = racing  # type: ignore[method-assign]
     ended = cancel(store, batch_id)
     assert ended is not None and ended.batch.status is BatchStatus.CANCELLED and ended.batch.failCount == 200
-    assert settle.finalize_if_done(store, batch_id) is None
+    assert settle.finalize_if_done(services_of(store), batch_id) is None

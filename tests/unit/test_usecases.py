@@ -11,15 +11,17 @@ from decimal import Decimal
 import pytest
 
 from batchgen.config import get_catalog, reset_caches
-from batchgen.domain import ids, pricing
+from batchgen.domain import batch_moves, ids, jobs, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import Answer, job_display_name
+from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, SubmitJob
-from batchgen.usecases import collect, manage, poll, settle, submit, upload
-from tests.unit.fakes import FakeServices
+from batchgen.usecases.pipeline import collect, manage, poll, settle, submit, upload
+from tests.fakes import FakeServices
+from tests.helpers import job_of, set_job
 
 USER = Principal("user-1")
 
@@ -71,7 +73,7 @@ def test_a_pending_batch_gets_one_job_with_its_round_display_name(services):
 
 def test_a_duplicate_during_the_lease_comes_back_after_it_and_creates_nothing(services):
     batch_id = new_batch(services)
-    services.store.take_submit_lease(batch_id, None)  # another attempt is creating the job right now
+    services.jobs.change_job(batch_id, 0, jobs.take_lease(None, ids.now_iso()))  # another attempt is creating the job
     outcome = submit.submit_batch(services, batch_id)
     assert outcome.status == "waiting" and services.gemini.created == []
     (message, delay), *_ = services.queues.submit[-1:]
@@ -80,9 +82,7 @@ def test_a_duplicate_during_the_lease_comes_back_after_it_and_creates_nothing(se
 
 def test_after_an_expired_lease_the_job_is_found_by_name_instead_of_created_again(services):
     batch_id = new_batch(services)
-    services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
-        update={"submitStartedAt": ago(submit.SUBMIT_LEASE_SECONDS + 1)}
-    )
+    set_job(services.store, batch_id, submitStartedAt=ago(submit.SUBMIT_LEASE_SECONDS + 1))
     existing = services.gemini.create_job("m", "files/1", job_display_name(batch_id, 0))  # made, never recorded
     outcome = submit.submit_batch(services, batch_id)
     assert outcome == submit.SubmitOutcome("submitted", existing.name)
@@ -94,13 +94,13 @@ def test_a_refused_create_releases_the_lease_and_an_unknown_outcome_keeps_it(ser
     services.gemini.fail_create = TransientError("429", retry_after_seconds=15)
     with pytest.raises(TransientError):
         submit.submit_batch(services, batch_id)
-    assert services.store.batches[batch_id].submitStartedAt is None
-    uploaded = services.store.batches[batch_id].geminiInputFile
+    assert job_of(services.store, batch_id).submitStartedAt is None
+    uploaded = job_of(services.store, batch_id).geminiInputFile
     assert uploaded and not services.gemini.deleted_files  # kept for the retry, recorded for clean-up
     services.gemini.fail_create = OutcomeUnknown("timeout")
     with pytest.raises(OutcomeUnknown):
         submit.submit_batch(services, batch_id)
-    assert services.store.batches[batch_id].submitStartedAt is not None  # the next attempt reconciles
+    assert job_of(services.store, batch_id).submitStartedAt is not None  # the next attempt reconciles
     assert list(services.gemini.files) == [uploaded]  # the same file, not uploaded again
 
 
@@ -113,7 +113,7 @@ def test_retries_of_a_refused_create_reuse_the_uploaded_file_until_one_succeeds(
     services.gemini.fail_create = None
     submitted(services, batch_id)
     (uploaded,) = services.gemini.files  # one upload for four creates
-    assert services.store.batches[batch_id].geminiInputFile == uploaded and not services.gemini.deleted_files
+    assert job_of(services.store, batch_id).geminiInputFile == uploaded and not services.gemini.deleted_files
 
 
 def test_an_expired_upload_is_replaced_by_a_fresh_one_on_the_retry(services):
@@ -126,7 +126,7 @@ def test_an_expired_upload_is_replaced_by_a_fresh_one_on_the_retry(services):
     services.gemini.fail_create = None
     submitted(services, batch_id)
     assert services.gemini.deleted_files == [first]
-    assert services.store.batches[batch_id].geminiInputFile not in (None, first)
+    assert job_of(services.store, batch_id).geminiInputFile not in (None, first)
 
 
 def test_a_final_refusal_fails_the_batch_at_once_refunds_it_and_deletes_the_upload(services):
@@ -260,31 +260,32 @@ def test_succeeded_without_results_hands_the_batch_back_to_the_poller(services):
     batch_id = new_batch(services)
     job = submitted(services, batch_id)
     services.gemini.finish(job, [])  # SUCCEEDED, no responses file yet
-    services.store.mark_collect_queued(batch_id)
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
     assert collect.collect_batch(services, batch_id) == collect.CollectReport()
-    assert services.store.batches[batch_id].collectQueuedAt is None
-    assert services.store.batches[batch_id].geminiState == JOB_SUCCEEDED
+    assert job_of(services.store, batch_id).collectQueuedAt is None
+    assert job_of(services.store, batch_id).geminiState == JOB_SUCCEEDED
 
 
 # --- finalisation and refunds ------------------------------------------------------------------------
 def test_of_two_finalisers_that_read_the_same_counters_one_wins(services):
     batch_id = new_batch(services, count=1)
     submitted(services, batch_id)
-    services.store.mark_item_success(batch_id, 0, text="t")
+    settle.record_success(services, batch_id, ItemSuccess(0, text="t"))
     seen = services.store.batches[batch_id]
-    assert services.store.finalize(seen, BatchStatus.COMPLETED) is not None
-    assert services.store.finalize(seen, BatchStatus.COMPLETED) is None
+    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso())
+    assert services.batches.change_batch(batch_id, finalize) is not None
+    assert services.batches.change_batch(batch_id, finalize) is None
 
 
 def test_all_failed_ends_failed_and_one_success_ends_completed(services):
     failed = new_batch(services, count=2)
     submitted(services, failed)
-    settle.fail_items(services.store, failed, {0: "x", 1: "y"}, reason="r")
+    settle.fail_items(services, failed, {0: "x", 1: "y"}, reason="r")
     assert services.store.batches[failed].status is BatchStatus.FAILED
     mixed = new_batch(services, count=2)
     submitted(services, mixed)
-    services.store.mark_item_success(mixed, 0, text="ok")
-    settle.fail_items(services.store, mixed, {1: "y"}, reason="r")
+    settle.record_success(services, mixed, ItemSuccess(0, text="ok"))
+    settle.fail_items(services, mixed, {1: "y"}, reason="r")
     assert services.store.batches[mixed].status is BatchStatus.COMPLETED
 
 
@@ -292,22 +293,22 @@ def test_an_item_is_refunded_exactly_once(services):
     batch_id = new_batch(services, count=2)
     submitted(services, batch_id)
     unit = services.store.batches[batch_id].unitPrice
-    assert settle.fail_items(services.store, batch_id, {0: "x"}, reason="r") == unit
-    assert settle.fail_items(services.store, batch_id, {0: "x"}, reason="r") == 0
+    assert settle.fail_items(services, batch_id, {0: "x"}, reason="r") == unit
+    assert settle.fail_items(services, batch_id, {0: "x"}, reason="r") == 0
     assert sum(entry.delta for entry in services.store.ledger) == services.store.get_balance("user-1")
 
 
 def test_cancel_refunds_only_what_has_not_succeeded(services):
     batch_id = new_batch(services, count=3)
     submitted(services, batch_id)
-    services.store.mark_item_success(batch_id, 0, text="kept")
+    settle.record_success(services, batch_id, ItemSuccess(0, text="kept"))
     ended = manage.cancel_batch(services, USER, batch_id)
     assert ended.batch.status is BatchStatus.CANCELLED
     assert [item.status for item in ended.items] == [ItemStatus.SUCCESS, ItemStatus.CANCELLED, ItemStatus.CANCELLED]
     assert ended.batch.refundedCredits == 2 * ended.batch.unitPrice
     assert (
         settle.end_batch(
-            services.store,
+            services,
             batch_id,
             batch_status=BatchStatus.EXPIRED,
             item_status=ItemStatus.FAILED,

@@ -1,4 +1,4 @@
-"""The validating watchdog (SPEC §6): a batch whose ingest message was lost is re-driven once, then
+"""The validating watchdog: a batch whose ingest message was lost is re-driven once, then
 failed with nothing charged; a batch that moves is left alone."""
 
 from __future__ import annotations
@@ -10,28 +10,28 @@ from batchgen import constants
 from batchgen.domain import ids
 from batchgen.domain.states import BatchStatus
 from batchgen.models.records import ItemRecord
-from batchgen.usecases import ingest, watchdog
-from tests.unit.bulk_fakes import BulkServices
+from batchgen.usecases.bulk import ingest, watchdog
+from tests.fakes import FakeServices
 from tests.unit.test_ingest import file_batch, jsonl
 
 STALL = timedelta(seconds=constants.INGEST_STALL_SECONDS)
 
 
-def stalled_batch(services: BulkServices) -> str:
+def stalled_batch(services: FakeServices) -> str:
     services.store.balances["user-1"] = Decimal(100)
     batch_id = file_batch(services, jsonl([{"prompt": f"p{i}"} for i in range(30)]))
     services.queues.ingest.clear()  # the message dead-letters: nobody reads it
     return batch_id
 
 
-def at(services: BulkServices, batch_id: str, later: timedelta) -> object:
+def at(services: FakeServices, batch_id: str, later: timedelta) -> object:
     moment = ids.parse_iso(services.store.batches[batch_id].updatedAt) + later
     services.store.now = ids.iso(moment)
     return moment
 
 
 def test_a_fresh_or_moving_batch_is_left_alone() -> None:
-    services = BulkServices()
+    services = FakeServices()
     batch_id = stalled_batch(services)
     report = watchdog.check_validating(services, at(services, batch_id, STALL - timedelta(seconds=1)))
     assert report == watchdog.WatchdogReport() and services.queues.ingest == []
@@ -39,7 +39,7 @@ def test_a_fresh_or_moving_batch_is_left_alone() -> None:
 
 
 def test_a_stalled_batch_is_re_driven_once_then_resumes_and_is_charged_once() -> None:
-    services = BulkServices()
+    services = FakeServices()
     batch_id = stalled_batch(services)
     moment = at(services, batch_id, STALL)
     assert watchdog.check_validating(services, moment).validating_redriven == 1
@@ -52,7 +52,7 @@ def test_a_stalled_batch_is_re_driven_once_then_resumes_and_is_charged_once() ->
 
 
 def test_a_batch_still_stalled_after_its_re_drive_fails_with_nothing_charged() -> None:
-    services = BulkServices()
+    services = FakeServices()
     batch_id = stalled_batch(services)
     ingest_run_wrote_some_items(services, batch_id)
     watchdog.check_validating(services, at(services, batch_id, STALL))
@@ -72,7 +72,7 @@ def test_a_batch_still_stalled_after_its_re_drive_fails_with_nothing_charged() -
     assert watchdog.check_validating(services, at(services, batch_id, 4 * STALL)) == watchdog.WatchdogReport()
 
 
-def ingest_run_wrote_some_items(services: BulkServices, batch_id: str) -> None:
+def ingest_run_wrote_some_items(services: FakeServices, batch_id: str) -> None:
     """A run that wrote a chunk of items and checkpointed; its hand-over message was then lost."""
     batch = services.store.batches[batch_id]
     items = [

@@ -1,4 +1,4 @@
-"""Python client and `batchgen` CLI for the batchgen API (SPEC §9). Configured by BATCHGEN_URL/BATCHGEN_TOKEN."""
+"""Python client and `batchgen` CLI for the batchgen API. Configured by BATCHGEN_URL/BATCHGEN_TOKEN."""
 
 from batchgen_client.client import Client, DownloadReport, RetryPolicy, image_data_url, is_finished
 from batchgen_client.errors import (

@@ -1,4 +1,4 @@
-"""`batchgen`: the batch service from a terminal (SPEC §9).
+"""`batchgen`: the batch service from a terminal.
 
 Exit codes a script can rely on: 0 the batch completed (or the command did what it was asked), 1 the
 batch ended failed, expired or cancelled, 2 a usage error (bad arguments, no URL/token, a request the

@@ -1,4 +1,4 @@
-"""A typed client for the batchgen HTTP API (SPEC §2, §6, §9).
+"""A typed client for the batchgen HTTP API.
 
 Request and response bodies are the API's own pydantic models (`batchgen.models.api`), so the client
 cannot drift from the server's contract. Every call retries 429 and 5xx answers (and connection
@@ -83,7 +83,7 @@ class DownloadReport:
 
 @dataclass(frozen=True)
 class Upload:
-    """`POST /batch/uploads`: where to PUT one JSONL file (SPEC §6)."""
+    """`POST /batch/uploads`: where to PUT one JSONL file."""
 
     uploadId: str
     uploadUrl: str
@@ -185,7 +185,7 @@ class Client:
     # ------------------------------------------------------------------------------ batches
     def create(
         self,
-        type: str,  # noqa: A002 - the API's field name
+        type: str,  # the API's field name
         requests: Iterable[BatchRequestItem | dict[str, Any] | str],
         *,
         prompt: str | None = None,
@@ -247,7 +247,7 @@ class Client:
 
     def create_from_file(
         self,
-        type: str,  # noqa: A002
+        type: str,
         path: str | Path,
         *,
         prompt: str | None = None,
@@ -258,7 +258,7 @@ class Client:
         display_name: str | None = None,
         idempotency_key: str | None = None,
     ) -> CreateBatchResponse:
-        """A bulk batch (SPEC §6): `upload_file`, then `POST /batch/create` with `inputFile`. The answer
+        """A bulk batch: `upload_file`, then `POST /batch/create` with `inputFile`. The answer
         has `status: "validating"` and no count or cost yet."""
         upload_id = self.upload_file(path)
         # The shared model validates the options; `requests` gives way to `inputFile` (exactly one of them).
@@ -308,7 +308,7 @@ class Client:
         """Every item in request order with its `imageUrl`/`text` or `error`.
 
         Read from `GET /batch/status/{id}` (its `items`); the presigned JSONL manifest of
-        `GET /batch/{id}/results` (SPEC §6) is for batches too big to list there.
+        `GET /batch/{id}/results` is for batches too big to list there.
         """
         return list(self.status(batch_id).items)
 
@@ -375,7 +375,7 @@ class Client:
         self,
         *,
         status: str | None = None,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         page_size: int = 20,
         limit: int | None = None,
     ) -> Iterator[HistoryEntry]:
@@ -395,7 +395,7 @@ class Client:
         self,
         *,
         status: str | None = None,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         page_size: int = 20,
         limit: int | None = None,
     ) -> Iterator[AdminHistoryEntry]:

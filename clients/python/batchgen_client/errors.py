@@ -1,4 +1,4 @@
-"""Exceptions carrying the API's error body (`{"error", "message", "details"}`, SPEC §2)."""
+"""Exceptions carrying the API's error body (`{"error", "message", "details"}`)."""
 
 from __future__ import annotations
 

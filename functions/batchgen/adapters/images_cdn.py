@@ -45,7 +45,7 @@ def _configure() -> None:
             os.environ[constants.ENV_CLOUDINARY_URL] = url
             cloudinary.reset_config()
             options = {**cloudinary.CERT_KWARGS, "maxsize": constants.UPLOAD_QUEUE.batch_size}
-            cloudinary.uploader._http = utils.get_http_connector(cloudinary.config(), options)  # noqa: SLF001
+            cloudinary.uploader._http = utils.get_http_connector(cloudinary.config(), options)
             _configured_url = url
 
 

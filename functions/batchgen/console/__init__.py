@@ -1,4 +1,4 @@
-"""The web console's static files (SPEC §9), served by the api function under `/console/`.
+"""The web console's static files, served by the api function under `/console/`.
 
 They ship inside the code asset, so the console is deployed with the API on the same origin: no CORS,
 no second bucket or distribution, and the link the local runtime prints works unchanged when deployed.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from batchgen.config import Catalog, Settings
 from batchgen.domain import ids, pricing
-from batchgen.domain.errors import InvalidInput
+from batchgen.domain.errors import Forbidden, InvalidInput
 from batchgen.domain.images import DecodedImage, ImageError, decode_image
 from batchgen.domain.states import BatchStatus
 from batchgen.models.records import BatchRecord, ItemRecord
@@ -19,6 +19,13 @@ class Principal:
     is_admin: bool = False
     email: str | None = None  # the token's `email` claim (notification emails)
     tier: str | None = None  # the token's `tier` claim: "premium" batches get Gemini job slots first
+
+
+def ensure_may_create(principal: Principal) -> None:
+    """Admin accounts read, cancel and delete any batch for support, but create none (the seed's
+    NonAdminGuard): every way of making a batch asks this first."""
+    if principal.is_admin:
+        raise Forbidden("Admin accounts cannot create batches; use a regular user account.")
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,9 @@ class BatchDraft:
     max_requests: int | None = None
     # Where each request lives in the HTTP body, for error details: ("requests", "imageBase64") etc.
     field_path: tuple[str, str, str] = ("requests", "prompt", "imageBase64")
-    webhook_url: str | None = None  # SPEC §7: one-off webhook for this batch
-    notify_email: bool = False  # SPEC §7: email the principal when the batch ends
-    scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then (SPEC §8)
+    webhook_url: str | None = None  # one-off webhook for this batch
+    notify_email: bool = False  # email the principal when the batch ends
+    scheduled_for: str | None = None  # ISO UTC: the batch waits as `scheduled` until then
 
 
 @dataclass
@@ -101,20 +108,30 @@ def validate(draft: BatchDraft, catalog: Catalog, settings: Settings) -> tuple[s
     return model, images
 
 
-def new_records(
-    principal: Principal, draft: BatchDraft, model: str, images: Sequence[DecodedImage | None], quote: pricing.Quote
-) -> CreatedBatch:
-    """The batch and its items as they are first stored: pending, charged at the quote."""
-    batch_id = ids.new_batch_id()
+def new_batch(
+    user_id: str,
+    draft: BatchDraft,
+    model: str,
+    quote: pricing.Quote,
+    *,
+    status: BatchStatus,
+    notify_email: str | None = None,
+    tier: str | None = None,
+    input_file: str | None = None,
+    retry_of: str | None = None,
+) -> BatchRecord:
+    """A batch as it is first stored: the one place a `BatchRecord` is made (its id, its times, the
+    draft's settings, the quote's price). An inline create, a bulk batch and a retry differ only in the
+    keywords."""
     now = ids.now_iso()
-    batch = BatchRecord(
-        batchId=batch_id,
-        userId=principal.user_id,
+    return BatchRecord(
+        batchId=ids.new_batch_id(),
+        userId=user_id,
         type=draft.batch_type,
         source=draft.source,
-        status=BatchStatus.SCHEDULED if draft.scheduled_for else BatchStatus.PENDING,
+        status=status,
         scheduledFor=draft.scheduled_for,
-        tier=principal.tier,
+        tier=tier,
         displayName=draft.display_name,
         model=model,
         quality=draft.quality,
@@ -123,12 +140,46 @@ def new_records(
         sharedPrompt=draft.shared_prompt,
         createdAt=now,
         updatedAt=now,
-        requestCount=len(draft.requests),
+        requestCount=quote.request_count,
         unitPrice=quote.unit_price,
         creditCost=quote.total,
         webhookUrl=draft.webhook_url,
-        notifyEmail=principal.email if draft.notify_email else None,
+        notifyEmail=notify_email,
+        inputFile=input_file,
+        retryOf=retry_of,
     )
+
+
+def draft_of(batch: BatchRecord) -> BatchDraft:
+    """The settings of a stored batch as a draft without requests (a retry starts from them)."""
+    return BatchDraft(
+        batch_type=batch.type,
+        requests=[],
+        shared_prompt=batch.sharedPrompt,
+        model=batch.model,
+        quality=batch.quality,
+        aspect_ratio=batch.aspectRatio,
+        negative_prompt=batch.negativePrompt,
+        display_name=batch.displayName,
+        source=batch.source,
+        webhook_url=batch.webhookUrl,
+    )
+
+
+def new_records(
+    principal: Principal, draft: BatchDraft, model: str, images: Sequence[DecodedImage | None], quote: pricing.Quote
+) -> CreatedBatch:
+    """The batch and its items as they are first stored: pending (or scheduled), charged at the quote."""
+    batch = new_batch(
+        principal.user_id,
+        draft,
+        model,
+        quote,
+        status=BatchStatus.SCHEDULED if draft.scheduled_for else BatchStatus.PENDING,
+        notify_email=principal.email if draft.notify_email else None,
+        tier=principal.tier,
+    )
+    batch_id, now = batch.batchId, batch.createdAt
     items = []
     for index, (request, image) in enumerate(zip(draft.requests, images, strict=True)):
         item_id = ids.generation_id(batch_id, index)

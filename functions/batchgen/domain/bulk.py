@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): one JSONL line is one request, checked by the same rules as inline requests.
+"""Bulk batches: one JSONL line is one request, checked by the same rules as inline requests.
 
 Pure rules: reading the file, writing items and charging live in `usecases.ingest`.
 """

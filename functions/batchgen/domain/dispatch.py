@@ -1,4 +1,4 @@
-"""Which waiting batch gets the next Gemini job slot (SPEC §8): premium first, then the oldest; no user
+"""Which waiting batch gets the next Gemini job slot: premium first, then the oldest; no user
 holds more than the per-user share while another user's batch waits. Pure: the use case feeds it."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class Waiting:
     user_id: str
     tier: str | None
     created_at: str
-    chunk: int = 0  # a chunked batch (SPEC §6) waits with each of its chunks, in chunk order
+    chunk: int = 0  # a chunked batch waits with each of its chunks, in chunk order
 
 
 def priority(waiting: Waiting) -> tuple[int, str, str, int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 class DomainError(Exception):
     title = "Error"
-    headers: dict[str, str] = {}  # noqa: RUF012 - read-only; response headers a subclass adds (Retry-After)
+    headers: dict[str, str] = {}  # read-only; response headers a subclass adds (Retry-After)
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -70,7 +70,7 @@ class OutcomeUnknown(TransientError):
     """The request may or may not have taken effect (a timeout, a 500): retry, but reconcile first."""
 
 
-class AlreadyCreated(Exception):  # noqa: N818 - an outcome, not a failure
+class AlreadyCreated(Exception):  # an outcome, not a failure
     """The create's request key was claimed by an earlier run of the same request (an Idempotency-Key
     replayed after the first run died): that run's batch is the answer, nothing is charged again."""
 

@@ -49,7 +49,7 @@ class JobView:
         return self.state == JOB_SUCCEEDED and bool(self.responses_file or self.inlined_responses)
 
 
-# --- chunked jobs (SPEC §6) ------------------------------------------------------------------------
+# --- chunked jobs ------------------------------------------------------------------------
 JOB_RUNNING = "JOB_STATE_RUNNING"
 JOB_EXPIRED = "JOB_STATE_EXPIRED"
 JOB_CANCELLED = "JOB_STATE_CANCELLED"

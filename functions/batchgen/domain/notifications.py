@@ -1,4 +1,4 @@
-"""Notification rules (SPEC §7): which events exist, who gets them, how they are signed, when a failed
+"""Notification rules: which events exist, who gets them, how they are signed, when a failed
 delivery is tried again, and which webhook targets are refused. Pure: no I/O beyond name resolution
 passed in by the caller."""
 

@@ -19,6 +19,16 @@ class ItemOutcome:
 
 
 @dataclass(frozen=True)
+class ItemSuccess:
+    """An open item that succeeded: its image (on the CDN) or its text."""
+
+    index: int
+    image_url: str | None = None
+    text: str | None = None
+    public_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Page:
     batches: list[BatchRecord]
     next_cursor: str | None

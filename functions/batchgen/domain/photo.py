@@ -1,4 +1,4 @@
-"""The standard (real-time) endpoint's request in domain terms (SPEC §8, seed 003 Variant 1)."""
+"""The standard (real-time) endpoint's request in domain terms (seed 003 Variant 1)."""
 
 from __future__ import annotations
 

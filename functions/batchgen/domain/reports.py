@@ -81,7 +81,7 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "itemsNextCursor": str(shown[-1].index) if more and shown else None,
         "summary": summary(batch),
         "isComplete": is_terminal(batch.status),
-        "geminiState": batch.geminiState,
+        "geminiState": None,  # the chunks' jobs say (`usecases.chunks.gemini_view`)
         "failureReason": batch.failureReason,
         "retryOf": batch.retryOf,
         "scheduledFor": batch.scheduledFor,

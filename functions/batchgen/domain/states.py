@@ -7,7 +7,7 @@ from enum import StrEnum
 
 class BatchStatus(StrEnum):
     VALIDATING = "validating"  # a bulk batch whose file is being read: nothing charged yet
-    SCHEDULED = "scheduled"  # charged, waiting for its `scheduledFor` time (SPEC §8)
+    SCHEDULED = "scheduled"  # charged, waiting for its `scheduledFor` time
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"

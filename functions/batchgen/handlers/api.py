@@ -1,4 +1,4 @@
-"""The HTTP API Lambda: the resolver, its error answers and the checks before routing (SPEC §2).
+"""The HTTP API Lambda: the resolver, its error answers and the checks before routing.
 
 The routes live in `handlers.routes` (one Powertools Router per area); they call the use cases.
 """
@@ -19,19 +19,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchgen import constants
 from batchgen.auth import authenticate
 from batchgen.config import get_settings
-from batchgen.domain.errors import (
-    Conflict,
-    DomainError,
-    Forbidden,
-    InsufficientCredits,
-    InvalidInput,
-    NotFound,
-    PayloadTooLarge,
-    Unauthorized,
-)
-from batchgen.domain.money import json_number
+from batchgen.domain.errors import DomainError, Forbidden, Unauthorized
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
+from batchgen.handlers.front_door import cors_headers, domain_error_body, error_body, status_of
 from batchgen.handlers.routes import batches, bulk, console, credits, generate, planning, webhooks, webhooks_user
 from batchgen.handlers.routes.support import ADMIN_ONLY_MESSAGE, metrics
 from batchgen.models import api as models
@@ -39,15 +30,6 @@ from batchgen.models import api as models
 logger = Logger()
 # X-Ray traces this function through Lambda's active tracing; the Tracer SDK would add ~140 ms of cold start.
 
-STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
-    InvalidInput: HTTPStatus.BAD_REQUEST,
-    Unauthorized: HTTPStatus.UNAUTHORIZED,
-    InsufficientCredits: HTTPStatus.PAYMENT_REQUIRED,
-    Forbidden: HTTPStatus.FORBIDDEN,
-    NotFound: HTTPStatus.NOT_FOUND,
-    Conflict: HTTPStatus.CONFLICT,
-    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-}
 ADMIN_PATH_PREFIX = "/admin/"
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_WEBHOOK_PATH})
 
@@ -69,19 +51,18 @@ API_TITLE, API_VERSION = "Batch image generation API", "1.0.0"
 def error_response(
     status: HTTPStatus, title: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
-    body: dict[str, Any] = {"error": title, "message": message}
-    body.update({key: value for key, value in extra.items() if value is not None})
+    body = error_body(title, message, **extra)
     return Response(status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.exception_handler(DomainError)
 def handle_domain_error(error: DomainError) -> Response:
-    # The nearest class with a status: a subclass (e.g. a 409 that says when to retry) keeps its base's.
-    status = next((STATUS_BY_ERROR[c] for c in type(error).__mro__ if c in STATUS_BY_ERROR), HTTPStatus.BAD_REQUEST)
-    extra: dict[str, Any] = {"details": error.details}
-    if isinstance(error, InsufficientCredits):
-        extra.update(required=json_number(error.required), available=json_number(error.available))
-    return error_response(status, error.title, error.message, headers=error.headers or None, **extra)
+    return Response(
+        status_code=status_of(error).value,
+        content_type=content_types.APPLICATION_JSON,
+        body=domain_error_body(error),
+        headers=error.headers or None,
+    )
 
 
 @app.exception_handler(RequestValidationError)
@@ -194,16 +175,6 @@ def _pre_route_error(event: dict[str, Any]) -> Response | None:
     return api_edge.media_type_error(event, error_response)
 
 
-def _cors_headers(event: dict[str, Any]) -> dict[str, str]:
-    """Errors answered before routing carry CORS headers too, so a browser can read them."""
-    origin = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "origin"), None)
-    if "*" in _origins:
-        return {"Access-Control-Allow-Origin": "*"}
-    if origin in _origins:
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
-    return {}
-
-
 def _as_proxy_result(response: Response, event: dict[str, Any]) -> dict[str, Any]:
     body = response.body
     if isinstance(body, dict | list):
@@ -213,7 +184,7 @@ def _as_proxy_result(response: Response, event: dict[str, Any]) -> dict[str, Any
         "headers": {
             **response.headers,
             "Content-Type": response.content_type or content_types.APPLICATION_JSON,
-            **_cors_headers(event),
+            **cors_headers(event, _origins),
         },
         "body": body if isinstance(body, str) else base64.b64encode(body or b"").decode(),
         "isBase64Encoded": False,

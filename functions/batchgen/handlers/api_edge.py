@@ -34,7 +34,7 @@ def allowed_methods(app: APIGatewayRestResolver, path: str) -> set[str]:
     """The methods registered for `path` (empty: no such route), from the resolver's own route table.
     A fixed path wins over a pattern: `/batch/create` is the create route, never a batch named
     "create", so `DELETE /batch/create` is a wrong method rather than a missing batch."""
-    for routes in (app._static_routes, app._dynamic_routes):  # noqa: SLF001 - the one place that reads them
+    for routes in (app._static_routes, app._dynamic_routes):  # the one place that reads them
         methods = {route.method for route in routes if route.rule.match(path)}
         if methods:
             return methods

@@ -16,7 +16,8 @@ from batchgen.handlers.lambda_time import time_left
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import CollectRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.usecases import collect, notify
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import collect
 
 logger = Logger()
 tracer = Tracer()
@@ -29,7 +30,7 @@ def record_handler(record: CollectRecord, lambda_context: LambdaContext | None =
     message = record.body
     try:
         report = collect.collect_batch(live_services(), message.batchId, message.chunk, time_left(lambda_context))
-        notify.relay_soon(live_services())  # SPEC §7: item and end events leave now, not at the next tick
+        notify.relay_soon(live_services())  # item and end events leave now, not at the next tick
     except TransientError as exc:
         back_off(record, get_settings().collect_queue_url, exc.retry_after_seconds)
         raise

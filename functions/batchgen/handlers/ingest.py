@@ -1,4 +1,4 @@
-"""Ingest queue consumer: reads a bulk batch's uploaded file into items, then charges it once (SPEC §6)."""
+"""Ingest queue consumer: reads a bulk batch's uploaded file into items, then charges it once."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from batchgen.handlers.lambda_time import time_left
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import IngestRecord
 from batchgen.handlers.sqs_retry import back_off
-from batchgen.usecases import ingest
+from batchgen.usecases.bulk import ingest
 
 logger = Logger()
 tracer = Tracer()

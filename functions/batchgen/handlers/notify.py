@@ -18,7 +18,7 @@ from batchgen import constants
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import NotifyRecord
 from batchgen.models.messages import SendEmail, WriteResultsManifest
-from batchgen.usecases import notify
+from batchgen.usecases.notify import notify
 
 logger = Logger()
 tracer = Tracer()
@@ -31,7 +31,7 @@ def handle(record: NotifyRecord) -> str:
     if isinstance(message, SendEmail):
         return notify.send_batch_email(live_services(), message)
     if isinstance(message, WriteResultsManifest):
-        from batchgen.usecases import results
+        from batchgen.usecases.bulk import results
 
         return results.write_manifest(live_services(), message.batchId)
     return notify.deliver(live_services(), message)

@@ -1,4 +1,4 @@
-"""`POST /api/generate/photo`, the standard endpoint (SPEC §8): its own Lambda function behind the same
+"""`POST /api/generate/photo`, the standard endpoint: its own Lambda function behind the same
 API, so the api function never loads the Gemini SDK. Same token or session cookie, same error body."""
 
 from __future__ import annotations
@@ -16,66 +16,40 @@ from pydantic import ValidationError
 from batchgen import constants
 from batchgen.auth import authenticate
 from batchgen.config import get_settings
-from batchgen.domain.errors import (
-    DomainError,
-    Forbidden,
-    GenerationFailed,
-    InsufficientCredits,
-    InvalidInput,
-    PayloadTooLarge,
-    Unauthorized,
-)
-from batchgen.domain.money import json_number
+from batchgen.domain.errors import DomainError, InvalidInput
 from batchgen.domain.photo import PhotoDraft
 from batchgen.handlers import api_edge
-from batchgen.handlers.api_edge import header
+from batchgen.handlers.front_door import cors_headers, domain_error_body, error_body, status_of
 from batchgen.handlers.services import live_services
 from batchgen.models.api import PhotoRequest, PhotoResponse
-from batchgen.usecases.photo import generate_photo
+from batchgen.usecases.routing.photo import generate_photo
 
 logger = Logger()
 
-STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
-    InvalidInput: HTTPStatus.BAD_REQUEST,
-    Unauthorized: HTTPStatus.UNAUTHORIZED,
-    InsufficientCredits: HTTPStatus.PAYMENT_REQUIRED,
-    Forbidden: HTTPStatus.FORBIDDEN,
-    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    GenerationFailed: HTTPStatus.BAD_GATEWAY,
-}
 
-
-def _cors_headers(event: dict[str, Any]) -> dict[str, str]:
-    origins = get_settings().cors_origin_list
-    origin = header(event, "Origin")
-    if "*" in origins:
-        return {"Access-Control-Allow-Origin": "*"}
-    if origin in origins:
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
-    return {}
-
-
-def _answer(event: dict[str, Any], status: HTTPStatus, body: dict[str, Any]) -> dict[str, Any]:
+def _answer(
+    event: dict[str, Any], status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "statusCode": status.value,
-        "headers": {"Content-Type": "application/json", **_cors_headers(event)},
+        "headers": {
+            **(headers or {}),
+            "Content-Type": "application/json",
+            **cors_headers(event, get_settings().cors_origin_list),
+        },
         "body": json.dumps(body, separators=(",", ":")),
         "isBase64Encoded": False,
     }
 
 
 def _error(event: dict[str, Any], error: DomainError) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": error.title, "message": error.message}
-    if error.details:
-        body["details"] = error.details
-    if isinstance(error, InsufficientCredits):
-        body.update(required=json_number(error.required), available=json_number(error.available))
-    return _answer(event, STATUS_BY_ERROR.get(type(error), HTTPStatus.BAD_REQUEST), body)
+    """The api function's mapping (`handlers.front_door`): the same status, body and headers."""
+    return _answer(event, status_of(error), domain_error_body(error), error.headers or None)
 
 
 def _edge_error(status: HTTPStatus, title: str, message: str, **_: Any) -> Response:
     """The api function's edge checks (size, media type) answer through this, as they do there."""
-    return Response(status_code=status.value, body={"error": title, "message": message})
+    return Response(status_code=status.value, body=error_body(title, message))
 
 
 def _parse(event: dict[str, Any]) -> PhotoRequest:
@@ -97,7 +71,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         return _answer(
             event,
             HTTPStatus.METHOD_NOT_ALLOWED,
-            {"error": "Method not allowed", "message": f"{constants.PHOTO_PATH} takes POST."},
+            error_body("Method not allowed", f"{constants.PHOTO_PATH} takes POST."),
         )
     early = api_edge.size_error(event, _edge_error)
     if early is not None:

@@ -16,7 +16,7 @@ from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import SubmitRecord
 from batchgen.handlers.sqs_retry import back_off
 from batchgen.models.messages import FinishCancel, SubmitJob
-from batchgen.usecases import manage, submit
+from batchgen.usecases.pipeline import manage, submit
 
 logger = Logger()
 tracer = Tracer()

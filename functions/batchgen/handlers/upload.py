@@ -24,7 +24,8 @@ from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import UploadRecord
 from batchgen.handlers.sqs_retry import back_off, receive_count
 from batchgen.models.messages import PurgeImages
-from batchgen.usecases import notify, upload
+from batchgen.usecases.notify import notify
+from batchgen.usecases.pipeline import upload
 
 logger = Logger()
 tracer = Tracer()
@@ -75,5 +76,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     response = async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    notify.relay_soon(live_services())  # SPEC §7: the results and the batch's end leave now, not at the tick
+    notify.relay_soon(live_services())  # the results and the batch's end leave now, not at the tick
     return response

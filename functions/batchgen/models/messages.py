@@ -24,7 +24,7 @@ class SubmitJob(Message):
 
     action: Literal["submit"] = "submit"
     batchId: str
-    chunk: int = 0  # the Gemini job chunk (SPEC §6); 0, the only one of most batches, is left off the wire
+    chunk: int = 0  # the Gemini job chunk; 0, the only one of most batches, is left off the wire
 
 
 class CancelJob(Message):
@@ -47,7 +47,7 @@ class DeleteJob(Message):
 
 
 class FinishCancel(Message):
-    """A cancel of a big batch goes on here once the API function's budget is spent (SPEC §6)."""
+    """A cancel of a big batch goes on here once the API function's budget is spent."""
 
     action: Literal["finish_cancel"]
     batchId: str
@@ -113,7 +113,7 @@ class SendEmail(Message):
 
 
 class WriteResultsManifest(Message):
-    """Write a terminal batch's results manifest (SPEC §6) once, page by page. Sent by the outbox relay
+    """Write a terminal batch's results manifest once, page by page. Sent by the outbox relay
     for the batch's end event, so it follows the finalising write exactly when that write happened."""
 
     action: Literal["manifest"]

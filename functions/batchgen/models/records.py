@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchgen.domain import events
+from batchgen.domain.events import DomainEvent
 from batchgen.domain.states import BatchStatus, ItemStatus
 
 
@@ -35,17 +37,10 @@ class BatchRecord(Record):
     unitPrice: Decimal
     creditCost: Decimal
     refundedCredits: Decimal = Decimal(0)
-    geminiJobName: str | None = None
-    geminiState: str | None = None
-    geminiInputFile: str | None = None
-    submitStartedAt: str | None = None
-    collectQueuedAt: str | None = None
-    collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
-    geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     failureReason: str | None = None
     webhookUrl: str | None = None  # one-off, for this batch (signed with the account secret)
     notifyEmail: str | None = None  # the address the end-of-batch email goes to
-    # Bulk batches (SPEC §6): the upload read by the ingest step and its checkpoint.
+    # Bulk batches: the upload read by the ingest step and its checkpoint.
     inputFile: str | None = None  # the uploadId
     retryOf: str | None = None  # a retry batch: the batch whose unsuccessful items it copies
     ingestOffset: int = 0  # bytes of the file read and settled
@@ -56,15 +51,10 @@ class BatchRecord(Record):
     ingestBadLines: list[str] = []  # the first few problems, "line 7: a prompt is required"
     ingestRedrivenAt: str | None = None  # the watchdog re-sent its ingest message (once), at this time
     tier: str | None = None  # the creator's token claim `tier` ("premium" goes first for a job slot)
-    scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time (SPEC §8)
-    # Chunked Gemini jobs (SPEC §6): requests per job, pinned by the first submit (None: not submitted
-    # yet; the setting then). The fields above from `geminiJobName` to `geminiRound` and `collectLines`
-    # are chunk 0's job state; chunks 1.. keep theirs in `JobRecord` rows.
+    scheduledFor: str | None = None  # a `scheduled` batch goes to submit at this time
+    # Requests per Gemini job, pinned by the first submit (None: not submitted yet; the setting then).
+    # Each chunk's job state is its own row (`JobRecord`).
     geminiChunkSize: int | None = None
-    collectLines: int = 0  # chunk 0's collect checkpoint: response lines read and settled
-    # What Gemini bills for chunk 0's answers so far (`domain.gemini_usage.GeminiUsage.as_record`),
-    # written with each collect checkpoint; chunks 1.. keep theirs on their JOB# rows.
-    geminiUsage: dict[str, Any] | None = None
 
     @property
     def done_count(self) -> int:
@@ -89,10 +79,10 @@ class ItemRecord(Record):
 
 
 class JobRecord(Record):
-    """One chunk's Gemini job state (SPEC §6): the items [start, stop) of its batch run as one job per round.
+    """One chunk's Gemini job state: the items [start, stop) of its batch run as one job per round.
 
-    Chunk 0's state is the batch row's own fields (a one-chunk batch is stored as it always was);
-    chunks 1.. are rows `BATCH#<id>` / `JOB#<nnn>`. The field names are the batch row's."""
+    Every chunk, the only one of most batches included, is a row `BATCH#<id>` / `JOB#<nnn>`; its phase
+    is computed from these fields in one place (`domain.jobs.phase`)."""
 
     batchId: str
     chunk: int = 0
@@ -101,15 +91,10 @@ class JobRecord(Record):
     geminiInputFile: str | None = None
     submitStartedAt: str | None = None
     collectQueuedAt: str | None = None
-    collectedJob: str | None = None
-    geminiRound: int = 0
+    collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
+    geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     collectLines: int = 0  # response lines of the current job read and settled (the collect checkpoint)
     geminiUsage: dict[str, Any] | None = None  # what Gemini bills for this chunk's answers, every round
-
-    @classmethod
-    def of_batch(cls, batch: BatchRecord) -> JobRecord:
-        """Chunk 0, read from the batch row."""
-        return cls.model_validate({**batch.model_dump(), "chunk": 0})
 
 
 class UploadRecord(Record):
@@ -123,7 +108,7 @@ class UploadRecord(Record):
 
 
 class TemplateRecord(Record):
-    """A saved create body (SPEC §8): its fields start a create; `{{name}}` placeholders fill from variables."""
+    """A saved create body: its fields start a create; `{{name}}` placeholders fill from variables."""
 
     templateId: str
     userId: str
@@ -140,7 +125,7 @@ class TemplateRecord(Record):
 
 
 class SlotRecord(Record):
-    """One Gemini job slot held (SPEC §8): per job, keyed by the job's display name."""
+    """One Gemini job slot held: per job, keyed by the job's display name."""
 
     jobKey: str
     batchId: str
@@ -177,7 +162,8 @@ class WebhookEndpointRecord(Record):
 
 
 class OutboxRecord(Record):
-    """An event written in the same transaction as the state change it announces; relayed, then deleted."""
+    """The events of one state change, written in the same transaction as the change; relayed, then
+    deleted. At most one batch event and one item event (with the items' indexes) per row."""
 
     eventId: str
     batchId: str
@@ -185,6 +171,17 @@ class OutboxRecord(Record):
     batchEvent: str | None = None  # batch.completed|failed|cancelled|expired
     itemEvent: str | None = None  # batch.item.succeeded|failed
     itemIndexes: list[int] = []
+
+    def events(self) -> list[DomainEvent]:
+        """The domain events this row persists: its item event first, then its batch event."""
+        found: list[DomainEvent] = []
+        if self.itemEvent == events.ITEM_SUCCEEDED and self.itemIndexes:
+            found.append(events.ItemsSucceeded(self.batchId, tuple(self.itemIndexes)))
+        elif self.itemEvent == events.ITEM_FAILED and self.itemIndexes:
+            found.append(events.ItemsFailed(self.batchId, tuple(self.itemIndexes)))
+        if self.batchEvent:
+            found.append(events.BatchEnded(self.batchId, BatchStatus(self.batchEvent.removeprefix("batch."))))
+        return found
 
 
 class DeliveryRecord(Record):

@@ -1,4 +1,6 @@
-"""Use cases: one module per stage of a batch's life, each a plain function over `ports.Services`.
+"""Use cases: plain functions over `ports.Services`, grouped by feature (`pipeline`, `bulk`, `notify`,
+`planning`, `routing`), one module per stage or concern.
 
-Handlers parse events and call these; these decide with the domain and act through the ports.
+Handlers parse events and call these; these decide with the domain, act through the ports and name the
+events their changes cause. The feature packages import one way (tests/unit/test_layers.py).
 """

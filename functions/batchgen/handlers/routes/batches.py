@@ -1,4 +1,4 @@
-"""Seed 000's batch routes: create, status, history, cancel, delete (SPEC §2)."""
+"""Seed 000's batch routes: create, status, history, cancel, delete."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import billing, chunks, create, dispatch, manage, plan
+from batchgen.usecases.pipeline import billing, chunks, create, dispatch, manage
+from batchgen.usecases.planning import plan
 
 router = Router()
 
@@ -53,7 +54,7 @@ def _create_batch_response(request: models.CreateBatchRequest, request_key: str 
 @router.post(
     "/batch/create",
     summary="Create a batch (charged at the batch rate)",
-    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    description="Charges `requests × the price of the type, model and quality` at once; failed items are refunded. "
     "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
     "first answer for the same body.",
     tags=["Batches"],
@@ -87,16 +88,16 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
     responses=docs.responses(200, "The batch", 401, 404),
 )
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
-    from batchgen.usecases import items  # pages: a bulk batch's 10,000 items are never loaded here
+    from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
     caller = principal(router)
     record = items.status_page(services(), caller, batch_id)
     body = reports.status_body(record)
-    body["queuePosition"] = dispatch.queue_position(services(), record.batch)  # only a waiting batch reads the queue
-    jobs = chunks.jobs_of(services(), record.batch)
-    body.update(chunks.gemini_view(jobs))  # SPEC §6: per chunk
+    chunk_jobs = chunks.jobs_of(services(), record.batch)
+    body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
+    body.update(chunks.gemini_view(chunk_jobs))  # per chunk
     if caller.is_admin:  # what Gemini bills is the operator's business, not the user's
-        body["geminiBilling"] = billing.batch_billing(record.batch, jobs)
+        body["geminiBilling"] = billing.batch_billing(record.batch, chunk_jobs)
     return models.BatchStatusResponse.model_validate(body)
 
 
@@ -111,7 +112,7 @@ def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002 - the seed's query name
+    type: Annotated[str | None, Query(max_length=32)] = None,  # the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
     page = manage.list_history(
         services(), principal(router).user_id, limit=limit, cursor=cursor, status=status, batch_type=type
@@ -135,7 +136,9 @@ def batch_history(
 )
 def cancel_batch(batch_id: str) -> Response[models.BatchStatusResponse]:
     page = manage.cancel_batch(services(), principal(router), batch_id)
-    body = models.BatchStatusResponse.model_validate(reports.status_body(page)).model_dump(mode="json")
+    report = reports.status_body(page)
+    report.update(chunks.gemini_view(chunks.jobs_of(services(), page.batch)))
+    body = models.BatchStatusResponse.model_validate(report).model_dump(mode="json")
     return json_response(HTTPStatus.OK if is_terminal(page.batch.status) else HTTPStatus.ACCEPTED, body)
 
 
@@ -152,7 +155,7 @@ def cancel_batch(batch_id: str) -> Response[models.BatchStatusResponse]:
 )
 def delete_batch(
     batch_id: str, purgeImages: Annotated[bool, Query()] = False
-) -> Response[models.DeleteBatchResponse | None]:  # noqa: N803
+) -> Response[models.DeleteBatchResponse | None]:
     purging = manage.delete_batch(services(), principal(router), batch_id, purge_images=purgeImages)
     if not purging:
         return Response(status_code=HTTPStatus.NO_CONTENT.value, body=None)

@@ -1,4 +1,4 @@
-"""Bulk batches (SPEC §6): presigned uploads of a JSONL file, and creating a batch from one."""
+"""Bulk batches: presigned uploads of a JSONL file, and creating a batch from one."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import json_response, next_cursor_header, principal, services
 from batchgen.models import api as models
-from batchgen.usecases import ingest, items
+from batchgen.usecases.bulk import ingest
+from batchgen.usecases.pipeline import items
 
 router = Router()
 
@@ -103,7 +104,7 @@ def batch_items(
     responses=docs.responses(200, "The manifest's URL", 401, 404, 409),
 )
 def batch_results(batch_id: str) -> models.ResultsManifest:
-    from batchgen.usecases import results
+    from batchgen.usecases.bulk import results
 
     link = results.results_link(services(), principal(router), batch_id)
     return models.ResultsManifest(url=link.url, expiresAt=link.expires_at, itemCount=link.item_count)
@@ -119,7 +120,7 @@ def batch_results(batch_id: str) -> models.ResultsManifest:
     responses=docs.responses(202, "Accepted: the retry batch", 401, 402, 403, 404, 409),
 )
 def retry_batch(batch_id: str) -> Response[models.RetryBatchResponse]:
-    from batchgen.usecases import retry
+    from batchgen.usecases.bulk import retry
 
     batch = retry.retry_batch(services(), principal(router), batch_id)
     body = models.RetryBatchResponse(

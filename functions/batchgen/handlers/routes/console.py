@@ -1,4 +1,4 @@
-"""The web console (SPEC §9): its static files under `/console/` (public) and `GET /catalog`, the prices
+"""The web console: its static files under `/console/` (public) and `GET /catalog`, the prices
 and choices it shows before a batch is created."""
 
 from __future__ import annotations

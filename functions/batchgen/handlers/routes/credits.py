@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import billing, manage
+from batchgen.usecases.pipeline import billing, manage
 
 router = Router()
 
@@ -68,8 +68,8 @@ def admin_batches(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002
-    userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # noqa: N803 - API casing
+    type: Annotated[str | None, Query(max_length=32)] = None,
+    userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # API casing
 ) -> Response[list[models.AdminHistoryEntry]]:
     require_admin(router)
     page = manage.list_history(services(), userId, limit=limit, cursor=cursor, status=status, batch_type=type)

@@ -17,7 +17,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases import create, manage
+from batchgen.usecases.pipeline import create, manage
 
 router = Router()
 
@@ -62,8 +62,8 @@ def generate_batch(request: models.GenerateBatchRequest) -> models.GenerateBatch
     responses=docs.responses(200, "One result per id asked for", 400, 401),
 )
 def generate_batch_status(
-    jobIds: Annotated[str, Query(min_length=1, max_length=8192)],  # noqa: N803 - the seed's query name
-    batchId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
+    jobIds: Annotated[str, Query(min_length=1, max_length=8192)],  # the seed's query name
+    batchId: Annotated[str | None, Query(max_length=128)] = None,
 ) -> models.GenerateBatchStatusResponse:
     wanted = [job.strip() for job in jobIds.split(",") if job.strip()]
     found = manage.lookup_generations(services(), principal(router), wanted)

@@ -1,4 +1,4 @@
-"""SPEC §8 routes that shape a batch before it is created: templates and the price quote."""
+"""Routes that shape a batch before it is created: templates and the price quote."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import json_response, principal, services
 from batchgen.models import api as models
 from batchgen.models.records import TemplateRecord
-from batchgen.usecases import plan, templates
+from batchgen.usecases.planning import plan, templates
 
 router = Router()
 

@@ -21,7 +21,7 @@ def gemini_webhook() -> Response[dict[str, str]]:
     """Signed by Gemini (not a user token): a finished job is collected without waiting for a tick."""
     from batchgen.domain import webhooks
     from batchgen.secret_values import gemini_webhook_secret
-    from batchgen.usecases import gemini_webhook as intake
+    from batchgen.usecases.pipeline import gemini_webhook as intake
 
     secret, jwks_url = gemini_webhook_secret(), get_settings().gemini_webhook_jwks_url
     if secret is None and not jwks_url:

@@ -1,4 +1,4 @@
-"""A user's webhook endpoints, account secret and deliveries log (SPEC §7). The inbound Gemini webhook
+"""A user's webhook endpoints, account secret and deliveries log. The inbound Gemini webhook
 is `routes/webhooks.py`, apart."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from batchgen.handlers.routes.support import json_response, next_cursor_header, 
 from batchgen.handlers.services import live_services
 from batchgen.models import api as models
 from batchgen.models.records import WebhookEndpointRecord
-from batchgen.usecases import endpoints
+from batchgen.usecases.notify import endpoints
 
 router = Router()
 TAGS = ["Webhooks"]
@@ -116,8 +116,8 @@ def account_secret() -> models.WebhookSecretResponse:
     responses=docs.responses(200, "A page of delivery attempts", 400, 401),
 )
 def list_deliveries(
-    endpointId: Annotated[str | None, Query(max_length=64)] = None,  # noqa: N803 - the spec's query names
-    batchId: Annotated[str | None, Query(max_length=64)] = None,  # noqa: N803
+    endpointId: Annotated[str | None, Query(max_length=64)] = None,  # the spec's query names
+    batchId: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response[models.WebhookDeliveryList]:

@@ -1,0 +1,339 @@
+"""Batches and their items: the batch row (`#META`) and one row per item, in the batch's partition.
+
+The batch row's index keys follow its status (`batch_row`, `_index_changes`): the sparse ActiveBatches
+index holds a batch while it is active (or, in its own partition, validating), never after it ended.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from batchgen import constants
+from batchgen.adapters.dynamo.codec import (
+    ACTIVE_PK,
+    ALL_BATCHES_PK,
+    ITEM_PREFIX,
+    META_SK,
+    VALIDATING_PK,
+    Expression,
+    Table,
+    batch_pk,
+    cancellation_codes,
+    change_request,
+    error_code,
+    item_sk,
+    job_sk,
+    key,
+    marshal,
+    unmarshal,
+    user_pk,
+    values,
+)
+from batchgen.adapters.dynamo.outbox import outbox_put
+from batchgen.domain.changes import Change
+from batchgen.domain.errors import ConcurrentChange, Conflict, InvalidInput
+from batchgen.domain.events import DomainEvent
+from batchgen.domain.ids import now_iso
+from batchgen.domain.outcomes import ItemSuccess, Page
+from batchgen.domain.states import (
+    ACTIVE_BATCH_STATUSES,
+    OPEN_ITEM_STATUSES,
+    TERMINAL_BATCH_STATUSES,
+    BatchStatus,
+    ItemStatus,
+)
+from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
+
+
+def sort_key(batch: BatchRecord) -> str:
+    return f"{batch.createdAt}#{batch.batchId}"
+
+
+def batch_row(batch: BatchRecord) -> dict[str, Any]:
+    """The batch row as stored: the record, its keys and its index keys."""
+    row = batch.model_dump(mode="python")
+    row.update(
+        PK=batch_pk(batch.batchId),
+        SK=META_SK,
+        entity="batch",
+        status=batch.status.value,
+        GSI1PK=user_pk(batch.userId),
+        GSI1SK=sort_key(batch),
+        GSI2PK=ALL_BATCHES_PK,
+        GSI2SK=sort_key(batch),
+    )
+    if batch.status in ACTIVE_BATCH_STATUSES:
+        row.update(GSI3PK=ACTIVE_PK, GSI3SK=sort_key(batch))
+    elif batch.status is BatchStatus.VALIDATING:
+        row.update(GSI3PK=VALIDATING_PK, GSI3SK=sort_key(batch))
+    return marshal(row)
+
+
+def first_job_row(batch: BatchRecord) -> dict[str, Any]:
+    """Chunk 0's job row, written with its batch (every batch has at least one chunk)."""
+    row = JobRecord(batchId=batch.batchId).model_dump(mode="python")
+    row.update(PK=batch_pk(batch.batchId), SK=job_sk(0), entity="job")
+    return marshal(row)
+
+
+def new_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's Put of a row whose key must be new."""
+    return {"Put": {"TableName": table, "Item": row, "ConditionExpression": "attribute_not_exists(PK)"}}
+
+
+def item_row(item: ItemRecord) -> dict[str, Any]:
+    row = item.model_dump(mode="python")
+    row.update(PK=batch_pk(item.batchId), SK=item_sk(item.index), entity="item", status=item.status.value)
+    return marshal(row)
+
+
+class DynamoBatches:
+    """The `Batches` port: the batch row."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def get_batch(self, batch_id: str, consistent: bool = True) -> BatchRecord | None:
+        row = self.table.get(batch_pk(batch_id), META_SK, consistent=consistent)
+        return BatchRecord.model_validate(row) if row is not None else None
+
+    def put_batch(self, batch: BatchRecord) -> None:
+        """A new batch that charges nothing yet (a bulk batch while `validating`), with its first chunk's job
+        row; ConcurrentChange when its id is taken."""
+        self.table.transact(
+            [new_row(self.table.name, batch_row(batch)), new_row(self.table.name, first_job_row(batch))]
+        )
+
+    def change_batch(self, batch_id: str, change: Change, events: Sequence[DomainEvent] = ()) -> BatchRecord | None:
+        """The move, with its events' outbox row in the same transaction; None when its condition failed."""
+        request = change_request(self.table.name, batch_id, change)
+        outbox = outbox_put(self.table.name, batch_id, str(change.set.get("updatedAt") or now_iso()), events)
+        try:
+            if outbox is None:
+                response = self.table.db.update_item(**request, ReturnValues="ALL_NEW")
+                return BatchRecord.model_validate(unmarshal(response["Attributes"]))
+            self.table.db.transact_write_items(TransactItems=[{"Update": request}, outbox])
+        except ClientError as exc:
+            if error_code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                return None
+            raise
+        return self.get_batch(batch_id)
+
+    def update_batch(self, batch_id: str, changes: dict[str, Any]) -> BatchRecord:
+        """Sets attributes of an existing batch row as given, unconditionally (operators and tests: aging a
+        row, changing a setting); the pipeline's moves go through `change_batch`."""
+        batch = self.change_batch(batch_id, Change(changes))
+        if batch is None:
+            raise ConcurrentChange(f"no batch {batch_id}")
+        return batch
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Deletes a terminal batch's row, under a condition; its items and jobs are deleted before it."""
+        expression = Expression()
+        condition = "attribute_exists(PK) AND " + expression.status_in(TERMINAL_BATCH_STATUSES)
+        try:
+            self.table.db.delete_item(
+                **expression.into(
+                    {
+                        "TableName": self.table.name,
+                        "Key": key(batch_pk(batch_id), META_SK),
+                        "ConditionExpression": condition,
+                    }
+                )
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise Conflict("The batch is still running; cancel it before deleting it.") from exc
+            raise
+
+    # --- listings ---------------------------------------------------------------------------------
+    def list_batches(
+        self,
+        *,
+        user_id: str | None,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        batch_type: str | None = None,
+    ) -> Page:
+        """Newest first; `user_id=None` lists every user's batches (admin)."""
+        index = constants.USER_BATCHES_INDEX if user_id else constants.ALL_BATCHES_INDEX
+        partition = user_pk(user_id) if user_id else ALL_BATCHES_PK
+        expression = Expression()
+        params: dict[str, Any] = {
+            "TableName": self.table.name,
+            "IndexName": index.name,
+            "KeyConditionExpression": f"{index.partition_key} = {expression.value(partition)}",
+            "ScanIndexForward": False,
+        }
+        filters = []
+        if status:
+            filters.append(f"{expression.name('status')} = {expression.value(status)}")
+        if batch_type:
+            filters.append(f"{expression.name('type')} = {expression.value(batch_type)}")
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        expression.into(params)
+        if cursor:
+            params["ExclusiveStartKey"] = _decode_cursor(cursor, index, partition)
+        found: list[BatchRecord] = []
+        while True:
+            response = self.table.db.query(**params, Limit=limit + 1)
+            found += [BatchRecord.model_validate(unmarshal(row)) for row in response.get("Items", [])]
+            if len(found) > limit or "LastEvaluatedKey" not in response:
+                break
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        page, more = found[:limit], len(found) > limit
+        return Page(page, _encode_cursor(page[-1]) if more and page else None)
+
+    def iter_active_batches(self) -> Iterator[BatchRecord]:
+        """Reads only the sparse ACTIVE index: cost grows with active batches, never with history."""
+        return self._index_partition(ACTIVE_PK)
+
+    def iter_validating_batches(self) -> Iterator[BatchRecord]:
+        """The `validating` batches, from their own partition of the sparse index (the watchdog's read)."""
+        return self._index_partition(VALIDATING_PK)
+
+    def _index_partition(self, partition: str) -> Iterator[BatchRecord]:
+        index = constants.ACTIVE_BATCHES_INDEX
+        for row in self.table.query_all(
+            IndexName=index.name,
+            KeyConditionExpression=f"{index.partition_key} = :pk",
+            ExpressionAttributeValues=values({":pk": partition}),
+        ):
+            yield BatchRecord.model_validate(row)
+
+
+def _encode_cursor(batch: BatchRecord) -> str:
+    raw = json.dumps([batch.createdAt, batch.batchId], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, index: constants.IndexSpec, partition: str) -> dict[str, Any]:
+    """The cursor names only a position; keys are rebuilt so it can never reach another user."""
+    try:
+        created_at, batch_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(created_at, str) or not isinstance(batch_id, str):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        raise InvalidInput(
+            "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
+            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+        ) from exc
+    return marshal(
+        {
+            "PK": batch_pk(batch_id),
+            "SK": META_SK,
+            index.partition_key: partition,
+            index.sort_key: f"{created_at}#{batch_id}",
+        }
+    )
+
+
+class DynamoItems:
+    """The `Items` port: a batch's item rows, read a page (or a key range) at a time."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def get_item(self, batch_id: str, index: int) -> ItemRecord | None:
+        row = self.table.get(batch_pk(batch_id), item_sk(index))
+        return ItemRecord.model_validate(row) if row is not None else None
+
+    def put_items(self, items: Sequence[ItemRecord]) -> None:
+        """Items in BatchWriteItem calls of 25; a put is idempotent (same index, same item)."""
+        if self.table.batch_write({"PutRequest": {"Item": item_row(item)}} for item in items):
+            raise ConcurrentChange("DynamoDB kept items unprocessed; the message will be retried")
+
+    def delete_items(self, batch_id: str, indexes: Sequence[int]) -> None:
+        keys = (key(batch_pk(batch_id), item_sk(index)) for index in indexes)
+        self.table.batch_write({"DeleteRequest": {"Key": row_key}} for row_key in keys)
+
+    def iter_item_pages(
+        self, batch_id: str, *, page_size: int = 100, after_index: int | None = None
+    ) -> Iterator[list[ItemRecord]]:
+        """A batch's items in request order, one Query page at a time: never the whole batch at once."""
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": values({":pk": batch_pk(batch_id), ":prefix": ITEM_PREFIX}),
+            "ConsistentRead": True,
+            "Limit": page_size,
+        }
+        if after_index is not None:
+            params["ExclusiveStartKey"] = key(batch_pk(batch_id), item_sk(after_index))
+        return self._item_pages(**params)
+
+    def iter_item_range(self, batch_id: str, start: int, stop: int, page_size: int = 100) -> Iterator[list[ItemRecord]]:
+        """The items [start, stop) in request order, one Query page at a time (one chunk's, never the batch)."""
+        if stop <= start:
+            return iter(())
+        return self._item_pages(
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues=values(
+                {":pk": batch_pk(batch_id), ":first": item_sk(start), ":last": item_sk(stop - 1)}
+            ),
+            ConsistentRead=True,
+            Limit=page_size,
+        )
+
+    def _item_pages(self, **params: Any) -> Iterator[list[ItemRecord]]:
+        for rows in self.table.query_pages(**params):
+            if rows:
+                yield [ItemRecord.model_validate(row) for row in rows]
+
+    def move_items_to_round(self, batch_id: str, indexes: Sequence[int], next_round: int) -> None:
+        for index in indexes:
+            self.table.db.update_item(
+                TableName=self.table.name,
+                Key=key(batch_pk(batch_id), item_sk(index)),
+                UpdateExpression="SET #round = :round",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeNames={"#round": "round"},
+                ExpressionAttributeValues=values({":round": next_round}),
+            )
+
+    def record_successes(
+        self, batch_id: str, successes: Sequence[ItemSuccess], events: Sequence[DomainEvent] = ()
+    ) -> bool:
+        """Open items -> success in ONE transaction with the batch's counter and the events' outbox row.
+        False when any of them was no longer open (a duplicate delivery, a cancel): nothing moved.
+        ConcurrentChange when the transaction met another one (worth retrying)."""
+        at = now_iso()
+        writes: list[dict[str, Any]] = []
+        for success in successes:
+            expression = Expression()
+            item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
+            item_values.update(publicId=success.public_id, updatedAt=at)
+            request = {
+                "TableName": self.table.name,
+                "Key": key(batch_pk(batch_id), item_sk(success.index)),
+                "UpdateExpression": expression.update(item_values),
+                "ConditionExpression": expression.status_in(OPEN_ITEM_STATUSES),
+            }
+            writes.append({"Update": expression.into(request)})
+        expression = Expression()
+        counter = {
+            "TableName": self.table.name,
+            "Key": key(batch_pk(batch_id), META_SK),
+            "UpdateExpression": expression.update({"updatedAt": at}, add={"successCount": len(successes)}),
+            "ConditionExpression": expression.status_in(ACTIVE_BATCH_STATUSES),
+        }
+        writes.append({"Update": expression.into(counter)})
+        outbox = outbox_put(self.table.name, batch_id, at, events)
+        if outbox is not None:
+            writes.append(outbox)
+        try:
+            self.table.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            if "TransactionConflict" in cancellation_codes(exc):
+                raise ConcurrentChange("item changed concurrently") from exc
+            return False
+        return True

@@ -1,0 +1,70 @@
+"""The moves of a batch row, each with the condition that makes it safe when two runs race for it.
+
+Every store applies these as one conditional write (`domain.changes`): of two runs that race for a
+move, exactly one makes it and the other learns that it lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchgen.domain.changes import ABSENT, Change, Guard
+from batchgen.domain.states import BatchStatus, sources
+from batchgen.models.records import BatchRecord
+
+
+def touch_pending(now: str, seen_updated_at: str | None = None) -> Change:
+    """A pending batch attended to now (the poller does not re-drive it); with `seen_updated_at`, only if
+    nobody touched it since (two overlapping ticks re-drive once)."""
+    fields = {"updatedAt": seen_updated_at} if seen_updated_at else {}
+    return Change({"updatedAt": now}, Guard(fields, frozenset({BatchStatus.PENDING})), name="touch_pending")
+
+
+def release_scheduled(now: str) -> Change:
+    """SCHEDULED -> PENDING when its time has come (not if it was cancelled or released meanwhile)."""
+    return Change(
+        {"status": BatchStatus.PENDING, "updatedAt": now},
+        Guard(status_in=sources(BatchStatus.PENDING) & {BatchStatus.SCHEDULED}),
+        name="release_scheduled",
+    )
+
+
+def pin_chunk_size(chunk_size: int) -> Change:
+    """Requests per Gemini job, fixed for the batch's life by its first submit."""
+    return Change({"geminiChunkSize": chunk_size}, Guard({"geminiChunkSize": ABSENT}), name="pin_chunk_size")
+
+
+def finalize(batch: BatchRecord, status: BatchStatus, now: str) -> Change:
+    """Ends the batch in `status` if its counters are still those read: of two finalisers, one wins."""
+    return Change(
+        {"status": status, "completedAt": now, "updatedAt": now},
+        Guard({"successCount": batch.successCount, "failCount": batch.failCount}, sources(status)),
+        name="finalize",
+    )
+
+
+def end_validation(status: BatchStatus, reason: str, now: str) -> Change:
+    """validating -> failed | cancelled, nothing charged."""
+    return Change(
+        {"status": status, "failureReason": reason, "completedAt": now, "updatedAt": now},
+        Guard(status_in=frozenset({BatchStatus.VALIDATING})),
+        name="end_validation",
+    )
+
+
+def ingest_progress(seen_lines: int, changes: dict[str, Any], now: str) -> Change:
+    """The ingest checkpoint, while validating and only if nobody advanced it since `seen_lines`."""
+    return Change(
+        {**changes, "updatedAt": now},
+        Guard({"ingestLines": seen_lines}, frozenset({BatchStatus.VALIDATING})),
+        name="ingest_progress",
+    )
+
+
+def ingest_redriven(seen_updated_at: str, now: str) -> Change:
+    """The watchdog's one re-drive: while validating, not re-driven yet, and unchanged since it looked."""
+    return Change(
+        {"ingestRedrivenAt": now, "updatedAt": now},
+        Guard({"updatedAt": seen_updated_at, "ingestRedrivenAt": ABSENT}, frozenset({BatchStatus.VALIDATING})),
+        name="ingest_redriven",
+    )

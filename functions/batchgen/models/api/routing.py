@@ -1,0 +1,34 @@
+"""The bodies of the standard (real-time) endpoint."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from batchgen.models.api.common import (
+    Credits,
+    Prompt,
+    Quality,
+    ShortText,
+    StrictBody,
+)
+
+
+class PhotoRequest(StrictBody):
+    """Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it."""
+
+    model: ShortText | None = None
+    prompt: Prompt = Field(min_length=1)
+    mode: Literal["t2i", "i2i"]
+    referenceImage: str | None = Field(default=None, description="A data URL (required for i2i)")
+    quality: Quality | None = None
+    aspectRatio: ShortText | None = None
+    negativePrompt: Prompt | None = None
+
+
+class PhotoResponse(BaseModel):
+    generationId: str
+    status: Literal["success"]
+    imageUrl: str
+    creditCost: Credits

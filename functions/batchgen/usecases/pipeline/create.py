@@ -1,0 +1,95 @@
+"""Create a batch: validate, charge once and record everything atomically, then one submit message."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+
+from batchgen.config import get_catalog, get_settings
+from batchgen.domain import notifications, pricing
+from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, ensure_may_create, new_records, validate
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InvalidInput
+from batchgen.models.messages import SubmitJob
+from batchgen.usecases.ports import Services
+
+logger = logging.getLogger(__name__)
+
+CREATE_ATTEMPTS = 5
+
+
+def create_batch(
+    services: Services, principal: Principal, draft: BatchDraft, request_key: str | None = None
+) -> CreatedBatch:
+    """Input images go to S3 first (and are removed if the charge fails); the debit, the batch, its items
+    and the ledger entry are one transaction; the submit message comes last (the poller re-drives a
+    batch whose message was lost). `request_key` (a hashed Idempotency-Key) is claimed in the same
+    transaction: a replay whose first run died after charging gets that run's batch, charged once."""
+    ensure_may_create(principal)
+    catalog, settings = get_catalog(), get_settings()
+    model, images = validate(draft, catalog, settings)
+    check_notifications(principal, draft)
+    quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests), model)
+    created = new_records(principal, draft, model, images, quote)
+    uploaded: list[str] = []
+    try:
+        for item, image in zip(created.items, images, strict=True):
+            if image is not None and item.imageKey:
+                services.blobs.put_object(item.imageKey, image.data, image.mime_type)
+                uploaded.append(item.imageKey)
+        _create_with_retry(services, created, request_key)
+    except AlreadyCreated as done:
+        if uploaded:
+            services.blobs.delete_objects(uploaded)
+        existing = services.batches.get_batch(done.batch_id)
+        if existing is None:  # deleted since: the key's batch is gone, nothing more to answer with
+            raise Conflict("The batch this Idempotency-Key created was deleted; use a new key.") from None
+        items = [item for page in services.items.iter_item_pages(existing.batchId) for item in page]
+        created = CreatedBatch(batch=existing, items=items)
+    except Exception:
+        if uploaded:
+            services.blobs.delete_objects(uploaded)
+        raise
+    if created.batch.scheduledFor:
+        return created  # the poller releases it to submit when its time comes
+    try:
+        services.queues.send_submit(SubmitJob(batchId=created.batch.batchId))
+    except Exception:  # the batch is safely recorded; the poller re-drives stuck `pending` batches
+        logger.exception("submit message not sent; the poller will re-drive batch %s", created.batch.batchId)
+    return created
+
+
+def _create_with_retry(services: Services, created: CreatedBatch, request_key: str | None) -> None:
+    """Concurrent transactions on one balance conflict in DynamoDB; they are safe to try again."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            if request_key is None:
+                services.uow.create_batch(created.batch, created.items)
+            else:
+                services.uow.create_batch(created.batch, created.items, request_key=request_key)
+            return
+        except ConcurrentChange:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise Conflict("Your balance is changing concurrently; retry the request.") from None
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+
+
+def check_target(url: str) -> None:
+    """Registration-time SSRF check (delivery checks again: DNS can change)."""
+    notifications.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def check_notifications(principal: Principal, draft: BatchDraft) -> None:
+    """A create's `webhookUrl` passes the SSRF rules; `notifyEmail` needs the token's email claim."""
+    if draft.notify_email and not principal.email:
+        raise InvalidInput(
+            "notifyEmail needs an email address, and your token has no `email` claim.",
+            [{"loc": ["body", "notifyEmail"], "msg": "the token has no email claim"}],
+        )
+    if draft.webhook_url is not None:
+        check_target(draft.webhook_url)

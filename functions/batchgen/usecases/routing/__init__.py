@@ -1,0 +1,1 @@
+"""The routes an item can take besides a Gemini batch job: the standard (real-time) endpoint."""

@@ -1,0 +1,89 @@
+"""In-memory SQS senders and S3 objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from batchgen.models.messages import (
+    CollectResults,
+    DeliverWebhook,
+    IngestFile,
+    PurgeImages,
+    SendEmail,
+    SubmitQueueBody,
+    UploadImage,
+    WriteResultsManifest,
+)
+
+
+class FakeQueues:
+    def __init__(self) -> None:
+        self.submit: list[tuple[SubmitQueueBody, int]] = []
+        self.collect: list[CollectResults] = []
+        self.uploads: list[UploadImage | PurgeImages] = []
+        self.ingest: list[IngestFile] = []
+
+    def send_submit(self, message: SubmitQueueBody, delay_seconds: int = 0) -> None:
+        self.submit.append((message, delay_seconds))
+
+    def send_collect(self, message: CollectResults) -> None:
+        self.collect.append(message)
+
+    def send_uploads(self, messages: Sequence[UploadImage | PurgeImages]) -> None:
+        self.uploads.extend(messages)
+
+    def send_ingest(self, message: IngestFile, delay_seconds: int = 0) -> None:
+        self.ingest.append(message)
+
+
+class FakeBlobs:
+    chunk_bytes = 7  # a file streams in tiny chunks: its lines always straddle them
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        self.objects[key] = data
+
+    def put_file(self, key: str, path: str, content_type: str) -> None:
+        with open(path, "rb") as handle:
+            self.objects[key] = handle.read()
+
+    def get_object_bytes(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+    def presign_put(self, key: str, expires_in: int) -> str:
+        return f"https://s3.test/{key}?expires={expires_in}"
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        return f"https://s3.test/{key}?expires={expires_in}"
+
+    def object_size(self, key: str) -> int | None:
+        data = self.objects.get(key)
+        return None if data is None else len(data)
+
+    def iter_chunks_from(self, key: str, offset: int, chunk_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+        data = self.objects[key][offset:]
+        for start in range(0, len(data), self.chunk_bytes):
+            yield data[start : start + self.chunk_bytes]
+
+
+class FakeNotifier:
+    """The notify queue: what the relay and the delivery send."""
+
+    def __init__(self) -> None:
+        self.sent: list[DeliverWebhook | SendEmail | WriteResultsManifest] = []
+        self.later: list[tuple[DeliverWebhook, int]] = []
+        self.fail = False
+
+    def send_notifications(self, messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None:
+        if self.fail:
+            raise RuntimeError("SQS down")
+        self.sent += messages
+
+    def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None:
+        self.later.append((message, delay_seconds))
