@@ -283,7 +283,7 @@ def create_job(
         # On create a 404 names the model: retired models keep their id but their endpoint is gone.
         raise ModelRetired(
             f"Gemini model retired: '{model}' is shut down or unknown (404 on batch create); "
-            "choose a current model (see GET /openapi.json or the README's model list). " + str(exc)
+            "choose a current model (GET /catalog lists them). " + str(exc)
         ) from exc
     return _view(job)
 
