@@ -16,12 +16,13 @@ LAYER_CONTRACT := tests/unit/test_layers.py
 TS_CLIENT := clients/typescript
 TS_DEPS := $(TS_CLIENT)/node_modules/.installed
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench cost rehearse docs synth token ts-client clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench cost rehearse docs synth token ts-client lock models clean clean-data
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the runtime dependencies: the Lambda layer (infra/bundling.py) reads it too.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --constraint constraints.txt -e ".[dev]"
 	touch $@
 
 run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emulators
@@ -76,6 +77,12 @@ $(TS_DEPS): $(TS_CLIENT)/package-lock.json  ## the TypeScript client's npm packa
 ts-client: $(VENV)/.installed $(TS_DEPS)  ## regenerate clients/typescript/src/schema.d.ts from the API's OpenAPI document
 	$(PY) -m local.openapi_document $(TS_CLIENT)/openapi.json
 	cd $(TS_CLIENT) && npx openapi-typescript openapi.json -o src/schema.d.ts
+
+models: $(VENV)/.installed  ## GEMINI_API_KEY=... make models: Gemini's models, and the catalog ids it no longer serves or deprecates
+	@$(PY) -m local.models
+
+lock: $(VENV)/.installed  ## constraints.txt from the venv's runtime dependencies (after a deliberate upgrade)
+	$(PY) -m infra.bundling
 
 synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
 	$(PY) app.py

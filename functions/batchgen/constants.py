@@ -61,6 +61,10 @@ STAGING_EXPIRY_DAYS = 7
 INPUT_EXPIRY_DAYS = 30
 UPLOADS_EXPIRY_DAYS = 2  # a bulk input file is read within minutes of its batch's create
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
+# The Gemini API version every call names, set explicitly instead of left to the SDK (google-genai 3.x
+# defaults to `v1`): every real batch recording (create, get, Files API upload and download) uses
+# `v1beta`, where batch mode and the Files API are served. The emulator answers this version only.
+GEMINI_API_VERSION = "v1beta"
 # Bulk batches: one uploaded JSONL file, streamed by the ingest function.
 MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
 MAX_INPUT_FILE_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024  # Gemini's input file limit
@@ -124,6 +128,9 @@ ENV_GEMINI_WEBHOOK_SECRET_ARN = "GEMINI_WEBHOOK_SECRET_ARN"
 ENV_URL_SIGNER_ROLE_ARN = "URL_SIGNER_ROLE_ARN"
 ENV_GEMINI_WEBHOOK_JWKS_URL = "GEMINI_WEBHOOK_JWKS_URL"
 ENV_GEMINI_WEBHOOK_AUDIENCE = "GEMINI_WEBHOOK_AUDIENCE"
+# The public URL of the Gemini webhook route (`<ApiUrl>webhooks/gemini`): with it and the JWKS URL set,
+# every Gemini job is created with a `webhook_config` naming it (per-job deliveries, signed with RS256 JWTs).
+ENV_GEMINI_WEBHOOK_URL = "GEMINI_WEBHOOK_URL"
 ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
 ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
 ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"

@@ -5,10 +5,11 @@ emulator speaks the REST wire protocol the official ``google-genai`` SDK uses
 (the "mldev" API), so production code runs unchanged, pointed by base URL::
 
     client = genai.Client(api_key="emulator-key",
-                          http_options=types.HttpOptions(base_url=emu.base_url))
+                          http_options=types.HttpOptions(base_url=emu.base_url, api_version="v1beta"))
 
-Routes (``{v}`` is any API version segment: SDK 3.x sends ``v1`` by default,
-Google's docs use ``v1beta``; both work)::
+Routes (``{v}`` is the one API version the service names, ``constants.GEMINI_API_VERSION``:
+``v1beta``, as every real batch recording; any other version is a 404, like a wrong path at Google,
+so a client that lets the SDK pick its default version fails here as it would there)::
 
     POST   /{v}/models/{model}:batchGenerateContent     create   -> Operation
     GET    /{v}/batches/{id}                             get      -> Operation
@@ -76,6 +77,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from batchgen import constants
 from local.emulators.faults import FaultInjector
 from local.emulators.png import make_png
 
@@ -103,6 +105,8 @@ OPERATIONS = frozenset(
         "file_list",
         "file_delete",
         "generate",
+        "jwks",
+        "models",
     }
 )
 
@@ -127,7 +131,12 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 _FILE_TTL_SECONDS = 48 * 3600
 _DOWNLOAD_CHUNK = 64 * 1024
 _IMAGE_EDGE = 64
-_IMAGE_TOKENS = 1290  # what the real API reports per generated image
+# Image output tokens per image by `imageConfig.imageSize`, as Gemini reports them in
+# `candidatesTokensDetails` (a recorded gemini-3-pro-image 1K answer: 1120) and bills them (flash 2K and 4K
+# at 1.5x and 2.25x 1K; pro 4K at 2000); Gemini 3 image models also report thinking tokens.
+_IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+_PRO_IMAGE_TOKENS = {"1K": 1120, "2K": 1120, "4K": 2000}
+_THOUGHT_TOKENS = 240  # a Gemini 3 image answer's thinking (the recorded one reports 748)
 _JOB_FAILED_MESSAGE = "Emulated batch failure ([[job:failed]] marker in a prompt)."
 # Shut down per https://ai.google.dev/gemini-api/docs/deprecations: the real API answers 404 for them.
 RETIRED_MODELS = frozenset(
@@ -140,6 +149,19 @@ RETIRED_MODELS = frozenset(
         "gemini-3-pro-preview",
         "gemini-2.0-flash-preview-image-generation",
     }
+)
+# What the emulated Gemini serves, as models.list answers it (the shape of a recorded list: name,
+# version, displayName, description, token limits, supportedGenerationMethods). A deprecated model
+# stays listed, saying so in its description, as Gemini's own deprecated entries do.
+SERVED_MODELS = (
+    ("gemini-3.1-flash-image", "Gemini 3.1 Flash Image", "Image generation and editing."),
+    ("gemini-3-pro-image", "Gemini 3 Pro Image", "Image generation and editing, pro quality."),
+    ("gemini-3.6-flash", "Gemini 3.6 Flash", "Fast multimodal model."),
+    (
+        "gemini-3.5-flash",
+        "Gemini 3.5 Flash",
+        "Gemini 3.5 Flash is deprecated; requests are routed to gemini-3.6-flash. Move to a newer Gemini version.",
+    ),
 )
 # The text of a real per-request error (googleapis/python-genai#1341): gRPC code, no HTTP status.
 _INTERNAL_MESSAGE = (
@@ -160,14 +182,15 @@ _WEBHOOK_EVENTS = {
 class ApiError(Exception):
     """A Google-style API error: rendered as {"error": {"code", "message", "status"}}."""
 
-    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.body = body  # a recorded error body, answered as it is
 
     def to_response(self) -> Response:
-        body = {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
+        body = self.body or {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
         return _json_response(body, status=self.code, headers=self.headers)
 
 
@@ -212,6 +235,10 @@ class EmulatedJob:
     responses_file: str | None = None
     late_reads: int = 0  # reads that still show SUCCEEDED without output ([[late-output]])
     announced: bool = False  # its webhook was sent
+    # `batch.webhookConfig` of the create (per-job, "dynamic" webhooks): these URIs get the job's ending
+    # instead of the registered `webhook_url`, signed with an RS256 JWT that the key set at
+    # `/.well-known/jwks.json` verifies.
+    webhook_uris: list[str] = field(default_factory=list)
 
     @property
     def request_count(self) -> int:
@@ -324,6 +351,7 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
             }
         }
     prompt_tokens = max(1, len(prompt.split()))
+    image_tokens = thoughts = 0
     if "[[blocked]]" in markers:
         candidate: dict[str, Any] = {
             "finishReason": "SAFETY",
@@ -357,7 +385,11 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
                 {"text": f"Emulated image for: {prompt[:80]}"},
                 {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}},
             ]
-            output_tokens = _IMAGE_TOKENS
+            size = str(_field(_field(_field(request, "generationConfig"), "imageConfig"), "imageSize") or "1K")
+            table = _PRO_IMAGE_TOKENS if "pro" in model else _IMAGE_TOKENS
+            image_tokens = table.get(size, table["1K"])
+            thoughts = _THOUGHT_TOKENS if model.startswith("models/gemini-3") else 0
+            output_tokens = image_tokens + len(parts[-2]["text"].split())
         else:
             text = f"Emulated answer to: {prompt[:80]}"
             parts = [{"text": text}]
@@ -366,15 +398,28 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
     return {
         "response": {
             "candidates": [candidate],
-            "usageMetadata": {
-                "promptTokenCount": prompt_tokens,
-                "candidatesTokenCount": output_tokens,
-                "totalTokenCount": prompt_tokens + output_tokens,
-            },
+            "usageMetadata": _usage(prompt_tokens, output_tokens, image_tokens, thoughts),
             "modelVersion": model.split("/", 1)[1],
             "responseId": hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:22],
         }
     }
+
+
+def _usage(prompt_tokens: int, output_tokens: int, image_tokens: int, thoughts: int) -> dict[str, Any]:
+    """`usageMetadata` in the recorded shape: counts, per-modality details, thinking; zeros left out."""
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+    }
+    if image_tokens:
+        usage["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": image_tokens}]
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    if not output_tokens:
+        del usage["candidatesTokenCount"]
+    return usage
 
 
 def _final_state(entries: list[BatchEntry]) -> str:
@@ -433,6 +478,19 @@ def _camel_case_key(value: Any) -> str | None:
     return None
 
 
+def _webhook_uris(config: Any) -> list[str]:
+    """`batch.webhookConfig.uris` of a create: absolute http(s) URLs, as the real API requires."""
+    if config is None:
+        return []
+    uris = _field(config, "uris") if isinstance(config, dict) else None
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ApiError(400, "batch.webhookConfig.uris must be a non-empty list of URLs.")
+    for uri in uris:
+        if not re.match(r"^https?://[^/\s]+", uri):
+            raise ApiError(400, f"batch.webhookConfig.uris: {uri!r} is not an absolute http(s) URL.")
+    return list(uris)
+
+
 def _parse_inline(requests: Any) -> list[BatchEntry]:
     items = requests.get("requests") if isinstance(requests, dict) else None
     if not isinstance(items, list) or not items:
@@ -477,8 +535,18 @@ def _page(items: list[Any], request: Request, default_size: int, max_size: int) 
 class GeminiEmulator:
     """In-process HTTP server emulating Gemini batch mode + Files API (see module docstring)."""
 
-    def __init__(self, delay_seconds: float = 2.0, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        delay_seconds: float = 2.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_version: str = constants.GEMINI_API_VERSION,
+    ) -> None:
         self.delay_seconds = delay_seconds
+        self.api_version = api_version
+        # Where upload sessions point (None: this emulator). Google's own host here plays the Gemini
+        # behind a proxy: the session URL names Google, and a client must send the chunks back here.
+        self.upload_url_base: str | None = None
         # Webhook delivery when a job ends (None: off). HMAC with a `whsec_` secret, or an RS256 JWT
         # signed with `webhook_jwt_key` (a PEM private key) as per-job `webhook_config` deliveries are.
         self.webhook_url: str | None = None
@@ -487,6 +555,7 @@ class GeminiEmulator:
         self.webhook_jwt_kid = "emulator-key-1"
         self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
+        self._signing_key: str | None = None  # the emulator's own RS256 key (per-job webhooks), made on demand
         self._seen_prompts: set[str] = set()
         self._expired_once: set[str] = set()  # prompts whose `[[job:expired-once]]` job has expired
         self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
@@ -505,7 +574,7 @@ class GeminiEmulator:
         self._dirty: set[tuple[str, str]] = set()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
-        version = r"(?P<v>v\d+[a-z0-9]*)"
+        version = rf"(?P<v>{re.escape(api_version)})"
         item = r"(?P<id>[^/:]+)"
         self._routes = [
             _Route(
@@ -529,6 +598,8 @@ class GeminiEmulator:
             _Route("GET", re.compile(rf"^/{version}/files/{item}$"), "file_get", self._get_file),
             _Route("DELETE", re.compile(rf"^/{version}/files/{item}$"), "file_delete", self._delete_file),
             _Route("GET", re.compile(rf"^/{version}/files/{item}:download$"), "download", self._download),
+            _Route("GET", re.compile(r"^/\.well-known/jwks\.json$"), "jwks", self._jwks),
+            _Route("GET", re.compile(rf"^/{version}/models$"), "models", self._list_models),
         ]
 
     # ----------------------------------------------------------------- lifecycle
@@ -569,9 +640,10 @@ class GeminiEmulator:
 
     # ------------------------------------------------------------ test controls
 
-    def inject_fault(self, status: int, count: int = 1, operation: str | None = None) -> None:
-        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``."""
-        self._injector.add_fault(status, count, operation)
+    def inject_fault(self, status: int, count: int = 1, operation: str | None = None, body: Any = None) -> None:
+        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``; with ``body``
+        (e.g. a real recorded error body) exactly that JSON, else a generic Google-style error."""
+        self._injector.add_fault(status, count, operation, body=body)
 
     def set_latency(self, seconds: float, operation: str | None = None) -> None:
         """Sleep ``seconds`` before answering ``operation`` (None: every operation); 0 clears."""
@@ -594,6 +666,7 @@ class GeminiEmulator:
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
+            self.upload_url_base = None
 
     # ------------------------------------------------------------ saved state
 
@@ -624,6 +697,7 @@ class GeminiEmulator:
             for key, value in rows:
                 kind, _, name = key.partition("|")
                 if kind == "job":
+                    value.__dict__.setdefault("webhook_uris", [])  # kept before per-job webhooks existed
                     self._jobs[name] = value
                 elif kind == "file":
                     self._files[name] = value
@@ -635,10 +709,12 @@ class GeminiEmulator:
     def resume_announcements(self) -> int:
         """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
         is announced when it is due (at once if it is past). Returns how many were scheduled."""
-        if not self.webhook_url:
-            return 0
         with self._lock:
-            due = [(job.name, job.create_time + job.delay_seconds) for job in self._jobs.values() if not job.announced]
+            due = [
+                (job.name, job.create_time + job.delay_seconds)
+                for job in self._jobs.values()
+                if not job.announced and (self.webhook_url or job.webhook_uris)
+            ]
         now = time.time()
         for name, finish_at in due:
             timer = threading.Timer(max(0.0, finish_at - now) + 0.05, self._announce, args=(name,))
@@ -695,7 +771,7 @@ class GeminiEmulator:
         # errors must carry X-Goog-Upload-Status or the SDK retries with multi-second sleeps.
         extra_headers = {"X-Goog-Upload-Status": "final"} if operation == "upload_chunk" else {}
         try:
-            if operation != "upload_chunk":
+            if operation not in ("upload_chunk", "jwks"):  # a session URL is its own credential; keys are public
                 self._check_api_key(request)
             self._raise_injected_fault(operation)
             return route.handler(request, match)
@@ -724,7 +800,9 @@ class GeminiEmulator:
         if fault is None:
             return
         status = fault.status
-        raise ApiError(status, f"Injected fault: {operation} answered {status} {_status_name(status)}.")
+        raise ApiError(
+            status, f"Injected fault: {operation} answered {status} {_status_name(status)}.", body=fault.body
+        )
 
     @staticmethod
     def _json_body(request: Request) -> dict[str, Any]:
@@ -902,6 +980,7 @@ class GeminiEmulator:
         if not isinstance(input_config, dict):
             raise ApiError(400, "batch.inputConfig is required.")
         display_name = _field(batch, "displayName")
+        webhook_uris = _webhook_uris(_field(batch, "webhookConfig"))
         with self._lock:
             src_file = _field(input_config, "fileName")
             if src_file is not None:
@@ -925,15 +1004,35 @@ class GeminiEmulator:
                 update_time=now,
                 delay_seconds=max(0.0, float(self.delay_seconds)),
                 final_state=self._final_state_once(entries),
+                webhook_uris=webhook_uris,
             )
             self._jobs[job.name] = job
             self._mark("job", job.name)
             self._advance(job, now)
             body = self._operation(job)
-        if self.webhook_url:
+        if self.webhook_url or job.webhook_uris:
             timer = threading.Timer(job.delay_seconds + 0.05, self._announce, args=(job.name,))
             timer.daemon = True
             timer.start()
+        return _json_response(body)
+
+    def _list_models(self, request: Request, match: re.Match[str]) -> Response:
+        models = [
+            {
+                "name": f"models/{model}",
+                "version": "001",
+                "displayName": display_name,
+                "description": description,
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"],
+            }
+            for model, display_name, description in SERVED_MODELS
+        ]
+        page, next_token = _page(models, request, default_size=50, max_size=1000)
+        body: dict[str, Any] = {"models": page}
+        if next_token:
+            body["nextPageToken"] = next_token
         return _json_response(body)
 
     def _get_batch(self, request: Request, match: re.Match[str]) -> Response:
@@ -959,7 +1058,7 @@ class GeminiEmulator:
                 job.state = CANCELLED
                 job.update_time = job.end_time = time.time()
                 self._mark("job", job.name)
-        if self.webhook_url:
+        if self.webhook_url or job.webhook_uris:
             threading.Thread(target=self._announce, args=(job.name,), daemon=True).start()
         return _json_response({})
 
@@ -985,12 +1084,16 @@ class GeminiEmulator:
         }
         return json.dumps(event, separators=(",", ":")).encode()
 
-    def webhook_headers(self, body: bytes, message_id: str) -> dict[str, str]:
+    def webhook_headers(self, body: bytes, message_id: str, *, per_job: bool = False) -> dict[str, str]:
+        """Standard Webhooks headers: an RS256 JWT signature for per-job deliveries (with `webhook_jwt_key`,
+        or the emulator's own key published at `/.well-known/jwks.json`) or when `webhook_jwt_key` is set,
+        else an HMAC with `webhook_secret`."""
         timestamp = str(int(time.time()))
         headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp}
-        if self.webhook_jwt_key:
+        if self.webhook_jwt_key or per_job:
             import jwt  # pyjwt, already a dependency of the service; only this scheme needs it here
 
+            pem, kid = (self.webhook_jwt_key, self.webhook_jwt_kid) if self.webhook_jwt_key else self._own_key()
             claims = {
                 "iss": "https://generativelanguage.googleapis.com",
                 "iat": int(timestamp),
@@ -1000,9 +1103,7 @@ class GeminiEmulator:
             }
             if self.webhook_jwt_audience:
                 claims["aud"] = self.webhook_jwt_audience
-            headers["webhook-signature"] = jwt.encode(
-                claims, self.webhook_jwt_key, algorithm="RS256", headers={"kid": self.webhook_jwt_kid}
-            )
+            headers["webhook-signature"] = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
         elif self.webhook_secret:
             key = base64.b64decode(self.webhook_secret.removeprefix("whsec_"))
             digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
@@ -1010,12 +1111,13 @@ class GeminiEmulator:
         return headers
 
     def _announce(self, job_name: str) -> None:
-        """POSTs the job's ending to `webhook_url` once; a receiver error is logged, as Gemini would retry."""
+        """POSTs the job's ending once: to its own `webhookConfig` URIs (JWT-signed), which replace the
+        registered `webhook_url` as Gemini's do; a receiver error is logged, as Gemini would retry."""
         import urllib.request
 
         with self._lock:
             job = self._jobs.get(job_name)
-            if job is None or not self.webhook_url:
+            if job is None or not (job.webhook_uris or self.webhook_url):
                 return
             self._advance(job, time.time())
             if job.state not in TERMINAL_STATES or job.announced:
@@ -1023,18 +1125,49 @@ class GeminiEmulator:
             job.announced = True
             self._mark("job", job.name)
             body = self.webhook_body(job)
-            url = self.webhook_url
+            per_job = bool(job.webhook_uris)
+            urls = list(job.webhook_uris) if per_job else [str(self.webhook_url)]
         self._flush_changes()
-        headers = self.webhook_headers(body, f"msg_{_new_id(24)}")
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # local URL by design
-                status = response.status
-        except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
-            status = getattr(exc, "code", None) or 0
-            logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+        for url in urls:
+            headers = self.webhook_headers(body, f"msg_{_new_id(24)}", per_job=per_job)
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # local URL by design
+                    status = response.status
+            except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
+                status = getattr(exc, "code", None) or 0
+                logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+            with self._lock:
+                self.webhooks_sent.append(
+                    {"job": job_name, "status": status, "body": body, "url": url, "headers": headers}
+                )
+
+    def _own_key(self) -> tuple[str, str]:
+        """The emulator's RS256 signing key (PEM) and its kid, made on first use; its public half is the
+        key set at `/.well-known/jwks.json`, where Google publishes the keys of per-job deliveries."""
         with self._lock:
-            self.webhooks_sent.append({"job": job_name, "status": status, "body": body})
+            if self._signing_key is None:
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric import rsa
+
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                self._signing_key = key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode()
+            # The kid names the key (a restart makes a new one): a verifier's cached key set never
+            # holds a stale key under the same kid.
+            return self._signing_key, "emulator-" + hashlib.sha256(self._signing_key.encode()).hexdigest()[:16]
+
+    def _jwks(self, request: Request, match: re.Match[str]) -> Response:
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        pem, kid = self._own_key()
+        private = serialization.load_pem_private_key(pem.encode(), password=None)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+        return _json_response({"keys": [{**jwk, "kid": kid, "alg": "RS256", "use": "sig"}]})
 
     # -------------------------------------------------------------------- files
 
@@ -1102,7 +1235,8 @@ class GeminiEmulator:
                 ),
                 expected_size=size,
             )
-        upload_url = f"{request.host_url}upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
+        base = (self.upload_url_base or request.host_url).rstrip("/")
+        upload_url = f"{base}/upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
         return Response(
             b"",
             status=200,

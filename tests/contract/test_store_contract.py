@@ -15,6 +15,7 @@ import pytest
 
 from batchgen.domain import batch_moves, events, ids, jobs
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits, InvalidInput
+from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord, SlotRecord, TemplateRecord, UploadRecord
@@ -392,6 +393,50 @@ def test_a_generation_is_charged_then_settled_exactly_once(services: ports.Notif
     assert services.credits.get_balance(USER) == Decimal(1)
     assert list(services.generations.iter_unsettled_generations(later)) == []
     assert sum(entry.delta for entry in services.credits.list_ledger(USER)) == Decimal(1)
+
+
+def usage_checkpoint(usage: GeminiUsage, total: GeminiUsage, day: str, user: str = USER) -> UsageCheckpoint:
+    return UsageCheckpoint(total=total, added=usage, user_id=user, day=day, credits=Decimal("0.5") * usage.answers)
+
+
+def test_a_collect_checkpoint_adds_its_gemini_usage_to_the_users_day_once(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=5)
+    services.jobs.open_jobs(batch.batchId, 1)
+    assert services.jobs.change_job(batch.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    first = GeminiUsage(2, {"1K": 2}, 20, 4, 2580, 300, Decimal("0.067001"))
+    second = GeminiUsage(2, {"1K": 1}, 22, 0, 1290, 310, Decimal("0.0335"))
+    day = "2026-12-03"
+    move = jobs.collect_progress("batches/1", 0, 2, first.as_record())
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(first, first, day))
+    # A second run that read the same lines loses the checkpoint and adds nothing to the day.
+    assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(first, first, day))
+    both = first + second
+    move = jobs.collect_progress("batches/1", 2, 4, both.as_record())
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(second, both, day))
+    job = services.jobs.get_job(batch.batchId, 0)
+    assert job is not None and job.collectLines == 4 and GeminiUsage.from_record(job.geminiUsage) == both
+    (row,) = services.usage.list_usage_days(USER, day, day)
+    assert (row.userId, row.day, row.answers, row.images1K, row.images2K) == (USER, day, 4, 3, 0)
+    assert (row.promptTokens, row.outputTokens, row.imageTokens, row.thoughtsTokens) == (42, 4, 3870, 610)
+    assert (row.costUsd, row.credits) == (Decimal("0.100501"), Decimal(2))
+    later = GeminiUsage(1, {"2K": 1}, 5, 0, 1120, 0, Decimal("0.05"))
+    move = jobs.collect_progress("batches/1", 4, 5, (both + later).as_record())
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(later, both + later, "2026-12-05"))
+    listed = services.usage.list_usage_days(USER, "2026-12-01", "2026-12-31")
+    assert [(d.day, d.answers, d.images2K) for d in listed] == [(day, 4, 0), ("2026-12-05", 1, 1)]  # oldest first
+    assert services.usage.list_usage_days(USER, "2026-12-04", "2026-12-04") == []
+    assert services.usage.list_usage_days("someone-else", "2026-12-01", "2026-12-31") == []
+    # A batch that ended (cancelled) takes no checkpoint, and its usage reaches no day.
+    services.uow.settle_items(
+        batch,
+        [ItemOutcome(all_items(services, batch.batchId)[0], ItemStatus.CANCELLED, "Cancelled")],
+        refund=Decimal("0.5"),
+        reason="refund",
+        batch_status=BatchStatus.CANCELLED,
+    )
+    move = jobs.collect_progress("batches/1", 5, 6, (both + later + later).as_record())
+    assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(later, later, "2026-12-05"))
+    assert services.usage.list_usage_days(USER, "2026-12-05", "2026-12-05")[0].answers == 1
 
 
 # --- slots, templates, uploads, outbox ----------------------------------------------------------------

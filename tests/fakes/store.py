@@ -24,6 +24,7 @@ from batchgen.domain.changes import Change, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
+from batchgen.domain.gemini_usage import UsageCheckpoint
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
@@ -42,6 +43,7 @@ from batchgen.models.records import (
     SlotRecord,
     TemplateRecord,
     UploadRecord,
+    UsageDayRecord,
 )
 
 
@@ -60,6 +62,7 @@ class FakeStore:
         self.slots: dict[str, SlotRecord] = {}
         self.uploads: dict[str, UploadRecord] = {}
         self.generations: dict[str, dict[str, Any]] = {}
+        self.usage_days: dict[tuple[str, str], UsageDayRecord] = {}
         self.request_claims: dict[str, str] = {}
         self.outbox: list[OutboxRecord] = []
         self.claims: dict[str, float] = {}  # outbox event id -> claimed until (epoch seconds)
@@ -460,6 +463,25 @@ class FakeStore:
         record.update(status="failed", error=error or "failed")
         self._credit(user_id, record["creditCost"], "standard generation refund", None)
         return True
+
+    def checkpoint_collect(self, batch_id: str, chunk: int, change: JobChange, usage: UsageCheckpoint) -> bool:
+        if not self.change_job(batch_id, chunk, change):
+            return False
+        key = (usage.user_id, usage.day)
+        day = self.usage_days.get(key) or UsageDayRecord(userId=usage.user_id, day=usage.day)
+        added = usage.day_additions()
+        self.usage_days[key] = day.model_copy(
+            update={name: getattr(day, name) + value for name, value in added.items()}
+        )
+        return True
+
+    # --- UsageDays -------------------------------------------------------------------------------
+    def list_usage_days(self, user_id: str, first_day: str, last_day: str) -> list[UsageDayRecord]:
+        return [
+            day
+            for (user, when), day in sorted(self.usage_days.items())
+            if user == user_id and first_day <= when <= last_day
+        ]
 
     # --- Outbox ----------------------------------------------------------------------------------
     def pending_events(self, limit: int) -> list[OutboxRecord]:

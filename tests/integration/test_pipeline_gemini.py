@@ -270,14 +270,13 @@ def test_a_job_that_ends_badly_refunds_everything(api, gemini, queues, poll, mar
 
 
 def test_a_job_cancelled_at_gemini_cancels_the_batch_with_refund(api, gemini, queues, poll):
-    from google import genai
-    from google.genai import types
+    from batchgen.adapters.gemini import sdk_client
 
     grant("user-1", 10)
     gemini.delay_seconds = 30
     batch_id = create(api, ["a"])
     queues.drain(SUBMIT)
-    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=gemini.base_url))
+    client = sdk_client("k", gemini.base_url)
     client.batches.cancel(name=next(iter(gemini.jobs)))
     poll()
     body = status(api, batch_id)

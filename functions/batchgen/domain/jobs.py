@@ -153,12 +153,16 @@ def mark_collected(job_name: str) -> JobChange:
     )
 
 
-def collect_progress(job_name: str, seen: int, lines: int) -> JobChange:
+def collect_progress(job_name: str, seen: int, lines: int, usage: dict[str, object] | None = None) -> JobChange:
     """The collect checkpoint: `lines` response lines read and settled, only if nobody advanced it since
-    `seen` (of two runs on one chunk, one goes on)."""
+    `seen` (of two runs on one chunk, one goes on). With `usage`, the chunk's running total of what Gemini
+    bills for its answers (`domain.gemini_usage.GeminiUsage.as_record`), every round."""
+    values: dict[str, object] = {"collectLines": lines}
+    if usage is not None:
+        values["geminiUsage"] = usage
     return JobChange(
         Change(
-            {"collectLines": lines},
+            values,
             Guard({"geminiJobName": job_name, "collectLines": AbsentOr(0) if seen == 0 else seen}),
         ),
         Change({}, Guard(status_in=_PROCESSING)),

@@ -2,7 +2,7 @@
 (held to these protocols by the type checker, and to the same behaviour by one contract suite).
 
 One small port per aggregate (batches, items, jobs, credits, slots, templates, uploads, generations,
-the outbox, webhook endpoints, deliveries); the transactions that span aggregates are the named
+usage days, the outbox, webhook endpoints, deliveries); the transactions that span aggregates are the named
 transactions of the unit of work. A conditional move is a value (`domain.changes`) built by the domain
 (`domain.batch_moves`, `domain.jobs`): the condition that makes it safe under races is written once and
 every store applies it.
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
     from batchgen.domain.events import DomainEvent
     from batchgen.domain.gemini_jobs import JobView
     from batchgen.domain.links import PresignedPost, PresignedUrl
+    from batchgen.domain.gemini_usage import UsageCheckpoint
     from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
     from batchgen.domain.states import BatchStatus
     from batchgen.models.messages import (
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
         SlotRecord,
         TemplateRecord,
         UploadRecord,
+        UsageDayRecord,
         WebhookEndpointRecord,
     )
 
@@ -124,8 +126,8 @@ class Generations(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """The transactions that span aggregates: credits move together with a batch or a generation, all of
-    it or none of it."""
+    """The transactions that span aggregates: credits move together with a batch or a generation, and a
+    collect checkpoint with the user's Gemini usage of that day; all of it or none of it."""
 
     def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None: ...
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool: ...
@@ -142,17 +144,31 @@ class UnitOfWork(Protocol):
     ) -> None: ...
     def charge_generation(self, user_id: str, generation_id: str, amount: Decimal, details: dict[str, Any]) -> None: ...
     def refund_generation(self, user_id: str, generation_id: str, error: str) -> bool: ...
+    def checkpoint_collect(self, batch_id: str, chunk: int, change: JobChange, usage: UsageCheckpoint) -> bool: ...
+
+
+class UsageDays(Protocol):
+    """What Gemini billed for each user's answers per UTC day (added by `UnitOfWork.checkpoint_collect`)."""
+
+    def list_usage_days(self, user_id: str, first_day: str, last_day: str) -> list[UsageDayRecord]: ...
 
 
 class GeminiJobs(Protocol):
     def submit_file(self, lines: Iterable[dict[str, Any]], display_name: str) -> str: ...
-    def create_job(self, model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView: ...
+    def create_job(
+        self,
+        model: str,
+        source: str | list[dict[str, Any]],
+        display_name: str,
+        webhook: dict[str, Any] | None = None,
+    ) -> JobView: ...
     def get_job(self, name: str) -> JobView: ...
     def find_job_by_display_name(self, display_name: str) -> JobView | None: ...
     def iter_results(self, job: JobView) -> Iterator[tuple[str | None, Any]]: ...
     def cancel_job(self, name: str) -> None: ...
     def delete_job(self, name: str) -> None: ...
     def delete_file(self, name: str | None) -> None: ...
+    def file_is_ready(self, name: str) -> bool: ...
     def generate_content(
         self, model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float
     ) -> Any: ...
@@ -210,6 +226,8 @@ class Services(Protocol):
     def generations(self) -> Generations: ...
     @property
     def uow(self) -> UnitOfWork: ...
+    @property
+    def usage(self) -> UsageDays: ...
     @property
     def gemini(self) -> GeminiJobs: ...
     @property

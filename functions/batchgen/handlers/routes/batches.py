@@ -21,7 +21,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases.pipeline import chunks, create, dispatch, manage
+from batchgen.usecases.pipeline import billing, chunks, create, dispatch, manage
 from batchgen.usecases.planning import plan
 
 router = Router()
@@ -65,7 +65,7 @@ def created_message(scheduled_for: str | None) -> str:
 @router.post(
     "/batch/create",
     summary="Create a batch (charged at the batch rate)",
-    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    description="Charges `requests × the price of the type, model and quality` at once; failed items are refunded. "
     "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
     "first answer for the same body.",
     tags=["Batches"],
@@ -101,11 +101,14 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
-    record = items.status_page(services(), principal(router), batch_id)
+    caller = principal(router)
+    record = items.status_page(services(), caller, batch_id)
     body = reports.status_body(record)
     chunk_jobs = chunks.jobs_of(services(), record.batch)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
     body.update(chunks.gemini_view(chunk_jobs))  # per chunk
+    if caller.is_admin:  # what Gemini bills is the operator's business, not the user's
+        body["geminiBilling"] = billing.batch_billing(record.batch, chunk_jobs)
     return models.BatchStatusResponse.model_validate(body)
 
 

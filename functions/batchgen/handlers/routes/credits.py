@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases.pipeline import manage
+from batchgen.usecases.pipeline import billing, manage
 
 router = Router()
 
@@ -90,3 +90,21 @@ def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
     require_admin(router)
     view = credits_view(user_id)
     return models.AdminUserCreditsResponse(userId=user_id, balance=view.balance, ledger=view.ledger)
+
+
+@router.get(
+    "/admin/users/<user_id>/usage",
+    summary="What Gemini billed for a user's answers, per UTC day, beside the credits charged",
+    description="`since`/`until` (YYYY-MM-DD, at most 366 days apart; default the last 30 days), oldest "
+    "first; days without answers are absent. Totalled at each collect checkpoint from Gemini's usageMetadata.",
+    tags=["Admin"],
+    responses=docs.responses(200, "The user's usage per day", 400, 401, 403),
+)
+def admin_user_usage(
+    user_id: str,
+    since: Annotated[str | None, Query(max_length=10)] = None,
+    until: Annotated[str | None, Query(max_length=10)] = None,
+) -> list[models.UsageDay]:
+    require_admin(router)
+    days = billing.usage_days(services(), user_id, since, until)
+    return [models.UsageDay.model_validate(billing.day_view(day)) for day in days]

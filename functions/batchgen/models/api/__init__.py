@@ -42,12 +42,16 @@ from batchgen.models.api.common import (
 )
 from batchgen.models.api.common import (
     ItemStatusName as ItemStatusName,
+    ModelPrices as ModelPrices,
 )
 from batchgen.models.api.common import (
     Prompt as Prompt,
 )
 from batchgen.models.api.common import (
     Quality as Quality,
+)
+from batchgen.models.api.common import (
+    QualityPrice as QualityPrice,
 )
 from batchgen.models.api.common import (
     ShortText as ShortText,
@@ -113,6 +117,9 @@ from batchgen.models.api.pipeline import (
     DeleteBatchResponse as DeleteBatchResponse,
 )
 from batchgen.models.api.pipeline import (
+    GeminiBilling as GeminiBilling,
+)
+from batchgen.models.api.pipeline import (
     GeminiJobCounts as GeminiJobCounts,
 )
 from batchgen.models.api.pipeline import (
@@ -147,6 +154,9 @@ from batchgen.models.api.pipeline import (
 )
 from batchgen.models.api.pipeline import (
     Summary as Summary,
+)
+from batchgen.models.api.pipeline import (
+    UsageDay as UsageDay,
 )
 from batchgen.models.api.planning import (
     QuoteResponse as QuoteResponse,

@@ -77,13 +77,31 @@ class HealthResponse(BaseModel):
     service: str
 
 
+class QualityPrice(BaseModel):
+    """One model at one quality: seed 003's `computePrice(model, {quality})` is this object (`.stars`)."""
+
+    stars: Credits = Field(description="Credits per image of the seed-003 batch endpoint (image-edit, batch rate)")
+    batch: dict[str, Credits] = Field(description="Credits per request by batch type, batch rate (Batch API, Flex)")
+    standard: dict[str, Credits] = Field(description="Credits per request by type at the standard rate")
+
+
+class ModelPrices(BaseModel):
+    model: str = Field(description="The catalog model this name runs as (an alias or older id: its target)")
+    kind: Literal["image", "text"]
+    qualities: dict[str, QualityPrice]
+
+
 class CatalogResponse(BaseModel):
     """`GET /catalog`: what a client needs to price a batch before creating it (the console's live price)."""
 
-    batchPrices: dict[str, Credits]
-    standardPrices: dict[str, Credits]
-    qualityMultipliers: dict[str, Credits]
+    batchPrices: dict[str, Credits] = Field(description="Per type, for its default model at 1k")
+    standardPrices: dict[str, Credits] = Field(description="Per type, for its default model at 1k")
+    prices: dict[str, ModelPrices] = Field(
+        description="Every model, alias and accepted older id by name: `prices[model].qualities[quality]` is "
+        "seed 003's computePrice(model, {quality})"
+    )
     models: dict[str, str]
+    aliases: dict[str, str]
     defaultModels: dict[str, str]
     aspectRatios: list[str]
     maxBatchRequests: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from batchgen import constants
 from batchgen.domain.money import to_credits
@@ -189,6 +189,33 @@ class BatchStatusResponse(BaseModel):
         default=None,
         description="The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's",
     )
+    geminiBilling: GeminiBilling | None = Field(
+        default=None, description="Admins only: what Gemini bills for the batch, beside the credits it charged"
+    )
+
+
+Usd = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class GeminiBilling(BaseModel):
+    """What Gemini bills for a batch (admins only): from the `usageMetadata` of its answers, every chunk and
+    round, priced at the catalog's list prices at the batch rate; beside the credits it charged."""
+
+    answers: int = Field(description="Answers Gemini returned (billed or not)")
+    images: dict[str, int] = Field(description="Final images delivered, by Gemini image size (1K, 2K, 4K)")
+    promptTokens: int
+    outputTokens: int = Field(description="Text output tokens")
+    imageTokens: int = Field(description="Image output tokens")
+    thoughtsTokens: int = Field(description="Thinking tokens (billed at the text output rate)")
+    estimatedCostUsd: Usd = Field(description="Estimated Gemini cost in US dollars, at list price x the batch rate")
+    creditsCharged: Credits = Field(description="Credits the batch charged, less its refunds")
+
+
+class UsageDay(GeminiBilling):
+    """One user's Gemini usage of one UTC day (`creditsCharged`: the price of the items answered that day)."""
+
+    userId: str
+    day: str
 
 
 class DeleteBatchResponse(BaseModel):

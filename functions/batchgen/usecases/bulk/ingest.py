@@ -83,7 +83,7 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         principal.user_id,
         draft,
         model,
-        pricing.quote(catalog, draft.batch_type, draft.quality, 0),  # priced once the file is read
+        pricing.quote(catalog, draft.batch_type, draft.quality, 0, model),  # the unit price; charged once read
         status=BatchStatus.VALIDATING,
         notify_email=principal.email if draft.notify_email else None,
         input_file=upload_id,
@@ -333,7 +333,7 @@ def _finish(services: Services, run: IngestRun) -> str:
         return _fail(
             services, batch, "The input file holds no requests (one JSON object per line). Nothing was charged."
         )
-    cost = pricing.quote(get_catalog(), batch.type, batch.quality, progress.items).total
+    cost = pricing.Quote(batch.unitPrice, progress.items).total  # the price fixed when the batch was created
     try:
         activated = services.uow.activate_bulk_batch(batch, request_count=progress.items, cost=cost)
     except InsufficientCredits as exc:

@@ -30,7 +30,7 @@ def create_batch(
     catalog, settings = get_catalog(), get_settings()
     model, images = validate(draft, catalog, settings)
     check_notifications(principal, draft)
-    quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests))
+    quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests), model)
     created = new_records(principal, draft, model, images, quote)
     uploaded: list[str] = []
     try:
