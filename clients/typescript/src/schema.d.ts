@@ -154,6 +154,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/users/{user_id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What Gemini billed for a user's answers, per UTC day, beside the credits charged
+         * @description `since`/`until` (YYYY-MM-DD, at most 366 days apart; default the last 30 days), oldest first; days without answers are absent. Totalled at each collect checkpoint from Gemini's usageMetadata.
+         */
+        get: operations["admin_user_usage_admin_users__user_id__usage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/webhooks/endpoints/{endpoint_id}": {
         parameters: {
             query?: never;
@@ -236,7 +256,7 @@ export interface paths {
         put?: never;
         /**
          * Create a batch (charged at the batch rate)
-         * @description Charges `requests × price × quality multiplier` at once; failed items are refunded. Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the first answer for the same body.
+         * @description Charges `requests × the price of the type, model and quality` at once; failed items are refunded. Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the first answer for the same body.
          */
         post: operations["create_batch_batch_create_post"];
         delete?: never;
@@ -648,26 +668,41 @@ export interface components {
             validation?: components["schemas"]["ValidationProgress"] | null;
             /** @description The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's */
             geminiJobs?: components["schemas"]["GeminiJobCounts"] | null;
+            /** @description Admins only: what Gemini bills for the batch, beside the credits it charged */
+            geminiBilling?: components["schemas"]["GeminiBilling"] | null;
         };
         /**
          * CatalogResponse
          * @description `GET /catalog`: what a client needs to price a batch before creating it (the console's live price).
          */
         CatalogResponse: {
-            /** Batchprices */
+            /**
+             * Batchprices
+             * @description Per type, for its default model at 1k
+             */
             batchPrices: {
                 [key: string]: number;
             };
-            /** Standardprices */
+            /**
+             * Standardprices
+             * @description Per type, for its default model at 1k
+             */
             standardPrices: {
                 [key: string]: number;
             };
-            /** Qualitymultipliers */
-            qualityMultipliers: {
-                [key: string]: number;
+            /**
+             * Prices
+             * @description Every model, alias and accepted older id by name: `prices[model].qualities[quality]` is seed 003's computePrice(model, {quality})
+             */
+            prices: {
+                [key: string]: components["schemas"]["ModelPrices"];
             };
             /** Models */
             models: {
+                [key: string]: string;
+            };
+            /** Aliases */
+            aliases: {
                 [key: string]: string;
             };
             /** Defaultmodels */
@@ -865,6 +900,52 @@ export interface components {
             details?: {
                 [key: string]: unknown;
             }[] | null;
+        };
+        /**
+         * GeminiBilling
+         * @description What Gemini bills for a batch (admins only): from the `usageMetadata` of its answers, every chunk and
+         *     round, priced at the catalog's list prices at the batch rate; beside the credits it charged.
+         */
+        GeminiBilling: {
+            /**
+             * Answers
+             * @description Answers Gemini returned (billed or not)
+             */
+            answers: number;
+            /**
+             * Images
+             * @description Final images delivered, by Gemini image size (1K, 2K, 4K)
+             */
+            images: {
+                [key: string]: number;
+            };
+            /** Prompttokens */
+            promptTokens: number;
+            /**
+             * Outputtokens
+             * @description Text output tokens
+             */
+            outputTokens: number;
+            /**
+             * Imagetokens
+             * @description Image output tokens
+             */
+            imageTokens: number;
+            /**
+             * Thoughtstokens
+             * @description Thinking tokens (billed at the text output rate)
+             */
+            thoughtsTokens: number;
+            /**
+             * Estimatedcostusd
+             * @description Estimated Gemini cost in US dollars, at list price x the batch rate
+             */
+            estimatedCostUsd: number;
+            /**
+             * Creditscharged
+             * @description Credits the batch charged, less its refunds
+             */
+            creditsCharged: number;
         };
         /**
          * GeminiJobCounts
@@ -1087,6 +1168,48 @@ export interface components {
             /** Batchid */
             batchId: string | null;
         };
+        /** ModelPrices */
+        ModelPrices: {
+            /**
+             * Model
+             * @description The catalog model this name runs as (an alias or older id: its target)
+             */
+            model: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "image" | "text";
+            /** Qualities */
+            qualities: {
+                [key: string]: components["schemas"]["QualityPrice"];
+            };
+        };
+        /**
+         * QualityPrice
+         * @description One model at one quality: seed 003's `computePrice(model, {quality})` is this object (`.stars`).
+         */
+        QualityPrice: {
+            /**
+             * Stars
+             * @description Credits per image of the seed-003 batch endpoint (image-edit, batch rate)
+             */
+            stars: number;
+            /**
+             * Batch
+             * @description Credits per request by batch type, batch rate (Batch API, Flex)
+             */
+            batch: {
+                [key: string]: number;
+            };
+            /**
+             * Standard
+             * @description Credits per request by type at the standard rate
+             */
+            standard: {
+                [key: string]: number;
+            };
+        };
         /**
          * QuoteResponse
          * @description `POST /batch/quote`: what the create body would cost; nothing is charged or recorded.
@@ -1271,6 +1394,55 @@ export interface components {
             expiresAt: string;
             /** Maxbytes */
             maxBytes: number;
+        };
+        /**
+         * UsageDay
+         * @description One user's Gemini usage of one UTC day (`creditsCharged`: the price of the items answered that day).
+         */
+        UsageDay: {
+            /**
+             * Answers
+             * @description Answers Gemini returned (billed or not)
+             */
+            answers: number;
+            /**
+             * Images
+             * @description Final images delivered, by Gemini image size (1K, 2K, 4K)
+             */
+            images: {
+                [key: string]: number;
+            };
+            /** Prompttokens */
+            promptTokens: number;
+            /**
+             * Outputtokens
+             * @description Text output tokens
+             */
+            outputTokens: number;
+            /**
+             * Imagetokens
+             * @description Image output tokens
+             */
+            imageTokens: number;
+            /**
+             * Thoughtstokens
+             * @description Thinking tokens (billed at the text output rate)
+             */
+            thoughtsTokens: number;
+            /**
+             * Estimatedcostusd
+             * @description Estimated Gemini cost in US dollars, at list price x the batch rate
+             */
+            estimatedCostUsd: number;
+            /**
+             * Creditscharged
+             * @description Credits the batch charged, less its refunds
+             */
+            creditsCharged: number;
+            /** Userid */
+            userId: string;
+            /** Day */
+            day: string;
         };
         /**
          * ValidationProgress
@@ -2774,6 +2946,163 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdminUserCreditsResponse"];
+                };
+            };
+            /** @description Missing, expired or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unauthorized",
+                     *       "message": "Your token has expired; sign in again."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such batch or route (another user's batch reads as missing) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Not found",
+                     *       "message": "No batch with id 'batch_0123456789abcdef' was found."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The URL (path and query) is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request-URI Too Long",
+                     *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Throttled: slow down and retry */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Too many requests",
+                     *       "message": "The API is receiving more requests than it accepts; retry."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request's headers are too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request Header Fields Too Large",
+                     *       "message": "The request's headers are too large."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error on the service's side; retry shortly */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Internal error",
+                     *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_user_usage_admin_users__user_id__usage_get: {
+        parameters: {
+            query?: {
+                since?: string | null;
+                until?: string | null;
+            };
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's usage per day */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageDay"][];
+                };
+            };
+            /** @description Invalid input: `details` lists each invalid field with its location */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Invalid request",
+                     *       "message": "Invalid requests.0.prompt: Field required.",
+                     *       "details": [
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "requests",
+                     *             "0",
+                     *             "prompt"
+                     *           ],
+                     *           "msg": "Field required",
+                     *           "type": "missing"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, expired or invalid token */

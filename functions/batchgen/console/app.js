@@ -358,7 +358,7 @@ async function batchPage(id) {
   const progressText = h("p", { id: "progress-text", "aria-live": "polite" });
   const header = h("p", { class: "meta" });
   const reason = h("p", { class: "reason", id: "failure-reason", hidden: true });
-  const billing = h("p", { id: "gemini-billing", class: "meta", hidden: true }); // admins only: what Gemini bills
+  const billing = h("p", { id: "gemini-billing", class: "billing", hidden: true }); // admins only: what Gemini bills
   const cancel = h("button", { type: "button", class: "danger", id: "cancel" }, "Cancel batch");
   const retry = h("button", { type: "button", class: "secondary", id: "retry", hidden: true }, "Retry failed");
   const downloads = h("section", { class: "card downloads", id: "downloads", "aria-labelledby": "downloads-heading", hidden: true });

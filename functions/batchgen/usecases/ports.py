@@ -18,8 +18,8 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
     from batchgen.domain.changes import Change, JobChange
     from batchgen.domain.events import DomainEvent
     from batchgen.domain.gemini_jobs import JobView
-    from batchgen.domain.links import PresignedPost, PresignedUrl
     from batchgen.domain.gemini_usage import UsageCheckpoint
+    from batchgen.domain.links import PresignedPost, PresignedUrl
     from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
     from batchgen.domain.states import BatchStatus
     from batchgen.models.messages import (

@@ -92,6 +92,9 @@ def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
     return models.AdminUserCreditsResponse(userId=user_id, balance=view.balance, ledger=view.ledger)
 
 
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"  # the shape; the use case checks it is a date, the range at most a year
+
+
 @router.get(
     "/admin/users/<user_id>/usage",
     summary="What Gemini billed for a user's answers, per UTC day, beside the credits charged",
@@ -102,8 +105,8 @@ def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
 )
 def admin_user_usage(
     user_id: str,
-    since: Annotated[str | None, Query(max_length=10)] = None,
-    until: Annotated[str | None, Query(max_length=10)] = None,
+    since: Annotated[str | None, Query(pattern=DAY_PATTERN)] = None,
+    until: Annotated[str | None, Query(pattern=DAY_PATTERN)] = None,
 ) -> list[models.UsageDay]:
     require_admin(router)
     days = billing.usage_days(services(), user_id, since, until)

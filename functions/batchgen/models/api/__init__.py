@@ -42,6 +42,8 @@ from batchgen.models.api.common import (
 )
 from batchgen.models.api.common import (
     ItemStatusName as ItemStatusName,
+)
+from batchgen.models.api.common import (
     ModelPrices as ModelPrices,
 )
 from batchgen.models.api.common import (
