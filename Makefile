@@ -9,19 +9,20 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 # What the gate checks. Lint and format: every Python tree. Types (mypy + pydantic plugin): the trees
 # listed in TYPED, each one clean: the production code, and the test fakes held to the ports with what
 # builds and checks them (a port change a fake misses fails here).
-LINTED := functions local infra tests benchmarks app.py $(wildcard clients)
+LINTED := functions local infra rehearsal tests benchmarks app.py $(wildcard clients)
 TYPED := functions infra local tests/fakes tests/conftest.py tests/helpers.py tests/contract/test_store_contract.py
 LAYER_CONTRACT := tests/unit/test_layers.py
 
 TS_CLIENT := clients/typescript
 TS_DEPS := $(TS_CLIENT)/node_modules/.installed
 
-.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench docs synth token ts-client clean clean-data
+.PHONY: run test test-long test-unit test-fast gate lint typecheck layers bench cost rehearse docs synth token ts-client lock models clean clean-data
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the runtime dependencies: the Lambda layer (infra/bundling.py) reads it too.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --constraint constraints.txt -e ".[dev]"
 	touch $@
 
 run: $(VENV)/.installed  ## the whole service on 127.0.0.1 with moto and the emulators
@@ -54,6 +55,12 @@ layers: $(VENV)/.installed  ## the import contract: handlers -> use cases -> dom
 bench: $(VENV)/.installed  ## prints cold-start, AWS-call, poll-tick and upload figures
 	$(PY) -m benchmarks
 
+cost: $(VENV)/.installed  ## the stack's idle monthly cost from the synthesized template, at list prices
+	$(PY) -m benchmarks.cost
+
+rehearse: $(VENV)/.installed  ## cdk synth, deploy on moto's CloudFormation with IAM enforced, run every flow (make test runs it too)
+	$(PY) -m rehearsal
+
 docs: $(VENV)/.installed  ## docs/ as a static site in build/site, offline; a broken link or anchor fails it (make test builds it too)
 	$(PY) -m mkdocs build --strict
 
@@ -70,6 +77,12 @@ $(TS_DEPS): $(TS_CLIENT)/package-lock.json  ## the TypeScript client's npm packa
 ts-client: $(VENV)/.installed $(TS_DEPS)  ## regenerate clients/typescript/src/schema.d.ts from the API's OpenAPI document
 	$(PY) -m local.openapi_document $(TS_CLIENT)/openapi.json
 	cd $(TS_CLIENT) && npx openapi-typescript openapi.json -o src/schema.d.ts
+
+models: $(VENV)/.installed  ## GEMINI_API_KEY=... make models: Gemini's models, and the catalog ids it no longer serves or deprecates
+	@$(PY) -m local.models
+
+lock: $(VENV)/.installed  ## constraints.txt from the venv's runtime dependencies (after a deliberate upgrade)
+	$(PY) -m infra.bundling
 
 synth: $(VENV)/.installed  ## CloudFormation template into cdk.out/, no Docker, no AWS credentials
 	$(PY) app.py

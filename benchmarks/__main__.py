@@ -11,6 +11,7 @@ from benchmarks import (
     bulk_pipeline,
     cold_start,
     load,
+    local_state,
     notifications,
     planning,
     poll_tick,
@@ -33,7 +34,8 @@ def main() -> None:
         time_to_result,
         notifications,
         load,
-    ):  # notifications and load last: they start the runtime
+        local_state,
+    ):  # notifications, load and local state last: they start the runtime
         section.run()
         print()
 

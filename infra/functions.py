@@ -95,9 +95,7 @@ class ServiceFunctions(Construct):
             memory_size=spec.memory_mb,
             timeout=Duration.seconds(spec.timeout_seconds),
             ephemeral_storage_size=Size.mebibytes(spec.ephemeral_storage_mb),
-            reserved_concurrent_executions=(
-                self._settings.reserved_concurrency_of(spec) if self._settings.reserved_concurrency else None
-            ),
+            reserved_concurrent_executions=(spec.reserved_concurrency if self._settings.reserved_concurrency else None),
             environment=self._environment,
             role=role,
             tracing=lambda_.Tracing.ACTIVE,

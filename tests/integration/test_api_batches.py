@@ -28,7 +28,7 @@ def test_create_charges_records_items_stores_images_and_queues_one_submit(api, a
     }
     # When they create a 2-request product batch
     created = api("POST", "/batch/create", body)
-    # Then it is accepted, charged 2 x 2.5, and points at its status
+    # Then it is accepted, charged 2 x 3.75 (product 2.5 x 1.5 for 2K), and points at its status
     assert created.status == 202, created.body
     batch_id = created.body["id"]
     assert created.headers["Location"] == f"/batch/status/{batch_id}"
@@ -36,10 +36,10 @@ def test_create_charges_records_items_stores_images_and_queues_one_submit(api, a
     assert created.body["status"] == "pending"
     assert created.body["type"] == "batch-product"
     assert created.body["requestCount"] == 2
-    assert created.body["creditCost"] == 5
+    assert created.body["creditCost"] == 7.5
     assert [job["clientId"] for job in created.body["jobs"]] == ["front", "request-2"]
-    assert get_stores().credits.get_balance("user-1") == Decimal(5)
-    assert ledger_sum("user-1") == Decimal(5)
+    assert get_stores().credits.get_balance("user-1") == Decimal("2.5")
+    assert ledger_sum("user-1") == Decimal("2.5")
     assert aws.queue_messages("batchgen-submit") == [{"batchId": batch_id}]
     assert aws.s3_keys("inputs/") == [f"inputs/{batch_id}/{created.body['jobs'][0]['generationId']}"]
 

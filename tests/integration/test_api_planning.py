@@ -170,7 +170,7 @@ def test_create_from_a_template_fills_variables_and_given_fields_win(api, aws):
         {"templateId": template_id, "variables": {"product": "a red mug", "colour": "white"}, "quality": "4k"},
     )
     assert created.status == 202, created.body
-    assert created.body["creditCost"] == 10  # 2 product requests x 2.5 x 4k (the create's quality won)
+    assert created.body["creditCost"] == 11.26  # 2 product requests x 5.63 at 4k (the create's quality won)
     record = stored(created.body["id"])
     assert record is not None
     assert record.batch.sharedPrompt == "a red mug on a white background"
@@ -232,7 +232,8 @@ def test_quote_equals_what_create_charges(api, aws, batch_type, quality):
     charged = Decimal(str(created.body["creditCost"]))
     assert Decimal(str(quote.body["balance"])) - charged == get_stores().credits.get_balance("user-1")
     assert quote.body["requestCount"] == 3 and quote.body["sufficient"] is True
-    standard = get_catalog().standardPrices[batch_type] * get_catalog().qualityMultipliers[quality] * 3
+    model = get_catalog().defaultModels[batch_type]
+    standard = pricing.price_table(get_catalog())[model]["qualities"][quality]["standard"][batch_type] * 3
     assert Decimal(str(quote.body["standardCost"])) == standard
     assert Decimal(str(quote.body["savings"])) == standard - Decimal(str(created.body["creditCost"]))
 
@@ -242,11 +243,11 @@ def test_quote_says_when_the_balance_is_short_and_works_from_a_template(api, aws
     template_id = api("POST", "/batch/templates", TEMPLATE).body["id"]
     quote = api("POST", "/batch/quote", {"templateId": template_id, "variables": {"product": "a", "colour": "b"}})
     assert quote.status == 200, quote.body
-    assert quote.body == {
+    assert quote.body == {  # 2 product requests at 2k: 2.5 x 1.5 each, the standard rate twice that
         "requestCount": 2,
-        "creditCost": 5,
-        "standardCost": 10,
-        "savings": 5,
+        "creditCost": 7.5,
+        "standardCost": 15,
+        "savings": 7.5,
         "balance": 3,
         "sufficient": False,
     }

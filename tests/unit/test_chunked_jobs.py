@@ -15,6 +15,7 @@ from batchgen.config import reset_caches
 from batchgen.domain import ids, jobs
 from batchgen.domain.gemini_jobs import JOB_EXPIRED, JOB_FAILED, JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import job_display_name
+from batchgen.domain.gemini_usage import GeminiUsage
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
 from batchgen.usecases.pipeline import chunks, collect, dispatch, manage, poll, submit
@@ -418,3 +419,46 @@ def test_a_webhook_for_an_unknown_a_replaced_or_an_unreachable_job_queues_nothin
     monkeypatch.setattr(services.gemini, "get_job", unreachable)
     assert gemini_webhook.handle_event(services, webhook(names[0])) == "ignored"  # the poller collects it
     assert collect_sent(services) == []
+
+
+# --- what Gemini bills, recorded with the checkpoints ------------------------------------------------
+def usage_line(text: str, prompt: int, out: int, thoughts: int) -> dict:
+    line = text_line(text)
+    line["response"]["usageMetadata"] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": out,
+        "thoughtsTokenCount": thoughts,
+    }
+    return line
+
+
+def test_usage_is_recorded_with_the_checkpoints_once_across_handovers_and_added_to_the_users_day(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("GEMINI_JOB_MAX_REQUESTS", "1000")
+    reset_caches()
+    services = FakeServices()
+    batch_id = new_batch(services, count=25)
+    job = submit.submit_batch(services, batch_id).job_name or ""
+    services.gemini.finish(job, [(key, usage_line("t", 10, 20, 5)) for key in keys(services, batch_id)])
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
+    writes = Counter[str]()
+    real = services.store.checkpoint_collect
+
+    def counting(*args, **kwargs):
+        writes["checkpoints"] += 1
+        return real(*args, **kwargs)
+
+    services.store.checkpoint_collect = counting  # type: ignore[method-assign]
+    assert collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0)).handed_over
+    collect.collect_batch(services, batch_id, 0)  # resumes after the checkpoint: nothing counted twice
+    usage = GeminiUsage.from_record(job_of(services, batch_id, 0).geminiUsage)
+    assert (usage.answers, usage.prompt_tokens, usage.output_tokens, usage.thoughts_tokens) == (25, 250, 500, 125)
+    # gemini-3.6-flash at $1.50 / $7.50 per 1M tokens in / out, thinking as out, at the batch rate (half)
+    assert usage.cost_usd == (Decimal(250) * Decimal("1.5") + Decimal(625) * Decimal("7.5")) / 1_000_000 / 2
+    assert writes["checkpoints"] == 2  # one per checkpoint, none per answer
+    (day,) = services.store.usage_days.values()
+    assert (day.userId, day.answers, day.promptTokens, day.costUsd) == ("user-1", 25, 250, usage.cost_usd)
+    assert day.credits == 25 * services.store.batches[batch_id].unitPrice
+    assert collect.collect_batch(services, batch_id, 0) == collect.CollectReport()  # a late duplicate adds nothing
+    assert services.store.usage_days[("user-1", day.day)].answers == 25

@@ -13,6 +13,8 @@ export type CreateBatchRequest = Schemas["CreateBatchRequest"];
 export type CreateBatchResponse = Schemas["CreateBatchResponse"];
 export type ItemView = Schemas["ItemView"];
 export type UploadTicket = Schemas["UploadResponse"] & { fields?: Record<string, string> | null };
+/** The item states `GET /batch/{id}/items` filters by (the service's own list, from its document). */
+export type ItemStatusFilter = NonNullable<NonNullable<paths["/batch/{batch_id}/items"]["get"]["parameters"]["query"]>["status"]>;
 export type ErrorBody = Schemas["ErrorBody"] & { required?: number; available?: number };
 export type BatchgenClient = Client<paths>;
 
@@ -170,7 +172,7 @@ async function manifest(api: BatchgenClient, id: string, signal?: AbortSignal): 
 export async function* items(
   api: BatchgenClient,
   id: string,
-  { status, pageSize = 1000, signal }: { status?: string; pageSize?: number; signal?: AbortSignal } = {},
+  { status, pageSize = 1000, signal }: { status?: ItemStatusFilter; pageSize?: number; signal?: AbortSignal } = {},
 ): AsyncGenerator<ItemView> {
   let cursor: string | undefined;
   do {

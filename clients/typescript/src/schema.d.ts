@@ -154,6 +154,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/users/{user_id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What Gemini billed for a user's answers, per UTC day, beside the credits charged
+         * @description `since`/`until` (YYYY-MM-DD, at most 366 days apart; default the last 30 days), oldest first; days without answers are absent. Totalled at each collect checkpoint from Gemini's usageMetadata.
+         */
+        get: operations["admin_user_usage_admin_users__user_id__usage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/webhooks/endpoints/{endpoint_id}": {
         parameters: {
             query?: never;
@@ -236,7 +256,7 @@ export interface paths {
         put?: never;
         /**
          * Create a batch (charged at the batch rate)
-         * @description Charges `requests × price × quality multiplier` at once; failed items are refunded. Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the first answer for the same body.
+         * @description Charges `requests × the price of the type, model and quality` at once; failed items are refunded. Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the first answer for the same body.
          */
         post: operations["create_batch_batch_create_post"];
         delete?: never;
@@ -276,7 +296,7 @@ export interface paths {
         put?: never;
         /**
          * A presigned URL to upload one JSONL file for a bulk batch
-         * @description PUT the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to `uploadUrl` within an hour (e.g. `curl -T requests.jsonl "$uploadUrl"`), then create the batch with `inputFile: <uploadId>`. An upload feeds one batch.
+         * @description POST the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to `uploadUrl` within an hour as a `multipart/form-data` form: every entry of `fields`, then the file as the field `file` (e.g. `curl --form-string key=... [each field] -F file=@requests.jsonl "$uploadUrl"`). S3 refuses a file over `maxBytes` (400 EntityTooLarge). Then create the batch with `inputFile: <uploadId>`. An upload feeds one batch.
          */
         post: operations["create_upload_batch_uploads_post"];
         delete?: never;
@@ -296,7 +316,7 @@ export interface paths {
         put?: never;
         /**
          * Price a batch before creating it (nothing is charged or recorded)
-         * @description Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the same checks; `standardCost` is what the standard endpoint would charge for as many images; `tiers` answers, for each tier, the credit cost and the estimated completion (`available: false`: the tier cannot take this batch, e.g. Flex for a model it does not serve).
+         * @description Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the same checks; `standardCost` is what the standard endpoint would charge for as many images.
          */
         post: operations["quote_batch_batch_quote_post"];
         delete?: never;
@@ -395,6 +415,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/webhooks/gemini": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Gemini's batch webhook (for Gemini, not for users)
+         * @description A Standard Webhooks delivery from Gemini (`webhook-id`, `webhook-timestamp`, `webhook-signature`: an HMAC with the `whsec_…` secret, or an RS256 JWT checked against Google's keys), JSON `{type, data: {id}}`. A verified `batch.succeeded` queues the job's collect at once; anything else is left to the poller. No user token: the signature is the credential. 404 while no webhook secret or key set is configured.
+         */
+        post: operations["gemini_webhook_webhooks_gemini_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/webhooks/endpoints": {
         parameters: {
             query?: never;
@@ -473,6 +513,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/generate/photo": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate one image now, at the standard price
+         * @description Seed 003's Variant 1: a synchronous Gemini generation (`generateContent`), charged at the standard rate (twice the batch price of `text-to-image` / `image-edit`, times the quality multiplier) and refunded in full if it fails (502). `referenceImage` (a data URL) is required for `i2i`.
+         */
+        post: operations["photo_api_generate_photo_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -522,21 +582,6 @@ export interface components {
             creditCost: number;
             /** Refundedcredits */
             refundedCredits: number;
-            /**
-             * Tier
-             * @default batch
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /** Deadline */
-            deadline?: string | null;
-            /** Eta */
-            eta?: string | null;
-            /**
-             * Topupcredits
-             * @default 0
-             */
-            topUpCredits: number;
             /** Userid */
             userId: string;
         };
@@ -623,55 +668,41 @@ export interface components {
             validation?: components["schemas"]["ValidationProgress"] | null;
             /** @description The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's */
             geminiJobs?: components["schemas"]["GeminiJobCounts"] | null;
-            /**
-             * Tier
-             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
-             * @default batch
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /** Deadline */
-            deadline?: string | null;
-            /** Fallback */
-            fallback?: "standard" | null;
-            /**
-             * Eta
-             * @description When the batch is expected to be done (null once it is)
-             */
-            eta?: string | null;
-            /** @description How many items are on each route */
-            routes?: components["schemas"]["RouteCounts"] | null;
-            /**
-             * Topupcredits
-             * @description Credits debited for the standard fallback (beside `creditCost`)
-             * @default 0
-             */
-            topUpCredits: number;
-            /**
-             * Fallbacknote
-             * @description Why the standard fallback could not move items (e.g. the balance)
-             */
-            fallbackNote?: string | null;
+            /** @description Admins only: what Gemini bills for the batch, beside the credits it charged */
+            geminiBilling?: components["schemas"]["GeminiBilling"] | null;
         };
         /**
          * CatalogResponse
          * @description `GET /catalog`: what a client needs to price a batch before creating it (the console's live price).
          */
         CatalogResponse: {
-            /** Batchprices */
+            /**
+             * Batchprices
+             * @description Per type, for its default model at 1k
+             */
             batchPrices: {
                 [key: string]: number;
             };
-            /** Standardprices */
+            /**
+             * Standardprices
+             * @description Per type, for its default model at 1k
+             */
             standardPrices: {
                 [key: string]: number;
             };
-            /** Qualitymultipliers */
-            qualityMultipliers: {
-                [key: string]: number;
+            /**
+             * Prices
+             * @description Every model, alias and accepted older id by name: `prices[model].qualities[quality]` is seed 003's computePrice(model, {quality})
+             */
+            prices: {
+                [key: string]: components["schemas"]["ModelPrices"];
             };
             /** Models */
             models: {
+                [key: string]: string;
+            };
+            /** Aliases */
+            aliases: {
                 [key: string]: string;
             };
             /** Defaultmodels */
@@ -711,16 +742,6 @@ export interface components {
          *         }
          *       ],
          *       "type": "image-edit"
-         *     }
-         * @example {
-         *       "requests": [
-         *         {
-         *           "id": "q1",
-         *           "prompt": "Name three uses of a paperclip"
-         *         }
-         *       ],
-         *       "tier": "auto",
-         *       "type": "text"
          *     }
          */
         CreateBatchRequest: {
@@ -771,22 +792,7 @@ export interface components {
              * @description Submit at the next start of the off-peak window (UTC)
              */
             offPeak?: boolean | null;
-            /**
-             * Tier
-             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
-             */
-            tier?: ("batch" | "flex" | "auto") | null;
-            /**
-             * Deadline
-             * @description ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex to keep it, and `fallback` acts just before it
-             */
-            deadline?: string | null;
-            /**
-             * Fallback
-             * @description `standard`: items still open 5 minutes before the deadline are generated at the standard tier; the price difference is debited then (without the balance for it, they stay where they are)
-             */
-            fallback?: "standard" | null;
-        };
+        } & ((unknown | unknown) & (unknown | unknown | unknown));
         /** CreateBatchResponse */
         CreateBatchResponse: {
             /** Id */
@@ -807,19 +813,6 @@ export interface components {
             message: string;
             /** Scheduledfor */
             scheduledFor?: string | null;
-            /**
-             * Tier
-             * @default batch
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /** Deadline */
-            deadline?: string | null;
-            /**
-             * Eta
-             * @description When the batch is expected to be done
-             */
-            eta?: string | null;
         };
         /** CreateWebhookEndpointRequest */
         CreateWebhookEndpointRequest: {
@@ -909,6 +902,52 @@ export interface components {
             }[] | null;
         };
         /**
+         * GeminiBilling
+         * @description What Gemini bills for a batch (admins only): from the `usageMetadata` of its answers, every chunk and
+         *     round, priced at the catalog's list prices at the batch rate; beside the credits it charged.
+         */
+        GeminiBilling: {
+            /**
+             * Answers
+             * @description Answers Gemini returned (billed or not)
+             */
+            answers: number;
+            /**
+             * Images
+             * @description Final images delivered, by Gemini image size (1K, 2K, 4K)
+             */
+            images: {
+                [key: string]: number;
+            };
+            /** Prompttokens */
+            promptTokens: number;
+            /**
+             * Outputtokens
+             * @description Text output tokens
+             */
+            outputTokens: number;
+            /**
+             * Imagetokens
+             * @description Image output tokens
+             */
+            imageTokens: number;
+            /**
+             * Thoughtstokens
+             * @description Thinking tokens (billed at the text output rate)
+             */
+            thoughtsTokens: number;
+            /**
+             * Estimatedcostusd
+             * @description Estimated Gemini cost in US dollars, at list price x the batch rate
+             */
+            estimatedCostUsd: number;
+            /**
+             * Creditscharged
+             * @description Credits the batch charged, less its refunds
+             */
+            creditsCharged: number;
+        };
+        /**
          * GeminiJobCounts
          * @description The batch's Gemini jobs (one per `GEMINI_JOB_MAX_REQUESTS` requests) by state.
          */
@@ -931,6 +970,18 @@ export interface components {
             failed: number;
             /** Expired */
             expired: number;
+        };
+        /**
+         * GeminiWebhookAck
+         * @description `POST /webhooks/gemini`: what the service did with a verified event.
+         */
+        GeminiWebhookAck: {
+            /**
+             * Status
+             * @description collect_queued: the job's results are being collected now; ignored: nothing to do (another event type, a job the service does not know, or collected already)
+             * @enum {string}
+             */
+            status: "collect_queued" | "ignored";
         };
         /**
          * GenerateBatchRequest
@@ -960,21 +1011,6 @@ export interface components {
             aspectRatio?: string | null;
             /** Negativeprompt */
             negativePrompt?: string | null;
-            /**
-             * Tier
-             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
-             */
-            tier?: ("batch" | "flex" | "auto") | null;
-            /**
-             * Deadline
-             * @description ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex to keep it, and `fallback` acts just before it
-             */
-            deadline?: string | null;
-            /**
-             * Fallback
-             * @description `standard`: items still open 5 minutes before the deadline are generated at the standard tier; the price difference is debited then (without the balance for it, they stay where they are)
-             */
-            fallback?: "standard" | null;
         };
         /** GenerateBatchResponse */
         GenerateBatchResponse: {
@@ -1063,21 +1099,6 @@ export interface components {
             creditCost: number;
             /** Refundedcredits */
             refundedCredits: number;
-            /**
-             * Tier
-             * @default batch
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /** Deadline */
-            deadline?: string | null;
-            /** Eta */
-            eta?: string | null;
-            /**
-             * Topupcredits
-             * @default 0
-             */
-            topUpCredits: number;
         };
         /** InsufficientCreditsBody */
         InsufficientCreditsBody: {
@@ -1128,13 +1149,6 @@ export interface components {
              * @description When the item reached its final state
              */
             finishedAt?: string | null;
-            /**
-             * Route
-             * @description Where the item is (or was) generated
-             * @default batch
-             * @enum {string}
-             */
-            route: "batch" | "flex" | "standard";
         };
         /** Job */
         Job: {
@@ -1154,6 +1168,48 @@ export interface components {
             /** Batchid */
             batchId: string | null;
         };
+        /** ModelPrices */
+        ModelPrices: {
+            /**
+             * Model
+             * @description The catalog model this name runs as (an alias or older id: its target)
+             */
+            model: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "image" | "text";
+            /** Qualities */
+            qualities: {
+                [key: string]: components["schemas"]["QualityPrice"];
+            };
+        };
+        /**
+         * QualityPrice
+         * @description One model at one quality: seed 003's `computePrice(model, {quality})` is this object (`.stars`).
+         */
+        QualityPrice: {
+            /**
+             * Stars
+             * @description Credits per image of the seed-003 batch endpoint (image-edit, batch rate)
+             */
+            stars: number;
+            /**
+             * Batch
+             * @description Credits per request by batch type, batch rate (Batch API, Flex)
+             */
+            batch: {
+                [key: string]: number;
+            };
+            /**
+             * Standard
+             * @description Credits per request by type at the standard rate
+             */
+            standard: {
+                [key: string]: number;
+            };
+        };
         /**
          * QuoteResponse
          * @description `POST /batch/quote`: what the create body would cost; nothing is charged or recorded.
@@ -1171,23 +1227,6 @@ export interface components {
             balance: number;
             /** Sufficient */
             sufficient: boolean;
-            /**
-             * Tier
-             * @description The tier the body asks for
-             * @default batch
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /**
-             * Eta
-             * @description Estimated completion on that tier
-             */
-            eta?: string | null;
-            /**
-             * Tiers
-             * @description Cost and estimated completion per tier
-             */
-            tiers?: components["schemas"]["TierQuote"][];
         };
         /**
          * ResultsManifest
@@ -1227,33 +1266,8 @@ export interface components {
             message: string;
             /** Scheduledfor */
             scheduledFor?: string | null;
-            /**
-             * Tier
-             * @default batch
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /** Deadline */
-            deadline?: string | null;
-            /**
-             * Eta
-             * @description When the batch is expected to be done
-             */
-            eta?: string | null;
             /** Retryof */
             retryOf: string;
-        };
-        /**
-         * RouteCounts
-         * @description Items per route: the Batch API, Flex, or the standard tier (the deadline's fallback).
-         */
-        RouteCounts: {
-            /** Batch */
-            batch: number;
-            /** Flex */
-            flex: number;
-            /** Standard */
-            standard: number;
         };
         /** Summary */
         Summary: {
@@ -1347,39 +1361,9 @@ export interface components {
             updatedAt: string;
         };
         /**
-         * TierQuote
-         * @description One tier's answer for the quoted batch.
-         */
-        TierQuote: {
-            /**
-             * Tier
-             * @enum {string}
-             */
-            tier: "batch" | "flex" | "auto";
-            /**
-             * Available
-             * @description False: this tier cannot take the batch (Flex does not serve its model)
-             */
-            available: boolean;
-            /**
-             * Route
-             * @description The route its items would start on (`auto` picks one)
-             */
-            route: ("batch" | "flex" | "standard") | null;
-            /**
-             * Creditcost
-             * @description The same batch price on every tier
-             */
-            creditCost: number;
-            /**
-             * Eta
-             * @description Estimated completion (ISO 8601 UTC), if it started now
-             */
-            eta: string | null;
-        };
-        /**
          * UploadResponse
-         * @description A presigned PUT for one bulk input file.
+         * @description A presigned upload of one bulk input file: a `multipart/form-data` POST to `uploadUrl` of every
+         *     entry of `fields`, then the file as the field `file` (last). S3 refuses a file over `maxBytes`.
          */
         UploadResponse: {
             /** Uploadid */
@@ -1388,18 +1372,77 @@ export interface components {
             uploadUrl: string;
             /**
              * Method
-             * @default PUT
+             * @default POST
              * @constant
              */
-            method: "PUT";
-            /** Headers */
+            method: "POST";
+            /**
+             * Headers
+             * @description Headers to send with the upload besides the form's own
+             */
             headers: {
+                [key: string]: string;
+            };
+            /**
+             * Fields
+             * @description Form fields to send before the file, as they are
+             */
+            fields: {
                 [key: string]: string;
             };
             /** Expiresat */
             expiresAt: string;
             /** Maxbytes */
             maxBytes: number;
+        };
+        /**
+         * UsageDay
+         * @description One user's Gemini usage of one UTC day (`creditsCharged`: the price of the items answered that day).
+         */
+        UsageDay: {
+            /**
+             * Answers
+             * @description Answers Gemini returned (billed or not)
+             */
+            answers: number;
+            /**
+             * Images
+             * @description Final images delivered, by Gemini image size (1K, 2K, 4K)
+             */
+            images: {
+                [key: string]: number;
+            };
+            /** Prompttokens */
+            promptTokens: number;
+            /**
+             * Outputtokens
+             * @description Text output tokens
+             */
+            outputTokens: number;
+            /**
+             * Imagetokens
+             * @description Image output tokens
+             */
+            imageTokens: number;
+            /**
+             * Thoughtstokens
+             * @description Thinking tokens (billed at the text output rate)
+             */
+            thoughtsTokens: number;
+            /**
+             * Estimatedcostusd
+             * @description Estimated Gemini cost in US dollars, at list price x the batch rate
+             */
+            estimatedCostUsd: number;
+            /**
+             * Creditscharged
+             * @description Credits the batch charged, less its refunds
+             */
+            creditsCharged: number;
+            /** Userid */
+            userId: string;
+            /** Day */
+            day: string;
         };
         /**
          * ValidationProgress
@@ -1480,6 +1523,46 @@ export interface components {
              * @constant
              */
             status: "queued";
+        };
+        /**
+         * PhotoRequest
+         * @description Seed 003's Variant 1 body for `POST /api/generate/photo`, accepted exactly as that client sends it.
+         */
+        PhotoRequest: {
+            /** Model */
+            model?: string | null;
+            /** Prompt */
+            prompt: string;
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "t2i" | "i2i";
+            /**
+             * Referenceimage
+             * @description A data URL (required for i2i)
+             */
+            referenceImage?: string | null;
+            /** Quality */
+            quality?: ("1k" | "2k" | "4k") | null;
+            /** Aspectratio */
+            aspectRatio?: string | null;
+            /** Negativeprompt */
+            negativePrompt?: string | null;
+        };
+        /** PhotoResponse */
+        PhotoResponse: {
+            /** Generationid */
+            generationId: string;
+            /**
+             * Status
+             * @constant
+             */
+            status: "success";
+            /** Imageurl */
+            imageUrl: string;
+            /** Creditcost */
+            creditCost: number;
         };
     };
     responses: never;
@@ -1646,6 +1729,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -1686,6 +1784,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -1809,6 +1922,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -1849,6 +1977,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -1906,7 +2049,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
-                status?: string | null;
+                status?: ("pending" | "processing" | "success" | "failed" | "cancelled") | null;
             };
             header?: never;
             path: {
@@ -2223,7 +2366,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2278,6 +2421,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2508,6 +2666,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2553,7 +2726,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2648,6 +2821,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2673,6 +2861,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2760,7 +2963,164 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such batch or route (another user's batch reads as missing) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Not found",
+                     *       "message": "No batch with id 'batch_0123456789abcdef' was found."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The URL (path and query) is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request-URI Too Long",
+                     *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Throttled: slow down and retry */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Too many requests",
+                     *       "message": "The API is receiving more requests than it accepts; retry."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request's headers are too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request Header Fields Too Large",
+                     *       "message": "The request's headers are too large."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error on the service's side; retry shortly */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Internal error",
+                     *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_user_usage_admin_users__user_id__usage_get: {
+        parameters: {
+            query?: {
+                since?: string | null;
+                until?: string | null;
+            };
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's usage per day */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageDay"][];
+                };
+            };
+            /** @description Invalid input: `details` lists each invalid field with its location */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Invalid request",
+                     *       "message": "Invalid requests.0.prompt: Field required.",
+                     *       "details": [
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "requests",
+                     *             "0",
+                     *             "prompt"
+                     *           ],
+                     *           "msg": "Field required",
+                     *           "type": "missing"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, expired or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unauthorized",
+                     *       "message": "Your token has expired; sign in again."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2885,6 +3245,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -2910,6 +3285,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -2997,6 +3387,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -3022,6 +3427,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3109,6 +3529,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such batch or route (another user's batch reads as missing) */
             404: {
                 headers: {
@@ -3149,6 +3584,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3362,7 +3812,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3437,7 +3887,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3504,8 +3954,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
-                status?: string | null;
-                type?: string | null;
+                status?: ("validating" | "scheduled" | "pending" | "processing" | "completed" | "failed" | "cancelled" | "expired") | null;
+                type?: ("character" | "food" | "product" | "text-to-image" | "image-edit" | "text" | "batch-character" | "batch-food" | "batch-product" | "batch-text-to-image" | "batch-image-edit" | "batch-text") | null;
             };
             header?: never;
             path?: never;
@@ -3659,7 +4109,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3684,6 +4134,21 @@ export interface operations {
                      * @example {
                      *       "error": "Request-URI Too Long",
                      *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3800,7 +4265,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3860,7 +4325,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4081,6 +4546,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than the API accepts */
             413: {
                 headers: {
@@ -4111,7 +4591,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4379,7 +4859,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4424,7 +4904,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4662,7 +5142,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4692,7 +5172,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4759,8 +5239,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
-                status?: string | null;
-                type?: string | null;
+                status?: ("validating" | "scheduled" | "pending" | "processing" | "completed" | "failed" | "cancelled" | "expired") | null;
+                type?: ("character" | "food" | "product" | "text-to-image" | "image-edit" | "text" | "batch-character" | "batch-food" | "batch-product" | "batch-text-to-image" | "batch-image-edit" | "batch-text") | null;
                 userId?: string | null;
             };
             header?: never;
@@ -4820,7 +5300,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin) */
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4830,6 +5310,143 @@ export interface operations {
                      * @example {
                      *       "error": "Forbidden",
                      *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The URL (path and query) is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request-URI Too Long",
+                     *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Throttled: slow down and retry */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Too many requests",
+                     *       "message": "The API is receiving more requests than it accepts; retry."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request's headers are too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request Header Fields Too Large",
+                     *       "message": "The request's headers are too large."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error on the service's side; retry shortly */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Internal error",
+                     *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    gemini_webhook_webhooks_gemini_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Verified and handled */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GeminiWebhookAck"];
+                };
+            };
+            /** @description Invalid input: `details` lists each invalid field with its location */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Invalid request",
+                     *       "message": "Invalid requests.0.prompt: Field required.",
+                     *       "details": [
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "requests",
+                     *             "0",
+                     *             "prompt"
+                     *           ],
+                     *           "msg": "Field required",
+                     *           "type": "missing"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, expired or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unauthorized",
+                     *       "message": "Your token has expired; sign in again."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such batch or route (another user's batch reads as missing) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Not found",
+                     *       "message": "No batch with id 'batch_0123456789abcdef' was found."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -5056,6 +5673,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Conflicts with the batch's state or with an earlier request under the same Idempotency-Key */
             409: {
                 headers: {
@@ -5086,7 +5718,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The body is not JSON (send `Content-Type: application/json`) */
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5458,6 +6090,209 @@ export interface operations {
                      * @example {
                      *       "error": "Internal error",
                      *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    photo_api_generate_photo_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PhotoRequest"];
+            };
+        };
+        responses: {
+            /** @description The generated image */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PhotoResponse"];
+                };
+            };
+            /** @description Invalid input: `details` lists each invalid field with its location */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Invalid request",
+                     *       "message": "Invalid requests.0.prompt: Field required.",
+                     *       "details": [
+                     *         {
+                     *           "loc": [
+                     *             "body",
+                     *             "requests",
+                     *             "0",
+                     *             "prompt"
+                     *           ],
+                     *           "msg": "Field required",
+                     *           "type": "missing"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, expired or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unauthorized",
+                     *       "message": "Your token has expired; sign in again."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Insufficient credits: `required` and `available` say by how much */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Insufficient credits",
+                     *       "message": "This batch costs 100 credits but your balance is 84. Add credits or submit fewer requests.",
+                     *       "required": 100,
+                     *       "available": 84
+                     *     }
+                     */
+                    "application/json": components["schemas"]["InsufficientCreditsBody"];
+                };
+            };
+            /** @description Not allowed for this account (admin accounts cannot create batches; admin routes need an admin), or a write signed in with the session cookie from a page whose origin is not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Forbidden",
+                     *       "message": "Admin accounts cannot create batches; use a regular user account."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Payload too large",
+                     *       "message": "The request body is larger than 5.75 MB."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The URL (path and query) is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request-URI Too Long",
+                     *       "message": "The URL is too long."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not JSON (send `Content-Type: application/json`); a write signed in with the session cookie must send it even without a body */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Unsupported media type",
+                     *       "message": "Send the body as JSON with 'Content-Type: application/json' (got 'text/plain')."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Throttled: slow down and retry */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Too many requests",
+                     *       "message": "The API is receiving more requests than it accepts; retry."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request's headers are too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Request Header Fields Too Large",
+                     *       "message": "The request's headers are too large."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error on the service's side; retry shortly */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Internal error",
+                     *       "message": "Something went wrong on our side; retry shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Generation failed at Gemini (or the image upload did); the charge was refunded in full */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "Generation failed",
+                     *       "message": "Gemini is unavailable right now. Your 2 credits were refunded."
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];

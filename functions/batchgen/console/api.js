@@ -93,6 +93,7 @@ export const api = {
   templates: () => call("GET", "batch/templates").then((r) => r.body),
   addTemplate: (body) => call("POST", "batch/templates", { body }).then((r) => r.body),
   deleteTemplate: (id) => call("DELETE", `batch/templates/${encodeURIComponent(id)}`),
+  usage: (userId, query) => call("GET", `admin/users/${encodeURIComponent(userId)}/usage`, { query }).then((r) => r.body),
 };
 
 /** Sends a bulk batch's file where POST /batch/uploads said: the one place that speaks the upload

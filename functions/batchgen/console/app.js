@@ -143,7 +143,9 @@ async function newBatch() {
     h("select", { id, name: id }, options.map((o) => h("option", { value: o, selected: o === value }, o)));
 
   const type = select("type", TYPES, "text-to-image");
-  const quality = select("quality", Object.keys(catalog.qualityMultipliers), "1k");
+  // Prices come from the catalog's one table (GET /catalog `prices`), for the type's default model.
+  const modelPrices = () => catalog.prices[catalog.defaultModels[type.value]];
+  const quality = select("quality", Object.keys(modelPrices().qualities), "1k");
   const ratio = select("aspectRatio", ["", ...catalog.aspectRatios], "");
   ratio.options[0].textContent = "default";
   const name = h("input", { id: "displayName", name: "displayName", maxLength: 200 });
@@ -237,7 +239,7 @@ async function newBatch() {
 
   function updatePrice() {
     const count = requests().length;
-    const unit = Math.round(cents(catalog.batchPrices[type.value]) * Number(catalog.qualityMultipliers[quality.value]));
+    const unit = cents(modelPrices().qualities[quality.value].batch[type.value]);
     const total = unit * count;
     const balance = cents(account.balance);
     price.textContent =
@@ -299,6 +301,13 @@ async function newBatch() {
     event.preventDefault();
     drop.classList.remove("over");
     addFiles([...event.dataTransfer.files]);
+  });
+  // The qualities the type's model delivers (text: 1k only), keeping the choice when it still exists.
+  type.addEventListener("input", () => {
+    const offered = Object.keys(modelPrices().qualities);
+    const kept = offered.includes(quality.value) ? quality.value : offered[0];
+    quality.replaceChildren(...offered.map((o) => h("option", { value: o, selected: o === kept }, o)));
+    quality.value = kept;
   });
   for (const input of [type, quality, prompts]) input.addEventListener("input", updatePrice);
   for (const input of [tier, deadline, fallback]) input.addEventListener("change", updateEstimate);
@@ -364,7 +373,7 @@ async function batchList({ admin = false } = {}) {
           {},
           h("td", { class: "optional" }, when(entry.createdAt)),
           admin ? h("td", { class: "optional" }, entry.userId) : null,
-          h("td", { class: "name" }, admin ? entry.id : h("a", { href: `#/batch/${encodeURIComponent(entry.id)}` }, entry.displayName || entry.id)),
+          h("td", { class: "name" }, h("a", { href: `#/batch/${encodeURIComponent(entry.id)}` }, admin ? entry.id : entry.displayName || entry.id)),
           h("td", { class: "optional" }, entry.type.replace(/^batch-/, "")),
           h("td", {}, statusBadge(entry.status)),
           h("td", { class: "num optional" }, `${entry.successCount}/${entry.failCount}/${entry.requestCount}`),
@@ -405,6 +414,7 @@ async function batchPage(id) {
   const reason = h("p", { class: "reason", id: "failure-reason", hidden: true });
   const routing = h("p", { class: "routing", id: "routing" });
   const fallbackNote = h("p", { class: "reason", id: "fallback-note", hidden: true });
+  const billing = h("p", { id: "gemini-billing", class: "billing", hidden: true }); // admins only: what Gemini bills
   const cancel = h("button", { type: "button", class: "danger", id: "cancel" }, "Cancel batch");
   const retry = h("button", { type: "button", class: "secondary", id: "retry", hidden: true }, "Retry failed");
   const downloads = h("section", { class: "card downloads", id: "downloads", "aria-labelledby": "downloads-heading", hidden: true });
@@ -543,6 +553,15 @@ async function batchPage(id) {
       (Number(current.topUpCredits) ? ` · standard fallback top-ups ${current.topUpCredits}` : "");
     fallbackNote.textContent = current.fallbackNote || "";
     fallbackNote.hidden = !current.fallbackNote;
+    const g = current.geminiBilling;
+    billing.hidden = !g;
+    if (g) {
+      const images = Object.entries(g.images).map(([size, n]) => `${n} × ${size}`).join(", ") || "no images";
+      billing.textContent =
+        `Gemini bills: ${images}; ${g.promptTokens} tokens in, ${g.outputTokens} text and ${g.imageTokens} image out, ` +
+        `${g.thoughtsTokens} thinking; about $${Number(g.estimatedCostUsd).toFixed(4)} at the batch rate, ` +
+        `for ${g.creditsCharged} credits charged.`;
+    }
     reason.textContent = current.failureReason || "";
     reason.hidden = !current.failureReason;
     const ended = TERMINAL.has(current.status);
@@ -559,6 +578,7 @@ async function batchPage(id) {
     routing,
     fallbackNote,
     reason,
+    billing,
     h("label", { for: "progress" }, "Progress"),
     progress,
     progressText,
@@ -987,7 +1007,47 @@ async function adminPage() {
     submit,
     result,
   );
-  page("Admin", form, h("h2", {}, "Every user's batches"), await batchList({ admin: true }));
+  page("Admin", form, usageForm(), h("h2", {}, "Every user's batches"), await batchList({ admin: true }));
+}
+
+/** What Gemini billed for one user's answers per day, beside the credits charged (GET /admin/users/{id}/usage). */
+function usageForm() {
+  const user = h("input", { id: "usage-user", name: "userId", required: true, autocomplete: "off" });
+  const submit = h("button", { type: "submit" }, "Show usage");
+  const headers = ["Day", "Images 1K/2K/4K", "Tokens in", "Out (text/image)", "Thinking", "Gemini cost (est.)", "Credits"];
+  const table = tableOf(headers, [], "Gemini usage per day");
+  return h(
+    "form",
+    {
+      class: "card",
+      "aria-labelledby": "usage-heading",
+      onsubmit: (event) => {
+        event.preventDefault();
+        guarded(submit, async () => {
+          const days = await api.usage(user.value.trim(), {});
+          const rows = table.querySelector("tbody");
+          rows.replaceChildren(
+            ...days.map((d) =>
+              h("tr", {},
+                h("td", {}, d.day),
+                h("td", {}, `${d.images["1K"]}/${d.images["2K"]}/${d.images["4K"]}`),
+                h("td", {}, String(d.promptTokens)),
+                h("td", {}, `${d.outputTokens}/${d.imageTokens}`),
+                h("td", {}, String(d.thoughtsTokens)),
+                h("td", {}, `$${Number(d.estimatedCostUsd).toFixed(4)}`),
+                h("td", {}, String(d.creditsCharged)),
+              ),
+            ),
+          );
+          if (!days.length) rows.append(h("tr", {}, h("td", { colspan: headers.length }, "No answers in the last 30 days.")));
+        });
+      },
+    },
+    h("h2", { id: "usage-heading" }, "What Gemini bills, per day"),
+    h("div", { class: "grid" }, h("div", {}, h("label", { for: "usage-user" }, "Account"), user)),
+    submit,
+    table,
+  );
 }
 
 // ------------------------------------------------------------------------------------------ router

@@ -13,13 +13,6 @@ from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, sources
 from batchgen.models.records import BatchRecord
 
 
-def touch_pending(now: str, seen_updated_at: str | None = None) -> Change:
-    """A pending batch attended to now (the poller does not re-drive it); with `seen_updated_at`, only if
-    nobody touched it since (two overlapping ticks re-drive once)."""
-    fields = {"updatedAt": seen_updated_at} if seen_updated_at else {}
-    return Change({"updatedAt": now}, Guard(fields, frozenset({BatchStatus.PENDING})), name="touch_pending")
-
-
 def release_scheduled(now: str) -> Change:
     """SCHEDULED -> PENDING when its time has come (not if it was cancelled or released meanwhile)."""
     return Change(

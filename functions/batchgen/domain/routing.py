@@ -32,8 +32,8 @@ TIER_BATCH, TIER_FLEX, TIER_AUTO = constants.TIERS
 
 def flex_served(catalog: Catalog, model: str) -> bool:
     """The catalog's reading of Gemini's pages: whether the Flex tier serves `model` (`flex.served`)."""
-    flex = catalog.models.get(model, {}).get("flex")
-    return isinstance(flex, dict) and flex.get("served") is True
+    spec = catalog.models.get(model)
+    return spec is not None and spec.flex is not None and spec.flex.served
 
 
 def flex_models(catalog: Catalog) -> list[str]:

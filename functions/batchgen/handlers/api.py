@@ -17,8 +17,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen import constants
-from batchgen.auth import authenticate
+from batchgen.auth import authenticate, by_cookie
 from batchgen.config import get_settings
+from batchgen.domain import json_text
 from batchgen.domain.errors import DomainError, Forbidden, NotFound, Unauthorized
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers import api_edge
@@ -36,6 +37,7 @@ PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", constants.GEMINI_
 _origins = get_settings().cors_origin_list
 app = APIGatewayRestResolver(
     enable_validation=True,
+    json_body_deserializer=json_text.loads,  # numbers measured before they are converted
     response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
     cors=CORSConfig(
         allow_origin=_origins[0],
@@ -162,10 +164,15 @@ def _pre_route_error(event: dict[str, Any]) -> Response | None:
     public = path in PUBLIC_PATHS or console.is_console_path(path) or path.startswith(docs.ASSET_PATH_PREFIX)
     if early is not None or public or event.get("httpMethod") == "OPTIONS":
         return early
+    headers = event.get("headers") or {}
     try:
-        caller = authenticate(event.get("headers") or {})
+        caller = authenticate(headers)
     except Unauthorized as error:
         return handle_domain_error(error)
+    if by_cookie(headers):
+        refused = api_edge.cookie_write_error(event, error_response, get_settings().allowed_origin_list)
+        if refused is not None:
+            return refused
     app.append_context(principal=caller)
     if str(event.get("path", "")).startswith(ADMIN_PATH_PREFIX) and not caller.is_admin:
         return handle_domain_error(Forbidden(ADMIN_ONLY_MESSAGE))  # before the body is validated

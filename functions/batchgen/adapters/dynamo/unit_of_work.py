@@ -1,7 +1,8 @@
 """The unit of work: the transactions that span aggregates, each named for what it does.
 
 Credits move together with a batch or a generation: create debits the balance and records the batch, its
-items and the ledger entry; a settlement ends items, refunds them and persists its events. Each is ONE
+items and the ledger entry; a settlement ends items, refunds them and persists its events. A collect
+checkpoint moves together with the user's Gemini usage of the day. Each is ONE
 DynamoDB transaction built from the stores' own writes (`credits.debit`, `batches.batch_row`, ...), so the
 stores stay small and apart while money and state still change together or not at all.
 """
@@ -17,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.dynamo import credits
+from batchgen.adapters.dynamo import usage as usage_days
 from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
 from batchgen.adapters.dynamo.codec import (
     ACTIVE_PK,
@@ -29,6 +31,7 @@ from batchgen.adapters.dynamo.codec import (
     Table,
     batch_pk,
     cancellation_codes,
+    change_request,
     error_code,
     index_removals,
     item_sk,
@@ -36,14 +39,16 @@ from batchgen.adapters.dynamo.codec import (
     key,
     marshal,
     unmarshal,
+    update_request,
     user_pk,
     values,
 )
 from batchgen.adapters.dynamo.generations import generation_key
 from batchgen.adapters.dynamo.outbox import outbox_put
-from batchgen.domain.changes import Change, Guard
+from batchgen.domain.changes import Change, Guard, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.events import DomainEvent
+from batchgen.domain.gemini_usage import UsageCheckpoint
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
 from batchgen.domain.routing import RouteMove, item_charge, rev_condition, route_count_field
@@ -381,5 +386,28 @@ class DynamoUnitOfWork:
                 "ConditionalCheckFailed"
             ]:
                 return False  # settled already: never refunded twice
+            raise
+        return True
+
+    def checkpoint_collect(self, batch_id: str, chunk: int, change: JobChange, usage: UsageCheckpoint) -> bool:
+        """A chunk's collect checkpoint (`domain.jobs.collect_progress`, with its batch checked) and the
+        user's day row adding what the checkpoint's lines used, in one transaction: the usage of a line is
+        counted exactly once however many runs read it. False when the checkpoint's condition did not hold
+        (another run moved it, or the batch ended)."""
+        name = self.table.name
+        writes: list[dict[str, Any]] = [
+            {"Update": update_request(name, key(batch_pk(batch_id), job_sk(chunk)), change.job)}
+        ]
+        if change.batch is not None:
+            batch_side = change_request(name, batch_id, change.batch)
+            writes.append({"Update" if "UpdateExpression" in batch_side else "ConditionCheck": batch_side})
+        writes.append(usage_days.day_addition(name, usage))
+        try:
+            self.table.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            # Only a failed condition means another run got there first; anything else is an error (retried).
+            codes = set(cancellation_codes(exc)) - {"None"}
+            if error_code(exc) == "TransactionCanceledException" and codes <= {"ConditionalCheckFailed"}:
+                return False
             raise
         return True

@@ -21,7 +21,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases.pipeline import chunks, create, dispatch, manage
+from batchgen.usecases.pipeline import billing, chunks, create, dispatch, manage
 from batchgen.usecases.planning import plan
 
 router = Router()
@@ -68,7 +68,7 @@ def created_message(scheduled_for: str | None) -> str:
 @router.post(
     "/batch/create",
     summary="Create a batch (charged at the batch rate)",
-    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    description="Charges `requests × the price of the type, model and quality` at once; failed items are refunded. "
     "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
     "first answer for the same body.",
     tags=["Batches"],
@@ -104,12 +104,15 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
-    record = items.status_page(services(), principal(router), batch_id)
+    caller = principal(router)
+    record = items.status_page(services(), caller, batch_id)
     body = reports.status_body(record)
     chunk_jobs = chunks.jobs_of(services(), record.batch)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
     body.update(chunks.gemini_view(chunk_jobs))  # per chunk
     body["routes"] = routing.route_counts(record.batch, chunk_jobs)  # from the chunks' rows: no item read
+    if caller.is_admin:  # what Gemini bills is the operator's business, not the user's
+        body["geminiBilling"] = billing.batch_billing(record.batch, chunk_jobs)
     return models.BatchStatusResponse.model_validate(body)
 
 
@@ -122,9 +125,9 @@ def batch_status(batch_id: str) -> models.BatchStatusResponse:
 )
 def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,  # the seed's query name
+    cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
+    status: Annotated[models.BatchStatusName | None, Query()] = None,
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,  # the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
     page = manage.list_history(
         services(), principal(router).user_id, limit=limit, cursor=cursor, status=status, batch_type=type

@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from batchgen.config import get_settings, load_catalog
+from batchgen.domain import pricing
 from batchgen.domain.errors import NotFound
 from batchgen.handlers import api_docs as docs
 from batchgen.models import api as models
@@ -35,8 +36,11 @@ def catalog() -> models.CatalogResponse:
     return models.CatalogResponse(
         batchPrices=source.batchPrices,
         standardPrices=source.standardPrices,
-        qualityMultipliers=source.qualityMultipliers,
-        models={name: str(spec.get("kind", "")) for name, spec in source.models.items()},
+        prices={
+            name: models.ModelPrices.model_validate(prices) for name, prices in pricing.price_table(source).items()
+        },
+        models={name: spec.kind for name, spec in source.models.items()},
+        aliases=source.aliases,
         defaultModels=source.defaultModels,
         aspectRatios=source.aspectRatios,
         maxBatchRequests=settings.max_batch_requests,

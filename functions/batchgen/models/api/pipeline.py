@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from batchgen import constants
 from batchgen.domain.money import to_credits
@@ -15,6 +15,7 @@ from batchgen.models.api.common import (
     FALLBACK_DESCRIPTION,
     TIER_DESCRIPTION,
     BatchTypeName,
+    Choice,
     Credits,
     Fallback,
     Prompt,
@@ -39,6 +40,11 @@ class CreateBatchRequest(StrictBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # `type` unless a template gives it; `requests`, an `inputFile` or a template's requests.
+            "allOf": [
+                {"anyOf": [{"required": ["type"]}, {"required": ["templateId"]}]},
+                {"anyOf": [{"required": ["requests"]}, {"required": ["inputFile"]}, {"required": ["templateId"]}]},
+            ],
             "examples": [
                 {
                     "type": "character",
@@ -58,7 +64,7 @@ class CreateBatchRequest(StrictBody):
                     "requests": [{"id": "q1", "prompt": "Name three uses of a paperclip"}],
                     "tier": "auto",
                 },
-            ]
+            ],
         },
     )
 
@@ -74,9 +80,9 @@ class CreateBatchRequest(StrictBody):
         ),
     ] = None
     prompt: Prompt | None = None
-    model: ShortText | None = None
+    model: Choice | None = None
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     displayName: ShortText | None = None
     webhookUrl: Annotated[
@@ -220,6 +226,33 @@ class BatchStatusResponse(BaseModel):
     fallbackNote: str | None = Field(
         default=None, description="Why the standard fallback could not move items (e.g. the balance)"
     )
+    geminiBilling: GeminiBilling | None = Field(
+        default=None, description="Admins only: what Gemini bills for the batch, beside the credits it charged"
+    )
+
+
+Usd = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class GeminiBilling(BaseModel):
+    """What Gemini bills for a batch (admins only): from the `usageMetadata` of its answers, every chunk and
+    round, priced at the catalog's list prices at the batch rate; beside the credits it charged."""
+
+    answers: int = Field(description="Answers Gemini returned (billed or not)")
+    images: dict[str, int] = Field(description="Final images delivered, by Gemini image size (1K, 2K, 4K)")
+    promptTokens: int
+    outputTokens: int = Field(description="Text output tokens")
+    imageTokens: int = Field(description="Image output tokens")
+    thoughtsTokens: int = Field(description="Thinking tokens (billed at the text output rate)")
+    estimatedCostUsd: Usd = Field(description="Estimated Gemini cost in US dollars, at list price x the batch rate")
+    creditsCharged: Credits = Field(description="Credits the batch charged, less its refunds")
+
+
+class UsageDay(GeminiBilling):
+    """One user's Gemini usage of one UTC day (`creditsCharged`: the price of the items answered that day)."""
+
+    userId: str
+    day: str
 
 
 class DeleteBatchResponse(BaseModel):
@@ -276,10 +309,10 @@ class GenerateBatchRequest(StrictBody):
     )
 
     prompt: Prompt = Field(min_length=1)
-    model: ShortText
+    model: Choice
     images: list[GenerateImage] = Field(min_length=1, max_length=constants.MAX_GENERATE_BATCH_IMAGES)
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     # Not sent by the seed's client: this service's routing, the same as on /batch/create.
     tier: Tier | None = Field(default=None, description=TIER_DESCRIPTION)

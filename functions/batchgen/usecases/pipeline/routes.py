@@ -181,7 +181,7 @@ def fallback_to_standard(services: Services, batch: BatchRecord, chunk_jobs: lis
     items stay where they are and the batch says why (`fallbackNote`); the next tick tries again. A chunk
     whose running job lost all its items is cancelled. Returns how many items moved."""
     catalog = get_catalog()
-    standard = pricing.standard_quote(catalog, batch.type, batch.quality, 1).unit_price
+    standard = pricing.standard_quote(catalog, batch.type, batch.quality, 1, batch.model).unit_price
     amount = routing.top_up(standard, batch.unitPrice)
     moved = 0
     for job in chunk_jobs:

@@ -146,8 +146,8 @@ def quote(services: Services, principal: Principal, draft: BatchDraft) -> PriceQ
     )
     return PriceQuote(
         request_count=count,
-        credit_cost=pricing.quote(catalog, draft.batch_type, draft.quality, count).total,
-        standard_cost=pricing.standard_quote(catalog, draft.batch_type, draft.quality, count).total,
+        credit_cost=pricing.quote(catalog, draft.batch_type, draft.quality, count, model).total,
+        standard_cost=pricing.standard_quote(catalog, draft.batch_type, draft.quality, count, model).total,
         balance=services.credits.get_balance(principal.user_id),
         tier=draft.tier,
         tiers=tuple(estimates),
