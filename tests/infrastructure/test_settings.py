@@ -96,7 +96,9 @@ def test_reserved_concurrency_is_off_by_default_and_checked_against_the_quota_wh
 
 
 def test_each_queue_mapping_has_a_max_concurrency_setting() -> None:
-    assert set(MAX_CONCURRENCY_KEYS) == {queue.consumer for queue in constants.QUEUES}
+    # The Flex worker's follows flexMaxConcurrency, the service's cap on Flex calls in flight.
+    flex = constants.FLEX_FUNCTION.name
+    assert set(MAX_CONCURRENCY_KEYS) == {queue.consumer for queue in constants.QUEUES} - {flex}
     chosen = StackSettings.from_context(_Context({"uploadMaxConcurrency": "40"}))
     assert chosen.queue_max_concurrency("upload") == 40
     assert chosen.queue_max_concurrency("notify") == constants.NOTIFY_QUEUE.max_concurrency

@@ -400,8 +400,7 @@ def test_submit_mapping_polls_no_faster_than_reserved_concurrency(synthesized: S
 
 def test_the_flex_worker_holds_at_most_flex_max_concurrency_calls(synthesized: Synthesized) -> None:
     # Each invocation takes one SQS batch and calls Gemini for its records side by side.
-    invocations = FLEX_FUNCTION.reserved_concurrency
-    assert invocations == FLEX_MAX_CONCURRENCY_DEFAULT // FLEX_QUEUE.batch_size
+    invocations = FLEX_MAX_CONCURRENCY_DEFAULT // FLEX_QUEUE.batch_size
     queue_id = synthesized.logical_id(synthesized.stack.queues.queues[FLEX_QUEUE.name])
     synthesized.template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
@@ -413,11 +412,12 @@ def test_the_flex_worker_holds_at_most_flex_max_concurrency_calls(synthesized: S
 
 def test_flex_max_concurrency_is_a_context_setting() -> None:
     settings = StackSettings.from_context(_Context({"flexMaxConcurrency": "60"}))
-    assert settings.reserved_concurrency_of(FLEX_FUNCTION) == 6
+    assert settings.queue_max_concurrency(FLEX_FUNCTION.name) == 6
     assert settings.function_environment()[ENV_FLEX_MAX_CONCURRENCY] == "60"
-    assert StackSettings(flex_max_concurrency=5).reserved_concurrency_of(FLEX_FUNCTION) == 2  # SQS's minimum
+    few = StackSettings(service={ENV_FLEX_MAX_CONCURRENCY: "5"})
+    assert few.queue_max_concurrency(FLEX_FUNCTION.name) == 2  # SQS's minimum
     with pytest.raises(ValueError, match="flexMaxConcurrency"):
-        StackSettings(flex_max_concurrency=0)
+        StackSettings(service={ENV_FLEX_MAX_CONCURRENCY: "0"})
 
 
 # --- Schedule -----------------------------------------------------------------------
