@@ -316,7 +316,7 @@ export interface paths {
         put?: never;
         /**
          * Price a batch before creating it (nothing is charged or recorded)
-         * @description Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the same checks; `standardCost` is what the standard endpoint would charge for as many images.
+         * @description Takes the body of `POST /batch/create` (inline requests or a `templateId`) and runs the same checks; `standardCost` is what the standard endpoint would charge for as many images; `tiers` answers, for each tier, the credit cost and the estimated completion (`available: false`: the tier cannot take this batch, e.g. Flex for a model it does not serve).
          */
         post: operations["quote_batch_batch_quote_post"];
         delete?: never;
@@ -582,6 +582,21 @@ export interface components {
             creditCost: number;
             /** Refundedcredits */
             refundedCredits: number;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /** Eta */
+            eta?: string | null;
+            /**
+             * Topupcredits
+             * @default 0
+             */
+            topUpCredits: number;
             /** Userid */
             userId: string;
         };
@@ -668,6 +683,35 @@ export interface components {
             validation?: components["schemas"]["ValidationProgress"] | null;
             /** @description The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's */
             geminiJobs?: components["schemas"]["GeminiJobCounts"] | null;
+            /**
+             * Tier
+             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /** Fallback */
+            fallback?: "standard" | null;
+            /**
+             * Eta
+             * @description When the batch is expected to be done (null once it is)
+             */
+            eta?: string | null;
+            /** @description How many items are on each route */
+            routes?: components["schemas"]["RouteCounts"] | null;
+            /**
+             * Topupcredits
+             * @description Credits debited for the standard fallback (beside `creditCost`)
+             * @default 0
+             */
+            topUpCredits: number;
+            /**
+             * Fallbacknote
+             * @description Why the standard fallback could not move items (e.g. the balance)
+             */
+            fallbackNote?: string | null;
             /** @description Admins only: what Gemini bills for the batch, beside the credits it charged */
             geminiBilling?: components["schemas"]["GeminiBilling"] | null;
         };
@@ -743,6 +787,16 @@ export interface components {
          *       ],
          *       "type": "image-edit"
          *     }
+         * @example {
+         *       "requests": [
+         *         {
+         *           "id": "q1",
+         *           "prompt": "Name three uses of a paperclip"
+         *         }
+         *       ],
+         *       "tier": "auto",
+         *       "type": "text"
+         *     }
          */
         CreateBatchRequest: {
             /** Type */
@@ -792,6 +846,21 @@ export interface components {
              * @description Submit at the next start of the off-peak window (UTC)
              */
             offPeak?: boolean | null;
+            /**
+             * Tier
+             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
+             */
+            tier?: ("batch" | "flex" | "auto") | null;
+            /**
+             * Deadline
+             * @description ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex to keep it, and `fallback` acts just before it
+             */
+            deadline?: string | null;
+            /**
+             * Fallback
+             * @description `standard`: items still open 5 minutes before the deadline are generated at the standard tier; the price difference is debited then (without the balance for it, they stay where they are)
+             */
+            fallback?: "standard" | null;
         } & ((unknown | unknown) & (unknown | unknown | unknown));
         /** CreateBatchResponse */
         CreateBatchResponse: {
@@ -813,6 +882,19 @@ export interface components {
             message: string;
             /** Scheduledfor */
             scheduledFor?: string | null;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /**
+             * Eta
+             * @description When the batch is expected to be done
+             */
+            eta?: string | null;
         };
         /** CreateWebhookEndpointRequest */
         CreateWebhookEndpointRequest: {
@@ -1011,6 +1093,21 @@ export interface components {
             aspectRatio?: string | null;
             /** Negativeprompt */
             negativePrompt?: string | null;
+            /**
+             * Tier
+             * @description Where the items are generated, at the same batch price: `batch` (the Gemini Batch API, the default), `flex` (one synchronous call per item at Gemini's Flex tier: minutes, for a model Flex serves) or `auto` (Flex for small batches and near deadlines, the Batch API otherwise)
+             */
+            tier?: ("batch" | "flex" | "auto") | null;
+            /**
+             * Deadline
+             * @description ISO 8601 UTC, 15 minutes to MAX_WAIT_SECONDS ahead: `auto` and `flex` batches move open items to Flex to keep it, and `fallback` acts just before it
+             */
+            deadline?: string | null;
+            /**
+             * Fallback
+             * @description `standard`: items still open 5 minutes before the deadline are generated at the standard tier; the price difference is debited then (without the balance for it, they stay where they are)
+             */
+            fallback?: "standard" | null;
         };
         /** GenerateBatchResponse */
         GenerateBatchResponse: {
@@ -1099,6 +1196,21 @@ export interface components {
             creditCost: number;
             /** Refundedcredits */
             refundedCredits: number;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /** Eta */
+            eta?: string | null;
+            /**
+             * Topupcredits
+             * @default 0
+             */
+            topUpCredits: number;
         };
         /** InsufficientCreditsBody */
         InsufficientCreditsBody: {
@@ -1149,6 +1261,13 @@ export interface components {
              * @description When the item reached its final state
              */
             finishedAt?: string | null;
+            /**
+             * Route
+             * @description Where the item is (or was) generated
+             * @default batch
+             * @enum {string}
+             */
+            route: "batch" | "flex" | "standard";
         };
         /** Job */
         Job: {
@@ -1227,6 +1346,23 @@ export interface components {
             balance: number;
             /** Sufficient */
             sufficient: boolean;
+            /**
+             * Tier
+             * @description The tier the body asks for
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /**
+             * Eta
+             * @description Estimated completion on that tier
+             */
+            eta?: string | null;
+            /**
+             * Tiers
+             * @description Cost and estimated completion per tier
+             */
+            tiers?: components["schemas"]["TierQuote"][];
         };
         /**
          * ResultsManifest
@@ -1266,8 +1402,33 @@ export interface components {
             message: string;
             /** Scheduledfor */
             scheduledFor?: string | null;
+            /**
+             * Tier
+             * @default batch
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /** Deadline */
+            deadline?: string | null;
+            /**
+             * Eta
+             * @description When the batch is expected to be done
+             */
+            eta?: string | null;
             /** Retryof */
             retryOf: string;
+        };
+        /**
+         * RouteCounts
+         * @description Items per route: the Batch API, Flex, or the standard tier (the deadline's fallback).
+         */
+        RouteCounts: {
+            /** Batch */
+            batch: number;
+            /** Flex */
+            flex: number;
+            /** Standard */
+            standard: number;
         };
         /** Summary */
         Summary: {
@@ -1359,6 +1520,37 @@ export interface components {
             createdAt: string;
             /** Updatedat */
             updatedAt: string;
+        };
+        /**
+         * TierQuote
+         * @description One tier's answer for the quoted batch.
+         */
+        TierQuote: {
+            /**
+             * Tier
+             * @enum {string}
+             */
+            tier: "batch" | "flex" | "auto";
+            /**
+             * Available
+             * @description False: this tier cannot take the batch (Flex does not serve its model)
+             */
+            available: boolean;
+            /**
+             * Route
+             * @description The route its items would start on (`auto` picks one)
+             */
+            route: ("batch" | "flex" | "standard") | null;
+            /**
+             * Creditcost
+             * @description The same batch price on every tier
+             */
+            creditCost: number;
+            /**
+             * Eta
+             * @description Estimated completion (ISO 8601 UTC), if it started now
+             */
+            eta: string | null;
         };
         /**
          * UploadResponse
