@@ -332,6 +332,25 @@ def flow_delete(r: Rehearsal) -> str:
     return "deleted: the record gone (404), its Gemini job deleted, its image purged from Cloudinary"
 
 
+def flow_flex(r: Rehearsal) -> str:
+    """A flex batch: the Flex worker's own queue, role and function, one generateContent per item with
+    service_tier flex, no Gemini batch job."""
+    before = r.gemini.flex_calls
+    requests = [{"id": "fox", "prompt": "a haiku about a fox"}, {"id": "owl", "prompt": "a haiku about an owl"}]
+    batch_id = r.create({"type": "text", "tier": "flex", "requests": requests})
+    r.settle(r.done(batch_id))
+    status = r.status(batch_id)
+    if status["status"] != "completed" or status["successCount"] != 2:
+        raise RehearsalFailure(f"the flex batch ended {status['status']}: {status['errors']}")
+    if status["routes"] != {"batch": 0, "flex": 2, "standard": 0} or r.gemini_job(batch_id) is not None:
+        raise RehearsalFailure(
+            f"the flex batch's items went {status['routes']} (a Gemini job: {r.gemini_job(batch_id)})"
+        )
+    if r.gemini.flex_calls - before != 2:
+        raise RehearsalFailure(f"{r.gemini.flex_calls - before} Flex calls for 2 items")
+    return "tier flex: 2 items, 2 Flex generateContent calls through the flex worker's queue, no Gemini job"
+
+
 FLOWS: tuple[tuple[str, Callable[[Rehearsal], str]], ...] = (
     ("console, docs and health routes", flow_public_routes),
     ("admin credit grant", flow_credits),
@@ -341,6 +360,7 @@ FLOWS: tuple[tuple[str, Callable[[Rehearsal], str]], ...] = (
     ("results manifest", flow_manifest),
     ("Gemini webhook route", flow_gemini_webhook),
     ("standard endpoint", flow_standard_endpoint),
+    ("Flex worker (a flex batch)", flow_flex),
     ("retry", flow_retry),
     ("file batch (upload, ingest)", flow_file_batch),
     ("cancel", flow_cancel),
