@@ -159,6 +159,10 @@ def test_history_is_newest_first_with_cursor_and_filters(api, aws):
         "failCount",
         "creditCost",
         "refundedCredits",
+        "tier",
+        "deadline",
+        "eta",
+        "topUpCredits",
     }
     cursor = first.headers["X-Next-Cursor"]
     second = api("GET", "/batch/history", query=f"limit=2&cursor={cursor}")

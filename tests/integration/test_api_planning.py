@@ -243,14 +243,18 @@ def test_quote_says_when_the_balance_is_short_and_works_from_a_template(api, aws
     template_id = api("POST", "/batch/templates", TEMPLATE).body["id"]
     quote = api("POST", "/batch/quote", {"templateId": template_id, "variables": {"product": "a", "colour": "b"}})
     assert quote.status == 200, quote.body
-    assert quote.body == {  # 2 product requests at 2k: 2.5 x 1.5 each, the standard rate twice that
+    prices = {key: quote.body[key] for key in ("requestCount", "creditCost", "standardCost", "savings", "balance")}
+    assert prices == {  # 2 product requests at 2k: 2.5 x 1.5 each, the standard rate twice that
         "requestCount": 2,
         "creditCost": 7.5,
         "standardCost": 15,
         "savings": 7.5,
         "balance": 3,
-        "sufficient": False,
     }
+    assert quote.body["sufficient"] is False and quote.body["tier"] == "batch"
+    # Every tier at the same price; Flex does not serve the image model the template's type uses
+    tiers = {entry["tier"]: (entry["available"], entry["creditCost"]) for entry in quote.body["tiers"]}
+    assert tiers == {"batch": (True, 7.5), "flex": (False, 7.5), "auto": (True, 7.5)}
 
 
 @pytest.mark.parametrize(

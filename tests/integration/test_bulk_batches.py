@@ -338,7 +338,17 @@ def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemin
     manifest = requests.get(results.body["url"], timeout=10).text.splitlines()
     rows = [json.loads(line) for line in manifest]
     assert [row["clientId"] for row in rows] == [f"q{i}" for i in range(250)]
-    assert set(rows[0]) == {"clientId", "generationId", "status", "imageUrl", "text", "error", "prompt", "finishedAt"}
+    assert set(rows[0]) == {
+        "clientId",
+        "generationId",
+        "status",
+        "imageUrl",
+        "text",
+        "error",
+        "prompt",
+        "finishedAt",
+        "route",
+    }
     assert rows[5]["status"] == "failed" and rows[6]["text"].startswith("Emulated answer")
     again = api("GET", f"/batch/{batch_id}/results")  # written once: the same object again
     assert requests.get(again.body["url"], timeout=10).text.splitlines() == manifest
