@@ -65,7 +65,9 @@ def test_quote_and_template_over_http(runtime):
         "POST", "/batch/quote", token=token, json={"templateId": created.json()["id"], "variables": {"dish": "soup"}}
     )
     assert quote.status_code == 200, quote.text
-    assert quote.json() == {
+    answer = quote.json()
+    prices = ("requestCount", "creditCost", "standardCost", "savings", "balance", "sufficient")
+    assert {key: answer[key] for key in prices} == {
         "requestCount": 1,
         "creditCost": 2,
         "standardCost": 4,
@@ -73,3 +75,8 @@ def test_quote_and_template_over_http(runtime):
         "balance": 3,
         "sufficient": True,
     }
+    assert [(entry["tier"], entry["available"]) for entry in answer["tiers"]] == [
+        ("batch", True),
+        ("flex", False),  # Flex does not serve the image model a food batch runs on
+        ("auto", True),
+    ]
