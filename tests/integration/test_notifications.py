@@ -198,8 +198,8 @@ def test_item_events_reach_only_endpoints_subscribed_to_them(api, notify_env, ge
         assert sorted(r.type for r in items.received) == ["batch.item.failed", "batch.item.succeeded"]
         assert [r.type for r in plain.received] == ["batch.completed"]
         succeeded = next(r.json["data"] for r in items.received if r.type == "batch.item.succeeded")
-        assert set(succeeded) == {"batchId", "clientId", "generationId", "status", "imageUrl", "text", "error"}
-        assert succeeded["status"] == "success" and succeeded["text"]
+        assert set(succeeded) == {"batchId", "clientId", "generationId", "status", "imageUrl", "text", "error", "route"}
+        assert succeeded["status"] == "success" and succeeded["text"] and succeeded["route"] == "batch"
     finally:
         items.stop()
         plain.stop()
