@@ -5,7 +5,18 @@ from __future__ import annotations
 import logging
 import warnings
 
-from benchmarks import aws_calls, bulk, bulk_pipeline, cold_start, load, notifications, planning, poll_tick, uploads
+from benchmarks import (
+    aws_calls,
+    bulk,
+    bulk_pipeline,
+    capacity,
+    cold_start,
+    load,
+    notifications,
+    planning,
+    poll_tick,
+    uploads,
+)
 
 
 def main() -> None:
@@ -14,6 +25,7 @@ def main() -> None:
     for section in (
         cold_start,
         aws_calls,
+        capacity,
         poll_tick,
         uploads,
         bulk,

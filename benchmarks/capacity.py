@@ -1,0 +1,162 @@
+"""DynamoDB units per image and per text item, and a capacity model of the key design.
+
+Batches run through every stage with the real handlers (moto in this process, the Gemini and Cloudinary
+emulators in their own), every DynamoDB call billed the way DynamoDB bills it (`benchmarks.units`): the
+whole life of a batch (create, ingest, submit, poll ticks, collect, upload, finalise, the outbox relay and
+the results manifest), divided by its items.
+
+The capacity model then takes the units each partition key received per image and scales them to 10
+million images a day (~116 images/s on average) and to bursts of 1,000 images/s, against DynamoDB's
+limits of 1,000 write units and 3,000 read units per second per partition. The worst case is assumed:
+the traffic of a key shared by every user is the whole service's; that of a user's or a batch's key is
+one user's (or one batch's) batches carrying the whole rate. A batch's item rows are one item
+collection: DynamoDB splits a collection over partitions by sort key when it runs hot (the table has no
+local index), so its hot unit is one item, written a few times in its life; it is shown apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from benchmarks.bulk_pipeline import Pipeline
+from benchmarks.support import aws_environment, emulators_in_own_process, file_batch, grant, invoke_api
+from benchmarks.units import Bill, UnitMeter, pattern
+
+USER = "bench-user"  # the user `support.invoke_api` signs for
+AVERAGE_IMAGES_PER_SECOND = 10_000_000 / 86_400
+BURST_IMAGES_PER_SECOND = 1_000
+PARTITION_WRITE_UNITS = 1_000
+PARTITION_READ_UNITS = 3_000
+TERMINAL = {"completed", "failed", "cancelled", "expired"}
+BULK_TEXT_ITEMS = int(os.environ.get("BENCH_CAPACITY_TEXT_ITEMS", "1000"))
+INLINE_ITEMS = 20
+
+
+def _status(batch_id: str) -> Any:
+    from batchgen.adapters.dynamo import get_stores
+
+    return get_stores().batches.get_batch(batch_id)
+
+
+def _run_to_end(pipeline: Pipeline, batch_id: str) -> None:
+    """Every stage until the batch ends, then until its results manifest is written (the relay's work)."""
+    from batchgen import constants
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases.bulk import results
+
+    deadline = time.monotonic() + 600
+    pipeline.deliver_all(constants.INGEST_QUEUE)
+    while _status(batch_id).status.value not in TERMINAL:
+        assert time.monotonic() < deadline, f"batch {batch_id} did not finish"
+        pipeline.deliver_all(constants.SUBMIT_QUEUE)
+        pipeline.tick()
+        pipeline.deliver_all(constants.COLLECT_QUEUE)
+        pipeline.deliver_all(constants.UPLOAD_QUEUE)
+        if _status(batch_id).status.value not in TERMINAL:
+            time.sleep(0.2)
+    while live_services().blobs.object_size(results.manifest_key(batch_id)) is None:
+        assert time.monotonic() < deadline, f"no results manifest for {batch_id}"
+        pipeline.tick()
+        pipeline.deliver_all(constants.NOTIFY_QUEUE)
+    pipeline.tick()  # the outbox is empty again
+    pipeline.deliver_all(constants.NOTIFY_QUEUE)
+
+
+def _inline(batch_type: str) -> str:
+    body = {"type": batch_type, "requests": [{"prompt": f"pose {i}"} for i in range(INLINE_ITEMS)]}
+    created = invoke_api("POST", "/batch/create", body)
+    assert created["statusCode"] == 202, created
+    import json
+
+    return str(json.loads(created["body"])["id"])
+
+
+def _bulk_text() -> str:
+    return file_batch(USER, [{"prompt": f"describe product {i}"} for i in range(BULK_TEXT_ITEMS)], "text")
+
+
+def measure(pipeline: Pipeline, meter: UnitMeter, make: Any) -> tuple[Bill, int]:
+    meter.take()
+    batch_id = make()
+    _run_to_end(pipeline, batch_id)
+    bill = meter.take()
+    return bill, int(_status(batch_id).requestCount)
+
+
+def hottest(bill: Bill, items: int) -> list[tuple[str, float, float]]:
+    """(key pattern, write units per image, read units per image) on the hottest value of each pattern."""
+    writes: dict[str, Counter[str]] = defaultdict(Counter)
+    reads: dict[str, Counter[str]] = defaultdict(Counter)
+    for book, into in ((bill.writes, writes), (bill.reads, reads)):
+        for where, units in book.items():
+            place, pk, sk = where
+            grouped = (
+                pattern(where, (USER,))
+                if place == "table" and pk.startswith("BATCH#")
+                else pattern((place, pk, ""), (USER,))
+            )
+            into[grouped][pk] += units
+    names = sorted(set(writes) | set(reads))
+    rows = [
+        (
+            name,
+            max(writes[name].values(), default=0) / items,
+            max(reads[name].values(), default=0) / items,
+        )
+        for name in names
+    ]
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def print_model(label: str, bill: Bill, items: int) -> float:
+    """The per-key table; returns the highest share of a partition's write limit outside item collections."""
+    print(f"  capacity model, {label} (per key: units per image, then per second at 116/s and at 1,000/s):")
+    worst = 0.0
+    for name, write, read in hottest(bill, items):
+        at_average, at_burst = write * AVERAGE_IMAGES_PER_SECOND, write * BURST_IMAGES_PER_SECOND
+        share = at_burst / PARTITION_WRITE_UNITS
+        read_share = read * BURST_IMAGES_PER_SECOND / PARTITION_READ_UNITS
+        collection = name.endswith(" ITEM#")
+        note = "  (item collection: one item per image)" if collection else ""
+        if not collection:
+            worst = max(worst, share, read_share)
+        print(
+            f"    {name:<46} {write:6.3f} WCU {read:6.3f} RCU | {at_average:7.1f} WCU/s, "
+            f"{at_burst:7.1f} WCU/s = {share:5.1%} of 1,000; reads {read_share:5.1%} of 3,000{note}"
+        )
+    return worst
+
+
+def run() -> None:
+    print("== DynamoDB units per image and per text item, and the capacity model (billed as DynamoDB does) ==")
+    from batchgen.adapters import gemini as gemini_adapter
+    from batchgen.adapters import images_cdn
+    from batchgen.adapters.aws import reset_clients
+
+    with emulators_in_own_process() as emulators, aws_environment(emulators) as queue_urls:
+        os.environ.update(emulators)
+        gemini_adapter.reset_client()
+        images_cdn._configured_url = None
+        reset_clients()
+        grant(USER, 10_000_000)
+        meter = UnitMeter().attach()
+        pipeline = Pipeline(queue_urls, meter)  # type: ignore[arg-type]
+        measure(pipeline, meter, lambda: _inline("text"))  # warm-up: first-call reads are not the work
+        results = {
+            "image (inline, 20 images)": measure(pipeline, meter, lambda: _inline("character")),
+            "text (inline, 20 items)": measure(pipeline, meter, lambda: _inline("text")),
+            f"text (file, {BULK_TEXT_ITEMS} items)": measure(pipeline, meter, _bulk_text),
+        }
+        for label, (bill, items) in results.items():
+            calls = ", ".join(f"{name} {count / items:.2f}" for name, count in bill.calls.most_common(5))
+            print(
+                f"{label:<28} {bill.write_units / items:6.2f} write units, {bill.read_units / items:6.2f} read units "
+                f"per item  (calls per item: {calls})"
+            )
+        print("targets: <= 7 write units per image, <= 2.5 per text item (the file batch: text at scale)")
+        image_bill, images = results["image (inline, 20 images)"]
+        worst = print_model("images", image_bill, images)
+        print(f"  hottest key outside item collections at 1,000 images/s: {worst:.1%} of a partition (target <= 50%)")
