@@ -111,10 +111,11 @@ def test_a_finalisation_wins_once_persists_its_end_and_leaves_the_active_listing
     assert services.items.record_successes(batch.batchId, [ItemSuccess(0, text="t")])
     seen = services.batches.get_batch(batch.batchId)
     assert seen is not None
-    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso())
+    assert services.items.count_successes(batch.batchId) == 1
+    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso(), 1)
     ended = [events.BatchEnded(batch.batchId, BatchStatus.COMPLETED)]
     done = services.batches.change_batch(batch.batchId, finalize, ended)
-    assert done is not None and done.status is BatchStatus.COMPLETED and done.completedAt
+    assert done is not None and done.status is BatchStatus.COMPLETED and done.completedAt and done.successCount == 1
     assert services.batches.change_batch(batch.batchId, finalize, ended) is None  # the second finaliser lost
     assert persisted(services) == ended  # one end event, persisted with the move
     assert batch.batchId not in {b.batchId for b in services.batches.iter_active_batches()}
@@ -181,8 +182,13 @@ def test_successes_move_together_or_not_at_all_with_their_event(services: ports.
     items = all_items(services, batch.batchId)
     assert [item.status for item in items] == [ItemStatus.SUCCESS] * 2 + [ItemStatus.PENDING] * 2
     assert (items[0].text, items[1].imageUrl, items[1].publicId) == ("a", "https://cdn/1.png", "p/1")
-    assert services.batches.get_batch(batch.batchId).successCount == 2  # type: ignore[union-attr]
+    assert services.items.count_successes(batch.batchId) == 2
+    row = services.batches.get_batch(batch.batchId)
+    assert row is not None and row.successCount == 0 and row.updatedAt == batch.updatedAt  # the row is untouched
     assert persisted(services) == [events.ItemsSucceeded(batch.batchId, (0, 1))]  # the lost group wrote none
+    for index in (2, 3):  # groups land on several counter rows; the count is their sum
+        assert services.items.record_successes(batch.batchId, [ItemSuccess(index, text="t")])
+    assert services.items.count_successes(batch.batchId) == 4
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
@@ -400,7 +406,7 @@ def test_an_outbox_row_is_relayed_by_one_claimant_until_the_claim_lapses(service
     )
     seen = services.batches.get_batch(batch.batchId)
     assert seen is not None
-    move = batch_moves.finalize(seen, BatchStatus.FAILED, ids.now_iso())
+    move = batch_moves.finalize(seen, BatchStatus.FAILED, ids.now_iso(), 0)
     services.batches.change_batch(batch.batchId, move, [events.BatchEnded(batch.batchId, BatchStatus.FAILED)])
     rows = services.outbox.pending_events(10)
     assert [row.events() for row in rows] == [

@@ -65,6 +65,7 @@ class FakeStore:
         self.generations: dict[str, dict[str, Any]] = {}
         self.request_claims: dict[str, str] = {}
         self.outbox: list[OutboxRecord] = []
+        self.progress: dict[str, int] = {}  # each batch's successes (the store's counter rows)
         self.claims: dict[str, float] = {}  # outbox event id -> claimed until (epoch seconds)
         self.time: Callable[[], float] = time.time  # the outbox claims' clock (tests move it)
         self.calls: Counter[str] = Counter()  # store reads, for the tests of what a use case reads
@@ -179,6 +180,7 @@ class FakeStore:
         if batch is None or not is_terminal(batch.status):
             raise Conflict("The batch is still running; cancel it before deleting it.")
         self.batches.pop(batch_id)  # like the store: the batch row only; its items and jobs went before it
+        self.progress.pop(batch_id, None)
 
     # --- Items -----------------------------------------------------------------------------------
     def get_item(self, batch_id: str, index: int) -> ItemRecord | None:
@@ -232,7 +234,7 @@ class FakeStore:
     ) -> bool:
         batch = self.batches.get(batch_id)
         found = [self.get_item(batch_id, success.index) for success in successes]
-        if batch is None or batch.status not in ACTIVE_BATCH_STATUSES:
+        if batch is None:  # like the store: only the items' own conditions (still open) decide
             return False
         if any(item is None or not is_open(item.status) for item in found):
             return False
@@ -250,11 +252,14 @@ class FakeStore:
                     }
                 )
             )
-        self.batches[batch_id] = batch.model_copy(
-            update={"successCount": batch.successCount + len(successes), "updatedAt": at}
-        )
+        # Like the store: counted beside the batch row (its counter rows), never on it.
+        self.progress[batch_id] = self.progress.get(batch_id, 0) + len(successes)
         self._persist(batch_id, at, events)
         return True
+
+    def count_successes(self, batch_id: str) -> int:
+        self.calls["count_successes"] += 1
+        return self.progress.get(batch_id, 0)
 
     # --- Jobs ------------------------------------------------------------------------------------
     def get_job(self, batch_id: str, chunk: int) -> JobRecord | None:

@@ -34,11 +34,12 @@ def pin_chunk_size(chunk_size: int) -> Change:
     return Change({"geminiChunkSize": chunk_size}, Guard({"geminiChunkSize": ABSENT}), name="pin_chunk_size")
 
 
-def finalize(batch: BatchRecord, status: BatchStatus, now: str) -> Change:
-    """Ends the batch in `status` if its counters are still those read: of two finalisers, one wins."""
+def finalize(batch: BatchRecord, status: BatchStatus, now: str, success_count: int) -> Change:
+    """Ends the batch in `status` with its final count of successes (counted beside the row while it ran),
+    if its failures are still those read: of two finalisers, one wins."""
     return Change(
-        {"status": status, "completedAt": now, "updatedAt": now},
-        Guard({"successCount": batch.successCount, "failCount": batch.failCount}, sources(status)),
+        {"status": status, "completedAt": now, "updatedAt": now, "successCount": success_count},
+        Guard({"failCount": batch.failCount}, sources(status)),
         name="finalize",
     )
 

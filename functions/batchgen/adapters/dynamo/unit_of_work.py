@@ -19,10 +19,10 @@ from batchgen import constants
 from batchgen.adapters.dynamo import credits
 from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
 from batchgen.adapters.dynamo.codec import (
-    ACTIVE_PK,
+    ACTIVE,
     MAX_TRANSACTION_ITEMS,
     META_SK,
-    OPEN_GENERATIONS_PK,
+    OPEN_GENERATIONS,
     PHOTO_PREFIX,
     REQUEST_PREFIX,
     Expression,
@@ -34,6 +34,7 @@ from batchgen.adapters.dynamo.codec import (
     item_sk,
     key,
     marshal,
+    sharded,
     unmarshal,
     user_pk,
     values,
@@ -118,7 +119,7 @@ class DynamoUnitOfWork:
         name, at = self.table.name, now_iso()
         expression = Expression()
         changes = {"status": BatchStatus.PENDING.value, "requestCount": request_count, "creditCost": cost}
-        changes.update(updatedAt=at, GSI3PK=ACTIVE_PK, GSI3SK=sort_key(batch))
+        changes.update(updatedAt=at, GSI3PK=sharded(ACTIVE, batch.batchId), GSI3SK=sort_key(batch))
         condition = expression.status_in([BatchStatus.VALIDATING])
         condition += f" AND {expression.name('ingestItems')} = {expression.value(request_count)}"
         activate = {
@@ -220,7 +221,7 @@ class DynamoUnitOfWork:
         row.update(details, generationId=generation_id, status="charged", creditCost=amount, createdAt=at)
         # While charged it sits in the sparse index under its own partition, so the poller's tick can
         # refund one whose process died before settling it; settling removes the keys.
-        row.update(userId=user_id, GSI3PK=OPEN_GENERATIONS_PK, GSI3SK=f"{at}#{generation_id}")
+        row.update(userId=user_id, GSI3PK=sharded(OPEN_GENERATIONS, generation_id), GSI3SK=f"{at}#{generation_id}")
         writes: list[dict[str, Any]] = [
             credits.debit(name, user_id, amount, at),
             {"Put": {"TableName": name, "Item": marshal(row), "ConditionExpression": "attribute_not_exists(PK)"}},

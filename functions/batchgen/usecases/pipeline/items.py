@@ -13,7 +13,7 @@ from batchgen import constants
 from batchgen.domain import ids, reports
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import InvalidInput, NotFound
-from batchgen.domain.states import ItemStatus
+from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
 from batchgen.usecases.ports import Services
 
@@ -52,8 +52,20 @@ def status_page(services: Services, principal: Principal, batch_id: str) -> Batc
     return first_page(services, owned_batch(services, principal, batch_id))
 
 
+def with_progress(services: Services, batch: BatchRecord) -> BatchRecord:
+    """The batch with its exact count of successes: a running batch counts them beside its row (its
+    counter rows, one Query; a row of the older layout may still hold a part of them too); an ended one
+    carries its final count."""
+    if is_terminal(batch.status) or batch.status is BatchStatus.VALIDATING:
+        return batch
+    counted = batch.successCount + services.items.count_successes(batch.batchId)
+    return batch.model_copy(update={"successCount": counted})
+
+
 def first_page(services: Services, batch: BatchRecord) -> BatchWithItems:
-    """The batch with its first `STATUS_ITEMS_MAX` + 1 items: what a status body (or an end event) shows."""
+    """The batch (with its exact counts) and its first `STATUS_ITEMS_MAX` + 1 items: what a status body
+    (or an end event) shows."""
+    batch = with_progress(services, batch)
     first: list[ItemRecord] = []
     for item in iter_items(services, batch, page_size=constants.STATUS_ITEMS_MAX + 1):
         first.append(item)

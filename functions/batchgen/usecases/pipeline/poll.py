@@ -95,16 +95,17 @@ def poll_batch(
     """One batch: finish, expire or release it, or check each of its chunks' jobs. `held`: the
     slot keys held (None: every chunk counts as holding one when `holds_slot`)."""
     settings = get_settings()
-    if batch.done_count >= batch.requestCount:
+    jobs = jobs if jobs is not None else chunks.jobs_of(services, batch)
+    if _may_be_done(batch, jobs) and finalize_if_done(services, batch.batchId):
         # Every item is settled but the finalising write was lost (a crash right after the last item).
-        return ("ended" if finalize_if_done(services, batch.batchId) else "idle"), None
+        return "ended", None
     if ids.age_seconds(batch.scheduledFor or batch.createdAt) > settings.max_wait_seconds:
         expire_batch(services, batch)  # a scheduled batch's wait counts from its time
         return "expired", None
     if batch.status is BatchStatus.SCHEDULED:
         return release_if_due(services, batch), None
     outcome: tuple[str, str | None] = ("idle", None)
-    for job in jobs if jobs is not None else chunks.jobs_of(services, batch):
+    for job in jobs:
         holds = (dispatch.slot_key(batch, job) in held) if held is not None else holds_slot
         kind, state = _poll_chunk(services, batch, job, holds)
         if kind != "idle" or (state and outcome[0] == "idle"):
@@ -112,6 +113,16 @@ def poll_batch(
         if kind == "ended" and chunks.chunk_count(batch) == 1:
             break
     return outcome
+
+
+def _may_be_done(batch: BatchRecord, chunk_jobs: list[JobRecord]) -> bool:
+    """Every item may be settled: all failed, or every chunk's results read (its uploads may be done). Only
+    then does the tick count the batch's successes (its counter rows) to finish it."""
+    if batch.failCount >= batch.requestCount:
+        return True
+    return batch.status is BatchStatus.PROCESSING and all(
+        jobs.phase(job) in (jobs.JobPhase.COLLECTED, jobs.JobPhase.ENDED) for job in chunk_jobs
+    )
 
 
 def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_slot: bool) -> tuple[str, str | None]:

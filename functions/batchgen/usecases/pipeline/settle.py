@@ -27,6 +27,7 @@ from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, open_items
 from batchgen.domain.pricing import refund_amount
 from batchgen.domain.states import BatchStatus, ItemStatus, can_transition, final_status, is_terminal
 from batchgen.models.records import BatchRecord, ItemRecord
+from batchgen.usecases.pipeline.items import with_progress
 from batchgen.usecases.ports import Services
 
 SETTLE_ATTEMPTS = 5  # lost races in a row on one page (or on the batch's move) before giving up
@@ -198,6 +199,8 @@ def _pass(
         if span is not None and after >= span[1]:
             break
     if held or batch_status is not None:
+        if batch_status is not None:  # the batch's end carries its final count of successes
+            batch_changes = {**(batch_changes or {}), "successCount": with_progress(services, batch).successCount}
         refunded += _commit(services, batch, held, held_after, refunded, reason, batch_status, batch_changes)
     return refunded
 
@@ -231,13 +234,16 @@ def _commit(
 
 def finalize_if_done(services: Services, batch_id: str) -> BatchRecord | None:
     """Ends a batch whose items are all terminal as completed (one success) or failed (none), with its
-    end event; of two callers that both see it done, only one wins (the write is conditioned on the
-    counters read)."""
+    end event and its final count; of two callers that both see it done, only one wins (the write is
+    conditioned on the status and the failures read)."""
     batch = services.batches.get_batch(batch_id)
-    if batch is None or is_terminal(batch.status) or batch.done_count < batch.requestCount:
+    if batch is None or is_terminal(batch.status):
+        return None
+    batch = with_progress(services, batch)
+    if batch.done_count < batch.requestCount:
         return None
     status = final_status(batch.successCount)
-    move = batch_moves.finalize(batch, status, now_iso())
+    move = batch_moves.finalize(batch, status, now_iso(), batch.successCount)
     return services.batches.change_batch(batch_id, move, [events.BatchEnded(batch_id, status)])
 
 
