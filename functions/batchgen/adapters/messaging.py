@@ -11,11 +11,10 @@ from batchgen.models.messages import (
     DeliverWebhook,
     IngestFile,
     Message,
+    NotifyQueueBody,
     PurgeImages,
-    SendEmail,
     SubmitQueueBody,
     UploadImage,
-    WriteResultsManifest,
 )
 
 
@@ -51,7 +50,7 @@ def send_ingest(message: IngestFile, delay_seconds: int = 0) -> None:
     _send(get_settings().ingest_queue_url, message, delay_seconds)
 
 
-def send_notifications(messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None:
+def send_notifications(messages: Sequence[NotifyQueueBody]) -> None:
     _send_many(get_settings().notify_queue_url, messages)
 
 

@@ -30,7 +30,7 @@ def record_handler(record: CollectRecord, lambda_context: LambdaContext | None =
     message = record.body
     try:
         report = collect.collect_batch(live_services(), message.batchId, message.chunk, time_left(lambda_context))
-        notify.relay_soon(live_services())  # item and end events leave now, not at the next tick
+        notify.request_relay(live_services())  # the notify function relays the events: never this stage
     except TransientError:
         back_off(record, get_settings().collect_queue_url)
         raise

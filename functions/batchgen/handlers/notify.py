@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchgen import constants
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import NotifyRecord
-from batchgen.models.messages import SendEmail, WriteResultsManifest
+from batchgen.models.messages import RelayOutbox, SendEmail, WriteResultsManifest
 from batchgen.usecases.notify import notify
 
 logger = Logger()
@@ -34,6 +34,9 @@ def handle(record: NotifyRecord) -> str:
         from batchgen.usecases.bulk import results
 
         return results.write_manifest(live_services(), message.batchId)
+    if isinstance(message, RelayOutbox):
+        sliced = notify.relay_slice(live_services())
+        return "relayed_more" if sliced.more else "relayed"
     return notify.deliver(live_services(), message)
 
 

@@ -1,4 +1,5 @@
-"""Upload queue consumer: staged images to Cloudinary, concurrently within one SQS batch."""
+"""Upload queue consumer: staged images to Cloudinary, concurrently within one SQS batch; then the
+successes of each batch the delivery holds in one transaction (`upload.record_uploads`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ metrics = Metrics()
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False)
 
 
+# This delivery's images uploaded and not marked yet, by message id (record handlers run in threads).
+_uploaded: dict[str, upload.Uploaded] = {}
+
+
 def handle(record: UploadRecord) -> str:
     message = record.body
     if isinstance(message, PurgeImages):
@@ -41,7 +46,7 @@ def handle(record: UploadRecord) -> str:
         return "purged"
     final_attempt = receive_count(record) >= constants.UPLOAD_QUEUE.max_receive_count
     try:
-        return upload.upload_item(
+        outcome = upload.upload_image(
             live_services(),
             message.batchId,
             message.index,
@@ -53,6 +58,10 @@ def handle(record: UploadRecord) -> str:
     except TransientError:
         back_off(record, get_settings().upload_queue_url)
         raise
+    if isinstance(outcome, str):
+        return outcome
+    _uploaded[record.messageId] = outcome
+    return "uploaded"
 
 
 @lru_cache(maxsize=1)
@@ -73,8 +82,15 @@ async def record_handler(record: UploadRecord) -> str:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    _uploaded.clear()
     response = async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    notify.relay_soon(live_services())  # the results and the batch's end leave now, not at the tick
-    return response
+    uploaded, failures = list(_uploaded.items()), list(response.get("batchItemFailures", []))
+    try:
+        upload.record_uploads(live_services(), [done for _, done in uploaded])
+    except Exception:  # not marked: these messages come back (the CDN upload overwrites the same public id)
+        logger.exception("successes of %d uploads not recorded; they are retried", len(uploaded))
+        failures += [{"itemIdentifier": message_id} for message_id, _ in uploaded]
+    notify.request_relay(live_services())  # the outbox relay runs in the notify function, never here
+    return {"batchItemFailures": failures}

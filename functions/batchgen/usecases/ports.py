@@ -24,11 +24,10 @@ if TYPE_CHECKING:  # types only: the api function loads what it uses, not every 
         CollectResults,
         DeliverWebhook,
         IngestFile,
+        NotifyQueueBody,
         PurgeImages,
-        SendEmail,
         SubmitQueueBody,
         UploadImage,
-        WriteResultsManifest,
     )
     from batchgen.models.records import (
         BatchRecord,
@@ -249,7 +248,7 @@ class DeliveryLog(Protocol):
 
 
 class Notifier(Protocol):
-    def send_notifications(self, messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None: ...
+    def send_notifications(self, messages: Sequence[NotifyQueueBody]) -> None: ...
     def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None: ...
 
 

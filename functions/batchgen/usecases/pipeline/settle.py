@@ -248,18 +248,23 @@ def finalize_if_done(services: Services, batch_id: str) -> BatchRecord | None:
 
 
 def record_successes(services: Services, batch_id: str, successes: list[ItemSuccess]) -> int:
-    """Items -> success with their events: a group (ten texts) in ONE transaction, so a collect of 10,000
-    texts writes 1,000 transactions, not 10,000. When any of them is no longer open (a duplicate delivery,
-    a cancel) or the transaction met another one, each is marked alone, so the count returned (items that
-    moved now) stays exact."""
+    """Items -> success with their events (`record_successes_of`); returns how many moved now."""
+    return len(record_successes_of(services, batch_id, successes))
+
+
+def record_successes_of(services: Services, batch_id: str, successes: list[ItemSuccess]) -> set[int]:
+    """Items -> success with their events: a group (ten texts, or one upload delivery's images) in ONE
+    transaction, so a collect of 10,000 texts writes 1,000 transactions, not 10,000. When any of them is no
+    longer open (a duplicate delivery, a cancel) or the transaction met another one, each is marked alone,
+    so the indexes returned (items that moved now) stay exact."""
     if len(successes) > 1:
         try:
             indexes = [success.index for success in successes]
             if services.items.record_successes(batch_id, successes, events.items_succeeded(batch_id, indexes)):
-                return len(successes)
+                return set(indexes)
         except ConcurrentChange:
             pass
-    return sum(1 for success in successes if record_success(services, batch_id, success))
+    return {success.index for success in successes if record_success(services, batch_id, success)}
 
 
 def record_success(services: Services, batch_id: str, success: ItemSuccess) -> bool:
