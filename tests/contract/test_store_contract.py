@@ -191,6 +191,34 @@ def test_successes_move_together_or_not_at_all_with_their_event(services: ports.
     assert services.items.count_successes(batch.batchId) == 4
 
 
+def test_texts_are_stored_one_by_one_and_counted_with_the_checkpoint_that_saw_them(
+    services: ports.NotifyServices,
+) -> None:
+    batch = new_batch(services, count=4)
+    services.jobs.open_jobs(batch.batchId, 1)
+    assert services.jobs.change_job(batch.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert services.items.store_results(batch.batchId, [ItemSuccess(0, text="a"), ItemSuccess(1, text="b")]) == {0, 1}
+    # Stored, not counted, no event yet: the row and the counters are untouched.
+    assert services.items.count_successes(batch.batchId) == 0 and persisted(services) == []
+    # Again (a duplicate run): found success, reported, written once; a settled item is not success.
+    services.uow.settle_items(
+        batch,
+        [ItemOutcome(all_items(services, batch.batchId)[2], ItemStatus.FAILED, "x")],
+        refund=Decimal(0),
+        reason="r",
+    )
+    again = [ItemSuccess(1, text="other"), ItemSuccess(2, text="c")]
+    assert services.items.store_results(batch.batchId, again) == {1}
+    assert all_items(services, batch.batchId)[1].text == "b"
+    checkpoint = jobs.collect_progress("batches/1", 0, 10)
+    caused = events.items_succeeded(batch.batchId, [0, 1])
+    assert services.jobs.change_job(batch.batchId, 0, checkpoint, succeeded=[0, 1], events=caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+    # A checkpoint that lost its race counts nothing and persists nothing.
+    assert not services.jobs.change_job(batch.batchId, 0, checkpoint, succeeded=[3], events=caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+
+
 # --- jobs ---------------------------------------------------------------------------------------------
 def test_a_chunks_job_moves_under_its_conditions(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=5)

@@ -257,6 +257,22 @@ class FakeStore:
         self._persist(batch_id, at, events)
         return True
 
+    def store_results(self, batch_id: str, successes: Sequence[ItemSuccess]) -> set[int]:
+        """Like the store: each open item -> success on its own, no count, no event; the indexes that are
+        `success` now."""
+        done, at = set(), ids.now_iso()
+        for success in successes:
+            item = self.get_item(batch_id, success.index)
+            if item is None:
+                continue
+            if is_open(item.status):
+                update = {"status": ItemStatus.SUCCESS, "imageUrl": success.image_url, "text": success.text}
+                self._replace_item(item.model_copy(update={**update, "publicId": success.public_id, "updatedAt": at}))
+            elif item.status is not ItemStatus.SUCCESS:
+                continue
+            done.add(success.index)
+        return done
+
     def count_successes(self, batch_id: str) -> int:
         self.calls["count_successes"] += 1
         return self.progress.get(batch_id, 0)
@@ -282,7 +298,15 @@ class FakeStore:
         for chunk in range(count):
             self.jobs.setdefault((batch_id, chunk), JobRecord(batchId=batch_id, chunk=chunk))
 
-    def change_job(self, batch_id: str, chunk: int, change: JobChange) -> bool:
+    def change_job(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        *,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
         batch = self.batches.get(batch_id)
         if (batch_id, chunk) not in self.jobs and batch is not None:
             # Like the store: a batch whose chunk rows were never opened (a submit that died between
@@ -298,6 +322,9 @@ class FakeStore:
         self.jobs[(batch_id, chunk)] = job.model_copy(update=dict(change.job.set))
         if change.batch is not None and change.batch.set and batch is not None:
             self.batches[batch_id] = batch.model_copy(update=dict(change.batch.set))
+        if succeeded:  # like the store: counted with the move, in its counter rows
+            self.progress[batch_id] = self.progress.get(batch_id, 0) + len(succeeded)
+        self._persist(batch_id, ids.now_iso(), events)
         return True
 
     def delete_jobs(self, batch_id: str) -> None:

@@ -87,6 +87,20 @@ def first_job_row(batch: BatchRecord) -> dict[str, Any]:
     return marshal(row)
 
 
+def count_update(table: str, batch_id: str, first_index: int, count: int) -> dict[str, Any]:
+    """Adds `count` successes to one of the batch's counter rows, never to the batch row: a batch's
+    successes spread over `PROGRESS_SHARDS` rows (by the group's first item), so no row takes a write per
+    image; the status sums them."""
+    expression = Expression()
+    shard = shard_of(f"{batch_id}#{first_index}", constants.PROGRESS_SHARDS)
+    counter = {
+        "TableName": table,
+        "Key": key(batch_pk(batch_id), count_sk(shard)),
+        "UpdateExpression": expression.update({"updatedAt": now_iso()}, add={"succeeded": count}),
+    }
+    return expression.into(counter)
+
+
 def new_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """A transaction's Put of a row whose key must be new."""
     return {"Put": {"TableName": table, "Item": row, "ConditionExpression": "attribute_not_exists(PK)"}}
@@ -344,6 +358,34 @@ class DynamoItems:
         )
         return sum(int(row.get("succeeded", 0)) for row in rows)
 
+    def store_results(self, batch_id: str, successes: Sequence[ItemSuccess]) -> set[int]:
+        """Each open item -> success with its result, one conditional write each: no transaction, no count
+        and no event here (collect counts them and persists their event with its checkpoint, `change_job`).
+        Returns the indexes that are `success` now: moved now, or found so (an earlier run's write)."""
+        at, done = now_iso(), set()
+        for success in successes:
+            expression = Expression()
+            item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
+            item_values.update(publicId=success.public_id, updatedAt=at)
+            request = {
+                "TableName": self.table.name,
+                "Key": key(batch_pk(batch_id), item_sk(success.index)),
+                "UpdateExpression": expression.update(item_values),
+                "ConditionExpression": "attribute_exists(PK) AND " + expression.status_in(OPEN_ITEM_STATUSES),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+            try:
+                self.table.db.update_item(**expression.into(request))
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old = unmarshal(exc.response.get("Item") or {})
+                if old.get("status") == ItemStatus.SUCCESS.value:
+                    done.add(success.index)
+                continue
+            done.add(success.index)
+        return done
+
     def record_successes(
         self, batch_id: str, successes: Sequence[ItemSuccess], events: Sequence[DomainEvent] = ()
     ) -> bool:
@@ -364,16 +406,7 @@ class DynamoItems:
                 "ConditionExpression": expression.status_in(OPEN_ITEM_STATUSES),
             }
             writes.append({"Update": expression.into(request)})
-        # The count goes to one of the batch's counter rows, never to the batch row: a batch's successes
-        # spread over `PROGRESS_SHARDS` rows, so no single row takes a write per image.
-        shard = shard_of(f"{batch_id}#{successes[0].index}", constants.PROGRESS_SHARDS)
-        expression = Expression()
-        counter = {
-            "TableName": self.table.name,
-            "Key": key(batch_pk(batch_id), count_sk(shard)),
-            "UpdateExpression": expression.update({"updatedAt": at}, add={"succeeded": len(successes)}),
-        }
-        writes.append({"Update": expression.into(counter)})
+        writes.append({"Update": count_update(self.table.name, batch_id, successes[0].index, len(successes))})
         outbox = outbox_put(self.table.name, batch_id, at, events)
         if outbox is not None:
             writes.append(outbox)

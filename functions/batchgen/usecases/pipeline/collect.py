@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen import constants
-from batchgen.domain import ids, jobs
+from batchgen.domain import events, ids, jobs
 from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.pricing import model_kind
-from batchgen.domain.states import is_open, is_terminal
+from batchgen.domain.states import ItemStatus, is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.pipeline import chunks
-from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done, record_successes
+from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done
 from batchgen.usecases.ports import Services
 
 NO_RESPONSE = "Gemini returned no response for this request"
@@ -52,6 +52,9 @@ class Sorted:
 # Answers handled together: one SQS batch of upload messages (images are staged one group at a time,
 # so at most this many are in memory).
 GROUP_LINES = 10
+# Texts stored between two checkpoints at most: a checkpoint counts them (one transaction for the job's
+# place, a counter row and their event), so a status's count trails its items by at most this many.
+COUNT_TEXTS = 50
 # Response lines between checkpoints of a chunk's collect when time is not short: each one settles the
 # failures read so far (a settlement reads the batch), so not too often; a run that dies redoes at most this.
 CHECKPOINT_LINES = 500
@@ -72,6 +75,12 @@ class CollectRun:
     keyless: bool = False  # an answer without a key: matched by position only at the end, no checkpoint
     failures: dict[int, str] = field(default_factory=dict)
     retries: list[ItemRecord] = field(default_factory=list)
+    # Texts: each stored by its own conditional write, counted (and their event persisted) with the next
+    # checkpoint. `succeeded`: seen succeed since the last one; `counted`: keys counted by this run or by
+    # the checkpoints before `start`, never twice.
+    succeeded: list[int] = field(default_factory=list)
+    counted: set[str] = field(default_factory=set)
+    stored_before: dict[str, int] = field(default_factory=dict)  # texts found `success` when the run began
 
     def answers(
         self, results: Iterable[tuple[str | None, Any]], wants_image: bool
@@ -80,23 +89,37 @@ class CollectRun:
             if number < self.start:  # settled by an earlier run: only its key counts (it was answered)
                 if key is not None:
                     self.answered.add(key)
+                    self.counted.add(key)
                 continue
             self.lines = number + 1
             self.keyless = self.keyless or key is None
+            if key is not None and key in self.stored_before:
+                # Stored by an earlier run of this chunk after its last checkpoint: counted here, once.
+                self._count(key, self.stored_before[key])
             yield key, read_answer(result, wants_image)
 
     def settle_group(self, matched: list[tuple[ItemRecord | None, Answer]], *, last_round: bool) -> None:
         sorted_ = sort_answers(matched, [], last_round=last_round)
         self.answered.update(item.itemId for item, _ in matched if item is not None)
         self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
-        if sorted_.texts:  # a group (at most ten) in one transaction
+        if sorted_.texts:  # each its own conditional write; counted with the next checkpoint
             successes = [ItemSuccess(item.index, text=answer.text) for item, answer in sorted_.texts]
-            self.report.texts_stored += record_successes(self.services, self.batch.batchId, successes)
+            stored = self.services.items.store_results(self.batch.batchId, successes)
+            self.report.texts_stored += len(stored)
+            for item, _ in sorted_.texts:
+                if item.index in stored:
+                    self._count(item.itemId, item.index)
         self.failures.update(sorted_.failures)
         self.retries += sorted_.retries
 
+    def _count(self, item_id: str, index: int) -> None:
+        if item_id not in self.counted:
+            self.counted.add(item_id)
+            self.succeeded.append(index)
+
     def checkpoint(self) -> bool:
-        """Settles what was sorted and records the place; False when another run on this chunk moved it."""
+        """Settles what was sorted and records the place, with the texts seen succeed since the last one
+        (their count and their event ride on the move); False when another run on this chunk moved it."""
         services, batch_id = self.services, self.batch.batchId
         if self.failures:
             fail_items(services, batch_id, self.failures, reason="failed items refund")
@@ -106,10 +129,12 @@ class CollectRun:
             services.items.move_items_to_round(batch_id, indexes, self.job.geminiRound + 1)
             self.report.retried += len(self.retries)
         self.failures, self.retries = {}, []
-        if self.lines == self.saved:
+        if self.lines == self.saved and not self.succeeded:
             return True
         move = jobs.collect_progress(self.job.geminiJobName or "", self.saved, self.lines)
-        moved = services.jobs.change_job(batch_id, self.job.chunk, move)
+        succeeded, self.succeeded = self.succeeded, []
+        caused = events.items_succeeded(batch_id, succeeded) if succeeded else []
+        moved = services.jobs.change_job(batch_id, self.job.chunk, move, succeeded=succeeded, events=caused)
         self.saved = self.lines
         self.report.lines = self.lines
         return moved
@@ -141,6 +166,12 @@ def collect_batch(
         services.jobs.change_job(batch_id, chunk, jobs.unqueue_collect())
         return report
     run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
+    if model_kind(batch.type) != "image":  # texts stored by a run that died before counting them
+        run.stored_before = {
+            item.itemId: item.index
+            for item in chunk_items
+            if item.status is ItemStatus.SUCCESS and item.round == job.geminiRound
+        }
     items = chunks.round_items(chunk_items, job)
     outcome = _read(run, view, items, time_left or (lambda: float("inf")))
     if outcome == "handed_over":
@@ -173,7 +204,8 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
         run.settle_group(group, last_round=last_round)
         group = []
         low = time_left() < margin
-        if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low):
+        counting = len(run.succeeded) >= COUNT_TEXTS  # the texts' count (and status) lags by at most this
+        if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low and not counting):
             continue
         if not run.checkpoint():
             return "overtaken"
