@@ -8,10 +8,11 @@ the results manifest), divided by its items.
 The capacity model then takes the units each partition key received per image and scales them to 10
 million images a day (~116 images/s on average) and to bursts of 1,000 images/s, against DynamoDB's
 limits of 1,000 write units and 3,000 read units per second per partition. The worst case is assumed:
-the traffic of a key shared by every user is the whole service's; that of a user's or a batch's key is
-one user's (or one batch's) batches carrying the whole rate. A batch's item rows are one item
-collection: DynamoDB splits a collection over partitions by sort key when it runs hot (the table has no
-local index), so its hot unit is one item, written a few times in its life; it is shown apart.
+a key shared by every user takes the whole service's rate; a user's key, one user's batches carrying the
+whole rate; a batch's key, every image of that batch landing within the same second (its rate is at most
+its size per second). A batch's item rows are one item collection: DynamoDB splits a collection over
+partitions by sort key when it runs hot (the table has no local index), so its hot unit is one item,
+written a few times in its life; it is shown apart.
 """
 
 from __future__ import annotations
@@ -111,14 +112,21 @@ def hottest(bill: Bill, items: int) -> list[tuple[str, float, float]]:
     return sorted(rows, key=lambda row: -row[1])
 
 
+def key_rate(name: str, per_image: float, service_rate: float, batch_items: int) -> float:
+    """Units per second on the hottest key of a pattern when the service runs `service_rate` images/s: a
+    batch's own key sees at most that batch's images per second."""
+    return per_image * (min(service_rate, batch_items) if "<batch>" in name else service_rate)
+
+
 def print_model(label: str, bill: Bill, items: int) -> float:
     """The per-key table; returns the highest share of a partition's write limit outside item collections."""
     print(f"  capacity model, {label} (per key: units per image, then per second at 116/s and at 1,000/s):")
     worst = 0.0
     for name, write, read in hottest(bill, items):
-        at_average, at_burst = write * AVERAGE_IMAGES_PER_SECOND, write * BURST_IMAGES_PER_SECOND
+        at_average = key_rate(name, write, AVERAGE_IMAGES_PER_SECOND, items)
+        at_burst = key_rate(name, write, BURST_IMAGES_PER_SECOND, items)
         share = at_burst / PARTITION_WRITE_UNITS
-        read_share = read * BURST_IMAGES_PER_SECOND / PARTITION_READ_UNITS
+        read_share = key_rate(name, read, BURST_IMAGES_PER_SECOND, items) / PARTITION_READ_UNITS
         collection = name.endswith(" ITEM#")
         note = "  (item collection: one item per image)" if collection else ""
         if not collection:
@@ -160,3 +168,55 @@ def run() -> None:
         image_bill, images = results["image (inline, 20 images)"]
         worst = print_model("images", image_bill, images)
         print(f"  hottest key outside item collections at 1,000 images/s: {worst:.1%} of a partition (target <= 50%)")
+    queue_run()
+
+
+# --- queuePosition and status reads ---------------------------------------------------------------------
+QUEUE_LENGTHS = (10, 500)
+
+
+def status_reads(meter: UnitMeter, batch_id: str, user: str) -> Bill:
+    from benchmarks.support import token
+
+    meter.take()
+    answer = invoke_api("GET", f"/batch/status/{batch_id}", headers={"Authorization": f"Bearer {token(user)}"})
+    assert answer["statusCode"] == 200, answer
+    return meter.take()
+
+
+def queue_run() -> None:
+    """A status of a batch waiting for a Gemini job slot behind others, and of a running 20-item batch:
+    DynamoDB calls and read units, at 10 and at 500 batches waiting."""
+    from batchgen.domain.batches import BatchDraft, Principal, RequestDraft
+    from batchgen.domain.ids import now_iso
+    from batchgen.handlers.services import live_services
+    from batchgen.models.records import SlotRecord
+    from batchgen.usecases.pipeline import create, poll
+
+    for waiting in QUEUE_LENGTHS:
+        with aws_environment({"GEMINI_MAX_ACTIVE_JOBS": "1"}):
+            services = live_services()
+            meter = UnitMeter().attach()
+            services.slots.reserve_slot(SlotRecord(jobKey="held", batchId="x", userId="x", reservedAt=now_iso()), 1)
+            last = ""
+            for n in range(waiting):
+                user = f"user-{n % 50}"
+                grant(user, 10)
+                draft = BatchDraft(batch_type="text", requests=[RequestDraft(None, "p", None)])
+                last = create.create_batch(services, Principal(user), draft).batch.batchId
+            poll.poll_active_batches(services)  # the dispatcher's pass: it orders the queue and places each
+            bill = status_reads(meter, last, f"user-{(waiting - 1) % 50}")
+            calls = ", ".join(f"{name} x{count}" for name, count in sorted(bill.calls.items()))
+            print(
+                f"status of a batch waiting behind {waiting - 1:>3}: {sum(bill.calls.values())} DynamoDB calls "
+                f"({calls}), {bill.read_units:.1f} read units"
+            )
+    with aws_environment():
+        meter = UnitMeter().attach()
+        grant(USER, 100)
+        small = _inline("text")
+        bill = status_reads(meter, small, USER)
+        calls = ", ".join(f"{name} x{count}" for name, count in sorted(bill.calls.items()))
+        total = sum(bill.calls.values())
+        print(f"status of a 20-item batch: {total} DynamoDB calls ({calls}), {bill.read_units:.1f} read units")
+    print("targets: queuePosition <= 2 reads at any queue length; a small batch's status in one or two reads")

@@ -54,6 +54,9 @@ class BatchRecord(Record):
     # Requests per Gemini job, pinned by the first submit (None: not submitted yet; the setting then).
     # Each chunk's job state is its own row (`JobRecord`).
     geminiChunkSize: int | None = None
+    # 1-based place in the queue for a Gemini job slot, written by the dispatcher's tick from the order it
+    # computes (so a status reads it, never the queue); cleared when the batch is admitted.
+    queuePosition: int | None = None
 
     @property
     def done_count(self) -> int:

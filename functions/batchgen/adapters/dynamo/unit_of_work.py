@@ -58,10 +58,13 @@ class DynamoUnitOfWork:
         self.credits = credits.DynamoCredits(table)
 
     def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None:
-        """Debit, batch (with its first chunk's job row), items and ledger entry in one transaction: all of it
-        or none of it. With a
-        `request_key` (an Idempotency-Key's hash), the same transaction claims it: a second run of the same
-        request raises AlreadyCreated with the first run's batch, and charges nothing."""
+        """Debit, batch (with its first chunk's job row) and ledger entry in one transaction, its items
+        written just before it: the batch exists, charged, with all its items, or not at all (its items are
+        removed when the transaction fails; a batch's items are read only through its row, so items whose
+        batch never came to be are never shown, only left behind by a crash in between). Items by
+        BatchWriteItem cost one write unit each where the transaction would bill two. With a `request_key`
+        (an Idempotency-Key's hash), the same transaction claims it: a second run of the same request raises
+        AlreadyCreated with the first run's batch, and charges nothing."""
         name, at = self.table.name, batch.createdAt
         writes: list[dict[str, Any]] = [
             credits.debit(name, batch.userId, batch.creditCost, at),
@@ -69,12 +72,15 @@ class DynamoUnitOfWork:
             credits.ledger_entry(name, batch.userId, -batch.creditCost, "batch charge", batch.batchId, at),
             new_row(name, first_job_row(batch)),
         ]
-        writes += [{"Put": {"TableName": name, "Item": item_row(item)}} for item in items]
         if request_key is not None:
             writes.append({"Put": self._request_claim(request_key, batch.batchId)})
+        if self.table.batch_write({"PutRequest": {"Item": item_row(item)}} for item in items):
+            self._remove_items(batch, items)
+            raise ConcurrentChange("DynamoDB kept items unprocessed; retry")
         try:
             self.table.db.transact_write_items(TransactItems=writes)
         except ClientError as exc:
+            self._remove_items(batch, items)
             if error_code(exc) != "TransactionCanceledException":
                 raise
             if request_key is not None and cancellation_codes(exc)[-1:] == ["ConditionalCheckFailed"]:
@@ -83,6 +89,10 @@ class DynamoUnitOfWork:
             if "TransactionConflict" in cancellation_codes(exc):
                 raise ConcurrentChange("balance changed concurrently") from exc
             raise
+
+    def _remove_items(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+        keys = (key(batch_pk(batch.batchId), item_sk(item.index)) for item in items)
+        self.table.batch_write({"DeleteRequest": {"Key": row_key}} for row_key in keys)
 
     def _request_claim(self, request_key: str, batch_id: str) -> dict[str, Any]:
         """One batch per (user, Idempotency-Key), for as long as the idempotency record lives."""
