@@ -12,7 +12,7 @@ by pip for the Lambda platform:
 `--only-binary` makes pip pick the Linux/arm64 wheels (pydantic-core,
 cryptography, ...) on any host, so no Docker and no arm64 machine is needed.
 boto3/botocore come with the Lambda runtime: they are left out of the list and
-removed again when another package pulls them in (aws-xray-sdk does).
+removed again when another package pulls them in.
 
 The result is cached under build/lambda/deps-<key>/, keyed by the dependency
 list, the target platform and BUNDLE_FORMAT, so repeated synths reuse it. The

@@ -37,6 +37,7 @@ from batchgen.domain.states import (
     sources,
 )
 from batchgen.models.records import (
+    BatchHead,
     BatchRecord,
     ItemRecord,
     JobRecord,
@@ -156,6 +157,23 @@ class FakeStore:
 
     def iter_validating_batches(self) -> Iterator[BatchRecord]:
         return iter([b for b in self.batches.values() if b.status is BatchStatus.VALIDATING])
+
+    def read_head(self, batch_id: str, items: int) -> BatchHead | None:
+        """Like the store's one read: the row, the counters' sum, the first items, and the job rows when
+        the read reached them (a batch of at most `items` items and ten chunks)."""
+        self.calls["read_head"] += 1
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return None
+        rows = self.items.get(batch_id, [])
+        jobs = sorted((job for (b, _), job in self.jobs.items() if b == batch_id), key=lambda job: job.chunk)
+        reached = len(rows) + len(jobs) <= items + 10
+        return BatchHead(
+            batch=batch,
+            counted=self.progress.get(batch_id, 0),
+            items=rows[:items],
+            jobs=jobs if reached and jobs else None,
+        )
 
     def put_batch(self, batch: BatchRecord) -> None:
         if batch.batchId in self.batches:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -21,7 +21,6 @@ from batchgen.models.messages import RelayOutbox, SendEmail, WriteResultsManifes
 from batchgen.usecases.notify import notify
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=NotifyRecord, raise_on_entire_batch_failure=False)
 
@@ -54,7 +53,6 @@ async def record_handler(record: NotifyRecord) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return async_process_partial_response(

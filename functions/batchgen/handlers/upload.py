@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
@@ -29,7 +29,6 @@ from batchgen.usecases.notify import notify
 from batchgen.usecases.pipeline import upload
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False)
@@ -79,7 +78,6 @@ async def record_handler(record: UploadRecord) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     _uploaded.clear()

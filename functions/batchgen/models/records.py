@@ -149,6 +149,17 @@ class BatchWithItems(BaseModel):
     items: list[ItemRecord]
 
 
+class BatchHead(BaseModel):
+    """The head of a batch's partition in one read: its row, the sum of its counter rows, its first items
+    and, when the read reached them (a batch of a few hundred items), its chunks' job rows (None: not
+    reached, read them apart)."""
+
+    batch: BatchRecord
+    counted: int
+    items: list[ItemRecord]
+    jobs: list[JobRecord] | None
+
+
 class WebhookEndpointRecord(Record):
     endpointId: str
     userId: str

@@ -20,6 +20,7 @@ from batchgen.adapters.dynamo.codec import (
     ALL_BATCHES,
     COUNT_PREFIX,
     ITEM_PREFIX,
+    JOB_PREFIX,
     META_SK,
     VALIDATING,
     Expression,
@@ -53,7 +54,7 @@ from batchgen.domain.states import (
     BatchStatus,
     ItemStatus,
 )
-from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
+from batchgen.models.records import BatchHead, BatchRecord, ItemRecord, JobRecord
 
 
 def sort_key(batch: BatchRecord) -> str:
@@ -121,6 +122,29 @@ class DynamoBatches:
     def get_batch(self, batch_id: str, consistent: bool = True) -> BatchRecord | None:
         row = self.table.get(batch_pk(batch_id), META_SK, consistent=consistent)
         return BatchRecord.model_validate(row) if row is not None else None
+
+    def read_head(self, batch_id: str, items: int) -> BatchHead | None:
+        """One strongly consistent Query of the batch's partition, in key order: `#META`, `COUNT#<n>`,
+        `ITEM#...`, then `JOB#...` (what a status shows): a small batch's whole partition in one read."""
+        response = self.table.db.query(
+            TableName=self.table.name,
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues=values({":pk": batch_pk(batch_id)}),
+            ConsistentRead=True,
+            Limit=1 + constants.PROGRESS_SHARDS + items + HEAD_JOB_ROWS,
+        )
+        rows = [unmarshal(row) for row in response.get("Items", [])]
+        meta = next((row for row in rows if row["SK"] == META_SK), None)
+        if meta is None:
+            return None
+        jobs = [JobRecord.model_validate(row) for row in rows if str(row["SK"]).startswith(JOB_PREFIX)]
+        complete = "LastEvaluatedKey" not in response and migrations_legacy_free(meta)
+        return BatchHead(
+            batch=BatchRecord.model_validate(meta),
+            counted=sum(int(row.get("succeeded", 0)) for row in rows if str(row["SK"]).startswith(COUNT_PREFIX)),
+            items=[ItemRecord.model_validate(row) for row in rows if str(row["SK"]).startswith(ITEM_PREFIX)][:items],
+            jobs=jobs if complete and jobs else None,
+        )
 
     def put_batch(self, batch: BatchRecord) -> None:
         """A new batch that charges nothing yet (a bulk batch while `validating`), with its first chunk's job
@@ -259,6 +283,14 @@ class DynamoBatches:
         # The index is eventually consistent: a row read by key that has left the state since is not listed.
         wanted = ACTIVE_BATCH_STATUSES if name == ACTIVE else frozenset({BatchStatus.VALIDATING})
         yield from sorted((b for b in batches if b.status in wanted), key=lambda b: (b.createdAt, b.batchId))
+
+
+HEAD_JOB_ROWS = 10  # job rows a status's read takes along (a batch of up to ten chunks)
+
+
+def migrations_legacy_free(batch_row: dict[str, Any]) -> bool:
+    """A row of the older layout keeps chunk 0's job on itself: its jobs are read apart (`Jobs.list_jobs`)."""
+    return "geminiRound" not in batch_row
 
 
 def _listed(row: dict[str, Any]) -> BatchRecord:

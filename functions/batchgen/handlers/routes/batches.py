@@ -90,9 +90,8 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
-    record = items.status_page(services(), principal(router), batch_id)
+    record, chunk_jobs = items.status_view(services(), principal(router), batch_id)  # one or two reads
     body = reports.status_body(record)
-    chunk_jobs = chunks.jobs_of(services(), record.batch)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
     body.update(chunks.gemini_view(chunk_jobs))  # per chunk
     return models.BatchStatusResponse.model_validate(body)
