@@ -44,9 +44,9 @@ from pathlib import Path
 # Bump when the layout or the pruning below changes, to invalidate caches.
 BUNDLE_FORMAT = 2
 
-# Distributions the Lambda Python runtime already provides (the AWS SDK). Their small
-# dependencies (jmespath, python-dateutil, urllib3) stay in the layer: Powertools and the
-# other packages import them directly and must not depend on the runtime's copies.
+# Distributions the Lambda Python runtime already provides (the AWS SDK, with python-dateutil,
+# urllib3 and six beside it in /var/runtime). A small dependency another package imports directly
+# (jmespath for Powertools) is installed with that package and stays in the layer.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 
 # Files of functions/ that must not ship in the code asset (CDK glob syntax).

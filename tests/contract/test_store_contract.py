@@ -155,6 +155,24 @@ def test_a_validating_batch_is_listed_for_the_watchdog_until_it_ends(services: p
     assert list(services.batches.iter_validating_batches()) == []
 
 
+def test_a_status_reads_a_small_batchs_row_counters_items_and_jobs_at_once(services: ports.NotifyServices) -> None:
+    small = new_batch(services, count=3)
+    services.jobs.open_jobs(small.batchId, 1)
+    assert services.jobs.change_job(small.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert services.items.record_successes(small.batchId, [ItemSuccess(0, text="a"), ItemSuccess(2, text="c")])
+    head = services.batches.read_head(small.batchId, 21)
+    assert head is not None and head.batch == services.batches.get_batch(small.batchId)
+    assert head.counted == services.items.count_successes(small.batchId) == 2
+    assert head.items == all_items(services, small.batchId)
+    assert head.jobs == services.jobs.list_jobs({small.batchId: 1})[small.batchId]
+    assert head.jobs[0].geminiJobName == "batches/1"
+    # A bigger batch: its first items only; its job rows, not reached, are read apart.
+    big = new_batch(services, count=60)
+    head = services.batches.read_head(big.batchId, 21)
+    assert head is not None and [item.index for item in head.items] == list(range(21)) and head.jobs is None
+    assert services.batches.read_head("batch_0000000000000_missing0", 21) is None
+
+
 # --- items --------------------------------------------------------------------------------------------
 def test_items_page_in_request_order_from_any_position(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=7)

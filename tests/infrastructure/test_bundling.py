@@ -98,13 +98,19 @@ def _code_asset_dir(synthesized: Synthesized) -> Path:
 
 
 def _aws_sdk_dir(tmp_path: Path) -> Path:
-    """Stand-in for the Lambda runtime's own boto3/botocore: links to this environment's copies."""
+    """Stand-in for the Lambda runtime's own boto3/botocore and what they need (the runtime ships
+    python-dateutil, urllib3 and six beside them): links to this environment's copies. jmespath is left
+    out: Powertools imports it directly, so the layer must ship it."""
     sdk = tmp_path / "runtime-provided"
     sdk.mkdir()
-    for package in ("boto3", "botocore", "s3transfer"):
+    for package in ("boto3", "botocore", "s3transfer", "dateutil", "urllib3", "six"):
         spec = importlib.util.find_spec(package)
         assert spec is not None and spec.origin is not None, f"{package} is needed to stand in for Lambda's SDK"
-        (sdk / package).symlink_to(Path(spec.origin).parent, target_is_directory=True)
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            (sdk / package).symlink_to(origin.parent, target_is_directory=True)
+        else:  # a single-module distribution (six)
+            (sdk / origin.name).symlink_to(origin)
     return sdk
 
 

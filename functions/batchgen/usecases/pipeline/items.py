@@ -15,6 +15,7 @@ from batchgen.domain.batches import Principal
 from batchgen.domain.errors import InvalidInput, NotFound
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
 from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, JobRecord
+from batchgen.usecases.pipeline import chunks
 from batchgen.usecases.ports import Services
 
 
