@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.constants import FUNCTIONS
-from infra import PYPROJECT
+from infra import FUNCTIONS_DIR, PYPROJECT
 from infra.bundling import (
     RUNTIME_PROVIDED,
     Target,
@@ -29,6 +29,7 @@ from infra.bundling import (
     distribution_name,
     runtime_requirements,
 )
+from infra.bytecode import stage_code
 from infra.functions import RUNTIME
 
 from .conftest import Synthesized
@@ -93,7 +94,9 @@ def _code_asset_dir(synthesized: Synthesized) -> Path:
     directory = synthesized.assembly_dir / f"asset.{key.removesuffix('.zip')}"
     assert (directory / "batchgen" / "constants.py").is_file()
     assert (directory / "batchgen" / "catalog.json").is_file(), "package data must ship"
-    assert not list(directory.rglob("__pycache__")), "bytecode caches must not ship"
+    tag = sys.implementation.cache_tag.split("-")[0] + "-" + LAMBDA.python_version.replace(".", "")
+    for compiled in directory.rglob("*.pyc"):  # only where this machine has the runtime's Python
+        assert f".{tag}." in compiled.name and _unchecked(compiled), f"{compiled} is not for the runtime's Python"
     return directory
 
 
@@ -171,3 +174,38 @@ def test_code_and_layer_import_in_a_clean_interpreter(
         assert origin.is_relative_to(code.resolve()) or origin.is_relative_to(site.resolve()), (
             f"{name} was imported from {origin}, outside the bundle"
         )
+
+
+def _unchecked(compiled: Path) -> bool:
+    """A `.pyc` the runtime loads without comparing it to its source (PEP 552 flags: hash-based, unchecked)."""
+    return int.from_bytes(compiled.read_bytes()[4:8], "little") == 0b01
+
+
+def test_the_code_asset_and_the_layer_ship_bytecode_the_runtime_loads_without_its_sources(
+    host_bundle: tuple[Target, Path], tmp_path: Path
+) -> None:
+    """Staged for this machine's Python (the Lambda one is compiled the same way by `python3.14`): every
+    module has unchecked bytecode for that version, in the code asset and the layer, and an import in a
+    read-only, write-nothing interpreter runs it (a source changed after staging is not even read)."""
+    target, site = host_bundle
+    code = stage_code(FUNCTIONS_DIR, target.python_version, tmp_path / "build")
+    for root in (code / "batchgen", site / "pydantic"):
+        sources = list(root.rglob("*.py"))
+        assert sources
+        for source in sources:
+            compiled = Path(importlib.util.cache_from_source(str(source)))
+            assert compiled.is_file() and _unchecked(compiled), f"{source} ships without its bytecode"
+    (code / "batchgen" / "domain" / "ids.py").write_text("raise SystemExit('the source was compiled at start')\n")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(code)!r}, {str(site)!r}]
+        import batchgen.domain.ids, pydantic_core
+        print(batchgen.domain.ids.__cached__)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).is_file()
