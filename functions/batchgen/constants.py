@@ -46,8 +46,18 @@ RESULTS_MANIFEST_GRACE_SECONDS = 120
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
-# Chunked Gemini jobs: a batch with more requests runs as several jobs of at most this many.
-GEMINI_JOB_MAX_REQUESTS_DEFAULT = 1000
+# Chunked Gemini jobs: a job holds as many requests as fit Gemini's input file (its bytes) and the
+# enqueued tokens one job may take (an estimate per request), and at most this many.
+GEMINI_JOB_MAX_REQUESTS_DEFAULT = 10_000
+GEMINI_INPUT_FILE_MAX_BYTES = 2 * 1024 * 1024 * 1024  # Gemini's batch input file limit
+# A request's line beyond its input image's base64: its key, wrapping and config (1 KB), and its prompt
+# and the shared one JSON-escaped (at most 12 bytes a character, an astral one as two \u escapes).
+GEMINI_REQUEST_OVERHEAD_BYTES = 1024 + 2 * 12 * MAX_PROMPT_CHARS
+# The enqueued tokens one job may hold: the project's enqueued-token limit for the model (by usage
+# tier) is shared by every job in flight, so set it to that limit over the jobs meant to run at once.
+GEMINI_JOB_MAX_TOKENS_DEFAULT = 3_000_000
+# Tokens one request is counted at: an image's output (1,290 at 1K/2K) with its prompt and an input image.
+GEMINI_REQUEST_TOKENS_DEFAULT = 1_500
 # A collect run with less than this left checkpoints its place in the responses and hands over.
 COLLECT_HANDOVER_SECONDS = 60
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait
@@ -115,6 +125,8 @@ ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"
 ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
 ENV_GEMINI_MAX_ACTIVE_JOBS_PER_USER = "GEMINI_MAX_ACTIVE_JOBS_PER_USER"
 ENV_GEMINI_JOB_MAX_REQUESTS = "GEMINI_JOB_MAX_REQUESTS"
+ENV_GEMINI_JOB_MAX_TOKENS = "GEMINI_JOB_MAX_TOKENS"
+ENV_GEMINI_REQUEST_TOKENS = "GEMINI_REQUEST_TOKENS"
 ENV_POLL_CONCURRENCY = "POLL_CONCURRENCY"
 ENV_MIN_SCHEDULE_AHEAD_SECONDS = "MIN_SCHEDULE_AHEAD_SECONDS"
 ENV_MAX_SCHEDULE_AHEAD_SECONDS = "MAX_SCHEDULE_AHEAD_SECONDS"
