@@ -60,6 +60,9 @@ GEMINI_JOB_MAX_TOKENS_DEFAULT = 3_000_000
 GEMINI_REQUEST_TOKENS_DEFAULT = 1_500
 # A collect run with less than this left checkpoints its place in the responses and hands over.
 COLLECT_HANDOVER_SECONDS = 60
+# A collect run hands over (checkpoint, then a new message at the back of the queue) after reading this
+# many response lines, time left or not: one chunk of 10,000 never holds a collect worker for its whole run.
+COLLECT_SLICE_LINES = 2_000
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait
 POLL_CONCURRENCY_DEFAULT = 16
 PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit

@@ -144,8 +144,9 @@ def collect_batch(
     services: Services, batch_id: str, chunk: int = 0, time_left: Callable[[], float] | None = None
 ) -> CollectReport:
     """Collects one chunk's finished job (chunk 0: the only one of most batches), from its checkpoint.
-    A run whose time left drops below `COLLECT_HANDOVER_SECONDS` checkpoints and sends a new collect
-    message that resumes after the lines it settled: no item is redone or skipped."""
+    A run whose time left drops below `COLLECT_HANDOVER_SECONDS`, or that has read `COLLECT_SLICE_LINES`
+    lines, checkpoints and sends a new collect message that resumes after the lines it settled: no item
+    is redone or skipped, and other batches' collects queued meanwhile run in between."""
     report = CollectReport()
     batch = services.batches.get_batch(batch_id)
     job = chunks.job_of(services, batch, chunk) if batch is not None and not is_terminal(batch.status) else None
@@ -203,7 +204,7 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
             continue
         run.settle_group(group, last_round=last_round)
         group = []
-        low = time_left() < margin
+        low = time_left() < margin or run.lines - run.start >= constants.COLLECT_SLICE_LINES  # per group
         counting = len(run.succeeded) >= COUNT_TEXTS  # the texts' count (and status) lags by at most this
         if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low and not counting):
             continue
