@@ -78,6 +78,8 @@ INGEST_CHUNK_ITEMS = 100  # items written (four BatchWriteItem calls) per checkp
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
 INGEST_HANDOVER_SECONDS = 60
+# ...and after this many lines, time left or not: one big file never holds an ingest worker for its whole run.
+INGEST_SLICE_LINES = 5_000
 # The validating watchdog (poller tick): a `validating` batch whose checkpoint has not moved for this long
 # gets its ingest message once more; still not moving as long again after that, it ends `failed`.
 INGEST_STALL_SECONDS = 900

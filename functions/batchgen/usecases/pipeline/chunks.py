@@ -40,8 +40,9 @@ def chunk_size(batch: BatchRecord) -> int:
 
 def request_bytes(batch: BatchRecord) -> int:
     """Input image bytes per request (base64; prompts count in the line's overhead): a bulk batch's
-    uploaded file over its lines, an inline batch's requests at the largest image a request may carry."""
-    if batch.ingestOffset and batch.requestCount:
+    uploaded file over its lines, an inline or retry batch's requests at the largest image a request may
+    carry (a retry batch's `ingestOffset` counts source items, not bytes)."""
+    if batch.ingestOffset and batch.requestCount and batch.retryOf is None:
         return -(-batch.ingestOffset // batch.requestCount)
     return constants.MAX_IMAGE_BYTES * 4 // 3 + 4
 
