@@ -12,6 +12,7 @@ from benchmarks import (
     capacity,
     cold_start,
     load,
+    local_state,
     notifications,
     planning,
     poll_tick,
@@ -33,7 +34,8 @@ def main() -> None:
         planning,
         notifications,
         load,
-    ):  # notifications and load last: they start the runtime
+        local_state,
+    ):  # notifications, load and local state last: they start the runtime
         section.run()
         print()
 

@@ -1,9 +1,11 @@
-"""A bounded load run against the local runtime: 8 threads creating 20-request batches for
-60 s (BENCH_LOAD_SECONDS, BENCH_LOAD_THREADS), then a bounded wait (BENCH_LOAD_DRAIN_SECONDS, 600 s)
-until every batch is terminal.
+"""A bounded load run against the local runtime: 8 threads creating 20-request batches for 60 s
+(BENCH_LOAD_SECONDS, BENCH_LOAD_THREADS), then a bounded wait (BENCH_LOAD_DRAIN_SECONDS, 600 s) until
+every batch is terminal; BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS lowers the job cap so batches wait for slots.
 
 Prints accepted creates per second, p50/p99 create latency, the time until ALL batches are terminal (or
-how many are left when the bound is hit), the runtime's peak memory (its process and its API sandboxes,
+how many are left when the bound is hit), the submit queue's depth per active batch (sampled every 2 s
+from the end of the load's first seconds to the end of the drain: a snowball of duplicate submit
+messages shows here), the runtime's peak memory (its process and its API sandboxes,
 RSS, sampled every second), the load average next to the figures (the machine may be shared), and
 checks the money at the end from the table itself: each user's balance = the sum of their ledger =
 granted - charged + refunded, never negative; each batch charged once, and refunded exactly its unit
@@ -67,6 +69,68 @@ def load_average() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
 
 
+class SubmitQueueDepth:
+    """Samples the submit queue's messages (waiting, in flight, delayed) and the active batches (the
+    sparse index's ACTIVE partition) every 2 s on a daemon thread."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        from batchgen import constants
+
+        options = {
+            "endpoint_url": endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        self.sqs, self.dynamodb = boto3.client("sqs", **options), boto3.client("dynamodb", **options)
+        self.queue_url = f"{endpoint}/123456789012/{constants.SUBMIT_QUEUE.name}"
+        self.table, self.index = constants.TABLE.default_name, constants.ACTIVE_BATCHES_INDEX
+        self.samples: list[tuple[int, int]] = []  # (queued submit messages, active batches)
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _active(self) -> int:
+        count, params = (
+            0,
+            {
+                "TableName": self.table,
+                "IndexName": self.index.name,
+                "KeyConditionExpression": f"{self.index.partition_key} = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": "ACTIVE"}},
+                "Select": "COUNT",
+            },
+        )
+        while True:
+            page = self.dynamodb.query(**params)
+            count += page["Count"]
+            if "LastEvaluatedKey" not in page:
+                return count
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _run(self) -> None:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        names.append("ApproximateNumberOfMessagesDelayed")
+        while not self.stop.wait(2):
+            try:
+                found = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
+                self.samples.append((sum(int(found.get(name, 0)) for name in names), self._active()))
+            except Exception:
+                continue
+
+    def report(self) -> str:
+        busy = [(queued, active) for queued, active in self.samples if active]
+        if not busy:
+            return "no active batches sampled"
+        ratios = [queued / active for queued, active in busy]
+        peak_queued = max(queued for queued, _ in busy)
+        return (
+            f"mean {sum(ratios) / len(ratios):.2f}, max {max(ratios):.2f} queued submit messages per active "
+            f"batch ({len(busy)} samples; peak {peak_queued} queued, {max(a for _, a in busy)} active)"
+        )
+
+
 class PeakMemory:
     """Samples the runtime's RSS every second on a daemon thread; `peak` is the highest seen."""
 
@@ -90,7 +154,14 @@ def start_runtime(data_dir: str, secret: str) -> tuple[subprocess.Popen[str], di
         "GEMINI_EMULATOR_DELAY": "2",
         # submit, collect and upload in 3 sandbox processes each, 3 batches at once, as Lambda runs them
         "LOCAL_PUMP_SANDBOXES": os.environ.get("LOCAL_PUMP_SANDBOXES", "3"),
-        # the figures are the service's drain; the state snapshots of `make run` are not measured
+        # the figures are the service's drain, in memory; keeping the state costs a row per change (LOCAL_PERSIST=1)
+        # a low cap (BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS) makes batches wait for job slots while their
+        # submit messages queue up: where duplicate submit messages would show
+        **(
+            {"GEMINI_MAX_ACTIVE_JOBS": os.environ["BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS"]}
+            if os.environ.get("BENCH_LOAD_GEMINI_MAX_ACTIVE_JOBS")
+            else {}
+        ),
         "LOCAL_PERSIST": os.environ.get("LOCAL_PERSIST", "0"),
     }
     log_path = os.environ.get("BENCH_LOAD_RUNTIME_LOG")  # the runtime's own log, for a look at the drain
@@ -157,6 +228,7 @@ class Load:
     def run(self) -> None:
         self._grant()
         memory_before = self.memory.peak = rss_mb(self.memory.pid)
+        depth = SubmitQueueDepth(self.printed["AWS_ENDPOINT"])
         load_seconds = self._create_for(SECONDS)
         memory_loaded = rss_mb(self.memory.pid)
         accepted = len(self.latencies)
@@ -167,6 +239,8 @@ class Load:
             f" / {percentile(self.latencies, 0.99) * 1000:.0f} ms   ({load_average()})"
         )
         drained, entries = self._wait_terminal()
+        depth.stop.set()
+        print(f"  submit queue                 {depth.report()}")
         open_ = [batch_id for batch_id in self.created if entries.get(batch_id, {}).get("status") not in TERMINAL]
         if not open_:
             print(f"  all terminal after           {drained:6.1f} s after the load   ({load_average()})")

@@ -41,16 +41,14 @@ def _seed_finished(repository: Any, count: int) -> None:
 
 
 def _seed_active(repository: Any, emulator: Any, count: int) -> list[str]:
-    from google import genai
-    from google.genai import types
-
     from batchgen.adapters.dynamo.batches import batch_row
     from batchgen.adapters.dynamo.jobs import job_row
+    from batchgen.adapters.gemini import sdk_client
     from batchgen.domain import ids
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, JobRecord
 
-    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=emulator.base_url))
+    client = sdk_client("bench", emulator.base_url)
     names = []
     now = ids.now_iso()
     for index in range(count):

@@ -67,6 +67,7 @@ def aws_server_environment(extra: dict[str, str] | None = None) -> Iterator[dict
     # per transaction item, and a 10,000-item batch's collect grew the server past 24 GB (OOM-killed).
     start = (
         "from local.moto_atomic import make_dynamodb_atomic; from local.moto_speed import make_dynamodb_reads_fast; "
+        "from local.moto_s3 import make_s3_strict; make_s3_strict(); "
         "make_dynamodb_atomic(); make_dynamodb_reads_fast(); from moto.server import main; "
         f"main(['-H', '127.0.0.1', '-p', '{port}'])"
     )

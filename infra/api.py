@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, RemovalPolicy
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -114,6 +114,8 @@ class ServiceApi(Construct):
             "RestApi",
             handler=handler,
             proxy=True,
+            # The stack's own name: the 5xx alarm's ApiName dimension then matches this API only.
+            rest_api_name=f"{Stack.of(self).stack_name}-api",
             description="Batch image generation API",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
             # REST API logging (access logs included) needs the account's API Gateway CloudWatch
@@ -140,6 +142,16 @@ class ServiceApi(Construct):
                 metrics_enabled=False,
             ),
         )
+        # API Gateway writes its execution logs (level ERROR) to a group named after the API and stage; it
+        # would create the group itself, outside the stack and kept for ever: the stack owns it instead.
+        self.execution_logs = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{STAGE_NAME}",
+            retention=settings.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.rest_api.deployment_stage.node.add_dependency(self.execution_logs)
         if photo_handler is not None:
             # The standard endpoint has its own function: a resource of its own, which API
             # Gateway matches before the {proxy+} resource that sends everything else to the api function.

@@ -14,11 +14,15 @@ cryptography, ...) on any host, so no Docker and no arm64 machine is needed.
 boto3/botocore come with the Lambda runtime: they are left out of the list and
 removed again when another package pulls them in.
 
+The versions come from `constraints.txt` beside pyproject.toml (`pip --constraint`): the resolved
+runtime dependencies, pinned, which `make` installs into the development venv too, so the layer runs
+exactly the SDK versions the tests ran (google-genai above all: a new major may change the URLs it
+calls). `make lock` writes it from the venv after a deliberate upgrade.
+
 The result is cached under build/lambda/deps-<key>/, keyed by the dependency
-list, the target platform and BUNDLE_FORMAT, so repeated synths reuse it. The
-directory appears atomically (built in a temporary folder, then renamed), so an
-interrupted pip run never leaves a half-built cache. Delete build/lambda to
-re-resolve the dependencies (they are ranges, not pins).
+list, the pinned versions, the target platform and BUNDLE_FORMAT, so repeated
+synths reuse it. The directory appears atomically (built in a temporary folder,
+then renamed), so an interrupted pip run never leaves a half-built cache.
 
 Caveat: pip evaluates environment markers (`; python_version < "3.13"`) against the
 interpreter running it, not the target; at worst that adds a backport the runtime
@@ -44,7 +48,8 @@ from pathlib import Path
 from infra.bytecode import compile_tree
 
 # Bump when the layout or the pruning below changes, to invalidate caches.
-BUNDLE_FORMAT = 3
+BUNDLE_FORMAT = 4
+CONSTRAINTS_NAME = "constraints.txt"
 
 # Distributions the Lambda Python runtime already provides (the AWS SDK, with python-dateutil,
 # urllib3 and six beside it in /var/runtime). A small dependency another package imports directly
@@ -92,9 +97,30 @@ def runtime_requirements(pyproject: Path) -> list[str]:
     return [req for req in project["dependencies"] if distribution_name(req) not in RUNTIME_PROVIDED]
 
 
-def cache_key(requirements: list[str], target: Target) -> str:
+def constraints_file(pyproject: Path) -> Path:
+    """The pinned runtime versions read by both the bundling and the development install."""
+    return pyproject.with_name(CONSTRAINTS_NAME)
+
+
+def pinned_versions(constraints: Path) -> dict[str, str]:
+    """`name==version` lines of a constraints file, by normalized distribution name."""
+    pins = {}
+    for line in constraints.read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            name, _, version = requirement.partition("==")
+            pins[distribution_name(name)] = version.strip()
+    return pins
+
+
+def cache_key(requirements: list[str], target: Target, constraints: str = "") -> str:
     payload = json.dumps(
-        {"format": BUNDLE_FORMAT, "requirements": sorted(requirements), "target": target.__dict__},
+        {
+            "format": BUNDLE_FORMAT,
+            "requirements": sorted(requirements),
+            "constraints": constraints,
+            "target": target.__dict__,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -103,7 +129,8 @@ def cache_key(requirements: list[str], target: Target) -> str:
 def bundle_dependencies(*, pyproject: Path, target: Target, build_dir: Path) -> Path:
     """Build (or reuse) the layer directory; returns it. Its `python/` folder holds the packages."""
     requirements = runtime_requirements(pyproject)
-    layer_dir = build_dir / f"deps-{cache_key(requirements, target)}"
+    constraints = constraints_file(pyproject)
+    layer_dir = build_dir / f"deps-{cache_key(requirements, target, constraints.read_text())}"
     if layer_dir.is_dir():
         return layer_dir
 
@@ -111,7 +138,7 @@ def bundle_dependencies(*, pyproject: Path, target: Target, build_dir: Path) -> 
     staging = Path(tempfile.mkdtemp(prefix="deps-building-", dir=build_dir))
     try:
         site = staging / "python"
-        _pip_install(requirements, target, site)
+        _pip_install(requirements, target, site, constraints)
         _remove_distributions(site, RUNTIME_PROVIDED)
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts, useless in a layer
         compile_tree(site, target.python_version, "/opt/python")  # for the runtime's Python (infra/bytecode.py)
@@ -138,7 +165,7 @@ def placeholder_layer(build_dir: Path) -> Path:
     return layer_dir
 
 
-def _pip_install(requirements: list[str], target: Target, site: Path) -> None:
+def pip_install_command(requirements: list[str], target: Target, site: Path, constraints: Path) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -146,6 +173,8 @@ def _pip_install(requirements: list[str], target: Target, site: Path) -> None:
         "install",
         "--quiet",
         "--disable-pip-version-check",
+        "--constraint",
+        str(constraints),
         "--no-compile",  # pip would compile for this interpreter's version; `compile_tree` does the target's
         "--only-binary=:all:",
         "--implementation",
@@ -157,7 +186,12 @@ def _pip_install(requirements: list[str], target: Target, site: Path) -> None:
     ]
     for tag in target.platforms:
         command += ["--platform", tag]
-    result = subprocess.run([*command, *requirements], capture_output=True, text=True, check=False)
+    return [*command, *requirements]
+
+
+def _pip_install(requirements: list[str], target: Target, site: Path, constraints: Path) -> None:
+    command = pip_install_command(requirements, target, site, constraints)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(
             "pip could not bundle the Lambda dependencies "
@@ -182,3 +216,46 @@ def _remove_distributions(site: Path, names: frozenset[str]) -> None:
     for directory in sorted(site.iterdir(), reverse=True):
         if directory.is_dir() and not any(path.is_file() for path in directory.rglob("*")):
             shutil.rmtree(directory)  # package folders left empty by the removal
+
+
+def runtime_closure(pyproject: Path) -> dict[str, str]:
+    """The installed version of every runtime dependency and of everything they pull in (extras
+    included), read from this environment: what `make lock` pins."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    found: dict[str, tuple[str, set[str]]] = {}
+    todo = [Requirement(text) for text in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    while todo:
+        requirement = todo.pop()
+        name = distribution_name(requirement.name)
+        known = found.get(name)
+        if known is not None and set(requirement.extras) <= known[1]:
+            continue
+        distribution = metadata.distribution(requirement.name)
+        extras = set(requirement.extras) | (known[1] if known else set())
+        found[name] = (distribution.version, extras)
+        for text in distribution.requires or []:
+            inner = Requirement(text)
+            wanted = inner.marker is None or any(inner.marker.evaluate({"extra": extra}) for extra in {"", *extras})
+            if wanted:
+                todo.append(inner)
+    return {name: version for name, (version, _) in sorted(found.items())}
+
+
+def write_constraints(pyproject: Path) -> Path:
+    path = constraints_file(pyproject)
+    header = (
+        "# Pinned runtime dependencies: read by `make` (the development venv) and by infra/bundling.py (the\n"
+        "# Lambda layer), so both run the same versions. Written by `make lock` from the venv; to upgrade,\n"
+        "# install the new versions into .venv (within pyproject.toml's ranges), run the tests, then `make lock`.\n"
+    )
+    path.write_text(header + "".join(f"{name}=={version}\n" for name, version in runtime_closure(pyproject).items()))
+    return path
+
+
+if __name__ == "__main__":  # make lock
+    from infra import PYPROJECT
+
+    print(f"wrote {write_constraints(PYPROJECT)}")

@@ -10,8 +10,9 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from batchgen.constants import QUEUES, QueueSpec, function_by_name, queue_visibility_timeout_seconds
+from batchgen.constants import QUEUES, QueueSpec, queue_visibility_timeout_seconds
 from infra import pascal_case
+from infra.settings import StackSettings
 
 QUEUE_RETENTION = Duration.days(4)  # the SQS default, made explicit: messages are consumed within seconds
 DLQ_RETENTION = Duration.days(14)  # the SQS maximum: time to inspect and redrive poison messages
@@ -49,25 +50,28 @@ class WorkQueues(Construct):
 
     @property
     def urls(self) -> dict[str, str]:
-        """QueueSpec.name -> URL, the shape runtime_environment() takes."""
-        return {name: queue.queue_url for name, queue in self.queues.items()}
+        """QueueSpec.name (and each DLQ's dead_letter_name) -> URL, the shape runtime_environment() takes."""
+        urls = {name: queue.queue_url for name, queue in self.queues.items()}
+        for spec in QUEUES:
+            urls[spec.dead_letter_name] = self.dead_letter_queues[spec.name].queue_url
+        return urls
 
-    def attach_consumers(self, functions: Mapping[str, lambda_.IFunction]) -> None:
+    def attach_consumers(self, functions: Mapping[str, lambda_.IFunction], settings: StackSettings) -> None:
         """Event source mappings: each queue drives its spec's consumer, reporting partial failures."""
         for spec in QUEUES:
-            functions[spec.consumer].add_event_source(_event_source(self.queues[spec.name], spec))
+            source = _event_source(self.queues[spec.name], spec, settings.queue_max_concurrency(spec.consumer))
+            functions[spec.consumer].add_event_source(source)
 
 
-def _event_source(queue: sqs.IQueue, spec: QueueSpec) -> event_sources.SqsEventSource:
+def _event_source(queue: sqs.IQueue, spec: QueueSpec, max_concurrency: int) -> event_sources.SqsEventSource:
     """The mapping's options; None leaves an option unset in the template."""
     window = spec.max_batching_window_seconds
-    reserved = function_by_name(spec.consumer).reserved_concurrency
     return event_sources.SqsEventSource(
         queue,
         batch_size=spec.batch_size,
         report_batch_item_failures=True,
         max_batching_window=Duration.seconds(window) if window else None,
-        # Poll no faster than the function may run: throttled invocations would otherwise
-        # count as receives and push healthy messages into the DLQ.
-        max_concurrency=reserved if reserved is not None and reserved >= 2 else None,
+        # The consumers of one queue never take more than this of the account's concurrency (no
+        # reservation needed): a bulk batch leaves room for the API and other users' work.
+        max_concurrency=max_concurrency,
     )

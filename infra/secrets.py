@@ -22,7 +22,10 @@ JWT_SECRET_LENGTH = 64
 
 
 class ServiceSecrets(Construct):
-    def __init__(self, scope: Construct, construct_id: str) -> None:
+    """`gemini_webhook`: also the Gemini webhook's signing secret (a secret costs $0.40 a month; the
+    webhook is optional, the poller collects every job without it)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, gemini_webhook: bool = False) -> None:
         super().__init__(scope, construct_id)
 
         self.jwt = secretsmanager.Secret(
@@ -46,12 +49,14 @@ class ServiceSecrets(Construct):
             secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
         )
 
-        self.gemini_webhook = secretsmanager.Secret(
-            self,
-            "GeminiWebhookSecret",
-            description="Signing secret (whsec_...) of the Gemini webhook; optional, set by the operator.",
-            secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
-        )
+        self.gemini_webhook: secretsmanager.Secret | None = None
+        if gemini_webhook:
+            self.gemini_webhook = secretsmanager.Secret(
+                self,
+                "GeminiWebhookSecret",
+                description="Signing secret (whsec_...) of the Gemini webhook, set by the operator.",
+                secret_string_value=SecretValue.unsafe_plain_text(PLACEHOLDER),
+            )
 
         acknowledge(
             self.jwt,
@@ -60,7 +65,7 @@ class ServiceSecrets(Construct):
             "(put-secret-value) when needed, as described in the README, section Deploying to AWS.",
             "AwsSolutions-SMG4",
         )
-        for secret in (self.gemini, self.cloudinary, self.gemini_webhook):
+        for secret in self.third_party():
             acknowledge(
                 secret,
                 "This holds a credential issued by a third party (Google AI Studio / Cloudinary); "
@@ -69,10 +74,16 @@ class ServiceSecrets(Construct):
                 "AwsSolutions-SMG4",
             )
 
+    def third_party(self) -> list[secretsmanager.Secret]:
+        """The secrets holding credentials another service issued (the operator sets their values)."""
+        return [self.gemini, self.cloudinary, *([self.gemini_webhook] if self.gemini_webhook else [])]
+
     def environment(self) -> dict[str, str]:
+        """Each secret's ARN; without the webhook secret, GEMINI_WEBHOOK_SECRET_ARN is empty (the HMAC
+        scheme of the Gemini webhook is off)."""
         return {
             ENV_JWT_SECRET_ARN: self.jwt.secret_arn,
             ENV_GEMINI_SECRET_ARN: self.gemini.secret_arn,
             ENV_CLOUDINARY_SECRET_ARN: self.cloudinary.secret_arn,
-            ENV_GEMINI_WEBHOOK_SECRET_ARN: self.gemini_webhook.secret_arn,
+            ENV_GEMINI_WEBHOOK_SECRET_ARN: self.gemini_webhook.secret_arn if self.gemini_webhook else "",
         }

@@ -11,37 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from aws_cdk import aws_logs as logs
+from pydantic import ValidationError
 
-from batchgen.constants import (
-    CLOUDINARY_FOLDER_DEFAULT,
-    CORS_ORIGINS_DEFAULT,
-    ENV_CLOUDINARY_FOLDER,
-    ENV_CORS_ORIGINS,
-    ENV_GEMINI_BASE_URL,
-    ENV_GEMINI_JOB_MAX_REQUESTS,
-    ENV_GEMINI_MAX_ACTIVE_JOBS,
-    ENV_GEMINI_WEBHOOK_JWKS_URL,
-    ENV_JWT_ALGORITHMS,
-    ENV_JWT_AUDIENCE,
-    ENV_JWT_ISSUER,
-    ENV_JWT_JWKS_URL,
-    ENV_LOG_LEVEL,
-    ENV_MAX_BATCH_REQUESTS,
-    ENV_MAX_WAIT_SECONDS,
-    ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS,
-    GEMINI_JOB_MAX_REQUESTS_DEFAULT,
-    GEMINI_MAX_ACTIVE_JOBS_DEFAULT,
-    LOG_LEVEL_DEFAULT,
-    MAX_BATCH_REQUESTS_DEFAULT,
-    MAX_WAIT_SECONDS_DEFAULT,
-)
+from batchgen import constants
+from batchgen.config import Settings
+from batchgen.constants import CORS_ORIGINS_DEFAULT, ENV_CORS_ORIGINS, ENV_LOG_LEVEL, LOG_LEVEL_DEFAULT
 from infra import CDK_JSON
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Lambda refuses reservations that leave less of the account's concurrency quota unreserved than this
+# ("Configuring reserved concurrency" in the Lambda developer guide).
+UNRESERVED_CONCURRENCY_MINIMUM = 100
 # The retention periods CloudWatch Logs accepts.
 RETENTION_DAYS: dict[int, logs.RetentionDays] = {
     1: logs.RetentionDays.ONE_DAY,
@@ -68,21 +52,43 @@ RETENTION_DAYS: dict[int, logs.RetentionDays] = {
     3653: logs.RetentionDays.TEN_YEARS,
 }
 
-# Context key -> StackSettings field.
+# Settings the functions read (`batchgen.config.Settings`) that are no deployment choice, and why.
+# Every other field of Settings is a context key of its own (`service_context_keys`), set in every
+# function's environment; tests/infrastructure/test_settings.py holds the two lists together.
+NOT_CONTEXT_SETTINGS: dict[str, str] = {
+    constants.ENV_TABLE_NAME: "the stack sets it to the table it creates",
+    constants.ENV_BUCKET_NAME: "the stack sets it to the bucket it creates",
+    **{queue.env_var: "the stack sets it to the queue it creates" for queue in constants.QUEUES},
+    constants.ENV_NOTIFY_DLQ_URL: "the stack sets it to the notify queue's dead-letter queue",
+    constants.ENV_JWT_SECRET_ARN: "the stack sets it to the secret it creates",
+    constants.ENV_GEMINI_SECRET_ARN: "the stack sets it to the secret it creates",
+    constants.ENV_CLOUDINARY_SECRET_ARN: "the stack sets it to the secret it creates",
+    constants.ENV_GEMINI_WEBHOOK_SECRET_ARN: "the stack sets it to the secret it creates",
+    constants.ENV_URL_SIGNER_ROLE_ARN: "the stack sets it, for the api only, to the URL-signer role it creates",
+    constants.ENV_JWT_SECRET: "a plain value for the local runtime; deployed, the key is read from JWT_SECRET_ARN",
+    constants.ENV_GEMINI_API_KEY: "a plain value for the local runtime; deployed, from GEMINI_SECRET_ARN",
+    constants.ENV_CLOUDINARY_URL: "a plain value for the local runtime; deployed, from CLOUDINARY_SECRET_ARN",
+    constants.ENV_GEMINI_WEBHOOK_SECRET: "a plain value for the local runtime; deployed, from "
+    "GEMINI_WEBHOOK_SECRET_ARN",
+    constants.ENV_CATALOG_PATH: "the catalog is catalog.json in the code asset; edit it and deploy",
+    constants.ENV_WEBHOOK_RETRY_SCALE: "compresses webhook retry delays for local runs and tests only; "
+    "deployed, the delays are the real ones",
+    constants.ENV_MIN_SCHEDULE_AHEAD_SECONDS: "lowered only by tests and the local runtime; deployed, "
+    "scheduleAt is at least a minute ahead",
+    ENV_CORS_ORIGINS: "the context key corsOrigins (a list) sets it",
+}
+
+# Deployed defaults that differ from the code's (local) default, and why.
+DEPLOYED_DEFAULTS: dict[str, str] = {
+    # The local default names moto's sender; in AWS the sender must be an SES identity the operator
+    # verified. Empty: the service sends no email and a create with notifyEmail is a 400 saying so.
+    constants.ENV_NOTIFY_EMAIL_FROM: "",
+}
+
+# Deployment-only context key -> StackSettings field.
 CONTEXT_KEYS: dict[str, str] = {
     "stackName": "stack_name",
     "skipBundling": "skip_bundling",
-    "maxBatchRequests": "max_batch_requests",
-    "maxWaitSeconds": "max_wait_seconds",
-    "geminiMaxActiveJobs": "gemini_max_active_jobs",
-    "geminiJobMaxRequests": "gemini_job_max_requests",
-    "cloudinaryFolder": "cloudinary_folder",
-    "jwtIssuer": "jwt_issuer",
-    "jwtAudience": "jwt_audience",
-    "jwtJwksUrl": "jwt_jwks_url",
-    "jwtAlgorithms": "jwt_algorithms",
-    "geminiBaseUrl": "gemini_base_url",
-    "geminiWebhookJwksUrl": "gemini_webhook_jwks_url",
     "corsOrigins": "cors_origins",
     "logLevel": "log_level",
     "logRetentionDays": "log_retention_days",
@@ -90,8 +96,33 @@ CONTEXT_KEYS: dict[str, str] = {
     "apiThrottleBurstLimit": "api_throttle_burst_limit",
     "alarmEmail": "alarm_email",
     "reservedConcurrency": "reserved_concurrency",
+    "accountConcurrencyLimit": "account_concurrency_limit",
     "apiGatewayCloudWatchRole": "api_gateway_cloudwatch_role",
+    "geminiWebhookSecret": "gemini_webhook_secret",
 }
+# A queue's consumer -> its context key for the mapping's MaximumConcurrency, e.g. uploadMaxConcurrency.
+MAX_CONCURRENCY_KEYS: dict[str, str] = {queue.consumer: f"{queue.consumer}MaxConcurrency" for queue in constants.QUEUES}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def service_context_keys() -> dict[str, str]:
+    """Context key -> environment variable, for every setting the functions read that a deployment
+    may choose: the field name of `Settings` in camelCase (NOTIFY_EMAIL_FROM -> notifyEmailFrom)."""
+    return {_camel(name): name.upper() for name in Settings.model_fields if name.upper() not in NOT_CONTEXT_SETTINGS}
+
+
+def _env_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def service_defaults() -> dict[str, str]:
+    """Environment variable -> its deployed default: the code's default unless DEPLOYED_DEFAULTS says."""
+    defaults = {env: _env_text(Settings.model_fields[env.lower()].default) for env in service_context_keys().values()}
+    return {**defaults, **DEPLOYED_DEFAULTS}
 
 
 class _ContextSource(Protocol):
@@ -102,27 +133,30 @@ class _ContextSource(Protocol):
 class StackSettings:
     stack_name: str = "BatchGen"
     skip_bundling: bool = False  # True: dependency layer is a placeholder (tests, quick synths)
-    max_batch_requests: int = MAX_BATCH_REQUESTS_DEFAULT
-    max_wait_seconds: int = MAX_WAIT_SECONDS_DEFAULT
-    gemini_max_active_jobs: int = GEMINI_MAX_ACTIVE_JOBS_DEFAULT
-    gemini_job_max_requests: int = GEMINI_JOB_MAX_REQUESTS_DEFAULT  # a larger batch runs as several jobs
-    cloudinary_folder: str = CLOUDINARY_FOLDER_DEFAULT
-    jwt_issuer: str = ""
-    jwt_audience: str = ""
-    jwt_jwks_url: str = ""
-    jwt_algorithms: str = ""  # empty: the handler's default (HS256)
-    gemini_base_url: str = ""  # empty: the SDK's default endpoint
-    gemini_webhook_jwks_url: str = ""  # Google's keys for JWT-signed Gemini webhooks; empty: scheme off
     cors_origins: tuple[str, ...] = tuple(CORS_ORIGINS_DEFAULT.split(","))
     log_level: str = LOG_LEVEL_DEFAULT
     log_retention_days: int = 30
     api_throttle_rate_limit: int = 50  # requests per second, steady state
     api_throttle_burst_limit: int = 100
     alarm_email: str = ""  # subscribed to the alarm topic when set
-    reserved_concurrency: bool = True  # False for accounts whose concurrency quota is still 10
+    # Reserved concurrency for submit and poller. Off by default: a new account's concurrency quota is
+    # 10, and Lambda refuses a reservation that leaves fewer than 10 unreserved.
+    reserved_concurrency: bool = False
+    # The account's Lambda concurrency quota, for the synth-time check of reservedConcurrency (0: not
+    # checked; `aws lambda get-account-settings` tells it).
+    account_concurrency_limit: int = 0
     # API Gateway logs only once the account has a CloudWatch role: the stack sets one. False when
     # the account (e.g. an AWS Organization baseline) already manages it.
     api_gateway_cloudwatch_role: bool = True
+    # A Secrets Manager secret for the Gemini webhook's HMAC signing key (Standard Webhooks, `whsec_...`).
+    # Off by default: a secret costs $0.40 a month and the webhook only speeds collection up (the poller
+    # collects every job without it); the JWT-signed scheme (geminiWebhookJwksUrl) needs no secret.
+    gemini_webhook_secret: bool = False
+    # Each queue's event source mapping runs at most this many consumers at once (2..1000, default the
+    # QueueSpec's): a bulk batch cannot scale uploads until they starve the API or meet Cloudinary's limits.
+    max_concurrency: Mapping[str, int] = field(default_factory=dict)  # consumer -> MaximumConcurrency
+    # Service settings from context (environment variable -> value), over `service_defaults()`.
+    service: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -131,10 +165,55 @@ class StackSettings:
             raise ValueError("corsOrigins must name at least one origin (or '*')")
         if self.log_retention_days not in RETENTION_DAYS:
             raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}")
-        if not 1 <= self.gemini_job_max_requests <= 100_000:
-            raise ValueError(f"geminiJobMaxRequests must be 1..100000, got {self.gemini_job_max_requests}")
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
+        for consumer, key in MAX_CONCURRENCY_KEYS.items():
+            if not 2 <= self.queue_max_concurrency(consumer) <= 1000:
+                raise ValueError(f"{key} must be 2..1000, got {self.queue_max_concurrency(consumer)}")
+        self._check_reserved_concurrency()
+        self._validate_service()
+
+    def queue_max_concurrency(self, consumer: str) -> int:
+        default = next(queue.max_concurrency for queue in constants.QUEUES if queue.consumer == consumer)
+        return self.max_concurrency.get(consumer, default)
+
+    def _check_reserved_concurrency(self) -> None:
+        """Lambda keeps at least UNRESERVED_CONCURRENCY_MINIMUM of the account's quota unreserved: a
+        reservation beyond that fails the deploy half-way, so it fails the synth instead, saying why."""
+        if not self.reserved_concurrency:
+            return
+        reserved = sum(spec.reserved_concurrency or 0 for spec in constants.FUNCTIONS)
+        needed = reserved + UNRESERVED_CONCURRENCY_MINIMUM
+        if self.account_concurrency_limit < needed:
+            known = (
+                f"the account's quota is {self.account_concurrency_limit}"
+                if self.account_concurrency_limit
+                else "the account's quota is not given"
+            )
+            raise ValueError(
+                f"reservedConcurrency=true reserves {reserved} executions and Lambda keeps "
+                f"{UNRESERVED_CONCURRENCY_MINIMUM} unreserved, so the account needs a concurrency quota of at "
+                f"least {needed}; {known}. Deploy with -c reservedConcurrency=false (the default), or read the "
+                "quota with `aws lambda get-account-settings --query AccountLimit.ConcurrentExecutions`, raise it "
+                "in Service Quotas if needed, and pass it as -c accountConcurrencyLimit=<quota>."
+            )
+
+    def _validate_service(self) -> None:
+        """The same pydantic model the functions read validates the values at synth time."""
+        keys = {env: key for key, env in service_context_keys().items()}
+        try:
+            Settings.model_validate(
+                {
+                    env.lower(): value
+                    for env, value in self.function_environment().items()
+                    if env.lower() in Settings.model_fields
+                }
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{keys.get(str(error['loc'][0]).upper(), error['loc'][0])}: {error['msg']}" for error in exc.errors()
+            )
+            raise ValueError(f"invalid context setting: {problems}") from exc
 
     @classmethod
     def from_context(cls, node: _ContextSource) -> StackSettings:
@@ -145,33 +224,34 @@ class StackSettings:
             raw = node.try_get_context(key)
             if raw is not None:
                 values[name] = _coerce(raw, types[name], key)
-        return cls(**values)
+        service = {}
+        for key, env in service_context_keys().items():
+            raw = node.try_get_context(key)
+            if raw is not None:
+                service[env] = _env_text(raw) if isinstance(raw, bool) else str(raw)
+        max_concurrency = {}
+        for consumer, key in MAX_CONCURRENCY_KEYS.items():
+            raw = node.try_get_context(key)
+            if raw is not None:
+                max_concurrency[consumer] = _coerce(raw, "int", key)
+        return cls(**values, service=service, max_concurrency=max_concurrency)
 
     @property
     def log_retention(self) -> logs.RetentionDays:
         return RETENTION_DAYS[self.log_retention_days]
 
+    def service_value(self, env: str) -> str:
+        return self.service.get(env, service_defaults()[env])
+
     def function_environment(self) -> dict[str, str]:
-        """The tunables every function receives (passed as `settings=` to runtime_environment)."""
-        env = {
-            ENV_MAX_BATCH_REQUESTS: str(self.max_batch_requests),
-            ENV_MAX_WAIT_SECONDS: str(self.max_wait_seconds),
-            ENV_GEMINI_MAX_ACTIVE_JOBS: str(self.gemini_max_active_jobs),
-            ENV_GEMINI_JOB_MAX_REQUESTS: str(self.gemini_job_max_requests),
-            ENV_CLOUDINARY_FOLDER: self.cloudinary_folder,
-            ENV_CORS_ORIGINS: ",".join(self.cors_origins),
-            ENV_LOG_LEVEL: self.log_level,
-            ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS: "false",  # deployed, only public https targets
-        }
-        optional = {
-            ENV_JWT_ISSUER: self.jwt_issuer,
-            ENV_JWT_AUDIENCE: self.jwt_audience,
-            ENV_JWT_JWKS_URL: self.jwt_jwks_url,
-            ENV_JWT_ALGORITHMS: self.jwt_algorithms,
-            ENV_GEMINI_BASE_URL: self.gemini_base_url,
-            ENV_GEMINI_WEBHOOK_JWKS_URL: self.gemini_webhook_jwks_url,
-        }
-        env.update({name: value for name, value in optional.items() if value})
+        """Every setting the functions read, set explicitly (passed as `settings=` to runtime_environment).
+
+        Settings with a context key get their value or the deployed default; the rest are in
+        NOT_CONTEXT_SETTINGS (the stack sets them, or they are not for deployments).
+        """
+        env = {**service_defaults(), **self.service}
+        env[ENV_CORS_ORIGINS] = ",".join(self.cors_origins)
+        env[ENV_LOG_LEVEL] = self.log_level
         return env
 
 

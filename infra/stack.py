@@ -8,6 +8,7 @@ from typing import Any
 from aws_cdk import App, CfnOutput, Environment, Stack, Tags, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
@@ -15,6 +16,8 @@ from batchgen.constants import (
     API_FUNCTION,
     COLLECT_FUNCTION,
     COLLECT_QUEUE,
+    ENV_RESULTS_BASE_URL,
+    ENV_URL_SIGNER_ROLE_ARN,
     FUNCTIONS,
     INGEST_FUNCTION,
     INGEST_QUEUE,
@@ -32,10 +35,11 @@ from batchgen.constants import (
     UPLOAD_FUNCTION,
     UPLOAD_QUEUE,
     UPLOADS_PREFIX,
+    QueueSpec,
     runtime_environment,
 )
 from infra import REPO_ROOT
-from infra.api import ServiceApi
+from infra.api import STAGE_NAME, ServiceApi
 from infra.data import DataStore
 from infra.functions import ServiceFunctions
 from infra.monitoring import Monitoring
@@ -45,10 +49,32 @@ from infra.schedule import PollSchedule
 from infra.secrets import ServiceSecrets
 from infra.settings import StackSettings, cdk_json_context
 
+# What the adapters call on the table (the DynamoDB stores, Powertools idempotency): GetItem, PutItem,
+# UpdateItem, DeleteItem, Query, BatchGetItem (job rows of many batches, by key), BatchWriteItem and
+# TransactWriteItems, which DynamoDB authorises item by item as PutItem/UpdateItem/DeleteItem/
+# ConditionCheckItem. No streams or DescribeTable; Scan only for the poller, which runs the data
+# migrations (MIGRATION_ACTIONS). tests/infrastructure/test_stack.py checks both against the adapters' calls.
+TABLE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:Query",
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+)
+MIGRATION_ACTIONS = ("dynamodb:Scan",)  # adapters/dynamo/migrations.py: a paged Scan from a checkpoint
+INDEX_ACTIONS = ("dynamodb:Query",)
+# Functions API Gateway invokes: an error of one is a 5xx answer, which the API's 5xx alarm counts.
+BEHIND_THE_API = (API_FUNCTION, PHOTO_FUNCTION)
 
-def _role(function: lambda_.Function) -> iam.IRole:
-    assert function.role is not None  # every function gets its own role in ServiceFunctions
-    return function.role
+
+def _role(grantee: lambda_.Function | iam.Role) -> iam.IRole:
+    if isinstance(grantee, iam.Role):
+        return grantee
+    assert grantee.role is not None  # every function gets its own role in ServiceFunctions
+    return grantee.role
 
 
 class BatchGenStack(Stack):
@@ -56,7 +82,7 @@ class BatchGenStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
 
-        self.secrets = ServiceSecrets(self, "Secrets")
+        self.secrets = ServiceSecrets(self, "Secrets", gemini_webhook=settings.gemini_webhook_secret)
         self.data = DataStore(self, "Data")
         self.queues = WorkQueues(self, "Queues")
         environment = runtime_environment(
@@ -73,7 +99,7 @@ class BatchGenStack(Stack):
             # `cdk destroy`/`cdk list` mark stacks as not needing bundling: honour that too.
             skip_bundling=settings.skip_bundling or not self.bundling_required,
         )
-        self.queues.attach_consumers(self.functions.by_name)
+        self.queues.attach_consumers(self.functions.by_name, settings)
         self._grant_least_privilege()
 
         self.api = ServiceApi(
@@ -84,77 +110,75 @@ class BatchGenStack(Stack):
             photo_handler=self.functions.by_name[PHOTO_FUNCTION.name],
         )
         self.poll_schedule = PollSchedule(self, "PollSchedule", poller=self.functions.by_name[POLLER_FUNCTION.name])
+        self._results_base_url()
         self._monitor()
         self._outputs()
 
     def _grant_least_privilege(self) -> None:
-        """The whole access matrix, from CDK grants only (a queue's event source grants consuming it)."""
+        """The whole access matrix: explicit actions, each on the resources the function uses."""
         fn = self.functions.by_name
-        queues, secrets = self.queues.queues, self.secrets
+        secrets = self.secrets
 
         for spec in FUNCTIONS:
             self._grant_table(fn[spec.name])
 
         api = fn[API_FUNCTION.name]
         self._grant_bucket(api, INPUT_PREFIX, put=True, delete=True)
-        queues[SUBMIT_QUEUE.name].grant_send_messages(api)
-        queues[UPLOAD_QUEUE.name].grant_send_messages(api)
-        secrets.jwt.grant_read(api)
-        secrets.gemini_webhook.grant_read(api)
+        # COLLECT_QUEUE: a verified Gemini webhook queues collect at once, before the poller's next tick.
+        self._grant_send(api, SUBMIT_QUEUE, UPLOAD_QUEUE, COLLECT_QUEUE)
+        # The Gemini key: the Gemini webhook route asks Gemini which batch a finished job belongs to.
+        self._grant_secrets(
+            api, secrets.jwt, secrets.gemini, *([secrets.gemini_webhook] if secrets.gemini_webhook else [])
+        )
 
         submit = fn[SUBMIT_FUNCTION.name]
         self._grant_bucket(submit, INPUT_PREFIX, read=True)
-        secrets.gemini.grant_read(submit)
+        self._grant_secrets(submit, secrets.gemini)
         # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
-        queues[SUBMIT_QUEUE.name].grant_send_messages(submit)
+        self._grant_send(submit, SUBMIT_QUEUE)
 
         poller = fn[POLLER_FUNCTION.name]
-        queues[COLLECT_QUEUE.name].grant_send_messages(poller)
-        queues[SUBMIT_QUEUE.name].grant_send_messages(poller)
-        secrets.gemini.grant_read(poller)
+        # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost (once).
+        self._grant_send(poller, COLLECT_QUEUE, SUBMIT_QUEUE, INGEST_QUEUE)
+        self._grant_secrets(poller, secrets.gemini)
+        # The data migrations a deploy brings run in its ticks: a paged Scan of the table.
+        self._allow(poller, list(MIGRATION_ACTIONS), [self.data.table.table_arn])
 
         collect = fn[COLLECT_FUNCTION.name]
         self._grant_bucket(collect, STAGING_PREFIX, put=True)
-        queues[UPLOAD_QUEUE.name].grant_send_messages(collect)
-        queues[COLLECT_QUEUE.name].grant_send_messages(collect)  # a run near its time limit hands over
-        queues[SUBMIT_QUEUE.name].grant_send_messages(collect)  # a chunk's follow-up round goes to submit
-        secrets.gemini.grant_read(collect)
+        # Its own queue: a run near its time limit hands over; submit: a chunk's follow-up round.
+        self._grant_send(collect, UPLOAD_QUEUE, COLLECT_QUEUE, SUBMIT_QUEUE)
+        self._grant_secrets(collect, secrets.gemini)
 
         photo = fn[PHOTO_FUNCTION.name]  # the standard endpoint: token check, Gemini, Cloudinary
-        for secret in (secrets.jwt, secrets.gemini, secrets.cloudinary):
-            secret.grant_read(photo)
+        self._grant_secrets(photo, secrets.jwt, secrets.gemini, secrets.cloudinary)
 
         upload = fn[UPLOAD_FUNCTION.name]
         self._grant_bucket(upload, STAGING_PREFIX, read=True, delete=True)
-        secrets.cloudinary.grant_read(upload)
+        self._grant_secrets(upload, secrets.cloudinary)
 
-        # Bulk batches: the api presigns PUTs of input files (a presigned URL carries the
-        # signer's rights), the ingest function reads them into items and input images.
-        self._grant_bucket(api, UPLOADS_PREFIX, put=True)
-        self._grant_bucket(api, RESULTS_PREFIX, read=True, put=True)  # results manifests, presigned GETs
-        queues[INGEST_QUEUE.name].grant_send_messages(api)
+        # Bulk batches: the api presigns PUTs of input files, the ingest function reads them
+        # into items and input images.
+        self._url_signer(api)
+        # Results manifests: presigned GETs, written by the route when the notify function has not yet.
+        self._grant_bucket(api, RESULTS_PREFIX, read=True, put=True, exists=True)
+        self._grant_send(api, INGEST_QUEUE)
         ingest = fn[INGEST_FUNCTION.name]
-        self._grant_bucket(ingest, UPLOADS_PREFIX, read=True)
+        self._grant_bucket(ingest, UPLOADS_PREFIX, read=True, exists=True)
         self._grant_bucket(ingest, INPUT_PREFIX, read=True, put=True, delete=True)  # read: a retry's images
-        queues[SUBMIT_QUEUE.name].grant_send_messages(ingest)
-        queues[INGEST_QUEUE.name].grant_send_messages(ingest)  # a run near its time limit hands over
-        # The poller's watchdog re-drives a validating batch whose ingest message was lost (once).
-        queues[INGEST_QUEUE.name].grant_send_messages(poller)
+        self._grant_send(ingest, SUBMIT_QUEUE, INGEST_QUEUE)  # its own queue: a run near its time limit hands over
 
-        # the api queues test events, the poller (and collect/upload, right after their state
-        # changes) relay the outbox, the notify function
-        # re-queues its own retries and is the only one that may send email.
+        # The api queues test events, the poller (and collect/upload, right after their state
+        # changes) relay the outbox, the notify function re-queues its own retries and is the only one
+        # that may send email.
         notify = fn[NOTIFY_FUNCTION.name]
         for sender in (api, poller, collect, upload, notify):
-            queues[NOTIFY_QUEUE.name].grant_send_messages(sender)
+            self._grant_send(sender, NOTIFY_QUEUE)
+        # An email SES rejects for good goes to the dead-letter queue at once, with its reason.
+        self._allow(notify, ["sqs:SendMessage"], [self.queues.dead_letter_queues[NOTIFY_QUEUE.name].queue_arn])
         # The notify function writes each ended batch's results manifest, once, after the end event.
-        self._grant_bucket(notify, RESULTS_PREFIX, read=True, put=True)
-        notify.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["ses:SendEmail"],
-                resources=[self.format_arn(service="ses", resource="identity", resource_name="*")],
-            )
-        )
+        self._grant_bucket(notify, RESULTS_PREFIX, read=True, put=True, exists=True)
+        self._allow(notify, ["ses:SendEmail"], [self.format_arn(service="ses", resource="identity", resource_name="*")])
         acknowledge(
             _role(notify),
             "SES authorises sending per verified identity (the sender address or its domain), configured "
@@ -162,57 +186,103 @@ class BatchGenStack(Stack):
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:identity/*]",
         )
 
+    def _url_signer(self, api: lambda_.Function) -> None:
+        """Presigned URLs carry their signer's rights and die with its credentials, whose expiry Lambda
+        does not tell: the api signs them with sessions of this role, which only it may assume, for an
+        hour at a time (see constants.URL_SIGNER_SESSION_SECONDS). The role may do only what the URLs
+        do: PUT a bulk input file, GET a results manifest."""
+        signer = self.url_signer = iam.Role(
+            self,
+            "UrlSigner",
+            assumed_by=iam.ArnPrincipal(_role(api).role_arn),
+            description="Signs the presigned upload and results-manifest URLs the api hands out",
+        )
+        self._grant_bucket(signer, UPLOADS_PREFIX, put=True)
+        self._grant_bucket(signer, RESULTS_PREFIX, read=True)
+        self._allow(api, ["sts:AssumeRole"], [signer.role_arn])
+        api.add_environment(ENV_URL_SIGNER_ROLE_ARN, signer.role_arn)
+
+    @staticmethod
+    def _allow(grantee: lambda_.Function | iam.Role, actions: list[str], resources: list[str]) -> None:
+        _role(grantee).add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
+
+    def _grant_send(self, function: lambda_.Function, *queues: QueueSpec) -> None:
+        arns = [self.queues.queues[queue.name].queue_arn for queue in queues]
+        self._allow(function, ["sqs:SendMessage"], arns)
+
+    def _grant_secrets(self, function: lambda_.Function, *secrets: secretsmanager.ISecret) -> None:
+        """GetSecretValue only (Powertools Parameters reads the value; nothing describes the secret)."""
+        self._allow(function, ["secretsmanager:GetSecretValue"], [secret.secret_arn for secret in secrets])
+
     def _grant_table(self, function: lambda_.Function) -> None:
         table = self.data.table
-        table.grant_read_write_data(function)
+        self._allow(function, list(TABLE_ACTIONS), [table.table_arn])
+        self._allow(function, list(INDEX_ACTIONS), [f"{table.table_arn}/index/*"])
         acknowledge(
             _role(function),
             "Queries on the table's global secondary indexes (user history, admin listing, active "
-            "batches) need the index ARNs; the grant's '<table>/index/*' matches only this table's "
-            "own indexes.",
+            "batches) need the index ARNs; '<table>/index/*' matches only this table's own indexes, "
+            "and only for Query.",
             f"AwsSolutions-IAM5[Resource::<{self._logical_id(table)}.Arn>/index/*]",
         )
 
     def _grant_bucket(
         self,
-        function: lambda_.Function,
+        function: lambda_.Function | iam.Role,
         prefix: str,
         *,
         read: bool = False,
         put: bool = False,
         delete: bool = False,
+        exists: bool = False,
     ) -> None:
-        """Object access under one key prefix, and the matching cdk-nag acknowledgments."""
-        bucket, keys = self.data.bucket, f"{prefix}*"
-        findings = [f"Resource::<{self._logical_id(bucket)}.Arn>/{keys}"]
-        if read:
-            bucket.grant_read(function, keys)
-            findings += ["Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*"]
-        if put:
-            bucket.grant_put(function, keys)
-            findings += ["Action::s3:Abort*"]
-        if delete:
-            bucket.grant_delete(function, keys)
-            findings += ["Action::s3:DeleteObject*"]
+        """Object access under one key prefix. `exists`: the function asks whether an object is there
+        (HeadObject), which answers 404 for a missing key only with s3:ListBucket, else 403."""
+        bucket = self.data.bucket
+        actions = [
+            *(["s3:GetObject"] if read else []),
+            *(["s3:PutObject", "s3:AbortMultipartUpload"] if put else []),
+            *(["s3:DeleteObject"] if delete else []),
+        ]
+        self._allow(function, actions, [bucket.arn_for_objects(f"{prefix}*")])
+        if exists:
+            self._allow(function, ["s3:ListBucket"], [bucket.bucket_arn])
         acknowledge(
             _role(function),
-            f"CDK's bucket grants use S3 action groups (GetObject*, List*, Abort*, DeleteObject*); "
-            f"they are limited to this bucket and to the keys under '{prefix}', the only objects "
-            "this function reads or writes.",
-            *(f"AwsSolutions-IAM5[{finding}]" for finding in findings),
+            f"The function reads or writes only the objects under '{prefix}' of this bucket: the "
+            "wildcard is the key prefix, the actions are listed one by one.",
+            f"AwsSolutions-IAM5[Resource::<{self._logical_id(bucket)}.Arn>/{prefix}*]",
         )
 
     def _logical_id(self, construct: Construct) -> str:
         return self.get_logical_id(construct.node.default_child)  # type: ignore[arg-type]
 
     def _monitor(self) -> None:
-        self.monitoring = Monitoring(self, "Monitoring", alarm_email=self.settings.alarm_email)
+        monitoring = self.monitoring = Monitoring(self, "Monitoring", alarm_email=self.settings.alarm_email)
         for queue in QUEUES:
-            self.monitoring.dead_letter_queue(queue.dead_letter_name, self.queues.dead_letter_queues[queue.name])
-        self.monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
+            monitoring.dead_letter_queue(queue.dead_letter_name, self.queues.dead_letter_queues[queue.name])
+            monitoring.oldest_message(queue.name, self.queues.queues[queue.name])
+        monitoring.dead_letter_queue(f"{SERVICE_NAME}-poll-schedule-dlq", self.poll_schedule.dead_letter_queue)
         for spec in FUNCTIONS:
-            self.monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
-        self.monitoring.api_server_errors(self.api.rest_api)
+            if spec not in BEHIND_THE_API:  # theirs is the API's 5xx alarm
+                monitoring.function_errors(spec.name, self.functions.by_name[spec.name])
+            if self.settings.reserved_concurrency and spec.reserved_concurrency:
+                monitoring.function_throttles(spec.name, self.functions.by_name[spec.name])
+        monitoring.account_throttles()
+        monitoring.api_server_errors(self.api.rest_api)
+        consumed = {queue.consumer: self.queues.queues[queue.name] for queue in QUEUES}
+        for spec in FUNCTIONS:  # in pipeline order: api, submit, poller, collect, upload, notify, ...
+            monitoring.stage_row(spec.name, consumed.get(spec.name), self.functions.by_name[spec.name])
+        monitoring.business_row()
+
+    def _results_base_url(self) -> None:
+        """The emails' links are absolute: the resultsBaseUrl setting, else this stack's own API URL
+        (built from the API's id, not its deployment, which depends on the functions)."""
+        if self.settings.service.get(ENV_RESULTS_BASE_URL):
+            return
+        url = f"https://{self.api.rest_api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{STAGE_NAME}"
+        for function in self.functions.by_name.values():
+            function.add_environment(ENV_RESULTS_BASE_URL, url)
 
     def _outputs(self) -> None:
         outputs = {
@@ -221,11 +291,12 @@ class BatchGenStack(Stack):
             "JwtSecretArn": (self.secrets.jwt.secret_arn, "HS256 key for the API's tokens (generated)"),
             "GeminiSecretArn": (self.secrets.gemini.secret_arn, "Put the Gemini API key here"),
             "CloudinarySecretArn": (self.secrets.cloudinary.secret_arn, "Put the CLOUDINARY_URL here"),
-            "GeminiWebhookSecretArn": (
-                self.secrets.gemini_webhook.secret_arn,
-                "Optional: the Gemini webhook's signing secret (whsec_...)",
-            ),
         }
+        if self.secrets.gemini_webhook is not None:
+            outputs["GeminiWebhookSecretArn"] = (
+                self.secrets.gemini_webhook.secret_arn,
+                "Put the Gemini webhook's signing secret (whsec_...) here",
+            )
         for key, (value, description) in outputs.items():
             CfnOutput(self, key, value=value, description=description)
 

@@ -13,7 +13,7 @@ from local.lifecycle import die_with_parent, exit_now, stop_deadline
 from local.persistence import StateError
 from local.runtime import ConfigurationError, LocalRuntime, RuntimeOptions
 
-STOP_DEADLINE_SECONDS = 15
+STOP_DEADLINE_SECONDS = 8  # nothing is saved at a stop: a stop that hangs can end the process
 
 
 def configure_logging() -> None:

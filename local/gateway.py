@@ -181,7 +181,9 @@ class HttpFrontDoor:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
         self.host = host
         self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http-front-door", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="http-front-door", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -8,6 +8,7 @@ current event on a global) is never shared by two concurrent invocations.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import threading
 import time
@@ -76,9 +77,9 @@ def load_handler(dotted_path: str) -> Handler | None:
 class LocalFunction:
     """A FunctionSpec bound to its handler; `invoke` is a synchronous Lambda invocation."""
 
-    def __init__(self, spec: constants.FunctionSpec, handler: Handler) -> None:
+    def __init__(self, spec: constants.FunctionSpec, handler: Handler | None = None) -> None:
         self.spec = spec
-        self.handler = handler
+        self._handler = handler
         self.function_name = f"{constants.SERVICE_NAME}-{spec.name}"
         self._environment_lock = threading.Lock()
 
@@ -87,9 +88,40 @@ class LocalFunction:
         handler = load_handler(spec.handler)
         return cls(spec, handler) if handler is not None else None
 
+    @classmethod
+    def find(cls, spec: constants.FunctionSpec) -> LocalFunction | None:
+        """Like `load`, but the handler's module is imported by `warm` or the first invocation (a Lambda
+        cold start), not now: a start does not wait for every function's SDKs. None when the module does
+        not exist."""
+        module_name = spec.handler.rpartition(".")[0]
+        try:
+            found = importlib.util.find_spec(module_name)
+        except ModuleNotFoundError:
+            found = None
+        return cls(spec) if found is not None else None
+
+    @property
+    def handler(self) -> Handler:
+        if self._handler is None:
+            with self._environment_lock:
+                return self._loaded()
+        return self._handler
+
+    def _loaded(self) -> Handler:
+        if self._handler is None:
+            handler = load_handler(self.spec.handler)
+            if handler is None:
+                raise ImportError(f"{self.spec.handler} does not exist")
+            self._handler = handler
+        return self._handler
+
+    def warm(self) -> None:
+        """Imports the handler now (off the caller's path); an import failure is raised."""
+        _ = self.handler
+
     def context(self) -> LambdaContext:
         return LambdaContext(self.function_name, self.spec.memory_mb, self.spec.timeout_seconds)
 
     def invoke(self, event: dict[str, Any]) -> Any:
         with self._environment_lock:
-            return self.handler(event, self.context())
+            return self._loaded()(event, self.context())

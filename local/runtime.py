@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the heavy modules load in start(), after the AWS environmen
     from local.emulators.cloudinary import CloudinaryEmulator
     from local.emulators.gemini import GeminiEmulator
     from local.gateway import HttpFrontDoor
-    from local.persistence import Gate, Snapshot, Snapshotter
+    from local.persistence import StateStore
     from local.pumps import SchedulerTick, SqsPump
     from local.sandboxes import SandboxPool
 
@@ -39,6 +39,8 @@ log = logging.getLogger("local")
 LOCAL_GEMINI_KEY = "local-emulator-key"
 TOKEN_LIFETIME_SECONDS = 24 * 3600
 SQS_VISIBILITY_TIMEOUT_LOCAL_DEFAULT = 10
+# How long a stop waits for running invocations before abandoning them (their messages come back).
+STOP_GRACE_SECONDS = 1.0
 # API requests run in this many sandbox processes at once (local.sandboxes); 0: in-process, one at a time.
 API_SANDBOXES_LOCAL_DEFAULT = 2
 # Submit, collect and upload each run in this many sandbox processes, as many batches at once (local.pumps).
@@ -98,7 +100,6 @@ class RuntimeOptions:
     # `python -m local` keeps it unless LOCAL_PERSIST=0 (from_environ); a runtime built in code does not.
     persist: bool = False
     data_dir: Path = Path(".local-data")
-    snapshot_seconds: float = 1.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> RuntimeOptions:
@@ -133,23 +134,30 @@ class RuntimeOptions:
             pump_sandboxes=int(_number(environ, "LOCAL_PUMP_SANDBOXES", cls.pump_sandboxes, minimum=0)),
             persist=persist,
             data_dir=data_dir(environ),
-            snapshot_seconds=_number(environ, "LOCAL_SNAPSHOT_SECONDS", cls.snapshot_seconds, minimum=0.1),
         )
 
 
-def mint_token(secret: str, subject: str, *, role: str | None = None, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
-    """An HS256 token the api handler accepts (with `iss`/`aud` when the service checks them)."""
+def mint_token(
+    secret: str,
+    subject: str,
+    *,
+    role: str | None = None,
+    lifetime: int = TOKEN_LIFETIME_SECONDS,
+    claims: dict[str, str] | None = None,
+) -> str:
+    """An HS256 token the api handler accepts (with `iss`/`aud` when the service checks them); `claims`
+    adds e.g. `email` or `tier`."""
     import jwt
 
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + lifetime}
+    payload: dict[str, Any] = {**(claims or {}), "sub": subject, "iat": now, "exp": now + lifetime}
     if role:
-        claims["role"] = role
+        payload["role"] = role
     if os.environ.get(constants.ENV_JWT_ISSUER):
-        claims["iss"] = os.environ[constants.ENV_JWT_ISSUER]
+        payload["iss"] = os.environ[constants.ENV_JWT_ISSUER]
     if os.environ.get(constants.ENV_JWT_AUDIENCE):
-        claims["aud"] = os.environ[constants.ENV_JWT_AUDIENCE]
-    return jwt.encode(claims, secret, algorithm="HS256")
+        payload["aud"] = os.environ[constants.ENV_JWT_AUDIENCE]
+    return jwt.encode(payload, secret, algorithm="HS256")
 
 
 class LocalRuntime:
@@ -161,6 +169,8 @@ class LocalRuntime:
         self.gemini: GeminiEmulator | None = None
         self.cloudinary: CloudinaryEmulator | None = None
         self.queue_urls: dict[str, str] = {}
+        self.function_environment: dict[str, str] = {}  # what provisioning gave every function
+        self.warming: list[LocalFunction] = []  # in-process functions whose handlers are imported after the start
         self.http: HttpFrontDoor | None = None
         self.api_pool: SandboxPool | None = None
         self.pumps: list[SqsPump] = []
@@ -169,31 +179,32 @@ class LocalRuntime:
         self.not_started: list[str] = []
         self.user_token = ""
         self.admin_token = ""
-        self.restored: Snapshot | None = None  # the state loaded at start (None: a fresh one)
-        self.snapshots: Snapshotter | None = None
-        self.gates: dict[str, Gate] = {}
+        self.store: StateStore | None = None  # the kept state (None: in memory only)
+        self.restored: dict[str, int] | None = None  # what was loaded at start (None: a fresh state)
+        self.last_change: float | None = None  # when the loaded state last changed
+        self._saved_ports: dict[str, int] = {}
+        self._results_base_url_set = False
 
     # ---------------------------------------------------------------------------------- start
     def start(self) -> LocalRuntime:
         try:
             if self.options.persist:
-                from local.persistence import StateStore
-
-                self.restored = StateStore(self.options.data_dir).load()
+                self._open_store()
             self._start_aws()
             settings = self._start_emulators()
-            if self.options.persist:
-                self._install_gates()  # before any other request: a snapshot's pause sees every one
+            self._spawn_api_sandboxes()  # they import the api handler while the rest starts
             self._provision(settings)
+            if self.store is not None:
+                self._restore_and_keep()  # before any request: from here on every change is kept
             if self.restored is None:  # the starter credits once, not at every restart
                 self._seed_credits()
             self._start_http()
+            self._set_results_base_url()
             if self.gemini is not None and self.http is not None:
                 self.gemini.webhook_url = self.http.base_url + constants.GEMINI_WEBHOOK_PATH
                 self.gemini.resume_announcements()
             self._start_consumers()
-            if self.options.persist:
-                self._start_snapshots()
+            self._warm_functions()
         except BaseException:
             self.stop()
             raise
@@ -209,10 +220,12 @@ class LocalRuntime:
         from moto.server import ThreadedMotoServer
 
         from local.moto_atomic import make_dynamodb_atomic
+        from local.moto_s3 import make_s3_strict
         from local.moto_speed import make_dynamodb_reads_fast
 
         make_dynamodb_atomic()  # the pumps and the front door call moto from several threads
         make_dynamodb_reads_fast()  # reads cost what they return, not the table (the load run)
+        make_s3_strict()  # an upload's size bound is enforced as S3 enforces it; any PUT body is kept
         for name in [key for key in os.environ if key.startswith("AWS_ENDPOINT_URL_")]:
             os.environ.pop(name)  # a per-service endpoint would bypass moto
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -220,10 +233,6 @@ class LocalRuntime:
         os.environ.update(FAKE_AWS_ENVIRONMENT)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self._saved_port("moto"), verbose=False)
         self.moto.start()
-        if self.restored is not None:
-            from local.persistence import restore_moto
-
-            restore_moto(self.restored.moto)
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint = f"http://{host}:{port}"
         os.environ["AWS_ENDPOINT_URL"] = self.aws_endpoint
@@ -239,8 +248,6 @@ class LocalRuntime:
             self.gemini = GeminiEmulator(
                 delay_seconds=self.options.gemini_delay_seconds, port=self._saved_port("gemini")
             ).start()
-            if self.restored is not None and self.restored.gemini is not None:
-                self.gemini.import_state(self.restored.gemini)
             settings[constants.ENV_GEMINI_API_KEY] = LOCAL_GEMINI_KEY
             settings[constants.ENV_GEMINI_BASE_URL] = self.gemini.base_url
             # The emulator announces each ended job by a signed webhook, as Gemini does: the local
@@ -254,10 +261,14 @@ class LocalRuntime:
             self.cloudinary = CloudinaryEmulator(
                 api_secret=secrets.token_urlsafe(24), port=self._saved_port("cloudinary")
             ).start()
-            if self.restored is not None and self.restored.cloudinary is not None:
-                self.cloudinary.import_state(self.restored.cloudinary)
             settings[constants.ENV_CLOUDINARY_URL] = self.cloudinary.cloudinary_url
         return settings
+
+    def _spawn_api_sandboxes(self) -> None:
+        if self.options.api_sandboxes:  # concurrent requests run concurrently, each in its own sandbox
+            from local.sandboxes import SandboxPool
+
+            self.api_pool = SandboxPool(constants.API_FUNCTION, self.options.api_sandboxes).spawn()
 
     def _provision(self, settings: dict[str, str]) -> None:
         from local.provision import provision
@@ -269,6 +280,7 @@ class LocalRuntime:
         environment, self.queue_urls = provision(
             visibility_timeout=self.options.visibility_timeout_seconds, settings=settings
         )
+        self.function_environment = environment
         os.environ.update(environment)
         reset_service_caches()
         from batchgen.adapters import aws
@@ -288,17 +300,28 @@ class LocalRuntime:
     def _start_http(self) -> None:
         from local.gateway import ApiGatewayApp, HttpFrontDoor, Invocable
 
-        api: Invocable | None = LocalFunction.load(constants.API_FUNCTION)
-        if api is None:
-            raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
-        if self.options.api_sandboxes:  # concurrent requests run concurrently, each in its own sandbox
-            from local.sandboxes import SandboxPool
-
-            self.api_pool = SandboxPool(constants.API_FUNCTION, self.options.api_sandboxes).start()
-            api = self.api_pool
-        photo = LocalFunction.load(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
+        api: Invocable | None
+        if self.api_pool is not None:  # the sandboxes import the handler; this process need not
+            api = self.api_pool.start(self.function_environment)
+        else:
+            api = LocalFunction.load(constants.API_FUNCTION)
+            if api is None:
+                raise RuntimeError(f"{constants.API_FUNCTION.handler} is missing")
+        photo = LocalFunction.find(constants.PHOTO_FUNCTION)  # the standard endpoint's own function
+        self.warming += [photo] if photo is not None else []
         routes: dict[str, Invocable] = {constants.PHOTO_PATH: photo} if photo is not None else {}
         self.http = HttpFrontDoor(ApiGatewayApp(api, routes=routes), self.options.host, self.options.port).start()
+
+    def _set_results_base_url(self) -> None:
+        """The emails' results links are absolute, as deployed (where the stack sets its API's URL): here
+        this runtime's own URL, known once the front door listens, unless RESULTS_BASE_URL is given."""
+        if self.http is None or os.environ.get(constants.ENV_RESULTS_BASE_URL):
+            return
+        os.environ[constants.ENV_RESULTS_BASE_URL] = self.http.base_url
+        self._results_base_url_set = True
+        from batchgen.config import reset_caches
+
+        reset_caches()
 
     def _start_consumers(self) -> None:
         import boto3
@@ -308,94 +331,106 @@ class LocalRuntime:
         sqs = boto3.session.Session().client("sqs")  # the pumps' own client, apart from the handlers'
         for queue in constants.QUEUES:
             spec = constants.function_by_name(queue.consumer)
-            function = LocalFunction.load(spec)
+            function = LocalFunction.find(spec)
             if function is None:
                 self.not_started.append(f"SQS pump {queue.name} -> {spec.name}: {spec.handler} does not exist yet")
                 continue
             consumer, concurrency, pool = consumer_for(function, self.options.pump_sandboxes)
             self.pump_pools += [pool] if pool is not None else []
+            self.warming += [function] if pool is None else []
             url = self.queue_urls[queue.name]
             self.pumps.append(SqsPump(queue, url, consumer, sqs, self.stop_event, concurrency).start())
-        poller = LocalFunction.load(constants.POLLER_FUNCTION)
+        poller = LocalFunction.find(constants.POLLER_FUNCTION)
         if poller is None:
             spec = constants.POLLER_FUNCTION
             self.not_started.append(f"scheduler -> {spec.name}: {spec.handler} does not exist yet")
         else:
+            self.warming.append(poller)
             self.ticks.append(SchedulerTick(poller, self.options.poll_interval_seconds, self.stop_event).start())
 
+    def _warm_functions(self) -> None:
+        """Imports the in-process functions' handlers after the start, off the start's path (as Lambda warms
+        an environment): the first messages do not wait for them. A handler that fails to import is
+        reported here, and again by its pump at each delivery."""
+
+        def warm() -> None:
+            for function in self.warming:
+                try:
+                    function.warm()
+                except Exception:
+                    log.exception("%s (%s) cannot be imported", function.spec.name, function.spec.handler)
+
+        threading.Thread(target=warm, name="warm-functions", daemon=True).start()
+
     def _saved_port(self, server: str) -> int:
-        """The port `server` had in the restored state if it is free now, else 0 (any free port)."""
+        """The port `server` had in the kept state if it is free now, else 0 (any free port)."""
         from local.persistence import port_is_free
 
-        port = self.restored.ports.get(server, 0) if self.restored is not None else 0
+        port = self._saved_ports.get(server, 0)
         if port and not port_is_free("127.0.0.1", port):
             log.warning("%s's previous port %d is taken: kept URLs that name it will not work", server, port)
             return 0
         return port
 
-    def _install_gates(self) -> None:
-        from local.persistence import install_gate
+    def _open_store(self) -> None:
+        import json
 
-        self.gates = {"moto": install_gate(self.moto._server)}  # type: ignore[union-attr]
-        for name, emulator in (("gemini", self.gemini), ("cloudinary", self.cloudinary)):
-            if emulator is not None:
-                self.gates[name] = install_gate(emulator._server)
+        from local.persistence import StateStore
 
-    def _start_snapshots(self) -> None:
-        from local.persistence import Snapshotter, StateStore
+        self.store = StateStore(self.options.data_dir)
+        if self.store.open():  # raises StateError for a state this runtime cannot load
+            self.restored = {}
+            self.last_change = self.store.last_change()
+            self._saved_ports = json.loads(self.store.meta("ports") or "{}")
 
-        store = StateStore(self.options.data_dir)
-        self.snapshots = Snapshotter(store, self.gates, self._capture, self.options.snapshot_seconds)
-        self.snapshots.snapshot(force=True)  # the state as started: a crash from now on restarts from here
-        self.snapshots.start()
+    def _restore_and_keep(self) -> None:
+        """Loads the kept state into moto and the emulators, then keeps every change from now on."""
+        import json
 
-    def _capture(self) -> Snapshot:
-        """The whole state (called by the snapshotter while moto is paused)."""
-        import platform
+        from local import moto_journal
 
-        import moto
-
-        from local.persistence import FORMAT, Snapshot, capture_moto
-
+        store = self.store
+        assert store is not None
+        if self.restored is not None:
+            self.restored = moto_journal.restore(store)
+            if self.gemini is not None:
+                self.gemini.load_rows((key.partition("|")[2], value) for key, value in store.rows("gemini|"))
+            if self.cloudinary is not None:
+                assets = [(key.partition("|")[2], value) for key, value in store.rows("cloudinary|")]
+                self.cloudinary.load_rows(assets)
+                self.restored["images"] = len(assets)
+        moto_journal.attach(store)
+        if self.gemini is not None:
+            self.gemini.on_change = lambda changes: store.write((f"gemini|{key}", value) for key, value in changes)
+        if self.cloudinary is not None:
+            self.cloudinary.on_change = lambda changes: store.write(
+                (f"cloudinary|{key}", value) for key, value in changes
+            )
         ports = {"moto": self.moto.get_host_and_port()[1]} if self.moto else {}
         if self.gemini is not None:
             ports["gemini"] = self.gemini.port
         if self.cloudinary is not None:
             ports["cloudinary"] = self.cloudinary.port
-        return Snapshot(
-            format=FORMAT,
-            moto_version=str(moto.__version__),
-            python_version=platform.python_version(),
-            saved_at=time.time(),
-            moto=capture_moto(),
-            gemini=self.gemini.export_state() if self.gemini else None,
-            cloudinary=self.cloudinary.export_state() if self.cloudinary else None,
-            ports=ports,
-        )
+        store.set_meta("ports", json.dumps(ports))
 
     # ---------------------------------------------------------------------------------- stop
     def stop(self) -> None:
-        """Stops consumers first (an in-flight invocation finishes), then the front door, takes the last
-        snapshot of the state (when it is kept), then stops the emulators and moto."""
+        """Stops taking work, then the servers, then closes the kept state. Nothing is saved here: every
+        change was kept before it was answered. Invocations still running are abandoned, as a Lambda
+        stopped mid-way (their messages come back after the visibility timeout; a change one of them
+        makes after the state is closed fails and is not answered)."""
         self.stop_event.set()
-        workers: list[SqsPump | SchedulerTick] = [*self.pumps, *self.ticks]
-        for worker in workers:
-            worker.join(timeout=30)
         if self.http is not None:
             self.http.stop()
             self.http = None
-        if self.api_pool is not None:
-            self.api_pool.stop()
-            self.api_pool = None
-        for pool in self.pump_pools:
-            pool.stop()
-        self.pump_pools = []
-        if self.snapshots is not None:
-            try:
-                self.snapshots.stop()
-            except Exception:
-                log.exception("the last state snapshot failed; the previous one is kept")
-            self.snapshots = None
+        pools = [*([self.api_pool] if self.api_pool is not None else []), *self.pump_pools]
+        self.api_pool, self.pump_pools = None, []
+        for pool in pools:
+            pool.stop(grace=STOP_GRACE_SECONDS)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        workers: list[SqsPump | SchedulerTick] = [*self.pumps, *self.ticks]
+        for worker in workers:  # a long poll ends within a second
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         for server in (self.gemini, self.cloudinary):
             if server is not None:
                 server.stop()
@@ -403,6 +438,15 @@ class LocalRuntime:
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+        if self._results_base_url_set:  # the next runtime in this process listens elsewhere
+            os.environ.pop(constants.ENV_RESULTS_BASE_URL, None)
+            self._results_base_url_set = False
+        if self.store is not None:
+            from local import moto_journal
+
+            self.store.close()  # waits for a write in progress; any later one fails unanswered
+            moto_journal.detach()
+            self.store = None
 
     # ---------------------------------------------------------------------------------- banner
     @property
@@ -426,8 +470,9 @@ class LocalRuntime:
         if not o.persist:
             state = "in memory only (LOCAL_PERSIST=0): nothing survives a restart"
         elif self.restored is not None:
-            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.restored.saved_at))
-            state = f"restored from {o.data_dir} (saved {saved}); kept there across restarts"
+            changed = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.last_change or time.time()))
+            counts = ", ".join(f"{count} {name}" for name, count in self.restored.items())
+            state = f"restored from {o.data_dir} ({counts}; last change {changed}); every change is kept there"
         else:
             state = f"new, kept in {o.data_dir} across restarts (delete it to start fresh)"
         lifetime = "valid 24 h, across restarts too" if o.persist else "valid 24 h or until this runtime stops"

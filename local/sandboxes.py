@@ -29,6 +29,9 @@ from batchgen import constants
 
 log = logging.getLogger("local")
 READY = "ready"
+# ("configure", settings): environment variables known only once the sandbox was spawned (the runtime
+# spawns the API's sandboxes first, so their imports overlap its own start), applied before any event.
+CONFIGURE = "configure"
 START_TIMEOUT_SECONDS = 60.0
 
 
@@ -56,6 +59,12 @@ def _serve(connection: Connection, environment: dict[str, str], spec: constants.
             event = connection.recv()
         except (EOFError, OSError):
             return
+        if isinstance(event, tuple) and event[:1] == (CONFIGURE,):
+            from local.runtime import reset_service_caches
+
+            os.environ.update(event[1])
+            reset_service_caches()
+            continue
         try:
             connection.send(("ok", handler(event, LambdaContext(name, spec.memory_mb, spec.timeout_seconds))))
         except Exception as exc:  # the handler's own failure: reported, the sandbox stays warm
@@ -110,13 +119,27 @@ class SandboxPool:
         self._environment = dict(os.environ if environment is None else environment)
         self._free: queue.Queue[_Sandbox] = queue.Queue()
         self._all: list[_Sandbox] = []
+        self._starting: list[_Sandbox] = []
         self._lock = threading.Lock()
 
-    def start(self) -> SandboxPool:
-        started = [self._spawn() for _ in range(self.size)]  # spawned together, so they start in parallel
-        for sandbox in started:
+    def spawn(self) -> SandboxPool:
+        """Starts the sandboxes without waiting for them (they import the handler meanwhile)."""
+        self._starting = [self._spawn() for _ in range(self.size)]  # together, so they start in parallel
+        return self
+
+    def start(self, environment: Mapping[str, str] | None = None) -> SandboxPool:
+        """Waits until every sandbox is ready (spawning them first unless `spawn` did); `environment`:
+        settings known only now, which each sandbox applies before its first event."""
+        if not self._starting:
+            self.spawn()
+        if environment:
+            self._environment.update(environment)  # a replacement sandbox gets them at its start
+        for sandbox in self._starting:
+            if environment:
+                sandbox.connection.send((CONFIGURE, dict(environment)))
             sandbox.wait_ready(START_TIMEOUT_SECONDS)
             self._free.put(sandbox)
+        self._starting = []
         return self
 
     def _spawn(self) -> _Sandbox:
@@ -156,8 +179,24 @@ class SandboxPool:
             return
         self._free.put(fresh)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5) -> None:
+        """Closes every sandbox's pipe (an idle one exits at once), waits `grace` seconds in all for
+        them to end, then kills the rest (an invocation still running is abandoned, as Lambda does)."""
+        import time
+
         with self._lock:
             sandboxes, self._all = list(self._all), []
+        idle = []
+        while not self._free.empty():
+            idle.append(self._free.get_nowait())
         for sandbox in sandboxes:
-            sandbox.stop()
+            sandbox.connection.close()
+            if sandbox in idle:  # holds nothing: no need to wait for its interpreter to wind down
+                sandbox.process.kill()
+        deadline = time.monotonic() + grace
+        for sandbox in sandboxes:
+            sandbox.process.join(max(0.0, deadline - time.monotonic()))
+        for sandbox in sandboxes:
+            if sandbox.process.is_alive():
+                sandbox.process.kill()
+                sandbox.process.join(5)

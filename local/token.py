@@ -1,4 +1,6 @@
-"""`make token USER=alice [ADMIN=1]`: a token for any local user, signed with the running runtime's key.
+"""`make token USER=alice [ADMIN=1] [EMAIL=a@example.com] [TIER=premium]`: a token for any local user,
+signed with the running runtime's key (`email` lets a create ask for `notifyEmail`; `tier: premium` goes
+first for a Gemini job slot).
 
 The runtime writes the key it signs with to `jwt-secret` in `LOCAL_DATA_DIR` (default `.local-data/`)
 when it starts. With the kept state (the default, see `local.persistence`) it reuses that key at the
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make token", description="Mint a token for a local user.")
     parser.add_argument("user", help="the user id (the token's `sub`)")
     parser.add_argument("--admin", action="store_true", help="an admin account (role 'admin')")
+    parser.add_argument("--email", default=None, help="the token's `email` claim (for notifyEmail)")
+    parser.add_argument("--tier", default=None, help="the token's `tier` claim (`premium` goes first)")
     parser.add_argument("--hours", type=float, default=TOKEN_LIFETIME_SECONDS / 3600, help="lifetime (24)")
     args = parser.parse_args(argv)
     if not args.user.strip():
@@ -65,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if secret is None:
         print("No signing key yet: start the runtime with `make run` first (or set JWT_SECRET).", file=sys.stderr)
         return 2
-    print(mint_token(secret, args.user.strip(), role="admin" if args.admin else None, lifetime=int(args.hours * 3600)))
+    extra = {name: value for name, value in (("email", args.email), ("tier", args.tier)) if value}
+    role = "admin" if args.admin else None
+    print(mint_token(secret, args.user.strip(), role=role, lifetime=int(args.hours * 3600), claims=extra))
     return 0
 
 

@@ -82,11 +82,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
     from moto import mock_aws
 
     from local.moto_atomic import make_dynamodb_atomic
+    from local.moto_s3 import make_s3_strict
     from local.moto_speed import make_dynamodb_reads_fast
     from local.provision import provision
 
     make_dynamodb_atomic()
     make_dynamodb_reads_fast()  # as the local runtime: every integration test reads through it
+    make_s3_strict()  # presigned POST policies checked, a PUT's body kept whatever its Content-Type
     with mock_aws():
         environment, queue_urls = provision(settings={"JWT_SECRET": JWT_SECRET})
         for key, value in environment.items():

@@ -29,6 +29,7 @@ class Settings(BaseModel):
     upload_queue_url: str = ""
     ingest_queue_url: str = ""
     notify_queue_url: str = ""
+    notify_dlq_url: str = ""
 
     max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
     max_file_batch_requests: int = Field(constants.MAX_FILE_BATCH_REQUESTS_DEFAULT, ge=1, le=100_000)
@@ -49,6 +50,8 @@ class Settings(BaseModel):
     cloudinary_folder: str = constants.CLOUDINARY_FOLDER_DEFAULT
     catalog_path: str = ""
 
+    url_signer_role_arn: str = ""
+
     jwt_secret: str = Field("", repr=False)
     jwt_secret_arn: str = ""
     jwt_algorithms: str = constants.JWT_ALGORITHMS_DEFAULT
@@ -58,9 +61,18 @@ class Settings(BaseModel):
     auth_cookie_name: str = constants.AUTH_COOKIE_NAME_DEFAULT  # the seed-003 client's session cookie
     cors_origins: str = constants.CORS_ORIGINS_DEFAULT  # comma separated
 
+    allowed_origins: str = constants.ALLOWED_ORIGINS_DEFAULT  # comma separated; cookie writes (CSRF)
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()] or ["*"]
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        """Origins (besides the API's own) whose pages may make cookie-authenticated writes: the named
+        ones of ALLOWED_ORIGINS, else the named CORS origins (the pages a browser lets send cookies)."""
+        named = [origin.strip() for origin in self.allowed_origins.split(",") if origin.strip()]
+        return [origin for origin in named or self.cors_origin_list if origin != "*"]
 
     gemini_api_key: str = Field("", repr=False)
     gemini_secret_arn: str = ""
@@ -70,6 +82,14 @@ class Settings(BaseModel):
     # Google's published keys for RS256 JWT-signed (per-job `webhook_config`) deliveries; empty: off.
     gemini_webhook_jwks_url: str = ""
     gemini_webhook_audience: str = ""  # the `aud` JWT-signed deliveries must carry, when set
+    # Where per-job deliveries go (`<ApiUrl>webhooks/gemini`); sent as `webhook_config` with each job
+    # when the JWKS URL that verifies them is set too (`per_job_webhook_url`).
+    gemini_webhook_url: str = ""
+
+    @property
+    def per_job_webhook_url(self) -> str | None:
+        return self.gemini_webhook_url if self.gemini_webhook_url and self.gemini_webhook_jwks_url else None
+
     cloudinary_url: str = Field("", repr=False)
     cloudinary_secret_arn: str = ""
 
@@ -97,16 +117,35 @@ def get_settings() -> Settings:
     return Settings.from_environ()
 
 
+class ListPrice(BaseModel):
+    """What Gemini bills for a model at the standard rate, US dollars: per 1M tokens, and per output
+    image by size as its pricing page gives them. Only estimates a batch's cost at Google."""
+
+    inputPerMillion: Decimal
+    outputTextPerMillion: Decimal  # text and thinking tokens
+    outputImagePerMillion: Decimal | None = None
+    imageBySize: dict[str, Decimal] = {}
+
+
+class ModelSpec(BaseModel):
+    kind: str  # "image" or "text"
+    # The qualities the model delivers, each with its price factor on the type's base price (the type's
+    # default model at 1k): Gemini's price for this model and size over its price for that one.
+    qualities: dict[str, Decimal]
+    listPrice: ListPrice
+
+
 class Catalog(BaseModel):
     """Prices, models and aliases from `catalog.json` (or CATALOG_PATH): configuration, not code."""
 
     batchPrices: dict[str, Decimal]
     standardPrices: dict[str, Decimal]
-    qualityMultipliers: dict[str, Decimal]
-    models: dict[str, dict[str, object]]
+    geminiBatchFactor: Decimal = Decimal("0.5")  # what the Batch API and Flex bill of the list price
+    models: dict[str, ModelSpec]
     defaultModels: dict[str, str]
     aliases: dict[str, str]
     retiredModels: dict[str, str] = {}  # shut-down Gemini ids -> their successors (still accepted)
+    deprecatedModels: dict[str, str] = {}  # deprecated ids Gemini routes to a successor -> that successor
     aspectRatios: list[str]
     imageSizeByQuality: dict[str, str]
 

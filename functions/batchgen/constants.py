@@ -25,6 +25,8 @@ MAX_IMAGE_PIXELS = 50_000_000  # declared width x height of one input image
 MAX_PROMPT_CHARS = 4000
 MAX_DISPLAY_NAME_CHARS = 128
 MAX_CLIENT_ID_CHARS = 128
+# Any number literal in a JSON body (Python refuses to convert integers over 4,300 digits; no field needs 300).
+MAX_JSON_NUMBER_DIGITS = 300
 # Gemini targets 24 h and expires a job itself at 48 h (reporting JOB_STATE_EXPIRED, which ends the
 # batch): the service's own limit is only a backstop and must never give up before Gemini does.
 MAX_WAIT_SECONDS_DEFAULT = 180_000
@@ -65,15 +67,31 @@ COLLECT_HANDOVER_SECONDS = 60
 COLLECT_SLICE_LINES = 2_000
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait
 POLL_CONCURRENCY_DEFAULT = 16
-PENDING_REDRIVE_SECONDS_DEFAULT = 300  # a batch still `pending` after this is re-sent to submit
+# A chunk holding a job slot without a job, and whose submit message was recorded longer ago than this,
+# is sent to submit again. Longer than the submit queue's visibility timeout (6 x 120 s): a message that
+# failed comes back before, and one still queued is waited for (no snowball of duplicates under load).
+PENDING_REDRIVE_SECONDS_DEFAULT = 900
 STAGING_EXPIRY_DAYS = 7
 INPUT_EXPIRY_DAYS = 30
 UPLOADS_EXPIRY_DAYS = 2  # a bulk input file is read within minutes of its batch's create
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # Gemini's inline batch request limit
+# The Gemini API version every call names, set explicitly instead of left to the SDK (google-genai 3.x
+# defaults to `v1`): every real batch recording (create, get, Files API upload and download) uses
+# `v1beta`, where batch mode and the Files API are served. The emulator answers this version only.
+GEMINI_API_VERSION = "v1beta"
 # Bulk batches: one uploaded JSONL file, streamed by the ingest function.
 MAX_FILE_BATCH_REQUESTS_DEFAULT = 10_000
 MAX_INPUT_FILE_BYTES_DEFAULT = 2 * 1024 * 1024 * 1024  # Gemini's input file limit
 UPLOAD_URL_SECONDS = 3600  # a presigned upload URL is valid for one hour
+# A presigned URL dies with the credentials that signed it, whatever its X-Amz-Expires says, and Lambda
+# does not tell a function when its role's credentials expire. Deployed, the api signs with a session of
+# the URL-signer role (URL_SIGNER_ROLE_ARN) that it assumes for an hour (the most STS allows a session
+# assumed from a role session) and renews after URL_SIGNER_REUSE_SECONDS: each URL lives as asked, capped
+# by the signing session's remaining life (less a margin for the signing itself), and its `expiresAt`
+# says when it ends: 59 to 60 minutes for the upload and results URLs.
+URL_SIGNER_SESSION_SECONDS = 3600
+URL_SIGNER_REUSE_SECONDS = 60
+URL_SIGNING_MARGIN_SECONDS = 5
 INGEST_CHUNK_ITEMS = 100  # items written (four BatchWriteItem calls) per checkpoint
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
@@ -122,8 +140,13 @@ ENV_CLOUDINARY_URL = "CLOUDINARY_URL"
 ENV_CLOUDINARY_SECRET_ARN = "CLOUDINARY_SECRET_ARN"
 ENV_GEMINI_WEBHOOK_SECRET = "GEMINI_WEBHOOK_SECRET"
 ENV_GEMINI_WEBHOOK_SECRET_ARN = "GEMINI_WEBHOOK_SECRET_ARN"
+# The role whose sessions sign presigned URLs (empty: the function's own credentials, as locally).
+ENV_URL_SIGNER_ROLE_ARN = "URL_SIGNER_ROLE_ARN"
 ENV_GEMINI_WEBHOOK_JWKS_URL = "GEMINI_WEBHOOK_JWKS_URL"
 ENV_GEMINI_WEBHOOK_AUDIENCE = "GEMINI_WEBHOOK_AUDIENCE"
+# The public URL of the Gemini webhook route (`<ApiUrl>webhooks/gemini`): with it and the JWKS URL set,
+# every Gemini job is created with a `webhook_config` naming it (per-job deliveries, signed with RS256 JWTs).
+ENV_GEMINI_WEBHOOK_URL = "GEMINI_WEBHOOK_URL"
 ENV_MAX_BATCH_REQUESTS = "MAX_BATCH_REQUESTS"
 ENV_MAX_WAIT_SECONDS = "MAX_WAIT_SECONDS"
 ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"
@@ -146,9 +169,13 @@ ENV_JWT_ISSUER = "JWT_ISSUER"
 ENV_JWT_AUDIENCE = "JWT_AUDIENCE"
 ENV_AUTH_COOKIE_NAME = "AUTH_COOKIE_NAME"
 ENV_CORS_ORIGINS = "CORS_ORIGINS"  # comma separated
+# Origins whose pages may write with the session cookie (comma separated); empty: CORS_ORIGINS' named ones.
+ENV_ALLOWED_ORIGINS = "ALLOWED_ORIGINS"
 ENV_LOG_LEVEL = "LOG_LEVEL"  # read by Powertools Logger, not by Settings
 # --- Notifications ---
 ENV_NOTIFY_QUEUE_URL = "NOTIFY_QUEUE_URL"
+# The notify queue's dead-letter queue: an email SES rejects for good goes there at once, with its reason.
+ENV_NOTIFY_DLQ_URL = "NOTIFY_DLQ_URL"
 ENV_MAX_WEBHOOK_ENDPOINTS = "MAX_WEBHOOK_ENDPOINTS"
 ENV_WEBHOOK_ALLOW_PRIVATE_TARGETS = "WEBHOOK_ALLOW_PRIVATE_TARGETS"  # "true" locally, "false" deployed
 ENV_WEBHOOK_RETRY_SCALE = "WEBHOOK_RETRY_SCALE"  # multiplies the retry delays (the local runtime: seconds)
@@ -162,6 +189,7 @@ JWT_ALGORITHMS_DEFAULT = "HS256"
 # The seed-003 browser client authenticates with a session cookie, not a header.
 AUTH_COOKIE_NAME_DEFAULT = "session"
 CORS_ORIGINS_DEFAULT = "*"
+ALLOWED_ORIGINS_DEFAULT = ""
 LOG_LEVEL_DEFAULT = "INFO"
 
 # User webhooks and email.
@@ -268,6 +296,10 @@ class QueueSpec:
     max_receive_count: int = 5
     max_batching_window_seconds: int = 0
     dlq_name: str = field(default="")
+    # The event source mapping's MaximumConcurrency (2..1000): consumers of this queue running at once,
+    # so a bulk batch cannot take the account's concurrency from the API (context: <consumer>MaxConcurrency).
+    max_concurrency: int = 5
+    dead_letter_env_var: str = ""  # set: the consumer gets its DLQ's URL in this variable
 
     @property
     def dead_letter_name(self) -> str:
@@ -343,14 +375,29 @@ FUNCTIONS = (
     PHOTO_FUNCTION,
 )
 
-SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1)
-COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1)
+# One Gemini project allows 100 running batch jobs: a few submit writers suffice.
+SUBMIT_QUEUE = QueueSpec("batchgen-submit", ENV_SUBMIT_QUEUE_URL, "submit", batch_size=1, max_concurrency=5)
+COLLECT_QUEUE = QueueSpec("batchgen-collect", ENV_COLLECT_QUEUE_URL, "collect", batch_size=1, max_concurrency=5)
+# Ten uploads per invocation (one thread each): 10 x 10 = 100 Cloudinary uploads at once at most.
 UPLOAD_QUEUE = QueueSpec(
-    "batchgen-upload", ENV_UPLOAD_QUEUE_URL, "upload", batch_size=10, max_batching_window_seconds=1
+    "batchgen-upload",
+    ENV_UPLOAD_QUEUE_URL,
+    "upload",
+    batch_size=10,
+    max_batching_window_seconds=1,
+    max_concurrency=10,
 )
-INGEST_QUEUE = QueueSpec("batchgen-ingest", ENV_INGEST_QUEUE_URL, "ingest", batch_size=1)
+INGEST_QUEUE = QueueSpec("batchgen-ingest", ENV_INGEST_QUEUE_URL, "ingest", batch_size=1, max_concurrency=2)
 # One message per (event, endpoint): a slow receiver holds one of the consumer's threads, nobody else's.
-NOTIFY_QUEUE = QueueSpec("batchgen-notify", ENV_NOTIFY_QUEUE_URL, "notify", batch_size=10, max_receive_count=8)
+NOTIFY_QUEUE = QueueSpec(
+    "batchgen-notify",
+    ENV_NOTIFY_QUEUE_URL,
+    "notify",
+    batch_size=10,
+    max_receive_count=8,
+    max_concurrency=5,
+    dead_letter_env_var=ENV_NOTIFY_DLQ_URL,
+)
 QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE)
 
 POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
@@ -375,7 +422,8 @@ def runtime_environment(
 ) -> dict[str, str]:
     """Environment every function gets, built the same way by the CDK stack and the local runtime.
 
-    `queue_urls` maps QueueSpec.name to its URL; `settings` adds tunables and secret ARNs.
+    `queue_urls` maps QueueSpec.name (and a queue's `dead_letter_name`, for the queues whose consumer
+    reads its DLQ's URL) to its URL; `settings` adds tunables and secret ARNs.
     """
     env = {
         ENV_TABLE_NAME: table_name,
@@ -385,5 +433,7 @@ def runtime_environment(
     }
     for queue in QUEUES:
         env[queue.env_var] = queue_urls[queue.name]
+        if queue.dead_letter_env_var:
+            env[queue.dead_letter_env_var] = queue_urls[queue.dead_letter_name]
     env.update(settings or {})
     return env

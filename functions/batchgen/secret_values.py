@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from batchgen.config import get_settings
+from batchgen.domain.errors import TransientError
 
 SECRET_MAX_AGE_SECONDS = 300
+
+
+class SecretUnavailable(TransientError):
+    """Secrets Manager did not give the value (access denied, throttled, unreachable): callers that can
+    do without it (the Gemini webhook leaves the job to the poller) catch it; the rest retry."""
 
 
 def _from_secrets_manager(arn: str) -> str:
     from aws_lambda_powertools.utilities import parameters  # only on the AWS path
 
-    value = parameters.get_secret(arn, max_age=SECRET_MAX_AGE_SECONDS)
+    try:
+        value = parameters.get_secret(arn, max_age=SECRET_MAX_AGE_SECONDS)
+    except parameters.GetParameterError as exc:
+        raise SecretUnavailable(f"could not read the secret {arn}: {exc}") from exc
     return value if isinstance(value, str) else value.decode()
 
 

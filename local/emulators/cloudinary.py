@@ -52,6 +52,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -229,6 +230,8 @@ class CloudinaryEmulator:
         self._injector = FaultInjector()
         self.calls: Counter[str] = self._injector.calls
         self._lock = threading.Lock()
+        # Kept state (`local.persistence`): each change goes to `on_change` (under the lock) before it is answered.
+        self.on_change: Callable[[list[tuple[str, Any]]], None] | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         api = f"/{API_VERSION}/<cloud>"
@@ -303,14 +306,14 @@ class CloudinaryEmulator:
 
     # -- saved state -------------------------------------------------------------------------
 
-    def export_state(self) -> dict[str, Any]:
-        """The assets (immutable records, replaced on overwrite), for `local.persistence`."""
+    def load_rows(self, rows: Iterable[tuple[str, StoredAsset]]) -> None:
+        """Loads what `on_change` was given: (public id, asset)."""
         with self._lock:
-            return {"assets": dict(self.assets)}
+            self.assets.update(rows)
 
-    def import_state(self, state: dict[str, Any]) -> None:
-        with self._lock:
-            self.assets.update(state.get("assets", {}))
+    def _changed(self, public_id: str) -> None:
+        if self.on_change is not None:
+            self.on_change([(public_id, self.assets.get(public_id))])
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -405,6 +408,7 @@ class CloudinaryEmulator:
                 uploads=previous.uploads + 1 if previous else 1,
             )
             self.assets[public_id] = asset
+            self._changed(public_id)
         body = self._resource_json(asset)
         return {**body, "existing": False} if keep_existing else body
 
@@ -464,6 +468,7 @@ class CloudinaryEmulator:
             raise _ApiError(400, "Missing required parameter - public_id")
         with self._lock:
             removed = self.assets.pop(public_id, None)
+            self._changed(public_id)
         return {"result": "ok" if removed is not None else "not found"}
 
     def _delete_resources(self, request: Request) -> dict[str, Any]:
@@ -478,6 +483,8 @@ class CloudinaryEmulator:
             raise _ApiError(400, "Missing required parameter - public_ids")
         with self._lock:
             removed = {pid: self.assets.pop(pid, None) is not None for pid in public_ids}
+            for public_id in public_ids:
+                self._changed(public_id)
         return {
             "deleted": {pid: "deleted" if ok else "not_found" for pid, ok in removed.items()},
             "deleted_counts": {pid: {"original": int(ok), "derived": 0} for pid, ok in removed.items()},

@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Fault:
     remaining: int
     operation: str | None  # None: any operation
     message: str = ""
+    body: Any = None  # the exact error body to answer with (a real recorded one), if given
 
 
 class FaultInjector:
@@ -37,11 +39,13 @@ class FaultInjector:
         if operation is not None and self._operations is not None and operation not in self._operations:
             raise ValueError(f"unknown operation {operation!r}; expected one of {sorted(self._operations)}")
 
-    def add_fault(self, status: int, count: int = 1, operation: str | None = None, message: str = "") -> None:
-        """The next ``count`` calls of ``operation`` (None: any) are answered with ``status``."""
+    def add_fault(
+        self, status: int, count: int = 1, operation: str | None = None, message: str = "", body: Any = None
+    ) -> None:
+        """The next ``count`` calls of ``operation`` (None: any) are answered with ``status`` (and ``body``)."""
         self._check(operation)
         with self._lock:
-            self._faults.append(Fault(status=status, remaining=count, operation=operation, message=message))
+            self._faults.append(Fault(status=status, remaining=count, operation=operation, message=message, body=body))
 
     def set_latency(self, seconds: float, operation: str | None = None) -> None:
         """Sleep added to each call of ``operation`` (None: every call without its own value); 0 clears."""

@@ -5,10 +5,11 @@ emulator speaks the REST wire protocol the official ``google-genai`` SDK uses
 (the "mldev" API), so production code runs unchanged, pointed by base URL::
 
     client = genai.Client(api_key="emulator-key",
-                          http_options=types.HttpOptions(base_url=emu.base_url))
+                          http_options=types.HttpOptions(base_url=emu.base_url, api_version="v1beta"))
 
-Routes (``{v}`` is any API version segment: SDK 3.x sends ``v1`` by default,
-Google's docs use ``v1beta``; both work)::
+Routes (``{v}`` is the one API version the service names, ``constants.GEMINI_API_VERSION``:
+``v1beta``, as every real batch recording; any other version is a 404, like a wrong path at Google,
+so a client that lets the SDK pick its default version fails here as it would there)::
 
     POST   /{v}/models/{model}:batchGenerateContent     create   -> Operation
     GET    /{v}/batches/{id}                             get      -> Operation
@@ -57,7 +58,6 @@ Responses-file lines: ``{"key": k, "response": GenerateContentResponse}`` or
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
@@ -77,6 +77,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from batchgen import constants
 from local.emulators.faults import FaultInjector
 from local.emulators.png import make_png
 
@@ -104,6 +105,8 @@ OPERATIONS = frozenset(
         "file_list",
         "file_delete",
         "generate",
+        "jwks",
+        "models",
     }
 )
 
@@ -128,7 +131,12 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 _FILE_TTL_SECONDS = 48 * 3600
 _DOWNLOAD_CHUNK = 64 * 1024
 _IMAGE_EDGE = 64
-_IMAGE_TOKENS = 1290  # what the real API reports per generated image
+# Image output tokens per image by `imageConfig.imageSize`, as Gemini reports them in
+# `candidatesTokensDetails` (a recorded gemini-3-pro-image 1K answer: 1120) and bills them (flash 2K and 4K
+# at 1.5x and 2.25x 1K; pro 4K at 2000); Gemini 3 image models also report thinking tokens.
+_IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+_PRO_IMAGE_TOKENS = {"1K": 1120, "2K": 1120, "4K": 2000}
+_THOUGHT_TOKENS = 240  # a Gemini 3 image answer's thinking (the recorded one reports 748)
 _JOB_FAILED_MESSAGE = "Emulated batch failure ([[job:failed]] marker in a prompt)."
 # Shut down per https://ai.google.dev/gemini-api/docs/deprecations: the real API answers 404 for them.
 RETIRED_MODELS = frozenset(
@@ -141,6 +149,19 @@ RETIRED_MODELS = frozenset(
         "gemini-3-pro-preview",
         "gemini-2.0-flash-preview-image-generation",
     }
+)
+# What the emulated Gemini serves, as models.list answers it (the shape of a recorded list: name,
+# version, displayName, description, token limits, supportedGenerationMethods). A deprecated model
+# stays listed, saying so in its description, as Gemini's own deprecated entries do.
+SERVED_MODELS = (
+    ("gemini-3.1-flash-image", "Gemini 3.1 Flash Image", "Image generation and editing."),
+    ("gemini-3-pro-image", "Gemini 3 Pro Image", "Image generation and editing, pro quality."),
+    ("gemini-3.6-flash", "Gemini 3.6 Flash", "Fast multimodal model."),
+    (
+        "gemini-3.5-flash",
+        "Gemini 3.5 Flash",
+        "Gemini 3.5 Flash is deprecated; requests are routed to gemini-3.6-flash. Move to a newer Gemini version.",
+    ),
 )
 # The text of a real per-request error (googleapis/python-genai#1341): gRPC code, no HTTP status.
 _INTERNAL_MESSAGE = (
@@ -161,14 +182,15 @@ _WEBHOOK_EVENTS = {
 class ApiError(Exception):
     """A Google-style API error: rendered as {"error": {"code", "message", "status"}}."""
 
-    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.body = body  # a recorded error body, answered as it is
 
     def to_response(self) -> Response:
-        body = {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
+        body = self.body or {"error": {"code": self.code, "message": self.message, "status": _status_name(self.code)}}
         return _json_response(body, status=self.code, headers=self.headers)
 
 
@@ -213,6 +235,10 @@ class EmulatedJob:
     responses_file: str | None = None
     late_reads: int = 0  # reads that still show SUCCEEDED without output ([[late-output]])
     announced: bool = False  # its webhook was sent
+    # `batch.webhookConfig` of the create (per-job, "dynamic" webhooks): these URIs get the job's ending
+    # instead of the registered `webhook_url`, signed with an RS256 JWT that the key set at
+    # `/.well-known/jwks.json` verifies.
+    webhook_uris: list[str] = field(default_factory=list)
 
     @property
     def request_count(self) -> int:
@@ -325,6 +351,7 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
             }
         }
     prompt_tokens = max(1, len(prompt.split()))
+    image_tokens = thoughts = 0
     if "[[blocked]]" in markers:
         candidate: dict[str, Any] = {
             "finishReason": "SAFETY",
@@ -358,7 +385,11 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
                 {"text": f"Emulated image for: {prompt[:80]}"},
                 {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}},
             ]
-            output_tokens = _IMAGE_TOKENS
+            size = str(_field(_field(_field(request, "generationConfig"), "imageConfig"), "imageSize") or "1K")
+            table = _PRO_IMAGE_TOKENS if "pro" in model else _IMAGE_TOKENS
+            image_tokens = table.get(size, table["1K"])
+            thoughts = _THOUGHT_TOKENS if model.startswith("models/gemini-3") else 0
+            output_tokens = image_tokens + len(parts[-2]["text"].split())
         else:
             text = f"Emulated answer to: {prompt[:80]}"
             parts = [{"text": text}]
@@ -367,15 +398,28 @@ def _answer(model: str, request: dict[str, Any], first_sight: bool = True) -> di
     return {
         "response": {
             "candidates": [candidate],
-            "usageMetadata": {
-                "promptTokenCount": prompt_tokens,
-                "candidatesTokenCount": output_tokens,
-                "totalTokenCount": prompt_tokens + output_tokens,
-            },
+            "usageMetadata": _usage(prompt_tokens, output_tokens, image_tokens, thoughts),
             "modelVersion": model.split("/", 1)[1],
             "responseId": hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:22],
         }
     }
+
+
+def _usage(prompt_tokens: int, output_tokens: int, image_tokens: int, thoughts: int) -> dict[str, Any]:
+    """`usageMetadata` in the recorded shape: counts, per-modality details, thinking; zeros left out."""
+    usage: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+    }
+    if image_tokens:
+        usage["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": image_tokens}]
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    if not output_tokens:
+        del usage["candidatesTokenCount"]
+    return usage
 
 
 def _final_state(entries: list[BatchEntry]) -> str:
@@ -434,6 +478,19 @@ def _camel_case_key(value: Any) -> str | None:
     return None
 
 
+def _webhook_uris(config: Any) -> list[str]:
+    """`batch.webhookConfig.uris` of a create: absolute http(s) URLs, as the real API requires."""
+    if config is None:
+        return []
+    uris = _field(config, "uris") if isinstance(config, dict) else None
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ApiError(400, "batch.webhookConfig.uris must be a non-empty list of URLs.")
+    for uri in uris:
+        if not re.match(r"^https?://[^/\s]+", uri):
+            raise ApiError(400, f"batch.webhookConfig.uris: {uri!r} is not an absolute http(s) URL.")
+    return list(uris)
+
+
 def _parse_inline(requests: Any) -> list[BatchEntry]:
     items = requests.get("requests") if isinstance(requests, dict) else None
     if not isinstance(items, list) or not items:
@@ -478,8 +535,18 @@ def _page(items: list[Any], request: Request, default_size: int, max_size: int) 
 class GeminiEmulator:
     """In-process HTTP server emulating Gemini batch mode + Files API (see module docstring)."""
 
-    def __init__(self, delay_seconds: float = 2.0, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        delay_seconds: float = 2.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_version: str = constants.GEMINI_API_VERSION,
+    ) -> None:
         self.delay_seconds = delay_seconds
+        self.api_version = api_version
+        # Where upload sessions point (None: this emulator). Google's own host here plays the Gemini
+        # behind a proxy: the session URL names Google, and a client must send the chunks back here.
+        self.upload_url_base: str | None = None
         # Webhook delivery when a job ends (None: off). HMAC with a `whsec_` secret, or an RS256 JWT
         # signed with `webhook_jwt_key` (a PEM private key) as per-job `webhook_config` deliveries are.
         self.webhook_url: str | None = None
@@ -488,6 +555,7 @@ class GeminiEmulator:
         self.webhook_jwt_kid = "emulator-key-1"
         self.webhook_jwt_audience: str | None = None
         self.webhooks_sent: list[dict[str, Any]] = []
+        self._signing_key: str | None = None  # the emulator's own RS256 key (per-job webhooks), made on demand
         self._seen_prompts: set[str] = set()
         self._expired_once: set[str] = set()  # prompts whose `[[job:expired-once]]` job has expired
         self.timeout_marker_seconds = 30.0  # how long a `[[timeout]]` generateContent call is held
@@ -501,9 +569,12 @@ class GeminiEmulator:
         self._jobs: dict[str, EmulatedJob] = {}
         self._files: dict[str, EmulatedFile] = {}
         self._uploads: dict[str, _PendingUpload] = {}
+        # Kept state (`local.persistence`): each request's changes go to `on_change` before it is answered.
+        self.on_change: Callable[[list[tuple[str, Any]]], None] | None = None
+        self._dirty: set[tuple[str, str]] = set()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
-        version = r"(?P<v>v\d+[a-z0-9]*)"
+        version = rf"(?P<v>{re.escape(api_version)})"
         item = r"(?P<id>[^/:]+)"
         self._routes = [
             _Route(
@@ -527,6 +598,8 @@ class GeminiEmulator:
             _Route("GET", re.compile(rf"^/{version}/files/{item}$"), "file_get", self._get_file),
             _Route("DELETE", re.compile(rf"^/{version}/files/{item}$"), "file_delete", self._delete_file),
             _Route("GET", re.compile(rf"^/{version}/files/{item}:download$"), "download", self._download),
+            _Route("GET", re.compile(r"^/\.well-known/jwks\.json$"), "jwks", self._jwks),
+            _Route("GET", re.compile(rf"^/{version}/models$"), "models", self._list_models),
         ]
 
     # ----------------------------------------------------------------- lifecycle
@@ -537,7 +610,9 @@ class GeminiEmulator:
             raise RuntimeError("emulator already started")
         self._server = make_server(self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gemini-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="gemini-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -565,9 +640,10 @@ class GeminiEmulator:
 
     # ------------------------------------------------------------ test controls
 
-    def inject_fault(self, status: int, count: int = 1, operation: str | None = None) -> None:
-        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``."""
-        self._injector.add_fault(status, count, operation)
+    def inject_fault(self, status: int, count: int = 1, operation: str | None = None, body: Any = None) -> None:
+        """Answer the next ``count`` calls of ``operation`` (None: any) with HTTP ``status``; with ``body``
+        (e.g. a real recorded error body) exactly that JSON, else a generic Google-style error."""
+        self._injector.add_fault(status, count, operation, body=body)
 
     def set_latency(self, seconds: float, operation: str | None = None) -> None:
         """Sleep ``seconds`` before answering ``operation`` (None: every operation); 0 clears."""
@@ -590,36 +666,55 @@ class GeminiEmulator:
             self.webhooks_sent.clear()
             self.timeout_marker_seconds, self.generate_seconds, self.generated = 30.0, 0.0, 0
             self.webhook_url = self.webhook_secret = self.webhook_jwt_key = self.webhook_jwt_audience = None
+            self.upload_url_base = None
 
     # ------------------------------------------------------------ saved state
 
-    def export_state(self) -> dict[str, Any]:
-        """Jobs, files and seen prompts, copied under the lock (`local.persistence` pickles them)."""
-        with self._lock:
-            return copy.deepcopy(
-                {
-                    "jobs": self._jobs,
-                    "files": self._files,
-                    "seen_prompts": self._seen_prompts,
-                    "expired_once": self._expired_once,
-                }
-            )
+    def _mark(self, kind: str, name: str = "") -> None:
+        """Records that a kept thing changed (call under the lock); `_flush_changes` writes it."""
+        self._dirty.add((kind, name))
 
-    def import_state(self, state: dict[str, Any]) -> None:
-        """Loads what `export_state` gave; jobs keep their wall-clock timeline (created_at + delay)."""
+    def _flush_changes(self) -> None:
+        """Hands every thing changed since the last call to `on_change`, as it is now (None: removed)."""
         with self._lock:
-            self._jobs.update(state.get("jobs", {}))
-            self._files.update(state.get("files", {}))
-            self._seen_prompts.update(state.get("seen_prompts", ()))
-            self._expired_once.update(state.get("expired_once", ()))
+            if not self._dirty:
+                return
+            dirty, self._dirty = self._dirty, set()
+            if self.on_change is None:
+                return
+            values: dict[str, Any] = {
+                "job": self._jobs,
+                "file": self._files,
+                "seen_prompts": {"": set(self._seen_prompts)},
+                "expired_once": {"": set(self._expired_once)},
+            }
+            self.on_change([(f"{kind}|{name}", values[kind].get(name)) for kind, name in sorted(dirty)])
+
+    def load_rows(self, rows: Iterable[tuple[str, Any]]) -> None:
+        """Loads what `on_change` was given (rows in the order they were first written); jobs keep their
+        wall-clock timeline (created_at + delay)."""
+        with self._lock:
+            for key, value in rows:
+                kind, _, name = key.partition("|")
+                if kind == "job":
+                    value.__dict__.setdefault("webhook_uris", [])  # kept before per-job webhooks existed
+                    self._jobs[name] = value
+                elif kind == "file":
+                    self._files[name] = value
+                elif kind == "seen_prompts":
+                    self._seen_prompts |= value
+                elif kind == "expired_once":
+                    self._expired_once |= value
 
     def resume_announcements(self) -> int:
         """After `import_state` and once `webhook_url` is set: the ending of each job not yet announced
         is announced when it is due (at once if it is past). Returns how many were scheduled."""
-        if not self.webhook_url:
-            return 0
         with self._lock:
-            due = [(job.name, job.create_time + job.delay_seconds) for job in self._jobs.values() if not job.announced]
+            due = [
+                (job.name, job.create_time + job.delay_seconds)
+                for job in self._jobs.values()
+                if not job.announced and (self.webhook_url or job.webhook_uris)
+            ]
         now = time.time()
         for name, finish_at in due:
             timer = threading.Timer(max(0.0, finish_at - now) + 0.05, self._announce, args=(name,))
@@ -657,6 +752,11 @@ class GeminiEmulator:
         except Exception:  # an emulator bug must still look like a Google 500, not a hung socket
             logger.exception("gemini emulator failed on %s %s", request.method, request.path)
             response = ApiError(500, "Internal error encountered.").to_response()
+        try:
+            self._flush_changes()  # kept before the answer: an acknowledged change survives a crash
+        except Exception:
+            logger.exception("gemini emulator could not keep the changes of %s %s", request.method, request.path)
+            response = ApiError(500, "Internal error encountered.").to_response()
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
@@ -671,7 +771,7 @@ class GeminiEmulator:
         # errors must carry X-Goog-Upload-Status or the SDK retries with multi-second sleeps.
         extra_headers = {"X-Goog-Upload-Status": "final"} if operation == "upload_chunk" else {}
         try:
-            if operation != "upload_chunk":
+            if operation not in ("upload_chunk", "jwks"):  # a session URL is its own credential; keys are public
                 self._check_api_key(request)
             self._raise_injected_fault(operation)
             return route.handler(request, match)
@@ -700,7 +800,9 @@ class GeminiEmulator:
         if fault is None:
             return
         status = fault.status
-        raise ApiError(status, f"Injected fault: {operation} answered {status} {_status_name(status)}.")
+        raise ApiError(
+            status, f"Injected fault: {operation} answered {status} {_status_name(status)}.", body=fault.body
+        )
 
     @staticmethod
     def _json_body(request: Request) -> dict[str, Any]:
@@ -723,6 +825,7 @@ class GeminiEmulator:
         once = {_prompt_text(e.request) for e in entries if "[[job:expired-once]]" in _marker_text(e.request)}
         if state == SUCCEEDED and once - self._expired_once:
             self._expired_once |= once
+            self._mark("expired_once")
             return EXPIRED
         return state
 
@@ -734,11 +837,13 @@ class GeminiEmulator:
         if now >= finish_at:
             job.state = job.final_state
             job.update_time = job.end_time = finish_at
+            self._mark("job", job.name)
             if job.state == SUCCEEDED:
                 self._materialise(job)
         elif now >= job.create_time + job.delay_seconds / 2 and job.state == PENDING:
             job.state = RUNNING
             job.update_time = job.create_time + job.delay_seconds / 2
+            self._mark("job", job.name)
 
     def _advance_all(self) -> None:
         now = time.time()
@@ -751,6 +856,7 @@ class GeminiEmulator:
             prompt = _prompt_text(entry.request)
             job.results.append(_answer(job.model, entry.request, first_sight=prompt not in self._seen_prompts))
             self._seen_prompts.add(prompt)
+        self._mark("seen_prompts")
         if any("[[late-output]]" in _marker_text(entry.request) for entry in job.requests):
             job.late_reads = 3  # the create answer, the poller's read and collect's read
         if job.src_kind != "file":
@@ -773,6 +879,7 @@ class GeminiEmulator:
             create_time=job.end_time or 0.0,
         )
         job.responses_file = name
+        self._mark("file", name)
 
     def _job(self, job_id: str) -> EmulatedJob:
         job = self._jobs.get(f"batches/{job_id}")
@@ -804,6 +911,7 @@ class GeminiEmulator:
         hide_output = job.state == SUCCEEDED and job.late_reads > 0
         if hide_output:
             job.late_reads -= 1  # SUCCEEDED, but the responses file is not there yet (seen live)
+            self._mark("job", job.name)
         if job.state == SUCCEEDED and not hide_output:
             if job.responses_file:
                 output = {"responsesFile": job.responses_file}
@@ -872,6 +980,7 @@ class GeminiEmulator:
         if not isinstance(input_config, dict):
             raise ApiError(400, "batch.inputConfig is required.")
         display_name = _field(batch, "displayName")
+        webhook_uris = _webhook_uris(_field(batch, "webhookConfig"))
         with self._lock:
             src_file = _field(input_config, "fileName")
             if src_file is not None:
@@ -895,14 +1004,35 @@ class GeminiEmulator:
                 update_time=now,
                 delay_seconds=max(0.0, float(self.delay_seconds)),
                 final_state=self._final_state_once(entries),
+                webhook_uris=webhook_uris,
             )
             self._jobs[job.name] = job
+            self._mark("job", job.name)
             self._advance(job, now)
             body = self._operation(job)
-        if self.webhook_url:
+        if self.webhook_url or job.webhook_uris:
             timer = threading.Timer(job.delay_seconds + 0.05, self._announce, args=(job.name,))
             timer.daemon = True
             timer.start()
+        return _json_response(body)
+
+    def _list_models(self, request: Request, match: re.Match[str]) -> Response:
+        models = [
+            {
+                "name": f"models/{model}",
+                "version": "001",
+                "displayName": display_name,
+                "description": description,
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"],
+            }
+            for model, display_name, description in SERVED_MODELS
+        ]
+        page, next_token = _page(models, request, default_size=50, max_size=1000)
+        body: dict[str, Any] = {"models": page}
+        if next_token:
+            body["nextPageToken"] = next_token
         return _json_response(body)
 
     def _get_batch(self, request: Request, match: re.Match[str]) -> Response:
@@ -927,7 +1057,8 @@ class GeminiEmulator:
             if job.state not in TERMINAL_STATES:
                 job.state = CANCELLED
                 job.update_time = job.end_time = time.time()
-        if self.webhook_url:
+                self._mark("job", job.name)
+        if self.webhook_url or job.webhook_uris:
             threading.Thread(target=self._announce, args=(job.name,), daemon=True).start()
         return _json_response({})
 
@@ -935,6 +1066,7 @@ class GeminiEmulator:
         with self._lock:
             self._job(match["id"])
             del self._jobs[f"batches/{match['id']}"]
+            self._mark("job", f"batches/{match['id']}")
         return _json_response({})
 
     # ----------------------------------------------------------------- webhooks
@@ -952,12 +1084,16 @@ class GeminiEmulator:
         }
         return json.dumps(event, separators=(",", ":")).encode()
 
-    def webhook_headers(self, body: bytes, message_id: str) -> dict[str, str]:
+    def webhook_headers(self, body: bytes, message_id: str, *, per_job: bool = False) -> dict[str, str]:
+        """Standard Webhooks headers: an RS256 JWT signature for per-job deliveries (with `webhook_jwt_key`,
+        or the emulator's own key published at `/.well-known/jwks.json`) or when `webhook_jwt_key` is set,
+        else an HMAC with `webhook_secret`."""
         timestamp = str(int(time.time()))
         headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp}
-        if self.webhook_jwt_key:
+        if self.webhook_jwt_key or per_job:
             import jwt  # pyjwt, already a dependency of the service; only this scheme needs it here
 
+            pem, kid = (self.webhook_jwt_key, self.webhook_jwt_kid) if self.webhook_jwt_key else self._own_key()
             claims = {
                 "iss": "https://generativelanguage.googleapis.com",
                 "iat": int(timestamp),
@@ -967,9 +1103,7 @@ class GeminiEmulator:
             }
             if self.webhook_jwt_audience:
                 claims["aud"] = self.webhook_jwt_audience
-            headers["webhook-signature"] = jwt.encode(
-                claims, self.webhook_jwt_key, algorithm="RS256", headers={"kid": self.webhook_jwt_kid}
-            )
+            headers["webhook-signature"] = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
         elif self.webhook_secret:
             key = base64.b64decode(self.webhook_secret.removeprefix("whsec_"))
             digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
@@ -977,29 +1111,63 @@ class GeminiEmulator:
         return headers
 
     def _announce(self, job_name: str) -> None:
-        """POSTs the job's ending to `webhook_url` once; a receiver error is logged, as Gemini would retry."""
+        """POSTs the job's ending once: to its own `webhookConfig` URIs (JWT-signed), which replace the
+        registered `webhook_url` as Gemini's do; a receiver error is logged, as Gemini would retry."""
         import urllib.request
 
         with self._lock:
             job = self._jobs.get(job_name)
-            if job is None or not self.webhook_url:
+            if job is None or not (job.webhook_uris or self.webhook_url):
                 return
             self._advance(job, time.time())
             if job.state not in TERMINAL_STATES or job.announced:
                 return
             job.announced = True
+            self._mark("job", job.name)
             body = self.webhook_body(job)
-            url = self.webhook_url
-        headers = self.webhook_headers(body, f"msg_{_new_id(24)}")
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # local URL by design
-                status = response.status
-        except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
-            status = getattr(exc, "code", None) or 0
-            logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+            per_job = bool(job.webhook_uris)
+            urls = list(job.webhook_uris) if per_job else [str(self.webhook_url)]
+        self._flush_changes()
+        for url in urls:
+            headers = self.webhook_headers(body, f"msg_{_new_id(24)}", per_job=per_job)
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # local URL by design
+                    status = response.status
+            except Exception as exc:  # the receiver's problem, not the emulator's: record and go on
+                status = getattr(exc, "code", None) or 0
+                logger.warning("gemini emulator webhook to %s failed: %s", url, exc)
+            with self._lock:
+                self.webhooks_sent.append(
+                    {"job": job_name, "status": status, "body": body, "url": url, "headers": headers}
+                )
+
+    def _own_key(self) -> tuple[str, str]:
+        """The emulator's RS256 signing key (PEM) and its kid, made on first use; its public half is the
+        key set at `/.well-known/jwks.json`, where Google publishes the keys of per-job deliveries."""
         with self._lock:
-            self.webhooks_sent.append({"job": job_name, "status": status, "body": body})
+            if self._signing_key is None:
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric import rsa
+
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                self._signing_key = key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode()
+            # The kid names the key (a restart makes a new one): a verifier's cached key set never
+            # holds a stale key under the same kid.
+            return self._signing_key, "emulator-" + hashlib.sha256(self._signing_key.encode()).hexdigest()[:16]
+
+    def _jwks(self, request: Request, match: re.Match[str]) -> Response:
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        pem, kid = self._own_key()
+        private = serialization.load_pem_private_key(pem.encode(), password=None)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+        return _json_response({"keys": [{**jwk, "kid": kid, "alg": "RS256", "use": "sig"}]})
 
     # -------------------------------------------------------------------- files
 
@@ -1067,7 +1235,8 @@ class GeminiEmulator:
                 ),
                 expected_size=size,
             )
-        upload_url = f"{request.host_url}upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
+        base = (self.upload_url_base or request.host_url).rstrip("/")
+        upload_url = f"{base}/upload/{match['v']}/files?upload_id={upload_id}&upload_protocol=resumable"
         return Response(
             b"",
             status=200,
@@ -1102,6 +1271,7 @@ class GeminiEmulator:
             stored.data = bytes(pending.buffer)
             stored.create_time = time.time()
             self._files[stored.name] = stored
+            self._mark("file", stored.name)
             body = {"file": self._file_json(stored, request, match["v"])}
         return _json_response(body, headers={"X-Goog-Upload-Status": "final"})
 
@@ -1121,7 +1291,9 @@ class GeminiEmulator:
 
     def _delete_file(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:
-            del self._files[self._stored_file(match["id"]).name]
+            name = self._stored_file(match["id"]).name
+            del self._files[name]
+            self._mark("file", name)
         return _json_response({})
 
     def _download(self, request: Request, match: re.Match[str]) -> Response:

@@ -16,7 +16,7 @@ from google import genai
 from google.genai import types
 from google.genai.batches import _BatchJob_from_mldev
 
-from batchgen.adapters.gemini import _view
+from batchgen.adapters.gemini import _view, sdk_client
 from batchgen.config import Catalog, load_catalog
 from batchgen.domain.gemini_requests import jsonl_line, read_answer
 from batchgen.domain.states import BatchStatus
@@ -57,7 +57,7 @@ def emulator() -> Iterator[GeminiEmulator]:
 
 @pytest.fixture(scope="module")
 def client(emulator: GeminiEmulator) -> genai.Client:
-    return genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=emulator.base_url))
+    return sdk_client(KEY, emulator.base_url)
 
 
 def emulator_operation(emulator: GeminiEmulator, client: genai.Client, model: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
 
 from batchgen.domain import batch_moves, events, ids, jobs
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits, InvalidInput
+from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord, SlotRecord, TemplateRecord, UploadRecord
@@ -90,10 +91,6 @@ def test_a_batch_reads_back_as_written_and_its_id_is_taken_once(services: ports.
 
 def test_a_move_happens_whole_or_reports_that_it_lost(services: ports.NotifyServices) -> None:
     batch = new_batch(services)
-    touch = batch_moves.touch_pending(ids.now_iso(), seen_updated_at=batch.updatedAt)
-    moved = services.batches.change_batch(batch.batchId, touch)
-    assert moved is not None and moved.updatedAt >= batch.updatedAt
-    assert services.batches.change_batch(batch.batchId, touch) is None or moved.updatedAt == batch.updatedAt
     pinned = services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(2))
     assert pinned is not None and pinned.geminiChunkSize == 2
     assert services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(5)) is None  # pinned once
@@ -240,7 +237,11 @@ def test_texts_are_stored_one_by_one_and_counted_with_the_checkpoint_that_saw_th
 # --- jobs ---------------------------------------------------------------------------------------------
 def test_a_chunks_job_moves_under_its_conditions(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=5)
-    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(batchId=batch.batchId, chunk=0)  # not opened
+    # Chunk 0's row is stored with its batch, its submit message recorded as sent by the create.
+    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(
+        batchId=batch.batchId, chunk=0, submitQueuedAt=batch.createdAt
+    )
+    assert services.jobs.get_job(batch.batchId, 1) == JobRecord(batchId=batch.batchId, chunk=1)  # not opened
     assert services.jobs.get_job("batch_0000000000000_missing0", 0) is None
     services.jobs.open_jobs(batch.batchId, 2)
     lease = jobs.take_lease(None, ids.now_iso())
@@ -271,6 +272,33 @@ def test_a_chunks_job_moves_under_its_conditions(services: ports.NotifyServices)
     ]
 
 
+def test_one_submit_message_is_recorded_per_chunk_and_round(services: ports.NotifyServices) -> None:
+    """Of two senders of a chunk's submit message, the one that saw the current record wins; none once the
+    chunk has its job; a new round starts with no message recorded."""
+    batch = new_batch(services, count=4)
+    scheduled = new_batch(services, count=1, status=BatchStatus.SCHEDULED)
+    assert services.jobs.get_job(scheduled.batchId, 0).submitQueuedAt is None  # type: ignore[union-attr]
+    services.batches.change_batch(batch.batchId, batch_moves.pin_chunk_size(2))
+    services.jobs.open_jobs(batch.batchId, 2)
+    assert services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, "2026-01-01T00:00:01.000Z"))
+    assert not services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, ids.now_iso()))  # recorded
+    stale = jobs.queue_submit("2026-01-01T00:00:00.000Z", ids.now_iso())
+    assert not services.jobs.change_job(batch.batchId, 1, stale)  # another message was recorded since
+    assert services.jobs.change_job(batch.batchId, 1, jobs.queue_submit("2026-01-01T00:00:01.000Z", ids.now_iso()))
+    recorded = services.jobs.get_job(batch.batchId, 1).submitQueuedAt  # type: ignore[union-attr]
+    assert not services.jobs.change_job(batch.batchId, 1, jobs.unqueue_submit("2026-01-01T00:00:01.000Z"))
+    assert services.jobs.change_job(batch.batchId, 1, jobs.unqueue_submit(recorded))
+    assert services.jobs.get_job(batch.batchId, 1).submitQueuedAt is None  # type: ignore[union-attr]
+    assert services.jobs.change_job(batch.batchId, 1, jobs.take_lease(None, ids.now_iso()))
+    assert services.jobs.change_job(batch.batchId, 1, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert not services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, ids.now_iso()))  # has its job
+    services.jobs.change_job(batch.batchId, 1, jobs.queue_collect(ids.now_iso()))
+    assert services.jobs.change_job(
+        batch.batchId, 1, jobs.next_round(1, "batches/1", ids.now_iso(), keep_processing=True)
+    )
+    assert services.jobs.change_job(batch.batchId, 1, jobs.queue_submit(None, ids.now_iso()))  # the new round's
+
+
 def test_a_move_of_a_never_opened_chunk_opens_its_batchs_rows(services: ports.NotifyServices) -> None:
     """A submit that died between pinning the chunk size and opening the rows: the next move opens them."""
     batch = new_batch(services, count=4)
@@ -291,7 +319,10 @@ def test_a_job_of_an_ended_batch_does_not_move(services: ports.NotifyServices) -
         batch_status=BatchStatus.CANCELLED,
     )
     assert not services.jobs.change_job(batch.batchId, 0, jobs.take_lease(None, ids.now_iso()))
-    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(batchId=batch.batchId, chunk=0)
+    assert not services.jobs.change_job(batch.batchId, 0, jobs.queue_submit(batch.createdAt, ids.now_iso()))
+    assert services.jobs.get_job(batch.batchId, 0) == JobRecord(
+        batchId=batch.batchId, chunk=0, submitQueuedAt=batch.createdAt
+    )
 
 
 # --- credits and the unit of work ---------------------------------------------------------------------
@@ -355,6 +386,23 @@ def test_a_settlement_refunds_each_item_once_and_persists_its_events(services: p
     assert batch.batchId not in {b.batchId for b in services.batches.iter_active_batches()}
 
 
+def test_a_settlement_counts_the_items_a_cancel_ended_apart_from_the_failed(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=4)
+    items = all_items(services, batch.batchId)
+    failed = [ItemOutcome(items[0], ItemStatus.FAILED, "blocked")]
+    services.uow.settle_items(batch, failed, refund=Decimal("0.5"), reason="failed items refund")
+    cancelled = [ItemOutcome(item, ItemStatus.CANCELLED, "Cancelled") for item in items[1:3]]
+    services.uow.settle_items(batch, cancelled, refund=Decimal(1), reason="cancel refund")
+    after = services.batches.get_batch(batch.batchId)
+    assert after is not None and (after.failCount, after.cancelledCount) == (3, 2)  # failCount: every one
+    last = [ItemOutcome(items[3], ItemStatus.CANCELLED, "Cancelled")]
+    services.uow.settle_items(
+        batch, last, refund=Decimal("0.5"), reason="cancel refund", batch_status=BatchStatus.CANCELLED
+    )
+    ended = services.batches.get_batch(batch.batchId)
+    assert ended is not None and (ended.failCount, ended.cancelledCount) == (4, 3)
+
+
 def test_a_bulk_batch_is_charged_once_when_it_leaves_validating(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=0, status=BatchStatus.VALIDATING)
     services.credits.adjust_balance(USER, Decimal(1), "grant")
@@ -397,6 +445,50 @@ def test_a_generation_is_charged_then_settled_exactly_once(services: ports.Notif
     assert services.credits.get_balance(USER) == Decimal(1)
     assert list(services.generations.iter_unsettled_generations(later)) == []
     assert sum(entry.delta for entry in services.credits.list_ledger(USER)) == Decimal(1)
+
+
+def usage_checkpoint(usage: GeminiUsage, total: GeminiUsage, day: str, user: str = USER) -> UsageCheckpoint:
+    return UsageCheckpoint(total=total, added=usage, user_id=user, day=day, credits=Decimal("0.5") * usage.answers)
+
+
+def test_a_collect_checkpoint_adds_its_gemini_usage_to_the_users_day_once(services: ports.NotifyServices) -> None:
+    batch = new_batch(services, count=5)
+    services.jobs.open_jobs(batch.batchId, 1)
+    assert services.jobs.change_job(batch.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    first = GeminiUsage(2, {"1K": 2}, 20, 4, 2580, 300, Decimal("0.067001"))
+    second = GeminiUsage(2, {"1K": 1}, 22, 0, 1290, 310, Decimal("0.0335"))
+    day = "2026-12-03"
+    move = jobs.collect_progress("batches/1", 0, 2, first.as_record())
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(first, first, day))
+    # A second run that read the same lines loses the checkpoint and adds nothing to the day.
+    assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(first, first, day))
+    both = first + second
+    move = jobs.collect_progress("batches/1", 2, 4, both.as_record())
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(second, both, day))
+    job = services.jobs.get_job(batch.batchId, 0)
+    assert job is not None and job.collectLines == 4 and GeminiUsage.from_record(job.geminiUsage) == both
+    (row,) = services.usage.list_usage_days(USER, day, day)
+    assert (row.userId, row.day, row.answers, row.images1K, row.images2K) == (USER, day, 4, 3, 0)
+    assert (row.promptTokens, row.outputTokens, row.imageTokens, row.thoughtsTokens) == (42, 4, 3870, 610)
+    assert (row.costUsd, row.credits) == (Decimal("0.100501"), Decimal(2))
+    later = GeminiUsage(1, {"2K": 1}, 5, 0, 1120, 0, Decimal("0.05"))
+    move = jobs.collect_progress("batches/1", 4, 5, (both + later).as_record())
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(later, both + later, "2026-12-05"))
+    listed = services.usage.list_usage_days(USER, "2026-12-01", "2026-12-31")
+    assert [(d.day, d.answers, d.images2K) for d in listed] == [(day, 4, 0), ("2026-12-05", 1, 1)]  # oldest first
+    assert services.usage.list_usage_days(USER, "2026-12-04", "2026-12-04") == []
+    assert services.usage.list_usage_days("someone-else", "2026-12-01", "2026-12-31") == []
+    # A batch that ended (cancelled) takes no checkpoint, and its usage reaches no day.
+    services.uow.settle_items(
+        batch,
+        [ItemOutcome(all_items(services, batch.batchId)[0], ItemStatus.CANCELLED, "Cancelled")],
+        refund=Decimal("0.5"),
+        reason="refund",
+        batch_status=BatchStatus.CANCELLED,
+    )
+    move = jobs.collect_progress("batches/1", 5, 6, (both + later + later).as_record())
+    assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(later, later, "2026-12-05"))
+    assert services.usage.list_usage_days(USER, "2026-12-05", "2026-12-05")[0].answers == 1
 
 
 # --- slots, templates, uploads, outbox ----------------------------------------------------------------

@@ -31,8 +31,9 @@ def test_a_file_uploaded_with_curl_becomes_a_batch_with_exact_counts_and_refunds
 
     grant = runtime.request("POST", "/batch/uploads", token=token)
     assert grant.status_code == 201, grant.text
+    fields = [arg for name, value in grant.json()["fields"].items() for arg in ("--form-string", f"{name}={value}")]
     put = subprocess.run(
-        ["curl", "--silent", "--show-error", "--fail", "-T", str(path), grant.json()["uploadUrl"]],
+        ["curl", "--silent", "--show-error", "--fail", *fields, "-F", f"file=@{path}", grant.json()["uploadUrl"]],
         capture_output=True,
         text=True,
         timeout=30,

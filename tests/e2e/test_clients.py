@@ -23,8 +23,8 @@ FAST = ["--interval", "0.5"]
 BATCH_ID = re.compile(r"created batch (\S+)")
 
 
-def cli(runtime, token: str, *args: str):
-    env = {"BATCHGEN_URL": runtime.base_url, "BATCHGEN_TOKEN": token, "COLUMNS": "160"}
+def cli(runtime, token: str, *args: str, columns: int = 160):
+    env = {"BATCHGEN_URL": runtime.base_url, "BATCHGEN_TOKEN": token, "COLUMNS": str(columns)}
     return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
 
 
@@ -48,6 +48,7 @@ def test_prompts_file_submit_watch_then_download_twice(runtime, tmp_path: Path):
     watched = cli(runtime, token, "status", batch_id, "--watch", *FAST)
     assert watched.exit_code == 0, watched.output
     assert "completed" in watched.output and "2 succeeded, 1 failed of 3" in watched.output
+    assert "3/3" in watched.output and "ETA" in watched.output  # done/total and the time left
     assert "[[fail]] marker" in watched.output  # the item's error, not swallowed as rich markup
 
     out = tmp_path / "results"
@@ -205,3 +206,89 @@ def test_bulk_files_go_through_upload_and_create_from_file(runtime, tmp_path: Pa
     result = cli(runtime, token, "submit", str(lines), "--type", "text")
     assert result.exit_code == 0, result.output
     assert "created batch" in result.output
+
+
+# ---------------------------------------------------------------------------------- past 100 items, bulk by itself
+def test_a_250_prompt_text_file_goes_bulk_by_itself_and_downloads_250_images(runtime, tmp_path: Path):
+    """More prompts than one inline create takes: the CLI says so, uploads them as one JSONL file, and
+    the download reads the results manifest: every image, not the first 100."""
+    _, token = runtime.new_user(600)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a lighthouse at dawn, take {n}\n" for n in range(250)), encoding="utf-8")
+    out = tmp_path / "results"
+    result = cli(runtime, token, "submit", str(prompts), "--type", "character", "--wait", "--download", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    assert "250 requests: more than the 20 one create takes inline" in result.output
+    assert "250 succeeded, 0 failed of 250" in result.output and "None" not in result.output
+    assert "downloaded 250, skipped 0" in result.output
+    files = sorted(out.iterdir())
+    assert len(files) == 250 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
+    assert files[-1].name.startswith("0250-request-250-")  # request order, every position
+
+    # The manifest, as `batchgen results ID > results.jsonl` writes it
+    batch_id = created_id(result)
+    manifest = cli(runtime, token, "results", batch_id)
+    lines = [json.loads(line) for line in manifest.stdout.splitlines()]
+    assert manifest.exit_code == 0 and len(lines) == 250 and lines[249]["clientId"] == "request-250"
+    with Client(runtime.base_url, token) as client:
+        assert sum(1 for _ in client.results(batch_id)) == 250  # the Python client reads past 100 too
+        assert sum(1 for _ in client.items(batch_id)) == 250
+
+
+def test_a_failed_bulk_batch_says_why_and_never_prints_none(runtime, tmp_path: Path):
+    _, token = runtime.new_user(1)
+    lines = tmp_path / "many.jsonl"
+    lines.write_text("".join(json.dumps({"prompt": f"p{n}"}) + "\n" for n in range(30)), encoding="utf-8")
+    submitted = cli(runtime, token, "submit", str(lines), "--type", "character", "--wait", *FAST)
+    assert submitted.exit_code == 1, submitted.output
+    assert "30 requests: more than the 20" in submitted.output
+    assert "None" not in submitted.output
+    shown = cli(runtime, token, "status", created_id(submitted))
+    assert "no request ran" in shown.output and "reason:" in shown.output, shown.output
+    assert "costs 60 credits but your balance is 1" in shown.output
+    assert "None" not in shown.output
+
+
+def test_history_reads_at_80_columns_and_every_listing_has_json(runtime, tmp_path: Path):
+    _, token = runtime.new_user(10)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo [[fail]]\n", encoding="utf-8")
+    batch_id = created_id(cli(runtime, token, "submit", str(prompts), "--name", "eighty columns", "--wait", *FAST))
+    table = cli(runtime, token, "history", columns=80)
+    assert table.exit_code == 0, table.output
+    assert batch_id in table.output and "eighty columns" in table.output and "1/1/2" in table.output
+    assert "…" not in table.output and max(len(line) for line in table.output.splitlines()) <= 80
+    listed = json.loads(cli(runtime, token, "history", "--json").stdout)
+    assert [entry["id"] for entry in listed] == [batch_id]
+    assert json.loads(cli(runtime, token, "credits", "--json").stdout)["balance"] == 8
+    failed = [
+        json.loads(line)
+        for line in cli(runtime, token, "items", batch_id, "--status", "failed", "--json").stdout.splitlines()
+    ]
+    assert [item["clientId"] for item in failed] == ["request-2"] and "[[fail]]" in failed[0]["error"]
+
+
+def test_retry_and_delete_from_the_cli(runtime, tmp_path: Path):
+    _, token = runtime.new_user(10)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("fine\nbroken [[fail]]\n", encoding="utf-8")
+    first = created_id(cli(runtime, token, "submit", str(prompts), "--type", "text", "--wait", *FAST))
+    retried = cli(runtime, token, "retry", first, "--wait", *FAST)
+    assert "retrying the unsuccessful items of " + first in retried.output, retried.output
+    assert retried.exit_code == 1  # the same prompt fails again: nothing succeeded
+    assert "0 succeeded, 1 failed of 1" in retried.output
+    deleted = cli(runtime, token, "delete", first)
+    assert deleted.exit_code == 0 and f"deleted batch {first}" in deleted.output
+    assert cli(runtime, token, "status", first).exit_code == 3
+
+
+def test_help_shows_no_bool_metavars_and_names_the_default_type(runtime, tmp_path: Path):
+    for command in ("submit", "status", "history", "retry", "delete", "items"):
+        shown = cli(runtime, runtime.user_token, command, "--help", columns=100)
+        assert shown.exit_code == 0 and "<bool>" not in shown.output, shown.output
+    assert "text-to-image otherwise" in cli(runtime, runtime.user_token, "submit", "--help").output
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("x\n", encoding="utf-8")
+    _, token = runtime.new_user(2)
+    defaulted = cli(runtime, token, "submit", str(prompts))
+    assert "type: text-to-image (the default for this input" in defaulted.output

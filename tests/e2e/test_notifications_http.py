@@ -50,3 +50,6 @@ def test_notify_email_is_sent_when_the_batch_ends_and_logged(runtime):
     created = runtime.request("POST", "/batch/create", token=token, json=body).json()
     assert wait_until_complete(runtime, token, created["id"])["status"] == "completed"
     assert runtime.output.wait_for(f"email sent: Your batch {created['id']} is completed", 30, lambda: True)
+    # The results link is absolute, as deployed: the runtime's own API URL
+    link = f"{runtime.base_url}/batch/status/{created['id']}"
+    assert runtime.output.wait_for(f"email for batch {created['id']} links {link}", 30, lambda: True)

@@ -53,7 +53,7 @@ def test_mixed_image_batch_ends_completed_with_urls_errors_and_exact_refunds(run
     assert (report["successCount"], report["failCount"]) == (2, 2)
     assert [item["status"] for item in report["items"]] == ["success", "failed", "failed", "success"]
     assert report["errors"][0].startswith("Request broken: Gemini error 3 INVALID_ARGUMENT")
-    assert report["errors"][1].startswith("Request unsafe: Blocked by Gemini safety filters")
+    assert report["errors"][1].startswith("Request unsafe: Gemini's safety filters blocked this request")
     assert Decimal(str(report["refundedCredits"])) == Decimal(5)
     assert balance(runtime, token) == Decimal(15)
     assert report["completedAt"] and report["summary"] == {
@@ -62,6 +62,7 @@ def test_mixed_image_batch_ends_completed_with_urls_errors_and_exact_refunds(run
         "processing": 0,
         "completed": 2,
         "failed": 2,
+        "cancelled": 0,
     }
     assert len(report["results"]) == 2
     for url in report["results"]:

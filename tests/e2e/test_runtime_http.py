@@ -46,12 +46,19 @@ def test_openapi_document_is_generated_from_the_routes(runtime):
         assert path in document["paths"], sorted(document["paths"])
 
 
-def test_docs_page_is_served(runtime):
+def test_docs_page_is_served_light_and_its_assets_are_cached(runtime):
     response = runtime.request("GET", "/docs")
 
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
     assert "swagger" in response.text.lower()
+    assert len(response.content) < 4096  # the page only; it was 1.77 MB with Swagger and the document inlined
+    for asset in ("swagger-ui-bundle.min.js", "swagger-ui.min.css"):
+        assert f'"docs/{asset}"' in response.text
+        served = runtime.request("GET", f"/docs/{asset}")  # no token: public, like the page
+        assert served.status_code == 200 and len(served.content) > 10_000, asset
+        assert "max-age=86400" in served.headers["Cache-Control"]
+    assert runtime.request("GET", "/docs/secrets.txt").status_code == 404
 
 
 # --- authentication ------------------------------------------------------------------------------
@@ -224,6 +231,16 @@ def test_make_token_mints_tokens_the_running_runtime_accepts(runtime):
     )
     assert granted.status_code == 200, granted.text
     assert runtime.request("GET", "/credits", token=alice).json()["balance"] == 3
+    # EMAIL= and TIER= add the claims a create's notifyEmail and the job-slot priority read
+    bea = mint("bea-e2e", "--email", "bea@example.com", "--tier", "premium")
+    runtime.request("POST", "/admin/credits", token=admin, json={"userId": "bea-e2e", "amount": 3, "reason": "x"})
+    emailed = {"type": "text", "requests": [{"prompt": "hi"}], "notifyEmail": True}
+    assert runtime.request("POST", "/batch/create", token=bea, json=emailed).status_code == 202
+    assert runtime.request("POST", "/batch/create", token=alice, json=emailed).status_code == 400  # no email claim
+    import jwt
+
+    claims = jwt.decode(bea, options={"verify_signature": False})
+    assert (claims["email"], claims["tier"], claims["sub"]) == ("bea@example.com", "premium", "bea-e2e")
 
 
 def test_admin_routes_are_403_for_users_and_batches_are_403_for_admins(runtime):

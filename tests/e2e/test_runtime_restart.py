@@ -1,7 +1,8 @@
-"""The local runtime survives a restart (`local.persistence`): a batch in flight at Gemini when
-the runtime stops (SIGTERM, or `kill -9` between two snapshots' worth of changes) completes after it
-starts again on the same `LOCAL_DATA_DIR`, with exact counts and money, and the tokens printed by the
-first run still work."""
+"""The local runtime survives a restart (`local.persistence`): a batch in flight at Gemini when the
+runtime stops (SIGTERM, or `kill -9` at any moment) completes after it starts again on the same
+`LOCAL_DATA_DIR`, with exact counts and money, and the tokens printed by the first run still work; and
+every create the API answered 202 during a storm of creates is there after a `kill -9` in the middle of
+it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -27,13 +29,14 @@ UNIT_PRICE = Decimal(2)  # a character image at the default quality, batch rate
 class Run:
     """One run of `python -m local` on a data directory, with what its banner printed."""
 
-    def __init__(self, data_dir: Path, sandboxes: str) -> None:
+    def __init__(self, data_dir: Path, sandboxes: str, **overrides: str) -> None:
+        settings = {"GEMINI_EMULATOR_DELAY": GEMINI_DELAY, **overrides}
         env = runtime_environment(
             secrets.token_urlsafe(32),
             LOCAL_PERSIST="1",
             LOCAL_DATA_DIR=str(data_dir),
-            GEMINI_EMULATOR_DELAY=GEMINI_DELAY,
             LOCAL_API_SANDBOXES=sandboxes,
+            **settings,
         )
         env.pop("JWT_SECRET")  # the runtime picks its key and must keep it across restarts
         self.process, self.output = _start(env)
@@ -123,13 +126,12 @@ def test_an_in_flight_batch_completes_after_a_restart(tmp_path: Path, stop: str,
             first.process.send_signal(signal.SIGTERM)
             assert first.process.wait(30) == 0
             assert "local runtime stopped" in first.output.text(last=5)
-        else:
-            time.sleep(2.5)  # the snapshot cadence is 1 s (LOCAL_SNAPSHOT_SECONDS): the batch's changes are on disk
+        else:  # at once: every change the API and the pipeline made is kept before it is answered
             first.process.kill()
             first.process.wait(10)
     finally:
         _stop(first.process, first.output)
-    assert (tmp_path / "state.pickle").is_file()
+    assert (tmp_path / "state.sqlite3").is_file()
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
 
     second = Run(tmp_path, sandboxes)
@@ -139,8 +141,8 @@ def test_an_in_flight_batch_completes_after_a_restart(tmp_path: Path, stop: str,
         _stop(second.process, second.output)
 
 
-def test_a_state_from_other_versions_is_refused_with_a_way_out(tmp_path: Path) -> None:
-    (tmp_path / "state.pickle").write_bytes(b"not a pickle")
+def test_a_state_it_cannot_read_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    (tmp_path / "state.sqlite3").write_bytes(b"not a database, " * 100)
     env = runtime_environment(secrets.token_urlsafe(32), LOCAL_PERSIST="1", LOCAL_DATA_DIR=str(tmp_path))
     done = subprocess.run(
         [sys.executable, "-m", "local"],
@@ -152,7 +154,7 @@ def test_a_state_from_other_versions_is_refused_with_a_way_out(tmp_path: Path) -
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot be read" in done.stderr and "to start with a fresh state" in done.stderr
-    assert (tmp_path / "state.pickle").read_bytes() == b"not a pickle"  # left for the user to decide
+    assert (tmp_path / "state.sqlite3").read_bytes() == b"not a database, " * 100  # left for the user to decide
 
 
 def test_without_persistence_nothing_is_written(tmp_path: Path) -> None:
@@ -163,4 +165,94 @@ def test_without_persistence_nothing_is_written(tmp_path: Path) -> None:
         assert any("in memory only" in line for line in output.lines)
     finally:
         _stop(process, output)
-    assert not (tmp_path / "state.pickle").exists()
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
+STORM_THREADS = 6
+STORM_ACKNOWLEDGED = 40  # creates answered 202 before the kill (at least)
+
+
+class CreateStorm:
+    """Threads creating one-request text batches as fast as the API answers, recording each 202's id."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.acknowledged: list[str] = []
+        self.lock = threading.Lock()
+        self.enough = threading.Event()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._create, args=(n,), daemon=True) for n in range(STORM_THREADS)]
+
+    def _create(self, n: int) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {self.run.token}"}
+        body = {"type": "text", "requests": [{"prompt": f"storm {n}"}]}
+        while not self.stop.is_set():
+            try:
+                answer = session.post(f"{self.run.url}/batch/create", json=body, headers=headers, timeout=30)
+            except requests.RequestException:
+                return  # the runtime is gone: whatever was not answered was not acknowledged
+            if answer.status_code == 202:
+                with self.lock:
+                    self.acknowledged.append(answer.json()["id"])
+                    if len(self.acknowledged) >= STORM_ACKNOWLEDGED:
+                        self.enough.set()
+
+    def __enter__(self) -> CreateStorm:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(35)
+
+
+def test_every_create_answered_202_survives_a_kill_during_a_create_storm(tmp_path: Path) -> None:
+    """`kill -9` while creates are being answered (and the pipeline runs the earlier ones): after the
+    restart every acknowledged batch is there, and the money matches its ledger."""
+    first = Run(tmp_path, "2", GEMINI_EMULATOR_DELAY="1")
+    try:
+        with CreateStorm(first) as storm:
+            assert storm.enough.wait(120), (
+                f"only {len(storm.acknowledged)} creates answered:\n{first.output.text(last=40)}"
+            )
+            first.process.kill()  # mid-storm: creates are in flight on every thread
+            first.process.wait(10)
+        with storm.lock:
+            acknowledged = list(storm.acknowledged)
+    finally:
+        _stop(first.process, first.output)
+
+    second = Run(tmp_path, "2", GEMINI_EMULATOR_DELAY="1")
+    try:
+        missing = [
+            batch_id
+            for batch_id in acknowledged
+            if second.call("GET", f"/batch/status/{batch_id}", first.token).status_code != 200
+        ]
+        print(
+            f"kill -9 during a create storm: {len(acknowledged)} creates acknowledged, "
+            f"{len(acknowledged) - len(missing)} found after the restart"
+        )
+        assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged batches lost: {missing[:5]}"
+        credits = second.call("GET", "/admin/users/e2e-demo-user/credits", first.admin_token).json()
+        charged = Decimal(0)
+        for entry in _all_history(second, first.token):
+            charged += Decimal(str(entry["creditCost"])) - Decimal(str(entry["refundedCredits"]))
+        assert Decimal(str(credits["balance"])) == USER_CREDITS - charged  # each kept batch charged once, no other
+    finally:
+        _stop(second.process, second.output)
+
+
+def _all_history(run: Run, token: str) -> list[dict]:
+    entries: list[dict] = []
+    cursor = ""
+    while True:
+        page = run.call("GET", f"/batch/history?limit=100{'&cursor=' + cursor if cursor else ''}", token)
+        assert page.status_code == 200, page.text
+        entries += page.json()
+        cursor = page.headers.get("X-Next-Cursor", "")
+        if not cursor:
+            return entries

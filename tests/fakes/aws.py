@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
+from batchgen.domain.ids import utc_now
+from batchgen.domain.links import PresignedPost, PresignedUrl
 from batchgen.models.messages import (
     CollectResults,
     DeliverWebhook,
@@ -58,11 +61,12 @@ class FakeBlobs:
         for key in keys:
             self.objects.pop(key, None)
 
-    def presign_put(self, key: str, expires_in: int) -> str:
-        return f"https://s3.test/{key}?expires={expires_in}"
+    def presign_post(self, key: str, max_bytes: int, expires_in: int) -> PresignedPost:
+        fields = {"key": key, "policy": f"max={max_bytes};expires={expires_in}"}
+        return PresignedPost("https://s3.test/", fields, utc_now() + timedelta(seconds=expires_in))
 
-    def presign_get(self, key: str, expires_in: int) -> str:
-        return f"https://s3.test/{key}?expires={expires_in}"
+    def presign_get(self, key: str, expires_in: int) -> PresignedUrl:
+        return PresignedUrl(f"https://s3.test/{key}?expires={expires_in}", utc_now() + timedelta(seconds=expires_in))
 
     def object_size(self, key: str) -> int | None:
         data = self.objects.get(key)

@@ -27,6 +27,7 @@ class FakeGemini:
         self.cancelled: list[str] = []
         self.deleted_files: list[str] = []
         self.fail_create: Exception | None = None
+        self.webhooks: list[dict[str, Any] | None] = []  # each created job's webhook_config
         self.fail_generate: Exception | None = None  # the standard endpoint's call raises this
         self.answer: dict[str, Any] | None = None  # the standard endpoint's response (a PNG by default)
 
@@ -35,9 +36,16 @@ class FakeGemini:
         self.files[name] = list(lines)
         return name
 
-    def create_job(self, model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
+    def create_job(
+        self,
+        model: str,
+        source: str | list[dict[str, Any]],
+        display_name: str,
+        webhook: dict[str, Any] | None = None,
+    ) -> JobView:
         if self.fail_create is not None:
             raise self.fail_create
+        self.webhooks.append(webhook)
         name = f"batches/{len(self.jobs) + 1}"
         view = JobView(name, display_name, JOB_PENDING, None, None)
         self.jobs[name] = FakeJob(view)
@@ -69,6 +77,9 @@ class FakeGemini:
     def delete_file(self, name: str | None) -> None:
         if name:
             self.deleted_files.append(name)
+
+    def file_is_ready(self, name: str) -> bool:
+        return name in self.files and name not in self.deleted_files
 
     def generate_content(
         self, model: str, contents: list[dict[str, Any]], config: dict[str, Any], timeout_seconds: float

@@ -63,6 +63,10 @@ class FakeServices:
     def uow(self) -> FakeStore:
         return self.store
 
+    @property
+    def usage(self) -> FakeStore:
+        return self.store
+
 
 @dataclass
 class NotifyFakes(FakeServices):
@@ -131,6 +135,10 @@ class OnDynamo(NotifyFakes):
         return self.stores.uow
 
     @property
+    def usage(self) -> ports.UsageDays:  # type: ignore[override]
+        return self.stores.usage
+
+    @property
     def outbox(self) -> ports.Outbox:  # type: ignore[override]
         return self.stores.outbox
 
@@ -156,6 +164,7 @@ _templates: ports.Templates = FakeStore()
 _uploads: ports.Uploads = FakeStore()
 _generations: ports.Generations = FakeStore()
 _uow: ports.UnitOfWork = FakeStore()
+_usage: ports.UsageDays = FakeStore()
 _outbox: ports.Outbox = FakeStore()
 _gemini: ports.GeminiJobs = FakeGemini()
 _queues: ports.Queues = FakeQueues()

@@ -9,10 +9,7 @@ through a batch of 5,000 items costs what the pages cost, not the batch each tim
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
-import json
 import secrets
 import time
 from collections import Counter
@@ -22,11 +19,12 @@ from typing import Any
 
 from batchgen import constants
 from batchgen.domain import events as domain_events
-from batchgen.domain import ids
+from batchgen.domain import ids, jobs
 from batchgen.domain.changes import Change, JobChange
-from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits, InvalidInput
+from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
+from batchgen.domain.gemini_usage import UsageCheckpoint
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
 from batchgen.domain.states import (
     ACTIVE_BATCH_STATUSES,
@@ -46,6 +44,7 @@ from batchgen.models.records import (
     SlotRecord,
     TemplateRecord,
     UploadRecord,
+    UsageDayRecord,
 )
 
 
@@ -64,6 +63,7 @@ class FakeStore:
         self.slots: dict[str, SlotRecord] = {}
         self.uploads: dict[str, UploadRecord] = {}
         self.generations: dict[str, dict[str, Any]] = {}
+        self.usage_days: dict[tuple[str, str], UsageDayRecord] = {}
         self.request_claims: dict[str, str] = {}
         self.outbox: list[OutboxRecord] = []
         self.progress: dict[str, int] = {}  # each batch's successes (the store's counter rows)
@@ -178,7 +178,7 @@ class FakeStore:
     def put_batch(self, batch: BatchRecord) -> None:
         if batch.batchId in self.batches:
             raise ConcurrentChange(batch.batchId)
-        self.add(batch, [], [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
+        self.add(batch, [], [jobs.first_job(batch)])  # like the store: chunk 0's row with it
 
     def change_batch(self, batch_id: str, change: Change, events: Sequence[DomainEvent] = ()) -> BatchRecord | None:
         if self.fail_next_checkpoint and "ingestLines" in change.set:
@@ -436,7 +436,7 @@ class FakeStore:
         if request_key is not None:
             self.request_claims[request_key] = batch.batchId
         self._credit(batch.userId, -batch.creditCost, "batch charge", batch.batchId)
-        self.add(batch, items, [JobRecord(batchId=batch.batchId)])  # like the store: chunk 0's row with it
+        self.add(batch, items, [jobs.first_job(batch)])  # like the store: chunk 0's row with it
 
     def activate_bulk_batch(self, batch: BatchRecord, *, request_count: int, cost: Decimal) -> bool:
         current = self.batches.get(batch.batchId)
@@ -480,6 +480,8 @@ class FakeStore:
             )
         changes: dict[str, Any] = {
             "failCount": current.failCount + len(outcomes),
+            "cancelledCount": current.cancelledCount
+            + sum(1 for outcome in outcomes if outcome.status is ItemStatus.CANCELLED),
             "refundedCredits": current.refundedCredits + refund,
             "updatedAt": at,
             **(batch_changes or {}),
@@ -512,6 +514,33 @@ class FakeStore:
         self._credit(user_id, record["creditCost"], "standard generation refund", None)
         return True
 
+    def checkpoint_collect(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        usage: UsageCheckpoint,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
+        if not self.change_job(batch_id, chunk, change, succeeded=succeeded, events=events):
+            return False
+        key = (usage.user_id, usage.day)
+        day = self.usage_days.get(key) or UsageDayRecord(userId=usage.user_id, day=usage.day)
+        added = usage.day_additions()
+        self.usage_days[key] = day.model_copy(
+            update={name: getattr(day, name) + value for name, value in added.items()}
+        )
+        return True
+
+    # --- UsageDays -------------------------------------------------------------------------------
+    def list_usage_days(self, user_id: str, first_day: str, last_day: str) -> list[UsageDayRecord]:
+        return [
+            day
+            for (user, when), day in sorted(self.usage_days.items())
+            if user == user_id and first_day <= when <= last_day
+        ]
+
     # --- Outbox ----------------------------------------------------------------------------------
     def pending_events(self, limit: int) -> list[OutboxRecord]:
         """Like the store: the oldest rows that end a batch first, then the oldest item rows."""
@@ -536,18 +565,8 @@ class FakeStore:
 
 
 def _encode_cursor(batch: BatchRecord) -> str:
-    raw = json.dumps([batch.createdAt, batch.batchId], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return ids.cursor(batch.createdAt, batch.batchId)
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        created_at, batch_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_at, str) or not isinstance(batch_id, str):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
-        raise InvalidInput(
-            "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
-            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
-        ) from exc
-    return created_at, batch_id
+    return ids.parse_cursor(cursor, ids.BATCH_CURSOR_PATTERN)

@@ -26,7 +26,9 @@ from infra.bundling import (
     RUNTIME_PROVIDED,
     Target,
     bundle_dependencies,
+    constraints_file,
     distribution_name,
+    pinned_versions,
     runtime_requirements,
 )
 from infra.bytecode import stage_code
@@ -71,6 +73,22 @@ def test_layer_holds_every_runtime_dependency_and_not_the_aws_sdk(bundle: tuple[
     assert (site / "jmespath").is_dir(), "Powertools imports jmespath directly: it must ship"
     size = sum(path.stat().st_size for path in site.rglob("*") if path.is_file())
     assert size < LAYER_LIMIT_BYTES // 2, f"layer is {size / 2**20:.0f} MiB unzipped"
+
+
+def test_layer_holds_the_pinned_versions(bundle: tuple[Target, Path]) -> None:
+    """The layer runs what the tests ran: constraints.txt, which the development venv is installed from."""
+    _, site = bundle
+    pins = pinned_versions(constraints_file(PYPROJECT))
+    versions = {
+        distribution_name(dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0]): dist_info.name.removesuffix(
+            ".dist-info"
+        ).rsplit("-", 1)[1]
+        for dist_info in site.glob("*.dist-info")
+    }
+    assert versions["google-genai"] == pins["google-genai"]
+    assert {name: version for name, version in versions.items() if name in pins} == {
+        name: pins[name] for name in versions if name in pins
+    }
 
 
 def test_native_extensions_are_built_for_the_target(bundle: tuple[Target, Path]) -> None:

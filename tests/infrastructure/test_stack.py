@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from batchgen.constants import (
     ENV_GEMINI_WEBHOOK_SECRET_ARN,
     ENV_JWT_SECRET,
     ENV_JWT_SECRET_ARN,
+    ENV_URL_SIGNER_ROLE_ARN,
     FUNCTIONS,
     INGEST_FUNCTION,
     INGEST_QUEUE,
@@ -44,14 +46,17 @@ from batchgen.constants import (
     UPLOAD_QUEUE,
     UPLOADS_EXPIRY_DAYS,
     UPLOADS_PREFIX,
+    URL_SIGNER_SESSION_SECONDS,
     FunctionSpec,
     QueueSpec,
     queue_visibility_timeout_seconds,
     runtime_environment,
 )
+from infra import FUNCTIONS_DIR
 from infra.functions import RUNTIME
 from infra.secrets import JWT_SECRET_LENGTH, PLACEHOLDER
 from infra.settings import StackSettings, cdk_json_context
+from infra.stack import MIGRATION_ACTIONS, TABLE_ACTIONS
 
 from .conftest import Synthesized
 
@@ -107,7 +112,8 @@ def test_function_is_built_from_its_spec(synthesized: Synthesized, spec: Functio
     assert props["MemorySize"] == spec.memory_mb
     assert props["Timeout"] == spec.timeout_seconds
     assert props["EphemeralStorage"] == {"Size": spec.ephemeral_storage_mb}
-    assert props.get("ReservedConcurrentExecutions") == spec.reserved_concurrency
+    # Off by default: a new account's concurrency quota (10) cannot hold any reservation.
+    assert props.get("ReservedConcurrentExecutions") is None
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     assert props["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
@@ -153,18 +159,26 @@ def test_environment_is_the_shared_runtime_environment(synthesized: Synthesized)
     expected = runtime_environment(
         table_name="t",
         bucket_name="b",
-        queue_urls={queue.name: "u" for queue in QUEUES},
+        queue_urls={name: "u" for queue in QUEUES for name in (queue.name, queue.dead_letter_name)},
         settings={**DEFAULTS.function_environment(), **stack.secrets.environment()},
     )
+    rest_api_id = synthesized.logical_id(stack.api.rest_api)
     for spec in FUNCTIONS:
         env = function_resource(synthesized, spec.name)["Properties"]["Environment"]["Variables"]
-        assert set(env) == set(expected), spec.name
+        signer = {ENV_URL_SIGNER_ROLE_ARN} if spec is API_FUNCTION else set()  # the api alone signs URLs
+        assert set(env) == set(expected) | signer, spec.name
         assert env["TABLE_NAME"] == ref(synthesized.logical_id(stack.data.table))
         assert env["BUCKET_NAME"] == ref(synthesized.logical_id(stack.data.bucket))
         for queue in QUEUES:
             assert env[queue.env_var] == ref(synthesized.logical_id(stack.queues.queues[queue.name]))
+        notify_dlq = stack.queues.dead_letter_queues[NOTIFY_QUEUE.name]
+        assert env[NOTIFY_QUEUE.dead_letter_env_var] == ref(synthesized.logical_id(notify_dlq))
+        # The emails' links are absolute: https://<this API>.execute-api.<region>.<suffix>/v1
+        results_url = env["RESULTS_BASE_URL"]["Fn::Join"][1]
+        assert results_url[0] == "https://" and ref(rest_api_id) in results_url and results_url[-1] == "/v1"
         for name, value in DEFAULTS.function_environment().items():
-            assert env[name] == value
+            if name != "RESULTS_BASE_URL":
+                assert env[name] == value, name
 
 
 def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized) -> None:
@@ -173,7 +187,7 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
         ENV_JWT_SECRET_ARN: ref(synthesized.logical_id(secrets.jwt)),
         ENV_GEMINI_SECRET_ARN: ref(synthesized.logical_id(secrets.gemini)),
         ENV_CLOUDINARY_SECRET_ARN: ref(synthesized.logical_id(secrets.cloudinary)),
-        ENV_GEMINI_WEBHOOK_SECRET_ARN: ref(synthesized.logical_id(secrets.gemini_webhook)),
+        ENV_GEMINI_WEBHOOK_SECRET_ARN: "",  # no webhook secret by default: that scheme is off
     }
     for spec in FUNCTIONS:
         env = function_resource(synthesized, spec.name)["Properties"]["Environment"]["Variables"]
@@ -183,12 +197,15 @@ def test_functions_get_secret_arns_never_secret_values(synthesized: Synthesized)
         assert PLACEHOLDER not in json.dumps(env)
 
 
-def test_optional_jwt_settings_are_omitted_when_empty() -> None:
+def test_optional_jwt_settings_are_set_explicitly_empty_or_from_context() -> None:
     env = StackSettings().function_environment()
-    assert not {"JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_ALGORITHMS"} & set(env)
-    env = StackSettings(jwt_jwks_url="https://issuer.example/jwks.json", jwt_algorithms="RS256").function_environment()
-    assert env["JWT_JWKS_URL"] == "https://issuer.example/jwks.json"
-    assert env["JWT_ALGORITHMS"] == "RS256"
+    assert {env[name] for name in ("JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL")} == {""}
+    assert env["JWT_ALGORITHMS"] == "HS256"
+    chosen = StackSettings.from_context(
+        _Context({"jwtJwksUrl": "https://issuer.example/jwks.json", "jwtAlgorithms": "RS256"})
+    ).function_environment()
+    assert chosen["JWT_JWKS_URL"] == "https://issuer.example/jwks.json"
+    assert chosen["JWT_ALGORITHMS"] == "RS256"
 
 
 def test_context_values_from_the_command_line_are_coerced() -> None:
@@ -198,7 +215,7 @@ def test_context_values_from_the_command_line_are_coerced() -> None:
         "corsOrigins": "https://a.example, https://b.example",
     }
     settings = StackSettings.from_context(_Context(context))
-    assert settings.max_batch_requests == 30
+    assert settings.function_environment()["MAX_BATCH_REQUESTS"] == "30"
     assert settings.reserved_concurrency is False
     assert settings.cors_origins == ("https://a.example", "https://b.example")
 
@@ -431,13 +448,16 @@ def test_poller_is_not_retried_by_lambda_async_invoke(synthesized: Synthesized) 
 
 
 def test_secrets(synthesized: Synthesized) -> None:
+    """Three by default; the Gemini webhook's signing secret only with -c geminiWebhookSecret=true
+    (test_settings.py::test_the_gemini_webhook_secret_is_opt_in)."""
     secrets = synthesized.stack.secrets
     resources = synthesized.template_json["Resources"]
-    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 4)
+    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 3)
+    assert secrets.gemini_webhook is None
     jwt = resources[synthesized.logical_id(secrets.jwt)]["Properties"]
     assert jwt["GenerateSecretString"] == {"ExcludePunctuation": True, "PasswordLength": JWT_SECRET_LENGTH}
     assert "SecretString" not in jwt
-    for secret in (secrets.gemini, secrets.cloudinary, secrets.gemini_webhook):
+    for secret in (secrets.gemini, secrets.cloudinary):
         assert resources[synthesized.logical_id(secret)]["Properties"]["SecretString"] == PLACEHOLDER
 
 
@@ -473,9 +493,9 @@ def role_access(synth: Synthesized, role: Any) -> dict[str, set[str]]:
     return access
 
 
-READ = {"s3:GetObject*"}
+READ = {"s3:GetObject"}
 PUT = {"s3:PutObject"}
-DELETE = {"s3:DeleteObject*"}
+DELETE = {"s3:DeleteObject"}
 
 
 @dataclass(frozen=True)
@@ -489,6 +509,9 @@ class Access:
     consumes: QueueSpec | None = None
     secrets: tuple[str, ...] = ()
     more_prefixes: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()  # (prefix, allowed, denied)
+    lists_bucket: bool = False  # s3:ListBucket, so that HeadObject of a missing key answers 404
+    assumes: tuple[str, ...] = ()  # roles of the stack (attribute names) it may assume
+    scans: bool = False  # it runs the data migrations (a paged Scan of the table)
 
 
 ACCESS = {
@@ -496,13 +519,15 @@ ACCESS = {
         INPUT_PREFIX,
         frozenset(PUT | DELETE),
         frozenset(READ),
-        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE),
+        # COLLECT_QUEUE: a verified Gemini webhook queues collect at once
+        (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, COLLECT_QUEUE),
         None,
-        ("jwt", "gemini_webhook"),
-        (
-            (UPLOADS_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),
-            (RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),
-        ),
+        # gemini: the Gemini webhook route asks Gemini which batch a finished job belongs to
+        ("jwt", "gemini"),
+        # uploads/: nothing; the URL-signer role signs the upload URLs (test_the_url_signer_...)
+        ((RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),),
+        lists_bucket=True,
+        assumes=("url_signer",),
     ),
     INGEST_FUNCTION.name: Access(
         INPUT_PREFIX,
@@ -512,13 +537,17 @@ ACCESS = {
         INGEST_QUEUE,
         (),
         ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
+        lists_bucket=True,
     ),
     # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
     SUBMIT_FUNCTION.name: Access(
         INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE,), SUBMIT_QUEUE, ("gemini",)
     ),
     # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost
-    POLLER_FUNCTION.name: Access(sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",)),
+    # scans: the poller's ticks run the data migrations a deploy brings
+    POLLER_FUNCTION.name: Access(
+        sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE), secrets=("gemini",), scans=True
+    ),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX,
         frozenset(PUT),
@@ -550,34 +579,91 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
     expected = {"*", synthesized.logical_id(function.log_group), table_id, f"{table_id}/index/*", *secret_ids}
     expected |= {queue_ids[spec.name] for spec in rules.sends}
     expected |= {queue_ids[rules.consumes.name]} if rules.consumes else set()
+    expected |= {bucket_id} if rules.lists_bucket else set()
+    assumed_ids = [synthesized.logical_id(getattr(stack, role)) for role in rules.assumes]
+    expected |= set(assumed_ids)
     if rules.prefix:
         objects = f"{bucket_id}/{rules.prefix}*"
         expected.add(objects)
-        if READ <= rules.s3_allowed:
-            expected.add(bucket_id)  # s3:List* on the bucket itself
         assert rules.s3_allowed <= access[objects]
         assert not rules.s3_denied & access[objects]
     for prefix, allowed, denied in rules.more_prefixes:
         objects = f"{bucket_id}/{prefix}*"
         expected.add(objects)
-        if READ <= allowed:
-            expected.add(bucket_id)
         assert allowed <= access[objects]
         assert not denied & access[objects]
     assert set(access) == expected
 
-    # And each resource only with the actions that belong to it
+    # And each resource only with the actions that belong to it, named one by one
     assert access["*"] == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    assert access[table_id] == set(TABLE_ACTIONS) | (set(MIGRATION_ACTIONS) if rules.scans else set())
+    assert access[f"{table_id}/index/*"] == {"dynamodb:Query"}
+    if rules.lists_bucket:
+        assert access[bucket_id] == {"s3:ListBucket"}
     for spec in rules.sends:
         assert "sqs:SendMessage" in access[queue_ids[spec.name]]
-        if spec != rules.consumes:
-            assert "sqs:ReceiveMessage" not in access[queue_ids[spec.name]]
+        if spec != rules.consumes:  # (the event source mapping's consume grant is CDK's own)
+            assert access[queue_ids[spec.name]] == {"sqs:SendMessage"}
     if rules.consumes:
         assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[rules.consumes.name]]
         if rules.consumes not in rules.sends:
             assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
     for secret_id in secret_ids:
-        assert access[secret_id] == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+        assert access[secret_id] == {"secretsmanager:GetSecretValue"}
+    for role_id in assumed_ids:
+        assert access[role_id] == {"sts:AssumeRole"}
+    for actions in access.values():
+        assert not any(action.endswith("*") for action in actions), actions
+
+
+def test_the_url_signer_role_is_assumed_by_the_api_only_and_may_only_put_uploads_and_get_results(
+    synthesized: Synthesized,
+) -> None:
+    """Presigned URLs die with their signer's credentials: the api signs them with sessions of this role,
+    whose expiry it knows. The role may do what the URLs do and nothing else."""
+    stack = synthesized.stack
+    signer = synthesized.resources("AWS::IAM::Role")[synthesized.logical_id(stack.url_signer)]
+    api_role = synthesized.logical_id(stack.functions.by_name[API_FUNCTION.name].role)
+    (statement,) = signer["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Principal"] == {"AWS": {"Fn::GetAtt": [api_role, "Arn"]}}
+    assert signer["Properties"].get("MaxSessionDuration", 3600) >= URL_SIGNER_SESSION_SECONDS
+    bucket_id = synthesized.logical_id(stack.data.bucket)
+    access = role_access(synthesized, stack.url_signer)
+    assert access == {
+        f"{bucket_id}/{UPLOADS_PREFIX}*": {"s3:PutObject", "s3:AbortMultipartUpload"},
+        f"{bucket_id}/{RESULTS_PREFIX}*": {"s3:GetObject"},
+    }
+    environment = synthesized.resources("AWS::Lambda::Function")
+    signer_arn = {"Fn::GetAtt": [synthesized.logical_id(stack.url_signer), "Arn"]}
+    for spec in FUNCTIONS:
+        variables = environment[synthesized.logical_id(stack.functions.by_name[spec.name])]["Properties"]
+        named = variables["Environment"]["Variables"].get(ENV_URL_SIGNER_ROLE_ARN)
+        assert named == (signer_arn if spec is API_FUNCTION else None), spec.name
+
+
+def test_table_actions_cover_exactly_what_the_adapters_call() -> None:
+    """The granted lists are derived from the adapters: every DynamoDB call they make is granted (a
+    transaction needs its item actions), nothing they never call (streams, DescribeTable), and Scan only
+    where the data migrations need it."""
+    calls: dict[str, set[str]] = {}
+    for path in (FUNCTIONS_DIR / "batchgen" / "adapters").rglob("*.py"):
+        found = re.findall(
+            r"\.(get_item|put_item|update_item|delete_item|query|scan|batch_write_item|"
+            r"batch_get_item|transact_write_items|transact_get_items|describe_table|get_records)\(",
+            path.read_text(),
+        )
+        for call in found:
+            calls.setdefault("".join(part.title() for part in call.split("_")), set()).add(path.name)
+    pascal = set(calls)
+    if "TransactWriteItems" in pascal:
+        pascal = (pascal - {"TransactWriteItems"}) | {"PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"}
+    granted = {action.removeprefix("dynamodb:") for action in TABLE_ACTIONS}
+    migrating = {action.removeprefix("dynamodb:") for action in MIGRATION_ACTIONS}
+    # Powertools idempotency (the Idempotency-Key) calls GetItem, PutItem, UpdateItem and DeleteItem.
+    assert pascal | {"GetItem", "PutItem", "UpdateItem", "DeleteItem"} == granted | migrating
+    assert migrating == {"Scan"} and calls["Scan"] == {"migrations.py"}
+    assert not {"Scan", "DescribeTable", "GetRecords"} & granted
 
 
 def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(synthesized: Synthesized) -> None:
@@ -585,6 +671,7 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
     function = stack.functions.by_name[NOTIFY_FUNCTION.name]
     table_id = synthesized.logical_id(stack.data.table)
     queue_id = synthesized.logical_id(stack.queues.queues[NOTIFY_QUEUE.name])
+    dlq_id = synthesized.logical_id(stack.queues.dead_letter_queues[NOTIFY_QUEUE.name])
     ses = "arn:AWS::Partition:ses:AWS::Region:AWS::AccountId:identity/*"
     bucket_id = synthesized.logical_id(stack.data.bucket)
     access = role_access(synthesized, function.role)
@@ -594,13 +681,15 @@ def test_notify_role_consumes_and_requeues_its_queue_and_alone_may_send_email(sy
         table_id,
         f"{table_id}/index/*",
         queue_id,
+        dlq_id,  # an email SES rejects for good goes there at once, with its reason
         ses,
-        bucket_id,  # s3:List*, so a missing manifest reads as missing
+        bucket_id,  # s3:ListBucket, so a missing manifest reads as missing
         f"{bucket_id}/{RESULTS_PREFIX}*",  # it writes each ended batch's results manifest
     }
     assert READ | PUT <= access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert not DELETE & access[f"{bucket_id}/{RESULTS_PREFIX}*"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= access[queue_id]
+    assert access[dlq_id] == {"sqs:SendMessage"}
     assert access[ses] == {"ses:SendEmail"}
     for spec in FUNCTIONS:
         if spec is not NOTIFY_FUNCTION:
@@ -753,6 +842,8 @@ def test_every_dead_letter_queue_depth_is_alarmed(synthesized: Synthesized) -> N
 
 
 def test_every_function_errors_are_alarmed(synthesized: Synthesized) -> None:
+    """Each function behind no API has an errors alarm of its own; an error of the api or photo function
+    is a 5xx answer, which the API's 5xx alarm counts (test_api_5xx_alarm_...)."""
     topic = ref(synthesized.logical_id(synthesized.stack.monitoring.topic))
     alarmed = set()
     for alarm in _alarms(synthesized):
@@ -762,32 +853,86 @@ def test_every_function_errors_are_alarmed(synthesized: Synthesized) -> None:
             assert alarm["AlarmActions"] == [topic]
             (dimension,) = alarm["Dimensions"]
             alarmed.add(dimension["Value"]["Ref"])
-    assert alarmed == {synthesized.logical_id(f) for f in synthesized.stack.functions.by_name.values()}
+    functions = synthesized.stack.functions.by_name
+    behind_api = {API_FUNCTION.name, PHOTO_FUNCTION.name}
+    assert alarmed == {synthesized.logical_id(f) for name, f in functions.items() if name not in behind_api}
+    api_routes = {
+        json.dumps(method["Properties"]["Integration"].get("Uri"))
+        for method in synthesized.resources("AWS::ApiGateway::Method").values()
+    }
+    for name in behind_api:  # they are what API Gateway invokes
+        assert any(synthesized.logical_id(functions[name]) in uri for uri in api_routes), name
 
 
-def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(synthesized: Synthesized) -> None:
-    monitoring = synthesized.stack.monitoring
-    key_id = synthesized.logical_id(monitoring.key)
-    synthesized.template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": arn(key_id)})
-    synthesized.template.has_resource_properties(
-        "AWS::KMS::Key",
-        {
-            "EnableKeyRotation": True,
-            "KeyPolicy": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {
-                                "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                            }
-                        )
-                    ]
-                )
-            },
-        },
-    )
+def test_alarm_topic_needs_no_customer_managed_key(synthesized: Synthesized) -> None:
+    """Alarm notifications carry no user data; a customer managed key would cost $1 a month idle."""
+    synthesized.template.resource_count_is("AWS::KMS::Key", 0)
+    (topic,) = synthesized.resources("AWS::SNS::Topic").values()
+    assert "KmsMasterKeyId" not in topic["Properties"]
     assert "AlarmTopicArn" in synthesized.template_json["Outputs"]
+
+
+def test_api_5xx_alarm_watches_this_stacks_api_by_its_own_name(synthesized: Synthesized) -> None:
+    rest_api_id = synthesized.logical_id(synthesized.stack.api.rest_api)
+    api_name = synthesized.template_json["Resources"][rest_api_id]["Properties"]["Name"]
+    assert api_name == f"{DEFAULTS.stack_name}-api"
+    (alarm,) = [a for a in _alarms(synthesized) if a.get("MetricName") == "5XXError"]
+    assert alarm["Dimensions"] == [{"Name": "ApiName", "Value": api_name}]
+
+
+def test_throttles_are_alarmed_once_for_the_shared_concurrency_pool(synthesized: Synthesized) -> None:
+    """No function reserves concurrency by default: every one draws on the account's unreserved pool, so
+    one alarm on Lambda's account-wide Throttles covers them all (each mapping stays under its
+    MaximumConcurrency, test_every_mapping_caps_its_concurrency)."""
+    throttles = [a for a in _alarms(synthesized) if a.get("MetricName") == "Throttles"]
+    (alarm,) = throttles
+    assert alarm["Namespace"] == "AWS/Lambda" and "Dimensions" not in alarm
+    assert alarm["AlarmName"] == f"{DEFAULTS.stack_name}-lambda-throttles"
+    for function in synthesized.resources("AWS::Lambda::Function").values():
+        assert "ReservedConcurrentExecutions" not in function["Properties"]
+
+
+def test_every_queue_is_alarmed_on_the_age_of_its_oldest_message(synthesized: Synthesized) -> None:
+    alarmed = {
+        alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for alarm in _alarms(synthesized)
+        if alarm.get("MetricName") == "ApproximateAgeOfOldestMessage"
+    }
+    assert alarmed == {synthesized.logical_id(queue) for queue in synthesized.stack.queues.queues.values()}
+
+
+def test_every_mapping_caps_its_concurrency(synthesized: Synthesized) -> None:
+    mappings = synthesized.resources("AWS::Lambda::EventSourceMapping").values()
+    caps = {json.dumps(m["Properties"]["EventSourceArn"]): m["Properties"]["ScalingConfig"] for m in mappings}
+    assert len(caps) == len(QUEUES)
+    for spec in QUEUES:
+        queue_id = synthesized.logical_id(synthesized.stack.queues.queues[spec.name])
+        assert caps[json.dumps(arn(queue_id))] == {"MaximumConcurrency": spec.max_concurrency}
+
+
+def test_dashboard_has_a_row_per_stage_and_the_business_figures(synthesized: Synthesized) -> None:
+    (dashboard,) = synthesized.resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for spec in FUNCTIONS:
+        assert f"### {spec.name}" in body
+    for metric in ("ApproximateAgeOfOldestMessage", "Throttles", "Duration", "Upload_uploaded"):
+        assert metric in body
+    sources = "".join(path.read_text() for path in (FUNCTIONS_DIR / "batchgen").rglob("*.py"))
+    for metric in ("BatchesCreated", "BatchesCompleted", "CreditsCharged", "CreditsRefunded"):
+        assert metric in body
+        assert f'"{metric}"' in sources, f"no function publishes {metric}"
+
+
+def test_api_execution_log_group_belongs_to_the_stack_with_retention(synthesized: Synthesized) -> None:
+    rest_api_id = synthesized.logical_id(synthesized.stack.api.rest_api)
+    groups = [
+        group["Properties"]
+        for group in synthesized.resources("AWS::Logs::LogGroup").values()
+        if "API-Gateway-Execution-Logs_" in json.dumps(group["Properties"].get("LogGroupName"))
+    ]
+    assert len(groups) == 1
+    assert ref(rest_api_id) in groups[0]["LogGroupName"]["Fn::Join"][1]
+    assert groups[0]["RetentionInDays"] == DEFAULTS.log_retention_days
 
 
 def test_alarm_names_are_deterministic(synthesized: Synthesized) -> None:
@@ -808,3 +953,54 @@ def test_standard_endpoint_has_its_own_function_before_the_proxy(synthesized: Sy
             ),
         },
     )
+
+
+# --- Opt-in resources: one more synthesis, with every opt-in on ---------------------
+
+
+@pytest.fixture(scope="module")
+def opted_in(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    from aws_cdk.assertions import Template
+
+    from infra.stack import build_app
+
+    context = {"skipBundling": True, "geminiWebhookSecret": True, "reservedConcurrency": True}
+    app, stack = build_app(
+        context={**context, "accountConcurrencyLimit": 1000}, outdir=str(tmp_path_factory.mktemp("opted")), nag=False
+    )
+    assembly = app.synth()
+    artifact = assembly.get_stack_artifact(stack.artifact_id)
+    template_json = json.loads(Path(assembly.directory, artifact.template_file).read_text())
+    return Synthesized(stack, Template.from_json(template_json), template_json, Path(assembly.directory))
+
+
+def test_the_gemini_webhook_secret_is_opt_in_and_read_by_the_api_alone(opted_in: Synthesized) -> None:
+    secret = opted_in.stack.secrets.gemini_webhook
+    assert secret is not None
+    secret_id = opted_in.logical_id(secret)
+    opted_in.template.resource_count_is("AWS::SecretsManager::Secret", 4)
+    assert opted_in.template_json["Resources"][secret_id]["Properties"]["SecretString"] == PLACEHOLDER
+    readers = {
+        name
+        for name, function in opted_in.stack.functions.by_name.items()
+        if secret_id in role_access(opted_in, function.role)
+    }
+    assert readers == {API_FUNCTION.name}
+    for spec in FUNCTIONS:
+        env = function_resource(opted_in, spec.name)["Properties"]["Environment"]["Variables"]
+        assert env[ENV_GEMINI_WEBHOOK_SECRET_ARN] == ref(secret_id)
+    assert "GeminiWebhookSecretArn" in opted_in.template_json["Outputs"]
+
+
+def test_reserved_functions_get_their_own_throttle_alarms(opted_in: Synthesized) -> None:
+    reserved = {
+        opted_in.logical_id(opted_in.stack.functions.by_name[s.name]) for s in FUNCTIONS if s.reserved_concurrency
+    }
+    assert reserved
+    per_function = {
+        alarm["Dimensions"][0]["Value"]["Ref"]
+        for alarm in _alarms(opted_in)
+        if alarm.get("MetricName") == "Throttles" and alarm.get("Dimensions")
+    }
+    assert per_function == reserved
+    assert [a for a in _alarms(opted_in) if a.get("MetricName") == "Throttles" and not a.get("Dimensions")]

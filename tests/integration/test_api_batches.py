@@ -30,7 +30,7 @@ def test_create_charges_records_items_stores_images_and_queues_one_submit(api, a
     }
     # When they create a 2-request product batch
     created = api("POST", "/batch/create", body)
-    # Then it is accepted, charged 2 x 2.5, and points at its status
+    # Then it is accepted, charged 2 x 3.75 (product 2.5 x 1.5 for 2K), and points at its status
     assert created.status == 202, created.body
     batch_id = created.body["id"]
     assert created.headers["Location"] == f"/batch/status/{batch_id}"
@@ -38,10 +38,10 @@ def test_create_charges_records_items_stores_images_and_queues_one_submit(api, a
     assert created.body["status"] == "pending"
     assert created.body["type"] == "batch-product"
     assert created.body["requestCount"] == 2
-    assert created.body["creditCost"] == 5
+    assert created.body["creditCost"] == 7.5
     assert [job["clientId"] for job in created.body["jobs"]] == ["front", "request-2"]
-    assert get_stores().credits.get_balance("user-1") == Decimal(5)
-    assert ledger_sum("user-1") == Decimal(5)
+    assert get_stores().credits.get_balance("user-1") == Decimal("2.5")
+    assert ledger_sum("user-1") == Decimal("2.5")
     assert aws.queue_messages("batchgen-submit") == [{"batchId": batch_id}]
     assert aws.s3_keys("inputs/") == [f"inputs/{batch_id}/{created.body['jobs'][0]['generationId']}"]
 
@@ -78,7 +78,7 @@ def test_status_has_every_field_of_the_spec(api, aws):
     assert body["status"] == "pending" and body["isComplete"] is False
     assert body["model"] == "gemini-3.1-flash-image"
     assert body["createdAt"].endswith("Z")
-    assert body["summary"] == {"total": 3, "pending": 3, "processing": 0, "completed": 0, "failed": 0}
+    assert body["summary"] == {"total": 3, "pending": 3, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0}
     assert [item["clientId"] for item in body["items"]] == ["request-1", "request-2", "request-3"]
     assert body["results"] == [] and body["errors"] == []
 
@@ -235,6 +235,21 @@ def test_cancel_keeps_succeeded_items_and_refunds_the_rest(api, aws):
     assert cancelled["results"] == ["https://img/0.png"]
     assert cancelled["successCount"] == 1 and cancelled["failCount"] == 2
     assert repository.credits.get_balance("user-1") == Decimal(8)
+
+
+def test_a_cancelled_batch_counts_its_unfinished_items_as_cancelled_not_failed(api, aws):
+    grant("user-1", 10)
+    created = api("POST", "/batch/create", batch_body(4)).body
+    batch_id = created["id"]
+    services = live_services()
+    assert settle.record_success(services, batch_id, ItemSuccess(0, image_url="https://img/0.png"))
+    settle.fail_items(services, batch_id, {1: "blocked by Gemini"}, reason="item failed")
+    cancelled = api("POST", f"/batch/{batch_id}/cancel").body
+    assert cancelled["summary"] == {
+        "total": 4, "pending": 0, "processing": 0, "completed": 1, "failed": 1, "cancelled": 2
+    }  # fmt: skip
+    assert cancelled["failCount"] == 3  # the seed's count: every item that did not succeed
+    assert api("GET", f"/batch/status/{batch_id}").body["summary"] == cancelled["summary"]
 
 
 def test_delete_only_terminal_batches(api, aws):

@@ -21,7 +21,15 @@ def test_catalog_prices_come_from_the_catalog_the_create_route_charges_by(api, a
         "image-edit": 2,
         "text": 0.5,
     }
-    assert response.body["qualityMultipliers"] == {"1k": 1, "2k": 1, "4k": 2}
+    prices = response.body["prices"]
+    # seed 003's computePrice(model, {quality}).stars, for every model and alias:
+    assert prices["flux-2"]["qualities"]["1k"]["stars"] == 2 and prices["flux-2"]["model"] == "gemini-3.1-flash-image"
+    assert prices["flux-2-pro"]["qualities"]["4k"] == {
+        "stars": 7.2,
+        "batch": {"character": 7.2, "food": 7.2, "product": 9, "text-to-image": 7.2, "image-edit": 7.2},
+        "standard": {"character": 14.4, "food": 14.4, "product": 18, "text-to-image": 14.4, "image-edit": 14.4},
+    }
+    assert set(prices) >= set(response.body["aliases"]) | set(response.body["models"])
     assert response.body["maxBatchRequests"] == 20
     assert "16:9" in response.body["aspectRatios"]
     text_model = response.body["defaultModels"]["text"]

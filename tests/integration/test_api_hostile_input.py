@@ -51,3 +51,51 @@ def test_an_absurd_or_broken_image_is_a_400_naming_the_item_and_charges_nothing(
     locs = [detail["loc"] for detail in answer.body["details"]]
     assert [loc[-2] for loc in locs] == [1, 2]
     assert api("GET", "/credits").body["balance"] == 10
+
+
+# Every route that reads a JSON body, with an integer literal where a string or number goes: one over
+# Python's 4,300-digit conversion limit (a ValueError, once a 500) and one of a few hundred digits.
+HUGE_NUMBER_BODIES = [
+    ("POST", "/batch/create", '{"type":"text","requests":[{"prompt":"x"}],"displayName":%s}'),
+    ("POST", "/batch/quote", '{"type":"text","requests":[{"prompt":"x"}],"displayName":%s}'),
+    ("POST", "/batch/templates", '{"name":%s,"type":"text"}'),
+    ("PUT", "/batch/templates/tpl_missing", '{"name":%s,"type":"text"}'),
+    ("POST", "/webhooks/endpoints", '{"url":"https://hooks.example/h","description":%s}'),
+    ("POST", "/api/generate/batch", '{"prompt":"x","model":"flux-2","images":[{"id":%s,"data":"x"}]}'),
+    ("POST", "/admin/credits", '{"userId":"u","amount":%s,"reason":"x"}'),
+    ("POST", "/batch/create", '{"type":"text","requests":[{"prompt":"x"}],"displayName":-%s.5e10}'),
+]
+
+
+@pytest.mark.parametrize("digits", [4301, 301])
+@pytest.mark.parametrize(("method", "path", "template"), HUGE_NUMBER_BODIES)
+def test_a_number_of_hundreds_of_digits_is_a_400_before_it_is_converted(api, aws, method, path, template, digits):
+    grant("user-1", 10)
+    token = make_token("admin", role="admin") if path.startswith("/admin") else "default"
+    answer = api(method, path, raw_body=template % ("9" * digits), token=token)
+    assert answer.status == 400, (answer.status, answer.body)
+    assert answer.body["error"] == "Invalid request" and "300 digits" in answer.body["message"]
+    assert api("GET", "/credits").body["balance"] == 10
+
+
+def test_numbers_of_ordinary_length_are_read_as_before(api, aws):
+    grant("user-1", 10)
+    answer = api(
+        "POST",
+        "/admin/credits",
+        {"userId": "u", "amount": 123456789.25, "reason": "x"},
+        token=make_token("a", role="admin"),
+    )
+    assert answer.status == 200 and answer.body["balance"] == 123456789.25
+
+
+def test_the_standard_endpoint_refuses_a_huge_number_with_a_400(aws, lambda_context):
+    import json
+
+    from batchgen.handlers.photo import lambda_handler
+    from local.apigw import proxy_event
+
+    body = '{"prompt":%s,"mode":"t2i"}' % ("9" * 4301)
+    headers = {"Authorization": f"Bearer {make_token()}", "Content-Type": "application/json"}
+    result = lambda_handler(proxy_event("POST", "/api/generate/photo", headers=headers, body=body), lambda_context)
+    assert result["statusCode"] == 400 and json.loads(result["body"])["error"]

@@ -196,3 +196,10 @@ def test_cors_headers_on_success_and_on_early_errors(api, funded):
     assert ok.headers.get("Access-Control-Allow-Origin") == "*"
     unauthorized = api("GET", "/batch/history", token="", headers=origin)
     assert unauthorized.status == 401 and unauthorized.headers.get("Access-Control-Allow-Origin") == "*"
+
+
+def test_swagger_files_are_public_and_an_unknown_one_is_a_404_not_a_500(api, aws):
+    served = api("GET", "/docs/swagger-ui.min.css", token="")
+    assert served.status == 200 and "max-age" in served.headers["Cache-Control"]
+    missing = api("GET", "/docs/secrets.txt", token="")
+    assert missing.status == 404 and missing.body["error"] == "Not found", missing.body

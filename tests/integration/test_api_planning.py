@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -37,6 +37,17 @@ def test_a_scheduled_batch_is_charged_shows_its_time_and_sends_no_submit_yet(api
     status = api("GET", f"/batch/status/{created.body['id']}").body
     assert status["status"] == "scheduled" and status["scheduledFor"] == created.body["scheduledFor"]
     assert status["isComplete"] is False
+
+
+def test_schedule_at_with_any_offset_is_the_same_moment_in_utc_and_the_message_says_when(api, aws):
+    grant("user-1", 10)
+    when = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    in_paris = when.astimezone(timezone(timedelta(hours=1))).isoformat()  # "...T13:00:00+01:00"
+    created = api("POST", "/batch/create", batch_body(1, scheduleAt=in_paris))
+    assert created.status == 202, created.body
+    assert created.body["scheduledFor"].startswith(iso(when)[:19]) and created.body["scheduledFor"].endswith("Z")
+    message = created.body["message"]
+    assert created.body["scheduledFor"] in message and "Gemini usually finishes" not in message, message
 
 
 def test_off_peak_is_the_next_window_start(api, aws):
@@ -159,7 +170,7 @@ def test_create_from_a_template_fills_variables_and_given_fields_win(api, aws):
         {"templateId": template_id, "variables": {"product": "a red mug", "colour": "white"}, "quality": "4k"},
     )
     assert created.status == 202, created.body
-    assert created.body["creditCost"] == 10  # 2 product requests x 2.5 x 4k (the create's quality won)
+    assert created.body["creditCost"] == 11.26  # 2 product requests x 5.63 at 4k (the create's quality won)
     record = stored(created.body["id"])
     assert record is not None
     assert record.batch.sharedPrompt == "a red mug on a white background"
@@ -221,7 +232,8 @@ def test_quote_equals_what_create_charges(api, aws, batch_type, quality):
     charged = Decimal(str(created.body["creditCost"]))
     assert Decimal(str(quote.body["balance"])) - charged == get_stores().credits.get_balance("user-1")
     assert quote.body["requestCount"] == 3 and quote.body["sufficient"] is True
-    standard = get_catalog().standardPrices[batch_type] * get_catalog().qualityMultipliers[quality] * 3
+    model = get_catalog().defaultModels[batch_type]
+    standard = pricing.price_table(get_catalog())[model]["qualities"][quality]["standard"][batch_type] * 3
     assert Decimal(str(quote.body["standardCost"])) == standard
     assert Decimal(str(quote.body["savings"])) == standard - Decimal(str(created.body["creditCost"]))
 
@@ -231,11 +243,11 @@ def test_quote_says_when_the_balance_is_short_and_works_from_a_template(api, aws
     template_id = api("POST", "/batch/templates", TEMPLATE).body["id"]
     quote = api("POST", "/batch/quote", {"templateId": template_id, "variables": {"product": "a", "colour": "b"}})
     assert quote.status == 200, quote.body
-    assert quote.body == {
+    assert quote.body == {  # 2 product requests at 2k: 2.5 x 1.5 each, the standard rate twice that
         "requestCount": 2,
-        "creditCost": 5,
-        "standardCost": 10,
-        "savings": 5,
+        "creditCost": 7.5,
+        "standardCost": 15,
+        "savings": 7.5,
         "balance": 3,
         "sufficient": False,
     }

@@ -12,6 +12,7 @@ import requests
 
 from batchgen import constants
 from batchgen.adapters.dynamo import get_stores
+from batchgen.config import reset_caches
 from tests.conftest import grant, make_token
 from tests.helpers import png_base64
 
@@ -31,10 +32,10 @@ def upload(api, data: bytes, user: str = "user-1") -> str:
     response = api("POST", "/batch/uploads", token=make_token(user))
     assert response.status == 201, response.body
     body = response.body
-    assert body["method"] == "PUT" and body["headers"] == {} and body["maxBytes"] > 0
+    assert body["method"] == "POST" and body["headers"] == {} and body["maxBytes"] > 0
     assert body["expiresAt"].endswith("Z")
-    put = requests.put(body["uploadUrl"], data=data, timeout=10)
-    assert put.status_code == 200, put.text
+    posted = requests.post(body["uploadUrl"], data=body["fields"], files={"file": data}, timeout=10)
+    assert posted.status_code == 204, posted.text
     return str(body["uploadId"])
 
 
@@ -150,12 +151,13 @@ def test_too_many_lines_fail_and_charge_nothing(api, queues, monkeypatch):
 
 
 def test_oversized_file_fails(api, queues, monkeypatch):
-    monkeypatch.setenv("MAX_INPUT_FILE_BYTES", "100")
-    from batchgen.config import reset_caches
-
-    reset_caches()
+    """S3 refuses an upload over the limit (the presigned POST's policy); a file stored under a higher
+    limit (the setting lowered since) is still refused by the ingest step."""
     grant("user-1", 100)
-    batch_id = create_from_file(api, upload(api, jsonl([{"prompt": "x" * 200}])))
+    upload_id = upload(api, jsonl([{"prompt": "x" * 200}]))
+    monkeypatch.setenv("MAX_INPUT_FILE_BYTES", "100")
+    reset_caches()
+    batch_id = create_from_file(api, upload_id)
     queues.drain(INGEST)
     body = status(api, batch_id)
     assert body["status"] == "failed" and "the limit is 100 bytes" in body["failureReason"]
@@ -270,14 +272,30 @@ def test_uploads_need_auth_and_a_regular_account(api):
     assert api("POST", "/batch/create", body, token=make_token("root", role="admin")).status == 403
 
 
-def test_the_upload_url_is_a_presigned_put_for_one_key(api, aws):
-    response = api("POST", "/batch/uploads")
-    url = response.body["uploadUrl"]
-    assert "X-Amz-Signature=" in url and "X-Amz-Expires=3600" in url
-    assert response.body["maxBytes"] == 2 * 1024**3
-    requests.put(url, data=b'{"prompt": "x"}\n', timeout=10)
-    key = f"uploads/user-1/{response.body['uploadId']}.jsonl"
-    assert boto3.client("s3").get_object(Bucket=aws.environment["BUCKET_NAME"], Key=key)["Body"].read()
+def test_the_upload_is_a_presigned_post_for_one_key_and_s3_refuses_a_file_over_max_bytes(api, aws, monkeypatch):
+    monkeypatch.setenv("MAX_INPUT_FILE_BYTES", "64")
+    reset_caches()
+    grant_ = api("POST", "/batch/uploads").body
+    assert grant_["maxBytes"] == 64 and set(grant_["fields"]) >= {"key", "policy", "x-amz-signature"}
+    key = f"uploads/user-1/{grant_['uploadId']}.jsonl"
+    assert grant_["fields"]["key"] == key
+    s3 = boto3.client("s3")
+
+    def stored() -> bytes | None:
+        try:
+            return s3.get_object(Bucket=aws.environment["BUCKET_NAME"], Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    too_big = requests.post(grant_["uploadUrl"], data=grant_["fields"], files={"file": b"x" * 65}, timeout=10)
+    assert too_big.status_code == 400 and "<Code>EntityTooLarge</Code>" in too_big.text
+    assert stored() is None  # refused by S3 itself, before any ingest
+    elsewhere = {**grant_["fields"], "key": "uploads/user-2/theirs.jsonl"}
+    assert requests.post(grant_["uploadUrl"], data=elsewhere, files={"file": b"x"}, timeout=10).status_code == 403
+    line = b'{"prompt": "x"}\n'
+    ok = requests.post(grant_["uploadUrl"], data=grant_["fields"], files={"file": line * 4}, timeout=10)
+    assert ok.status_code == 204, ok.text
+    assert stored() == line * 4
 
 
 def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemini, queues, poll):
@@ -290,7 +308,14 @@ def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemin
     assert body["status"] == "completed" and (body["successCount"], body["failCount"]) == (247, 3)
     assert len(body["items"]) == 100 and body["itemsNextCursor"] == "99"
     assert len(body["results"]) + len(body["errors"]) == 100 and len(body["errors"]) == 1
-    assert body["summary"] == {"total": 250, "pending": 0, "processing": 0, "completed": 247, "failed": 3}
+    assert body["summary"] == {
+        "total": 250,
+        "pending": 0,
+        "processing": 0,
+        "completed": 247,
+        "failed": 3,
+        "cancelled": 0,
+    }
 
     seen, cursor = [], body["itemsNextCursor"]
     while cursor:
@@ -313,7 +338,7 @@ def test_status_pages_items_route_and_results_manifest_of_a_big_batch(api, gemin
     manifest = requests.get(results.body["url"], timeout=10).text.splitlines()
     rows = [json.loads(line) for line in manifest]
     assert [row["clientId"] for row in rows] == [f"q{i}" for i in range(250)]
-    assert set(rows[0]) == {"clientId", "generationId", "status", "imageUrl", "text", "error"}
+    assert set(rows[0]) == {"clientId", "generationId", "status", "imageUrl", "text", "error", "prompt", "finishedAt"}
     assert rows[5]["status"] == "failed" and rows[6]["text"].startswith("Emulated answer")
     again = api("GET", f"/batch/{batch_id}/results")  # written once: the same object again
     assert requests.get(again.body["url"], timeout=10).text.splitlines() == manifest

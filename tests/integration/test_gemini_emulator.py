@@ -22,6 +22,7 @@ import requests
 from google import genai
 from google.genai import errors, types
 
+from batchgen.constants import GEMINI_API_VERSION
 from local.emulators.gemini import GeminiEmulator
 
 API_KEY = "emulator-key"
@@ -45,7 +46,9 @@ def fresh(emulator: GeminiEmulator) -> None:
 
 @pytest.fixture(scope="module")
 def client(emulator: GeminiEmulator) -> genai.Client:
-    return genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=emulator.base_url))
+    return genai.Client(
+        api_key=API_KEY, http_options=types.HttpOptions(base_url=emulator.base_url, api_version=GEMINI_API_VERSION)
+    )
 
 
 def image_request(prompt: str, aspect_ratio: str = "1:1") -> dict[str, Any]:
@@ -349,7 +352,7 @@ def test_responses_file_streams_over_plain_http(client: genai.Client, emulator: 
     file_id = job.dest.file_name.removeprefix("files/")
     meta = client.files.get(name=job.dest.file_name)
     url = f"{emulator.base_url}/v1beta/files/{file_id}:download?alt=media"
-    assert meta.source == types.FileSource.GENERATED and meta.download_uri == url.replace("/v1beta/", "/v1/")
+    assert meta.source == types.FileSource.GENERATED and meta.download_uri == url
 
     with requests.get(url, headers={"x-goog-api-key": API_KEY}, stream=True, timeout=5) as response:
         response.raise_for_status()
@@ -384,6 +387,7 @@ def test_sdk_retry_options_ride_over_transient_faults(emulator: GeminiEmulator) 
         api_key=API_KEY,
         http_options=types.HttpOptions(
             base_url=emulator.base_url,
+            api_version=GEMINI_API_VERSION,
             retry_options=types.HttpRetryOptions(attempts=3, initial_delay=0.01, max_delay=0.02, jitter=0),
         ),
     )

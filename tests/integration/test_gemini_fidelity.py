@@ -18,7 +18,7 @@ from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from batchgen.domain import ids
 from tests.conftest import grant
-from tests.helpers import stored
+from tests.helpers import job_of, stored
 
 SUBMIT, COLLECT, UPLOAD = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.UPLOAD_QUEUE
 
@@ -184,18 +184,22 @@ def test_cancel_between_rounds_refunds_the_items_waiting_for_their_retry(api, ge
 
 
 # --- 9. Files hygiene ---------------------------------------------------------------------------------
-def test_a_429_on_create_after_the_upload_leaves_no_input_file_behind(api, gemini, queues):
+def test_a_429_on_create_keeps_the_upload_for_the_retry_and_a_cancel_removes_it(api, gemini, queues):
     grant("user-1", 10)
     gemini.inject_fault(status=429, count=1, operation="create")
     batch_id = create(api, ["a"])
     messages = queues.receive(SUBMIT)
     queues.deliver(SUBMIT, messages)  # refused: the message comes back for a retry
-    assert gemini.calls["upload"] == 1 and not gemini.files  # before: the upload stayed for 48 h
-    # The retry (delayed by back-off in SQS) delivered now:
+    (uploaded,) = gemini.files  # kept, and recorded on the batch so that whoever ends it deletes it
+    assert gemini.calls["upload"] == 1 and job_of(get_stores().jobs, batch_id).geminiInputFile == uploaded
+    # The retry (delayed by back-off in SQS) delivered now: it creates from the same file.
     queues.sqs.send_message(QueueUrl=queues.queue_urls[SUBMIT.name], MessageBody=f'{{"batchId": "{batch_id}"}}')
     queues.drain(SUBMIT)
-    assert status(api, batch_id)["status"] == "processing"
-    assert len([f for f in gemini.files.values() if f.source == "UPLOADED"]) == 1
+    assert status(api, batch_id)["status"] == "processing" and gemini.calls["upload"] == 1
+    assert [job.src_file for job in gemini.jobs.values()] == [uploaded]
+    assert api("POST", f"/batch/{batch_id}/cancel").status == 200
+    queues.drain(SUBMIT)  # the clean-up: cancel the job, delete its input file
+    assert not [f for f in gemini.files.values() if f.source == "UPLOADED"]
 
 
 def test_output_files_are_deleted_after_collect(api, gemini, queues, poll):
@@ -212,9 +216,10 @@ def test_no_image_and_text_only_refusals_read_as_what_happened(api, gemini, queu
     batch_id = create(api, ["a [[no-image]]", "b [[refuse]]", "c [[blocked]]"])
     run_round(queues, poll)
     errors = [item["error"] for item in status(api, batch_id)["items"]]
-    assert "rephrase the prompt as an image request (NO_IMAGE)" in errors[0]
+    assert "safety filter blocked the image; describe a different subject or scene" in errors[0]
+    assert errors[0].endswith("(NO_IMAGE)")
     assert "declined" in errors[1] and "describe it instead" in errors[1]
-    assert errors[2].startswith("Blocked by Gemini safety filters (SAFETY)")
+    assert errors[2].startswith("Gemini's safety filters blocked this request") and errors[2].endswith("(SAFETY)")
 
 
 # --- 12. Operation.error ------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -196,33 +199,47 @@ def test_a_jwt_from_another_key_or_for_another_body_is_401(api, gemini, queues, 
     assert queues.bodies(constants.COLLECT_QUEUE.name) == []
 
 
-def test_the_emulator_pushes_a_real_shaped_signed_webhook_when_a_job_ends(api, gemini, queues, webhook_secret):
-    import threading
+@dataclass
+class Receiver:
+    """A local HTTP endpoint (standing in for API Gateway in front of the route) that keeps what it gets."""
+
+    base_url: str
+    received: list[tuple[str, dict[str, str], bytes]]
+    arrived: threading.Event
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    received: list[tuple[dict, bytes]] = []
-    arrived = threading.Event()
+    got = Receiver("", [], threading.Event())
 
-    class Receiver(BaseHTTPRequestHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # http.server's naming
-            received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            got.received.append((self.path, headers, self.rfile.read(int(headers["content-length"]))))
             self.send_response(202)
             self.end_headers()
-            arrived.set()
+            got.arrived.set()
 
         def log_message(self, *args: object) -> None:
             return None
 
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        gemini.webhook_url = f"http://127.0.0.1:{server.server_port}/hook"
-        gemini.webhook_secret = SECRET
-        batch_id, job_name = submitted_job(api, queues)
-        assert arrived.wait(10)
-    finally:
-        server.shutdown()
-    headers, body = received[0]
+    got.base_url = f"http://127.0.0.1:{server.server_port}"
+    yield got
+    server.shutdown()
+
+
+def test_the_emulator_pushes_a_real_shaped_signed_webhook_when_a_job_ends(
+    api, gemini, queues, webhook_secret, receiver
+):
+    gemini.webhook_url = f"{receiver.base_url}/hook"
+    gemini.webhook_secret = SECRET
+    batch_id, job_name = submitted_job(api, queues)
+    assert receiver.arrived.wait(10)
+    _, headers, body = receiver.received[0]
     payload = json.loads(body)
     assert set(payload) == {"type", "version", "timestamp", "data"} and payload["type"] == "batch.succeeded"
     assert payload["data"]["id"] == job_name.removeprefix("batches/")  # the docs' form, no prefix
@@ -269,3 +286,35 @@ def test_unsigned_callers_never_get_a_5xx(api, gemini, queues, webhook_secret, b
     assert answer.status == 401, answer.body
     assert set(answer.body) >= {"error", "message"}
     assert queues.bodies(constants.COLLECT_QUEUE.name) == []
+
+
+# --- per-job webhooks: webhook_config sent with each job, the emulator delivering to it ---------------
+def test_with_per_job_webhooks_each_job_names_the_route_and_its_jwt_signed_delivery_collects(
+    api, gemini, queues, monkeypatch, receiver
+):
+    public_url = f"{receiver.base_url}/v1{PATH}"
+    monkeypatch.setenv("GEMINI_WEBHOOK_URL", public_url)
+    monkeypatch.setenv("GEMINI_WEBHOOK_JWKS_URL", f"{gemini.base_url}/.well-known/jwks.json")  # Google's keys
+    reset_caches()
+    gemini.webhook_url = "http://127.0.0.1:9/registered"  # a project webhook: the job's own replaces it
+    batch_id, job_name = submitted_job(api, queues)
+    assert receiver.arrived.wait(10)
+    # The emulator records a delivery once the receiver has answered it: wait for that too.
+    deadline = time.monotonic() + 10
+    while not gemini.webhooks_sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (path, headers, body), sent = receiver.received[0], gemini.webhooks_sent
+    assert path == f"/v1{PATH}" and [entry["url"] for entry in sent] == [public_url]  # not the registered one
+    assert headers["webhook-signature"].count(".") == 2  # an RS256 JWT, as per-job deliveries are signed
+    assert json.loads(body)["data"]["id"] == job_name.removeprefix("batches/")
+    delivered = api("POST", PATH, raw_body=body.decode(), headers=headers, token="")  # verified by the key set
+    assert delivered.status == 202 and delivered.body == {"status": "collect_queued"}
+    queues.drain(constants.COLLECT_QUEUE)
+    assert api("GET", f"/batch/status/{batch_id}").body["status"] == "completed"
+
+
+def test_without_the_key_set_no_job_asks_for_per_job_webhooks(api, gemini, queues, monkeypatch):
+    monkeypatch.setenv("GEMINI_WEBHOOK_URL", "https://batchgen.example.com/v1/webhooks/gemini")
+    reset_caches()  # no GEMINI_WEBHOOK_JWKS_URL: such deliveries could not be verified, so none is asked for
+    _, job_name = submitted_job(api, queues)
+    assert gemini.jobs[job_name].webhook_uris == []

@@ -13,6 +13,7 @@ from batchgen.adapters.dynamo import get_stores
 from batchgen.config import reset_caches
 from tests.conftest import grant, make_token
 from tests.helpers import stored
+from tests.unit.test_notifications import IPV6_EMBEDDING_IPV4
 from tests.webhook_receiver import Receiver, start_receiver, verify_standard_webhook
 
 SUBMIT, COLLECT, NOTIFY = constants.SUBMIT_QUEUE, constants.COLLECT_QUEUE, constants.NOTIFY_QUEUE
@@ -358,6 +359,41 @@ def test_notify_email_sends_one_email_per_finished_batch_with_the_counts(api, no
     assert f"/batch/status/{batch_id}" in email.body
 
 
+def test_an_email_ses_rejects_goes_to_the_dlq_at_once_with_its_reason_and_is_not_retried(
+    api, notify_env, gemini, queues, poll, monkeypatch
+):
+    """An unverified sender (SES MessageRejected) cannot succeed on a retry: instead of eight receives
+    (about 48 minutes) into the DLQ, the message goes there on the first one, saying why."""
+    import boto3
+
+    # Given a sender SES has not verified (moto's SES refuses it as SES does)
+    monkeypatch.setenv(constants.ENV_NOTIFY_EMAIL_FROM, "unverified@example.com")
+    reset_caches()
+    token = make_token(email="user1@example.com")
+    grant("user-1", 100)
+    body = {"type": "text", "requests": [{"prompt": "ok"}], "notifyEmail": True}
+    batch_id = api("POST", "/batch/create", body, token=token).body["id"]
+    queues.drain(SUBMIT)
+    poll()
+    queues.drain(COLLECT)
+    poll()
+    # When the notify consumer gets the email message
+    queues.drain(NOTIFY)
+    poll()
+    queues.drain(NOTIFY)
+    # Then no email left, nothing waits in the notify queue for a retry, and the DLQ holds it with the reason
+    assert _sent_emails() == []
+    assert queues.receive(NOTIFY) == []
+    sqs = boto3.client("sqs")
+    dead = sqs.receive_message(
+        QueueUrl=queues.queue_urls[NOTIFY.dead_letter_name], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    [email] = [message for message in dead if json.loads(message["Body"]).get("batchId") == batch_id]
+    reason = email["MessageAttributes"]["failureReason"]["StringValue"]
+    assert "unverified@example.com" in reason and "Verify the sender identity" in reason
+    assert "user1@example.com" not in reason  # the recipient's address is no part of the reason
+
+
 def test_notify_email_without_an_email_claim_is_400(api, aws):
     grant("user-1", 10)
     body = {"type": "text", "requests": [{"prompt": "x"}], "notifyEmail": True}
@@ -398,6 +434,37 @@ def test_a_name_that_resolves_to_a_private_address_at_delivery_time_is_not_calle
     assert receiver.received == []
     [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
     assert attempt["statusCode"] is None and "loopback" in attempt["error"]
+
+
+@pytest.mark.parametrize("address", IPV6_EMBEDDING_IPV4)
+def test_ipv6_forms_of_refused_ipv4_addresses_are_400_at_registration_and_on_create(api, aws, address):
+    url = f"https://[{address}]/h"
+    response = api("POST", "/webhooks/endpoints", {"url": url})
+    assert response.status == 400 and "carries" in response.body["message"], response.body
+    assert api("GET", "/webhooks/endpoints").body["endpoints"] == []
+    grant("user-1", 10)
+    response = api("POST", "/batch/create", {"type": "text", "requests": [{"prompt": "x"}], "webhookUrl": url})
+    assert response.status == 400 and "carries" in response.body["message"], response.body
+    assert api("GET", "/credits").body["balance"] == 10
+
+
+@pytest.mark.parametrize("address", IPV6_EMBEDDING_IPV4)
+def test_a_name_that_resolves_to_an_ipv6_form_of_a_refused_address_at_delivery_is_not_called(
+    api, aws, receiver, queues, monkeypatch, address
+):
+    from batchgen.adapters import webhook_http
+    from batchgen.usecases.pipeline import create
+
+    monkeypatch.setattr(create, "_resolve", lambda host, port: ["93.184.216.34"])
+    created = register(api, "https://hooks.example/hook")
+    connected: list[object] = []
+    monkeypatch.setattr(webhook_http, "resolve", lambda host, port: [address])
+    monkeypatch.setattr(webhook_http.socket, "create_connection", lambda *args, **kwargs: connected.append(args))
+    api("POST", f"/webhooks/endpoints/{created['id']}/test")
+    queues.drain(NOTIFY, rounds=1)
+    assert connected == []
+    [attempt] = api("GET", "/webhooks/deliveries").body["deliveries"]
+    assert attempt["statusCode"] is None and "carries" in attempt["error"]
 
 
 def test_a_body_that_is_not_json_is_415(api, aws):

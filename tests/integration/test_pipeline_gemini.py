@@ -271,14 +271,13 @@ def test_a_job_that_ends_badly_refunds_everything(api, gemini, queues, poll, mar
 
 
 def test_a_job_cancelled_at_gemini_cancels_the_batch_with_refund(api, gemini, queues, poll):
-    from google import genai
-    from google.genai import types
+    from batchgen.adapters.gemini import sdk_client
 
     grant("user-1", 10)
     gemini.delay_seconds = 30
     batch_id = create(api, ["a"])
     queues.drain(SUBMIT)
-    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=gemini.base_url))
+    client = sdk_client("k", gemini.base_url)
     client.batches.cancel(name=next(iter(gemini.jobs)))
     poll()
     body = status(api, batch_id)
@@ -330,15 +329,18 @@ def test_stuck_pending_batch_is_redriven(api, gemini, queues, poll, monkeypatch,
     grant("user-1", 10)
     batch_id = create(api, ["a"])
     aws.queue_messages(SUBMIT.name)  # the submit message is lost
-    ten_minutes_ago = ids.iso(ids.utc_now() - timedelta(minutes=10))
-    get_stores().batches.update_batch(batch_id, {"updatedAt": ten_minutes_ago, "createdAt": ten_minutes_ago})
+    # Its message was recorded (submitQueuedAt) longer ago than the re-drive period: not on its way any more.
+    long_ago = ids.iso(ids.utc_now() - timedelta(minutes=20))
+    get_stores().batches.update_batch(batch_id, {"updatedAt": long_ago, "createdAt": long_ago})
+    get_stores().jobs.change_job(batch_id, 0, JobChange(Change({"submitQueuedAt": long_ago})))
     # Before it holds a Gemini job slot, the dispatcher's tick admits it and sends it to submit.
     report = poll()
     assert report["admitted"] == 1 and report["redriven"] == 0
     poll()  # a second tick right after does not send it again
     assert aws.queue_messages(SUBMIT.name) == [{"batchId": batch_id}]  # ... and this message is lost too
-    # Holding its slot, it is re-driven once it looks stuck.
-    get_stores().batches.update_batch(batch_id, {"updatedAt": ten_minutes_ago})
+    # Holding its slot, it is re-driven once it looks stuck and its message is as old.
+    get_stores().batches.update_batch(batch_id, {"updatedAt": long_ago})
+    get_stores().jobs.change_job(batch_id, 0, JobChange(Change({"submitQueuedAt": long_ago})))
     report = poll()
     assert report["redriven"] == 1 and report["admitted"] == 0
     poll()

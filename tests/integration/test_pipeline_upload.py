@@ -389,11 +389,13 @@ def test_a_cancel_past_the_api_budget_answers_202_and_the_submit_function_finish
     queues.drain(SUBMIT)  # at Gemini: processing
     cancelled = api("POST", f"/batch/{batch_id}/cancel")
     assert cancelled.status == 202 and cancelled.body["status"] == "processing"
-    assert cancelled.body["summary"]["failed"] == 5  # one page cancelled and refunded so far
+    summary = cancelled.body["summary"]
+    assert (summary["cancelled"], summary["failed"]) == (5, 0)  # one page cancelled and refunded so far
     assert get_stores().credits.get_balance("user-1") == Decimal(100 - 40 + 10)  # 2 credits an item
     queues.drain(SUBMIT)  # FinishCancel (within the submit function's budget), then the Gemini job's cancel
     body = status(api, batch_id)
     assert body["status"] == "cancelled" and body["refundedCredits"] == 40 and body["failCount"] == 20
+    assert (body["summary"]["cancelled"], body["summary"]["failed"]) == (20, 0)
     assert get_stores().credits.get_balance("user-1") == Decimal(100)
     assert gemini.calls["cancel"] == 1  # the job stopped once
     assert api("POST", f"/batch/{batch_id}/cancel").status == 409

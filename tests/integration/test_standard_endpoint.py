@@ -13,6 +13,7 @@ import pytest
 from batchgen import constants
 from batchgen.adapters.dynamo import get_stores
 from batchgen.config import get_catalog, reset_caches
+from batchgen.domain import pricing
 from local.apigw import proxy_event
 from tests.conftest import ApiResponse, grant, make_token
 from tests.helpers import png_data_url
@@ -46,9 +47,9 @@ def ledger_sum(user_id: str = "user-1") -> Decimal:
     return sum((entry.delta for entry in get_stores().credits.list_ledger(user_id, 1000)), Decimal(0))
 
 
-def standard_price(batch_type: str, quality: str = "1k") -> Decimal:
-    catalog = get_catalog()
-    return catalog.standardPrices[batch_type] * catalog.qualityMultipliers[quality]
+def standard_price(batch_type: str, quality: str = "1k", model: str = "gemini-3.1-flash-image") -> Decimal:
+    """From the same table GET /catalog answers."""
+    return pricing.price_table(get_catalog())[model]["qualities"][quality]["standard"][batch_type]
 
 
 def seed_body(mode: str = "i2i", prompt: str = "Turn this into a pencil sketch", **extra: Any) -> dict[str, Any]:
@@ -75,12 +76,15 @@ def test_success_charges_twice_the_batch_price_and_returns_the_image(photo, gemi
     assert gemini.generated == 1
 
 
-def test_4k_costs_the_quality_multiplier_too(photo):
-    grant("user-1", 20)
+def test_4k_and_pro_cost_what_gemini_bills_for_them_too(photo):
+    grant("user-1", 40)
     answer = photo(seed_body("t2i", quality="4k"))
     assert answer.status == 200, answer.body
-    assert Decimal(str(answer.body["creditCost"])) == standard_price("text-to-image", "4k")
-    assert balance() == Decimal(20) - standard_price("text-to-image", "4k")
+    assert Decimal(str(answer.body["creditCost"])) == standard_price("text-to-image", "4k") == Decimal(9)
+    pro = photo(seed_body("t2i", model="nano-banana-pro", quality="4k"))
+    assert pro.status == 200, pro.body
+    assert Decimal(str(pro.body["creditCost"])) == standard_price("text-to-image", "4k", "nano-banana-pro")
+    assert balance() == Decimal(40) - Decimal(9) - Decimal("14.4")
 
 
 @pytest.mark.parametrize("marker", ["[[fail]]", "[[blocked]]"])
@@ -88,7 +92,9 @@ def test_gemini_failures_refund_in_full(photo, marker):
     grant("user-1", 20)
     answer = photo(seed_body("t2i", prompt=f"a cat {marker}"))
     assert answer.status == 502, answer.body
-    assert answer.body["error"] == "Generation failed" and "refunded" in answer.body["message"]
+    assert answer.body["error"] == "Generation failed"
+    message = answer.body["message"]
+    assert message.endswith(". Your 4 credits were refunded.") and ".." not in message, message
     assert balance() == Decimal(20) == ledger_sum()
     reasons = sorted(entry.reason for entry in get_stores().credits.list_ledger("user-1", 10))
     assert reasons == ["standard generation charge", "standard generation refund", "test grant"]
@@ -166,7 +172,8 @@ def test_body_too_large_is_413_and_not_json_is_415(photo, lambda_context):
 
 
 def test_only_post(photo):
-    assert photo(None, method="GET").status == 405
+    wrong = photo(None, method="GET")
+    assert wrong.status == 405 and wrong.headers["Allow"] == "POST"  # as every other route answers
 
 
 def test_the_generation_shows_in_credits(photo, api):

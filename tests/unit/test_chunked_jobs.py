@@ -15,6 +15,7 @@ from batchgen.config import reset_caches
 from batchgen.domain import ids, jobs
 from batchgen.domain.gemini_jobs import JOB_EXPIRED, JOB_FAILED, JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import job_display_name
+from batchgen.domain.gemini_usage import GeminiUsage
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, CollectResults, SubmitJob
 from batchgen.usecases.pipeline import chunks, collect, dispatch, manage, poll, submit
@@ -431,16 +432,17 @@ def test_texts_a_dead_collect_stored_are_counted_once_by_the_run_that_resumes(mo
     job = submit.submit_batch(services, batch_id).job_name or ""
     services.gemini.finish(job, [(key, text_line(f"t{i}")) for i, key in enumerate(keys(services, batch_id))])
     services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
-    real = services.store.change_job
+    real = services.store.checkpoint_collect
     checkpoints = Counter[str]()
 
     def dies_at_the_second_checkpoint(*args, **kwargs):  # type: ignore[no-untyped-def]
         checkpoints["seen"] += 1
-        if kwargs.get("succeeded") and checkpoints["seen"] == 2:
+        succeeded = args[4] if len(args) > 4 else kwargs.get("succeeded")
+        if succeeded and checkpoints["seen"] == 2:
             raise RuntimeError("the run died between storing its texts and its checkpoint")
         return real(*args, **kwargs)
 
-    services.store.change_job = dies_at_the_second_checkpoint  # type: ignore[method-assign]
+    services.store.checkpoint_collect = dies_at_the_second_checkpoint  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         collect.collect_batch(services, batch_id, 0)
     stored = [item for item in services.store.items[batch_id] if item.status is ItemStatus.SUCCESS]
@@ -452,3 +454,46 @@ def test_texts_a_dead_collect_stored_are_counted_once_by_the_run_that_resumes(mo
         index for event in services.store.events() if event.name == "batch.item.succeeded" for index in event.indexes
     )  # type: ignore[union-attr]
     assert set(told) == set(range(130)) and max(told.values()) == 1  # every text's event, once
+
+
+# --- what Gemini bills, recorded with the checkpoints ------------------------------------------------
+def usage_line(text: str, prompt: int, out: int, thoughts: int) -> dict:
+    line = text_line(text)
+    line["response"]["usageMetadata"] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": out,
+        "thoughtsTokenCount": thoughts,
+    }
+    return line
+
+
+def test_usage_is_recorded_with_the_checkpoints_once_across_handovers_and_added_to_the_users_day(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("GEMINI_JOB_MAX_REQUESTS", "1000")
+    reset_caches()
+    services = FakeServices()
+    batch_id = new_batch(services, count=25)
+    job = submit.submit_batch(services, batch_id).job_name or ""
+    services.gemini.finish(job, [(key, usage_line("t", 10, 20, 5)) for key in keys(services, batch_id)])
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
+    writes = Counter[str]()
+    real = services.store.checkpoint_collect
+
+    def counting(*args, **kwargs):
+        writes["checkpoints"] += 1
+        return real(*args, **kwargs)
+
+    services.store.checkpoint_collect = counting  # type: ignore[method-assign]
+    assert collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=0)).handed_over
+    collect.collect_batch(services, batch_id, 0)  # resumes after the checkpoint: nothing counted twice
+    usage = GeminiUsage.from_record(job_of(services, batch_id, 0).geminiUsage)
+    assert (usage.answers, usage.prompt_tokens, usage.output_tokens, usage.thoughts_tokens) == (25, 250, 500, 125)
+    # gemini-3.6-flash at $1.50 / $7.50 per 1M tokens in / out, thinking as out, at the batch rate (half)
+    assert usage.cost_usd == (Decimal(250) * Decimal("1.5") + Decimal(625) * Decimal("7.5")) / 1_000_000 / 2
+    assert writes["checkpoints"] == 2  # one per checkpoint, none per answer
+    (day,) = services.store.usage_days.values()
+    assert (day.userId, day.answers, day.promptTokens, day.costUsd) == ("user-1", 25, 250, usage.cost_usd)
+    assert day.credits == 25 * services.store.batches[batch_id].unitPrice
+    assert collect.collect_batch(services, batch_id, 0) == collect.CollectReport()  # a late duplicate adds nothing
+    assert services.store.usage_days[("user-1", day.day)].answers == 25

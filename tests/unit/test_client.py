@@ -238,6 +238,10 @@ def test_download_is_concurrent_resumable_and_skips_failed_items(tmp_path: Path)
             assert "Authorization" not in request.headers  # the API token never goes to the CDN
             fetched.append(request.url.path)
             return httpx.Response(200, content=b"\x89PNG" + request.url.path.encode())
+        if request.url.path == "/batch/b1/results":
+            return httpx.Response(200, json={"url": "http://s3.test/m.jsonl", "expiresAt": "x", "itemCount": 3})
+        if request.url.host == "s3.test":
+            return httpx.Response(200, content="".join(json.dumps(i) + "\n" for i in items).encode())
         return httpx.Response(200, json=status_body(items=items))
 
     client = make_client(handler)
@@ -281,3 +285,88 @@ def test_a_batch_id_cannot_reach_another_route() -> None:
     client = make_client(lambda request: pytest.fail("nothing may be sent"))
     with pytest.raises(NotFound):
         client.status("../credits")
+
+
+def test_results_read_an_ended_batch_from_its_manifest_past_100_items() -> None:
+    lines = "".join(json.dumps(item(n)) + "\n" for n in range(1, 251))
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/batch/status/b1":  # the status page holds only 100 items
+            return httpx.Response(200, json=status_body(items=[item(n) for n in range(1, 101)]))
+        if request.url.path == "/batch/b1/results":
+            if asked.count("/batch/b1/results") == 1:  # just ended: the manifest is being written
+                return httpx.Response(409, json={"error": "Conflict", "message": "wait"}, headers={"Retry-After": "1"})
+            return httpx.Response(200, json={"url": "http://s3.test/m.jsonl", "expiresAt": "x", "itemCount": 250})
+        assert request.url.host == "s3.test" and "Authorization" not in request.headers
+        return httpx.Response(200, content=lines.encode())
+
+    sleeps: list[float] = []
+    results = list(make_client(handler, sleeps).results("b1"))
+    assert len(results) == 250 and results[-1].clientId == "request-250"
+    assert sleeps == [1.0]  # Retry-After honoured once
+
+
+def test_results_of_a_running_batch_page_the_items_route() -> None:
+    pages = {None: ([item(n) for n in range(1, 1001)], "1000"), "1000": ([item(1001)], None)}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/batch/status/b1":
+            return httpx.Response(200, json=status_body(state="processing", items=[item(1)]))
+        assert request.url.path == "/batch/b1/items" and request.url.params["limit"] == "1000"
+        body, cursor = pages[request.url.params.get("cursor")]
+        return httpx.Response(200, json=body, headers={"X-Next-Cursor": cursor} if cursor else {})
+
+    assert len(list(make_client(handler).results("b1"))) == 1001
+
+
+@pytest.mark.parametrize(
+    ("ticket", "expected"),
+    [
+        ({"method": "PUT", "headers": {"x-amz-meta-a": "1"}}, ("PUT", "x-amz-meta-a", b'{"prompt": "a"}\n')),
+        ({"method": "POST", "headers": {}, "fields": {"key": "uploads/u1", "policy": "p"}}, ("POST", None, b"policy")),
+    ],
+)
+def test_uploads_follow_what_post_batch_uploads_answers(tmp_path: Path, ticket: dict, expected: tuple) -> None:
+    # A presigned PUT today; a form POST with policy fields (a size-bound S3 POST) when the service sends `fields`
+    source = tmp_path / "requests.jsonl"
+    source.write_bytes(b'{"prompt": "a"}\n')
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/batch/uploads":
+            return httpx.Response(201, json={"uploadId": "u1", "uploadUrl": "http://s3.test/up", "expiresAt": "x",
+                                             "maxBytes": 100, **ticket})  # fmt: skip
+        sent.append(request)
+        return httpx.Response(204 if ticket["method"] == "POST" else 200)
+
+    assert make_client(handler).upload_file(source) == "u1"
+    method, header, body_part = expected
+    assert sent[0].method == method and body_part in sent[0].content
+    if header:
+        assert sent[0].headers[header] == "1" and sent[0].headers["Content-Length"] == "16"
+    else:
+        assert sent[0].headers["Content-Type"].startswith("multipart/form-data")
+        assert sent[0].content.index(b'name="policy"') < sent[0].content.index(b'name="file"')  # fields first
+
+
+def test_create_many_goes_inline_up_to_the_limit_and_bulk_above_it() -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/batch/uploads":
+            return httpx.Response(201, json={"uploadId": "u1", "uploadUrl": "http://s3.test/up", "method": "PUT",
+                                             "headers": {}, "expiresAt": "x", "maxBytes": 10**6})  # fmt: skip
+        if request.url.host == "s3.test":
+            assert request.content.count(b"\n") == 3
+            return httpx.Response(200)
+        bodies.append(json.loads(request.content))
+        created = {"id": "b", "batchId": "b", "status": "pending", "type": "batch-text", "requestCount": 1,
+                   "creditCost": 0.5, "jobs": [], "message": "m"}  # fmt: skip
+        return httpx.Response(202, json=created)
+
+    client = make_client(handler)
+    client.create_many("text", ["a", "b"], max_inline=2)
+    client.create_many("text", ["a", "b", "c"], max_inline=2)
+    assert [sorted(b) for b in bodies] == [["requests", "type"], ["inputFile", "type"]]

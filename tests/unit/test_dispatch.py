@@ -201,3 +201,119 @@ def test_a_slot_whose_job_was_collected_is_given_back_on_the_next_tick_however_y
     holder_jobs = [job_of(services.store, waiting[0])]
     slot = services.store.slots[dispatch.slot_key(holder, holder_jobs[0])]
     assert dispatch.slot_is_live(slot, holder, holder_jobs) and dispatch.slot_is_live(slot, None)
+
+
+# --- the submit queue does not snowball -----------------------------------------------------------
+class SubmitQueue:
+    """The fake queue's submit messages, consumed in order by a slow consumer (one `take` at a time)."""
+
+    def __init__(self, services: FakeServices) -> None:
+        self.services = services
+        self.consumed = 0
+
+    def create(self, user: str = "u1", age: float = 0) -> str:
+        """A batch as the create stores it, with its submit message sent (`usecases.create`)."""
+        batch_id = new_batch(self.services, user=user, age=age)
+        self.services.queues.send_submit(SubmitJob(batchId=batch_id))
+        return batch_id
+
+    def queued(self) -> Counter[str]:
+        return Counter(message.batchId for message, _delay in self.services.queues.submit[self.consumed :])
+
+    def take(self, count: int = 1) -> list[str]:
+        outcomes = []
+        for message, _delay in self.services.queues.submit[self.consumed : self.consumed + count]:
+            self.consumed += 1
+            outcomes.append(submit.submit_batch(self.services, message.batchId, message.chunk).status)
+        return outcomes
+
+
+def age(services: FakeServices, batch_id: str, seconds: float, *fields: str) -> None:
+    """Moves the batch row's `fields` (createdAt, updatedAt) `seconds` into the past."""
+    old = ids.iso(ids.utc_now() - timedelta(seconds=seconds))
+    batch = services.store.batches[batch_id]
+    services.store.batches[batch_id] = batch.model_copy(update=dict.fromkeys(fields, old))
+
+
+def age_submit_message(services: FakeServices, batch_id: str, seconds: float) -> None:
+    """Its chunk's recorded submit message as if sent `seconds` ago."""
+    set_job(services.store, batch_id, submitQueuedAt=ids.iso(ids.utc_now() - timedelta(seconds=seconds)))
+
+
+def test_a_batch_admitted_while_its_create_message_is_queued_gets_no_second_message(services: FakeServices) -> None:
+    queue = SubmitQueue(services)
+    running = [queue.create(user="x", age=50), queue.create(user="y", age=40)]
+    assert queue.take(2) == ["submitted", "submitted"]
+    backlog = [queue.create(age=30 - i) for i in range(3)]  # their create messages wait in the queue
+    finish_all_jobs(services)
+    age_slots(services)
+    report = poll.poll_active_batches(services)
+    assert report.admitted == 2
+    assert queue.queued() == Counter(backlog)  # one message each: the queued ones find their slots
+    assert queue.take(3) == ["submitted", "submitted", "waiting"]
+    assert queue.queued() == Counter()
+    finish_all_jobs(services)
+    age_slots(services)
+    poll.poll_active_batches(services)  # the last one is admitted: its only message now
+    assert queue.queued() == Counter({backlog[2]: 1})
+    assert queue.take() == ["submitted"]
+    assert running
+
+
+def test_a_batch_whose_submit_message_is_still_queued_is_not_redriven(services: FakeServices) -> None:
+    queue = SubmitQueue(services)
+    batch_id = queue.create()
+    poll.poll_active_batches(services)  # admitted: it holds a slot while its message waits in the queue
+    age_slots(services)
+    age(services, batch_id, 3600, "createdAt", "updatedAt")  # the batch looks stuck; its message is recent
+    for _ in range(5):
+        assert poll.poll_active_batches(services).redriven == 0
+    assert queue.queued() == Counter({batch_id: 1})
+    # The message was lost (dead-lettered) longer ago than the re-drive period: sent once more, once.
+    queue.consumed = len(services.queues.submit)
+    age_submit_message(services, batch_id, 3600)
+    assert [poll.poll_active_batches(services).redriven for _ in range(3)] == [1, 0, 0]
+    assert queue.queued() == Counter({batch_id: 1})
+    assert queue.take() == ["submitted"]
+
+
+def test_a_submit_that_found_no_slot_goes_on_when_a_tick_gave_it_one_meanwhile(
+    services: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick reserved the chunk's slot after submit read the slots; seeing the message still
+    recorded as queued, the tick sent none: the submit must go on rather than wait for a re-drive."""
+    batch_id = new_batch(services)
+    reserve = dispatch.reserve
+
+    def admit_read_before_the_tick(services_: FakeServices, batch, job=None) -> bool:
+        reserve(services_, batch, job)  # the tick, between submit's read of the slots and its decision
+        return False
+
+    monkeypatch.setattr(dispatch, "admit", admit_read_before_the_tick)
+    assert submit.submit_batch(services, batch_id).status == "submitted"
+
+
+def test_queued_submit_messages_stay_at_one_per_waiting_batch_under_a_slow_consumer(services: FakeServices) -> None:
+    """A slow consumer (one message per tick), a cap of 2 and 20 batches: never more than one submit
+    message queued for a batch, and every batch submitted in the end."""
+    queue = SubmitQueue(services)
+    batches = [queue.create(user=f"u{n % 4}", age=100 - n) for n in range(20)]
+    most = 0
+    for tick in range(200):
+        if tick % 3 == 2:
+            finish_all_jobs(services)
+            age_slots(services)
+        poll.poll_active_batches(services)
+        most = max([most, *queue.queued().values()])
+        queue.take()
+        if all(job_of(services.store, b).geminiJobName for b in batches) and not queue.queued():
+            break
+    assert most == 1
+    assert all(job_of(services.store, b).geminiJobName for b in batches)
+
+
+def test_the_redrive_period_is_longer_than_the_submit_queues_visibility_timeout() -> None:
+    from batchgen import constants
+
+    visibility = constants.queue_visibility_timeout_seconds(constants.SUBMIT_QUEUE)
+    assert constants.PENDING_REDRIVE_SECONDS_DEFAULT > visibility

@@ -112,7 +112,7 @@ def check_money(store: Any, batch_ids: list[str]) -> None:
 # --- file batches: upload, create, ingest, then the pipeline ----------------------------------------
 INGEST_STEPS: list[Row] = [
     ("store", "create_upload"),
-    ("blobs", "presign_put"),
+    ("blobs", "presign_post"),
     ("store", "put_batch"),
     ("queues", "send_ingest"),
     ("store", "get_upload"),

@@ -54,12 +54,16 @@ def test_thought_images_are_skipped_and_the_last_final_image_is_taken():
 @pytest.mark.parametrize(
     ("finish", "words"),
     [
-        ("IMAGE_SAFETY", "Blocked by Gemini safety filters (IMAGE_SAFETY)"),
-        ("IMAGE_PROHIBITED_CONTENT", "prohibited content (IMAGE_PROHIBITED_CONTENT)"),
-        ("IMAGE_RECITATION", "recite protected content (IMAGE_RECITATION)"),
-        ("IMAGE_OTHER", "could not produce an image for this prompt (IMAGE_OTHER)"),
-        ("NO_IMAGE", "rephrase the prompt as an image request (NO_IMAGE)"),
-        ("SPII", "sensitive personal information (SPII)"),
+        ("IMAGE_SAFETY", "safety filter blocked the image; describe a different subject or scene"),
+        ("IMAGE_PROHIBITED_CONTENT", "refused the image as prohibited content; it cannot be generated"),
+        ("IMAGE_RECITATION", "would have reproduced a protected image"),
+        ("IMAGE_OTHER", "could not produce an image for this prompt; rephrase it"),
+        ("NO_IMAGE", "safety filter blocked the image; describe a different subject or scene and try again (NO_IMAGE)"),
+        ("SPII", "sensitive personal information; remove it and try again (SPII)"),
+        ("LANGUAGE", "does not support the language of the prompt"),
+        ("MAX_TOKENS", "cut off at the output length limit"),
+        ("MALFORMED_RESPONSE", "malformed answer; try the request again (MALFORMED_RESPONSE)"),
+        ("OTHER", "did not name; try again or rephrase the prompt (OTHER)"),
     ],
 )
 def test_finish_reasons_read_as_what_happened_never_no_image(finish, words):
@@ -69,7 +73,10 @@ def test_finish_reasons_read_as_what_happened_never_no_image(finish, words):
 
 def test_a_prompt_block_and_a_text_only_refusal_are_readable():
     blocked = read_answer({"response": {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}}, True).error
-    assert blocked == "Blocked by Gemini as prohibited content (PROHIBITED_CONTENT) (prompt blocked)"
+    assert blocked == (
+        "Gemini refused this request as prohibited content; it cannot be generated"
+        " (PROHIBITED_CONTENT) (prompt blocked)"
+    )
     refusal = read_answer(response({"text": "I can't draw real people."}), True).error
     assert "declined" in refusal and "I can't draw real people." in refusal
 
@@ -104,7 +111,7 @@ def test_an_sdk_inline_response_gives_its_bytes_not_a_json_dump():
     assert answer.image == png and answer.mime_type == "image/png"
 
 
-def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_and_counts_match():
+def test_inline_responses_are_matched_by_key_never_by_position():
     from batchgen.adapters.gemini import JobView, iter_results
     from batchgen.domain.states import BatchStatus
     from batchgen.models.records import BatchRecord, ItemRecord
@@ -136,8 +143,8 @@ def test_inline_responses_are_matched_by_key_and_by_position_only_when_no_key_an
 
     # Out of order with keys: each goes to its own item.
     assert answers([text("second", "gen_1"), text("first", "gen_0")]) == [("gen_1", "second"), ("gen_0", "first")]
-    # No keys at all and the counts match: position is all there is.
-    assert answers([text("first", None), text("second", None)]) == [("gen_0", "first"), ("gen_1", "second")]
+    # No keys at all, even with the counts matching: never by position (Gemini may have reordered them).
+    assert answers([text("first", None), text("second", None)]) == [("", "first"), ("", "second")]
     # Some keys dropped: a keyless response is never guessed onto an item by its position.
     assert answers([text("second", "gen_1"), text("first", None)]) == [("gen_1", "second"), ("", "first")]
     # Counts differ: no positional guessing either.
@@ -159,3 +166,40 @@ def test_gemini_base_url_is_honoured_with_a_real_key_too(monkeypatch):
     finally:
         gemini.reset_client()
         reset_caches()
+
+
+def test_one_builder_makes_the_batch_line_the_inline_request_and_the_generate_content_call():
+    from batchgen.config import load_catalog
+    from batchgen.domain import photo
+    from batchgen.domain.gemini_requests import inline_request, jsonl_line
+    from batchgen.domain.states import BatchStatus
+    from batchgen.models.records import BatchRecord, ItemRecord
+
+    catalog = load_catalog("")
+    batch = BatchRecord(
+        batchId="b",
+        userId="u",
+        type="text-to-image",
+        status=BatchStatus.PENDING,
+        model="gemini-3-pro-image",
+        quality="4k",
+        aspectRatio="16:9",
+        createdAt="x",
+        updatedAt="x",
+        requestCount=1,
+        unitPrice=1,
+        creditCost=1,
+    )
+    item = ItemRecord(batchId="b", itemId="gen_1", index=0, clientId="c", prompt="a lighthouse")
+    plan = photo.plan(
+        photo.PhotoDraft(
+            model="gemini-3-pro-image", prompt="a lighthouse", mode="t2i", quality="4k", aspect_ratio="16:9"
+        ),
+        catalog,
+    )
+    contents, config = photo.request(plan, catalog)
+    line = jsonl_line(batch, item, None, catalog)["request"]
+    inline = inline_request(batch, item, None, catalog)
+    expected = {"response_modalities": ["TEXT", "IMAGE"], "image_config": {"aspect_ratio": "16:9", "image_size": "4K"}}
+    assert config == line["generation_config"] == inline["config"] == expected
+    assert contents == line["contents"] == inline["contents"] == [{"role": "user", "parts": [{"text": "a lighthouse"}]}]

@@ -1,103 +1,119 @@
-"""`local.persistence`: what counts as a change, the pause, the pickling of locks, the atomic file and
-its refusal of other versions, the snapshot cadence (the moto and emulator round trips are in
-tests/integration/test_local_state_round_trip.py, the restart itself in tests/e2e/test_runtime_restart.py)."""
+"""`local.persistence.StateStore`: the local runtime's kept state, one row per thing, written before a
+change is answered (the moto and emulator hooks that write it: tests/integration/test_local_state_round_trip.py)."""
 
 from __future__ import annotations
 
-import io
-import json
+import multiprocessing
+import os
 import pickle
+import signal
+import sqlite3
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from local import persistence
-from local.persistence import Gate, Snapshot, Snapshotter, StateError, StateStore, changes_state, dumps
-
-MOTO_VERSION = "5.test"  # no moto in unit tests: the store compares with whatever `_moto_version` says
+from local.persistence import StateClosed, StateError, StateStore, dumps
 
 
-@pytest.fixture(autouse=True)
-def _moto_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(persistence, "_moto_version", lambda: MOTO_VERSION)
+def opened(directory: Path) -> StateStore:
+    store = StateStore(directory)
+    store.open()
+    return store
 
 
-def _environ(method: str = "POST", target: str | None = None) -> dict[str, Any]:
-    environ: dict[str, Any] = {"REQUEST_METHOD": method}
-    if target:
-        environ["HTTP_X_AMZ_TARGET"] = target
-    return environ
+def test_rows_keep_the_latest_state_in_the_order_they_were_first_written(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    store.write([("t|a", {"v": 1}), ("t|b", {"v": 2})])
+    store.write([("t|a", {"v": 3}), ("other|x", "elsewhere")])
+    store.write([("t|c", {"v": 4}), ("t|b", None)])  # None: removed
+    assert list(store.rows("t|")) == [("t|a", {"v": 3}), ("t|c", {"v": 4})]
+    assert store.count() == 3
+    store.close()
+    again = StateStore(tmp_path)
+    assert again.open() is True  # a state from an earlier run
+    assert list(again.rows("t|")) == [("t|a", {"v": 3}), ("t|c", {"v": 4})]
 
 
-@pytest.mark.parametrize(
-    ("environ", "changes"),
-    [
-        (_environ("GET"), False),
-        (_environ("HEAD"), False),
-        (_environ("PUT"), True),  # S3 put_object
-        (_environ("DELETE"), True),
-        (_environ("POST"), True),  # an emulator's create, upload, cancel
-        (_environ("POST", "DynamoDB_20120810.Query"), False),
-        (_environ("POST", "DynamoDB_20120810.GetItem"), False),
-        (_environ("POST", "DynamoDB_20120810.TransactWriteItems"), True),
-        (_environ("POST", "DynamoDB_20120810.UpdateItem"), True),
-        (_environ("POST", "AmazonSQS.GetQueueAttributes"), False),
-        (_environ("POST", "AmazonSQS.ReceiveMessage"), True),  # receive counts and visibility change
-        (_environ("POST", "AmazonSQS.SendMessage"), True),
-    ],
-)
-def test_which_requests_change_state(environ: dict[str, Any], changes: bool) -> None:
-    assert changes_state(environ) is changes
+def test_a_new_store_is_not_a_restored_one_and_is_private(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "data")
+    assert store.open() is False
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+    assert store.path.stat().st_mode & 0o777 == 0o600
 
 
-def _app(seen: list[str], hold: threading.Event | None = None) -> Any:
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        seen.append(environ["REQUEST_METHOD"])
-        if hold is not None:
-            hold.wait(5)
-        return [b"ok"]
-
-    return app
-
-
-def test_the_gate_counts_changes_only() -> None:
-    gate = Gate(_app([]))
-    assert gate(_environ("GET"), None) == [b"ok"]
-    gate(_environ("POST", "DynamoDB_20120810.PutItem"), None)
-    gate(_environ("POST", "DynamoDB_20120810.Scan"), None)
-    assert gate.changes == 1
+def test_one_write_is_one_transaction(tmp_path: Path) -> None:
+    """A change that cannot be pickled aborts the whole write: nothing of it is kept."""
+    store = opened(tmp_path)
+    store.write([("t|a", 1)])
+    with pytest.raises((TypeError, pickle.PicklingError, AttributeError)):
+        store.write([("t|a", 2), ("t|b", lambda: None)])
+    assert list(store.rows("t|")) == [("t|a", 1)]
 
 
-def test_a_pause_waits_for_requests_in_progress_and_holds_new_ones() -> None:
-    seen: list[str] = []
-    release = threading.Event()
-    gate = Gate(_app(seen, release))
-    slow = threading.Thread(target=gate, args=(_environ("PUT"), None))
-    slow.start()
-    while not seen:
-        time.sleep(0.01)
-    paused = threading.Event()
+def _write_then_die(directory: str, ready: object) -> None:
+    store = StateStore(Path(directory))
+    store.open()
+    for n in range(200):
+        store.write([(f"t|{n}", n), ("t|count", n)])
+    ready.set()  # type: ignore[attr-defined]
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no exit handlers: as `kill -9`
 
-    def pause() -> None:
-        with gate.paused():
-            paused.set()
-            time.sleep(0.2)
-            seen.append("snapshot")
 
-    pauser = threading.Thread(target=pause)
-    pauser.start()
-    time.sleep(0.1)
-    assert not paused.is_set()  # the request in progress finishes first
-    release.set()
-    assert paused.wait(5)
-    late = threading.Thread(target=gate, args=(_environ("DELETE"), None))
-    late.start()  # arrives during the pause: runs after it
-    for thread in (slow, pauser, late):
-        thread.join(5)
-    assert seen == ["PUT", "snapshot", "DELETE"]
+def test_every_returned_write_survives_a_kill_of_the_process(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    child = context.Process(target=_write_then_die, args=(str(tmp_path), ready))
+    child.start()
+    child.join(60)
+    assert ready.is_set() and child.exitcode == -signal.SIGKILL
+    store = opened(tmp_path)
+    rows = dict(store.rows("t|"))
+    assert rows.pop("t|count") == 199
+    assert rows == {f"t|{n}": n for n in range(200)}
+
+
+def test_a_closed_store_refuses_writes_so_they_are_not_answered(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    store.close()
+    with pytest.raises(StateClosed):
+        store.write([("t|a", 1)])
+
+
+def test_close_waits_for_a_write_in_progress(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    events: list[str] = []
+    with store.lock:  # a change being made and written
+        closer = threading.Thread(target=lambda: (store.close(), events.append("closed")))
+        closer.start()
+        closer.join(0.2)
+        store.write([("t|a", 1)])
+        events.append("written")
+    closer.join(5)
+    assert events == ["written", "closed"]
+
+
+def test_a_state_from_other_versions_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    store.close()
+    with sqlite3.connect(tmp_path / persistence.STATE_FILE) as db:
+        db.execute("UPDATE meta SET value = '0.0.1' WHERE name = 'moto'")
+    with pytest.raises(StateError, match="moto 0.0.1 .* to start with a fresh state"):
+        StateStore(tmp_path).open()
+
+
+def test_a_file_that_is_not_a_state_is_refused(tmp_path: Path) -> None:
+    (tmp_path / persistence.STATE_FILE).write_bytes(b"not a database, " * 100)
+    with pytest.raises(StateError, match="cannot be read"):
+        StateStore(tmp_path).open()
+
+
+def test_a_snapshot_of_an_earlier_runtime_is_refused_not_ignored(tmp_path: Path) -> None:
+    (tmp_path / persistence.PICKLED_STATE_FILE).write_bytes(b"old")
+    with pytest.raises(StateError, match="earlier version"):
+        StateStore(tmp_path).open()
+    assert (tmp_path / persistence.PICKLED_STATE_FILE).read_bytes() == b"old"  # left for the user to decide
 
 
 class _WithLocks:
@@ -110,7 +126,7 @@ class _WithLocks:
 
 def test_locks_and_conditions_pickle_as_new_unlocked_ones() -> None:
     original = _WithLocks()
-    original.lock.acquire()  # held while the snapshot is taken
+    original.lock.acquire()  # held while the change is written
     with pytest.raises(TypeError):
         pickle.dumps(original)
     copy = pickle.loads(dumps(original))
@@ -121,82 +137,6 @@ def test_locks_and_conditions_pickle_as_new_unlocked_ones() -> None:
         copy.condition.notify_all()
 
 
-def _snapshot(**overrides: Any) -> Snapshot:
-    fields: dict[str, Any] = {
-        "format": persistence.FORMAT,
-        "moto_version": MOTO_VERSION,
-        "python_version": __import__("platform").python_version(),
-        "saved_at": 1.0,
-        "moto": {},
-        "ports": {"cloudinary": 1234},
-    }
-    return Snapshot(**{**fields, **overrides})
-
-
-def test_the_store_writes_atomically_and_reads_back(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "data")
-    assert store.load() is None  # nothing saved yet: a fresh state
-    store.save(dumps(_snapshot()))
-    store.save(dumps(_snapshot(saved_at=2.0)))
-    loaded = store.load()
-    assert loaded is not None and loaded.saved_at == 2.0 and loaded.ports == {"cloudinary": 1234}
-    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["state.pickle"]  # no temporary left
-    assert store.path.stat().st_mode & 0o777 == 0o600
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"garbage", "cannot be read"),
-        (pickle.dumps({"not": "a snapshot"}), "is not a state this runtime wrote"),
-        (dumps(_snapshot(moto_version="0.0.1")), "was written by moto 0.0.1"),
-        (dumps(_snapshot(format=99)), "is not a state this runtime wrote"),
-    ],
-)
-def test_a_state_this_runtime_cannot_load_is_refused(tmp_path: Path, data: bytes, message: str) -> None:
-    store = StateStore(tmp_path)
-    store.path.write_bytes(data)
-    with pytest.raises(StateError, match=message) as raised:
-        store.load()
-    assert "to start with a fresh state" in str(raised.value)
-
-
-def test_a_failed_write_keeps_the_previous_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = StateStore(tmp_path)
-    store.save(b"first")
-
-    def broken(fd: int) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(persistence.os, "fsync", broken)
-    with pytest.raises(OSError, match="disk full"):
-        store.save(b"second")
-    assert store.path.read_bytes() == b"first"
-    assert [path.name for path in tmp_path.iterdir()] == ["state.pickle"]
-
-
-def test_the_snapshotter_writes_only_after_changes_and_always_on_stop(tmp_path: Path) -> None:
-    gate = Gate(_app([]))
-    captured: list[int] = []
-
-    def capture() -> Snapshot:
-        captured.append(gate.changes)
-        return _snapshot(saved_at=float(len(captured)))
-
-    snapshots = Snapshotter(StateStore(tmp_path), {"moto": gate}, capture, interval=60)
-    assert snapshots.snapshot() is True  # the first one
-    assert snapshots.snapshot() is False  # nothing changed
-    gate(_environ("POST", "DynamoDB_20120810.Scan"), None)
-    assert snapshots.snapshot() is False  # a read changes nothing
-    gate(_environ("POST", "DynamoDB_20120810.PutItem"), None)
-    assert snapshots.snapshot() is True
-    snapshots.start()
-    snapshots.stop()  # the last one, forced
-    assert captured == [0, 1, 1]
-    loaded = StateStore(tmp_path).load()
-    assert loaded is not None and loaded.saved_at == 3.0
-
-
 def test_a_port_in_use_is_not_reused() -> None:
     import socket
 
@@ -205,62 +145,3 @@ def test_a_port_in_use_is_not_reused() -> None:
         taken.listen()
         assert persistence.port_is_free("127.0.0.1", taken.getsockname()[1]) is False
     assert persistence.port_is_free("127.0.0.1", 0) is False  # no saved port: the OS picks one
-
-
-class _FakeSqs:
-    """Answers ReceiveMessage like moto's JSON protocol: `{}` when empty, `{"Messages": [...]}` else."""
-
-    def __init__(self) -> None:
-        self.queue: list[str] = []
-        self.waits: list[Any] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        body = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
-        if environ["HTTP_X_AMZ_TARGET"].endswith("SendMessage"):
-            self.queue.append(body["MessageBody"])
-            answer = b'{"MessageId": "1"}'
-        else:
-            self.waits.append(body.get("WaitTimeSeconds"))
-            answer = json.dumps({"Messages": [{"Body": self.queue.pop(0)}]} if self.queue else {}).encode()
-        start_response("200 OK", [("Content-Length", str(len(answer)))])
-        return [answer]
-
-
-def _sqs_call(gate: Gate, action: str, body: dict[str, Any]) -> tuple[str, bytes]:
-    data = json.dumps(body).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "HTTP_X_AMZ_TARGET": f"AmazonSQS.{action}",
-        "CONTENT_LENGTH": str(len(data)),
-        "wsgi.input": io.BytesIO(data),
-    }
-    status: list[str] = []
-    out = b"".join(gate(environ, lambda s, h, e=None: status.append(s)))
-    return status[0], out
-
-
-def test_a_long_poll_is_served_as_short_polls_so_a_pause_does_not_wait_for_it() -> None:
-    sqs = _FakeSqs()
-    gate = Gate(sqs)
-    results: list[tuple[str, bytes]] = []
-    poll = threading.Thread(target=lambda: results.append(_sqs_call(gate, "ReceiveMessage", {"WaitTimeSeconds": 2})))
-    started = time.monotonic()
-    poll.start()
-    time.sleep(0.2)
-    with gate.paused():
-        paused_after = time.monotonic() - started
-    assert paused_after < 0.6  # not the 2 s of the long poll
-    _sqs_call(gate, "SendMessage", {"MessageBody": "hello"})
-    poll.join(5)
-    assert time.monotonic() - started < 1.0  # woken by the send, not at the end of the wait
-    assert results == [("200 OK", b'{"Messages": [{"Body": "hello"}]}')]
-    assert set(sqs.waits) == {0}  # moto only ever sees short polls
-    assert gate.changes == 2  # the send and the receive that got a message
-
-
-def test_an_empty_long_poll_ends_at_its_wait_and_changes_nothing() -> None:
-    gate = Gate(_FakeSqs())
-    started = time.monotonic()
-    assert _sqs_call(gate, "ReceiveMessage", {"WaitTimeSeconds": 1}) == ("200 OK", b"{}")
-    assert 0.9 < time.monotonic() - started < 2.0
-    assert gate.changes == 0

@@ -134,6 +134,66 @@ def test_ssrf_table_refused_without_private_targets(url: str) -> None:
         rules.resolve_target(url, allow_private=False, resolve=resolver(table))
 
 
+# Every IPv6 form that carries an IPv4 address, each around a loopback, link-local (the metadata
+# service), private and shared-space address: the embedded address decides.
+IPV6_EMBEDDING_IPV4 = [
+    pytest.param("2002:7f00:1::", id="6to4-loopback"),
+    pytest.param("2002:a9fe:a9fe::", id="6to4-metadata"),
+    pytest.param("2002:0a00:0001::1", id="6to4-private"),
+    pytest.param("2002:c0a8:0101:1::", id="6to4-private-subnet"),
+    pytest.param("2002:6440:1::", id="6to4-shared-space"),
+    # Teredo: server 65.54.227.120, client address XOR-ed with ones (RFC 4380's example, client 192.0.2.45)
+    pytest.param("2001:0:4136:e378:8000:63bf:3fff:fdd2", id="teredo-documentation"),
+    pytest.param("2001:0:4136:e378:8000:63bf:80ff:fffe", id="teredo-loopback"),  # ~7f00:0001 = 80ff:fffe
+    pytest.param("2001:0:4136:e378:8000:63bf:5601:5601", id="teredo-metadata"),  # ~a9fe:a9fe
+    pytest.param("64:ff9b::7f00:1", id="nat64-loopback"),
+    pytest.param("64:ff9b::a9fe:a9fe", id="nat64-metadata"),
+    pytest.param("64:ff9b::a00:1", id="nat64-private"),
+    pytest.param("64:ff9b:1::a00:1", id="nat64-local-use-96"),
+    pytest.param("64:ff9b:1:0:a:0:100::", id="nat64-local-use-64"),
+    pytest.param("64:ff9b:1:0:7f:0:100::", id="nat64-local-use-64-loopback"),
+    pytest.param("::ffff:127.0.0.1", id="mapped-loopback"),
+    pytest.param("::ffff:169.254.169.254", id="mapped-metadata"),
+    pytest.param("::ffff:a00:1", id="mapped-private-hex"),
+    pytest.param("::127.0.0.1", id="compatible-loopback"),
+    pytest.param("::169.254.169.254", id="compatible-metadata"),
+    pytest.param("::10.0.0.1", id="compatible-private"),
+]
+
+
+@pytest.mark.parametrize("address", IPV6_EMBEDDING_IPV4)
+def test_ipv6_addresses_that_carry_a_refused_ipv4_address_are_refused(address: str) -> None:
+    reason = rules.address_refused(address)
+    assert reason is not None and "carries" in reason
+    with pytest.raises(rules.TargetRefused):
+        rules.resolve_target(f"https://[{address}]/h", allow_private=False, resolve=resolver({}))
+    with pytest.raises(rules.TargetRefused):  # a name whose AAAA record is such an address
+        rules.resolve_target("https://six.example/h", allow_private=False, resolve=resolver({"six.example": [address]}))
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("2002:7f00:1::", "127.0.0.1"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+        ("64:ff9b:1:0:a:0:100::", "10.0.0.1"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("::10.0.0.1", "10.0.0.1"),
+    ],
+)
+def test_the_embedded_ipv4_address_is_decoded(address: str, carried: str) -> None:
+    import ipaddress
+
+    decoded = [inner for _form, inner in rules.embedded_ipv4(ipaddress.IPv6Address(address))]
+    assert ipaddress.IPv4Address(carried) in decoded
+
+
+@pytest.mark.parametrize("address", ["::ffff:8.8.8.8", "2606:4700:4700::1111"])
+def test_ipv6_addresses_of_public_hosts_are_accepted(address: str) -> None:
+    assert rules.address_refused(address) is None
+
+
 def test_public_https_is_accepted_and_the_checked_address_is_the_one_connected_to() -> None:
     found = rules.resolve_target(
         "https://hooks.example/h", allow_private=False, resolve=resolver({"hooks.example": ["93.184.216.34"]})
@@ -363,3 +423,19 @@ def test_the_email_carries_counts_refund_and_a_link(monkeypatch) -> None:
     assert "succeeded: 1; failed: 1" in text and "refunded: 0.5" in text
     assert "https://api.example/v1/batch/status/batch_1" in text
     reset_caches()
+
+
+def test_a_name_that_does_not_resolve_is_accepted_at_registration_and_refused_at_delivery() -> None:
+    """The OpenAPI document's own example (`https://example.com/...`) registers where DNS does not answer;
+    each delivery resolves again and calls nothing it cannot check."""
+
+    def no_dns(host: str, port: int) -> list[str]:
+        raise OSError("no DNS here")
+
+    rules.check_registration("https://example.com/hooks/batchgen", allow_private=False, resolve=no_dns)
+    with pytest.raises(rules.TargetUnresolved):
+        rules.resolve_target("https://example.com/hooks/batchgen", allow_private=False, resolve=no_dns)
+    with pytest.raises(rules.TargetRefused):  # what does resolve is still checked at registration
+        rules.check_registration("https://[2002:7f00:1::]/h", allow_private=False, resolve=no_dns)
+    with pytest.raises(rules.TargetRefused):
+        rules.check_registration("http://example.com/h", allow_private=False, resolve=no_dns)

@@ -71,8 +71,13 @@ def test_schedule_at_bounds() -> None:
         with pytest.raises(InvalidInput) as raised:
             schedule.check_schedule_at(bad, now, **bounds)
         assert raised.value.details[0]["loc"] == ["body", "scheduleAt"]
-    with pytest.raises(InvalidInput):  # not UTC
-        schedule.check_schedule_at(datetime(2026, 11, 30, 14, tzinfo=UTC).astimezone(_plus_two()), now, **bounds)
+    # Any offset is the same moment, answered in UTC
+    in_two_hours = datetime(2026, 11, 30, 14, tzinfo=UTC)
+    checked = schedule.check_schedule_at(in_two_hours.astimezone(_plus_two()), now, **bounds)
+    assert checked == in_two_hours and checked.utcoffset() == timedelta(0)
+    with pytest.raises(InvalidInput) as naive:  # no offset: which moment is it?
+        schedule.check_schedule_at(datetime(2026, 11, 30, 14), now, **bounds)
+    assert "offset" in naive.value.message
 
 
 def _plus_two():

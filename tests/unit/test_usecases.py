@@ -16,7 +16,7 @@ from batchgen import constants
 from batchgen.config import get_catalog, reset_caches
 from batchgen.domain import batch_moves, ids, jobs, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
-from batchgen.domain.errors import OutcomeUnknown, TransientError
+from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JOB_SUCCEEDED
 from batchgen.domain.gemini_requests import Answer, job_display_name
 from batchgen.domain.outcomes import ItemSuccess
@@ -96,15 +96,55 @@ def test_after_an_expired_lease_the_job_is_found_by_name_instead_of_created_agai
 
 def test_a_refused_create_releases_the_lease_and_an_unknown_outcome_keeps_it(services):
     batch_id = new_batch(services)
-    services.gemini.fail_create = TransientError("429")
+    services.gemini.fail_create = TransientError("429", retry_after_seconds=15)
     with pytest.raises(TransientError):
         submit.submit_batch(services, batch_id)
     assert job_of(services.store, batch_id).submitStartedAt is None
-    assert services.gemini.deleted_files  # the uploaded input does not leak
+    uploaded = job_of(services.store, batch_id).geminiInputFile
+    assert uploaded and not services.gemini.deleted_files  # kept for the retry, recorded for clean-up
     services.gemini.fail_create = OutcomeUnknown("timeout")
     with pytest.raises(OutcomeUnknown):
         submit.submit_batch(services, batch_id)
     assert job_of(services.store, batch_id).submitStartedAt is not None  # the next attempt reconciles
+    assert list(services.gemini.files) == [uploaded]  # the same file, not uploaded again
+
+
+def test_retries_of_a_refused_create_reuse_the_uploaded_file_until_one_succeeds(services):
+    batch_id = new_batch(services)
+    services.gemini.fail_create = TransientError("429 rate limit", retry_after_seconds=15)
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            submit.submit_batch(services, batch_id)
+    services.gemini.fail_create = None
+    submitted(services, batch_id)
+    (uploaded,) = services.gemini.files  # one upload for four creates
+    assert job_of(services.store, batch_id).geminiInputFile == uploaded and not services.gemini.deleted_files
+
+
+def test_an_expired_upload_is_replaced_by_a_fresh_one_on_the_retry(services):
+    batch_id = new_batch(services)
+    services.gemini.fail_create = TransientError("503")
+    with pytest.raises(TransientError):
+        submit.submit_batch(services, batch_id)
+    (first,) = services.gemini.files
+    services.gemini.files[first + "-gone"] = services.gemini.files.pop(first)  # Gemini no longer has it
+    services.gemini.fail_create = None
+    submitted(services, batch_id)
+    assert services.gemini.deleted_files == [first]
+    assert job_of(services.store, batch_id).geminiInputFile not in (None, first)
+
+
+def test_a_final_refusal_fails_the_batch_at_once_refunds_it_and_deletes_the_upload(services):
+    batch_id = new_batch(services, count=3)
+    reason = "Gemini batch create failed (429 RESOURCE_EXHAUSTED): Your prepayment credits are depleted"
+    services.gemini.fail_create = PermanentError(reason)
+    assert submit.submit_batch(services, batch_id).status == "failed"
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.FAILED and batch.failureReason == reason
+    assert batch.refundedCredits == batch.creditCost
+    assert services.gemini.deleted_files == list(services.gemini.files)  # the one upload, removed
+    assert submit.submit_batch(services, batch_id).status == "skipped"  # a redelivery does nothing more
+    assert len(services.gemini.files) == 1
 
 
 def test_over_the_job_cap_a_batch_waits_its_turn(services, monkeypatch):
@@ -124,10 +164,11 @@ def test_over_the_job_cap_a_batch_waits_its_turn(services, monkeypatch):
 # --- poll: redrive, expiry, collect once ----------------------------------------------------------
 def test_a_stuck_pending_batch_is_redriven_once_by_overlapping_ticks(services):
     batch_id = new_batch(services)
-    stale = ago(3600)
+    stale = ago(3600)  # its submit message (recorded then) was lost long ago
     services.store.batches[batch_id] = services.store.batches[batch_id].model_copy(
         update={"createdAt": stale, "updatedAt": stale}
     )
+    set_job(services.store, batch_id, submitQueuedAt=stale)
     snapshot = services.store.batches[batch_id]
     assert poll.poll_batch(services, snapshot) == ("redriven", None)
     assert poll.poll_batch(services, snapshot)[0] == "idle"  # the second tick read the same old record
@@ -182,20 +223,28 @@ def test_unknown_repeated_and_missing_answers(services):
     assert report.failed == 2 and batch.refundedCredits == 2 * batch.unitPrice
 
 
-def test_keyless_answers_go_by_position_only_when_none_has_a_key_and_the_counts_match():
+def test_keyless_answers_never_go_by_position_except_in_a_job_of_one_request():
     items = [type("Item", (), {"itemId": f"k{i}"})() for i in range(2)]
     first, second = Answer(text="1"), Answer(text="2")
-    assert [
-        (i.itemId if i else None, a.text) for i, a in collect.match_answers([(None, first), (None, second)], items)
-    ] == [
-        ("k0", "1"),
-        ("k1", "2"),
-    ]
-    assert [(i.itemId if i else None, a.text) for i, a in collect.match_answers([(None, first)], items)] == [
-        (None, "1")
-    ]
+    both = collect.match_answers([(None, first), (None, second)], items)
+    assert [(i.itemId if i else None, a.text) for i, a in both] == [(None, "1"), (None, "2")]
     mixed = collect.match_answers([("k1", second), (None, first)], items)
     assert [(i.itemId if i else None, a.text) for i, a in mixed] == [("k1", "2"), (None, "1")]
+    alone = collect.match_answers([(None, first)], items[:1])
+    assert [(i.itemId if i else None, a.text) for i, a in alone] == [("k0", "1")]
+
+
+def test_items_whose_answers_came_without_keys_fail_with_the_reason_and_are_refunded(services):
+    batch_id = new_batch(services, count=3)
+    job = submitted(services, batch_id)
+    keys = [item.itemId for item in services.store.items[batch_id]]
+    services.gemini.finish(job, [(None, text_line("c")), (keys[0], text_line("a")), (None, text_line("b"))])
+    report = collect.collect_batch(services, batch_id)
+    items = services.store.items[batch_id]
+    assert items[0].text == "a" and [item.text for item in items[1:]] == [None, None]
+    assert [item.error for item in items[1:]] == [collect.KEYLESS_ANSWERS] * 2
+    batch = services.store.batches[batch_id]
+    assert report.failed == 2 and batch.refundedCredits == 2 * batch.unitPrice
 
 
 def test_a_transient_error_is_retried_in_one_follow_up_round_then_refunded(services):
@@ -356,3 +405,19 @@ def test_a_failed_image_put_removes_the_others_and_charges_nothing() -> None:
         create.create_batch(services, Principal("u"), draft)
     assert len(calls) == 6 and failing.objects == {} and services.store.batches == {}
     assert services.store.balances["u"] == Decimal(1000)
+
+
+def test_per_job_webhooks_ask_each_job_to_announce_its_end_to_the_route(services, monkeypatch):
+    monkeypatch.setenv("GEMINI_WEBHOOK_URL", "https://api.example.com/v1/webhooks/gemini")
+    reset_caches()
+    first = new_batch(services)
+    submitted(services, first)  # no key set to verify such deliveries: none is asked for
+    monkeypatch.setenv("GEMINI_WEBHOOK_JWKS_URL", "https://generativelanguage.googleapis.com/.well-known/jwks.json")
+    reset_caches()
+    second = new_batch(services)
+    submitted(services, second)
+    assert services.gemini.webhooks == [
+        None,
+        {"uris": ["https://api.example.com/v1/webhooks/gemini"], "user_metadata": {"batch_id": second, "chunk": 0}},
+    ]
+    reset_caches()

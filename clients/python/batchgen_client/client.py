@@ -9,10 +9,12 @@ is charged once.
 from __future__ import annotations
 
 import base64
+import json
 import mimetypes
 import os
 import random
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -38,10 +40,13 @@ from batchgen.models.api import (
     CreditsResponse,
     HistoryEntry,
     ItemView,
+    ResultsManifest,
+    RetryBatchResponse,
 )
 from batchgen_client.errors import (
     ApiError,
     ConfigurationError,
+    Conflict,
     NotFound,
     TransportError,
     Unsupported,
@@ -83,7 +88,8 @@ class DownloadReport:
 
 @dataclass(frozen=True)
 class Upload:
-    """`POST /batch/uploads`: where to PUT one JSONL file."""
+    """`POST /batch/uploads`: where and how to send one JSONL file. `fields` is present when the
+    service hands out a form POST (its policy fields go before the file); otherwise the file is the body."""
 
     uploadId: str
     uploadUrl: str
@@ -91,6 +97,14 @@ class Upload:
     headers: dict[str, str]
     expiresAt: str
     maxBytes: int
+    fields: dict[str, str] | None = None
+
+    @classmethod
+    def of(cls, ticket: dict[str, Any]) -> Upload:
+        known = {name: ticket[name] for name in cls.__dataclass_fields__ if name in ticket}
+        known.setdefault("headers", {})
+        known.setdefault("method", "PUT")
+        return cls(**known)
 
 
 def image_data_url(path: Path) -> str:
@@ -119,7 +133,7 @@ class Client:
         if not token:
             raise ConfigurationError(f"No token: pass token= or set {ENV_TOKEN}.")
         self.base_url = url.rstrip("/")
-        self.retry = retry or RetryPolicy()
+        self.retry_policy = retry or RetryPolicy()
         self._sleep = sleep
         self._http = httpx.Client(
             base_url=self.base_url + "/",
@@ -148,13 +162,13 @@ class Client:
             try:
                 response = self._http.request(method, path.lstrip("/"), **kwargs)
             except httpx.TransportError as exc:
-                if attempt + 1 >= self.retry.attempts:
+                if attempt + 1 >= self.retry_policy.attempts:
                     raise TransportError(f"Could not reach {self.base_url}: {exc}") from exc
-                self._sleep(self.retry.delay(attempt))
+                self._sleep(self.retry_policy.delay(attempt))
                 attempt += 1
                 continue
-            if response.status_code in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
-                self._sleep(self.retry.delay(attempt, response.headers.get("Retry-After")))
+            if response.status_code in RETRY_STATUSES and attempt + 1 < self.retry_policy.attempts:
+                self._sleep(self.retry_policy.delay(attempt, response.headers.get("Retry-After")))
                 attempt += 1
                 continue
             if response.status_code >= 400:
@@ -220,30 +234,69 @@ class Client:
 
     def upload_file(self, path: str | Path) -> str:
         """Uploads a JSONL file of requests (one `{id?, prompt?, imageBase64?}` per line) for a bulk
-        batch: `POST /batch/uploads`, then PUT to the presigned URL. Returns the `uploadId`."""
+        batch: `POST /batch/uploads`, then sends the file where the answer says. Returns the `uploadId`."""
         source = Path(path)
         try:
-            ticket = self._send("POST", "/batch/uploads").json()
+            upload = Upload.of(self._send("POST", "/batch/uploads").json())
         except ApiError as exc:
             if exc.status_code not in (404, 405):
                 raise
             raise Unsupported(
                 exc.status_code,
                 exc.error,
-                f"This service does not take bulk (file) batches yet: POST /batch/uploads answered "
+                f"This service does not take bulk (file) batches: POST /batch/uploads answered "
                 f"{exc.status_code} ({exc.message}). Send at most MAX_BATCH_REQUESTS requests inline instead.",
                 exc.details,
                 exc.body,
             ) from exc
-        upload = Upload(**{name: ticket[name] for name in Upload.__dataclass_fields__})
         size = source.stat().st_size
         if size > upload.maxBytes:
             raise ConfigurationError(f"{source} is {size} bytes; the service takes at most {upload.maxBytes}.")
-        with source.open("rb") as handle:
-            put = self._files.request(upload.method, upload.uploadUrl, content=handle, headers=upload.headers)
-        if put.status_code >= 400:
-            raise ApiError(put.status_code, "Upload failed", put.text[:300] or "The upload was refused.", None, {})
+        self._send_file(upload, source)
         return upload.uploadId
+
+    def _send_file(self, upload: Upload, source: Path) -> None:
+        """The one place that speaks the upload protocol: a form POST when `fields` come with the URL
+        (a size-bound S3 POST policy), else the file as the body of `method` with `headers`."""
+        with source.open("rb") as handle:
+            if upload.fields is not None:
+                answer = self._files.request(
+                    upload.method or "POST",
+                    upload.uploadUrl,
+                    data=upload.fields,
+                    files={"file": (source.name, handle, "application/jsonl")},
+                    headers=upload.headers,
+                )
+            else:
+                headers = {"Content-Length": str(source.stat().st_size), **upload.headers}
+                answer = self._files.request(upload.method, upload.uploadUrl, content=handle, headers=headers)
+        if answer.status_code >= 400:
+            raise ApiError(
+                answer.status_code, "Upload failed", answer.text[:300] or "The upload was refused.", None, {}
+            )
+
+    def create_many(
+        self,
+        type: str,  # the API's field name
+        requests: Iterable[BatchRequestItem | dict[str, Any] | str],
+        *,
+        max_inline: int | None = None,
+        **options: Any,
+    ) -> CreateBatchResponse:
+        """Any number of requests: inline up to `maxBatchRequests` (from `GET /catalog` unless given),
+        else written to a JSONL file and sent as a bulk batch (`create_from_file`)."""
+        items = [
+            BatchRequestItem(prompt=r) if isinstance(r, str) else BatchRequestItem.model_validate(r) for r in requests
+        ]
+        limit = self.catalog().maxBatchRequests if max_inline is None else max_inline
+        if len(items) <= limit:
+            return self.create(type, items, **options)
+        with tempfile.TemporaryDirectory(prefix="batchgen-") as folder:
+            path = Path(folder) / "requests.jsonl"
+            with path.open("w", encoding="utf-8") as handle:
+                for entry in items:
+                    handle.write(entry.model_dump_json(exclude_none=True) + "\n")
+            return self.create_from_file(type, path, **options)
 
     def create_from_file(
         self,
@@ -304,13 +357,39 @@ class Client:
                 raise WaitTimeout(f"Batch {batch_id} is still {current.status} after {timeout:g} s.")
             self._sleep(interval)
 
-    def results(self, batch_id: str) -> list[ItemView]:
-        """Every item in request order with its `imageUrl`/`text` or `error`.
+    def items(self, batch_id: str, *, status: str | None = None, page_size: int = 1000) -> Iterator[ItemView]:
+        """Every item in request order (or only those in `status`), a page of `GET /batch/{id}/items` at a time."""
+        params = {"limit": page_size, "status": status}
+        return self._pages(f"/batch/{_segment(batch_id)}/items", ItemView, params, None)
 
-        Read from `GET /batch/status/{id}` (its `items`); the presigned JSONL manifest of
-        `GET /batch/{id}/results` is for batches too big to list there.
-        """
-        return list(self.status(batch_id).items)
+    def manifest(self, batch_id: str, *, wait: float = 120.0) -> ResultsManifest:
+        """`GET /batch/{id}/results`: a link to the ended batch's JSONL manifest. Just after the end the
+        service may still be writing it (409 with `Retry-After`): asked again for up to `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._get(f"/batch/{_segment(batch_id)}/results", ResultsManifest)
+            except Conflict as exc:
+                retry_after = exc.headers.get("retry-after")
+                if retry_after is None or time.monotonic() >= deadline:
+                    raise
+                self._sleep(min(float(retry_after), max(deadline - time.monotonic(), 0.1)))
+
+    def manifest_lines(self, batch_id: str) -> Iterator[bytes]:
+        """The manifest's JSONL lines as they stream in (never the whole file in memory)."""
+        link = self.manifest(batch_id)
+        with self._files.stream("GET", link.url) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.strip():
+                    yield line.encode()
+
+    def results(self, batch_id: str) -> Iterator[ItemView]:
+        """Every item in request order with its `imageUrl`/`text` or `error`, however many there are: an
+        ended batch's results manifest, streamed; a running batch's items, a page at a time."""
+        if is_finished(self.status(batch_id)):
+            return (ItemView.model_validate(json.loads(line)) for line in self.manifest_lines(batch_id))
+        return self.items(batch_id)
 
     def download(self, batch_id: str, directory: str | Path, *, concurrency: int = 4) -> DownloadReport:
         """Saves every successful item (images as files, texts as `.txt`) into `directory`, several at
@@ -351,10 +430,10 @@ class Client:
             partial.write_text(item.text or "", encoding="utf-8")
         else:
             url = item.imageUrl if urlparse(item.imageUrl).scheme else f"{self.base_url}/{item.imageUrl.lstrip('/')}"
-            for attempt in range(self.retry.attempts):
+            for attempt in range(self.retry_policy.attempts):
                 with self._files.stream("GET", url) as response:
-                    if response.status_code in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
-                        self._sleep(self.retry.delay(attempt))
+                    if response.status_code in RETRY_STATUSES and attempt + 1 < self.retry_policy.attempts:
+                        self._sleep(self.retry_policy.delay(attempt))
                         continue
                     response.raise_for_status()
                     with partial.open("wb") as handle:
@@ -367,6 +446,15 @@ class Client:
         """Refunds every item not yet succeeded; `Conflict` (409) when the batch has already ended."""
         response = self._send("POST", f"/batch/{_segment(batch_id)}/cancel")
         return BatchStatusResponse.model_validate_json(response.content)
+
+    def retry(self, batch_id: str, *, idempotency_key: str | None = None) -> RetryBatchResponse:
+        """`POST /batch/{id}/retry`: a new batch of an ended batch's unsuccessful items (charged as a create)."""
+        response = self._send(
+            "POST",
+            f"/batch/{_segment(batch_id)}/retry",
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
+        )
+        return RetryBatchResponse.model_construct(**response.json())  # count and cost are null while copying
 
     def delete(self, batch_id: str, *, purge_images: bool = False) -> None:
         self._send("DELETE", f"/batch/{_segment(batch_id)}", params={"purgeImages": "true"} if purge_images else None)

@@ -28,13 +28,22 @@ class WaitTimeout(BatchgenError):
 class ApiError(BatchgenError):
     """An HTTP error answer. `error`, `message` and `details` are the API's own words."""
 
-    def __init__(self, status_code: int, error: str, message: str, details: list[Any] | None, body: Any) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        message: str,
+        details: list[Any] | None,
+        body: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{status_code} {error}: {message}")
         self.status_code = status_code
         self.error = error
         self.message = message
         self.details = details or []
         self.body = body
+        self.headers = headers or {}  # e.g. Retry-After
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:
@@ -50,7 +59,7 @@ class ApiError(BatchgenError):
         kind = ERRORS_BY_STATUS.get(response.status_code)
         if kind is None:
             kind = ServerError if response.status_code >= 500 else ApiError
-        return kind(response.status_code, error, message, details, body)
+        return kind(response.status_code, error, message, details, body, dict(response.headers))
 
 
 class InvalidRequest(ApiError):

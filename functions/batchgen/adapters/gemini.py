@@ -15,8 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
+from batchgen.domain.gemini_errors import Remedy, classify
 
 # The domain's types, re-exported for callers of this adapter.
 from batchgen.domain.gemini_jobs import JobNotFound as JobNotFound
@@ -24,7 +26,6 @@ from batchgen.domain.gemini_jobs import JobView as JobView
 from batchgen.domain.gemini_jobs import ModelRetired as ModelRetired
 from batchgen.secret_values import gemini_api_key
 
-NOT_PROCESSED_CODES = frozenset({429, 503})  # Gemini refused the call: nothing happened
 HTTP_TIMEOUT_MS = 60_000
 
 
@@ -38,13 +39,57 @@ def _client() -> Any:
     global _cached_client
     with _client_lock:
         if _cached_client is None:
-            from google import genai
-            from google.genai import types
-
-            settings = get_settings()
-            options = types.HttpOptions(timeout=HTTP_TIMEOUT_MS, base_url=settings.gemini_base_url or None)
-            _cached_client = genai.Client(api_key=gemini_api_key(), http_options=options)
+            _cached_client = sdk_client(gemini_api_key(), get_settings().gemini_base_url or None)
         return _cached_client
+
+
+def sdk_client(api_key: str, base_url: str | None, *, transport: Any = None) -> Any:
+    """A google-genai client as the service uses it: the API version named explicitly (the SDK's own
+    default has changed between majors), and behind `base_url` (a proxy, the emulator) the upload
+    session URLs Gemini hands out rewritten to it, so upload chunks never go around it.
+    `transport` (an httpx transport) lets the contract tests record every request the SDK sends."""
+    from google import genai
+    from google.genai import types
+
+    client_args: dict[str, Any] = {}
+    if base_url:
+        client_args["event_hooks"] = {"response": [_upload_urls_behind(base_url)]}
+    if transport is not None:
+        client_args["transport"] = transport
+    options = types.HttpOptions(
+        timeout=HTTP_TIMEOUT_MS,
+        base_url=base_url,
+        api_version=constants.GEMINI_API_VERSION,
+        client_args=client_args or None,
+    )
+    return genai.Client(api_key=api_key, http_options=options)
+
+
+# Response headers naming where the rest of a resumable upload goes: the SDK posts the file's chunks to
+# `x-goog-upload-url` as given, and google-genai 3.6 rewrites its host only when the upload call itself
+# carries a base URL (files.upload builds its own options without one), never a proxy's path prefix.
+UPLOAD_URL_HEADERS = ("x-goog-upload-url", "x-goog-upload-control-url")
+
+
+def upload_url_behind(base_url: str, upload_url: str) -> str:
+    """`upload_url` (Gemini's, e.g. https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=…)
+    sent through `base_url` instead: its scheme, host and path prefix, then the upload's path and query."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    base, upload = urlsplit(base_url), urlsplit(upload_url)
+    prefix = base.path.rstrip("/")
+    if upload.scheme == base.scheme and upload.netloc == base.netloc and upload.path.startswith(prefix + "/"):
+        return upload_url  # already behind it (the emulator, or a proxy that rewrites it itself)
+    return urlunsplit((base.scheme, base.netloc, prefix + upload.path, upload.query, upload.fragment))
+
+
+def _upload_urls_behind(base_url: str) -> Any:
+    def rewrite(response: Any) -> None:
+        for header in UPLOAD_URL_HEADERS:
+            if header in response.headers:
+                response.headers[header] = upload_url_behind(base_url, response.headers[header])
+
+    return rewrite
 
 
 def reset_client() -> None:
@@ -70,20 +115,24 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 @contextlib.contextmanager
 def translated_errors(action: str) -> Iterator[None]:
-    """SDK and transport errors become TransientError (retry) or PermanentError (give up)."""
+    """SDK and transport errors become what can help (`domain.gemini_errors.classify`): TransientError
+    (refused: retry, after Gemini's RetryInfo delay), OutcomeUnknown (look, then retry), JobNotFound, or
+    PermanentError (billing, permission, an invalid request: retrying cannot help)."""
     from google.genai import errors
 
     try:
         yield
     except errors.APIError as exc:
-        code = int(getattr(exc, "code", 0) or 0)
-        message = f"Gemini {action} failed ({code} {getattr(exc, 'status', '')}): {getattr(exc, 'message', exc)}"
-        if code == 404:
+        response = getattr(exc, "response", None)
+        header = response.headers.get("retry-after") if response is not None and response.headers else None
+        failure = classify(int(getattr(exc, "code", 0) or 0), getattr(exc, "details", None), header)
+        message = failure.describe(action)
+        if failure.remedy is Remedy.NOT_FOUND:
             raise JobNotFound(message) from exc
-        if code in NOT_PROCESSED_CODES:
-            raise TransientError(message) from exc
-        if code == 408 or code >= 500:
-            raise OutcomeUnknown(message) from exc
+        if failure.remedy is Remedy.RETRY:
+            raise TransientError(message, failure.retry_after_seconds) from exc
+        if failure.remedy is Remedy.RECONCILE:
+            raise OutcomeUnknown(message, failure.retry_after_seconds) from exc
         raise PermanentError(message) from exc
     except _transport_errors() as exc:
         raise OutcomeUnknown(f"Gemini {action} failed: {exc.__class__.__name__}") from exc
@@ -220,15 +269,21 @@ def upload_jsonl(path: Path, display_name: str) -> str:
     return uploaded.name
 
 
-def create_job(model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
+def create_job(
+    model: str, source: str | list[dict[str, Any]], display_name: str, webhook: dict[str, Any] | None = None
+) -> JobView:
+    """`webhook`: the job's `webhook_config` (`uris`, `user_metadata`), when per-job webhooks are on."""
+    config: dict[str, Any] = {"display_name": display_name}
+    if webhook:
+        config["webhook_config"] = webhook
     try:
         with translated_errors("batch create"):
-            job = _client().batches.create(model=model, src=source, config={"display_name": display_name})
+            job = _client().batches.create(model=model, src=source, config=config)
     except JobNotFound as exc:
         # On create a 404 names the model: retired models keep their id but their endpoint is gone.
         raise ModelRetired(
             f"Gemini model retired: '{model}' is shut down or unknown (404 on batch create); "
-            "choose a current model (see GET /openapi.json or the README's model list). " + str(exc)
+            "choose a current model (GET /catalog lists them). " + str(exc)
         ) from exc
     return _view(job)
 
@@ -282,6 +337,16 @@ def cancel_job(name: str) -> None:
 def delete_job(name: str) -> None:
     with _already_gone_is_fine("batch delete"):
         _client().batches.delete(name=name)
+
+
+def file_is_ready(name: str) -> bool:
+    """An uploaded file Gemini still holds, ready for a job to read (files expire after 48 h)."""
+    try:
+        with translated_errors("file get"):
+            state = _client().files.get(name=name).state
+    except JobNotFound:
+        return False
+    return str(getattr(state, "value", state)) == "ACTIVE"
 
 
 def delete_file(name: str | None) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
-from batchgen.adapters.aws import client, presign_client
+from batchgen.adapters.aws import client, url_signer
 from batchgen.config import get_settings
 
 # The domain's key layout, re-exported for callers of this adapter.
 from batchgen.domain.ids import input_key as input_key
 from batchgen.domain.ids import staging_key as staging_key
+from batchgen.domain.ids import utc_now
+from batchgen.domain.links import PresignedPost, PresignedUrl, url_lifetime
 
 
 def put_object(key: str, data: bytes, content_type: str) -> None:
@@ -33,21 +36,36 @@ def delete_objects(keys: list[str]) -> None:
             )
 
 
-def presign_put(key: str, expires_in: int) -> str:
-    """A URL anyone holding it may PUT one object to (no Content-Type signed: plain `curl -T` works)."""
-    return str(
-        presign_client().generate_presigned_url(
-            "put_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
-        )
+def presign_post(key: str, max_bytes: int, expires_in: int) -> PresignedPost:
+    """A presigned POST: anyone holding it may upload one object of at most `max_bytes` bytes under
+    `key`; S3 itself refuses a bigger file (the policy's content-length-range). Its lifetime is capped
+    like a presigned URL's (`url_lifetime`)."""
+    now = utc_now()
+    signer, credentials_expire_at = url_signer(now)
+    lifetime = url_lifetime(expires_in, credentials_expire_at, now)
+    post = signer.generate_presigned_post(
+        get_settings().bucket_name,
+        key,
+        Conditions=[["content-length-range", 0, max_bytes]],
+        ExpiresIn=lifetime,
     )
+    fields = {str(name): str(value) for name, value in post["fields"].items()}
+    return PresignedPost(str(post["url"]), fields, now + timedelta(seconds=lifetime))
 
 
-def presign_get(key: str, expires_in: int) -> str:
-    return str(
-        presign_client().generate_presigned_url(
-            "get_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=expires_in
-        )
+def presign_get(key: str, expires_in: int) -> PresignedUrl:
+    return _presign("get_object", key, expires_in)
+
+
+def _presign(operation: str, key: str, expires_in: int) -> PresignedUrl:
+    """At most `expires_in` seconds, and never past its signer's credentials (`url_lifetime`)."""
+    now = utc_now()
+    signer, credentials_expire_at = url_signer(now)
+    lifetime = url_lifetime(expires_in, credentials_expire_at, now)
+    url = signer.generate_presigned_url(
+        operation, Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=lifetime
     )
+    return PresignedUrl(str(url), now + timedelta(seconds=lifetime))
 
 
 def object_size(key: str) -> int | None:

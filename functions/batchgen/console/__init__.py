@@ -6,6 +6,7 @@ no second bucket or distribution, and the link the local runtime prints works un
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,11 +17,19 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-# Same-origin scripts and API calls only; images come from the CDN (Cloudinary, or its local emulator).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob: http: https:; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
-)
+# Same-origin scripts and API calls only; images come from the CDN (Cloudinary, or its local emulator);
+# the bulk page sends its file to the presigned S3 URL POST /batch/uploads hands out.
+S3_ORIGINS = "https://*.amazonaws.com"
+
+
+def content_security_policy() -> str:
+    # boto3 presigns against AWS_ENDPOINT_URL(_S3) when set (the local runtime's S3), so that origin too.
+    local_s3 = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return (
+        "default-src 'self'; img-src 'self' data: blob: http: https:; script-src 'self'; style-src 'self'; "
+        f"connect-src 'self' {S3_ORIGINS} {local_s3}".rstrip()
+        + "; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    )
 
 
 @lru_cache(maxsize=32)

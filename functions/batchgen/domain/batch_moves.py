@@ -13,19 +13,15 @@ from batchgen.domain.states import BatchStatus, sources
 from batchgen.models.records import BatchRecord
 
 
-def touch_pending(now: str, seen_updated_at: str | None = None) -> Change:
-    """A pending batch attended to now (the poller does not re-drive it; it waits in no queue); with
-    `seen_updated_at`, only if nobody touched it since (two overlapping ticks re-drive once)."""
-    fields = {"updatedAt": seen_updated_at} if seen_updated_at else {}
-    return Change(
-        {"updatedAt": now, "queuePosition": None}, Guard(fields, frozenset({BatchStatus.PENDING})), name="touch_pending"
-    )
-
-
 def place_in_queue(position: int) -> Change:
     """The dispatcher's place for a pending batch waiting for a job slot (its `updatedAt` left alone: the
     stuck-batch re-drive still sees when it was last attended to)."""
     return Change({"queuePosition": position}, Guard(status_in=frozenset({BatchStatus.PENDING})), name="place_in_queue")
+
+
+def leave_queue() -> Change:
+    """A pending batch admitted to a job slot: it waits in no queue any more (its place is cleared)."""
+    return Change({"queuePosition": None}, Guard(status_in=frozenset({BatchStatus.PENDING})), name="leave_queue")
 
 
 def release_scheduled(now: str) -> Change:

@@ -54,7 +54,12 @@ class InsufficientCredits(DomainError):
 
 
 class TransientError(Exception):
-    """A dependency failed in a way worth retrying (throttling, 5xx, timeouts)."""
+    """A dependency failed in a way worth retrying (throttling, 5xx, timeouts); `retry_after_seconds`
+    is how long the dependency asked to wait (Gemini's RetryInfo, a Retry-After header), if it said."""
+
+    def __init__(self, message: str = "", retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ConcurrentChange(TransientError):

@@ -32,6 +32,15 @@ def batch_and_chunk_of(display_name: str) -> tuple[str, int] | None:
     return match["batch"], int(match["chunk"] or 0)
 
 
+def webhook_config(url: str | None, batch_id: str, chunk: int) -> dict[str, Any] | None:
+    """A job's `webhook_config` (per-job webhooks): Gemini announces the job's end to `url` instead of
+    the project's registered webhooks, signed with an RS256 JWT. The metadata rides along for a reader
+    of Gemini's logs; the route itself asks Gemini which job ended."""
+    if not url:
+        return None
+    return {"uris": [url], "user_metadata": {"batch_id": batch_id, "chunk": chunk}}
+
+
 def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
     parts = [part.strip() for part in (batch.sharedPrompt, item.prompt) if part and part.strip()]
     prompt = "\n\n".join(parts)
@@ -40,30 +49,83 @@ def full_prompt(batch: BatchRecord, item: ItemRecord) -> str:
     return prompt
 
 
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One request to a Gemini model, whatever carries it: a batch file line, an inline batch request or a
+    synchronous generateContent call (the standard endpoint; Flex's calls too). Built once by `generate_request`;
+    each carrier only writes it in its own shape."""
+
+    prompt: str
+    image: bytes | None
+    mime_type: str | None
+    config: dict[str, Any]  # GenerationConfig, snake_case as the SDK and the batch file parser take it
+
+    def contents(self, *, base64_image: bool) -> list[dict[str, Any]]:
+        """`contents` with the image as bytes (the SDK encodes it) or as base64 text (a JSONL line)."""
+        parts: list[dict[str, Any]] = [{"text": self.prompt}]
+        if self.image is not None:
+            data: bytes | str = base64.b64encode(self.image).decode() if base64_image else self.image
+            parts.append({"inline_data": {"mime_type": self.mime_type, "data": data}})
+        return [{"role": "user", "parts": parts}]
+
+
+def generate_request(
+    catalog: Catalog,
+    *,
+    batch_type: str,
+    model: str,
+    prompt: str,
+    image: bytes | None = None,
+    mime_type: str | None = None,
+    quality: str | None = None,
+    aspect_ratio: str | None = None,
+) -> GenerateRequest:
+    """The one builder of a Gemini request: the prompt, an optional input image, and the generation config
+    (text only for text batches; text and image with the aspect ratio and the image size of the quality,
+    when the model delivers that size). snake_case, as every executed batch example writes it (the JSONL
+    parser rejects camelCase)."""
+    if model_kind(batch_type) == "text":
+        config: dict[str, Any] = {"response_modalities": ["TEXT"]}
+    else:
+        image_config: dict[str, str] = {}
+        if aspect_ratio:
+            image_config["aspect_ratio"] = aspect_ratio
+        if quality and quality in model_qualities(catalog, model):
+            image_config["image_size"] = catalog.imageSizeByQuality[quality]
+        config = {"response_modalities": ["TEXT", "IMAGE"]}
+        if image_config:
+            config["image_config"] = image_config
+    return GenerateRequest(prompt, image, mime_type, config)
+
+
+def item_request(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> GenerateRequest:
+    return generate_request(
+        catalog,
+        batch_type=batch.type,
+        model=batch.model,
+        prompt=full_prompt(batch, item),
+        image=image,
+        mime_type=item.imageMimeType,
+        quality=batch.quality,
+        aspect_ratio=batch.aspectRatio,
+    )
+
+
 def generation_config(batch: BatchRecord, catalog: Catalog) -> dict[str, Any]:
-    """snake_case, as every executed batch example writes it (the JSONL parser rejects camelCase)."""
-    if model_kind(batch.type) == "text":
-        return {"response_modalities": ["TEXT"]}
-    image_config: dict[str, str] = {}
-    if batch.aspectRatio:
-        image_config["aspect_ratio"] = batch.aspectRatio
-    if batch.quality and batch.quality in model_qualities(catalog, batch.model):
-        image_config["image_size"] = catalog.imageSizeByQuality[batch.quality]
-    config: dict[str, Any] = {"response_modalities": ["TEXT", "IMAGE"]}
-    if image_config:
-        config["image_config"] = image_config
-    return config
+    return generate_request(
+        catalog,
+        batch_type=batch.type,
+        model=batch.model,
+        prompt="",
+        quality=batch.quality,
+        aspect_ratio=batch.aspectRatio,
+    ).config
 
 
 def request_body(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
-    """One GenerateContentRequest for a JSONL batch file, in the snake_case the executed examples use."""
-    parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
-    if image is not None:
-        parts.append({"inline_data": {"mime_type": item.imageMimeType, "data": base64.b64encode(image).decode()}})
-    return {
-        "contents": [{"role": "user", "parts": parts}],
-        "generation_config": generation_config(batch, catalog),
-    }
+    """One GenerateContentRequest for a JSONL batch file."""
+    request = item_request(batch, item, image, catalog)
+    return {"contents": request.contents(base64_image=True), "generation_config": request.config}
 
 
 def jsonl_line(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
@@ -72,12 +134,10 @@ def jsonl_line(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalo
 
 def inline_request(batch: BatchRecord, item: ItemRecord, image: bytes | None, catalog: Catalog) -> dict[str, Any]:
     """The SDK's InlinedRequest shape (snake_case), carrying the item id as metadata."""
-    parts: list[dict[str, Any]] = [{"text": full_prompt(batch, item)}]
-    if image is not None:
-        parts.append({"inline_data": {"mime_type": item.imageMimeType, "data": image}})
+    request = item_request(batch, item, image, catalog)
     return {
-        "contents": [{"role": "user", "parts": parts}],
-        "config": generation_config(batch, catalog),
+        "contents": request.contents(base64_image=False),
+        "config": request.config,
         "metadata": {"key": item.itemId},
     }
 
@@ -99,22 +159,34 @@ _GRPC_NAMES = {
     16: "UNAUTHENTICATED",
 }
 
-# Why Gemini gave no image or text, in words a user can act on (finish reasons and prompt block reasons).
+# Why Gemini gave no image or text, in words a user can act on, per finish reason (and prompt block
+# reason): the values of Gemini's FinishReason and BlockReason enums (js-genai and python-genai types).
+_FILTERED_IMAGE = "Gemini's safety filter blocked the image; describe a different subject or scene and try again"
+_MALFORMED = "Gemini produced a malformed answer; try the request again"
 _REASONS = {
-    "SAFETY": "Blocked by Gemini safety filters",
-    "IMAGE_SAFETY": "Blocked by Gemini safety filters",
-    "PROHIBITED_CONTENT": "Blocked by Gemini as prohibited content",
-    "IMAGE_PROHIBITED_CONTENT": "Blocked by Gemini as prohibited content",
-    "BLOCKLIST": "Blocked by Gemini: the prompt contains blocked terms",
-    "SPII": "Blocked by Gemini: the prompt or image contains sensitive personal information",
-    "RECITATION": "Blocked by Gemini: the result would recite protected content",
-    "IMAGE_RECITATION": "Blocked by Gemini: the image would recite protected content",
-    "IMAGE_OTHER": "Gemini could not produce an image for this prompt",
-    "NO_IMAGE": "Gemini answered without an image; rephrase the prompt as an image request",
-    "OTHER": "Blocked by Gemini for an unspecified reason",
-    "MAX_TOKENS": "Gemini's answer was cut off at the output token limit",
-    "MALFORMED_FUNCTION_CALL": "Gemini produced a malformed answer",
+    "SAFETY": "Gemini's safety filters blocked this request; change what the prompt describes and try again",
+    "IMAGE_SAFETY": _FILTERED_IMAGE,
+    # Flash image models report a filtered image as NO_IMAGE with no content at all (recorded live);
+    # every request here carries a prompt, so an empty answer is the filter, not an empty request.
+    "NO_IMAGE": _FILTERED_IMAGE,
+    "PROHIBITED_CONTENT": "Gemini refused this request as prohibited content; it cannot be generated",
+    "IMAGE_PROHIBITED_CONTENT": "Gemini refused the image as prohibited content; it cannot be generated",
+    "BLOCKLIST": "The prompt contains terms Gemini blocks; remove them and try again",
+    "SPII": "The prompt or image contains sensitive personal information; remove it and try again",
+    "RECITATION": "The answer would have reproduced protected content; ask for something more original",
+    "IMAGE_RECITATION": "The image would have reproduced a protected image; ask for something more original",
+    "IMAGE_OTHER": "Gemini could not produce an image for this prompt; rephrase it and try again",
+    "LANGUAGE": "Gemini does not support the language of the prompt; write it in another language",
+    "MAX_TOKENS": "Gemini's answer was cut off at the output length limit; ask for a shorter answer",
+    "MALFORMED_FUNCTION_CALL": _MALFORMED,
+    "MALFORMED_RESPONSE": _MALFORMED,
+    "UNEXPECTED_TOOL_CALL": _MALFORMED,
+    "TOO_MANY_TOOL_CALLS": _MALFORMED,
+    "MISSING_THOUGHT_SIGNATURE": _MALFORMED,
+    "OTHER": "Gemini stopped for a reason it did not name; try again or rephrase the prompt",
 }
+# How much of Gemini's own words (a finish message, a refusal) an item's error carries.
+SAID_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -141,9 +213,16 @@ def _pick(data: Any, camel: str, snake: str) -> Any:
     return value if value is not None else _get(data, snake)
 
 
-def _reason(code: Any) -> str:
+def _reason(code: Any, finish_message: Any = None) -> str:
+    """The user-facing sentence for a finish or block reason, its enum name, and Gemini's own
+    `finishMessage` when it sent one (it says what the filter saw and whether the call was billed)."""
     name = str(getattr(code, "value", code) or "")
-    return f"{_REASONS.get(name, 'Gemini returned no result')} ({name})"
+    return _with_said(f"{_REASONS.get(name, 'Gemini returned no result')} ({name})", finish_message)
+
+
+def _with_said(error: str, message: Any) -> str:
+    said = str(message or "").strip()
+    return f"{error}. Gemini said: {said[:SAID_CHARS]}" if said else error
 
 
 def error_answer(error: Any) -> Answer:
@@ -179,7 +258,9 @@ def read_answer(line: Any, wants_image: bool) -> Answer:
     response = _get(line, "response") or {}
     block = _pick(_get(response, "promptFeedback") or _get(response, "prompt_feedback"), "blockReason", "block_reason")
     if block:
-        return Answer(error=f"{_reason(block)} (prompt blocked)")
+        feedback = _get(response, "promptFeedback") or _get(response, "prompt_feedback")
+        said = _pick(feedback, "blockReasonMessage", "block_reason_message")
+        return Answer(error=f"{_reason(block, said)} (prompt blocked)")
     candidates = _get(response, "candidates") or []
     if not candidates:
         return Answer(error="Gemini returned no candidates")
@@ -190,21 +271,24 @@ def read_answer(line: Any, wants_image: bool) -> Answer:
     images = [blob for part in parts if (blob := _pick(part, "inlineData", "inline_data")) is not None]
     finish = _pick(candidate, "finishReason", "finish_reason")
     finish = str(getattr(finish, "value", finish)) if finish else None
+    finish_message = _pick(candidate, "finishMessage", "finish_message")
     if wants_image:
         if images:
             blob = images[-1]  # the last non-thought image is the final one
             data = _get(blob, "data")
             if data:
                 return Answer(image=_decode(data), mime_type=_pick(blob, "mimeType", "mime_type") or "image/png")
-        if finish and finish not in ("STOP", "FINISH_REASON_UNSPECIFIED"):
-            return Answer(error=_reason(finish))
-        if texts:  # a text-only answer is the model declining: show the user what it said
-            said = " ".join(texts).strip()[:300]
-            return Answer(error=f"Gemini declined and returned no image; it said: {said}")
-        return Answer(error="Gemini returned no image (an empty answer)")
+        if finish and finish not in ("STOP", "FINISH_REASON_UNSPECIFIED", "NO_IMAGE"):
+            return Answer(error=_reason(finish, finish_message))
+        if texts:  # a text-only answer is the model declining (finish reason STOP or NO_IMAGE): its words
+            said = " ".join(texts).strip()[:SAID_CHARS]
+            return Answer(error=f"Gemini declined to draw this and returned no image; it said: {said}")
+        if finish == "NO_IMAGE":  # and no content at all: filtered
+            return Answer(error=_reason(finish, finish_message))
+        return Answer(error=_with_said("Gemini returned no image (an empty answer)", finish_message))
     if texts:
         text = "".join(texts).encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
         return Answer(text=text)
     if finish and finish != "STOP":
-        return Answer(error=_reason(finish))
+        return Answer(error=_reason(finish, finish_message))
     return Answer(error="Gemini returned an empty answer")

@@ -107,3 +107,30 @@ def new_template_id() -> str:
 
 def is_template_id(value: str) -> bool:
     return bool(_TEMPLATE_ID.match(value))
+
+
+# --- page cursors -----------------------------------------------------------------------------------
+# A cursor names a position only, the sort key of a page's last row (the keys are rebuilt under the
+# caller's own partition, so no cursor reaches another user's rows), written so that the OpenAPI
+# document can state exactly which values the routes take: any value the pattern matches is a position.
+_AT = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
+BATCH_CURSOR_PATTERN = rf"^{_AT}~batch_\d{{13}}_[0-9a-f]{{10}}$"  # <createdAt>~<batchId>
+DELIVERY_CURSOR_PATTERN = rf"^{_AT}~dlv_[0-9a-f]{{20}}$"  # <at>~<deliveryId>
+ITEM_CURSOR_PATTERN = r"^\d{1,6}$"  # the index of the last item shown
+
+
+def cursor(at: str, row_id: str) -> str:
+    return f"{at}~{row_id}"
+
+
+def parse_cursor(value: str, pattern: str) -> tuple[str, str]:
+    """(at, row id) of a cursor `cursor` wrote; 400 for anything else."""
+    from batchgen.domain.errors import InvalidInput
+
+    if not re.match(pattern, value):
+        raise InvalidInput(
+            "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
+            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
+        )
+    at, _, row_id = value.partition("~")
+    return at, row_id

@@ -12,7 +12,7 @@ from enum import StrEnum
 from batchgen.domain.changes import ABSENT, PRESENT, AbsentOr, Change, Guard, JobChange
 from batchgen.domain.gemini_jobs import JOB_ENDINGS, JOB_PENDING, JOB_SUCCEEDED
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, sources
-from batchgen.models.records import JobRecord
+from batchgen.models.records import BatchRecord, JobRecord
 
 # A chunk's job may be (re)started while its batch is pending (nothing submitted yet) or processing
 # (other chunks running): `processing` stays while any chunk has a job.
@@ -47,6 +47,14 @@ def has_job(job: JobRecord) -> bool:
     return phase(job) not in (JobPhase.WAITING, JobPhase.SUBMITTING)
 
 
+def first_job(batch: BatchRecord) -> JobRecord:
+    """Chunk 0's job row as it is stored with its batch. A batch stored `pending` is sent to submit at once
+    (its submit message recorded as on its way); a scheduled one waits for its release, a bulk one for
+    its activation, each of which records its own message."""
+    queued = batch.createdAt if batch.status is BatchStatus.PENDING else None
+    return JobRecord(batchId=batch.batchId, submitQueuedAt=queued)
+
+
 # --- moves ------------------------------------------------------------------------------------------
 def take_lease(previous_lease: str | None, now: str) -> JobChange:
     """Compare-and-set of the submit lease on a chunk without a job: of two attempts exactly one goes on."""
@@ -57,6 +65,27 @@ def take_lease(previous_lease: str | None, now: str) -> JobChange:
         ),
         Change({}, Guard(status_in=CHUNK_BATCH_STATUSES)),
         name="take_lease",
+    )
+
+
+def queue_submit(seen: str | None, now: str) -> JobChange:
+    """Records that a submit message for the chunk's current round is on its way (`submitQueuedAt`), if
+    the chunk has no job and still shows `seen` (None: no message recorded): of two senders exactly one
+    sends."""
+    return JobChange(
+        Change({"submitQueuedAt": now}, Guard({"geminiJobName": ABSENT, "submitQueuedAt": seen or ABSENT})),
+        Change({}, Guard(status_in=CHUNK_BATCH_STATUSES)),
+        name="queue_submit",
+    )
+
+
+def unqueue_submit(seen: str | None) -> JobChange:
+    """The chunk's submit message was handled without a job being created (it waits for a slot), or was
+    not sent; with `seen`, only if no other message was recorded since."""
+    return JobChange(
+        Change({"submitQueuedAt": None}, Guard({"submitQueuedAt": seen} if seen else {})),
+        Change({}, Guard(status_in=CHUNK_BATCH_STATUSES)),
+        name="unqueue_submit",
     )
 
 
@@ -124,12 +153,16 @@ def mark_collected(job_name: str) -> JobChange:
     )
 
 
-def collect_progress(job_name: str, seen: int, lines: int) -> JobChange:
+def collect_progress(job_name: str, seen: int, lines: int, usage: dict[str, object] | None = None) -> JobChange:
     """The collect checkpoint: `lines` response lines read and settled, only if nobody advanced it since
-    `seen` (of two runs on one chunk, one goes on)."""
+    `seen` (of two runs on one chunk, one goes on). With `usage`, the chunk's running total of what Gemini
+    bills for its answers (`domain.gemini_usage.GeminiUsage.as_record`), every round."""
+    values: dict[str, object] = {"collectLines": lines}
+    if usage is not None:
+        values["geminiUsage"] = usage
     return JobChange(
         Change(
-            {"collectLines": lines},
+            values,
             Guard({"geminiJobName": job_name, "collectLines": AbsentOr(0) if seen == 0 else seen}),
         ),
         Change({}, Guard(status_in=_PROCESSING)),
@@ -148,6 +181,7 @@ def next_round(next_round: int, finished_job: str, now: str, *, keep_processing:
             "geminiState": None,
             "geminiInputFile": None,
             "submitStartedAt": None,
+            "submitQueuedAt": None,
             "collectQueuedAt": None,
             "collectLines": 0,
         },

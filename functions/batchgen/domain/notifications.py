@@ -5,6 +5,7 @@ passed in by the caller."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -97,11 +98,49 @@ class TargetRefused(InvalidInput):
         self.reason = reason
 
 
-def address_refused(address: str) -> str | None:
-    """Why an address must not be called (None: a public unicast address)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+class TargetUnresolved(TargetRefused):
+    """The host did not resolve: nothing to connect to, and nothing yet to judge."""
+
+
+# IPv6 ranges that carry an IPv4 address inside them; a packet to one may reach that IPv4 address
+# (through a 6to4 relay, a Teredo relay or a NAT64 gateway), so the embedded address is checked too.
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# Where RFC 6052 puts the IPv4 address after a NAT64 prefix of each length a local-use prefix may have
+# (its operator picks the length): bits 64-71 are skipped, so an address may straddle them.
+_NAT64_LOCAL_PREFIX_LENGTHS = (96, 64, 56, 48)
+
+
+def _nat64_embedded(value: int, prefix_length: int) -> ipaddress.IPv4Address:
+    if prefix_length == 96:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    without_u_octet = ((value >> 72) << 64) | (value & ((1 << 64) - 1))  # 120 bits: bits 64-71 dropped
+    return ipaddress.IPv4Address((without_u_octet >> (120 - prefix_length - 32)) & 0xFFFFFFFF)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """Every IPv4 address an IPv6 address carries, with the name of the form that carries it."""
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    if ip.ipv4_mapped is not None:
+        found.append(("IPv4-mapped", ip.ipv4_mapped))
+    elif ip in _IPV4_COMPATIBLE:
+        found.append(("IPv4-compatible", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+    if ip in _SIX_TO_FOUR and ip.sixtofour is not None:
+        found.append(("6to4", ip.sixtofour))
+    if ip in _TEREDO and ip.teredo is not None:
+        server, client = ip.teredo  # the client's address, un-XOR-ed
+        found += [("Teredo client", client), ("Teredo server", server)]
+    if ip in _NAT64_WELL_KNOWN:
+        found.append(("NAT64", _nat64_embedded(int(ip), 96)))
+    if ip in _NAT64_LOCAL_USE:
+        found += [("local-use NAT64", _nat64_embedded(int(ip), length)) for length in _NAT64_LOCAL_PREFIX_LENGTHS]
+    return found
+
+
+def _range_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     checks = (
         (ip.is_loopback, "loopback"),
         (ip.is_link_local, "link-local"),
@@ -111,10 +150,32 @@ def address_refused(address: str) -> str | None:
         (ip.is_unspecified, "unspecified"),
         (not ip.is_global, "not globally routable"),
     )
-    for hit, reason in checks:
-        if hit:
-            return f"{address} is a {reason} address"
-    return None
+    return next((reason for hit, reason in checks if hit), None)
+
+
+def address_refused(address: str) -> str | None:
+    """Why an address must not be called (None: a public unicast address). An IPv6 address that embeds
+    an IPv4 one (IPv4-mapped or -compatible, 6to4, Teredo, NAT64) is refused when the IPv4 address is."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        for form, inner in embedded_ipv4(ip):
+            reason = _range_refused(inner)
+            if reason:
+                return f"{address} carries {inner} ({form}), a {reason} address"
+        if ip.ipv4_mapped is not None:  # the IPv4 address itself, in IPv6 notation: judged as that
+            return None
+        if ip in _NAT64_LOCAL_USE:  # its gateway is the operator's own network
+            return f"{address} is a local-use NAT64 address, not globally routable"
+    reason = _range_refused(ip)
+    return f"{address} is a {reason} address" if reason else None
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_url(url: str, *, allow_private: bool) -> tuple[str, str, int]:
@@ -139,17 +200,25 @@ def resolve_target(
     and the caller connects to the checked one (DNS cannot change between the check and the call)."""
     scheme, host, port = check_url(url, allow_private=allow_private)
     try:
-        addresses = resolve(host, port)
+        addresses = [str(ipaddress.ip_address(host))] if _is_ip_literal(host) else resolve(host, port)
     except OSError as exc:
-        raise TargetRefused(f"{host} does not resolve") from exc
+        raise TargetUnresolved(f"{host} does not resolve") from exc
     if not addresses:
-        raise TargetRefused(f"{host} does not resolve")
+        raise TargetUnresolved(f"{host} does not resolve")
     if not allow_private:
         for address in addresses:
             reason = address_refused(address)
             if reason:
                 raise TargetRefused(reason)
     return scheme, host, port, addresses[0]
+
+
+def check_registration(url: str, *, allow_private: bool, resolve: Callable[[str, int], list[str]]) -> None:
+    """At registration: the URL's form, and every address its host resolves to now. A name that does not
+    resolve (yet, or from here) is accepted: every delivery resolves and checks it again, and calls
+    nothing it refuses."""
+    with contextlib.suppress(TargetUnresolved):
+        resolve_target(url, allow_private=allow_private, resolve=resolve)
 
 
 def now() -> datetime:

@@ -8,6 +8,7 @@ from typing import Any
 from batchgen.config import Catalog
 from batchgen.domain import pricing
 from batchgen.domain.errors import InvalidInput
+from batchgen.domain.gemini_requests import generate_request
 from batchgen.domain.images import DecodedImage, ImageError, decode_image
 
 # Seed 003's modes and the catalog types whose standard price they pay.
@@ -67,7 +68,7 @@ def plan(draft: PhotoDraft, catalog: Catalog) -> PhotoPlan:
         model=model,
         batch_type=batch_type,
         image=image,
-        price=pricing.standard_quote(catalog, batch_type, draft.quality, 1),
+        price=pricing.standard_quote(catalog, batch_type, draft.quality, 1, model),
         prompt=prompt,
         quality=draft.quality,
         aspect_ratio=draft.aspect_ratio,
@@ -75,16 +76,15 @@ def plan(draft: PhotoDraft, catalog: Catalog) -> PhotoPlan:
 
 
 def request(photo: PhotoPlan, catalog: Catalog) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(contents, config) for one synchronous `generateContent`, as the SDK takes them (snake_case)."""
-    parts: list[dict[str, Any]] = [{"text": photo.prompt}]
-    if photo.image is not None:
-        parts.append({"inline_data": {"mime_type": photo.image.mime_type, "data": photo.image.data}})
-    image_config: dict[str, str] = {}
-    if photo.aspect_ratio:
-        image_config["aspect_ratio"] = photo.aspect_ratio
-    if photo.quality:
-        image_config["image_size"] = catalog.imageSizeByQuality[photo.quality]
-    config: dict[str, Any] = {"response_modalities": ["TEXT", "IMAGE"]}
-    if image_config:
-        config["image_config"] = image_config
-    return [{"role": "user", "parts": parts}], config
+    """(contents, config) for one synchronous `generateContent`, from the builder batch lines use too."""
+    built = generate_request(
+        catalog,
+        batch_type=photo.batch_type,
+        model=photo.model,
+        prompt=photo.prompt,
+        image=photo.image.data if photo.image is not None else None,
+        mime_type=photo.image.mime_type if photo.image is not None else None,
+        quality=photo.quality,
+        aspect_ratio=photo.aspect_ratio,
+    )
+    return built.contents(base64_image=False), built.config

@@ -27,7 +27,13 @@ def item_view(item: ItemRecord, batch: BatchRecord) -> dict[str, object]:
         "imageUrl": item.imageUrl,
         "text": item.text,
         "error": item.error,
+        "prompt": item.prompt or batch.sharedPrompt or "",
+        "finishedAt": item.updatedAt if is_terminal_item(item) else None,
     }
+
+
+def is_terminal_item(item: ItemRecord) -> bool:
+    return item.status in (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemStatus.CANCELLED)
 
 
 def summary(batch: BatchRecord) -> dict[str, int]:
@@ -39,7 +45,8 @@ def summary(batch: BatchRecord) -> dict[str, int]:
         "pending": 0 if processing else open_count,
         "processing": open_count if processing else 0,
         "completed": batch.successCount,
-        "failed": batch.failCount,
+        "failed": batch.failCount - batch.cancelledCount,
+        "cancelled": batch.cancelledCount,
     }
 
 
@@ -85,7 +92,15 @@ def status_body(record: BatchWithItems) -> dict[str, object]:
         "failureReason": batch.failureReason,
         "retryOf": batch.retryOf,
         "scheduledFor": batch.scheduledFor,
+        "validation": validation_progress(batch),
     }
+
+
+def validation_progress(batch: BatchRecord) -> dict[str, int] | None:
+    """While a bulk (or retry) batch is `validating`, how far the ingest step has read (its checkpoint)."""
+    if batch.status is not BatchStatus.VALIDATING:
+        return None
+    return {"linesRead": batch.ingestLines, "requestsRead": batch.ingestItems, "bytesRead": batch.ingestOffset}
 
 
 def history_entry(batch: BatchRecord, *, include_user: bool = False) -> dict[str, object]:

@@ -39,11 +39,12 @@ def next_window_start(now: datetime, window: str) -> datetime:
 
 
 def check_schedule_at(when: datetime, now: datetime, *, min_ahead: int, max_ahead: int) -> datetime:
-    """`scheduleAt` must be an explicit UTC time between `min_ahead` and `max_ahead` seconds from now."""
-    if when.tzinfo is None or when.utcoffset() != timedelta(0):
+    """`scheduleAt` is an ISO 8601 time with any offset (`Z`, `+01:00`, `-05:30`), between `min_ahead` and
+    `max_ahead` seconds from now; answered in UTC."""
+    if when.tzinfo is None or when.utcoffset() is None:
         raise InvalidInput(
-            "scheduleAt must be an ISO 8601 time in UTC, e.g. 2026-12-01T02:00:00Z.",
-            [{"loc": ["body", "scheduleAt"], "msg": "a UTC time (Z or +00:00) is required"}],
+            "scheduleAt needs a time zone offset, e.g. 2026-12-01T02:00:00Z or 2026-12-01T03:00:00+01:00.",
+            [{"loc": ["body", "scheduleAt"], "msg": "an offset (Z, +01:00, ...) is required"}],
         )
     ahead = (when - now).total_seconds()
     if ahead < min_ahead or ahead > max_ahead:

@@ -8,9 +8,10 @@ method or a non-JSON body would never reach it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
@@ -19,6 +20,7 @@ from batchgen import constants
 # Bodies that the service reads as JSON; anything else is refused with 415 before routing.
 JSON_MEDIA_TYPES = frozenset({"application/json"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+UNSAFE_METHODS = BODY_METHODS | {"DELETE"}
 
 ErrorResponder = Callable[..., Response]
 
@@ -99,3 +101,41 @@ def size_error(event: dict[str, Any], respond: ErrorResponder) -> Response | Non
         f"The request body is larger than {constants.MAX_BODY_BYTES / 1_000_000:.2f} MB; "
         "send fewer or smaller images per batch.",
     )
+
+
+def _same_origin(origin: str, event: dict[str, Any]) -> bool:
+    """The page is the API's own (e.g. the console): its origin names the host the request went to."""
+    host = header(event, "Host")
+    try:
+        return bool(host) and urlsplit(origin).netloc.lower() == str(host).lower()
+    except ValueError:
+        return False
+
+
+def cookie_write_error(
+    event: dict[str, Any], respond: ErrorResponder, allowed_origins: Sequence[str]
+) -> Response | None:
+    """A write signed in with the session cookie (no bearer token) must come from a trusted page: its
+    `Origin`, when the browser sends one, is the API's own or one of `ALLOWED_ORIGINS`, and its body is
+    declared JSON. A page on another site can send a form or `text/plain` POST with the user's cookie
+    without asking first; a `Content-Type: application/json` request it can send only after a CORS
+    preflight the API answers for its allowed origins only."""
+    if str(event.get("httpMethod") or "").upper() not in UNSAFE_METHODS:
+        return None
+    origin = header(event, "Origin")
+    if origin is not None and origin not in allowed_origins and not _same_origin(origin, event):
+        return respond(
+            HTTPStatus.FORBIDDEN,
+            "Forbidden",
+            f"A page on {origin[:200]} may not change anything with your session cookie; "
+            "send 'Authorization: Bearer <token>' instead, or ask the operator to add the origin to ALLOWED_ORIGINS.",
+        )
+    content_type = header(event, "Content-Type")
+    if (content_type or "").split(";", 1)[0].strip().lower() not in JSON_MEDIA_TYPES:
+        return respond(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "A request signed in with the session cookie must send 'Content-Type: application/json', "
+            "even without a body.",
+        )
+    return None

@@ -30,8 +30,8 @@ def record_handler(record: CollectRecord, lambda_context: LambdaContext | None =
     try:
         report = collect.collect_batch(live_services(), message.batchId, message.chunk, time_left(lambda_context))
         notify.request_relay(live_services())  # the notify function relays the events: never this stage
-    except TransientError:
-        back_off(record, get_settings().collect_queue_url)
+    except TransientError as exc:
+        back_off(record, get_settings().collect_queue_url, exc.retry_after_seconds)
         raise
     logger.info("collected", extra={"batch_id": message.batchId, "chunk": message.chunk, **report.__dict__})
     metrics.add_metric(name="ItemsFailedAtGemini", unit=MetricUnit.Count, value=report.failed)

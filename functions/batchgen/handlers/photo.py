@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from batchgen import constants
-from batchgen.auth import authenticate
+from batchgen.auth import authenticate, by_cookie
 from batchgen.config import get_settings
 from batchgen.domain.errors import DomainError, InvalidInput
 from batchgen.domain.photo import PhotoDraft
@@ -72,13 +72,19 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
             event,
             HTTPStatus.METHOD_NOT_ALLOWED,
             error_body("Method not allowed", f"{constants.PHOTO_PATH} takes POST."),
+            {"Allow": "POST"},
         )
     early = api_edge.size_error(event, _edge_error)
     if early is not None:
         return _answer(event, HTTPStatus(early.status_code), dict(early.body or {}))
     try:
-        caller = authenticate(event.get("headers") or {})  # before the body is read: strangers learn nothing
-        early = api_edge.media_type_error(event, _edge_error)
+        headers = event.get("headers") or {}
+        caller = authenticate(headers)  # before the body is read: strangers learn nothing
+        early = (
+            api_edge.cookie_write_error(event, _edge_error, get_settings().allowed_origin_list)
+            if by_cookie(headers)
+            else None
+        ) or api_edge.media_type_error(event, _edge_error)
         if early is not None:
             return _answer(event, HTTPStatus(early.status_code), dict(early.body or {}))
         request = _parse(event)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         Templates,
         UnitOfWork,
         Uploads,
+        UsageDays,
         WebhookEndpoints,
         WebhookPoster,
     )
@@ -77,6 +78,10 @@ class LiveServices:
     @property
     def uow(self) -> UnitOfWork:
         return self.stores.uow
+
+    @property
+    def usage(self) -> UsageDays:
+        return self.stores.usage
 
     @property
     def outbox(self) -> Outbox:

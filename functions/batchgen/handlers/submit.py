@@ -51,8 +51,8 @@ def record_handler(record: SubmitRecord) -> None:
                 delete=message.action == "delete_job",
                 chunk=getattr(message, "chunk", 0),
             )
-    except TransientError:
-        back_off(record, get_settings().submit_queue_url)
+    except TransientError as exc:
+        back_off(record, get_settings().submit_queue_url, exc.retry_after_seconds)
         raise
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +33,8 @@ class BatchRecord(Record):
     completedAt: str | None = None
     requestCount: int
     successCount: int = 0
-    failCount: int = 0
+    failCount: int = 0  # items that did not succeed: failed and cancelled
+    cancelledCount: int = 0  # of those, the items a cancel ended
     unitPrice: Decimal
     creditCost: Decimal
     refundedCredits: Decimal = Decimal(0)
@@ -92,10 +94,13 @@ class JobRecord(Record):
     geminiState: str | None = None
     geminiInputFile: str | None = None
     submitStartedAt: str | None = None
+    # A submit message for the current round is on its way since then (at most one per chunk and round).
+    submitQueuedAt: str | None = None
     collectQueuedAt: str | None = None
     collectedJob: str | None = None  # the Gemini job whose results were collected (its files are gone)
     geminiRound: int = 0  # 0: the first Gemini job; 1: a follow-up job retrying transient failures
     collectLines: int = 0  # response lines of the current job read and settled (the collect checkpoint)
+    geminiUsage: dict[str, Any] | None = None  # what Gemini bills for this chunk's answers, every round
 
 
 class UploadRecord(Record):
@@ -209,3 +214,21 @@ class DeliveryRecord(Record):
     nextAttemptAt: str | None = None
     endpointId: str | None = None
     batchId: str | None = None
+
+
+class UsageDayRecord(Record):
+    """A user's Gemini usage of one day (UTC), totalled at each collect checkpoint in the same
+    transaction: images by size, tokens, the estimated Gemini cost and the credits of the answered items."""
+
+    userId: str
+    day: str  # YYYY-MM-DD
+    answers: int = 0
+    images1K: int = 0
+    images2K: int = 0
+    images4K: int = 0
+    promptTokens: int = 0
+    outputTokens: int = 0
+    imageTokens: int = 0
+    thoughtsTokens: int = 0
+    costUsd: Decimal = Decimal(0)
+    credits: Decimal = Decimal(0)

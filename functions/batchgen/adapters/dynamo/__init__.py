@@ -17,6 +17,7 @@ from batchgen.adapters.dynamo.slots import DynamoSlots
 from batchgen.adapters.dynamo.templates import DynamoTemplates
 from batchgen.adapters.dynamo.unit_of_work import DynamoUnitOfWork
 from batchgen.adapters.dynamo.uploads import DynamoUploads
+from batchgen.adapters.dynamo.usage import DynamoUsageDays
 from batchgen.adapters.dynamo.webhooks import DynamoDeliveries, DynamoWebhookEndpoints
 from batchgen.config import get_settings
 
@@ -33,6 +34,7 @@ class Stores:
     uploads: DynamoUploads
     generations: DynamoGenerations
     uow: DynamoUnitOfWork
+    usage: DynamoUsageDays
     outbox: DynamoOutbox
     endpoints: DynamoWebhookEndpoints
     deliveries: DynamoDeliveries
@@ -51,6 +53,7 @@ def stores_for(table_name: str) -> Stores:
         uploads=DynamoUploads(table),
         generations=DynamoGenerations(table),
         uow=DynamoUnitOfWork(table),
+        usage=DynamoUsageDays(table),
         outbox=DynamoOutbox(table),
         endpoints=DynamoWebhookEndpoints(table),
         deliveries=DynamoDeliveries(table),

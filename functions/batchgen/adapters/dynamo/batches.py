@@ -6,9 +6,6 @@ index holds a batch while it is active (or, in its own partition, validating), n
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -42,8 +39,9 @@ from batchgen.adapters.dynamo.codec import (
     values,
 )
 from batchgen.adapters.dynamo.outbox import outbox_put
+from batchgen.domain import ids, jobs
 from batchgen.domain.changes import Change
-from batchgen.domain.errors import ConcurrentChange, Conflict, InvalidInput
+from batchgen.domain.errors import ConcurrentChange, Conflict
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemSuccess, Page
@@ -82,8 +80,8 @@ def batch_row(batch: BatchRecord) -> dict[str, Any]:
 
 
 def first_job_row(batch: BatchRecord) -> dict[str, Any]:
-    """Chunk 0's job row, written with its batch (every batch has at least one chunk)."""
-    row = JobRecord(batchId=batch.batchId).model_dump(mode="python")
+    """Chunk 0's job row (`domain.jobs.first_job`), written with its batch (every batch has one chunk at least)."""
+    row = jobs.first_job(batch).model_dump(mode="python")
     row.update(PK=batch_pk(batch.batchId), SK=job_sk(0), entity="job")
     return marshal(row)
 
@@ -300,22 +298,13 @@ def _listed(row: dict[str, Any]) -> BatchRecord:
 
 
 def _encode_cursor(batch: BatchRecord) -> str:
-    raw = json.dumps([batch.createdAt, batch.batchId], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return ids.cursor(batch.createdAt, batch.batchId)
 
 
 def _decode_cursor(cursor: str) -> str:
     """The cursor names only a position (created at, batch id): every partition is read from below it, and
     the partition is the caller's own, so a cursor can never reach another user."""
-    try:
-        created_at, batch_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(created_at, str) or not isinstance(batch_id, str):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
-        raise InvalidInput(
-            "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
-            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
-        ) from exc
+    created_at, batch_id = ids.parse_cursor(cursor, ids.BATCH_CURSOR_PATTERN)
     return f"{created_at}#{batch_id}"
 
 

@@ -12,6 +12,7 @@ Key layout (one table, see `constants.TABLE`):
   USER#<id>  / PHOTO#<gen id>   one standard-endpoint generation: charged, then succeeded or refunded once;
                                 GSI3 (OPEN_GENERATIONS#<shard>) while charged, for the tick's refund
   USER#<id>  / TEMPLATE#<id>    a batch template: the owner's key, so another user reads nothing
+  USER#<id>  / USAGE#<day>      what Gemini billed for the user's answers that day (added at collect checkpoints)
   USER#<id>  / WHEP#<id>        a webhook endpoint (its secrets never leave the service)
   USER#<id>  / #WHSECRET        the account secret for one-off `webhookUrl`s
   USER#<id>  / WHDEL#<at>#<id>  one webhook delivery attempt (expires)
@@ -49,6 +50,7 @@ JOB_PREFIX = "JOB#"
 LEDGER_PREFIX = "LEDGER#"
 TEMPLATE_PREFIX = "TEMPLATE#"
 PHOTO_PREFIX = "PHOTO#"
+USAGE_PREFIX = "USAGE#"
 ENDPOINT_PREFIX = "WHEP#"
 DELIVERY_PREFIX = "WHDEL#"
 ACCOUNT_SECRET_SK = "#WHSECRET"

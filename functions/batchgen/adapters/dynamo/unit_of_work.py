@@ -1,7 +1,8 @@
 """The unit of work: the transactions that span aggregates, each named for what it does.
 
 Credits move together with a batch or a generation: create debits the balance and records the batch, its
-items and the ledger entry; a settlement ends items, refunds them and persists its events. Each is ONE
+items and the ledger entry; a settlement ends items, refunds them and persists its events. A collect
+checkpoint moves together with the user's Gemini usage of the day. Each is ONE
 DynamoDB transaction built from the stores' own writes (`credits.debit`, `batches.batch_row`, ...), so the
 stores stay small and apart while money and state still change together or not at all.
 """
@@ -17,7 +18,8 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.dynamo import credits
-from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
+from batchgen.adapters.dynamo import usage as usage_days
+from batchgen.adapters.dynamo.batches import batch_row, count_update, first_job_row, item_row, new_row, sort_key
 from batchgen.adapters.dynamo.codec import (
     ACTIVE,
     MAX_TRANSACTION_ITEMS,
@@ -29,24 +31,28 @@ from batchgen.adapters.dynamo.codec import (
     Table,
     batch_pk,
     cancellation_codes,
+    change_request,
     error_code,
     index_removals,
     item_sk,
+    job_sk,
     key,
     marshal,
     sharded,
     unmarshal,
+    update_request,
     user_pk,
     values,
 )
 from batchgen.adapters.dynamo.generations import generation_key
 from batchgen.adapters.dynamo.outbox import outbox_put
-from batchgen.domain.changes import Change
+from batchgen.domain.changes import Change, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.events import DomainEvent
+from batchgen.domain.gemini_usage import UsageCheckpoint
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
-from batchgen.domain.states import ACTIVE_BATCH_STATUSES, OPEN_ITEM_STATUSES, BatchStatus, sources
+from batchgen.domain.states import ACTIVE_BATCH_STATUSES, OPEN_ITEM_STATUSES, BatchStatus, ItemStatus, sources
 from batchgen.models.records import BatchRecord, ItemRecord
 
 
@@ -196,10 +202,11 @@ class DynamoUnitOfWork:
         if batch_status is not None:
             changes.update(status=batch_status.value, completedAt=at)
             allowed = sources(batch_status)
+        cancelled = sum(1 for outcome in outcomes if outcome.status is ItemStatus.CANCELLED)
         expression = Expression()
         update = expression.update(
             changes,
-            add={"failCount": len(outcomes), "refundedCredits": refund},
+            add={"failCount": len(outcomes), "cancelledCount": cancelled, "refundedCredits": refund},
             remove=index_removals(Change(changes)),
         )
         batch_update = {
@@ -275,5 +282,42 @@ class DynamoUnitOfWork:
                 "ConditionalCheckFailed"
             ]:
                 return False  # settled already: never refunded twice
+            raise
+        return True
+
+    def checkpoint_collect(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        usage: UsageCheckpoint,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
+        """A chunk's collect checkpoint (`domain.jobs.collect_progress`, with its batch checked), the user's
+        day row adding what the checkpoint's lines used, and the texts seen succeed since the last one (added
+        to one of the batch's counter rows, with their event), in one transaction: a line's usage and a
+        text's count are each counted exactly once however many runs read them. False when the
+        checkpoint's condition did not hold (another run moved it, or the batch ended)."""
+        name = self.table.name
+        writes: list[dict[str, Any]] = [
+            {"Update": update_request(name, key(batch_pk(batch_id), job_sk(chunk)), change.job)}
+        ]
+        if change.batch is not None:
+            batch_side = change_request(name, batch_id, change.batch)
+            writes.append({"Update" if "UpdateExpression" in batch_side else "ConditionCheck": batch_side})
+        writes.append(usage_days.day_addition(name, usage))
+        if succeeded:
+            writes.append({"Update": count_update(name, batch_id, min(succeeded), len(succeeded))})
+        outbox = outbox_put(name, batch_id, now_iso(), events)
+        if outbox is not None:
+            writes.append(outbox)
+        try:
+            self.table.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            # Only a failed condition means another run got there first; anything else is an error (retried).
+            codes = set(cancellation_codes(exc)) - {"None"}
+            if error_code(exc) == "TransactionCanceledException" and codes <= {"ConditionalCheckFailed"}:
+                return False
             raise
         return True

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import time
 from typing import Any
 
@@ -23,7 +20,7 @@ from batchgen.adapters.dynamo.codec import (
     user_pk,
     values,
 )
-from batchgen.domain.errors import InvalidInput
+from batchgen.domain import ids
 from batchgen.domain.notifications import new_secret
 from batchgen.models.records import DeliveryRecord, WebhookEndpointRecord
 
@@ -162,17 +159,11 @@ class DynamoDeliveries:
 
 
 def _encode(position: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    """`<at>#<deliveryId>` (the sort key after its prefix) -> the cursor `<at>~<deliveryId>`."""
+    at, _, delivery_id = position.partition("#")
+    return ids.cursor(at, delivery_id)
 
 
 def _decode(cursor: str) -> str:
-    try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(position, str) or "#" not in position:
-            raise ValueError
-    except (ValueError, binascii.Error, json.JSONDecodeError) as exc:
-        raise InvalidInput(
-            "The cursor is not valid; pass the X-Next-Cursor value of a previous page.",
-            [{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
-        ) from exc
-    return position
+    at, delivery_id = ids.parse_cursor(cursor, ids.DELIVERY_CURSOR_PATTERN)
+    return f"{at}#{delivery_id}"

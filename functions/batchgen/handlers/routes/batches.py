@@ -21,7 +21,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases.pipeline import chunks, create, dispatch, manage
+from batchgen.usecases.pipeline import billing, chunks, create, dispatch, manage
 from batchgen.usecases.planning import plan
 
 router = Router()
@@ -46,15 +46,26 @@ def _create_batch_response(request: models.CreateBatchRequest, request_key: str 
         creditCost=batch.creditCost,
         scheduledFor=batch.scheduledFor,
         jobs=[models.Job(clientId=item.clientId, generationId=item.itemId) for item in created.items],
-        message="Batch job created. Gemini usually finishes within hours and targets 24 hours; "
-        "a job it cannot finish in 48 hours expires and its unfinished items are refunded.",
+        message=created_message(batch.scheduledFor),
     ).model_dump(mode="json")
+
+
+def created_message(scheduled_for: str | None) -> str:
+    if scheduled_for is not None:
+        return (
+            f"Batch scheduled: it is charged now and goes to Gemini at {scheduled_for}. "
+            "Cancel it before then to get every credit back."
+        )
+    return (
+        "Batch job created. Gemini usually finishes within hours and targets 24 hours; "
+        "a job it cannot finish in 48 hours expires and its unfinished items are refunded."
+    )
 
 
 @router.post(
     "/batch/create",
     summary="Create a batch (charged at the batch rate)",
-    description="Charges `requests × price × quality multiplier` at once; failed items are refunded. "
+    description="Charges `requests × the price of the type, model and quality` at once; failed items are refunded. "
     "Poll `Location` (the status route) until `isComplete`. An `Idempotency-Key` header replays the "
     "first answer for the same body.",
     tags=["Batches"],
@@ -90,10 +101,13 @@ def create_batch(request: models.CreateBatchRequest) -> Response[models.CreateBa
 def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
-    record, chunk_jobs = items.status_view(services(), principal(router), batch_id)  # one or two reads
+    caller = principal(router)
+    record, chunk_jobs = items.status_view(services(), caller, batch_id)  # one or two reads
     body = reports.status_body(record)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
     body.update(chunks.gemini_view(chunk_jobs))  # per chunk
+    if caller.is_admin:  # what Gemini bills is the operator's business, not the user's
+        body["geminiBilling"] = billing.batch_billing(record.batch, chunk_jobs)
     return models.BatchStatusResponse.model_validate(body)
 
 
@@ -106,9 +120,9 @@ def batch_status(batch_id: str) -> models.BatchStatusResponse:
 )
 def batch_history(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,  # the seed's query name
+    cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
+    status: Annotated[models.BatchStatusName | None, Query()] = None,
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,  # the seed's query name
 ) -> Response[list[models.HistoryEntry]]:
     page = manage.list_history(
         services(), principal(router).user_id, limit=limit, cursor=cursor, status=status, batch_type=type

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
-from batchgen.domain import reports
+from batchgen.domain import ids, reports
 from batchgen.domain.batches import BatchDraft, Principal
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import json_response, next_cursor_header, principal, services
@@ -57,9 +57,11 @@ def file_batch_response(request: models.CreateBatchRequest, upload_id: str, call
 @router.post(
     "/batch/uploads",
     summary="A presigned URL to upload one JSONL file for a bulk batch",
-    description="PUT the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to "
-    '`uploadUrl` within an hour (e.g. `curl -T requests.jsonl "$uploadUrl"`), then create the batch '
-    "with `inputFile: <uploadId>`. An upload feeds one batch.",
+    description="POST the file (one `requests[]` entry per line: `id?`, `prompt?`, `imageBase64?`) to "
+    "`uploadUrl` within an hour as a `multipart/form-data` form: every entry of `fields`, then the file as "
+    'the field `file` (e.g. `curl --form-string key=... [each field] -F file=@requests.jsonl "$uploadUrl"`). '
+    "S3 refuses a file over `maxBytes` (400 EntityTooLarge). Then create the batch with "
+    "`inputFile: <uploadId>`. An upload feeds one batch.",
     tags=["Batches"],
     responses=docs.responses(201, "The upload URL", 401, 403),
 )
@@ -69,6 +71,7 @@ def create_upload() -> Response[models.UploadResponse]:
         uploadId=grant.upload_id,
         uploadUrl=grant.url,
         headers={},
+        fields=grant.fields,
         expiresAt=grant.expires_at,
         maxBytes=grant.max_bytes,
     )
@@ -86,8 +89,8 @@ def create_upload() -> Response[models.UploadResponse]:
 def batch_items(
     batch_id: str,
     limit: Annotated[int, Query(ge=1, le=constants.ITEMS_LIMIT_MAX)] = constants.ITEMS_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=16)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(pattern=ids.ITEM_CURSOR_PATTERN)] = None,
+    status: Annotated[models.ItemStatusName | None, Query()] = None,
 ) -> Response[list[models.ItemView]]:
     page = items.list_items(services(), principal(router), batch_id, limit=limit, cursor=cursor, status=status)
     return json_response(HTTPStatus.OK, page.items, next_cursor_header(page.next_cursor))

@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from batchgen.config import get_settings, load_catalog
+from batchgen.domain import pricing
 from batchgen.domain.errors import NotFound
 from batchgen.handlers import api_docs as docs
 from batchgen.models import api as models
@@ -35,8 +36,11 @@ def catalog() -> models.CatalogResponse:
     return models.CatalogResponse(
         batchPrices=source.batchPrices,
         standardPrices=source.standardPrices,
-        qualityMultipliers=source.qualityMultipliers,
-        models={name: str(spec.get("kind", "")) for name, spec in source.models.items()},
+        prices={
+            name: models.ModelPrices.model_validate(prices) for name, prices in pricing.price_table(source).items()
+        },
+        models={name: spec.kind for name, spec in source.models.items()},
+        aliases=source.aliases,
         defaultModels=source.defaultModels,
         aspectRatios=source.aspectRatios,
         maxBatchRequests=settings.max_batch_requests,
@@ -53,7 +57,7 @@ def console_root() -> Response[str]:
 
 @router.get(CONSOLE_PATH + "/<name>", include_in_schema=False)
 def console_file(name: str) -> Response[str]:
-    from batchgen.console import CONTENT_SECURITY_POLICY, asset
+    from batchgen.console import asset, content_security_policy
 
     found = asset(name)
     if found is None:
@@ -61,7 +65,7 @@ def console_file(name: str) -> Response[str]:
     text, content_type = found
     headers = {
         "Cache-Control": "no-cache",
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "Content-Security-Policy": content_security_policy(),
         "X-Content-Type-Options": "nosniff",
     }
     return Response(status_code=HTTPStatus.OK.value, content_type=content_type, body=text, headers=headers)

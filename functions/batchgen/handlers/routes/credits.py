@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
-from batchgen.domain import reports
+from batchgen.domain import ids, reports
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import (
     json_response,
@@ -20,7 +20,7 @@ from batchgen.handlers.routes.support import (
     services,
 )
 from batchgen.models import api as models
-from batchgen.usecases.pipeline import manage
+from batchgen.usecases.pipeline import billing, manage
 
 router = Router()
 
@@ -66,9 +66,9 @@ def admin_credits(request: models.AdminCreditsRequest) -> models.AdminCreditsRes
 )
 def admin_batches(
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    type: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(pattern=ids.BATCH_CURSOR_PATTERN)] = None,
+    status: Annotated[models.BatchStatusName | None, Query()] = None,
+    type: Annotated[models.HistoryTypeName | None, Query()] = None,
     userId: Annotated[str | None, Query(min_length=1, max_length=256)] = None,  # API casing
 ) -> Response[list[models.AdminHistoryEntry]]:
     require_admin(router)
@@ -90,3 +90,24 @@ def admin_user_credits(user_id: str) -> models.AdminUserCreditsResponse:
     require_admin(router)
     view = credits_view(user_id)
     return models.AdminUserCreditsResponse(userId=user_id, balance=view.balance, ledger=view.ledger)
+
+
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"  # the shape; the use case checks it is a date, the range at most a year
+
+
+@router.get(
+    "/admin/users/<user_id>/usage",
+    summary="What Gemini billed for a user's answers, per UTC day, beside the credits charged",
+    description="`since`/`until` (YYYY-MM-DD, at most 366 days apart; default the last 30 days), oldest "
+    "first; days without answers are absent. Totalled at each collect checkpoint from Gemini's usageMetadata.",
+    tags=["Admin"],
+    responses=docs.responses(200, "The user's usage per day", 400, 401, 403),
+)
+def admin_user_usage(
+    user_id: str,
+    since: Annotated[str | None, Query(pattern=DAY_PATTERN)] = None,
+    until: Annotated[str | None, Query(pattern=DAY_PATTERN)] = None,
+) -> list[models.UsageDay]:
+    require_admin(router)
+    days = billing.usage_days(services(), user_id, since, until)
+    return [models.UsageDay.model_validate(billing.day_view(day)) for day in days]

@@ -11,12 +11,24 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain.errors import NotFound
+from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import services
+from batchgen.models import api as models
 
 router = Router()
 
 
-@router.post(constants.GEMINI_WEBHOOK_PATH, include_in_schema=False)
+@router.post(
+    constants.GEMINI_WEBHOOK_PATH,
+    summary="Gemini's batch webhook (for Gemini, not for users)",
+    description="A Standard Webhooks delivery from Gemini (`webhook-id`, `webhook-timestamp`, "
+    "`webhook-signature`: an HMAC with the `whsec_…` secret, or an RS256 JWT checked against Google's "
+    "keys), JSON `{type, data: {id}}`. A verified `batch.succeeded` queues the job's collect at once; "
+    "anything else is left to the poller. No user token: the signature is the credential. 404 while no "
+    "webhook secret or key set is configured.",
+    tags=["Service"],
+    responses=docs.responses(202, "Verified and handled", 400, 401, 404, body=models.GeminiWebhookAck),
+)
 def gemini_webhook() -> Response[dict[str, str]]:
     """Signed by Gemini (not a user token): a finished job is collected without waiting for a tick."""
     from batchgen.domain import webhooks

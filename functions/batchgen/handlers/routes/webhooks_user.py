@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from batchgen import constants
+from batchgen.domain import ids
 from batchgen.handlers import api_docs as docs
 from batchgen.handlers.routes.support import json_response, next_cursor_header, principal
 from batchgen.handlers.services import live_services
@@ -119,7 +120,7 @@ def list_deliveries(
     endpointId: Annotated[str | None, Query(max_length=64)] = None,  # the spec's query names
     batchId: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=constants.HISTORY_LIMIT_MAX)] = constants.HISTORY_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(pattern=ids.DELIVERY_CURSOR_PATTERN)] = None,
 ) -> Response[models.WebhookDeliveryList]:
     page = endpoints.deliveries(
         live_services(), principal(router).user_id, endpoint_id=endpointId, batch_id=batchId, limit=limit, cursor=cursor

@@ -14,10 +14,16 @@ from batchgen.models.api.common import (
     EXAMPLE_IMAGE as EXAMPLE_IMAGE,
 )
 from batchgen.models.api.common import (
+    BatchStatusName as BatchStatusName,
+)
+from batchgen.models.api.common import (
     BatchTypeName as BatchTypeName,
 )
 from batchgen.models.api.common import (
     CatalogResponse as CatalogResponse,
+)
+from batchgen.models.api.common import (
+    Choice as Choice,
 )
 from batchgen.models.api.common import (
     Credits as Credits,
@@ -29,13 +35,25 @@ from batchgen.models.api.common import (
     HealthResponse as HealthResponse,
 )
 from batchgen.models.api.common import (
+    HistoryTypeName as HistoryTypeName,
+)
+from batchgen.models.api.common import (
     InsufficientCreditsBody as InsufficientCreditsBody,
+)
+from batchgen.models.api.common import (
+    ItemStatusName as ItemStatusName,
+)
+from batchgen.models.api.common import (
+    ModelPrices as ModelPrices,
 )
 from batchgen.models.api.common import (
     Prompt as Prompt,
 )
 from batchgen.models.api.common import (
     Quality as Quality,
+)
+from batchgen.models.api.common import (
+    QualityPrice as QualityPrice,
 )
 from batchgen.models.api.common import (
     ShortText as ShortText,
@@ -101,6 +119,9 @@ from batchgen.models.api.pipeline import (
     DeleteBatchResponse as DeleteBatchResponse,
 )
 from batchgen.models.api.pipeline import (
+    GeminiBilling as GeminiBilling,
+)
+from batchgen.models.api.pipeline import (
     GeminiJobCounts as GeminiJobCounts,
 )
 from batchgen.models.api.pipeline import (
@@ -136,6 +157,9 @@ from batchgen.models.api.pipeline import (
 from batchgen.models.api.pipeline import (
     Summary as Summary,
 )
+from batchgen.models.api.pipeline import (
+    UsageDay as UsageDay,
+)
 from batchgen.models.api.planning import (
     QuoteResponse as QuoteResponse,
 )
@@ -144,6 +168,9 @@ from batchgen.models.api.planning import (
 )
 from batchgen.models.api.planning import (
     TemplateView as TemplateView,
+)
+from batchgen.models.api.routing import (
+    GeminiWebhookAck as GeminiWebhookAck,
 )
 from batchgen.models.api.routing import (
     PhotoRequest as PhotoRequest,

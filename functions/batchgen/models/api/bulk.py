@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from batchgen.models.api.pipeline import (
     CreateBatchResponse,
@@ -12,12 +12,14 @@ from batchgen.models.api.pipeline import (
 
 
 class UploadResponse(BaseModel):
-    """A presigned PUT for one bulk input file."""
+    """A presigned upload of one bulk input file: a `multipart/form-data` POST to `uploadUrl` of every
+    entry of `fields`, then the file as the field `file` (last). S3 refuses a file over `maxBytes`."""
 
     uploadId: str
     uploadUrl: str
-    method: Literal["PUT"] = "PUT"
-    headers: dict[str, str]
+    method: Literal["POST"] = "POST"
+    headers: dict[str, str] = Field(description="Headers to send with the upload besides the form's own")
+    fields: dict[str, str] = Field(description="Form fields to send before the file, as they are")
     expiresAt: str
     maxBytes: int
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from batchgen import constants
 from batchgen.domain.money import to_credits
 from batchgen.models.api.common import (
     EXAMPLE_IMAGE,
     BatchTypeName,
+    Choice,
     Credits,
     Prompt,
     Quality,
@@ -33,6 +34,11 @@ class CreateBatchRequest(StrictBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # `type` unless a template gives it; `requests`, an `inputFile` or a template's requests.
+            "allOf": [
+                {"anyOf": [{"required": ["type"]}, {"required": ["templateId"]}]},
+                {"anyOf": [{"required": ["requests"]}, {"required": ["inputFile"]}, {"required": ["templateId"]}]},
+            ],
             "examples": [
                 {
                     "type": "character",
@@ -47,7 +53,7 @@ class CreateBatchRequest(StrictBody):
                     "prompt": "Make it look like a watercolour painting",
                     "requests": [{"id": "photo-1", "imageBase64": EXAMPLE_IMAGE}],
                 },
-            ]
+            ],
         },
     )
 
@@ -63,9 +69,9 @@ class CreateBatchRequest(StrictBody):
         ),
     ] = None
     prompt: Prompt | None = None
-    model: ShortText | None = None
+    model: Choice | None = None
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     displayName: ShortText | None = None
     webhookUrl: Annotated[
@@ -76,7 +82,9 @@ class CreateBatchRequest(StrictBody):
     templateId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     variables: dict[Annotated[str, Field(max_length=64)], Prompt] | None = Field(default=None, max_length=100)
     scheduleAt: AwareDatetime | None = Field(
-        default=None, description="ISO 8601 UTC: submit at this time (1 minute to 7 days ahead)"
+        default=None,
+        description="ISO 8601 with an offset (`Z`, `+01:00`, ...), answered in UTC: submit at this time "
+        "(1 minute to 7 days ahead)",
     )
     offPeak: bool | None = Field(default=None, description="Submit at the next start of the off-peak window (UTC)")
 
@@ -116,6 +124,8 @@ class ItemView(BaseModel):
     imageUrl: str | None
     text: str | None
     error: str | None
+    prompt: str = Field(default="", description="The item's own prompt (the shared prompt when it has none)")
+    finishedAt: str | None = Field(default=None, description="When the item reached its final state")
 
 
 class Summary(BaseModel):
@@ -123,7 +133,8 @@ class Summary(BaseModel):
     pending: int
     processing: int
     completed: int
-    failed: int
+    failed: int = Field(description="items that failed (refunded); cancelled items are counted apart")
+    cancelled: int = Field(default=0, description="items a cancel ended before they finished (refunded)")
 
 
 class GeminiJobCounts(BaseModel):
@@ -135,6 +146,14 @@ class GeminiJobCounts(BaseModel):
     succeeded: int
     failed: int = Field(description="failed or cancelled at Gemini")
     expired: int
+
+
+class ValidationProgress(BaseModel):
+    """How far the ingest step has read a bulk batch's file (updated every 100 requests)."""
+
+    linesRead: int
+    requestsRead: int
+    bytesRead: int = Field(description="of the uploaded file: compare with its size for a percentage")
 
 
 class BatchStatusResponse(BaseModel):
@@ -163,10 +182,40 @@ class BatchStatusResponse(BaseModel):
     itemsNextCursor: str | None = None  # more items than STATUS_ITEMS_MAX: pass to GET /batch/{id}/items
     scheduledFor: str | None = None
     queuePosition: int | None = Field(default=None, description="1-based place while waiting for a Gemini job slot")
+    validation: ValidationProgress | None = Field(
+        default=None, description="While `validating`: how far the input file has been read; else null"
+    )
     geminiJobs: GeminiJobCounts | None = Field(
         default=None,
         description="The Gemini jobs (chunks) of the batch by state; `geminiState` is the least advanced's",
     )
+    geminiBilling: GeminiBilling | None = Field(
+        default=None, description="Admins only: what Gemini bills for the batch, beside the credits it charged"
+    )
+
+
+Usd = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class GeminiBilling(BaseModel):
+    """What Gemini bills for a batch (admins only): from the `usageMetadata` of its answers, every chunk and
+    round, priced at the catalog's list prices at the batch rate; beside the credits it charged."""
+
+    answers: int = Field(description="Answers Gemini returned (billed or not)")
+    images: dict[str, int] = Field(description="Final images delivered, by Gemini image size (1K, 2K, 4K)")
+    promptTokens: int
+    outputTokens: int = Field(description="Text output tokens")
+    imageTokens: int = Field(description="Image output tokens")
+    thoughtsTokens: int = Field(description="Thinking tokens (billed at the text output rate)")
+    estimatedCostUsd: Usd = Field(description="Estimated Gemini cost in US dollars, at list price x the batch rate")
+    creditsCharged: Credits = Field(description="Credits the batch charged, less its refunds")
+
+
+class UsageDay(GeminiBilling):
+    """One user's Gemini usage of one UTC day (`creditsCharged`: the price of the items answered that day)."""
+
+    userId: str
+    day: str
 
 
 class DeleteBatchResponse(BaseModel):
@@ -219,10 +268,10 @@ class GenerateBatchRequest(StrictBody):
     )
 
     prompt: Prompt = Field(min_length=1)
-    model: ShortText
+    model: Choice
     images: list[GenerateImage] = Field(min_length=1, max_length=constants.MAX_GENERATE_BATCH_IMAGES)
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
 
 

@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from batchgen import constants
 from batchgen.models.api.common import (
     BatchTypeName,
+    Choice,
     Credits,
     Prompt,
     Quality,
-    ShortText,
     StrictBody,
 )
 from batchgen.models.api.pipeline import (
@@ -50,9 +50,9 @@ class TemplateRequest(StrictBody):
     name: Annotated[str, Field(min_length=1, max_length=constants.MAX_DISPLAY_NAME_CHARS)]
     type: BatchTypeName
     prompt: Prompt | None = None
-    model: ShortText | None = None
+    model: Choice | None = None
     quality: Quality | None = None
-    aspectRatio: ShortText | None = None
+    aspectRatio: Choice | None = None
     negativePrompt: Prompt | None = None
     requests: Annotated[list[BatchRequestItem], Field(max_length=constants.MAX_TEMPLATE_REQUESTS)] | None = None
 

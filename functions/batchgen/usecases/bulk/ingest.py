@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
@@ -22,11 +22,12 @@ from batchgen.domain.batches import BatchDraft, Principal, ensure_may_create, ne
 from batchgen.domain.errors import InsufficientCredits
 from batchgen.domain.images import DecodedImage
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import IngestFile, SubmitJob
+from batchgen.models.messages import IngestFile
 from batchgen.models.records import BatchRecord, ItemRecord, UploadRecord
 from batchgen.usecases.pipeline import items
 from batchgen.usecases.pipeline.create import check_notifications
 from batchgen.usecases.pipeline.settle import end_validation
+from batchgen.usecases.pipeline.submit_queue import queue_submit
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ READ_CHUNK_BYTES = 64 * 1024  # the file streams in pieces this size (a longer l
 class UploadGrant:
     upload_id: str
     url: str
+    fields: dict[str, str]  # the form fields of the presigned POST, sent before the file
     expires_at: str
     max_bytes: int
 
@@ -48,7 +50,8 @@ def upload_key(user_id: str, upload_id: str) -> str:
 
 
 def create_upload(services: Services, principal: Principal, now: datetime | None = None) -> UploadGrant:
-    """A presigned PUT (one hour) for one JSONL file; the file is read only by the batch that names it."""
+    """A presigned POST (one hour) for one JSONL file of at most `MAX_INPUT_FILE_BYTES` (S3 refuses a bigger
+    one); the file is read only by the batch that names it."""
     ensure_may_create(principal)
     moment = now or ids.utc_now()
     upload_id = f"upl_{int(moment.timestamp() * 1000):013d}_{secrets.token_hex(8)}"
@@ -58,12 +61,14 @@ def create_upload(services: Services, principal: Principal, now: datetime | None
         # The row expires with its file (the bucket's lifecycle rule): long after its URL (1 h) was used.
         int(moment.timestamp()) + constants.UPLOADS_EXPIRY_DAYS * 86400,
     )
-    url = services.blobs.presign_put(key, constants.UPLOAD_URL_SECONDS)
+    max_bytes = get_settings().max_input_file_bytes
+    signed = services.blobs.presign_post(key, max_bytes, constants.UPLOAD_URL_SECONDS)
     return UploadGrant(
         upload_id=upload_id,
-        url=url,
-        expires_at=ids.iso(moment + timedelta(seconds=constants.UPLOAD_URL_SECONDS)),
-        max_bytes=get_settings().max_input_file_bytes,
+        url=signed.url,
+        fields=signed.fields,
+        expires_at=ids.iso(signed.expires_at),  # capped by the signer's credentials (domain.links)
+        max_bytes=max_bytes,
     )
 
 
@@ -78,7 +83,7 @@ def create_file_batch(services: Services, principal: Principal, draft: BatchDraf
         principal.user_id,
         draft,
         model,
-        pricing.quote(catalog, draft.batch_type, draft.quality, 0),  # priced once the file is read
+        pricing.quote(catalog, draft.batch_type, draft.quality, 0, model),  # the unit price; charged once read
         status=BatchStatus.VALIDATING,
         notify_email=principal.email if draft.notify_email else None,
         input_file=upload_id,
@@ -334,7 +339,7 @@ def _finish(services: Services, run: IngestRun) -> str:
         return _fail(
             services, batch, "The input file holds no requests (one JSON object per line). Nothing was charged."
         )
-    cost = pricing.quote(get_catalog(), batch.type, batch.quality, progress.items).total
+    cost = pricing.Quote(batch.unitPrice, progress.items).total  # the price fixed when the batch was created
     try:
         activated = services.uow.activate_bulk_batch(batch, request_count=progress.items, cost=cost)
     except InsufficientCredits as exc:
@@ -347,7 +352,7 @@ def _finish(services: Services, run: IngestRun) -> str:
     if not activated:
         return _after_superseded(services, batch.batchId)
     try:
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId))
+        queue_submit(services, batch.batchId, seen=None)
     except Exception:  # charged and pending: the poller re-drives a batch whose message was lost
         logger.exception("submit message not sent; the poller will re-drive batch %s", batch.batchId)
     return "pending"
@@ -375,7 +380,7 @@ def _upload_problem(services: Services, batch: BatchRecord) -> str | None:
     size = services.blobs.object_size(upload.key)
     if size is None:
         return (
-            f"Nothing was uploaded to '{upload_id}'; PUT the file to its uploadUrl before creating the batch. "
+            f"Nothing was uploaded to '{upload_id}'; upload the file to its uploadUrl before creating the batch. "
             "Nothing was charged."
         )
     limit = get_settings().max_input_file_bytes

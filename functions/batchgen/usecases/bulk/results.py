@@ -28,7 +28,7 @@ from batchgen import constants
 from batchgen.domain import ids, reports
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import Conflict
-from batchgen.domain.states import is_terminal
+from batchgen.domain.states import BatchStatus, is_terminal
 from batchgen.models.messages import WriteResultsManifest
 from batchgen.models.records import BatchRecord
 from batchgen.usecases.pipeline.items import iter_items, owned_batch
@@ -76,6 +76,19 @@ def write_manifest(services: Services, batch_id: str) -> str:
     return "written"
 
 
+def ended_figures(services: Services, batch_id: str) -> dict[str, float]:
+    """What an ended batch adds to the dashboard's business row, non-zero figures only (a metric name
+    costs by the month it is published): a completed batch, the credits it refunded."""
+    batch = services.batches.get_batch(batch_id)
+    if batch is None or not is_terminal(batch.status):
+        return {}
+    figures = {
+        "BatchesCompleted": 1.0 if batch.status is BatchStatus.COMPLETED else 0.0,
+        "CreditsRefunded": float(batch.refundedCredits or 0),
+    }
+    return {name: value for name, value in figures.items() if value}
+
+
 def _write(services: Services, batch: BatchRecord, key: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as handle:
         for item in iter_items(services, batch, page_size=MANIFEST_PAGE_ITEMS):
@@ -98,12 +111,8 @@ def results_link(services: Services, principal: Principal, batch_id: str) -> Res
                 "The batch has just ended and its results manifest is being written; retry in a few seconds."
             )
         _write(services, batch, key)  # the writer's message was lost or the object expired: same bytes
-    moment = ids.utc_now()
-    return ResultsLink(
-        url=services.blobs.presign_get(key, constants.RESULTS_URL_SECONDS),
-        expires_at=ids.iso(moment + timedelta(seconds=constants.RESULTS_URL_SECONDS)),
-        item_count=batch.requestCount,
-    )
+    signed = services.blobs.presign_get(key, constants.RESULTS_URL_SECONDS)
+    return ResultsLink(url=signed.url, expires_at=ids.iso(signed.expires_at), item_count=batch.requestCount)
 
 
 def _just_ended(batch: BatchRecord) -> bool:

@@ -26,15 +26,17 @@ def retry_batch(services: Services, principal: Principal, batch_id: str) -> Batc
     count = source.requestCount - source.successCount
     if count <= 0:
         raise Conflict("Every item of this batch succeeded; there is nothing to retry.")
-    quote = pricing.quote(get_catalog(), source.type, source.quality, count)
+    catalog = get_catalog()
+    model = pricing.resolve_model(catalog, source.type, source.model)  # a since deprecated id: its successor
+    quote = pricing.quote(catalog, source.type, source.quality, count, model)
     available = services.credits.get_balance(principal.user_id)
     if available < quote.total:
         raise InsufficientCredits(quote.total, available)
     batch = new_batch(
         principal.user_id,
         draft_of(source),
-        source.model,
-        pricing.quote(get_catalog(), source.type, source.quality, 0),  # priced once its items are copied
+        model,
+        pricing.Quote(quote.unit_price, 0),  # charged once its items are copied
         status=BatchStatus.VALIDATING,
         notify_email=source.notifyEmail,
         retry_of=source.batchId,

@@ -37,6 +37,7 @@ from batchgen.usecases.pipeline import items
 from batchgen.usecases.ports import NotifyServices
 
 logger = logging.getLogger(__name__)
+mail_log = logging.getLogger("batchgen.mail")  # the emails' own log (the local runtime shows it)
 
 RELAY_PAGE = 100
 # One relay slice: it stops when either budget is spent, checked before each event (never per page), and
@@ -390,4 +391,5 @@ def send_batch_email(services: NotifyServices, message: SendEmail) -> str:
         ]
     )
     services.mailer.send_email(message.to, subject, text)
+    mail_log.info("email for batch %s links %s", batch.batchId, link)  # no address: the link only
     return "emailed"

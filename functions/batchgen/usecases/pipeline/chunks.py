@@ -17,8 +17,9 @@ from batchgen.config import get_settings
 from batchgen.domain import gemini_jobs, jobs
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import open_items
-from batchgen.models.messages import CancelJob, DeleteJob, SubmitJob
+from batchgen.models.messages import CancelJob, DeleteJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
+from batchgen.usecases.pipeline.submit_queue import queue_submit
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -124,4 +125,4 @@ def start_next_round(services: Services, batch: BatchRecord, job: JobRecord) -> 
         job.geminiRound + 1, job.geminiJobName or "", now_iso(), keep_processing=chunk_count(batch) > 1
     )
     if services.jobs.change_job(batch.batchId, job.chunk, move):
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+        queue_submit(services, batch.batchId, job.chunk, seen=None)  # the new round's one message

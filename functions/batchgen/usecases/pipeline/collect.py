@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen import constants
+from batchgen.config import ModelSpec, get_catalog
 from batchgen.domain import events, ids, jobs
 from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
+from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint, priced, usage_of
 from batchgen.domain.outcomes import ItemSuccess
-from batchgen.domain.pricing import model_kind
+from batchgen.domain.pricing import canonical_model, model_kind
 from batchgen.domain.states import ItemStatus, is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
@@ -27,6 +29,14 @@ from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done
 from batchgen.usecases.ports import Services
 
 NO_RESPONSE = "Gemini returned no response for this request"
+# Inline answers can lose their keys and come back reordered (python-genai #1909, #2008, js-genai #1191):
+# an answer without a key is never given to an item by its position, which could hand a user another
+# item's image. The items left without a keyed answer fail with this reason and are refunded.
+KEYLESS_ANSWERS = (
+    "Gemini returned answers without the keys that tie them to their requests, so this request's answer "
+    "could not be told apart from the others; it was not delivered and its credits were refunded. "
+    "Submit it again"
+)
 
 
 @dataclass
@@ -72,7 +82,7 @@ class CollectRun:
     answered: set[str] = field(default_factory=set)
     lines: int = 0  # lines read (from the file's first line)
     saved: int = 0  # the checkpoint written
-    keyless: bool = False  # an answer without a key: matched by position only at the end, no checkpoint
+    keyless: bool = False  # an answer came without its key: unanswered items fail with KEYLESS_ANSWERS
     failures: dict[int, str] = field(default_factory=dict)
     retries: list[ItemRecord] = field(default_factory=list)
     # Texts: each stored by its own conditional write, counted (and their event persisted) with the next
@@ -81,28 +91,46 @@ class CollectRun:
     succeeded: list[int] = field(default_factory=list)
     counted: set[str] = field(default_factory=set)
     stored_before: dict[str, int] = field(default_factory=dict)  # texts found `success` when the run began
+    # What Gemini bills (usageMetadata of every answer read): the chunk's total at the checkpoint, what the
+    # lines since add, and the items they delivered; written with the next checkpoint, never per image.
+    usage_saved: GeminiUsage = field(default_factory=GeminiUsage)
+    usage_added: GeminiUsage = field(default_factory=GeminiUsage)
+    delivered: int = 0
+    model_spec: ModelSpec | None = None
+    image_size: str | None = None
 
     def answers(
-        self, results: Iterable[tuple[str | None, Any]], wants_image: bool
+        self, results: Iterable[tuple[str | None, Any]], wants_image: bool, items: list[ItemRecord]
     ) -> Iterator[tuple[str | None, Answer]]:
         for number, (key, result) in enumerate(results):
+            self.keyless = self.keyless or key is None
             if number < self.start:  # settled by an earlier run: only its key counts (it was answered)
-                if key is not None:
-                    self.answered.add(key)
-                    self.counted.add(key)
+                if (counted := answer_key(key, items)) is not None:
+                    self.answered.add(counted)
+                    self.counted.add(counted)
                 continue
             self.lines = number + 1
-            self.keyless = self.keyless or key is None
-            if key is not None and key in self.stored_before:
+            answer = read_answer(result, wants_image)
+            self._count_usage(result, answer)
+            stored = answer_key(key, items)
+            if stored is not None and stored in self.stored_before:
                 # Stored by an earlier run of this chunk after its last checkpoint: counted here, once.
-                self._count(key, self.stored_before[key])
-            yield key, read_answer(result, wants_image)
+                self._count(stored, self.stored_before[stored])
+            yield key, answer
+
+    def _count_usage(self, result: Any, answer: Answer) -> None:
+        usage = usage_of(result, delivered_image=answer.image is not None, size=self.image_size)
+        if self.model_spec is not None:
+            usage = priced(usage, self.model_spec, get_catalog())
+        self.usage_added += usage
 
     def settle_group(self, matched: list[tuple[ItemRecord | None, Answer]], *, last_round: bool) -> None:
         sorted_ = sort_answers(matched, [], last_round=last_round)
         self.answered.update(item.itemId for item, _ in matched if item is not None)
-        self.report.uploads_queued += _stage_images(self.services, self.batch, sorted_.images)
-        if sorted_.texts:  # each its own conditional write; counted with the next checkpoint
+        staged = _stage_images(self.services, self.batch, sorted_.images)
+        self.report.uploads_queued += staged
+        self.delivered += staged
+        if sorted_.texts:  # each its own conditional write; counted (and delivered) with the next checkpoint
             successes = [ItemSuccess(item.index, text=answer.text) for item, answer in sorted_.texts]
             stored = self.services.items.store_results(self.batch.batchId, successes)
             self.report.texts_stored += len(stored)
@@ -116,6 +144,7 @@ class CollectRun:
         if item_id not in self.counted:
             self.counted.add(item_id)
             self.succeeded.append(index)
+            self.delivered += 1
 
     def checkpoint(self) -> bool:
         """Settles what was sorted and records the place, with the texts seen succeed since the last one
@@ -131,10 +160,19 @@ class CollectRun:
         self.failures, self.retries = {}, []
         if self.lines == self.saved and not self.succeeded:
             return True
-        move = jobs.collect_progress(self.job.geminiJobName or "", self.saved, self.lines)
+        usage = UsageCheckpoint(
+            total=self.usage_saved + self.usage_added,
+            added=self.usage_added,
+            user_id=self.batch.userId,
+            day=ids.now_iso()[:10],
+            credits=self.batch.unitPrice * self.delivered,
+        )
+        move = jobs.collect_progress(self.job.geminiJobName or "", self.saved, self.lines, usage.total.as_record())
         succeeded, self.succeeded = self.succeeded, []
         caused = events.items_succeeded(batch_id, succeeded) if succeeded else []
-        moved = services.jobs.change_job(batch_id, self.job.chunk, move, succeeded=succeeded, events=caused)
+        moved = services.uow.checkpoint_collect(batch_id, self.job.chunk, move, usage, succeeded, caused)
+        if moved:  # else the run that moved the checkpoint counted these lines
+            self.usage_saved, self.usage_added, self.delivered = usage.total, GeminiUsage(), 0
         self.saved = self.lines
         self.report.lines = self.lines
         return moved
@@ -173,6 +211,8 @@ def collect_batch(
             for item in chunk_items
             if item.status is ItemStatus.SUCCESS and item.round == job.geminiRound
         }
+    run.usage_saved = GeminiUsage.from_record(job.geminiUsage)
+    run.model_spec, run.image_size = _billing_basis(batch)
     items = chunks.round_items(chunk_items, job)
     outcome = _read(run, view, items, time_left or (lambda: float("inf")))
     if outcome == "handed_over":
@@ -198,7 +238,7 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
     last_round = run.job.geminiRound + 1 >= MAX_GEMINI_ROUNDS
     wants_image = model_kind(run.batch.type) == "image"
     group: list[tuple[ItemRecord | None, Answer]] = []
-    for pair in match_answers(run.answers(run.services.gemini.iter_results(view), wants_image), items):
+    for pair in match_answers(run.answers(run.services.gemini.iter_results(view), wants_image, items), items):
         group.append(pair)
         if len(group) < GROUP_LINES:
             continue
@@ -206,15 +246,25 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
         group = []
         low = time_left() < margin or run.lines - run.start >= constants.COLLECT_SLICE_LINES  # per group
         counting = len(run.succeeded) >= COUNT_TEXTS  # the texts' count (and status) lags by at most this
-        if run.keyless or (run.lines - run.saved < CHECKPOINT_LINES and not low and not counting):
+        if run.lines - run.saved < CHECKPOINT_LINES and not low and not counting:
             continue
         if not run.checkpoint():
             return "overtaken"
         if low:
             return "handed_over"
     run.settle_group(group, last_round=last_round)
-    run.failures.update({item.index: NO_RESPONSE for item in items if item.itemId not in run.answered})
+    unanswered = KEYLESS_ANSWERS if run.keyless else NO_RESPONSE
+    run.failures.update({item.index: unanswered for item in items if item.itemId not in run.answered})
     return "read" if run.checkpoint() else "overtaken"
+
+
+def _billing_basis(batch: BatchRecord) -> tuple[ModelSpec | None, str | None]:
+    """The list prices of the batch's model (None: a model the catalog no longer has, priced at nothing)
+    and the image size it asked for."""
+    catalog = get_catalog()
+    spec = catalog.models.get(canonical_model(catalog, batch.model))
+    size = catalog.imageSizeByQuality.get(batch.quality or "1k") if model_kind(batch.type) == "image" else None
+    return spec, size
 
 
 def _delete_files(services: Services, job: JobRecord, view: JobView) -> None:
@@ -231,25 +281,24 @@ def _ended(services: Services, batch_id: str) -> bool:
 def match_answers(
     answers: Iterable[tuple[str | None, Answer]], items: list[ItemRecord]
 ) -> Iterator[tuple[ItemRecord | None, Answer]]:
-    """Each answer with its item, matched by key and once (None: no item of this round). Inline responses
-    can come back out of order (python-genai #1909): position is trusted only when no answer carries a
-    key and the counts match."""
+    """Each answer with its item, matched by key and once (None: no item of this round). Never by
+    position: inline responses can lose their keys and come back reordered. The one exception is a job
+    of a single request, whose one keyless answer can only be that request's."""
     by_key = {item.itemId: item for item in items}
-    keyless: list[Answer] = []  # kept until we know whether any answer had a key
-    keyed = False
     seen: set[str] = set()
-    for key, answer in answers:
+    for given, answer in answers:
+        key = answer_key(given, items)
         if key is None:
-            keyless.append(answer)
+            yield None, answer
             continue
-        keyed = True
         item = by_key.get(key) if key not in seen else None
         seen.add(key)
         yield item, answer
-    if not keyed and len(keyless) == len(items):
-        yield from zip(items, keyless, strict=True)
-    else:
-        yield from ((None, answer) for answer in keyless)
+
+
+def answer_key(key: str | None, items: list[ItemRecord]) -> str | None:
+    """The key an answer counts under: its own; a keyless one only in a job of a single request."""
+    return key if key is not None or len(items) != 1 else items[0].itemId
 
 
 def sort_answers(

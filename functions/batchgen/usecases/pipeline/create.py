@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from batchgen import constants
 from batchgen.config import get_catalog, get_settings
-from batchgen.domain import notifications, pricing
+from batchgen.domain import jobs, notifications, pricing
 from batchgen.domain.batches import BatchDraft, CreatedBatch, Principal, ensure_may_create, new_records, validate
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InvalidInput
 from batchgen.domain.images import DecodedImage
@@ -34,7 +34,7 @@ def create_batch(
     catalog, settings = get_catalog(), get_settings()
     model, images = validate(draft, catalog, settings)
     check_notifications(principal, draft)
-    quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests))
+    quote = pricing.quote(catalog, draft.batch_type, draft.quality, len(draft.requests), model)
     created = new_records(principal, draft, model, images, quote)
     uploaded = put_images(services, [(item.imageKey, image) for item, image in zip(created.items, images, strict=True)])
     try:
@@ -46,17 +46,24 @@ def create_batch(
         if existing is None:  # deleted since: the key's batch is gone, nothing more to answer with
             raise Conflict("The batch this Idempotency-Key created was deleted; use a new key.") from None
         items = [item for page in services.items.iter_item_pages(existing.batchId) for item in page]
-        created = CreatedBatch(batch=existing, items=items)
+        # Its first run recorded its submit message with it (`domain.jobs.first_job`): not sent twice; if
+        # that run died before sending, the poller's re-drive sends it.
+        return CreatedBatch(batch=existing, items=items)
     except Exception:
         if uploaded:
             services.blobs.delete_objects(uploaded)
         raise
     if created.batch.scheduledFor:
         return created  # the poller releases it to submit when its time comes
+    batch_id = created.batch.batchId
     try:
-        services.queues.send_submit(SubmitJob(batchId=created.batch.batchId))
-    except Exception:  # the batch is safely recorded; the poller re-drives stuck `pending` batches
-        logger.exception("submit message not sent; the poller will re-drive batch %s", created.batch.batchId)
+        services.queues.send_submit(SubmitJob(batchId=batch_id))
+    except Exception:  # the batch is safely recorded; the poller sends its message
+        logger.exception("submit message not sent; the poller will send batch %s", batch_id)
+        try:  # not on its way after all: the dispatcher's next tick may send it (else the re-drive, later)
+            services.jobs.change_job(batch_id, 0, jobs.unqueue_submit(created.batch.createdAt))
+        except Exception:
+            logger.exception("batch %s keeps its submit record; the poller re-drives it", batch_id)
     return created
 
 
@@ -99,7 +106,7 @@ def _create_with_retry(services: Services, created: CreatedBatch, request_key: s
 
 def check_target(url: str) -> None:
     """Registration-time SSRF check (delivery checks again: DNS can change)."""
-    notifications.resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
+    notifications.check_registration(url, allow_private=get_settings().webhook_allow_private_targets, resolve=_resolve)
 
 
 def _resolve(host: str, port: int) -> list[str]:
@@ -108,6 +115,12 @@ def _resolve(host: str, port: int) -> list[str]:
 
 def check_notifications(principal: Principal, draft: BatchDraft) -> None:
     """A create's `webhookUrl` passes the SSRF rules; `notifyEmail` needs the token's email claim."""
+    if draft.notify_email and not get_settings().notify_email_from:
+        raise InvalidInput(
+            "This service sends no email (its operator has not configured a sender address); create the "
+            "batch without notifyEmail, or register a webhook endpoint instead.",
+            [{"loc": ["body", "notifyEmail"], "msg": "email notifications are not configured"}],
+        )
     if draft.notify_email and not principal.email:
         raise InvalidInput(
             "notifyEmail needs an email address, and your token has no `email` claim.",

@@ -20,9 +20,9 @@ from batchgen.config import get_settings
 from batchgen.domain import batch_moves, dispatch, ids, jobs
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
-from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
 from batchgen.usecases.pipeline import chunks
+from batchgen.usecases.pipeline.submit_queue import queue_submit, queued_recently
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -191,18 +191,22 @@ def tick(
             break  # full after all (a concurrent submit took the slot): the next tick goes on
         report.admitted += 1
         report.admitted_ids.append(batch.batchId)
-        touch_pending(services, batch.batchId)  # attended to now: no re-drive of it on this message
-        try:
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
-        except Exception:  # it holds its slot: the pending re-drive sends it again
-            logger.exception("submit message for admitted batch %s not sent", batch.batchId)
+        _send_admitted(services, batch.batchId, job.chunk)
+        if batch.queuePosition is not None:  # admitted: it waits in no queue now
+            services.batches.change_batch(batch.batchId, batch_moves.leave_queue())
     report.waiting = len(queue.order) - report.admitted
     write_positions(services, queue, by_id, report.admitted)
     return report
 
 
-def touch_pending(services: Services, batch_id: str, seen_updated_at: str | None = None) -> bool:
-    """A pending batch attended to now (sent to submit), so the poller's re-drive leaves it alone for a
-    while; with `seen_updated_at`, only if nobody touched it since (two overlapping ticks act once)."""
-    move = batch_moves.touch_pending(ids.now_iso(), seen_updated_at)
-    return services.batches.change_batch(batch_id, move) is not None
+def _send_admitted(services: Services, batch_id: str, chunk: int) -> None:
+    """An admitted chunk goes to submit, unless a submit message of it is still on its way: that one
+    finds the slot taken for it. Read after the slot was reserved: a submit that found no slot clears
+    its record first and then looks for the slot again, so one of the two always goes on."""
+    current = services.jobs.get_job(batch_id, chunk)
+    if current is None or jobs.has_job(current) or queued_recently(current.submitQueuedAt):
+        return
+    try:
+        queue_submit(services, batch_id, chunk, seen=current.submitQueuedAt)
+    except Exception:  # it holds its slot: the poller's re-drive sends it again
+        logger.exception("submit message for admitted batch %s not sent", batch_id)

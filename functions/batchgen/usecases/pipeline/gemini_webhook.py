@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
+from batchgen.domain import json_text
 from batchgen.domain.errors import InvalidInput, PermanentError, TransientError
 from batchgen.domain.gemini_requests import batch_and_chunk_of
 from batchgen.domain.states import BatchStatus
@@ -25,7 +26,7 @@ MAX_JOB_NAMES = 5  # job names looked up per event (an event names one job)
 def handle_event(services: Services, body: bytes) -> str:
     """Returns what was done: "collect_queued" or "ignored"."""
     try:
-        payload = json.loads(body)
+        payload = json_text.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput("The webhook body is not JSON.") from exc
     event_type = str(payload.get("type") or payload.get("event_type") or "") if isinstance(payload, dict) else ""

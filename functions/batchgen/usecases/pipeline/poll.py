@@ -25,11 +25,12 @@ from batchgen.domain.gemini_jobs import (
     JobNotFound,
 )
 from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
-from batchgen.models.messages import CollectResults, SubmitJob
+from batchgen.models.messages import CollectResults
 from batchgen.models.records import BatchRecord, JobRecord
 from batchgen.usecases.pipeline import chunks, dispatch
 from batchgen.usecases.pipeline.settle import end_batch, fail_items, finalize_if_done
 from batchgen.usecases.pipeline.submit import lease_is_held
+from batchgen.usecases.pipeline.submit_queue import queue_submit, queued_recently
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -130,9 +131,7 @@ def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_sl
         # A chunk waiting for a slot is the dispatcher's (below); one holding a slot may be stuck.
         if not holds_slot:
             return "idle", None
-        if batch.status is BatchStatus.PENDING:
-            return _redrive_if_stuck(services, batch, job), None
-        return _redrive_chunk_if_stuck(services, batch, job), None
+        return _redrive_if_stuck(services, batch, job), None
     if batch.status is not BatchStatus.PROCESSING or collect_in_flight(job):
         return "idle", None
     if job.collectQueuedAt:  # its collect message was lost (a crash after the marker, or dead-lettered)
@@ -154,29 +153,20 @@ def release_if_due(services: Services, batch: BatchRecord) -> str:
         return "idle"
     if services.batches.change_batch(batch.batchId, batch_moves.release_scheduled(ids.now_iso())) is None:
         return "idle"
-    services.queues.send_submit(SubmitJob(batchId=batch.batchId))  # lost: the pending re-drive sends it again
+    queue_submit(services, batch.batchId, seen=None)  # lost: the dispatcher or the re-drive sends it again
     return "released"
 
 
 def _redrive_if_stuck(services: Services, batch: BatchRecord, job: JobRecord) -> str:
-    since = job.submitStartedAt or batch.createdAt
-    if ids.age_seconds(max(since, batch.updatedAt)) <= get_settings().pending_redrive_seconds:
+    """A chunk holding a slot without a job: its submit message was dead-lettered, or its attempt died
+    with the lease (which then has run out). Sent again only when no attempt holds the lease and no
+    message is on its way (`usecases.submit_queue`); of two overlapping ticks one sends."""
+    if lease_is_held(job.submitStartedAt) or queued_recently(job.submitQueuedAt):
         return "idle"
-    # Touching updatedAt first: two overlapping ticks re-drive once.
-    if not dispatch.touch_pending(services, batch.batchId, seen_updated_at=batch.updatedAt):
+    last = max(job.submitStartedAt or "", job.submitQueuedAt or "", batch.updatedAt)
+    if ids.age_seconds(last) <= get_settings().pending_redrive_seconds:
         return "idle"
-    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
-    return "redriven"
-
-
-def _redrive_chunk_if_stuck(services: Services, batch: BatchRecord, job: JobRecord) -> str:
-    """A chunk of a running batch holding a slot without a job: its submit message was lost, or its
-    attempt died with the lease (which then has run out). Duplicates are harmless: the lease decides."""
-    since = job.submitStartedAt or batch.updatedAt
-    if lease_is_held(job.submitStartedAt) or ids.age_seconds(since) <= get_settings().pending_redrive_seconds:
-        return "idle"
-    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
-    return "redriven"
+    return "redriven" if queue_submit(services, batch.batchId, job.chunk, seen=job.submitQueuedAt) else "idle"
 
 
 def _check_job(services: Services, batch: BatchRecord, job: JobRecord) -> tuple[str, str | None]:

@@ -14,12 +14,12 @@ from batchgen.config import get_catalog, get_settings
 from batchgen.domain import batch_moves, ids, jobs
 from batchgen.domain.errors import OutcomeUnknown, PermanentError, TransientError
 from batchgen.domain.gemini_jobs import JobNotFound
-from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line
+from batchgen.domain.gemini_requests import inline_request, job_display_name, jsonl_line, webhook_config
 from batchgen.domain.states import BatchStatus, ItemStatus
-from batchgen.models.messages import SubmitJob
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.pipeline import chunks, dispatch
 from batchgen.usecases.pipeline.settle import end_batch, finalize_if_done
+from batchgen.usecases.pipeline.submit_queue import queue_submit
 from batchgen.usecases.ports import Services
 
 # How long one submit attempt may take before another may assume it died (the function's timeout + margin).
@@ -64,7 +64,7 @@ def submit_batch(services: Services, batch_id: str, chunk: int = 0) -> SubmitOut
         existing = services.gemini.find_job_by_display_name(display_name)
         if existing is not None:
             return _record_job(services, batch, leased, existing.name, leased.geminiInputFile)
-        services.gemini.delete_file(leased.geminiInputFile)  # uploaded, but no job was created from it
+        # No job was created from its uploaded file (if any): this attempt creates one from that file.
     # This round's items of this chunk only: items of an earlier round are settled or on their way to upload.
     items = chunks.round_items(chunks.chunk_items(services, batch, chunk), leased)
     if not items:  # nothing left to send (settled meanwhile): let the counters decide
@@ -85,13 +85,16 @@ def _wait_for_slot_or_lease(services: Services, batch: BatchRecord, job: JobReco
     """Wait for a Gemini job slot (the dispatcher sends the chunk again when its turn comes), or come
     back later (a delayed message) when another attempt holds the lease."""
     if not dispatch.admit(services, batch, job):
-        return SubmitOutcome("waiting")  # queued: the poller's dispatcher tick admits it in priority order
+        # Waits in the dispatcher's queue: its tick sends the chunk again in priority order. A tick that
+        # reserved this chunk's slot after admit() read the slots, while this message was still recorded
+        # as on its way, sent none: then the chunk goes on now.
+        services.jobs.change_job(batch.batchId, job.chunk, jobs.unqueue_submit(job.submitQueuedAt))
+        if not dispatch.holds_slot(services.slots.list_slots(), batch, job):
+            return SubmitOutcome("waiting")
     if lease_is_held(job.submitStartedAt):
         # Another attempt holds the lease and may be creating the job right now: a second attempt
         # would find nothing to reconcile yet and create a second job. Come back after the lease.
-        services.queues.send_submit(
-            SubmitJob(batchId=batch.batchId, chunk=job.chunk), delay_seconds=SUBMIT_LEASE_SECONDS
-        )
+        queue_submit(services, batch.batchId, job.chunk, seen=job.submitQueuedAt, delay_seconds=SUBMIT_LEASE_SECONDS)
         return SubmitOutcome("waiting")
     return None
 
@@ -100,13 +103,15 @@ def _create_and_record(
     services: Services, batch: BatchRecord, leased: JobRecord, items: list[ItemRecord], display_name: str
 ) -> SubmitOutcome:
     try:
-        job_name, input_file = _create_job(services, batch, leased.chunk, items, display_name)
+        job_name, input_file = _create_job(services, batch, leased, items, display_name)
     except OutcomeUnknown:
         raise  # the job may exist: keep the lease, so the next attempt reconciles before creating
     except TransientError:
         services.jobs.change_job(batch.batchId, leased.chunk, jobs.release_lease(leased.submitStartedAt or ""))
-        raise  # refused: retry now
+        raise  # refused (a rate limit, an overloaded Gemini): retry after the delay Gemini asked for
     except PermanentError as exc:
+        # Billing, permission, an invalid request: final. The batch fails now with Gemini's reason and
+        # is refunded; no retry, no second upload (the input file was deleted by `_create_job`).
         ended = end_batch(
             services,
             batch.batchId,
@@ -123,10 +128,11 @@ def _create_and_record(
 
 
 def _create_job(
-    services: Services, batch: BatchRecord, chunk: int, items: list[ItemRecord], display_name: str
+    services: Services, batch: BatchRecord, leased: JobRecord, items: list[ItemRecord], display_name: str
 ) -> tuple[str, str | None]:
-    catalog, gemini = get_catalog(), services.gemini
-    if get_settings().gemini_source_mode == "inline":
+    catalog, gemini, chunk, settings = get_catalog(), services.gemini, leased.chunk, get_settings()
+    webhook = webhook_config(settings.per_job_webhook_url, batch.batchId, chunk)
+    if settings.gemini_source_mode == "inline":
         images = [_input_image(services, item) for item in items]
         # Inline requests travel inside one JSON body: over Gemini's 20 MB limit, use a file instead.
         pairs = list(zip(items, images, strict=True))
@@ -134,20 +140,34 @@ def _create_job(
         size = sum(shared + len(item.prompt) + 4 * len(image or b"") // 3 for item, image in pairs)
         if size <= constants.INLINE_MAX_BYTES:
             requests = [inline_request(batch, item, image, catalog) for item, image in pairs]
-            return gemini.create_job(batch.model, requests, display_name).name, None
-    lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
-    input_file = gemini.submit_file(lines, f"{display_name}-input")
-    # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file.
-    services.jobs.change_job(batch.batchId, chunk, jobs.record_input_file(input_file))
+            return gemini.create_job(batch.model, requests, display_name, webhook).name, None
+    input_file = _uploaded_input(services, leased)
+    if input_file is None:
+        lines = (jsonl_line(batch, item, _input_image(services, item), catalog) for item in items)
+        input_file = gemini.submit_file(lines, f"{display_name}-input")
+        # Recorded before the job exists, so whoever ends or reconciles the batch can delete the file,
+        # and a retry of a refused create reuses it instead of uploading up to 2 GB again.
+        services.jobs.change_job(batch.batchId, chunk, jobs.record_input_file(input_file))
     try:
-        return gemini.create_job(batch.model, input_file, display_name).name, input_file
-    except OutcomeUnknown:
-        raise  # the job may exist and read this file: the attempt that reconciles decides
-    except (PermanentError, TransientError):
-        # Refused (e.g. 429): no job reads the file, and a leaked upload holds the 20 GB project quota
-        # for 48 h. The retry uploads afresh.
+        return gemini.create_job(batch.model, input_file, display_name, webhook).name, input_file
+    except TransientError:
+        raise  # refused or unknown: the file stays for the retry (or the reconciling attempt) to use
+    except PermanentError:
+        # Final: no job will read the file, and a leaked upload holds the 20 GB project quota for 48 h.
         gemini.delete_file(input_file)
         raise
+
+
+def _uploaded_input(services: Services, leased: JobRecord) -> str | None:
+    """The input file an earlier attempt of this chunk's round uploaded (its create was refused or its
+    outcome unknown), if Gemini still holds it (files expire after 48 h): the retry creates from it.
+    A new round starts without one (`domain.jobs.next_round` clears it)."""
+    name = leased.geminiInputFile
+    if name and services.gemini.file_is_ready(name):
+        return name
+    if name:
+        services.gemini.delete_file(name)  # expired or gone: a fresh upload replaces it
+    return None
 
 
 def _input_image(services: Services, item: ItemRecord) -> bytes | None:
@@ -161,7 +181,7 @@ def _record_job(
     if services.jobs.change_job(batch.batchId, chunk, jobs.record_job(job_name, input_file, ids.now_iso())):
         if leased.geminiRound == 0 and chunk + 1 < chunks.chunk_count(batch):
             # The next chunk goes to submit now; it takes a slot when the dispatcher's order allows.
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk + 1))
+            queue_submit(services, batch.batchId, chunk + 1, seen=None)
         return SubmitOutcome("submitted", job_name)
     current = services.jobs.get_job(batch.batchId, chunk)
     if current is not None and current.geminiJobName == job_name:

@@ -114,11 +114,11 @@ def draft_from_request(services: Services, principal: Principal, request: Create
 def quote(services: Services, principal: Principal, draft: BatchDraft) -> PriceQuote:
     """The create's own checks (input images decoded too), then prices: nothing is charged or written."""
     catalog = get_catalog()
-    validate(draft, catalog, get_settings())
+    model, _ = validate(draft, catalog, get_settings())
     count = len(draft.requests)
     return PriceQuote(
         request_count=count,
-        credit_cost=pricing.quote(catalog, draft.batch_type, draft.quality, count).total,
-        standard_cost=pricing.standard_quote(catalog, draft.batch_type, draft.quality, count).total,
+        credit_cost=pricing.quote(catalog, draft.batch_type, draft.quality, count, model).total,
+        standard_cost=pricing.standard_quote(catalog, draft.batch_type, draft.quality, count, model).total,
         balance=services.credits.get_balance(principal.user_id),
     )

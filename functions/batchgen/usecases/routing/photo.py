@@ -49,7 +49,7 @@ def generate_photo(services: Services, principal: Principal, draft: photo.PhotoD
         reason = str(exc) if isinstance(exc, GenerationFailed) else _reason(exc)
         logger.warning("standard generation %s failed: %s", generation_id, reason)
         services.uow.refund_generation(principal.user_id, generation_id, reason)
-        raise GenerationFailed(f"{reason}. Your {cost} credits were refunded.") from exc
+        raise GenerationFailed(f"{reason.rstrip().rstrip('.')}. Your {cost} credits were refunded.") from exc
     services.generations.mark_generation_succeeded(principal.user_id, generation_id, image_url)
     return Generated(generation_id, image_url, cost)
 
