@@ -67,6 +67,11 @@ def test_a_bulk_batch_is_chunked_by_its_file_and_tokens_not_a_fixed_thousand(mon
     monkeypatch.setenv("GEMINI_JOB_MAX_TOKENS", "20000000")
     reset_caches()
     assert chunks.chunk_count(texts) == 1
+    # A retry batch counts source items in its offset: by its images, not its offset.
+    retry = bulk_batch(10_000, 9_000).model_copy(update={"retryOf": "batch_0000000000000_source0"})
+    assert chunks.request_bytes(retry) == 0
+    with_images = retry.model_copy(update={"ingestImages": 3})
+    assert chunks.request_bytes(with_images) == constants.MAX_IMAGE_BYTES * 4 // 3 + 4
     # A pinned size is kept, whatever the settings say now.
     assert chunks.chunk_size(texts.model_copy(update={"geminiChunkSize": 7})) == 7
 

@@ -41,10 +41,12 @@ def chunk_size(batch: BatchRecord) -> int:
 
 def request_bytes(batch: BatchRecord) -> int:
     """Input image bytes per request (base64; prompts count in the line's overhead): a bulk batch's
-    uploaded file over its lines, an inline or retry batch's requests at the largest image a request may
-    carry (a retry batch's `ingestOffset` counts source items, not bytes)."""
+    uploaded file over its lines; a retry batch (its `ingestOffset` counts source items, not bytes)
+    without input images, none; otherwise the largest image a request may carry."""
     if batch.ingestOffset and batch.requestCount and batch.retryOf is None:
         return -(-batch.ingestOffset // batch.requestCount)
+    if batch.retryOf is not None and batch.requestCount and batch.ingestImages == 0:
+        return 0
     return constants.MAX_IMAGE_BYTES * 4 // 3 + 4
 
 
