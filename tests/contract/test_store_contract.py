@@ -557,3 +557,23 @@ def test_an_outbox_row_is_relayed_by_one_claimant_until_the_claim_lapses(service
     assert not services.outbox.claim_event(end, 60)  # claimed by the live one
     services.outbox.delete_events(rows)
     assert services.outbox.pending_events(10) == [] and not services.outbox.claim_event(end, 60)
+
+
+def test_a_collect_checkpoint_counts_the_texts_it_saw_succeed_with_their_event_once(
+    services: ports.NotifyServices,
+) -> None:
+    batch = new_batch(services, count=4)
+    services.jobs.open_jobs(batch.batchId, 1)
+    assert services.jobs.change_job(batch.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert services.items.store_results(batch.batchId, [ItemSuccess(0, text="a"), ItemSuccess(3, text="d")]) == {0, 3}
+    caused = events.items_succeeded(batch.batchId, [0, 3])
+    used = GeminiUsage(2, {}, 20, 10, 0, 0, Decimal("0.001"))
+    move = jobs.collect_progress("batches/1", 0, 4, used.as_record())
+    day = "2026-12-04"
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(used, used, day), [0, 3], caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+    # The same checkpoint again (another run got there first): nothing counted, persisted or added.
+    assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(used, used, day), [0], caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+    (row,) = services.usage.list_usage_days(USER, day, day)
+    assert row.answers == 2
