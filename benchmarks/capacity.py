@@ -169,6 +169,46 @@ def run() -> None:
         worst = print_model("images", image_bill, images)
         print(f"  hottest key outside item collections at 1,000 images/s: {worst:.1%} of a partition (target <= 50%)")
     queue_run()
+    job_sizes()
+
+
+def job_sizes() -> None:
+    """Requests per Gemini job and in flight at the job cap, from Gemini's limits (the deployed defaults)."""
+    from decimal import Decimal
+
+    from batchgen.config import get_settings, reset_caches
+    from batchgen.domain import ids
+    from batchgen.domain.states import BatchStatus
+    from batchgen.models.records import BatchRecord
+    from batchgen.usecases.pipeline import chunks
+
+    reset_caches()
+    settings, now = get_settings(), ids.now_iso()
+    cases = {
+        "10,000 texts (a 5 MB file)": (10_000, 5 * 2**20),
+        "10,000 images (a 2 GB file, ~215 KB a line)": (10_000, 2 * 2**30 - 1),
+        "1,000 images of 4 MB (5.6 MB a line)": (1_000, 1_000 * (4 * 2**20 * 4 // 3)),
+    }
+    print(f"Gemini jobs (before: 1,000 requests each; {settings.gemini_max_active_jobs} jobs in flight at most):")
+    for label, (lines, size) in cases.items():
+        batch = BatchRecord(
+            batchId=ids.new_batch_id(),
+            userId="u",
+            type="text",
+            status=BatchStatus.PENDING,
+            model="m",
+            createdAt=now,
+            updatedAt=now,
+            requestCount=lines,
+            unitPrice=Decimal(1),
+            creditCost=Decimal(lines),
+            ingestOffset=size,
+        )
+        per_job = chunks.chunk_size(batch)
+        print(
+            f"  {label:<45} {per_job:>6} requests a job, {chunks.chunk_count(batch):>3} jobs; "
+            f"{per_job * settings.gemini_max_active_jobs:>9,} requests in flight at the cap"
+        )
 
 
 # --- queuePosition and status reads ---------------------------------------------------------------------
