@@ -187,7 +187,7 @@ def job_sizes() -> None:
     cases = {
         "10,000 texts (a 5 MB file)": (10_000, 5 * 2**20),
         "10,000 images (a 2 GB file, ~215 KB a line)": (10_000, 2 * 2**30 - 1),
-        "1,000 images of 4 MB (5.6 MB a line)": (1_000, 1_000 * (4 * 2**20 * 4 // 3)),
+        "a retry of 1,000 requests with 4 MB images": (1_000, 0),
     }
     print(f"Gemini jobs (before: 1,000 requests each; {settings.gemini_max_active_jobs} jobs in flight at most):")
     for label, (lines, size) in cases.items():
@@ -202,7 +202,9 @@ def job_sizes() -> None:
             requestCount=lines,
             unitPrice=Decimal(1),
             creditCost=Decimal(lines),
-            ingestOffset=size,
+            ingestOffset=size or lines,  # a retry batch's offset counts its source items
+            retryOf=None if size else "batch_0000000000000_source0",
+            ingestImages=0 if size else lines,
         )
         per_job = chunks.chunk_size(batch)
         print(
