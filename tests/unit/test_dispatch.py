@@ -185,6 +185,23 @@ def test_a_submit_over_a_full_cap_waits_without_reading_the_active_index(service
     assert services.store.calls["iter_active_batches"] == services.store.calls["list_slots"] == 0  # O(1)
 
 
+def test_an_admitted_batch_leaves_the_queue_and_the_others_move_up(services: FakeServices) -> None:
+    running = [new_batch(services, user="x"), new_batch(services, user="w")]
+    assert run_submits(services, running) == ["submitted", "submitted"]  # the cap (2) is full
+    waiting = [new_batch(services, user="y", age=5), new_batch(services, user="z")]
+    assert run_submits(services, waiting) == ["waiting", "waiting"]
+    dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    first_place = services.store.batches[waiting[0]].queuePosition
+    assert first_place is not None and services.store.batches[waiting[1]].queuePosition == first_place + 1
+    set_job(services.store, running[0], collectQueuedAt=ids.now_iso())  # its job succeeded: its slot goes
+    report = dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    (admitted,) = report.admitted_ids
+    assert services.store.batches[admitted].queuePosition is None  # waits in no queue, even before its job
+    assert dispatch.queue_position(services, services.store.batches[admitted]) is None
+    (left,) = [batch_id for batch_id in waiting if batch_id != admitted]
+    assert services.store.batches[left].queuePosition == 1
+
+
 def test_a_slot_whose_job_was_collected_is_given_back_on_the_next_tick_however_young(services: FakeServices) -> None:
     """Issue 14 load run: every slot was held at least SLOT_GRACE_SECONDS (then 120 s) after its job ended,
     so with the cap at 90 the dispatcher admitted at most 0.75 batches a second however short the jobs:
