@@ -291,6 +291,20 @@ def migrations_legacy_free(batch_row: dict[str, Any]) -> bool:
     return "geminiRound" not in batch_row
 
 
+def success_update(table: str, batch_id: str, success: ItemSuccess, at: str, condition: str = "") -> dict[str, Any]:
+    """An open item -> success with its result (`condition`: what else must hold, joined by AND)."""
+    expression = Expression()
+    item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
+    item_values.update(publicId=success.public_id, updatedAt=at)
+    request = {
+        "TableName": table,
+        "Key": key(batch_pk(batch_id), item_sk(success.index)),
+        "UpdateExpression": expression.update(item_values),
+        "ConditionExpression": condition + expression.status_in(OPEN_ITEM_STATUSES),
+    }
+    return expression.into(request)
+
+
 def _listed(row: dict[str, Any]) -> BatchRecord:
     """A listing row: the index projects no `updatedAt` (most writes change it; no listing shows it)."""
     row.setdefault("updatedAt", row["createdAt"])
@@ -385,18 +399,10 @@ class DynamoItems:
         Returns the indexes that are `success` now: moved now, or found so (an earlier run's write)."""
         at, done = now_iso(), set()
         for success in successes:
-            expression = Expression()
-            item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
-            item_values.update(publicId=success.public_id, updatedAt=at)
-            request = {
-                "TableName": self.table.name,
-                "Key": key(batch_pk(batch_id), item_sk(success.index)),
-                "UpdateExpression": expression.update(item_values),
-                "ConditionExpression": "attribute_exists(PK) AND " + expression.status_in(OPEN_ITEM_STATUSES),
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
+            request = success_update(self.table.name, batch_id, success, at, "attribute_exists(PK) AND ")
+            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
             try:
-                self.table.db.update_item(**expression.into(request))
+                self.table.db.update_item(**request)
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
@@ -417,16 +423,7 @@ class DynamoItems:
         at = now_iso()
         writes: list[dict[str, Any]] = []
         for success in successes:
-            expression = Expression()
-            item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
-            item_values.update(publicId=success.public_id, updatedAt=at)
-            request = {
-                "TableName": self.table.name,
-                "Key": key(batch_pk(batch_id), item_sk(success.index)),
-                "UpdateExpression": expression.update(item_values),
-                "ConditionExpression": expression.status_in(OPEN_ITEM_STATUSES),
-            }
-            writes.append({"Update": expression.into(request)})
+            writes.append({"Update": success_update(self.table.name, batch_id, success, at)})
         writes.append({"Update": count_update(self.table.name, batch_id, successes[0].index, len(successes))})
         outbox = outbox_put(self.table.name, batch_id, at, events)
         if outbox is not None:
