@@ -9,6 +9,7 @@ from benchmarks import (
     aws_calls,
     bulk,
     bulk_pipeline,
+    capacity,
     cold_start,
     load,
     local_state,
@@ -26,6 +27,7 @@ def main() -> None:
     for section in (
         cold_start,
         aws_calls,
+        capacity,
         poll_tick,
         uploads,
         bulk,

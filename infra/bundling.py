@@ -1,7 +1,7 @@
 """Dependency bundling without Docker.
 
-The Lambda code asset is `functions/` itself (the `batchgen` package, see
-CODE_EXCLUDES); CDK hashes it. The third-party runtime dependencies from
+The Lambda code asset is the `batchgen` package of `functions/`, staged and compiled for the
+runtime's Python (infra/bytecode.py); CDK hashes it. The third-party runtime dependencies from
 `[project].dependencies` in pyproject.toml go into ONE Lambda layer, built here
 by pip for the Lambda platform:
 
@@ -12,7 +12,7 @@ by pip for the Lambda platform:
 `--only-binary` makes pip pick the Linux/arm64 wheels (pydantic-core,
 cryptography, ...) on any host, so no Docker and no arm64 machine is needed.
 boto3/botocore come with the Lambda runtime: they are left out of the list and
-removed again when another package pulls them in (aws-xray-sdk does).
+removed again when another package pulls them in.
 
 The versions come from `constraints.txt` beside pyproject.toml (`pip --constraint`): the resolved
 runtime dependencies, pinned, which `make` installs into the development venv too, so the layer runs
@@ -45,26 +45,16 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.bytecode import compile_tree
+
 # Bump when the layout or the pruning below changes, to invalidate caches.
-BUNDLE_FORMAT = 3
+BUNDLE_FORMAT = 4
 CONSTRAINTS_NAME = "constraints.txt"
 
-# Distributions the Lambda Python runtime already provides (the AWS SDK). Their small
-# dependencies (jmespath, python-dateutil, urllib3) stay in the layer: Powertools and the
-# other packages import them directly and must not depend on the runtime's copies.
+# Distributions the Lambda Python runtime already provides (the AWS SDK, with python-dateutil,
+# urllib3 and six beside it in /var/runtime). A small dependency another package imports directly
+# (jmespath for Powertools) is installed with that package and stays in the layer.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
-
-# Files of functions/ that must not ship in the code asset (CDK glob syntax).
-CODE_EXCLUDES = (
-    "*",
-    "!batchgen",
-    "!batchgen/**",
-    "**/__pycache__",
-    "**/*.pyc",
-    "**/.pytest_cache",
-    "**/.mypy_cache",
-    "**/.ruff_cache",
-)
 
 # Lambda Python 3.12+ runs on Amazon Linux 2023 (glibc 2.34): both wheel tags are loadable.
 LAMBDA_ARM64_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
@@ -151,6 +141,7 @@ def bundle_dependencies(*, pyproject: Path, target: Target, build_dir: Path) -> 
         _pip_install(requirements, target, site, constraints)
         _remove_distributions(site, RUNTIME_PROVIDED)
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts, useless in a layer
+        compile_tree(site, target.python_version, "/opt/python")  # for the runtime's Python (infra/bytecode.py)
         try:
             staging.rename(layer_dir)
         except OSError:
@@ -184,7 +175,7 @@ def pip_install_command(requirements: list[str], target: Target, site: Path, con
         "--disable-pip-version-check",
         "--constraint",
         str(constraints),
-        "--no-compile",  # the runtime writes no .pyc into /opt; compiling here only grows the zip
+        "--no-compile",  # pip would compile for this interpreter's version; `compile_tree` does the target's
         "--only-binary=:all:",
         "--implementation",
         target.implementation,

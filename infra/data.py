@@ -52,7 +52,8 @@ class DataStore(Construct):
                 index_name=index.name,
                 partition_key=_string(index.partition_key),
                 sort_key=_string(index.sort_key),
-                projection_type=dynamodb.ProjectionType.ALL,
+                projection_type=dynamodb.ProjectionType(index.projection),
+                non_key_attributes=list(index.included) or None,
             )
 
         self.bucket = s3.Bucket(

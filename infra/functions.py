@@ -12,7 +12,8 @@ from constructs import Construct
 
 from batchgen.constants import FUNCTIONS, FunctionSpec
 from infra import BUILD_DIR, FUNCTIONS_DIR, PYPROJECT, pascal_case
-from infra.bundling import CODE_EXCLUDES, Target, bundle_dependencies, placeholder_layer
+from infra.bundling import Target, bundle_dependencies, placeholder_layer
+from infra.bytecode import stage_code
 from infra.nag import acknowledge
 from infra.settings import StackSettings
 
@@ -47,11 +48,12 @@ class ServiceFunctions(Construct):
         super().__init__(scope, construct_id)
         self._settings = settings
         self._environment = dict(environment)
-        self._code = lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=list(CODE_EXCLUDES))
+        target = Target.lambda_arm64(RUNTIME.name)
+        self._code = lambda_.Code.from_asset(str(stage_code(FUNCTIONS_DIR, target.python_version, BUILD_DIR)))
         layer_dir = (
             placeholder_layer(BUILD_DIR)
             if skip_bundling
-            else bundle_dependencies(pyproject=PYPROJECT, target=Target.lambda_arm64(RUNTIME.name), build_dir=BUILD_DIR)
+            else bundle_dependencies(pyproject=PYPROJECT, target=target, build_dir=BUILD_DIR)
         )
         self.dependencies = lambda_.LayerVersion(
             self,

@@ -37,7 +37,7 @@ def create_table(dynamodb: Any, table_name: str) -> None:
                     {"AttributeName": index.partition_key, "KeyType": "HASH"},
                     {"AttributeName": index.sort_key, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
+                "Projection": _projection(index),
             }
             for index in spec.indexes
         ],
@@ -45,6 +45,13 @@ def create_table(dynamodb: Any, table_name: str) -> None:
     dynamodb.update_time_to_live(
         TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute}
     )
+
+
+def _projection(index: constants.IndexSpec) -> dict[str, Any]:
+    projection: dict[str, Any] = {"ProjectionType": index.projection}
+    if index.included:
+        projection["NonKeyAttributes"] = list(index.included)
+    return projection
 
 
 def create_queues(sqs: Any, visibility_timeout: int | None = None) -> dict[str, str]:

@@ -47,14 +47,18 @@ def set_job(store: Any, batch_id: str, chunk: int = 0, **changes: Any) -> JobRec
 
 def stored(batch_id: str) -> Any:
     """The batch and all its items as the DynamoDB stores hold them (a test's look, never the pipeline's):
-    a `BatchWithItems`, or None."""
+    a `BatchWithItems`, or None. A running batch's `successCount` is its counter rows' sum, as its status
+    shows it."""
     from batchgen.adapters.dynamo import get_stores
+    from batchgen.handlers.services import live_services
     from batchgen.models.records import BatchWithItems
+    from batchgen.usecases.pipeline.items import with_progress
 
     stores = get_stores()
     batch = stores.batches.get_batch(batch_id)
     if batch is None:
         return None
+    batch = with_progress(live_services(), batch)
     items = [item for page in stores.items.iter_item_pages(batch_id) for item in page]
     return BatchWithItems(batch=batch, items=items)
 

@@ -40,6 +40,8 @@ class Settings(BaseModel):
     gemini_max_active_jobs: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_DEFAULT, ge=1, le=100)
     gemini_max_active_jobs_per_user: int = Field(constants.GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT, ge=1, le=100)
     gemini_job_max_requests: int = Field(constants.GEMINI_JOB_MAX_REQUESTS_DEFAULT, ge=1, le=100_000)
+    gemini_job_max_tokens: int = Field(constants.GEMINI_JOB_MAX_TOKENS_DEFAULT, ge=1)
+    gemini_request_tokens: int = Field(constants.GEMINI_REQUEST_TOKENS_DEFAULT, ge=1)
     poll_concurrency: int = Field(constants.POLL_CONCURRENCY_DEFAULT, ge=1, le=64)
     photo_timeout_seconds: float = Field(constants.PHOTO_TIMEOUT_SECONDS_DEFAULT, gt=0, le=25)
     # Routing: Flex, deadlines and stuck jobs (the reasoning is in `batchgen.constants`).

@@ -19,6 +19,7 @@ MAX_GENERATE_BATCH_IMAGES = 50  # seed-003 /api/generate/batch
 # a body cap below that leaves room for them, so an oversized upload gets a clean 413 of ours.
 MAX_BODY_BYTES = 5_750_000
 MAX_IMAGE_BYTES = 4 * 1024 * 1024  # one decoded input image
+CREATE_IMAGE_UPLOADS = 8  # a create's input images PUT to S3 at once (bounded: 20 in turn took up to 0.8 s)
 MAX_IMAGE_SIDE = 16_384  # declared width or height of one input image (read from its header, never decoded)
 MAX_IMAGE_PIXELS = 50_000_000  # declared width x height of one input image
 MAX_PROMPT_CHARS = 4000
@@ -47,10 +48,23 @@ RESULTS_MANIFEST_GRACE_SECONDS = 120
 LEDGER_PAGE = 50
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 GEMINI_MAX_ACTIVE_JOBS_DEFAULT = 90  # Gemini allows 100 concurrent batch jobs per project
-# Chunked Gemini jobs: a batch with more requests runs as several jobs of at most this many.
-GEMINI_JOB_MAX_REQUESTS_DEFAULT = 1000
+# Chunked Gemini jobs: a job holds as many requests as fit Gemini's input file (its bytes) and the
+# enqueued tokens one job may take (an estimate per request), and at most this many.
+GEMINI_JOB_MAX_REQUESTS_DEFAULT = 10_000
+GEMINI_INPUT_FILE_MAX_BYTES = 2 * 1024 * 1024 * 1024  # Gemini's batch input file limit
+# A request's line beyond its input image's base64: its key, wrapping and config (1 KB), and its prompt
+# and the shared one JSON-escaped (at most 12 bytes a character, an astral one as two \u escapes).
+GEMINI_REQUEST_OVERHEAD_BYTES = 1024 + 2 * 12 * MAX_PROMPT_CHARS
+# The enqueued tokens one job may hold: the project's enqueued-token limit for the model (by usage
+# tier) is shared by every job in flight, so set it to that limit over the jobs meant to run at once.
+GEMINI_JOB_MAX_TOKENS_DEFAULT = 3_000_000
+# Tokens one request is counted at: an image's output (1,290 at 1K/2K) with its prompt and an input image.
+GEMINI_REQUEST_TOKENS_DEFAULT = 1_500
 # A collect run with less than this left checkpoints its place in the responses and hands over.
 COLLECT_HANDOVER_SECONDS = 60
+# A collect run hands over (checkpoint, then a new message at the back of the queue) after reading this
+# many response lines, time left or not: one chunk of 10,000 never holds a collect worker for its whole run.
+COLLECT_SLICE_LINES = 2_000
 GEMINI_MAX_ACTIVE_JOBS_PER_USER_DEFAULT = 20  # a user's share of the slots while others wait
 POLL_CONCURRENCY_DEFAULT = 16
 # A chunk holding a job slot without a job, and whose submit message was recorded longer ago than this,
@@ -82,6 +96,8 @@ INGEST_CHUNK_ITEMS = 100  # items written (four BatchWriteItem calls) per checkp
 INGEST_BAD_LINES_REPORTED = 10  # failureReason names at most this many bad lines
 # A run with less than this left hands over to the next message (checkpoint, then a new message).
 INGEST_HANDOVER_SECONDS = 60
+# ...and after this many lines, time left or not: one big file never holds an ingest worker for its whole run.
+INGEST_SLICE_LINES = 5_000
 # The validating watchdog (poller tick): a `validating` batch whose checkpoint has not moved for this long
 # gets its ingest message once more; still not moving as long again after that, it ends `failed`.
 INGEST_STALL_SECONDS = 900
@@ -184,6 +200,8 @@ ENV_PENDING_REDRIVE_SECONDS = "PENDING_REDRIVE_SECONDS"
 ENV_GEMINI_MAX_ACTIVE_JOBS = "GEMINI_MAX_ACTIVE_JOBS"
 ENV_GEMINI_MAX_ACTIVE_JOBS_PER_USER = "GEMINI_MAX_ACTIVE_JOBS_PER_USER"
 ENV_GEMINI_JOB_MAX_REQUESTS = "GEMINI_JOB_MAX_REQUESTS"
+ENV_GEMINI_JOB_MAX_TOKENS = "GEMINI_JOB_MAX_TOKENS"
+ENV_GEMINI_REQUEST_TOKENS = "GEMINI_REQUEST_TOKENS"
 ENV_POLL_CONCURRENCY = "POLL_CONCURRENCY"
 ENV_MIN_SCHEDULE_AHEAD_SECONDS = "MIN_SCHEDULE_AHEAD_SECONDS"
 ENV_MAX_SCHEDULE_AHEAD_SECONDS = "MAX_SCHEDULE_AHEAD_SECONDS"
@@ -249,9 +267,15 @@ WEBHOOK_TOLERANCE_SECONDS = 300
 
 @dataclass(frozen=True)
 class IndexSpec:
+    """A global secondary index. `projection` is what a Query of it reads: KEYS_ONLY (then the rows are
+    read by key), or INCLUDE with `included` (the attributes its listing shows), never the whole row, so a
+    row's change writes the index only when the index's keys or those attributes change."""
+
     name: str
     partition_key: str
     sort_key: str
+    projection: str = "KEYS_ONLY"  # KEYS_ONLY | INCLUDE
+    included: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,11 +290,36 @@ class TableSpec:
     indexes: tuple[IndexSpec, ...] = ()
 
 
-# GSI1: a user's batches newest first.  GSI2: every user's batches (admin).
-# GSI3: sparse, only batches in `pending`/`processing` carry its keys (poller).
-USER_BATCHES_INDEX = IndexSpec("UserBatches", "GSI1PK", "GSI1SK")
-ALL_BATCHES_INDEX = IndexSpec("AllBatches", "GSI2PK", "GSI2SK")
+# What a history page shows of a batch: the listing indexes project these and nothing else (never
+# `updatedAt`, which most writes of a batch row change).
+BATCH_LISTING_ATTRIBUTES = (
+    "batchId",
+    "userId",
+    "type",
+    "status",
+    "displayName",
+    "model",
+    "createdAt",
+    "requestCount",
+    "successCount",
+    "failCount",
+    "unitPrice",
+    "creditCost",
+    "refundedCredits",
+)
+# GSI1: a user's batches newest first.  GSI2: every user's batches (admin), in INDEX_SHARDS partitions.
+# GSI3: sparse, keys only: active batches (poller), validating ones, open standard generations, each kind
+# in INDEX_SHARDS partitions of its own.
+USER_BATCHES_INDEX = IndexSpec("UserBatches", "GSI1PK", "GSI1SK", "INCLUDE", BATCH_LISTING_ATTRIBUTES)
+ALL_BATCHES_INDEX = IndexSpec("AllBatches", "GSI2PK", "GSI2SK", "INCLUDE", BATCH_LISTING_ATTRIBUTES)
 ACTIVE_BATCHES_INDEX = IndexSpec("ActiveBatches", "GSI3PK", "GSI3SK")
+# No partition key takes every user's writes: a key shared by all users (the admin listing, the active
+# and validating batches, open generations, the outbox) is spread over this many partitions by a hash of
+# the row's id, and its readers query each of them.
+INDEX_SHARDS = 8
+# A batch's successes are counted in this many counter rows of its own partition (`COUNT#<n>`), never
+# on the batch row: each success group adds to one of them; the status sums them.
+PROGRESS_SHARDS = 8
 
 TABLE = TableSpec(
     default_name="batchgen",

@@ -109,10 +109,11 @@ def test_a_finalisation_wins_once_persists_its_end_and_leaves_the_active_listing
     assert services.items.record_successes(batch.batchId, [ItemSuccess(0, text="t")])
     seen = services.batches.get_batch(batch.batchId)
     assert seen is not None
-    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso())
+    assert services.items.count_successes(batch.batchId) == 1
+    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso(), 1)
     ended = [events.BatchEnded(batch.batchId, BatchStatus.COMPLETED)]
     done = services.batches.change_batch(batch.batchId, finalize, ended)
-    assert done is not None and done.status is BatchStatus.COMPLETED and done.completedAt
+    assert done is not None and done.status is BatchStatus.COMPLETED and done.completedAt and done.successCount == 1
     assert services.batches.change_batch(batch.batchId, finalize, ended) is None  # the second finaliser lost
     assert persisted(services) == ended  # one end event, persisted with the move
     assert batch.batchId not in {b.batchId for b in services.batches.iter_active_batches()}
@@ -152,6 +153,24 @@ def test_a_validating_batch_is_listed_for_the_watchdog_until_it_ends(services: p
     assert list(services.batches.iter_validating_batches()) == []
 
 
+def test_a_status_reads_a_small_batchs_row_counters_items_and_jobs_at_once(services: ports.NotifyServices) -> None:
+    small = new_batch(services, count=3)
+    services.jobs.open_jobs(small.batchId, 1)
+    assert services.jobs.change_job(small.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert services.items.record_successes(small.batchId, [ItemSuccess(0, text="a"), ItemSuccess(2, text="c")])
+    head = services.batches.read_head(small.batchId, 21)
+    assert head is not None and head.batch == services.batches.get_batch(small.batchId)
+    assert head.counted == services.items.count_successes(small.batchId) == 2
+    assert head.items == all_items(services, small.batchId)
+    assert head.jobs == services.jobs.list_jobs({small.batchId: 1})[small.batchId]
+    assert head.jobs[0].geminiJobName == "batches/1"
+    # A bigger batch: its first items only; its job rows, not reached, are read apart.
+    big = new_batch(services, count=60)
+    head = services.batches.read_head(big.batchId, 21)
+    assert head is not None and [item.index for item in head.items] == list(range(21)) and head.jobs is None
+    assert services.batches.read_head("batch_0000000000000_missing0", 21) is None
+
+
 # --- items --------------------------------------------------------------------------------------------
 def test_items_page_in_request_order_from_any_position(services: ports.NotifyServices) -> None:
     batch = new_batch(services, count=7)
@@ -179,8 +198,41 @@ def test_successes_move_together_or_not_at_all_with_their_event(services: ports.
     items = all_items(services, batch.batchId)
     assert [item.status for item in items] == [ItemStatus.SUCCESS] * 2 + [ItemStatus.PENDING] * 2
     assert (items[0].text, items[1].imageUrl, items[1].publicId) == ("a", "https://cdn/1.png", "p/1")
-    assert services.batches.get_batch(batch.batchId).successCount == 2  # type: ignore[union-attr]
+    assert services.items.count_successes(batch.batchId) == 2
+    row = services.batches.get_batch(batch.batchId)
+    assert row is not None and row.successCount == 0 and row.updatedAt == batch.updatedAt  # the row is untouched
     assert persisted(services) == [events.ItemsSucceeded(batch.batchId, (0, 1))]  # the lost group wrote none
+    for index in (2, 3):  # groups land on several counter rows; the count is their sum
+        assert services.items.record_successes(batch.batchId, [ItemSuccess(index, text="t")])
+    assert services.items.count_successes(batch.batchId) == 4
+
+
+def test_texts_are_stored_one_by_one_and_counted_with_the_checkpoint_that_saw_them(
+    services: ports.NotifyServices,
+) -> None:
+    batch = new_batch(services, count=4)
+    services.jobs.open_jobs(batch.batchId, 1)
+    assert services.jobs.change_job(batch.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert services.items.store_results(batch.batchId, [ItemSuccess(0, text="a"), ItemSuccess(1, text="b")]) == {0, 1}
+    # Stored, not counted, no event yet: the row and the counters are untouched.
+    assert services.items.count_successes(batch.batchId) == 0 and persisted(services) == []
+    # Again (a duplicate run): found success, reported, written once; a settled item is not success.
+    services.uow.settle_items(
+        batch,
+        [ItemOutcome(all_items(services, batch.batchId)[2], ItemStatus.FAILED, "x")],
+        refund=Decimal(0),
+        reason="r",
+    )
+    again = [ItemSuccess(1, text="other"), ItemSuccess(2, text="c")]
+    assert services.items.store_results(batch.batchId, again) == {1}
+    assert all_items(services, batch.batchId)[1].text == "b"
+    checkpoint = jobs.collect_progress("batches/1", 0, 10)
+    caused = events.items_succeeded(batch.batchId, [0, 1])
+    assert services.jobs.change_job(batch.batchId, 0, checkpoint, succeeded=[0, 1], events=caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+    # A checkpoint that lost its race counts nothing and persists nothing.
+    assert not services.jobs.change_job(batch.batchId, 0, checkpoint, succeeded=[3], events=caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
@@ -493,7 +545,7 @@ def test_an_outbox_row_is_relayed_by_one_claimant_until_the_claim_lapses(service
     )
     seen = services.batches.get_batch(batch.batchId)
     assert seen is not None
-    move = batch_moves.finalize(seen, BatchStatus.FAILED, ids.now_iso())
+    move = batch_moves.finalize(seen, BatchStatus.FAILED, ids.now_iso(), 0)
     services.batches.change_batch(batch.batchId, move, [events.BatchEnded(batch.batchId, BatchStatus.FAILED)])
     rows = services.outbox.pending_events(10)
     assert [row.events() for row in rows] == [
@@ -600,3 +652,23 @@ def test_an_item_moves_by_a_conditional_change(services: ports.NotifyServices) -
     assert requeued is not None and (requeued.flexSeq, requeued.flexLease) == (1, None)
     assert services.items.change_item(batch.batchId, 0, routing.take_flex_lease(0, 0, None, lease)) is None  # old seq
     assert services.items.change_item(batch.batchId, 5, routing.take_flex_lease(0, 0, None, lease)) is None  # no item
+
+
+def test_a_collect_checkpoint_counts_the_texts_it_saw_succeed_with_their_event_once(
+    services: ports.NotifyServices,
+) -> None:
+    batch = new_batch(services, count=4)
+    services.jobs.open_jobs(batch.batchId, 1)
+    assert services.jobs.change_job(batch.batchId, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    assert services.items.store_results(batch.batchId, [ItemSuccess(0, text="a"), ItemSuccess(3, text="d")]) == {0, 3}
+    caused = events.items_succeeded(batch.batchId, [0, 3])
+    used = GeminiUsage(2, {}, 20, 10, 0, 0, Decimal("0.001"))
+    move = jobs.collect_progress("batches/1", 0, 4, used.as_record())
+    day = "2026-12-04"
+    assert services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(used, used, day), [0, 3], caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+    # The same checkpoint again (another run got there first): nothing counted, persisted or added.
+    assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(used, used, day), [0], caused)
+    assert services.items.count_successes(batch.batchId) == 2 and persisted(services) == caused
+    (row,) = services.usage.list_usage_days(USER, day, day)
+    assert row.answers == 2

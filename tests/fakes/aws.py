@@ -12,7 +12,9 @@ from batchgen.models.messages import (
     DeliverWebhook,
     GenerateItem,
     IngestFile,
+    NotifyQueueBody,
     PurgeImages,
+    RelayOutbox,
     SendEmail,
     SubmitQueueBody,
     UploadImage,
@@ -87,12 +89,14 @@ class FakeNotifier:
     def __init__(self) -> None:
         self.sent: list[DeliverWebhook | SendEmail | WriteResultsManifest] = []
         self.later: list[tuple[DeliverWebhook, int]] = []
+        self.relays = 0  # relay slices asked for (kept apart: `sent` is what reaches receivers)
         self.fail = False
 
-    def send_notifications(self, messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None:
+    def send_notifications(self, messages: Sequence[NotifyQueueBody]) -> None:
         if self.fail:
             raise RuntimeError("SQS down")
-        self.sent += messages
+        self.relays += sum(1 for message in messages if isinstance(message, RelayOutbox))
+        self.sent += [message for message in messages if not isinstance(message, RelayOutbox)]
 
     def send_notification_later(self, message: DeliverWebhook, delay_seconds: int) -> None:
         self.later.append((message, delay_seconds))

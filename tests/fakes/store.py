@@ -36,6 +36,7 @@ from batchgen.domain.states import (
     sources,
 )
 from batchgen.models.records import (
+    BatchHead,
     BatchRecord,
     ItemRecord,
     JobRecord,
@@ -66,6 +67,7 @@ class FakeStore:
         self.usage_days: dict[tuple[str, str], UsageDayRecord] = {}
         self.request_claims: dict[str, str] = {}
         self.outbox: list[OutboxRecord] = []
+        self.progress: dict[str, int] = {}  # each batch's successes (the store's counter rows)
         self.claims: dict[str, float] = {}  # outbox event id -> claimed until (epoch seconds)
         self.time: Callable[[], float] = time.time  # the outbox claims' clock (tests move it)
         self.calls: Counter[str] = Counter()  # store reads, for the tests of what a use case reads
@@ -157,6 +159,23 @@ class FakeStore:
     def iter_validating_batches(self) -> Iterator[BatchRecord]:
         return iter([b for b in self.batches.values() if b.status is BatchStatus.VALIDATING])
 
+    def read_head(self, batch_id: str, items: int) -> BatchHead | None:
+        """Like the store's one read: the row, the counters' sum, the first items, and the job rows when
+        the read reached them (a batch of at most `items` items and ten chunks)."""
+        self.calls["read_head"] += 1
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return None
+        rows = self.items.get(batch_id, [])
+        jobs = sorted((job for (b, _), job in self.jobs.items() if b == batch_id), key=lambda job: job.chunk)
+        reached = len(rows) + len(jobs) <= items + 10
+        return BatchHead(
+            batch=batch,
+            counted=self.progress.get(batch_id, 0),
+            items=rows[:items],
+            jobs=jobs if reached and jobs else None,
+        )
+
     def put_batch(self, batch: BatchRecord) -> None:
         if batch.batchId in self.batches:
             raise ConcurrentChange(batch.batchId)
@@ -180,6 +199,7 @@ class FakeStore:
         if batch is None or not is_terminal(batch.status):
             raise Conflict("The batch is still running; cancel it before deleting it.")
         self.batches.pop(batch_id)  # like the store: the batch row only; its items and jobs went before it
+        self.progress.pop(batch_id, None)
 
     # --- Items -----------------------------------------------------------------------------------
     def get_item(self, batch_id: str, index: int) -> ItemRecord | None:
@@ -233,7 +253,7 @@ class FakeStore:
     ) -> bool:
         batch = self.batches.get(batch_id)
         found = [self.get_item(batch_id, success.index) for success in successes]
-        if batch is None or batch.status not in ACTIVE_BATCH_STATUSES:
+        if batch is None:  # like the store: only the items' own conditions (still open) decide
             return False
         if any(item is None or not is_open(item.status) for item in found):
             return False
@@ -256,9 +276,8 @@ class FakeStore:
                     }
                 )
             )
-        self.batches[batch_id] = batch.model_copy(
-            update={"successCount": batch.successCount + len(successes), "updatedAt": at}
-        )
+        # Like the store: counted beside the batch row (its counter rows), never on it.
+        self.progress[batch_id] = self.progress.get(batch_id, 0) + len(successes)
         self._persist(batch_id, at, events)
         return True
 
@@ -270,6 +289,28 @@ class FakeStore:
         updated = item.model_copy(update={"updatedAt": ids.now_iso(), **dict(change.set)})
         self._replace_item(updated)
         return updated
+
+    def store_results(self, batch_id: str, successes: Sequence[ItemSuccess]) -> set[int]:
+        """Like the store: each open item -> success on its own, no count, no event; the indexes that are
+        `success` now."""
+        done, at = set(), ids.now_iso()
+        for success in successes:
+            item = self.get_item(batch_id, success.index)
+            if item is None:
+                continue
+            if success.rev is not None and item.routeRev != success.rev and item.status is not ItemStatus.SUCCESS:
+                continue  # asked for on a route the item has left: dropped
+            if is_open(item.status):
+                update = {"status": ItemStatus.SUCCESS, "imageUrl": success.image_url, "text": success.text}
+                self._replace_item(item.model_copy(update={**update, "publicId": success.public_id, "updatedAt": at}))
+            elif item.status is not ItemStatus.SUCCESS:
+                continue
+            done.add(success.index)
+        return done
+
+    def count_successes(self, batch_id: str) -> int:
+        self.calls["count_successes"] += 1
+        return self.progress.get(batch_id, 0)
 
     # --- Jobs ------------------------------------------------------------------------------------
     def get_job(self, batch_id: str, chunk: int) -> JobRecord | None:
@@ -292,7 +333,15 @@ class FakeStore:
         for chunk in range(count):
             self.jobs.setdefault((batch_id, chunk), JobRecord(batchId=batch_id, chunk=chunk))
 
-    def change_job(self, batch_id: str, chunk: int, change: JobChange) -> bool:
+    def change_job(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        *,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
         batch = self.batches.get(batch_id)
         if (batch_id, chunk) not in self.jobs and batch is not None:
             # Like the store: a batch whose chunk rows were never opened (a submit that died between
@@ -308,6 +357,9 @@ class FakeStore:
         self.jobs[(batch_id, chunk)] = job.model_copy(update=dict(change.job.set))
         if change.batch is not None and change.batch.set and batch is not None:
             self.batches[batch_id] = batch.model_copy(update=dict(change.batch.set))
+        if succeeded:  # like the store: counted with the move, in its counter rows
+            self.progress[batch_id] = self.progress.get(batch_id, 0) + len(succeeded)
+        self._persist(batch_id, ids.now_iso(), events)
         return True
 
     def delete_jobs(self, batch_id: str) -> None:
@@ -537,8 +589,16 @@ class FakeStore:
         self._credit(user_id, record["creditCost"], "standard generation refund", None)
         return True
 
-    def checkpoint_collect(self, batch_id: str, chunk: int, change: JobChange, usage: UsageCheckpoint) -> bool:
-        if not self.change_job(batch_id, chunk, change):
+    def checkpoint_collect(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        usage: UsageCheckpoint,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
+        if not self.change_job(batch_id, chunk, change, succeeded=succeeded, events=events):
             return False
         key = (usage.user_id, usage.day)
         day = self.usage_days.get(key) or UsageDayRecord(userId=usage.user_id, day=usage.day)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.constants import FUNCTIONS
-from infra import PYPROJECT
+from infra import FUNCTIONS_DIR, PYPROJECT
 from infra.bundling import (
     RUNTIME_PROVIDED,
     Target,
@@ -31,6 +31,7 @@ from infra.bundling import (
     pinned_versions,
     runtime_requirements,
 )
+from infra.bytecode import stage_code
 from infra.functions import RUNTIME
 
 from .conftest import Synthesized
@@ -111,18 +112,26 @@ def _code_asset_dir(synthesized: Synthesized) -> Path:
     directory = synthesized.assembly_dir / f"asset.{key.removesuffix('.zip')}"
     assert (directory / "batchgen" / "constants.py").is_file()
     assert (directory / "batchgen" / "catalog.json").is_file(), "package data must ship"
-    assert not list(directory.rglob("__pycache__")), "bytecode caches must not ship"
+    tag = sys.implementation.cache_tag.split("-")[0] + "-" + LAMBDA.python_version.replace(".", "")
+    for compiled in directory.rglob("*.pyc"):  # only where this machine has the runtime's Python
+        assert f".{tag}." in compiled.name and _unchecked(compiled), f"{compiled} is not for the runtime's Python"
     return directory
 
 
 def _aws_sdk_dir(tmp_path: Path) -> Path:
-    """Stand-in for the Lambda runtime's own boto3/botocore: links to this environment's copies."""
+    """Stand-in for the Lambda runtime's own boto3/botocore and what they need (the runtime ships
+    python-dateutil, urllib3 and six beside them): links to this environment's copies. jmespath is left
+    out: Powertools imports it directly, so the layer must ship it."""
     sdk = tmp_path / "runtime-provided"
     sdk.mkdir()
-    for package in ("boto3", "botocore", "s3transfer"):
+    for package in ("boto3", "botocore", "s3transfer", "dateutil", "urllib3", "six"):
         spec = importlib.util.find_spec(package)
         assert spec is not None and spec.origin is not None, f"{package} is needed to stand in for Lambda's SDK"
-        (sdk / package).symlink_to(Path(spec.origin).parent, target_is_directory=True)
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            (sdk / package).symlink_to(origin.parent, target_is_directory=True)
+        else:  # a single-module distribution (six)
+            (sdk / origin.name).symlink_to(origin)
     return sdk
 
 
@@ -183,3 +192,38 @@ def test_code_and_layer_import_in_a_clean_interpreter(
         assert origin.is_relative_to(code.resolve()) or origin.is_relative_to(site.resolve()), (
             f"{name} was imported from {origin}, outside the bundle"
         )
+
+
+def _unchecked(compiled: Path) -> bool:
+    """A `.pyc` the runtime loads without comparing it to its source (PEP 552 flags: hash-based, unchecked)."""
+    return int.from_bytes(compiled.read_bytes()[4:8], "little") == 0b01
+
+
+def test_the_code_asset_and_the_layer_ship_bytecode_the_runtime_loads_without_its_sources(
+    host_bundle: tuple[Target, Path], tmp_path: Path
+) -> None:
+    """Staged for this machine's Python (the Lambda one is compiled the same way by `python3.14`): every
+    module has unchecked bytecode for that version, in the code asset and the layer, and an import in a
+    read-only, write-nothing interpreter runs it (a source changed after staging is not even read)."""
+    target, site = host_bundle
+    code = stage_code(FUNCTIONS_DIR, target.python_version, tmp_path / "build")
+    for root in (code / "batchgen", site / "pydantic"):
+        sources = list(root.rglob("*.py"))
+        assert sources
+        for source in sources:
+            compiled = Path(importlib.util.cache_from_source(str(source)))
+            assert compiled.is_file() and _unchecked(compiled), f"{source} ships without its bytecode"
+    (code / "batchgen" / "domain" / "ids.py").write_text("raise SystemExit('the source was compiled at start')\n")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(code)!r}, {str(site)!r}]
+        import batchgen.domain.ids, pydantic_core
+        print(batchgen.domain.ids.__cached__)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).is_file()

@@ -251,7 +251,11 @@ def test_table_follows_the_table_spec(synthesized: Synthesized) -> None:
                                 {"AttributeName": index.partition_key, "KeyType": "HASH"},
                                 {"AttributeName": index.sort_key, "KeyType": "RANGE"},
                             ],
-                            "Projection": {"ProjectionType": "ALL"},
+                            # What each query reads, never the whole row (`IndexSpec.projection`).
+                            "Projection": {
+                                "ProjectionType": index.projection,
+                                **({"NonKeyAttributes": list(index.included)} if index.included else {}),
+                            },
                         }
                         for index in TABLE.indexes
                     ],

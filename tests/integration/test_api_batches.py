@@ -1,10 +1,12 @@
 """The /batch/* routes through the real handler against moto (the seed-000 contract)."""
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from batchgen.adapters.dynamo import get_stores
+from batchgen.domain import ids, jobs
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.handlers.services import live_services
 from batchgen.usecases.pipeline import settle
@@ -79,6 +81,27 @@ def test_status_has_every_field_of_the_spec(api, aws):
     assert body["summary"] == {"total": 3, "pending": 3, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0}
     assert [item["clientId"] for item in body["items"]] == ["request-1", "request-2", "request-3"]
     assert body["results"] == [] and body["errors"] == []
+
+
+def test_status_of_a_small_running_batch_is_one_read_with_exact_counts(api, aws):
+    grant("user-1", 10)
+    batch_id = api("POST", "/batch/create", batch_body(3)).body["id"]
+    assert get_stores().items.record_successes(batch_id, [ItemSuccess(1, text="t")])
+    assert get_stores().jobs.change_job(batch_id, 0, jobs.record_job("batches/1", None, ids.now_iso()))
+    client = get_stores().batches.table.db
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    client.meta.events.register("before-call.dynamodb", count)
+    try:
+        body = api("GET", f"/batch/status/{batch_id}").body
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", count)
+    assert calls == ["Query"]  # the batch's row, its counter rows, its items and its job row, in key order
+    assert body["successCount"] == 1 and body["summary"]["completed"] == 1 and body["geminiState"] is not None
+    assert [item["status"] for item in body["items"]] == ["processing", "success", "processing"]
 
 
 def test_fractional_prices_and_text_batches(api, aws):

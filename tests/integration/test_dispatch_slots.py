@@ -82,6 +82,7 @@ def test_a_premium_batch_created_after_three_standard_ones_runs_first(api, cappe
     assert running == standard[:2] and capped.running_job_count == 2
     premium = create(api, "user-2", tier="premium")
     queues.drain(SUBMIT)
+    poll()  # the dispatcher's pass writes each waiting batch's place; a status reads it
     status = api("GET", f"/batch/status/{premium}", token=make_token("user-2")).body
     assert status["status"] == "pending" and status["queuePosition"] == 1
     assert api("GET", f"/batch/status/{standard[2]}").body["queuePosition"] == 2

@@ -129,3 +129,69 @@ def test_the_poller_tick_runs_pending_migrations(aws: Any, poll: Any) -> None:
     report = poll()
     assert report["rows_migrated"] == 1 and job_row_exists(batch_id)
     assert poll()["rows_migrated"] == 0
+
+
+# --- shared-keys: index keys every user shared, into their sharded partitions ----------------------------
+def older_shared_batch(index: int, status: BatchStatus) -> str:
+    """A batch row as the older layout keyed it: one admin partition and one active partition for all."""
+    now = ids.now_iso()
+    batch = BatchRecord(
+        batchId=f"batch_{1700000000000 + index:013d}_{index:010x}",
+        userId="user-1",
+        type="text",
+        status=status,
+        model="gemini-3.5-flash",
+        createdAt=now,
+        updatedAt=now,
+        requestCount=2,
+        successCount=1 if status is BatchStatus.PROCESSING else 0,  # the older layout counted on the row
+        unitPrice=Decimal("0.5"),
+        creditCost=Decimal(1),
+    )
+    row = unmarshal(batch_row(batch))
+    row["GSI2PK"] = "BATCHES"
+    if "GSI3PK" in row:
+        row["GSI3PK"] = "ACTIVE" if status is not BatchStatus.VALIDATING else "VALIDATING"
+    table = get_stores().table
+    table.db.put_item(TableName=table.name, Item=marshal(row))
+    return batch.batchId
+
+
+def test_shared_index_keys_move_to_their_shards_a_page_at_a_time_and_once(aws: Any) -> None:
+    stores = get_stores()
+    active = [older_shared_batch(index, BatchStatus.PROCESSING) for index in range(3)]
+    validating = older_shared_batch(3, BatchStatus.VALIDATING)
+    ended = older_shared_batch(4, BatchStatus.COMPLETED)
+    photo = marshal(
+        {"PK": "USER#user-1", "SK": "PHOTO#gen_1", "entity": "photo", "userId": "user-1", "generationId": "gen_1"}
+        | {"status": "charged", "GSI3PK": "OPEN_GENERATIONS", "GSI3SK": "2020-01-01T00:00:00.000Z#gen_1"}
+    )
+    stores.table.db.put_item(TableName=stores.table.name, Item=photo)
+    # Before: the readers query only the sharded partitions, so none of these rows is listed.
+    assert list(stores.batches.iter_active_batches()) == []
+    admin = stores.batches.list_batches(user_id=None, limit=10, cursor=None, status=None, batch_type=None)
+    assert admin.batches == []
+
+    runs = 0
+    while not migrations.run(stores.table, migrations.SHARED_KEYS, page_size=2, budget_seconds=0).done:
+        runs += 1
+        assert runs < 50
+    assert runs > 1  # several pages, each from the checkpoint the last one left
+
+    assert sorted(b.batchId for b in stores.batches.iter_active_batches()) == sorted(active)
+    assert [b.batchId for b in stores.batches.iter_validating_batches()] == [validating]
+    admin = stores.batches.list_batches(user_id=None, limit=10, cursor=None, status=None, batch_type=None)
+    assert {b.batchId for b in admin.batches} == {*active, validating, ended}
+    assert list(stores.generations.iter_unsettled_generations("2030-01-01T00:00:00.000Z")) == [("user-1", "gen_1")]
+    for batch_id in active:
+        assert raw_batch_row(batch_id)["GSI3PK"].startswith("ACTIVE#")
+        assert raw_batch_row(batch_id)["GSI2PK"].startswith("BATCHES#")
+    # A row of the older layout keeps the successes it counted; the status adds the counter rows to them.
+    from batchgen.handlers.services import live_services
+    from batchgen.usecases.pipeline import items
+
+    seen = stores.batches.get_batch(active[0])
+    assert seen is not None and items.with_progress(live_services(), seen).successCount == 1
+    # Idempotent: a second run (a new checkpoint) finds nothing left to move.
+    stores.table.db.delete_item(TableName=stores.table.name, Key=key("MIGRATION#shared-keys", META_SK))
+    assert migrations.run(stores.table, migrations.SHARED_KEYS).migrated == 0

@@ -328,7 +328,7 @@ def test_a_state_change_whose_event_write_fails_rolls_back_with_it(api, aws, mon
     record = stored(batch_id)
     assert record is not None and record.batch.successCount == 0 and record.items[0].status.value == "pending"
     batch = record.batch
-    finalize = batch_moves.finalize(batch, BatchStatus.FAILED, ids.now_iso())
+    finalize = batch_moves.finalize(batch, BatchStatus.FAILED, ids.now_iso(), 0)
     assert stores.batches.change_batch(batch_id, finalize, [events.BatchEnded(batch_id, BatchStatus.FAILED)]) is None
     assert stores.batches.get_batch(batch_id).status is BatchStatus.PENDING
 

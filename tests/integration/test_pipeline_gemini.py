@@ -176,12 +176,12 @@ def test_job_cap_makes_a_batch_wait_then_run(api, gemini, queues, poll, monkeypa
     get_stores().batches.update_batch(second, {"updatedAt": ten_minutes_ago})
     queues.drain(SUBMIT)
     assert gemini.calls["create"] == 1
+    tick = poll()  # the dispatcher's pass writes each waiting batch's place; a status reads it
     assert status(api, second)["status"] == "pending" and status(api, second)["queuePosition"] == 1
     assert status(api, first)["queuePosition"] is None
     # The waiting batch's message is consumed, not re-sent: the dispatcher's tick admits it in turn.
     assert queues.bodies(SUBMIT.name) == []
     # A waiting batch is not "stuck" however old: the poller does not re-drive it.
-    tick = poll()
     assert tick["redriven"] == 0 and tick["waiting"] == 1
     queues.drain(COLLECT)
     assert status(api, first)["status"] == "completed"

@@ -315,15 +315,15 @@ def test_a_collect_told_its_time_is_short_checkpoints_and_the_next_run_resumes_e
     services.gemini.finish(job, answers[:-2])  # the last two requests (ids_[0], ids_[1]) never answered
     services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
     successes = Counter[int]()
-    real = services.store.record_successes
+    real = services.store.store_results
 
-    def counting(batch_id: str, moved: list, events=()):
-        done = real(batch_id, moved, events)
+    def counting(batch_id: str, moved: list) -> set[int]:
+        done = real(batch_id, moved)
         for success in moved:
-            successes[success.index] += int(done)
+            successes[success.index] += int(success.index in done)
         return done
 
-    services.store.record_successes = counting  # type: ignore[method-assign]
+    services.store.store_results = counting  # type: ignore[method-assign]
     first = collect.collect_batch(services, batch_id, 0, clock_running_out(after_checks=1))
     assert first.handed_over and first.lines == 20  # two groups of ten, then the time ran short
     assert job_of(services, batch_id, 0).collectLines == 20
@@ -419,6 +419,41 @@ def test_a_webhook_for_an_unknown_a_replaced_or_an_unreachable_job_queues_nothin
     monkeypatch.setattr(services.gemini, "get_job", unreachable)
     assert gemini_webhook.handle_event(services, webhook(names[0])) == "ignored"  # the poller collects it
     assert collect_sent(services) == []
+
+
+def test_texts_a_dead_collect_stored_are_counted_once_by_the_run_that_resumes(monkeypatch: pytest.MonkeyPatch):
+    """Texts are stored one write each and counted with the checkpoint after them: a run that dies between
+    the two leaves stored texts that nobody counted. The run resuming from the last checkpoint counts them
+    (and persists their event) exactly once, so the batch's count stays exact."""
+    monkeypatch.setenv("GEMINI_JOB_MAX_REQUESTS", "1000")
+    reset_caches()
+    services = FakeServices()
+    batch_id = new_batch(services, count=130)
+    job = submit.submit_batch(services, batch_id).job_name or ""
+    services.gemini.finish(job, [(key, text_line(f"t{i}")) for i, key in enumerate(keys(services, batch_id))])
+    services.jobs.change_job(batch_id, 0, jobs.queue_collect(ids.now_iso()))
+    real = services.store.checkpoint_collect
+    checkpoints = Counter[str]()
+
+    def dies_at_the_second_checkpoint(*args, **kwargs):  # type: ignore[no-untyped-def]
+        checkpoints["seen"] += 1
+        succeeded = args[4] if len(args) > 4 else kwargs.get("succeeded")
+        if succeeded and checkpoints["seen"] == 2:
+            raise RuntimeError("the run died between storing its texts and its checkpoint")
+        return real(*args, **kwargs)
+
+    services.store.checkpoint_collect = dies_at_the_second_checkpoint  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        collect.collect_batch(services, batch_id, 0)
+    stored = [item for item in services.store.items[batch_id] if item.status is ItemStatus.SUCCESS]
+    assert len(stored) > services.store.count_successes(batch_id) > 0  # stored, not all counted
+    collect.collect_batch(services, batch_id, 0)  # the message comes back
+    batch = services.store.batches[batch_id]
+    assert batch.status is BatchStatus.COMPLETED and batch.successCount == 130
+    told = Counter(
+        index for event in services.store.events() if event.name == "batch.item.succeeded" for index in event.indexes
+    )  # type: ignore[union-attr]
+    assert set(told) == set(range(130)) and max(told.values()) == 1  # every text's event, once
 
 
 # --- what Gemini bills, recorded with the checkpoints ------------------------------------------------

@@ -14,7 +14,7 @@ from batchgen.domain import ids, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
 from batchgen.domain.states import BatchStatus
 from batchgen.models.messages import SubmitJob
-from batchgen.usecases.pipeline import dispatch, poll, submit
+from batchgen.usecases.pipeline import chunks, dispatch, poll, submit
 from tests.fakes import FakeServices
 from tests.helpers import job_of, set_job
 
@@ -96,8 +96,10 @@ def test_the_cap_holds_and_a_premium_batch_created_later_runs_first(services: Fa
     assert run_submits(services, standard) == ["submitted", "submitted", "waiting"]
     premium = new_batch(services, user="u2", tier="premium")
     assert run_submits(services, [premium]) == ["waiting"]
+    assert dispatch.queue_position(services, services.store.batches[premium]) is None  # no pass has placed it yet
+    dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
     batch = services.store.batches[premium]
-    assert dispatch.queue_position(services, batch) == 1
+    assert dispatch.queue_position(services, batch) == 1  # the place the pass computed, read from the row
     assert dispatch.queue_position(services, services.store.batches[standard[2]]) == 2
     assert dispatch.queue_position(services, services.store.batches[standard[0]]) is None  # running
     # Both jobs end; the tick releases their slots and hands them out: premium first.
@@ -174,7 +176,30 @@ def test_a_submit_over_a_full_cap_waits_without_reading_the_active_index(service
     services.store.calls.clear()
     assert run_submits(services, [late]) == ["waiting"]
     assert services.store.calls["iter_active_batches"] == 0
-    assert dispatch.queue_position(services, services.store.batches[late]) is not None  # still in the queue
+    slots, active = services.store.list_slots(), list(services.store.iter_active_batches())
+    dispatch.tick(services, slots, active)
+    whole_queue = dispatch.build_queue(slots, active, chunks.jobs_of_batches(services, active))
+    services.store.calls.clear()
+    place = dispatch.queue_position(services, services.store.batches[late])
+    assert place is not None and place == whole_queue.position(late)  # still in the queue, where the pass put it
+    assert services.store.calls["iter_active_batches"] == services.store.calls["list_slots"] == 0  # O(1)
+
+
+def test_an_admitted_batch_leaves_the_queue_and_the_others_move_up(services: FakeServices) -> None:
+    running = [new_batch(services, user="x"), new_batch(services, user="w")]
+    assert run_submits(services, running) == ["submitted", "submitted"]  # the cap (2) is full
+    waiting = [new_batch(services, user="y", age=5), new_batch(services, user="z")]
+    assert run_submits(services, waiting) == ["waiting", "waiting"]
+    dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    first_place = services.store.batches[waiting[0]].queuePosition
+    assert first_place is not None and services.store.batches[waiting[1]].queuePosition == first_place + 1
+    set_job(services.store, running[0], collectQueuedAt=ids.now_iso())  # its job succeeded: its slot goes
+    report = dispatch.tick(services, services.store.list_slots(), list(services.store.iter_active_batches()))
+    (admitted,) = report.admitted_ids
+    assert services.store.batches[admitted].queuePosition is None  # waits in no queue, even before its job
+    assert dispatch.queue_position(services, services.store.batches[admitted]) is None
+    (left,) = [batch_id for batch_id in waiting if batch_id != admitted]
+    assert services.store.batches[left].queuePosition == 1
 
 
 def test_a_slot_whose_job_was_collected_is_given_back_on_the_next_tick_however_young(services: FakeServices) -> None:

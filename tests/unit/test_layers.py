@@ -123,12 +123,12 @@ def test_layers_import_one_way_only() -> None:
         ("batchgen.adapters.dynamo.x", "from batchgen.adapters.gemini import get_job", "batchgen.adapters.gemini"),
         (
             "batchgen.usecases.pipeline.x",
-            "from batchgen.usecases.notify.notify import relay_soon",
+            "from batchgen.usecases.notify.notify import request_relay",
             "batchgen.usecases.notify",
         ),
         (
             "batchgen.usecases.bulk.x",
-            "from batchgen.usecases.notify.notify import relay_soon",
+            "from batchgen.usecases.notify.notify import request_relay",
             "batchgen.usecases.notify",
         ),
         ("batchgen.handlers.x", "from local.emulators import gemini", "local"),

@@ -86,3 +86,38 @@ def test_only_pipeline_consumers_get_sandboxes_and_never_more_than_their_reserve
     assert consumer_for(notify, 3) == (notify, 1, None)  # type: ignore[arg-type]
     assert consumer_for(collect, 0) == (collect, 1, None)  # type: ignore[arg-type]
     assert constants.SUBMIT_FUNCTION.reserved_concurrency == 5  # so submit gets min(n, 5) sandboxes
+
+
+class BlockedConsumer:
+    """A stage stuck on its backlog (a slow webhook receiver): every invocation waits for `release`."""
+
+    spec = constants.NOTIFY_FUNCTION
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        self.started.set()
+        self.release.wait(30)
+        return {"batchItemFailures": []}
+
+
+def test_one_queues_backlog_never_blocks_another_queues_pump() -> None:
+    stop = threading.Event()
+    notify_sqs, collect_sqs = FakeSqs(50), FakeSqs(3)
+    stuck = BlockedConsumer()
+    notify_pump = SqsPump(constants.NOTIFY_QUEUE, "notify-url", stuck, notify_sqs, stop, 1).start()
+    collect_pump = SqsPump(constants.COLLECT_QUEUE, "collect-url", MeetingConsumer(1), collect_sqs, stop, 1).start()
+    try:
+        assert stuck.started.wait(10)
+        waited = threading.Event()
+        for _ in range(200):  # a generous cap: the collect queue drains while notify is stuck
+            if len(collect_sqs.deleted) == 3 or waited.wait(0.05):
+                break
+        assert len(collect_sqs.deleted) == 3 and notify_sqs.deleted == []
+    finally:
+        stuck.release.set()
+        stop.set()
+        notify_pump.join(15)
+        collect_pump.join(15)

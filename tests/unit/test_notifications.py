@@ -439,3 +439,19 @@ def test_a_name_that_does_not_resolve_is_accepted_at_registration_and_refused_at
         rules.check_registration("https://[2002:7f00:1::]/h", allow_private=False, resolve=no_dns)
     with pytest.raises(rules.TargetRefused):
         rules.check_registration("http://example.com/h", allow_private=False, resolve=no_dns)
+
+
+def test_a_relay_slice_stops_at_its_event_budget_or_its_time_checked_per_event_and_asks_for_the_next() -> None:
+    services = NotifyFakes()
+    finished_batch(services)
+    services.notifications.endpoints["whep_items"] = endpoint("whep_items", ["batch.item.succeeded"])
+    services.store.outbox.extend(item_events(120))  # one page holds them all: the budget is per event
+    sliced = notify.relay_slice(services, budget_seconds=1e9, max_events=50)
+    assert sliced.relayed == 50 and sliced.more and services.notifier.relays == 1
+    assert len(services.store.outbox) == 70
+    ticks = iter(range(10_000))  # a clock that moves one second per look: a 5 s budget stops after 4 events
+    sliced = notify.relay_slice(services, budget_seconds=5, clock=lambda: float(next(ticks)))
+    assert sliced.relayed == 4 and sliced.more and services.notifier.relays == 2
+    sliced = notify.relay_slice(services)  # the next slices finish the rest, then stop asking
+    assert sliced.relayed == 66 and not sliced.more and services.notifier.relays == 2
+    assert services.store.outbox == []

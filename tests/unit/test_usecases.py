@@ -5,11 +5,14 @@ Each test runs in milliseconds; the same rules run against moto and the emulator
 
 from __future__ import annotations
 
+import base64
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
+from batchgen import constants
 from batchgen.config import get_catalog, reset_caches
 from batchgen.domain import batch_moves, ids, jobs, pricing
 from batchgen.domain.batches import BatchDraft, Principal, RequestDraft, new_records
@@ -19,8 +22,10 @@ from batchgen.domain.gemini_requests import Answer, job_display_name
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.states import BatchStatus, ItemStatus
 from batchgen.models.messages import CancelJob, SubmitJob
-from batchgen.usecases.pipeline import collect, manage, poll, settle, submit, upload
+from batchgen.usecases.pipeline import collect, create, manage, poll, settle, submit, upload
+from local.emulators.png import make_png
 from tests.fakes import FakeServices
+from tests.fakes.aws import FakeBlobs
 from tests.helpers import job_of, set_job
 
 USER = Principal("user-1")
@@ -273,9 +278,10 @@ def test_of_two_finalisers_that_read_the_same_counters_one_wins(services):
     submitted(services, batch_id)
     settle.record_success(services, batch_id, ItemSuccess(0, text="t"))
     seen = services.store.batches[batch_id]
-    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso())
+    finalize = batch_moves.finalize(seen, BatchStatus.COMPLETED, ids.now_iso(), 1)
     assert services.batches.change_batch(batch_id, finalize) is not None
     assert services.batches.change_batch(batch_id, finalize) is None
+    assert services.store.batches[batch_id].successCount == 1  # the final count, written with the end
 
 
 def test_all_failed_ends_failed_and_one_success_ends_completed(services):
@@ -335,6 +341,70 @@ def test_a_failed_upload_on_its_last_attempt_is_refunded_and_the_staged_image_re
     assert outcome == "failed" and key not in services.blobs.objects
     assert services.store.batches[batch_id].status is BatchStatus.FAILED
     assert services.store.get_balance("user-1") == Decimal(100)
+
+
+# --- create: input images ----------------------------------------------------------------------------
+class OverlapBlobs(FakeBlobs):
+    """Counts how many PUTs are in flight at once; each waits (a generous cap) for a second one to start,
+    so PUTs made one after another never overlap and PUTs made together always do."""
+
+    def __init__(self, fail_key: str | None = None) -> None:
+        super().__init__()
+        self.lock, self.in_flight, self.most = threading.Lock(), 0, 0
+        self.two_started = threading.Event()
+        self.fail_key = fail_key
+
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            if self.in_flight >= 2:
+                self.two_started.set()
+        self.two_started.wait(timeout=2)
+        try:
+            if key == self.fail_key:
+                raise RuntimeError("S3 is down")
+            super().put_object(key, data, content_type)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def image_draft(count: int) -> BatchDraft:
+    png = base64.b64encode(make_png("input")).decode()
+    requests = [RequestDraft(client_id=f"c{i}", prompt=f"p{i}", image_base64=png) for i in range(count)]
+    return BatchDraft(batch_type="image-edit", requests=requests)
+
+
+def test_a_creates_input_images_go_to_s3_at_once_within_the_bound() -> None:
+    services = FakeServices(blobs=OverlapBlobs())
+    services.store.balances["u"] = Decimal(1000)
+    created = create.create_batch(services, Principal("u"), image_draft(20))
+    blobs = services.blobs
+    assert isinstance(blobs, OverlapBlobs)
+    assert 2 <= blobs.most <= constants.CREATE_IMAGE_UPLOADS  # together, never more than the bound
+    assert all(item.imageKey in blobs.objects for item in created.items)
+
+
+def test_a_failed_image_put_removes_the_others_and_charges_nothing() -> None:
+    draft = image_draft(6)
+    failing = OverlapBlobs()
+    services = FakeServices(blobs=failing)
+    services.store.balances["u"] = Decimal(1000)
+    original = failing.put_object
+    calls: list[str] = []
+
+    def put(key: str, data: bytes, content_type: str) -> None:
+        calls.append(key)
+        if len(calls) == 3:
+            failing.fail_key = key
+        original(key, data, content_type)
+
+    failing.put_object = put  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        create.create_batch(services, Principal("u"), draft)
+    assert len(calls) == 6 and failing.objects == {} and services.store.batches == {}
+    assert services.store.balances["u"] == Decimal(1000)
 
 
 def test_per_job_webhooks_ask_each_job_to_announce_its_end_to_the_route(services, monkeypatch):

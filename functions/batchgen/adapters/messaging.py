@@ -12,11 +12,10 @@ from batchgen.models.messages import (
     GenerateItem,
     IngestFile,
     Message,
+    NotifyQueueBody,
     PurgeImages,
-    SendEmail,
     SubmitQueueBody,
     UploadImage,
-    WriteResultsManifest,
 )
 
 
@@ -56,7 +55,7 @@ def send_generate(messages: Sequence[GenerateItem], delay_seconds: int = 0) -> N
     _send_many(get_settings().flex_queue_url, messages, delay_seconds)
 
 
-def send_notifications(messages: Sequence[DeliverWebhook | SendEmail | WriteResultsManifest]) -> None:
+def send_notifications(messages: Sequence[NotifyQueueBody]) -> None:
     _send_many(get_settings().notify_queue_url, messages)
 
 

@@ -13,6 +13,17 @@ from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, sources
 from batchgen.models.records import BatchRecord
 
 
+def place_in_queue(position: int) -> Change:
+    """The dispatcher's place for a pending batch waiting for a job slot (its `updatedAt` left alone: the
+    stuck-batch re-drive still sees when it was last attended to)."""
+    return Change({"queuePosition": position}, Guard(status_in=frozenset({BatchStatus.PENDING})), name="place_in_queue")
+
+
+def leave_queue() -> Change:
+    """A pending batch admitted to a job slot: it waits in no queue any more (its place is cleared)."""
+    return Change({"queuePosition": None}, Guard(status_in=frozenset({BatchStatus.PENDING})), name="leave_queue")
+
+
 def release_scheduled(now: str) -> Change:
     """SCHEDULED -> PENDING when its time has come (not if it was cancelled or released meanwhile)."""
     return Change(
@@ -27,11 +38,12 @@ def pin_chunk_size(chunk_size: int) -> Change:
     return Change({"geminiChunkSize": chunk_size}, Guard({"geminiChunkSize": ABSENT}), name="pin_chunk_size")
 
 
-def finalize(batch: BatchRecord, status: BatchStatus, now: str) -> Change:
-    """Ends the batch in `status` if its counters are still those read: of two finalisers, one wins."""
+def finalize(batch: BatchRecord, status: BatchStatus, now: str, success_count: int) -> Change:
+    """Ends the batch in `status` with its final count of successes (counted beside the row while it ran),
+    if its failures are still those read: of two finalisers, one wins."""
     return Change(
-        {"status": status, "completedAt": now, "updatedAt": now},
-        Guard({"successCount": batch.successCount, "failCount": batch.failCount}, sources(status)),
+        {"status": status, "completedAt": now, "updatedAt": now, "successCount": success_count},
+        Guard({"failCount": batch.failCount}, sources(status)),
         name="finalize",
     )
 

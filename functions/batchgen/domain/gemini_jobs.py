@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from batchgen import constants
 from batchgen.domain.errors import PermanentError
 from batchgen.domain.states import BatchStatus
 
@@ -59,6 +60,14 @@ RESUBMITTED_ENDINGS = frozenset({JOB_FAILED, JOB_EXPIRED})
 _PROGRESS = {None: 0, JOB_PENDING: 1, JOB_RUNNING: 2}
 # `geminiJobs` counts of the status body: each chunk under one of these names.
 CHUNK_COUNT_NAMES = ("pending", "running", "succeeded", "failed", "expired")
+
+
+def requests_per_job(*, request_bytes: int, request_tokens: int, max_requests: int, max_tokens: int) -> int:
+    """Requests one job holds: as many as fit Gemini's input file (each line `request_bytes` of input
+    and the line's own overhead) and the job's enqueued-token budget, at most `max_requests`, one at least."""
+    by_bytes = constants.GEMINI_INPUT_FILE_MAX_BYTES // (request_bytes + constants.GEMINI_REQUEST_OVERHEAD_BYTES)
+    by_tokens = max_tokens // max(request_tokens, 1)
+    return max(1, min(max_requests, by_bytes, by_tokens))
 
 
 def chunk_count(request_count: int, chunk_size: int) -> int:

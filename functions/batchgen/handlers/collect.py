@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -20,7 +20,6 @@ from batchgen.usecases.notify import notify
 from batchgen.usecases.pipeline import collect
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = BatchProcessor(event_type=EventType.SQS, model=CollectRecord, raise_on_entire_batch_failure=False)
@@ -30,7 +29,7 @@ def record_handler(record: CollectRecord, lambda_context: LambdaContext | None =
     message = record.body
     try:
         report = collect.collect_batch(live_services(), message.batchId, message.chunk, time_left(lambda_context))
-        notify.relay_soon(live_services())  # item and end events leave now, not at the next tick
+        notify.request_relay(live_services())  # the notify function relays the events: never this stage
     except TransientError as exc:
         back_off(record, get_settings().collect_queue_url, exc.retry_after_seconds)
         raise
@@ -41,7 +40,6 @@ def record_handler(record: CollectRecord, lambda_context: LambdaContext | None =
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

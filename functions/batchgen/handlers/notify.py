@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -20,11 +20,10 @@ from batchgen.domain.errors import PermanentError
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import NotifyRecord
 from batchgen.handlers.sqs_retry import dead_letter
-from batchgen.models.messages import SendEmail, WriteResultsManifest
+from batchgen.models.messages import RelayOutbox, SendEmail, WriteResultsManifest
 from batchgen.usecases.notify import notify
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=NotifyRecord, raise_on_entire_batch_failure=False)
 
@@ -41,6 +40,9 @@ def handle(record: NotifyRecord) -> tuple[str, dict[str, float]]:
         # Written once per ended batch: the moment to count it, and what it refunded.
         figures = results.ended_figures(live_services(), message.batchId) if outcome == "written" else {}
         return outcome, figures
+    if isinstance(message, RelayOutbox):
+        sliced = notify.relay_slice(live_services())
+        return ("relayed_more" if sliced.more else "relayed"), {}
     return notify.deliver(live_services(), message), {}
 
 
@@ -72,7 +74,6 @@ async def record_handler(record: NotifyRecord) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return async_process_partial_response(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -19,7 +19,6 @@ from batchgen.models.messages import FinishCancel, SubmitJob
 from batchgen.usecases.pipeline import manage, submit
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = BatchProcessor(event_type=EventType.SQS, model=SubmitRecord, raise_on_entire_batch_failure=False)
@@ -58,7 +57,6 @@ def record_handler(record: SubmitRecord) -> None:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,4 +1,5 @@
-"""Upload queue consumer: staged images to Cloudinary, concurrently within one SQS batch."""
+"""Upload queue consumer: staged images to Cloudinary, concurrently within one SQS batch; then the
+successes of each batch the delivery holds in one transaction (`upload.record_uploads`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
@@ -28,10 +29,13 @@ from batchgen.usecases.notify import notify
 from batchgen.usecases.pipeline import upload
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=UploadRecord, raise_on_entire_batch_failure=False)
+
+
+# This delivery's images uploaded and not marked yet, by message id (record handlers run in threads).
+_uploaded: dict[str, upload.Uploaded] = {}
 
 
 def handle(record: UploadRecord) -> str:
@@ -41,7 +45,7 @@ def handle(record: UploadRecord) -> str:
         return "purged"
     final_attempt = receive_count(record) >= constants.UPLOAD_QUEUE.max_receive_count
     try:
-        return upload.upload_item(
+        outcome = upload.upload_image(
             live_services(),
             message.batchId,
             message.index,
@@ -54,6 +58,10 @@ def handle(record: UploadRecord) -> str:
     except TransientError:
         back_off(record, get_settings().upload_queue_url)
         raise
+    if isinstance(outcome, str):
+        return outcome
+    _uploaded[record.messageId] = outcome
+    return "uploaded"
 
 
 @lru_cache(maxsize=1)
@@ -71,11 +79,17 @@ async def record_handler(record: UploadRecord) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    _uploaded.clear()
     response = async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    notify.relay_soon(live_services())  # the results and the batch's end leave now, not at the tick
-    return response
+    uploaded, failures = list(_uploaded.items()), list(response.get("batchItemFailures", []))
+    try:
+        upload.record_uploads(live_services(), [done for _, done in uploaded])
+    except Exception:  # not marked: these messages come back (the CDN upload overwrites the same public id)
+        logger.exception("successes of %d uploads not recorded; they are retried", len(uploaded))
+        failures += [{"itemIdentifier": message_id} for message_id, _ in uploaded]
+    notify.request_relay(live_services())  # the outbox relay runs in the notify function, never here
+    return {"batchItemFailures": failures}

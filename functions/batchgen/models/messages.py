@@ -136,6 +136,14 @@ class WriteResultsManifest(Message):
     batchId: str
 
 
+class RelayOutbox(Message):
+    """Relay the outbox for one bounded slice (a time and an event budget, checked per event); a slice that
+    stops with events left sends the next one. Sent by the stages that write events and by the tick, so
+    relaying runs in the notify function and never inside the pipeline's own stages."""
+
+    action: Literal["relay"]
+
+
 def _action(default: str) -> Callable[[Any], str]:
     """A pydantic discriminator callable: the message's action, or `default` when the wire omits it."""
 
@@ -146,6 +154,7 @@ def _action(default: str) -> Callable[[Any], str]:
     return discriminate
 
 
+NotifyQueueBody = DeliverWebhook | SendEmail | WriteResultsManifest | RelayOutbox  # what the notify queue carries
 SubmitQueueBody = SubmitJob | CancelJob | DeleteJob | FinishCancel  # what the submit queue carries
 SubmitMessage = Annotated[
     Annotated[SubmitJob, Tag("submit")]
@@ -161,6 +170,7 @@ UploadMessage = Annotated[
 NotifyMessage = Annotated[
     Annotated[DeliverWebhook, Tag("deliver")]
     | Annotated[SendEmail, Tag("email")]
-    | Annotated[WriteResultsManifest, Tag("manifest")],
+    | Annotated[WriteResultsManifest, Tag("manifest")]
+    | Annotated[RelayOutbox, Tag("relay")],
     Discriminator(_action("deliver")),
 ]

@@ -64,6 +64,9 @@ class BatchRecord(Record):
     fallbackNote: str | None = None  # why the fallback could not move items (the balance), for the status
     topUpCredits: Decimal = Decimal(0)  # standard-fallback price differences debited (besides creditCost)
     eta: str | None = None  # when the batch is expected to be done (set at create, moved by a reroute)
+    # 1-based place in the queue for a Gemini job slot, written by the dispatcher's tick from the order it
+    # computes (so a status reads it, never the queue); cleared when the batch is admitted.
+    queuePosition: int | None = None
 
     @property
     def done_count(self) -> int:
@@ -179,6 +182,17 @@ class LedgerRecord(Record):
 class BatchWithItems(BaseModel):
     batch: BatchRecord
     items: list[ItemRecord]
+
+
+class BatchHead(BaseModel):
+    """The head of a batch's partition in one read: its row, the sum of its counter rows, its first items
+    and, when the read reached them (a batch of a few hundred items), its chunks' job rows (None: not
+    reached, read them apart)."""
+
+    batch: BatchRecord
+    counted: int
+    items: list[ItemRecord]
+    jobs: list[JobRecord] | None
 
 
 class WebhookEndpointRecord(Record):

@@ -13,21 +13,27 @@ from botocore.exceptions import ClientError
 
 from batchgen import constants
 from batchgen.adapters.dynamo.codec import (
-    ACTIVE_PK,
-    ALL_BATCHES_PK,
+    ACTIVE,
+    ALL_BATCHES,
+    COUNT_PREFIX,
     ITEM_PREFIX,
+    JOB_PREFIX,
     META_SK,
-    VALIDATING_PK,
+    VALIDATING,
     Expression,
     Table,
     batch_pk,
     cancellation_codes,
     change_request,
+    count_sk,
     error_code,
     item_sk,
     job_sk,
     key,
     marshal,
+    shard_of,
+    sharded,
+    shards,
     unmarshal,
     update_request,
     user_pk,
@@ -48,7 +54,7 @@ from batchgen.domain.states import (
     BatchStatus,
     ItemStatus,
 )
-from batchgen.models.records import BatchRecord, ItemRecord
+from batchgen.models.records import BatchHead, BatchRecord, ItemRecord, JobRecord
 
 
 def sort_key(batch: BatchRecord) -> str:
@@ -65,13 +71,13 @@ def batch_row(batch: BatchRecord) -> dict[str, Any]:
         status=batch.status.value,
         GSI1PK=user_pk(batch.userId),
         GSI1SK=sort_key(batch),
-        GSI2PK=ALL_BATCHES_PK,
+        GSI2PK=sharded(ALL_BATCHES, batch.batchId),
         GSI2SK=sort_key(batch),
     )
     if batch.status in ACTIVE_BATCH_STATUSES:
-        row.update(GSI3PK=ACTIVE_PK, GSI3SK=sort_key(batch))
+        row.update(GSI3PK=sharded(ACTIVE, batch.batchId), GSI3SK=sort_key(batch))
     elif batch.status is BatchStatus.VALIDATING:
-        row.update(GSI3PK=VALIDATING_PK, GSI3SK=sort_key(batch))
+        row.update(GSI3PK=sharded(VALIDATING, batch.batchId), GSI3SK=sort_key(batch))
     return marshal(row)
 
 
@@ -80,6 +86,20 @@ def first_job_row(batch: BatchRecord) -> dict[str, Any]:
     row = jobs.first_job(batch).model_dump(mode="python")
     row.update(PK=batch_pk(batch.batchId), SK=job_sk(0), entity="job")
     return marshal(row)
+
+
+def count_update(table: str, batch_id: str, first_index: int, count: int) -> dict[str, Any]:
+    """Adds `count` successes to one of the batch's counter rows, never to the batch row: a batch's
+    successes spread over `PROGRESS_SHARDS` rows (by the group's first item), so no row takes a write per
+    image; the status sums them."""
+    expression = Expression()
+    shard = shard_of(f"{batch_id}#{first_index}", constants.PROGRESS_SHARDS)
+    counter = {
+        "TableName": table,
+        "Key": key(batch_pk(batch_id), count_sk(shard)),
+        "UpdateExpression": expression.update({"updatedAt": now_iso()}, add={"succeeded": count}),
+    }
+    return expression.into(counter)
 
 
 def new_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +122,29 @@ class DynamoBatches:
     def get_batch(self, batch_id: str, consistent: bool = True) -> BatchRecord | None:
         row = self.table.get(batch_pk(batch_id), META_SK, consistent=consistent)
         return BatchRecord.model_validate(row) if row is not None else None
+
+    def read_head(self, batch_id: str, items: int) -> BatchHead | None:
+        """One strongly consistent Query of the batch's partition, in key order: `#META`, `COUNT#<n>`,
+        `ITEM#...`, then `JOB#...` (what a status shows): a small batch's whole partition in one read."""
+        response = self.table.db.query(
+            TableName=self.table.name,
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues=values({":pk": batch_pk(batch_id)}),
+            ConsistentRead=True,
+            Limit=1 + constants.PROGRESS_SHARDS + items + HEAD_JOB_ROWS,
+        )
+        rows = [unmarshal(row) for row in response.get("Items", [])]
+        meta = next((row for row in rows if row["SK"] == META_SK), None)
+        if meta is None:
+            return None
+        jobs = [JobRecord.model_validate(row) for row in rows if str(row["SK"]).startswith(JOB_PREFIX)]
+        complete = "LastEvaluatedKey" not in response and migrations_legacy_free(meta)
+        return BatchHead(
+            batch=BatchRecord.model_validate(meta),
+            counted=sum(int(row.get("succeeded", 0)) for row in rows if str(row["SK"]).startswith(COUNT_PREFIX)),
+            items=[ItemRecord.model_validate(row) for row in rows if str(row["SK"]).startswith(ITEM_PREFIX)][:items],
+            jobs=jobs if complete and jobs else None,
+        )
 
     def put_batch(self, batch: BatchRecord) -> None:
         """A new batch that charges nothing yet (a bulk batch while `validating`), with its first chunk's job
@@ -134,7 +177,14 @@ class DynamoBatches:
         return batch
 
     def delete_batch(self, batch_id: str) -> None:
-        """Deletes a terminal batch's row, under a condition; its items and jobs are deleted before it."""
+        """Deletes a terminal batch's row, under a condition, after its counter rows; its items and jobs
+        are deleted before it."""
+        counters = self.table.query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=values({":pk": batch_pk(batch_id), ":prefix": COUNT_PREFIX}),
+            ConsistentRead=True,
+        )
+        self.table.batch_write({"DeleteRequest": {"Key": key(str(row["PK"]), str(row["SK"]))}} for row in counters)
         expression = Expression()
         condition = "attribute_exists(PK) AND " + expression.status_in(TERMINAL_BATCH_STATUSES)
         try:
@@ -162,14 +212,36 @@ class DynamoBatches:
         status: str | None = None,
         batch_type: str | None = None,
     ) -> Page:
-        """Newest first; `user_id=None` lists every user's batches (admin)."""
+        """Newest first; `user_id=None` lists every user's batches (admin): each shard of the admin index
+        read newest first and merged. The rows are the index's projection (`BATCH_LISTING_ATTRIBUTES`)."""
         index = constants.USER_BATCHES_INDEX if user_id else constants.ALL_BATCHES_INDEX
-        partition = user_pk(user_id) if user_id else ALL_BATCHES_PK
+        partitions = [user_pk(user_id)] if user_id else shards(ALL_BATCHES)
+        before = _decode_cursor(cursor) if cursor else None
+        found: list[BatchRecord] = []
+        for partition in partitions:
+            found += self._listing(index, partition, limit + 1, before, status, batch_type)
+        found.sort(key=lambda batch: (batch.createdAt, batch.batchId), reverse=True)
+        page, more = found[:limit], len(found) > limit
+        return Page(page, _encode_cursor(page[-1]) if more and page else None)
+
+    def _listing(
+        self,
+        index: constants.IndexSpec,
+        partition: str,
+        wanted: int,
+        before: str | None,
+        status: str | None,
+        batch_type: str | None,
+    ) -> list[BatchRecord]:
+        """Up to `wanted` rows of one index partition, newest first, older than the cursor's position."""
         expression = Expression()
+        condition = f"{index.partition_key} = {expression.value(partition)}"
+        if before is not None:
+            condition += f" AND {index.sort_key} < {expression.value(before)}"
         params: dict[str, Any] = {
             "TableName": self.table.name,
             "IndexName": index.name,
-            "KeyConditionExpression": f"{index.partition_key} = {expression.value(partition)}",
+            "KeyConditionExpression": condition,
             "ScanIndexForward": False,
         }
         filters = []
@@ -180,51 +252,80 @@ class DynamoBatches:
         if filters:
             params["FilterExpression"] = " AND ".join(filters)
         expression.into(params)
-        if cursor:
-            params["ExclusiveStartKey"] = _decode_cursor(cursor, index, partition)
         found: list[BatchRecord] = []
         while True:
-            response = self.table.db.query(**params, Limit=limit + 1)
-            found += [BatchRecord.model_validate(unmarshal(row)) for row in response.get("Items", [])]
-            if len(found) > limit or "LastEvaluatedKey" not in response:
-                break
+            response = self.table.db.query(**params, Limit=wanted)
+            found += [_listed(unmarshal(row)) for row in response.get("Items", [])]
+            if len(found) >= wanted or "LastEvaluatedKey" not in response:
+                return found[:wanted]
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        page, more = found[:limit], len(found) > limit
-        return Page(page, _encode_cursor(page[-1]) if more and page else None)
 
     def iter_active_batches(self) -> Iterator[BatchRecord]:
-        """Reads only the sparse ACTIVE index: cost grows with active batches, never with history."""
-        return self._index_partition(ACTIVE_PK)
+        """Reads only the sparse index's ACTIVE partitions (keys), then the rows by key, strongly
+        consistent: cost grows with active batches, never with history."""
+        return self._index_partitions(ACTIVE)
 
     def iter_validating_batches(self) -> Iterator[BatchRecord]:
-        """The `validating` batches, from their own partition of the sparse index (the watchdog's read)."""
-        return self._index_partition(VALIDATING_PK)
+        """The `validating` batches, from their own partitions of the sparse index (the watchdog's read)."""
+        return self._index_partitions(VALIDATING)
 
-    def _index_partition(self, partition: str) -> Iterator[BatchRecord]:
+    def _index_partitions(self, name: str) -> Iterator[BatchRecord]:
         index = constants.ACTIVE_BATCHES_INDEX
-        for row in self.table.query_all(
-            IndexName=index.name,
-            KeyConditionExpression=f"{index.partition_key} = :pk",
-            ExpressionAttributeValues=values({":pk": partition}),
-        ):
-            yield BatchRecord.model_validate(row)
+        keys: list[dict[str, Any]] = []
+        for partition in shards(name):
+            rows = self.table.query_all(
+                IndexName=index.name,
+                KeyConditionExpression=f"{index.partition_key} = :pk",
+                ExpressionAttributeValues=values({":pk": partition}),
+            )
+            keys += [key(str(row["PK"]), str(row["SK"])) for row in rows]
+        batches = [BatchRecord.model_validate(row) for row in self.table.batch_get(keys)]
+        # The index is eventually consistent: a row read by key that has left the state since is not listed.
+        wanted = ACTIVE_BATCH_STATUSES if name == ACTIVE else frozenset({BatchStatus.VALIDATING})
+        yield from sorted((b for b in batches if b.status in wanted), key=lambda b: (b.createdAt, b.batchId))
+
+
+HEAD_JOB_ROWS = 10  # job rows a status's read takes along (a batch of up to ten chunks)
+
+
+def migrations_legacy_free(batch_row: dict[str, Any]) -> bool:
+    """A row of the older layout keeps chunk 0's job on itself: its jobs are read apart (`Jobs.list_jobs`)."""
+    return "geminiRound" not in batch_row
+
+
+def success_update(table: str, batch_id: str, success: ItemSuccess, at: str, condition: str = "") -> dict[str, Any]:
+    """An open item -> success with its result (`condition`: what else must hold, joined by AND). A
+    success asked for on a route the item has since left (`success.rev`) fails its condition: dropped."""
+    expression = Expression()
+    item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
+    item_values.update(publicId=success.public_id, updatedAt=at)
+    condition += expression.status_in(OPEN_ITEM_STATUSES)
+    if success.rev is not None:
+        condition += " AND " + expression.guard(Guard({"routeRev": rev_condition(success.rev)}), must_exist=False)
+    request = {
+        "TableName": table,
+        "Key": key(batch_pk(batch_id), item_sk(success.index)),
+        "UpdateExpression": expression.update(item_values),
+        "ConditionExpression": condition,
+    }
+    return expression.into(request)
+
+
+def _listed(row: dict[str, Any]) -> BatchRecord:
+    """A listing row: the index projects no `updatedAt` (most writes change it; no listing shows it)."""
+    row.setdefault("updatedAt", row["createdAt"])
+    return BatchRecord.model_validate(row)
 
 
 def _encode_cursor(batch: BatchRecord) -> str:
     return ids.cursor(batch.createdAt, batch.batchId)
 
 
-def _decode_cursor(cursor: str, index: constants.IndexSpec, partition: str) -> dict[str, Any]:
-    """The cursor names only a position; keys are rebuilt so it can never reach another user."""
+def _decode_cursor(cursor: str) -> str:
+    """The cursor names only a position (created at, batch id): every partition is read from below it, and
+    the partition is the caller's own, so a cursor can never reach another user."""
     created_at, batch_id = ids.parse_cursor(cursor, ids.BATCH_CURSOR_PATTERN)
-    return marshal(
-        {
-            "PK": batch_pk(batch_id),
-            "SK": META_SK,
-            index.partition_key: partition,
-            index.sort_key: f"{created_at}#{batch_id}",
-        }
-    )
+    return f"{created_at}#{batch_id}"
 
 
 class DynamoItems:
@@ -301,38 +402,47 @@ class DynamoItems:
                 ExpressionAttributeValues=values({":round": next_round}),
             )
 
+    def count_successes(self, batch_id: str) -> int:
+        """The batch's successes so far: the sum of its counter rows (one strongly consistent Query)."""
+        rows = self.table.query_all(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            ExpressionAttributeValues=values({":pk": batch_pk(batch_id), ":prefix": COUNT_PREFIX}),
+            ConsistentRead=True,
+        )
+        return sum(int(row.get("succeeded", 0)) for row in rows)
+
+    def store_results(self, batch_id: str, successes: Sequence[ItemSuccess]) -> set[int]:
+        """Each open item -> success with its result, one conditional write each: no transaction, no count
+        and no event here (collect counts them and persists their event with its checkpoint, `change_job`).
+        Returns the indexes that are `success` now: moved now, or found so (an earlier run's write)."""
+        at, done = now_iso(), set()
+        for success in successes:
+            request = success_update(self.table.name, batch_id, success, at, "attribute_exists(PK) AND ")
+            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+            try:
+                self.table.db.update_item(**request)
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old = unmarshal(exc.response.get("Item") or {})
+                if old.get("status") == ItemStatus.SUCCESS.value:
+                    done.add(success.index)
+                continue
+            done.add(success.index)
+        return done
+
     def record_successes(
         self, batch_id: str, successes: Sequence[ItemSuccess], events: Sequence[DomainEvent] = ()
     ) -> bool:
-        """Open items -> success in ONE transaction with the batch's counter and the events' outbox row.
+        """Open items -> success in ONE transaction with one of the batch's counter rows and the events'
+        outbox row.
         False when any of them was no longer open (a duplicate delivery, a cancel): nothing moved.
         ConcurrentChange when the transaction met another one (worth retrying)."""
         at = now_iso()
         writes: list[dict[str, Any]] = []
         for success in successes:
-            expression = Expression()
-            item_values = {"status": ItemStatus.SUCCESS.value, "imageUrl": success.image_url, "text": success.text}
-            item_values.update(publicId=success.public_id, updatedAt=at)
-            condition = expression.status_in(OPEN_ITEM_STATUSES)
-            if success.rev is not None:  # asked for on a route the item has since left: dropped
-                condition += " AND " + expression.guard(
-                    Guard({"routeRev": rev_condition(success.rev)}), must_exist=False
-                )
-            request = {
-                "TableName": self.table.name,
-                "Key": key(batch_pk(batch_id), item_sk(success.index)),
-                "UpdateExpression": expression.update(item_values),
-                "ConditionExpression": condition,
-            }
-            writes.append({"Update": expression.into(request)})
-        expression = Expression()
-        counter = {
-            "TableName": self.table.name,
-            "Key": key(batch_pk(batch_id), META_SK),
-            "UpdateExpression": expression.update({"updatedAt": at}, add={"successCount": len(successes)}),
-            "ConditionExpression": expression.status_in(ACTIVE_BATCH_STATUSES),
-        }
-        writes.append({"Update": expression.into(counter)})
+            writes.append({"Update": success_update(self.table.name, batch_id, success, at)})
+        writes.append({"Update": count_update(self.table.name, batch_id, successes[0].index, len(successes))})
         outbox = outbox_put(self.table.name, batch_id, at, events)
         if outbox is not None:
             writes.append(outbox)

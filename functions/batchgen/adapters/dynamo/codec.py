@@ -1,14 +1,16 @@
 """What every DynamoDB store shares: the key layout, marshalling, conditions, paging and batch writes.
 
 Key layout (one table, see `constants.TABLE`):
-  BATCH#<id> / #META           the batch; GSI1 (user history), GSI2 (admin), GSI3 (sparse: active only)
+  BATCH#<id> / #META           the batch; GSI1 (user history), GSI2 (admin, BATCHES#<shard>), GSI3 (sparse,
+                                keys only: ACTIVE#<shard> while active, VALIDATING#<shard> while validating)
+  BATCH#<id> / COUNT#<n>        one of the batch's success counters (never the batch row per image)
   BATCH#<id> / ITEM#<nnnnn>     one item per request, so a batch and its items are one Query
   BATCH#<id> / JOB#<nnn>        one chunk's Gemini job state (every chunk, the only one of most batches too)
   UPLOAD#<id> / #META           a presigned bulk input file and the batch that used it
   USER#<id>  / #BALANCE         the credit balance
   USER#<id>  / LEDGER#<at>#<r>  one ledger entry per balance change
   USER#<id>  / PHOTO#<gen id>   one standard-endpoint generation: charged, then succeeded or refunded once;
-                                GSI3 (partition OPEN_GENERATIONS) while charged, for the tick's refund
+                                GSI3 (OPEN_GENERATIONS#<shard>) while charged, for the tick's refund
   USER#<id>  / TEMPLATE#<id>    a batch template: the owner's key, so another user reads nothing
   USER#<id>  / USAGE#<day>      what Gemini billed for the user's answers that day (added at collect checkpoints)
   USER#<id>  / WHEP#<id>        a webhook endpoint (its secrets never leave the service)
@@ -17,7 +19,7 @@ Key layout (one table, see `constants.TABLE`):
   REQUEST#<hash> / #META        a create's claimed Idempotency-Key and its batch (expires with the key)
   SLOTS      / #COUNT           how many Gemini job slots are held (conditional: never above the cap)
   SLOTS      / SLOT#<job key>   one held slot (per Gemini job), released when the job ends
-  OUTBOX#[END#]<shard> / <at>#<eventId>   the events of one state change, not yet relayed
+  OUTBOX#[END#]<shard> / <at>#<eventId>   the events of one state change, not yet relayed (sharded by event)
   MIGRATION#<name> / #META      a data migration's checkpoint
 Every balance change writes its ledger entry in the same transaction, so the ledger sums to the balance.
 """
@@ -25,12 +27,14 @@ Every balance change writes its ledger entry in the same transaction, so the led
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from batchgen import constants
 from batchgen.adapters.aws import client
 from batchgen.domain.changes import ABSENT, PRESENT, AbsentOr, Change, Guard
 from batchgen.domain.errors import ConcurrentChange
@@ -53,15 +57,35 @@ ACCOUNT_SECRET_SK = "#WHSECRET"
 SLOTS_PK = "SLOTS"
 SLOT_COUNT_SK = "#COUNT"
 SLOT_PREFIX = "SLOT#"
-ALL_BATCHES_PK = "BATCHES"
-ACTIVE_PK = "ACTIVE"
-# Validating bulk batches share the sparse ActiveBatches index under their own partition: the poller's
-# active Query never reads them, the validating watchdog reads only them.
-VALIDATING_PK = "VALIDATING"
+COUNT_PREFIX = "COUNT#"
+# Index partitions shared by every user, each spread over `constants.INDEX_SHARDS` partitions
+# (`<name>#<shard>`): the admin listing, the active batches, the validating ones (their own partitions of
+# the sparse index: the poller never reads them, the watchdog reads only them), open generations.
+ALL_BATCHES = "BATCHES"
+ACTIVE = "ACTIVE"
+VALIDATING = "VALIDATING"
+OPEN_GENERATIONS = "OPEN_GENERATIONS"  # standard generations charged and not yet settled (GSI3)
 REQUEST_PREFIX = "REQUEST#"  # a create's claimed Idempotency-Key (hashed), naming its batch
-OPEN_GENERATIONS_PK = "OPEN_GENERATIONS"  # standard generations charged and not yet settled (GSI3)
 MIGRATION_PREFIX = "MIGRATION#"
 MAX_TRANSACTION_ITEMS = 100
+
+
+def shard_of(identifier: str, shards: int = constants.INDEX_SHARDS) -> int:
+    return zlib.crc32(identifier.encode()) % shards
+
+
+def sharded(name: str, identifier: str) -> str:
+    """The partition of a shared index key (`ACTIVE`, ...) that the row of `identifier` goes to."""
+    return f"{name}#{shard_of(identifier)}"
+
+
+def shards(name: str) -> list[str]:
+    """Every partition of a shared index key: what its readers query."""
+    return [f"{name}#{shard}" for shard in range(constants.INDEX_SHARDS)]
+
+
+def count_sk(shard: int) -> str:
+    return f"{COUNT_PREFIX}{shard}"
 
 
 def batch_pk(batch_id: str) -> str:

@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from botocore.exceptions import ClientError
 
 from batchgen import constants
-from batchgen.adapters.dynamo.codec import OPEN_GENERATIONS_PK, PHOTO_PREFIX, Table, error_code, key, user_pk, values
+from batchgen.adapters.dynamo.codec import (
+    OPEN_GENERATIONS,
+    PHOTO_PREFIX,
+    Table,
+    error_code,
+    key,
+    shards,
+    user_pk,
+    values,
+)
 from batchgen.domain.ids import now_iso
 
 
@@ -43,11 +52,13 @@ class DynamoGenerations:
 
     def iter_unsettled_generations(self, charged_before: str) -> Iterator[tuple[str, str]]:
         """(user id, generation id) of generations still `charged` since before `charged_before`: the
-        sparse index's own partition, so the cost grows with unsettled generations only."""
+        sparse index's own partitions (keys only: the row's key names both), so the cost grows with
+        unsettled generations only."""
         index = constants.ACTIVE_BATCHES_INDEX
-        for row in self.table.query_all(
-            IndexName=index.name,
-            KeyConditionExpression=f"{index.partition_key} = :pk AND {index.sort_key} < :before",
-            ExpressionAttributeValues=values({":pk": OPEN_GENERATIONS_PK, ":before": charged_before}),
-        ):
-            yield str(row["userId"]), str(row["generationId"])
+        for partition in shards(OPEN_GENERATIONS):
+            for row in self.table.query_all(
+                IndexName=index.name,
+                KeyConditionExpression=f"{index.partition_key} = :pk AND {index.sort_key} < :before",
+                ExpressionAttributeValues=values({":pk": partition, ":before": charged_before}),
+            ):
+                yield str(row["PK"]).removeprefix(user_pk("")), str(row["SK"]).removeprefix(PHOTO_PREFIX)

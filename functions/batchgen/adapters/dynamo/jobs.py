@@ -10,12 +10,13 @@ chunk 0's state on the batch row: it is read from there (`migrations.legacy_job`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from batchgen.adapters.dynamo import migrations
+from batchgen.adapters.dynamo.batches import count_update
 from batchgen.adapters.dynamo.codec import (
     JOB_PREFIX,
     META_SK,
@@ -29,8 +30,11 @@ from batchgen.adapters.dynamo.codec import (
     update_request,
     values,
 )
+from batchgen.adapters.dynamo.outbox import outbox_put
 from batchgen.domain.changes import JobChange
+from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
+from batchgen.domain.ids import now_iso
 from batchgen.models.records import JobRecord
 
 
@@ -91,10 +95,20 @@ class DynamoJobs:
             else:
                 self._put_if_absent(JobRecord(batchId=batch_id, chunk=chunk))
 
-    def change_job(self, batch_id: str, chunk: int, change: JobChange) -> bool:
+    def change_job(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        *,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
         """One move of a chunk's job (`domain.jobs`), with its batch-side check or change in the same
-        transaction; False when a condition did not hold (another run got there first)."""
-        if self._apply(batch_id, chunk, change):
+        transaction, and with it (collect's checkpoint) the count of the items it saw succeed, added to one
+        of the batch's counter rows, and their event; False when a condition did not hold (another run got
+        there first: nothing is counted)."""
+        if self._apply(batch_id, chunk, change, succeeded, events):
             return True
         if self.table.get(batch_pk(batch_id), job_sk(chunk)) is not None:
             return False  # the row is there: the move lost its race
@@ -105,17 +119,26 @@ class DynamoJobs:
             return False
         size = batch_row.get("geminiChunkSize")
         self.open_jobs(batch_id, chunk_count(int(batch_row.get("requestCount", 0)), int(size)) if size else chunk + 1)
-        return self._apply(batch_id, chunk, change)
+        return self._apply(batch_id, chunk, change, succeeded, events)
 
-    def _apply(self, batch_id: str, chunk: int, change: JobChange) -> bool:
+    def _apply(
+        self, batch_id: str, chunk: int, change: JobChange, succeeded: Sequence[int], events: Sequence[DomainEvent]
+    ) -> bool:
         job_update = update_request(self.table.name, key(batch_pk(batch_id), job_sk(chunk)), change.job)
+        writes: list[dict[str, Any]] = [{"Update": job_update}]
+        if change.batch is not None:
+            batch_side = change_request(self.table.name, batch_id, change.batch)
+            writes.append({"Update" if "UpdateExpression" in batch_side else "ConditionCheck": batch_side})
+        if succeeded:
+            writes.append({"Update": count_update(self.table.name, batch_id, min(succeeded), len(succeeded))})
+        outbox = outbox_put(self.table.name, batch_id, now_iso(), events)
+        if outbox is not None:
+            writes.append(outbox)
         try:
-            if change.batch is None:
+            if len(writes) == 1:
                 self.table.db.update_item(**job_update)
             else:
-                batch_side = change_request(self.table.name, batch_id, change.batch)
-                kind = "Update" if "UpdateExpression" in batch_side else "ConditionCheck"
-                self.table.db.transact_write_items(TransactItems=[{"Update": job_update}, {kind: batch_side}])
+                self.table.db.transact_write_items(TransactItems=writes)
         except ClientError as exc:
             if error_code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException"):
                 return False

@@ -11,6 +11,11 @@ Migrations:
 - `job-rows`: chunk 0's job state, which the older layout kept on the batch row (`geminiJobName`,
   `geminiRound`, ...), into the chunk's own `JOB#000` row like every other chunk. Until it has run, that
   state is read from the batch row (`legacy_job`), and the first move of such a job moves it first.
+- `shared-keys`: index keys that the older layout shared among every user (`BATCHES`, `ACTIVE`,
+  `VALIDATING`, `OPEN_GENERATIONS`) into their sharded partitions (`ACTIVE#<n>`, ...). Until a row is
+  rewritten the readers (who query only the sharded partitions) do not list it: the poller's tick runs
+  this within seconds of a deploy. (A running batch's successes counted on its row by the older layout
+  stay there: the status adds them to its counter rows.)
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchgen.adapters.dynamo.codec import (
+    ACTIVE,
+    ALL_BATCHES,
     META_SK,
     MIGRATION_PREFIX,
+    OPEN_GENERATIONS,
+    VALIDATING,
     Expression,
     Table,
     batch_pk,
@@ -33,6 +42,7 @@ from batchgen.adapters.dynamo.codec import (
     job_sk,
     key,
     marshal,
+    sharded,
     unmarshal,
     values,
 )
@@ -126,7 +136,45 @@ JOB_ROWS = Migration(
     filter_values={":meta": META_SK},
     migrate=_migrate_job_rows,
 )
-MIGRATIONS = (JOB_ROWS,)
+# --- the shared-keys migration -----------------------------------------------------------------------
+_SHARED = {"GSI2PK": (ALL_BATCHES,), "GSI3PK": (ACTIVE, VALIDATING, OPEN_GENERATIONS)}
+
+
+def shard_shared_keys(table: Table, row: dict[str, Any]) -> bool:
+    """Moves a row's shared index keys into their sharded partitions, conditioned on the old values (a row
+    already moved, or changed meanwhile, is left alone)."""
+    identifier = str(row.get("batchId") or row.get("generationId") or row["SK"])
+    expression = Expression()
+    sets, conditions = [], ["attribute_exists(PK)"]
+    for attribute, names in _SHARED.items():
+        if row.get(attribute) in names:
+            placeholder = expression.name(attribute)
+            conditions.append(f"{placeholder} = {expression.value(row[attribute])}")
+            sets.append(f"{placeholder} = {expression.value(sharded(str(row[attribute]), identifier))}")
+    if not sets:
+        return False
+    request = {
+        "TableName": table.name,
+        "Key": key(str(row["PK"]), str(row["SK"])),
+        "UpdateExpression": "SET " + ", ".join(sets),
+        "ConditionExpression": " AND ".join(conditions),
+    }
+    try:
+        table.db.update_item(**expression.into(request))
+    except ClientError as exc:
+        if error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+SHARED_KEYS = Migration(
+    name="shared-keys",
+    filter="GSI2PK = :batches OR GSI3PK IN (:active, :validating, :open)",
+    filter_values={":batches": ALL_BATCHES, ":active": ACTIVE, ":validating": VALIDATING, ":open": OPEN_GENERATIONS},
+    migrate=shard_shared_keys,
+)
+MIGRATIONS = (JOB_ROWS, SHARED_KEYS)
 
 
 def run(

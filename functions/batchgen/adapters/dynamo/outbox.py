@@ -2,27 +2,28 @@
 change's own transaction, read and deleted by the relay.
 
 Key: `OUTBOX#<shard>` / `<at>#<eventId>` for item events, `OUTBOX#END#<shard>` for rows that carry a
-batch's end: a few shards spread the writes of many batches while one Query per shard still reads the
-oldest events first, and the relay reads the end rows before the item rows, so a batch's end (and its
-results manifest) never waits behind its own 10,000 item events (events go out in any order).
+batch's end, the shard a hash of the event id: the rows of one big batch spread over every shard like those
+of many batches, while one Query per shard still reads the oldest events first; the relay reads the end
+rows before the item rows, so a batch's end (and its results manifest) never waits behind its own
+10,000 item events (events go out in any order).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from batchgen.adapters.dynamo.codec import Table, error_code, key, marshal, unmarshal, values
+from batchgen import constants
+from batchgen.adapters.dynamo.codec import Table, error_code, key, marshal, shard_of, unmarshal, values
 from batchgen.domain import events as domain_events
 from batchgen.domain.events import DomainEvent
 from batchgen.models.records import OutboxRecord
 
-OUTBOX_SHARDS = 4
+OUTBOX_SHARDS = constants.INDEX_SHARDS
 OUTBOX_PREFIX = "OUTBOX#"
 
 
@@ -30,13 +31,9 @@ def outbox_pk(shard: int, *, ends: bool = False) -> str:
     return f"{OUTBOX_PREFIX}END#{shard}" if ends else f"{OUTBOX_PREFIX}{shard}"
 
 
-def event_pk(batch_id: str, batch_event: str | None) -> str:
-    """The partition of one event row: end rows apart from item rows, both sharded by batch."""
-    return outbox_pk(shard_of(batch_id), ends=batch_event is not None)
-
-
-def shard_of(batch_id: str) -> int:
-    return zlib.crc32(batch_id.encode()) % OUTBOX_SHARDS
+def event_pk(event_id: str, batch_event: str | None) -> str:
+    """The partition of one event row: end rows apart from item rows, both sharded by event."""
+    return outbox_pk(shard_of(event_id, OUTBOX_SHARDS), ends=batch_event is not None)
 
 
 def outbox_row(batch_id: str, at: str, events: Sequence[DomainEvent]) -> dict[str, Any]:
@@ -44,7 +41,7 @@ def outbox_row(batch_id: str, at: str, events: Sequence[DomainEvent]) -> dict[st
     ended, item = domain_events.batch_event(events), domain_events.item_event(events)
     event_id = "evt_" + secrets.token_hex(12)
     row: dict[str, Any] = {
-        "PK": event_pk(batch_id, ended.name if ended else None),
+        "PK": event_pk(event_id, ended.name if ended else None),
         "SK": f"{at}#{event_id}",
         "entity": "outbox",
         "eventId": event_id,
@@ -115,4 +112,4 @@ class DynamoOutbox:
 
 
 def _event_key(event: OutboxRecord) -> dict[str, Any]:
-    return key(event_pk(event.batchId, event.batchEvent), f"{event.at}#{event.eventId}")
+    return key(event_pk(event.eventId, event.batchEvent), f"{event.at}#{event.eventId}")

@@ -19,12 +19,12 @@ from botocore.exceptions import ClientError
 from batchgen import constants
 from batchgen.adapters.dynamo import credits
 from batchgen.adapters.dynamo import usage as usage_days
-from batchgen.adapters.dynamo.batches import batch_row, first_job_row, item_row, new_row, sort_key
+from batchgen.adapters.dynamo.batches import batch_row, count_update, first_job_row, item_row, new_row, sort_key
 from batchgen.adapters.dynamo.codec import (
-    ACTIVE_PK,
+    ACTIVE,
     MAX_TRANSACTION_ITEMS,
     META_SK,
-    OPEN_GENERATIONS_PK,
+    OPEN_GENERATIONS,
     PHOTO_PREFIX,
     REQUEST_PREFIX,
     Expression,
@@ -38,6 +38,7 @@ from batchgen.adapters.dynamo.codec import (
     job_sk,
     key,
     marshal,
+    sharded,
     unmarshal,
     update_request,
     user_pk,
@@ -68,10 +69,13 @@ class DynamoUnitOfWork:
         self.credits = credits.DynamoCredits(table)
 
     def create_batch(self, batch: BatchRecord, items: list[ItemRecord], request_key: str | None = None) -> None:
-        """Debit, batch (with its first chunk's job row), items and ledger entry in one transaction: all of it
-        or none of it. With a
-        `request_key` (an Idempotency-Key's hash), the same transaction claims it: a second run of the same
-        request raises AlreadyCreated with the first run's batch, and charges nothing."""
+        """Debit, batch (with its first chunk's job row) and ledger entry in one transaction, its items
+        written just before it: the batch exists, charged, with all its items, or not at all (its items are
+        removed when the transaction fails; a batch's items are read only through its row, so items whose
+        batch never came to be are never shown, only left behind by a crash in between). Items by
+        BatchWriteItem cost one write unit each where the transaction would bill two. With a `request_key`
+        (an Idempotency-Key's hash), the same transaction claims it: a second run of the same request raises
+        AlreadyCreated with the first run's batch, and charges nothing."""
         name, at = self.table.name, batch.createdAt
         writes: list[dict[str, Any]] = [
             credits.debit(name, batch.userId, batch.creditCost, at),
@@ -79,12 +83,15 @@ class DynamoUnitOfWork:
             credits.ledger_entry(name, batch.userId, -batch.creditCost, "batch charge", batch.batchId, at),
             new_row(name, first_job_row(batch)),
         ]
-        writes += [{"Put": {"TableName": name, "Item": item_row(item)}} for item in items]
         if request_key is not None:
             writes.append({"Put": self._request_claim(request_key, batch.batchId)})
+        if self.table.batch_write({"PutRequest": {"Item": item_row(item)}} for item in items):
+            self._remove_items(batch, items)
+            raise ConcurrentChange("DynamoDB kept items unprocessed; retry")
         try:
             self.table.db.transact_write_items(TransactItems=writes)
         except ClientError as exc:
+            self._remove_items(batch, items)
             if error_code(exc) != "TransactionCanceledException":
                 raise
             if request_key is not None and cancellation_codes(exc)[-1:] == ["ConditionalCheckFailed"]:
@@ -93,6 +100,10 @@ class DynamoUnitOfWork:
             if "TransactionConflict" in cancellation_codes(exc):
                 raise ConcurrentChange("balance changed concurrently") from exc
             raise
+
+    def _remove_items(self, batch: BatchRecord, items: list[ItemRecord]) -> None:
+        keys = (key(batch_pk(batch.batchId), item_sk(item.index)) for item in items)
+        self.table.batch_write({"DeleteRequest": {"Key": row_key}} for row_key in keys)
 
     def _request_claim(self, request_key: str, batch_id: str) -> dict[str, Any]:
         """One batch per (user, Idempotency-Key), for as long as the idempotency record lives."""
@@ -132,7 +143,7 @@ class DynamoUnitOfWork:
         expression = Expression()
         changes = {"status": BatchStatus.PENDING.value, "requestCount": request_count, "creditCost": cost}
         changes.update(route=route, eta=eta)
-        changes.update(updatedAt=at, GSI3PK=ACTIVE_PK, GSI3SK=sort_key(batch))
+        changes.update(updatedAt=at, GSI3PK=sharded(ACTIVE, batch.batchId), GSI3SK=sort_key(batch))
         condition = expression.status_in([BatchStatus.VALIDATING])
         condition += f" AND {expression.name('ingestItems')} = {expression.value(request_count)}"
         activate = {
@@ -342,7 +353,7 @@ class DynamoUnitOfWork:
         row.update(details, generationId=generation_id, status="charged", creditCost=amount, createdAt=at)
         # While charged it sits in the sparse index under its own partition, so the poller's tick can
         # refund one whose process died before settling it; settling removes the keys.
-        row.update(userId=user_id, GSI3PK=OPEN_GENERATIONS_PK, GSI3SK=f"{at}#{generation_id}")
+        row.update(userId=user_id, GSI3PK=sharded(OPEN_GENERATIONS, generation_id), GSI3SK=f"{at}#{generation_id}")
         writes: list[dict[str, Any]] = [
             credits.debit(name, user_id, amount, at),
             {"Put": {"TableName": name, "Item": marshal(row), "ConditionExpression": "attribute_not_exists(PK)"}},
@@ -389,11 +400,20 @@ class DynamoUnitOfWork:
             raise
         return True
 
-    def checkpoint_collect(self, batch_id: str, chunk: int, change: JobChange, usage: UsageCheckpoint) -> bool:
-        """A chunk's collect checkpoint (`domain.jobs.collect_progress`, with its batch checked) and the
-        user's day row adding what the checkpoint's lines used, in one transaction: the usage of a line is
-        counted exactly once however many runs read it. False when the checkpoint's condition did not hold
-        (another run moved it, or the batch ended)."""
+    def checkpoint_collect(
+        self,
+        batch_id: str,
+        chunk: int,
+        change: JobChange,
+        usage: UsageCheckpoint,
+        succeeded: Sequence[int] = (),
+        events: Sequence[DomainEvent] = (),
+    ) -> bool:
+        """A chunk's collect checkpoint (`domain.jobs.collect_progress`, with its batch checked), the user's
+        day row adding what the checkpoint's lines used, and the texts seen succeed since the last one (added
+        to one of the batch's counter rows, with their event), in one transaction: a line's usage and a
+        text's count are each counted exactly once however many runs read them. False when the
+        checkpoint's condition did not hold (another run moved it, or the batch ended)."""
         name = self.table.name
         writes: list[dict[str, Any]] = [
             {"Update": update_request(name, key(batch_pk(batch_id), job_sk(chunk)), change.job)}
@@ -402,6 +422,11 @@ class DynamoUnitOfWork:
             batch_side = change_request(name, batch_id, change.batch)
             writes.append({"Update" if "UpdateExpression" in batch_side else "ConditionCheck": batch_side})
         writes.append(usage_days.day_addition(name, usage))
+        if succeeded:
+            writes.append({"Update": count_update(name, batch_id, min(succeeded), len(succeeded))})
+        outbox = outbox_put(name, batch_id, now_iso(), events)
+        if outbox is not None:
+            writes.append(outbox)
         try:
             self.table.db.transact_write_items(TransactItems=writes)
         except ClientError as exc:

@@ -105,9 +105,8 @@ def batch_status(batch_id: str) -> models.BatchStatusResponse:
     from batchgen.usecases.pipeline import items  # pages: a bulk batch's 10,000 items are never loaded here
 
     caller = principal(router)
-    record = items.status_page(services(), caller, batch_id)
+    record, chunk_jobs = items.status_view(services(), caller, batch_id)  # one or two reads
     body = reports.status_body(record)
-    chunk_jobs = chunks.jobs_of(services(), record.batch)
     body["queuePosition"] = dispatch.queue_position(services(), record.batch, chunk_jobs)  # only a waiting batch
     body.update(chunks.gemini_view(chunk_jobs))  # per chunk
     body["routes"] = routing.route_counts(record.batch, chunk_jobs)  # from the chunks' rows: no item read

@@ -157,6 +157,12 @@ class IngestRun:
     time_left: Callable[[], float]
     checkpointed_lines: int = 0
     margin: float = float(constants.INGEST_HANDOVER_SECONDS)
+    started_lines: int = 0  # where this run began: it reads `INGEST_SLICE_LINES` lines at most
+
+    def spent(self) -> bool:
+        """Time to hand over: the run nears its time limit or has read its slice of lines."""
+        read = self.progress.lines - self.started_lines
+        return self.time_left() < self.margin or read >= constants.INGEST_SLICE_LINES
 
     def flush(self) -> None:
         """Writes the chunk's items, then the checkpoint: a crash between the two rewrites the same items."""
@@ -247,7 +253,7 @@ def ingest_file(services: Services, batch_id: str, time_left: Callable[[], float
         key = upload.key
     # Hand over with a minute to spare (a quarter of the run when it is shorter than four minutes).
     margin = min(float(constants.INGEST_HANDOVER_SECONDS), time_left() / 4)
-    run = IngestRun(services, batch, key, Progress.of(batch), time_left, batch.ingestLines, margin)
+    run = IngestRun(services, batch, key, Progress.of(batch), time_left, batch.ingestLines, margin, batch.ingestLines)
     try:
         finished = _read_retry(run) if batch.retryOf else _read(run)
     except Superseded:
@@ -296,7 +302,7 @@ def _read(run: IngestRun) -> bool:
             CHECKPOINT_LINES
         ):
             run.flush()
-            if run.time_left() < run.margin:
+            if run.spent():
                 return False
     run.flush()
     return True
@@ -319,7 +325,7 @@ def _read_retry(run: IngestRun) -> bool:
             progress.chunk.append(run._item(source.clientId, source.prompt, image))
             if len(progress.chunk) >= constants.INGEST_CHUNK_ITEMS:
                 run.flush()
-                if run.time_left() < run.margin:
+                if run.spent():
                     return False
     run.flush()
     return True

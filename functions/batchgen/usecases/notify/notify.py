@@ -3,7 +3,8 @@ retries, and the end-of-batch email.
 
 The events themselves are named by the use case that makes the change and persisted by the store in the
 change's own transaction (`domain.events`). Here:
-- `relay_outbox` (every poller tick, and right after an upload or a collect) reads each persisted
+- `relay_slice` (the notify function, asked by a `RelayOutbox` message that the stages writing events
+  send, and a short slice in every poller tick; never inside collect or upload) reads each persisted
   event and hands it to its subscribers (`SUBSCRIBERS`): the webhook notifier (one message per (event,
   endpoint)), the email notifier, and for a batch's end the results manifest writer
   (`usecases.results`); it sends what they answer, then deletes the row. A relay that dies half-way
@@ -19,6 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +31,7 @@ from batchgen.domain import notifications as rules
 from batchgen.domain.events import BatchEnded, DomainEvent, ItemEvent, ItemsFailed, ItemsSucceeded
 from batchgen.domain.routing import effective_route
 from batchgen.domain.states import is_terminal
-from batchgen.models.messages import DeliverWebhook, SendEmail, WriteResultsManifest
+from batchgen.models.messages import DeliverWebhook, RelayOutbox, SendEmail, WriteResultsManifest
 from batchgen.models.records import BatchRecord, DeliveryRecord, OutboxRecord, WebhookEndpointRecord
 from batchgen.usecases.bulk import results
 from batchgen.usecases.pipeline import items
@@ -39,32 +41,75 @@ logger = logging.getLogger(__name__)
 mail_log = logging.getLogger("batchgen.mail")  # the emails' own log (the local runtime shows it)
 
 RELAY_PAGE = 100
+# One relay slice: it stops when either budget is spent, checked before each event (never per page), and
+# asks for the next slice (a message to the notify function) when events are left.
 RELAY_BUDGET_SECONDS = 20.0
-FAST_RELAY_BUDGET_SECONDS = 5.0
+RELAY_SLICE_EVENTS = 500
+TICK_RELAY_BUDGET_SECONDS = 5.0  # the poller's tick relays a short slice, then leaves the rest to the queue
 RELAY_LEASE_SECONDS = 60  # a claimed row whose relayer died is relayed again after this
 
 Message = DeliverWebhook | SendEmail | WriteResultsManifest
 
 
 # --- relay ----------------------------------------------------------------------------------------
-def relay_outbox(services: NotifyServices, budget_seconds: float = RELAY_BUDGET_SECONDS) -> int:
-    """Relays pending events until none are left or the budget is spent; returns how many rows."""
-    relayed, deadline = 0, time.monotonic() + budget_seconds
+@dataclass
+class RelaySlice:
+    relayed: int = 0  # rows relayed or dropped (nobody subscribed)
+    more: bool = False  # a budget ran out with rows left: the next slice was asked for
+
+
+def relay_outbox(
+    services: NotifyServices,
+    budget_seconds: float = RELAY_BUDGET_SECONDS,
+    max_events: int = RELAY_SLICE_EVENTS,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """One bounded slice of the relay (`relay_slice`); returns how many rows it relayed."""
+    return relay_slice(services, budget_seconds, max_events, clock).relayed
+
+
+def relay_slice(
+    services: NotifyServices,
+    budget_seconds: float = RELAY_BUDGET_SECONDS,
+    max_events: int = RELAY_SLICE_EVENTS,
+    clock: Callable[[], float] = time.monotonic,
+) -> RelaySlice:
+    """Relays pending events until none are left or a budget is spent (time or events, checked before
+    every event); with events left, sends a `RelayOutbox` message so another slice goes on."""
+    done, deadline = RelaySlice(), clock() + budget_seconds
     relay = _RelayPass(services)
-    while time.monotonic() < deadline:
+    while True:
         rows = services.outbox.pending_events(RELAY_PAGE)
-        unwanted = [row for row in rows if relay.nobody_wants(row)]
-        if unwanted:  # no claim: deleting a row nobody is told about twice is harmless
+        unwanted: list[OutboxRecord] = []
+        progressed = False
+        for row in rows:
+            if done.relayed >= max_events or clock() >= deadline:
+                done.more = True
+                break
+            if relay.nobody_wants(row):  # no claim: deleting a row nobody is told about twice is harmless
+                unwanted.append(row)
+            elif services.outbox.claim_event(row, RELAY_LEASE_SECONDS):
+                relay_event(services, row, relay)
+            else:
+                continue  # another relayer holds it
+            done.relayed += 1
+            progressed = True
+        if unwanted:
             services.outbox.delete_events(unwanted)
-        claimed = [row for row in rows if row not in unwanted and services.outbox.claim_event(row, RELAY_LEASE_SECONDS)]
-        if not claimed and not unwanted:
-            break
-        for row in claimed:
-            relay_event(services, row, relay)
-        relayed += len(unwanted) + len(claimed)
-        if len(rows) < RELAY_PAGE:  # every pending row was in this page; newer ones go to the next pass
-            break
-    return relayed
+        if done.more:
+            request_relay(services)
+            return done
+        if not progressed or len(rows) < RELAY_PAGE:  # every pending row was in this page
+            return done
+
+
+def request_relay(services: NotifyServices) -> None:
+    """Asks the notify function for a relay slice (after a stage wrote events, or a slice ran out of
+    budget). Best effort: the poller's tick relays whatever a lost request leaves."""
+    try:
+        services.notifier.send_notifications([RelayOutbox(action="relay")])
+    except Exception:  # the stage itself succeeded; the tick relays
+        logger.exception("relay request not sent; the poller's tick will relay")
 
 
 class _RelayPass:
@@ -97,15 +142,6 @@ class _RelayPass:
         return owner is None or not any(
             rules.subscribed(endpoint.events, event.name) for event in found for endpoint in self.endpoints_of(owner)
         )
-
-
-def relay_soon(services: NotifyServices) -> None:
-    """After a pipeline step that may have written events: relay them now rather than at the next tick.
-    Best effort: a failure here leaves the rows to the tick."""
-    try:
-        relay_outbox(services, budget_seconds=FAST_RELAY_BUDGET_SECONDS)
-    except Exception:  # the tick relays whatever is left; the pipeline step itself succeeded
-        logger.exception("fast relay failed; the poller's tick will relay")
 
 
 def relay_event(services: NotifyServices, row: OutboxRecord, relay: _RelayPass | None = None) -> None:

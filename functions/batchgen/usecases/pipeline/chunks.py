@@ -1,4 +1,5 @@
-"""Chunked Gemini jobs: a batch of more than `GEMINI_JOB_MAX_REQUESTS` runs as several jobs.
+"""Chunked Gemini jobs: a batch bigger than one job holds (Gemini's 2 GB input file, a job's token budget,
+`GEMINI_JOB_MAX_REQUESTS`) runs as several jobs.
 
 A chunk is the item range [start, stop) of one job; each has its own job row (`JobRecord`: job name,
 input file, submit lease, Gemini state, round, collect marker, collect checkpoint), the only chunk of a
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from batchgen import constants
 from batchgen.config import get_settings
 from batchgen.domain import gemini_jobs, jobs, routing
 from batchgen.domain.ids import now_iso
@@ -24,8 +26,28 @@ logger = logging.getLogger(__name__)
 
 
 def chunk_size(batch: BatchRecord) -> int:
-    """Requests per job: pinned on the batch by its first submit, the setting before that."""
-    return batch.geminiChunkSize or get_settings().gemini_job_max_requests
+    """Requests per job: pinned on the batch by its first submit; before that, as many as fit Gemini's
+    input file and a job's token budget (`gemini_jobs.requests_per_job`), at most the setting's cap."""
+    if batch.geminiChunkSize:
+        return batch.geminiChunkSize
+    settings = get_settings()
+    return gemini_jobs.requests_per_job(
+        request_bytes=request_bytes(batch),
+        request_tokens=settings.gemini_request_tokens,
+        max_requests=settings.gemini_job_max_requests,
+        max_tokens=settings.gemini_job_max_tokens,
+    )
+
+
+def request_bytes(batch: BatchRecord) -> int:
+    """Input image bytes per request (base64; prompts count in the line's overhead): a bulk batch's
+    uploaded file over its lines; a retry batch (its `ingestOffset` counts source items, not bytes)
+    without input images, none; otherwise the largest image a request may carry."""
+    if batch.ingestOffset and batch.requestCount and batch.retryOf is None:
+        return -(-batch.ingestOffset // batch.requestCount)
+    if batch.retryOf is not None and batch.requestCount and batch.ingestImages == 0:
+        return 0
+    return constants.MAX_IMAGE_BYTES * 4 // 3 + 4
 
 
 def chunk_count(batch: BatchRecord) -> int:

@@ -15,17 +15,17 @@ from typing import Any
 
 from batchgen import constants
 from batchgen.config import ModelSpec, get_catalog
-from batchgen.domain import ids, jobs
+from batchgen.domain import events, ids, jobs
 from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
 from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint, priced, usage_of
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.pricing import canonical_model, model_kind
-from batchgen.domain.states import is_open, is_terminal
+from batchgen.domain.states import ItemStatus, is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.pipeline import chunks
-from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done, record_successes
+from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done
 from batchgen.usecases.ports import Services
 
 NO_RESPONSE = "Gemini returned no response for this request"
@@ -62,6 +62,9 @@ class Sorted:
 # Answers handled together: one SQS batch of upload messages (images are staged one group at a time,
 # so at most this many are in memory).
 GROUP_LINES = 10
+# Texts stored between two checkpoints at most: a checkpoint counts them (one transaction for the job's
+# place, a counter row and their event), so a status's count trails its items by at most this many.
+COUNT_TEXTS = 50
 # Response lines between checkpoints of a chunk's collect when time is not short: each one settles the
 # failures read so far (a settlement reads the batch), so not too often; a run that dies redoes at most this.
 CHECKPOINT_LINES = 500
@@ -83,6 +86,12 @@ class CollectRun:
     failures: dict[int, str] = field(default_factory=dict)
     revs: dict[int, int] = field(default_factory=dict)  # each failure's route revision as read
     retries: list[ItemRecord] = field(default_factory=list)
+    # Texts: each stored by its own conditional write, counted (and their event persisted) with the next
+    # checkpoint. `succeeded`: seen succeed since the last one; `counted`: keys counted by this run or by
+    # the checkpoints before `start`, never twice.
+    succeeded: list[int] = field(default_factory=list)
+    counted: set[str] = field(default_factory=set)
+    stored_before: dict[str, int] = field(default_factory=dict)  # texts found `success` when the run began
     # What Gemini bills (usageMetadata of every answer read): the chunk's total at the checkpoint, what the
     # lines since add, and the items they delivered; written with the next checkpoint, never per image.
     usage_saved: GeminiUsage = field(default_factory=GeminiUsage)
@@ -99,10 +108,15 @@ class CollectRun:
             if number < self.start:  # settled by an earlier run: only its key counts (it was answered)
                 if (counted := answer_key(key, items)) is not None:
                     self.answered.add(counted)
+                    self.counted.add(counted)
                 continue
             self.lines = number + 1
             answer = read_answer(result, wants_image)
             self._count_usage(result, answer)
+            stored = answer_key(key, items)
+            if stored is not None and stored in self.stored_before:
+                # Stored by an earlier run of this chunk after its last checkpoint: counted here, once.
+                self._count(stored, self.stored_before[stored])
             yield key, answer
 
     def _count_usage(self, result: Any, answer: Answer) -> None:
@@ -117,17 +131,26 @@ class CollectRun:
         staged = _stage_images(self.services, self.batch, sorted_.images)
         self.report.uploads_queued += staged
         self.delivered += staged
-        if sorted_.texts:  # a group (at most ten) in one transaction
+        if sorted_.texts:  # each its own conditional write; counted (and delivered) with the next checkpoint
             successes = [ItemSuccess(item.index, text=answer.text, rev=item.routeRev) for item, answer in sorted_.texts]
-            stored = record_successes(self.services, self.batch.batchId, successes)
-            self.report.texts_stored += stored
-            self.delivered += stored
+            stored = self.services.items.store_results(self.batch.batchId, successes)
+            self.report.texts_stored += len(stored)
+            for item, _ in sorted_.texts:
+                if item.index in stored:
+                    self._count(item.itemId, item.index)
         self.failures.update(sorted_.failures)
         self.revs.update({item.index: item.routeRev for item, _ in matched if item is not None})
         self.retries += sorted_.retries
 
+    def _count(self, item_id: str, index: int) -> None:
+        if item_id not in self.counted:
+            self.counted.add(item_id)
+            self.succeeded.append(index)
+            self.delivered += 1
+
     def checkpoint(self) -> bool:
-        """Settles what was sorted and records the place; False when another run on this chunk moved it."""
+        """Settles what was sorted and records the place, with the texts seen succeed since the last one
+        (their count and their event ride on the move); False when another run on this chunk moved it."""
         services, batch_id = self.services, self.batch.batchId
         if self.failures:
             # Only items still where this job's answers were asked for: one that moved to Flex meanwhile
@@ -139,7 +162,7 @@ class CollectRun:
             services.items.move_items_to_round(batch_id, indexes, self.job.geminiRound + 1)
             self.report.retried += len(self.retries)
         self.failures, self.retries = {}, []
-        if self.lines == self.saved:
+        if self.lines == self.saved and not self.succeeded:
             return True
         usage = UsageCheckpoint(
             total=self.usage_saved + self.usage_added,
@@ -149,7 +172,9 @@ class CollectRun:
             credits=self.batch.unitPrice * self.delivered,
         )
         move = jobs.collect_progress(self.job.geminiJobName or "", self.saved, self.lines, usage.total.as_record())
-        moved = services.uow.checkpoint_collect(batch_id, self.job.chunk, move, usage)
+        succeeded, self.succeeded = self.succeeded, []
+        caused = events.items_succeeded(batch_id, succeeded) if succeeded else []
+        moved = services.uow.checkpoint_collect(batch_id, self.job.chunk, move, usage, succeeded, caused)
         if moved:  # else the run that moved the checkpoint counted these lines
             self.usage_saved, self.usage_added, self.delivered = usage.total, GeminiUsage(), 0
         self.saved = self.lines
@@ -161,8 +186,9 @@ def collect_batch(
     services: Services, batch_id: str, chunk: int = 0, time_left: Callable[[], float] | None = None
 ) -> CollectReport:
     """Collects one chunk's finished job (chunk 0: the only one of most batches), from its checkpoint.
-    A run whose time left drops below `COLLECT_HANDOVER_SECONDS` checkpoints and sends a new collect
-    message that resumes after the lines it settled: no item is redone or skipped."""
+    A run whose time left drops below `COLLECT_HANDOVER_SECONDS`, or that has read `COLLECT_SLICE_LINES`
+    lines, checkpoints and sends a new collect message that resumes after the lines it settled: no item
+    is redone or skipped, and other batches' collects queued meanwhile run in between."""
     report = CollectReport()
     batch = services.batches.get_batch(batch_id)
     job = chunks.job_of(services, batch, chunk) if batch is not None and not is_terminal(batch.status) else None
@@ -183,6 +209,12 @@ def collect_batch(
         services.jobs.change_job(batch_id, chunk, jobs.unqueue_collect())
         return report
     run = CollectRun(services, batch, job, job.collectLines, report, saved=job.collectLines, lines=job.collectLines)
+    if model_kind(batch.type) != "image":  # texts stored by a run that died before counting them
+        run.stored_before = {
+            item.itemId: item.index
+            for item in chunk_items
+            if item.status is ItemStatus.SUCCESS and item.round == job.geminiRound
+        }
     run.usage_saved = GeminiUsage.from_record(job.geminiUsage)
     run.model_spec, run.image_size = _billing_basis(batch)
     items = chunks.round_items(chunk_items, job, batch)
@@ -216,8 +248,9 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
             continue
         run.settle_group(group, last_round=last_round)
         group = []
-        low = time_left() < margin
-        if run.lines - run.saved < CHECKPOINT_LINES and not low:
+        low = time_left() < margin or run.lines - run.start >= constants.COLLECT_SLICE_LINES  # per group
+        counting = len(run.succeeded) >= COUNT_TEXTS  # the texts' count (and status) lags by at most this
+        if run.lines - run.saved < CHECKPOINT_LINES and not low and not counting:
             continue
         if not run.checkpoint():
             return "overtaken"

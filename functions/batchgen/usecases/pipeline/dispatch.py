@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from batchgen.config import get_settings
-from batchgen.domain import dispatch, ids, jobs, routing
+from batchgen.domain import batch_moves, dispatch, ids, jobs, routing
 from batchgen.domain.gemini_requests import job_display_name
 from batchgen.domain.states import BatchStatus
 from batchgen.models.records import BatchRecord, JobRecord, SlotRecord
@@ -146,18 +146,29 @@ def admit(services: Services, batch: BatchRecord, job: JobRecord) -> bool:
 
 
 def queue_position(services: Services, batch: BatchRecord, chunk_jobs: list[JobRecord] | None = None) -> int | None:
-    """1-based place of a batch waiting for a slot (its first chunk's); None when it is not waiting.
-    `chunk_jobs`: its chunks' jobs when the caller has read them."""
+    """1-based place of a batch waiting for a slot (its first chunk's), as the dispatcher's last pass wrote
+    it on the batch row: O(1), never a read of the queue. None when it is not waiting (or no pass has
+    placed it yet). `chunk_jobs`: its chunks' jobs when the caller has read them."""
+    if batch.status is not BatchStatus.PENDING or batch.queuePosition is None:
+        return None
     if chunk_jobs is None:
         chunk_jobs = chunks.jobs_of(services, batch)
     first = chunk_jobs[0] if chunk_jobs else None
-    if batch.status is not BatchStatus.PENDING or first is None or jobs.has_job(first):
-        return None
-    slots = services.slots.list_slots()
-    if holds_slot(slots, batch, first):
-        return None
-    batches = list(services.batches.iter_active_batches())
-    return build_queue(slots, batches, _jobs_for(services, batches, None)).position(batch.batchId)
+    return None if first is None or jobs.has_job(first) else batch.queuePosition
+
+
+def write_positions(services: Services, queue: SlotQueue, by_id: dict[str, BatchRecord], skip: int) -> int:
+    """Each waiting pending batch's place (its first waiting chunk's), after the `skip` admitted now, on its
+    row when it changed: the positions the pass computed anyway. Returns how many rows it wrote."""
+    written, placed = 0, set()
+    for place, waiting in enumerate(queue.order[skip:], start=1):
+        batch = by_id[waiting.batch_id]
+        if waiting.batch_id in placed or batch.status is not BatchStatus.PENDING:
+            continue
+        placed.add(waiting.batch_id)
+        if batch.queuePosition != place:
+            written += services.batches.change_batch(batch.batchId, batch_moves.place_in_queue(place)) is not None
+    return written
 
 
 def tick(
@@ -184,7 +195,10 @@ def tick(
         report.admitted += 1
         report.admitted_ids.append(batch.batchId)
         _send_admitted(services, batch.batchId, job.chunk)
+        if batch.queuePosition is not None:  # admitted: it waits in no queue now
+            services.batches.change_batch(batch.batchId, batch_moves.leave_queue())
     report.waiting = len(queue.order) - report.admitted
+    write_positions(services, queue, by_id, report.admitted)
     return report
 
 

@@ -13,8 +13,9 @@ from batchgen import constants
 from batchgen.domain import ids, reports
 from batchgen.domain.batches import Principal
 from batchgen.domain.errors import InvalidInput, NotFound
-from batchgen.domain.states import ItemStatus
-from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord
+from batchgen.domain.states import BatchStatus, ItemStatus, is_terminal
+from batchgen.models.records import BatchRecord, BatchWithItems, ItemRecord, JobRecord
+from batchgen.usecases.pipeline import chunks
 from batchgen.usecases.ports import Services
 
 
@@ -52,8 +53,39 @@ def status_page(services: Services, principal: Principal, batch_id: str) -> Batc
     return first_page(services, owned_batch(services, principal, batch_id))
 
 
+def with_progress(services: Services, batch: BatchRecord) -> BatchRecord:
+    """The batch with its exact count of successes: a running batch counts them beside its row (its
+    counter rows, one Query; a row of the older layout may still hold a part of them too); an ended one
+    carries its final count."""
+    if is_terminal(batch.status) or batch.status is BatchStatus.VALIDATING:
+        return batch
+    counted = batch.successCount + services.items.count_successes(batch.batchId)
+    return batch.model_copy(update={"successCount": counted})
+
+
+def status_view(services: Services, principal: Principal, batch_id: str) -> tuple[BatchWithItems, list[JobRecord]]:
+    """What a status shows, from one read of the batch's partition (its row, counters, first items and,
+    for a batch of a few hundred items, its job rows), a second one for the job rows of a bigger batch."""
+    head = services.batches.read_head(batch_id, constants.STATUS_ITEMS_MAX + 1) if ids.is_batch_id(batch_id) else None
+    if head is None or (head.batch.userId != principal.user_id and not principal.is_admin):
+        raise NotFound(f"No batch with id '{batch_id}' was found.")
+    batch = head.batch
+    if not is_terminal(batch.status) and batch.status is not BatchStatus.VALIDATING:
+        batch = batch.model_copy(update={"successCount": batch.successCount + head.counted})
+    if head.jobs is None:
+        jobs = chunks.jobs_of(services, batch)
+    else:  # a chunk whose row is not opened yet reads as a fresh one, as `Jobs.list_jobs` reads it
+        found = {job.chunk: job for job in head.jobs}
+        count = chunks.chunk_count(batch)
+        jobs = [found.get(chunk) or JobRecord(batchId=batch.batchId, chunk=chunk) for chunk in range(count)]
+    shown = head.items if batch.requestCount else []
+    return BatchWithItems(batch=batch, items=shown), jobs
+
+
 def first_page(services: Services, batch: BatchRecord) -> BatchWithItems:
-    """The batch with its first `STATUS_ITEMS_MAX` + 1 items: what a status body (or an end event) shows."""
+    """The batch (with its exact counts) and its first `STATUS_ITEMS_MAX` + 1 items: what a status body
+    (or an end event) shows."""
+    batch = with_progress(services, batch)
     first: list[ItemRecord] = []
     for item in iter_items(services, batch, page_size=constants.STATUS_ITEMS_MAX + 1):
         first.append(item)

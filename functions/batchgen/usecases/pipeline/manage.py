@@ -120,9 +120,11 @@ def list_history(
                 f"Unknown type '{batch_type}'. Use one of: {', '.join(pricing.BATCH_TYPES)}.",
                 [{"loc": ["query", "type"], "msg": "unknown type"}],
             )
-    return services.batches.list_batches(
+    page = services.batches.list_batches(
         user_id=user_id, limit=limit, cursor=cursor, status=status, batch_type=batch_type
     )
+    # A running batch's successes are counted beside its row: one small Query for each on the page.
+    return Page([items.with_progress(services, batch) for batch in page.batches], page.next_cursor)
 
 
 def lookup_generations(

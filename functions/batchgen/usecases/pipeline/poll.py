@@ -97,17 +97,17 @@ def poll_batch(
     """One batch: finish, expire or release it, or check each of its chunks' jobs. `held`: the
     slot keys held (None: every chunk counts as holding one when `holds_slot`)."""
     settings = get_settings()
-    if batch.done_count >= batch.requestCount:
+    jobs = jobs if jobs is not None else chunks.jobs_of(services, batch)
+    if _may_be_done(batch, jobs) and finalize_if_done(services, batch.batchId):
         # Every item is settled but the finalising write was lost (a crash right after the last item).
-        return ("ended" if finalize_if_done(services, batch.batchId) else "idle"), None
+        return "ended", None
     if ids.age_seconds(batch.scheduledFor or batch.createdAt) > settings.max_wait_seconds:
         expire_batch(services, batch)  # a scheduled batch's wait counts from its time
         return "expired", None
     if batch.status is BatchStatus.SCHEDULED:
         return release_if_due(services, batch), None
     outcome: tuple[str, str | None] = ("idle", None)
-    chunk_jobs = jobs if jobs is not None else chunks.jobs_of(services, batch)
-    for job in chunk_jobs:
+    for job in jobs:
         holds = (dispatch.slot_key(batch, job) in held) if held is not None else holds_slot
         kind, state = _poll_chunk(services, batch, job, holds)
         if kind != "idle" or (state and outcome[0] == "idle"):
@@ -116,9 +116,21 @@ def poll_batch(
             return outcome
     # Its batch and jobs as read at the tick's start (every move is conditional): a chunk that just moved on
     # is looked at again next tick.
-    if outcome[0] == "idle" and routes.reroute(services, batch, chunk_jobs):
+    if outcome[0] == "idle" and routes.reroute(services, batch, jobs):
         outcome = ("rerouted", outcome[1])
     return outcome
+
+
+def _may_be_done(batch: BatchRecord, chunk_jobs: list[JobRecord]) -> bool:
+    """Every item may be settled: all failed, or every chunk's results read (its uploads may be done). Only
+    then does the tick count the batch's successes (its counter rows) to finish it."""
+    if batch.failCount >= batch.requestCount:
+        return True
+    if any(routing.fans_out(batch, job) for job in chunk_jobs):
+        return True  # its items are Flex calls: none of its chunks has a Gemini job to read
+    # A chunk with no job of its own (idle, drained) has its items on other routes.
+    read = (jobs.JobPhase.COLLECTED, jobs.JobPhase.ENDED, jobs.JobPhase.IDLE, jobs.JobPhase.DRAINED)
+    return batch.status is BatchStatus.PROCESSING and all(jobs.phase(job) in read for job in chunk_jobs)
 
 
 def _poll_chunk(services: Services, batch: BatchRecord, job: JobRecord, holds_slot: bool) -> tuple[str, str | None]:

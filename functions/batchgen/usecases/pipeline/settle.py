@@ -27,6 +27,7 @@ from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, open_items
 from batchgen.domain.pricing import refund_amount
 from batchgen.domain.states import BatchStatus, ItemStatus, can_transition, final_status, is_terminal
 from batchgen.models.records import BatchRecord, ItemRecord
+from batchgen.usecases.pipeline.items import with_progress
 from batchgen.usecases.ports import Services
 
 SETTLE_ATTEMPTS = 5  # lost races in a row on one page (or on the batch's move) before giving up
@@ -206,6 +207,8 @@ def _pass(
         if span is not None and after >= span[1]:
             break
     if held or batch_status is not None:
+        if batch_status is not None:  # the batch's end carries its final count of successes
+            batch_changes = {**(batch_changes or {}), "successCount": with_progress(services, batch).successCount}
         refunded += _commit(services, batch, held, held_after, refunded, reason, batch_status, batch_changes)
     return refunded
 
@@ -240,29 +243,37 @@ def _commit(
 
 def finalize_if_done(services: Services, batch_id: str) -> BatchRecord | None:
     """Ends a batch whose items are all terminal as completed (one success) or failed (none), with its
-    end event; of two callers that both see it done, only one wins (the write is conditioned on the
-    counters read)."""
+    end event and its final count; of two callers that both see it done, only one wins (the write is
+    conditioned on the status and the failures read)."""
     batch = services.batches.get_batch(batch_id)
-    if batch is None or is_terminal(batch.status) or batch.done_count < batch.requestCount:
+    if batch is None or is_terminal(batch.status):
+        return None
+    batch = with_progress(services, batch)
+    if batch.done_count < batch.requestCount:
         return None
     status = final_status(batch.successCount)
-    move = batch_moves.finalize(batch, status, now_iso())
+    move = batch_moves.finalize(batch, status, now_iso(), batch.successCount)
     return services.batches.change_batch(batch_id, move, [events.BatchEnded(batch_id, status)])
 
 
 def record_successes(services: Services, batch_id: str, successes: list[ItemSuccess]) -> int:
-    """Items -> success with their events: a group (ten texts) in ONE transaction, so a collect of 10,000
-    texts writes 1,000 transactions, not 10,000. When any of them is no longer open (a duplicate delivery,
-    a cancel) or the transaction met another one, each is marked alone, so the count returned (items that
-    moved now) stays exact."""
+    """Items -> success with their events (`record_successes_of`); returns how many moved now."""
+    return len(record_successes_of(services, batch_id, successes))
+
+
+def record_successes_of(services: Services, batch_id: str, successes: list[ItemSuccess]) -> set[int]:
+    """Items -> success with their events: a group (ten texts, or one upload delivery's images) in ONE
+    transaction, so a collect of 10,000 texts writes 1,000 transactions, not 10,000. When any of them is no
+    longer open (a duplicate delivery, a cancel) or the transaction met another one, each is marked alone,
+    so the indexes returned (items that moved now) stay exact."""
     if len(successes) > 1:
         try:
             indexes = [success.index for success in successes]
             if services.items.record_successes(batch_id, successes, events.items_succeeded(batch_id, indexes)):
-                return len(successes)
+                return set(indexes)
         except ConcurrentChange:
             pass
-    return sum(1 for success in successes if record_success(services, batch_id, success))
+    return {success.index for success in successes if record_success(services, batch_id, success)}
 
 
 def record_success(services: Services, batch_id: str, success: ItemSuccess) -> bool:
