@@ -306,6 +306,10 @@ BATCH_LISTING_ATTRIBUTES = (
     "unitPrice",
     "creditCost",
     "refundedCredits",
+    "serviceTier",
+    "deadline",
+    "eta",
+    "topUpCredits",
 )
 # GSI1: a user's batches newest first.  GSI2: every user's batches (admin), in INDEX_SHARDS partitions.
 # GSI3: sparse, keys only: active batches (poller), validating ones, open standard generations, each kind

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -28,7 +28,6 @@ from batchgen.usecases.notify import notify
 from batchgen.usecases.routing import flex
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # Failures are reported per message, never as a Lambda error that would retry the whole batch.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, model=GenerateRecord, raise_on_entire_batch_failure=False)
@@ -64,11 +63,10 @@ async def record_handler(record: GenerateRecord) -> str:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     response = async_process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    notify.relay_soon(live_services())  # item events and the batch's end leave now, not at the tick
+    notify.request_relay(live_services())  # the outbox relay runs in the notify function, never here
     return response
