@@ -27,8 +27,13 @@ settings.register_profile(
 )
 
 
-class MotoMoneyMachine(MoneyMachine):
-    def __init__(self) -> None:
+class OnMoto:
+    """A money machine's store on DynamoDB (moto, its transactions made atomic): started before the
+    machine, stopped and the environment restored after it; every user's whole ledger read back."""
+
+    services: FakeServices
+
+    def _start_moto(self) -> None:
         from moto import mock_aws
 
         from local.moto_atomic import make_dynamodb_atomic
@@ -41,18 +46,14 @@ class MotoMoneyMachine(MoneyMachine):
         environment, _ = provision(settings={"JWT_SECRET": JWT_SECRET})
         os.environ.update(environment)
         reset_service_caches()
-        super().__init__()
-        self.services = OnDynamo()
-        for user in USERS:  # the starter credits, on the DynamoDB store
-            self.services.credits.adjust_balance(user, Decimal(100), "starter credits")
 
     def _ledger(self) -> list:
         credits = self.services.credits
-        return [entry for user in ("u1", "u2") for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
+        return [entry for user in USERS for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
 
     def teardown(self) -> None:
         try:
-            super().teardown()
+            super().teardown()  # type: ignore[misc]
         finally:
             self._mock.stop()
             os.environ.clear()
@@ -60,34 +61,28 @@ class MotoMoneyMachine(MoneyMachine):
             reset_service_caches()
 
 
+class MotoMoneyMachine(OnMoto, MoneyMachine):
+    def __init__(self) -> None:
+        self._start_moto()
+        super().__init__()
+        self.services = OnDynamo()
+        for user in USERS:  # the starter credits, on the DynamoDB store
+            self.services.credits.adjust_balance(user, Decimal(100), "starter credits")
+
+
 MotoMoneyMachine.TestCase.settings = settings.get_profile("moto-long" if PROFILE == "long" else "moto-ci")
 test_money_invariants_hold_on_the_dynamodb_repository = MotoMoneyMachine.TestCase
 
 
-class MotoBulkMoneyMachine(BulkMoneyMachine):
+class MotoBulkMoneyMachine(OnMoto, BulkMoneyMachine):
     """File batches, schedules, templates, retries, replays and standard generations on the repository."""
 
     def __init__(self) -> None:
-        from moto import mock_aws
-
-        from local.moto_atomic import make_dynamodb_atomic
-        from local.provision import provision
-
-        make_dynamodb_atomic()
-        self._saved_environ = dict(os.environ)
-        self._mock = mock_aws()
-        self._mock.start()
-        environment, _ = provision(settings={"JWT_SECRET": JWT_SECRET})
-        os.environ.update(environment)
-        reset_service_caches()
+        self._start_moto()
         super().__init__()
 
     def _bulk_services(self) -> FakeServices:
         return OnDynamo()
-
-    def _ledger(self) -> list:
-        credits = self.services.credits
-        return [entry for user in USERS for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
 
     def _generations(self) -> list[dict]:
         from batchgen.adapters.aws import client
@@ -104,54 +99,21 @@ class MotoBulkMoneyMachine(BulkMoneyMachine):
             rows += [unmarshal(row) for row in response.get("Items", [])]
         return rows
 
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            self._mock.stop()
-            os.environ.clear()
-            os.environ.update(self._saved_environ)
-            reset_service_caches()
-
 
 MotoBulkMoneyMachine.TestCase.settings = settings.get_profile("moto-long" if PROFILE == "long" else "moto-bulk-ci")
 test_second_wave_money_invariants_hold_on_the_dynamodb_repository = MotoBulkMoneyMachine.TestCase
 
 
-class MotoRoutesMoneyMachine(RoutesMoneyMachine):
+class MotoRoutesMoneyMachine(OnMoto, RoutesMoneyMachine):
     """Routes (Flex, stuck and late jobs, the standard fallback's top-ups) on the repository: its item moves,
     the chunk counts and the top-up transaction."""
 
     def __init__(self) -> None:
-        from moto import mock_aws
-
-        from local.moto_atomic import make_dynamodb_atomic
-        from local.provision import provision
-
-        make_dynamodb_atomic()
-        self._saved_environ = dict(os.environ)
-        self._mock = mock_aws()
-        self._mock.start()
-        environment, _ = provision(settings={"JWT_SECRET": JWT_SECRET})
-        os.environ.update(environment)
-        reset_service_caches()
+        self._start_moto()
         super().__init__()
         self.services = OnDynamo()
         for user in USERS:
             self.services.credits.adjust_balance(user, Decimal(100), "starter credits")
-
-    def _ledger(self) -> list:
-        credits = self.services.credits
-        return [entry for user in USERS for entry in credits.list_ledger(user, limit=100_000)]  # type: ignore[call-arg]
-
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        finally:
-            self._mock.stop()
-            os.environ.clear()
-            os.environ.update(self._saved_environ)
-            reset_service_caches()
 
 
 MotoRoutesMoneyMachine.TestCase.settings = settings.get_profile("moto-long" if PROFILE == "long" else "moto-bulk-ci")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from batchgen.adapters.aws import client, url_signer
@@ -38,34 +38,30 @@ def delete_objects(keys: list[str]) -> None:
 
 def presign_post(key: str, max_bytes: int, expires_in: int) -> PresignedPost:
     """A presigned POST: anyone holding it may upload one object of at most `max_bytes` bytes under
-    `key`; S3 itself refuses a bigger file (the policy's content-length-range). Its lifetime is capped
-    like a presigned URL's (`url_lifetime`)."""
-    now = utc_now()
-    signer, credentials_expire_at = url_signer(now)
-    lifetime = url_lifetime(expires_in, credentials_expire_at, now)
+    `key`; S3 itself refuses a bigger file (the policy's content-length-range)."""
+    signer, lifetime, expires_at = _signing(expires_in)
     post = signer.generate_presigned_post(
-        get_settings().bucket_name,
-        key,
-        Conditions=[["content-length-range", 0, max_bytes]],
-        ExpiresIn=lifetime,
+        get_settings().bucket_name, key, Conditions=[["content-length-range", 0, max_bytes]], ExpiresIn=lifetime
     )
     fields = {str(name): str(value) for name, value in post["fields"].items()}
-    return PresignedPost(str(post["url"]), fields, now + timedelta(seconds=lifetime))
+    return PresignedPost(str(post["url"]), fields, expires_at)
 
 
 def presign_get(key: str, expires_in: int) -> PresignedUrl:
-    return _presign("get_object", key, expires_in)
+    signer, lifetime, expires_at = _signing(expires_in)
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=lifetime
+    )
+    return PresignedUrl(str(url), expires_at)
 
 
-def _presign(operation: str, key: str, expires_in: int) -> PresignedUrl:
-    """At most `expires_in` seconds, and never past its signer's credentials (`url_lifetime`)."""
+def _signing(expires_in: int) -> tuple[Any, int, datetime]:
+    """(signer, seconds, expiry) for a URL or form: at most `expires_in` seconds, and never past its
+    signer's credentials (`url_lifetime`)."""
     now = utc_now()
     signer, credentials_expire_at = url_signer(now)
     lifetime = url_lifetime(expires_in, credentials_expire_at, now)
-    url = signer.generate_presigned_url(
-        operation, Params={"Bucket": get_settings().bucket_name, "Key": key}, ExpiresIn=lifetime
-    )
-    return PresignedUrl(str(url), now + timedelta(seconds=lifetime))
+    return signer, lifetime, now + timedelta(seconds=lifetime)
 
 
 def object_size(key: str) -> int | None:
