@@ -6,7 +6,8 @@ sleeping).
 job takes a lognormal time (median 40 minutes, sigma 0.6), 80 % of it queued in PENDING; 2 % of jobs are
 stuck: PENDING for 24 to 47 hours before they run. A Flex call takes 1-15 minutes and is shed (a 503 after
 5 seconds, RetryInfo 30 s) one time in ten; at most FLEX_MAX_CONCURRENCY calls are in flight, the rest
-wait in the queue; a standard call takes 10-60 seconds. The poller ticks every minute.
+wait in the queue; a standard call takes 10-60 seconds, at most STANDARD_MAX_CONCURRENCY in flight on its
+own queue. The poller ticks every minute.
 
 Policies: `batch`, `auto`, `auto` with a deadline 1 hour after create, and the same with `fallback:
 "standard"`, each for a model Flex serves and for one it does not (the same text model with the catalog's
@@ -33,7 +34,8 @@ from typing import Any
 
 BATCHES = int(os.environ.get("BENCH_SIM_BATCHES", "1000"))
 SEED = int(os.environ.get("BENCH_SIM_SEED", "26"))
-WEEK = 7 * 24 * 3600
+# The arrival rate is what loads Flex: a smaller run keeps it (BENCH_SIM_BATCHES=200 arrive over 1.4 days).
+WINDOW = 7 * 24 * 3600 * BATCHES / 1000
 TICK = 60.0
 MEDIAN_TURNAROUND, SIGMA, PENDING_SHARE = 40 * 60, 0.6, 0.8
 STUCK_SHARE, STUCK_HOURS = 0.02, (24, 47)
@@ -100,8 +102,10 @@ def _sim_gemini(clock: Clock, rng: random.Random) -> Any:
             self.cancelled_at: dict[str, float] = {}
             self.stuck = 0
 
-        def create_job(self, model: str, source: str | list[dict[str, Any]], display_name: str) -> JobView:
-            view = super().create_job(model, source, display_name)
+        def create_job(
+            self, model: str, source: str | list[dict[str, Any]], display_name: str, webhook: Any = None
+        ) -> JobView:
+            view = super().create_job(model, source, display_name, webhook)
             lines = self.files.get(source, []) if isinstance(source, str) else source
             keys = [line.get("key") or line.get("metadata", {}).get("key") for line in lines]
             if rng.random() < STUCK_SHARE:
@@ -158,22 +162,34 @@ class Simulation:
         from batchgen.config import get_settings
         from tests.fakes import FakeServices
 
+        # One random stream per source of chance, so that a policy's choices do not reshuffle the draws of
+        # another source (policies compare on the same job turnarounds and call latencies).
         self.rng = random.Random(SEED)
+        self.job_rng = random.Random(SEED + 1)
+        self.shed_rng = random.Random(SEED + 2)
         self.clock = Clock()
-        self.services = FakeServices(gemini=_sim_gemini(self.clock, self.rng))
+        self.services = FakeServices(gemini=_sim_gemini(self.clock, self.job_rng))
+        self.services.queues.flex_backlog = self.flex_backlog  # type: ignore[method-assign]
         self.services.store.adjust_balance("sim", Decimal(10_000_000), "grant")
         self.tier, self.deadline, self.fallback = tier, deadline, fallback
         self.arrivals = arrivals
         self.events: list[Event] = []
         self.seq = 0
-        self.waiting: list[tuple[float, int, Any]] = []  # Flex queue: (visible at, seq, message)
-        self.in_flight = 0
-        self.cap = get_settings().flex_max_concurrency
+        # The Flex queue and the standard fallback's queue, each with its worker's pool of calls:
+        # (visible at, seq, message) waiting, calls in flight, calls in flight at most.
+        self.waiting: dict[str, list[tuple[float, int, Any]]] = {"flex": [], "standard": []}
+        self.in_flight = {"flex": 0, "standard": 0}
+        settings = get_settings()
+        self.caps = {"flex": settings.flex_max_concurrency, "standard": settings.standard_max_concurrency}
         self.created: dict[str, float] = {}
         self.open: set[str] = set()  # created and not ended yet
         self.outcomes: dict[str, Outcome] = {}
-        self.wake_at: float | None = None  # the one wake-up scheduled for the Flex queue's next visible call
+        self.wake_at: dict[str, float | None] = {"flex": None, "standard": None}  # each queue's one wake-up
         self.calls = {"flex": 0, "shed": 0, "standard": 0, "dropped": 0}
+
+    def flex_backlog(self) -> int:
+        """What SQS would count on the Flex queue: calls waiting (or delayed) and in flight."""
+        return len(self.waiting["flex"]) + self.in_flight["flex"]
 
     def push(self, at: float, kind: str, payload: Any = None) -> None:
         self.seq += 1
@@ -223,7 +239,7 @@ class Simulation:
         from batchgen.usecases.routing import flex
 
         message, shed = payload
-        self.in_flight -= 1
+        self.in_flight[message.tier] -= 1
         gemini = self.services.gemini
         text = {"candidates": [{"content": {"parts": [{"text": "an answer"}]}, "finishReason": "STOP"}]}
         gemini.generate_script = [TransientError("503 UNAVAILABLE", retry_after_seconds=SHED_RETRY) if shed else text]
@@ -261,7 +277,7 @@ class Simulation:
                 collect.collect_batch(self.services, message.batchId, message.chunk)
             for message, delay in queues.generate:
                 self.seq += 1
-                heapq.heappush(self.waiting, (self.clock.seconds + delay, self.seq, message))
+                heapq.heappush(self.waiting[message.tier], (self.clock.seconds + delay, self.seq, message))
             queues.generate.clear()
         queues.uploads.clear()  # text batches: nothing to upload
         self._record_ends()
@@ -270,35 +286,39 @@ class Simulation:
         self.services.queues.submit.append((message, 0))
 
     def _start_calls(self) -> None:
-        """The Flex worker's pool: calls start while fewer than FLEX_MAX_CONCURRENCY are in flight."""
+        """Each worker's pool: calls start while fewer than its cap are in flight (FLEX_MAX_CONCURRENCY for
+        Flex, STANDARD_MAX_CONCURRENCY for the fallback's standard calls, on their own queue)."""
         from batchgen.usecases.routing import flex
 
-        while self.waiting and self.in_flight < self.cap:
-            visible, _seq, message = self.waiting[0]
-            if visible > self.clock.seconds:
-                if self.wake_at is None or self.wake_at > visible:
-                    self.wake_at = visible
-                    self.push(visible, "wake")
-                return
-            heapq.heappop(self.waiting)
-            if flex.current(self.services, message) is None:
-                # The worker drops a message that is no longer its item's (a copy, a moved or ended item)
-                # in milliseconds, without calling Gemini: it holds no place in the pool.
-                self.calls["dropped"] += flex.generate_item(self.services, message) == "dropped"
-                continue
-            self.in_flight += 1
-            if message.tier == "standard":
-                self.calls["standard"] += 1
-                self.push(self.clock.seconds + self.rng.uniform(*STANDARD_LATENCY), "call_done", (message, False))
-                continue
-            self.calls["flex"] += 1
-            shed = self.rng.random() < SHED_SHARE
-            self.calls["shed"] += shed
-            latency = SHED_AFTER if shed else self.rng.uniform(*FLEX_LATENCY)
-            self.push(self.clock.seconds + latency, "call_done", (message, shed))
+        for tier, waiting in self.waiting.items():
+            while waiting and self.in_flight[tier] < self.caps[tier]:
+                visible, _seq, message = waiting[0]
+                if visible > self.clock.seconds:
+                    wake = self.wake_at[tier]
+                    if wake is None or wake > visible:
+                        self.wake_at[tier] = visible
+                        self.push(visible, "wake", tier)
+                    break
+                heapq.heappop(waiting)
+                if flex.current(self.services, message) is None:
+                    # The worker drops a message that is no longer its item's (a copy, a moved or ended
+                    # item) in milliseconds, without calling Gemini: it holds no place in the pool.
+                    self.calls["dropped"] += flex.generate_item(self.services, message) == "dropped"
+                    continue
+                self.in_flight[tier] += 1
+                if tier == "standard":
+                    self.calls["standard"] += 1
+                    latency = self.rng.uniform(*STANDARD_LATENCY)
+                    self.push(self.clock.seconds + latency, "call_done", (message, False))
+                    continue
+                self.calls["flex"] += 1
+                shed = self.shed_rng.random() < SHED_SHARE
+                self.calls["shed"] += shed
+                latency = SHED_AFTER if shed else self.rng.uniform(*FLEX_LATENCY)
+                self.push(self.clock.seconds + latency, "call_done", (message, shed))
 
-    def _wake(self, _payload: Any) -> None:
-        self.wake_at = None
+    def _wake(self, tier: str) -> None:
+        self.wake_at[tier] = None
 
     def _record_ends(self) -> None:
         from batchgen.domain import ids, routing
@@ -387,10 +407,14 @@ def simulate(
 
 def run() -> None:
     rng = random.Random(SEED)
-    moments = sorted(rng.uniform(0, WEEK) for _ in range(BATCHES))
+    moments = sorted(rng.uniform(0, WINDOW) for _ in range(BATCHES))
     arrivals = [(moment, rng.randint(1, 500)) for moment in moments]
     items = sum(count for _, count in arrivals)
-    print(f"== Time to result: {BATCHES:,} batches of 1-500 items ({items:,} in all) over a week, virtual clock ==")
+    days = WINDOW / 86400
+    print(
+        f"== Time to result: {BATCHES:,} batches of 1-500 items ({items:,} in all) over {days:.1f} days, "
+        "virtual clock =="
+    )
     print(
         "   Batch API lognormal (median 40 min, sigma 0.6), 2 % of jobs stuck 24-47 h; Flex 1-15 min, 10 % shed; "
         "text batches, `served` = the catalog's Flex reading of the model"

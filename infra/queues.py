@@ -1,4 +1,4 @@
-"""The pipeline's SQS queues (submit, collect, upload, ingest, notify, flex), each with its dead-letter queue."""
+"""The pipeline's SQS queues (submit, collect, upload, ingest, notify, flex, standard), each with its dead-letter queue."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class WorkQueues(Construct):
     def attach_consumers(self, functions: Mapping[str, lambda_.IFunction], settings: StackSettings) -> None:
         """Event source mappings: each queue drives its spec's consumer, reporting partial failures."""
         for spec in QUEUES:
-            source = _event_source(self.queues[spec.name], spec, settings.queue_max_concurrency(spec.consumer))
+            source = _event_source(self.queues[spec.name], spec, settings.queue_max_concurrency(spec))
             functions[spec.consumer].add_event_source(source)
 
 

@@ -101,11 +101,10 @@ CONTEXT_KEYS: dict[str, str] = {
     "geminiWebhookSecret": "gemini_webhook_secret",
 }
 # A queue's consumer -> its context key for the mapping's MaximumConcurrency, e.g. uploadMaxConcurrency.
-# The Flex worker's follows the service setting flexMaxConcurrency (calls in flight service-wide).
+# The Flex worker's queues follow the service settings flexMaxConcurrency and standardMaxConcurrency
+# (calls in flight service-wide, QueueSpec.calls_setting).
 MAX_CONCURRENCY_KEYS: dict[str, str] = {
-    queue.consumer: f"{queue.consumer}MaxConcurrency"
-    for queue in constants.QUEUES
-    if queue.consumer != constants.FLEX_FUNCTION.name
+    queue.consumer: f"{queue.consumer}MaxConcurrency" for queue in constants.QUEUES if not queue.calls_setting
 }
 
 
@@ -172,17 +171,17 @@ class StackSettings:
             raise ValueError(f"logRetentionDays must be one of {sorted(RETENTION_DAYS)}, got {self.log_retention_days}")
         if self.api_throttle_burst_limit < 1 or self.api_throttle_rate_limit < 1:
             raise ValueError("apiThrottleRateLimit and apiThrottleBurstLimit must be positive")
-        for consumer, key in MAX_CONCURRENCY_KEYS.items():
-            if not 2 <= self.queue_max_concurrency(consumer) <= 1000:
-                raise ValueError(f"{key} must be 2..1000, got {self.queue_max_concurrency(consumer)}")
+        for queue in constants.QUEUES:
+            key = MAX_CONCURRENCY_KEYS.get(queue.consumer)
+            if key and not 2 <= self.queue_max_concurrency(queue) <= 1000:
+                raise ValueError(f"{key} must be 2..1000, got {self.queue_max_concurrency(queue)}")
         self._check_reserved_concurrency()
         self._validate_service()
 
-    def queue_max_concurrency(self, consumer: str) -> int:
-        if consumer == constants.FLEX_FUNCTION.name:  # each invocation holds one SQS batch's calls
-            return constants.flex_invocations(int(self.service_value(constants.ENV_FLEX_MAX_CONCURRENCY)))
-        default = next(queue.max_concurrency for queue in constants.QUEUES if queue.consumer == consumer)
-        return self.max_concurrency.get(consumer, default)
+    def queue_max_concurrency(self, queue: constants.QueueSpec) -> int:
+        if queue.calls_setting:  # each invocation holds one SQS batch's calls
+            return constants.flex_invocations(int(self.service_value(queue.calls_setting)))
+        return self.max_concurrency.get(queue.consumer, queue.max_concurrency)
 
     def _check_reserved_concurrency(self) -> None:
         """Lambda keeps at least UNRESERVED_CONCURRENCY_MINIMUM of the account's quota unreserved: a

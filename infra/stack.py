@@ -9,6 +9,7 @@ from aws_cdk import App, CfnOutput, Environment, Stack, Tags, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
@@ -32,6 +33,7 @@ from batchgen.constants import (
     RESULTS_PREFIX,
     SERVICE_NAME,
     STAGING_PREFIX,
+    STANDARD_QUEUE,
     SUBMIT_FUNCTION,
     SUBMIT_QUEUE,
     UPLOAD_FUNCTION,
@@ -176,10 +178,15 @@ class BatchGenStack(Stack):
         flex = fn[FLEX_FUNCTION.name]
         self._grant_bucket(flex, INPUT_PREFIX, read=True)
         self._grant_bucket(flex, STAGING_PREFIX, put=True)
-        self._grant_send(flex, UPLOAD_QUEUE, FLEX_QUEUE, SUBMIT_QUEUE)
+        self._grant_send(flex, UPLOAD_QUEUE, FLEX_QUEUE, STANDARD_QUEUE, SUBMIT_QUEUE)
         self._grant_secrets(flex, secrets.gemini)
         for sender in (submit, poller):
             self._grant_send(sender, FLEX_QUEUE)
+        self._grant_send(poller, STANDARD_QUEUE)  # the standard fallback's calls (and lost ones sent again)
+        # The Flex queue's depth: what a deadline batch (create, ingest, quote) or a late job (the
+        # poller) would wait behind there.
+        for reader in (api, ingest, poller):
+            self._allow(reader, ["sqs:GetQueueAttributes"], [self.queues.queues[FLEX_QUEUE.name].queue_arn])
 
         # The api queues test events, the poller (and collect/upload/flex, right after their state
         # changes) relay the outbox, the notify function re-queues its own retries and is the only one
@@ -283,7 +290,9 @@ class BatchGenStack(Stack):
                 monitoring.function_throttles(spec.name, self.functions.by_name[spec.name])
         monitoring.account_throttles()
         monitoring.api_server_errors(self.api.rest_api)
-        consumed = {queue.consumer: self.queues.queues[queue.name] for queue in QUEUES}
+        consumed: dict[str, sqs.IQueue] = {}
+        for queue in QUEUES:  # a consumer's first queue (the Flex worker's: the Flex queue)
+            consumed.setdefault(queue.consumer, self.queues.queues[queue.name])
         for spec in FUNCTIONS:  # in pipeline order: api, submit, poller, collect, upload, notify, ...
             monitoring.stage_row(spec.name, consumed.get(spec.name), self.functions.by_name[spec.name])
         monitoring.business_row()

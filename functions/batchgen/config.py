@@ -30,6 +30,7 @@ class Settings(BaseModel):
     ingest_queue_url: str = ""
     notify_queue_url: str = ""
     flex_queue_url: str = ""
+    standard_queue_url: str = ""
     notify_dlq_url: str = ""
 
     max_batch_requests: int = Field(constants.MAX_BATCH_REQUESTS_DEFAULT, ge=1, le=50)
@@ -50,6 +51,7 @@ class Settings(BaseModel):
     flex_estimate_seconds: int = Field(constants.FLEX_ESTIMATE_SECONDS_DEFAULT, ge=1)
     min_deadline_seconds: int = Field(constants.MIN_DEADLINE_SECONDS_DEFAULT, ge=0)
     flex_max_concurrency: int = Field(constants.FLEX_MAX_CONCURRENCY_DEFAULT, ge=1)
+    standard_max_concurrency: int = Field(constants.STANDARD_MAX_CONCURRENCY_DEFAULT, ge=1)
     flex_give_up_seconds: int = Field(constants.FLEX_GIVE_UP_SECONDS_DEFAULT, ge=0)
     flex_timeout_seconds: float = Field(constants.FLEX_TIMEOUT_SECONDS_DEFAULT, gt=0, le=870)
     stuck_pending_seconds: int = Field(constants.STUCK_PENDING_SECONDS_DEFAULT, ge=1)

@@ -139,6 +139,9 @@ MIN_DEADLINE_SECONDS_DEFAULT = 15 * 60
 # Calls in flight at the Flex tier, service-wide: the Flex worker's event source runs at most
 # FLEX_MAX_CONCURRENCY / FLEX_QUEUE.batch_size invocations, each holding one SQS batch's calls at once.
 FLEX_MAX_CONCURRENCY_DEFAULT = 200
+# Standard-tier calls in flight, service-wide: the deadline's fallback has its own queue and share of the
+# worker, so its calls (seconds each, minutes before a deadline) never wait behind Flex's (minutes each).
+STANDARD_MAX_CONCURRENCY_DEFAULT = 100
 # An item Flex keeps shedding (429/503) for this long joins a Gemini batch job instead.
 FLEX_GIVE_UP_SECONDS_DEFAULT = 30 * 60
 # One Flex call may take this long (Flex targets 1-15 minutes); the worker's Lambda timeout is above it.
@@ -176,6 +179,7 @@ ENV_COLLECT_QUEUE_URL = "COLLECT_QUEUE_URL"
 ENV_UPLOAD_QUEUE_URL = "UPLOAD_QUEUE_URL"
 ENV_INGEST_QUEUE_URL = "INGEST_QUEUE_URL"
 ENV_FLEX_QUEUE_URL = "FLEX_QUEUE_URL"
+ENV_STANDARD_QUEUE_URL = "STANDARD_QUEUE_URL"
 ENV_MAX_FILE_BATCH_REQUESTS = "MAX_FILE_BATCH_REQUESTS"
 ENV_MAX_INPUT_FILE_BYTES = "MAX_INPUT_FILE_BYTES"
 ENV_JWT_SECRET = "JWT_SECRET"
@@ -212,6 +216,7 @@ ENV_BATCH_ESTIMATE_SECONDS = "BATCH_ESTIMATE_SECONDS"
 ENV_FLEX_ESTIMATE_SECONDS = "FLEX_ESTIMATE_SECONDS"
 ENV_MIN_DEADLINE_SECONDS = "MIN_DEADLINE_SECONDS"
 ENV_FLEX_MAX_CONCURRENCY = "FLEX_MAX_CONCURRENCY"
+ENV_STANDARD_MAX_CONCURRENCY = "STANDARD_MAX_CONCURRENCY"
 ENV_FLEX_GIVE_UP_SECONDS = "FLEX_GIVE_UP_SECONDS"
 ENV_FLEX_TIMEOUT_SECONDS = "FLEX_TIMEOUT_SECONDS"
 ENV_STUCK_PENDING_SECONDS = "STUCK_PENDING_SECONDS"
@@ -361,6 +366,9 @@ class QueueSpec:
     # so a bulk batch cannot take the account's concurrency from the API (context: <consumer>MaxConcurrency).
     max_concurrency: int = 5
     dead_letter_env_var: str = ""  # set: the consumer gets its DLQ's URL in this variable
+    # Set for the worker's queues (one call per message, one SQS batch's calls per invocation): the
+    # service setting (its variable) of the calls in flight service-wide, which sets MaximumConcurrency.
+    calls_setting: str = ""
 
     @property
     def dead_letter_name(self) -> str:
@@ -488,8 +496,20 @@ FLEX_QUEUE = QueueSpec(
     batch_size=FLEX_BATCH_SIZE,
     max_batching_window_seconds=1,
     max_concurrency=FLEX_MAX_CONCURRENCY_DEFAULT // FLEX_BATCH_SIZE,  # the stack derives it from the setting
+    calls_setting=ENV_FLEX_MAX_CONCURRENCY,
 )
-QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, FLEX_QUEUE)
+# The standard fallback's calls, for the same worker: a queue of their own, so that calls of seconds made
+# minutes before a deadline never wait behind Flex's calls of minutes.
+STANDARD_QUEUE = QueueSpec(
+    "batchgen-standard",
+    ENV_STANDARD_QUEUE_URL,
+    "flex",
+    batch_size=FLEX_BATCH_SIZE,
+    max_batching_window_seconds=1,
+    max_concurrency=STANDARD_MAX_CONCURRENCY_DEFAULT // FLEX_BATCH_SIZE,
+    calls_setting=ENV_STANDARD_MAX_CONCURRENCY,
+)
+QUEUES = (SUBMIT_QUEUE, COLLECT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, FLEX_QUEUE, STANDARD_QUEUE)
 
 POLL_SCHEDULE_EXPRESSION = "rate(1 minute)"
 POLL_INTERVAL_SECONDS_LOCAL_DEFAULT = 3

@@ -28,7 +28,9 @@ class FakeQueues:
         self.collect: list[CollectResults] = []
         self.uploads: list[UploadImage | PurgeImages] = []
         self.ingest: list[IngestFile] = []
-        self.generate: list[tuple[GenerateItem, int]] = []  # the Flex queue: (message, delay seconds)
+        # The Flex and standard queues (a message's `tier` says which): (message, delay seconds).
+        self.generate: list[tuple[GenerateItem, int]] = []
+        self.flex_in_flight = 0  # calls a test holds as taken but not yet answered
 
     def send_submit(self, message: SubmitQueueBody, delay_seconds: int = 0) -> None:
         self.submit.append((message, delay_seconds))
@@ -44,6 +46,11 @@ class FakeQueues:
 
     def send_generate(self, messages: Sequence[GenerateItem], delay_seconds: int = 0) -> None:
         self.generate.extend((message, delay_seconds) for message in messages)
+
+    def flex_backlog(self) -> int:
+        """The Flex messages not yet taken (a test's consumer pops them), plus `flex_in_flight`; the standard
+        fallback's calls have their own queue."""
+        return sum(message.tier != "standard" for message, _delay in self.generate) + self.flex_in_flight
 
 
 class FakeBlobs:

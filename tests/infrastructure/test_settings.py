@@ -96,12 +96,15 @@ def test_reserved_concurrency_is_off_by_default_and_checked_against_the_quota_wh
 
 
 def test_each_queue_mapping_has_a_max_concurrency_setting() -> None:
-    # The Flex worker's follows flexMaxConcurrency, the service's cap on Flex calls in flight.
+    # The Flex worker's queues follow flexMaxConcurrency and standardMaxConcurrency, the service's caps on
+    # calls in flight.
     flex = constants.FLEX_FUNCTION.name
     assert set(MAX_CONCURRENCY_KEYS) == {queue.consumer for queue in constants.QUEUES} - {flex}
-    chosen = StackSettings.from_context(_Context({"uploadMaxConcurrency": "40"}))
-    assert chosen.queue_max_concurrency("upload") == 40
-    assert chosen.queue_max_concurrency("notify") == constants.NOTIFY_QUEUE.max_concurrency
+    chosen = StackSettings.from_context(_Context({"uploadMaxConcurrency": "40", "standardMaxConcurrency": "50"}))
+    assert chosen.queue_max_concurrency(constants.UPLOAD_QUEUE) == 40
+    assert chosen.queue_max_concurrency(constants.NOTIFY_QUEUE) == constants.NOTIFY_QUEUE.max_concurrency
+    assert chosen.queue_max_concurrency(constants.STANDARD_QUEUE) == 5
+    assert chosen.queue_max_concurrency(constants.FLEX_QUEUE) == constants.FLEX_QUEUE.max_concurrency
     with pytest.raises(ValueError, match="uploadMaxConcurrency"):
         StackSettings.from_context(_Context({"uploadMaxConcurrency": "1"}))
 

@@ -43,6 +43,7 @@ from batchgen.constants import (
     RESULTS_PREFIX,
     STAGING_EXPIRY_DAYS,
     STAGING_PREFIX,
+    STANDARD_QUEUE,
     SUBMIT_FUNCTION,
     SUBMIT_QUEUE,
     TABLE,
@@ -416,10 +417,10 @@ def test_the_flex_worker_holds_at_most_flex_max_concurrency_calls(synthesized: S
 
 def test_flex_max_concurrency_is_a_context_setting() -> None:
     settings = StackSettings.from_context(_Context({"flexMaxConcurrency": "60"}))
-    assert settings.queue_max_concurrency(FLEX_FUNCTION.name) == 6
+    assert settings.queue_max_concurrency(FLEX_QUEUE) == 6
     assert settings.function_environment()[ENV_FLEX_MAX_CONCURRENCY] == "60"
     few = StackSettings(service={ENV_FLEX_MAX_CONCURRENCY: "5"})
-    assert few.queue_max_concurrency(FLEX_FUNCTION.name) == 2  # SQS's minimum
+    assert few.queue_max_concurrency(FLEX_QUEUE) == 2  # SQS's minimum
     with pytest.raises(ValueError, match="flexMaxConcurrency"):
         StackSettings(service={ENV_FLEX_MAX_CONCURRENCY: "0"})
 
@@ -532,12 +533,13 @@ class Access:
     s3_allowed: frozenset[str] = frozenset()
     s3_denied: frozenset[str] = frozenset()
     sends: tuple[QueueSpec, ...] = ()
-    consumes: QueueSpec | None = None
+    consumes: tuple[QueueSpec, ...] = ()
     secrets: tuple[str, ...] = ()
     more_prefixes: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()  # (prefix, allowed, denied)
     lists_bucket: bool = False  # s3:ListBucket, so that HeadObject of a missing key answers 404
     assumes: tuple[str, ...] = ()  # roles of the stack (attribute names) it may assume
     scans: bool = False  # it runs the data migrations (a paged Scan of the table)
+    reads_depth: tuple[QueueSpec, ...] = ()  # sqs:GetQueueAttributes: how many messages wait there
 
 
 ACCESS = {
@@ -547,53 +549,59 @@ ACCESS = {
         frozenset(READ),
         # COLLECT_QUEUE: a verified Gemini webhook queues collect at once
         (SUBMIT_QUEUE, UPLOAD_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, COLLECT_QUEUE),
-        None,
+        (),
         # gemini: the Gemini webhook route asks Gemini which batch a finished job belongs to
         ("jwt", "gemini"),
         # uploads/: nothing; the URL-signer role signs the upload URLs (test_the_url_signer_...)
         ((RESULTS_PREFIX, frozenset(READ | PUT), frozenset(DELETE)),),
         lists_bucket=True,
         assumes=("url_signer",),
+        reads_depth=(FLEX_QUEUE,),  # a deadline batch's first route (create, quote)
     ),
     INGEST_FUNCTION.name: Access(
         INPUT_PREFIX,
         frozenset(READ | PUT | DELETE),  # read: a retry batch copies the input images of its source
         frozenset(),
         (SUBMIT_QUEUE, INGEST_QUEUE),  # its own queue too: a run near its time limit hands over
-        INGEST_QUEUE,
+        (INGEST_QUEUE,),
         (),
         ((UPLOADS_PREFIX, frozenset(READ), frozenset(PUT | DELETE)),),
         lists_bucket=True,
+        reads_depth=(FLEX_QUEUE,),  # a deadline batch's first route, once its file is read
     ),
     # Its own queue: a chunk's next chunk, a comeback after another attempt's lease, clean-ups.
     SUBMIT_FUNCTION.name: Access(
-        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE, FLEX_QUEUE), SUBMIT_QUEUE, ("gemini",)
+        INPUT_PREFIX, frozenset(READ), frozenset(PUT | DELETE), (SUBMIT_QUEUE, FLEX_QUEUE), (SUBMIT_QUEUE,), ("gemini",)
     ),
     # INGEST_QUEUE: the validating watchdog re-drives a batch whose ingest message was lost
     # scans: the poller's ticks run the data migrations a deploy brings
-    # FLEX_QUEUE: stuck and late jobs' items moved to Flex, the standard fallback's calls, lost calls sent again
+    # FLEX_QUEUE: stuck and late jobs' items moved to Flex (when its depth leaves room), lost calls sent
+    # again; STANDARD_QUEUE: the standard fallback's calls
     POLLER_FUNCTION.name: Access(
-        sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, FLEX_QUEUE), secrets=("gemini",), scans=True
+        sends=(COLLECT_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE, INGEST_QUEUE, FLEX_QUEUE, STANDARD_QUEUE),
+        secrets=("gemini",),
+        scans=True,
+        reads_depth=(FLEX_QUEUE,),
     ),
     COLLECT_FUNCTION.name: Access(
         STAGING_PREFIX,
         frozenset(PUT),
         frozenset(READ | DELETE),
         (UPLOAD_QUEUE, NOTIFY_QUEUE, COLLECT_QUEUE, SUBMIT_QUEUE),  # handover; a chunk's follow-up round
-        COLLECT_QUEUE,
+        (COLLECT_QUEUE,),
         ("gemini",),
     ),
     PHOTO_FUNCTION.name: Access(secrets=("jwt", "gemini", "cloudinary")),
     UPLOAD_FUNCTION.name: Access(
-        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (NOTIFY_QUEUE,), UPLOAD_QUEUE, ("cloudinary",)
+        STAGING_PREFIX, frozenset(READ | DELETE), frozenset(PUT), (NOTIFY_QUEUE,), (UPLOAD_QUEUE,), ("cloudinary",)
     ),
     # Input images in, answers staged out; a shed call re-queued, a given-up item to submit, the outbox.
     FLEX_FUNCTION.name: Access(
         INPUT_PREFIX,
         frozenset(READ),
         frozenset(PUT | DELETE),
-        (UPLOAD_QUEUE, FLEX_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE),
-        FLEX_QUEUE,
+        (UPLOAD_QUEUE, FLEX_QUEUE, STANDARD_QUEUE, SUBMIT_QUEUE, NOTIFY_QUEUE),
+        (FLEX_QUEUE, STANDARD_QUEUE),
         ("gemini",),
         ((STAGING_PREFIX, frozenset(PUT), frozenset(READ | DELETE)),),
     ),
@@ -615,7 +623,7 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
     # Then it names exactly the resources the function uses
     expected = {"*", synthesized.logical_id(function.log_group), table_id, f"{table_id}/index/*", *secret_ids}
     expected |= {queue_ids[spec.name] for spec in rules.sends}
-    expected |= {queue_ids[rules.consumes.name]} if rules.consumes else set()
+    expected |= {queue_ids[spec.name] for spec in (*rules.consumes, *rules.reads_depth)}
     expected |= {bucket_id} if rules.lists_bucket else set()
     assumed_ids = [synthesized.logical_id(getattr(stack, role)) for role in rules.assumes]
     expected |= set(assumed_ids)
@@ -639,12 +647,17 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
         assert access[bucket_id] == {"s3:ListBucket"}
     for spec in rules.sends:
         assert "sqs:SendMessage" in access[queue_ids[spec.name]]
-        if spec != rules.consumes:  # (the event source mapping's consume grant is CDK's own)
-            assert access[queue_ids[spec.name]] == {"sqs:SendMessage"}
-    if rules.consumes:
-        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[rules.consumes.name]]
-        if rules.consumes not in rules.sends:
-            assert "sqs:SendMessage" not in access[queue_ids[rules.consumes.name]]
+        if spec not in rules.consumes:  # (the event source mapping's consume grant is CDK's own)
+            depth = {"sqs:GetQueueAttributes"} if spec in rules.reads_depth else set()
+            assert access[queue_ids[spec.name]] == {"sqs:SendMessage"} | depth
+    for spec in rules.consumes:
+        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[spec.name]]
+        if spec not in rules.sends:
+            assert "sqs:SendMessage" not in access[queue_ids[spec.name]]
+    for spec in rules.reads_depth:
+        assert "sqs:GetQueueAttributes" in access[queue_ids[spec.name]]
+        if spec not in rules.sends:
+            assert access[queue_ids[spec.name]] == {"sqs:GetQueueAttributes"}
     for secret_id in secret_ids:
         assert access[secret_id] == {"secretsmanager:GetSecretValue"}
     for role_id in assumed_ids:

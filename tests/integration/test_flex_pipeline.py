@@ -18,11 +18,12 @@ from batchgen.domain import ids
 from tests.conftest import grant
 from tests.helpers import catalog_with_flex_for_every_model
 
-SUBMIT, COLLECT, UPLOAD, FLEX = (
+SUBMIT, COLLECT, UPLOAD, FLEX, STANDARD = (
     constants.SUBMIT_QUEUE,
     constants.COLLECT_QUEUE,
     constants.UPLOAD_QUEUE,
     constants.FLEX_QUEUE,
+    constants.STANDARD_QUEUE,
 )
 
 
@@ -89,6 +90,26 @@ def test_the_quote_answers_cost_and_estimated_completion_per_tier(api, aws):
     assert tiers["flex"]["eta"] < tiers["batch"]["eta"] and quote["eta"] == tiers["auto"]["eta"]
     image = api("POST", "/batch/quote", {"type": "character", "requests": [{"prompt": "q"}]}).body
     assert {e["tier"]: e["available"] for e in image["tiers"]} == {"batch": True, "flex": False, "auto": True}
+
+
+def test_a_deadline_batch_goes_to_the_batch_api_while_the_flex_queue_holds_more_than_it_can_finish(
+    api, queues, aws, monkeypatch
+):
+    """The Flex queue's depth as SQS counts it (queued, delayed, in a worker's hands) decides whether a
+    deadline batch can go to Flex: one call at a time, 15 minutes each, 30 minutes to the deadline (one
+    wave before the fallback's moment, 5 minutes before it)."""
+    monkeypatch.setenv("FLEX_MAX_CONCURRENCY", "1")
+    reset_caches()
+    grant("user-1", 10)
+    first = create(api, ["q1"], tier="auto", deadline=later(30))
+    queues.drain(SUBMIT)  # its Flex call waits on the queue
+    body = {"type": "text", "requests": [{"prompt": "q"}], "tier": "auto", "deadline": later(30)}
+    quote = api("POST", "/batch/quote", body).body
+    second = create(api, ["q2"], tier="auto", deadline=later(30))
+    assert status(api, first["id"])["items"][0]["route"] == "flex"
+    assert {entry["tier"]: entry["route"] for entry in quote["tiers"]}["auto"] == "batch"
+    assert status(api, second["id"])["items"][0]["route"] == "batch"
+    assert len(queues.receive(FLEX)) == 1
 
 
 # --- a flex batch, end to end -----------------------------------------------------------------------------
@@ -208,9 +229,11 @@ def test_the_standard_fallback_debits_the_difference_as_its_own_ledger_entry(
         ("standard fallback top-up", -0.5),
         ("batch charge", -0.5),
     ]
-    messages = queues.receive(FLEX)
-    standard = [m for m in messages if json.loads(m["Body"]).get("tier") == "standard"]
-    queues.deliver(FLEX, standard)
+    # The standard call has a queue of its own: it does not wait behind Flex's calls.
+    assert [json.loads(m["Body"]).get("tier", "flex") for m in queues.receive(FLEX)] == ["flex"]
+    standard = queues.receive(STANDARD)
+    assert [json.loads(m["Body"]).get("tier") for m in standard] == ["standard"]
+    queues.deliver(STANDARD, standard)
     done = status(api, created["id"])
     assert done["status"] == "completed" and gemini.generated == 1 and gemini.flex_calls == 0
     assert api("GET", "/credits").body["balance"] == 9  # the standard price: 0.5 + 0.5

@@ -310,6 +310,29 @@ def test_a_job_still_running_near_the_deadline_moves_its_items_to_flex(services,
     assert routes_of(services, batch_id) == {"flex"}
 
 
+def test_a_late_job_stays_on_the_batch_api_while_flex_is_full_and_the_fallback_takes_its_items(
+    services, monkeypatch
+):
+    """Flex holding more calls than it can finish before the deadline: cancelling the job for calls that
+    would wait past it loses the chance the job has; the standard fallback takes what is still open."""
+    deadline = ids.iso(ids.utc_now() + timedelta(hours=3))
+    batch_id = running_batch(services, 5, tier="auto", deadline=deadline, fallback="standard")
+    services.store.jobs[(batch_id, 0)] = services.store.jobs[(batch_id, 0)].model_copy(
+        update={"geminiState": "JOB_STATE_RUNNING"}
+    )
+    services.queues.flex_in_flight = get_settings().flex_max_concurrency  # a full wave under way
+    shift_clock(monkeypatch, 3 * 3600 - 19 * 60)  # late: 19 minutes before the deadline
+    assert poll.poll_batch(services, services.store.batches[batch_id])[0] == "idle"
+    assert routes_of(services, batch_id) == {"batch"}
+    assert jobs.phase(services.store.jobs[(batch_id, 0)]) is jobs.JobPhase.RUNNING  # not cancelled
+
+    shift_clock(monkeypatch, 15 * 60)  # 4 minutes before it: the fallback's moment
+    poll.poll_batch(services, services.store.batches[batch_id])
+    assert routes_of(services, batch_id) == {"standard"}
+    assert {message.tier for message, _delay in services.queues.generate} == {"standard"}
+    assert services.queues.flex_backlog() == get_settings().flex_max_concurrency  # none joined Flex's queue
+
+
 # --- the standard fallback ------------------------------------------------------------------------------
 def test_the_standard_fallback_debits_the_difference_per_group_and_refunds_it_if_the_call_fails(services, monkeypatch):
     deadline = ids.iso(ids.utc_now() + timedelta(hours=1))

@@ -3,6 +3,7 @@ late jobs, Flex's give-up and back-off, and what the standard fallback costs. Pu
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,7 @@ import pytest
 import batchgen
 from batchgen import constants
 from batchgen.config import Settings, get_catalog, reset_caches
-from batchgen.domain import routing
+from batchgen.domain import ids, routing
 from batchgen.domain.errors import InvalidInput
 from batchgen.domain.gemini_jobs import JOB_PENDING, JOB_RUNNING
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
@@ -65,6 +66,48 @@ def test_the_first_route(tier: str, count: int, served: bool, left: float | None
     assert routing.first_route(tier, count, served=served, seconds_to_deadline=left, settings=SETTINGS) == route
 
 
+def unread() -> int:
+    raise AssertionError("the Flex queue's depth was read where no rule needs it")
+
+
+def test_a_deadline_batch_goes_to_flex_only_when_flex_can_finish_it_before_the_fallbacks_moment() -> None:
+    """Flex runs FLEX_MAX_CONCURRENCY calls at once: a deadline batch it cannot finish behind the calls
+    already queued goes to the Batch API (late chunks move at drain time, when Flex has room then)."""
+    settings = Settings(flex_max_concurrency=100, flex_estimate_seconds=900, standard_fallback_seconds=300)
+    hour = 3600.0  # 55 minutes before the fallback's moment: three waves of 100 calls
+    route = functools.partial(routing.first_route, "auto", served=True, seconds_to_deadline=hour, settings=settings)
+    assert route(150, flex_backlog=lambda: 0) == "flex"
+    assert route(150, flex_backlog=lambda: 150) == "flex"  # 300 calls: three waves
+    assert route(150, flex_backlog=lambda: 151) == "batch"  # a fourth wave would end after the fallback's moment
+    assert route(1, flex_backlog=lambda: 10_000) == "batch"  # small, but Flex is full
+    # No deadline: a small batch goes to Flex, a big one to Batch, and the depth is never read.
+    no_deadline = functools.partial(routing.first_route, "auto", served=True, seconds_to_deadline=None)
+    assert no_deadline(5, settings=settings, flex_backlog=unread) == "flex"
+    assert no_deadline(500, settings=settings, flex_backlog=unread) == "batch"
+    # Tier batch, or a model Flex does not serve: the Batch API, without a look at Flex.
+    with_deadline = functools.partial(routing.first_route, seconds_to_deadline=hour, settings=settings)
+    assert with_deadline("batch", 5, served=True, flex_backlog=unread) == "batch"
+    assert with_deadline("auto", 5, served=False, flex_backlog=unread) == "batch"
+
+
+def test_the_plan_reads_the_flex_queue_once_and_its_eta_waits_behind_it() -> None:
+    settings = Settings(flex_max_concurrency=100, flex_estimate_seconds=900)
+    reads: list[int] = []
+
+    def backlog() -> int:
+        reads.append(1)
+        return 150
+
+    deadline = ids.iso(NOW + timedelta(hours=2))
+    estimates = routing.tier_estimates(
+        TEXT, 40, deadline=deadline, start=NOW, catalog=get_catalog(), settings=settings, flex_backlog=backlog
+    )
+    assert len(reads) == 1  # one GetQueueAttributes for the whole quote
+    by_tier = {estimate.tier: estimate for estimate in estimates}
+    assert by_tier["flex"].eta == ids.iso(NOW + timedelta(seconds=2 * 900))  # 190 calls: two waves
+    assert by_tier["auto"].route == "flex"
+
+
 def test_flex_is_expected_to_take_one_upper_target_per_wave_of_concurrent_calls() -> None:
     settings = Settings(flex_max_concurrency=10, flex_estimate_seconds=900, batch_estimate_seconds=7200)
     assert routing.estimate_seconds("flex", 10, settings) == 900
@@ -105,6 +148,16 @@ def test_a_job_unfinished_near_the_deadline_is_late_and_goes_to_flex_if_flex_ser
     assert routing.rescue(late, served=True, resubmitted=False, settings=SETTINGS) == routing.FLEX
     assert routing.rescue(late, served=False, resubmitted=False, settings=SETTINGS) is None  # the fallback's
     assert routing.rescue(early, served=True, resubmitted=False, settings=SETTINGS) is None
+
+
+def test_a_late_job_moves_to_flex_only_when_flex_has_room_and_a_stuck_one_always() -> None:
+    late = clock(JOB_RUNNING, 60.0, SETTINGS.deadline_drain_seconds)
+    stuck = clock(JOB_PENDING, SETTINGS.stuck_pending_seconds, None)
+    full = lambda: False  # noqa: E731
+    assert routing.rescue(late, served=True, resubmitted=False, settings=SETTINGS, flex_room=full) is None
+    assert routing.rescue(late, served=True, resubmitted=False, settings=SETTINGS, flex_room=lambda: True) == "flex"
+    # A stuck job has no deadline to keep: Flex, however long its queue (a day's wait is worse).
+    assert routing.rescue(stuck, served=True, resubmitted=False, settings=SETTINGS, flex_room=full) == "flex"
 
 
 def batch(**fields: object) -> BatchRecord:

@@ -51,8 +51,31 @@ def send_ingest(message: IngestFile, delay_seconds: int = 0) -> None:
     _send(get_settings().ingest_queue_url, message, delay_seconds)
 
 
+def generate_queue_url(tier: str) -> str:
+    """Flex calls go to the Flex queue, the standard fallback's to its own (never behind Flex's)."""
+    settings = get_settings()
+    return settings.standard_queue_url if tier == "standard" else settings.flex_queue_url
+
+
 def send_generate(messages: Sequence[GenerateItem], delay_seconds: int = 0) -> None:
-    _send_many(get_settings().flex_queue_url, messages, delay_seconds)
+    for tier in sorted({message.tier for message in messages}):
+        batch = [message for message in messages if message.tier == tier]
+        _send_many(generate_queue_url(tier), batch, delay_seconds)
+
+
+# What a new Flex call waits behind: visible (queued), not visible (in a worker's hands), delayed (backing off).
+FLEX_BACKLOG_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+def flex_backlog() -> int:
+    attributes = client("sqs").get_queue_attributes(
+        QueueUrl=get_settings().flex_queue_url, AttributeNames=list(FLEX_BACKLOG_ATTRIBUTES)
+    )["Attributes"]
+    return sum(int(attributes.get(name, 0)) for name in FLEX_BACKLOG_ATTRIBUTES)
 
 
 def send_notifications(messages: Sequence[NotifyQueueBody]) -> None:

@@ -11,7 +11,7 @@ moves there.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -72,18 +72,43 @@ def _span(seconds: float) -> str:
     return f"{int(seconds // 60)} minutes" if seconds >= 60 else f"{int(seconds)} seconds"
 
 
-def first_route(tier: str, count: int, *, served: bool, seconds_to_deadline: float | None, settings: Settings) -> str:
+def first_route(
+    tier: str,
+    count: int,
+    *,
+    served: bool,
+    seconds_to_deadline: float | None,
+    settings: Settings,
+    flex_backlog: Callable[[], int] = lambda: 0,
+) -> str:
     """The route a new batch's items start on. `auto`: Flex for a small batch (at most AUTO_FLEX_MAX_ITEMS)
     or when the deadline comes sooner than the Batch API is expected to finish, the Batch API otherwise;
-    always the Batch API for a model Flex does not serve."""
+    always the Batch API for a model Flex does not serve.
+
+    With a deadline, Flex only when it can carry the batch in time behind the calls already queued
+    (`flex_backlog`, read only then): Flex runs FLEX_MAX_CONCURRENCY calls at once, and a deadline batch it
+    cannot finish would wait there for nothing. The Batch API usually makes it (median about 40 minutes),
+    and what it has not done DEADLINE_DRAIN_SECONDS before the deadline moves then, when Flex has room (or
+    to the standard fallback)."""
     if tier == TIER_FLEX:
         return FLEX
     if tier != TIER_AUTO or not served:
         return BATCH
-    if count <= settings.auto_flex_max_items:
+    small = count <= settings.auto_flex_max_items
+    if seconds_to_deadline is None:
+        return FLEX if small else BATCH
+    soon = seconds_to_deadline < settings.batch_estimate_seconds
+    # Done before the fallback's moment: a new batch does not count on the standard tier.
+    room = seconds_to_deadline - settings.standard_fallback_seconds
+    if (small or soon) and flex_fits(flex_backlog(), count, room, settings):
         return FLEX
-    soon = seconds_to_deadline is not None and seconds_to_deadline < settings.batch_estimate_seconds
-    return FLEX if soon else BATCH
+    return BATCH
+
+
+def flex_fits(backlog: int, count: int, seconds: float, settings: Settings) -> bool:
+    """Flex can finish `count` more calls, queued behind `backlog`, within `seconds`: one
+    FLEX_ESTIMATE_SECONDS (its upper target) per wave of FLEX_MAX_CONCURRENCY calls."""
+    return estimate_seconds(FLEX, backlog + count, settings) <= seconds
 
 
 def estimate_seconds(route: str, count: int, settings: Settings) -> float:
@@ -135,13 +160,23 @@ def is_late(clock: ChunkClock, settings: Settings) -> bool:
 RESUBMIT = "resubmit"  # cancel the job and submit its open items once more as a new batch job
 
 
-def rescue(clock: ChunkClock, *, served: bool, resubmitted: bool, settings: Settings) -> str | None:
+def rescue(
+    clock: ChunkClock,
+    *,
+    served: bool,
+    resubmitted: bool,
+    settings: Settings,
+    flex_room: Callable[[], bool] = lambda: True,
+) -> str | None:
     """What to do with a chunk's running Gemini job: move its open items to Flex (stuck or late, a model
     Flex serves), resubmit them once as a new batch job (stuck, a model Flex does not serve: what users
-    do by hand), or nothing. A late job of a model Flex does not serve keeps running: only the standard
-    fallback can still help it."""
+    do by hand), or nothing. A late job moves to Flex only when Flex can finish its items before the
+    standard fallback's moment (`flex_room`): else it keeps running, and only the fallback can still help
+    it (a job cancelled for calls that would wait past the deadline anyway loses the chance it had)."""
     stuck, late = is_stuck(clock, settings), is_late(clock, settings)
-    if served and (stuck or late):
+    if served and late:
+        return FLEX if flex_room() else None
+    if served and stuck:
         return FLEX
     if stuck and not resubmitted:
         return RESUBMIT
@@ -210,6 +245,18 @@ def route_counts(batch: BatchRecord, jobs: Iterable[JobRecord]) -> dict[str, int
     return counts
 
 
+def read_once(read: Callable[[], int]) -> Callable[[], int]:
+    """`read`, called at most once, and only when a rule asks (the Flex queue's depth costs a request)."""
+    seen: list[int] = []
+
+    def value() -> int:
+        if not seen:
+            seen.append(read())
+        return seen[0]
+
+    return value
+
+
 @dataclass(frozen=True)
 class RoutePlan:
     """Where a new batch starts, and when it is expected to be done."""
@@ -227,12 +274,23 @@ def plan_route(
     start: datetime,
     catalog: Catalog,
     settings: Settings,
+    flex_backlog: Callable[[], int] = lambda: 0,
 ) -> RoutePlan:
-    """The first route of a batch of `count` items starting at `start` (now, or its scheduled time)."""
+    """The first route of a batch of `count` items starting at `start` (now, or its scheduled time), and
+    its eta (Flex's behind the calls already queued)."""
     due = ids.parse_iso(deadline) if deadline else None
     left = (due - start).total_seconds() if due is not None else None
-    route = first_route(tier, count, served=flex_served(catalog, model), seconds_to_deadline=left, settings=settings)
-    return RoutePlan(route, ids.iso(eta(start, route, count, settings, due)))
+    backlog = read_once(flex_backlog)
+    route = first_route(
+        tier,
+        count,
+        served=flex_served(catalog, model),
+        seconds_to_deadline=left,
+        settings=settings,
+        flex_backlog=backlog,
+    )
+    ahead = backlog() if route == FLEX else 0
+    return RoutePlan(route, ids.iso(eta(start, route, ahead + count, settings, due)))
 
 
 @dataclass(frozen=True)
@@ -245,15 +303,32 @@ class TierEstimate:
 
 
 def tier_estimates(
-    model: str, count: int, *, deadline: str | None, start: datetime, catalog: Catalog, settings: Settings
+    model: str,
+    count: int,
+    *,
+    deadline: str | None,
+    start: datetime,
+    catalog: Catalog,
+    settings: Settings,
+    flex_backlog: Callable[[], int] = lambda: 0,
 ) -> list[TierEstimate]:
     """Every tier's route and estimated completion for one batch (the quote)."""
+    flex_backlog = read_once(flex_backlog)
     found = []
     for tier in constants.TIERS:
         if tier == TIER_FLEX and not flex_served(catalog, model):
             found.append(TierEstimate(tier, None, None))
             continue
-        plan = plan_route(tier, model, count, deadline=deadline, start=start, catalog=catalog, settings=settings)
+        plan = plan_route(
+            tier,
+            model,
+            count,
+            deadline=deadline,
+            start=start,
+            catalog=catalog,
+            settings=settings,
+            flex_backlog=flex_backlog,
+        )
         found.append(TierEstimate(tier, plan.route, plan.eta))
     return found
 

@@ -1,4 +1,4 @@
-"""Flex queue consumer: one synchronous Gemini call per item, the calls of one SQS batch side by side.
+"""Flex and standard queues' consumer: one synchronous Gemini call per item, the calls of one SQS batch side by side.
 
 Each call can wait minutes for Gemini (Flex targets 1-15); the records of one batch run in parallel
 threads, so they share the Lambda time they bill. A shed call is not a failure of its message: the use
@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchgen import constants
-from batchgen.config import get_settings
+from batchgen.adapters import messaging
 from batchgen.domain.errors import TransientError
 from batchgen.handlers.services import live_services
 from batchgen.handlers.sqs_records import GenerateRecord
@@ -37,7 +37,7 @@ def handle(record: GenerateRecord) -> str:
     try:
         return flex.generate_item(live_services(), record.body)
     except TransientError:  # a store hiccup (Gemini's own refusals come back as new messages)
-        back_off(record, get_settings().flex_queue_url)
+        back_off(record, messaging.generate_queue_url(record.body.tier))
         raise
 
 

@@ -348,6 +348,7 @@ def _finish(services: Services, run: IngestRun) -> str:
         start=ids.utc_now(),
         catalog=get_catalog(),
         settings=get_settings(),
+        flex_backlog=services.queues.flex_backlog,
     )
     try:
         activated = services.uow.activate_bulk_batch(

@@ -6,7 +6,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from batchgen import constants
@@ -21,6 +21,12 @@ from batchgen.usecases.ports import Services
 logger = logging.getLogger(__name__)
 
 CREATE_ATTEMPTS = 5
+
+
+def flex_backlog_at(services: Services, scheduled_for: str | None) -> Callable[[], int]:
+    """What a batch starting now would wait behind on Flex; a scheduled batch's start is not now, and what
+    Flex will hold then is not known (read as empty)."""
+    return (lambda: 0) if scheduled_for else services.queues.flex_backlog
 
 
 def create_batch(
@@ -44,6 +50,7 @@ def create_batch(
         start=start,
         catalog=catalog,
         settings=settings,
+        flex_backlog=flex_backlog_at(services, draft.scheduled_for),
     )
     created = new_records(principal, draft, model, images, quote, plan)
     uploaded = put_images(services, [(item.imageKey, image) for item, image in zip(created.items, images, strict=True)])

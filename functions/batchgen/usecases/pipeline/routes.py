@@ -9,19 +9,21 @@ job is stuck or late, what the fallback costs) are `domain.routing`'s; this modu
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from batchgen.config import get_catalog, get_settings
-from batchgen.domain import batch_moves, ids, jobs, pricing, routing
+from batchgen.config import Settings, get_catalog, get_settings
+from batchgen.domain import batch_moves, gemini_jobs, ids, jobs, pricing, routing
 from batchgen.domain.changes import Change, Guard
 from batchgen.domain.errors import ConcurrentChange, InsufficientCredits
 from batchgen.domain.outcomes import open_items
 from batchgen.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus
-from batchgen.models.messages import CancelJob, GenerateItem, SubmitJob
+from batchgen.models.messages import CancelJob, GenerateItem
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
 from batchgen.usecases.pipeline import chunks
+from batchgen.usecases.pipeline.submit_queue import queue_submit, queued_recently
 from batchgen.usecases.ports import Services
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,7 @@ def fan_out(services: Services, batch: BatchRecord, job: JobRecord) -> bool:
         )
     marked = services.jobs.change_job(batch.batchId, job.chunk, jobs.fan_out(now))
     if marked and job.chunk + 1 < chunks.chunk_count(batch):
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk + 1))
+        queue_submit(services, batch.batchId, job.chunk + 1, seen=None)  # the next chunk's one message
     return marked
 
 
@@ -148,7 +150,7 @@ def next_round(services: Services, batch: BatchRecord, job: JobRecord, *, stuck_
     )
     if not services.jobs.change_job(batch.batchId, job.chunk, move):
         return False
-    services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=job.chunk))
+    queue_submit(services, batch.batchId, job.chunk, seen=None)  # the new round's one message
     return True
 
 
@@ -165,13 +167,20 @@ def join_batch_job(services: Services, batch: BatchRecord, item: ItemRecord) -> 
         return False
     if phase is jobs.JobPhase.IDLE:
         if services.jobs.change_job(batch.batchId, chunk, jobs.want_job()):
-            services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk))
+            # An idle chunk has no message on its way (the one that found it idle was handled).
+            queue_submit(services, batch.batchId, chunk, seen=job.submitQueuedAt)
     elif phase in (jobs.JobPhase.COLLECTED, jobs.JobPhase.ENDED, jobs.JobPhase.DRAINED):
         next_round(services, batch, job)
     elif phase is jobs.JobPhase.WAITING:
-        services.queues.send_submit(SubmitJob(batchId=batch.batchId, chunk=chunk))
+        _want_submit(services, batch, job)
     # RUNNING, COLLECTING, SUBMITTING: the job under way ends, and its end starts the next round.
     return True
+
+
+def _want_submit(services: Services, batch: BatchRecord, job: JobRecord) -> None:
+    """The chunk's round needs a submit message: one already on its way will do (one per chunk and round)."""
+    if not queued_recently(job.submitQueuedAt):
+        queue_submit(services, batch.batchId, job.chunk, seen=job.submitQueuedAt)
 
 
 # --- the standard fallback near the deadline ------------------------------------------------------------
@@ -270,18 +279,34 @@ def reroute(services: Services, batch: BatchRecord, chunk_jobs: list[JobRecord])
     if routing.fallback_due(batch, left, settings):
         moved += fallback_to_standard(services, batch, chunk_jobs)
     served = routing.flex_served(get_catalog(), batch.model)
+    backlog = routing.read_once(services.queues.flex_backlog)
+    taken = 0  # calls this look sent to Flex already: the next late chunk waits behind them too
     for job in chunk_jobs:
         phase = jobs.phase(job)
         if phase is jobs.JobPhase.RUNNING and routing.rescues(batch):
             age = ids.age_seconds(job.jobCreatedAt) if job.jobCreatedAt else None
             clock = routing.ChunkClock(job.geminiState, age, left)
-            action = routing.rescue(clock, served=served, resubmitted=job.stuckResubmits > 0, settings=settings)
+            start, stop = gemini_jobs.chunk_range(job.chunk, chunks.chunk_size(batch), batch.requestCount)
+            room = functools.partial(_flex_room, backlog, taken, stop - start, left, settings)
+            action = routing.rescue(
+                clock, served=served, resubmitted=job.stuckResubmits > 0, settings=settings, flex_room=room
+            )
+            if action == routing.FLEX:
+                taken += stop - start
             if action is not None:
                 logger.info("rerouting chunk %s of %s: %s", job.chunk, batch.batchId, action)
                 moved += drain(services, batch, job, action)
         elif _stalled(batch, settings.pending_redrive_seconds):
             moved += _repair(services, batch, job, served)
     return moved
+
+
+def _flex_room(
+    backlog: Callable[[], int], taken: int, count: int, left: float | None, settings: Settings
+) -> bool:
+    """Flex can finish a late chunk's `count` items before the deadline, behind what it holds (what is still
+    open at the fallback's moment goes to the standard tier then, if the batch asked for it)."""
+    return left is not None and routing.flex_fits(backlog() + taken, count, left, settings)
 
 
 def _stalled(batch: BatchRecord, seconds: float) -> bool:

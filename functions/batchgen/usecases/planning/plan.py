@@ -142,7 +142,14 @@ def quote(services: Services, principal: Principal, draft: BatchDraft) -> PriceQ
     count = len(draft.requests)
     start = ids.parse_iso(draft.scheduled_for) if draft.scheduled_for else ids.utc_now()
     estimates = routing.tier_estimates(
-        model, count, deadline=draft.deadline, start=start, catalog=catalog, settings=settings
+        model,
+        count,
+        deadline=draft.deadline,
+        start=start,
+        catalog=catalog,
+        settings=settings,
+        # A scheduled batch starts later: what Flex will hold then is not known (read as empty).
+        flex_backlog=(lambda: 0) if draft.scheduled_for else services.queues.flex_backlog,
     )
     return PriceQuote(
         request_count=count,
