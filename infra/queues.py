@@ -1,4 +1,5 @@
-"""The pipeline's SQS queues (submit, collect, upload, ingest, notify, flex, standard), each with its dead-letter queue."""
+"""The pipeline's SQS queues (submit, collect, upload, ingest, notify, flex, standard), each with its
+dead-letter queue."""
 
 from __future__ import annotations
 

@@ -192,6 +192,8 @@ def run(scenarios: list[Scenario]) -> list[Outcome]:
             "notifyEmailFrom": SENDER,
             "geminiWebhookSecret": True,  # the Gemini webhook flow signs its event with it
             "webhookAllowPrivateTargets": "true",  # the webhook receiver is on 127.0.0.1
+            # Every deadline within the standard fallback's window at once: its flow waits for no clock.
+            "standardFallbackSeconds": 7200,
         }
         synth_started = time.monotonic()
         with tempfile.TemporaryDirectory() as outdir:

@@ -351,6 +351,34 @@ def flow_flex(r: Rehearsal) -> str:
     return "tier flex: 2 items, 2 Flex generateContent calls through the flex worker's queue, no Gemini job"
 
 
+def flow_standard_fallback(r: Rehearsal) -> str:
+    """A deadline batch with the standard fallback (the rehearsal's standardFallbackSeconds puts its
+    deadline within the fallback's window at once): the api reads the Flex queue's depth to route it, the
+    poller moves its open item to the standard tier, debiting the price difference, and the Flex worker
+    makes the call from the fallback's own queue."""
+    from datetime import UTC, datetime, timedelta
+
+    generated, flex_calls = r.gemini.generated, r.gemini.flex_calls
+    deadline = (datetime.now(UTC) + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"type": "text", "tier": "auto", "deadline": deadline, "fallback": "standard"}
+    batch_id = r.create({**body, "requests": [{"id": "hare", "prompt": "a haiku about a hare"}]})
+    r.tick()  # before any queue is delivered: the item is still open when the poller looks
+    if r.status(batch_id)["routes"]["standard"] != 1:
+        raise RehearsalFailure(f"the fallback did not move the item: {r.status(batch_id)}")
+    r.deliver(constants.STANDARD_QUEUE)
+    r.settle(r.done(batch_id))
+    status = r.status(batch_id)
+    if status["status"] != "completed" or status["successCount"] != 1 or not status["topUpCredits"]:
+        raise RehearsalFailure(f"the fallback batch ended {status['status']}: {status}")
+    calls = (r.gemini.generated - generated, r.gemini.flex_calls - flex_calls)
+    if calls != (1, 0):
+        raise RehearsalFailure(f"{calls[0]} standard and {calls[1]} Flex calls for 1 item moved to standard")
+    return (
+        f"deadline 30 min with fallback: the item moved to the standard tier (top-up {status['topUpCredits']} "
+        "credits), one standard call through the standard queue, none at Flex"
+    )
+
+
 FLOWS: tuple[tuple[str, Callable[[Rehearsal], str]], ...] = (
     ("console, docs and health routes", flow_public_routes),
     ("admin credit grant", flow_credits),
@@ -361,6 +389,7 @@ FLOWS: tuple[tuple[str, Callable[[Rehearsal], str]], ...] = (
     ("Gemini webhook route", flow_gemini_webhook),
     ("standard endpoint", flow_standard_endpoint),
     ("Flex worker (a flex batch)", flow_flex),
+    ("standard fallback near a deadline", flow_standard_fallback),
     ("retry", flow_retry),
     ("file batch (upload, ingest)", flow_file_batch),
     ("cancel", flow_cancel),

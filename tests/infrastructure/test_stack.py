@@ -645,25 +645,30 @@ def test_function_role_allows_only_what_the_function_uses(synthesized: Synthesiz
     assert access[f"{table_id}/index/*"] == {"dynamodb:Query"}
     if rules.lists_bucket:
         assert access[bucket_id] == {"s3:ListBucket"}
-    for spec in rules.sends:
-        assert "sqs:SendMessage" in access[queue_ids[spec.name]]
-        if spec not in rules.consumes:  # (the event source mapping's consume grant is CDK's own)
-            depth = {"sqs:GetQueueAttributes"} if spec in rules.reads_depth else set()
-            assert access[queue_ids[spec.name]] == {"sqs:SendMessage"} | depth
-    for spec in rules.consumes:
-        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= access[queue_ids[spec.name]]
-        if spec not in rules.sends:
-            assert "sqs:SendMessage" not in access[queue_ids[spec.name]]
-    for spec in rules.reads_depth:
-        assert "sqs:GetQueueAttributes" in access[queue_ids[spec.name]]
-        if spec not in rules.sends:
-            assert access[queue_ids[spec.name]] == {"sqs:GetQueueAttributes"}
+    _assert_queue_access(rules, {spec_name: access.get(queue_id, set()) for spec_name, queue_id in queue_ids.items()})
     for secret_id in secret_ids:
         assert access[secret_id] == {"secretsmanager:GetSecretValue"}
     for role_id in assumed_ids:
         assert access[role_id] == {"sts:AssumeRole"}
     for actions in access.values():
         assert not any(action.endswith("*") for action in actions), actions
+
+
+def _assert_queue_access(rules: Access, queues: dict[str, set[str]]) -> None:
+    """Each queue (by QueueSpec.name -> the actions allowed on it) only with what the function does there."""
+    for spec in rules.sends:
+        assert "sqs:SendMessage" in queues[spec.name]
+        if spec not in rules.consumes:  # (the event source mapping's consume grant is CDK's own)
+            depth = {"sqs:GetQueueAttributes"} if spec in rules.reads_depth else set()
+            assert queues[spec.name] == {"sqs:SendMessage"} | depth
+    for spec in rules.consumes:
+        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= queues[spec.name]
+        if spec not in rules.sends:
+            assert "sqs:SendMessage" not in queues[spec.name]
+    for spec in rules.reads_depth:
+        assert "sqs:GetQueueAttributes" in queues[spec.name]
+        if spec not in rules.sends:
+            assert queues[spec.name] == {"sqs:GetQueueAttributes"}
 
 
 def test_the_url_signer_role_is_assumed_by_the_api_only_and_may_only_put_uploads_and_get_results(

@@ -208,6 +208,21 @@ def test_a_flex_refusal_of_the_model_sends_the_item_to_a_batch_job(services):
     assert items(services, batch_id)[0].route == "batch" and items(services, batch_id)[0].status is ItemStatus.PENDING
 
 
+def test_items_flex_refuses_one_after_another_join_one_batch_job_with_one_submit_message(services):
+    """At most one submit message per chunk and round: the first give-up wakes the idle chunk and queues
+    its message, the next ones find it on its way."""
+    batch_id = create_batch(services, 3, tier="flex")
+    submit.submit_batch(services, batch_id)
+    services.queues.submit.clear()
+    refusal = PermanentError("400 INVALID_ARGUMENT: Flex API is not supported for model")
+    services.gemini.generate_script = [refusal, refusal, refusal]
+    assert run_calls(services) == ["gave_up", "gave_up", "gave_up"]
+    sent = [message for message, _delay in services.queues.submit if isinstance(message, SubmitJob)]
+    assert [(message.batchId, message.chunk) for message in sent] == [(batch_id, 0)]
+    assert submit.submit_batch(services, batch_id).status == "submitted"
+    assert len(services.gemini.created) == 1 and routes_of(services, batch_id) == {"batch"}
+
+
 def test_flex_images_are_staged_and_uploaded_like_collected_ones(services, image_flex):
     batch_id = create_batch(services, 1, batch_type="character", tier="flex")
     submit.submit_batch(services, batch_id)
@@ -310,9 +325,7 @@ def test_a_job_still_running_near_the_deadline_moves_its_items_to_flex(services,
     assert routes_of(services, batch_id) == {"flex"}
 
 
-def test_a_late_job_stays_on_the_batch_api_while_flex_is_full_and_the_fallback_takes_its_items(
-    services, monkeypatch
-):
+def test_a_late_job_stays_on_the_batch_api_while_flex_is_full_and_the_fallback_takes_its_items(services, monkeypatch):
     """Flex holding more calls than it can finish before the deadline: cancelling the job for calls that
     would wait past it loses the chance the job has; the standard fallback takes what is still open."""
     deadline = ids.iso(ids.utc_now() + timedelta(hours=3))

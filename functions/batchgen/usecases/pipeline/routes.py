@@ -301,9 +301,7 @@ def reroute(services: Services, batch: BatchRecord, chunk_jobs: list[JobRecord])
     return moved
 
 
-def _flex_room(
-    backlog: Callable[[], int], taken: int, count: int, left: float | None, settings: Settings
-) -> bool:
+def _flex_room(backlog: Callable[[], int], taken: int, count: int, left: float | None, settings: Settings) -> bool:
     """Flex can finish a late chunk's `count` items before the deadline, behind what it holds (what is still
     open at the fallback's moment goes to the standard tier then, if the batch asked for it)."""
     return left is not None and routing.flex_fits(backlog() + taken, count, left, settings)
