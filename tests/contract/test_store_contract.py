@@ -15,7 +15,7 @@ import pytest
 
 from batchgen.domain import batch_moves, events, ids, jobs, routing
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits, InvalidInput
-from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint
+from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint, from_call_counters
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess
 from batchgen.domain.routing import RouteMove
 from batchgen.domain.states import BatchStatus, ItemStatus
@@ -490,6 +490,38 @@ def test_a_collect_checkpoint_adds_its_gemini_usage_to_the_users_day_once(servic
     move = jobs.collect_progress("batches/1", 5, 6, (both + later + later).as_record())
     assert not services.uow.checkpoint_collect(batch.batchId, 0, move, usage_checkpoint(later, later, "2026-12-05"))
     assert services.usage.list_usage_days(USER, "2026-12-05", "2026-12-05")[0].answers == 1
+
+
+def test_a_calls_usage_adds_to_its_chunks_call_counters_and_the_users_day_once_per_call(
+    services: ports.NotifyServices,
+) -> None:
+    batch = new_batch(services, count=5)
+    services.jobs.open_jobs(batch.batchId, 1)
+    day = "2026-12-04"
+    flex = GeminiUsage(1, {}, 12, 40, 0, 5, Decimal("0.000031"))
+    image = GeminiUsage(1, {"2K": 1}, 20, 4, 1680, 240, Decimal("0.101"))
+    record = services.uow.record_call_usage
+    assert record(batch.batchId, 0, 0, usage_checkpoint(flex, flex, day), "lease-1")
+    assert record(batch.batchId, 0, 0, usage_checkpoint(flex, flex, day), "lease-1")  # a retry: counted once
+    assert record(batch.batchId, 1, 0, usage_checkpoint(image, image, day), "lease-1")  # another item's call
+    job = services.jobs.get_job(batch.batchId, 0)
+    assert job is not None and from_call_counters(job) == flex + image
+    assert job.geminiUsage is None  # collect's running total is its own
+    (row,) = services.usage.list_usage_days(USER, day, day)
+    assert (row.answers, row.images2K, row.promptTokens, row.costUsd, row.credits) == (
+        2,
+        1,
+        32,
+        Decimal("0.101031"),
+        Decimal(1),
+    )
+    # The same item's next call counts too.
+    assert record(batch.batchId, 0, 0, usage_checkpoint(flex, flex, day), "lease-2")
+    assert services.usage.list_usage_days(USER, day, day)[0].answers == 3
+    # A chunk or an item whose row is gone (the batch deleted meanwhile) takes nothing, and no day row grows.
+    assert not record(batch.batchId, 0, 7, usage_checkpoint(flex, flex, day), "lease-3")
+    assert not record(batch.batchId, 99, 0, usage_checkpoint(flex, flex, day), "lease-3")
+    assert services.usage.list_usage_days(USER, day, day)[0].answers == 3
 
 
 # --- slots, templates, uploads, outbox ----------------------------------------------------------------

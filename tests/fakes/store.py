@@ -24,7 +24,7 @@ from batchgen.domain.changes import Change, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
-from batchgen.domain.gemini_usage import UsageCheckpoint
+from batchgen.domain.gemini_usage import UsageCheckpoint, call_counters
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
 from batchgen.domain.routing import RouteMove, route_count_field
 from batchgen.domain.states import (
@@ -600,12 +600,32 @@ class FakeStore:
     ) -> bool:
         if not self.change_job(batch_id, chunk, change, succeeded=succeeded, events=events):
             return False
+        self._add_to_day(usage)
+        return True
+
+    def _add_to_day(self, usage: UsageCheckpoint) -> None:
         key = (usage.user_id, usage.day)
         day = self.usage_days.get(key) or UsageDayRecord(userId=usage.user_id, day=usage.day)
         added = usage.day_additions()
         self.usage_days[key] = day.model_copy(
             update={name: getattr(day, name) + value for name, value in added.items()}
         )
+
+    def record_call_usage(self, batch_id: str, index: int, chunk: int, usage: UsageCheckpoint, lease: str) -> bool:
+        """Like the store: the call counters and the day row added together, once per call (`lease`)."""
+        job = self.jobs.get((batch_id, chunk))
+        items = self.items.get(batch_id, [])
+        item = next((row for row in items if row.index == index), None)
+        if job is None or item is None:
+            return False
+        if item.billedLease == lease:
+            return True  # counted already
+        items[items.index(item)] = item.model_copy(update={"billedLease": lease})
+        added = call_counters(usage.added)
+        self.jobs[(batch_id, chunk)] = job.model_copy(
+            update={name: getattr(job, name) + value for name, value in added.items()}
+        )
+        self._add_to_day(usage)
         return True
 
     # --- UsageDays -------------------------------------------------------------------------------

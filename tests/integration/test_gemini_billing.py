@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from batchgen import constants
+from batchgen.config import get_catalog
 from batchgen.domain import ids
 from tests.conftest import grant, make_token
 
@@ -56,3 +57,34 @@ def test_the_usage_route_is_for_admins_and_checks_its_dates(api, aws):
         answer = api("GET", "/admin/users/user-1/usage", token=ADMIN, query=query)
         assert answer.status == 400 and answer.body["error"] and answer.body["message"], (query, answer.body)
     assert api("GET", "/admin/users/nobody/usage", token=ADMIN).body == []
+
+
+def test_flex_calls_are_billed_per_call_at_the_batch_rate_beside_the_credits(api, gemini, queues, aws):
+    """A Flex call is billed when Gemini answers it (the SDK's response object, read by the real adapter):
+    its chunk's call counters and the user's day, at Flex's half price."""
+    grant("user-1", 20)
+    body = {"type": "text", "tier": "flex", "requests": [{"prompt": "a haiku"}, {"prompt": "a limerick"}]}
+    created = api("POST", "/batch/create", body)
+    assert created.status == 202, created.body
+    batch_id = created.body["id"]
+    queues.drain(SUBMIT)
+    assert queues.drain(constants.FLEX_QUEUE) == 2 and gemini.flex_calls == 2
+
+    billing = api("GET", f"/batch/status/{batch_id}", token=ADMIN).body["geminiBilling"]
+    assert billing["answers"] == 2 and billing["images"] == {}
+    assert billing["promptTokens"] > 0 and billing["outputTokens"] > 0
+    # The default text model's list prices per 1M tokens, in and out, half for Flex.
+    spec = get_catalog().models[get_catalog().defaultModels["text"]].listPrice
+    dollars = (
+        (
+            Decimal(billing["promptTokens"]) * spec.inputPerMillion
+            + Decimal(billing["outputTokens"] + billing["thoughtsTokens"]) * spec.outputTextPerMillion
+        )
+        / 1_000_000
+        / 2
+    )
+    assert Decimal(str(billing["estimatedCostUsd"])) == dollars
+    today = ids.now_iso()[:10]
+    (day,) = api("GET", "/admin/users/user-1/usage", token=ADMIN, query=f"since={today}&until={today}").body
+    assert day["creditsCharged"] == created.body["creditCost"]
+    assert Decimal(str(day["estimatedCostUsd"])) == dollars

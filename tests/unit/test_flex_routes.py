@@ -27,7 +27,7 @@ from batchgen.models.messages import CancelJob, GenerateItem, SubmitJob, UploadI
 from batchgen.models.records import OutboxRecord, WebhookEndpointRecord
 from batchgen.usecases.bulk import results
 from batchgen.usecases.notify import notify
-from batchgen.usecases.pipeline import collect, create, poll, submit, upload
+from batchgen.usecases.pipeline import billing, collect, create, poll, submit, upload
 from batchgen.usecases.routing import flex
 from tests.fakes import FakeServices
 from tests.helpers import catalog_with_flex_for_every_model, png_base64
@@ -221,6 +221,35 @@ def test_items_flex_refuses_one_after_another_join_one_batch_job_with_one_submit
     assert [(message.batchId, message.chunk) for message in sent] == [(batch_id, 0)]
     assert submit.submit_batch(services, batch_id).status == "submitted"
     assert len(services.gemini.created) == 1 and routes_of(services, batch_id) == {"batch"}
+
+
+def test_each_answered_call_is_billed_at_its_tiers_rate_flex_at_half_and_standard_at_list_price(
+    services, monkeypatch
+):
+    services.gemini.answer = {
+        **TEXT_ANSWER,
+        "usageMetadata": {"promptTokenCount": 1000, "candidatesTokenCount": 2000, "totalTokenCount": 3000},
+    }
+    flex_id = create_batch(services, 1, tier="flex")
+    submit.submit_batch(services, flex_id)
+    assert run_calls(services) == ["generated"]
+    deadline = ids.iso(ids.utc_now() + timedelta(hours=1))
+    standard_id = running_batch(services, 1, tier="auto", deadline=deadline, fallback="standard")
+    calls(services)  # its Flex call is under way, and will not be back in time
+    shift_clock(monkeypatch, 56 * 60)
+    poll.poll_batch(services, services.store.batches[standard_id])
+    assert run_calls(services) == ["generated"]
+
+    def cost(batch_id: str) -> Decimal:
+        found = billing.batch_billing(services.store.batches[batch_id], [services.store.jobs[(batch_id, 0)]])
+        assert found["answers"] == 1 and (found["promptTokens"], found["outputTokens"]) == (1000, 2000)
+        return Decimal(str(found["estimatedCostUsd"]))
+
+    prices = get_catalog().models[get_catalog().defaultModels["text"]].listPrice
+    list_price = (1000 * prices.inputPerMillion + 2000 * prices.outputTextPerMillion) / 1_000_000
+    assert cost(flex_id) == list_price / 2 and cost(standard_id) == list_price
+    (day,) = services.store.usage_days.values()
+    assert day.answers == 2 and day.credits == Decimal("0.5") + Decimal(1)  # the standard item's top-up too
 
 
 def test_flex_images_are_staged_and_uploaded_like_collected_ones(services, image_flex):

@@ -116,10 +116,11 @@ def usage_of(result: Any, *, delivered_image: bool, size: str | None) -> GeminiU
     )
 
 
-def priced(usage: GeminiUsage, spec: ModelSpec, catalog: Catalog) -> GeminiUsage:
+def priced(usage: GeminiUsage, spec: ModelSpec, catalog: Catalog, *, factor: Decimal | None = None) -> GeminiUsage:
     """`usage` with its estimated cost: tokens at the model's list prices (thinking at the text output
     rate; image tokens at the image rate, or, when the answer reported none, the list price of each image
-    by size), times what the Batch API bills of the list price."""
+    by size), times what the route bills of the list price (`factor`; the Batch API's by default, which
+    Flex bills too; the standard tier: 1)."""
     prices = spec.listPrice
     dollars = (
         usage.prompt_tokens * prices.inputPerMillion
@@ -129,7 +130,7 @@ def priced(usage: GeminiUsage, spec: ModelSpec, catalog: Catalog) -> GeminiUsage
         dollars += usage.image_tokens * prices.outputImagePerMillion / MILLION
     else:
         dollars += sum((prices.imageBySize.get(size, Decimal(0)) * n for size, n in usage.images.items()), Decimal(0))
-    return replace(usage, cost_usd=dollars * catalog.geminiBatchFactor)
+    return replace(usage, cost_usd=dollars * (catalog.geminiBatchFactor if factor is None else factor))
 
 
 @dataclass(frozen=True)
@@ -158,3 +159,35 @@ class UsageCheckpoint:
 
 
 DAY_SIZES = ("1K", "2K", "4K")  # the image sizes the service asks for (its qualities)
+
+
+# A chunk's synchronous calls (Flex, and the standard fallback's) add up in flat counters on its job row:
+# DynamoDB's ADD takes top-level numbers only, and a collect checkpoint rewrites `geminiUsage` whole.
+CALL_PREFIX = "call"
+
+
+def call_counters(usage: GeminiUsage) -> dict[str, Any]:
+    """The job row's counters one call adds (`JobRecord.call*`)."""
+    return {
+        "callAnswers": usage.answers,
+        **{f"callImages{size}": count for size, count in usage.images.items() if size in DAY_SIZES},
+        "callPromptTokens": usage.prompt_tokens,
+        "callOutputTokens": usage.output_tokens,
+        "callImageTokens": usage.image_tokens,
+        "callThoughtsTokens": usage.thoughts_tokens,
+        "callCostUsd": stored_usd(usage.cost_usd),
+    }
+
+
+def from_call_counters(row: Any) -> GeminiUsage:
+    """What a job row's call counters add up to."""
+    images = {size: int(getattr(row, f"callImages{size}")) for size in DAY_SIZES}
+    return GeminiUsage(
+        answers=int(row.callAnswers),
+        images={size: count for size, count in images.items() if count},
+        prompt_tokens=int(row.callPromptTokens),
+        output_tokens=int(row.callOutputTokens),
+        image_tokens=int(row.callImageTokens),
+        thoughts_tokens=int(row.callThoughtsTokens),
+        cost_usd=Decimal(str(row.callCostUsd)),
+    )

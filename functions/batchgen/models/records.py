@@ -98,6 +98,7 @@ class ItemRecord(Record):
     flexLease: str | None = None
     flexSeq: int = 0
     flexAt: str | None = None
+    billedLease: str | None = None  # the last call whose Gemini usage was counted (each counts once)
 
 
 class JobRecord(Record):
@@ -131,6 +132,16 @@ class JobRecord(Record):
     toFlex: int = 0
     toStandard: int = 0
     geminiUsage: dict[str, Any] | None = None  # what Gemini bills for this chunk's answers, every round
+    # What Gemini bills for the chunk's synchronous calls (Flex, the standard fallback): added per call.
+    callAnswers: int = 0
+    callImages1K: int = 0
+    callImages2K: int = 0
+    callImages4K: int = 0
+    callPromptTokens: int = 0
+    callOutputTokens: int = 0
+    callImageTokens: int = 0
+    callThoughtsTokens: int = 0
+    callCostUsd: Decimal = Decimal(0)
 
 
 class UploadRecord(Record):

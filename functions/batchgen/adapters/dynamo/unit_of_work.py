@@ -49,7 +49,7 @@ from batchgen.adapters.dynamo.outbox import outbox_put
 from batchgen.domain.changes import Change, Guard, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.events import DomainEvent
-from batchgen.domain.gemini_usage import UsageCheckpoint
+from batchgen.domain.gemini_usage import UsageCheckpoint, call_counters
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
 from batchgen.domain.routing import RouteMove, item_charge, rev_condition, route_count_field
@@ -399,6 +399,51 @@ class DynamoUnitOfWork:
                 return False  # settled already: never refunded twice
             raise
         return True
+
+    def record_call_usage(self, batch_id: str, index: int, chunk: int, usage: UsageCheckpoint, lease: str) -> bool:
+        """One synchronous call's usage (Flex, or the standard fallback; `lease`: the call's), added to its
+        chunk's call counters and the user's day row, with the call marked on its item, in one
+        transaction: each call counts once however often this is retried. False when the chunk's or the
+        item's row is gone (the batch was deleted meanwhile)."""
+        name = self.table.name
+        job = Expression()
+        job_update = job.into(
+            {
+                "TableName": name,
+                "Key": key(batch_pk(batch_id), job_sk(chunk)),
+                "UpdateExpression": job.update({}, add=call_counters(usage.added)),
+                "ConditionExpression": "attribute_exists(PK)",
+            }
+        )
+        item = Expression()
+        billed, marked = item.name("billedLease"), item.value(lease)
+        not_yet = f"attribute_exists(PK) AND (attribute_not_exists({billed}) OR {billed} <> {marked})"
+        item_update = item.into(
+            {
+                "TableName": name,
+                "Key": key(batch_pk(batch_id), item_sk(index)),
+                "UpdateExpression": f"SET {billed} = {marked}",
+                "ConditionExpression": not_yet,
+            }
+        )
+        writes = [{"Update": job_update}, {"Update": item_update}, usage_days.day_addition(name, usage)]
+        try:
+            self.table.db.transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if error_code(exc) != "TransactionCanceledException" or "ConditionalCheckFailed" not in codes:
+                raise
+            if codes[0] == "ConditionalCheckFailed":
+                return False  # the chunk's row is gone
+            return self._billed(batch_id, index, lease)
+        return True
+
+    def _billed(self, batch_id: str, index: int, lease: str) -> bool:
+        """The item's row names this call as counted (else the row is gone)."""
+        row = self.table.db.get_item(
+            TableName=self.table.name, Key=key(batch_pk(batch_id), item_sk(index)), ConsistentRead=True
+        ).get("Item")
+        return row is not None and row.get("billedLease", {}).get("S") == lease
 
     def checkpoint_collect(
         self,

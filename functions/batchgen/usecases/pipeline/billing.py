@@ -1,13 +1,16 @@
 """What Gemini bills (its `usageMetadata`, priced at list price) next to the credits charged: per batch for
 the admin status body, per user and day for the admin usage route. Read from what collect's checkpoints
-wrote: the chunks' running totals and the users' day rows; nothing here writes."""
+and the Flex worker's calls wrote: the chunks' running totals and call counters, and the users' day rows;
+nothing here writes."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
+from batchgen.config import ModelSpec, get_catalog
 from batchgen.domain.errors import InvalidInput
-from batchgen.domain.gemini_usage import GeminiUsage
+from batchgen.domain.gemini_usage import GeminiUsage, from_call_counters
+from batchgen.domain.pricing import canonical_model, model_kind
 from batchgen.models.records import BatchRecord, JobRecord, UsageDayRecord
 from batchgen.usecases.ports import Services
 
@@ -15,10 +18,19 @@ USAGE_DAYS_DEFAULT = 30
 USAGE_DAYS_MAX = 366
 
 
+def billing_basis(batch: BatchRecord) -> tuple[ModelSpec | None, str | None]:
+    """The list prices of the batch's model (None: a model the catalog no longer has, priced at nothing)
+    and the image size it asked for."""
+    catalog = get_catalog()
+    spec = catalog.models.get(canonical_model(catalog, batch.model))
+    size = catalog.imageSizeByQuality.get(batch.quality or "1k") if model_kind(batch.type) == "image" else None
+    return spec, size
+
+
 def batch_billing(batch: BatchRecord, jobs: list[JobRecord]) -> dict[str, object]:
     """The batch's Gemini usage over all its chunks and rounds, its estimated cost at Google, and the
     credits it charged (less what was refunded)."""
-    total = sum((GeminiUsage.from_record(job.geminiUsage) for job in jobs), GeminiUsage())
+    total = sum((GeminiUsage.from_record(job.geminiUsage) + from_call_counters(job) for job in jobs), GeminiUsage())
     return {
         "answers": total.answers,
         "images": total.images,

@@ -20,11 +20,11 @@ from batchgen.domain.gemini_jobs import MAX_GEMINI_ROUNDS, JobView
 from batchgen.domain.gemini_requests import Answer, read_answer
 from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint, priced, usage_of
 from batchgen.domain.outcomes import ItemSuccess
-from batchgen.domain.pricing import canonical_model, model_kind
+from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import ItemStatus, is_open, is_terminal
 from batchgen.models.messages import CollectResults, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord, JobRecord
-from batchgen.usecases.pipeline import chunks
+from batchgen.usecases.pipeline import billing, chunks
 from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done
 from batchgen.usecases.ports import Services
 
@@ -216,7 +216,7 @@ def collect_batch(
             if item.status is ItemStatus.SUCCESS and item.round == job.geminiRound
         }
     run.usage_saved = GeminiUsage.from_record(job.geminiUsage)
-    run.model_spec, run.image_size = _billing_basis(batch)
+    run.model_spec, run.image_size = billing.billing_basis(batch)
     items = chunks.round_items(chunk_items, job, batch)
     outcome = _read(run, view, items, time_left or (lambda: float("inf")))
     if outcome == "handed_over":
@@ -262,15 +262,6 @@ def _read(run: CollectRun, view: JobView, items: list[ItemRecord], time_left: Ca
     run.failures.update({item.index: reason for item in unanswered})
     run.revs.update({item.index: item.routeRev for item in unanswered})
     return "read" if run.checkpoint() else "overtaken"
-
-
-def _billing_basis(batch: BatchRecord) -> tuple[ModelSpec | None, str | None]:
-    """The list prices of the batch's model (None: a model the catalog no longer has, priced at nothing)
-    and the image size it asked for."""
-    catalog = get_catalog()
-    spec = catalog.models.get(canonical_model(catalog, batch.model))
-    size = catalog.imageSizeByQuality.get(batch.quality or "1k") if model_kind(batch.type) == "image" else None
-    return spec, size
 
 
 def _delete_files(services: Services, job: JobRecord, view: JobView) -> None:

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 
 from batchgen.config import get_catalog, get_settings
 from batchgen.domain import ids, routing
 from batchgen.domain.errors import PermanentError, TransientError
 from batchgen.domain.gemini_requests import Answer, inline_request, read_answer
+from batchgen.domain.gemini_usage import UsageCheckpoint, priced, usage_of
 from batchgen.domain.outcomes import ItemSuccess
 from batchgen.domain.pricing import model_kind
 from batchgen.domain.states import is_open, is_terminal
 from batchgen.models.messages import GenerateItem, UploadImage
 from batchgen.models.records import BatchRecord, ItemRecord
-from batchgen.usecases.pipeline import routes
+from batchgen.usecases.pipeline import billing, chunks, routes
 from batchgen.usecases.pipeline.settle import fail_items, finalize_if_done, record_success
 from batchgen.usecases.ports import Services
 
@@ -62,9 +64,9 @@ def generate_item(services: Services, message: GenerateItem) -> str:
             return "gave_up" if routes.join_batch_job(services, call.batch, call.item) else "dropped"
         return _fail(services, call, str(refused))
     answer = read_answer({"response": response}, model_kind(call.batch.type) == "image")
-    if answer.error:
-        return _fail(services, call, answer.error)
-    return _keep(services, call, answer)
+    outcome = _fail(services, call, answer.error) if answer.error else _keep(services, call, answer)
+    _bill(services, call, response, answer, tier)
+    return outcome
 
 
 def current(services: Services, message: GenerateItem) -> tuple[BatchRecord, ItemRecord] | None:
@@ -127,6 +129,30 @@ def _after_shed(services: Services, call: Call, message: GenerateItem, shed: Tra
     again = message.model_copy(update={"seq": message.seq + 1, "attempt": message.attempt + 1, "since": since})
     services.queues.send_generate([again], delay_seconds=delay)
     return "shed"
+
+
+def _bill(services: Services, call: Call, response: object, answer: Answer, tier: str | None) -> None:
+    """What Gemini bills for this answered call, kept or not: added to its chunk's call counters and the
+    user's day, priced at Flex's batch rate or the standard tier's list price. An estimate for admins: a
+    write that fails is logged, never the item's failure (its result is recorded already)."""
+    batch, item = call.batch, call.item
+    spec, size = billing.billing_basis(batch)
+    delivered = answer.error is None
+    usage = usage_of({"response": response}, delivered_image=delivered and answer.image is not None, size=size)
+    if spec is not None:
+        usage = priced(usage, spec, get_catalog(), factor=None if tier == "flex" else Decimal(1))
+    checkpoint = UsageCheckpoint(
+        total=usage,
+        added=usage,
+        user_id=batch.userId,
+        day=ids.now_iso()[:10],
+        credits=routing.item_charge(batch.unitPrice, item) if delivered else Decimal(0),
+    )
+    chunk = chunks.chunk_of(batch, item.index)
+    try:
+        services.uow.record_call_usage(batch.batchId, item.index, chunk, checkpoint, call.lease)
+    except Exception:  # the usage is an estimate; the item's outcome stands
+        logger.exception("could not record the usage of item %s of %s", item.index, batch.batchId)
 
 
 def _fail(services: Services, call: Call, error: str) -> str:
