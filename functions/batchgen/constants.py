@@ -141,7 +141,10 @@ MIN_DEADLINE_SECONDS_DEFAULT = 15 * 60
 FLEX_MAX_CONCURRENCY_DEFAULT = 200
 # Standard-tier calls in flight, service-wide: the deadline's fallback has its own queue and share of the
 # worker, so its calls (seconds each, minutes before a deadline) never wait behind Flex's (minutes each).
-STANDARD_MAX_CONCURRENCY_DEFAULT = 100
+# The fallback acts STANDARD_FALLBACK_SECONDS (5 minutes) before a deadline and moves a batch's open items
+# at once; a call takes up to a minute: 500 in flight finish a burst of some 2,000 items in those minutes
+# (the time-to-result simulation met a burst of 732, two big batches left at once, which 100 could not).
+STANDARD_MAX_CONCURRENCY_DEFAULT = 500
 # An item Flex keeps shedding (429/503) for this long joins a Gemini batch job instead.
 FLEX_GIVE_UP_SECONDS_DEFAULT = 30 * 60
 # One Flex call may take this long (Flex targets 1-15 minutes); the worker's Lambda timeout is above it.
