@@ -223,9 +223,7 @@ def test_items_flex_refuses_one_after_another_join_one_batch_job_with_one_submit
     assert len(services.gemini.created) == 1 and routes_of(services, batch_id) == {"batch"}
 
 
-def test_each_answered_call_is_billed_at_its_tiers_rate_flex_at_half_and_standard_at_list_price(
-    services, monkeypatch
-):
+def test_each_answered_call_is_billed_at_its_tiers_rate_flex_at_half_and_standard_at_list_price(services, monkeypatch):
     services.gemini.answer = {
         **TEXT_ANSWER,
         "usageMetadata": {"promptTokenCount": 1000, "candidatesTokenCount": 2000, "totalTokenCount": 3000},
