@@ -164,6 +164,9 @@ DEADLINE_DRAIN_SECONDS_DEFAULT = 20 * 60
 # With `fallback: "standard"`, items still open this long before the deadline are generated at the
 # standard tier (a synchronous call of seconds); the price difference is debited then, per group.
 STANDARD_FALLBACK_SECONDS_DEFAULT = 5 * 60
+# A standard call Gemini sheds near the deadline is tried again at the latest this long before it (a
+# standard call takes seconds; the margin leaves time for one more attempt and its answer).
+STANDARD_RETRY_MARGIN_SECONDS = 60
 
 # --- S3 key layout ----------------------------------------------------------
 INPUT_PREFIX = "inputs/"

@@ -208,6 +208,20 @@ def test_a_flex_refusal_of_the_model_sends_the_item_to_a_batch_job(services):
     assert items(services, batch_id)[0].route == "batch" and items(services, batch_id)[0].status is ItemStatus.PENDING
 
 
+def test_a_shed_standard_call_is_tried_again_in_time_for_its_deadline(services, monkeypatch):
+    """The fallback's call is what keeps the deadline: a shed one comes back a minute before it at the
+    latest, however long Gemini asked to wait; a Flex call waits as asked."""
+    deadline = ids.iso(ids.utc_now() + timedelta(hours=1))
+    batch_id = running_batch(services, 1, tier="auto", deadline=deadline, fallback="standard")
+    calls(services)  # the Flex call is under way
+    shift_clock(monkeypatch, 56 * 60)  # 4 minutes before the deadline: the fallback's moment
+    poll.poll_batch(services, services.store.batches[batch_id])
+    services.gemini.generate_script = [TransientError("429 RESOURCE_EXHAUSTED", retry_after_seconds=600)]
+    assert run_calls(services) == ["shed"]
+    ((again, delay),) = services.queues.generate
+    assert again.tier == "standard" and 170 <= delay <= 180  # 4 minutes left, less the 60 s margin
+
+
 def test_items_flex_refuses_one_after_another_join_one_batch_job_with_one_submit_message(services):
     """At most one submit message per chunk and round: the first give-up wakes the idle chunk and queues
     its message, the next ones find it on its way."""

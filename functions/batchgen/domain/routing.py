@@ -205,6 +205,16 @@ def retry_delay(attempt: int, retry_after: float | None) -> int:
     return int(min(constants.SQS_MAX_DELAY_SECONDS, max(1, math.ceil(wanted))))
 
 
+def standard_retry_delay(delay: int, seconds_to_deadline: float | None) -> int:
+    """A shed standard call (the deadline's fallback) is tried again in time for its deadline: at the
+    latest STANDARD_RETRY_MARGIN_SECONDS before it, however long Gemini asked to wait (keeping the deadline
+    is what the user paid the top-up for)."""
+    if seconds_to_deadline is None:
+        return delay
+    latest = seconds_to_deadline - constants.STANDARD_RETRY_MARGIN_SECONDS
+    return int(max(1, min(delay, latest)))
+
+
 def top_up(standard_unit: Decimal, batch_unit: Decimal) -> Decimal:
     """What moving one item to the standard tier costs on top of what it was charged."""
     return max(Decimal(0), standard_unit - batch_unit)

@@ -126,6 +126,9 @@ def _after_shed(services: Services, call: Call, message: GenerateItem, shed: Tra
     if requeued is None:
         return "dropped"  # moved or ended meanwhile
     delay = routing.retry_delay(message.attempt, shed.retry_after_seconds)
+    if message.tier == routing.STANDARD:
+        left = -ids.age_seconds(call.batch.deadline) if call.batch.deadline else None
+        delay = routing.standard_retry_delay(delay, left)
     again = message.model_copy(update={"seq": message.seq + 1, "attempt": message.attempt + 1, "since": since})
     services.queues.send_generate([again], delay_seconds=delay)
     return "shed"
