@@ -15,7 +15,7 @@ import pytest
 
 from batchgen.domain import batch_moves, events, ids, jobs, routing
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits, InvalidInput
-from batchgen.domain.gemini_usage import GeminiUsage, UsageCheckpoint, from_call_counters
+from batchgen.domain.gemini_usage import CALL_PREFIX, GeminiUsage, UsageCheckpoint, from_counters
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess
 from batchgen.domain.routing import RouteMove
 from batchgen.domain.states import BatchStatus, ItemStatus
@@ -505,7 +505,7 @@ def test_a_calls_usage_adds_to_its_chunks_call_counters_and_the_users_day_once_p
     assert record(batch.batchId, 0, 0, usage_checkpoint(flex, flex, day), "lease-1")  # a retry: counted once
     assert record(batch.batchId, 1, 0, usage_checkpoint(image, image, day), "lease-1")  # another item's call
     job = services.jobs.get_job(batch.batchId, 0)
-    assert job is not None and from_call_counters(job) == flex + image
+    assert job is not None and from_counters(job, CALL_PREFIX) == flex + image
     assert job.geminiUsage is None  # collect's running total is its own
     (row,) = services.usage.list_usage_days(USER, day, day)
     assert (row.answers, row.images2K, row.promptTokens, row.costUsd, row.credits) == (

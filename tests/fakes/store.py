@@ -24,7 +24,7 @@ from batchgen.domain.changes import Change, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, Conflict, InsufficientCredits
 from batchgen.domain.events import DomainEvent
 from batchgen.domain.gemini_jobs import chunk_count
-from batchgen.domain.gemini_usage import UsageCheckpoint, call_counters
+from batchgen.domain.gemini_usage import CALL_PREFIX, UsageCheckpoint, counters
 from batchgen.domain.outcomes import ItemOutcome, ItemSuccess, Page
 from batchgen.domain.routing import RouteMove, route_count_field
 from batchgen.domain.states import (
@@ -621,7 +621,7 @@ class FakeStore:
         if item.billedLease == lease:
             return True  # counted already
         items[items.index(item)] = item.model_copy(update={"billedLease": lease})
-        added = call_counters(usage.added)
+        added = counters(usage.added, CALL_PREFIX)
         self.jobs[(batch_id, chunk)] = job.model_copy(
             update={name: getattr(job, name) + value for name, value in added.items()}
         )

@@ -146,48 +146,48 @@ class UsageCheckpoint:
 
     def day_additions(self) -> dict[str, Any]:
         """The day row's counters to add (`UsageDayRecord` names)."""
-        return {
-            "answers": self.added.answers,
-            **{f"images{size}": count for size, count in self.added.images.items() if size in DAY_SIZES},
-            "promptTokens": self.added.prompt_tokens,
-            "outputTokens": self.added.output_tokens,
-            "imageTokens": self.added.image_tokens,
-            "thoughtsTokens": self.added.thoughts_tokens,
-            "costUsd": stored_usd(self.added.cost_usd),
-            "credits": self.credits,
-        }
+        return {**counters(self.added), "credits": self.credits}
 
 
 DAY_SIZES = ("1K", "2K", "4K")  # the image sizes the service asks for (its qualities)
 
-
-# A chunk's synchronous calls (Flex, and the standard fallback's) add up in flat counters on its job row:
-# DynamoDB's ADD takes top-level numbers only, and a collect checkpoint rewrites `geminiUsage` whole.
+# A chunk's synchronous calls (Flex, and the standard fallback's) add up in flat counters on its job row,
+# the day row's names behind this prefix: DynamoDB's ADD takes top-level numbers only, and a collect
+# checkpoint rewrites `geminiUsage` whole.
 CALL_PREFIX = "call"
 
 
-def call_counters(usage: GeminiUsage) -> dict[str, Any]:
-    """The job row's counters one call adds (`JobRecord.call*`)."""
-    return {
-        "callAnswers": usage.answers,
-        **{f"callImages{size}": count for size, count in usage.images.items() if size in DAY_SIZES},
-        "callPromptTokens": usage.prompt_tokens,
-        "callOutputTokens": usage.output_tokens,
-        "callImageTokens": usage.image_tokens,
-        "callThoughtsTokens": usage.thoughts_tokens,
-        "callCostUsd": stored_usd(usage.cost_usd),
+def _named(prefix: str, name: str) -> str:
+    return f"{prefix}{name[0].upper()}{name[1:]}" if prefix else name
+
+
+def counters(usage: GeminiUsage, prefix: str = "") -> dict[str, Any]:
+    """`usage` as the flat counters a row adds (`UsageDayRecord` names; `JobRecord.call*` with CALL_PREFIX)."""
+    flat = {
+        "answers": usage.answers,
+        **{f"images{size}": count for size, count in usage.images.items() if size in DAY_SIZES},
+        "promptTokens": usage.prompt_tokens,
+        "outputTokens": usage.output_tokens,
+        "imageTokens": usage.image_tokens,
+        "thoughtsTokens": usage.thoughts_tokens,
+        "costUsd": stored_usd(usage.cost_usd),
     }
+    return {_named(prefix, name): value for name, value in flat.items()}
 
 
-def from_call_counters(row: Any) -> GeminiUsage:
-    """What a job row's call counters add up to."""
-    images = {size: int(getattr(row, f"callImages{size}")) for size in DAY_SIZES}
+def from_counters(row: Any, prefix: str = "") -> GeminiUsage:
+    """What a row's flat counters (`counters`' names) add up to."""
+
+    def read(name: str) -> Any:
+        return getattr(row, _named(prefix, name))
+
+    images = {size: int(read(f"images{size}")) for size in DAY_SIZES}
     return GeminiUsage(
-        answers=int(row.callAnswers),
+        answers=int(read("answers")),
         images={size: count for size, count in images.items() if count},
-        prompt_tokens=int(row.callPromptTokens),
-        output_tokens=int(row.callOutputTokens),
-        image_tokens=int(row.callImageTokens),
-        thoughts_tokens=int(row.callThoughtsTokens),
-        cost_usd=Decimal(str(row.callCostUsd)),
+        prompt_tokens=int(read("promptTokens")),
+        output_tokens=int(read("outputTokens")),
+        image_tokens=int(read("imageTokens")),
+        thoughts_tokens=int(read("thoughtsTokens")),
+        cost_usd=Decimal(str(read("costUsd"))),
     )

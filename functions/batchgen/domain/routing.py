@@ -10,6 +10,7 @@ moves there.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -255,18 +256,6 @@ def route_counts(batch: BatchRecord, jobs: Iterable[JobRecord]) -> dict[str, int
     return counts
 
 
-def read_once(read: Callable[[], int]) -> Callable[[], int]:
-    """`read`, called at most once, and only when a rule asks (the Flex queue's depth costs a request)."""
-    seen: list[int] = []
-
-    def value() -> int:
-        if not seen:
-            seen.append(read())
-        return seen[0]
-
-    return value
-
-
 @dataclass(frozen=True)
 class RoutePlan:
     """Where a new batch starts, and when it is expected to be done."""
@@ -290,7 +279,7 @@ def plan_route(
     its eta (Flex's behind the calls already queued)."""
     due = ids.parse_iso(deadline) if deadline else None
     left = (due - start).total_seconds() if due is not None else None
-    backlog = read_once(flex_backlog)
+    backlog = functools.cache(flex_backlog)  # read at most once, and only when a rule asks (a request)
     route = first_route(
         tier,
         count,
@@ -323,7 +312,7 @@ def tier_estimates(
     flex_backlog: Callable[[], int] = lambda: 0,
 ) -> list[TierEstimate]:
     """Every tier's route and estimated completion for one batch (the quote)."""
-    flex_backlog = read_once(flex_backlog)
+    flex_backlog = functools.cache(flex_backlog)  # one read for every tier
     found = []
     for tier in constants.TIERS:
         if tier == TIER_FLEX and not flex_served(catalog, model):

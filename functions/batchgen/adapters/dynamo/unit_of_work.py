@@ -49,7 +49,7 @@ from batchgen.adapters.dynamo.outbox import outbox_put
 from batchgen.domain.changes import Change, Guard, JobChange
 from batchgen.domain.errors import AlreadyCreated, ConcurrentChange, InsufficientCredits
 from batchgen.domain.events import DomainEvent
-from batchgen.domain.gemini_usage import UsageCheckpoint, call_counters
+from batchgen.domain.gemini_usage import CALL_PREFIX, UsageCheckpoint, counters
 from batchgen.domain.ids import now_iso
 from batchgen.domain.outcomes import ItemOutcome
 from batchgen.domain.routing import RouteMove, item_charge, rev_condition, route_count_field
@@ -411,7 +411,7 @@ class DynamoUnitOfWork:
             {
                 "TableName": name,
                 "Key": key(batch_pk(batch_id), job_sk(chunk)),
-                "UpdateExpression": job.update({}, add=call_counters(usage.added)),
+                "UpdateExpression": job.update({}, add=counters(usage.added, CALL_PREFIX)),
                 "ConditionExpression": "attribute_exists(PK)",
             }
         )

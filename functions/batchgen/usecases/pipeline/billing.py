@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from batchgen.config import ModelSpec, get_catalog
 from batchgen.domain.errors import InvalidInput
-from batchgen.domain.gemini_usage import GeminiUsage, from_call_counters
+from batchgen.domain.gemini_usage import CALL_PREFIX, GeminiUsage, from_counters
 from batchgen.domain.pricing import canonical_model, model_kind
 from batchgen.models.records import BatchRecord, JobRecord, UsageDayRecord
 from batchgen.usecases.ports import Services
@@ -30,7 +30,9 @@ def billing_basis(batch: BatchRecord) -> tuple[ModelSpec | None, str | None]:
 def batch_billing(batch: BatchRecord, jobs: list[JobRecord]) -> dict[str, object]:
     """The batch's Gemini usage over all its chunks and rounds, its estimated cost at Google, and the
     credits it charged (less what was refunded)."""
-    total = sum((GeminiUsage.from_record(job.geminiUsage) + from_call_counters(job) for job in jobs), GeminiUsage())
+    collected = (GeminiUsage.from_record(job.geminiUsage) for job in jobs)  # collect's running totals
+    called = (from_counters(job, CALL_PREFIX) for job in jobs)  # Flex and standard calls
+    total = sum((*collected, *called), GeminiUsage())
     return {
         "answers": total.answers,
         "images": total.images,

@@ -279,7 +279,7 @@ def reroute(services: Services, batch: BatchRecord, chunk_jobs: list[JobRecord])
     if routing.fallback_due(batch, left, settings):
         moved += fallback_to_standard(services, batch, chunk_jobs)
     served = routing.flex_served(get_catalog(), batch.model)
-    backlog = routing.read_once(services.queues.flex_backlog)
+    backlog = functools.cache(services.queues.flex_backlog)  # read only if a chunk is late, then once
     taken = 0  # calls this look sent to Flex already: the next late chunk waits behind them too
     for job in chunk_jobs:
         phase = jobs.phase(job)

@@ -15,6 +15,7 @@ from batchgen.domain.errors import InvalidInput
 from batchgen.domain.money import normalize
 from batchgen.models.api import CreateBatchRequest
 from batchgen.models.records import TemplateRecord
+from batchgen.usecases.pipeline import create
 from batchgen.usecases.planning.templates import get_template
 from batchgen.usecases.ports import Services
 
@@ -148,8 +149,7 @@ def quote(services: Services, principal: Principal, draft: BatchDraft) -> PriceQ
         start=start,
         catalog=catalog,
         settings=settings,
-        # A scheduled batch starts later: what Flex will hold then is not known (read as empty).
-        flex_backlog=(lambda: 0) if draft.scheduled_for else services.queues.flex_backlog,
+        flex_backlog=create.flex_backlog_at(services, draft.scheduled_for),
     )
     return PriceQuote(
         request_count=count,
