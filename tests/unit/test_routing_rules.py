@@ -80,6 +80,10 @@ def test_a_deadline_batch_goes_to_flex_only_when_flex_can_finish_it_before_the_f
     assert route(150, flex_backlog=lambda: 150) == "flex"  # 300 calls: three waves
     assert route(150, flex_backlog=lambda: 151) == "batch"  # a fourth wave would end after the fallback's moment
     assert route(1, flex_backlog=lambda: 10_000) == "batch"  # small, but Flex is full
+    # A deadline nearer than one wave's upper target: Flex if its calls start at once, else Batch.
+    near = functools.partial(routing.first_route, "auto", served=True, seconds_to_deadline=960.0, settings=settings)
+    assert near(1, flex_backlog=lambda: 99) == "flex"
+    assert near(1, flex_backlog=lambda: 100) == "batch"
     # No deadline: a small batch goes to Flex, a big one to Batch, and the depth is never read.
     no_deadline = functools.partial(routing.first_route, "auto", served=True, seconds_to_deadline=None)
     assert no_deadline(5, settings=settings, flex_backlog=unread) == "flex"

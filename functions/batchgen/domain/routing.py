@@ -98,12 +98,15 @@ def first_route(
     small = count <= settings.auto_flex_max_items
     if seconds_to_deadline is None:
         return FLEX if small else BATCH
-    soon = seconds_to_deadline < settings.batch_estimate_seconds
-    # Done before the fallback's moment: a new batch does not count on the standard tier.
+    if not (small or seconds_to_deadline < settings.batch_estimate_seconds):
+        return BATCH
+    backlog = flex_backlog()
+    # Done before the fallback's moment: a new batch does not count on the standard tier. A deadline too
+    # near for even one wave's upper target still goes to Flex if its calls start at once: 1-15 minutes
+    # against the Batch API's 40 or so.
     room = seconds_to_deadline - settings.standard_fallback_seconds
-    if (small or soon) and flex_fits(flex_backlog(), count, room, settings):
-        return FLEX
-    return BATCH
+    starts_now = backlog + count <= settings.flex_max_concurrency
+    return FLEX if starts_now or flex_fits(backlog, count, room, settings) else BATCH
 
 
 def flex_fits(backlog: int, count: int, seconds: float, settings: Settings) -> bool:
