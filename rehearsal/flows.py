@@ -348,7 +348,14 @@ def flow_flex(r: Rehearsal) -> str:
         )
     if r.gemini.flex_calls - before != 2:
         raise RehearsalFailure(f"{r.gemini.flex_calls - before} Flex calls for 2 items")
-    return "tier flex: 2 items, 2 Flex generateContent calls through the flex worker's queue, no Gemini job"
+    # Each call's usage is written by the worker with its own role (a denied write is only logged).
+    billing = r.expect(200, "GET", f"/batch/status/{batch_id}", token=r.admin_token)["geminiBilling"]
+    if billing["answers"] != 2:
+        log = r.function("flex").log()[-2000:]
+        raise RehearsalFailure(f"the admin's geminiBilling counts {billing['answers']} Flex answers of 2:\n{log}")
+    return (
+        "tier flex: 2 items, 2 Flex generateContent calls through the flex worker's queue, no Gemini job, both billed"
+    )
 
 
 def flow_standard_fallback(r: Rehearsal) -> str:
